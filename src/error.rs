@@ -1,0 +1,161 @@
+//! Errors: one type per channel operation, each handing the unsent message back (as tokio's
+//! `mpsc` does), and [`Error`] for everything the node itself can fail at.
+//!
+//! The channel errors do not require `T: Debug` for their `Debug` impl, so any message type can be
+//! `?`-ed or `unwrap`-ed.
+
+use std::fmt;
+
+/// What a node, a registration or the wire can fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding, dialing or reading a socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A channel keeps the message type of its first endpoint; this endpoint asked for another.
+    #[error("channel `{channel}` carries `{existing}`, not `{requested}`")]
+    TypeMismatch {
+        /// The channel's name.
+        channel: String,
+        /// The message type the channel was created with.
+        existing: String,
+        /// The message type this endpoint asked for.
+        requested: String,
+    },
+    /// The channel was closed; no endpoint can be added to it any more.
+    #[error("channel `{0}` is closed")]
+    ChannelClosed(String),
+    /// Raft could not commit the request (no leader reachable, the node is shutting down, ...).
+    #[error("registry: {0}")]
+    Registry(String),
+    /// Joining the cluster through the given addresses failed.
+    #[error("could not join the cluster: {0}")]
+    Join(String),
+    /// A message or frame could not be encoded or decoded.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// The node has been shut down.
+    #[error("the node is shut down")]
+    Shutdown,
+    /// The builder was given an inconsistent configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// [`Sender::send`](crate::Sender::send) or [`Sender::broadcast`](crate::Sender::broadcast)
+/// failed: the channel is closed. The message is handed back.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct SendError<T>(pub T);
+
+impl<T> SendError<T> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError").finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "channel closed")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// [`Sender::try_send`](crate::Sender::try_send) failed. The message is handed back.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum TrySendError<T> {
+    /// Every receiver of the channel is full (or the network window to it is).
+    Full(T),
+    /// The channel has no receiver right now.
+    NoReceivers(T),
+    /// The channel is closed.
+    Closed(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(t) | TrySendError::NoReceivers(t) | TrySendError::Closed(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::NoReceivers(_) => f.write_str("NoReceivers(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "no available capacity",
+            TrySendError::NoReceivers(_) => "channel has no receivers",
+            TrySendError::Closed(_) => "channel closed",
+        })
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// [`Sender::send_timeout`](crate::Sender::send_timeout) failed. The message is handed back.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum SendTimeoutError<T> {
+    /// The deadline passed with no receiver able to take the message.
+    Timeout(T),
+    /// The channel is closed.
+    Closed(T),
+}
+
+impl<T> SendTimeoutError<T> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendTimeoutError::Timeout(t) | SendTimeoutError::Closed(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendTimeoutError::Timeout(_) => f.write_str("Timeout(..)"),
+            SendTimeoutError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendTimeoutError::Timeout(_) => "timed out waiting on send operation",
+            SendTimeoutError::Closed(_) => "channel closed",
+        })
+    }
+}
+
+impl<T> std::error::Error for SendTimeoutError<T> {}
+
+/// [`Receiver::try_recv`](crate::Receiver::try_recv) found nothing to return.
+#[derive(Debug, PartialEq, Eq, Clone, Copy, thiserror::Error)]
+pub enum TryRecvError {
+    /// Nothing is buffered right now.
+    #[error("receiving on an empty channel")]
+    Empty,
+    /// The channel is closed and everything it held has been received.
+    #[error("receiving on a closed channel")]
+    Closed,
+}

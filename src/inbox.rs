@@ -1,0 +1,329 @@
+//! The inbox: a receiver's buffer, the last stop of a message before [`Receiver::recv`].
+//!
+//! It holds at most `capacity` messages ready to be received. Messages arriving from another
+//! node beyond that wait in a staging queue that only the senders' windows bound (the network's
+//! share, see [`crate::router::Window`]); each message taken into the buffer is acknowledged to its
+//! sending node in batches, which is what gives the sender its credit back. Messages from this
+//! node's own senders are moved in as values, never encoded. Messages from the network are kept
+//! encoded and decoded by the receiving task, off the connection's reader.
+//!
+//! When the [`Receiver`](crate::Receiver) is dropped the inbox is *detached*: what it held, and
+//! whatever still arrives for it, goes to its endpoint actor to be re-routed to another receiver.
+//!
+//! [`Receiver::recv`]: crate::Receiver::recv
+
+use std::any::Any;
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::node::Core;
+use crate::registry::{EndpointId, NodeId};
+use crate::router::ChannelRoute;
+
+/// A message in a buffer: moved in from this node, or still encoded from the network.
+enum Item<T> {
+    Value(T),
+    Encoded(Bytes),
+}
+
+/// Why a push was refused; the message comes back.
+#[derive(Debug)]
+pub(crate) enum Refused<T> {
+    Full(T),
+    Closed(T),
+}
+
+/// What the node needs of an inbox, whatever its message type.
+pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
+    fn id(&self) -> EndpointId;
+    fn channel(&self) -> &Arc<ChannelRoute>;
+    /// Messages from node `from`, in order. Returns how many went straight into the buffer:
+    /// the caller acknowledges those now.
+    fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) -> u32;
+    /// An encoded message from this node (a broadcast, a re-routed message).
+    fn try_push_encoded(&self, msg: Bytes) -> Result<(), Refused<Bytes>>;
+    /// The channel is closed; `waiting_for` are the nodes whose fence has not come yet.
+    fn close(&self, waiting_for: BTreeSet<NodeId>);
+    /// Node `from` will send nothing more for this channel.
+    fn fence(&self, from: NodeId);
+    fn as_any(&self) -> &dyn Any;
+}
+
+struct State<T> {
+    buf: VecDeque<Item<T>>,
+    /// Arrived from the network while the buffer was full; bounded by the senders' windows.
+    staged: VecDeque<(NodeId, Bytes)>,
+    /// Messages taken into the buffer and not yet acknowledged, per sending node.
+    unacked: Vec<(NodeId, u32)>,
+    unacked_total: u32,
+    waker: Option<Waker>,
+    /// Set once the close is applied here: the nodes still to send their fence.
+    closing: Option<BTreeSet<NodeId>>,
+    /// The receiver is gone: everything goes to its actor for re-routing.
+    detached: Option<mpsc::UnboundedSender<Bytes>>,
+}
+
+impl<T> State<T> {
+    fn closed(&self) -> bool {
+        self.closing.as_ref().is_some_and(BTreeSet::is_empty)
+    }
+
+    fn count_ack(&mut self, from: NodeId, n: u32) {
+        if n == 0 {
+            return;
+        }
+        self.unacked_total += n;
+        match self.unacked.iter_mut().find(|(node, _)| *node == from) {
+            Some((_, c)) => *c += n,
+            None => self.unacked.push((from, n)),
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The buffer of one receiver.
+pub(crate) struct Inbox<T> {
+    id: EndpointId,
+    route: Arc<ChannelRoute>,
+    capacity: usize,
+    /// Acks are sent once this many are owed (or nothing more is staged).
+    ack_batch: u32,
+    state: Mutex<State<T>>,
+    core: Weak<Core>,
+}
+
+impl<T> fmt::Debug for Inbox<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("id", &self.id)
+            .field("channel", &self.route.name)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
+    pub(crate) fn new(
+        id: EndpointId,
+        route: Arc<ChannelRoute>,
+        capacity: usize,
+        core: Weak<Core>,
+    ) -> Self {
+        Inbox {
+            id,
+            route,
+            capacity: capacity.max(1),
+            ack_batch: (capacity as u32 / 4).max(1),
+            state: Mutex::new(State {
+                buf: VecDeque::with_capacity(capacity.min(4096)),
+                staged: VecDeque::new(),
+                unacked: Vec::new(),
+                unacked_total: 0,
+                waker: None,
+                closing: None,
+                detached: None,
+            }),
+            core,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A message from a sender on this node.
+    pub(crate) fn try_push(&self, msg: T) -> Result<(), Refused<T>> {
+        let mut st = self.lock();
+        if st.closing.is_some() {
+            return Err(Refused::Closed(msg));
+        }
+        if st.detached.is_some() || st.buf.len() >= self.capacity || !st.staged.is_empty() {
+            return Err(Refused::Full(msg));
+        }
+        st.buf.push_back(Item::Value(msg));
+        st.wake();
+        Ok(())
+    }
+
+    /// Take the next message, or register `cx` to be woken when there is one.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        loop {
+            let (item, acks) = {
+                let mut st = self.lock();
+                let Some(item) = st.buf.pop_front() else {
+                    if st.closed() {
+                        return Poll::Ready(None);
+                    }
+                    if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        st.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                };
+                if let Some((from, msg)) = st.staged.pop_front() {
+                    st.buf.push_back(Item::Encoded(msg));
+                    st.count_ack(from, 1);
+                }
+                let acks = if st.unacked_total >= self.ack_batch || st.staged.is_empty() {
+                    st.unacked_total = 0;
+                    std::mem::take(&mut st.unacked)
+                } else {
+                    Vec::new()
+                };
+                (item, acks)
+            };
+            self.send_acks(acks);
+            self.route.wake();
+            match item {
+                Item::Value(v) => return Poll::Ready(Some(v)),
+                Item::Encoded(bytes) => match rmp_serde::from_slice(&bytes) {
+                    Ok(v) => return Poll::Ready(Some(v)),
+                    // The registry guarantees the type; bytes that do not decode came from a
+                    // broken or hostile peer. Dropping them is all that can be done.
+                    Err(e) => tracing::warn!(
+                        channel = %self.route.name,
+                        error = %e,
+                        "dropped a message that does not decode as {}",
+                        std::any::type_name::<T>()
+                    ),
+                },
+            }
+        }
+    }
+
+    /// Take the next message if one is ready.
+    pub(crate) fn try_recv(&self) -> Result<T, crate::TryRecvError> {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let res = match self.poll_recv(&mut cx) {
+            Poll::Ready(Some(v)) => Ok(v),
+            Poll::Ready(None) => Err(crate::TryRecvError::Closed),
+            Poll::Pending => Err(crate::TryRecvError::Empty),
+        };
+        // Do not leave the no-op waker in place of a real one's turn.
+        let mut st = self.lock();
+        if st.waker.as_ref().is_some_and(|w| w.will_wake(&waker)) {
+            st.waker = None;
+        }
+        res
+    }
+
+    /// The receiver is gone: hand everything held, and everything arriving from now on, to
+    /// `forward` (encoded), and acknowledge what was staged.
+    pub(crate) fn detach(&self, forward: mpsc::UnboundedSender<Bytes>) {
+        let acks = {
+            let mut st = self.lock();
+            for item in std::mem::take(&mut st.buf) {
+                let bytes = match item {
+                    Item::Encoded(b) => b,
+                    Item::Value(v) => match rmp_serde::to_vec_named(&v) {
+                        Ok(b) => b.into(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not encode a message to re-route it");
+                            continue;
+                        }
+                    },
+                };
+                let _ = forward.send(bytes);
+            }
+            for (from, bytes) in std::mem::take(&mut st.staged) {
+                st.count_ack(from, 1);
+                let _ = forward.send(bytes);
+            }
+            st.detached = Some(forward);
+            st.unacked_total = 0;
+            std::mem::take(&mut st.unacked)
+        };
+        self.send_acks(acks);
+        self.route.wake();
+    }
+
+    fn send_acks(&self, acks: Vec<(NodeId, u32)>) {
+        if acks.is_empty() {
+            return;
+        }
+        if let Some(core) = self.core.upgrade() {
+            for (node, n) in acks {
+                core.send_ack(node, self.id, n);
+            }
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> {
+    fn id(&self) -> EndpointId {
+        self.id
+    }
+
+    fn channel(&self) -> &Arc<ChannelRoute> {
+        &self.route
+    }
+
+    fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) -> u32 {
+        let mut st = self.lock();
+        let mut taken = 0;
+        if let Some(forward) = &st.detached {
+            for m in msgs {
+                let _ = forward.send(m);
+                taken += 1;
+            }
+            return taken;
+        }
+        for m in msgs {
+            if st.buf.len() < self.capacity && st.staged.is_empty() {
+                st.buf.push_back(Item::Encoded(m));
+                taken += 1;
+            } else {
+                st.staged.push_back((from, m));
+            }
+        }
+        st.wake();
+        taken
+    }
+
+    fn try_push_encoded(&self, msg: Bytes) -> Result<(), Refused<Bytes>> {
+        let mut st = self.lock();
+        if st.closing.is_some() {
+            return Err(Refused::Closed(msg));
+        }
+        if st.detached.is_some() || st.buf.len() >= self.capacity || !st.staged.is_empty() {
+            return Err(Refused::Full(msg));
+        }
+        st.buf.push_back(Item::Encoded(msg));
+        st.wake();
+        Ok(())
+    }
+
+    fn close(&self, waiting_for: BTreeSet<NodeId>) {
+        let mut st = self.lock();
+        st.closing = Some(match st.closing.take() {
+            // Fences already counted stay counted.
+            Some(prev) => prev.intersection(&waiting_for).copied().collect(),
+            None => waiting_for,
+        });
+        st.wake();
+    }
+
+    fn fence(&self, from: NodeId) {
+        let mut st = self.lock();
+        if let Some(w) = st.closing.as_mut() {
+            w.remove(&from);
+        }
+        st.wake();
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

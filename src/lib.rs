@@ -1,0 +1,76 @@
+//! dchan: distributed channels. Go-channel simplicity across a cluster, without a broker.
+//!
+//! Every process is a [`Node`]. Senders and receivers of a channel, found by name, may live on any
+//! node, many of each: [`Sender::send`] reaches exactly one receiver (a work queue),
+//! [`Sender::broadcast`] reaches all. Which endpoints exist is kept in a registry replicated with
+//! Raft, so every node agrees on it; messages go straight from node to node over TCP, batched.
+//!
+//! ```
+//! # #[actix::main]
+//! # async fn main() -> Result<(), dchan::Error> {
+//! let a = dchan::Node::builder().listen("127.0.0.1:0").bootstrap().start().await?;
+//! let b = dchan::Node::builder().listen("127.0.0.1:0").join([a.addr()]).start().await?;
+//!
+//! let mut rx = b.receiver::<String>("jobs").await?; // registered cluster-wide when this returns
+//! let tx = a.sender::<String>("jobs").await?;
+//! tx.send("hello".into()).await.expect("open channel");
+//! assert_eq!(rx.recv().await.as_deref(), Some("hello"));
+//!
+//! b.shutdown().await?;
+//! a.shutdown().await
+//! # }
+//! ```
+//!
+//! # Map
+//!
+//! The path of one message, from `send` to `recv`, and the module at each stop:
+//!
+//! 1. [`sender`]: `Sender::send` asks the channel's router for a receiver with room.
+//! 2. [`router`](crate::router): one per channel per node; picks a receiver from the local copy
+//!    of the registry. A local receiver gets the value moved into its inbox (no encoding); a
+//!    remote one gets it through the peer's outbox, within a window of unacknowledged messages.
+//! 3. [`outbox`](crate::outbox): encodes the message straight into an open data frame for that
+//!    receiver; consecutive messages share the frame.
+//! 4. [`connection`](crate::connection): the peer's writer feeds every queued frame and flushes
+//!    once; frames are length-delimited, versioned MessagePack ([`wire`](crate::wire)).
+//! 5. On the receiving node, the connection's reader hands the batch to the [`node`](crate::node),
+//!    which puts it in the receiver's [`inbox`](crate::inbox) and acknowledges it back.
+//! 6. [`receiver`]: `Receiver::recv` takes it out and decodes it.
+//!
+//! Beside the path: [`registry`](crate::registry) is the replicated state, [`raft`](crate::raft)
+//! the Raft wiring and storage, [`peer`](crate::peer) the links between nodes, [`endpoint`] the
+//! trait behind `#[dchan::endpoint]`, [`cluster`] the snapshot [`Node::cluster`] returns.
+//!
+//! # Promises
+//!
+//! Each `send` is received by exactly one receiver; a `broadcast` by every receiver registered
+//! when it was sent; messages from one `Sender` to one receiver arrive in order; a receiver holds
+//! at most its capacity and a full cluster makes `send` wait (never drop); `close` ends the channel
+//! everywhere once what was sent before it is received. See the README for the whole list.
+
+#![warn(missing_docs)]
+
+pub mod cluster;
+mod connection;
+pub mod endpoint;
+mod error;
+mod inbox;
+mod node;
+mod outbox;
+mod peer;
+mod raft;
+pub mod receiver;
+mod registry;
+mod router;
+pub mod sender;
+mod wire;
+
+pub use cluster::{ClusterInfo, Member, Role};
+pub use dchan_macros::endpoint;
+pub use endpoint::Endpoint;
+pub use error::{Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
+pub use node::{Node, NodeBuilder, ReceiverBuilder, DEFAULT_CAPACITY};
+pub use receiver::Receiver;
+pub use sender::Sender;
+/// serde, as dchan uses it; `#[dchan::endpoint]` derives through this path.
+pub use serde;

@@ -1,0 +1,264 @@
+//! The outbox: everything one node has to say to one peer, batched into frames.
+//!
+//! A [`Sender`](crate::Sender) that picks a remote receiver encodes the message straight into the
+//! open [`Frame::Data`](crate::wire::Frame::Data) of that peer's outbox: consecutive messages for
+//! the same receiver share one frame, and no allocation is made per message. The peer's writer
+//! task ([`crate::connection`]) takes everything queued at once, feeds it to the socket and flushes
+//! only when the outbox has run dry, so many messages share one syscall.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::registry::EndpointId;
+use crate::wire::VERSION;
+
+/// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
+const DATA_FRAME_TARGET: usize = 64 * 1024;
+
+/// Header of a data frame up to the message count: `[1, {"Data": {"to": <u64>, "msgs": [`.
+const fn data_header(to: EndpointId) -> [u8; 25] {
+    let t = to.to_be_bytes();
+    [
+        0x92, VERSION, 0x81, 0xa4, b'D', b'a', b't', b'a', 0x82, 0xa2, b't', b'o', 0xcf, t[0],
+        t[1], t[2], t[3], t[4], t[5], t[6], t[7], 0xa4, b'm', b's', b'g',
+    ]
+}
+
+/// Why a message was not queued.
+#[derive(Debug)]
+pub(crate) enum PushError {
+    /// The channel was closed before the message got in.
+    Closed,
+    /// The message could not be encoded.
+    Encode(rmp_serde::encode::Error),
+}
+
+/// Frames queued for one peer.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    inner: Mutex<Inner>,
+    /// Wakes the writer when the outbox goes from empty to non-empty.
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Finished frames, oldest first.
+    frames: VecDeque<Bytes>,
+    /// The data frame being filled at the end of `buf`, if any.
+    open: Option<Open>,
+    buf: BytesMut,
+}
+
+#[derive(Debug)]
+struct Open {
+    to: EndpointId,
+    /// Where the 4-byte message count sits in `buf`.
+    count_at: usize,
+    count: u32,
+}
+
+impl Inner {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.open.is_none()
+    }
+
+    fn finish_open(&mut self) {
+        if self.open.take().is_some() {
+            self.frames.push_back(self.buf.split().freeze());
+        }
+    }
+
+    /// Make sure the open frame is for `to` and has room.
+    fn open_for(&mut self, to: EndpointId) {
+        match &self.open {
+            Some(o) if o.to == to && self.buf.len() < DATA_FRAME_TARGET => return,
+            Some(_) => self.finish_open(),
+            None => {}
+        }
+        self.buf.reserve(DATA_FRAME_TARGET.min(4096));
+        self.buf.put_slice(&data_header(to));
+        self.buf.put_u8(b's');
+        self.buf.put_u8(0xdd); // array32: the count is patched as messages are added
+        let count_at = self.buf.len();
+        self.buf.put_u32(0);
+        self.open = Some(Open {
+            to,
+            count_at,
+            count: 0,
+        });
+    }
+
+    /// Append one message to the open frame, written by `write` after a bin32 header.
+    fn append<E>(
+        &mut self,
+        to: EndpointId,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.open_for(to);
+        let mark = self.buf.len();
+        self.buf.put_u8(0xc6);
+        self.buf.put_u32(0);
+        if let Err(e) = write(&mut self.buf) {
+            self.buf.truncate(mark);
+            return Err(e);
+        }
+        let len = (self.buf.len() - mark - 5) as u32;
+        self.buf[mark + 1..mark + 5].copy_from_slice(&len.to_be_bytes());
+        if let Some(open) = self.open.as_mut() {
+            open.count += 1;
+            let at = open.count_at;
+            self.buf[at..at + 4].copy_from_slice(&open.count.to_be_bytes());
+        }
+        Ok(())
+    }
+}
+
+impl Outbox {
+    /// Encode `msg` for receiver `to`, unless `closed` is set. `closed` is read under the outbox
+    /// lock, and [`Outbox::push_frame`] of a fence takes the same lock after the flag is set, so
+    /// no message can slip in behind a channel's fence.
+    pub(crate) fn push_data<T: Serialize>(
+        &self,
+        to: EndpointId,
+        msg: &T,
+        closed: &AtomicBool,
+    ) -> Result<(), PushError> {
+        let mut inner = self.lock();
+        if closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        let was_empty = inner.is_empty();
+        inner
+            .append(to, |buf| {
+                rmp_serde::encode::write_named(&mut buf.writer(), msg)
+            })
+            .map_err(PushError::Encode)?;
+        drop(inner);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queue an already encoded message for receiver `to` (broadcasts, forwarded messages).
+    pub(crate) fn push_encoded(
+        &self,
+        to: EndpointId,
+        msg: &[u8],
+        closed: &AtomicBool,
+    ) -> Result<(), PushError> {
+        let mut inner = self.lock();
+        if closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        let was_empty = inner.is_empty();
+        inner.append(to, |buf| {
+            buf.put_slice(msg);
+            Ok::<_, std::convert::Infallible>(())
+        });
+        drop(inner);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queue a control frame behind everything queued so far.
+    pub(crate) fn push_frame(&self, frame: Bytes) {
+        let mut inner = self.lock();
+        let was_empty = inner.is_empty();
+        inner.finish_open();
+        inner.frames.push_back(frame);
+        drop(inner);
+        if was_empty {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Take every queued frame, oldest first.
+    pub(crate) fn take(&self, into: &mut Vec<Bytes>) {
+        let mut inner = self.lock();
+        inner.finish_open();
+        into.extend(inner.frames.drain(..));
+    }
+
+    /// Wait until something is queued (returns at once if something already is).
+    pub(crate) async fn ready(&self) {
+        if !self.lock().is_empty() {
+            return;
+        }
+        self.ready.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave `Inner` inconsistent in a way that matters
+        // more than stopping the node's traffic to this peer, so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode, Frame};
+
+    #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+    struct Job {
+        id: u64,
+        name: String,
+    }
+
+    #[test]
+    fn consecutive_messages_share_a_frame_that_serde_decodes() {
+        let out = Outbox::default();
+        let open = AtomicBool::new(false);
+        for id in 0..3 {
+            out.push_data(
+                9,
+                &Job {
+                    id,
+                    name: "x".into(),
+                },
+                &open,
+            )
+            .unwrap();
+        }
+        out.push_encoded(4, b"\xc0", &open).unwrap();
+        out.push_frame(crate::wire::encode(&Frame::Ack { to: 1, n: 2 }));
+        let mut frames = Vec::new();
+        out.take(&mut frames);
+        assert_eq!(frames.len(), 3);
+        let Frame::Data { to, msgs } = decode(&frames[0]).unwrap() else {
+            panic!("not data")
+        };
+        assert_eq!(to, 9);
+        let jobs: Vec<Job> = msgs
+            .iter()
+            .map(|m| rmp_serde::from_slice(m).unwrap())
+            .collect();
+        assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(
+            matches!(decode(&frames[1]), Ok(Frame::Data { to: 4, ref msgs }) if msgs.len() == 1)
+        );
+        assert!(matches!(decode(&frames[2]), Ok(Frame::Ack { to: 1, n: 2 })));
+    }
+
+    #[test]
+    fn nothing_gets_in_once_closed() {
+        let out = Outbox::default();
+        let closed = AtomicBool::new(true);
+        assert!(matches!(
+            out.push_data(1, &1u8, &closed),
+            Err(PushError::Closed)
+        ));
+        let mut frames = Vec::new();
+        out.take(&mut frames);
+        assert!(frames.is_empty());
+    }
+}

@@ -1,0 +1,132 @@
+//! Raft wiring: the type configuration, the network over dchan's own connections, the timing.
+//!
+//! All of Raft sits here and in [`store`]. Raft RPCs travel as [`Request`]s on the same peer links
+//! as channel data ([`crate::peer`]); openraft asks for a new network client on every election, so
+//! clients are thin handles on the pooled [`Peer`] and never own a connection.
+
+pub(crate) mod store;
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+
+use crate::peer::{Peer, Peers};
+use crate::registry::{Command, NodeId, Outcome};
+use crate::wire::{Request, Response};
+
+openraft::declare_raft_types!(
+    /// dchan's Raft types: the log carries registry [`Command`]s, applying one gives an [`Outcome`].
+    pub(crate) TypeConfig:
+        D = Command,
+        R = Outcome,
+);
+
+/// The Raft handle of one node.
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+
+/// Raft timing: heartbeats ten times a second, elections within about half a second of a loss.
+pub(crate) fn config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "dchan".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        // The registry is small: snapshot often enough that a joining learner catches up fast.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
+        max_in_snapshot_log_to_keep: 500,
+        ..Default::default()
+    }
+}
+
+/// Hands openraft a client for any member, backed by the node's pooled peers.
+#[derive(Debug, Clone)]
+pub(crate) struct Network {
+    pub(crate) peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Client;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Client {
+        Client {
+            peer: self.peers.get(target, &node.addr),
+        }
+    }
+}
+
+/// One peer as openraft sees it.
+#[derive(Debug)]
+pub(crate) struct Client {
+    peer: Arc<Peer>,
+}
+
+type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, BasicNode, E>>;
+
+impl Client {
+    async fn call<T, E: std::error::Error>(
+        &self,
+        req: Request,
+        option: &RPCOption,
+        pick: impl FnOnce(Response) -> Option<Result<T, E>>,
+    ) -> RpcResult<T, E> {
+        let resp = self
+            .peer
+            .request(req, option.hard_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        match pick(resp) {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.peer.id, e))),
+            None => Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other("answer does not match the request"),
+            ))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Client {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call(Request::AppendEntries(rpc), &option, |r| match r {
+            Response::AppendEntries(r) => Some(r),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call(Request::InstallSnapshot(rpc), &option, |r| match r {
+            Response::InstallSnapshot(r) => Some(r),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(Request::Vote(rpc), &option, |r| match r {
+            Response::Vote(r) => Some(r),
+            _ => None,
+        })
+        .await
+    }
+}

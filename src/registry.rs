@@ -1,0 +1,267 @@
+//! The registry: which nodes and channels exist, and which endpoints each channel has.
+//!
+//! This is the data that Raft replicates. It sits beside the message path, not on it: a
+//! [`Command`] is committed through Raft (see [`crate::raft`]), every node applies it to its own
+//! copy of [`Registry`], and each node's [`crate::router`] reads that copy to pick a receiver for
+//! each message. Applying is deterministic: endpoint ids come from a counter in the registry itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// A node's id in the cluster.
+pub(crate) type NodeId = u64;
+
+/// An endpoint's id, unique in the cluster for its lifetime (assigned when its registration applies).
+pub(crate) type EndpointId = u64;
+
+/// A change to the registry, committed through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Command {
+    /// Add a sender or receiver to `channel`, creating the channel if it does not exist.
+    Register {
+        /// The channel's name.
+        channel: String,
+        /// The Rust type name of the messages the endpoint carries.
+        type_name: String,
+        /// Sender or receiver.
+        kind: EndpointKind,
+        /// The node the endpoint lives on.
+        node: NodeId,
+        /// How many unreceived messages a receiver holds (0 for senders).
+        capacity: u32,
+    },
+    /// Remove one endpoint (its handle was dropped, or it was closed).
+    Deregister {
+        /// The channel's name.
+        channel: String,
+        /// The endpoint's id.
+        id: EndpointId,
+    },
+    /// Close `channel`: every send fails from now on; receivers drain, then end.
+    Close {
+        /// The channel's name.
+        channel: String,
+    },
+    /// Remove every endpoint that lives on `node` (it left the cluster).
+    RemoveNode {
+        /// The node that left.
+        node: NodeId,
+    },
+}
+
+/// What applying a [`Command`] produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    /// The endpoint was registered under this id.
+    Registered(EndpointId),
+    /// The channel carries another type.
+    TypeMismatch {
+        /// The channel's type.
+        existing: String,
+    },
+    /// The channel is closed.
+    Closed,
+    /// Applied (deregistration, close, node removal, membership change).
+    Done,
+}
+
+/// Which end of a channel an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EndpointKind {
+    /// Puts messages into the channel.
+    Sender,
+    /// Takes messages out of the channel.
+    Receiver,
+}
+
+/// One registered endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// The endpoint's id.
+    pub id: EndpointId,
+    /// The node it lives on.
+    pub node: NodeId,
+    /// Sender or receiver.
+    pub kind: EndpointKind,
+    /// For a receiver, how many unreceived messages it holds at most.
+    pub capacity: u32,
+}
+
+/// One channel as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    /// The channel's name.
+    pub name: String,
+    /// The Rust type name of its messages (from its first endpoint).
+    pub type_name: String,
+    /// Whether the channel has been closed.
+    pub closed: bool,
+    /// The member nodes when the channel was closed: receivers wait for each of them to confirm
+    /// (with a fence) that nothing it sent before the close is still on the way.
+    pub closed_by: BTreeSet<NodeId>,
+    /// Its endpoints, by id.
+    pub endpoints: BTreeMap<EndpointId, EndpointInfo>,
+}
+
+impl ChannelInfo {
+    /// The receivers of the channel, in id order.
+    pub fn receivers(&self) -> impl Iterator<Item = &EndpointInfo> {
+        self.endpoints
+            .values()
+            .filter(|e| e.kind == EndpointKind::Receiver)
+    }
+
+    /// The senders of the channel, in id order.
+    pub fn senders(&self) -> impl Iterator<Item = &EndpointInfo> {
+        self.endpoints
+            .values()
+            .filter(|e| e.kind == EndpointKind::Sender)
+    }
+}
+
+/// The replicated registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Registry {
+    /// Every channel, by name.
+    pub channels: BTreeMap<String, ChannelInfo>,
+    /// The address of every member node (learners included), from Raft's membership.
+    pub nodes: BTreeMap<NodeId, String>,
+    /// The nodes that vote.
+    pub voters: BTreeSet<NodeId>,
+    /// The next endpoint id to hand out.
+    next_endpoint: EndpointId,
+}
+
+impl Registry {
+    /// Apply one command. Deterministic: every node gets the same registry from the same log.
+    pub(crate) fn apply(&mut self, cmd: &Command) -> Outcome {
+        match cmd {
+            Command::Register {
+                channel,
+                type_name,
+                kind,
+                node,
+                capacity,
+            } => {
+                let ch = self
+                    .channels
+                    .entry(channel.clone())
+                    .or_insert_with(|| ChannelInfo {
+                        name: channel.clone(),
+                        type_name: type_name.clone(),
+                        closed: false,
+                        closed_by: BTreeSet::new(),
+                        endpoints: BTreeMap::new(),
+                    });
+                if ch.type_name != *type_name {
+                    return Outcome::TypeMismatch {
+                        existing: ch.type_name.clone(),
+                    };
+                }
+                if ch.closed {
+                    return Outcome::Closed;
+                }
+                self.next_endpoint += 1;
+                let id = self.next_endpoint;
+                ch.endpoints.insert(
+                    id,
+                    EndpointInfo {
+                        id,
+                        node: *node,
+                        kind: *kind,
+                        capacity: *capacity,
+                    },
+                );
+                Outcome::Registered(id)
+            }
+            Command::Deregister { channel, id } => {
+                if let Some(ch) = self.channels.get_mut(channel) {
+                    ch.endpoints.remove(id);
+                }
+                Outcome::Done
+            }
+            Command::Close { channel } => {
+                if let Some(ch) = self.channels.get_mut(channel) {
+                    if !ch.closed {
+                        ch.closed = true;
+                        ch.closed_by = self.nodes.keys().copied().collect();
+                    }
+                }
+                Outcome::Done
+            }
+            Command::RemoveNode { node } => {
+                for ch in self.channels.values_mut() {
+                    ch.endpoints.retain(|_, e| e.node != *node);
+                    ch.closed_by.remove(node);
+                }
+                Outcome::Done
+            }
+        }
+    }
+
+    /// Take Raft's new membership: the member nodes and their addresses, and who votes.
+    pub(crate) fn set_membership(
+        &mut self,
+        nodes: impl IntoIterator<Item = (NodeId, String)>,
+        voters: impl IntoIterator<Item = NodeId>,
+    ) {
+        self.nodes = nodes.into_iter().collect();
+        self.voters = voters.into_iter().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(channel: &str, ty: &str, kind: EndpointKind, node: NodeId) -> Command {
+        Command::Register {
+            channel: channel.into(),
+            type_name: ty.into(),
+            kind,
+            node,
+            capacity: 8,
+        }
+    }
+
+    #[test]
+    fn a_channel_keeps_the_type_of_its_first_endpoint() {
+        let mut r = Registry::default();
+        assert_eq!(
+            r.apply(&register("jobs", "A", EndpointKind::Receiver, 1)),
+            Outcome::Registered(1)
+        );
+        assert_eq!(
+            r.apply(&register("jobs", "B", EndpointKind::Sender, 2)),
+            Outcome::TypeMismatch {
+                existing: "A".into()
+            }
+        );
+        assert_eq!(
+            r.apply(&register("jobs", "A", EndpointKind::Sender, 2)),
+            Outcome::Registered(2)
+        );
+    }
+
+    #[test]
+    fn close_remembers_the_members_and_refuses_new_endpoints() {
+        let mut r = Registry::default();
+        r.set_membership([(1, "a".into()), (3, "c".into())], [1]);
+        r.apply(&register("jobs", "A", EndpointKind::Sender, 1));
+        r.apply(&register("jobs", "A", EndpointKind::Sender, 3));
+        r.apply(&register("jobs", "A", EndpointKind::Receiver, 2));
+        r.apply(&Command::Close {
+            channel: "jobs".into(),
+        });
+        let ch = &r.channels["jobs"];
+        assert!(ch.closed);
+        assert_eq!(ch.closed_by, BTreeSet::from([1, 3]));
+        assert_eq!(
+            r.apply(&register("jobs", "A", EndpointKind::Receiver, 2)),
+            Outcome::Closed
+        );
+        r.apply(&Command::RemoveNode { node: 3 });
+        assert_eq!(r.channels["jobs"].closed_by, BTreeSet::from([1]));
+    }
+}

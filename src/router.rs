@@ -1,0 +1,287 @@
+//! The router: on each node, one per channel, it picks the receiver each message goes to.
+//!
+//! Targets are rebuilt from the local copy of the registry whenever it changes, so picking a
+//! receiver never waits on Raft. A receiver on this node is fed in-process (the message is moved,
+//! not encoded); a remote one is fed through its node's [`Outbox`](crate::outbox::Outbox), within
+//! a [`Window`] of unacknowledged messages that is this pair's share of the network. Messages go
+//! to one receiver in runs, so that a batch to a remote node fills one frame, and the run moves on
+//! to the next receiver that has room. A sender that finds no room waits on [`ChannelRoute::wait`],
+//! woken when a receiver frees room, an ack returns credit, or the targets change.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+
+use crate::inbox::{ErasedInbox, Inbox, Refused};
+use crate::outbox::PushError;
+use crate::peer::Peer;
+use crate::registry::EndpointId;
+
+/// How many consecutive messages go to one receiver before the next one gets a turn.
+const RUN: usize = 32;
+
+/// Credit for one (sending node, remote receiver) pair: at most `limit` messages unacknowledged.
+#[derive(Debug)]
+pub(crate) struct Window {
+    inflight: AtomicU32,
+    limit: u32,
+}
+
+impl Window {
+    pub(crate) fn new(limit: u32) -> Self {
+        Window {
+            inflight: AtomicU32::new(0),
+            limit: limit.max(1),
+        }
+    }
+
+    fn try_acquire(&self) -> bool {
+        self.inflight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release(&self, n: u32) {
+        let _ = self
+            .inflight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+                Some(cur.saturating_sub(n))
+            });
+    }
+}
+
+/// Where a receiver of the channel is.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// On this node.
+    Local(Arc<dyn ErasedInbox>),
+    /// On another node.
+    Remote {
+        id: EndpointId,
+        peer: Arc<Peer>,
+        window: Arc<Window>,
+    },
+}
+
+impl Target {
+    pub(crate) fn id(&self) -> EndpointId {
+        match self {
+            Target::Local(inbox) => inbox.id(),
+            Target::Remote { id, .. } => *id,
+        }
+    }
+}
+
+/// What one attempt to place a message did.
+#[derive(Debug)]
+pub(crate) enum Attempt<T> {
+    Sent,
+    Full(T),
+    NoReceivers(T),
+    Closed(T),
+}
+
+/// One channel's routing state on this node.
+#[derive(Debug)]
+pub(crate) struct ChannelRoute {
+    pub(crate) name: String,
+    targets: RwLock<Vec<Target>>,
+    /// Set when the close is applied on this node; read under the outbox lock (see
+    /// [`crate::outbox::Outbox::push_data`]).
+    pub(crate) closed: AtomicBool,
+    changed: Notify,
+    /// Senders waiting for room; wakers skip the notify when there are none.
+    waiters: AtomicUsize,
+    cursor: AtomicUsize,
+}
+
+/// Counts a waiting sender for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct Waiting<'a> {
+    route: &'a ChannelRoute,
+    notified: Pin<Box<Notified<'a>>>,
+}
+
+impl Waiting<'_> {
+    /// Wait for the next change (room, credit, targets, close) after this `Waiting` was made.
+    pub(crate) async fn changed(&mut self) {
+        self.notified.as_mut().await;
+        self.notified.set(self.route.changed.notified());
+        self.notified.as_mut().enable();
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.route.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ChannelRoute {
+    pub(crate) fn new(name: &str) -> Self {
+        ChannelRoute {
+            name: name.to_owned(),
+            targets: RwLock::default(),
+            closed: AtomicBool::new(false),
+            changed: Notify::new(),
+            waiters: AtomicUsize::new(0),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Target>> {
+        self.targets.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replace the receivers (the registry changed) and wake every waiting sender.
+    pub(crate) fn set_targets(&self, targets: Vec<Target>) {
+        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = targets;
+        self.changed.notify_waiters();
+    }
+
+    /// Mark the channel closed on this node and wake every waiting sender.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// A receiver freed room or credit came back: wake waiting senders, if any.
+    pub(crate) fn wake(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Register as a waiting sender. Make it *before* the attempt that may fail, so that a change
+    /// between the attempt and the wait is not missed.
+    pub(crate) fn wait(&self) -> Waiting<'_> {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut notified = Box::pin(self.changed.notified());
+        notified.as_mut().enable();
+        Waiting {
+            route: self,
+            notified,
+        }
+    }
+
+    pub(crate) fn receiver_count(&self) -> usize {
+        self.read().len()
+    }
+
+    /// The ids of the receivers right now.
+    pub(crate) fn target_ids(&self) -> Vec<EndpointId> {
+        self.read().iter().map(Target::id).collect()
+    }
+
+    /// Place `msg` with one receiver that has room, without waiting.
+    pub(crate) fn try_send<T: Serialize + DeserializeOwned + Send + 'static>(
+        &self,
+        mut msg: T,
+    ) -> Attempt<T> {
+        if self.is_closed() {
+            return Attempt::Closed(msg);
+        }
+        let targets = self.read();
+        let n = targets.len();
+        if n == 0 {
+            return Attempt::NoReceivers(msg);
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) / RUN;
+        for i in 0..n {
+            match &targets[(start + i) % n] {
+                Target::Local(inbox) => {
+                    let Some(inbox) = inbox.as_any().downcast_ref::<Inbox<T>>() else {
+                        continue;
+                    };
+                    match inbox.try_push(msg) {
+                        Ok(()) => return Attempt::Sent,
+                        Err(Refused::Closed(m)) => return Attempt::Closed(m),
+                        Err(Refused::Full(m)) => msg = m,
+                    }
+                }
+                Target::Remote { id, peer, window } => {
+                    if !window.try_acquire() {
+                        continue;
+                    }
+                    match peer.outbox.push_data(*id, &msg, &self.closed) {
+                        Ok(()) => {
+                            // Runs stay on one remote receiver while it has credit.
+                            return Attempt::Sent;
+                        }
+                        Err(PushError::Closed) => {
+                            window.release(1);
+                            return Attempt::Closed(msg);
+                        }
+                        Err(PushError::Encode(e)) => {
+                            window.release(1);
+                            tracing::error!(channel = %self.name, error = %e, "message cannot be encoded");
+                            return Attempt::Closed(msg);
+                        }
+                    }
+                }
+            }
+        }
+        Attempt::Full(msg)
+    }
+
+    /// Place an already encoded message with receiver `only` (a broadcast), or with any receiver
+    /// but `except` (re-routing what a dropped receiver held), without waiting.
+    pub(crate) fn try_send_encoded(
+        &self,
+        msg: &Bytes,
+        only: Option<EndpointId>,
+        except: Option<EndpointId>,
+    ) -> Attempt<()> {
+        if self.is_closed() {
+            return Attempt::Closed(());
+        }
+        let targets = self.read();
+        let n = targets.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) / RUN;
+        let mut any = false;
+        for i in 0..n {
+            let target = &targets[(start + i) % n];
+            let id = target.id();
+            if only.is_some_and(|o| o != id) || except == Some(id) {
+                continue;
+            }
+            any = true;
+            match target {
+                Target::Local(inbox) => match inbox.try_push_encoded(msg.clone()) {
+                    Ok(()) => return Attempt::Sent,
+                    Err(Refused::Closed(_)) => return Attempt::Closed(()),
+                    Err(Refused::Full(_)) => {}
+                },
+                Target::Remote { id, peer, window } => {
+                    if !window.try_acquire() {
+                        continue;
+                    }
+                    return match peer.outbox.push_encoded(*id, msg, &self.closed) {
+                        Ok(()) => Attempt::Sent,
+                        Err(_) => {
+                            window.release(1);
+                            Attempt::Closed(())
+                        }
+                    };
+                }
+            }
+        }
+        if any {
+            Attempt::Full(())
+        } else {
+            Attempt::NoReceivers(())
+        }
+    }
+}

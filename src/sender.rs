@@ -1,0 +1,228 @@
+//! The sending end of a channel: the first stop of a message.
+//!
+//! `send` asks the channel's [`router`](crate::router) for a receiver with room; if none has any,
+//! it waits for the router to say that something changed (room freed, credit returned, a receiver
+//! registered, the channel closed) and tries again. Nothing here waits on Raft.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{SendError, SendTimeoutError, TrySendError};
+use crate::node::Core;
+use crate::registry::EndpointId;
+use crate::router::{Attempt, ChannelRoute};
+use crate::Error;
+
+/// Sends messages on a channel, to one receiver each ([`send`](Sender::send)) or to all
+/// ([`broadcast`](Sender::broadcast)).
+///
+/// Cheap to clone; clones share one registration, removed when the last clone is dropped.
+///
+/// # Examples
+///
+/// ```
+/// # #[actix::main]
+/// # async fn main() -> Result<(), dchan::Error> {
+/// let node = dchan::Node::builder().bootstrap().start().await?;
+/// let mut rx = node.receiver::<String>("greetings").await?;
+/// let tx = node.sender::<String>("greetings").await?;
+/// tx.send("hello".to_string()).await.expect("open channel");
+/// assert_eq!(rx.recv().await.as_deref(), Some("hello"));
+/// node.shutdown().await
+/// # }
+/// ```
+pub struct Sender<T> {
+    inner: Arc<Registration>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+/// The registration shared by a sender's clones.
+struct Registration {
+    core: Arc<Core>,
+    route: Arc<ChannelRoute>,
+    id: EndpointId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.core.deregister(&self.route.name, self.id);
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            inner: self.inner.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("channel", &self.inner.route.name)
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl<T> Sender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    pub(crate) fn new(core: Arc<Core>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
+        Sender {
+            inner: Arc::new(Registration { core, route, id }),
+            _t: PhantomData,
+        }
+    }
+
+    fn route(&self) -> &ChannelRoute {
+        &self.inner.route
+    }
+
+    /// Send `msg` to exactly one receiver of the channel, waiting for room if every receiver is
+    /// full and for a receiver if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] with the message if the channel is closed (or the message cannot be encoded,
+    /// which is logged).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling the future drops the message unsent; no receiver gets it.
+    pub async fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        let msg = match self.route().try_send(msg) {
+            Attempt::Sent => return Ok(()),
+            Attempt::Closed(m) => return Err(SendError(m)),
+            Attempt::Full(m) | Attempt::NoReceivers(m) => m,
+        };
+        self.send_waiting(msg, None)
+            .await
+            .map_err(|e| SendError(e.into_inner()))
+    }
+
+    /// Send `msg` to one receiver if one has room right now.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] if every receiver is full, [`TrySendError::NoReceivers`] if there is
+    /// none, [`TrySendError::Closed`] if the channel is closed. Each hands the message back.
+    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        match self.route().try_send(msg) {
+            Attempt::Sent => Ok(()),
+            Attempt::Full(m) => Err(TrySendError::Full(m)),
+            Attempt::NoReceivers(m) => Err(TrySendError::NoReceivers(m)),
+            Attempt::Closed(m) => Err(TrySendError::Closed(m)),
+        }
+    }
+
+    /// Like [`send`](Sender::send), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendTimeoutError::Timeout`] when no receiver took the message in time,
+    /// [`SendTimeoutError::Closed`] if the channel is closed. Each hands the message back.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Sender::send).
+    pub async fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.send_waiting(msg, Some(tokio::time::Instant::now() + timeout))
+            .await
+    }
+
+    async fn send_waiting(
+        &self,
+        mut msg: T,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
+        let route = self.route();
+        let mut waiting = route.wait();
+        loop {
+            match route.try_send(msg) {
+                Attempt::Sent => return Ok(()),
+                Attempt::Closed(m) => return Err(SendTimeoutError::Closed(m)),
+                Attempt::Full(m) | Attempt::NoReceivers(m) => msg = m,
+            }
+            match deadline {
+                None => waiting.changed().await,
+                Some(d) => tokio::select! {
+                    _ = waiting.changed() => {}
+                    _ = tokio::time::sleep_until(d) => return Err(SendTimeoutError::Timeout(msg)),
+                },
+            }
+        }
+    }
+
+    /// Send a copy of `msg` to every receiver registered now, waiting for room in each. The
+    /// message is encoded once.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] with the message if the channel is closed (or the message cannot be encoded).
+    /// Receivers reached before the close keep their copy.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling may leave some receivers with a copy and others without.
+    pub async fn broadcast(&self, msg: T) -> Result<(), SendError<T>> {
+        let route = self.route();
+        let bytes: bytes::Bytes = match rmp_serde::to_vec_named(&msg) {
+            Ok(b) => b.into(),
+            Err(e) => {
+                tracing::error!(channel = %route.name, error = %e, "message cannot be encoded");
+                return Err(SendError(msg));
+            }
+        };
+        for id in route.target_ids() {
+            let mut waiting = route.wait();
+            loop {
+                match route.try_send_encoded(&bytes, Some(id), None) {
+                    Attempt::Sent => break,
+                    Attempt::Closed(()) => return Err(SendError(msg)),
+                    // The receiver is gone since the broadcast started: it needs no copy.
+                    Attempt::NoReceivers(()) => break,
+                    Attempt::Full(()) => waiting.changed().await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the channel cluster-wide. Returns once the close is committed: from then on every
+    /// send on this node fails with `Closed`, as it does on every other node once it applies the
+    /// close (promptly). Receivers yield what was sent before, then `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Registry`] if Raft could not commit the close in time.
+    pub async fn close(&self) -> Result<(), Error> {
+        let cmd = crate::registry::Command::Close {
+            channel: self.route().name.clone(),
+        };
+        self.inner.core.write(cmd).await.map(|_| ())
+    }
+
+    /// How many receivers the channel has, as this node sees it now.
+    pub fn receiver_count(&self) -> usize {
+        self.route().receiver_count()
+    }
+
+    /// Whether the channel is closed (as this node sees it now).
+    pub fn is_closed(&self) -> bool {
+        self.route().is_closed()
+    }
+
+    /// The channel's name.
+    pub fn channel(&self) -> &str {
+        &self.route().name
+    }
+}

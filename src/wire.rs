@@ -1,0 +1,173 @@
+//! The wire format: what one length-delimited frame carries between two nodes.
+//!
+//! Every frame is a MessagePack array `[version, frame]`, so a peer speaking another version is
+//! told apart from a corrupt one. Frames are Raft RPCs (request/response pairs matched by id),
+//! registry writes forwarded to the leader, and the message path itself: [`Frame::Data`] carries
+//! a batch of encoded messages for one receiver, [`Frame::Ack`] hands window credit back to the
+//! sending node, and [`Frame::Fence`] tells a receiving node that nothing more of a closed channel
+//! is on its way from this node. Data frames are built in place by [`crate::outbox`] without
+//! going through serde; a test below checks that serde decodes them.
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::raft::TypeConfig;
+use crate::registry::{Command, EndpointId, NodeId, Outcome};
+
+/// The protocol version this build speaks.
+pub(crate) const VERSION: u8 = 1;
+
+/// Largest frame a node reads or writes by default (16 MiB).
+pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// One frame, borrowing message payloads from the received buffer.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Frame<'a> {
+    /// The first frame each way on a new connection: who is talking.
+    Hello {
+        /// The sender's node id.
+        node: NodeId,
+        /// The address the sender listens on (where to dial it back).
+        addr: String,
+    },
+    /// A request to be answered with a [`Frame::Response`] of the same id.
+    Request {
+        /// Matches the response to the request.
+        id: u64,
+        /// The request.
+        body: Box<Request>,
+    },
+    /// The answer to [`Frame::Request`] `id`.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: Box<Response>,
+    },
+    /// Encoded messages for receiver `to`, in the order they were sent.
+    Data {
+        /// The receiving endpoint.
+        to: EndpointId,
+        /// Each message, MessagePack-encoded with field names.
+        #[serde(borrow)]
+        msgs: Vec<&'a serde_bytes::Bytes>,
+    },
+    /// Receiver `to` took `n` messages from the node this frame goes to: `n` credits back.
+    Ack {
+        /// The receiving endpoint.
+        to: EndpointId,
+        /// How many messages it took.
+        n: u32,
+    },
+    /// The sending node applied the close of `channel`: no more data of it follows.
+    Fence {
+        /// The closed channel.
+        channel: String,
+    },
+}
+
+/// Requests between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Raft log replication and heartbeats.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft election.
+    Vote(VoteRequest<NodeId>),
+    /// Raft snapshot transfer (one chunk).
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A registry command, to be committed by the leader.
+    Write(Command),
+    /// Add the sending node to the cluster (learner, promoted to voter while voters are few).
+    Join {
+        /// The joining node.
+        node: NodeId,
+        /// Its listening address.
+        addr: String,
+    },
+    /// Remove a node from the cluster and from the registry.
+    Leave {
+        /// The leaving node.
+        node: NodeId,
+    },
+}
+
+/// Answers to [`Request`]s.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    /// Answer to [`Request::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// Answer to [`Request::Vote`].
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// Answer to [`Request::InstallSnapshot`].
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    /// Answer to [`Request::Write`]: the log index it was committed at, and its outcome.
+    Write(Result<(u64, Outcome), String>),
+    /// Answer to [`Request::Join`] and [`Request::Leave`].
+    Membership(Result<(), String>),
+}
+
+/// Why a received frame was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error("peer speaks protocol version {0}, this node speaks {VERSION}")]
+    Version(u8),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Encode a control frame (everything but data, which [`crate::outbox`] builds in place).
+pub(crate) fn encode(frame: &Frame<'_>) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(64);
+    // Writing into a Vec cannot fail, and every frame type serializes.
+    if let Err(e) = rmp_serde::encode::write_named(&mut out, &(VERSION, frame)) {
+        tracing::error!(error = %e, "could not encode a control frame");
+    }
+    out.into()
+}
+
+/// Decode one frame, borrowing payloads from `buf`.
+pub(crate) fn decode(buf: &[u8]) -> Result<Frame<'_>, FrameError> {
+    // [0x92, version, ...]: a two-element array whose first element is a positive fixint.
+    match buf {
+        [0x92, v, ..] if *v == VERSION => {}
+        [0x92, v, ..] if *v < 0x80 => return Err(FrameError::Version(*v)),
+        _ => return Err(FrameError::Malformed("not a versioned envelope".into())),
+    }
+    let (_, frame): (u8, Frame<'_>) =
+        rmp_serde::from_slice(buf).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_frames_round_trip() {
+        let bytes = encode(&Frame::Ack { to: 7, n: 3 });
+        assert!(matches!(decode(&bytes), Ok(Frame::Ack { to: 7, n: 3 })));
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_refused() {
+        assert!(matches!(
+            decode(&[0x92, 2, 0xc0]),
+            Err(FrameError::Version(2))
+        ));
+        assert!(matches!(decode(&[]), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode(&[0x92, 1, 0xc1]),
+            Err(FrameError::Malformed(_))
+        ));
+        for len in 0..64 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let _ = decode(&junk);
+        }
+    }
+}

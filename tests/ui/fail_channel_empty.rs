@@ -1,0 +1,6 @@
+#[dchan::endpoint(channel = "")]
+struct Order {
+    id: u64,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[dchan::endpoint(channel = "orders", channel = "orders-v2")]
+struct Order {
+    id: u64,
+}
+
+fn main() {}
