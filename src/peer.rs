@@ -22,6 +22,9 @@ use crate::outbox::Outbox;
 use crate::registry::NodeId;
 use crate::wire::{self, Frame, Request, Response};
 
+/// How long the link to a node that left stays up.
+const LEAVE_GRACE: Duration = Duration::from_secs(3);
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -155,11 +158,17 @@ impl Peers {
         lock(&self.map).get(&id).cloned()
     }
 
-    /// Forget a peer that left the cluster; its link task stops.
+    /// Forget a peer that left the cluster. Its link stays up for a grace period, so that the
+    /// answer to its own leave request (and anything else already queued) still reaches it.
     pub(crate) fn remove(&self, id: NodeId) {
-        if let Some(p) = lock(&self.map).remove(&id) {
-            p.stop.cancel();
-        }
+        let Some(peer) = lock(&self.map).remove(&id) else { return };
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(LEAVE_GRACE) => peer.stop.cancel(),
+            }
+        });
     }
 }
 

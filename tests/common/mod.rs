@@ -1,0 +1,79 @@
+//! Helpers shared by the integration tests: real nodes on 127.0.0.1:0, waits on conditions with a
+//! deadline (never a bare sleep), tracing set up once per test binary.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::sync::Once;
+use std::time::Duration;
+
+use dchan::Node;
+
+/// How long any awaited condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,openraft=error".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Start `n` nodes: the first bootstraps, the rest join through it.
+pub async fn cluster(n: usize) -> Vec<Node> {
+    tracing();
+    let first = Node::builder().listen("127.0.0.1:0").bootstrap().start().await.expect("bootstrap");
+    let mut nodes = vec![first];
+    for _ in 1..n {
+        let seed = nodes[0].addr();
+        let node = Node::builder().listen("127.0.0.1:0").join([seed]).start().await.expect("join");
+        nodes.push(node);
+    }
+    // Every node has applied every membership change before the test starts.
+    for node in &nodes {
+        eventually(|| node.cluster().members.len() == n).await;
+    }
+    nodes
+}
+
+/// Wait until `cond` holds, checking every few milliseconds; panics after [`DEADLINE`].
+pub async fn eventually(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Await `fut`, failing the test if it takes longer than [`DEADLINE`].
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: not done within {DEADLINE:?}"),
+    }
+}
+
+/// Wait until every node sees `count` receivers on `channel`.
+pub async fn receivers_visible(nodes: &[Node], channel: &str, count: usize) {
+    for node in nodes {
+        eventually(|| {
+            node.cluster()
+                .channel(channel)
+                .map(|c| c.receivers().count() == count)
+                .unwrap_or(false)
+        })
+        .await;
+    }
+}
+
+pub async fn shutdown(nodes: Vec<Node>) {
+    for node in nodes.into_iter().rev() {
+        within("shutdown", node.shutdown()).await.expect("shutdown");
+    }
+}

@@ -1,0 +1,83 @@
+//! Work queue across processes' worth of nodes: every message received exactly once, and each
+//! sender's messages in order at each receiver.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{cluster, receivers_visible, shutdown, within};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    sender: u8,
+    seq: u64,
+    payload: String,
+}
+
+const PER_SENDER: u64 = 25_000;
+
+#[actix_rt::test]
+async fn fifty_thousand_jobs_two_senders_three_receivers_three_nodes() {
+    let nodes = cluster(3).await;
+    let mut receivers = Vec::new();
+    for node in &nodes {
+        receivers.push(node.receiver::<Job>("jobs").capacity(256).await.expect("receiver"));
+    }
+    receivers_visible(&nodes, "jobs", 3).await;
+    let tx_a = nodes[0].sender::<Job>("jobs").await.expect("sender a");
+    let tx_b = nodes[1].sender::<Job>("jobs").await.expect("sender b");
+    for tx in [&tx_a, &tx_b] {
+        common::eventually(|| tx.receiver_count() == 3).await;
+    }
+
+    let send = |tx: dchan::Sender<Job>, sender: u8| async move {
+        for seq in 0..PER_SENDER {
+            tx.send(Job { sender, seq, payload: "x".repeat(16) }).await.expect("send");
+        }
+        tx
+    };
+    let senders = [
+        actix_rt::spawn(send(tx_a.clone(), 0)),
+        actix_rt::spawn(send(tx_b.clone(), 1)),
+    ];
+
+    let total = 2 * PER_SENDER as usize;
+    let mut tasks = Vec::new();
+    for (r, mut rx) in receivers.into_iter().enumerate() {
+        tasks.push(actix_rt::spawn(async move {
+            let mut got: Vec<(u8, u64)> = Vec::new();
+            // Stop when the channel is closed and drained.
+            while let Some(job) = rx.recv().await {
+                got.push((job.sender, job.seq));
+            }
+            (r, got)
+        }));
+    }
+    for s in senders {
+        within("senders", s).await.expect("sender task");
+    }
+    within("close", tx_a.close()).await.expect("close");
+
+    let mut seen = vec![[0u32; 2]; PER_SENDER as usize];
+    let mut per_receiver = HashMap::new();
+    for t in tasks {
+        let (r, got) = within("receivers drain", t).await.expect("receiver task");
+        let mut last: [Option<u64>; 2] = [None, None];
+        for &(s, seq) in &got {
+            if let Some(prev) = last[s as usize] {
+                assert!(seq > prev, "receiver {r}: sender {s} out of order: {seq} after {prev}");
+            }
+            last[s as usize] = Some(seq);
+            seen[seq as usize][s as usize] += 1;
+        }
+        per_receiver.insert(r, got.len());
+    }
+    for (seq, counts) in seen.iter().enumerate() {
+        assert_eq!(*counts, [1, 1], "message {seq} received {counts:?} times (per sender)");
+    }
+    assert_eq!(per_receiver.values().sum::<usize>(), total);
+    // The load is spread: every receiver took part.
+    assert!(per_receiver.values().all(|n| *n > 0), "idle receiver: {per_receiver:?}");
+    shutdown(nodes).await;
+}
