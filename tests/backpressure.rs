@@ -1,0 +1,78 @@
+//! Bounded memory: a receiver that does not read holds its senders back; nothing is dropped.
+
+mod common;
+
+use common::{cluster, shutdown, within};
+use dchan::TrySendError;
+
+/// Fill with `try_send` until `Full`, returning how many got in.
+fn fill(tx: &dchan::Sender<u64>, from: u64) -> u64 {
+    let mut n = 0;
+    loop {
+        match tx.try_send(from + n) {
+            Ok(()) => n += 1,
+            Err(TrySendError::Full(v)) => {
+                assert_eq!(v, from + n, "Full hands the message back");
+                return n;
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        assert!(n <= 1_000, "try_send never reported Full: memory is not bounded");
+    }
+}
+
+#[actix_rt::test]
+async fn a_full_local_receiver_makes_try_send_full() {
+    let nodes = cluster(1).await;
+    let mut rx = nodes[0].receiver::<u64>("bp-local").capacity(8).await.expect("rx");
+    let tx = nodes[0].sender::<u64>("bp-local").await.expect("tx");
+    assert_eq!(fill(&tx, 0), 8, "a local receiver holds exactly its capacity");
+    // One taken, one more fits.
+    assert_eq!(rx.recv().await, Some(0));
+    assert_eq!(fill(&tx, 8), 1);
+    for i in 1..9 {
+        assert_eq!(rx.try_recv(), Ok(i));
+    }
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn a_full_remote_receiver_holds_senders_back_and_loses_nothing() {
+    let nodes = cluster(2).await;
+    let mut rx = nodes[1].receiver::<u64>("bp-remote").capacity(8).await.expect("rx");
+    let tx = nodes[0].sender::<u64>("bp-remote").await.expect("tx");
+    common::eventually(|| tx.receiver_count() == 1).await;
+
+    // The buffer (8) plus one window per sending node (8) may be in flight: then Full.
+    let mut sent = fill(&tx, 0);
+    assert!((8..=16).contains(&sent), "{sent} accepted for a receiver of capacity 8");
+    // Acks may still free a few; once settled, nothing more gets in while nobody reads.
+    common::eventually(|| {
+        sent += fill(&tx, sent);
+        sent == 16
+    })
+    .await;
+    assert!(matches!(tx.try_send(99), Err(TrySendError::Full(99))));
+
+    // A send that has to wait completes once the receiver reads.
+    let waiting = {
+        let tx = tx.clone();
+        actix_rt::spawn(async move { tx.send(16).await })
+    };
+    for i in 0..=16 {
+        assert_eq!(within("recv", rx.recv()).await, Some(i), "in order, nothing lost");
+    }
+    within("waiting send", waiting).await.expect("task").expect("send");
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn send_timeout_hands_the_message_back_when_everything_is_full() {
+    let nodes = cluster(1).await;
+    let _rx = nodes[0].receiver::<u64>("bp-timeout").capacity(1).await.expect("rx");
+    let tx = nodes[0].sender::<u64>("bp-timeout").await.expect("tx");
+    tx.send(1).await.expect("first fits");
+    let err = tx.send_timeout(2, std::time::Duration::from_millis(50)).await.unwrap_err();
+    assert!(matches!(err, dchan::SendTimeoutError::Timeout(2)));
+    shutdown(nodes).await;
+}

@@ -1,0 +1,83 @@
+//! The replicated registry: registrations visible everywhere, one type per channel, membership.
+
+mod common;
+
+use common::{cluster, eventually, shutdown};
+use dchan::{Error, Role};
+
+#[actix_rt::test]
+async fn a_registration_on_one_node_is_visible_in_every_nodes_cluster_view() {
+    let nodes = cluster(3).await;
+    let rx = nodes[2].receiver::<u8>("seen").await.expect("rx");
+    let _tx = nodes[1].sender::<u8>("seen").await.expect("tx");
+    for node in &nodes {
+        eventually(|| {
+            let c = node.cluster();
+            let Some(ch) = c.channel("seen") else { return false };
+            ch.receivers().any(|e| e.node == nodes[2].id() && e.id == rx.id())
+                && ch.senders().any(|e| e.node == nodes[1].id())
+        })
+        .await;
+    }
+    let view = nodes[0].cluster();
+    assert_eq!(view.channel("seen").map(|c| c.type_name.as_str()), Some("u8"));
+    assert!(view.leader.is_some());
+    // Dropping the receiver deregisters it everywhere.
+    drop(rx);
+    for node in &nodes {
+        eventually(|| node.cluster().channel("seen").is_some_and(|c| c.receivers().count() == 0)).await;
+    }
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn a_channel_keeps_the_type_of_its_first_endpoint() {
+    let nodes = cluster(2).await;
+    let _rx = nodes[0].receiver::<u64>("typed").await.expect("rx");
+    let err = nodes[1].sender::<String>("typed").await.unwrap_err();
+    match err {
+        Error::TypeMismatch { channel, existing, requested } => {
+            assert_eq!(channel, "typed");
+            assert_eq!(existing, "u64");
+            assert_eq!(requested, "alloc::string::String");
+        }
+        other => panic!("expected TypeMismatch, got {other}"),
+    }
+    assert!(err_message_names_both_types());
+    shutdown(nodes).await;
+}
+
+fn err_message_names_both_types() -> bool {
+    let e = Error::TypeMismatch { channel: "c".into(), existing: "A".into(), requested: "B".into() };
+    let s = e.to_string();
+    s.contains('A') && s.contains('B') && s.contains('c')
+}
+
+#[actix_rt::test]
+async fn three_voters_then_learners() {
+    let nodes = cluster(4).await;
+    for node in &nodes {
+        eventually(|| {
+            let c = node.cluster();
+            c.members.iter().filter(|m| m.role == Role::Voter).count() == 3
+                && c.members.iter().filter(|m| m.role == Role::Learner).count() == 1
+        })
+        .await;
+    }
+    // A learner can register endpoints too (its writes go to the leader).
+    let learner = nodes[3].clone();
+    let mut rx = learner.receiver::<u8>("from-learner").await.expect("rx on a learner");
+    let tx = nodes[0].sender::<u8>("from-learner").await.expect("tx");
+    eventually(|| tx.receiver_count() == 1).await;
+    tx.send(5).await.expect("send");
+    assert_eq!(common::within("recv", rx.recv()).await, Some(5));
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn a_node_needs_bootstrap_or_join() {
+    let err = dchan::Node::builder().start().await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    let err = dchan::Node::builder().join(["127.0.0.1:1"]).start().await.unwrap_err();
+    assert!(matches!(err, Error::Join(_)), "{err}");
+}
