@@ -32,19 +32,11 @@ pub(crate) type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
 fn framed(stream: TcpStream, max_frame: usize) -> FramedTcp {
     // Small frames must not wait for Nagle: batching is done by the outbox, not by the kernel.
     let _ = stream.set_nodelay(true);
-    Framed::new(
-        stream,
-        LengthDelimitedCodec::builder()
-            .max_frame_length(max_frame)
-            .new_codec(),
-    )
+    Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec())
 }
 
 fn hello(me: NodeId, my_addr: SocketAddr) -> Bytes {
-    wire::encode(&Frame::Hello {
-        node: me,
-        addr: my_addr.to_string(),
-    })
+    wire::encode(&Frame::Hello { node: me, addr: my_addr.to_string() })
 }
 
 /// Read the peer's hello: its node id and listening address.
@@ -149,8 +141,7 @@ async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
     // Raft RPCs are answered in the order they came, on a task of their own, so that a slow
     // append never holds up the data behind it on this connection.
     let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
-    core.tasks
-        .spawn(answer_in_order(core.clone(), peer.clone(), rpc_rx).in_current_span());
+    core.tasks.spawn(answer_in_order(core.clone(), peer.clone(), rpc_rx).in_current_span());
 
     loop {
         let buf = tokio::select! {
@@ -208,8 +199,5 @@ async fn answer_in_order(
 }
 
 fn respond(peer: &Peer, id: u64, resp: wire::Response) {
-    peer.outbox.push_frame(wire::encode(&Frame::Response {
-        id,
-        body: Box::new(resp),
-    }));
+    peer.outbox.push_frame(wire::encode(&Frame::Response { id, body: Box::new(resp) }));
 }

@@ -47,8 +47,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// Messages from node `from`, in order. Returns how many went straight into the buffer:
     /// the caller acknowledges those now.
     fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) -> u32;
-    /// An encoded message from this node (a broadcast, a re-routed message).
-    fn try_push_encoded(&self, msg: Bytes) -> Result<(), Refused<Bytes>>;
+    /// An encoded message from this node: a broadcast, or (`rerouted`) a message a dropped
+    /// receiver held, which was sent before any close and so is taken until the inbox has ended.
+    fn try_push_encoded(&self, msg: Bytes, rerouted: bool) -> Result<(), Refused<Bytes>>;
     /// The channel is closed; `waiting_for` are the nodes whose fence has not come yet.
     fn close(&self, waiting_for: BTreeSet<NodeId>);
     /// Node `from` will send nothing more for this channel.
@@ -235,11 +236,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         }
                     },
                 };
-                let _ = forward.send(bytes);
+                self.reroute(&forward, bytes);
             }
             for (from, bytes) in std::mem::take(&mut st.staged) {
                 st.count_ack(from, 1);
-                let _ = forward.send(bytes);
+                self.reroute(&forward, bytes);
             }
             st.detached = Some(forward);
             st.unacked_total = 0;
@@ -247,6 +248,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         };
         self.send_acks(acks);
         self.route.wake();
+    }
+
+    /// Queue a message for the endpoint actor to re-route; counted, so that this node's fence of
+    /// a closing channel waits until re-routed messages are out.
+    fn reroute(&self, forward: &mpsc::UnboundedSender<Bytes>, msg: Bytes) {
+        if forward.send(msg).is_ok() {
+            self.route.rerouting(1);
+        }
     }
 
     fn send_acks(&self, acks: Vec<(NodeId, u32)>) {
@@ -275,7 +284,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         let mut taken = 0;
         if let Some(forward) = &st.detached {
             for m in msgs {
-                let _ = forward.send(m);
+                self.reroute(forward, m);
                 taken += 1;
             }
             return taken;
@@ -292,9 +301,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         taken
     }
 
-    fn try_push_encoded(&self, msg: Bytes) -> Result<(), Refused<Bytes>> {
+    fn try_push_encoded(&self, msg: Bytes, rerouted: bool) -> Result<(), Refused<Bytes>> {
         let mut st = self.lock();
-        if st.closing.is_some() {
+        if st.closed() || (st.closing.is_some() && !rerouted) {
             return Err(Refused::Closed(msg));
         }
         if st.detached.is_some() || st.buf.len() >= self.capacity || !st.staged.is_empty() {

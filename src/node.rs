@@ -143,9 +143,7 @@ impl NodeBuilder {
     /// address cannot be bound, [`Error::Join`] if no seed lets this node in.
     pub async fn start(self) -> Result<Node, Error> {
         if self.bootstrap == !self.join.is_empty() {
-            return Err(Error::Config(
-                "call exactly one of `bootstrap()` or `join([..])`".into(),
-            ));
+            return Err(Error::Config("call exactly one of `bootstrap()` or `join([..])`".into()));
         }
         let listener = TcpListener::bind(&self.listen).await?;
         let addr = listener.local_addr()?;
@@ -154,23 +152,15 @@ impl NodeBuilder {
         async move {
             let cancel = CancellationToken::new();
             let tasks = TaskTracker::new();
-            let peers = Arc::new(Peers::new(
-                id,
-                addr,
-                self.max_frame,
-                cancel.clone(),
-                tasks.clone(),
-            ));
+            let peers =
+                Arc::new(Peers::new(id, addr, self.max_frame, cancel.clone(), tasks.clone()));
             let (sm, registry) = StateMachine::new();
-            let config = crate::raft::config()
-                .validate()
-                .map_err(|e| Error::Config(e.to_string()))?;
+            let config =
+                crate::raft::config().validate().map_err(|e| Error::Config(e.to_string()))?;
             let raft = Raft::new(
                 id,
                 Arc::new(config),
-                Network {
-                    peers: peers.clone(),
-                },
+                Network { peers: peers.clone() },
                 LogStore::default(),
                 sm,
             )
@@ -195,11 +185,8 @@ impl NodeBuilder {
             tasks.spawn(crate::connection::accept_loop(listener, core.clone()).in_current_span());
             tasks.spawn(watch_registry(core.clone()).in_current_span());
             let node = Node { core };
-            let joined = if self.bootstrap {
-                node.bootstrap().await
-            } else {
-                node.join(&self.join).await
-            };
+            let joined =
+                if self.bootstrap { node.bootstrap().await } else { node.join(&self.join).await };
             if let Err(e) = joined {
                 node.stop().await;
                 return Err(e);
@@ -250,10 +237,7 @@ impl Node {
     where
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        let id = self
-            .core
-            .register::<T>(name, EndpointKind::Sender, 0)
-            .await?;
+        let id = self.core.register::<T>(name, EndpointKind::Sender, 0).await?;
         Ok(Sender::new(self.core.clone(), self.core.route(name), id))
     }
 
@@ -286,11 +270,7 @@ impl Node {
                 .map(|(id, addr)| Member {
                     id: *id,
                     addr: addr.clone(),
-                    role: if registry.voters.contains(id) {
-                        Role::Voter
-                    } else {
-                        Role::Learner
-                    },
+                    role: if registry.voters.contains(id) { Role::Voter } else { Role::Learner },
                 })
                 .collect(),
             channels: registry.channels.values().cloned().collect(),
@@ -307,11 +287,7 @@ impl Node {
     ///
     /// [`Error::Registry`] if the cluster could not be told (the node still stops).
     pub async fn shutdown(&self) -> Result<(), Error> {
-        let left = if self.core.cancel.is_cancelled() {
-            Ok(())
-        } else {
-            self.core.leave().await
-        };
+        let left = if self.core.cancel.is_cancelled() { Ok(()) } else { self.core.leave().await };
         self.stop().await;
         left
     }
@@ -337,10 +313,7 @@ impl Node {
     async fn bootstrap(&self) -> Result<(), Error> {
         let core = &self.core;
         let members = BTreeMap::from([(core.id, BasicNode::new(core.addr.to_string()))]);
-        core.raft
-            .initialize(members)
-            .await
-            .map_err(|e| Error::Registry(e.to_string()))?;
+        core.raft.initialize(members).await.map_err(|e| Error::Registry(e.to_string()))?;
         core.wait_member(core.id).await
     }
 
@@ -359,10 +332,7 @@ impl Node {
                 };
             let peer = core.peers.get(dialed.remote, seed);
             drop(dialed);
-            let req = Request::Join {
-                node: core.id,
-                addr: core.addr.to_string(),
-            };
+            let req = Request::Join { node: core.id, addr: core.addr.to_string() };
             match peer.request(req, WRITE_TIMEOUT).await {
                 Ok(Response::Membership(Ok(()))) => return core.wait_member(core.id).await,
                 Ok(Response::Membership(Err(e))) => last = format!("{seed}: {e}"),
@@ -415,12 +385,8 @@ where
                 .register::<T>(&self.name, EndpointKind::Receiver, self.capacity as u32)
                 .await?;
             let route = core.route(&self.name);
-            let inbox = Arc::new(Inbox::<T>::new(
-                id,
-                route.clone(),
-                self.capacity,
-                Arc::downgrade(core),
-            ));
+            let inbox =
+                Arc::new(Inbox::<T>::new(id, route.clone(), self.capacity, Arc::downgrade(core)));
             core.add_inbox(inbox.clone());
             Ok(Receiver::new(core, inbox, route))
         })
@@ -439,10 +405,7 @@ impl Core {
                 Some((leader, _)) if leader == self.id => self.write_here(cmd.clone()).await,
                 Some((leader, addr)) => {
                     let peer = self.peers.get(leader, &addr);
-                    match peer
-                        .request(Request::Write(cmd.clone()), WRITE_TIMEOUT)
-                        .await
-                    {
+                    match peer.request(Request::Write(cmd.clone()), WRITE_TIMEOUT).await {
                         Ok(Response::Write(r)) => r,
                         Ok(_) => Err("unexpected answer".into()),
                         Err(e) => Err(e.to_string()),
@@ -488,12 +451,7 @@ impl Core {
             .await
             .ok()?;
         let leader = metrics.current_leader?;
-        let addr = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)?
-            .addr
-            .clone();
+        let addr = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
         Some((leader, addr))
     }
 
@@ -529,11 +487,9 @@ impl Core {
         };
         match self.write(cmd).await? {
             Outcome::Registered(id) => Ok(id),
-            Outcome::TypeMismatch { existing } => Err(Error::TypeMismatch {
-                channel: channel.to_owned(),
-                existing,
-                requested,
-            }),
+            Outcome::TypeMismatch { existing } => {
+                Err(Error::TypeMismatch { channel: channel.to_owned(), existing, requested })
+            }
             Outcome::Closed => Err(Error::ChannelClosed(channel.to_owned())),
             Outcome::Done => Err(Error::Registry("registration applied without an id".into())),
         }
@@ -545,10 +501,7 @@ impl Core {
             return;
         }
         let core = self.clone();
-        let cmd = Command::Deregister {
-            channel: channel.to_owned(),
-            id,
-        };
+        let cmd = Command::Deregister { channel: channel.to_owned(), id };
         self.tasks.spawn(
             async move {
                 if let Err(e) = core.write(cmd).await {
@@ -631,9 +584,7 @@ impl Core {
             Some(self.peers.get(to_node, &addr))
         });
         match peer {
-            Some(p) => p
-                .outbox
-                .push_frame(wire::encode(&Frame::Ack { to: receiver, n })),
+            Some(p) => p.outbox.push_frame(wire::encode(&Frame::Ack { to: receiver, n })),
             None => tracing::debug!(node = to_node, "ack for an unknown node dropped"),
         }
     }
@@ -649,10 +600,7 @@ impl Core {
 
     /// Node `from` fenced `channel` (called by the connection reader).
     pub(crate) fn fence(&self, from: NodeId, channel: &str) {
-        lock(&self.fences)
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(from);
+        lock(&self.fences).entry(channel.to_owned()).or_default().insert(from);
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         for inbox in inboxes.iter().filter(|i| i.channel().name == channel) {
             inbox.fence(from);
@@ -689,19 +637,13 @@ impl Core {
                 },
                 Some((leader, addr)) => {
                     let fwd = match &req {
-                        Request::Join { node, addr } => Request::Join {
-                            node: *node,
-                            addr: addr.clone(),
-                        },
+                        Request::Join { node, addr } => {
+                            Request::Join { node: *node, addr: addr.clone() }
+                        }
                         Request::Leave { node } => Request::Leave { node: *node },
                         _ => return Err("not a membership request".into()),
                     };
-                    match self
-                        .peers
-                        .get(leader, &addr)
-                        .request(fwd, WRITE_TIMEOUT)
-                        .await
-                    {
+                    match self.peers.get(leader, &addr).request(fwd, WRITE_TIMEOUT).await {
                         Ok(Response::Membership(r)) => r,
                         Ok(_) => Err("unexpected answer".into()),
                         Err(e) => Err(e.to_string()),
@@ -722,18 +664,9 @@ impl Core {
 
     /// On the leader: add `node` as a learner, and promote it while there are fewer than 3 voters.
     async fn add_member(&self, node: NodeId, addr: &str) -> Result<(), String> {
-        self.raft
-            .add_learner(node, BasicNode::new(addr), true)
-            .await
-            .map_err(|e| e.to_string())?;
-        let voters = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .count();
+        self.raft.add_learner(node, BasicNode::new(addr), true).await.map_err(|e| e.to_string())?;
+        let voters =
+            self.raft.metrics().borrow().membership_config.membership().voter_ids().count();
         if voters < 3 {
             self.raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
@@ -746,13 +679,7 @@ impl Core {
     /// On the leader: remove `node`'s endpoints, then the node itself, keeping up the voters.
     async fn remove_member(&self, node: NodeId) -> Result<(), String> {
         self.write_here(Command::RemoveNode { node }).await?;
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let change = if voters.contains(&node) {
             if voters.len() == 1 {
@@ -779,9 +706,7 @@ impl Core {
     }
 
     async fn leave(self: &Arc<Self>) -> Result<(), Error> {
-        self.on_leader(Request::Leave { node: self.id })
-            .await
-            .map_err(Error::Registry)
+        self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::Registry)
     }
 
     /// The registry changed: rebuild every router, and process closes.
@@ -797,34 +722,44 @@ impl Core {
         }
         // Windows of receivers that are gone.
         lock(&self.windows).retain(|id, (_, route)| {
-            registry
-                .channels
-                .get(&route.name)
-                .is_some_and(|c| c.endpoints.contains_key(id))
+            registry.channels.get(&route.name).is_some_and(|c| c.endpoints.contains_key(id))
         });
         // Fence every closed channel once: nothing more of it will leave this node.
-        for ch in registry
-            .channels
-            .values()
-            .filter(|c| c.closed && c.closed_by.contains(&self.id))
+        for ch in registry.channels.values().filter(|c| c.closed && c.closed_by.contains(&self.id))
         {
             if !lock(&self.fenced).insert(ch.name.clone()) {
                 continue;
             }
-            if let Some(route) = lock(&self.routes).get(&ch.name) {
-                route.close();
-            }
-            let nodes: BTreeSet<NodeId> = ch
+            let peers: Vec<_> = ch
                 .receivers()
                 .map(|e| e.node)
                 .filter(|n| *n != self.id)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|n| Some(self.peers.get(n, registry.nodes.get(&n)?)))
                 .collect();
-            for n in nodes {
-                if let Some(addr) = registry.nodes.get(&n) {
-                    let frame = wire::encode(&Frame::Fence {
-                        channel: ch.name.clone(),
+            let frame = wire::encode(&Frame::Fence { channel: ch.name.clone() });
+            let route = lock(&self.routes).get(&ch.name).cloned();
+            match route {
+                // Messages of dropped receivers still being re-routed go out before the fence.
+                Some(route) => {
+                    route.close();
+                    let cancel = self.cancel.clone();
+                    self.tasks.spawn(async move {
+                        tokio::select! {
+                            _ = cancel.cancelled() => {}
+                            _ = route.rerouting_done() => {
+                                for p in peers {
+                                    p.outbox.push_frame(frame.clone());
+                                }
+                            }
+                        }
                     });
-                    self.peers.get(n, addr).outbox.push_frame(frame);
+                }
+                None => {
+                    for p in peers {
+                        p.outbox.push_frame(frame.clone());
+                    }
                 }
             }
         }
@@ -861,10 +796,7 @@ impl Core {
         }
         drop(windows);
         if ch.closed {
-            let fences = lock(&self.fences)
-                .get(&ch.name)
-                .cloned()
-                .unwrap_or_default();
+            let fences = lock(&self.fences).get(&ch.name).cloned().unwrap_or_default();
             let waiting: BTreeSet<NodeId> = ch
                 .closed_by
                 .iter()

@@ -87,11 +87,7 @@ impl Inner {
         self.buf.put_u8(0xdd); // array32: the count is patched as messages are added
         let count_at = self.buf.len();
         self.buf.put_u32(0);
-        self.open = Some(Open {
-            to,
-            count_at,
-            count: 0,
-        });
+        self.open = Some(Open { to, count_at, count: 0 });
     }
 
     /// Append one message to the open frame, written by `write` after a bin32 header.
@@ -135,9 +131,7 @@ impl Outbox {
         }
         let was_empty = inner.is_empty();
         inner
-            .append(to, |buf| {
-                rmp_serde::encode::write_named(&mut buf.writer(), msg)
-            })
+            .append(to, |buf| rmp_serde::encode::write_named(&mut buf.writer(), msg))
             .map_err(PushError::Encode)?;
         drop(inner);
         if was_empty {
@@ -219,29 +213,16 @@ mod tests {
         let out = Outbox::default();
         let open = AtomicBool::new(false);
         for id in 0..3 {
-            out.push_data(
-                9,
-                &Job {
-                    id,
-                    name: "x".into(),
-                },
-                &open,
-            )
-            .unwrap();
+            out.push_data(9, &Job { id, name: "x".into() }, &open).unwrap();
         }
         out.push_encoded(4, b"\xc0", &open).unwrap();
         out.push_frame(crate::wire::encode(&Frame::Ack { to: 1, n: 2 }));
         let mut frames = Vec::new();
         out.take(&mut frames);
         assert_eq!(frames.len(), 3);
-        let Frame::Data { to, msgs } = decode(&frames[0]).unwrap() else {
-            panic!("not data")
-        };
+        let Frame::Data { to, msgs } = decode(&frames[0]).unwrap() else { panic!("not data") };
         assert_eq!(to, 9);
-        let jobs: Vec<Job> = msgs
-            .iter()
-            .map(|m| rmp_serde::from_slice(m).unwrap())
-            .collect();
+        let jobs: Vec<Job> = msgs.iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
         assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [0, 1, 2]);
         assert!(
             matches!(decode(&frames[1]), Ok(Frame::Data { to: 4, ref msgs }) if msgs.len() == 1)
@@ -253,10 +234,7 @@ mod tests {
     fn nothing_gets_in_once_closed() {
         let out = Outbox::default();
         let closed = AtomicBool::new(true);
-        assert!(matches!(
-            out.push_data(1, &1u8, &closed),
-            Err(PushError::Closed)
-        ));
+        assert!(matches!(out.push_data(1, &1u8, &closed), Err(PushError::Closed)));
         let mut frames = Vec::new();
         out.take(&mut frames);
         assert!(frames.is_empty());

@@ -75,10 +75,7 @@ impl Peer {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         let _guard = PendingGuard { peer: self, id };
-        self.outbox.push_frame(wire::encode(&Frame::Request {
-            id,
-            body: Box::new(req),
-        }));
+        self.outbox.push_frame(wire::encode(&Frame::Request { id, body: Box::new(req) }));
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(RpcError::Disconnected(self.id)),
@@ -118,14 +115,7 @@ impl Peers {
         cancel: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
-        Peers {
-            me,
-            my_addr,
-            max_frame,
-            map: Mutex::default(),
-            cancel,
-            tasks,
-        }
+        Peers { me, my_addr, max_frame, map: Mutex::default(), cancel, tasks }
     }
 
     /// The peer `id`, listening on `addr`; dialed in the background the first time it is asked for.
@@ -148,8 +138,7 @@ impl Peers {
         drop(map);
         let span = tracing::info_span!("link", node = self.me, peer = id);
         let (p, me, my_addr, max) = (peer.clone(), self.me, self.my_addr, self.max_frame);
-        self.tasks
-            .spawn(keep_connected(p, me, my_addr, max).instrument(span));
+        self.tasks.spawn(keep_connected(p, me, my_addr, max).instrument(span));
         peer
     }
 
@@ -204,10 +193,7 @@ async fn keep_connected(peer: Arc<Peer>, me: NodeId, my_addr: SocketAddr, max_fr
         let mut dropped = Vec::new();
         peer.outbox.take(&mut dropped);
         if !dropped.is_empty() {
-            tracing::debug!(
-                frames = dropped.len(),
-                "dropped frames for an unreachable peer"
-            );
+            tracing::debug!(frames = dropped.len(), "dropped frames for an unreachable peer");
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

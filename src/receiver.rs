@@ -50,20 +50,13 @@ pub struct Receiver<T: Serialize + DeserializeOwned + Send + 'static> {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver")
-            .field("inbox", &self.inbox)
-            .finish_non_exhaustive()
+        f.debug_struct("Receiver").field("inbox", &self.inbox).finish_non_exhaustive()
     }
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
     pub(crate) fn new(core: &Arc<Core>, inbox: Arc<Inbox<T>>, route: Arc<ChannelRoute>) -> Self {
-        let actor = EndpointActor {
-            core: Arc::downgrade(core),
-            id: inbox.id(),
-            route,
-        }
-        .start();
+        let actor = EndpointActor { core: Arc::downgrade(core), id: inbox.id(), route }.start();
         Receiver { inbox, actor }
     }
 
@@ -147,14 +140,21 @@ impl StreamHandler<Bytes> for EndpointActor {
                 let mut waiting = route.wait();
                 loop {
                     match route.try_send_encoded(&msg, None, Some(me)) {
-                        Attempt::Sent => return,
+                        Attempt::Sent => break,
                         Attempt::Closed(()) => {
-                            tracing::warn!(channel = %route.name, "channel closed: a re-routed message is dropped");
-                            return;
+                            tracing::warn!(channel = %route.name, "every receiver has ended: a re-routed message is dropped");
+                            break;
+                        }
+                        // With no receiver left to take it, a closed channel ends the wait.
+                        Attempt::NoReceivers(()) if route.is_closed() => {
+                            tracing::warn!(channel = %route.name, "channel closed with no receiver: a re-routed message is dropped");
+                            break;
                         }
                         Attempt::Full(()) | Attempt::NoReceivers(()) => waiting.changed().await,
                     }
                 }
+                drop(waiting);
+                route.rerouted();
             }
             .into_actor(self),
         );

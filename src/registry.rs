@@ -107,16 +107,12 @@ pub struct ChannelInfo {
 impl ChannelInfo {
     /// The receivers of the channel, in id order.
     pub fn receivers(&self) -> impl Iterator<Item = &EndpointInfo> {
-        self.endpoints
-            .values()
-            .filter(|e| e.kind == EndpointKind::Receiver)
+        self.endpoints.values().filter(|e| e.kind == EndpointKind::Receiver)
     }
 
     /// The senders of the channel, in id order.
     pub fn senders(&self) -> impl Iterator<Item = &EndpointInfo> {
-        self.endpoints
-            .values()
-            .filter(|e| e.kind == EndpointKind::Sender)
+        self.endpoints.values().filter(|e| e.kind == EndpointKind::Sender)
     }
 }
 
@@ -137,42 +133,24 @@ impl Registry {
     /// Apply one command. Deterministic: every node gets the same registry from the same log.
     pub(crate) fn apply(&mut self, cmd: &Command) -> Outcome {
         match cmd {
-            Command::Register {
-                channel,
-                type_name,
-                kind,
-                node,
-                capacity,
-            } => {
-                let ch = self
-                    .channels
-                    .entry(channel.clone())
-                    .or_insert_with(|| ChannelInfo {
-                        name: channel.clone(),
-                        type_name: type_name.clone(),
-                        closed: false,
-                        closed_by: BTreeSet::new(),
-                        endpoints: BTreeMap::new(),
-                    });
+            Command::Register { channel, type_name, kind, node, capacity } => {
+                let ch = self.channels.entry(channel.clone()).or_insert_with(|| ChannelInfo {
+                    name: channel.clone(),
+                    type_name: type_name.clone(),
+                    closed: false,
+                    closed_by: BTreeSet::new(),
+                    endpoints: BTreeMap::new(),
+                });
                 if ch.type_name != *type_name {
-                    return Outcome::TypeMismatch {
-                        existing: ch.type_name.clone(),
-                    };
+                    return Outcome::TypeMismatch { existing: ch.type_name.clone() };
                 }
                 if ch.closed {
                     return Outcome::Closed;
                 }
                 self.next_endpoint += 1;
                 let id = self.next_endpoint;
-                ch.endpoints.insert(
-                    id,
-                    EndpointInfo {
-                        id,
-                        node: *node,
-                        kind: *kind,
-                        capacity: *capacity,
-                    },
-                );
+                ch.endpoints
+                    .insert(id, EndpointInfo { id, node: *node, kind: *kind, capacity: *capacity });
                 Outcome::Registered(id)
             }
             Command::Deregister { channel, id } => {
@@ -216,13 +194,7 @@ mod tests {
     use super::*;
 
     fn register(channel: &str, ty: &str, kind: EndpointKind, node: NodeId) -> Command {
-        Command::Register {
-            channel: channel.into(),
-            type_name: ty.into(),
-            kind,
-            node,
-            capacity: 8,
-        }
+        Command::Register { channel: channel.into(), type_name: ty.into(), kind, node, capacity: 8 }
     }
 
     #[test]
@@ -234,9 +206,7 @@ mod tests {
         );
         assert_eq!(
             r.apply(&register("jobs", "B", EndpointKind::Sender, 2)),
-            Outcome::TypeMismatch {
-                existing: "A".into()
-            }
+            Outcome::TypeMismatch { existing: "A".into() }
         );
         assert_eq!(
             r.apply(&register("jobs", "A", EndpointKind::Sender, 2)),
@@ -251,16 +221,11 @@ mod tests {
         r.apply(&register("jobs", "A", EndpointKind::Sender, 1));
         r.apply(&register("jobs", "A", EndpointKind::Sender, 3));
         r.apply(&register("jobs", "A", EndpointKind::Receiver, 2));
-        r.apply(&Command::Close {
-            channel: "jobs".into(),
-        });
+        r.apply(&Command::Close { channel: "jobs".into() });
         let ch = &r.channels["jobs"];
         assert!(ch.closed);
         assert_eq!(ch.closed_by, BTreeSet::from([1, 3]));
-        assert_eq!(
-            r.apply(&register("jobs", "A", EndpointKind::Receiver, 2)),
-            Outcome::Closed
-        );
+        assert_eq!(r.apply(&register("jobs", "A", EndpointKind::Receiver, 2)), Outcome::Closed);
         r.apply(&Command::RemoveNode { node: 3 });
         assert_eq!(r.channels["jobs"].closed_by, BTreeSet::from([1]));
     }

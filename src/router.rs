@@ -35,26 +35,19 @@ pub(crate) struct Window {
 
 impl Window {
     pub(crate) fn new(limit: u32) -> Self {
-        Window {
-            inflight: AtomicU32::new(0),
-            limit: limit.max(1),
-        }
+        Window { inflight: AtomicU32::new(0), limit: limit.max(1) }
     }
 
     fn try_acquire(&self) -> bool {
         self.inflight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.limit).then_some(n + 1)
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.limit).then_some(n + 1))
             .is_ok()
     }
 
     pub(crate) fn release(&self, n: u32) {
         let _ = self
             .inflight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
-                Some(cur.saturating_sub(n))
-            });
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| Some(cur.saturating_sub(n)));
     }
 }
 
@@ -64,11 +57,7 @@ pub(crate) enum Target {
     /// On this node.
     Local(Arc<dyn ErasedInbox>),
     /// On another node.
-    Remote {
-        id: EndpointId,
-        peer: Arc<Peer>,
-        window: Arc<Window>,
-    },
+    Remote { id: EndpointId, peer: Arc<Peer>, window: Arc<Window> },
 }
 
 impl Target {
@@ -100,6 +89,8 @@ pub(crate) struct ChannelRoute {
     changed: Notify,
     /// Senders waiting for room; wakers skip the notify when there are none.
     waiters: AtomicUsize,
+    /// Messages of dropped receivers on this node still to be re-routed.
+    rerouting: AtomicUsize,
     cursor: AtomicUsize,
 }
 
@@ -133,6 +124,7 @@ impl ChannelRoute {
             closed: AtomicBool::new(false),
             changed: Notify::new(),
             waiters: AtomicUsize::new(0),
+            rerouting: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -164,16 +156,32 @@ impl ChannelRoute {
         }
     }
 
+    /// `n` more messages to re-route.
+    pub(crate) fn rerouting(&self, n: usize) {
+        self.rerouting.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// One re-routed message is out (or given up on).
+    pub(crate) fn rerouted(&self) {
+        self.rerouting.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Wait until nothing is left to re-route on this node.
+    pub(crate) async fn rerouting_done(&self) {
+        let mut waiting = self.wait();
+        while self.rerouting.load(Ordering::SeqCst) > 0 {
+            waiting.changed().await;
+        }
+    }
+
     /// Register as a waiting sender. Make it *before* the attempt that may fail, so that a change
     /// between the attempt and the wait is not missed.
     pub(crate) fn wait(&self) -> Waiting<'_> {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut notified = Box::pin(self.changed.notified());
         notified.as_mut().enable();
-        Waiting {
-            route: self,
-            notified,
-        }
+        Waiting { route: self, notified }
     }
 
     pub(crate) fn receiver_count(&self) -> usize {
@@ -237,16 +245,20 @@ impl ChannelRoute {
     }
 
     /// Place an already encoded message with receiver `only` (a broadcast), or with any receiver
-    /// but `except` (re-routing what a dropped receiver held), without waiting.
+    /// but `except` (re-routing what a dropped receiver held), without waiting. Re-routed
+    /// messages were sent before any close, so a close on this node does not stop them.
     pub(crate) fn try_send_encoded(
         &self,
         msg: &Bytes,
         only: Option<EndpointId>,
         except: Option<EndpointId>,
     ) -> Attempt<()> {
-        if self.is_closed() {
+        static NEVER_CLOSED: AtomicBool = AtomicBool::new(false);
+        let rerouted = except.is_some();
+        if self.is_closed() && !rerouted {
             return Attempt::Closed(());
         }
+        let closed = if rerouted { &NEVER_CLOSED } else { &self.closed };
         let targets = self.read();
         let n = targets.len();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed) / RUN;
@@ -259,7 +271,7 @@ impl ChannelRoute {
             }
             any = true;
             match target {
-                Target::Local(inbox) => match inbox.try_push_encoded(msg.clone()) {
+                Target::Local(inbox) => match inbox.try_push_encoded(msg.clone(), rerouted) {
                     Ok(()) => return Attempt::Sent,
                     Err(Refused::Closed(_)) => return Attempt::Closed(()),
                     Err(Refused::Full(_)) => {}
@@ -268,7 +280,7 @@ impl ChannelRoute {
                     if !window.try_acquire() {
                         continue;
                     }
-                    return match peer.outbox.push_encoded(*id, msg, &self.closed) {
+                    return match peer.outbox.push_encoded(*id, msg, closed) {
                         Ok(()) => Attempt::Sent,
                         Err(_) => {
                             window.release(1);

@@ -56,10 +56,7 @@ impl Drop for Registration {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        Sender {
-            inner: self.inner.clone(),
-            _t: PhantomData,
-        }
+        Sender { inner: self.inner.clone(), _t: PhantomData }
     }
 }
 
@@ -77,10 +74,7 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     pub(crate) fn new(core: Arc<Core>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
-        Sender {
-            inner: Arc::new(Registration { core, route, id }),
-            _t: PhantomData,
-        }
+        Sender { inner: Arc::new(Registration { core, route, id }), _t: PhantomData }
     }
 
     fn route(&self) -> &ChannelRoute {
@@ -104,9 +98,7 @@ where
             Attempt::Closed(m) => return Err(SendError(m)),
             Attempt::Full(m) | Attempt::NoReceivers(m) => m,
         };
-        self.send_waiting(msg, None)
-            .await
-            .map_err(|e| SendError(e.into_inner()))
+        self.send_waiting(msg, None).await.map_err(|e| SendError(e.into_inner()))
     }
 
     /// Send `msg` to one receiver if one has room right now.
@@ -135,8 +127,7 @@ where
     ///
     /// As [`send`](Sender::send).
     pub async fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.send_waiting(msg, Some(tokio::time::Instant::now() + timeout))
-            .await
+        self.send_waiting(msg, Some(tokio::time::Instant::now() + timeout)).await
     }
 
     async fn send_waiting(
@@ -205,9 +196,7 @@ where
     ///
     /// [`Error::Registry`] if Raft could not commit the close in time.
     pub async fn close(&self) -> Result<(), Error> {
-        let cmd = crate::registry::Command::Close {
-            channel: self.route().name.clone(),
-        };
+        let cmd = crate::registry::Command::Close { channel: self.route().name.clone() };
         self.inner.core.write(cmd).await.map(|_| ())
     }
 

@@ -156,15 +156,9 @@ mod tests {
 
     #[test]
     fn other_versions_and_garbage_are_refused() {
-        assert!(matches!(
-            decode(&[0x92, 2, 0xc0]),
-            Err(FrameError::Version(2))
-        ));
+        assert!(matches!(decode(&[0x92, 2, 0xc0]), Err(FrameError::Version(2))));
         assert!(matches!(decode(&[]), Err(FrameError::Malformed(_))));
-        assert!(matches!(
-            decode(&[0x92, 1, 0xc1]),
-            Err(FrameError::Malformed(_))
-        ));
+        assert!(matches!(decode(&[0x92, 1, 0xc1]), Err(FrameError::Malformed(_))));
         for len in 0..64 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             let _ = decode(&junk);

@@ -25,7 +25,8 @@ async fn a_registration_on_one_node_is_visible_in_every_nodes_cluster_view() {
     // Dropping the receiver deregisters it everywhere.
     drop(rx);
     for node in &nodes {
-        eventually(|| node.cluster().channel("seen").is_some_and(|c| c.receivers().count() == 0)).await;
+        eventually(|| node.cluster().channel("seen").is_some_and(|c| c.receivers().count() == 0))
+            .await;
     }
     shutdown(nodes).await;
 }
@@ -48,7 +49,8 @@ async fn a_channel_keeps_the_type_of_its_first_endpoint() {
 }
 
 fn err_message_names_both_types() -> bool {
-    let e = Error::TypeMismatch { channel: "c".into(), existing: "A".into(), requested: "B".into() };
+    let e =
+        Error::TypeMismatch { channel: "c".into(), existing: "A".into(), requested: "B".into() };
     let s = e.to_string();
     s.contains('A') && s.contains('B') && s.contains('c')
 }

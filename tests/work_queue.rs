@@ -37,10 +37,7 @@ async fn fifty_thousand_jobs_two_senders_three_receivers_three_nodes() {
         }
         tx
     };
-    let senders = [
-        actix_rt::spawn(send(tx_a.clone(), 0)),
-        actix_rt::spawn(send(tx_b.clone(), 1)),
-    ];
+    let senders = [actix_rt::spawn(send(tx_a.clone(), 0)), actix_rt::spawn(send(tx_b.clone(), 1))];
 
     let total = 2 * PER_SENDER as usize;
     let mut tasks = Vec::new();

@@ -27,10 +27,7 @@ pub(crate) fn generate_error(failure: Failure, item: TokenStream) -> TokenStream
     let mut tokens = failure.error.to_compile_error();
     match failure.recovered.map(|recovered| *recovered) {
         Some(Recovered::WithDerives(recovered)) => tokens.extend(message(&recovered)),
-        Some(Recovered::Plain {
-            mut item,
-            strip_serde_attrs,
-        }) => {
+        Some(Recovered::Plain { mut item, strip_serde_attrs }) => {
             if strip_serde_attrs {
                 strip_serde(&mut item);
             }

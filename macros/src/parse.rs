@@ -40,10 +40,7 @@ pub(crate) fn parse(args: TokenStream, item: TokenStream) -> Result<Endpoint, Fa
     if let Some(error) = generics_error(&ident, generics) {
         errors.push(error);
         let strip_serde_attrs = !serde.has_serialize && !serde.has_deserialize;
-        let recovered = Recovered::Plain {
-            item,
-            strip_serde_attrs,
-        };
+        let recovered = Recovered::Plain { item, strip_serde_attrs };
         return Err(errors.into_failure(Some(Box::new(recovered))));
     }
     let message = Message { item, serde };
@@ -55,11 +52,7 @@ pub(crate) fn parse(args: TokenStream, item: TokenStream) -> Result<Endpoint, Fa
         .channel
         .take()
         .unwrap_or_else(|| LitStr::new(&ident.unraw().to_string(), ident.span()));
-    Ok(Endpoint {
-        message,
-        ident,
-        channel,
-    })
+    Ok(Endpoint { message, ident, channel })
 }
 
 /// The attribute's arguments.
@@ -89,10 +82,7 @@ impl Errors {
     /// is still reported as an error rather than a panic.
     fn into_failure(self, recovered: Option<Box<Recovered>>) -> Failure {
         let error = self.0.unwrap_or_else(|| {
-            syn::Error::new(
-                proc_macro2::Span::call_site(),
-                format!("{ATTR}: internal error"),
-            )
+            syn::Error::new(proc_macro2::Span::call_site(), format!("{ATTR}: internal error"))
         });
         Failure { error, recovered }
     }

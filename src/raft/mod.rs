@@ -57,9 +57,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Client;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Client {
-        Client {
-            peer: self.peers.get(target, &node.addr),
-        }
+        Client { peer: self.peers.get(target, &node.addr) }
     }
 }
 
@@ -86,9 +84,9 @@ impl Client {
         match pick(resp) {
             Some(Ok(r)) => Ok(r),
             Some(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.peer.id, e))),
-            None => Err(RPCError::Network(NetworkError::new(
-                &std::io::Error::other("answer does not match the request"),
-            ))),
+            None => Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
+                "answer does not match the request",
+            )))),
         }
     }
 }

@@ -46,11 +46,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        Ok(lock(&self.inner)
-            .log
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(lock(&self.inner).log.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -59,16 +55,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let inner = lock(&self.inner);
-        let last = inner
-            .log
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(inner.last_purged);
-        Ok(LogState {
-            last_purged_log_id: inner.last_purged,
-            last_log_id: last,
-        })
+        let last = inner.log.values().next_back().map(|e| e.log_id).or(inner.last_purged);
+        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -195,19 +183,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
             None => format!("--{seq}"),
         };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        *lock(&self.snapshot) = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        });
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        let meta =
+            SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        *lock(&self.snapshot) = Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -235,11 +214,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => d.registry.apply(&cmd),
                 EntryPayload::Membership(m) => {
                     d.membership = StoredMembership::new(Some(entry.log_id), m);
-                    let SmData {
-                        membership,
-                        registry,
-                        ..
-                    } = &mut *d;
+                    let SmData { membership, registry, .. } = &mut *d;
                     set_membership(registry, membership);
                     Outcome::Done
                 }
@@ -272,18 +247,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         {
             let mut d = lock(&self.data);
             *d = new;
-            let SmData {
-                membership,
-                registry,
-                ..
-            } = &mut *d;
+            let SmData { membership, registry, .. } = &mut *d;
             set_membership(registry, membership);
             self.publish(registry);
         }
-        *lock(&self.snapshot) = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        });
+        *lock(&self.snapshot) = Some(StoredSnapshot { meta: meta.clone(), data: bytes });
         Ok(())
     }
 

@@ -63,10 +63,7 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 pub async fn receivers_visible(nodes: &[Node], channel: &str, count: usize) {
     for node in nodes {
         eventually(|| {
-            node.cluster()
-                .channel(channel)
-                .map(|c| c.receivers().count() == count)
-                .unwrap_or(false)
+            node.cluster().channel(channel).map(|c| c.receivers().count() == count).unwrap_or(false)
         })
         .await;
     }

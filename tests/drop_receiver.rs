@@ -1,0 +1,67 @@
+//! Dropping a receiver mid-stream loses nothing: what it held goes to another receiver.
+
+mod common;
+
+use common::{cluster, receivers_visible, shutdown, within};
+
+#[actix_rt::test]
+async fn dropping_a_receiver_mid_stream_loses_nothing() {
+    let nodes = cluster(3).await;
+    // The receiver that will be dropped is remote to the sender and holds a full buffer.
+    let doomed = nodes[1].receiver::<u64>("handover").capacity(64).await.expect("rx");
+    let mut survivor = nodes[2].receiver::<u64>("handover").capacity(64).await.expect("rx");
+    let mut local = nodes[0].receiver::<u64>("handover").capacity(64).await.expect("rx");
+    receivers_visible(&nodes, "handover", 3).await;
+    let tx = nodes[0].sender::<u64>("handover").await.expect("tx");
+    common::eventually(|| tx.receiver_count() == 3).await;
+
+    const N: u64 = 20_000;
+    let sending = {
+        let tx = tx.clone();
+        actix_rt::spawn(async move {
+            for i in 0..N {
+                tx.send(i).await.expect("send");
+            }
+        })
+    };
+    // Let the doomed receiver fill up without reading, then drop it while sends go on.
+    common::eventually(|| {
+        nodes[0].cluster().channel("handover").is_some() && !sending.is_finished()
+    })
+    .await;
+    let mut got = Vec::new();
+    // Read a little from the others so that the stream is really under way.
+    for _ in 0..100 {
+        got.push(within("recv", survivor.recv()).await.expect("open"));
+    }
+    drop(doomed);
+
+    let readers = [
+        actix_rt::spawn(async move {
+            let mut v = Vec::new();
+            while let Some(x) = survivor.recv().await {
+                v.push(x);
+            }
+            v
+        }),
+        actix_rt::spawn(async move {
+            let mut v = Vec::new();
+            while let Some(x) = local.recv().await {
+                v.push(x);
+            }
+            v
+        }),
+    ];
+    within("sender", sending).await.expect("task");
+    // The close waits for nothing: messages still being re-routed go out before the fences.
+    common::eventually(|| tx.receiver_count() == 2).await;
+    within("close", tx.close()).await.expect("close");
+    for r in readers {
+        got.extend(within("drain", r).await.expect("reader"));
+    }
+    got.sort_unstable();
+    let dups = got.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!(dups, 0, "duplicates");
+    assert_eq!(got.len() as u64, N, "every message received once");
+    shutdown(nodes).await;
+}
