@@ -135,13 +135,15 @@ async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
     let mut framed = framed(stream, core.peers.max_frame);
     let (remote, addr) = read_hello(&mut framed).await?;
     framed.send(hello(core.id, core.addr)).await?;
-    // Answers go back through this node's own link to the peer.
-    let peer = core.peers.get(remote, &addr);
+    // Answers go back through this node's own link to the peer, made when the first request
+    // needs one (a connection that sends junk after its hello costs no link).
+    let peer = std::sync::OnceLock::new();
+    let peer = || peer.get_or_init(|| core.peers.get(remote, &addr)).clone();
 
     // Raft RPCs are answered in the order they came, on a task of their own, so that a slow
     // append never holds up the data behind it on this connection.
     let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
-    core.tasks.spawn(answer_in_order(core.clone(), peer.clone(), rpc_rx).in_current_span());
+    let mut rpc_rx = Some(rpc_rx);
 
     loop {
         let buf = tokio::select! {
@@ -158,16 +160,24 @@ async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
             }
             Frame::Ack { to, n } => core.ack(to, n),
             Frame::Fence { channel } => core.fence(remote, &channel),
-            Frame::Response { id, body } => peer.complete(id, *body),
+            Frame::Response { id, body } => {
+                if let Some(p) = core.peers.find(remote) {
+                    p.complete(id, *body);
+                }
+            }
             Frame::Request { id, body } => match *body {
                 req @ (Request::AppendEntries(_)
                 | Request::Vote(_)
                 | Request::InstallSnapshot(_)) => {
+                    if let Some(rx) = rpc_rx.take() {
+                        let task = answer_in_order(core.clone(), peer(), rx);
+                        core.tasks.spawn(task.in_current_span());
+                    }
                     let _ = rpc_tx.send((id, req));
                 }
                 // Writes and membership changes may wait for a commit: answered concurrently.
                 req => {
-                    let (c, p) = (core.clone(), peer.clone());
+                    let (c, p) = (core.clone(), peer());
                     core.tasks.spawn(
                         async move {
                             let resp = c.handle_request(req).await;

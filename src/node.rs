@@ -45,6 +45,16 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// How many messages for endpoints this node does not know yet may wait for them.
 const MAX_PARKED: usize = 1 << 16;
 
+/// Data parked for endpoints not known yet, and how many messages that is in all.
+#[derive(Debug, Default)]
+struct Parked {
+    count: usize,
+    by_endpoint: HashMap<EndpointId, Vec<(NodeId, Bytes)>>,
+}
+
+/// The credit towards one remote receiver, and the route to wake when it comes back.
+type Credit = (Arc<Window>, Arc<ChannelRoute>);
+
 /// What the node shares between its tasks, its endpoints and its handles.
 pub(crate) struct Core {
     pub(crate) id: NodeId,
@@ -57,9 +67,9 @@ pub(crate) struct Core {
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
     inboxes: Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>,
     /// Data for receivers on this node whose registration this node has not seen yet.
-    parked: Mutex<(usize, HashMap<EndpointId, Vec<(NodeId, Bytes)>>)>,
+    parked: Mutex<Parked>,
     /// Credit towards each remote receiver, and the route to wake when it comes back.
-    windows: Mutex<HashMap<EndpointId, (Arc<Window>, Arc<ChannelRoute>)>>,
+    windows: Mutex<HashMap<EndpointId, Credit>>,
     /// Fences received, per channel.
     fences: Mutex<HashMap<String, BTreeSet<NodeId>>>,
     /// Channels whose close this node has fenced.
@@ -142,7 +152,7 @@ impl NodeBuilder {
     /// [`Error::Config`] without `bootstrap()` or `join(..)` (or with both), [`Error::Io`] if the
     /// address cannot be bound, [`Error::Join`] if no seed lets this node in.
     pub async fn start(self) -> Result<Node, Error> {
-        if self.bootstrap == !self.join.is_empty() {
+        if self.bootstrap != self.join.is_empty() {
             return Err(Error::Config("call exactly one of `bootstrap()` or `join([..])`".into()));
         }
         let listener = TcpListener::bind(&self.listen).await?;
@@ -533,8 +543,8 @@ impl Core {
         lock(&self.inboxes).insert(id, inbox.clone());
         let parked = {
             let mut p = lock(&self.parked);
-            let msgs = p.1.remove(&id).unwrap_or_default();
-            p.0 -= msgs.len();
+            let msgs = p.by_endpoint.remove(&id).unwrap_or_default();
+            p.count -= msgs.len();
             msgs
         };
         for (from, msg) in parked {
@@ -560,8 +570,8 @@ impl Core {
             }
             None => {
                 let mut p = lock(&self.parked);
-                let (count, map) = &mut *p;
-                let slot = map.entry(to).or_default();
+                let Parked { count, by_endpoint } = &mut *p;
+                let slot = by_endpoint.entry(to).or_default();
                 for m in msgs {
                     if *count >= MAX_PARKED {
                         tracing::warn!(endpoint = to, "dropped data for an unknown endpoint");
