@@ -1,1 +1,395 @@
-fn main() {}
+//! Throughput of dchan against the transports it is built from, in one run, so that the figures
+//! can be read as ratios.
+//!
+//! Every benchmark moves `N` (= 100 000) messages of about 64 bytes from one sender to one
+//! receiver and reports `Throughput::Elements(N)`, i.e. messages per second. One iteration is
+//! one round of `N` messages: the sender runs as its own task, the receiver is awaited by the
+//! timed future, and the round ends when the receiver has counted all `N` (checking their order).
+//! Connections, nodes, senders and receivers are set up once per benchmark, outside the timing.
+//!
+//! | benchmark            | what one round is                                                    |
+//! |----------------------|----------------------------------------------------------------------|
+//! | `raw_framed_tcp`     | a loopback `TcpStream` pair, each side `Framed<_, LengthDelimitedCodec>`; the writer `feed`s `N` 64-byte frames and `flush`es once at the end, the reader counts `N` frames |
+//! | `raw_framed_tcp_rmp` | the same, but each frame is a [`Msg`] encoded with `rmp_serde::to_vec_named` (≈ 64 bytes) and decoded by the reader |
+//! | `tokio_mpsc`         | a bounded `tokio::sync::mpsc` channel (capacity 1024) of [`Msg`], in-process |
+//! | `dchan_local`        | one node; a `Sender<Msg>` and a `Receiver<Msg>` (capacity 1024) on it: dchan's in-process path |
+//! | `dchan_two_nodes`    | two nodes in this process (bootstrap + join) over loopback; the sender on the first, the receiver (capacity 1024) on the second |
+//!
+//! Everything runs on one thread: the runtime is an actix `System` (a current-thread tokio
+//! runtime with a `LocalSet`), which dchan needs for its actors, and the baselines run on the
+//! same runtime so that the comparison is like for like. The machine's second core is left to the
+//! kernel's loopback work.
+//!
+//! # Running
+//!
+//! ```text
+//! cargo bench --bench throughput                  # everything, a few minutes
+//! cargo bench --bench throughput -- dchan         # only the benchmarks whose id contains "dchan"
+//! cargo bench --bench throughput -- --test        # each benchmark once, as a smoke test
+//! ```
+//!
+//! dchan's own warnings and errors go to stderr (`RUST_LOG` overrides the default filter,
+//! `warn,openraft=error`). Each dchan round has a deadline ([`ROUND_DEADLINE`]); a round that
+//! does not finish in time panics with how many messages were sent and received by then, so a
+//! hang shows up as a clear failure rather than a stuck benchmark.
+//!
+//! # Reading the ratios
+//!
+//! Criterion prints, for each benchmark, `thrpt: [low mid high]` in elements per second (the
+//! middle figure is its point estimate), and stores the full statistics, median included, under
+//! `target/criterion/throughput/<benchmark>/new/estimates.json` (times per round of `N`
+//! messages: throughput is `N / time`). The ratios worth watching:
+//!
+//! - `dchan_two_nodes / raw_framed_tcp_rmp`: what dchan's network path costs over the bare
+//!   encode–frame–send–decode it is made of (1.0 would be free);
+//! - `dchan_two_nodes / raw_framed_tcp`: the same, against framing alone with no encoding;
+//! - `dchan_local / tokio_mpsc`: what the in-process path costs over a plain bounded channel.
+//!
+//! Absolute figures move with the machine's load; ratios from one run are much steadier.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// Messages per round (one criterion iteration).
+const N: u64 = 100_000;
+/// Capacity of the bounded channels (tokio mpsc, dchan receivers).
+const CAPACITY: usize = 1024;
+/// The longest a dchan round may take before the benchmark fails.
+const ROUND_DEADLINE: Duration = Duration::from_secs(60);
+/// The longest starting nodes, registering endpoints or shutting down may take.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30);
+/// The string field of [`Msg`]: sized so that the encoded message is about 64 bytes.
+const PAYLOAD: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ";
+/// The frame of `raw_framed_tcp`.
+static FRAME: [u8; 64] = [0x5a; 64];
+
+type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// The message of every benchmark but `raw_framed_tcp`: 58 to 65 bytes with
+/// `rmp_serde::to_vec_named` (a map with two named fields) for ids below `N`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Msg {
+    id: u64,
+    payload: String,
+}
+
+fn msg(id: u64) -> Msg {
+    Msg { id, payload: PAYLOAD.to_owned() }
+}
+
+/// Await `fut`, panicking with `what` (evaluated only then) if it takes longer than `deadline`.
+async fn within<F: Future>(deadline: Duration, fut: F, what: impl FnOnce() -> String) -> F::Output {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{} (deadline {deadline:?})", what()),
+    }
+}
+
+/// Check that the `i`-th message of a round is the `i`-th one sent.
+fn check_order(bench: &str, i: u64, got: u64) {
+    assert_eq!(
+        got, i,
+        "{bench}: message {i} of the round has id {got}: lost, duplicated or reordered"
+    );
+}
+
+/// Time `iters` rounds, each the future `$round` (an expression evaluated anew per round).
+macro_rules! time_rounds {
+    ($system:expr, $iters:expr, $round:expr) => {
+        $system.block_on(async {
+            let start = Instant::now();
+            for _ in 0..$iters {
+                $round.await;
+            }
+            start.elapsed()
+        })
+    };
+}
+
+fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,openraft=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    let system = actix_rt::System::new();
+    let mut c = Criterion::default().configure_from_args();
+    {
+        let mut group = c.benchmark_group("throughput");
+        group
+            .throughput(Throughput::Elements(N))
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(2))
+            .measurement_time(Duration::from_secs(8));
+        raw_framed_tcp(&mut group, &system);
+        raw_framed_tcp_rmp(&mut group, &system);
+        tokio_mpsc(&mut group, &system);
+        dchan_local(&mut group, &system);
+        dchan_two_nodes(&mut group, &system);
+        group.finish();
+    }
+    c.final_summary();
+}
+
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// A connected loopback pair, framed as dchan frames its connections: (writer, reader).
+async fn framed_pair() -> (FramedTcp, FramedTcp) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let (client, accepted) =
+        tokio::try_join!(TcpStream::connect(addr), listener.accept()).expect("loopback connect");
+    let server = accepted.0;
+    for s in [&client, &server] {
+        s.set_nodelay(true).expect("TCP_NODELAY");
+    }
+    (
+        Framed::new(client, LengthDelimitedCodec::new()),
+        Framed::new(server, LengthDelimitedCodec::new()),
+    )
+}
+
+/// The framed TCP baselines: the writer task feeds `frame(i)` for each `i` in the round and
+/// flushes once; `read(i, frame)` handles the `i`-th frame on the reader.
+fn framed_tcp_bench(
+    group: &mut Group<'_>,
+    system: &actix_rt::SystemRunner,
+    name: &'static str,
+    frame: fn(u64) -> Bytes,
+    read: fn(u64, &[u8]),
+) {
+    // Connected on first use, so that a filtered-out benchmark sets nothing up.
+    let mut pair: Option<(Option<FramedTcp>, FramedTcp)> = None;
+    group.bench_function(name, |b| {
+        let (writer, reader) = pair.get_or_insert_with(|| {
+            let (w, r) = system.block_on(framed_pair());
+            (Some(w), r)
+        });
+        b.iter_custom(|iters| time_rounds!(system, iters, tcp_round(writer, reader, frame, read)));
+    });
+}
+
+/// One round of a framed TCP baseline.
+async fn tcp_round(
+    writer: &mut Option<FramedTcp>,
+    reader: &mut FramedTcp,
+    frame: fn(u64) -> Bytes,
+    read: fn(u64, &[u8]),
+) {
+    let mut w = writer.take().expect("writer is back after each round");
+    let write = actix_rt::spawn(async move {
+        for i in 0..N {
+            w.feed(frame(i)).await.expect("feed");
+        }
+        w.flush().await.expect("flush");
+        w
+    });
+    for i in 0..N {
+        let f = reader.next().await.expect("connection open").expect("frame");
+        read(i, &f);
+    }
+    *writer = Some(write.await.expect("writer task"));
+}
+
+fn raw_framed_tcp(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    framed_tcp_bench(
+        group,
+        system,
+        "raw_framed_tcp",
+        |_| Bytes::from_static(&FRAME),
+        |_, f| assert_eq!(f.len(), FRAME.len(), "raw_framed_tcp: frame of the wrong size"),
+    );
+}
+
+fn raw_framed_tcp_rmp(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    framed_tcp_bench(
+        group,
+        system,
+        "raw_framed_tcp_rmp",
+        |i| rmp_serde::to_vec_named(&msg(i)).expect("encode").into(),
+        |i, f| {
+            let m: Msg = rmp_serde::from_slice(f).expect("decode");
+            check_order("raw_framed_tcp_rmp", i, m.id);
+        },
+    );
+}
+
+fn tokio_mpsc(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(CAPACITY);
+    group.bench_function("tokio_mpsc", |b| {
+        b.iter_custom(|iters| time_rounds!(system, iters, mpsc_round(&tx, &mut rx)));
+    });
+}
+
+/// One round of the tokio mpsc baseline.
+async fn mpsc_round(
+    tx: &tokio::sync::mpsc::Sender<Msg>,
+    rx: &mut tokio::sync::mpsc::Receiver<Msg>,
+) {
+    let send = {
+        let tx = tx.clone();
+        actix_rt::spawn(async move {
+            for i in 0..N {
+                tx.send(msg(i)).await.expect("receiver alive");
+            }
+        })
+    };
+    for i in 0..N {
+        let m = rx.recv().await.expect("sender alive");
+        check_order("tokio_mpsc", i, m.id);
+    }
+    send.await.expect("sender task");
+}
+
+/// A dchan setup: the nodes (first one bootstrapped), a sender and a receiver of one channel.
+struct Dchan {
+    nodes: Vec<dchan::Node>,
+    tx: dchan::Sender<Msg>,
+    rx: dchan::Receiver<Msg>,
+}
+
+/// Start `n` nodes, a receiver on the last one and a sender on the first one, and wait until the
+/// sender sees the receiver.
+async fn dchan_setup(bench: &'static str, n: usize) -> Dchan {
+    let first = within(SETUP_DEADLINE, dchan::Node::builder().bootstrap().start(), || {
+        format!("{bench}: bootstrapping the first node did not finish")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{bench}: bootstrap failed: {e}"));
+    let mut nodes = vec![first];
+    for k in 1..n {
+        let seed = nodes[0].addr();
+        let node = within(SETUP_DEADLINE, dchan::Node::builder().join([seed]).start(), || {
+            format!("{bench}: node {k} joining did not finish")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{bench}: node {k} could not join: {e}"));
+        nodes.push(node);
+    }
+    for (k, node) in nodes.iter().enumerate() {
+        wait_until(
+            || node.cluster().members.len() == n,
+            || format!("{bench}: node {k} does not see {n} members: {:?}", node.cluster()),
+        )
+        .await;
+    }
+    let channel = format!("bench-{bench}");
+    let rx =
+        within(SETUP_DEADLINE, nodes[n - 1].receiver::<Msg>(&channel).capacity(CAPACITY), || {
+            format!("{bench}: registering the receiver did not finish")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{bench}: registering the receiver failed: {e}"));
+    let tx = within(SETUP_DEADLINE, nodes[0].sender::<Msg>(&channel), || {
+        format!("{bench}: registering the sender did not finish")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{bench}: registering the sender failed: {e}"));
+    wait_until(
+        || tx.receiver_count() == 1,
+        || format!("{bench}: the sender sees {} receivers, not 1", tx.receiver_count()),
+    )
+    .await;
+    Dchan { nodes, tx, rx }
+}
+
+/// Wait until `cond` holds, checking every few milliseconds; panics after [`SETUP_DEADLINE`].
+async fn wait_until(mut cond: impl FnMut() -> bool, what: impl FnOnce() -> String) {
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{} (deadline {SETUP_DEADLINE:?})", what());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Drop the endpoints, then shut the nodes down, last started first.
+async fn dchan_teardown(bench: &'static str, d: Dchan) {
+    let Dchan { nodes, tx, rx } = d;
+    drop(tx);
+    drop(rx);
+    for (k, node) in nodes.iter().enumerate().rev() {
+        within(SETUP_DEADLINE, node.shutdown(), || {
+            format!("{bench}: node {k} shutdown did not finish")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{bench}: node {k} shutdown failed: {e}"));
+    }
+}
+
+/// One round over dchan: a task sends `N` messages, the receiver counts them, under
+/// [`ROUND_DEADLINE`].
+async fn dchan_round(bench: &'static str, tx: &dchan::Sender<Msg>, rx: &mut dchan::Receiver<Msg>) {
+    let sent = Rc::new(Cell::new(0u64));
+    let received = Cell::new(0u64);
+    let send = {
+        let (tx, sent) = (tx.clone(), sent.clone());
+        actix_rt::spawn(async move {
+            for i in 0..N {
+                if let Err(e) = tx.send(msg(i)).await {
+                    panic!("{bench}: send of message {i} of the round failed: {e}");
+                }
+                sent.set(i + 1);
+            }
+        })
+    };
+    let round = async {
+        for i in 0..N {
+            match rx.recv().await {
+                Some(m) => check_order(bench, i, m.id),
+                None => panic!("{bench}: the receiver ended after {i} of {N} messages"),
+            }
+            received.set(i + 1);
+        }
+        send.await
+    };
+    let what = || {
+        format!(
+            "{bench}: a round of {N} messages did not finish: {} sent, {} received",
+            sent.get(),
+            received.get()
+        )
+    };
+    if let Err(e) = within(ROUND_DEADLINE, round, what).await {
+        panic!("{bench}: the sending task failed: {e}");
+    }
+}
+
+fn dchan_bench(
+    group: &mut Group<'_>,
+    system: &actix_rt::SystemRunner,
+    bench: &'static str,
+    n: usize,
+) {
+    // Set up on first use, so that a filtered-out benchmark starts no node.
+    let mut setup: Option<Dchan> = None;
+    group.bench_function(bench, |b| {
+        let d = setup.get_or_insert_with(|| system.block_on(dchan_setup(bench, n)));
+        b.iter_custom(|iters| time_rounds!(system, iters, dchan_round(bench, &d.tx, &mut d.rx)));
+    });
+    if let Some(d) = setup {
+        system.block_on(dchan_teardown(bench, d));
+    }
+}
+
+fn dchan_local(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    dchan_bench(group, system, "dchan_local", 1);
+}
+
+fn dchan_two_nodes(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    dchan_bench(group, system, "dchan_two_nodes", 2);
+}

@@ -431,6 +431,10 @@ impl Core {
                         .applied_index_at_least(Some(index), "registry write applied here")
                         .await
                         .map_err(|e| Error::Registry(e.to_string()))?;
+                    // Routers reflect the write before it returns (the watcher may not have run
+                    // yet): a close fails the next send here, a new receiver is a target at once.
+                    let registry = self.registry.borrow().clone();
+                    self.refresh(&registry);
                     return Ok(outcome);
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => {

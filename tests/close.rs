@@ -50,6 +50,9 @@ async fn close_then_drain_then_none_on_every_node() {
         within("senders", t).await.expect("task");
     }
     within("close", txs[1].close()).await.expect("close");
+    // On the closing node, the very next send fails.
+    assert!(txs[1].is_closed());
+    assert!(matches!(txs[1].try_send(7), Err(TrySendError::Closed(7))));
 
     let mut all = Vec::new();
     for r in readers {
