@@ -336,3 +336,75 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbox(capacity: usize) -> Inbox<u64> {
+        Inbox::new(1, Arc::new(ChannelRoute::new("t")), capacity, Weak::new())
+    }
+
+    fn encoded(v: u64) -> Bytes {
+        rmp_serde::to_vec_named(&v).expect("encode").into()
+    }
+
+    fn poll(inbox: &Inbox<u64>) -> Poll<Option<u64>> {
+        let waker = futures::task::noop_waker();
+        inbox.poll_recv(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn a_closed_inbox_ends_only_after_every_fence() {
+        let inbox = inbox(8);
+        assert_eq!(inbox.push_remote(7, &mut [encoded(1)].into_iter()), 1);
+        inbox.close(BTreeSet::from([7, 9]));
+        assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
+        // Node 7 and 9 may still have data on the way: not the end yet.
+        assert_eq!(poll(&inbox), Poll::Pending);
+        inbox.push_remote(7, &mut [encoded(2)].into_iter());
+        inbox.fence(7);
+        assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
+        assert_eq!(poll(&inbox), Poll::Pending);
+        inbox.fence(9);
+        assert_eq!(poll(&inbox), Poll::Ready(None));
+    }
+
+    #[test]
+    fn beyond_capacity_messages_are_staged_in_order_and_acked_when_taken() {
+        let inbox = inbox(2);
+        let taken = inbox.push_remote(7, &mut (0..5).map(encoded));
+        assert_eq!(taken, 2, "only the buffer's room is acknowledged at once");
+        // A local sender cannot jump the staged messages.
+        assert!(matches!(inbox.try_push(99), Err(Refused::Full(99))));
+        for i in 0..5 {
+            assert_eq!(poll(&inbox), Poll::Ready(Some(i)));
+        }
+        assert_eq!(poll(&inbox), Poll::Pending);
+        assert!(inbox.try_push(5).is_ok());
+    }
+
+    #[test]
+    fn a_detached_inbox_hands_everything_over() {
+        let inbox = inbox(2);
+        inbox.try_push(1).expect("room");
+        inbox.push_remote(7, &mut (2..5).map(encoded));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        inbox.detach(tx);
+        // Later arrivals follow.
+        inbox.push_remote(7, &mut [encoded(5)].into_iter());
+        let mut got = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            got.push(rmp_serde::from_slice::<u64>(&b).expect("decode"));
+        }
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        assert!(matches!(inbox.try_push(6), Err(Refused::Full(6))));
+    }
+
+    #[test]
+    fn undecodable_bytes_are_skipped_not_fatal() {
+        let inbox = inbox(4);
+        inbox.push_remote(7, &mut [Bytes::from_static(b"\xc1"), encoded(3)].into_iter());
+        assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
+    }
+}
