@@ -17,13 +17,12 @@
 //!
 //! Everything runs on one thread: the runtime is an actix `System` (a current-thread tokio
 //! runtime with a `LocalSet`), which dchan needs for its actors, and the baselines run on the
-//! same runtime so that the comparison is like for like. The machine's second core is left to the
-//! kernel's loopback work.
+//! same runtime so that the comparison is like for like (dchan's own tasks share that thread).
 //!
 //! # Running
 //!
 //! ```text
-//! cargo bench --bench throughput                  # everything, a few minutes
+//! cargo bench --bench throughput                  # everything, about 1.5 min once built
 //! cargo bench --bench throughput -- dchan         # only the benchmarks whose id contains "dchan"
 //! cargo bench --bench throughput -- --test        # each benchmark once, as a smoke test
 //! ```
@@ -35,20 +34,25 @@
 //!
 //! # Reading the ratios
 //!
-//! Criterion prints, for each benchmark, `thrpt: [low mid high]` in elements per second (the
-//! middle figure is its point estimate), and stores the full statistics, median included, under
-//! `target/criterion/throughput/<benchmark>/new/estimates.json` (times per round of `N`
-//! messages: throughput is `N / time`). The ratios worth watching:
+//! Criterion prints, for each benchmark, `thrpt: [low mid high]` in elements per second (with
+//! flat sampling the middle figure is the mean, between its 95% confidence bounds), and stores the
+//! full statistics, median included, under
+//! `$CARGO_TARGET_DIR/criterion/throughput/<benchmark>/new/estimates.json` (nanoseconds per round
+//! of `N` messages: throughput is `N / time`). Divide one benchmark's throughput by another's:
 //!
-//! - `dchan_two_nodes / raw_framed_tcp_rmp`: what dchan's network path costs over the bare
-//!   encode–frame–send–decode it is made of (1.0 would be free);
-//! - `dchan_two_nodes / raw_framed_tcp`: the same, against framing alone with no encoding;
-//! - `dchan_local / tokio_mpsc`: what the in-process path costs over a plain bounded channel.
+//! - `dchan_two_nodes / raw_framed_tcp_rmp`: dchan's network path against the encode, frame,
+//!   send, decode it is made of. The baseline puts each message in its own frame and allocates its
+//!   encoding, whereas dchan encodes consecutive messages into one shared data frame, so this
+//!   ratio can exceed 1.0; below 1.0, dchan spends more per message than a naive per-frame design;
+//! - `dchan_two_nodes / raw_framed_tcp`: against framing 64-byte frames with no encoding at all,
+//!   a ceiling for one-message-per-frame traffic over one loopback connection;
+//! - `dchan_local / tokio_mpsc`: the in-process path (value moved into the receiver's inbox, no
+//!   encoding) against a plain bounded channel; about 1.0 means the path adds nothing.
 //!
 //! Absolute figures move with the machine's load; ratios from one run are much steadier.
 
 use std::cell::Cell;
-use std::future::Future;
+use std::future::IntoFuture;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +78,7 @@ static FRAME: [u8; 64] = [0x5a; 64];
 
 type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
 
-/// The message of every benchmark but `raw_framed_tcp`: 58 to 65 bytes with
+/// The message of every benchmark but `raw_framed_tcp`: 61 to 65 bytes with
 /// `rmp_serde::to_vec_named` (a map with two named fields) for ids below `N`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Msg {
@@ -87,7 +91,11 @@ fn msg(id: u64) -> Msg {
 }
 
 /// Await `fut`, panicking with `what` (evaluated only then) if it takes longer than `deadline`.
-async fn within<F: Future>(deadline: Duration, fut: F, what: impl FnOnce() -> String) -> F::Output {
+async fn within<F: IntoFuture>(
+    deadline: Duration,
+    fut: F,
+    what: impl FnOnce() -> String,
+) -> F::Output {
     match tokio::time::timeout(deadline, fut).await {
         Ok(v) => v,
         Err(_) => panic!("{} (deadline {deadline:?})", what()),
@@ -122,6 +130,7 @@ fn main() {
                 .unwrap_or_else(|_| "warn,openraft=error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 
     let system = actix_rt::System::new();
@@ -194,7 +203,7 @@ async fn tcp_round(
         for i in 0..N {
             w.feed(frame(i)).await.expect("feed");
         }
-        w.flush().await.expect("flush");
+        SinkExt::<Bytes>::flush(&mut w).await.expect("flush");
         w
     });
     for i in 0..N {

@@ -41,6 +41,16 @@ pub enum Error {
     /// The builder was given an inconsistent configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A send failed because the channel is closed (converted from [`SendError`], whose message
+    /// is dropped by the conversion).
+    #[error("channel closed")]
+    Closed,
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(_: SendError<T>) -> Self {
+        Error::Closed
+    }
 }
 
 /// [`Sender::send`](crate::Sender::send) or [`Sender::broadcast`](crate::Sender::broadcast)

@@ -25,21 +25,21 @@
 //!
 //! The path of one message, from `send` to `recv`, and the module at each stop:
 //!
-//! 1. [`sender`]: `Sender::send` asks the channel's router for a receiver with room.
-//! 2. [`router`](crate::router): one per channel per node; picks a receiver from the local copy
+//! 1. `sender`: [`Sender::send`] asks the channel's router for a receiver with room.
+//! 2. `router`: one per channel per node; picks a receiver from the local copy
 //!    of the registry. A local receiver gets the value moved into its inbox (no encoding); a
 //!    remote one gets it through the peer's outbox, within a window of unacknowledged messages.
-//! 3. [`outbox`](crate::outbox): encodes the message straight into an open data frame for that
+//! 3. `outbox`: encodes the message straight into an open data frame for that
 //!    receiver; consecutive messages share the frame.
-//! 4. [`connection`](crate::connection): the peer's writer feeds every queued frame and flushes
-//!    once; frames are length-delimited, versioned MessagePack ([`wire`](crate::wire)).
-//! 5. On the receiving node, the connection's reader hands the batch to the [`node`](crate::node),
-//!    which puts it in the receiver's [`inbox`](crate::inbox) and acknowledges it back.
-//! 6. [`receiver`]: `Receiver::recv` takes it out and decodes it.
+//! 4. `connection`: the peer's writer feeds every queued frame and flushes
+//!    once; frames are length-delimited, versioned MessagePack (`wire`).
+//! 5. On the receiving node, the connection's reader hands the batch to the `node`,
+//!    which puts it in the receiver's `inbox` and acknowledges it back.
+//! 6. `receiver`: [`Receiver::recv`] takes it out and decodes it.
 //!
-//! Beside the path: [`registry`](crate::registry) is the replicated state, [`raft`](crate::raft)
-//! the Raft wiring and storage, [`peer`](crate::peer) the links between nodes, [`endpoint`] the
-//! trait behind `#[dchan::endpoint]`, [`cluster`] the snapshot [`Node::cluster`] returns.
+//! Beside the path: `registry` is the replicated state, `raft`
+//! the Raft wiring and storage, `peer` the links between nodes, `endpoint` the
+//! trait behind `#[dchan::endpoint]`, `cluster` the snapshot [`Node::cluster`] returns.
 //!
 //! # Promises
 //!
@@ -50,22 +50,22 @@
 
 #![warn(missing_docs)]
 
-pub mod cluster;
+mod cluster;
 mod connection;
-pub mod endpoint;
+mod endpoint;
 mod error;
 mod inbox;
 mod node;
 mod outbox;
 mod peer;
 mod raft;
-pub mod receiver;
+mod receiver;
 mod registry;
 mod router;
-pub mod sender;
+mod sender;
 mod wire;
 
-pub use cluster::{ClusterInfo, Member, Role};
+pub use cluster::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};
 pub use dchan_macros::endpoint;
 pub use endpoint::Endpoint;
 pub use error::{Error, SendError, SendTimeoutError, TryRecvError, TrySendError};

@@ -64,6 +64,8 @@ pub(crate) struct Core {
     pub(crate) peers: Arc<Peers>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// The node's span, for tasks started from outside it (a handle dropped anywhere).
+    span: tracing::Span,
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
     inboxes: Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>,
     /// Data for receivers on this node whose registration this node has not seen yet.
@@ -184,6 +186,7 @@ impl NodeBuilder {
                 peers,
                 cancel,
                 tasks: tasks.clone(),
+                span: tracing::Span::current(),
                 routes: Mutex::default(),
                 inboxes: Mutex::default(),
                 parked: Mutex::default(),
@@ -304,6 +307,9 @@ impl Node {
 
     async fn stop(&self) {
         let core = &self.core;
+        // First, so that nothing (a dropped handle's deregistration, a retried write) starts
+        // talking to Raft while it stops.
+        core.cancel.cancel();
         for route in lock(&core.routes).values() {
             route.close();
         }
@@ -313,7 +319,6 @@ impl Node {
         if let Err(e) = core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
-        core.cancel.cancel();
         core.tasks.close();
         core.tasks.wait().await;
         lock(&core.inboxes).clear();
@@ -473,7 +478,10 @@ impl Core {
     async fn wait_leader_change(&self) {
         let mut m = self.raft.metrics();
         m.borrow_and_update();
-        let _ = tokio::time::timeout(Duration::from_millis(200), m.changed()).await;
+        tokio::select! {
+            _ = self.cancel.cancelled() => {}
+            _ = tokio::time::timeout(Duration::from_millis(200), m.changed()) => {}
+        }
     }
 
     async fn wait_member(&self, id: NodeId) -> Result<(), Error> {
@@ -522,7 +530,7 @@ impl Core {
                     tracing::debug!(error = %e, "deregistration failed");
                 }
             }
-            .in_current_span(),
+            .instrument(self.span.clone()),
         );
     }
 

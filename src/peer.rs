@@ -34,7 +34,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) enum RpcError {
     #[error("no answer from node {0} within {1:?}")]
     Timeout(NodeId, Duration),
-    #[error("connection to node {0} lost")]
+    #[error("node {0} is gone")]
     Disconnected(NodeId),
 }
 
@@ -88,11 +88,6 @@ impl Peer {
         if let Some(tx) = lock(&self.pending).remove(&id) {
             let _ = tx.send(resp);
         }
-    }
-
-    /// The connection broke: every waiting request fails now rather than at its timeout.
-    fn fail_pending(&self) {
-        lock(&self.pending).clear();
     }
 }
 
@@ -187,7 +182,8 @@ async fn keep_connected(peer: Arc<Peer>, me: NodeId, my_addr: SocketAddr, max_fr
                 }
             }
         }
-        peer.fail_pending();
+        // Requests in flight are left to their own timeouts: after a graceful leave, Raft drops
+        // its replication to the node that left before they expire, and has nothing to report.
         // Frames for a peer that cannot be reached would pile up: drop them. Raft retries its
         // own; lost data is what the failure handling (re-routing unacked messages) is for.
         let mut dropped = Vec::new();

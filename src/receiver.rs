@@ -105,7 +105,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Drop for Receiver<T> {
 /// The actor behind each receiver: owns its registration and re-routes what it held when the
 /// [`Receiver`] is dropped.
 #[derive(Debug)]
-pub struct EndpointActor {
+pub(crate) struct EndpointActor {
     core: Weak<Core>,
     id: EndpointId,
     route: Arc<ChannelRoute>,

@@ -3,9 +3,9 @@
 //! Targets are rebuilt from the local copy of the registry whenever it changes, so picking a
 //! receiver never waits on Raft. A receiver on this node is fed in-process (the message is moved,
 //! not encoded); a remote one is fed through its node's [`Outbox`](crate::outbox::Outbox), within
-//! a [`Window`] of unacknowledged messages that is this pair's share of the network. Messages go
-//! to one receiver in runs, so that a batch to a remote node fills one frame, and the run moves on
-//! to the next receiver that has room. A sender that finds no room waits on [`ChannelRoute::wait`],
+//! a [`Window`] of unacknowledged messages that is this pair's share of the network. Receivers take
+//! turns (round-robin, skipping any without room); since each remote node usually has one receiver
+//! of a channel, its turns still fill one data frame per batch. A sender that finds no room waits on [`ChannelRoute::wait`],
 //! woken when a receiver frees room, an ack returns credit, or the targets change.
 
 use std::pin::Pin;
@@ -23,8 +23,13 @@ use crate::outbox::PushError;
 use crate::peer::Peer;
 use crate::registry::EndpointId;
 
-/// How many consecutive messages go to one receiver before the next one gets a turn.
-const RUN: usize = 32;
+/// Where a node's round-robin starts: not at the same receiver on every node.
+fn random_start() -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(0);
+    h.finish() as usize % 1024
+}
 
 /// Credit for one (sending node, remote receiver) pair: at most `limit` messages unacknowledged.
 #[derive(Debug)]
@@ -125,7 +130,9 @@ impl ChannelRoute {
             changed: Notify::new(),
             waiters: AtomicUsize::new(0),
             rerouting: AtomicUsize::new(0),
-            cursor: AtomicUsize::new(0),
+            // Each node starts its round-robin somewhere else, so that the first receiver
+            // registered is not every node's first pick.
+            cursor: AtomicUsize::new(random_start()),
         }
     }
 
@@ -206,7 +213,7 @@ impl ChannelRoute {
         if n == 0 {
             return Attempt::NoReceivers(msg);
         }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) / RUN;
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             match &targets[(start + i) % n] {
                 Target::Local(inbox) => {
@@ -261,7 +268,7 @@ impl ChannelRoute {
         let closed = if rerouted { &NEVER_CLOSED } else { &self.closed };
         let targets = self.read();
         let n = targets.len();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) / RUN;
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let mut any = false;
         for i in 0..n {
             let target = &targets[(start + i) % n];

@@ -153,8 +153,9 @@ where
         }
     }
 
-    /// Send a copy of `msg` to every receiver registered now, waiting for room in each. The
-    /// message is encoded once.
+    /// Send a copy of `msg` to every receiver registered now, waiting for room in each, and
+    /// return how many got it (0 when the channel has no receiver: unlike `send`, a broadcast
+    /// does not wait for one). The message is encoded once.
     ///
     /// # Errors
     ///
@@ -164,7 +165,7 @@ where
     /// # Cancel safety
     ///
     /// Cancelling may leave some receivers with a copy and others without.
-    pub async fn broadcast(&self, msg: T) -> Result<(), SendError<T>> {
+    pub async fn broadcast(&self, msg: T) -> Result<usize, SendError<T>> {
         let route = self.route();
         let bytes: bytes::Bytes = match rmp_serde::to_vec_named(&msg) {
             Ok(b) => b.into(),
@@ -173,11 +174,15 @@ where
                 return Err(SendError(msg));
             }
         };
+        let mut reached = 0;
         for id in route.target_ids() {
             let mut waiting = route.wait();
             loop {
                 match route.try_send_encoded(&bytes, Some(id), None) {
-                    Attempt::Sent => break,
+                    Attempt::Sent => {
+                        reached += 1;
+                        break;
+                    }
                     Attempt::Closed(()) => return Err(SendError(msg)),
                     // The receiver is gone since the broadcast started: it needs no copy.
                     Attempt::NoReceivers(()) => break,
@@ -185,7 +190,32 @@ where
                 }
             }
         }
-        Ok(())
+        Ok(reached)
+    }
+
+    /// Wait until the channel has at least `n` receivers (as this node sees it), or is closed.
+    /// Useful before a [`broadcast`](Sender::broadcast) that should reach receivers being
+    /// registered on other nodes.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] (holding `n`) if the channel is closed first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait_for_receivers(&self, n: usize) -> Result<(), SendError<usize>> {
+        let route = self.route();
+        let mut waiting = route.wait();
+        loop {
+            if route.is_closed() {
+                return Err(SendError(n));
+            }
+            if route.receiver_count() >= n {
+                return Ok(());
+            }
+            waiting.changed().await;
+        }
     }
 
     /// Close the channel cluster-wide. Returns once the close is committed: from then on every

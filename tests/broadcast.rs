@@ -19,7 +19,7 @@ async fn broadcast_reaches_every_receiver_once() {
     common::eventually(|| tx.receiver_count() == 4).await;
 
     for i in 0..100 {
-        within("broadcast", tx.broadcast(i)).await.expect("broadcast");
+        assert_eq!(within("broadcast", tx.broadcast(i)).await.expect("broadcast"), 4);
     }
     within("close", tx.close()).await.expect("close");
     for rx in &mut rxs {

@@ -280,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-        Suite::test_all(Builder)
+    fn openraft_storage_suite() -> Result<(), Box<StorageError<NodeId>>> {
+        Suite::test_all(Builder).map_err(Box::new)
     }
 }
