@@ -74,3 +74,8 @@ pub use receiver::Receiver;
 pub use sender::Sender;
 /// serde, as dchan uses it; `#[dchan::endpoint]` derives through this path.
 pub use serde;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
