@@ -96,11 +96,12 @@ pub(crate) async fn write_loop(
                 Some(Ok(_)) => continue,
             },
         }
-        outbox.take(&mut frames);
+        let mark = outbox.take(&mut frames);
         for f in frames.drain(..) {
             sink.feed(f).await?;
         }
         sink.flush().await?;
+        outbox.mark_written(mark);
     }
 }
 

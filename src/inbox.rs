@@ -15,7 +15,7 @@
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -23,7 +23,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use actix::Addr;
+
 use crate::node::Core;
+use crate::receiver::{Detached, EndpointActor};
 use crate::registry::{EndpointId, NodeId};
 use crate::router::ChannelRoute;
 
@@ -54,6 +57,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn close(&self, waiting_for: BTreeSet<NodeId>);
     /// Node `from` will send nothing more for this channel.
     fn fence(&self, from: NodeId);
+    /// Give everything held, and everything still arriving, to the endpoint actor to re-route
+    /// (the receiver was dropped, or its node is leaving). The receiver then ends.
+    fn hand_over(&self);
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -103,6 +109,8 @@ pub(crate) struct Inbox<T> {
     ack_batch: u32,
     state: Mutex<State<T>>,
     core: Weak<Core>,
+    /// The endpoint actor that re-routes what the inbox held when it is handed over.
+    actor: OnceLock<Addr<EndpointActor>>,
 }
 
 impl<T> fmt::Debug for Inbox<T> {
@@ -137,7 +145,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 detached: None,
             }),
             core,
+            actor: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn set_actor(&self, actor: Addr<EndpointActor>) {
+        let _ = self.actor.set(actor);
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -164,7 +177,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             let (item, acks) = {
                 let mut st = self.lock();
                 let Some(item) = st.buf.pop_front() else {
-                    if st.closed() {
+                    if st.closed() || st.detached.is_some() {
                         return Poll::Ready(None);
                     }
                     if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -220,11 +233,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         res
     }
 
-    /// The receiver is gone: hand everything held, and everything arriving from now on, to
-    /// `forward` (encoded), and acknowledge what was staged.
-    pub(crate) fn detach(&self, forward: mpsc::UnboundedSender<Bytes>) {
+    /// Hand everything held, and everything arriving from now on, to `forward` (encoded), and
+    /// acknowledge what was staged. Returns false if the inbox was detached already.
+    fn detach(&self, forward: mpsc::UnboundedSender<Bytes>) -> bool {
         let acks = {
             let mut st = self.lock();
+            if st.detached.is_some() {
+                return false;
+            }
             for item in std::mem::take(&mut st.buf) {
                 let bytes = match item {
                     Item::Encoded(b) => b,
@@ -248,6 +264,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         };
         self.send_acks(acks);
         self.route.wake();
+        true
     }
 
     /// Queue a message for the endpoint actor to re-route; counted, so that this node's fence of
@@ -332,6 +349,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         st.wake();
     }
 
+    fn hand_over(&self) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.detach(tx) {
+            if let Some(actor) = self.actor.get() {
+                actor.do_send(Detached(rx));
+            }
+        }
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -390,7 +416,7 @@ mod tests {
         inbox.try_push(1).expect("room");
         inbox.push_remote(7, &mut (2..5).map(encoded));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        inbox.detach(tx);
+        assert!(inbox.detach(tx));
         // Later arrivals follow.
         inbox.push_remote(7, &mut [encoded(5)].into_iter());
         let mut got = Vec::new();
@@ -399,6 +425,8 @@ mod tests {
         }
         assert_eq!(got, [1, 2, 3, 4, 5]);
         assert!(matches!(inbox.try_push(6), Err(Refused::Full(6))));
+        // The receiver ends: what it held went elsewhere.
+        assert_eq!(poll(&inbox), Poll::Ready(None));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::future::{Future, IntoFuture};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ use crate::Error;
 /// How long a registration may wait for a leader and a commit before failing.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a leaving node waits for its messages to reach other nodes.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A receiver's default capacity.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
@@ -66,6 +70,8 @@ pub(crate) struct Core {
     pub(crate) tasks: TaskTracker,
     /// The node's span, for tasks started from outside it (a handle dropped anywhere).
     span: tracing::Span,
+    /// Set when `shutdown` starts.
+    leaving: AtomicBool,
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
     inboxes: Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>,
     /// Data for receivers on this node whose registration this node has not seen yet.
@@ -187,6 +193,7 @@ impl NodeBuilder {
                 cancel,
                 tasks: tasks.clone(),
                 span: tracing::Span::current(),
+                leaving: AtomicBool::new(false),
                 routes: Mutex::default(),
                 inboxes: Mutex::default(),
                 parked: Mutex::default(),
@@ -300,7 +307,14 @@ impl Node {
     ///
     /// [`Error::Registry`] if the cluster could not be told (the node still stops).
     pub async fn shutdown(&self) -> Result<(), Error> {
-        let left = if self.core.cancel.is_cancelled() { Ok(()) } else { self.core.leave().await };
+        let core = &self.core;
+        if core.cancel.is_cancelled() || core.leaving.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let left = core.leave().await;
+        if left.is_ok() {
+            core.hand_over().await;
+        }
         self.stop().await;
         left
     }
@@ -519,7 +533,11 @@ impl Core {
 
     /// Deregister an endpoint in the background (its handle was dropped; `Drop` cannot wait).
     pub(crate) fn deregister(self: &Arc<Self>, channel: &str, id: EndpointId) {
-        if self.cancel.is_cancelled() || tokio::runtime::Handle::try_current().is_err() {
+        // A leaving node's endpoints are removed all at once by its leave.
+        if self.cancel.is_cancelled()
+            || self.leaving.load(Ordering::SeqCst)
+            || tokio::runtime::Handle::try_current().is_err()
+        {
             return;
         }
         let core = self.clone();
@@ -728,7 +746,44 @@ impl Core {
     }
 
     async fn leave(self: &Arc<Self>) -> Result<(), Error> {
-        self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::Registry)
+        self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::Registry)?;
+        // Routers follow: this node's receivers are no longer anyone's targets, its own included.
+        let mut rx = self.registry.clone();
+        let me = self.id;
+        let gone = |r: &Arc<Registry>| {
+            !r.channels.values().any(|c| c.endpoints.values().any(|e| e.node == me))
+        };
+        if tokio::time::timeout(HAND_OVER_TIMEOUT, rx.wait_for(gone)).await.is_err() {
+            tracing::warn!("this node's endpoints were not removed in time");
+        }
+        let registry = self.registry.borrow().clone();
+        self.refresh(&registry);
+        Ok(())
+    }
+
+    /// Hand what this node's receivers hold to receivers on other nodes, and flush every outbox,
+    /// within [`HAND_OVER_TIMEOUT`]. A channel with no receiver elsewhere keeps its messages
+    /// here: its receivers yield them, then `None`.
+    async fn hand_over(&self) {
+        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
+        let mut routes = Vec::new();
+        for inbox in inboxes {
+            if inbox.channel().receiver_count() > 0 {
+                inbox.hand_over();
+                routes.push(inbox.channel().clone());
+            }
+        }
+        let done = async {
+            for route in &routes {
+                route.rerouting_done().await;
+            }
+            for peer in self.peers.all() {
+                peer.outbox.flushed().await;
+            }
+        };
+        if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
+            tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
+        }
     }
 
     /// The registry changed: rebuild every router, and process closes.

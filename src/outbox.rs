@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::registry::EndpointId;
 use crate::wire::VERSION;
@@ -39,11 +39,19 @@ pub(crate) enum PushError {
 }
 
 /// Frames queued for one peer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Outbox {
     inner: Mutex<Inner>,
     /// Wakes the writer when the outbox goes from empty to non-empty.
     ready: Notify,
+    /// How many pushes have been written and flushed (or given up on): see [`Outbox::flushed`].
+    written: watch::Sender<u64>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox { inner: Mutex::default(), ready: Notify::new(), written: watch::Sender::new(0) }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +61,8 @@ struct Inner {
     /// The data frame being filled at the end of `buf`, if any.
     open: Option<Open>,
     buf: BytesMut,
+    /// Every push so far, counted.
+    pushed: u64,
 }
 
 #[derive(Debug)]
@@ -125,19 +135,11 @@ impl Outbox {
         msg: &T,
         closed: &AtomicBool,
     ) -> Result<(), PushError> {
-        let mut inner = self.lock();
-        if closed.load(Ordering::Acquire) {
-            return Err(PushError::Closed);
-        }
-        let was_empty = inner.is_empty();
-        inner
-            .append(to, |buf| rmp_serde::encode::write_named(&mut buf.writer(), msg))
-            .map_err(PushError::Encode)?;
-        drop(inner);
-        if was_empty {
-            self.ready.notify_one();
-        }
-        Ok(())
+        self.push(closed, |inner| {
+            inner
+                .append(to, |buf| rmp_serde::encode::write_named(&mut buf.writer(), msg))
+                .map_err(PushError::Encode)
+        })
     }
 
     /// Queue an already encoded message for receiver `to` (broadcasts, forwarded messages).
@@ -147,15 +149,37 @@ impl Outbox {
         msg: &[u8],
         closed: &AtomicBool,
     ) -> Result<(), PushError> {
+        self.push(closed, |inner| {
+            inner.append(to, |buf| {
+                buf.put_slice(msg);
+                Ok(())
+            })
+        })
+    }
+
+    /// Queue a control frame behind everything queued so far.
+    pub(crate) fn push_frame(&self, frame: Bytes) {
+        static OPEN: AtomicBool = AtomicBool::new(false);
+        let _ = self.push(&OPEN, |inner| {
+            inner.finish_open();
+            inner.frames.push_back(frame);
+            Ok(())
+        });
+    }
+
+    /// Run `add` under the lock unless `closed`, and wake the writer if the outbox was empty.
+    fn push(
+        &self,
+        closed: &AtomicBool,
+        add: impl FnOnce(&mut Inner) -> Result<(), PushError>,
+    ) -> Result<(), PushError> {
         let mut inner = self.lock();
         if closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
         let was_empty = inner.is_empty();
-        inner.append(to, |buf| {
-            buf.put_slice(msg);
-            Ok::<_, std::convert::Infallible>(())
-        });
+        add(&mut inner)?;
+        inner.pushed += 1;
         drop(inner);
         if was_empty {
             self.ready.notify_one();
@@ -163,23 +187,32 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queue a control frame behind everything queued so far.
-    pub(crate) fn push_frame(&self, frame: Bytes) {
-        let mut inner = self.lock();
-        let was_empty = inner.is_empty();
-        inner.finish_open();
-        inner.frames.push_back(frame);
-        drop(inner);
-        if was_empty {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Take every queued frame, oldest first.
-    pub(crate) fn take(&self, into: &mut Vec<Bytes>) {
+    /// Take every queued frame, oldest first. Returns the mark to hand to
+    /// [`Outbox::mark_written`] once they are flushed (or dropped).
+    pub(crate) fn take(&self, into: &mut Vec<Bytes>) -> u64 {
         let mut inner = self.lock();
         inner.finish_open();
         into.extend(inner.frames.drain(..));
+        inner.pushed
+    }
+
+    /// Everything taken up to `mark` is on the wire (or was given up on).
+    pub(crate) fn mark_written(&self, mark: u64) {
+        self.written.send_if_modified(|w| {
+            let newer = mark > *w;
+            if newer {
+                *w = mark;
+            }
+            newer
+        });
+    }
+
+    /// Wait until everything pushed before this call has been flushed to the socket (or given up
+    /// on because the peer is unreachable). Used by shutdown, so that it loses nothing queued.
+    pub(crate) async fn flushed(&self) {
+        let target = self.lock().pushed;
+        let mut written = self.written.subscribe();
+        let _ = written.wait_for(|w| *w >= target).await;
     }
 
     /// Wait until something is queued (returns at once if something already is).

@@ -137,6 +137,11 @@ impl Peers {
         peer
     }
 
+    /// Every peer this node talks to.
+    pub(crate) fn all(&self) -> Vec<Arc<Peer>> {
+        lock(&self.map).values().cloned().collect()
+    }
+
     /// The peer `id` if this node has talked to it.
     pub(crate) fn find(&self, id: NodeId) -> Option<Arc<Peer>> {
         lock(&self.map).get(&id).cloned()
@@ -187,7 +192,8 @@ async fn keep_connected(peer: Arc<Peer>, me: NodeId, my_addr: SocketAddr, max_fr
         // Frames for a peer that cannot be reached would pile up: drop them. Raft retries its
         // own; lost data is what the failure handling (re-routing unacked messages) is for.
         let mut dropped = Vec::new();
-        peer.outbox.take(&mut dropped);
+        let mark = peer.outbox.take(&mut dropped);
+        peer.outbox.mark_written(mark);
         if !dropped.is_empty() {
             tracing::debug!(frames = dropped.len(), "dropped frames for an unreachable peer");
         }

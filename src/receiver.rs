@@ -45,7 +45,6 @@ use crate::router::{Attempt, ChannelRoute};
 /// ```
 pub struct Receiver<T: Serialize + DeserializeOwned + Send + 'static> {
     inbox: Arc<Inbox<T>>,
-    actor: Addr<EndpointActor>,
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> fmt::Debug for Receiver<T> {
@@ -57,11 +56,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> fmt::Debug for Receiver<T
 impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
     pub(crate) fn new(core: &Arc<Core>, inbox: Arc<Inbox<T>>, route: Arc<ChannelRoute>) -> Self {
         let actor = EndpointActor { core: Arc::downgrade(core), id: inbox.id(), route }.start();
-        Receiver { inbox, actor }
+        inbox.set_actor(actor);
+        Receiver { inbox }
     }
 
     /// Receive the next message: `None` once the channel is closed and everything sent before
-    /// the close has been received.
+    /// the close has been received (or once this receiver's node has shut down and handed what it
+    /// held to other receivers).
     ///
     /// # Cancel safety
     ///
@@ -96,9 +97,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> futures::Stream for Recei
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.inbox.detach(tx);
-        self.actor.do_send(Detached(rx));
+        self.inbox.hand_over();
     }
 }
 
@@ -118,7 +117,7 @@ impl Actor for EndpointActor {
 /// The receiver handle was dropped; here is what it held and will still get.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Detached(mpsc::UnboundedReceiver<Bytes>);
+pub(crate) struct Detached(pub(crate) mpsc::UnboundedReceiver<Bytes>);
 
 impl Handler<Detached> for EndpointActor {
     type Result = ();

@@ -1,0 +1,62 @@
+//! A node that shuts down leaves gracefully: its endpoints are deregistered, what its receivers
+//! held goes to receivers on other nodes, and the cluster goes on without it.
+
+mod common;
+
+use common::{cluster, eventually, shutdown, within};
+
+#[actix_rt::test]
+async fn shutdown_hands_buffered_messages_to_another_node() {
+    let mut nodes = cluster(3).await;
+    let leaving = nodes.pop().expect("three nodes");
+    // Fifty messages sit in a receiver on the leaving node (sent in-process, so they are in its
+    // buffer the moment `send` returns).
+    let mut held = leaving.receiver::<u64>("handback").capacity(64).await.expect("rx");
+    let tx = leaving.sender::<u64>("handback").await.expect("tx");
+    for i in 0..50 {
+        tx.send(i).await.expect("send");
+    }
+    let mut elsewhere = nodes[1].receiver::<u64>("handback").capacity(64).await.expect("rx");
+    within("leaving node sees both receivers", tx.wait_for_receivers(2)).await.expect("open");
+    drop(tx);
+
+    let gone = leaving.id();
+    within("shutdown", leaving.shutdown()).await.expect("graceful shutdown");
+    for i in 0..50 {
+        assert_eq!(within("handed-over message", elsewhere.recv()).await, Some(i), "in order");
+    }
+    // The handle on the node that left ends: what it held is elsewhere now.
+    assert_eq!(held.recv().await, None);
+    for node in &nodes {
+        eventually(|| {
+            let view = node.cluster();
+            view.members.iter().all(|m| m.id != gone)
+                && view
+                    .channel("handback")
+                    .is_some_and(|c| c.endpoints.values().all(|e| e.node != gone))
+        })
+        .await;
+    }
+    // The remaining two still work together.
+    let tx = nodes[0].sender::<u64>("handback").await.expect("tx");
+    tx.send(7).await.expect("send");
+    assert_eq!(within("recv", elsewhere.recv()).await, Some(7));
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn a_lone_node_keeps_its_messages_for_its_own_receiver() {
+    let nodes = cluster(1).await;
+    let mut rx = nodes[0].receiver::<u64>("lonely").await.expect("rx");
+    let tx = nodes[0].sender::<u64>("lonely").await.expect("tx");
+    for i in 0..10 {
+        tx.send(i).await.expect("send");
+    }
+    within("shutdown", nodes[0].shutdown()).await.expect("shutdown");
+    // Nowhere to hand them to: the receiver yields them, then ends; the sender is closed.
+    for i in 0..10 {
+        assert_eq!(rx.recv().await, Some(i));
+    }
+    assert_eq!(rx.recv().await, None);
+    assert!(tx.try_send(11).is_err());
+}
