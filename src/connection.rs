@@ -1,14 +1,17 @@
 //! Connections: length-delimited frames over TCP, the handshake, and the loops that move frames.
 //!
-//! A dialed connection ([`dial`], then [`write_loop`]) carries this node's outbox for one peer;
-//! an accepted one ([`accept_loop`], then `serve`) is read and dispatched: data to the receiving
-//! endpoint's inbox, acks to the sending side's windows, Raft RPCs to Raft (in order, on a task of
-//! their own), answers to whoever waits for them. The frame size is checked by the codec from the
-//! length prefix, before anything is allocated; a frame that is too large or malformed closes that
-//! one connection with a logged reason.
+//! A connection starts with a hello each way (who is talking, where to dial it back). It is then
+//! read by [`read_loop`], which dispatches each frame: data to the receiving endpoint's inbox, acks
+//! to the sending side's windows, Raft RPCs to Raft (in order, on a task of their own), answers to
+//! whoever waits for them. If it is the first connection between the two nodes it also becomes the
+//! peer's writer ([`write_loop`]), on both sides: one connection per pair of nodes, both ways.
+//! [`keep_connected`] dials a peer only when something is queued for it and no connection writes
+//! for it. The frame size is checked by the codec from the length prefix, before anything is
+//! allocated; a frame that is too large or malformed closes that one connection with a logged
+//! reason.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +22,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::Instrument;
 
 use crate::node::Core;
-use crate::peer::Peer;
+use crate::peer::{Peer, WriterClaim};
 use crate::registry::NodeId;
 use crate::wire::{self, Frame, Request};
 use crate::Error;
@@ -78,30 +81,58 @@ pub(crate) async fn dial(
     Ok(Dialed { remote, framed })
 }
 
-/// Write whatever the outbox holds, batched: feed every queued frame, then flush once.
-/// Returns when the connection breaks.
-pub(crate) async fn write_loop(
-    framed: FramedTcp,
-    outbox: &crate::outbox::Outbox,
-) -> Result<(), Error> {
-    let (mut sink, mut stream) = framed.split();
-    let mut frames = Vec::new();
+/// Keep a link to `peer` while there is something to send and no other connection writes for it:
+/// dial, run the connection until it breaks, and start again, until the node shuts down or the
+/// peer leaves.
+pub(crate) async fn keep_connected(core: Weak<Core>, peer: Arc<Peer>) {
+    let stop = peer.stop.clone();
+    let mut backoff = Duration::from_millis(20);
     loop {
         tokio::select! {
-            _ = outbox.ready() => {}
-            // The other side never writes after its hello; reading tells us when it goes away.
-            r = stream.next() => match r {
-                None => return Err(Error::Io(std::io::ErrorKind::ConnectionReset.into())),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(_)) => continue,
+            _ = stop.cancelled() => return,
+            _ = async { peer.writer_free().await; peer.outbox.ready().await } => {}
+        }
+        let Some(claim) = peer.claim_writer() else {
+            // An accepted connection became the writer meanwhile: the wake-up was its.
+            peer.outbox.kick();
+            continue;
+        };
+        let Some(node) = core.upgrade() else { return };
+        let (me, my_addr, max_frame) = (node.id, node.addr, node.peers.max_frame);
+        let run = async {
+            let conn = dial(&peer.addr, me, my_addr, max_frame).await?;
+            if conn.remote != peer.id {
+                return Err(Error::Join(format!(
+                    "{} is node {}, expected node {}",
+                    peer.addr, conn.remote, peer.id
+                )));
+            }
+            tracing::debug!(addr = %peer.addr, "connected");
+            backoff = Duration::from_millis(20);
+            run(&node, conn.framed, &peer, Some(claim)).await
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            res = run => if let Err(e) = res {
+                tracing::debug!(error = %e, "link down");
             },
         }
-        let mark = outbox.take(&mut frames);
-        for f in frames.drain(..) {
-            sink.feed(f).await?;
+        drop(node);
+        // Requests in flight are left to their own timeouts: after a graceful leave, Raft drops
+        // its replication to the node that left before they expire, and has nothing to report.
+        // Frames for a peer that cannot be reached would pile up: drop them. Raft retries its
+        // own; lost data is what the failure handling (re-routing unacked messages) is for.
+        let mut dropped = Vec::new();
+        let mark = peer.outbox.take(&mut dropped);
+        peer.outbox.mark_written(mark);
+        if !dropped.is_empty() {
+            tracing::debug!(frames = dropped.len(), "dropped frames for an unreachable peer");
         }
-        sink.flush().await?;
-        outbox.mark_written(mark);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -131,29 +162,66 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Core>) {
     }
 }
 
-/// Read one accepted connection until it or the node closes.
+/// Handshake on an accepted connection, then run it: as the peer's writer too if no other
+/// connection is.
 async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
     let mut framed = framed(stream, core.peers.max_frame);
     let (remote, addr) = read_hello(&mut framed).await?;
     framed.send(hello(core.id, core.addr)).await?;
-    // Answers go back through this node's own link to the peer, made when the first request
-    // needs one (a connection that sends junk after its hello costs no link).
-    let peer = std::sync::OnceLock::new();
-    let peer = || peer.get_or_init(|| core.peers.get(remote, &addr)).clone();
+    let peer = core.peers.get(remote, &addr);
+    let claim = peer.claim_writer();
+    run(core, framed, &peer, claim).await
+}
 
+/// Read (and, holding the claim, write) one connection until it breaks or the node stops.
+async fn run(
+    core: &Arc<Core>,
+    framed: FramedTcp,
+    peer: &Arc<Peer>,
+    claim: Option<WriterClaim>,
+) -> Result<(), Error> {
+    let (sink, stream) = framed.split();
+    let writing = claim.is_some();
+    let result = tokio::select! {
+        _ = core.cancel.cancelled() => Ok(()),
+        r = read_loop(core, stream, peer) => r,
+        w = write_loop(sink, &peer.outbox), if writing => w,
+    };
+    drop(claim);
+    result
+}
+
+/// Write whatever the outbox holds, batched: feed every queued frame, then flush once.
+/// Returns when the connection breaks.
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<FramedTcp, Bytes>,
+    outbox: &crate::outbox::Outbox,
+) -> Result<(), Error> {
+    let mut frames = Vec::new();
+    loop {
+        outbox.ready().await;
+        let mark = outbox.take(&mut frames);
+        for f in frames.drain(..) {
+            sink.feed(f).await?;
+        }
+        sink.flush().await?;
+        outbox.mark_written(mark);
+    }
+}
+
+/// Dispatch every frame the peer sends until the connection closes.
+async fn read_loop(
+    core: &Arc<Core>,
+    mut stream: futures::stream::SplitStream<FramedTcp>,
+    peer: &Arc<Peer>,
+) -> Result<(), Error> {
+    let remote = peer.id;
     // Raft RPCs are answered in the order they came, on a task of their own, so that a slow
     // append never holds up the data behind it on this connection.
     let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
     let mut rpc_rx = Some(rpc_rx);
-
-    loop {
-        let buf = tokio::select! {
-            _ = core.cancel.cancelled() => return Ok(()),
-            next = framed.next() => match next {
-                None => return Ok(()),
-                Some(buf) => buf?.freeze(),
-            },
-        };
+    while let Some(buf) = stream.next().await {
+        let buf = buf?.freeze();
         let frame = wire::decode(&buf).map_err(|e| Error::Codec(e.to_string()))?;
         match frame {
             Frame::Data { to, msgs } => {
@@ -161,24 +229,20 @@ async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
             }
             Frame::Ack { to, n } => core.ack(to, n),
             Frame::Fence { channel } => core.fence(remote, &channel),
-            Frame::Response { id, body } => {
-                if let Some(p) = core.peers.find(remote) {
-                    p.complete(id, *body);
-                }
-            }
+            Frame::Response { id, body } => peer.complete(id, *body),
             Frame::Request { id, body } => match *body {
                 req @ (Request::AppendEntries(_)
                 | Request::Vote(_)
                 | Request::InstallSnapshot(_)) => {
                     if let Some(rx) = rpc_rx.take() {
-                        let task = answer_in_order(core.clone(), peer(), rx);
+                        let task = answer_in_order(core.clone(), peer.clone(), rx);
                         core.tasks.spawn(task.in_current_span());
                     }
                     let _ = rpc_tx.send((id, req));
                 }
                 // Writes and membership changes may wait for a commit: answered concurrently.
                 req => {
-                    let (c, p) = (core.clone(), peer());
+                    let (c, p) = (core.clone(), peer.clone());
                     core.tasks.spawn(
                         async move {
                             let resp = c.handle_request(req).await;
@@ -193,6 +257,7 @@ async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
             }
         }
     }
+    Ok(())
 }
 
 async fn answer_in_order(

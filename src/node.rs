@@ -170,8 +170,7 @@ impl NodeBuilder {
         async move {
             let cancel = CancellationToken::new();
             let tasks = TaskTracker::new();
-            let peers =
-                Arc::new(Peers::new(id, addr, self.max_frame, cancel.clone(), tasks.clone()));
+            let peers = Arc::new(Peers::new(id, self.max_frame, cancel.clone(), tasks.clone()));
             let (sm, registry) = StateMachine::new();
             let config =
                 crate::raft::config().validate().map_err(|e| Error::Config(e.to_string()))?;
@@ -202,6 +201,7 @@ impl NodeBuilder {
                 fenced: Mutex::default(),
                 members: Mutex::default(),
             });
+            core.peers.set_core(Arc::downgrade(&core));
             tasks.spawn(crate::connection::accept_loop(listener, core.clone()).in_current_span());
             tasks.spawn(watch_registry(core.clone()).in_current_span());
             let node = Node { core };

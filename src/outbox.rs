@@ -215,6 +215,11 @@ impl Outbox {
         let _ = written.wait_for(|w| *w >= target).await;
     }
 
+    /// Wake whoever waits in [`Outbox::ready`] (a wake-up that went to the wrong waiter).
+    pub(crate) fn kick(&self) {
+        self.ready.notify_one();
+    }
+
     /// Wait until something is queued (returns at once if something already is).
     pub(crate) async fn ready(&self) {
         if !self.lock().is_empty() {

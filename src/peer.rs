@@ -1,23 +1,23 @@
 //! Peers: the nodes this node talks to, each with its outbox and a task that keeps it connected.
 //!
-//! A node dials one connection to each peer it has something for and sends everything for that
-//! peer over it: Raft RPCs, answers to the peer's requests, data of every channel, acks and fences.
-//! What the peer sends back arrives on the connection the peer dialed (see [`crate::connection`]),
-//! so each connection carries one direction and a pair of nodes shares at most two, whatever the
-//! number of channels. Requests are matched to responses by id; a caller that gives up (a Raft
-//! timeout, a cancelled election) just drops its slot.
+//! Everything for one peer (Raft RPCs, answers to its requests, data of every channel, acks,
+//! fences) goes through its outbox, written by exactly one connection at a time: the *writer*.
+//! Whichever connection between the two nodes comes first, dialed or accepted, becomes the writer
+//! on both sides, so a pair of nodes normally shares one connection for both directions and all
+//! channels (see [`crate::connection`]). Requests are matched to responses by id; a caller that
+//! gives up (a Raft timeout, a cancelled election) just drops its slot.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::node::Core;
 use crate::outbox::Outbox;
 use crate::registry::NodeId;
 use crate::wire::{self, Frame, Request, Response};
@@ -49,7 +49,19 @@ pub(crate) struct Peer {
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_request: AtomicU64,
     /// Stops this peer's link task (node shutdown, or the peer left).
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
+    /// Whether a connection is writing this peer's outbox.
+    writer: watch::Sender<bool>,
+}
+
+/// The right to write a peer's outbox, held by one connection; released on drop.
+#[derive(Debug)]
+pub(crate) struct WriterClaim(Arc<Peer>);
+
+impl Drop for WriterClaim {
+    fn drop(&mut self) {
+        self.0.writer.send_replace(false);
+    }
 }
 
 /// Removes a request's slot if its caller stops waiting (timeout or cancellation).
@@ -83,6 +95,19 @@ impl Peer {
         }
     }
 
+    /// Become this peer's writer, unless a connection already is.
+    pub(crate) fn claim_writer(self: &Arc<Self>) -> Option<WriterClaim> {
+        self.writer
+            .send_if_modified(|w| !std::mem::replace(w, true))
+            .then(|| WriterClaim(self.clone()))
+    }
+
+    /// Wait until no connection writes for this peer.
+    pub(crate) async fn writer_free(&self) {
+        let mut w = self.writer.subscribe();
+        let _ = w.wait_for(|w| !*w).await;
+    }
+
     /// Hand an answer to whoever waits for request `id` (ignored if nobody does any more).
     pub(crate) fn complete(&self, id: u64, resp: Response) {
         if let Some(tx) = lock(&self.pending).remove(&id) {
@@ -95,22 +120,27 @@ impl Peer {
 #[derive(Debug)]
 pub(crate) struct Peers {
     pub(crate) me: NodeId,
-    pub(crate) my_addr: SocketAddr,
     pub(crate) max_frame: usize,
     map: Mutex<HashMap<NodeId, Arc<Peer>>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// The node, for the links' readers; set once the node exists.
+    core: OnceLock<Weak<Core>>,
 }
 
 impl Peers {
     pub(crate) fn new(
         me: NodeId,
-        my_addr: SocketAddr,
         max_frame: usize,
         cancel: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
-        Peers { me, my_addr, max_frame, map: Mutex::default(), cancel, tasks }
+        Peers { me, max_frame, map: Mutex::default(), cancel, tasks, core: OnceLock::new() }
+    }
+
+    /// Give the links their node. Called once, before any peer is asked for.
+    pub(crate) fn set_core(&self, core: Weak<Core>) {
+        let _ = self.core.set(core);
     }
 
     /// The peer `id`, listening on `addr`; dialed in the background the first time it is asked for.
@@ -128,12 +158,18 @@ impl Peers {
             pending: Mutex::default(),
             next_request: AtomicU64::new(1),
             stop: self.cancel.child_token(),
+            writer: watch::Sender::new(false),
         });
         map.insert(id, peer.clone());
         drop(map);
-        let span = tracing::info_span!("link", node = self.me, peer = id);
-        let (p, me, my_addr, max) = (peer.clone(), self.me, self.my_addr, self.max_frame);
-        self.tasks.spawn(keep_connected(p, me, my_addr, max).instrument(span));
+        match self.core.get() {
+            Some(core) => {
+                let span = tracing::info_span!("link", node = self.me, peer = id);
+                let task = crate::connection::keep_connected(core.clone(), peer.clone());
+                self.tasks.spawn(task.instrument(span));
+            }
+            None => tracing::error!(peer = id, "peer asked for before the node was set up"),
+        }
         peer
     }
 
@@ -158,49 +194,5 @@ impl Peers {
                 _ = tokio::time::sleep(LEAVE_GRACE) => peer.stop.cancel(),
             }
         });
-    }
-}
-
-/// Dial the peer, run the connection until it breaks, and dial again, until the node shuts down
-/// or the peer leaves.
-async fn keep_connected(peer: Arc<Peer>, me: NodeId, my_addr: SocketAddr, max_frame: usize) {
-    let cancel = peer.stop.clone();
-    let mut backoff = Duration::from_millis(20);
-    loop {
-        let run = async {
-            let conn = crate::connection::dial(&peer.addr, me, my_addr, max_frame).await?;
-            if conn.remote != peer.id {
-                return Err(crate::Error::Join(format!(
-                    "{} is node {}, expected node {}",
-                    peer.addr, conn.remote, peer.id
-                )));
-            }
-            tracing::debug!(addr = %peer.addr, "connected");
-            backoff = Duration::from_millis(20);
-            crate::connection::write_loop(conn.framed, &peer.outbox).await
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            res = run => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "link down");
-                }
-            }
-        }
-        // Requests in flight are left to their own timeouts: after a graceful leave, Raft drops
-        // its replication to the node that left before they expire, and has nothing to report.
-        // Frames for a peer that cannot be reached would pile up: drop them. Raft retries its
-        // own; lost data is what the failure handling (re-routing unacked messages) is for.
-        let mut dropped = Vec::new();
-        let mark = peer.outbox.take(&mut dropped);
-        peer.outbox.mark_written(mark);
-        if !dropped.is_empty() {
-            tracing::debug!(frames = dropped.len(), "dropped frames for an unreachable peer");
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
