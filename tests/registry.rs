@@ -83,3 +83,51 @@ async fn a_node_needs_bootstrap_or_join() {
     let err = dchan::Node::builder().join(["127.0.0.1:1"]).start().await.unwrap_err();
     assert!(matches!(err, Error::Join(_)), "{err}");
 }
+
+#[actix_rt::test]
+async fn a_node_can_join_through_any_member() {
+    let nodes = cluster(3).await;
+    let leader = nodes[0].cluster().leader.expect("leader");
+    let follower = nodes.iter().find(|n| n.id() != leader).expect("a follower");
+    let late =
+        dchan::Node::builder().join([follower.addr()]).start().await.expect("join via follower");
+    for node in nodes.iter().chain([&late]) {
+        eventually(|| node.cluster().members.len() == 4).await;
+    }
+    let role = late.cluster().members.iter().find(|m| m.id == late.id()).map(|m| m.role);
+    assert_eq!(role, Some(Role::Learner), "three voters already");
+    let mut all = nodes;
+    all.push(late);
+    shutdown(all).await;
+}
+
+/// Leaders leave one after another: each time the rest elect a new one (openraft 0.9 draws each
+/// node's election timeout once, so this runs several failovers), registrations go on, and data
+/// between the remaining nodes keeps flowing.
+#[actix_rt::test]
+async fn repeated_leader_departures() {
+    let mut nodes = cluster(5).await;
+    let mut rx = nodes[4].receiver::<u32>("through-failovers").await.expect("rx");
+    let receiving = nodes[4].id();
+    let mut rounds = 0;
+    for round in 0..3u32 {
+        let leader = nodes[0].cluster().leader.expect("leader");
+        if leader == receiving {
+            break; // the receiver's node stays; enough failovers by then
+        }
+        let at = nodes.iter().position(|n| n.id() == leader).expect("leader is a member");
+        let gone = nodes.remove(at);
+        rounds += 1;
+        common::within("leader leaves", gone.shutdown()).await.expect("shutdown");
+        for node in &nodes {
+            eventually(|| node.cluster().leader.is_some_and(|l| l != leader)).await;
+        }
+        // A registration needs the new leader; then data flows.
+        let tx = nodes[0].sender::<u32>("through-failovers").await.expect("tx after failover");
+        common::within("wait", tx.wait_for_receivers(1)).await.expect("open");
+        tx.send(round).await.expect("send");
+        assert_eq!(common::within("recv", rx.recv()).await, Some(round));
+    }
+    assert!(rounds >= 2, "only {rounds} failover(s)");
+    shutdown(nodes).await;
+}

@@ -21,7 +21,10 @@ async fn shutdown_hands_buffered_messages_to_another_node() {
     drop(tx);
 
     let gone = leaving.id();
+    let addr = leaving.addr();
     within("shutdown", leaving.shutdown()).await.expect("graceful shutdown");
+    // Its listener is gone with every other task it started.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still listening after shutdown");
     for i in 0..50 {
         assert_eq!(within("handed-over message", elsewhere.recv()).await, Some(i), "in order");
     }
