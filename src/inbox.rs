@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use actix::Addr;
 
+use crate::error::TryRecvError;
 use crate::node::Core;
 use crate::receiver::{Detached, EndpointActor};
 use crate::registry::{EndpointId, NodeId};
@@ -173,17 +174,34 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
 
     /// Take the next message, or register `cx` to be woken when there is one.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match self.next(Some(cx.waker())) {
+            Ok(v) => Poll::Ready(Some(v)),
+            Err(TryRecvError::Closed) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => Poll::Pending,
+        }
+    }
+
+    /// Take the next message if one is ready.
+    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.next(None)
+    }
+
+    /// Take the next message; when there is none, leave `waker` to be woken (checked and stored
+    /// under one lock, so no wake-up is lost).
+    fn next(&self, waker: Option<&Waker>) -> Result<T, TryRecvError> {
         loop {
             let (item, acks) = {
                 let mut st = self.lock();
                 let Some(item) = st.buf.pop_front() else {
                     if st.closed() || st.detached.is_some() {
-                        return Poll::Ready(None);
+                        return Err(TryRecvError::Closed);
                     }
-                    if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        st.waker = Some(cx.waker().clone());
+                    if let Some(w) = waker {
+                        if !st.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
+                            st.waker = Some(w.clone());
+                        }
                     }
-                    return Poll::Pending;
+                    return Err(TryRecvError::Empty);
                 };
                 if let Some((from, msg)) = st.staged.pop_front() {
                     st.buf.push_back(Item::Encoded(msg));
@@ -200,9 +218,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             self.send_acks(acks);
             self.route.wake();
             match item {
-                Item::Value(v) => return Poll::Ready(Some(v)),
+                Item::Value(v) => return Ok(v),
                 Item::Encoded(bytes) => match rmp_serde::from_slice(&bytes) {
-                    Ok(v) => return Poll::Ready(Some(v)),
+                    Ok(v) => return Ok(v),
                     // The registry guarantees the type; bytes that do not decode came from a
                     // broken or hostile peer. Dropping them is all that can be done.
                     Err(e) => tracing::warn!(
@@ -214,23 +232,6 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 },
             }
         }
-    }
-
-    /// Take the next message if one is ready.
-    pub(crate) fn try_recv(&self) -> Result<T, crate::TryRecvError> {
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let res = match self.poll_recv(&mut cx) {
-            Poll::Ready(Some(v)) => Ok(v),
-            Poll::Ready(None) => Err(crate::TryRecvError::Closed),
-            Poll::Pending => Err(crate::TryRecvError::Empty),
-        };
-        // Do not leave the no-op waker in place of a real one's turn.
-        let mut st = self.lock();
-        if st.waker.as_ref().is_some_and(|w| w.will_wake(&waker)) {
-            st.waker = None;
-        }
-        res
     }
 
     /// Hand everything held, and everything arriving from now on, to `forward` (encoded), and

@@ -37,8 +37,8 @@
 //!    which puts it in the receiver's `inbox` and acknowledges it back.
 //! 6. `receiver`: [`Receiver::recv`] takes it out and decodes it.
 //!
-//! Beside the path: `registry` is the replicated state, `raft`
-//! the Raft wiring and storage, `peer` the links between nodes, `endpoint` the
+//! Beside the path: `registry` is the replicated state, `control` the writes to it and the
+//! membership changes (always through the leader), `raft` the Raft wiring and storage, `peer` the links between nodes, `endpoint` the
 //! trait behind `#[dchan::endpoint]`, `cluster` the snapshot [`Node::cluster`] returns.
 //!
 //! # Promises
@@ -52,6 +52,7 @@
 
 mod cluster;
 mod connection;
+mod control;
 mod endpoint;
 mod error;
 mod inbox;

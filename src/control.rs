@@ -1,0 +1,269 @@
+//! The control path: registry writes and membership changes, always carried out by the Raft
+//! leader, whichever node asks.
+//!
+//! Nothing here is on the message path: a registration waits for a commit, a message never does.
+//! A write made on a follower (or a learner) is forwarded to the leader over the peer links; the
+//! caller then waits until its own node has applied it, so that a `receiver()` that returns is
+//! already in this node's routers.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use tracing::Instrument;
+
+use crate::node::{Core, HAND_OVER_TIMEOUT};
+use crate::registry::{Command, EndpointId, EndpointKind, NodeId, Outcome, Registry};
+use crate::wire::{Request, Response};
+use crate::Error;
+
+/// How long a registration may wait for a leader and a commit before failing.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Core {
+    /// Commit a registry command through the leader, and wait until this node has applied it.
+    pub(crate) async fn write(&self, cmd: Command) -> Result<Outcome, Error> {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(Error::Shutdown);
+            }
+            let attempt = match self.leader().await {
+                Some((leader, _)) if leader == self.id => self.write_here(cmd.clone()).await,
+                Some((leader, addr)) => {
+                    let peer = self.peers.get(leader, &addr);
+                    match peer.request(Request::Write(cmd.clone()), WRITE_TIMEOUT).await {
+                        Ok(Response::Write(r)) => r,
+                        Ok(_) => Err("unexpected answer".into()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                None => Err("no leader".into()),
+            };
+            match attempt {
+                Ok((index, outcome)) => {
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    self.raft
+                        .wait(Some(remaining.max(Duration::from_secs(1))))
+                        .applied_index_at_least(Some(index), "registry write applied here")
+                        .await
+                        .map_err(|e| Error::Registry(e.to_string()))?;
+                    // Routers reflect the write before it returns (the watcher may not have run
+                    // yet): a close fails the next send here, a new receiver is a target at once.
+                    let registry = self.registry.borrow().clone();
+                    self.refresh(&registry);
+                    return Ok(outcome);
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::Registry(e))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "registry write will be retried");
+                    self.wait_leader_change().await;
+                }
+            }
+        }
+    }
+
+    /// Commit on this node, which believes it leads.
+    async fn write_here(&self, cmd: Command) -> Result<(u64, Outcome), String> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok((resp.log_id.index, resp.data)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The current leader and its address, waiting a little for an election if there is none.
+    async fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self
+            .raft
+            .wait(Some(Duration::from_secs(2)))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .ok()?;
+        let leader = metrics.current_leader?;
+        let addr = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
+    }
+
+    /// Wait (briefly) for Raft's view to change before retrying a write.
+    async fn wait_leader_change(&self) {
+        let mut m = self.raft.metrics();
+        m.borrow_and_update();
+        tokio::select! {
+            _ = self.cancel.cancelled() => {}
+            _ = tokio::time::timeout(Duration::from_millis(200), m.changed()) => {}
+        }
+    }
+
+    pub(crate) async fn wait_member(&self, id: NodeId) -> Result<(), Error> {
+        let mut reg = self.registry.clone();
+        tokio::time::timeout(WRITE_TIMEOUT, reg.wait_for(|r| r.nodes.contains_key(&id)))
+            .await
+            .map_err(|_| Error::Join("membership was not applied in time".into()))?
+            .map_err(|_| Error::Shutdown)?;
+        Ok(())
+    }
+
+    pub(crate) async fn register<T>(
+        &self,
+        channel: &str,
+        kind: EndpointKind,
+        capacity: u32,
+    ) -> Result<EndpointId, Error> {
+        let requested = std::any::type_name::<T>().to_owned();
+        let cmd = Command::Register {
+            channel: channel.to_owned(),
+            type_name: requested.clone(),
+            kind,
+            node: self.id,
+            capacity,
+        };
+        match self.write(cmd).await? {
+            Outcome::Registered(id) => Ok(id),
+            Outcome::TypeMismatch { existing } => {
+                Err(Error::TypeMismatch { channel: channel.to_owned(), existing, requested })
+            }
+            Outcome::Closed => Err(Error::ChannelClosed(channel.to_owned())),
+            Outcome::Done => Err(Error::Registry("registration applied without an id".into())),
+        }
+    }
+
+    /// Deregister an endpoint in the background (its handle was dropped; `Drop` cannot wait).
+    pub(crate) fn deregister(self: &Arc<Self>, channel: &str, id: EndpointId) {
+        // A leaving node's endpoints are removed all at once by its leave.
+        if self.cancel.is_cancelled()
+            || self.leaving.load(Ordering::SeqCst)
+            || tokio::runtime::Handle::try_current().is_err()
+        {
+            return;
+        }
+        let core = self.clone();
+        let cmd = Command::Deregister { channel: channel.to_owned(), id };
+        self.tasks.spawn(
+            async move {
+                if let Err(e) = core.write(cmd).await {
+                    tracing::debug!(error = %e, "deregistration failed");
+                }
+            }
+            .instrument(self.span.clone()),
+        );
+    }
+
+    /// Answer a request from a peer.
+    pub(crate) async fn handle_request(self: &Arc<Self>, req: Request) -> Response {
+        match req {
+            Request::AppendEntries(r) => Response::AppendEntries(self.raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
+            Request::InstallSnapshot(r) => {
+                Response::InstallSnapshot(self.raft.install_snapshot(r).await)
+            }
+            Request::Write(cmd) => Response::Write(self.write_here(cmd).await),
+            Request::Join { node, addr } => {
+                Response::Membership(self.on_leader(Request::Join { node, addr }).await)
+            }
+            Request::Leave { node } => {
+                Response::Membership(self.on_leader(Request::Leave { node }).await)
+            }
+        }
+    }
+
+    /// Run a membership change on the leader: here if this node leads, else forwarded.
+    async fn on_leader(self: &Arc<Self>, req: Request) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let res = match self.leader().await {
+                Some((leader, _)) if leader == self.id => match &req {
+                    Request::Join { node, addr } => self.add_member(*node, addr).await,
+                    Request::Leave { node } => self.remove_member(*node).await,
+                    _ => Err("not a membership request".into()),
+                },
+                Some((leader, addr)) => {
+                    let fwd = match &req {
+                        Request::Join { node, addr } => {
+                            Request::Join { node: *node, addr: addr.clone() }
+                        }
+                        Request::Leave { node } => Request::Leave { node: *node },
+                        _ => return Err("not a membership request".into()),
+                    };
+                    match self.peers.get(leader, &addr).request(fwd, WRITE_TIMEOUT).await {
+                        Ok(Response::Membership(r)) => r,
+                        Ok(_) => Err("unexpected answer".into()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                None => Err("no leader".into()),
+            };
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "membership change will be retried");
+                    self.wait_leader_change().await;
+                }
+            }
+        }
+    }
+
+    /// On the leader: add `node` as a learner, and promote it while there are fewer than 3 voters.
+    async fn add_member(&self, node: NodeId, addr: &str) -> Result<(), String> {
+        self.raft.add_learner(node, BasicNode::new(addr), true).await.map_err(|e| e.to_string())?;
+        let voters =
+            self.raft.metrics().borrow().membership_config.membership().voter_ids().count();
+        if voters < 3 {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// On the leader: remove `node`'s endpoints, then the node itself, keeping up the voters.
+    async fn remove_member(&self, node: NodeId) -> Result<(), String> {
+        self.write_here(Command::RemoveNode { node }).await?;
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&node) {
+            if voters.len() == 1 {
+                return Ok(()); // the last voter cannot be removed; the cluster ends with it
+            }
+            if let Some(learner) = membership.learner_ids().find(|l| *l != node) {
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([node]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node]))
+        };
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => Ok(()),
+            // The leader removing itself may lose leadership as the change commits.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if node == self.id => {
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), Error> {
+        self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::Registry)?;
+        // Routers follow: this node's receivers are no longer anyone's targets, its own included.
+        let mut rx = self.registry.clone();
+        let me = self.id;
+        let gone = |r: &Arc<Registry>| {
+            !r.channels.values().any(|c| c.endpoints.values().any(|e| e.node == me))
+        };
+        if tokio::time::timeout(HAND_OVER_TIMEOUT, rx.wait_for(gone)).await.is_err() {
+            tracing::warn!("this node's endpoints were not removed in time");
+        }
+        let registry = self.registry.borrow().clone();
+        self.refresh(&registry);
+        Ok(())
+    }
+}
