@@ -68,6 +68,8 @@ struct Inner {
 #[derive(Debug)]
 struct Open {
     to: EndpointId,
+    /// Where the frame starts in `buf`.
+    start: usize,
     /// Where the 4-byte message count sits in `buf`.
     count_at: usize,
     count: u32,
@@ -92,12 +94,13 @@ impl Inner {
             None => {}
         }
         self.buf.reserve(DATA_FRAME_TARGET.min(4096));
+        let start = self.buf.len();
         self.buf.put_slice(&data_header(to));
         self.buf.put_u8(b's');
         self.buf.put_u8(0xdd); // array32: the count is patched as messages are added
         let count_at = self.buf.len();
         self.buf.put_u32(0);
-        self.open = Some(Open { to, count_at, count: 0 });
+        self.open = Some(Open { to, start, count_at, count: 0 });
     }
 
     /// Append one message to the open frame, written by `write` after a bin32 header.
@@ -112,6 +115,11 @@ impl Inner {
         self.buf.put_u32(0);
         if let Err(e) = write(&mut self.buf) {
             self.buf.truncate(mark);
+            // A frame opened for this message alone goes too: an empty outbox must stay empty,
+            // or the writer would not be woken by the next push.
+            if let Some(open) = self.open.take_if(|o| o.count == 0) {
+                self.buf.truncate(open.start);
+            }
             return Err(e);
         }
         let len = (self.buf.len() - mark - 5) as u32;
@@ -178,13 +186,16 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         let was_empty = inner.is_empty();
-        add(&mut inner)?;
-        inner.pushed += 1;
+        let added = add(&mut inner);
+        if added.is_ok() {
+            inner.pushed += 1;
+        }
+        let wake = was_empty && !inner.is_empty();
         drop(inner);
-        if was_empty {
+        if wake {
             self.ready.notify_one();
         }
-        Ok(())
+        added
     }
 
     /// Take every queued frame, oldest first. Returns the mark to hand to
@@ -266,6 +277,33 @@ mod tests {
             matches!(decode(&frames[1]), Ok(Frame::Data { to: 4, ref msgs }) if msgs.len() == 1)
         );
         assert!(matches!(decode(&frames[2]), Ok(Frame::Ack { to: 1, n: 2 })));
+    }
+
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+
+    #[test]
+    fn a_message_that_fails_to_encode_leaves_no_trace() {
+        let out = Outbox::default();
+        let open = AtomicBool::new(false);
+        assert!(matches!(out.push_data(1, &Unencodable, &open), Err(PushError::Encode(_))));
+        assert!(
+            out.lock().is_empty(),
+            "an empty outbox stays empty, so the next push wakes the writer"
+        );
+        out.push_data(1, &5u8, &open).unwrap();
+        assert!(matches!(out.push_data(1, &Unencodable, &open), Err(PushError::Encode(_))));
+        out.push_data(1, &6u8, &open).unwrap();
+        let mut frames = Vec::new();
+        out.take(&mut frames);
+        let Frame::Data { msgs, .. } = decode(&frames[0]).unwrap() else { panic!("not data") };
+        let got: Vec<u8> = msgs.iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
+        assert_eq!(got, [5, 6]);
     }
 
     #[test]

@@ -106,7 +106,8 @@ where
     /// # Errors
     ///
     /// [`TrySendError::Full`] if every receiver is full, [`TrySendError::NoReceivers`] if there is
-    /// none, [`TrySendError::Closed`] if the channel is closed. Each hands the message back.
+    /// none, [`TrySendError::Closed`] if the channel is closed (or the message, bound for another
+    /// node, cannot be encoded, which is logged). Each hands the message back.
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
         match self.route().try_send(msg) {
             Attempt::Sent => Ok(()),
