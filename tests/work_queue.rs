@@ -78,3 +78,46 @@ async fn fifty_thousand_jobs_two_senders_three_receivers_three_nodes() {
     assert!(per_receiver.values().all(|n| *n > 0), "idle receiver: {per_receiver:?}");
     shutdown(nodes).await;
 }
+
+/// A `Sender` is `Send + Sync`: plain threads and another runtime can send into a node that runs
+/// on an actix system.
+#[actix_rt::test]
+async fn senders_work_from_other_threads_and_runtimes() {
+    let nodes = cluster(2).await;
+    let mut rx = nodes[1].receiver::<u64>("threads").capacity(64).await.expect("rx");
+    let tx = nodes[0].sender::<u64>("threads").await.expect("tx");
+    within("receiver known", tx.wait_for_receivers(1)).await.expect("open");
+
+    const EACH: u64 = 2_000;
+    let mut threads = Vec::new();
+    for t in 0..2u64 {
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            // A multi-threaded tokio runtime of its own, on another OS thread.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                for i in 0..EACH {
+                    tx.send(t * EACH + i).await.expect("send");
+                }
+            });
+        }));
+    }
+    let mut got = Vec::new();
+    while got.len() < (2 * EACH) as usize {
+        got.push(within("recv", rx.recv()).await.expect("open"));
+    }
+    for t in threads {
+        t.join().expect("thread");
+    }
+    for t in 0..2 {
+        let mine: Vec<u64> = got.iter().copied().filter(|v| v / EACH == t).collect();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "thread {t}'s messages out of order");
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..2 * EACH).collect::<Vec<_>>());
+    shutdown(nodes).await;
+}
