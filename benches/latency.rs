@@ -1,2 +1,447 @@
-//! Placeholder: see the helper's work.
-fn main() {}
+//! Round-trip latency of dchan against the transports it is built from, in one run, so that the
+//! figures can be read as ratios.
+//!
+//! Every benchmark is a ping-pong with one message in flight at a time: the timing loop sends a
+//! message of about 64 bytes, an echo task sends it back, and the timing loop waits for the echo
+//! (checking that it is the message it sent) before sending the next one. One criterion iteration
+//! is one round trip: criterion's time per iteration is the mean round-trip time (no `Throughput`
+//! is set). Each sample times many round trips back to back with `iter_custom`. Connections,
+//! nodes, senders, receivers and echo tasks are set up once per benchmark, outside the timing.
+//!
+//! | benchmark                   | what one round trip is                                        |
+//! |-----------------------------|---------------------------------------------------------------|
+//! | `raw_tcp_ping_pong`         | a loopback `TcpStream` pair, each side `Framed<_, LengthDelimitedCodec>`; A `send`s (feeds and flushes) a 64-byte frame, B's echo task sends it back and flushes, A waits for it |
+//! | `raw_tcp_rmp_ping_pong`     | the same, but each way the frame is a [`Msg`] encoded with `rmp_serde::to_vec_named` (≈ 64 bytes), decoded on receipt (B decodes, re-encodes and echoes) |
+//! | `dchan_local_ping_pong`     | one node; the timing loop sends on channel `ping`, whose receiver is in an echo task that sends each message back on channel `pong`, whose receiver is in the timing loop: dchan's in-process path, twice |
+//! | `dchan_two_nodes_ping_pong` | two nodes in this process (bootstrap + join) over loopback; the timing loop on A sends on `ping` to a receiver on B, B's echo task sends each message back on `pong` to a receiver on A |
+//!
+//! Everything runs on one thread: the runtime is an actix `System` (a current-thread tokio
+//! runtime with a `LocalSet`), which dchan needs for its actors, and the baselines run on the
+//! same runtime so that the comparison is like for like (dchan's own tasks share that thread).
+//!
+//! # Running
+//!
+//! ```text
+//! cargo bench --bench latency                  # everything, about a minute once built
+//! cargo bench --bench latency -- dchan         # only the benchmarks whose id contains "dchan"
+//! cargo bench --bench latency -- --test        # each benchmark once, as a smoke test
+//! ```
+//!
+//! dchan's own warnings and errors go to stderr (`RUST_LOG` overrides the default filter,
+//! `warn,openraft=error`). Each sample has a deadline ([`SAMPLE_DEADLINE`]); a sample that does
+//! not finish in time panics with how many round trips it completed and whether the echo task is
+//! still running, so a hang shows up as a clear failure rather than a stuck benchmark.
+//!
+//! # Reading the ratios
+//!
+//! Criterion prints, for each benchmark, `time: [low mid high]` per round trip (with flat
+//! sampling the middle figure is the mean, between its 95% confidence bounds), and stores the full
+//! statistics, median included, under
+//! `$CARGO_TARGET_DIR/criterion/latency/<benchmark>/new/estimates.json` (nanoseconds per round
+//! trip). Divide one benchmark's time by another's (above 1.0: dchan is slower):
+//!
+//! - `dchan_two_nodes_ping_pong / raw_tcp_rmp_ping_pong`: dchan's network path against the
+//!   encode, frame, send, decode it is made of, one message per frame as dchan sends it when only
+//!   one message is in flight. What is left above 1.0 is dchan's own cost per round trip: routing,
+//!   the outbox and its writer, the inbox, acknowledgements, waking tasks;
+//! - `dchan_two_nodes_ping_pong / raw_tcp_ping_pong`: against framing 64-byte frames with no
+//!   encoding at all, the floor for a round trip over one loopback connection on this runtime;
+//! - `dchan_local_ping_pong`: no network at all; against the raw figures it shows how much of a
+//!   remote round trip is the loopback and the syscalls rather than dchan's bookkeeping.
+//!
+//! Absolute figures move with the machine's load; ratios from one run are much steadier.
+
+use std::cell::Cell;
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// Capacity of the dchan receivers.
+const CAPACITY: usize = 1024;
+/// The longest one sample (many round trips) may take before the benchmark fails.
+const SAMPLE_DEADLINE: Duration = Duration::from_secs(60);
+/// The longest starting nodes, registering endpoints or shutting down may take.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30);
+/// The string field of [`Msg`]: sized so that the encoded message is about 64 bytes.
+const PAYLOAD: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ";
+/// The frame of `raw_tcp_ping_pong`.
+static FRAME: [u8; 64] = [0x5a; 64];
+
+type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// The message of every benchmark but `raw_tcp_ping_pong`: 61 to 65 bytes with
+/// `rmp_serde::to_vec_named` (a map with two named fields); `id` is the round trip's index in its
+/// sample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Msg {
+    id: u64,
+    payload: String,
+}
+
+fn msg(id: u64) -> Msg {
+    Msg { id, payload: PAYLOAD.to_owned() }
+}
+
+/// Await `fut`, panicking with `what` (evaluated only then) if it takes longer than `deadline`.
+async fn within<F: IntoFuture>(
+    deadline: Duration,
+    fut: F,
+    what: impl FnOnce() -> String,
+) -> F::Output {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{} (deadline {deadline:?})", what()),
+    }
+}
+
+/// Check that the echo of round trip `i` is the message sent in it.
+fn check_echo(bench: &str, i: u64, got: u64) {
+    assert_eq!(
+        got, i,
+        "{bench}: round trip {i} got back message {got}: lost, duplicated or reordered"
+    );
+}
+
+/// Time `iters` round trips, one after the other, each `$round_trip(i)` (an async block or future
+/// expression using the index `$i`), under [`SAMPLE_DEADLINE`]; on a hang, panic saying how many
+/// round trips were done and whether `$echo` (the echo task's `JoinHandle`) has ended.
+macro_rules! time_round_trips {
+    ($system:expr, $bench:expr, $iters:expr, $echo:expr, |$i:ident| $round_trip:expr) => {{
+        let (bench, iters, echo): (&str, u64, &JoinHandle<()>) = ($bench, $iters, $echo);
+        let done = Cell::new(0u64);
+        $system.block_on(async {
+            let sample = async {
+                let start = Instant::now();
+                for $i in 0..iters {
+                    $round_trip.await;
+                    done.set($i + 1);
+                }
+                start.elapsed()
+            };
+            within(SAMPLE_DEADLINE, sample, || {
+                format!(
+                    "{bench}: a sample of {iters} round trips did not finish: {} done, echo task {}",
+                    done.get(),
+                    if echo.is_finished() { "ended (panicked?)" } else { "still running" }
+                )
+            })
+            .await
+        })
+    }};
+}
+
+fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,openraft=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+
+    let system = actix_rt::System::new();
+    let mut c = Criterion::default().configure_from_args();
+    {
+        let mut group = c.benchmark_group("latency");
+        group
+            .sample_size(20)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(2))
+            .measurement_time(Duration::from_secs(6));
+        raw_tcp_ping_pong(&mut group, &system);
+        raw_tcp_rmp_ping_pong(&mut group, &system);
+        dchan_local_ping_pong(&mut group, &system);
+        dchan_two_nodes_ping_pong(&mut group, &system);
+        group.finish();
+    }
+    c.final_summary();
+}
+
+/// A connected loopback pair, framed as dchan frames its connections: (pinger, echoer).
+async fn framed_pair() -> (FramedTcp, FramedTcp) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let (client, accepted) =
+        tokio::try_join!(TcpStream::connect(addr), listener.accept()).expect("loopback connect");
+    let server = accepted.0;
+    for s in [&client, &server] {
+        s.set_nodelay(true).expect("TCP_NODELAY");
+    }
+    (
+        Framed::new(client, LengthDelimitedCodec::new()),
+        Framed::new(server, LengthDelimitedCodec::new()),
+    )
+}
+
+/// A framed TCP baseline: the pinger and the echo task holding the other end.
+struct Tcp {
+    pinger: FramedTcp,
+    echo: JoinHandle<()>,
+}
+
+/// Connect a pair and start the echo task on the second end: it answers each frame `f` with
+/// `echo(f)` (sent and flushed) until the connection closes.
+async fn tcp_setup(bench: &'static str, echo: fn(BytesMut) -> Bytes) -> Tcp {
+    let (pinger, mut echoer) = within(SETUP_DEADLINE, framed_pair(), || {
+        format!("{bench}: connecting over loopback did not finish")
+    })
+    .await;
+    let echo = actix_rt::spawn(async move {
+        while let Some(f) = echoer.next().await {
+            let f = f.unwrap_or_else(|e| panic!("{bench}: echo side read failed: {e}"));
+            echoer.send(echo(f)).await.unwrap_or_else(|e| panic!("{bench}: echo failed: {e}"));
+        }
+    });
+    Tcp { pinger, echo }
+}
+
+/// One round trip of a framed TCP baseline: send `frame` and flush, wait for the echo, `check` it.
+async fn tcp_round_trip(
+    bench: &'static str,
+    pinger: &mut FramedTcp,
+    frame: Bytes,
+    check: impl FnOnce(&[u8]),
+) {
+    pinger.send(frame).await.unwrap_or_else(|e| panic!("{bench}: send failed: {e}"));
+    let echo = pinger
+        .next()
+        .await
+        .unwrap_or_else(|| panic!("{bench}: connection closed"))
+        .unwrap_or_else(|e| panic!("{bench}: read failed: {e}"));
+    check(&echo);
+}
+
+/// The framed TCP baselines: round trip `i` sends `frame(i)`, the echo task answers each frame
+/// with `echo(frame)`, and `check(i, answer)` checks what came back.
+fn tcp_bench(
+    group: &mut Group<'_>,
+    system: &actix_rt::SystemRunner,
+    bench: &'static str,
+    frame: fn(u64) -> Bytes,
+    echo: fn(BytesMut) -> Bytes,
+    check: fn(u64, &[u8]),
+) {
+    // Connected on first use, so that a filtered-out benchmark sets nothing up.
+    let mut setup: Option<Tcp> = None;
+    group.bench_function(bench, |b| {
+        let t = setup.get_or_insert_with(|| system.block_on(tcp_setup(bench, echo)));
+        let (pinger, echo) = (&mut t.pinger, &t.echo);
+        b.iter_custom(|iters| {
+            time_round_trips!(system, bench, iters, echo, |i| {
+                tcp_round_trip(bench, pinger, frame(i), |f| check(i, f))
+            })
+        });
+    });
+    if let Some(Tcp { pinger, echo }) = setup {
+        drop(pinger);
+        // The echo task ends when it sees the connection closed.
+        let ended = system.block_on(within(SETUP_DEADLINE, echo, || {
+            format!("{bench}: the echo task did not end after the connection closed")
+        }));
+        if let Err(e) = ended {
+            panic!("{bench}: the echo task failed: {e}");
+        }
+    }
+}
+
+fn raw_tcp_ping_pong(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    tcp_bench(
+        group,
+        system,
+        "raw_tcp_ping_pong",
+        |_| Bytes::from_static(&FRAME),
+        BytesMut::freeze,
+        |_, f| assert_eq!(f, FRAME, "raw_tcp_ping_pong: the echo is not the frame sent"),
+    );
+}
+
+fn raw_tcp_rmp_ping_pong(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    tcp_bench(
+        group,
+        system,
+        "raw_tcp_rmp_ping_pong",
+        |i| rmp_serde::to_vec_named(&msg(i)).expect("encode").into(),
+        |f| {
+            let m: Msg = rmp_serde::from_slice(&f).expect("echo side decode");
+            rmp_serde::to_vec_named(&m).expect("echo side encode").into()
+        },
+        |i, f| {
+            let m: Msg = rmp_serde::from_slice(f).expect("decode");
+            check_echo("raw_tcp_rmp_ping_pong", i, m.id);
+        },
+    );
+}
+
+/// A dchan ping-pong: the nodes (first one bootstrapped), the timing loop's ends (`ping` sender,
+/// `pong` receiver) and the echo task, which holds the `ping` receiver and the `pong` sender.
+struct Dchan {
+    nodes: Vec<dchan::Node>,
+    ping: dchan::Sender<Msg>,
+    pong: dchan::Receiver<Msg>,
+    echo: JoinHandle<()>,
+}
+
+/// Start `n` nodes; put the timing loop's ends on the first node and the echo task's on the last
+/// one (the same node when `n` is 1), wait until both senders see their receiver, and start the
+/// echo task.
+async fn dchan_setup(bench: &'static str, n: usize) -> Dchan {
+    let first = within(SETUP_DEADLINE, dchan::Node::builder().bootstrap().start(), || {
+        format!("{bench}: bootstrapping the first node did not finish")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{bench}: bootstrap failed: {e}"));
+    let mut nodes = vec![first];
+    for k in 1..n {
+        let seed = nodes[0].addr();
+        let node = within(SETUP_DEADLINE, dchan::Node::builder().join([seed]).start(), || {
+            format!("{bench}: node {k} joining did not finish")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{bench}: node {k} could not join: {e}"));
+        nodes.push(node);
+    }
+    for (k, node) in nodes.iter().enumerate() {
+        wait_until(
+            || node.cluster().members.len() == n,
+            || format!("{bench}: node {k} does not see {n} members: {:?}", node.cluster()),
+        )
+        .await;
+    }
+    let (here, there) = (&nodes[0], &nodes[n - 1]);
+    let mut ping_rx = dchan_receiver(bench, there, "ping").await;
+    let pong = dchan_receiver(bench, here, "pong").await;
+    let ping = dchan_sender(bench, here, "ping").await;
+    let pong_tx = dchan_sender(bench, there, "pong").await;
+    for tx in [&ping, &pong_tx] {
+        wait_until(
+            || tx.receiver_count() == 1,
+            || {
+                let (channel, count) = (tx.channel(), tx.receiver_count());
+                format!("{bench}: the {channel} sender sees {count} receivers, not 1")
+            },
+        )
+        .await;
+    }
+    let echo = actix_rt::spawn(async move {
+        while let Some(m) = ping_rx.recv().await {
+            let id = m.id;
+            if let Err(e) = pong_tx.send(m).await {
+                panic!("{bench}: echoing message {id} on pong failed: {e}");
+            }
+        }
+    });
+    Dchan { nodes, ping, pong, echo }
+}
+
+/// Register a receiver of `channel` on `node`.
+async fn dchan_receiver(
+    bench: &'static str,
+    node: &dchan::Node,
+    channel: &'static str,
+) -> dchan::Receiver<Msg> {
+    within(SETUP_DEADLINE, node.receiver::<Msg>(channel).capacity(CAPACITY), || {
+        format!("{bench}: registering the {channel} receiver did not finish")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{bench}: registering the {channel} receiver failed: {e}"))
+}
+
+/// Register a sender of `channel` on `node`.
+async fn dchan_sender(
+    bench: &'static str,
+    node: &dchan::Node,
+    channel: &'static str,
+) -> dchan::Sender<Msg> {
+    within(SETUP_DEADLINE, node.sender::<Msg>(channel), || {
+        format!("{bench}: registering the {channel} sender did not finish")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{bench}: registering the {channel} sender failed: {e}"))
+}
+
+/// Wait until `cond` holds, checking every few milliseconds; panics after [`SETUP_DEADLINE`].
+async fn wait_until(mut cond: impl FnMut() -> bool, what: impl FnOnce() -> String) {
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{} (deadline {SETUP_DEADLINE:?})", what());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Stop the echo task and drop the endpoints, then shut the nodes down, last started first.
+async fn dchan_teardown(bench: &'static str, d: Dchan) {
+    let Dchan { nodes, ping, pong, echo } = d;
+    // The ping receiver yields `None` only once the channel is closed: stop the echo task instead.
+    echo.abort();
+    if let Err(e) = echo.await {
+        if !e.is_cancelled() {
+            panic!("{bench}: the echo task failed: {e}");
+        }
+    }
+    drop(ping);
+    drop(pong);
+    for (k, node) in nodes.iter().enumerate().rev() {
+        within(SETUP_DEADLINE, node.shutdown(), || {
+            format!("{bench}: node {k} shutdown did not finish")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{bench}: node {k} shutdown failed: {e}"));
+    }
+}
+
+/// One dchan round trip: send `msg(i)` on `ping`, wait for it on `pong`.
+async fn dchan_round_trip(
+    bench: &'static str,
+    i: u64,
+    ping: &dchan::Sender<Msg>,
+    pong: &mut dchan::Receiver<Msg>,
+) {
+    if let Err(e) = ping.send(msg(i)).await {
+        panic!("{bench}: send of message {i} on ping failed: {e}");
+    }
+    match pong.recv().await {
+        Some(m) => check_echo(bench, i, m.id),
+        None => panic!("{bench}: the pong receiver ended"),
+    }
+}
+
+fn dchan_bench(
+    group: &mut Group<'_>,
+    system: &actix_rt::SystemRunner,
+    bench: &'static str,
+    n: usize,
+) {
+    // Set up on first use, so that a filtered-out benchmark starts no node.
+    let mut setup: Option<Dchan> = None;
+    group.bench_function(bench, |b| {
+        let d = setup.get_or_insert_with(|| system.block_on(dchan_setup(bench, n)));
+        let (ping, pong, echo) = (&d.ping, &mut d.pong, &d.echo);
+        b.iter_custom(|iters| {
+            time_round_trips!(system, bench, iters, echo, |i| dchan_round_trip(
+                bench, i, ping, pong
+            ))
+        });
+    });
+    if let Some(d) = setup {
+        system.block_on(dchan_teardown(bench, d));
+    }
+}
+
+fn dchan_local_ping_pong(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    dchan_bench(group, system, "dchan_local_ping_pong", 1);
+}
+
+fn dchan_two_nodes_ping_pong(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    dchan_bench(group, system, "dchan_two_nodes_ping_pong", 2);
+}

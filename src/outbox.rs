@@ -36,11 +36,32 @@ pub(crate) enum PushError {
     Closed,
     /// The message could not be encoded.
     Encode(rmp_serde::encode::Error),
+    /// The encoded message does not fit in a frame: it would close the connection it went on.
+    TooLarge {
+        /// The frame it needs.
+        size: usize,
+        /// The largest frame allowed.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::Closed => f.write_str("channel closed"),
+            PushError::Encode(e) => write!(f, "message cannot be encoded: {e}"),
+            PushError::TooLarge { size, max } => {
+                write!(f, "message needs a {size}-byte frame, over the maximum of {max}")
+            }
+        }
+    }
 }
 
 /// Frames queued for one peer.
 #[derive(Debug)]
 pub(crate) struct Outbox {
+    /// The largest frame the connection may carry; no message is queued that would exceed it.
+    max_frame: usize,
     inner: Mutex<Inner>,
     /// Wakes the writer when the outbox goes from empty to non-empty.
     ready: Notify,
@@ -48,9 +69,14 @@ pub(crate) struct Outbox {
     written: watch::Sender<u64>,
 }
 
-impl Default for Outbox {
-    fn default() -> Self {
-        Outbox { inner: Mutex::default(), ready: Notify::new(), written: watch::Sender::new(0) }
+impl Outbox {
+    pub(crate) fn new(max_frame: usize) -> Self {
+        Outbox {
+            max_frame,
+            inner: Mutex::default(),
+            ready: Notify::new(),
+            written: watch::Sender::new(0),
+        }
     }
 }
 
@@ -103,33 +129,49 @@ impl Inner {
         self.open = Some(Open { to, start, count_at, count: 0 });
     }
 
-    /// Append one message to the open frame, written by `write` after a bin32 header.
-    fn append<E>(
+    /// Append one message to the open frame, written by `write` after a bin32 header. A message
+    /// that would take the frame over `max` starts a frame of its own; one that is too large even
+    /// alone is refused, leaving everything as it was.
+    fn append(
         &mut self,
         to: EndpointId,
-        write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.open_for(to);
-        let mark = self.buf.len();
-        self.buf.put_u8(0xc6);
-        self.buf.put_u32(0);
-        if let Err(e) = write(&mut self.buf) {
+        max: usize,
+        write: impl Fn(&mut BytesMut) -> Result<(), PushError>,
+    ) -> Result<(), PushError> {
+        loop {
+            self.open_for(to);
+            let mark = self.buf.len();
+            self.buf.put_u8(0xc6);
+            self.buf.put_u32(0);
+            let written = write(&mut self.buf);
+            let Some(open) = self.open.as_mut() else { return Err(PushError::Closed) };
+            let size = self.buf.len() - open.start;
+            let refused = match written {
+                Ok(()) if size <= max => {
+                    let len = (self.buf.len() - mark - 5) as u32;
+                    self.buf[mark + 1..mark + 5].copy_from_slice(&len.to_be_bytes());
+                    open.count += 1;
+                    let at = open.count_at;
+                    self.buf[at..at + 4].copy_from_slice(&open.count.to_be_bytes());
+                    return Ok(());
+                }
+                Ok(()) if open.count > 0 => {
+                    // Too much for this frame: close it with what it has, and go again.
+                    self.buf.truncate(mark);
+                    self.finish_open();
+                    continue;
+                }
+                Ok(()) => PushError::TooLarge { size, max },
+                Err(e) => e,
+            };
             self.buf.truncate(mark);
             // A frame opened for this message alone goes too: an empty outbox must stay empty,
             // or the writer would not be woken by the next push.
             if let Some(open) = self.open.take_if(|o| o.count == 0) {
                 self.buf.truncate(open.start);
             }
-            return Err(e);
+            return Err(refused);
         }
-        let len = (self.buf.len() - mark - 5) as u32;
-        self.buf[mark + 1..mark + 5].copy_from_slice(&len.to_be_bytes());
-        if let Some(open) = self.open.as_mut() {
-            open.count += 1;
-            let at = open.count_at;
-            self.buf[at..at + 4].copy_from_slice(&open.count.to_be_bytes());
-        }
-        Ok(())
     }
 }
 
@@ -143,10 +185,11 @@ impl Outbox {
         msg: &T,
         closed: &AtomicBool,
     ) -> Result<(), PushError> {
+        let max = self.max_frame;
         self.push(closed, |inner| {
-            inner
-                .append(to, |buf| rmp_serde::encode::write_named(&mut buf.writer(), msg))
-                .map_err(PushError::Encode)
+            inner.append(to, max, |buf| {
+                rmp_serde::encode::write_named(&mut buf.writer(), msg).map_err(PushError::Encode)
+            })
         })
     }
 
@@ -157,8 +200,9 @@ impl Outbox {
         msg: &[u8],
         closed: &AtomicBool,
     ) -> Result<(), PushError> {
+        let max = self.max_frame;
         self.push(closed, |inner| {
-            inner.append(to, |buf| {
+            inner.append(to, max, |buf| {
                 buf.put_slice(msg);
                 Ok(())
             })
@@ -168,6 +212,15 @@ impl Outbox {
     /// Queue a control frame behind everything queued so far.
     pub(crate) fn push_frame(&self, frame: Bytes) {
         static OPEN: AtomicBool = AtomicBool::new(false);
+        if frame.len() > self.max_frame {
+            // It would break the connection for everything queued behind it.
+            tracing::error!(
+                size = frame.len(),
+                max = self.max_frame,
+                "control frame too large, dropped"
+            );
+            return;
+        }
         let _ = self.push(&OPEN, |inner| {
             inner.finish_open();
             inner.frames.push_back(frame);
@@ -259,7 +312,7 @@ mod tests {
 
     #[test]
     fn consecutive_messages_share_a_frame_that_serde_decodes() {
-        let out = Outbox::default();
+        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
         let open = AtomicBool::new(false);
         for id in 0..3 {
             out.push_data(9, &Job { id, name: "x".into() }, &open).unwrap();
@@ -289,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_message_that_fails_to_encode_leaves_no_trace() {
-        let out = Outbox::default();
+        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
         let open = AtomicBool::new(false);
         assert!(matches!(out.push_data(1, &Unencodable, &open), Err(PushError::Encode(_))));
         assert!(
@@ -307,8 +360,30 @@ mod tests {
     }
 
     #[test]
+    fn frames_stay_under_the_maximum_and_a_message_too_large_for_any_is_refused() {
+        let out = Outbox::new(200);
+        let open = AtomicBool::new(false);
+        for _ in 0..4 {
+            out.push_encoded(1, &[0xc0; 60], &open).unwrap();
+        }
+        let err = out.push_encoded(1, &[0xc0; 300], &open).unwrap_err();
+        assert!(matches!(err, PushError::TooLarge { max: 200, .. }), "{err}");
+        let mut frames = Vec::new();
+        out.take(&mut frames);
+        assert!(frames.iter().all(|f| f.len() <= 200), "a frame over the maximum");
+        let total: usize = frames
+            .iter()
+            .map(|f| match decode(f).unwrap() {
+                Frame::Data { msgs, .. } => msgs.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, 4, "the refused message took nothing else with it");
+    }
+
+    #[test]
     fn nothing_gets_in_once_closed() {
-        let out = Outbox::default();
+        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
         let closed = AtomicBool::new(true);
         assert!(matches!(out.push_data(1, &1u8, &closed), Err(PushError::Closed)));
         let mut frames = Vec::new();

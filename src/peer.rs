@@ -154,7 +154,7 @@ impl Peers {
         let peer = Arc::new(Peer {
             id,
             addr: addr.to_owned(),
-            outbox: Outbox::default(),
+            outbox: Outbox::new(self.max_frame),
             pending: Mutex::default(),
             next_request: AtomicU64::new(1),
             stop: self.cancel.child_token(),

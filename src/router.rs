@@ -239,9 +239,9 @@ impl ChannelRoute {
                             window.release(1);
                             return Attempt::Closed(msg);
                         }
-                        Err(PushError::Encode(e)) => {
+                        Err(e) => {
                             window.release(1);
-                            tracing::error!(channel = %self.name, error = %e, "message cannot be encoded");
+                            tracing::error!(channel = %self.name, error = %e, "message refused");
                             return Attempt::Closed(msg);
                         }
                     }
@@ -289,8 +289,11 @@ impl ChannelRoute {
                     }
                     return match peer.outbox.push_encoded(*id, msg, closed) {
                         Ok(()) => Attempt::Sent,
-                        Err(_) => {
+                        Err(e) => {
                             window.release(1);
+                            if !matches!(e, PushError::Closed) {
+                                tracing::error!(channel = %self.name, error = %e, "message refused");
+                            }
                             Attempt::Closed(())
                         }
                     };

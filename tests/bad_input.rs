@@ -75,3 +75,27 @@ async fn garbage_oversized_and_misversioned_frames_do_not_hurt_the_node() {
 enum Hello {
     Hello { node: u64, addr: String },
 }
+
+#[actix_rt::test]
+async fn a_message_over_the_frame_limit_is_handed_back_and_the_link_goes_on() {
+    common::tracing();
+    let a = dchan::Node::builder().max_frame_size(4096).bootstrap().start().await.expect("a");
+    let b = dchan::Node::builder().max_frame_size(4096).join([a.addr()]).start().await.expect("b");
+    let mut rx = b.receiver::<String>("sized").await.expect("rx");
+    let tx = a.sender::<String>("sized").await.expect("tx");
+    within("receiver known", tx.wait_for_receivers(1)).await.expect("open");
+    tx.send("small".into()).await.expect("send");
+    let big = "x".repeat(10_000);
+    let back = tx.try_send(big.clone()).expect_err("too large for a frame");
+    assert_eq!(back.into_inner(), big, "the message comes back");
+    // Nothing else was lost, and the link still carries what fits (many per frame).
+    for i in 0..500 {
+        tx.send(format!("after {i}")).await.expect("send");
+    }
+    assert_eq!(within("recv", rx.recv()).await.as_deref(), Some("small"));
+    for i in 0..500 {
+        assert_eq!(within("recv", rx.recv()).await, Some(format!("after {i}")));
+    }
+    within("shutdown", b.shutdown()).await.expect("b");
+    within("shutdown", a.shutdown()).await.expect("a");
+}
