@@ -22,7 +22,7 @@
 //! # Running
 //!
 //! ```text
-//! cargo bench --bench latency                  # everything, about a minute once built
+//! cargo bench --bench latency                  # everything, about 40 s once built
 //! cargo bench --bench latency -- dchan         # only the benchmarks whose id contains "dchan"
 //! cargo bench --bench latency -- --test        # each benchmark once, as a smoke test
 //! ```
