@@ -199,7 +199,10 @@ async fn write_loop(
 ) -> Result<(), Error> {
     let mut frames = Vec::new();
     loop {
-        outbox.ready().await;
+        tokio::select! {
+            _ = outbox.ready() => {}
+            _ = outbox.lazy_due() => {}
+        }
         let mark = outbox.take(&mut frames);
         for f in frames.drain(..) {
             sink.feed(f).await?;

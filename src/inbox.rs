@@ -47,6 +47,8 @@ pub(crate) enum Refused<T> {
 /// What the node needs of an inbox, whatever its message type.
 pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn id(&self) -> EndpointId;
+    /// How much owed credit is worth an ack of its own (less rides along with other frames).
+    fn ack_batch(&self) -> u32;
     fn channel(&self) -> &Arc<ChannelRoute>;
     /// Messages from node `from`, in order. Returns how many went straight into the buffer:
     /// the caller acknowledges those now.
@@ -282,7 +284,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         }
         if let Some(core) = self.core.upgrade() {
             for (node, n) in acks {
-                core.send_ack(node, self.id, n);
+                core.send_ack(node, self.id, n, self.ack_batch);
             }
         }
     }
@@ -291,6 +293,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
 impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> {
     fn id(&self) -> EndpointId {
         self.id
+    }
+
+    fn ack_batch(&self) -> u32 {
+        self.ack_batch
     }
 
     fn channel(&self) -> &Arc<ChannelRoute> {

@@ -447,7 +447,7 @@ impl Core {
         };
         for (from, msg) in parked {
             let n = inbox.push_remote(from, &mut std::iter::once(msg));
-            self.send_ack(from, id, n);
+            self.send_ack(from, id, n, inbox.ack_batch());
         }
         let registry = self.registry.borrow().clone();
         self.refresh_route(inbox.channel(), &registry);
@@ -464,7 +464,7 @@ impl Core {
         match inbox {
             Some(inbox) => {
                 let n = inbox.push_remote(from, &mut msgs);
-                self.send_ack(from, to, n);
+                self.send_ack(from, to, n, inbox.ack_batch());
             }
             None => {
                 let mut p = lock(&self.parked);
@@ -483,7 +483,9 @@ impl Core {
     }
 
     /// Tell node `to_node` that receiver `receiver` took `n` of its messages.
-    pub(crate) fn send_ack(&self, to_node: NodeId, receiver: EndpointId, n: u32) {
+    /// Credit is sent at once when `urgent_at` is owed, lazily below that (see
+    /// [`crate::outbox::Outbox::push_ack`]).
+    pub(crate) fn send_ack(&self, to_node: NodeId, receiver: EndpointId, n: u32, urgent_at: u32) {
         if n == 0 {
             return;
         }
@@ -492,7 +494,7 @@ impl Core {
             Some(self.peers.get(to_node, &addr))
         });
         match peer {
-            Some(p) => p.outbox.push_frame(wire::encode(&Frame::Ack { to: receiver, n })),
+            Some(p) => p.outbox.push_ack(receiver, n, urgent_at),
             None => tracing::debug!(node = to_node, "ack for an unknown node dropped"),
         }
     }

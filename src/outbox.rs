@@ -5,6 +5,12 @@
 //! the same receiver share one frame, and no allocation is made per message. The peer's writer
 //! task ([`crate::connection`]) takes everything queued at once, feeds it to the socket and flushes
 //! only when the outbox has run dry, so many messages share one syscall.
+//!
+//! Acks are coalesced per receiver and are *lazy*: a small ack does not wake the writer but rides
+//! along with the next frame going to that peer (in a request/reply exchange, with the reply), or
+//! goes out on its own after [`LAZY_ACK_DELAY`]. An ack that has grown to the receiver's batch
+//! size (a quarter of its capacity) is sent at once, so a one-way stream gets its credit back
+//! without waiting.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +22,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::registry::EndpointId;
 use crate::wire::VERSION;
+
+/// The longest a lazy ack waits for a frame to ride along with.
+pub(crate) const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
 const DATA_FRAME_TARGET: usize = 64 * 1024;
@@ -63,8 +72,10 @@ pub(crate) struct Outbox {
     /// The largest frame the connection may carry; no message is queued that would exceed it.
     max_frame: usize,
     inner: Mutex<Inner>,
-    /// Wakes the writer when the outbox goes from empty to non-empty.
+    /// Wakes the writer when something urgent is queued.
     ready: Notify,
+    /// Wakes the writer's delayed flush when lazy acks are queued.
+    lazy: Notify,
     /// How many pushes have been written and flushed (or given up on): see [`Outbox::flushed`].
     written: watch::Sender<u64>,
 }
@@ -75,6 +86,7 @@ impl Outbox {
             max_frame,
             inner: Mutex::default(),
             ready: Notify::new(),
+            lazy: Notify::new(),
             written: watch::Sender::new(0),
         }
     }
@@ -89,6 +101,12 @@ struct Inner {
     buf: BytesMut,
     /// Every push so far, counted.
     pushed: u64,
+    /// Credit owed per receiver, not yet put in a frame.
+    acks: Vec<(EndpointId, u32)>,
+    /// Something that must go out now is queued (the writer has been or is being woken).
+    urgent: bool,
+    /// Lazy acks are queued and the writer's delayed flush has been armed.
+    lazy_armed: bool,
 }
 
 #[derive(Debug)]
@@ -102,8 +120,9 @@ struct Open {
 }
 
 impl Inner {
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.open.is_none()
+        self.frames.is_empty() && self.open.is_none() && self.acks.is_empty()
     }
 
     fn finish_open(&mut self) {
@@ -238,12 +257,12 @@ impl Outbox {
         if closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
-        let was_empty = inner.is_empty();
         let added = add(&mut inner);
+        // A failed `add` leaves no trace (see `Inner::append`): nothing to wake the writer for.
+        let wake = added.is_ok() && !std::mem::replace(&mut inner.urgent, added.is_ok());
         if added.is_ok() {
             inner.pushed += 1;
         }
-        let wake = was_empty && !inner.is_empty();
         drop(inner);
         if wake {
             self.ready.notify_one();
@@ -251,12 +270,46 @@ impl Outbox {
         added
     }
 
+    /// Owe `n` more messages' credit to the sender of receiver `to`: sent at once when the owed
+    /// total reaches `urgent_at`, otherwise with the next frame or after [`LAZY_ACK_DELAY`].
+    pub(crate) fn push_ack(&self, to: EndpointId, n: u32, urgent_at: u32) {
+        let mut inner = self.lock();
+        let owed = match inner.acks.iter_mut().find(|(id, _)| *id == to) {
+            Some((_, owed)) => {
+                *owed += n;
+                *owed
+            }
+            None => {
+                inner.acks.push((to, n));
+                n
+            }
+        };
+        inner.pushed += 1;
+        let (wake, arm) = if owed >= urgent_at {
+            (!std::mem::replace(&mut inner.urgent, true), false)
+        } else {
+            (false, !inner.urgent && !std::mem::replace(&mut inner.lazy_armed, true))
+        };
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
+        if arm {
+            self.lazy.notify_one();
+        }
+    }
+
     /// Take every queued frame, oldest first. Returns the mark to hand to
     /// [`Outbox::mark_written`] once they are flushed (or dropped).
     pub(crate) fn take(&self, into: &mut Vec<Bytes>) -> u64 {
         let mut inner = self.lock();
         inner.finish_open();
+        for (to, n) in inner.acks.drain(..) {
+            into.push(crate::wire::encode(&crate::wire::Frame::Ack { to, n }));
+        }
         into.extend(inner.frames.drain(..));
+        inner.urgent = false;
+        inner.lazy_armed = false;
         inner.pushed
     }
 
@@ -284,12 +337,18 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Wait until something is queued (returns at once if something already is).
+    /// Wait until something that must go out now is queued (at once if something already is).
     pub(crate) async fn ready(&self) {
-        if !self.lock().is_empty() {
+        if self.lock().urgent {
             return;
         }
         self.ready.notified().await
+    }
+
+    /// Wait until lazy acks have waited [`LAZY_ACK_DELAY`] for a frame to ride along with.
+    pub(crate) async fn lazy_due(&self) {
+        self.lazy.notified().await;
+        tokio::time::sleep(LAZY_ACK_DELAY).await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
