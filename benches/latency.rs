@@ -52,56 +52,15 @@
 //! Absolute figures move with the machine's load; ratios from one run are much steadier.
 
 use std::cell::Cell;
-use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+use criterion::{Criterion, SamplingMode};
 use futures::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-/// Capacity of the dchan receivers.
-const CAPACITY: usize = 1024;
 /// The longest one sample (many round trips) may take before the benchmark fails.
 const SAMPLE_DEADLINE: Duration = Duration::from_secs(60);
-/// The longest starting nodes, registering endpoints or shutting down may take.
-const SETUP_DEADLINE: Duration = Duration::from_secs(30);
-/// The string field of [`Msg`]: sized so that the encoded message is about 64 bytes.
-const PAYLOAD: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ";
-/// The frame of `raw_tcp_ping_pong`.
-static FRAME: [u8; 64] = [0x5a; 64];
-
-type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
-type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
-
-/// The message of every benchmark but `raw_tcp_ping_pong`: 61 to 65 bytes with
-/// `rmp_serde::to_vec_named` (a map with two named fields); `id` is the round trip's index in its
-/// sample.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Msg {
-    id: u64,
-    payload: String,
-}
-
-fn msg(id: u64) -> Msg {
-    Msg { id, payload: PAYLOAD.to_owned() }
-}
-
-/// Await `fut`, panicking with `what` (evaluated only then) if it takes longer than `deadline`.
-async fn within<F: IntoFuture>(
-    deadline: Duration,
-    fut: F,
-    what: impl FnOnce() -> String,
-) -> F::Output {
-    match tokio::time::timeout(deadline, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{} (deadline {deadline:?})", what()),
-    }
-}
-
 /// Check that the echo of round trip `i` is the message sent in it.
 fn check_echo(bench: &str, i: u64, got: u64) {
     assert_eq!(
@@ -138,15 +97,11 @@ macro_rules! time_round_trips {
     }};
 }
 
+mod support;
+use support::*;
+
 fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,openraft=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    init_tracing();
 
     let system = actix_rt::System::new();
     let mut c = Criterion::default().configure_from_args();
@@ -166,23 +121,6 @@ fn main() {
     c.final_summary();
 }
 
-/// A connected loopback pair, framed as dchan frames its connections: (pinger, echoer).
-async fn framed_pair() -> (FramedTcp, FramedTcp) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    let (client, accepted) =
-        tokio::try_join!(TcpStream::connect(addr), listener.accept()).expect("loopback connect");
-    let server = accepted.0;
-    for s in [&client, &server] {
-        s.set_nodelay(true).expect("TCP_NODELAY");
-    }
-    (
-        Framed::new(client, LengthDelimitedCodec::new()),
-        Framed::new(server, LengthDelimitedCodec::new()),
-    )
-}
-
-/// A framed TCP baseline: the pinger and the echo task holding the other end.
 struct Tcp {
     pinger: FramedTcp,
     echo: JoinHandle<()>,
@@ -294,43 +232,12 @@ struct Dchan {
 /// one (the same node when `n` is 1), wait until both senders see their receiver, and start the
 /// echo task.
 async fn dchan_setup(bench: &'static str, n: usize) -> Dchan {
-    let first = within(SETUP_DEADLINE, dchan::Node::builder().bootstrap().start(), || {
-        format!("{bench}: bootstrapping the first node did not finish")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{bench}: bootstrap failed: {e}"));
-    let mut nodes = vec![first];
-    for k in 1..n {
-        let seed = nodes[0].addr();
-        let node = within(SETUP_DEADLINE, dchan::Node::builder().join([seed]).start(), || {
-            format!("{bench}: node {k} joining did not finish")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{bench}: node {k} could not join: {e}"));
-        nodes.push(node);
-    }
-    for (k, node) in nodes.iter().enumerate() {
-        wait_until(
-            || node.cluster().members.len() == n,
-            || format!("{bench}: node {k} does not see {n} members: {:?}", node.cluster()),
-        )
-        .await;
-    }
+    let nodes = start_nodes(bench, n).await;
     let (here, there) = (&nodes[0], &nodes[n - 1]);
-    let mut ping_rx = dchan_receiver(bench, there, "ping").await;
-    let pong = dchan_receiver(bench, here, "pong").await;
-    let ping = dchan_sender(bench, here, "ping").await;
-    let pong_tx = dchan_sender(bench, there, "pong").await;
-    for tx in [&ping, &pong_tx] {
-        wait_until(
-            || tx.receiver_count() == 1,
-            || {
-                let (channel, count) = (tx.channel(), tx.receiver_count());
-                format!("{bench}: the {channel} sender sees {count} receivers, not 1")
-            },
-        )
-        .await;
-    }
+    let mut ping_rx = receiver(bench, there, "ping").await;
+    let pong = receiver(bench, here, "pong").await;
+    let ping = sender(bench, here, "ping", 1).await;
+    let pong_tx = sender(bench, there, "pong", 1).await;
     let echo = actix_rt::spawn(async move {
         while let Some(m) = ping_rx.recv().await {
             let id = m.id;
@@ -340,43 +247,6 @@ async fn dchan_setup(bench: &'static str, n: usize) -> Dchan {
         }
     });
     Dchan { nodes, ping, pong, echo }
-}
-
-/// Register a receiver of `channel` on `node`.
-async fn dchan_receiver(
-    bench: &'static str,
-    node: &dchan::Node,
-    channel: &'static str,
-) -> dchan::Receiver<Msg> {
-    within(SETUP_DEADLINE, node.receiver::<Msg>(channel).capacity(CAPACITY), || {
-        format!("{bench}: registering the {channel} receiver did not finish")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{bench}: registering the {channel} receiver failed: {e}"))
-}
-
-/// Register a sender of `channel` on `node`.
-async fn dchan_sender(
-    bench: &'static str,
-    node: &dchan::Node,
-    channel: &'static str,
-) -> dchan::Sender<Msg> {
-    within(SETUP_DEADLINE, node.sender::<Msg>(channel), || {
-        format!("{bench}: registering the {channel} sender did not finish")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{bench}: registering the {channel} sender failed: {e}"))
-}
-
-/// Wait until `cond` holds, checking every few milliseconds; panics after [`SETUP_DEADLINE`].
-async fn wait_until(mut cond: impl FnMut() -> bool, what: impl FnOnce() -> String) {
-    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
-    while !cond() {
-        if tokio::time::Instant::now() >= deadline {
-            panic!("{} (deadline {SETUP_DEADLINE:?})", what());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Stop the echo task and drop the endpoints, then shut the nodes down, last started first.
@@ -391,13 +261,7 @@ async fn dchan_teardown(bench: &'static str, d: Dchan) {
     }
     drop(ping);
     drop(pong);
-    for (k, node) in nodes.iter().enumerate().rev() {
-        within(SETUP_DEADLINE, node.shutdown(), || {
-            format!("{bench}: node {k} shutdown did not finish")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{bench}: node {k} shutdown failed: {e}"));
-    }
+    shutdown_nodes(bench, &nodes).await;
 }
 
 /// One dchan round trip: send `msg(i)` on `ping`, wait for it on `pong`.

@@ -52,56 +52,17 @@
 //! Absolute figures move with the machine's load; ratios from one run are much steadier.
 
 use std::cell::Cell;
-use std::future::IntoFuture;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use criterion::{Criterion, SamplingMode, Throughput};
 use futures::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Messages per round (one criterion iteration).
 const N: u64 = 100_000;
-/// Capacity of the bounded channels (tokio mpsc, dchan receivers).
-const CAPACITY: usize = 1024;
 /// The longest a dchan round may take before the benchmark fails.
 const ROUND_DEADLINE: Duration = Duration::from_secs(60);
-/// The longest starting nodes, registering endpoints or shutting down may take.
-const SETUP_DEADLINE: Duration = Duration::from_secs(30);
-/// The string field of [`Msg`]: sized so that the encoded message is about 64 bytes.
-const PAYLOAD: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ";
-/// The frame of `raw_framed_tcp`.
-static FRAME: [u8; 64] = [0x5a; 64];
-
-type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
-
-/// The message of every benchmark but `raw_framed_tcp`: 61 to 65 bytes with
-/// `rmp_serde::to_vec_named` (a map with two named fields) for ids below `N`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Msg {
-    id: u64,
-    payload: String,
-}
-
-fn msg(id: u64) -> Msg {
-    Msg { id, payload: PAYLOAD.to_owned() }
-}
-
-/// Await `fut`, panicking with `what` (evaluated only then) if it takes longer than `deadline`.
-async fn within<F: IntoFuture>(
-    deadline: Duration,
-    fut: F,
-    what: impl FnOnce() -> String,
-) -> F::Output {
-    match tokio::time::timeout(deadline, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{} (deadline {deadline:?})", what()),
-    }
-}
-
 /// Check that the `i`-th message of a round is the `i`-th one sent.
 fn check_order(bench: &str, i: u64, got: u64) {
     assert_eq!(
@@ -123,15 +84,11 @@ macro_rules! time_rounds {
     };
 }
 
+mod support;
+use support::*;
+
 fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,openraft=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    init_tracing();
 
     let system = actix_rt::System::new();
     let mut c = Criterion::default().configure_from_args();
@@ -151,24 +108,6 @@ fn main() {
         group.finish();
     }
     c.final_summary();
-}
-
-type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
-
-/// A connected loopback pair, framed as dchan frames its connections: (writer, reader).
-async fn framed_pair() -> (FramedTcp, FramedTcp) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    let (client, accepted) =
-        tokio::try_join!(TcpStream::connect(addr), listener.accept()).expect("loopback connect");
-    let server = accepted.0;
-    for s in [&client, &server] {
-        s.set_nodelay(true).expect("TCP_NODELAY");
-    }
-    (
-        Framed::new(client, LengthDelimitedCodec::new()),
-        Framed::new(server, LengthDelimitedCodec::new()),
-    )
 }
 
 /// The framed TCP baselines: the writer task feeds `frame(i)` for each `i` in the round and
@@ -273,57 +212,11 @@ struct Dchan {
 /// Start `n` nodes, a receiver on the last one and a sender on the first one, and wait until the
 /// sender sees the receiver.
 async fn dchan_setup(bench: &'static str, n: usize) -> Dchan {
-    let first = within(SETUP_DEADLINE, dchan::Node::builder().bootstrap().start(), || {
-        format!("{bench}: bootstrapping the first node did not finish")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{bench}: bootstrap failed: {e}"));
-    let mut nodes = vec![first];
-    for k in 1..n {
-        let seed = nodes[0].addr();
-        let node = within(SETUP_DEADLINE, dchan::Node::builder().join([seed]).start(), || {
-            format!("{bench}: node {k} joining did not finish")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{bench}: node {k} could not join: {e}"));
-        nodes.push(node);
-    }
-    for (k, node) in nodes.iter().enumerate() {
-        wait_until(
-            || node.cluster().members.len() == n,
-            || format!("{bench}: node {k} does not see {n} members: {:?}", node.cluster()),
-        )
-        .await;
-    }
+    let nodes = start_nodes(bench, n).await;
     let channel = format!("bench-{bench}");
-    let rx =
-        within(SETUP_DEADLINE, nodes[n - 1].receiver::<Msg>(&channel).capacity(CAPACITY), || {
-            format!("{bench}: registering the receiver did not finish")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{bench}: registering the receiver failed: {e}"));
-    let tx = within(SETUP_DEADLINE, nodes[0].sender::<Msg>(&channel), || {
-        format!("{bench}: registering the sender did not finish")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{bench}: registering the sender failed: {e}"));
-    wait_until(
-        || tx.receiver_count() == 1,
-        || format!("{bench}: the sender sees {} receivers, not 1", tx.receiver_count()),
-    )
-    .await;
+    let rx = receiver(bench, &nodes[n - 1], &channel).await;
+    let tx = sender(bench, &nodes[0], &channel, 1).await;
     Dchan { nodes, tx, rx }
-}
-
-/// Wait until `cond` holds, checking every few milliseconds; panics after [`SETUP_DEADLINE`].
-async fn wait_until(mut cond: impl FnMut() -> bool, what: impl FnOnce() -> String) {
-    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
-    while !cond() {
-        if tokio::time::Instant::now() >= deadline {
-            panic!("{} (deadline {SETUP_DEADLINE:?})", what());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Drop the endpoints, then shut the nodes down, last started first.
@@ -331,13 +224,7 @@ async fn dchan_teardown(bench: &'static str, d: Dchan) {
     let Dchan { nodes, tx, rx } = d;
     drop(tx);
     drop(rx);
-    for (k, node) in nodes.iter().enumerate().rev() {
-        within(SETUP_DEADLINE, node.shutdown(), || {
-            format!("{bench}: node {k} shutdown did not finish")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{bench}: node {k} shutdown failed: {e}"));
-    }
+    shutdown_nodes(bench, &nodes).await;
 }
 
 /// One round over dchan: a task sends `N` messages, the receiver counts them, under
