@@ -37,9 +37,16 @@
 //!    which puts it in the receiver's `inbox` and acknowledges it back.
 //! 6. `receiver`: [`Receiver::recv`] takes it out and decodes it.
 //!
+//! Acks go back the same way, coalesced per receiver and riding along with other frames when
+//! they are small (`outbox`).
+//!
 //! Beside the path: `registry` is the replicated state, `control` the writes to it and the
-//! membership changes (always through the leader), `raft` the Raft wiring and storage, `peer` the links between nodes, `endpoint` the
-//! trait behind `#[dchan::endpoint]`, `cluster` the snapshot [`Node::cluster`] returns.
+//! membership changes (always through the leader), `raft` the Raft wiring and storage, `peer` the
+//! links between nodes, `endpoint` the trait behind `#[dchan::endpoint]`, `cluster` the snapshot
+//! [`Node::cluster`] returns, `error` the errors.
+//!
+//! Programs run under `#[actix::main]` (or inside an `actix_rt::System`): each receiver has an
+//! actix actor. Senders may be used from any thread or runtime.
 //!
 //! # Promises
 //!

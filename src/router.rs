@@ -5,8 +5,9 @@
 //! not encoded); a remote one is fed through its node's [`Outbox`](crate::outbox::Outbox), within
 //! a [`Window`] of unacknowledged messages that is this pair's share of the network. Receivers take
 //! turns (round-robin, skipping any without room); since each remote node usually has one receiver
-//! of a channel, its turns still fill one data frame per batch. A sender that finds no room waits on [`ChannelRoute::wait`],
-//! woken when a receiver frees room, an ack returns credit, or the targets change.
+//! of a channel, its turns still fill one data frame per batch. A sender that finds no room waits
+//! on [`ChannelRoute::wait`], woken when a receiver frees room, an ack returns credit, or the
+//! targets change.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
