@@ -96,9 +96,9 @@ impl Outbox {
 struct Inner {
     /// Finished frames, oldest first.
     frames: VecDeque<Bytes>,
-    /// The data frame being filled at the end of `buf`, if any.
-    open: Option<Open>,
-    buf: BytesMut,
+    /// The data frames being filled, one per receiver that has messages queued: messages for
+    /// several receivers on one node, interleaved, still travel many to a frame.
+    open: Vec<Open>,
     /// Every push so far, counted.
     pushed: u64,
     /// Credit owed per receiver, not yet put in a frame.
@@ -109,46 +109,59 @@ struct Inner {
     lazy_armed: bool,
 }
 
+/// A data frame being filled for one receiver.
 #[derive(Debug)]
 struct Open {
     to: EndpointId,
-    /// Where the frame starts in `buf`.
-    start: usize,
+    buf: BytesMut,
     /// Where the 4-byte message count sits in `buf`.
     count_at: usize,
     count: u32,
 }
 
+impl Open {
+    fn new(to: EndpointId) -> Self {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.put_slice(&data_header(to));
+        buf.put_u8(b's');
+        buf.put_u8(0xdd); // array32: the count is patched as messages are added
+        let count_at = buf.len();
+        buf.put_u32(0);
+        Open { to, buf, count_at, count: 0 }
+    }
+}
+
 impl Inner {
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.open.is_none() && self.acks.is_empty()
+        self.frames.is_empty() && self.open.is_empty() && self.acks.is_empty()
     }
 
+    /// Queue every frame being filled, in the order they were opened.
     fn finish_open(&mut self) {
-        if self.open.take().is_some() {
-            self.frames.push_back(self.buf.split().freeze());
+        for open in self.open.drain(..) {
+            self.frames.push_back(open.buf.freeze());
         }
     }
 
-    /// Make sure the open frame is for `to` and has room.
-    fn open_for(&mut self, to: EndpointId) {
-        match &self.open {
-            Some(o) if o.to == to && self.buf.len() < DATA_FRAME_TARGET => return,
-            Some(_) => self.finish_open(),
-            None => {}
+    /// The index of the frame being filled for `to`, opening one if needed (a full one is
+    /// queued first: messages for one receiver stay in order).
+    fn open_for(&mut self, to: EndpointId) -> usize {
+        match self.open.iter().position(|o| o.to == to) {
+            Some(i) if self.open[i].buf.len() < DATA_FRAME_TARGET => i,
+            Some(i) => {
+                let full = std::mem::replace(&mut self.open[i], Open::new(to));
+                self.frames.push_back(full.buf.freeze());
+                i
+            }
+            None => {
+                self.open.push(Open::new(to));
+                self.open.len() - 1
+            }
         }
-        self.buf.reserve(DATA_FRAME_TARGET.min(4096));
-        let start = self.buf.len();
-        self.buf.put_slice(&data_header(to));
-        self.buf.put_u8(b's');
-        self.buf.put_u8(0xdd); // array32: the count is patched as messages are added
-        let count_at = self.buf.len();
-        self.buf.put_u32(0);
-        self.open = Some(Open { to, start, count_at, count: 0 });
     }
 
-    /// Append one message to the open frame, written by `write` after a bin32 header. A message
+    /// Append one message to `to`'s frame, written by `write` after a bin32 header. A message
     /// that would take the frame over `max` starts a frame of its own; one that is too large even
     /// alone is refused, leaving everything as it was.
     fn append(
@@ -158,36 +171,38 @@ impl Inner {
         write: impl Fn(&mut BytesMut) -> Result<(), PushError>,
     ) -> Result<(), PushError> {
         loop {
-            self.open_for(to);
-            let mark = self.buf.len();
-            self.buf.put_u8(0xc6);
-            self.buf.put_u32(0);
-            let written = write(&mut self.buf);
-            let Some(open) = self.open.as_mut() else { return Err(PushError::Closed) };
-            let size = self.buf.len() - open.start;
+            let i = self.open_for(to);
+            let open = &mut self.open[i];
+            let mark = open.buf.len();
+            open.buf.put_u8(0xc6);
+            open.buf.put_u32(0);
+            let written = write(&mut open.buf);
+            let size = open.buf.len();
             let refused = match written {
                 Ok(()) if size <= max => {
-                    let len = (self.buf.len() - mark - 5) as u32;
-                    self.buf[mark + 1..mark + 5].copy_from_slice(&len.to_be_bytes());
+                    let len = (size - mark - 5) as u32;
+                    open.buf[mark + 1..mark + 5].copy_from_slice(&len.to_be_bytes());
                     open.count += 1;
                     let at = open.count_at;
-                    self.buf[at..at + 4].copy_from_slice(&open.count.to_be_bytes());
+                    let count = open.count;
+                    open.buf[at..at + 4].copy_from_slice(&count.to_be_bytes());
                     return Ok(());
                 }
                 Ok(()) if open.count > 0 => {
-                    // Too much for this frame: close it with what it has, and go again.
-                    self.buf.truncate(mark);
-                    self.finish_open();
+                    // Too much for this frame: queue it with what it has, and go again.
+                    open.buf.truncate(mark);
+                    let full = std::mem::replace(open, Open::new(to));
+                    self.frames.push_back(full.buf.freeze());
                     continue;
                 }
                 Ok(()) => PushError::TooLarge { size, max },
                 Err(e) => e,
             };
-            self.buf.truncate(mark);
+            open.buf.truncate(mark);
             // A frame opened for this message alone goes too: an empty outbox must stay empty,
             // or the writer would not be woken by the next push.
-            if let Some(open) = self.open.take_if(|o| o.count == 0) {
-                self.buf.truncate(open.start);
+            if open.count == 0 {
+                self.open.swap_remove(i);
             }
             return Err(refused);
         }
@@ -438,6 +453,24 @@ mod tests {
             })
             .sum();
         assert_eq!(total, 4, "the refused message took nothing else with it");
+    }
+
+    #[test]
+    fn interleaved_receivers_each_get_one_frame_in_order() {
+        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let open = AtomicBool::new(false);
+        for i in 0..10u8 {
+            out.push_data(1 + u64::from(i % 2), &i, &open).unwrap();
+        }
+        let mut frames = Vec::new();
+        out.take(&mut frames);
+        assert_eq!(frames.len(), 2, "one frame per receiver, not one per message");
+        for f in &frames {
+            let Frame::Data { to, msgs } = decode(f).unwrap() else { panic!("not data") };
+            let got: Vec<u8> = msgs.iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
+            let want: Vec<u8> = (0..10).filter(|i| 1 + u64::from(i % 2) == to).collect();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
