@@ -14,6 +14,7 @@
 //! | `tokio_mpsc`         | a bounded `tokio::sync::mpsc` channel (capacity 1024) of [`Msg`], in-process |
 //! | `dchan_local`        | one node; a `Sender<Msg>` and a `Receiver<Msg>` (capacity 1024) on it: dchan's in-process path |
 //! | `dchan_two_nodes`    | two nodes in this process (bootstrap + join) over loopback; the sender on the first, the receiver (capacity 1024) on the second |
+//! | `dchan_two_nodes_four_receivers` | the same with four receivers on the second node, sharing the work (messages for several receivers on one node must still travel many to a frame) |
 //!
 //! Everything runs on one thread: the runtime is an actix `System` (a current-thread tokio
 //! runtime with a `LocalSet`), which dchan needs for its actors, and the baselines run on the
@@ -105,6 +106,7 @@ fn main() {
         tokio_mpsc(&mut group, &system);
         dchan_local(&mut group, &system);
         dchan_two_nodes(&mut group, &system);
+        dchan_two_nodes_four_receivers(&mut group, &system);
         group.finish();
     }
     c.final_summary();
@@ -206,30 +208,37 @@ async fn mpsc_round(
 struct Dchan {
     nodes: Vec<dchan::Node>,
     tx: dchan::Sender<Msg>,
-    rx: dchan::Receiver<Msg>,
+    rxs: Vec<dchan::Receiver<Msg>>,
 }
 
-/// Start `n` nodes, a receiver on the last one and a sender on the first one, and wait until the
-/// sender sees the receiver.
-async fn dchan_setup(bench: &'static str, n: usize) -> Dchan {
+/// Start `n` nodes, `receivers` receivers on the last one and a sender on the first one, and wait
+/// until the sender sees them all.
+async fn dchan_setup(bench: &'static str, n: usize, receivers: usize) -> Dchan {
     let nodes = start_nodes(bench, n).await;
     let channel = format!("bench-{bench}");
-    let rx = receiver(bench, &nodes[n - 1], &channel).await;
-    let tx = sender(bench, &nodes[0], &channel, 1).await;
-    Dchan { nodes, tx, rx }
+    let mut rxs = Vec::new();
+    for _ in 0..receivers {
+        rxs.push(receiver(bench, &nodes[n - 1], &channel).await);
+    }
+    let tx = sender(bench, &nodes[0], &channel, receivers).await;
+    Dchan { nodes, tx, rxs }
 }
 
 /// Drop the endpoints, then shut the nodes down, last started first.
 async fn dchan_teardown(bench: &'static str, d: Dchan) {
-    let Dchan { nodes, tx, rx } = d;
+    let Dchan { nodes, tx, rxs } = d;
     drop(tx);
-    drop(rx);
+    drop(rxs);
     shutdown_nodes(bench, &nodes).await;
 }
 
-/// One round over dchan: a task sends `N` messages, the receiver counts them, under
-/// [`ROUND_DEADLINE`].
-async fn dchan_round(bench: &'static str, tx: &dchan::Sender<Msg>, rx: &mut dchan::Receiver<Msg>) {
+/// One round over dchan: a task sends `N` messages; the receivers, polled together, take them
+/// (each message once, each receiver's share in order), under [`ROUND_DEADLINE`].
+async fn dchan_round(
+    bench: &'static str,
+    tx: &dchan::Sender<Msg>,
+    rxs: &mut [dchan::Receiver<Msg>],
+) {
     let sent = Rc::new(Cell::new(0u64));
     let received = Cell::new(0u64);
     let send = {
@@ -244,11 +253,29 @@ async fn dchan_round(bench: &'static str, tx: &dchan::Sender<Msg>, rx: &mut dcha
         })
     };
     let round = async {
-        for i in 0..N {
-            match rx.recv().await {
-                Some(m) => check_order(bench, i, m.id),
-                None => panic!("{bench}: the receiver ended after {i} of {N} messages"),
+        // One receiver: read it directly, as the tokio mpsc baseline does, and check exact order.
+        if let [rx] = rxs {
+            for i in 0..N {
+                match rx.recv().await {
+                    Some(m) => check_order(bench, i, m.id),
+                    None => panic!("{bench}: the receiver ended after {i} of {N} messages"),
+                }
+                received.set(i + 1);
             }
+            return send.await;
+        }
+        let mut last: Vec<Option<u64>> = vec![None; rxs.len()];
+        let mut seen = vec![false; N as usize];
+        let mut all = futures::stream::select_all(
+            rxs.iter_mut().enumerate().map(|(k, rx)| rx.map(move |m| (k, m.id))),
+        );
+        for i in 0..N {
+            let Some((k, id)) = all.next().await else {
+                panic!("{bench}: a receiver ended after {i} of {N} messages")
+            };
+            assert!(last[k] < Some(id), "{bench}: receiver {k} got {id} after {:?}", last[k]);
+            assert!(!std::mem::replace(&mut seen[id as usize], true), "{bench}: {id} twice");
+            last[k] = Some(id);
             received.set(i + 1);
         }
         send.await
@@ -270,12 +297,13 @@ fn dchan_bench(
     system: &actix_rt::SystemRunner,
     bench: &'static str,
     n: usize,
+    receivers: usize,
 ) {
     // Set up on first use, so that a filtered-out benchmark starts no node.
     let mut setup: Option<Dchan> = None;
     group.bench_function(bench, |b| {
-        let d = setup.get_or_insert_with(|| system.block_on(dchan_setup(bench, n)));
-        b.iter_custom(|iters| time_rounds!(system, iters, dchan_round(bench, &d.tx, &mut d.rx)));
+        let d = setup.get_or_insert_with(|| system.block_on(dchan_setup(bench, n, receivers)));
+        b.iter_custom(|iters| time_rounds!(system, iters, dchan_round(bench, &d.tx, &mut d.rxs)));
     });
     if let Some(d) = setup {
         system.block_on(dchan_teardown(bench, d));
@@ -283,9 +311,13 @@ fn dchan_bench(
 }
 
 fn dchan_local(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
-    dchan_bench(group, system, "dchan_local", 1);
+    dchan_bench(group, system, "dchan_local", 1, 1);
 }
 
 fn dchan_two_nodes(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
-    dchan_bench(group, system, "dchan_two_nodes", 2);
+    dchan_bench(group, system, "dchan_two_nodes", 2, 1);
+}
+
+fn dchan_two_nodes_four_receivers(group: &mut Group<'_>, system: &actix_rt::SystemRunner) {
+    dchan_bench(group, system, "dchan_two_nodes_four_receivers", 2, 4);
 }
