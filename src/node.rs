@@ -94,7 +94,24 @@ impl std::fmt::Debug for Core {
 
 /// A member of a dchan cluster.
 ///
-/// Cheap to clone: clones share one node. Create it with [`Node::builder`].
+/// Cheap to clone: clones share one node. Create it with [`Node::builder`], inside an actix
+/// system (`#[actix::main]`, `#[actix_rt::test]` or `actix_rt::System::new().block_on(..)`):
+/// each receiver has an actix actor, and `Actor::start` panics outside a system.
+///
+/// # Examples
+///
+/// ```
+/// # #[actix::main]
+/// # async fn main() -> Result<(), dchan::Error> {
+/// let first = dchan::Node::builder().listen("127.0.0.1:0").bootstrap().start().await?;
+/// let second = dchan::Node::builder().join([first.addr()]).start().await?;
+/// let view = second.cluster();
+/// assert_eq!(view.members.len(), 2);
+/// assert_eq!(view.leader, Some(first.id()));
+/// second.shutdown().await?;
+/// first.shutdown().await
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Node {
     pub(crate) core: Arc<Core>,
