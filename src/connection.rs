@@ -232,6 +232,7 @@ async fn read_loop(
             }
             Frame::Ack { to, n } => core.ack(to, n),
             Frame::Fence { channel } => core.fence(remote, &channel),
+            Frame::Gone { to } => core.gone(remote, to),
             Frame::Response { id, body } => peer.complete(id, *body),
             Frame::Request { id, body } => match *body {
                 req @ (Request::AppendEntries(_)

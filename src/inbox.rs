@@ -63,6 +63,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// Give everything held, and everything still arriving, to the endpoint actor to re-route
     /// (the receiver was dropped, or its node is leaving). The receiver then ends.
     fn hand_over(&self);
+    /// Whether the inbox was handed over (its receiver is gone).
+    fn is_detached(&self) -> bool;
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -363,6 +365,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 actor.do_send(Detached(rx));
             }
         }
+    }
+
+    fn is_detached(&self) -> bool {
+        self.lock().detached.is_some()
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -81,6 +81,12 @@ pub(crate) struct Core {
     fenced: Mutex<HashSet<String>>,
     /// The members at the last refresh: a node that drops out of them has left, and its link goes.
     members: Mutex<BTreeSet<NodeId>>,
+    /// Every receiver in the registry at the last refresh, with its node: one that drops out is
+    /// told (`Gone`) by every node, after the last data it had for it.
+    receivers: Mutex<BTreeMap<EndpointId, NodeId>>,
+    /// `Gone`s received for receivers of this node, by receiver. A dropped receiver's inbox keeps
+    /// re-routing late arrivals until every member has said `Gone`; then it is let go.
+    gones: Mutex<HashMap<EndpointId, BTreeSet<NodeId>>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -214,6 +220,8 @@ impl NodeBuilder {
                 fences: Mutex::default(),
                 fenced: Mutex::default(),
                 members: Mutex::default(),
+                receivers: Mutex::default(),
+                gones: Mutex::default(),
             });
             core.peers.set_core(Arc::downgrade(&core));
             tasks.spawn(crate::connection::accept_loop(listener, core.clone()).in_current_span());
@@ -287,6 +295,13 @@ impl Node {
             capacity: DEFAULT_CAPACITY,
             _t: std::marker::PhantomData,
         }
+    }
+
+    /// Not part of the API (for dchan's tests): how many receiver inboxes this node holds,
+    /// including those of dropped receivers that are still re-routing late arrivals.
+    #[doc(hidden)]
+    pub fn __inbox_count(&self) -> usize {
+        self.core.inbox_count()
     }
 
     /// A snapshot of the cluster as this node knows it: members, leader, channels.
@@ -525,6 +540,44 @@ impl Core {
         }
     }
 
+    /// Node `from` sends nothing more to receiver `to` (called by the connection reader).
+    pub(crate) fn gone(&self, from: NodeId, to: EndpointId) {
+        lock(&self.gones).entry(to).or_default().insert(from);
+        let registry = self.registry.borrow().clone();
+        self.release_tombstones(&registry);
+    }
+
+    /// Let go of the inboxes of dropped receivers that nothing more can reach: removed from the
+    /// registry, and every other member has said `Gone`. Their actors end once they have
+    /// re-routed what is left.
+    fn release_tombstones(&self, registry: &Registry) {
+        let registered: BTreeSet<EndpointId> =
+            registry.channels.values().flat_map(|c| c.endpoints.keys().copied()).collect();
+        let mut inboxes = lock(&self.inboxes);
+        let mut gones = lock(&self.gones);
+        inboxes.retain(|id, inbox| {
+            if registered.contains(id) || !inbox.is_detached() {
+                return true;
+            }
+            let heard = gones.get(id);
+            let waiting = registry
+                .nodes
+                .keys()
+                .any(|n| *n != self.id && !heard.is_some_and(|h| h.contains(n)));
+            if !waiting {
+                gones.remove(id);
+            }
+            waiting
+        });
+        // A `Gone` for an inbox this node does not hold (any more) has nothing left to count.
+        gones.retain(|id, _| inboxes.contains_key(id));
+    }
+
+    /// How many receivers' inboxes this node holds, dropped ones still re-routing included.
+    pub(crate) fn inbox_count(&self) -> usize {
+        lock(&self.inboxes).len()
+    }
+
     /// Node `from` fenced `channel` (called by the connection reader).
     pub(crate) fn fence(&self, from: NodeId, channel: &str) {
         lock(&self.fences).entry(channel.to_owned()).or_default().insert(from);
@@ -574,6 +627,24 @@ impl Core {
         lock(&self.windows).retain(|id, (_, route)| {
             registry.channels.get(&route.name).is_some_and(|c| c.endpoints.contains_key(id))
         });
+        // Receivers that are gone: say so to their node, behind any data already queued for them
+        // (the routers above no longer pick them, so nothing more can follow).
+        let now: BTreeMap<EndpointId, NodeId> = registry
+            .channels
+            .values()
+            .flat_map(|c| c.receivers().map(|e| (e.id, e.node)))
+            .collect();
+        let before = std::mem::replace(&mut *lock(&self.receivers), now.clone());
+        for (id, node) in before.iter().filter(|(id, _)| !now.contains_key(id)) {
+            if *node == self.id {
+                continue;
+            }
+            if let Some(addr) = registry.nodes.get(node) {
+                let frame = wire::encode(&Frame::Gone { to: *id });
+                self.peers.get(*node, addr).outbox.push_frame(frame);
+            }
+        }
+        self.release_tombstones(registry);
         // Fence every closed channel once: nothing more of it will leave this node.
         for ch in registry.channels.values().filter(|c| c.closed && c.closed_by.contains(&self.id))
         {

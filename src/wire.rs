@@ -68,6 +68,11 @@ pub(crate) enum Frame<'a> {
         /// The closed channel.
         channel: String,
     },
+    /// The sending node applied the removal of receiver `to`: no more data for it follows.
+    Gone {
+        /// The removed receiver.
+        to: EndpointId,
+    },
 }
 
 /// Requests between nodes.

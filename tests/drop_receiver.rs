@@ -65,3 +65,43 @@ async fn dropping_a_receiver_mid_stream_loses_nothing() {
     assert_eq!(got.len() as u64, N, "every message received once");
     shutdown(nodes).await;
 }
+
+/// Receivers made and dropped over and over (say, one per request) leave nothing behind: once
+/// every node has said it sends nothing more to a dropped receiver, its inbox and actor go.
+#[actix_rt::test]
+async fn dropped_receivers_are_let_go() {
+    let nodes = cluster(3).await;
+    let mut steady = nodes[1].receiver::<u64>("churn").capacity(16).await.expect("rx");
+    let txs = [
+        nodes[0].sender::<u64>("churn").await.expect("tx"),
+        nodes[2].sender::<u64>("churn").await.expect("tx"),
+    ];
+    let mut next = 0u64;
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let temp = nodes[1].receiver::<u64>("churn").capacity(4).await.expect("rx");
+        for tx in &txs {
+            within("wait", tx.wait_for_receivers(2)).await.expect("open");
+            for _ in 0..8 {
+                tx.send(next).await.expect("send");
+                next += 1;
+            }
+        }
+        drop(temp); // what it held goes to `steady`
+        while let Ok(v) = steady.try_recv() {
+            got.push(v);
+        }
+    }
+    common::eventually(|| {
+        while let Ok(v) = steady.try_recv() {
+            got.push(v);
+        }
+        got.len() as u64 == next
+    })
+    .await;
+    got.sort_unstable();
+    assert_eq!(got, (0..next).collect::<Vec<_>>(), "every message once");
+    // Only the steady receiver's inbox is left on its node.
+    common::eventually(|| nodes[1].__inbox_count() == 1).await;
+    shutdown(nodes).await;
+}
