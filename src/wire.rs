@@ -4,8 +4,8 @@
 //! told apart from a corrupt one. Frames are Raft RPCs (request/response pairs matched by id),
 //! registry writes forwarded to the leader, and the message path itself: [`Frame::Data`] carries
 //! a batch of encoded messages for one receiver, [`Frame::Ack`] hands window credit back to the
-//! sending node, and [`Frame::Fence`] tells a receiving node that nothing more of a closed channel
-//! is on its way from this node. Data frames are built in place by [`crate::outbox`] without
+//! sending node, [`Frame::Fence`] tells a receiving node that nothing more of a closed channel is
+//! on its way from this node, and [`Frame::Gone`] the same of one removed receiver. Data frames are built in place by [`crate::outbox`] without
 //! going through serde; a test below checks that serde decodes them.
 
 use openraft::error::{InstallSnapshotError, RaftError};
