@@ -41,7 +41,7 @@ async fn a_full_remote_receiver_holds_senders_back_and_loses_nothing() {
     let nodes = cluster(2).await;
     let mut rx = nodes[1].receiver::<u64>("bp-remote").capacity(8).await.expect("rx");
     let tx = nodes[0].sender::<u64>("bp-remote").await.expect("tx");
-    common::eventually(|| tx.receiver_count() == 1).await;
+    common::within("receiver known", tx.wait_for_receivers(1)).await.expect("open");
 
     // The buffer (8) plus one window per sending node (8) may be in flight: then Full.
     let mut sent = fill(&tx, 0);

@@ -16,7 +16,7 @@ async fn broadcast_reaches_every_receiver_once() {
     ];
     receivers_visible(&nodes, "news", 4).await;
     let tx = nodes[0].sender::<u32>("news").await.expect("tx");
-    common::eventually(|| tx.receiver_count() == 4).await;
+    common::within("receivers known", tx.wait_for_receivers(4)).await.expect("open");
 
     for i in 0..100 {
         assert_eq!(within("broadcast", tx.broadcast(i)).await.expect("broadcast"), 4);
@@ -37,7 +37,7 @@ async fn broadcast_waits_for_room_instead_of_dropping() {
     let nodes = cluster(2).await;
     let mut rx = nodes[1].receiver::<u32>("slow-news").capacity(4).await.expect("rx");
     let tx = nodes[0].sender::<u32>("slow-news").await.expect("tx");
-    common::eventually(|| tx.receiver_count() == 1).await;
+    common::within("receiver known", tx.wait_for_receivers(1)).await.expect("open");
     let sending = actix_rt::spawn(async move {
         for i in 0..200 {
             tx.broadcast(i).await.expect("broadcast");

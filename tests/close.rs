@@ -22,7 +22,7 @@ async fn close_then_drain_then_none_on_every_node() {
         v
     };
     for tx in &txs {
-        common::eventually(|| tx.receiver_count() == 3).await;
+        common::within("receivers known", tx.wait_for_receivers(3)).await.expect("open");
     }
     // Enough to leave messages buffered and in flight when the close commits.
     const N: u64 = 3_000;
@@ -89,7 +89,7 @@ async fn a_close_racing_data_in_flight_loses_nothing() {
     let sender_node = nodes.iter().find(|n| n.id() != leader && n.id() != nodes[1].id());
     let sender_node = sender_node.unwrap_or(&nodes[2]);
     let tx = sender_node.sender::<u64>("race").await.expect("tx");
-    common::eventually(|| tx.receiver_count() == 1).await;
+    common::within("receiver known", tx.wait_for_receivers(1)).await.expect("open");
     for i in 0..N {
         tx.try_send(i).expect("window and capacity hold all of it");
     }

@@ -13,7 +13,7 @@ async fn dropping_a_receiver_mid_stream_loses_nothing() {
     let mut local = nodes[0].receiver::<u64>("handover").capacity(64).await.expect("rx");
     receivers_visible(&nodes, "handover", 3).await;
     let tx = nodes[0].sender::<u64>("handover").await.expect("tx");
-    common::eventually(|| tx.receiver_count() == 3).await;
+    common::within("receivers known", tx.wait_for_receivers(3)).await.expect("open");
 
     const N: u64 = 20_000;
     let sending = {
@@ -24,13 +24,9 @@ async fn dropping_a_receiver_mid_stream_loses_nothing() {
             }
         })
     };
-    // Let the doomed receiver fill up without reading, then drop it while sends go on.
-    common::eventually(|| {
-        nodes[0].cluster().channel("handover").is_some() && !sending.is_finished()
-    })
-    .await;
+    // Read a little so that the stream is really under way (the doomed receiver, which never
+    // reads, fills up meanwhile), then drop it while sends go on.
     let mut got = Vec::new();
-    // Read a little from the others so that the stream is really under way.
     for _ in 0..100 {
         got.push(within("recv", survivor.recv()).await.expect("open"));
     }

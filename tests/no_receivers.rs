@@ -31,8 +31,11 @@ async fn send_waits_for_a_receiver_that_registers_later_on_another_node() {
         let tx = tx.clone();
         actix_rt::spawn(async move { tx.send("waited".into()).await })
     };
-    // The send is parked: no receiver exists yet.
-    common::eventually(|| !sending.is_finished()).await;
+    // Let the send run until it parks: with no receiver it cannot complete.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!sending.is_finished(), "send completed with no receiver");
     let mut rx = nodes[1].receiver::<String>("later").await.expect("rx");
     assert_eq!(within("recv", rx.recv()).await.as_deref(), Some("waited"));
     within("send", sending).await.expect("task").expect("send");

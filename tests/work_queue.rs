@@ -28,7 +28,7 @@ async fn fifty_thousand_jobs_two_senders_three_receivers_three_nodes() {
     let tx_a = nodes[0].sender::<Job>("jobs").await.expect("sender a");
     let tx_b = nodes[1].sender::<Job>("jobs").await.expect("sender b");
     for tx in [&tx_a, &tx_b] {
-        common::eventually(|| tx.receiver_count() == 3).await;
+        common::within("receivers known", tx.wait_for_receivers(3)).await.expect("open");
     }
 
     let send = |tx: dchan::Sender<Job>, sender: u8| async move {
