@@ -99,15 +99,16 @@ pub(crate) async fn keep_connected(core: Weak<Core>, peer: Arc<Peer>) {
         };
         let Some(node) = core.upgrade() else { return };
         let (me, my_addr, max_frame) = (node.id, node.addr, node.peers.max_frame);
+        let addr = peer.addr();
         let run = async {
-            let conn = dial(&peer.addr, me, my_addr, max_frame).await?;
+            let conn = dial(&addr, me, my_addr, max_frame).await?;
             if conn.remote != peer.id {
                 return Err(Error::Join(format!(
-                    "{} is node {}, expected node {}",
-                    peer.addr, conn.remote, peer.id
+                    "{addr} is node {}, expected node {}",
+                    conn.remote, peer.id
                 )));
             }
-            tracing::debug!(addr = %peer.addr, "connected");
+            tracing::debug!(%addr, "connected");
             backoff = Duration::from_millis(20);
             run(&node, conn.framed, &peer, Some(claim)).await
         };
@@ -168,7 +169,7 @@ async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
     let mut framed = framed(stream, core.peers.max_frame);
     let (remote, addr) = read_hello(&mut framed).await?;
     framed.send(hello(core.id, core.addr)).await?;
-    let peer = core.peers.get(remote, &addr);
+    let peer = core.peers.get_or_add(remote, &addr);
     let claim = peer.claim_writer();
     run(core, framed, &peer, claim).await
 }
@@ -225,6 +226,7 @@ async fn read_loop(
     let mut rpc_rx = Some(rpc_rx);
     while let Some(buf) = stream.next().await {
         let buf = buf?.freeze();
+        peer.heard();
         let frame = wire::decode(&buf).map_err(|e| Error::Codec(e.to_string()))?;
         match frame {
             Frame::Data { to, msgs } => {

@@ -6,13 +6,10 @@
 //! caller then waits until its own node has applied it, so that a `receiver()` that returns is
 //! already in this node's routers.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers};
 use tracing::Instrument;
 
 use crate::node::{Core, HAND_OVER_TIMEOUT};
@@ -31,14 +28,20 @@ impl Core {
             if self.cancel.is_cancelled() {
                 return Err(Error::Shutdown);
             }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let attempt = match self.leader().await {
-                Some((leader, _)) if leader == self.id => self.write_here(cmd.clone()).await,
+                // A leader cut off from the majority never commits: bounded like the rest.
+                Some((leader, _)) if leader == self.id => {
+                    match tokio::time::timeout(left, self.write_here(cmd.clone())).await {
+                        Ok(r) => r,
+                        Err(_) => Err("not committed: no majority answered".into()),
+                    }
+                }
                 Some((leader, addr)) => {
-                    let peer = self.peers.get(leader, &addr);
-                    match peer.request(Request::Write(cmd.clone()), WRITE_TIMEOUT).await {
+                    match self.ask_leader(leader, &addr, Request::Write(cmd.clone()), left).await {
                         Ok(Response::Write(r)) => r,
                         Ok(_) => Err("unexpected answer".into()),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(e),
                     }
                 }
                 None => Err("no leader".into()),
@@ -58,7 +61,7 @@ impl Core {
                     return Ok(outcome);
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(Error::Registry(e))
+                    return Err(Error::NoQuorum { waited: WRITE_TIMEOUT, last: e })
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "registry write will be retried");
@@ -87,6 +90,26 @@ impl Core {
         let leader = metrics.current_leader?;
         let addr = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
         Some((leader, addr))
+    }
+
+    /// Send `req` to `leader` and wait for its answer, up to `timeout`, or until this node learns
+    /// of another leader: a leader that died cannot answer, and waiting out the whole timeout
+    /// for it would stall every registration until then. The request may still have been
+    /// carried out; every request is idempotent, so the caller retries it.
+    async fn ask_leader(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        let peer = self.peers.get(leader, addr);
+        let mut metrics = self.raft.metrics();
+        let moved = metrics.wait_for(|m| m.current_leader != Some(leader));
+        tokio::select! {
+            r = peer.request(req, timeout) => r.map_err(|e| e.to_string()),
+            _ = moved => Err(format!("node {leader} is no longer the leader")),
+        }
     }
 
     /// Wait (briefly) for Raft's view to change before retrying a write.
@@ -121,6 +144,7 @@ impl Core {
             kind,
             node: self.id,
             capacity,
+            token: crate::registry::token(),
         };
         match self.write(cmd).await? {
             Outcome::Registered(id) => Ok(id),
@@ -177,8 +201,8 @@ impl Core {
         loop {
             let res = match self.leader().await {
                 Some((leader, _)) if leader == self.id => match &req {
-                    Request::Join { node, addr } => self.add_member(*node, addr).await,
-                    Request::Leave { node } => self.remove_member(*node).await,
+                    Request::Join { node, addr } => self.membership.join(*node, addr).await,
+                    Request::Leave { node } => self.membership.leave(*node).await,
                     _ => Err("not a membership request".into()),
                 },
                 Some((leader, addr)) => {
@@ -189,10 +213,11 @@ impl Core {
                         Request::Leave { node } => Request::Leave { node: *node },
                         _ => return Err("not a membership request".into()),
                     };
-                    match self.peers.get(leader, &addr).request(fwd, WRITE_TIMEOUT).await {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match self.ask_leader(leader, &addr, fwd, left).await {
                         Ok(Response::Membership(r)) => r,
                         Ok(_) => Err("unexpected answer".into()),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(e),
                     }
                 }
                 None => Err("no leader".into()),
@@ -205,49 +230,6 @@ impl Core {
                     self.wait_leader_change().await;
                 }
             }
-        }
-    }
-
-    /// On the leader: add `node` as a learner, and promote it while there are fewer than 3 voters.
-    async fn add_member(&self, node: NodeId, addr: &str) -> Result<(), String> {
-        self.raft.add_learner(node, BasicNode::new(addr), true).await.map_err(|e| e.to_string())?;
-        let voters =
-            self.raft.metrics().borrow().membership_config.membership().voter_ids().count();
-        if voters < 3 {
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// On the leader: remove `node`'s endpoints, then the node itself, keeping up the voters.
-    async fn remove_member(&self, node: NodeId) -> Result<(), String> {
-        self.write_here(Command::RemoveNode { node }).await?;
-        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let change = if voters.contains(&node) {
-            if voters.len() == 1 {
-                return Ok(()); // the last voter cannot be removed; the cluster ends with it
-            }
-            if let Some(learner) = membership.learner_ids().find(|l| *l != node) {
-                self.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([node]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([node]))
-        };
-        match self.raft.change_membership(change, false).await {
-            Ok(_) => Ok(()),
-            // The leader removing itself may lose leadership as the change commits.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if node == self.id => {
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
         }
     }
 

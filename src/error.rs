@@ -29,6 +29,16 @@ pub enum Error {
     /// Raft could not commit the request (no leader reachable, the node is shutting down, ...).
     #[error("registry: {0}")]
     Registry(String),
+    /// No majority of the voters answered in time: the registry cannot change now (this node
+    /// may be cut off from the rest, or too many voters are down). Channels between reachable
+    /// nodes keep working; try again later.
+    #[error("no quorum: the registry could not commit within {waited:?} (last attempt: {last})")]
+    NoQuorum {
+        /// How long the write was tried.
+        waited: std::time::Duration,
+        /// Why the last attempt failed.
+        last: String,
+    },
     /// Joining the cluster through the given addresses failed.
     #[error("could not join the cluster: {0}")]
     Join(String),

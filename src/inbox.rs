@@ -177,10 +177,22 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     }
 
     /// Take the next message, or register `cx` to be woken when there is one.
+    ///
+    /// Takes part in tokio's cooperative budget, as tokio's own channels do: a task that keeps
+    /// finding a message ready yields to the runtime now and then (by returning `Pending` once
+    /// its budget is spent), so the node's tasks and the application's other tasks on the same
+    /// thread keep running.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         match self.next(Some(cx.waker())) {
-            Ok(v) => Poll::Ready(Some(v)),
-            Err(TryRecvError::Closed) => Poll::Ready(None),
+            Ok(v) => {
+                coop.made_progress();
+                Poll::Ready(Some(v))
+            }
+            Err(TryRecvError::Closed) => {
+                coop.made_progress();
+                Poll::Ready(None)
+            }
             Err(TryRecvError::Empty) => Poll::Pending,
         }
     }

@@ -63,6 +63,7 @@ mod control;
 mod endpoint;
 mod error;
 mod inbox;
+mod membership;
 mod node;
 mod outbox;
 mod peer;

@@ -25,8 +25,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cluster::{ClusterInfo, Member, Role};
-use crate::control::WRITE_TIMEOUT;
 use crate::inbox::{ErasedInbox, Inbox};
+use crate::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
 use crate::peer::{lock, Peers};
 use crate::raft::store::{LogStore, StateMachine};
 use crate::raft::{Network, Raft};
@@ -42,6 +42,12 @@ pub(crate) const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A receiver's default capacity.
 pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// How long `start` keeps trying to join through the seeds, by default.
+const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one join attempt waits for the answer before the next is made.
+const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many messages for endpoints this node does not know yet may wait for them.
 const MAX_PARKED: usize = 1 << 16;
@@ -63,6 +69,8 @@ pub(crate) struct Core {
     pub(crate) raft: Raft,
     pub(crate) registry: watch::Receiver<Arc<Registry>>,
     pub(crate) peers: Arc<Peers>,
+    /// Joins, leaves, failure detection and the voter count, carried out while this node leads.
+    pub(crate) membership: Arc<Membership>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
     /// The node's span, for tasks started from outside it (a handle dropped anywhere).
@@ -131,6 +139,9 @@ pub struct NodeBuilder {
     bootstrap: bool,
     join: Vec<String>,
     max_frame: usize,
+    voters: usize,
+    failure_timeout: Duration,
+    join_timeout: Duration,
 }
 
 impl Default for NodeBuilder {
@@ -140,6 +151,9 @@ impl Default for NodeBuilder {
             bootstrap: false,
             join: Vec::new(),
             max_frame: wire::DEFAULT_MAX_FRAME,
+            voters: DEFAULT_VOTERS,
+            failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
         }
     }
 }
@@ -173,6 +187,30 @@ impl NodeBuilder {
         self
     }
 
+    /// How many members vote in Raft (default 3; 3 or 5 make sense): the leader promotes caught-up
+    /// learners until there are this many voters. The rest replicate the registry as learners.
+    /// Applies while this node leads, so give every node the same value.
+    pub fn voters(mut self, voters: usize) -> Self {
+        self.voters = voters.max(1);
+        self
+    }
+
+    /// How long a member may stop answering before the leader removes it from the cluster, with
+    /// all its endpoints (default 2 s). Raft heartbeats go out every 100 ms, so anything much
+    /// below a second mistakes a busy network for a dead node.
+    pub fn failure_timeout(mut self, timeout: Duration) -> Self {
+        self.failure_timeout = timeout;
+        self
+    }
+
+    /// How long [`start`](NodeBuilder::start) keeps asking the seeds to let this node in
+    /// (default 30 s): seeds that are not up yet, or a leader being elected, are waited for,
+    /// retrying with backoff.
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = timeout;
+        self
+    }
+
     /// Bind, start Raft, and bootstrap or join. Returns once this node is a member.
     ///
     /// # Errors
@@ -203,12 +241,20 @@ impl NodeBuilder {
             )
             .await
             .map_err(|e| Error::Registry(e.to_string()))?;
+            let membership = Arc::new(Membership::new(
+                id,
+                raft.clone(),
+                peers.clone(),
+                self.voters,
+                self.failure_timeout,
+            ));
             let core = Arc::new(Core {
                 id,
                 addr,
                 raft,
                 registry,
                 peers,
+                membership: membership.clone(),
                 cancel,
                 tasks: tasks.clone(),
                 span: tracing::Span::current(),
@@ -226,9 +272,13 @@ impl NodeBuilder {
             core.peers.set_core(Arc::downgrade(&core));
             tasks.spawn(crate::connection::accept_loop(listener, core.clone()).in_current_span());
             tasks.spawn(watch_registry(core.clone()).in_current_span());
+            tasks.spawn(membership.keep(core.cancel.clone()).in_current_span());
             let node = Node { core };
-            let joined =
-                if self.bootstrap { node.bootstrap().await } else { node.join(&self.join).await };
+            let joined = if self.bootstrap {
+                node.bootstrap().await
+            } else {
+                node.join(&self.join, self.join_timeout).await
+            };
             if let Err(e) = joined {
                 node.stop().await;
                 return Err(e);
@@ -375,30 +425,63 @@ impl Node {
         core.wait_member(core.id).await
     }
 
-    async fn join(&self, seeds: &[String]) -> Result<(), Error> {
+    /// Ask the seeds, in turn and again with backoff, to let this node in, until it is a member
+    /// or `timeout` has passed. The leader answers a repeated join as it did the first, and a
+    /// node whose answer was lost is in as soon as its own registry lists it.
+    async fn join(&self, seeds: &[String], timeout: Duration) -> Result<(), Error> {
         let core = &self.core;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut registry = core.registry.clone();
+        let me = core.id;
+        let member = registry.wait_for(|r| r.nodes.contains_key(&me));
+        tokio::pin!(member);
         let mut last = String::from("no seed given");
-        for seed in seeds {
-            let dialed =
-                match crate::connection::dial(seed, core.id, core.addr, core.peers.max_frame).await
-                {
-                    Ok(d) => d,
-                    Err(e) => {
-                        last = format!("{seed}: {e}");
-                        continue;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            for seed in seeds {
+                let attempt = async {
+                    let (me, addr, max) = (core.id, core.addr, core.peers.max_frame);
+                    let dialed = crate::connection::dial(seed, me, addr, max)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let peer = core.peers.get_or_add(dialed.remote, seed);
+                    drop(dialed);
+                    let req = Request::Join { node: me, addr: addr.to_string() };
+                    match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
+                        Ok(Response::Membership(r)) => r,
+                        Ok(_) => Err("unexpected answer".into()),
+                        Err(e) => Err(e.to_string()),
                     }
                 };
-            let peer = core.peers.get(dialed.remote, seed);
-            drop(dialed);
-            let req = Request::Join { node: core.id, addr: core.addr.to_string() };
-            match peer.request(req, WRITE_TIMEOUT).await {
-                Ok(Response::Membership(Ok(()))) => return core.wait_member(core.id).await,
-                Ok(Response::Membership(Err(e))) => last = format!("{seed}: {e}"),
-                Ok(_) => last = format!("{seed}: unexpected answer"),
-                Err(e) => last = format!("{seed}: {e}"),
+                tokio::select! {
+                    joined = &mut member => return joined.map(|_| ()).map_err(|_| Error::Shutdown),
+                    answer = tokio::time::timeout_at(deadline, attempt) => match answer {
+                        Ok(Ok(())) => {
+                            return match tokio::time::timeout_at(deadline, &mut member).await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err(_)) => Err(Error::Shutdown),
+                                Err(_) => Err(Error::Join(format!(
+                                    "{seed} let this node in, but the membership did not reach it within {timeout:?}"
+                                ))),
+                            };
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%seed, error = %e, "join attempt failed");
+                            last = format!("{seed}: {e}");
+                        }
+                        Err(_) => return Err(Error::Join(format!("{last} (gave up after {timeout:?})"))),
+                    },
+                }
             }
+            tokio::select! {
+                joined = &mut member => return joined.map(|_| ()).map_err(|_| Error::Shutdown),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Join(format!("{last} (gave up after {timeout:?})")))
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        Err(Error::Join(last))
     }
 }
 
@@ -618,6 +701,13 @@ impl Core {
         let before = std::mem::replace(&mut *lock(&self.members), now.clone());
         for gone in before.difference(&now).filter(|n| **n != self.id) {
             self.peers.remove(*gone);
+        }
+        // The membership says where each member listens: links dial that, whatever a seed or a
+        // hello said before.
+        for (id, addr) in registry.nodes.iter().filter(|(id, _)| **id != self.id) {
+            if self.peers.find(*id).is_some() {
+                self.peers.get(*id, addr);
+            }
         }
         let routes: Vec<_> = lock(&self.routes).values().cloned().collect();
         for route in &routes {

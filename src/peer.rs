@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -38,11 +38,21 @@ pub(crate) enum RpcError {
     Disconnected(NodeId),
 }
 
+/// Milliseconds on a monotonic clock shared by every node of the process.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
 /// One remote node.
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) id: NodeId,
-    pub(crate) addr: String,
+    /// Where to dial it: from the membership once it is a member (a seed's address or what its
+    /// hello said until then). Read afresh at every dial.
+    addr: Mutex<String>,
+    /// When a frame last came from it ([`now_ms`]); what the failure detector reads.
+    last_heard: AtomicU64,
     /// Everything queued for this peer, drained by the connection's writer.
     pub(crate) outbox: Outbox,
     /// Requests sent and not yet answered.
@@ -77,6 +87,21 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Peer {
+    /// The address this peer is dialed at.
+    pub(crate) fn addr(&self) -> String {
+        lock(&self.addr).clone()
+    }
+
+    /// A frame came from this peer.
+    pub(crate) fn heard(&self) {
+        self.last_heard.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since a frame came from this peer (or since it was created).
+    pub(crate) fn silent_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_heard.load(Ordering::Relaxed)))
+    }
+
     /// Send `req` and wait up to `timeout` for the answer.
     pub(crate) async fn request(
         &self,
@@ -143,17 +168,34 @@ impl Peers {
         let _ = self.core.set(core);
     }
 
-    /// The peer `id`, listening on `addr`; dialed in the background the first time it is asked for.
+    /// The peer `id`, listening on `addr` as the membership says (an address it had before is
+    /// replaced); dialed in the background the first time it is asked for.
     pub(crate) fn get(&self, id: NodeId, addr: &str) -> Arc<Peer> {
+        self.get_with(id, addr, true)
+    }
+
+    /// The peer `id`; `addr` (a seed's address, or what its hello said) is used only if this node
+    /// does not know the peer yet: the membership's address wins.
+    pub(crate) fn get_or_add(&self, id: NodeId, addr: &str) -> Arc<Peer> {
+        self.get_with(id, addr, false)
+    }
+
+    fn get_with(&self, id: NodeId, addr: &str, authoritative: bool) -> Arc<Peer> {
         let mut map = lock(&self.map);
         if let Some(p) = map.get(&id) {
-            if p.addr == addr {
-                return p.clone();
+            if authoritative {
+                let mut current = lock(&p.addr);
+                if *current != addr {
+                    tracing::debug!(peer = id, from = %current, to = %addr, "peer address updated");
+                    *current = addr.to_owned();
+                }
             }
+            return p.clone();
         }
         let peer = Arc::new(Peer {
             id,
-            addr: addr.to_owned(),
+            addr: Mutex::new(addr.to_owned()),
+            last_heard: AtomicU64::new(now_ms()),
             outbox: Outbox::new(self.max_frame),
             pending: Mutex::default(),
             next_request: AtomicU64::new(1),

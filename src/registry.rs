@@ -15,6 +15,15 @@ pub(crate) type NodeId = u64;
 /// An endpoint's id, unique in the cluster for its lifetime (assigned when its registration applies).
 pub(crate) type EndpointId = u64;
 
+/// A fresh registration token (see [`Command::Register`]).
+pub(crate) fn token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.finish()
+}
+
 /// A change to the registry, committed through Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Command {
@@ -30,6 +39,9 @@ pub(crate) enum Command {
         node: NodeId,
         /// How many unreceived messages a receiver holds (0 for senders).
         capacity: u32,
+        /// Drawn once per registration by the registering node: a write retried after its
+        /// answer was lost registers nothing twice.
+        token: u64,
     },
     /// Remove one endpoint (its handle was dropped, or it was closed).
     Deregister {
@@ -127,13 +139,20 @@ pub(crate) struct Registry {
     pub voters: BTreeSet<NodeId>,
     /// The next endpoint id to hand out.
     next_endpoint: EndpointId,
+    /// The registration token of every endpoint, both ways: a repeated `Register` finds the
+    /// endpoint its first copy made.
+    by_token: BTreeMap<(NodeId, u64), EndpointId>,
+    token_of: BTreeMap<EndpointId, (NodeId, u64)>,
 }
 
 impl Registry {
     /// Apply one command. Deterministic: every node gets the same registry from the same log.
     pub(crate) fn apply(&mut self, cmd: &Command) -> Outcome {
         match cmd {
-            Command::Register { channel, type_name, kind, node, capacity } => {
+            Command::Register { channel, type_name, kind, node, capacity, token } => {
+                if let Some(id) = self.by_token.get(&(*node, *token)) {
+                    return Outcome::Registered(*id);
+                }
                 let ch = self.channels.entry(channel.clone()).or_insert_with(|| ChannelInfo {
                     name: channel.clone(),
                     type_name: type_name.clone(),
@@ -151,12 +170,15 @@ impl Registry {
                 let id = self.next_endpoint;
                 ch.endpoints
                     .insert(id, EndpointInfo { id, node: *node, kind: *kind, capacity: *capacity });
+                self.by_token.insert((*node, *token), id);
+                self.token_of.insert(id, (*node, *token));
                 Outcome::Registered(id)
             }
             Command::Deregister { channel, id } => {
                 if let Some(ch) = self.channels.get_mut(channel) {
                     ch.endpoints.remove(id);
                 }
+                self.forget_token(*id);
                 Outcome::Done
             }
             Command::Close { channel } => {
@@ -173,8 +195,22 @@ impl Registry {
                     ch.endpoints.retain(|_, e| e.node != *node);
                     ch.closed_by.remove(node);
                 }
+                let gone: Vec<EndpointId> = self
+                    .by_token
+                    .range((*node, 0)..=(*node, u64::MAX))
+                    .map(|(_, id)| *id)
+                    .collect();
+                for id in gone {
+                    self.forget_token(id);
+                }
                 Outcome::Done
             }
+        }
+    }
+
+    fn forget_token(&mut self, id: EndpointId) {
+        if let Some(t) = self.token_of.remove(&id) {
+            self.by_token.remove(&t);
         }
     }
 
@@ -194,7 +230,27 @@ mod tests {
     use super::*;
 
     fn register(channel: &str, ty: &str, kind: EndpointKind, node: NodeId) -> Command {
-        Command::Register { channel: channel.into(), type_name: ty.into(), kind, node, capacity: 8 }
+        static TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let token = TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Command::Register {
+            channel: channel.into(),
+            type_name: ty.into(),
+            kind,
+            node,
+            capacity: 8,
+            token,
+        }
+    }
+
+    #[test]
+    fn a_repeated_registration_registers_once() {
+        let mut r = Registry::default();
+        let cmd = register("jobs", "A", EndpointKind::Receiver, 1);
+        assert_eq!(r.apply(&cmd), Outcome::Registered(1));
+        assert_eq!(r.apply(&cmd), Outcome::Registered(1), "the retry finds the first");
+        assert_eq!(r.channels["jobs"].endpoints.len(), 1);
+        r.apply(&Command::RemoveNode { node: 1 });
+        assert!(r.by_token.is_empty() && r.token_of.is_empty(), "tokens go with their endpoints");
     }
 
     #[test]

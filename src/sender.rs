@@ -93,6 +93,9 @@ where
     ///
     /// Cancelling the future drops the message unsent; no receiver gets it.
     pub async fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        // A send that always finds room would never yield: spend tokio's cooperative budget like
+        // tokio's channels do, so a busy loop lets the node's tasks run.
+        tokio::task::coop::consume_budget().await;
         let msg = match self.route().try_send(msg) {
             Attempt::Sent => return Ok(()),
             Attempt::Closed(m) => return Err(SendError(m)),
@@ -167,6 +170,7 @@ where
     ///
     /// Cancelling may leave some receivers with a copy and others without.
     pub async fn broadcast(&self, msg: T) -> Result<usize, SendError<T>> {
+        tokio::task::coop::consume_budget().await;
         let route = self.route();
         let bytes: bytes::Bytes = match rmp_serde::to_vec_named(&msg) {
             Ok(b) => b.into(),

@@ -77,7 +77,12 @@ async fn three_voters_then_learners() {
 async fn a_node_needs_bootstrap_or_join() {
     let err = dchan::Node::builder().start().await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
-    let err = dchan::Node::builder().join(["127.0.0.1:1"]).start().await.unwrap_err();
+    let err = dchan::Node::builder()
+        .join(["127.0.0.1:1"])
+        .join_timeout(std::time::Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Join(_)), "{err}");
 }
 

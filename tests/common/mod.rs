@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use dchan::Node;
 
+pub mod procs;
+
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -1,0 +1,292 @@
+//! Membership: which nodes are in the cluster and which of them vote, changed one step at a time
+//! by the Raft leader; and failure detection.
+//!
+//! Beside the message path, on the control path. Joins and leaves reach the leader's
+//! [`Membership`] (forwarded there by [`crate::control`]). Every change takes one lock, so two
+//! never overlap (openraft refuses a change while another is under way), and each first reads the
+//! current membership, so a join or leave that is retried (its answer was lost) changes nothing
+//! twice. The leader's keeper task ([`Membership::keep`]) does the rest, each step under the same
+//! lock:
+//!
+//! - finishes a joint configuration that a lost leader left half done;
+//! - removes a node that has not answered for the failure timeout (the leader hears from every
+//!   member at each heartbeat, so silence means the node or the path to it is gone), with all its
+//!   endpoints, logged once;
+//! - promotes a learner that has caught up while the voters are fewer than the target, so the
+//!   voter count comes back after a voter leaves or dies.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::peer::Peers;
+use crate::raft::Raft;
+use crate::registry::{Command, NodeId};
+
+/// How often the leader's keeper looks at the membership when nothing wakes it.
+const KEEPER_TICK: Duration = Duration::from_millis(100);
+
+/// A learner is promoted when its log is at most this many entries behind the leader's.
+const CAUGHT_UP: u64 = 16;
+
+/// The default failure timeout: a member silent this long is removed.
+pub(crate) const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The default number of voters.
+pub(crate) const DEFAULT_VOTERS: usize = 3;
+
+/// The membership policy of one node, acted on while it leads.
+pub(crate) struct Membership {
+    me: NodeId,
+    raft: Raft,
+    peers: Arc<Peers>,
+    /// How many voters the cluster keeps when it has enough members.
+    voters: usize,
+    /// How long a member may stay silent before the leader removes it.
+    failure_timeout: Duration,
+    /// Held by each change: one at a time.
+    changing: tokio::sync::Mutex<()>,
+    /// Wakes the keeper (a node joined: promote it without waiting for the tick).
+    kick: Notify,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("me", &self.me)
+            .field("voters", &self.voters)
+            .field("failure_timeout", &self.failure_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+impl Membership {
+    pub(crate) fn new(
+        me: NodeId,
+        raft: Raft,
+        peers: Arc<Peers>,
+        voters: usize,
+        failure_timeout: Duration,
+    ) -> Self {
+        Membership {
+            me,
+            raft,
+            peers,
+            voters,
+            failure_timeout,
+            changing: tokio::sync::Mutex::new(()),
+            kick: Notify::new(),
+        }
+    }
+
+    /// The membership as this node has it now (never held across an await).
+    fn current(&self) -> openraft::Membership<NodeId, BasicNode> {
+        self.raft.metrics().borrow().membership_config.membership().clone()
+    }
+
+    /// On the leader: let `node`, listening at `addr`, in as a learner. The keeper promotes it to
+    /// voter once it has caught up, if voters are missing. A node already in is answered at once.
+    pub(crate) async fn join(&self, node: NodeId, addr: &str) -> Result {
+        let _one = self.changing.lock().await;
+        let m = self.current();
+        if m.get_node(&node).is_some() {
+            return Ok(()); // a retried join whose first answer was lost
+        }
+        // A member at the same address is an earlier incarnation of a restarted node: it is
+        // gone for good, and its address cannot be dialed for it any more.
+        let stale: Vec<NodeId> =
+            m.nodes().filter(|(id, n)| **id != node && n.addr == addr).map(|(id, _)| *id).collect();
+        for old in stale {
+            tracing::info!(node = old, %addr, by = node, "a node restarted at this address: the earlier one is removed");
+            self.remove_locked(old).await?;
+        }
+        self.raft
+            .add_learner(node, BasicNode::new(addr), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(node, %addr, "node joined as a learner");
+        self.kick.notify_one();
+        Ok(())
+    }
+
+    /// On the leader: remove `node` and its endpoints. A node already gone is answered at once.
+    pub(crate) async fn leave(&self, node: NodeId) -> Result {
+        let _one = self.changing.lock().await;
+        self.remove_locked(node).await
+    }
+
+    async fn remove_locked(&self, node: NodeId) -> Result {
+        let m = self.current();
+        if m.get_node(&node).is_none() {
+            return Ok(());
+        }
+        // Endpoints first: senders stop picking the node's receivers as soon as this applies.
+        self.raft.client_write(Command::RemoveNode { node }).await.map_err(|e| e.to_string())?;
+        let mut voters: BTreeSet<NodeId> = m.voter_ids().collect();
+        if voters.contains(&node) {
+            // A learner takes the voter's place first, so that the voters never shrink to
+            // nothing (the last voter leaving) and a quorum stays as large as it can be.
+            if let Some(learner) = self.best_learner(&m, node) {
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(node = learner, replaces = node, "learner promoted to voter");
+                voters.insert(learner);
+            }
+        }
+        if voters.len() == 1 && voters.contains(&node) {
+            return Ok(()); // the last voter stays a member: the cluster ends with it
+        }
+        if node == self.me && voters.contains(&node) {
+            // A leader that removed itself outright could stop before the final configuration
+            // reached the others, leaving them in a joint one that needs it to vote. It steps
+            // down to learner instead (and keeps running); the next leader removes it.
+            return match self
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), true)
+                .await
+            {
+                Ok(_) | Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    Err("stepped down: the next leader removes this node".into())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        let change = if voters.contains(&node) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([node]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node]))
+        };
+        self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// The learner (other than `except`) best placed to become a voter: the one furthest along
+    /// in the log among those heard from lately, or any learner if none was.
+    fn best_learner(
+        &self,
+        m: &openraft::Membership<NodeId, BasicNode>,
+        except: NodeId,
+    ) -> Option<NodeId> {
+        let matched: HashMap<NodeId, u64> = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .replication
+                .iter()
+                .flatten()
+                .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
+                .collect()
+        };
+        let learners = m.learner_ids().filter(|l| *l != except);
+        let live =
+            |l: &NodeId| self.peers.find(*l).is_some_and(|p| p.silent_for() < self.failure_timeout);
+        let mut learners: Vec<NodeId> = learners.collect();
+        learners
+            .sort_by_key(|l| (!live(l), std::cmp::Reverse(matched.get(l).copied().unwrap_or(0))));
+        learners.first().copied()
+    }
+
+    /// The keeper: while this node leads, finish joint configurations, remove silent nodes and
+    /// keep the voters at their target. Runs until `cancel`.
+    pub(crate) async fn keep(self: Arc<Self>, cancel: CancellationToken) {
+        // When this leader first saw each member: a node is given the failure timeout from then,
+        // since a new leader has not heard from anyone yet.
+        let mut seen: HashMap<NodeId, Instant> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(KEEPER_TICK) => {}
+                _ = self.kick.notified() => {}
+            }
+            let leading = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                m.state == ServerState::Leader && m.current_leader == Some(self.me)
+            };
+            if !leading {
+                seen.clear();
+                continue;
+            }
+            if let Err(e) = self.keep_once(&mut seen).await {
+                tracing::debug!(error = %e, "membership upkeep will be retried");
+            }
+        }
+    }
+
+    async fn keep_once(&self, seen: &mut HashMap<NodeId, Instant>) -> Result {
+        let (membership, last_index, matched) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let matched: HashMap<NodeId, u64> = m
+                .replication
+                .iter()
+                .flatten()
+                .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
+                .collect();
+            (m.membership_config.membership().clone(), m.last_log_index.unwrap_or(0), matched)
+        };
+        let configs = membership.get_joint_config();
+        if configs.len() > 1 {
+            let last = configs.last().cloned().unwrap_or_default();
+            tracing::info!(voters = ?last, "finishing a membership change left half done");
+            let _one = self.changing.lock().await;
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(last), true)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+
+        let now = Instant::now();
+        seen.retain(|id, _| membership.get_node(id).is_some());
+        for (id, _) in membership.nodes() {
+            seen.entry(*id).or_insert(now);
+        }
+        let silent_for = |id: NodeId| {
+            let since_seen = now - seen[&id];
+            self.peers.find(id).map_or(since_seen, |p| p.silent_for().min(since_seen))
+        };
+        let dead = membership
+            .nodes()
+            .map(|(id, _)| *id)
+            .find(|id| *id != self.me && silent_for(*id) >= self.failure_timeout);
+        if let Some(node) = dead {
+            tracing::warn!(
+                node,
+                timeout = ?self.failure_timeout,
+                "node stopped answering: removing it and its endpoints from the cluster"
+            );
+            return self.leave(node).await;
+        }
+
+        if membership.voter_ids().count() < self.voters {
+            let ready = membership.learner_ids().find(|l| {
+                matched.get(l).is_some_and(|m| m + CAUGHT_UP >= last_index)
+                    && silent_for(*l) < self.failure_timeout / 2
+            });
+            if let Some(learner) = ready {
+                let _one = self.changing.lock().await;
+                if self.current().voter_ids().count() < self.voters {
+                    self.raft
+                        .change_membership(
+                            ChangeMembers::AddVoterIds(BTreeSet::from([learner])),
+                            true,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!(node = learner, "learner promoted to voter");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! A harness for multi-process tests: real node processes that the test starts, drives, kills with
+//! SIGKILL and restarts.
+//!
+//! A child is the test binary itself, re-run with the filter `child --exact --ignored` and the
+//! environment variable [`CHILD_ENV`] saying how to start its node (`bootstrap`, or the addresses
+//! to join through). The child prints `@ ready <id> <addr>` once its node is a member (or
+//! `@ error <reason>`), then runs one command per line read from its stdin and answers with `@ `
+//! lines on stdout:
+//!
+//! | command | answer |
+//! |---|---|
+//! | `recv CHANNEL CAPACITY` | `@ recv CHANNEL` once registered; then `@ got CHANNEL N` per message, `@ end CHANNEL` at the end |
+//! | `send CHANNEL FROM TO` | sends the numbers FROM..TO on a new sender, then `@ sent CHANNEL` |
+//! | `register CHANNEL` | registers (and drops) a sender: `@ registered MICROS`, or `@ regerr REASON` |
+//! | `members` | `@ members LEADER VOTERS ID,ID,...` (LEADER is `none` without one; VOTERS a count) |
+//! | `spin CHANNEL MILLIS` | a local sender/receiver loop on the node's own thread for MILLIS ms: `@ spun ROUNDS` |
+//! | `leave` | graceful shutdown, `@ left`, exit |
+//!
+//! Every wait in the parent is bounded by [`DEADLINE`](super::DEADLINE).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+/// `bootstrap`, or comma-separated seed addresses to join through.
+pub const CHILD_ENV: &str = "DCHAN_TEST_CHILD";
+/// Optional listen address for the child (default `127.0.0.1:0`).
+pub const LISTEN_ENV: &str = "DCHAN_TEST_LISTEN";
+
+/// One node process started by the test.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<String>,
+    pub id: u64,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start a node process: `join` empty bootstraps a cluster. Returns once the node is a member.
+pub async fn start(join: &[SocketAddr]) -> Proc {
+    start_at(join, None).await.unwrap_or_else(|e| panic!("child node failed to start: {e}"))
+}
+
+/// Like [`start`], listening on `listen` if given; the child's start-up error if it failed.
+pub async fn start_at(join: &[SocketAddr], listen: Option<SocketAddr>) -> Result<Proc, String> {
+    let mut p = spawn(join, listen);
+    p.ready().await?;
+    Ok(p)
+}
+
+/// Start a node process without waiting for it to be ready (to start many at the same moment).
+pub fn spawn(join: &[SocketAddr], listen: Option<SocketAddr>) -> Proc {
+    let how = if join.is_empty() {
+        "bootstrap".to_owned()
+    } else {
+        join.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    };
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, how)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(l) = listen {
+        cmd.env(LISTEN_ENV, l.to_string());
+    }
+    let mut child = cmd.spawn().expect("spawn child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdin = child.stdin.take();
+    let (tx, lines) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // libtest may have printed `test child ... ` on the same line.
+            if let Some(at) = line.find("@ ") {
+                if tx.send(line[at..].to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Proc { child, stdin, lines, id: 0, addr: SocketAddr::from(([127, 0, 0, 1], 0)) }
+}
+
+impl Proc {
+    /// Wait until the node started by [`spawn`] is a member (or failed to start).
+    pub async fn ready(&mut self) -> Result<(), String> {
+        let ready = self.expect_any(&["@ ready ", "@ error "]).await;
+        if let Some(err) = ready.strip_prefix("@ error ") {
+            return Err(err.to_owned());
+        }
+        let mut parts = ready["@ ready ".len()..].split(' ');
+        self.id = parts.next().and_then(|s| s.parse().ok()).expect("child id");
+        self.addr = parts.next().and_then(|s| s.parse().ok()).expect("child addr");
+        Ok(())
+    }
+
+    /// Send one command line.
+    pub fn cmd(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("child stdin");
+        writeln!(stdin, "{line}").expect("child reads commands");
+        stdin.flush().expect("flush");
+    }
+
+    /// The next line starting with `prefix` (others are skipped), within the deadline.
+    pub async fn expect(&mut self, prefix: &str) -> String {
+        self.expect_any(&[prefix]).await
+    }
+
+    /// The next line starting with any of `prefixes`, within the deadline.
+    pub async fn expect_any(&mut self, prefixes: &[&str]) -> String {
+        self.expect_within(prefixes, super::DEADLINE).await.unwrap_or_else(|| {
+            panic!("no {prefixes:?} line from the child within {:?}", super::DEADLINE)
+        })
+    }
+
+    /// The next line starting with any of `prefixes`, or `None` after `limit`.
+    pub async fn expect_within(&mut self, prefixes: &[&str], limit: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if prefixes.iter().any(|p| line.starts_with(p)) => {
+                    return Some(line)
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("child exited while waiting for {prefixes:?}"),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The leader, the number of voters and the members this node sees.
+    pub async fn members(&mut self) -> (Option<u64>, usize, Vec<u64>) {
+        self.cmd("members");
+        let line = self.expect("@ members ").await;
+        let mut parts = line["@ members ".len()..].split(' ');
+        let leader = parts.next().and_then(|l| l.parse().ok());
+        let voters = parts.next().and_then(|v| v.parse().ok()).expect("voter count");
+        let ids = parts
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("member id"))
+            .collect();
+        (leader, voters, ids)
+    }
+
+    /// Time one sender registration on this node: `Ok(duration)` or the error it reported.
+    pub async fn register(&mut self, channel: &str) -> Result<Duration, String> {
+        self.cmd(&format!("register {channel}"));
+        let line = self.expect_any(&["@ registered ", "@ regerr "]).await;
+        match line.strip_prefix("@ registered ") {
+            Some(us) => Ok(Duration::from_micros(us.parse().expect("micros"))),
+            None => Err(line["@ regerr ".len()..].to_owned()),
+        }
+    }
+
+    /// SIGKILL: the node gets no chance to leave.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Ask for a graceful leave and wait for the process to exit successfully.
+    pub async fn leave(mut self) {
+        self.cmd("leave");
+        self.expect("@ left").await;
+        let deadline = Instant::now() + super::DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                assert!(status.success(), "child failed: {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "child did not exit after leaving");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The child side: run a node as [`CHILD_ENV`] says and obey commands until `leave` or EOF.
+pub fn child_main() {
+    let how = std::env::var(CHILD_ENV).expect("started by the harness");
+    super::tracing();
+    actix_rt::System::new().block_on(async move {
+        let listen = std::env::var(LISTEN_ENV).unwrap_or_else(|_| "127.0.0.1:0".into());
+        let builder = dchan::Node::builder().listen(listen);
+        let builder = if how == "bootstrap" {
+            builder.bootstrap()
+        } else {
+            builder.join(how.split(',').map(str::to_owned).collect::<Vec<_>>())
+        };
+        let node = match builder.start().await {
+            Ok(n) => n,
+            Err(e) => {
+                println!("@ error {e}");
+                return;
+            }
+        };
+        println!("@ ready {} {}", node.id(), node.addr());
+        let (tx, mut commands) = mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut keep = Vec::new();
+        while let Some(line) = commands.recv().await {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["recv", channel, capacity] => {
+                    let cap: usize = capacity.parse().expect("capacity");
+                    let mut rx = node.receiver::<u64>(channel).capacity(cap).await.expect("recv");
+                    println!("@ recv {channel}");
+                    let channel = channel.to_string();
+                    keep.push(actix_rt::spawn(async move {
+                        while let Some(n) = rx.recv().await {
+                            println!("@ got {channel} {n}");
+                        }
+                        println!("@ end {channel}");
+                    }));
+                }
+                ["send", channel, from, to] => {
+                    let tx = node.sender::<u64>(channel).await.expect("sender");
+                    let (from, to): (u64, u64) = (from.parse().unwrap(), to.parse().unwrap());
+                    let channel = channel.to_string();
+                    keep.push(actix_rt::spawn(async move {
+                        for i in from..to {
+                            tx.send(i).await.expect("send");
+                        }
+                        println!("@ sent {channel}");
+                    }));
+                }
+                ["register", channel] => {
+                    let t = Instant::now();
+                    match node.sender::<u64>(channel).await {
+                        Ok(_) => println!("@ registered {}", t.elapsed().as_micros()),
+                        Err(e) => println!("@ regerr {e}"),
+                    }
+                }
+                ["members"] => {
+                    let view = node.cluster();
+                    let leader = view.leader.map_or("none".into(), |l| l.to_string());
+                    let ids: Vec<String> = view.members.iter().map(|m| m.id.to_string()).collect();
+                    let voters =
+                        view.members.iter().filter(|m| m.role == dchan::Role::Voter).count();
+                    println!("@ members {leader} {voters} {}", ids.join(","));
+                }
+                ["spin", channel, millis] => {
+                    let ms: u64 = millis.parse().expect("millis");
+                    let tx = node.sender::<u64>(channel).await.expect("sender");
+                    let mut rx = node.receiver::<u64>(channel).capacity(16).await.expect("recv");
+                    println!("@ spinning");
+                    let until = Instant::now() + Duration::from_millis(ms);
+                    let mut rounds = 0u64;
+                    while Instant::now() < until {
+                        tx.send(rounds).await.expect("send");
+                        rx.recv().await.expect("recv");
+                        rounds += 1;
+                    }
+                    println!("@ spun {rounds}");
+                }
+                ["leave"] => break,
+                other => println!("@ unknown {other:?}"),
+            }
+        }
+        for task in keep {
+            task.abort();
+        }
+        node.shutdown().await.expect("leave");
+        println!("@ left");
+    });
+}

@@ -1,0 +1,120 @@
+//! A cluster that stays up: nodes started together all join, a killed leader is replaced, a killed
+//! node leaves the registry, and a busy application does not starve its node. Every node here is
+//! a process of its own (see `common::procs`), killed with SIGKILL where the test says so.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::procs::{self, Proc};
+use common::DEADLINE;
+
+/// A node process of this file's tests.
+#[test]
+#[ignore = "a node process started by this file's tests"]
+fn child() {
+    procs::child_main();
+}
+
+/// Poll `p` until it sees exactly `ids` as members, with `voters` voters and a leader.
+async fn settles(p: &mut Proc, ids: &[u64], voters: usize) {
+    let mut want = ids.to_vec();
+    want.sort_unstable();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (leader, v, mut seen) = p.members().await;
+        seen.sort_unstable();
+        if leader.is_some() && v == voters && seen == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} sees members {seen:?} ({v} voters, leader {leader:?}), expected {want:?} with {voters} voters",
+            p.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Register on `p` until a registration commits; how long that took from `since`.
+async fn registers(p: &mut Proc, channel: &str, since: Instant) -> Duration {
+    let deadline = since + DEADLINE;
+    loop {
+        match p.register(channel).await {
+            Ok(_) => return since.elapsed(),
+            Err(e) => assert!(Instant::now() < deadline, "node {} cannot register: {e}", p.id),
+        }
+    }
+}
+
+#[tokio::test]
+async fn nodes_started_at_the_same_moment_all_join() {
+    let mut first = procs::start(&[]).await;
+    let mut others: Vec<Proc> = (0..4).map(|_| procs::spawn(&[first.addr], None)).collect();
+    for p in &mut others {
+        p.ready().await.expect("every node started together joins");
+    }
+    let ids: Vec<u64> = std::iter::once(first.id).chain(others.iter().map(|p| p.id)).collect();
+    settles(&mut first, &ids, 3).await;
+    for p in &mut others {
+        settles(p, &ids, 3).await;
+        registers(p, "after-join", Instant::now()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_and_every_survivor_registers() {
+    let mut nodes = vec![procs::start(&[]).await];
+    for _ in 0..2 {
+        let seed = nodes[0].addr;
+        nodes.push(procs::start(&[seed]).await);
+    }
+    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    settles(&mut nodes[0], &ids, 3).await;
+    let (leader, _, _) = nodes[0].members().await;
+    let leader = leader.expect("a leader");
+    let at = nodes.iter().position(|p| p.id == leader).expect("the leader is one of ours");
+    let mut dead = nodes.remove(at);
+    dead.kill();
+    let killed = Instant::now();
+    for p in &mut nodes {
+        let took = registers(p, "after-kill", killed).await;
+        eprintln!("node {}: registered {took:?} after the leader was killed", p.id);
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_is_removed_and_its_receivers_are_no_longer_picked() {
+    let mut a = procs::start(&[]).await;
+    let mut b = procs::start(&[a.addr]).await;
+    let mut c = procs::start(&[a.addr]).await;
+    for p in [&mut b, &mut c] {
+        p.cmd("recv jobs 16");
+        p.expect("@ recv jobs").await;
+    }
+    let (all, survivors) = ([a.id, b.id, c.id], [a.id, b.id]);
+    settles(&mut a, &all, 3).await;
+    c.kill();
+    // The dead node leaves the membership; with no learner to promote, two voters remain.
+    settles(&mut a, &survivors, 2).await;
+    settles(&mut b, &survivors, 2).await;
+    a.cmd("send jobs 0 200");
+    a.expect("@ sent jobs").await;
+    for i in 0..200 {
+        assert_eq!(b.expect("@ got jobs ").await, format!("@ got jobs {i}"));
+    }
+}
+
+#[tokio::test]
+async fn a_busy_application_does_not_starve_its_node() {
+    let mut a = procs::start(&[]).await;
+    let mut b = procs::start(&[a.addr]).await;
+    let both = [a.id, b.id];
+    settles(&mut a, &both, 2).await;
+    // Two voters: every commit needs b, whose application now spins on the node's thread.
+    b.cmd("spin local 6000");
+    b.expect("@ spinning").await;
+    let took = a.register("while-spinning").await.expect("a commits while b's application spins");
+    b.expect("@ spun ").await;
+    assert!(took < Duration::from_secs(4), "the commit waited for the spin to end ({took:?})");
+}
