@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::raft::AppendEntriesResponse;
 use tracing::Instrument;
 
 use crate::node::{Core, HAND_OVER_TIMEOUT};
@@ -19,6 +20,31 @@ use crate::Error;
 
 /// How long a registration may wait for a leader and a commit before failing.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A registered endpoint that no handle owns yet: deregistered when dropped, unless
+/// [`claim`](Unclaimed::claim)ed by the handle made for it.
+#[derive(Debug)]
+pub(crate) struct Unclaimed {
+    core: Arc<Core>,
+    channel: String,
+    id: Option<EndpointId>,
+}
+
+impl Unclaimed {
+    /// The endpoint's id; its handle owns the registration from now on.
+    pub(crate) fn claim(mut self) -> EndpointId {
+        self.id.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            tracing::debug!(channel = %self.channel, endpoint = id, "registration cancelled: deregistering");
+            self.core.deregister(&self.channel, id);
+        }
+    }
+}
 
 impl Core {
     /// Commit a registry command through the leader, and wait until this node has applied it.
@@ -131,12 +157,15 @@ impl Core {
         Ok(())
     }
 
+    /// Register an endpoint of `channel` for messages of type `T`. The write runs on the node's
+    /// own runtime, so cancelling the caller cannot leave it half done: an endpoint that commits
+    /// after its caller has gone is handed to an [`Unclaimed`], which deregisters it.
     pub(crate) async fn register<T>(
-        &self,
+        self: &Arc<Self>,
         channel: &str,
         kind: EndpointKind,
         capacity: u32,
-    ) -> Result<EndpointId, Error> {
+    ) -> Result<Unclaimed, Error> {
         let requested = std::any::type_name::<T>().to_owned();
         let cmd = Command::Register {
             channel: channel.to_owned(),
@@ -146,23 +175,36 @@ impl Core {
             capacity,
             token: crate::registry::token(),
         };
-        match self.write(cmd).await? {
-            Outcome::Registered(id) => Ok(id),
-            Outcome::TypeMismatch { existing } => {
-                Err(Error::TypeMismatch { channel: channel.to_owned(), existing, requested })
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let core = self.clone();
+        let channel = channel.to_owned();
+        self.tasks.spawn(
+            async move {
+                let result = match core.write(cmd).await {
+                    Ok(Outcome::Registered(id)) => {
+                        Ok(Unclaimed { core: core.clone(), channel, id: Some(id) })
+                    }
+                    Ok(Outcome::TypeMismatch { existing }) => {
+                        Err(Error::TypeMismatch { channel, existing, requested })
+                    }
+                    Ok(Outcome::Closed) => Err(Error::ChannelClosed(channel)),
+                    Ok(Outcome::Done) => {
+                        Err(Error::Registry("registration applied without an id".into()))
+                    }
+                    Err(e) => Err(e),
+                };
+                // If the caller has gone, the endpoint is dropped with the message: deregistered.
+                let _ = tx.send(result);
             }
-            Outcome::Closed => Err(Error::ChannelClosed(channel.to_owned())),
-            Outcome::Done => Err(Error::Registry("registration applied without an id".into())),
-        }
+            .instrument(self.span.clone()),
+        );
+        rx.await.map_err(|_| Error::Shutdown)?
     }
 
     /// Deregister an endpoint in the background (its handle was dropped; `Drop` cannot wait).
     pub(crate) fn deregister(self: &Arc<Self>, channel: &str, id: EndpointId) {
         // A leaving node's endpoints are removed all at once by its leave.
-        if self.cancel.is_cancelled()
-            || self.leaving.load(Ordering::SeqCst)
-            || tokio::runtime::Handle::try_current().is_err()
-        {
+        if self.cancel.is_cancelled() || self.leaving.load(Ordering::SeqCst) {
             return;
         }
         let core = self.clone();
@@ -180,8 +222,21 @@ impl Core {
     /// Answer a request from a peer.
     pub(crate) async fn handle_request(self: &Arc<Self>, req: Request) -> Response {
         match req {
-            Request::AppendEntries(r) => Response::AppendEntries(self.raft.append_entries(r).await),
-            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
+            Request::AppendEntries(r) => {
+                let resp = self.raft.append_entries(r).await;
+                // Anything but "your term is old" comes from the current leader.
+                if matches!(&resp, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    self.elections.contact();
+                }
+                Response::AppendEntries(resp)
+            }
+            Request::Vote(r) => {
+                let resp = self.raft.vote(r).await;
+                if matches!(&resp, Ok(v) if v.vote_granted) {
+                    self.elections.contact();
+                }
+                Response::Vote(resp)
+            }
             Request::InstallSnapshot(r) => {
                 Response::InstallSnapshot(self.raft.install_snapshot(r).await)
             }

@@ -57,6 +57,7 @@
 
 #![warn(missing_docs)]
 
+mod clock;
 mod cluster;
 mod connection;
 mod control;
@@ -72,6 +73,7 @@ mod receiver;
 mod registry;
 mod router;
 mod sender;
+mod tasks;
 mod wire;
 
 pub use cluster::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};

@@ -21,19 +21,20 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cluster::{ClusterInfo, Member, Role};
 use crate::inbox::{ErasedInbox, Inbox};
 use crate::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
 use crate::peer::{lock, Peers};
+use crate::raft::election::Elections;
 use crate::raft::store::{LogStore, StateMachine};
 use crate::raft::{Network, Raft};
 use crate::receiver::Receiver;
 use crate::registry::{EndpointId, EndpointKind, NodeId, Registry};
 use crate::router::{ChannelRoute, Target, Window};
 use crate::sender::Sender;
+use crate::tasks::Tasks;
 use crate::wire::{self, Frame, Request, Response};
 use crate::Error;
 
@@ -71,8 +72,10 @@ pub(crate) struct Core {
     pub(crate) peers: Arc<Peers>,
     /// Joins, leaves, failure detection and the voter count, carried out while this node leads.
     pub(crate) membership: Arc<Membership>,
+    /// When this node last heard from a leader; starts elections when that is too long ago.
+    pub(crate) elections: Arc<Elections>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) tasks: TaskTracker,
+    pub(crate) tasks: Tasks,
     /// The node's span, for tasks started from outside it (a handle dropped anywhere).
     pub(crate) span: tracing::Span,
     /// Set when `shutdown` starts.
@@ -227,11 +230,13 @@ impl NodeBuilder {
         let span = tracing::info_span!("node", id);
         async move {
             let cancel = CancellationToken::new();
-            let tasks = TaskTracker::new();
+            let tasks = Tasks::here();
             let peers = Arc::new(Peers::new(id, self.max_frame, cancel.clone(), tasks.clone()));
             let (sm, registry) = StateMachine::new();
             let config =
                 crate::raft::config().validate().map_err(|e| Error::Config(e.to_string()))?;
+            let elections =
+                Arc::new(Elections::new(Duration::from_millis(config.election_timeout_max)));
             let raft = Raft::new(
                 id,
                 Arc::new(config),
@@ -255,6 +260,7 @@ impl NodeBuilder {
                 registry,
                 peers,
                 membership: membership.clone(),
+                elections: elections.clone(),
                 cancel,
                 tasks: tasks.clone(),
                 span: tracing::Span::current(),
@@ -273,6 +279,8 @@ impl NodeBuilder {
             tasks.spawn(crate::connection::accept_loop(listener, core.clone()).in_current_span());
             tasks.spawn(watch_registry(core.clone()).in_current_span());
             tasks.spawn(membership.keep(core.cancel.clone()).in_current_span());
+            let raft = core.raft.clone();
+            tasks.spawn(elections.run(raft, id, core.cancel.clone()).in_current_span());
             let node = Node { core };
             let joined = if self.bootstrap {
                 node.bootstrap().await
@@ -324,17 +332,24 @@ impl Node {
     /// # Errors
     ///
     /// [`Error::TypeMismatch`] if the channel carries another type, [`Error::ChannelClosed`] if it
-    /// was closed, [`Error::Registry`] if Raft could not commit the registration in time.
+    /// was closed, [`Error::NoQuorum`] if Raft could not commit the registration in time (this
+    /// node is cut off from the majority, or too many voters are down).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the registration is carried out on the node's runtime, and one that commits
+    /// after the future was dropped is removed again, so nothing stays registered without a handle.
     pub async fn sender<T>(&self, name: &str) -> Result<Sender<T>, Error>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
     {
-        let id = self.core.register::<T>(name, EndpointKind::Sender, 0).await?;
+        let id = self.core.register::<T>(name, EndpointKind::Sender, 0).await?.claim();
         Ok(Sender::new(self.core.clone(), self.core.route(name), id))
     }
 
     /// A receiver on channel `name`; await it (optionally after [`ReceiverBuilder::capacity`]).
-    /// It is registered cluster-wide when the future completes.
+    /// It is registered cluster-wide when the future completes. Errors and cancel safety are as
+    /// for [`sender`](Node::sender).
     pub fn receiver<T>(&self, name: &str) -> ReceiverBuilder<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
@@ -412,8 +427,7 @@ impl Node {
         if let Err(e) = core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
-        core.tasks.close();
-        core.tasks.wait().await;
+        core.tasks.close_and_wait().await;
         lock(&core.inboxes).clear();
         tracing::info!("node stopped");
     }
@@ -524,7 +538,8 @@ where
             let core = &self.node.core;
             let id = core
                 .register::<T>(&self.name, EndpointKind::Receiver, self.capacity as u32)
-                .await?;
+                .await?
+                .claim();
             let route = core.route(&self.name);
             let inbox =
                 Arc::new(Inbox::<T>::new(id, route.clone(), self.capacity, Arc::downgrade(core)));

@@ -10,16 +10,18 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::now_ms;
 
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::node::Core;
 use crate::outbox::Outbox;
 use crate::registry::NodeId;
+use crate::tasks::Tasks;
 use crate::wire::{self, Frame, Request, Response};
 
 /// How long the link to a node that left stays up.
@@ -36,12 +38,6 @@ pub(crate) enum RpcError {
     Timeout(NodeId, Duration),
     #[error("node {0} is gone")]
     Disconnected(NodeId),
-}
-
-/// Milliseconds on a monotonic clock shared by every node of the process.
-fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// One remote node.
@@ -148,7 +144,7 @@ pub(crate) struct Peers {
     pub(crate) max_frame: usize,
     map: Mutex<HashMap<NodeId, Arc<Peer>>>,
     cancel: CancellationToken,
-    tasks: TaskTracker,
+    tasks: Tasks,
     /// The node, for the links' readers; set once the node exists.
     core: OnceLock<Weak<Core>>,
 }
@@ -158,7 +154,7 @@ impl Peers {
         me: NodeId,
         max_frame: usize,
         cancel: CancellationToken,
-        tasks: TaskTracker,
+        tasks: Tasks,
     ) -> Self {
         Peers { me, max_frame, map: Mutex::default(), cancel, tasks, core: OnceLock::new() }
     }

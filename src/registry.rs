@@ -17,11 +17,7 @@ pub(crate) type EndpointId = u64;
 
 /// A fresh registration token (see [`Command::Register`]).
 pub(crate) fn token() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    h.finish()
+    crate::clock::random_u64()
 }
 
 /// A change to the registry, committed through Raft.

@@ -26,10 +26,7 @@ use crate::registry::EndpointId;
 
 /// Where a node's round-robin starts: not at the same receiver on every node.
 fn random_start() -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(0);
-    h.finish() as usize % 1024
+    (crate::clock::random_u64() % 1024) as usize
 }
 
 /// Credit for one (sending node, remote receiver) pair: at most `limit` messages unacknowledged.

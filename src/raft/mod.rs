@@ -4,6 +4,7 @@
 //! as channel data ([`crate::peer`]); openraft asks for a new network client on every election, so
 //! clients are thin handles on the pooled [`Peer`] and never own a connection.
 
+pub(crate) mod election;
 pub(crate) mod store;
 
 use std::io::Cursor;
@@ -33,13 +34,16 @@ openraft::declare_raft_types!(
 /// The Raft handle of one node.
 pub(crate) type Raft = openraft::Raft<TypeConfig>;
 
-/// Raft timing: heartbeats ten times a second, elections within about half a second of a loss.
+/// Raft timing: heartbeats ten times a second; a voter that hears none for the leader lease
+/// (`election_timeout_max`, 500 ms) and a random part campaigns, timed by [`election`] since
+/// openraft's own election timer is off.
 pub(crate) fn config() -> openraft::Config {
     openraft::Config {
         cluster_name: "dchan".into(),
         heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
+        election_timeout_min: 300,
+        election_timeout_max: 500,
+        enable_elect: false,
         // The registry is small: snapshot often enough that a joining learner catches up fast.
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
         max_in_snapshot_log_to_keep: 500,

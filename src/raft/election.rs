@@ -1,0 +1,86 @@
+//! Election timing, done by dchan rather than by openraft.
+//!
+//! openraft 0.9 draws a node's random election timeout once, when the node starts, and keeps it
+//! for life (fixed upstream only in 0.10): two voters that drew close values can split their
+//! votes round after round, and every failover waits the same long draw. So openraft's own
+//! election timer is off (`enable_elect: false`) and [`Elections::run`] triggers elections
+//! instead, drawing a fresh wait each time. A voter campaigns once it has heard nothing from a
+//! leader (and granted no vote) for the leader lease plus a random part: the lease is how long
+//! the other voters refuse a vote after the last heartbeat, so campaigning earlier cannot win.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio_util::sync::CancellationToken;
+
+use super::Raft;
+use crate::clock::{now_ms, random_u64};
+use crate::registry::NodeId;
+
+/// How often the timer looks.
+const TICK: Duration = Duration::from_millis(20);
+
+/// When this node last heard from a leader or granted a vote, for one node.
+#[derive(Debug)]
+pub(crate) struct Elections {
+    last_contact: AtomicU64,
+    /// How long voters refuse to vote after a leader's heartbeat (openraft's leader lease,
+    /// which is its `election_timeout_max`).
+    lease: Duration,
+}
+
+impl Elections {
+    pub(crate) fn new(lease: Duration) -> Self {
+        Elections { last_contact: AtomicU64::new(now_ms()), lease }
+    }
+
+    /// A leader was heard from (an AppendEntries was accepted) or a vote was granted: the next
+    /// election waits a whole timeout from now.
+    pub(crate) fn contact(&self) {
+        self.last_contact.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A fresh wait: the lease, a margin for heartbeats in flight, and up to half a lease more.
+    fn draw(&self) -> u64 {
+        let lease = self.lease.as_millis() as u64;
+        lease + 50 + random_u64() % (lease / 2).max(1)
+    }
+
+    /// Trigger elections on this node while it is a voter without a leader, until `cancel`.
+    pub(crate) async fn run(self: Arc<Self>, raft: Raft, me: NodeId, cancel: CancellationToken) {
+        let mut wait = self.draw();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            let (leading, voter, alone) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                let membership = m.membership_config.membership();
+                let voters = membership.voter_ids().count();
+                (
+                    m.state == ServerState::Leader,
+                    membership.voter_ids().any(|v| v == me),
+                    voters == 1,
+                )
+            };
+            if leading || !voter {
+                self.contact();
+                continue;
+            }
+            let silent = now_ms().saturating_sub(self.last_contact.load(Ordering::Relaxed));
+            // The only voter has nobody to wait for.
+            if alone || silent >= wait {
+                tracing::debug!(silent_ms = silent, "no leader heard from: starting an election");
+                if raft.trigger().elect().await.is_err() {
+                    return; // Raft has stopped
+                }
+                self.contact();
+                wait = self.draw();
+            }
+        }
+    }
+}
