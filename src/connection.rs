@@ -10,7 +10,6 @@
 //! allocated; a frame that is too large or malformed closes that one connection with a logged
 //! reason.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -38,8 +37,8 @@ fn framed(stream: TcpStream, max_frame: usize) -> FramedTcp {
     Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec())
 }
 
-fn hello(me: NodeId, my_addr: SocketAddr) -> Bytes {
-    wire::encode(&Frame::Hello { node: me, addr: my_addr.to_string() })
+fn hello(me: NodeId, my_addr: &str) -> Bytes {
+    wire::encode(&Frame::Hello { node: me, addr: my_addr.to_owned() })
 }
 
 /// Read the peer's hello: its node id and listening address.
@@ -69,7 +68,7 @@ pub(crate) struct Dialed {
 pub(crate) async fn dial(
     addr: &str,
     me: NodeId,
-    my_addr: SocketAddr,
+    my_addr: &str,
     max_frame: usize,
 ) -> Result<Dialed, Error> {
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
@@ -98,10 +97,11 @@ pub(crate) async fn keep_connected(core: Weak<Core>, peer: Arc<Peer>) {
             continue;
         };
         let Some(node) = core.upgrade() else { return };
-        let (me, my_addr, max_frame) = (node.id, node.addr, node.peers.max_frame);
+        let (me, max_frame) = (node.id, node.peers.max_frame);
+        let my_addr = node.advertised.clone();
         let addr = peer.addr();
         let run = async {
-            let conn = dial(&addr, me, my_addr, max_frame).await?;
+            let conn = dial(&addr, me, &my_addr, max_frame).await?;
             if conn.remote != peer.id {
                 return Err(Error::Join(format!(
                     "{addr} is node {}, expected node {}",
@@ -168,7 +168,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Core>) {
 async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
     let mut framed = framed(stream, core.peers.max_frame);
     let (remote, addr) = read_hello(&mut framed).await?;
-    framed.send(hello(core.id, core.addr)).await?;
+    framed.send(hello(core.id, &core.advertised)).await?;
     let peer = core.peers.get_or_add(remote, &addr);
     let claim = peer.claim_writer();
     run(core, framed, &peer, claim).await

@@ -226,7 +226,7 @@ impl Core {
                 let resp = self.raft.append_entries(r).await;
                 // Anything but "your term is old" comes from the current leader.
                 if matches!(&resp, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
-                    self.elections.contact();
+                    self.elections.heard_leader();
                 }
                 Response::AppendEntries(resp)
             }
@@ -283,6 +283,50 @@ impl Core {
                 Err(e) => {
                     tracing::debug!(error = %e, "membership change will be retried");
                     self.wait_leader_change().await;
+                }
+            }
+        }
+    }
+
+    /// Keep this node in the cluster: a node that has heard from no leader for three failure
+    /// timeouts was probably cut off long enough to be removed, so it asks the members it knows
+    /// to let it in again (a join is answered at once if it is still a member). Once back, its
+    /// registry no longer lists what it had registered: its receivers end (see `refresh`).
+    /// Runs until shutdown.
+    pub(crate) async fn stay_member(self: Arc<Self>) {
+        let after = self.membership.failure_timeout() * 3;
+        let mut reported = false;
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(after / 6) => {}
+            }
+            let silent = self.elections.leaderless_for();
+            if silent < after || self.leaving.load(Ordering::SeqCst) {
+                reported = false;
+                continue;
+            }
+            if !reported {
+                tracing::warn!(
+                    ?silent,
+                    "no leader heard from: asking the members to let this node back in"
+                );
+                reported = true;
+            }
+            let members: Vec<(NodeId, String)> = self
+                .registry
+                .borrow()
+                .nodes
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, addr)| (*id, addr.clone()))
+                .collect();
+            for (id, addr) in members {
+                let req = Request::Join { node: self.id, addr: self.advertised.clone() };
+                let answer = self.peers.get(id, &addr).request(req, after / 3).await;
+                if let Ok(Response::Membership(Ok(()))) = answer {
+                    tracing::info!(through = id, "back in the cluster");
+                    break;
                 }
             }
         }

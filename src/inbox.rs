@@ -65,6 +65,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn hand_over(&self);
     /// Whether the inbox was handed over (its receiver is gone).
     fn is_detached(&self) -> bool;
+    /// The receiver's registration is gone without its handle being dropped (its node was
+    /// removed from the cluster): it yields what it holds, then ends. True the first time.
+    fn orphan(&self) -> bool;
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -381,6 +384,16 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
 
     fn is_detached(&self) -> bool {
         self.lock().detached.is_some()
+    }
+
+    fn orphan(&self) -> bool {
+        let mut st = self.lock();
+        if st.detached.is_some() || st.closed() {
+            return false;
+        }
+        st.closing = Some(BTreeSet::new());
+        st.wake();
+        true
     }
 
     fn as_any(&self) -> &dyn Any {

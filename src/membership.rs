@@ -87,6 +87,11 @@ impl Membership {
         }
     }
 
+    /// How long a member may stay silent before the leader removes it.
+    pub(crate) fn failure_timeout(&self) -> Duration {
+        self.failure_timeout
+    }
+
     /// The membership as this node has it now (never held across an await).
     fn current(&self) -> openraft::Membership<NodeId, BasicNode> {
         self.raft.metrics().borrow().membership_config.membership().clone()

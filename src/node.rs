@@ -67,6 +67,8 @@ type Credit = (Arc<Window>, Arc<ChannelRoute>);
 pub(crate) struct Core {
     pub(crate) id: NodeId,
     pub(crate) addr: SocketAddr,
+    /// The address other nodes dial for this one (the bound address unless told otherwise).
+    pub(crate) advertised: String,
     pub(crate) raft: Raft,
     pub(crate) registry: watch::Receiver<Arc<Registry>>,
     pub(crate) peers: Arc<Peers>,
@@ -139,6 +141,7 @@ pub struct Node {
 #[must_use = "a builder does nothing until `start` is awaited"]
 pub struct NodeBuilder {
     listen: String,
+    advertise: Option<String>,
     bootstrap: bool,
     join: Vec<String>,
     max_frame: usize,
@@ -151,6 +154,7 @@ impl Default for NodeBuilder {
     fn default() -> Self {
         NodeBuilder {
             listen: "127.0.0.1:0".into(),
+            advertise: None,
             bootstrap: false,
             join: Vec::new(),
             max_frame: wire::DEFAULT_MAX_FRAME,
@@ -165,6 +169,13 @@ impl NodeBuilder {
     /// The address to listen on for Raft and data (default `127.0.0.1:0`: any free port).
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
         self.listen = addr.into();
+        self
+    }
+
+    /// The address other nodes dial to reach this one (default: the bound address). Needed when
+    /// the node listens on `0.0.0.0`, or behind NAT, a proxy or a container port mapping.
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
         self
     }
 
@@ -253,9 +264,11 @@ impl NodeBuilder {
                 self.voters,
                 self.failure_timeout,
             ));
+            let advertised = self.advertise.clone().unwrap_or_else(|| addr.to_string());
             let core = Arc::new(Core {
                 id,
                 addr,
+                advertised,
                 raft,
                 registry,
                 peers,
@@ -281,6 +294,7 @@ impl NodeBuilder {
             tasks.spawn(membership.keep(core.cancel.clone()).in_current_span());
             let raft = core.raft.clone();
             tasks.spawn(elections.run(raft, id, core.cancel.clone()).in_current_span());
+            tasks.spawn(core.clone().stay_member().in_current_span());
             let node = Node { core };
             let joined = if self.bootstrap {
                 node.bootstrap().await
@@ -434,7 +448,7 @@ impl Node {
 
     async fn bootstrap(&self) -> Result<(), Error> {
         let core = &self.core;
-        let members = BTreeMap::from([(core.id, BasicNode::new(core.addr.to_string()))]);
+        let members = BTreeMap::from([(core.id, BasicNode::new(core.advertised.clone()))]);
         core.raft.initialize(members).await.map_err(|e| Error::Registry(e.to_string()))?;
         core.wait_member(core.id).await
     }
@@ -454,7 +468,7 @@ impl Node {
         loop {
             for seed in seeds {
                 let attempt = async {
-                    let (me, addr, max) = (core.id, core.addr, core.peers.max_frame);
+                    let (me, addr, max) = (core.id, &core.advertised, core.peers.max_frame);
                     let dialed = crate::connection::dial(seed, me, addr, max)
                         .await
                         .map_err(|e| e.to_string())?;
@@ -747,6 +761,22 @@ impl Core {
             if let Some(addr) = registry.nodes.get(node) {
                 let frame = wire::encode(&Frame::Gone { to: *id });
                 self.peers.get(*node, addr).outbox.push_frame(frame);
+            }
+        }
+        // A receiver of this node that the registry no longer lists, though its handle is alive:
+        // the node was removed (cut off for longer than the failure timeout) and let back in.
+        // It ends cleanly rather than wait for data that can no longer be routed to it. (An id
+        // this registry has not issued yet is a registration newer than this refresh.)
+        if registry.nodes.contains_key(&self.id) {
+            for inbox in lock(&self.inboxes).values() {
+                let id = inbox.id();
+                if registry.issued(id) && !now.contains_key(&id) && inbox.orphan() {
+                    tracing::warn!(
+                        channel = %inbox.channel().name,
+                        receiver = id,
+                        "this node was removed from the cluster: the receiver ends after what it holds"
+                    );
+                }
             }
         }
         self.release_tombstones(registry);

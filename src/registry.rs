@@ -204,6 +204,11 @@ impl Registry {
         }
     }
 
+    /// Whether endpoint id `id` has been handed out by this registry (it may be gone since).
+    pub(crate) fn issued(&self, id: EndpointId) -> bool {
+        id <= self.next_endpoint
+    }
+
     fn forget_token(&mut self, id: EndpointId) {
         if let Some(t) = self.token_of.remove(&id) {
             self.by_token.remove(&t);

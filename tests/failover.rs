@@ -186,3 +186,39 @@ async fn a_rolling_restart_keeps_the_cluster_able_to_register() {
         nodes.push(back);
     }
 }
+
+#[tokio::test]
+async fn a_partitioned_node_serves_locally_gets_no_quorum_and_comes_back_clean() {
+    let faults = common::proxy::Faults::new();
+    let (mut a, pa) = procs::start_proxied(&[], &faults).await;
+    let (mut b, _pb) = procs::start_proxied(&[pa.addr], &faults).await;
+    let (mut c, _pc) = procs::start_proxied(&[pa.addr], &faults).await;
+    let all = [a.id, b.id, c.id];
+    settles(&mut a, &all, 3).await;
+    settles(&mut c, &all, 3).await;
+    c.cmd("recv local 16");
+    c.expect("@ recv local").await;
+    c.cmd("sender local");
+    c.expect("@ sender local").await;
+
+    faults.isolate(c.id);
+    // The cut-off node keeps serving its own receivers...
+    c.cmd("push local 0 10");
+    for i in 0..10 {
+        assert_eq!(c.expect("@ got local ").await, format!("@ got local {i}"));
+    }
+    // ...and a registration there fails with a clear error after a bounded wait, not a hang.
+    let err = c.register("cut-off").await.expect_err("no quorum on the cut-off side");
+    assert!(err.contains("no quorum"), "{err}");
+    // The majority removes it and goes on.
+    let majority = [a.id, b.id];
+    settles(&mut a, &majority, 2).await;
+    registers(&mut b, "majority", Instant::now()).await;
+
+    faults.heal();
+    // Back in as a member; its receiver, removed with it, ends after what it held.
+    c.expect("@ end local").await;
+    settles(&mut c, &all, 3).await;
+    settles(&mut a, &all, 3).await;
+    registers(&mut c, "healed", Instant::now()).await;
+}

@@ -26,6 +26,9 @@ const TICK: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub(crate) struct Elections {
     last_contact: AtomicU64,
+    /// When a leader (this node included) was last heard from: how long this node has been
+    /// without one, which is how a node cut off long enough to be removed finds out.
+    leader_heard: AtomicU64,
     /// How long voters refuse to vote after a leader's heartbeat (openraft's leader lease,
     /// which is its `election_timeout_max`).
     lease: Duration,
@@ -33,13 +36,28 @@ pub(crate) struct Elections {
 
 impl Elections {
     pub(crate) fn new(lease: Duration) -> Self {
-        Elections { last_contact: AtomicU64::new(now_ms()), lease }
+        Elections {
+            last_contact: AtomicU64::new(now_ms()),
+            leader_heard: AtomicU64::new(now_ms()),
+            lease,
+        }
     }
 
     /// A leader was heard from (an AppendEntries was accepted) or a vote was granted: the next
     /// election waits a whole timeout from now.
     pub(crate) fn contact(&self) {
         self.last_contact.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// An AppendEntries from the leader was accepted.
+    pub(crate) fn heard_leader(&self) {
+        self.leader_heard.store(now_ms(), Ordering::Relaxed);
+        self.contact();
+    }
+
+    /// How long this node has gone without hearing from a leader.
+    pub(crate) fn leaderless_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.leader_heard.load(Ordering::Relaxed)))
     }
 
     /// A fresh wait: the lease, a margin for heartbeats in flight, and up to half a lease more.
@@ -67,7 +85,11 @@ impl Elections {
                     voters == 1,
                 )
             };
-            if leading || !voter {
+            if leading {
+                self.heard_leader();
+                continue;
+            }
+            if !voter {
                 self.contact();
                 continue;
             }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use dchan::Node;
 
 pub mod procs;
+pub mod proxy;
 
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);

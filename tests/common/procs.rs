@@ -11,6 +11,8 @@
 //! |---|---|
 //! | `recv CHANNEL CAPACITY` | `@ recv CHANNEL` once registered; then `@ got CHANNEL N` per message, `@ end CHANNEL` at the end |
 //! | `send CHANNEL FROM TO` | sends the numbers FROM..TO on a new sender, then `@ sent CHANNEL` |
+//! | `sender CHANNEL` | registers a sender and keeps it: `@ sender CHANNEL`, or `@ regerr REASON` |
+//! | `push CHANNEL FROM TO` | sends FROM..TO on the kept sender, then `@ pushed CHANNEL` |
 //! | `register CHANNEL` | registers (and drops) a sender: `@ registered MICROS`, or `@ regerr REASON` |
 //! | `members` | `@ members LEADER VOTERS ID,ID,...` (LEADER is `none` without one; VOTERS a count) |
 //! | `spin CHANNEL MILLIS` | a local sender/receiver loop on the node's own thread for MILLIS ms: `@ spun ROUNDS` |
@@ -29,6 +31,8 @@ use tokio::sync::mpsc;
 pub const CHILD_ENV: &str = "DCHAN_TEST_CHILD";
 /// Optional listen address for the child (default `127.0.0.1:0`).
 pub const LISTEN_ENV: &str = "DCHAN_TEST_LISTEN";
+/// Optional address the child advertises (a proxy in front of it).
+pub const ADVERTISE_ENV: &str = "DCHAN_TEST_ADVERTISE";
 
 /// One node process started by the test.
 pub struct Proc {
@@ -58,8 +62,33 @@ pub async fn start_at(join: &[SocketAddr], listen: Option<SocketAddr>) -> Result
     Ok(p)
 }
 
+/// Start a node process behind a proxy of `faults`: it advertises the proxy's address, which is
+/// what other nodes (and `join` seeds given to later nodes: use the proxy's address) dial.
+/// Returns once it is a member.
+pub async fn start_proxied(
+    join: &[SocketAddr],
+    faults: &std::sync::Arc<super::proxy::Faults>,
+) -> (Proc, super::proxy::Proxy) {
+    // The proxy must know where the node will listen before the node exists.
+    let real = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let proxy = super::proxy::Proxy::start(faults, real).await;
+    let mut p = spawn_with(join, Some(real), Some(proxy.addr));
+    p.ready().await.unwrap_or_else(|e| panic!("child node failed to start: {e}"));
+    (p, proxy)
+}
+
 /// Start a node process without waiting for it to be ready (to start many at the same moment).
 pub fn spawn(join: &[SocketAddr], listen: Option<SocketAddr>) -> Proc {
+    spawn_with(join, listen, None)
+}
+
+fn spawn_with(
+    join: &[SocketAddr],
+    listen: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+) -> Proc {
     let how = if join.is_empty() {
         "bootstrap".to_owned()
     } else {
@@ -73,6 +102,9 @@ pub fn spawn(join: &[SocketAddr], listen: Option<SocketAddr>) -> Proc {
         .stderr(Stdio::inherit());
     if let Some(l) = listen {
         cmd.env(LISTEN_ENV, l.to_string());
+    }
+    if let Some(a) = advertise {
+        cmd.env(ADVERTISE_ENV, a.to_string());
     }
     let mut child = cmd.spawn().expect("spawn child");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -193,7 +225,10 @@ pub fn child_main() {
     super::tracing();
     actix_rt::System::new().block_on(async move {
         let listen = std::env::var(LISTEN_ENV).unwrap_or_else(|_| "127.0.0.1:0".into());
-        let builder = dchan::Node::builder().listen(listen);
+        let mut builder = dchan::Node::builder().listen(listen);
+        if let Ok(advertise) = std::env::var(ADVERTISE_ENV) {
+            builder = builder.advertise(advertise);
+        }
         let builder = if how == "bootstrap" {
             builder.bootstrap()
         } else {
@@ -216,6 +251,7 @@ pub fn child_main() {
             }
         });
         let mut keep = Vec::new();
+        let mut senders = std::collections::HashMap::new();
         while let Some(line) = commands.recv().await {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
@@ -240,6 +276,24 @@ pub fn child_main() {
                             tx.send(i).await.expect("send");
                         }
                         println!("@ sent {channel}");
+                    }));
+                }
+                ["sender", channel] => match node.sender::<u64>(channel).await {
+                    Ok(tx) => {
+                        senders.insert(channel.to_string(), tx);
+                        println!("@ sender {channel}");
+                    }
+                    Err(e) => println!("@ regerr {e}"),
+                },
+                ["push", channel, from, to] => {
+                    let tx = senders.get(*channel).expect("`sender` first").clone();
+                    let (from, to): (u64, u64) = (from.parse().unwrap(), to.parse().unwrap());
+                    let channel = channel.to_string();
+                    keep.push(actix_rt::spawn(async move {
+                        for i in from..to {
+                            tx.send(i).await.expect("send");
+                        }
+                        println!("@ pushed {channel}");
                     }));
                 }
                 ["register", channel] => {
