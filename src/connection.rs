@@ -230,11 +230,11 @@ async fn read_loop(
         let frame = wire::decode(&buf).map_err(|e| Error::Codec(e.to_string()))?;
         match frame {
             Frame::Data { to, msgs } => {
-                core.deliver(remote, to, msgs.iter().map(|m| buf.slice_ref(m)));
+                core.switch.deliver(remote, to, msgs.iter().map(|m| buf.slice_ref(m)));
             }
-            Frame::Ack { to, n } => core.ack(to, n),
-            Frame::Fence { channel } => core.fence(remote, &channel),
-            Frame::Gone { to } => core.gone(remote, to),
+            Frame::Ack { to, n } => core.switch.ack(to, n),
+            Frame::Fence { channel } => core.switch.fence(remote, &channel),
+            Frame::Gone { to } => core.switch.gone(remote, to),
             Frame::Response { id, body } => peer.complete(id, *body),
             Frame::Request { id, body } => match *body {
                 req @ (Request::AppendEntries(_)

@@ -13,8 +13,9 @@ use std::time::Duration;
 use openraft::raft::AppendEntriesResponse;
 use tracing::Instrument;
 
-use crate::node::{Core, HAND_OVER_TIMEOUT};
+use crate::node::Core;
 use crate::registry::{Command, EndpointId, EndpointKind, NodeId, Outcome, Registry};
+use crate::switchboard::HAND_OVER_TIMEOUT;
 use crate::wire::{Request, Response};
 use crate::Error;
 
@@ -83,7 +84,7 @@ impl Core {
                     // Routers reflect the write before it returns (the watcher may not have run
                     // yet): a close fails the next send here, a new receiver is a target at once.
                     let registry = self.registry.borrow().clone();
-                    self.refresh(&registry);
+                    self.switch.refresh(&registry);
                     return Ok(outcome);
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
@@ -344,7 +345,7 @@ impl Core {
             tracing::warn!("this node's endpoints were not removed in time");
         }
         let registry = self.registry.borrow().clone();
-        self.refresh(&registry);
+        self.switch.refresh(&registry);
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! It holds at most `capacity` messages ready to be received. Messages arriving from another
 //! node beyond that wait in a staging queue that only the senders' windows bound (the network's
-//! share, see [`crate::router::Window`]); each message taken into the buffer is acknowledged to its
+//! share, see [`crate::credit::Window`]); each message taken into the buffer is acknowledged to its
 //! sending node in batches, which is what gives the sender its credit back. Messages from this
 //! node's own senders are moved in as values, never encoded. Messages from the network are kept
 //! encoded and decoded by the receiving task, off the connection's reader.
@@ -301,7 +301,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         }
         if let Some(core) = self.core.upgrade() {
             for (node, n) in acks {
-                core.send_ack(node, self.id, n, self.ack_batch);
+                core.switch.send_ack(node, self.id, n, self.ack_batch);
             }
         }
     }

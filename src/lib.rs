@@ -28,22 +28,27 @@
 //! 1. `sender`: [`Sender::send`] asks the channel's router for a receiver with room.
 //! 2. `router`: one per channel per node; picks a receiver from the local copy
 //!    of the registry. A local receiver gets the value moved into its inbox (no encoding); a
-//!    remote one gets it through the peer's outbox, within a window of unacknowledged messages.
+//!    remote one gets it through the peer's outbox, within a window of unacknowledged messages
+//!    (`credit`).
 //! 3. `outbox`: encodes the message straight into an open data frame for that
 //!    receiver; consecutive messages share the frame.
 //! 4. `connection`: the peer's writer feeds every queued frame and flushes
 //!    once; frames are length-delimited, versioned MessagePack (`wire`).
-//! 5. On the receiving node, the connection's reader hands the batch to the `node`,
-//!    which puts it in the receiver's `inbox` and acknowledges it back.
+//! 5. On the receiving node, the connection's reader hands the batch to the `switchboard`,
+//!    which puts it in the receiver's `inbox` (or `parked`, if the receiver is not known here
+//!    yet) and acknowledges it back.
 //! 6. `receiver`: [`Receiver::recv`] takes it out and decodes it.
 //!
 //! Acks go back the same way, coalesced per receiver and riding along with other frames when
-//! they are small (`outbox`).
+//! they are small (`outbox`). A close sends fences behind the last data (`close`); a dropped
+//! receiver's inbox stays until every node has said it sends nothing more (`tombstones`).
 //!
-//! Beside the path: `registry` is the replicated state, `control` the writes to it and the
-//! membership changes (always through the leader), `raft` the Raft wiring and storage, `peer` the
-//! links between nodes, `endpoint` the trait behind `#[dchan::endpoint]`, `cluster` the snapshot
-//! [`Node::cluster`] returns, `error` the errors.
+//! Beside the path: `node` wires a node together and runs its lifecycle; `registry` is the
+//! replicated state, `control` the writes to it (always through the leader), `membership` the
+//! joins, leaves, failure detection and voter count, `raft` the Raft wiring, storage and
+//! election timing, `peer` the links between nodes, `tasks` the node's background work on its
+//! own runtime, `clock` time and random draws, `endpoint` the trait behind
+//! `#[dchan::endpoint]`, `cluster` the snapshot [`Node::cluster`] returns, `error` the errors.
 //!
 //! Programs run under `#[actix::main]` (or inside an `actix_rt::System`): each receiver has an
 //! actix actor. Senders may be used from any thread or runtime.
@@ -58,22 +63,27 @@
 #![warn(missing_docs)]
 
 mod clock;
+mod close;
 mod cluster;
 mod connection;
 mod control;
+mod credit;
 mod endpoint;
 mod error;
 mod inbox;
 mod membership;
 mod node;
 mod outbox;
+mod parked;
 mod peer;
 mod raft;
 mod receiver;
 mod registry;
 mod router;
 mod sender;
+mod switchboard;
 mod tasks;
+mod tombstones;
 mod wire;
 
 pub use cluster::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};

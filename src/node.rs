@@ -5,16 +5,15 @@
 //! messages to the receiver's inbox, [`Core::ack`] gives credit back to a router's window, and the
 //! registry watcher ([`Core::refresh`]) rebuilds every router when the registry changes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,22 +23,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cluster::{ClusterInfo, Member, Role};
-use crate::inbox::{ErasedInbox, Inbox};
+use crate::inbox::Inbox;
 use crate::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
-use crate::peer::{lock, Peers};
+use crate::peer::Peers;
 use crate::raft::election::Elections;
 use crate::raft::store::{LogStore, StateMachine};
 use crate::raft::{Network, Raft};
 use crate::receiver::Receiver;
-use crate::registry::{EndpointId, EndpointKind, NodeId, Registry};
-use crate::router::{ChannelRoute, Target, Window};
+use crate::registry::{EndpointKind, NodeId, Registry};
 use crate::sender::Sender;
+use crate::switchboard::Switchboard;
 use crate::tasks::Tasks;
-use crate::wire::{self, Frame, Request, Response};
+use crate::wire::{self, Request, Response};
 use crate::Error;
-
-/// How long a leaving node waits for its messages to reach other nodes.
-pub(crate) const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A receiver's default capacity.
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -49,19 +45,6 @@ const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long one join attempt waits for the answer before the next is made.
 const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How many messages for endpoints this node does not know yet may wait for them.
-const MAX_PARKED: usize = 1 << 16;
-
-/// Data parked for endpoints not known yet, and how many messages that is in all.
-#[derive(Debug, Default)]
-struct Parked {
-    count: usize,
-    by_endpoint: HashMap<EndpointId, Vec<(NodeId, Bytes)>>,
-}
-
-/// The credit towards one remote receiver, and the route to wake when it comes back.
-type Credit = (Arc<Window>, Arc<ChannelRoute>);
 
 /// What the node shares between its tasks, its endpoints and its handles.
 pub(crate) struct Core {
@@ -82,24 +65,8 @@ pub(crate) struct Core {
     pub(crate) span: tracing::Span,
     /// Set when `shutdown` starts.
     pub(crate) leaving: AtomicBool,
-    routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
-    inboxes: Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>,
-    /// Data for receivers on this node whose registration this node has not seen yet.
-    parked: Mutex<Parked>,
-    /// Credit towards each remote receiver, and the route to wake when it comes back.
-    windows: Mutex<HashMap<EndpointId, Credit>>,
-    /// Fences received, per channel.
-    fences: Mutex<HashMap<String, BTreeSet<NodeId>>>,
-    /// Channels whose close this node has fenced.
-    fenced: Mutex<HashSet<String>>,
-    /// The members at the last refresh: a node that drops out of them has left, and its link goes.
-    members: Mutex<BTreeSet<NodeId>>,
-    /// Every receiver in the registry at the last refresh, with its node: one that drops out is
-    /// told (`Gone`) by every node, after the last data it had for it.
-    receivers: Mutex<BTreeMap<EndpointId, NodeId>>,
-    /// `Gone`s received for receivers of this node, by receiver. A dropped receiver's inbox keeps
-    /// re-routing late arrivals until every member has said `Gone`; then it is let go.
-    gones: Mutex<HashMap<EndpointId, BTreeSet<NodeId>>>,
+    /// This node's routers and inboxes, and what connects them (see [`crate::switchboard`]).
+    pub(crate) switch: Switchboard,
 }
 
 impl std::fmt::Debug for Core {
@@ -264,6 +231,13 @@ impl NodeBuilder {
                 self.voters,
                 self.failure_timeout,
             ));
+            let switch = Switchboard::new(
+                id,
+                peers.clone(),
+                registry.clone(),
+                tasks.clone(),
+                cancel.clone(),
+            );
             let advertised = self.advertise.clone().unwrap_or_else(|| addr.to_string());
             let core = Arc::new(Core {
                 id,
@@ -278,15 +252,7 @@ impl NodeBuilder {
                 tasks: tasks.clone(),
                 span: tracing::Span::current(),
                 leaving: AtomicBool::new(false),
-                routes: Mutex::default(),
-                inboxes: Mutex::default(),
-                parked: Mutex::default(),
-                windows: Mutex::default(),
-                fences: Mutex::default(),
-                fenced: Mutex::default(),
-                members: Mutex::default(),
-                receivers: Mutex::default(),
-                gones: Mutex::default(),
+                switch,
             });
             core.peers.set_core(Arc::downgrade(&core));
             tasks.spawn(crate::connection::accept_loop(listener, core.clone()).in_current_span());
@@ -358,7 +324,7 @@ impl Node {
         T: Serialize + DeserializeOwned + Send + 'static,
     {
         let id = self.core.register::<T>(name, EndpointKind::Sender, 0).await?.claim();
-        Ok(Sender::new(self.core.clone(), self.core.route(name), id))
+        Ok(Sender::new(self.core.clone(), self.core.switch.route(name), id))
     }
 
     /// A receiver on channel `name`; await it (optionally after [`ReceiverBuilder::capacity`]).
@@ -380,7 +346,7 @@ impl Node {
     /// including those of dropped receivers that are still re-routing late arrivals.
     #[doc(hidden)]
     pub fn __inbox_count(&self) -> usize {
-        self.core.inbox_count()
+        self.core.switch.inbox_count()
     }
 
     /// A snapshot of the cluster as this node knows it: members, leader, channels.
@@ -421,7 +387,7 @@ impl Node {
         }
         let left = core.leave().await;
         if left.is_ok() {
-            core.hand_over().await;
+            core.switch.hand_over().await;
         }
         self.stop().await;
         left
@@ -432,17 +398,12 @@ impl Node {
         // First, so that nothing (a dropped handle's deregistration, a retried write) starts
         // talking to Raft while it stops.
         core.cancel.cancel();
-        for route in lock(&core.routes).values() {
-            route.close();
-        }
-        for inbox in lock(&core.inboxes).values() {
-            inbox.close(BTreeSet::new());
-        }
+        core.switch.close_all();
         if let Err(e) = core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
         core.tasks.close_and_wait().await;
-        lock(&core.inboxes).clear();
+        core.switch.clear();
         tracing::info!("node stopped");
     }
 
@@ -554,317 +515,12 @@ where
                 .register::<T>(&self.name, EndpointKind::Receiver, self.capacity as u32)
                 .await?
                 .claim();
-            let route = core.route(&self.name);
+            let route = core.switch.route(&self.name);
             let inbox =
                 Arc::new(Inbox::<T>::new(id, route.clone(), self.capacity, Arc::downgrade(core)));
-            core.add_inbox(inbox.clone());
+            core.switch.add_inbox(inbox.clone());
             Ok(Receiver::new(core, inbox, route))
         })
-    }
-}
-
-impl Core {
-    /// This node's router for `channel`.
-    pub(crate) fn route(&self, channel: &str) -> Arc<ChannelRoute> {
-        let route = {
-            let mut routes = lock(&self.routes);
-            if let Some(r) = routes.get(channel) {
-                return r.clone();
-            }
-            let r = Arc::new(ChannelRoute::new(channel));
-            routes.insert(channel.to_owned(), r.clone());
-            r
-        };
-        let registry = self.registry.borrow().clone();
-        self.refresh_route(&route, &registry);
-        route
-    }
-
-    fn add_inbox(&self, inbox: Arc<dyn ErasedInbox>) {
-        let id = inbox.id();
-        lock(&self.inboxes).insert(id, inbox.clone());
-        let parked = {
-            let mut p = lock(&self.parked);
-            let msgs = p.by_endpoint.remove(&id).unwrap_or_default();
-            p.count -= msgs.len();
-            msgs
-        };
-        for (from, msg) in parked {
-            let n = inbox.push_remote(from, &mut std::iter::once(msg));
-            self.send_ack(from, id, n, inbox.ack_batch());
-        }
-        let registry = self.registry.borrow().clone();
-        self.refresh_route(inbox.channel(), &registry);
-    }
-
-    /// Messages from node `from` for receiver `to` (called by the connection reader).
-    pub(crate) fn deliver(
-        &self,
-        from: NodeId,
-        to: EndpointId,
-        mut msgs: impl Iterator<Item = Bytes>,
-    ) {
-        let inbox = lock(&self.inboxes).get(&to).cloned();
-        match inbox {
-            Some(inbox) => {
-                let n = inbox.push_remote(from, &mut msgs);
-                self.send_ack(from, to, n, inbox.ack_batch());
-            }
-            None => {
-                let mut p = lock(&self.parked);
-                let Parked { count, by_endpoint } = &mut *p;
-                let slot = by_endpoint.entry(to).or_default();
-                for m in msgs {
-                    if *count >= MAX_PARKED {
-                        tracing::warn!(endpoint = to, "dropped data for an unknown endpoint");
-                        break;
-                    }
-                    slot.push((from, m));
-                    *count += 1;
-                }
-            }
-        }
-    }
-
-    /// Tell node `to_node` that receiver `receiver` took `n` of its messages.
-    /// Credit is sent at once when `urgent_at` is owed, lazily below that (see
-    /// [`crate::outbox::Outbox::push_ack`]).
-    pub(crate) fn send_ack(&self, to_node: NodeId, receiver: EndpointId, n: u32, urgent_at: u32) {
-        if n == 0 {
-            return;
-        }
-        let peer = self.peers.find(to_node).or_else(|| {
-            let addr = self.registry.borrow().nodes.get(&to_node).cloned()?;
-            Some(self.peers.get(to_node, &addr))
-        });
-        match peer {
-            Some(p) => p.outbox.push_ack(receiver, n, urgent_at),
-            None => tracing::debug!(node = to_node, "ack for an unknown node dropped"),
-        }
-    }
-
-    /// Credit back from a remote receiver (called by the connection reader).
-    pub(crate) fn ack(&self, to: EndpointId, n: u32) {
-        let entry = lock(&self.windows).get(&to).cloned();
-        if let Some((window, route)) = entry {
-            window.release(n);
-            route.wake();
-        }
-    }
-
-    /// Node `from` sends nothing more to receiver `to` (called by the connection reader).
-    pub(crate) fn gone(&self, from: NodeId, to: EndpointId) {
-        lock(&self.gones).entry(to).or_default().insert(from);
-        let registry = self.registry.borrow().clone();
-        self.release_tombstones(&registry);
-    }
-
-    /// Let go of the inboxes of dropped receivers that nothing more can reach: removed from the
-    /// registry, and every other member has said `Gone`. Their actors end once they have
-    /// re-routed what is left.
-    fn release_tombstones(&self, registry: &Registry) {
-        let registered: BTreeSet<EndpointId> =
-            registry.channels.values().flat_map(|c| c.endpoints.keys().copied()).collect();
-        let mut inboxes = lock(&self.inboxes);
-        let mut gones = lock(&self.gones);
-        inboxes.retain(|id, inbox| {
-            if registered.contains(id) || !inbox.is_detached() {
-                return true;
-            }
-            let heard = gones.get(id);
-            let waiting = registry
-                .nodes
-                .keys()
-                .any(|n| *n != self.id && !heard.is_some_and(|h| h.contains(n)));
-            if !waiting {
-                gones.remove(id);
-            }
-            waiting
-        });
-        // A `Gone` for an inbox this node does not hold (any more) has nothing left to count.
-        gones.retain(|id, _| inboxes.contains_key(id));
-    }
-
-    /// How many receivers' inboxes this node holds, dropped ones still re-routing included.
-    pub(crate) fn inbox_count(&self) -> usize {
-        lock(&self.inboxes).len()
-    }
-
-    /// Node `from` fenced `channel` (called by the connection reader).
-    pub(crate) fn fence(&self, from: NodeId, channel: &str) {
-        lock(&self.fences).entry(channel.to_owned()).or_default().insert(from);
-        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
-        for inbox in inboxes.iter().filter(|i| i.channel().name == channel) {
-            inbox.fence(from);
-        }
-    }
-
-    /// Hand what this node's receivers hold to receivers on other nodes, and flush every outbox,
-    /// within [`HAND_OVER_TIMEOUT`]. A channel with no receiver elsewhere keeps its messages
-    /// here: its receivers yield them, then `None`.
-    async fn hand_over(&self) {
-        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
-        let mut routes = Vec::new();
-        for inbox in inboxes {
-            if inbox.channel().receiver_count() > 0 {
-                inbox.hand_over();
-                routes.push(inbox.channel().clone());
-            }
-        }
-        let done = async {
-            for route in &routes {
-                route.rerouting_done().await;
-            }
-            for peer in self.peers.all() {
-                peer.outbox.flushed().await;
-            }
-        };
-        if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
-            tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
-        }
-    }
-
-    /// The registry changed: rebuild every router, and process closes.
-    pub(crate) fn refresh(&self, registry: &Registry) {
-        let now: BTreeSet<NodeId> = registry.nodes.keys().copied().collect();
-        let before = std::mem::replace(&mut *lock(&self.members), now.clone());
-        for gone in before.difference(&now).filter(|n| **n != self.id) {
-            self.peers.remove(*gone);
-        }
-        // The membership says where each member listens: links dial that, whatever a seed or a
-        // hello said before.
-        for (id, addr) in registry.nodes.iter().filter(|(id, _)| **id != self.id) {
-            if self.peers.find(*id).is_some() {
-                self.peers.get(*id, addr);
-            }
-        }
-        let routes: Vec<_> = lock(&self.routes).values().cloned().collect();
-        for route in &routes {
-            self.refresh_route(route, registry);
-        }
-        // Windows of receivers that are gone.
-        lock(&self.windows).retain(|id, (_, route)| {
-            registry.channels.get(&route.name).is_some_and(|c| c.endpoints.contains_key(id))
-        });
-        // Receivers that are gone: say so to their node, behind any data already queued for them
-        // (the routers above no longer pick them, so nothing more can follow).
-        let now: BTreeMap<EndpointId, NodeId> = registry
-            .channels
-            .values()
-            .flat_map(|c| c.receivers().map(|e| (e.id, e.node)))
-            .collect();
-        let before = std::mem::replace(&mut *lock(&self.receivers), now.clone());
-        for (id, node) in before.iter().filter(|(id, _)| !now.contains_key(id)) {
-            if *node == self.id {
-                continue;
-            }
-            if let Some(addr) = registry.nodes.get(node) {
-                let frame = wire::encode(&Frame::Gone { to: *id });
-                self.peers.get(*node, addr).outbox.push_frame(frame);
-            }
-        }
-        // A receiver of this node that the registry no longer lists, though its handle is alive:
-        // the node was removed (cut off for longer than the failure timeout) and let back in.
-        // It ends cleanly rather than wait for data that can no longer be routed to it. (An id
-        // this registry has not issued yet is a registration newer than this refresh.)
-        if registry.nodes.contains_key(&self.id) {
-            for inbox in lock(&self.inboxes).values() {
-                let id = inbox.id();
-                if registry.issued(id) && !now.contains_key(&id) && inbox.orphan() {
-                    tracing::warn!(
-                        channel = %inbox.channel().name,
-                        receiver = id,
-                        "this node was removed from the cluster: the receiver ends after what it holds"
-                    );
-                }
-            }
-        }
-        self.release_tombstones(registry);
-        // Fence every closed channel once: nothing more of it will leave this node.
-        for ch in registry.channels.values().filter(|c| c.closed && c.closed_by.contains(&self.id))
-        {
-            if !lock(&self.fenced).insert(ch.name.clone()) {
-                continue;
-            }
-            let peers: Vec<_> = ch
-                .receivers()
-                .map(|e| e.node)
-                .filter(|n| *n != self.id)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .filter_map(|n| Some(self.peers.get(n, registry.nodes.get(&n)?)))
-                .collect();
-            let frame = wire::encode(&Frame::Fence { channel: ch.name.clone() });
-            let route = lock(&self.routes).get(&ch.name).cloned();
-            match route {
-                // Messages of dropped receivers still being re-routed go out before the fence.
-                Some(route) => {
-                    route.close();
-                    let cancel = self.cancel.clone();
-                    self.tasks.spawn(async move {
-                        tokio::select! {
-                            _ = cancel.cancelled() => {}
-                            _ = route.rerouting_done() => {
-                                for p in peers {
-                                    p.outbox.push_frame(frame.clone());
-                                }
-                            }
-                        }
-                    });
-                }
-                None => {
-                    for p in peers {
-                        p.outbox.push_frame(frame.clone());
-                    }
-                }
-            }
-        }
-    }
-
-    fn refresh_route(&self, route: &Arc<ChannelRoute>, registry: &Registry) {
-        let Some(ch) = registry.channels.get(&route.name) else {
-            route.set_targets(Vec::new());
-            return;
-        };
-        if ch.closed {
-            route.close();
-        }
-        let inboxes = lock(&self.inboxes);
-        let mut windows = lock(&self.windows);
-        let mut targets = Vec::new();
-        for e in ch.receivers() {
-            if e.node == self.id {
-                if let Some(inbox) = inboxes.get(&e.id) {
-                    targets.push(Target::Local(inbox.clone()));
-                }
-            } else if let Some(addr) = registry.nodes.get(&e.node) {
-                let window = windows
-                    .entry(e.id)
-                    .or_insert_with(|| (Arc::new(Window::new(e.capacity)), route.clone()))
-                    .0
-                    .clone();
-                targets.push(Target::Remote {
-                    id: e.id,
-                    peer: self.peers.get(e.node, addr),
-                    window,
-                });
-            }
-        }
-        drop(windows);
-        if ch.closed {
-            let fences = lock(&self.fences).get(&ch.name).cloned().unwrap_or_default();
-            let waiting: BTreeSet<NodeId> = ch
-                .closed_by
-                .iter()
-                .filter(|n| **n != self.id && !fences.contains(n))
-                .copied()
-                .collect();
-            for inbox in inboxes.values().filter(|i| i.channel().name == ch.name) {
-                inbox.close(waiting.clone());
-            }
-        }
-        drop(inboxes);
-        route.set_targets(targets);
     }
 }
 
@@ -877,6 +533,6 @@ async fn watch_registry(core: Arc<Core>) {
             r = rx.changed() => if r.is_err() { return },
         }
         let registry = rx.borrow_and_update().clone();
-        core.refresh(&registry);
+        core.switch.refresh(&registry);
     }
 }

@@ -10,7 +10,7 @@
 //! targets change.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
+use crate::credit::Window;
 use crate::inbox::{ErasedInbox, Inbox, Refused};
 use crate::outbox::PushError;
 use crate::peer::Peer;
@@ -27,31 +28,6 @@ use crate::registry::EndpointId;
 /// Where a node's round-robin starts: not at the same receiver on every node.
 fn random_start() -> usize {
     (crate::clock::random_u64() % 1024) as usize
-}
-
-/// Credit for one (sending node, remote receiver) pair: at most `limit` messages unacknowledged.
-#[derive(Debug)]
-pub(crate) struct Window {
-    inflight: AtomicU32,
-    limit: u32,
-}
-
-impl Window {
-    pub(crate) fn new(limit: u32) -> Self {
-        Window { inflight: AtomicU32::new(0), limit: limit.max(1) }
-    }
-
-    fn try_acquire(&self) -> bool {
-        self.inflight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.limit).then_some(n + 1))
-            .is_ok()
-    }
-
-    pub(crate) fn release(&self, n: u32) {
-        let _ = self
-            .inflight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| Some(cur.saturating_sub(n)));
-    }
 }
 
 /// Where a receiver of the channel is.
