@@ -100,14 +100,27 @@ async fn a_killed_node_is_removed_and_its_receivers_are_no_longer_picked() {
     }
     let (all, survivors) = ([a.id, b.id, c.id], [a.id, b.id]);
     settles(&mut a, &all, 3).await;
+    settles(&mut b, &all, 3).await;
     c.kill();
+    let killed = Instant::now();
+    // A sender streaming meanwhile is not stuck on the dead receiver's credit (what was on its
+    // way to the dead node is lost until acknowledged delivery exists: not counted here).
+    a.cmd("send jobs 0 1000");
+    a.expect("@ sent jobs").await;
     // The dead node leaves the membership; with no learner to promote, two voters remain.
     settles(&mut a, &survivors, 2).await;
+    eprintln!("killed node removed, as node a sees it, after {:?}", killed.elapsed());
     settles(&mut b, &survivors, 2).await;
-    a.cmd("send jobs 0 200");
-    a.expect("@ sent jobs").await;
-    for i in 0..200 {
-        assert_eq!(b.expect("@ got jobs ").await, format!("@ got jobs {i}"));
+    // From then on every message goes to the live receiver, in order.
+    a.cmd("send jobs 1000 1200");
+    let mut next = 1000;
+    while next < 1200 {
+        let line = b.expect("@ got jobs ").await;
+        let n: u64 = line["@ got jobs ".len()..].parse().expect("a number");
+        if n >= 1000 {
+            assert_eq!(n, next, "in order, none lost");
+            next += 1;
+        }
     }
 }
 
@@ -154,14 +167,10 @@ async fn leader_kills(rounds: usize) -> Vec<Duration> {
 #[tokio::test]
 async fn twenty_leader_kills_in_a_row_each_elect_a_new_leader() {
     let mut took = leader_kills(20).await;
-    took.sort_unstable();
-    let pct = |p: usize| took[(took.len() * p / 100).min(took.len() - 1)];
+    let (p50, p99) = percentiles(&mut took);
     eprintln!(
-        "leader kill to a committed registration on a survivor, {} samples: p50 {:?}, p99 {:?}, max {:?}",
-        took.len(),
-        pct(50),
-        pct(99),
-        took[took.len() - 1]
+        "leader kill to a committed registration on a survivor, {} samples: p50 {p50:?}, p99 {p99:?}",
+        took.len()
     );
 }
 
@@ -221,4 +230,62 @@ async fn a_partitioned_node_serves_locally_gets_no_quorum_and_comes_back_clean()
     settles(&mut c, &all, 3).await;
     settles(&mut a, &all, 3).await;
     registers(&mut c, "healed", Instant::now()).await;
+}
+
+/// p50 and p99 of `samples`, sorted in place.
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort_unstable();
+    let at = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    (at(50), at(99))
+}
+
+/// Measurement, not a test (run with `--ignored measure --nocapture`): time from SIGKILL of a
+/// node to its removal seen by every survivor, over 20 kills.
+#[tokio::test]
+#[ignore = "a measurement: run explicitly"]
+async fn measure_node_kill_to_removal() {
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let mut nodes = three_nodes().await;
+        let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+        for p in &mut nodes {
+            settles(p, &ids, 3).await;
+        }
+        let (leader, _, _) = nodes[0].members().await;
+        // Kill a follower: the leader's own loss is measured by the leader-kill test.
+        let at = nodes.iter().position(|p| Some(p.id) != leader).expect("a follower");
+        let mut dead = nodes.remove(at);
+        dead.kill();
+        let killed = Instant::now();
+        let left: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+        for p in &mut nodes {
+            settles(p, &left, 2).await;
+        }
+        took.push(killed.elapsed());
+    }
+    let (p50, p99) = percentiles(&mut took);
+    eprintln!("SIGKILL to removal on every survivor, 20 kills: p50 {p50:?}, p99 {p99:?}");
+}
+
+/// Measurement (run with `--ignored measure --nocapture`): 5 nodes started at the same moment,
+/// 20 times: how many runs had every node join, and how long the slowest took.
+#[tokio::test]
+#[ignore = "a measurement: run explicitly"]
+async fn measure_five_nodes_started_together() {
+    let (mut ok, mut slowest) = (0, Vec::new());
+    for _ in 0..20 {
+        let first = procs::start(&[]).await;
+        let t = Instant::now();
+        let mut others: Vec<Proc> = (0..4).map(|_| procs::spawn(&[first.addr], None)).collect();
+        let mut all = true;
+        for p in &mut others {
+            all &= p.ready().await.is_ok();
+        }
+        slowest.push(t.elapsed());
+        ok += usize::from(all);
+    }
+    let (p50, p99) = percentiles(&mut slowest);
+    eprintln!(
+        "5 nodes started together: {ok} of 20 runs all joined; last join p50 {p50:?}, p99 {p99:?}"
+    );
 }

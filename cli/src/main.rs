@@ -6,7 +6,7 @@
 //! ```
 //!
 //! The node prints the cluster (members, leader, channels) whenever it changes, and leaves the
-//! cluster gracefully on Ctrl-C.
+//! cluster gracefully on Ctrl-C or SIGTERM.
 
 use std::time::Duration;
 
@@ -29,6 +29,10 @@ enum Command {
         /// Join the cluster through this member (repeat for more seeds); without it, bootstrap.
         #[arg(long)]
         join: Vec<String>,
+        /// The address other nodes dial for this one (default: the bound address). Needed with
+        /// `--listen 0.0.0.0:PORT`, behind NAT or a container port mapping.
+        #[arg(long)]
+        advertise: Option<String>,
     },
 }
 
@@ -42,14 +46,24 @@ fn main() -> Result<(), dchan::Error> {
     let cli = Cli::parse();
     actix_rt::System::new().block_on(async move {
         match cli.command {
-            Command::Node { listen, join } => run_node(listen, join).await,
+            Command::Node { listen, join, advertise } => run_node(listen, join, advertise).await,
         }
     })
 }
 
-async fn run_node(listen: String, join: Vec<String>) -> Result<(), dchan::Error> {
-    let builder = dchan::Node::builder().listen(listen);
+async fn run_node(
+    listen: String,
+    join: Vec<String>,
+    advertise: Option<String>,
+) -> Result<(), dchan::Error> {
+    let mut builder = dchan::Node::builder().listen(listen);
+    if let Some(addr) = advertise {
+        builder = builder.advertise(addr);
+    }
     let builder = if join.is_empty() { builder.bootstrap() } else { builder.join(join) };
+    // Service managers and container platforms stop a process with SIGTERM: leave gracefully
+    // then too, as on Ctrl-C.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let node = builder.start().await?;
     println!("node {} listening on {}", node.id(), node.addr());
     let mut last = None;
@@ -57,6 +71,7 @@ async fn run_node(listen: String, join: Vec<String>) -> Result<(), dchan::Error>
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
             _ = tick.tick() => {
                 let view = node.cluster();
                 if last.as_ref() != Some(&view) {
