@@ -68,6 +68,8 @@ pub(crate) struct ChannelRoute {
     changed: Notify,
     /// Senders waiting for room; wakers skip the notify when there are none.
     waiters: AtomicUsize,
+    /// Whether a receiver of the channel is on this node.
+    local: AtomicBool,
     /// Messages of dropped receivers on this node still to be re-routed.
     rerouting: AtomicUsize,
     cursor: AtomicUsize,
@@ -101,6 +103,7 @@ impl ChannelRoute {
             name: name.to_owned(),
             targets: RwLock::default(),
             closed: AtomicBool::new(false),
+            local: AtomicBool::new(false),
             changed: Notify::new(),
             waiters: AtomicUsize::new(0),
             rerouting: AtomicUsize::new(0),
@@ -116,7 +119,9 @@ impl ChannelRoute {
 
     /// Replace the receivers (the registry changed) and wake every waiting sender.
     pub(crate) fn set_targets(&self, targets: Vec<Target>) {
+        let local = targets.iter().any(|t| matches!(t, Target::Local(_)));
         *self.targets.write().unwrap_or_else(|e| e.into_inner()) = targets;
+        self.local.store(local, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
 
@@ -124,6 +129,11 @@ impl ChannelRoute {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.changed.notify_waiters();
+    }
+
+    /// Whether a receiver of the channel is on this node (a send may be a hand-off in-process).
+    pub(crate) fn has_local(&self) -> bool {
+        self.local.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -93,9 +93,14 @@ where
     ///
     /// Cancelling the future drops the message unsent; no receiver gets it.
     pub async fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        // A send that always finds room would never yield: spend tokio's cooperative budget like
-        // tokio's channels do, so a busy loop lets the node's tasks run.
-        tokio::task::coop::consume_budget().await;
+        // A hand-off to a receiver on this node always finds room while that receiver keeps up,
+        // so a loop of them would never yield: spend tokio's cooperative budget, as tokio's
+        // channels do, so that the node's tasks and the application's others run. (A send to
+        // remote receivers waits for their credit, which this thread's tasks bring back, so it
+        // yields by itself; spending budget there too would only cut the batches short.)
+        if self.route().has_local() {
+            tokio::task::coop::consume_budget().await;
+        }
         let msg = match self.route().try_send(msg) {
             Attempt::Sent => return Ok(()),
             Attempt::Closed(m) => return Err(SendError(m)),
@@ -170,8 +175,10 @@ where
     ///
     /// Cancelling may leave some receivers with a copy and others without.
     pub async fn broadcast(&self, msg: T) -> Result<usize, SendError<T>> {
-        tokio::task::coop::consume_budget().await;
         let route = self.route();
+        if route.has_local() {
+            tokio::task::coop::consume_budget().await;
+        }
         let bytes: bytes::Bytes = match rmp_serde::to_vec_named(&msg) {
             Ok(b) => b.into(),
             Err(e) => {
