@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use actix::Addr;
 
 use crate::error::TryRecvError;
-use crate::node::Core;
+use crate::peer::Peers;
 use crate::receiver::{Detached, EndpointActor};
 use crate::registry::{EndpointId, NodeId};
 use crate::router::ChannelRoute;
@@ -116,7 +116,8 @@ pub(crate) struct Inbox<T> {
     /// Acks are sent once this many are owed (or nothing more is staged).
     ack_batch: u32,
     state: Mutex<State<T>>,
-    core: Weak<Core>,
+    /// Where acks go: the links to the sending nodes.
+    peers: Weak<Peers>,
     /// The endpoint actor that re-routes what the inbox held when it is handed over.
     actor: OnceLock<Addr<EndpointActor>>,
 }
@@ -136,7 +137,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         id: EndpointId,
         route: Arc<ChannelRoute>,
         capacity: usize,
-        core: Weak<Core>,
+        peers: Weak<Peers>,
     ) -> Self {
         Inbox {
             id,
@@ -152,7 +153,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 closing: None,
                 detached: None,
             }),
-            core,
+            peers,
             actor: OnceLock::new(),
         }
     }
@@ -299,9 +300,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         if acks.is_empty() {
             return;
         }
-        if let Some(core) = self.core.upgrade() {
+        if let Some(peers) = self.peers.upgrade() {
             for (node, n) in acks {
-                core.switch.send_ack(node, self.id, n, self.ack_batch);
+                peers.send_ack(node, self.id, n, self.ack_batch);
             }
         }
     }

@@ -349,6 +349,13 @@ impl Node {
         self.core.switch.inbox_count()
     }
 
+    /// Not part of the API (for dchan's tests): the index of the last entry in this node's Raft
+    /// log, to check that an idle cluster writes nothing.
+    #[doc(hidden)]
+    pub fn __last_log_index(&self) -> Option<u64> {
+        self.core.raft.metrics().borrow().last_log_index
+    }
+
     /// A snapshot of the cluster as this node knows it: members, leader, channels.
     pub fn cluster(&self) -> ClusterInfo {
         let registry = self.core.registry.borrow().clone();
@@ -516,8 +523,12 @@ where
                 .await?
                 .claim();
             let route = core.switch.route(&self.name);
-            let inbox =
-                Arc::new(Inbox::<T>::new(id, route.clone(), self.capacity, Arc::downgrade(core)));
+            let inbox = Arc::new(Inbox::<T>::new(
+                id,
+                route.clone(),
+                self.capacity,
+                Arc::downgrade(&core.peers),
+            ));
             core.switch.add_inbox(inbox.clone());
             Ok(Receiver::new(core, inbox, route))
         })

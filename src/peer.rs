@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::node::Core;
 use crate::outbox::Outbox;
-use crate::registry::NodeId;
+use crate::registry::{EndpointId, NodeId};
 use crate::tasks::Tasks;
 use crate::wire::{self, Frame, Request, Response};
 
@@ -209,6 +209,20 @@ impl Peers {
             None => tracing::error!(peer = id, "peer asked for before the node was set up"),
         }
         peer
+    }
+
+    /// Tell node `to_node` that receiver `receiver` took `n` of its messages. Credit is sent at
+    /// once when `urgent_at` is owed, lazily below that (see
+    /// [`crate::outbox::Outbox::push_ack`]). The data came over a link to that node, so the
+    /// peer is known unless it has left the cluster since, and then no credit is owed to it.
+    pub(crate) fn send_ack(&self, to_node: NodeId, receiver: EndpointId, n: u32, urgent_at: u32) {
+        if n == 0 {
+            return;
+        }
+        match self.find(to_node) {
+            Some(p) => p.outbox.push_ack(receiver, n, urgent_at),
+            None => tracing::debug!(node = to_node, "ack for a node that left dropped"),
+        }
     }
 
     /// Every peer this node talks to.

@@ -118,7 +118,7 @@ impl Switchboard {
         lock(&self.inboxes).insert(id, inbox.clone());
         for (from, msg) in self.parked.take(id) {
             let n = inbox.push_remote(from, &mut std::iter::once(msg));
-            self.send_ack(from, id, n, inbox.ack_batch());
+            self.peers.send_ack(from, id, n, inbox.ack_batch());
         }
         let registry = self.registry.borrow().clone();
         self.refresh_route(inbox.channel(), &registry);
@@ -135,26 +135,9 @@ impl Switchboard {
         match inbox {
             Some(inbox) => {
                 let n = inbox.push_remote(from, &mut msgs);
-                self.send_ack(from, to, n, inbox.ack_batch());
+                self.peers.send_ack(from, to, n, inbox.ack_batch());
             }
             None => self.parked.park(from, to, msgs),
-        }
-    }
-
-    /// Tell node `to_node` that receiver `receiver` took `n` of its messages.
-    /// Credit is sent at once when `urgent_at` is owed, lazily below that (see
-    /// [`crate::outbox::Outbox::push_ack`]).
-    pub(crate) fn send_ack(&self, to_node: NodeId, receiver: EndpointId, n: u32, urgent_at: u32) {
-        if n == 0 {
-            return;
-        }
-        let peer = self.peers.find(to_node).or_else(|| {
-            let addr = self.registry.borrow().nodes.get(&to_node).cloned()?;
-            Some(self.peers.get(to_node, &addr))
-        });
-        match peer {
-            Some(p) => p.outbox.push_ack(receiver, n, urgent_at),
-            None => tracing::debug!(node = to_node, "ack for an unknown node dropped"),
         }
     }
 

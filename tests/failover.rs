@@ -81,11 +81,40 @@ async fn a_killed_leader_is_replaced_and_every_survivor_registers() {
     let leader = leader.expect("a leader");
     let at = nodes.iter().position(|p| p.id == leader).expect("the leader is one of ours");
     let mut dead = nodes.remove(at);
+    // A stream between the two survivors, under way when the leader dies.
+    nodes[0].cmd("recv flow 64");
+    nodes[0].expect("@ recv flow").await;
+    nodes[1].cmd("sender flow");
+    nodes[1].expect("@ sender flow").await;
+    const N: u64 = 20_000;
+    nodes[1].cmd(&format!("push flow 0 {N}"));
     dead.kill();
     let killed = Instant::now();
     for p in &mut nodes {
         let took = registers(p, "after-kill", killed).await;
         eprintln!("node {}: registered {took:?} after the leader was killed", p.id);
+    }
+    // Data never waits for Raft: every message arrives, in order.
+    nodes[1].expect("@ pushed flow").await;
+    for i in 0..N {
+        assert_eq!(nodes[0].expect("@ got flow ").await, format!("@ got flow {i}"));
+    }
+}
+
+#[tokio::test]
+async fn a_dead_voter_is_replaced_by_a_learner() {
+    let mut nodes = three_nodes().await;
+    let seed = nodes[0].addr;
+    nodes.push(procs::start(&[seed]).await);
+    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    settles(&mut nodes[0], &ids, 3).await;
+    let (leader, _, _) = nodes[0].members().await;
+    // The fourth node is the learner; kill a voter that does not lead.
+    let at = nodes[..3].iter().position(|p| Some(p.id) != leader).expect("a follower voter");
+    nodes.remove(at).kill();
+    let left: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    for p in &mut nodes {
+        settles(p, &left, 3).await;
     }
 }
 

@@ -132,3 +132,32 @@ async fn repeated_leader_departures() {
     assert_eq!(nodes.len(), 2, "three leaders left, one after the other");
     shutdown(nodes).await;
 }
+
+#[actix_rt::test]
+async fn nodes_joining_at_once_settle_at_three_voters_and_an_idle_cluster_writes_nothing() {
+    common::tracing();
+    let first =
+        dchan::Node::builder().listen("127.0.0.1:0").bootstrap().start().await.expect("bootstrap");
+    let seed = first.addr();
+    let joins = (0..4).map(|_| dchan::Node::builder().listen("127.0.0.1:0").join([seed]).start());
+    let mut nodes = vec![first];
+    for joined in futures::future::join_all(joins).await {
+        nodes.push(joined.expect("every node started at once joins"));
+    }
+    for node in &nodes {
+        eventually(|| {
+            let view = node.cluster();
+            view.members.len() == 5
+                && view.members.iter().filter(|m| m.role == Role::Voter).count() == 3
+                && view.leader.is_some()
+        })
+        .await;
+    }
+    // Settled: from now on heartbeats go out, but no entry is appended.
+    let last = || nodes.iter().map(|n| n.__last_log_index()).collect::<Vec<_>>();
+    eventually(|| last().windows(2).all(|w| w[0] == w[1])).await;
+    let before = last();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // ten heartbeats, ten keeper rounds
+    assert_eq!(before, last(), "an idle cluster appended to its log");
+    shutdown(nodes).await;
+}

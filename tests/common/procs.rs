@@ -39,6 +39,8 @@ pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::UnboundedReceiver<String>,
+    /// Lines read while looking for others.
+    backlog: std::collections::VecDeque<String>,
     pub id: u64,
     pub addr: SocketAddr,
 }
@@ -120,7 +122,14 @@ fn spawn_with(
             }
         }
     });
-    Proc { child, stdin, lines, id: 0, addr: SocketAddr::from(([127, 0, 0, 1], 0)) }
+    Proc {
+        child,
+        stdin,
+        lines,
+        backlog: Default::default(),
+        id: 0,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
 }
 
 impl Proc {
@@ -156,14 +165,18 @@ impl Proc {
     }
 
     /// The next line starting with any of `prefixes`, or `None` after `limit`.
+    ///
+    /// Lines passed over are kept, in order, for later calls that look for them.
     pub async fn expect_within(&mut self, prefixes: &[&str], limit: Duration) -> Option<String> {
+        let wanted = |line: &String| prefixes.iter().any(|p| line.starts_with(p));
+        if let Some(at) = self.backlog.iter().position(wanted) {
+            return self.backlog.remove(at);
+        }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) if prefixes.iter().any(|p| line.starts_with(p)) => {
-                    return Some(line)
-                }
-                Ok(Some(_)) => continue,
+                Ok(Some(line)) if wanted(&line) => return Some(line),
+                Ok(Some(line)) => self.backlog.push_back(line),
                 Ok(None) => panic!("child exited while waiting for {prefixes:?}"),
                 Err(_) => return None,
             }
