@@ -1,9 +1,9 @@
 //! Connections: length-delimited frames over TCP, the handshake, and the loops that move frames.
 //!
 //! A connection starts with a hello each way (who is talking, where to dial it back). It is then
-//! read by [`read_loop`], which dispatches each frame: data to the receiving endpoint's inbox, acks
-//! to the sending side's windows, Raft RPCs to Raft (in order, on a task of their own), answers to
-//! whoever waits for them. If it is the first connection between the two nodes it also becomes the
+//! read by [`read_loop`], which hands each frame up through [`Dispatch`] (the node implements it;
+//! this module does not know the node): data, acks, fences and gones, and requests (Raft RPCs in
+//! order, on a task of their own); answers go to whoever waits for them. If it is the first connection between the two nodes it also becomes the
 //! peer's writer ([`write_loop`]), on both sides: one connection per pair of nodes, both ways.
 //! [`keep_connected`] dials a peer only when something is queued for it and no connection writes
 //! for it. The frame size is checked by the codec from the length prefix, before anything is
@@ -14,22 +14,58 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::node::Core;
-use crate::peer::{Peer, WriterClaim};
-use crate::registry::NodeId;
-use crate::wire::{self, Frame, Request};
+use crate::peer::{Peer, Peers, WriterClaim};
+use crate::registry::{EndpointId, NodeId};
+use crate::tasks::Tasks;
+use crate::wire::{self, Frame, Request, Response};
 use crate::Error;
 
 /// How long a new connection may take to say who it is.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// Where what a connection reads goes: the layer above, as the link sees it. The node
+/// implements it; the connection hands frames up through it and knows nothing else of the node.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// Messages from node `from` for receiver `to`, in the order sent.
+    fn data(&self, from: NodeId, to: EndpointId, msgs: &mut dyn Iterator<Item = Bytes>);
+    /// Receiver `to` took `n` messages from this node: credit back.
+    fn ack(&self, to: EndpointId, n: u32);
+    /// Node `from` sends nothing more on closed `channel`.
+    fn fence(&self, from: NodeId, channel: &str);
+    /// Node `from` sends nothing more to removed receiver `to`.
+    fn gone(&self, from: NodeId, to: EndpointId);
+    /// Answer a request (a Raft RPC, a registry write, a membership change).
+    fn request(self: Arc<Self>, req: Request) -> BoxFuture<'static, Response>;
+}
+
+/// What every connection of one node shares: who the node is, its limits, its peers, and where
+/// frames go.
+pub(crate) struct Links {
+    pub(crate) me: NodeId,
+    /// The address this node gives in its hello (where to dial it back).
+    pub(crate) advertised: String,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: Tasks,
+    /// The node, weakly: links do not keep it alive.
+    pub(crate) dispatch: Weak<dyn Dispatch>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links").field("me", &self.me).finish_non_exhaustive()
+    }
+}
 
 fn framed(stream: TcpStream, max_frame: usize) -> FramedTcp {
     // Small frames must not wait for Nagle: batching is done by the outbox, not by the kernel.
@@ -83,7 +119,7 @@ pub(crate) async fn dial(
 /// Keep a link to `peer` while there is something to send and no other connection writes for it:
 /// dial, run the connection until it breaks, and start again, until the node shuts down or the
 /// peer leaves.
-pub(crate) async fn keep_connected(core: Weak<Core>, peer: Arc<Peer>) {
+pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
     let stop = peer.stop.clone();
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -96,8 +132,8 @@ pub(crate) async fn keep_connected(core: Weak<Core>, peer: Arc<Peer>) {
             peer.outbox.kick();
             continue;
         };
-        let Some(node) = core.upgrade() else { return };
-        let (me, max_frame) = (node.id, node.peers.max_frame);
+        let Some(node) = links.upgrade() else { return };
+        let (me, max_frame) = (node.me, node.peers.max_frame);
         let my_addr = node.advertised.clone();
         let addr = peer.addr();
         let run = async {
@@ -138,7 +174,7 @@ pub(crate) async fn keep_connected(core: Weak<Core>, peer: Arc<Peer>) {
 }
 
 /// Accept connections until the node shuts down.
-pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Core>) {
+pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
     loop {
         let (stream, from) = tokio::select! {
             _ = core.cancel.cancelled() => return,
@@ -150,7 +186,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Core>) {
                 }
             },
         };
-        let span = tracing::info_span!("conn", node = core.id, %from);
+        let span = tracing::info_span!("conn", node = core.me, %from);
         let c = core.clone();
         core.tasks.spawn(
             async move {
@@ -165,10 +201,10 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Core>) {
 
 /// Handshake on an accepted connection, then run it: as the peer's writer too if no other
 /// connection is.
-async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
+async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
     let mut framed = framed(stream, core.peers.max_frame);
     let (remote, addr) = read_hello(&mut framed).await?;
-    framed.send(hello(core.id, &core.advertised)).await?;
+    framed.send(hello(core.me, &core.advertised)).await?;
     let peer = core.peers.get_or_add(remote, &addr);
     let claim = peer.claim_writer();
     run(core, framed, &peer, claim).await
@@ -176,7 +212,7 @@ async fn serve(stream: TcpStream, core: &Arc<Core>) -> Result<(), Error> {
 
 /// Read (and, holding the claim, write) one connection until it breaks or the node stops.
 async fn run(
-    core: &Arc<Core>,
+    core: &Arc<Links>,
     framed: FramedTcp,
     peer: &Arc<Peer>,
     claim: Option<WriterClaim>,
@@ -215,7 +251,7 @@ async fn write_loop(
 
 /// Dispatch every frame the peer sends until the connection closes.
 async fn read_loop(
-    core: &Arc<Core>,
+    core: &Arc<Links>,
     mut stream: futures::stream::SplitStream<FramedTcp>,
     peer: &Arc<Peer>,
 ) -> Result<(), Error> {
@@ -228,13 +264,15 @@ async fn read_loop(
         let buf = buf?.freeze();
         peer.heard();
         let frame = wire::decode(&buf).map_err(|e| Error::Codec(e.to_string()))?;
+        // The node is gone (dropped without a shutdown): nothing to hand frames to.
+        let Some(up) = core.dispatch.upgrade() else { return Ok(()) };
         match frame {
             Frame::Data { to, msgs } => {
-                core.switch.deliver(remote, to, msgs.iter().map(|m| buf.slice_ref(m)));
+                up.data(remote, to, &mut msgs.iter().map(|m| buf.slice_ref(m)));
             }
-            Frame::Ack { to, n } => core.switch.ack(to, n),
-            Frame::Fence { channel } => core.switch.fence(remote, &channel),
-            Frame::Gone { to } => core.switch.gone(remote, to),
+            Frame::Ack { to, n } => up.ack(to, n),
+            Frame::Fence { channel } => up.fence(remote, &channel),
+            Frame::Gone { to } => up.gone(remote, to),
             Frame::Response { id, body } => peer.complete(id, *body),
             Frame::Request { id, body } => match *body {
                 req @ (Request::AppendEntries(_)
@@ -248,11 +286,10 @@ async fn read_loop(
                 }
                 // Writes and membership changes may wait for a commit: answered concurrently.
                 req => {
-                    let (c, p) = (core.clone(), peer.clone());
+                    let (answer, p) = (up.request(req), peer.clone());
                     core.tasks.spawn(
                         async move {
-                            let resp = c.handle_request(req).await;
-                            respond(&p, id, resp);
+                            respond(&p, id, answer.await);
                         }
                         .in_current_span(),
                     );
@@ -267,14 +304,15 @@ async fn read_loop(
 }
 
 async fn answer_in_order(
-    core: Arc<Core>,
+    core: Arc<Links>,
     peer: Arc<Peer>,
     mut rx: mpsc::UnboundedReceiver<(u64, Request)>,
 ) {
     while let Some((id, req)) = rx.recv().await {
+        let Some(up) = core.dispatch.upgrade() else { return };
         let resp = tokio::select! {
             _ = core.cancel.cancelled() => return,
-            r = core.handle_request(req) => r,
+            r = up.request(req) => r,
         };
         respond(&peer, id, resp);
     }

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cluster::{ClusterInfo, Member, Role};
+use crate::connection::{Dispatch, Links};
 use crate::inbox::Inbox;
 use crate::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
 use crate::peer::Peers;
@@ -30,7 +33,7 @@ use crate::raft::election::Elections;
 use crate::raft::store::{LogStore, StateMachine};
 use crate::raft::{Network, Raft};
 use crate::receiver::Receiver;
-use crate::registry::{EndpointKind, NodeId, Registry};
+use crate::registry::{EndpointId, EndpointKind, NodeId, Registry};
 use crate::sender::Sender;
 use crate::switchboard::Switchboard;
 use crate::tasks::Tasks;
@@ -67,6 +70,32 @@ pub(crate) struct Core {
     pub(crate) leaving: AtomicBool,
     /// This node's routers and inboxes, and what connects them (see [`crate::switchboard`]).
     pub(crate) switch: Switchboard,
+    /// What this node's connections share; they hand frames up through [`Dispatch`].
+    pub(crate) links: Arc<Links>,
+}
+
+/// The connections' readers hand each frame to the node here: data, credit, fences and gones to
+/// the switchboard, requests to the control path.
+impl Dispatch for Core {
+    fn data(&self, from: NodeId, to: EndpointId, msgs: &mut dyn Iterator<Item = Bytes>) {
+        self.switch.deliver(from, to, msgs);
+    }
+
+    fn ack(&self, to: EndpointId, n: u32) {
+        self.switch.ack(to, n);
+    }
+
+    fn fence(&self, from: NodeId, channel: &str) {
+        self.switch.fence(from, channel);
+    }
+
+    fn gone(&self, from: NodeId, to: EndpointId) {
+        self.switch.gone(from, to);
+    }
+
+    fn request(self: Arc<Self>, req: Request) -> BoxFuture<'static, Response> {
+        Box::pin(async move { self.handle_request(req).await })
+    }
 }
 
 impl std::fmt::Debug for Core {
@@ -239,23 +268,36 @@ impl NodeBuilder {
                 cancel.clone(),
             );
             let advertised = self.advertise.clone().unwrap_or_else(|| addr.to_string());
-            let core = Arc::new(Core {
-                id,
-                addr,
-                advertised,
-                raft,
-                registry,
-                peers,
-                membership: membership.clone(),
-                elections: elections.clone(),
-                cancel,
-                tasks: tasks.clone(),
-                span: tracing::Span::current(),
-                leaving: AtomicBool::new(false),
-                switch,
+            let core = Arc::new_cyclic(|me: &std::sync::Weak<Core>| {
+                let dispatch: std::sync::Weak<dyn Dispatch> = me.clone();
+                let links = Arc::new(Links {
+                    me: id,
+                    advertised: advertised.clone(),
+                    peers: peers.clone(),
+                    cancel: cancel.clone(),
+                    tasks: tasks.clone(),
+                    dispatch,
+                });
+                Core {
+                    id,
+                    addr,
+                    advertised,
+                    raft,
+                    registry,
+                    peers,
+                    membership: membership.clone(),
+                    elections: elections.clone(),
+                    cancel,
+                    tasks: tasks.clone(),
+                    span: tracing::Span::current(),
+                    leaving: AtomicBool::new(false),
+                    switch,
+                    links,
+                }
             });
-            core.peers.set_core(Arc::downgrade(&core));
-            tasks.spawn(crate::connection::accept_loop(listener, core.clone()).in_current_span());
+            core.peers.set_links(Arc::downgrade(&core.links));
+            let links = core.links.clone();
+            tasks.spawn(crate::connection::accept_loop(listener, links).in_current_span());
             tasks.spawn(watch_registry(core.clone()).in_current_span());
             tasks.spawn(membership.keep(core.cancel.clone()).in_current_span());
             let raft = core.raft.clone();

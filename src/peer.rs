@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::node::Core;
+use crate::connection::Links;
 use crate::outbox::Outbox;
 use crate::registry::{EndpointId, NodeId};
 use crate::tasks::Tasks;
@@ -145,8 +145,8 @@ pub(crate) struct Peers {
     map: Mutex<HashMap<NodeId, Arc<Peer>>>,
     cancel: CancellationToken,
     tasks: Tasks,
-    /// The node, for the links' readers; set once the node exists.
-    core: OnceLock<Weak<Core>>,
+    /// What the links share (the node's identity, where frames go); set once, at start.
+    links: OnceLock<Weak<Links>>,
 }
 
 impl Peers {
@@ -156,12 +156,12 @@ impl Peers {
         cancel: CancellationToken,
         tasks: Tasks,
     ) -> Self {
-        Peers { me, max_frame, map: Mutex::default(), cancel, tasks, core: OnceLock::new() }
+        Peers { me, max_frame, map: Mutex::default(), cancel, tasks, links: OnceLock::new() }
     }
 
-    /// Give the links their node. Called once, before any peer is asked for.
-    pub(crate) fn set_core(&self, core: Weak<Core>) {
-        let _ = self.core.set(core);
+    /// Give the links what they share. Called once, before any peer is asked for.
+    pub(crate) fn set_links(&self, links: Weak<Links>) {
+        let _ = self.links.set(links);
     }
 
     /// The peer `id`, listening on `addr` as the membership says (an address it had before is
@@ -200,10 +200,10 @@ impl Peers {
         });
         map.insert(id, peer.clone());
         drop(map);
-        match self.core.get() {
-            Some(core) => {
+        match self.links.get() {
+            Some(links) => {
                 let span = tracing::info_span!("link", node = self.me, peer = id);
-                let task = crate::connection::keep_connected(core.clone(), peer.clone());
+                let task = crate::connection::keep_connected(links.clone(), peer.clone());
                 self.tasks.spawn(task.instrument(span));
             }
             None => tracing::error!(peer = id, "peer asked for before the node was set up"),
