@@ -176,6 +176,10 @@ impl Core {
             capacity,
             token: crate::registry::token(),
         };
+        let token = match &cmd {
+            Command::Register { token, .. } => *token,
+            _ => 0,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
         let channel = channel.to_owned();
@@ -189,10 +193,16 @@ impl Core {
                         Err(Error::TypeMismatch { channel, existing, requested })
                     }
                     Ok(Outcome::Closed) => Err(Error::ChannelClosed(channel)),
-                    Ok(Outcome::Done) => {
+                    Ok(Outcome::Done | Outcome::Withdrawn) => {
                         Err(Error::Registry("registration applied without an id".into()))
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        // The write may still commit later (it reached a leader that had not
+                        // committed it yet): withdraw it, so that nothing stays registered
+                        // without an owner.
+                        core.withdraw(token);
+                        Err(e)
+                    }
                 };
                 // If the caller has gone, the endpoint is dropped with the message: deregistered.
                 let _ = tx.send(result);
@@ -200,6 +210,27 @@ impl Core {
             .instrument(self.span.clone()),
         );
         rx.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Withdraw a registration this node gave up on, in the background, retrying until it
+    /// commits or the node stops.
+    fn withdraw(self: &Arc<Self>, token: u64) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let core = self.clone();
+        self.tasks.spawn(
+            async move {
+                let cmd = Command::Withdraw { node: core.id, token };
+                while let Err(e) = core.write(cmd.clone()).await {
+                    if matches!(e, Error::Shutdown) || core.cancel.is_cancelled() {
+                        return;
+                    }
+                    tracing::debug!(error = %e, "withdrawing a registration will be retried");
+                }
+            }
+            .instrument(self.span.clone()),
+        );
     }
 
     /// Deregister an endpoint in the background (its handle was dropped; `Drop` cannot wait).

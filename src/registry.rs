@@ -51,6 +51,15 @@ pub(crate) enum Command {
         /// The channel's name.
         channel: String,
     },
+    /// Withdraw the registration `node` made with `token`: the registering node gave up waiting
+    /// for it (no quorum in time), so nobody owns the endpoint if it was, or will be, committed.
+    /// Removes the endpoint if it exists; otherwise a later `Register` with that token is refused.
+    Withdraw {
+        /// The node that registered.
+        node: NodeId,
+        /// The registration's token.
+        token: u64,
+    },
     /// Remove every endpoint that lives on `node` (it left the cluster).
     RemoveNode {
         /// The node that left.
@@ -72,6 +81,8 @@ pub(crate) enum Outcome {
     Closed,
     /// Applied (deregistration, close, node removal, membership change).
     Done,
+    /// The registration was withdrawn before it applied.
+    Withdrawn,
 }
 
 /// Which end of a channel an endpoint is.
@@ -139,6 +150,8 @@ pub(crate) struct Registry {
     /// endpoint its first copy made.
     by_token: BTreeMap<(NodeId, u64), EndpointId>,
     token_of: BTreeMap<EndpointId, (NodeId, u64)>,
+    /// Registrations withdrawn before they applied (forgotten when their node leaves).
+    withdrawn: BTreeSet<(NodeId, u64)>,
 }
 
 impl Registry {
@@ -148,6 +161,9 @@ impl Registry {
             Command::Register { channel, type_name, kind, node, capacity, token } => {
                 if let Some(id) = self.by_token.get(&(*node, *token)) {
                     return Outcome::Registered(*id);
+                }
+                if self.withdrawn.contains(&(*node, *token)) {
+                    return Outcome::Withdrawn;
                 }
                 let ch = self.channels.entry(channel.clone()).or_insert_with(|| ChannelInfo {
                     name: channel.clone(),
@@ -186,6 +202,20 @@ impl Registry {
                 }
                 Outcome::Done
             }
+            Command::Withdraw { node, token } => {
+                match self.by_token.get(&(*node, *token)).copied() {
+                    Some(id) => {
+                        for ch in self.channels.values_mut() {
+                            ch.endpoints.remove(&id);
+                        }
+                        self.forget_token(id);
+                    }
+                    None => {
+                        self.withdrawn.insert((*node, *token));
+                    }
+                }
+                Outcome::Done
+            }
             Command::RemoveNode { node } => {
                 for ch in self.channels.values_mut() {
                     ch.endpoints.retain(|_, e| e.node != *node);
@@ -199,6 +229,7 @@ impl Registry {
                 for id in gone {
                     self.forget_token(id);
                 }
+                self.withdrawn.retain(|(n, _)| n != node);
                 Outcome::Done
             }
         }
@@ -241,6 +272,22 @@ mod tests {
             capacity: 8,
             token,
         }
+    }
+
+    #[test]
+    fn a_withdrawn_registration_is_gone_whichever_applies_first() {
+        let mut r = Registry::default();
+        let late = register("jobs", "A", EndpointKind::Receiver, 1);
+        let Command::Register { token, .. } = late else { unreachable!() };
+        assert_eq!(r.apply(&Command::Withdraw { node: 1, token }), Outcome::Done);
+        assert_eq!(r.apply(&late), Outcome::Withdrawn, "withdrawn before it applied");
+        let early = register("jobs", "A", EndpointKind::Receiver, 1);
+        let Command::Register { token, .. } = early else { unreachable!() };
+        assert!(matches!(r.apply(&early), Outcome::Registered(_)));
+        r.apply(&Command::Withdraw { node: 1, token });
+        assert_eq!(r.channels["jobs"].endpoints.len(), 0, "withdrawn after it applied");
+        r.apply(&Command::RemoveNode { node: 1 });
+        assert!(r.withdrawn.is_empty());
     }
 
     #[test]
