@@ -428,12 +428,14 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::Registry`] if the cluster could not be told (the node still stops).
+    /// [`Error::Registry`] or [`Error::NoQuorum`] if the cluster could not be told (the node
+    /// still stops).
     pub async fn shutdown(&self) -> Result<(), Error> {
         let core = &self.core;
         if core.cancel.is_cancelled() || core.leaving.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        core.switch.leaving();
         let left = core.leave().await;
         if left.is_ok() {
             core.switch.hand_over().await;

@@ -10,6 +10,7 @@
 //! [`crate::tombstones`], routing in [`crate::router`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -53,6 +54,9 @@ pub(crate) struct Switchboard {
     /// Every receiver in the registry at the last refresh, with its node: one that drops out is
     /// told (`Gone`) by every node, after the last data it had for it.
     receivers: Mutex<BTreeMap<EndpointId, NodeId>>,
+    /// Set when this node starts leaving: its receivers leave the registry before the node
+    /// leaves the membership, and that is not a removal to report.
+    leaving: AtomicBool,
 }
 
 impl Switchboard {
@@ -77,7 +81,13 @@ impl Switchboard {
             tombstones: Tombstones::default(),
             members: Mutex::default(),
             receivers: Mutex::default(),
+            leaving: AtomicBool::new(false),
         }
+    }
+
+    /// This node is leaving the cluster (a graceful shutdown has started).
+    pub(crate) fn leaving(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
     }
 
     /// The node is stopping: every router refuses, every inbox ends after what it holds.
@@ -252,7 +262,7 @@ impl Switchboard {
         // the node was removed (cut off for longer than the failure timeout) and let back in.
         // It ends cleanly rather than wait for data that can no longer be routed to it. (An id
         // this registry has not issued yet is a registration newer than this refresh.)
-        if registry.nodes.contains_key(&self.me) {
+        if registry.nodes.contains_key(&self.me) && !self.leaving.load(Ordering::SeqCst) {
             for inbox in lock(&self.inboxes).values() {
                 let id = inbox.id();
                 if registry.issued(id) && !now.contains_key(&id) && inbox.orphan() {
