@@ -221,6 +221,7 @@ async fn run(
     let writing = claim.is_some();
     let result = tokio::select! {
         _ = core.cancel.cancelled() => Ok(()),
+        _ = peer.stop.cancelled() => Ok(()),
         r = read_loop(core, stream, peer) => r,
         w = write_loop(sink, &peer.outbox), if writing => w,
     };

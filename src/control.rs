@@ -279,6 +279,7 @@ impl Core {
             Request::Leave { node } => {
                 Response::Membership(self.on_leader(Request::Leave { node }).await)
             }
+            Request::PreVote => Response::PreVote(self.elections.would_vote()),
         }
     }
 

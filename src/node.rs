@@ -300,8 +300,8 @@ impl NodeBuilder {
             tasks.spawn(crate::connection::accept_loop(listener, links).in_current_span());
             tasks.spawn(watch_registry(core.clone()).in_current_span());
             tasks.spawn(membership.keep(core.cancel.clone()).in_current_span());
-            let raft = core.raft.clone();
-            tasks.spawn(elections.run(raft, id, core.cancel.clone()).in_current_span());
+            let (raft, peers) = (core.raft.clone(), core.peers.clone());
+            tasks.spawn(elections.run(raft, peers, id, core.cancel.clone()).in_current_span());
             tasks.spawn(core.clone().stay_member().in_current_span());
             let node = Node { core };
             let joined = if self.bootstrap {

@@ -8,7 +8,7 @@
 //! gives up (a Raft timeout, a cancelled election) just drops its slot.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -54,7 +54,9 @@ pub(crate) struct Peer {
     /// Requests sent and not yet answered.
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_request: AtomicU64,
-    /// Stops this peer's link task (node shutdown, or the peer left).
+    /// Set while the peer is in its grace period after leaving the membership.
+    departing: AtomicBool,
+    /// Stops this peer's link task and connections (node shutdown, or the peer left).
     pub(crate) stop: CancellationToken,
     /// Whether a connection is writing this peer's outbox.
     writer: watch::Sender<bool>,
@@ -142,7 +144,7 @@ impl Peer {
 pub(crate) struct Peers {
     pub(crate) me: NodeId,
     pub(crate) max_frame: usize,
-    map: Mutex<HashMap<NodeId, Arc<Peer>>>,
+    map: Arc<Mutex<HashMap<NodeId, Arc<Peer>>>>,
     cancel: CancellationToken,
     tasks: Tasks,
     /// What the links share (the node's identity, where frames go); set once, at start.
@@ -156,7 +158,7 @@ impl Peers {
         cancel: CancellationToken,
         tasks: Tasks,
     ) -> Self {
-        Peers { me, max_frame, map: Mutex::default(), cancel, tasks, links: OnceLock::new() }
+        Peers { me, max_frame, map: Arc::default(), cancel, tasks, links: OnceLock::new() }
     }
 
     /// Give the links what they share. Called once, before any peer is asked for.
@@ -179,6 +181,8 @@ impl Peers {
     fn get_with(&self, id: NodeId, addr: &str, authoritative: bool) -> Arc<Peer> {
         let mut map = lock(&self.map);
         if let Some(p) = map.get(&id) {
+            // Asked for again: a member again, if it was leaving.
+            p.departing.store(false, Ordering::SeqCst);
             if authoritative {
                 let mut current = lock(&p.addr);
                 if *current != addr {
@@ -195,6 +199,7 @@ impl Peers {
             outbox: Outbox::new(self.max_frame),
             pending: Mutex::default(),
             next_request: AtomicU64::new(1),
+            departing: AtomicBool::new(false),
             stop: self.cancel.child_token(),
             writer: watch::Sender::new(false),
         });
@@ -236,14 +241,26 @@ impl Peers {
     }
 
     /// Forget a peer that left the cluster. Its link stays up for a grace period, so that the
-    /// answer to its own leave request (and anything else already queued) still reaches it.
+    /// answer to its own leave request (and anything else already queued) still reaches it; if
+    /// it is let back in meanwhile (it was removed while cut off, and rejoined), it stays, link
+    /// and all. Otherwise its link task and its connections stop: a connection left running for
+    /// a forgotten peer would answer requests nobody matches any more.
     pub(crate) fn remove(&self, id: NodeId) {
-        let Some(peer) = lock(&self.map).remove(&id) else { return };
+        let Some(peer) = lock(&self.map).get(&id).cloned() else { return };
+        peer.departing.store(true, Ordering::SeqCst);
         let cancel = self.cancel.clone();
+        let map = self.map.clone();
         self.tasks.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(LEAVE_GRACE) => peer.stop.cancel(),
+                _ = tokio::time::sleep(LEAVE_GRACE) => {
+                    let mut map = lock(&map);
+                    let same = map.get(&id).is_some_and(|p| Arc::ptr_eq(p, &peer));
+                    if same && peer.departing.load(Ordering::SeqCst) {
+                        map.remove(&id);
+                        peer.stop.cancel();
+                    }
+                }
             }
         });
     }

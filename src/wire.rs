@@ -98,6 +98,10 @@ pub(crate) enum Request {
         /// The leaving node.
         node: NodeId,
     },
+    /// Would the receiving voter take part in an election now (it has heard from no leader for a
+    /// while)? Asked before campaigning, so that a node cut off from the leader alone does not
+    /// disrupt the others with ever higher terms (a pre-vote).
+    PreVote,
 }
 
 /// Answers to [`Request`]s.
@@ -115,6 +119,8 @@ pub(crate) enum Response {
     Write(Result<(u64, Outcome), String>),
     /// Answer to [`Request::Join`] and [`Request::Leave`].
     Membership(Result<(), String>),
+    /// Answer to [`Request::PreVote`]: whether this node would vote.
+    PreVote(bool),
 }
 
 /// Why a received frame was refused.

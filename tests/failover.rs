@@ -225,14 +225,24 @@ async fn a_rolling_restart_keeps_the_cluster_able_to_register() {
     }
 }
 
+/// Three node processes behind proxies of `faults`, settled at three voters. The proxies must
+/// live as long as the nodes.
+async fn three_proxied(
+    faults: &std::sync::Arc<common::proxy::Faults>,
+) -> ([Proc; 3], Vec<common::proxy::Proxy>) {
+    let (mut a, pa) = procs::start_proxied(&[], faults).await;
+    let (b, pb) = procs::start_proxied(&[pa.addr], faults).await;
+    let (c, pc) = procs::start_proxied(&[pa.addr], faults).await;
+    let all = [a.id, b.id, c.id];
+    settles(&mut a, &all, 3).await;
+    ([a, b, c], vec![pa, pb, pc])
+}
+
 #[tokio::test]
 async fn a_partitioned_node_serves_locally_gets_no_quorum_and_comes_back_clean() {
     let faults = common::proxy::Faults::new();
-    let (mut a, pa) = procs::start_proxied(&[], &faults).await;
-    let (mut b, _pb) = procs::start_proxied(&[pa.addr], &faults).await;
-    let (mut c, _pc) = procs::start_proxied(&[pa.addr], &faults).await;
+    let ([mut a, mut b, mut c], _proxies) = three_proxied(&faults).await;
     let all = [a.id, b.id, c.id];
-    settles(&mut a, &all, 3).await;
     settles(&mut c, &all, 3).await;
     c.cmd("recv local 16");
     c.expect("@ recv local").await;
@@ -317,4 +327,56 @@ async fn measure_five_nodes_started_together() {
     eprintln!(
         "5 nodes started together: {ok} of 20 runs all joined; last join p50 {p50:?}, p99 {p99:?}"
     );
+}
+
+#[tokio::test]
+async fn a_one_way_cut_does_not_stop_the_majority_and_heals() {
+    let faults = common::proxy::Faults::new();
+    let (mut nodes, _proxies) = three_proxied(&faults).await;
+    let all = [nodes[0].id, nodes[1].id, nodes[2].id];
+    let (leader, _, _) = nodes[0].members().await;
+    let l = nodes.iter().position(|p| Some(p.id) == leader).expect("leader");
+    let f = (l + 1) % 3; // a follower whose answers the leader stops getting
+    let o = (l + 2) % 3; // the other follower
+    faults.cut_one_way(nodes[f].id, nodes[l].id);
+    // The majority commits throughout, and removes the node it no longer hears.
+    registers(&mut nodes[o], "one-way", Instant::now()).await;
+    let majority = [nodes[l].id, nodes[o].id];
+    settles(&mut nodes[l], &majority, 2).await;
+    registers(&mut nodes[l], "one-way-2", Instant::now()).await;
+    faults.heal();
+    for p in &mut nodes {
+        settles(p, &all, 3).await;
+    }
+    registers(&mut nodes[f], "healed", Instant::now()).await;
+}
+
+#[tokio::test]
+async fn slow_links_do_not_look_like_dead_nodes() {
+    let faults = common::proxy::Faults::new();
+    let ([mut a, mut b, mut c], _proxies) = three_proxied(&faults).await;
+    let all = [a.id, b.id, c.id];
+    // 30 ms each way on every link. (Raft gives an AppendEntries one heartbeat interval, 100 ms,
+    // to be answered: links with longer round trips cannot replicate; see the README.)
+    faults.delay(Duration::from_millis(30));
+    // Registrations through the slow links, on every node in turn, for longer than the failure
+    // timeout (bounded: at most 100 rounds).
+    let since = Instant::now();
+    for round in 0..100 {
+        if since.elapsed() > Duration::from_millis(2500) {
+            break;
+        }
+        for p in [&mut a, &mut b, &mut c] {
+            registers(p, &format!("slow-{round}"), Instant::now()).await;
+        }
+    }
+    assert!(since.elapsed() > Duration::from_secs(2), "the window covers a failure timeout");
+    // Nobody was taken for dead meanwhile (a removed node would take seconds to come back).
+    for p in [&mut a, &mut b, &mut c] {
+        let (_, voters, mut seen) = p.members().await;
+        seen.sort_unstable();
+        let mut want = all.to_vec();
+        want.sort_unstable();
+        assert_eq!((voters, seen), (3, want), "node {} lost a member", p.id);
+    }
 }

@@ -7,6 +7,11 @@
 //! instead, drawing a fresh wait each time. A voter campaigns once it has heard nothing from a
 //! leader (and granted no vote) for the leader lease plus a random part: the lease is how long
 //! the other voters refuse a vote after the last heartbeat, so campaigning earlier cannot win.
+//!
+//! Before campaigning it asks the other voters whether they would take part (a pre-vote: they
+//! would if they have not heard from a leader for two heartbeats), and campaigns only with a
+//! majority. A node cut off from the leader, alone or in one direction, so never raises the term
+//! and never unseats a leader the others still follow when it comes back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,10 +22,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::Raft;
 use crate::clock::{now_ms, random_u64};
+use crate::peer::Peers;
 use crate::registry::NodeId;
+use crate::wire::{Request, Response};
 
 /// How often the timer looks.
 const TICK: Duration = Duration::from_millis(20);
+
+/// A voter takes part in a pre-vote once it has heard no leader for this long (two heartbeats).
+const PRE_VOTE_AFTER: Duration = Duration::from_millis(200);
 
 /// When this node last heard from a leader or granted a vote, for one node.
 #[derive(Debug)]
@@ -60,6 +70,36 @@ impl Elections {
         Duration::from_millis(now_ms().saturating_sub(self.leader_heard.load(Ordering::Relaxed)))
     }
 
+    /// Whether this node would take part in an election now (see [`Request::PreVote`]).
+    pub(crate) fn would_vote(&self) -> bool {
+        self.leaderless_for() >= PRE_VOTE_AFTER
+    }
+
+    /// Ask the other voters whether they would take part in an election: true with a majority
+    /// of all voters (this one included).
+    async fn pre_vote(&self, peers: &Peers, others: Vec<(NodeId, String)>) -> bool {
+        let voters = others.len() + 1;
+        let asks = others.into_iter().map(|(id, addr)| {
+            let peer = peers.get(id, &addr);
+            async move {
+                matches!(
+                    peer.request(Request::PreVote, PRE_VOTE_AFTER).await,
+                    Ok(Response::PreVote(true))
+                )
+            }
+        });
+        // Done as soon as a majority has said yes: a dead voter's silence is not waited for.
+        let mut answers: futures::stream::FuturesUnordered<_> = asks.collect();
+        let mut granted = 1;
+        while let Some(yes) = futures::StreamExt::next(&mut answers).await {
+            granted += usize::from(yes);
+            if granted * 2 > voters {
+                return true;
+            }
+        }
+        false
+    }
+
     /// A fresh wait: the lease, a margin for heartbeats in flight, and up to half a lease more.
     fn draw(&self) -> u64 {
         let lease = self.lease.as_millis() as u64;
@@ -67,24 +107,31 @@ impl Elections {
     }
 
     /// Trigger elections on this node while it is a voter without a leader, until `cancel`.
-    pub(crate) async fn run(self: Arc<Self>, raft: Raft, me: NodeId, cancel: CancellationToken) {
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        raft: Raft,
+        peers: Arc<Peers>,
+        me: NodeId,
+        cancel: CancellationToken,
+    ) {
         let mut wait = self.draw();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(TICK) => {}
             }
-            let (leading, voter, alone) = {
+            let (leading, voter, others) = {
                 let m = raft.metrics();
                 let m = m.borrow();
                 let membership = m.membership_config.membership();
-                let voters = membership.voter_ids().count();
-                (
-                    m.state == ServerState::Leader,
-                    membership.voter_ids().any(|v| v == me),
-                    voters == 1,
-                )
+                let others: Vec<(NodeId, String)> = membership
+                    .voter_ids()
+                    .filter(|v| *v != me)
+                    .filter_map(|v| Some((v, membership.get_node(&v)?.addr.clone())))
+                    .collect();
+                (m.state == ServerState::Leader, membership.voter_ids().any(|v| v == me), others)
             };
+            let alone = others.is_empty();
             if leading {
                 self.heard_leader();
                 continue;
@@ -96,6 +143,12 @@ impl Elections {
             let silent = now_ms().saturating_sub(self.last_contact.load(Ordering::Relaxed));
             // The only voter has nobody to wait for.
             if alone || silent >= wait {
+                if !alone && !self.pre_vote(&peers, others).await {
+                    // The others still follow a leader, or cannot be reached: wait again.
+                    self.contact();
+                    wait = self.draw();
+                    continue;
+                }
                 tracing::debug!(silent_ms = silent, "no leader heard from: starting an election");
                 if raft.trigger().elect().await.is_err() {
                     return; // Raft has stopped

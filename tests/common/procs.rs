@@ -115,10 +115,14 @@ fn spawn_with(
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             // libtest may have printed `test child ... ` on the same line.
-            if let Some(at) = line.find("@ ") {
-                if tx.send(line[at..].to_owned()).is_err() {
-                    break;
+            match line.find("@ ") {
+                Some(at) => {
+                    if tx.send(line[at..].to_owned()).is_err() {
+                        break;
+                    }
                 }
+                // The child's logs (its tracing writes to stdout, as a test's does).
+                None => eprintln!("{line}"),
             }
         }
     });

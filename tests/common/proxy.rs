@@ -2,7 +2,10 @@
 //! advertises the proxy's address, so every connection between two nodes passes through the
 //! proxy of the node that was dialed. The proxy reads the first frame of each connection (the
 //! dialer's hello) to learn which node dialed, so [`Faults::isolate`] can cut one node off from
-//! all others, both ways, and [`Faults::heal`] let it back. Loopback only, ordinary user.
+//! all others, both ways (its connections reset, new ones refused), [`Faults::cut_one_way`] can
+//! hold back everything one node sends another (a black hole in one direction: bytes wait,
+//! nothing is lost or corrupted), [`Faults::delay`] can slow every link, and [`Faults::heal`]
+//! ends it all. Loopback only, ordinary user.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -16,6 +19,10 @@ use tokio::task::AbortHandle;
 #[derive(Default)]
 pub struct Faults {
     isolated: Mutex<HashSet<u64>>,
+    /// (from, to): what `from` sends `to` is held back.
+    one_way: Mutex<HashSet<(u64, u64)>>,
+    /// Added to every chunk passed on.
+    delay: Mutex<Option<std::time::Duration>>,
     /// Open connections: dialer, dialed, the task piping them.
     conns: Mutex<Vec<(u64, u64, AbortHandle)>>,
 }
@@ -35,9 +42,25 @@ impl Faults {
         }
     }
 
-    /// Let every node reach every other again.
+    /// Hold back everything `from` sends `to` (their connections stay up).
+    pub fn cut_one_way(&self, from: u64, to: u64) {
+        self.one_way.lock().unwrap().insert((from, to));
+    }
+
+    /// Delay every chunk on every link by `by`.
+    pub fn delay(&self, by: std::time::Duration) {
+        *self.delay.lock().unwrap() = Some(by);
+    }
+
+    /// Let every node reach every other again, at full speed.
     pub fn heal(&self) {
         self.isolated.lock().unwrap().clear();
+        self.one_way.lock().unwrap().clear();
+        *self.delay.lock().unwrap() = None;
+    }
+
+    fn held(&self, from: u64, to: u64) -> bool {
+        self.one_way.lock().unwrap().contains(&(from, to))
     }
 
     fn cut(&self, from: u64, to: u64) -> bool {
@@ -116,8 +139,14 @@ async fn pass(mut conn: TcpStream, real: SocketAddr, faults: Arc<Faults>) {
     if faults.cut(from, to) || conn.write_all(&answer).await.is_err() {
         return;
     }
+    let (conn_rd, conn_wr) = conn.into_split();
+    let (node_rd, node_wr) = node.into_split();
+    let (f1, f2) = (faults.clone(), faults.clone());
     let piping = tokio::spawn(async move {
-        let _ = tokio::io::copy_bidirectional(&mut conn, &mut node).await;
+        tokio::select! {
+            _ = pump(conn_rd, node_wr, from, to, f1) => {}
+            _ = pump(node_rd, conn_wr, to, from, f2) => {}
+        }
     });
     faults.conns.lock().unwrap().push((from, to, piping.abort_handle()));
     // A fault set between the check above and the registration just now.
@@ -125,4 +154,48 @@ async fn pass(mut conn: TcpStream, real: SocketAddr, faults: Arc<Faults>) {
         piping.abort();
     }
     let _ = piping.await;
+}
+
+/// Pass what `from` sends on to `to`, chunk by chunk, as the faults allow. A delay holds each
+/// chunk for that long after it was read, without holding up the chunks behind it (a slow link,
+/// not a narrow one).
+async fn pump(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    from: u64,
+    to: u64,
+    faults: Arc<Faults>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let holding = faults.clone();
+    let reading = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let due =
+                tokio::time::Instant::now() + faults.delay.lock().unwrap().unwrap_or_default();
+            if tx.send((due, buf[..n].to_vec())).is_err() {
+                return;
+            }
+        }
+    };
+    let writing = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            // Held back, not dropped: a one-way black hole that ends when healed.
+            while holding.held(from, to) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = reading => {}
+        _ = writing => {}
+    }
 }
