@@ -230,9 +230,10 @@ impl Peers {
         }
     }
 
-    /// Every peer this node talks to.
+    /// Every peer this node talks to (members, not those in their grace period after leaving).
     pub(crate) fn all(&self) -> Vec<Arc<Peer>> {
-        lock(&self.map).values().cloned().collect()
+        // Not those that left the cluster: a shutdown does not wait to flush to a dead node.
+        lock(&self.map).values().filter(|p| !p.departing.load(Ordering::SeqCst)).cloned().collect()
     }
 
     /// The peer `id` if this node has talked to it.
