@@ -181,16 +181,7 @@ impl Membership {
         m: &openraft::Membership<NodeId, BasicNode>,
         except: NodeId,
     ) -> Option<NodeId> {
-        let matched: HashMap<NodeId, u64> = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            metrics
-                .replication
-                .iter()
-                .flatten()
-                .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
-                .collect()
-        };
+        let matched = matched(&self.raft.metrics().borrow());
         let learners = m.learner_ids().filter(|l| *l != except);
         let live =
             |l: &NodeId| self.peers.find(*l).is_some_and(|p| p.silent_for() < self.failure_timeout);
@@ -231,13 +222,7 @@ impl Membership {
         let (membership, last_index, matched) = {
             let m = self.raft.metrics();
             let m = m.borrow();
-            let matched: HashMap<NodeId, u64> = m
-                .replication
-                .iter()
-                .flatten()
-                .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
-                .collect();
-            (m.membership_config.membership().clone(), m.last_log_index.unwrap_or(0), matched)
+            (m.membership_config.membership().clone(), m.last_log_index.unwrap_or(0), matched(&m))
         };
         let configs = membership.get_joint_config();
         if configs.len() > 1 {
@@ -294,4 +279,9 @@ impl Membership {
         }
         Ok(())
     }
+}
+
+/// How far the leader knows each follower's log to match its own (empty on a non-leader).
+fn matched(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> HashMap<NodeId, u64> {
+    m.replication.iter().flatten().map(|(id, log)| (*id, log.map_or(0, |l| l.index))).collect()
 }

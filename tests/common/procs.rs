@@ -286,14 +286,7 @@ pub fn child_main() {
                 }
                 ["send", channel, from, to] => {
                     let tx = node.sender::<u64>(channel).await.expect("sender");
-                    let (from, to): (u64, u64) = (from.parse().unwrap(), to.parse().unwrap());
-                    let channel = channel.to_string();
-                    keep.push(actix_rt::spawn(async move {
-                        for i in from..to {
-                            tx.send(i).await.expect("send");
-                        }
-                        println!("@ sent {channel}");
-                    }));
+                    keep.push(sends(tx, from, to, format!("@ sent {channel}")));
                 }
                 ["sender", channel] => match node.sender::<u64>(channel).await {
                     Ok(tx) => {
@@ -304,14 +297,7 @@ pub fn child_main() {
                 },
                 ["push", channel, from, to] => {
                     let tx = senders.get(*channel).expect("`sender` first").clone();
-                    let (from, to): (u64, u64) = (from.parse().unwrap(), to.parse().unwrap());
-                    let channel = channel.to_string();
-                    keep.push(actix_rt::spawn(async move {
-                        for i in from..to {
-                            tx.send(i).await.expect("send");
-                        }
-                        println!("@ pushed {channel}");
-                    }));
+                    keep.push(sends(tx, from, to, format!("@ pushed {channel}")));
                 }
                 ["register", channel] => {
                     let t = Instant::now();
@@ -352,4 +338,20 @@ pub fn child_main() {
         node.shutdown().await.expect("leave");
         println!("@ left");
     });
+}
+
+/// Send the numbers `from..to` on `tx` in the background, then print `done`.
+fn sends(
+    tx: dchan::Sender<u64>,
+    from: &str,
+    to: &str,
+    done: String,
+) -> actix_rt::task::JoinHandle<()> {
+    let (from, to): (u64, u64) = (from.parse().expect("from"), to.parse().expect("to"));
+    actix_rt::spawn(async move {
+        for i in from..to {
+            tx.send(i).await.expect("send");
+        }
+        println!("{done}");
+    })
 }
