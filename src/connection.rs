@@ -22,7 +22,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::peer::{Peer, Peers, WriterClaim};
+use crate::peer::{lock, Peer, Peers, WriterClaim};
 use crate::registry::{EndpointId, NodeId};
 use crate::tasks::Tasks;
 use crate::wire::{self, Frame, Request, Response};
@@ -73,12 +73,28 @@ fn framed(stream: TcpStream, max_frame: usize) -> FramedTcp {
     Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec())
 }
 
-fn hello(me: NodeId, my_addr: &str) -> Bytes {
-    wire::encode(&Frame::Hello { node: me, addr: my_addr.to_owned() })
+fn hello(me: NodeId, my_addr: &str, max_frame: usize, received: Option<(u64, u64)>) -> Bytes {
+    wire::encode(&Frame::Hello {
+        node: me,
+        addr: my_addr.to_owned(),
+        max_frame: max_frame as u64,
+        received,
+    })
 }
 
-/// Read the peer's hello: its node id and listening address.
-async fn read_hello(framed: &mut FramedTcp) -> Result<(NodeId, String), Error> {
+/// What a peer's hello said.
+#[derive(Debug)]
+pub(crate) struct PeerHello {
+    pub(crate) node: NodeId,
+    pub(crate) addr: String,
+    /// The largest frame it reads.
+    pub(crate) max_frame: usize,
+    /// How much of this node's stream of reliable frames it has.
+    pub(crate) received: Option<(u64, u64)>,
+}
+
+/// Read the peer's hello.
+async fn read_hello(framed: &mut FramedTcp) -> Result<PeerHello, Error> {
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next())
         .await
         .map_err(|_| Error::Codec("no hello within the handshake timeout".into()))?;
@@ -87,7 +103,12 @@ async fn read_hello(framed: &mut FramedTcp) -> Result<(NodeId, String), Error> {
         None => return Err(Error::Codec("connection closed before hello".into())),
     };
     match wire::decode(&buf) {
-        Ok(Frame::Hello { node, addr }) => Ok((node, addr)),
+        Ok(Frame::Hello { node, addr, max_frame, received }) => Ok(PeerHello {
+            node,
+            addr,
+            max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
+            received,
+        }),
         Ok(_) => Err(Error::Codec("first frame is not a hello".into())),
         Err(e) => Err(Error::Codec(e.to_string())),
     }
@@ -96,36 +117,39 @@ async fn read_hello(framed: &mut FramedTcp) -> Result<(NodeId, String), Error> {
 /// A connection this node dialed, past the handshake.
 #[derive(Debug)]
 pub(crate) struct Dialed {
-    pub(crate) remote: NodeId,
+    pub(crate) hello: PeerHello,
     pub(crate) framed: FramedTcp,
 }
 
-/// Dial `addr` and exchange hellos.
+/// Dial `addr` and exchange hellos; `received` is how much of the peer's stream of reliable
+/// frames this node has (if it knows the peer).
 pub(crate) async fn dial(
     addr: &str,
     me: NodeId,
     my_addr: &str,
     max_frame: usize,
+    received: Option<(u64, u64)>,
 ) -> Result<Dialed, Error> {
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
     let mut framed = framed(stream, max_frame);
-    framed.send(hello(me, my_addr)).await?;
-    let (remote, _) = read_hello(&mut framed).await?;
-    Ok(Dialed { remote, framed })
+    framed.send(hello(me, my_addr, max_frame, received)).await?;
+    let hello = read_hello(&mut framed).await?;
+    Ok(Dialed { hello, framed })
 }
 
-/// Keep a link to `peer` while there is something to send and no other connection writes for it:
-/// dial, run the connection until it breaks, and start again, until the node shuts down or the
-/// peer leaves.
+/// Keep a link to `peer` while it is needed (something queued, or sent and not acknowledged) and
+/// no other connection writes for it: dial, run the connection until it breaks, and start again
+/// with backoff, until the node shuts down or the peer leaves. A broken link keeps its reliable
+/// frames: the next connection resends what the peer has not acknowledged.
 pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
     let stop = peer.stop.clone();
     let mut backoff = Duration::from_millis(20);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = async { peer.writer_free().await; peer.outbox.ready().await } => {}
+            _ = async { peer.writer_free().await; peer.outbox.wanted().await } => {}
         }
         let Some(claim) = peer.claim_writer() else {
             // An accepted connection became the writer meanwhile: the wake-up was its.
@@ -137,16 +161,18 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
         let my_addr = node.advertised.clone();
         let addr = peer.addr();
         let run = async {
-            let conn = dial(&addr, me, &my_addr, max_frame).await?;
-            if conn.remote != peer.id {
+            let received = lock(&peer.inbound).received();
+            let conn = dial(&addr, me, &my_addr, max_frame, received).await?;
+            if conn.hello.node != peer.id {
                 return Err(Error::Join(format!(
                     "{addr} is node {}, expected node {}",
-                    conn.remote, peer.id
+                    conn.hello.node, peer.id
                 )));
             }
             tracing::debug!(%addr, "connected");
             backoff = Duration::from_millis(20);
-            run(&node, conn.framed, &peer, Some(claim)).await
+            peer.outbox.limit_frames(conn.hello.max_frame);
+            run(&node, conn.framed, &peer, Some((claim, conn.hello.received))).await
         };
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -155,15 +181,12 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
             },
         }
         drop(node);
-        // Requests in flight are left to their own timeouts: after a graceful leave, Raft drops
-        // its replication to the node that left before they expire, and has nothing to report.
-        // Frames for a peer that cannot be reached would pile up: drop them. Raft retries its
-        // own; lost data is what the failure handling (re-routing unacked messages) is for.
-        let mut dropped = Vec::new();
-        let mark = peer.outbox.take(&mut dropped);
-        peer.outbox.mark_written(mark);
-        if !dropped.is_empty() {
-            tracing::debug!(frames = dropped.len(), "dropped frames for an unreachable peer");
+        // Requests in flight are left to their own timeouts. Raft's own frames queued for a peer
+        // that cannot be reached would pile up (Raft retries them anyway): they go. Everything
+        // else waits for the next connection.
+        let dropped = peer.outbox.drop_unreliable();
+        if dropped > 0 {
+            tracing::debug!(frames = dropped, "dropped Raft frames for an unreachable peer");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -202,71 +225,157 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
 /// Handshake on an accepted connection, then run it: as the peer's writer too if no other
 /// connection is.
 async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
-    let mut framed = framed(stream, core.peers.max_frame);
-    let (remote, addr) = read_hello(&mut framed).await?;
-    framed.send(hello(core.me, &core.advertised)).await?;
-    let peer = core.peers.get_or_add(remote, &addr);
-    let claim = peer.claim_writer();
+    let max_frame = core.peers.max_frame;
+    let mut framed = framed(stream, max_frame);
+    let theirs = read_hello(&mut framed).await?;
+    let peer = core.peers.get_or_add(theirs.node, &theirs.addr);
+    let received = lock(&peer.inbound).received();
+    framed.send(hello(core.me, &core.advertised, max_frame, received)).await?;
+    peer.outbox.limit_frames(theirs.max_frame);
+    let claim = peer.claim_writer().map(|c| (c, theirs.received));
     run(core, framed, &peer, claim).await
 }
 
-/// Read (and, holding the claim, write) one connection until it breaks or the node stops.
+/// Read (and, holding the writer claim, write) one connection until it breaks or the node stops.
+/// The claim comes with what the peer's hello said it has of this node's reliable frames.
 async fn run(
     core: &Arc<Links>,
     framed: FramedTcp,
     peer: &Arc<Peer>,
-    claim: Option<WriterClaim>,
+    claim: Option<(WriterClaim, Option<(u64, u64)>)>,
 ) -> Result<(), Error> {
     let (sink, stream) = framed.split();
-    let writing = claim.is_some();
+    let resume = claim.as_ref().map(|(_, received)| *received);
     let result = tokio::select! {
         _ = core.cancel.cancelled() => Ok(()),
         _ = peer.stop.cancelled() => Ok(()),
         r = read_loop(core, stream, peer) => r,
-        w = write_loop(sink, &peer.outbox), if writing => w,
+        w = async {
+            match resume {
+                Some(received) => write_loop(sink, &peer.outbox, received).await,
+                None => std::future::pending().await,
+            }
+        } => w,
     };
     drop(claim);
     result
 }
 
-/// Write whatever the outbox holds, batched: feed every queued frame, then flush once.
-/// Returns when the connection breaks.
+/// Resend what the peer may not have (it said it has `received`), then write whatever the
+/// outbox holds, batched: feed every queued frame, then flush once. Returns when the connection
+/// breaks.
 async fn write_loop(
     mut sink: futures::stream::SplitSink<FramedTcp, Bytes>,
     outbox: &crate::outbox::Outbox,
+    received: Option<(u64, u64)>,
 ) -> Result<(), Error> {
-    let mut frames = Vec::new();
+    let mut frames = outbox.resume(received);
+    if frames.len() > 1 {
+        tracing::debug!(frames = frames.len() - 1, "resending what the peer may not have");
+    }
     loop {
-        tokio::select! {
-            _ = outbox.ready() => {}
-            _ = outbox.lazy_due() => {}
-        }
-        let mark = outbox.take(&mut frames);
+        outbox.take(&mut frames);
         for f in frames.drain(..) {
             sink.feed(f).await?;
         }
         sink.flush().await?;
-        outbox.mark_written(mark);
+        tokio::select! {
+            _ = outbox.ready() => {}
+            _ = outbox.lazy_due() => {}
+        }
     }
 }
 
+/// Where a connection is in the peer's stream of reliable frames.
+#[derive(Debug, Default)]
+struct Position {
+    /// The stream its [`Frame::Resume`] named; `None` before it came.
+    stream: Option<u64>,
+    /// The number of the next reliable frame it carries.
+    next: u64,
+}
+
 /// Dispatch every frame the peer sends until the connection closes.
+///
+/// Reliable frames are numbered (from the connection's [`Frame::Resume`]) and handed up only if
+/// they are the next the node has not taken in: a frame resent after a reconnect that came
+/// already, or one still arriving on an older connection, is skipped. Each frame taken in is
+/// acknowledged to the peer (lazily), so it can let go of it.
 async fn read_loop(
     core: &Arc<Links>,
     mut stream: futures::stream::SplitStream<FramedTcp>,
     peer: &Arc<Peer>,
 ) -> Result<(), Error> {
-    let remote = peer.id;
-    // Raft RPCs are answered in the order they came, on a task of their own, so that a slow
-    // append never holds up the data behind it on this connection.
-    let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
-    let mut rpc_rx = Some(rpc_rx);
+    let mut reader = Reader { core, peer, rpc_tx: None };
+    let mut at = Position::default();
     while let Some(buf) = stream.next().await {
         let buf = buf?.freeze();
         peer.heard();
         let frame = wire::decode(&buf).map_err(|e| Error::Codec(e.to_string()))?;
         // The node is gone (dropped without a shutdown): nothing to hand frames to.
         let Some(up) = core.dispatch.upgrade() else { return Ok(()) };
+        if !frame.is_reliable() {
+            match frame {
+                Frame::Resume { stream, from } => {
+                    let mut inbound = lock(&peer.inbound);
+                    if inbound.stream != Some(stream) {
+                        inbound.stream = Some(stream);
+                        inbound.count = from;
+                    } else if from > inbound.count {
+                        tracing::warn!(
+                            missing = from - inbound.count,
+                            "the peer resumes past frames this node never got"
+                        );
+                        inbound.count = from;
+                    }
+                    at = Position { stream: Some(stream), next: from };
+                }
+                Frame::Received { stream, count } => peer.outbox.acknowledged(stream, count),
+                Frame::Hello { .. } => {
+                    return Err(Error::Codec("second hello on one connection".into()))
+                }
+                frame => reader.dispatch(&up, frame, &buf),
+            }
+            continue;
+        }
+        let Some(stream) = at.stream else {
+            return Err(Error::Codec("a numbered frame before the stream was named".into()));
+        };
+        let seq = at.next;
+        at.next += 1;
+        let mut inbound = lock(&peer.inbound);
+        if inbound.stream != Some(stream) || seq < inbound.count {
+            // A newer stream took over, or the frame came already: skip it.
+            continue;
+        }
+        if seq > inbound.count {
+            return Err(Error::Codec(format!(
+                "frame {seq} of the peer's stream arrived before frame {}",
+                inbound.count
+            )));
+        }
+        inbound.count += 1;
+        let count = inbound.count;
+        // Handed up under the lock: another connection from the peer waits, and order holds.
+        reader.dispatch(&up, frame, &buf);
+        drop(inbound);
+        peer.outbox.push_received(stream, count);
+    }
+    Ok(())
+}
+
+/// Hands one connection's frames up.
+struct Reader<'a> {
+    core: &'a Arc<Links>,
+    peer: &'a Arc<Peer>,
+    /// Raft RPCs are answered in the order they came, on a task of their own (started on the
+    /// first), so that a slow append never holds up the data behind it on this connection.
+    rpc_tx: Option<mpsc::UnboundedSender<(u64, Request)>>,
+}
+
+impl Reader<'_> {
+    fn dispatch(&mut self, up: &Arc<dyn Dispatch>, frame: Frame<'_>, buf: &Bytes) {
+        let (core, peer, remote) = (self.core, self.peer, self.peer.id);
         match frame {
             Frame::Data { to, msgs } => {
                 up.data(remote, to, &mut msgs.iter().map(|m| buf.slice_ref(m)));
@@ -279,15 +388,17 @@ async fn read_loop(
                 req @ (Request::AppendEntries(_)
                 | Request::Vote(_)
                 | Request::InstallSnapshot(_)) => {
-                    if let Some(rx) = rpc_rx.take() {
+                    let tx = self.rpc_tx.get_or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
                         let task = answer_in_order(core.clone(), peer.clone(), rx);
                         core.tasks.spawn(task.in_current_span());
-                    }
-                    let _ = rpc_tx.send((id, req));
+                        tx
+                    });
+                    let _ = tx.send((id, req));
                 }
                 // Writes and membership changes may wait for a commit: answered concurrently.
                 req => {
-                    let (answer, p) = (up.request(req), peer.clone());
+                    let (answer, p) = (up.clone().request(req), peer.clone());
                     core.tasks.spawn(
                         async move {
                             respond(&p, id, answer.await);
@@ -296,12 +407,10 @@ async fn read_loop(
                     );
                 }
             },
-            Frame::Hello { .. } => {
-                return Err(Error::Codec("second hello on one connection".into()))
-            }
+            // Handled by the read loop.
+            Frame::Hello { .. } | Frame::Resume { .. } | Frame::Received { .. } => {}
         }
     }
-    Ok(())
 }
 
 async fn answer_in_order(
@@ -320,5 +429,6 @@ async fn answer_in_order(
 }
 
 fn respond(peer: &Peer, id: u64, resp: wire::Response) {
-    peer.outbox.push_frame(wire::encode(&Frame::Response { id, body: Box::new(resp) }));
+    let reliable = resp.is_reliable();
+    peer.outbox.push_frame(wire::encode(&Frame::Response { id, body: Box::new(resp) }), reliable);
 }

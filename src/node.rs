@@ -481,10 +481,10 @@ impl Node {
             for seed in seeds {
                 let attempt = async {
                     let (me, addr, max) = (core.id, &core.advertised, core.peers.max_frame);
-                    let dialed = crate::connection::dial(seed, me, addr, max)
+                    let dialed = crate::connection::dial(seed, me, addr, max, None)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let peer = core.peers.get_or_add(dialed.remote, seed);
+                    let peer = core.peers.get_or_add(dialed.hello.node, seed);
                     drop(dialed);
                     let req = Request::Join { node: me, addr: addr.to_string() };
                     match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {

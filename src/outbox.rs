@@ -13,7 +13,7 @@
 //! without waiting.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::registry::EndpointId;
-use crate::wire::VERSION;
+use crate::wire::{Frame, VERSION};
 
 /// The longest a lazy ack waits for a frame to ride along with.
 pub(crate) const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
@@ -69,38 +69,52 @@ impl std::fmt::Display for PushError {
 /// Frames queued for one peer.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    /// The largest frame the connection may carry; no message is queued that would exceed it.
-    max_frame: usize,
+    /// The largest frame the connection may carry: the smaller of this node's limit and the
+    /// peer's (learned in the handshake); no message is queued that would exceed it.
+    max_frame: AtomicUsize,
+    /// Names this node's stream of reliable frames to the peer (random, per outbox): a peer that
+    /// knows another stream has not seen any frame of this one.
+    stream: u64,
     inner: Mutex<Inner>,
     /// Wakes the writer when something urgent is queued.
     ready: Notify,
     /// Wakes the writer's delayed flush when lazy acks are queued.
     lazy: Notify,
-    /// How many pushes have been written and flushed (or given up on): see [`Outbox::flushed`].
-    written: watch::Sender<u64>,
+    /// How many reliable frames the peer has acknowledged: see [`Outbox::flushed`].
+    acked: watch::Sender<u64>,
 }
 
 impl Outbox {
     pub(crate) fn new(max_frame: usize) -> Self {
         Outbox {
-            max_frame,
+            max_frame: AtomicUsize::new(max_frame),
+            stream: crate::clock::random_u64(),
             inner: Mutex::default(),
             ready: Notify::new(),
             lazy: Notify::new(),
-            written: watch::Sender::new(0),
+            acked: watch::Sender::new(0),
         }
     }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Finished frames, oldest first.
-    frames: VecDeque<Bytes>,
+    /// Finished frames, oldest first, each marked reliable (numbered, kept until the peer has it)
+    /// or not (Raft's own traffic, which Raft retries: dropped when the link breaks).
+    frames: VecDeque<(Bytes, bool)>,
+    /// The reliable frames taken by a writer and not yet acknowledged by the peer, oldest first:
+    /// what a new connection resends.
+    sent: VecDeque<Bytes>,
+    /// The number of the first frame in `sent`.
+    first_sent: u64,
+    /// The number the next reliable frame taken gets.
+    next_seq: u64,
+    /// How many of the peer's reliable frames (of which stream of the peer's) this node has
+    /// taken in: told to the peer (lazily), so that it can let go of them.
+    received: Option<(u64, u64)>,
     /// The data frames being filled, one per receiver that has messages queued: messages for
     /// several receivers on one node, interleaved, still travel many to a frame.
     open: Vec<Open>,
-    /// Every push so far, counted.
-    pushed: u64,
     /// Credit owed per receiver, not yet put in a frame.
     acks: Vec<(EndpointId, u32)>,
     /// Something that must go out now is queued (the writer has been or is being woken).
@@ -140,7 +154,7 @@ impl Inner {
     /// Queue every frame being filled, in the order they were opened.
     fn finish_open(&mut self) {
         for open in self.open.drain(..) {
-            self.frames.push_back(open.buf.freeze());
+            self.frames.push_back((open.buf.freeze(), true));
         }
     }
 
@@ -151,7 +165,7 @@ impl Inner {
             Some(i) if self.open[i].buf.len() < DATA_FRAME_TARGET => i,
             Some(i) => {
                 let full = std::mem::replace(&mut self.open[i], Open::new(to));
-                self.frames.push_back(full.buf.freeze());
+                self.frames.push_back((full.buf.freeze(), true));
                 i
             }
             None => {
@@ -192,7 +206,7 @@ impl Inner {
                     // Too much for this frame: queue it with what it has, and go again.
                     open.buf.truncate(mark);
                     let full = std::mem::replace(open, Open::new(to));
-                    self.frames.push_back(full.buf.freeze());
+                    self.frames.push_back((full.buf.freeze(), true));
                     continue;
                 }
                 Ok(()) => PushError::TooLarge { size, max },
@@ -219,7 +233,7 @@ impl Outbox {
         msg: &T,
         closed: &AtomicBool,
     ) -> Result<(), PushError> {
-        let max = self.max_frame;
+        let max = self.max_frame();
         self.push(closed, |inner| {
             inner.append(to, max, |buf| {
                 rmp_serde::encode::write_named(&mut buf.writer(), msg).map_err(PushError::Encode)
@@ -234,7 +248,7 @@ impl Outbox {
         msg: &[u8],
         closed: &AtomicBool,
     ) -> Result<(), PushError> {
-        let max = self.max_frame;
+        let max = self.max_frame();
         self.push(closed, |inner| {
             inner.append(to, max, |buf| {
                 buf.put_slice(msg);
@@ -243,21 +257,33 @@ impl Outbox {
         })
     }
 
-    /// Queue a control frame behind everything queued so far.
-    pub(crate) fn push_frame(&self, frame: Bytes) {
+    /// The largest frame the peer takes.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame.load(Ordering::Relaxed)
+    }
+
+    /// The peer takes frames up to `max` bytes (its hello said so): never queue larger ones.
+    pub(crate) fn limit_frames(&self, max: usize) {
+        self.max_frame.fetch_min(max, Ordering::Relaxed);
+    }
+
+    /// Queue a control frame behind everything queued so far: `reliable` ones are numbered and
+    /// resent after a reconnect until the peer has them; the others (Raft's own traffic, which
+    /// Raft retries) are dropped if the link breaks first.
+    pub(crate) fn push_frame(&self, frame: Bytes, reliable: bool) {
         static OPEN: AtomicBool = AtomicBool::new(false);
-        if frame.len() > self.max_frame {
+        if frame.len() > self.max_frame() {
             // It would break the connection for everything queued behind it.
             tracing::error!(
                 size = frame.len(),
-                max = self.max_frame,
+                max = self.max_frame(),
                 "control frame too large, dropped"
             );
             return;
         }
         let _ = self.push(&OPEN, |inner| {
             inner.finish_open();
-            inner.frames.push_back(frame);
+            inner.frames.push_back((frame, reliable));
             Ok(())
         });
     }
@@ -275,9 +301,6 @@ impl Outbox {
         let added = add(&mut inner);
         // A failed `add` leaves no trace (see `Inner::append`): nothing to wake the writer for.
         let wake = added.is_ok() && !std::mem::replace(&mut inner.urgent, added.is_ok());
-        if added.is_ok() {
-            inner.pushed += 1;
-        }
         drop(inner);
         if wake {
             self.ready.notify_one();
@@ -299,7 +322,6 @@ impl Outbox {
                 n
             }
         };
-        inner.pushed += 1;
         let (wake, arm) = if owed >= urgent_at {
             (!std::mem::replace(&mut inner.urgent, true), false)
         } else {
@@ -314,42 +336,127 @@ impl Outbox {
         }
     }
 
-    /// Take every queued frame, oldest first. Returns the mark to hand to
-    /// [`Outbox::mark_written`] once they are flushed (or dropped).
-    pub(crate) fn take(&self, into: &mut Vec<Bytes>) -> u64 {
+    /// This node has taken in `count` of the peer's reliable frames of its stream `stream`:
+    /// said lazily, with the next frame or after [`LAZY_ACK_DELAY`].
+    pub(crate) fn push_received(&self, stream: u64, count: u64) {
         let mut inner = self.lock();
-        inner.finish_open();
-        for (to, n) in inner.acks.drain(..) {
-            into.push(crate::wire::encode(&crate::wire::Frame::Ack { to, n }));
+        inner.received = Some((stream, count));
+        let arm = !inner.urgent && !std::mem::replace(&mut inner.lazy_armed, true);
+        drop(inner);
+        if arm {
+            self.lazy.notify_one();
         }
-        into.extend(inner.frames.drain(..));
-        inner.urgent = false;
-        inner.lazy_armed = false;
-        inner.pushed
     }
 
-    /// Everything taken up to `mark` is on the wire (or was given up on).
-    pub(crate) fn mark_written(&self, mark: u64) {
-        self.written.send_if_modified(|w| {
-            let newer = mark > *w;
+    /// Take every queued frame, oldest first, into `into`; the reliable ones are numbered and
+    /// kept until the peer acknowledges them.
+    pub(crate) fn take(&self, into: &mut Vec<Bytes>) {
+        let mut inner = self.lock();
+        inner.finish_open();
+        if let Some((stream, count)) = inner.received.take() {
+            let frame = Frame::Received { stream, count };
+            into.push(crate::wire::encode(&frame));
+        }
+        let acks = std::mem::take(&mut inner.acks);
+        for (to, n) in acks {
+            let frame = crate::wire::encode(&Frame::Ack { to, n });
+            inner.sent.push_back(frame.clone());
+            inner.next_seq += 1;
+            into.push(frame);
+        }
+        while let Some((frame, reliable)) = inner.frames.pop_front() {
+            if reliable {
+                inner.sent.push_back(frame.clone());
+                inner.next_seq += 1;
+            }
+            into.push(frame);
+        }
+        inner.urgent = false;
+        inner.lazy_armed = false;
+    }
+
+    /// The peer has taken in the first `count` reliable frames of `stream`: let them go.
+    pub(crate) fn acknowledged(&self, stream: u64, count: u64) {
+        if stream != self.stream {
+            return;
+        }
+        let mut inner = self.lock();
+        let count = count.min(inner.next_seq);
+        while inner.first_sent < count && inner.sent.pop_front().is_some() {
+            inner.first_sent += 1;
+        }
+        drop(inner);
+        self.acked.send_if_modified(|a| {
+            let newer = count > *a;
             if newer {
-                *w = mark;
+                *a = count;
             }
             newer
         });
     }
 
-    /// Wait until everything pushed before this call has been flushed to the socket (or given up
-    /// on because the peer is unreachable). Used by shutdown, so that it loses nothing queued.
+    /// A new connection is to write this outbox: the peer's hello said it has taken in `count`
+    /// reliable frames of `stream` (`None`: nothing of it). Returns the frames to write before
+    /// anything else: a [`Frame::Resume`] saying where the numbering goes on, then every
+    /// reliable frame the peer may not have. Queued unreliable frames are kept.
+    pub(crate) fn resume(&self, received: Option<(u64, u64)>) -> Vec<Bytes> {
+        if let Some((stream, count)) = received {
+            self.acknowledged(stream, count);
+        }
+        let inner = self.lock();
+        let from = inner.first_sent;
+        let mut frames = Vec::with_capacity(inner.sent.len() + 1);
+        frames.push(crate::wire::encode(&Frame::Resume { stream: self.stream, from }));
+        frames.extend(inner.sent.iter().cloned());
+        frames
+    }
+
+    /// The link broke before a new connection could be made: drop the unreliable frames queued
+    /// (Raft retries its own), keep the rest. Returns how many were dropped.
+    pub(crate) fn drop_unreliable(&self) -> usize {
+        let mut inner = self.lock();
+        inner.finish_open();
+        let before = inner.frames.len();
+        inner.frames.retain(|(_, reliable)| *reliable);
+        before - inner.frames.len()
+    }
+
+    /// Whether a link is needed: something is queued, or sent and not yet acknowledged.
+    pub(crate) fn has_work(&self) -> bool {
+        let inner = self.lock();
+        inner.urgent
+            || !inner.sent.is_empty()
+            || !inner.frames.is_empty()
+            || !inner.open.is_empty()
+            || !inner.acks.is_empty()
+    }
+
+    /// Wait until every reliable frame pushed before this call has been acknowledged by the peer.
+    /// Used by shutdown (under its own timeout), so that it loses nothing queued.
     pub(crate) async fn flushed(&self) {
-        let target = self.lock().pushed;
-        let mut written = self.written.subscribe();
-        let _ = written.wait_for(|w| *w >= target).await;
+        let target = {
+            let mut inner = self.lock();
+            inner.finish_open();
+            let queued = inner.frames.iter().filter(|(_, reliable)| *reliable).count();
+            inner.next_seq + (queued + inner.acks.len()) as u64
+        };
+        let mut acked = self.acked.subscribe();
+        let _ = acked.wait_for(|a| *a >= target).await;
     }
 
     /// Wake whoever waits in [`Outbox::ready`] (a wake-up that went to the wrong waiter).
     pub(crate) fn kick(&self) {
         self.ready.notify_one();
+    }
+
+    /// Wait until a link is needed (see [`Outbox::has_work`]).
+    pub(crate) async fn wanted(&self) {
+        while !self.has_work() {
+            tokio::select! {
+                _ = self.ready() => {}
+                _ = self.lazy_due() => {}
+            }
+        }
     }
 
     /// Wait until something that must go out now is queued (at once if something already is).
@@ -392,7 +499,7 @@ mod tests {
             out.push_data(9, &Job { id, name: "x".into() }, &open).unwrap();
         }
         out.push_encoded(4, b"\xc0", &open).unwrap();
-        out.push_frame(crate::wire::encode(&Frame::Ack { to: 1, n: 2 }));
+        out.push_frame(crate::wire::encode(&Frame::Ack { to: 1, n: 2 }), true);
         let mut frames = Vec::new();
         out.take(&mut frames);
         assert_eq!(frames.len(), 3);
@@ -471,6 +578,31 @@ mod tests {
             let want: Vec<u8> = (0..10).filter(|i| 1 + u64::from(i % 2) == to).collect();
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn a_new_connection_resends_what_the_peer_has_not_acknowledged() {
+        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let open = AtomicBool::new(false);
+        let mut frames = Vec::new();
+        for i in 0..3u8 {
+            out.push_data(1, &i, &open).unwrap();
+            out.push_frame(crate::wire::encode(&Frame::Gone { to: 9 }), false);
+            out.take(&mut frames);
+        }
+        assert_eq!(frames.len(), 6, "three data frames, three unreliable ones");
+        frames.clear();
+        // The peer has the first frame of this stream: the other two are resent, numbered on.
+        let again = out.resume(Some((out.stream, 1)));
+        assert!(matches!(decode(&again[0]), Ok(Frame::Resume { from: 1, .. })));
+        assert_eq!(again.len(), 3);
+        let Frame::Data { msgs, .. } = decode(&again[1]).unwrap() else { panic!("not data") };
+        assert_eq!(rmp_serde::from_slice::<u8>(msgs[0]).unwrap(), 1);
+        // A peer that knows another stream of this node's gets everything kept.
+        assert_eq!(out.resume(Some((out.stream ^ 1, 3))).len(), 3);
+        out.acknowledged(out.stream, 3);
+        assert_eq!(out.resume(None).len(), 1, "acknowledged frames are let go");
+        assert!(!out.has_work());
     }
 
     #[test]

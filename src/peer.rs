@@ -60,6 +60,26 @@ pub(crate) struct Peer {
     pub(crate) stop: CancellationToken,
     /// Whether a connection is writing this peer's outbox.
     writer: watch::Sender<bool>,
+    /// How far this node has taken in the peer's stream of reliable frames. Locked while a
+    /// reliable frame is handed up, so that two connections from the peer (an old one still
+    /// draining, a new one resending) hand each frame up once, in order.
+    pub(crate) inbound: Mutex<Inbound>,
+}
+
+/// This node's place in a peer's stream of reliable frames.
+#[derive(Debug, Default)]
+pub(crate) struct Inbound {
+    /// The peer's stream ([`crate::wire::Frame::Resume`]); `None` before the first.
+    pub(crate) stream: Option<u64>,
+    /// How many of its frames have been taken in.
+    pub(crate) count: u64,
+}
+
+impl Inbound {
+    /// What a hello says this node has taken in.
+    pub(crate) fn received(&self) -> Option<(u64, u64)> {
+        self.stream.map(|s| (s, self.count))
+    }
 }
 
 /// The right to write a peer's outbox, held by one connection; released on drop.
@@ -110,7 +130,9 @@ impl Peer {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         let _guard = PendingGuard { peer: self, id };
-        self.outbox.push_frame(wire::encode(&Frame::Request { id, body: Box::new(req) }));
+        let reliable = req.is_reliable();
+        let frame = wire::encode(&Frame::Request { id, body: Box::new(req) });
+        self.outbox.push_frame(frame, reliable);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(RpcError::Disconnected(self.id)),
@@ -202,6 +224,7 @@ impl Peers {
             departing: AtomicBool::new(false),
             stop: self.cancel.child_token(),
             writer: watch::Sender::new(false),
+            inbound: Mutex::default(),
         });
         map.insert(id, peer.clone());
         drop(map);

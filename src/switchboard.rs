@@ -255,7 +255,7 @@ impl Switchboard {
             }
             if let Some(addr) = registry.nodes.get(node) {
                 let frame = wire::encode(&Frame::Gone { to: *id });
-                self.peers.get(*node, addr).outbox.push_frame(frame);
+                self.peers.get(*node, addr).outbox.push_frame(frame, true);
             }
         }
         // A receiver of this node that the registry no longer lists, though its handle is alive:
@@ -301,7 +301,7 @@ impl Switchboard {
                             _ = cancel.cancelled() => {}
                             _ = route.rerouting_done() => {
                                 for p in peers {
-                                    p.outbox.push_frame(frame.clone());
+                                    p.outbox.push_frame(frame.clone(), true);
                                 }
                             }
                         }
@@ -309,7 +309,7 @@ impl Switchboard {
                 }
                 None => {
                     for p in peers {
-                        p.outbox.push_frame(frame.clone());
+                        p.outbox.push_frame(frame.clone(), true);
                     }
                 }
             }

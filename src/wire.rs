@@ -19,7 +19,7 @@ use crate::raft::TypeConfig;
 use crate::registry::{Command, EndpointId, NodeId, Outcome};
 
 /// The protocol version this build speaks.
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
 
 /// Largest frame a node reads or writes by default (16 MiB).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -33,6 +33,28 @@ pub(crate) enum Frame<'a> {
         node: NodeId,
         /// The address the sender listens on (where to dial it back).
         addr: String,
+        /// The largest frame the sender reads.
+        max_frame: u64,
+        /// How many reliable frames of which of the receiver's streams the sender has taken in
+        /// (`None`: it knows no stream of the receiver's).
+        received: Option<(u64, u64)>,
+    },
+    /// Sent once by a connection that is to carry the sender's reliable frames, before any of
+    /// them: the next reliable frame on this connection is number `from` of stream `stream`
+    /// (frames the receiver already has are resent after a reconnect: it skips them).
+    Resume {
+        /// The sender's stream of reliable frames to the receiver.
+        stream: u64,
+        /// The number of the next reliable frame on this connection.
+        from: u64,
+    },
+    /// The sender has taken in the first `count` reliable frames of the receiver's stream
+    /// `stream`: the receiver may let go of them.
+    Received {
+        /// The receiver's stream.
+        stream: u64,
+        /// How many of its frames were taken in.
+        count: u64,
     },
     /// A request to be answered with a [`Frame::Response`] of the same id.
     Request {
@@ -123,6 +145,48 @@ pub(crate) enum Response {
     PreVote(bool),
 }
 
+impl Frame<'_> {
+    /// Whether the frame is numbered and resent until acknowledged (everything but the link's
+    /// own frames and Raft's traffic, which Raft retries by itself).
+    pub(crate) fn is_reliable(&self) -> bool {
+        match self {
+            Frame::Hello { .. } | Frame::Resume { .. } | Frame::Received { .. } => false,
+            Frame::Request { body, .. } => body.is_reliable(),
+            Frame::Response { body, .. } => body.is_reliable(),
+            Frame::Data { .. } | Frame::Ack { .. } | Frame::Fence { .. } | Frame::Gone { .. } => {
+                true
+            }
+        }
+    }
+}
+
+impl Request {
+    /// Whether the request (and its answer) must survive a broken link: everything but Raft's
+    /// own RPCs.
+    pub(crate) fn is_reliable(&self) -> bool {
+        !matches!(
+            self,
+            Request::AppendEntries(_)
+                | Request::Vote(_)
+                | Request::InstallSnapshot(_)
+                | Request::PreVote
+        )
+    }
+}
+
+impl Response {
+    /// See [`Request::is_reliable`].
+    pub(crate) fn is_reliable(&self) -> bool {
+        !matches!(
+            self,
+            Response::AppendEntries(_)
+                | Response::Vote(_)
+                | Response::InstallSnapshot(_)
+                | Response::PreVote(_)
+        )
+    }
+}
+
 /// Why a received frame was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FrameError {
@@ -167,9 +231,10 @@ mod tests {
 
     #[test]
     fn other_versions_and_garbage_are_refused() {
-        assert!(matches!(decode(&[0x92, 2, 0xc0]), Err(FrameError::Version(2))));
+        assert!(matches!(decode(&[0x92, 3, 0xc0]), Err(FrameError::Version(3))));
+        assert!(matches!(decode(&[0x92, 1, 0xc0]), Err(FrameError::Version(1))));
         assert!(matches!(decode(&[]), Err(FrameError::Malformed(_))));
-        assert!(matches!(decode(&[0x92, 1, 0xc1]), Err(FrameError::Malformed(_))));
+        assert!(matches!(decode(&[0x92, VERSION, 0xc1]), Err(FrameError::Malformed(_))));
         for len in 0..64 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             let _ = decode(&junk);

@@ -99,3 +99,27 @@ async fn a_message_over_the_frame_limit_is_handed_back_and_the_link_goes_on() {
     within("shutdown", b.shutdown()).await.expect("b");
     within("shutdown", a.shutdown()).await.expect("a");
 }
+
+#[actix_rt::test]
+async fn nodes_with_different_frame_limits_use_the_smaller() {
+    common::tracing();
+    let a = dchan::Node::builder().bootstrap().start().await.expect("a");
+    let b = dchan::Node::builder().max_frame_size(4096).join([a.addr()]).start().await.expect("b");
+    let mut rx = b.receiver::<String>("sized").await.expect("rx");
+    let tx = a.sender::<String>("sized").await.expect("tx");
+    within("receiver known", tx.wait_for_receivers(1)).await.expect("open");
+    // Node a could write a 10 kB frame; node b would refuse it and the link would break each
+    // time it was resent. The handshake made node a keep to node b's limit: the message is
+    // handed back at once, and the link carries on.
+    let big = "x".repeat(10_000);
+    let back = within("refused", tx.send(big.clone())).await.expect_err("too large for b");
+    assert_eq!(back.into_inner(), big);
+    for i in 0..200 {
+        tx.send(format!("after {i}")).await.expect("send");
+    }
+    for i in 0..200 {
+        assert_eq!(within("recv", rx.recv()).await, Some(format!("after {i}")));
+    }
+    within("shutdown", b.shutdown()).await.expect("b");
+    within("shutdown", a.shutdown()).await.expect("a");
+}

@@ -214,6 +214,20 @@ impl Proc {
         }
     }
 
+    /// The numbers of the next `count` `@ got CHANNEL N` lines, in the order received, within
+    /// the deadline (fewer if it passes: the caller's assertions say what is missing).
+    pub async fn numbers(&mut self, channel: &str, count: usize) -> Vec<u64> {
+        let prefix = format!("@ got {channel} ");
+        let deadline = tokio::time::Instant::now() + super::DEADLINE;
+        let mut got = Vec::with_capacity(count);
+        while got.len() < count {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(line) = self.expect_within(&[&prefix], left).await else { break };
+            got.push(line[prefix.len()..].parse().expect("a number"));
+        }
+        got
+    }
+
     /// SIGKILL: the node gets no chance to leave.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -42,6 +42,17 @@ impl Faults {
         }
     }
 
+    /// Reset every open connection (what was in flight in the proxy is lost, as with a TCP reset);
+    /// new connections go through. Returns how many were reset.
+    pub fn reset(&self) -> usize {
+        let conns = self.conns.lock().unwrap();
+        let live = conns.iter().filter(|(_, _, t)| !t.is_finished()).count();
+        for (_, _, task) in conns.iter() {
+            task.abort();
+        }
+        live
+    }
+
     /// Hold back everything `from` sends `to` (their connections stay up).
     pub fn cut_one_way(&self, from: u64, to: u64) {
         self.one_way.lock().unwrap().insert((from, to));
