@@ -2,7 +2,7 @@
 //!
 //! A connection starts with a hello each way (who is talking, where to dial it back). It is then
 //! read by [`read_loop`], which hands each frame up through [`Dispatch`] (the node implements it;
-//! this module does not know the node): data, acks, fences and gones, and requests (Raft RPCs in
+//! this module does not know the node): data, credit, fences and releases, and requests (Raft RPCs in
 //! order, on a task of their own); answers go to whoever waits for them. If it is the first connection between the two nodes it also becomes the
 //! peer's writer ([`write_loop`]), on both sides: one connection per pair of nodes, both ways.
 //! [`keep_connected`] dials a peer only when something is queued for it and no connection writes
@@ -38,12 +38,18 @@ pub(crate) type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
 pub(crate) trait Dispatch: Send + Sync + 'static {
     /// Messages from node `from` for receiver `to`, in the order sent.
     fn data(&self, from: NodeId, to: EndpointId, msgs: &mut dyn Iterator<Item = Bytes>);
-    /// Receiver `to` took `n` messages from this node: credit back.
-    fn ack(&self, to: EndpointId, n: u32);
+    /// Receiver `to` on node `from` took `taken` of this node's messages and grants `grant`.
+    fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32);
+    /// Node `from` wants credit with receiver `to` of this node.
+    fn want(&self, from: NodeId, to: EndpointId);
+    /// Receiver `to` on node `from` asks for its unused credit back.
+    fn reclaim(&self, from: NodeId, to: EndpointId);
+    /// Node `from` gives back `n` unused credits with receiver `to` of this node.
+    fn returned(&self, from: NodeId, to: EndpointId, n: u32);
     /// Node `from` sends nothing more on closed `channel`.
     fn fence(&self, from: NodeId, channel: &str);
-    /// Node `from` sends nothing more to removed receiver `to`.
-    fn gone(&self, from: NodeId, to: EndpointId);
+    /// Receiver `to` on node `from` is gone: what it did not take goes elsewhere.
+    fn released(&self, from: NodeId, to: EndpointId);
     /// Answer a request (a Raft RPC, a registry write, a membership change).
     fn request(self: Arc<Self>, req: Request) -> BoxFuture<'static, Response>;
 }
@@ -196,6 +202,27 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
     }
 }
 
+/// Use a connection this node dialed for something else (a join's first contact with a seed) as
+/// `peer`'s link, if no other connection writes for it; otherwise close it. Closing it after the
+/// peer made it its writer would only make both sides dial again.
+pub(crate) fn adopt(links: &Arc<Links>, peer: &Arc<Peer>, conn: Dialed) {
+    let Some(claim) = peer.claim_writer() else { return };
+    peer.outbox.limit_frames(conn.hello.max_frame);
+    let (links, peer) = (links.clone(), peer.clone());
+    let span = tracing::info_span!("link", node = links.me, peer = peer.id);
+    let tasks = links.tasks.clone();
+    tasks.spawn(
+        async move {
+            if let Err(e) =
+                run(&links, conn.framed, &peer, Some((claim, conn.hello.received))).await
+            {
+                tracing::debug!(error = %e, "link down");
+            }
+        }
+        .instrument(span),
+    );
+}
+
 /// Accept connections until the node shuts down.
 pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
     loop {
@@ -232,8 +259,16 @@ async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
     let received = lock(&peer.inbound).received();
     framed.send(hello(core.me, &core.advertised, max_frame, received)).await?;
     peer.outbox.limit_frames(theirs.max_frame);
-    let claim = peer.claim_writer().map(|c| (c, theirs.received));
-    run(core, framed, &peer, claim).await
+    let claim = match peer.claim_writer() {
+        Some(claim) => Some(claim),
+        // Both nodes dialed: the lower id's connection is the one both write on.
+        None if theirs.node < core.me => tokio::select! {
+            _ = core.cancel.cancelled() => return Ok(()),
+            c = peer.take_over_writer() => c,
+        },
+        None => None,
+    };
+    run(core, framed, &peer, claim.map(|c| (c, theirs.received))).await
 }
 
 /// Read (and, holding the writer claim, write) one connection until it breaks or the node stops.
@@ -246,9 +281,14 @@ async fn run(
 ) -> Result<(), Error> {
     let (sink, stream) = framed.split();
     let resume = claim.as_ref().map(|(_, received)| *received);
+    let displaced = claim.as_ref().map(|(c, _)| c.displaced.clone());
     let result = tokio::select! {
         _ = core.cancel.cancelled() => Ok(()),
         _ = peer.stop.cancelled() => Ok(()),
+        _ = async { match &displaced { Some(d) => d.cancelled().await, None => std::future::pending().await } } => {
+            tracing::debug!("another connection took over");
+            Ok(())
+        }
         r = read_loop(core, stream, peer) => r,
         w = async {
             match resume {
@@ -380,9 +420,12 @@ impl Reader<'_> {
             Frame::Data { to, msgs } => {
                 up.data(remote, to, &mut msgs.iter().map(|m| buf.slice_ref(m)));
             }
-            Frame::Ack { to, n } => up.ack(to, n),
+            Frame::Credit { to, taken, grant } => up.credit(remote, to, taken, grant),
+            Frame::Want { to } => up.want(remote, to),
+            Frame::Reclaim { to } => up.reclaim(remote, to),
+            Frame::Return { to, n } => up.returned(remote, to, n),
             Frame::Fence { channel } => up.fence(remote, &channel),
-            Frame::Gone { to } => up.gone(remote, to),
+            Frame::Released { to } => up.released(remote, to),
             Frame::Response { id, body } => peer.complete(id, *body),
             Frame::Request { id, body } => match *body {
                 req @ (Request::AppendEntries(_)

@@ -1,75 +1,413 @@
-//! Credit: how many messages this node may have on the way to each remote receiver, not yet
-//! acknowledged. On the message path between the router (which takes credit before it queues a
-//! message for a remote receiver) and the connection's reader (acks give it back).
+//! Credit: how many messages may be on their way to a receiver, counted by the receiver over
+//! every sending node together (DESIGN.md promise 4).
+//!
+//! On the receiving node, [`Grants`] (one per inbox) keeps the books: messages held (in the
+//! buffer, or delivered and not yet acknowledged) plus credit granted to sending nodes and not
+//! yet used never exceed the capacity. Credit is granted on demand: a sending node that has
+//! messages waiting and no credit says so ([`Frame::Want`](crate::wire::Frame::Want)); freed room
+//! goes to the nodes that want it, otherwise back to the node whose message was taken (so a
+//! single sending node keeps the whole window, and a stream needs no request per batch). When
+//! nothing is free and a node (or a sender on the receiver's own node) wants credit, the nodes
+//! that hold unused credit are asked to give it back ([`Frame::Reclaim`](crate::wire::Frame::Reclaim)).
+//!
+//! On the sending node, a [`Window`] per remote receiver holds the credit granted to this node;
+//! the router takes one unit per message, and [`Credits`] finds the window an incoming grant is for.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::peer::lock;
-use crate::registry::EndpointId;
+use crate::registry::{EndpointId, NodeId};
 use crate::router::ChannelRoute;
 
-/// Credit for one (sending node, remote receiver) pair: at most `limit` messages unacknowledged.
-#[derive(Debug)]
+/// This node's credit with one remote receiver.
+#[derive(Debug, Default)]
 pub(crate) struct Window {
-    inflight: AtomicU32,
-    limit: u32,
+    /// Granted and not yet used.
+    credit: AtomicU32,
+    /// A [`Frame::Want`](crate::wire::Frame::Want) was sent and no grant has come since.
+    asked: AtomicBool,
+    /// The receiver is gone: nothing more goes to it.
+    released: AtomicBool,
 }
 
 impl Window {
-    pub(crate) fn new(limit: u32) -> Self {
-        Window { inflight: AtomicU32::new(0), limit: limit.max(1) }
-    }
-
+    /// Take one unit of credit for a message, if there is one.
     pub(crate) fn try_acquire(&self) -> bool {
-        self.inflight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.limit).then_some(n + 1))
-            .is_ok()
+        !self.released.load(Ordering::Acquire)
+            && self
+                .credit
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
     }
 
-    pub(crate) fn release(&self, n: u32) {
-        let _ = self
-            .inflight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| Some(cur.saturating_sub(n)));
+    /// Give back a unit taken by [`Window::try_acquire`] for a message that did not go.
+    pub(crate) fn undo(&self) {
+        self.credit.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The receiver granted `n` more.
+    pub(crate) fn grant(&self, n: u32) {
+        self.credit.fetch_add(n, Ordering::AcqRel);
+        self.asked.store(false, Ordering::Release);
+    }
+
+    /// The receiver asks for unused credit back: all of it, returned.
+    pub(crate) fn reclaim(&self) -> u32 {
+        self.asked.store(false, Ordering::Release);
+        self.credit.swap(0, Ordering::AcqRel)
+    }
+
+    /// Whether to ask the receiver for credit now: none left, and not asked already.
+    pub(crate) fn should_ask(&self) -> bool {
+        !self.released.load(Ordering::Acquire)
+            && self.credit.load(Ordering::Acquire) == 0
+            && !self.asked.swap(true, Ordering::AcqRel)
+    }
+
+    /// The receiver is gone. True the first time.
+    pub(crate) fn release(&self) -> bool {
+        self.credit.store(0, Ordering::Release);
+        !self.released.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
     }
 }
 
 /// The window towards one remote receiver, and the route whose senders wait for its credit.
 type Credit = (Arc<Window>, Arc<ChannelRoute>);
 
+/// Grants kept for receivers this node has no window for yet, at most this many.
+const MAX_EARLY_GRANTS: usize = 4096;
+
 /// This node's windows towards every remote receiver.
 #[derive(Debug, Default)]
 pub(crate) struct Credits {
-    windows: Mutex<HashMap<EndpointId, Credit>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    windows: HashMap<EndpointId, Credit>,
+    /// Credit granted before this node made the window (a receiver offers credit when it sees
+    /// this node's sender registered, which can be before the sender's router exists here).
+    early: HashMap<EndpointId, u32>,
 }
 
 impl Credits {
-    /// The window towards receiver `id` of `route`'s channel, made on first use.
-    pub(crate) fn window(
-        &self,
-        id: EndpointId,
-        capacity: u32,
-        route: &Arc<ChannelRoute>,
-    ) -> Arc<Window> {
-        lock(&self.windows)
-            .entry(id)
-            .or_insert_with(|| (Arc::new(Window::new(capacity)), route.clone()))
-            .0
-            .clone()
+    /// The window towards receiver `id` of `route`'s channel, made on first use (with any credit
+    /// granted before).
+    pub(crate) fn window(&self, id: EndpointId, route: &Arc<ChannelRoute>) -> Arc<Window> {
+        let mut inner = lock(&self.inner);
+        let early = inner.early.remove(&id);
+        let window = inner.windows.entry(id).or_insert_with(|| (Arc::default(), route.clone()));
+        if let Some(n) = early {
+            window.0.grant(n);
+        }
+        window.0.clone()
     }
 
-    /// Receiver `id` acknowledged `n` messages: credit back, waiting senders woken.
-    pub(crate) fn release(&self, id: EndpointId, n: u32) {
-        let entry = lock(&self.windows).get(&id).cloned();
-        if let Some((window, route)) = entry {
-            window.release(n);
-            route.wake();
+    /// Receiver `id` granted `n`: added to its window, or kept until the window is made.
+    /// Returns the window's route, to wake its senders.
+    pub(crate) fn grant(&self, id: EndpointId, n: u32) -> Option<Arc<ChannelRoute>> {
+        let mut inner = lock(&self.inner);
+        if let Some((window, route)) = inner.windows.get(&id) {
+            window.grant(n);
+            return Some(route.clone());
+        }
+        if n > 0 && (inner.early.len() < MAX_EARLY_GRANTS || inner.early.contains_key(&id)) {
+            *inner.early.entry(id).or_default() += n;
+        }
+        None
+    }
+
+    /// The window towards receiver `id` and its route, if this node has one.
+    pub(crate) fn get(&self, id: EndpointId) -> Option<Credit> {
+        lock(&self.inner).windows.get(&id).cloned()
+    }
+
+    /// Drop the windows for which `keep` (receiver, window) says no, and early grants for
+    /// receivers `registered` does not list.
+    pub(crate) fn retain(
+        &self,
+        mut keep: impl FnMut(EndpointId, &Window) -> bool,
+        registered: impl Fn(EndpointId) -> bool,
+    ) {
+        let mut inner = lock(&self.inner);
+        inner.windows.retain(|id, (window, _)| keep(*id, window));
+        inner.early.retain(|id, _| registered(*id));
+    }
+}
+
+/// What a change to a receiver's books asks to send: per node, messages taken and credit
+/// granted; and the nodes to ask for unused credit back.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    pub(crate) credit: Vec<(NodeId, u32, u32)>,
+    pub(crate) reclaim: Vec<NodeId>,
+}
+
+impl Outgoing {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.credit.is_empty() && self.reclaim.is_empty()
+    }
+
+    fn add(&mut self, node: NodeId, taken: u32, grant: u32) {
+        match self.credit.iter_mut().find(|(n, _, _)| *n == node) {
+            Some((_, t, g)) => {
+                *t += taken;
+                *g += grant;
+            }
+            None => self.credit.push((node, taken, grant)),
+        }
+    }
+}
+
+/// A receiver's books: what it holds and what credit it has out, per sending node.
+#[derive(Debug)]
+pub(crate) struct Grants {
+    capacity: u32,
+    /// Freed room is granted once this much is free (or the buffer has run dry).
+    batch: u32,
+    /// Messages in the buffer, and delivered but not yet acknowledged.
+    held: u32,
+    /// Credit granted and not yet used, per node.
+    out: BTreeMap<NodeId, u32>,
+    out_total: u32,
+    /// Nodes that asked for credit, in the order they asked.
+    wanting: VecDeque<NodeId>,
+    /// Nodes asked to give unused credit back, not yet answered.
+    reclaiming: BTreeSet<NodeId>,
+    /// A sender on this node found no room while credit was out elsewhere.
+    local_wants: bool,
+    /// Messages taken per node, not yet told.
+    taken: Vec<(NodeId, u32)>,
+    /// Every node ever granted credit: those that may have sent something.
+    known: BTreeSet<NodeId>,
+    /// Nodes that left the cluster: never granted anything again.
+    left: BTreeSet<NodeId>,
+}
+
+impl Grants {
+    pub(crate) fn new(capacity: u32) -> Self {
+        let capacity = capacity.max(1);
+        Grants {
+            capacity,
+            batch: (capacity / 4).max(1),
+            held: 0,
+            out: BTreeMap::new(),
+            out_total: 0,
+            wanting: VecDeque::new(),
+            reclaiming: BTreeSet::new(),
+            local_wants: false,
+            taken: Vec::new(),
+            known: BTreeSet::new(),
+            left: BTreeSet::new(),
         }
     }
 
-    /// Drop the windows of receivers for which `keep` (receiver, its channel) says no.
-    pub(crate) fn retain(&self, mut keep: impl FnMut(EndpointId, &str) -> bool) {
-        lock(&self.windows).retain(|id, (_, route)| keep(*id, &route.name));
+    /// How many taken messages are worth a frame of their own.
+    pub(crate) fn batch(&self) -> u32 {
+        self.batch
+    }
+
+    fn free(&self) -> u32 {
+        self.capacity.saturating_sub(self.held + self.out_total)
+    }
+
+    /// A sender on this node wants to hand over a message: true (and counted) if there is room.
+    pub(crate) fn local(&mut self) -> bool {
+        if self.free() > 0 {
+            self.held += 1;
+            self.local_wants = false;
+            return true;
+        }
+        if self.out_total > 0 {
+            self.local_wants = true;
+        }
+        false
+    }
+
+    /// A message from node `from` arrived on its credit.
+    pub(crate) fn arrived(&mut self, from: NodeId) {
+        self.held += 1;
+        match self.out.get_mut(&from) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                self.out_total -= 1;
+            }
+            _ => tracing::debug!(node = from, "a message arrived without credit"),
+        }
+    }
+
+    /// The application took (or acknowledged) `n` messages of `from` (`None`: of this node).
+    pub(crate) fn taken(&mut self, from: Option<NodeId>, n: u32) {
+        self.held = self.held.saturating_sub(n);
+        if let Some(from) = from.filter(|f| !self.left.contains(f)) {
+            match self.taken.iter_mut().find(|(node, _)| *node == from) {
+                Some((_, t)) => *t += n,
+                None => self.taken.push((from, n)),
+            }
+        }
+    }
+
+    /// Node `from` wants credit.
+    pub(crate) fn want(&mut self, from: NodeId) {
+        if !self.wanting.contains(&from) && !self.left.contains(&from) {
+            self.wanting.push_back(from);
+        }
+    }
+
+    /// Node `from` gave `n` unused credits back.
+    pub(crate) fn returned(&mut self, from: NodeId, n: u32) {
+        self.reclaiming.remove(&from);
+        if let Some(out) = self.out.get_mut(&from) {
+            let n = n.min(*out);
+            *out -= n;
+            self.out_total -= n;
+        }
+    }
+
+    /// Node `node` left the cluster: its credit is void, and nothing is owed to it.
+    pub(crate) fn forget(&mut self, node: NodeId) {
+        if let Some(n) = self.out.remove(&node) {
+            self.out_total -= n;
+        }
+        self.wanting.retain(|n| *n != node);
+        self.reclaiming.remove(&node);
+        self.taken.retain(|(n, _)| *n != node);
+        self.known.remove(&node);
+        self.left.insert(node);
+    }
+
+    /// Every node that may have sent something (for [`Frame::Released`](crate::wire::Frame::Released)).
+    pub(crate) fn known(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.known.iter().copied()
+    }
+
+    /// Everything taken, to tell now (the receiver is going away).
+    pub(crate) fn flush_taken(&mut self) -> Outgoing {
+        let mut out = Outgoing::default();
+        for (node, n) in self.taken.drain(..) {
+            out.add(node, n, 0);
+        }
+        out
+    }
+
+    /// Settle the books: grant free room to the nodes that want it (or, if none does, back to
+    /// `last`, the node whose message was taken last), ask idle holders for their credit when
+    /// someone wants and nothing is free, and tell what was taken. Room is granted in batches
+    /// unless `idle` (nothing is buffered: the receiver is waiting).
+    pub(crate) fn settle(&mut self, idle: bool, last: Option<NodeId>, urgent: bool) -> Outgoing {
+        let mut out = Outgoing::default();
+        let mut free = self.free();
+        if free == 0 {
+            if !self.wanting.is_empty() || self.local_wants {
+                for (node, n) in &self.out {
+                    if *n > 0 && !self.wanting.contains(node) && self.reclaiming.insert(*node) {
+                        out.reclaim.push(*node);
+                    }
+                }
+            }
+        } else if idle || free >= self.batch || !self.wanting.is_empty() {
+            if std::mem::take(&mut self.local_wants) {
+                // Keep one for the sender on this node, woken to take it (if it finds none
+                // again, it says so again).
+                free -= 1;
+            }
+            while free > 0 {
+                let Some(node) = self.wanting.pop_front() else { break };
+                let share = (free / (self.wanting.len() as u32 + 1)).max(1);
+                self.grant(node, share, &mut out);
+                free -= share;
+            }
+            if let Some(node) = last.filter(|n| free > 0 && !self.left.contains(n)) {
+                self.grant(node, free, &mut out);
+            }
+        }
+        let told = self.taken.iter().map(|(_, n)| *n).sum::<u32>();
+        if urgent || told >= self.batch || !out.is_empty() || idle {
+            for (node, n) in self.taken.drain(..) {
+                out.add(node, n, 0);
+            }
+        }
+        out
+    }
+
+    fn grant(&mut self, node: NodeId, n: u32, out: &mut Outgoing) {
+        // Its want is answered, however the credit came.
+        self.wanting.retain(|w| *w != node);
+        *self.out.entry(node).or_default() += n;
+        self.out_total += n;
+        self.known.insert(node);
+        out.add(node, 0, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted(out: &Outgoing, node: NodeId) -> u32 {
+        out.credit.iter().filter(|(n, _, _)| *n == node).map(|(_, _, g)| *g).sum()
+    }
+
+    #[test]
+    fn one_sending_node_gets_the_whole_window_and_keeps_it_while_it_streams() {
+        let mut g = Grants::new(8);
+        g.want(1);
+        assert_eq!(granted(&g.settle(true, None, false), 1), 8);
+        for _ in 0..8 {
+            g.arrived(1);
+        }
+        assert!(!g.local(), "a sender on the receiver's node finds no room");
+        g.taken(Some(1), 2);
+        let out = g.settle(false, Some(1), false);
+        assert_eq!(granted(&out, 1), 2, "freed room goes back to the node it came from");
+        assert_eq!(out.credit, [(1, 2, 2)], "with what was taken");
+    }
+
+    #[test]
+    fn credit_out_never_exceeds_the_capacity_and_moves_to_who_wants_it() {
+        let mut g = Grants::new(4);
+        g.want(1);
+        g.settle(true, None, false);
+        // Node 1 holds all 4, unused; node 2 wants some: node 1 is asked to give it back.
+        g.want(2);
+        let out = g.settle(true, None, false);
+        assert_eq!(out.reclaim, [1]);
+        assert!(g.settle(true, None, false).reclaim.is_empty(), "asked once");
+        g.arrived(1);
+        g.returned(1, 3);
+        let out = g.settle(true, None, false);
+        assert_eq!(granted(&out, 2), 3);
+        assert_eq!(g.held + g.out_total, 4);
+    }
+
+    #[test]
+    fn capacity_one_hands_over_one_at_a_time() {
+        let mut g = Grants::new(1);
+        g.want(1);
+        assert_eq!(granted(&g.settle(true, None, false), 1), 1);
+        g.arrived(1);
+        assert_eq!(granted(&g.settle(false, None, false), 1), 0);
+        g.taken(Some(1), 1);
+        assert_eq!(g.settle(true, Some(1), false).credit, [(1, 1, 1)]);
+    }
+
+    #[test]
+    fn a_local_sender_gets_credit_back_from_idle_holders() {
+        let mut g = Grants::new(2);
+        g.want(1);
+        g.settle(true, None, false);
+        assert!(!g.local());
+        assert_eq!(g.settle(true, None, false).reclaim, [1]);
+        g.returned(1, 2);
+        let out = g.settle(true, None, false);
+        assert!(out.credit.is_empty(), "nobody else wants: the room stays free");
+        assert!(g.local());
     }
 }

@@ -1,19 +1,24 @@
 //! The inbox: a receiver's buffer, the last stop of a message before [`Receiver::recv`].
 //!
-//! It holds at most `capacity` messages ready to be received. Messages arriving from another
-//! node beyond that wait in a staging queue that only the senders' windows bound (the network's
-//! share, see [`crate::credit::Window`]); each message taken into the buffer is acknowledged to its
-//! sending node in batches, which is what gives the sender its credit back. Messages from this
-//! node's own senders are moved in as values, never encoded. Messages from the network are kept
-//! encoded and decoded by the receiving task, off the connection's reader.
+//! It holds at most `capacity` messages, counted together with the credit it has granted to
+//! sending nodes (see [`crate::credit::Grants`]): a remote node sends only on credit, and a
+//! sender on this node hands a message over only when there is room, so nothing waits anywhere
+//! beyond the capacity. Messages from this node's own senders are moved in as values, never
+//! encoded; messages from the network are kept encoded and decoded by the receiving task.
 //!
-//! When the [`Receiver`](crate::Receiver) is dropped the inbox is *detached*: what it held, and
-//! whatever still arrives for it, goes to its endpoint actor to be re-routed to another receiver.
+//! A message counts as delivered when the application takes it: only then is its sending node
+//! told (so that it lets go of its copy) and the room granted again. With manual
+//! acknowledgement ([`Delivery`](crate::Delivery)), only when the application acknowledges it.
+//!
+//! When the [`Receiver`](crate::Receiver) is dropped the inbox is *detached*: messages from this
+//! node's senders are handed to its endpoint actor to be delivered elsewhere, and every sending
+//! node is told ([`Frame::Released`](crate::wire::Frame::Released)) that what it sent and was
+//! not taken is to go to another receiver; what still arrives is dropped (its sender has it).
 //!
 //! [`Receiver::recv`]: crate::Receiver::recv
 
 use std::any::Any;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
@@ -21,20 +26,22 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use actix::Addr;
 
+use crate::credit::{Grants, Outgoing};
 use crate::error::TryRecvError;
 use crate::peer::Peers;
 use crate::receiver::{Detached, EndpointActor};
 use crate::registry::{EndpointId, NodeId};
 use crate::router::ChannelRoute;
+use crate::wire::{self, Frame};
 
-/// A message in a buffer: moved in from this node, or still encoded from the network.
+/// A message in a buffer: moved in from this node, or encoded (from the network, or a
+/// broadcast copy or redelivery from this node: `from` is `None`).
 enum Item<T> {
     Value(T),
-    Encoded(Bytes),
+    Encoded { from: Option<NodeId>, msg: Bytes },
 }
 
 /// Why a push was refused; the message comes back.
@@ -47,58 +54,72 @@ pub(crate) enum Refused<T> {
 /// What the node needs of an inbox, whatever its message type.
 pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn id(&self) -> EndpointId;
-    /// How much owed credit is worth an ack of its own (less rides along with other frames).
-    fn ack_batch(&self) -> u32;
     fn channel(&self) -> &Arc<ChannelRoute>;
-    /// Messages from node `from`, in order. Returns how many went straight into the buffer:
-    /// the caller acknowledges those now.
-    fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) -> u32;
-    /// An encoded message from this node: a broadcast, or (`rerouted`) a message a dropped
-    /// receiver held, which was sent before any close and so is taken until the inbox has ended.
+    /// Messages from node `from`, in order, sent on credit this inbox granted.
+    fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>);
+    /// An encoded message from this node: a broadcast copy, or (`rerouted`) a message another
+    /// receiver did not take, which was sent before any close and so is taken until the inbox
+    /// has ended.
     fn try_push_encoded(&self, msg: Bytes, rerouted: bool) -> Result<(), Refused<Bytes>>;
+    /// Node `from` has messages waiting and no credit.
+    fn want(&self, from: NodeId);
+    /// Node `from` gave back `n` unused credits.
+    fn returned(&self, from: NodeId, n: u32);
+    /// These nodes have senders of the channel: offer credit to any not offered yet.
+    fn offer(&self, nodes: &[NodeId]);
+    /// Node `node` left the cluster.
+    fn node_left(&self, node: NodeId);
     /// The channel is closed; `waiting_for` are the nodes whose fence has not come yet.
     fn close(&self, waiting_for: BTreeSet<NodeId>);
     /// Node `from` will send nothing more for this channel.
     fn fence(&self, from: NodeId);
-    /// Give everything held, and everything still arriving, to the endpoint actor to re-route
-    /// (the receiver was dropped, or its node is leaving). The receiver then ends.
-    fn hand_over(&self);
+    /// The receiver goes away (its node is leaving): tell every sending node to deliver what it
+    /// sent elsewhere, and return this node's messages (encoded, counted as being re-routed on
+    /// the channel's route) to deliver elsewhere. `None` if it was handed over already. The
+    /// receiver then ends.
+    fn hand_over(&self) -> Option<Vec<Bytes>>;
     /// Whether the inbox was handed over (its receiver is gone).
     fn is_detached(&self) -> bool;
     /// The receiver's registration is gone without its handle being dropped (its node was
-    /// removed from the cluster): it yields what it holds, then ends. True the first time.
+    /// removed from the cluster, and its senders deliver what it held elsewhere): it yields what
+    /// its own node's senders gave it, then ends. True the first time.
     fn orphan(&self) -> bool;
     fn as_any(&self) -> &dyn Any;
 }
 
+/// Deliveries handed out and not yet acknowledged (manual acknowledgement).
+#[derive(Debug, Default)]
+struct Unacked {
+    /// Per sending node: the number of its first unacknowledged delivery, and which of those from
+    /// there on are acknowledged. Its credit comes back in order.
+    remote: HashMap<NodeId, (u64, VecDeque<bool>)>,
+    /// Deliveries of this node's messages, encoded, to deliver elsewhere if never acknowledged.
+    local: HashMap<u64, Bytes>,
+    next_local: u64,
+}
+
+/// Which delivery an acknowledgement is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Token {
+    Remote { from: NodeId, seq: u64 },
+    Local(u64),
+}
+
 struct State<T> {
     buf: VecDeque<Item<T>>,
-    /// Arrived from the network while the buffer was full; bounded by the senders' windows.
-    staged: VecDeque<(NodeId, Bytes)>,
-    /// Messages taken into the buffer and not yet acknowledged, per sending node.
-    unacked: Vec<(NodeId, u32)>,
-    unacked_total: u32,
+    grants: Grants,
     waker: Option<Waker>,
     /// Set once the close is applied here: the nodes still to send their fence.
     closing: Option<BTreeSet<NodeId>>,
-    /// The receiver is gone: everything goes to its actor for re-routing.
-    detached: Option<mpsc::UnboundedSender<Bytes>>,
+    /// The receiver is gone.
+    detached: bool,
+    /// Manual acknowledgement: deliveries not yet acknowledged.
+    unacked: Option<Unacked>,
 }
 
 impl<T> State<T> {
     fn closed(&self) -> bool {
         self.closing.as_ref().is_some_and(BTreeSet::is_empty)
-    }
-
-    fn count_ack(&mut self, from: NodeId, n: u32) {
-        if n == 0 {
-            return;
-        }
-        self.unacked_total += n;
-        match self.unacked.iter_mut().find(|(node, _)| *node == from) {
-            Some((_, c)) => *c += n,
-            None => self.unacked.push((from, n)),
-        }
     }
 
     fn wake(&mut self) {
@@ -113,12 +134,11 @@ pub(crate) struct Inbox<T> {
     id: EndpointId,
     route: Arc<ChannelRoute>,
     capacity: usize,
-    /// Acks are sent once this many are owed (or nothing more is staged).
-    ack_batch: u32,
     state: Mutex<State<T>>,
-    /// Where acks go: the links to the sending nodes.
+    /// Where credit and releases go: the links to the sending nodes.
     peers: Weak<Peers>,
-    /// The endpoint actor that re-routes what the inbox held when it is handed over.
+    /// The endpoint actor that delivers elsewhere what this node's senders gave the inbox, when
+    /// it is handed over.
     actor: OnceLock<Addr<EndpointActor>>,
 }
 
@@ -137,21 +157,21 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         id: EndpointId,
         route: Arc<ChannelRoute>,
         capacity: usize,
+        manual_ack: bool,
         peers: Weak<Peers>,
     ) -> Self {
+        let capacity = capacity.max(1);
         Inbox {
             id,
             route,
-            capacity: capacity.max(1),
-            ack_batch: (capacity as u32 / 4).max(1),
+            capacity,
             state: Mutex::new(State {
                 buf: VecDeque::with_capacity(capacity.min(4096)),
-                staged: VecDeque::new(),
-                unacked: Vec::new(),
-                unacked_total: 0,
+                grants: Grants::new(u32::try_from(capacity).unwrap_or(u32::MAX)),
                 waker: None,
                 closing: None,
-                detached: None,
+                detached: false,
+                unacked: manual_ack.then(Unacked::default),
             }),
             peers,
             actor: OnceLock::new(),
@@ -172,7 +192,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         if st.closing.is_some() {
             return Err(Refused::Closed(msg));
         }
-        if st.detached.is_some() || st.buf.len() >= self.capacity || !st.staged.is_empty() {
+        if st.detached {
+            return Err(Refused::Full(msg));
+        }
+        if !st.grants.local() {
+            // Credit may sit unused with other nodes: ask for it back.
+            let idle = st.buf.is_empty();
+            let out = st.grants.settle(idle, None, false);
+            drop(st);
+            self.send(out);
             return Err(Refused::Full(msg));
         }
         st.buf.push_back(Item::Value(msg));
@@ -187,6 +215,16 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// its budget is spent), so the node's tasks and the application's other tasks on the same
     /// thread keep running.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.poll_next(cx).map(|o| o.map(|(v, _)| v))
+    }
+
+    /// Like [`Inbox::poll_recv`], with the token that acknowledges the message (manual
+    /// acknowledgement).
+    pub(crate) fn poll_delivery(&self, cx: &mut Context<'_>) -> Poll<Option<(T, Option<Token>)>> {
+        self.poll_next(cx)
+    }
+
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<(T, Option<Token>)>> {
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         match self.next(Some(cx.waker())) {
             Ok(v) => {
@@ -202,18 +240,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     }
 
     /// Take the next message if one is ready.
-    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+    pub(crate) fn try_recv(&self) -> Result<(T, Option<Token>), TryRecvError> {
         self.next(None)
     }
 
     /// Take the next message; when there is none, leave `waker` to be woken (checked and stored
     /// under one lock, so no wake-up is lost).
-    fn next(&self, waker: Option<&Waker>) -> Result<T, TryRecvError> {
+    fn next(&self, waker: Option<&Waker>) -> Result<(T, Option<Token>), TryRecvError> {
         loop {
-            let (item, acks) = {
+            let (item, token, out) = {
                 let mut st = self.lock();
                 let Some(item) = st.buf.pop_front() else {
-                    if st.closed() || st.detached.is_some() {
+                    if st.closed() || st.detached {
                         return Err(TryRecvError::Closed);
                     }
                     if let Some(w) = waker {
@@ -223,88 +261,203 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                     return Err(TryRecvError::Empty);
                 };
-                if let Some((from, msg)) = st.staged.pop_front() {
-                    st.buf.push_back(Item::Encoded(msg));
-                    st.count_ack(from, 1);
-                }
-                let acks = if st.unacked_total >= self.ack_batch || st.staged.is_empty() {
-                    st.unacked_total = 0;
-                    std::mem::take(&mut st.unacked)
-                } else {
-                    Vec::new()
+                let from = match &item {
+                    Item::Encoded { from, .. } => *from,
+                    Item::Value(_) => None,
                 };
-                (item, acks)
-            };
-            self.send_acks(acks);
-            self.route.wake();
-            match item {
-                Item::Value(v) => return Ok(v),
-                Item::Encoded(bytes) => match rmp_serde::from_slice(&bytes) {
-                    Ok(v) => return Ok(v),
-                    // The registry guarantees the type; bytes that do not decode came from a
-                    // broken or hostile peer. Dropping them is all that can be done.
-                    Err(e) => tracing::warn!(
-                        channel = %self.route.name,
-                        error = %e,
-                        "dropped a message that does not decode as {}",
-                        std::any::type_name::<T>()
-                    ),
-                },
-            }
-        }
-    }
-
-    /// Hand everything held, and everything arriving from now on, to `forward` (encoded), and
-    /// acknowledge what was staged. Returns false if the inbox was detached already.
-    fn detach(&self, forward: mpsc::UnboundedSender<Bytes>) -> bool {
-        let acks = {
-            let mut st = self.lock();
-            if st.detached.is_some() {
-                return false;
-            }
-            for item in std::mem::take(&mut st.buf) {
-                let bytes = match item {
-                    Item::Encoded(b) => b,
-                    Item::Value(v) => match rmp_serde::to_vec_named(&v) {
-                        Ok(b) => b.into(),
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not encode a message to re-route it");
-                            continue;
+                let token = match st.unacked.as_mut() {
+                    Some(unacked) => Some(match from {
+                        Some(from) => {
+                            let (first, acked) = unacked.remote.entry(from).or_default();
+                            let seq = *first + acked.len() as u64;
+                            acked.push_back(false);
+                            Token::Remote { from, seq }
                         }
-                    },
+                        None => {
+                            unacked.next_local += 1;
+                            Token::Local(unacked.next_local)
+                        }
+                    }),
+                    None => {
+                        st.grants.taken(from, 1);
+                        None
+                    }
                 };
-                self.reroute(&forward, bytes);
-            }
-            for (from, bytes) in std::mem::take(&mut st.staged) {
-                st.count_ack(from, 1);
-                self.reroute(&forward, bytes);
-            }
-            st.detached = Some(forward);
-            st.unacked_total = 0;
-            std::mem::take(&mut st.unacked)
-        };
-        self.send_acks(acks);
-        self.route.wake();
-        true
-    }
-
-    /// Queue a message for the endpoint actor to re-route; counted, so that this node's fence of
-    /// a closing channel waits until re-routed messages are out.
-    fn reroute(&self, forward: &mpsc::UnboundedSender<Bytes>, msg: Bytes) {
-        if forward.send(msg).is_ok() {
-            self.route.rerouting(1);
+                let idle = st.buf.is_empty();
+                let out = if token.is_none() {
+                    st.grants.settle(idle, from, false)
+                } else {
+                    Outgoing::default()
+                };
+                (item, token, out)
+            };
+            self.send(out);
+            self.route.wake();
+            let value = match item {
+                Item::Value(v) => {
+                    if let Some(Token::Local(n)) = token {
+                        // Kept encoded until acknowledged, to go elsewhere if it never is.
+                        match rmp_serde::to_vec_named(&v) {
+                            Ok(b) => {
+                                if let Some(u) = self.lock().unacked.as_mut() {
+                                    u.local.insert(n, b.into());
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "could not keep a delivery"),
+                        }
+                    }
+                    v
+                }
+                Item::Encoded { msg, .. } => match rmp_serde::from_slice(&msg) {
+                    Ok(v) => {
+                        if let Some(Token::Local(n)) = token {
+                            if let Some(u) = self.lock().unacked.as_mut() {
+                                u.local.insert(n, msg);
+                            }
+                        }
+                        v
+                    }
+                    // The registry guarantees the type; bytes that do not decode came from a
+                    // broken or hostile peer. Dropping them (acknowledged) is all that can be done.
+                    Err(e) => {
+                        tracing::warn!(
+                            channel = %self.route.name,
+                            error = %e,
+                            "dropped a message that does not decode as {}",
+                            std::any::type_name::<T>()
+                        );
+                        if let Some(token) = token {
+                            self.ack(token);
+                        }
+                        continue;
+                    }
+                },
+            };
+            return Ok((value, token));
         }
     }
 
-    fn send_acks(&self, acks: Vec<(NodeId, u32)>) {
-        if acks.is_empty() {
+    /// The application acknowledges a delivery (manual acknowledgement).
+    pub(crate) fn ack(&self, token: Token) {
+        let out = {
+            let mut st = self.lock();
+            let Some(unacked) = st.unacked.as_mut() else { return };
+            let (from, n) = match token {
+                Token::Local(n) => {
+                    if unacked.local.remove(&n).is_none() {
+                        return;
+                    }
+                    (None, 1)
+                }
+                Token::Remote { from, seq } => {
+                    let Some((first, acked)) = unacked.remote.get_mut(&from) else { return };
+                    let Some(slot) =
+                        seq.checked_sub(*first).and_then(|i| acked.get_mut(i as usize))
+                    else {
+                        return;
+                    };
+                    *slot = true;
+                    let mut n = 0;
+                    while acked.front() == Some(&true) {
+                        acked.pop_front();
+                        *first += 1;
+                        n += 1;
+                    }
+                    (Some(from), n)
+                }
+            };
+            if n == 0 {
+                return;
+            }
+            st.grants.taken(from, n);
+            let idle = st.buf.is_empty();
+            st.grants.settle(idle, from, false)
+        };
+        self.send(out);
+        self.route.wake();
+    }
+
+    /// Send what a change to the books asks for.
+    fn send(&self, out: Outgoing) {
+        if out.is_empty() {
             return;
         }
-        if let Some(peers) = self.peers.upgrade() {
-            for (node, n) in acks {
-                peers.send_ack(node, self.id, n, self.ack_batch);
+        let Some(peers) = self.peers.upgrade() else { return };
+        let batch = self.lock().grants.batch();
+        for (node, taken, grant) in out.credit {
+            match peers.reach(node) {
+                Some(p) => p.outbox.push_credit(self.id, taken, grant, batch),
+                None => tracing::debug!(node, "credit for a node that left dropped"),
             }
         }
+        for node in out.reclaim {
+            if let Some(p) = peers.reach(node) {
+                p.outbox.push_frame(wire::encode(&Frame::Reclaim { to: self.id }), true);
+            }
+        }
+    }
+
+    /// Tell `nodes` that this receiver takes nothing more.
+    fn release_to(&self, nodes: impl IntoIterator<Item = NodeId>) {
+        let Some(peers) = self.peers.upgrade() else { return };
+        for node in nodes {
+            if let Some(p) = peers.reach(node) {
+                p.outbox.push_frame(wire::encode(&Frame::Released { to: self.id }), true);
+            }
+        }
+    }
+
+    /// The receiver handle was dropped: hand over, and give this node's messages to the endpoint
+    /// actor, which deregisters the receiver and delivers them elsewhere.
+    pub(crate) fn drop_receiver(&self) {
+        if let Some(mine) = self.detach() {
+            if let Some(actor) = self.actor.get() {
+                actor.do_send(Detached(mine));
+            }
+        }
+    }
+
+    /// Detach: returns this node's messages (encoded, counted as being re-routed, so that a close
+    /// fence waits for them) to deliver elsewhere, or `None` if the inbox was detached already. Remote messages are dropped: every sending node is told to
+    /// deliver them elsewhere, after what was taken.
+    fn detach(&self) -> Option<Vec<Bytes>> {
+        let (mine, taken, nodes) = {
+            let mut st = self.lock();
+            if st.detached {
+                return None;
+            }
+            st.detached = true;
+            let mut mine = Vec::new();
+            let mut nodes: BTreeSet<NodeId> = st.grants.known().collect();
+            for item in std::mem::take(&mut st.buf) {
+                match item {
+                    Item::Encoded { from: Some(from), .. } => {
+                        nodes.insert(from);
+                    }
+                    Item::Encoded { from: None, msg } => mine.push(msg),
+                    Item::Value(v) => match rmp_serde::to_vec_named(&v) {
+                        Ok(b) => mine.push(b.into()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not encode a message to deliver it elsewhere");
+                        }
+                    },
+                }
+            }
+            if let Some(unacked) = st.unacked.take() {
+                nodes.extend(unacked.remote.keys().copied());
+                mine.extend(unacked.local.into_values());
+            }
+            let taken = st.grants.flush_taken();
+            st.wake();
+            (mine, taken, nodes)
+        };
+        self.route.rerouting(mine.len());
+        // What was taken first, then the release, on the same link: the sending node knows
+        // exactly what is left.
+        self.send(taken);
+        self.release_to(nodes);
+        self.route.wake();
+        Some(mine)
     }
 }
 
@@ -313,34 +466,23 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.id
     }
 
-    fn ack_batch(&self) -> u32 {
-        self.ack_batch
-    }
-
     fn channel(&self) -> &Arc<ChannelRoute> {
         &self.route
     }
 
-    fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) -> u32 {
+    fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) {
         let mut st = self.lock();
-        let mut taken = 0;
-        if let Some(forward) = &st.detached {
-            for m in msgs {
-                self.reroute(forward, m);
-                taken += 1;
-            }
-            return taken;
+        if st.detached {
+            drop(st);
+            // Its sender keeps it: tell it (again) to deliver it elsewhere.
+            self.release_to([from]);
+            return;
         }
-        for m in msgs {
-            if st.buf.len() < self.capacity && st.staged.is_empty() {
-                st.buf.push_back(Item::Encoded(m));
-                taken += 1;
-            } else {
-                st.staged.push_back((from, m));
-            }
+        for msg in msgs {
+            st.grants.arrived(from);
+            st.buf.push_back(Item::Encoded { from: Some(from), msg });
         }
         st.wake();
-        taken
     }
 
     fn try_push_encoded(&self, msg: Bytes, rerouted: bool) -> Result<(), Refused<Bytes>> {
@@ -348,12 +490,69 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         if st.closed() || (st.closing.is_some() && !rerouted) {
             return Err(Refused::Closed(msg));
         }
-        if st.detached.is_some() || st.buf.len() >= self.capacity || !st.staged.is_empty() {
+        if st.detached || !st.grants.local() {
             return Err(Refused::Full(msg));
         }
-        st.buf.push_back(Item::Encoded(msg));
+        st.buf.push_back(Item::Encoded { from: None, msg });
         st.wake();
         Ok(())
+    }
+
+    fn want(&self, from: NodeId) {
+        let out = {
+            let mut st = self.lock();
+            if st.detached {
+                return;
+            }
+            st.grants.want(from);
+            let idle = st.buf.is_empty();
+            st.grants.settle(idle, None, false)
+        };
+        self.send(out);
+    }
+
+    fn returned(&self, from: NodeId, n: u32) {
+        let out = {
+            let mut st = self.lock();
+            st.grants.returned(from, n);
+            let idle = st.buf.is_empty();
+            st.grants.settle(idle, None, false)
+        };
+        self.send(out);
+        self.route.wake();
+    }
+
+    fn offer(&self, nodes: &[NodeId]) {
+        let out = {
+            let mut st = self.lock();
+            if st.detached {
+                return;
+            }
+            let new: Vec<NodeId> = {
+                let known: BTreeSet<NodeId> = st.grants.known().collect();
+                nodes.iter().copied().filter(|n| !known.contains(n)).collect()
+            };
+            if new.is_empty() {
+                return;
+            }
+            for n in new {
+                st.grants.want(n);
+            }
+            let idle = st.buf.is_empty();
+            st.grants.settle(idle, None, false)
+        };
+        self.send(out);
+    }
+
+    fn node_left(&self, node: NodeId) {
+        let out = {
+            let mut st = self.lock();
+            st.grants.forget(node);
+            let idle = st.buf.is_empty();
+            st.grants.settle(idle, None, false)
+        };
+        self.send(out);
+        self.route.wake();
     }
 
     fn close(&self, waiting_for: BTreeSet<NodeId>) {
@@ -374,24 +573,21 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         st.wake();
     }
 
-    fn hand_over(&self) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if self.detach(tx) {
-            if let Some(actor) = self.actor.get() {
-                actor.do_send(Detached(rx));
-            }
-        }
+    fn hand_over(&self) -> Option<Vec<Bytes>> {
+        self.detach()
     }
 
     fn is_detached(&self) -> bool {
-        self.lock().detached.is_some()
+        self.lock().detached
     }
 
     fn orphan(&self) -> bool {
         let mut st = self.lock();
-        if st.detached.is_some() || st.closed() {
+        if st.detached || st.closed() {
             return false;
         }
+        // What other nodes sent goes elsewhere (they saw this receiver removed): not here too.
+        st.buf.retain(|item| !matches!(item, Item::Encoded { from: Some(_), .. }));
         st.closing = Some(BTreeSet::new());
         st.wake();
         true
@@ -407,7 +603,7 @@ mod tests {
     use super::*;
 
     fn inbox(capacity: usize) -> Inbox<u64> {
-        Inbox::new(1, Arc::new(ChannelRoute::new("t")), capacity, Weak::new())
+        Inbox::new(1, Arc::new(ChannelRoute::new("t")), capacity, false, Weak::new())
     }
 
     fn encoded(v: u64) -> Bytes {
@@ -422,7 +618,7 @@ mod tests {
     #[test]
     fn a_closed_inbox_ends_only_after_every_fence() {
         let inbox = inbox(8);
-        assert_eq!(inbox.push_remote(7, &mut [encoded(1)].into_iter()), 1);
+        inbox.push_remote(7, &mut [encoded(1)].into_iter());
         inbox.close(BTreeSet::from([7, 9]));
         assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
         // Node 7 and 9 may still have data on the way: not the end yet.
@@ -436,36 +632,48 @@ mod tests {
     }
 
     #[test]
-    fn beyond_capacity_messages_are_staged_in_order_and_acked_when_taken() {
+    fn local_senders_count_against_the_capacity_with_remote_credit() {
         let inbox = inbox(2);
-        let taken = inbox.push_remote(7, &mut (0..5).map(encoded));
-        assert_eq!(taken, 2, "only the buffer's room is acknowledged at once");
-        // A local sender cannot jump the staged messages.
-        assert!(matches!(inbox.try_push(99), Err(Refused::Full(99))));
-        for i in 0..5 {
-            assert_eq!(poll(&inbox), Poll::Ready(Some(i)));
-        }
+        inbox.offer(&[7]);
+        // Node 7 holds both credits: a sender on this node finds no room until it gives some back.
+        assert!(matches!(inbox.try_push(1), Err(Refused::Full(1))));
+        inbox.returned(7, 1);
+        assert!(inbox.try_push(1).is_ok());
+        assert!(matches!(inbox.try_push(2), Err(Refused::Full(2))));
+        inbox.push_remote(7, &mut [encoded(3)].into_iter());
+        assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
+        assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
         assert_eq!(poll(&inbox), Poll::Pending);
-        assert!(inbox.try_push(5).is_ok());
     }
 
     #[test]
-    fn a_detached_inbox_hands_everything_over() {
-        let inbox = inbox(2);
+    fn a_detached_inbox_hands_back_only_its_own_nodes_messages() {
+        let inbox = inbox(4);
         inbox.try_push(1).expect("room");
-        inbox.push_remote(7, &mut (2..5).map(encoded));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        assert!(inbox.detach(tx));
-        // Later arrivals follow.
-        inbox.push_remote(7, &mut [encoded(5)].into_iter());
-        let mut got = Vec::new();
-        while let Ok(b) = rx.try_recv() {
-            got.push(rmp_serde::from_slice::<u64>(&b).expect("decode"));
-        }
-        assert_eq!(got, [1, 2, 3, 4, 5]);
+        inbox.push_remote(7, &mut (2..4).map(encoded));
+        let mine = inbox.hand_over().expect("first detach");
+        let got: Vec<u64> = mine.iter().map(|b| rmp_serde::from_slice(b).unwrap()).collect();
+        assert_eq!(got, [1], "node 7 delivers its own elsewhere");
+        assert!(inbox.hand_over().is_none());
         assert!(matches!(inbox.try_push(6), Err(Refused::Full(6))));
-        // The receiver ends: what it held went elsewhere.
         assert_eq!(poll(&inbox), Poll::Ready(None));
+    }
+
+    #[test]
+    fn manual_acknowledgements_free_room_in_order_per_sending_node() {
+        let inbox: Inbox<u64> =
+            Inbox::new(1, Arc::new(ChannelRoute::new("t")), 2, true, Weak::new());
+        inbox.try_push(1).expect("room");
+        inbox.try_push(2).expect("room");
+        let (_, t1) = inbox.try_recv().expect("one");
+        let (_, t2) = inbox.try_recv().expect("two");
+        assert!(matches!(inbox.try_push(3), Err(Refused::Full(3))), "unacknowledged: still held");
+        inbox.ack(t2.expect("token"));
+        assert!(inbox.try_push(3).is_ok());
+        inbox.ack(t1.expect("token"));
+        inbox.ack(t1.expect("token")); // twice is once
+        assert!(inbox.try_push(4).is_ok());
+        assert!(matches!(inbox.try_push(5), Err(Refused::Full(5))));
     }
 
     #[test]

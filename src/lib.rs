@@ -74,24 +74,23 @@ mod inbox;
 mod membership;
 mod node;
 mod outbox;
-mod parked;
 mod peer;
 mod raft;
 mod receiver;
+mod redelivery;
 mod registry;
 mod router;
 mod sender;
 mod switchboard;
 mod tasks;
-mod tombstones;
 mod wire;
 
 pub use cluster::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};
 pub use dchan_macros::endpoint;
 pub use endpoint::Endpoint;
 pub use error::{Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
-pub use node::{Node, NodeBuilder, ReceiverBuilder, DEFAULT_CAPACITY};
-pub use receiver::Receiver;
+pub use node::{AckReceiverBuilder, Node, NodeBuilder, ReceiverBuilder, DEFAULT_CAPACITY};
+pub use receiver::{AckReceiver, Delivery, Receiver};
 pub use sender::Sender;
 /// serde, as dchan uses it; `#[dchan::endpoint]` derives through this path.
 pub use serde;

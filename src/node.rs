@@ -34,6 +34,7 @@ use crate::raft::store::{LogStore, StateMachine};
 use crate::raft::{Network, Raft};
 use crate::receiver::Receiver;
 use crate::registry::{EndpointId, EndpointKind, NodeId, Registry};
+use crate::router::ChannelRoute;
 use crate::sender::Sender;
 use crate::switchboard::Switchboard;
 use crate::tasks::Tasks;
@@ -74,23 +75,35 @@ pub(crate) struct Core {
     pub(crate) links: Arc<Links>,
 }
 
-/// The connections' readers hand each frame to the node here: data, credit, fences and gones to
-/// the switchboard, requests to the control path.
+/// The connections' readers hand each frame to the node here: data, credit, fences and releases
+/// to the switchboard, requests to the control path.
 impl Dispatch for Core {
     fn data(&self, from: NodeId, to: EndpointId, msgs: &mut dyn Iterator<Item = Bytes>) {
         self.switch.deliver(from, to, msgs);
     }
 
-    fn ack(&self, to: EndpointId, n: u32) {
-        self.switch.ack(to, n);
+    fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {
+        self.switch.credit(from, to, taken, grant);
+    }
+
+    fn want(&self, from: NodeId, to: EndpointId) {
+        self.switch.want(from, to);
+    }
+
+    fn reclaim(&self, from: NodeId, to: EndpointId) {
+        self.switch.reclaim(from, to);
+    }
+
+    fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
+        self.switch.returned(from, to, n);
     }
 
     fn fence(&self, from: NodeId, channel: &str) {
         self.switch.fence(from, channel);
     }
 
-    fn gone(&self, from: NodeId, to: EndpointId) {
-        self.switch.gone(from, to);
+    fn released(&self, from: NodeId, to: EndpointId) {
+        self.switch.released(from, to);
     }
 
     fn request(self: Arc<Self>, req: Request) -> BoxFuture<'static, Response> {
@@ -485,7 +498,7 @@ impl Node {
                         .await
                         .map_err(|e| e.to_string())?;
                     let peer = core.peers.get_or_add(dialed.hello.node, seed);
-                    drop(dialed);
+                    crate::connection::adopt(&core.links, &peer, dialed);
                     let req = Request::Join { node: me, addr: addr.to_string() };
                     match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
                         Ok(Response::Membership(r)) => r,
@@ -544,11 +557,60 @@ impl<T> std::fmt::Debug for ReceiverBuilder<T> {
 }
 
 impl<T> ReceiverBuilder<T> {
-    /// How many unreceived messages the receiver holds at most (default 1024). It is also the
-    /// window each sending node may have on the way to it.
+    /// How many messages may be sent to the receiver and not yet taken by it, counted over every
+    /// sending node together (default 1024): the (n+1)-th waits in its sender.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.clamp(1, u32::MAX as usize);
         self
+    }
+
+    /// Hand out each message as a [`Delivery`](crate::Delivery) to acknowledge explicitly after
+    /// processing (see [`AckReceiver`](crate::AckReceiver)).
+    pub fn manual_ack(self) -> AckReceiverBuilder<T> {
+        AckReceiverBuilder(self)
+    }
+
+    /// Register the receiver; its inbox is added to the node.
+    async fn register(self, manual_ack: bool) -> Result<(Arc<Inbox<T>>, Arc<ChannelRoute>), Error>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let core = &self.node.core;
+        let id = core
+            .register::<T>(&self.name, EndpointKind::Receiver, self.capacity as u32)
+            .await?
+            .claim();
+        let route = core.switch.route(&self.name);
+        let inbox = Arc::new(Inbox::<T>::new(
+            id,
+            route.clone(),
+            self.capacity,
+            manual_ack,
+            Arc::downgrade(&core.peers),
+        ));
+        core.switch.add_inbox(inbox.clone());
+        Ok((inbox, route))
+    }
+}
+
+/// Configures an [`AckReceiver`](crate::AckReceiver); await it to register the receiver.
+#[must_use = "a receiver is registered only when the builder is awaited"]
+#[derive(Debug)]
+pub struct AckReceiverBuilder<T>(ReceiverBuilder<T>);
+
+impl<T> IntoFuture for AckReceiverBuilder<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Output = Result<crate::AckReceiver<T>, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let core = self.0.node.core.clone();
+            let (inbox, route) = self.0.register(true).await?;
+            Ok(crate::AckReceiver::new(&core, inbox, route))
+        })
     }
 }
 
@@ -561,20 +623,9 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let core = &self.node.core;
-            let id = core
-                .register::<T>(&self.name, EndpointKind::Receiver, self.capacity as u32)
-                .await?
-                .claim();
-            let route = core.switch.route(&self.name);
-            let inbox = Arc::new(Inbox::<T>::new(
-                id,
-                route.clone(),
-                self.capacity,
-                Arc::downgrade(&core.peers),
-            ));
-            core.switch.add_inbox(inbox.clone());
-            Ok(Receiver::new(core, inbox, route))
+            let core = self.node.core.clone();
+            let (inbox, route) = self.register(false).await?;
+            Ok(Receiver::new(&core, inbox, route))
         })
     }
 }

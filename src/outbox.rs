@@ -12,7 +12,7 @@
 //! size (a quarter of its capacity) is sent at once, so a one-way stream gets its credit back
 //! without waiting.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -115,18 +115,35 @@ struct Inner {
     /// The data frames being filled, one per receiver that has messages queued: messages for
     /// several receivers on one node, interleaved, still travel many to a frame.
     open: Vec<Open>,
-    /// Credit owed per receiver, not yet put in a frame.
-    acks: Vec<(EndpointId, u32)>,
+    /// Per receiver: messages taken and credit granted, not yet put in a frame.
+    acks: Vec<(EndpointId, u32, u32)>,
+    /// Per remote receiver: the data frames sent to it, kept until it has taken every message in
+    /// them, so that what it had not taken can go to another receiver if it goes away.
+    kept: HashMap<EndpointId, VecDeque<Kept>>,
     /// Something that must go out now is queued (the writer has been or is being woken).
     urgent: bool,
     /// Lazy acks are queued and the writer's delayed flush has been armed.
     lazy_armed: bool,
 }
 
+/// A data frame kept for its receiver until every message in it is taken.
+#[derive(Debug)]
+struct Kept {
+    frame: Bytes,
+    /// Messages in the frame.
+    count: u32,
+    /// Messages at its front already taken.
+    taken: u32,
+    /// The frame holds broadcast copies: they are not delivered elsewhere.
+    broadcast: bool,
+}
+
 /// A data frame being filled for one receiver.
 #[derive(Debug)]
 struct Open {
     to: EndpointId,
+    /// It carries broadcast copies (a frame holds one kind or the other).
+    broadcast: bool,
     buf: BytesMut,
     /// Where the 4-byte message count sits in `buf`.
     count_at: usize,
@@ -134,14 +151,14 @@ struct Open {
 }
 
 impl Open {
-    fn new(to: EndpointId) -> Self {
+    fn new(to: EndpointId, broadcast: bool) -> Self {
         let mut buf = BytesMut::with_capacity(1024);
         buf.put_slice(&data_header(to));
         buf.put_u8(b's');
         buf.put_u8(0xdd); // array32: the count is patched as messages are added
         let count_at = buf.len();
         buf.put_u32(0);
-        Open { to, buf, count_at, count: 0 }
+        Open { to, broadcast, buf, count_at, count: 0 }
     }
 }
 
@@ -153,23 +170,38 @@ impl Inner {
 
     /// Queue every frame being filled, in the order they were opened.
     fn finish_open(&mut self) {
-        for open in self.open.drain(..) {
-            self.frames.push_back((open.buf.freeze(), true));
+        for open in std::mem::take(&mut self.open) {
+            self.queue_data(open);
         }
     }
 
-    /// The index of the frame being filled for `to`, opening one if needed (a full one is
-    /// queued first: messages for one receiver stay in order).
-    fn open_for(&mut self, to: EndpointId) -> usize {
+    /// Queue a finished data frame, and keep it for its receiver.
+    fn queue_data(&mut self, open: Open) {
+        let frame = open.buf.freeze();
+        let kept =
+            Kept { frame: frame.clone(), count: open.count, taken: 0, broadcast: open.broadcast };
+        self.kept.entry(open.to).or_default().push_back(kept);
+        self.frames.push_back((frame, true));
+    }
+
+    /// The index of the frame being filled for `to` with messages of kind `broadcast`, opening
+    /// one if needed (a full one, or one of the other kind, is queued first: messages for one
+    /// receiver stay in order).
+    fn open_for(&mut self, to: EndpointId, broadcast: bool) -> usize {
         match self.open.iter().position(|o| o.to == to) {
-            Some(i) if self.open[i].buf.len() < DATA_FRAME_TARGET => i,
+            Some(i)
+                if self.open[i].buf.len() < DATA_FRAME_TARGET
+                    && self.open[i].broadcast == broadcast =>
+            {
+                i
+            }
             Some(i) => {
-                let full = std::mem::replace(&mut self.open[i], Open::new(to));
-                self.frames.push_back((full.buf.freeze(), true));
+                let done = std::mem::replace(&mut self.open[i], Open::new(to, broadcast));
+                self.queue_data(done);
                 i
             }
             None => {
-                self.open.push(Open::new(to));
+                self.open.push(Open::new(to, broadcast));
                 self.open.len() - 1
             }
         }
@@ -181,11 +213,12 @@ impl Inner {
     fn append(
         &mut self,
         to: EndpointId,
+        broadcast: bool,
         max: usize,
         write: impl Fn(&mut BytesMut) -> Result<(), PushError>,
     ) -> Result<(), PushError> {
         loop {
-            let i = self.open_for(to);
+            let i = self.open_for(to, broadcast);
             let open = &mut self.open[i];
             let mark = open.buf.len();
             open.buf.put_u8(0xc6);
@@ -205,8 +238,8 @@ impl Inner {
                 Ok(()) if open.count > 0 => {
                     // Too much for this frame: queue it with what it has, and go again.
                     open.buf.truncate(mark);
-                    let full = std::mem::replace(open, Open::new(to));
-                    self.frames.push_back((full.buf.freeze(), true));
+                    let full = std::mem::replace(open, Open::new(to, broadcast));
+                    self.queue_data(full);
                     continue;
                 }
                 Ok(()) => PushError::TooLarge { size, max },
@@ -235,22 +268,24 @@ impl Outbox {
     ) -> Result<(), PushError> {
         let max = self.max_frame();
         self.push(closed, |inner| {
-            inner.append(to, max, |buf| {
+            inner.append(to, false, max, |buf| {
                 rmp_serde::encode::write_named(&mut buf.writer(), msg).map_err(PushError::Encode)
             })
         })
     }
 
-    /// Queue an already encoded message for receiver `to` (broadcasts, forwarded messages).
+    /// Queue an already encoded message for receiver `to`: a `broadcast` copy, or a message
+    /// delivered again.
     pub(crate) fn push_encoded(
         &self,
         to: EndpointId,
         msg: &[u8],
+        broadcast: bool,
         closed: &AtomicBool,
     ) -> Result<(), PushError> {
         let max = self.max_frame();
         self.push(closed, |inner| {
-            inner.append(to, max, |buf| {
+            inner.append(to, broadcast, max, |buf| {
                 buf.put_slice(msg);
                 Ok(())
             })
@@ -308,21 +343,27 @@ impl Outbox {
         added
     }
 
-    /// Owe `n` more messages' credit to the sender of receiver `to`: sent at once when the owed
-    /// total reaches `urgent_at`, otherwise with the next frame or after [`LAZY_ACK_DELAY`].
-    pub(crate) fn push_ack(&self, to: EndpointId, n: u32, urgent_at: u32) {
+    /// Tell the sending node that receiver `to` took `taken` more of its messages and grants it
+    /// `grant` more credit. Coalesced per receiver; sent at once when there is credit to grant or
+    /// `urgent_at` messages were taken, otherwise with the next frame or after
+    /// [`LAZY_ACK_DELAY`].
+    pub(crate) fn push_credit(&self, to: EndpointId, taken: u32, grant: u32, urgent_at: u32) {
+        if taken == 0 && grant == 0 {
+            return;
+        }
         let mut inner = self.lock();
-        let owed = match inner.acks.iter_mut().find(|(id, _)| *id == to) {
-            Some((_, owed)) => {
-                *owed += n;
-                *owed
+        let (t, g) = match inner.acks.iter_mut().find(|(id, _, _)| *id == to) {
+            Some((_, t, g)) => {
+                *t += taken;
+                *g += grant;
+                (*t, *g)
             }
             None => {
-                inner.acks.push((to, n));
-                n
+                inner.acks.push((to, taken, grant));
+                (taken, grant)
             }
         };
-        let (wake, arm) = if owed >= urgent_at {
+        let (wake, arm) = if g > 0 || t >= urgent_at {
             (!std::mem::replace(&mut inner.urgent, true), false)
         } else {
             (false, !inner.urgent && !std::mem::replace(&mut inner.lazy_armed, true))
@@ -334,6 +375,44 @@ impl Outbox {
         if arm {
             self.lazy.notify_one();
         }
+    }
+
+    /// Receiver `to` took `n` more of the messages sent to it: let go of them.
+    pub(crate) fn release(&self, to: EndpointId, mut n: u32) {
+        let mut inner = self.lock();
+        let Some(kept) = inner.kept.get_mut(&to) else { return };
+        while n > 0 {
+            let Some(front) = kept.front_mut() else { break };
+            let step = n.min(front.count - front.taken);
+            front.taken += step;
+            n -= step;
+            if front.taken == front.count {
+                kept.pop_front();
+            }
+        }
+        if kept.is_empty() {
+            inner.kept.remove(&to);
+        }
+    }
+
+    /// Receiver `to` is gone: every message sent to it and not taken, oldest first (broadcast
+    /// copies left out: they were for it alone). Nothing is kept for it any more.
+    pub(crate) fn take_kept(&self, to: EndpointId) -> Vec<Bytes> {
+        let kept = {
+            let mut inner = self.lock();
+            inner.finish_open();
+            inner.kept.remove(&to).unwrap_or_default()
+        };
+        let mut msgs = Vec::new();
+        for k in kept.into_iter().filter(|k| !k.broadcast) {
+            match crate::wire::decode(&k.frame) {
+                Ok(Frame::Data { msgs: all, .. }) => {
+                    msgs.extend(all.iter().skip(k.taken as usize).map(|m| k.frame.slice_ref(m)));
+                }
+                _ => tracing::error!(receiver = to, "a kept data frame does not decode"),
+            }
+        }
+        msgs
     }
 
     /// This node has taken in `count` of the peer's reliable frames of its stream `stream`:
@@ -358,8 +437,8 @@ impl Outbox {
             into.push(crate::wire::encode(&frame));
         }
         let acks = std::mem::take(&mut inner.acks);
-        for (to, n) in acks {
-            let frame = crate::wire::encode(&Frame::Ack { to, n });
+        for (to, taken, grant) in acks {
+            let frame = crate::wire::encode(&Frame::Credit { to, taken, grant });
             inner.sent.push_back(frame.clone());
             inner.next_seq += 1;
             into.push(frame);
@@ -498,8 +577,8 @@ mod tests {
         for id in 0..3 {
             out.push_data(9, &Job { id, name: "x".into() }, &open).unwrap();
         }
-        out.push_encoded(4, b"\xc0", &open).unwrap();
-        out.push_frame(crate::wire::encode(&Frame::Ack { to: 1, n: 2 }), true);
+        out.push_encoded(4, b"\xc0", false, &open).unwrap();
+        out.push_frame(crate::wire::encode(&Frame::Released { to: 1 }), true);
         let mut frames = Vec::new();
         out.take(&mut frames);
         assert_eq!(frames.len(), 3);
@@ -510,7 +589,7 @@ mod tests {
         assert!(
             matches!(decode(&frames[1]), Ok(Frame::Data { to: 4, ref msgs }) if msgs.len() == 1)
         );
-        assert!(matches!(decode(&frames[2]), Ok(Frame::Ack { to: 1, n: 2 })));
+        assert!(matches!(decode(&frames[2]), Ok(Frame::Released { to: 1 })));
     }
 
     struct Unencodable;
@@ -545,9 +624,9 @@ mod tests {
         let out = Outbox::new(200);
         let open = AtomicBool::new(false);
         for _ in 0..4 {
-            out.push_encoded(1, &[0xc0; 60], &open).unwrap();
+            out.push_encoded(1, &[0xc0; 60], false, &open).unwrap();
         }
-        let err = out.push_encoded(1, &[0xc0; 300], &open).unwrap_err();
+        let err = out.push_encoded(1, &[0xc0; 300], false, &open).unwrap_err();
         assert!(matches!(err, PushError::TooLarge { max: 200, .. }), "{err}");
         let mut frames = Vec::new();
         out.take(&mut frames);
@@ -587,7 +666,7 @@ mod tests {
         let mut frames = Vec::new();
         for i in 0..3u8 {
             out.push_data(1, &i, &open).unwrap();
-            out.push_frame(crate::wire::encode(&Frame::Gone { to: 9 }), false);
+            out.push_frame(crate::wire::encode(&Frame::Want { to: 9 }), false);
             out.take(&mut frames);
         }
         assert_eq!(frames.len(), 6, "three data frames, three unreliable ones");
@@ -603,6 +682,28 @@ mod tests {
         out.acknowledged(out.stream, 3);
         assert_eq!(out.resume(None).len(), 1, "acknowledged frames are let go");
         assert!(!out.has_work());
+    }
+
+    #[test]
+    fn data_frames_are_kept_until_taken_and_what_is_left_comes_back_in_order() {
+        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let open = AtomicBool::new(false);
+        let mut frames = Vec::new();
+        for i in 0..3u64 {
+            out.push_data(1, &i, &open).unwrap();
+        }
+        out.take(&mut frames);
+        out.push_encoded(1, &rmp_serde::to_vec(&100u64).unwrap(), true, &open).unwrap();
+        for i in 3..5u64 {
+            out.push_data(1, &i, &open).unwrap();
+        }
+        out.push_data(2, &9u64, &open).unwrap();
+        out.release(1, 2);
+        let left: Vec<u64> =
+            out.take_kept(1).iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
+        assert_eq!(left, [2, 3, 4], "the broadcast copy stays with the receiver it was for");
+        assert!(out.take_kept(1).is_empty());
+        assert_eq!(out.take_kept(2).len(), 1);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Everything for one peer (Raft RPCs, answers to its requests, data of every channel, acks,
 //! fences) goes through its outbox, written by exactly one connection at a time: the *writer*.
-//! Whichever connection between the two nodes comes first, dialed or accepted, becomes the writer
-//! on both sides, so a pair of nodes normally shares one connection for both directions and all
-//! channels (see [`crate::connection`]). Requests are matched to responses by id; a caller that
+//! Whichever connection between the two nodes comes first, dialed or accepted, becomes the writer;
+//! when both dial at once, the connection dialed by the node with the lower id takes over on both
+//! sides, so a pair of nodes shares one connection for both directions and all channels (see
+//! [`crate::connection`]). Requests are matched to responses by id; a caller that
 //! gives up (a Raft timeout, a cancelled election) just drops its slot.
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use tracing::Instrument;
 
 use crate::connection::Links;
 use crate::outbox::Outbox;
-use crate::registry::{EndpointId, NodeId};
+use crate::registry::NodeId;
 use crate::tasks::Tasks;
 use crate::wire::{self, Frame, Request, Response};
 
@@ -60,6 +61,10 @@ pub(crate) struct Peer {
     pub(crate) stop: CancellationToken,
     /// Whether a connection is writing this peer's outbox.
     writer: watch::Sender<bool>,
+    /// Stops the current writer (so that another connection can take over).
+    displace: Mutex<CancellationToken>,
+    /// An accepted connection is taking over as the writer: no other may claim meanwhile.
+    handover: AtomicBool,
     /// How far this node has taken in the peer's stream of reliable frames. Locked while a
     /// reliable frame is handed up, so that two connections from the peer (an old one still
     /// draining, a new one resending) hand each frame up once, in order.
@@ -84,11 +89,15 @@ impl Inbound {
 
 /// The right to write a peer's outbox, held by one connection; released on drop.
 #[derive(Debug)]
-pub(crate) struct WriterClaim(Arc<Peer>);
+pub(crate) struct WriterClaim {
+    peer: Arc<Peer>,
+    /// Cancelled when another connection takes over: the holder stops writing and closes.
+    pub(crate) displaced: CancellationToken,
+}
 
 impl Drop for WriterClaim {
     fn drop(&mut self) {
-        self.0.writer.send_replace(false);
+        self.peer.writer.send_replace(false);
     }
 }
 
@@ -140,11 +149,36 @@ impl Peer {
         }
     }
 
-    /// Become this peer's writer, unless a connection already is.
+    /// Become this peer's writer, unless a connection already is (or is taking over).
     pub(crate) fn claim_writer(self: &Arc<Self>) -> Option<WriterClaim> {
-        self.writer
-            .send_if_modified(|w| !std::mem::replace(w, true))
-            .then(|| WriterClaim(self.clone()))
+        if self.handover.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.claim()
+    }
+
+    fn claim(self: &Arc<Self>) -> Option<WriterClaim> {
+        if !self.writer.send_if_modified(|w| !std::mem::replace(w, true)) {
+            return None;
+        }
+        let displaced = CancellationToken::new();
+        *lock(&self.displace) = displaced.clone();
+        Some(WriterClaim { peer: self.clone(), displaced })
+    }
+
+    /// Become this peer's writer in place of the current one, which stops (and closes its
+    /// connection) first: two connections never write at once. Used for a connection the peer
+    /// dialed when its id is the lower, so that both nodes settle on the same connection. `None`
+    /// if another connection took over first.
+    pub(crate) async fn take_over_writer(self: &Arc<Self>) -> Option<WriterClaim> {
+        if self.handover.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        lock(&self.displace).cancel();
+        self.writer_free().await;
+        let claim = self.claim();
+        self.handover.store(false, Ordering::SeqCst);
+        claim
     }
 
     /// Wait until no connection writes for this peer.
@@ -171,6 +205,8 @@ pub(crate) struct Peers {
     tasks: Tasks,
     /// What the links share (the node's identity, where frames go); set once, at start.
     links: OnceLock<Weak<Links>>,
+    /// Where each member listens, as the membership last said.
+    book: Mutex<HashMap<NodeId, String>>,
 }
 
 impl Peers {
@@ -180,7 +216,15 @@ impl Peers {
         cancel: CancellationToken,
         tasks: Tasks,
     ) -> Self {
-        Peers { me, max_frame, map: Arc::default(), cancel, tasks, links: OnceLock::new() }
+        Peers {
+            me,
+            max_frame,
+            map: Arc::default(),
+            cancel,
+            tasks,
+            links: OnceLock::new(),
+            book: Mutex::default(),
+        }
     }
 
     /// Give the links what they share. Called once, before any peer is asked for.
@@ -224,6 +268,8 @@ impl Peers {
             departing: AtomicBool::new(false),
             stop: self.cancel.child_token(),
             writer: watch::Sender::new(false),
+            displace: Mutex::new(CancellationToken::new()),
+            handover: AtomicBool::new(false),
             inbound: Mutex::default(),
         });
         map.insert(id, peer.clone());
@@ -239,18 +285,18 @@ impl Peers {
         peer
     }
 
-    /// Tell node `to_node` that receiver `receiver` took `n` of its messages. Credit is sent at
-    /// once when `urgent_at` is owed, lazily below that (see
-    /// [`crate::outbox::Outbox::push_ack`]). The data came over a link to that node, so the
-    /// peer is known unless it has left the cluster since, and then no credit is owed to it.
-    pub(crate) fn send_ack(&self, to_node: NodeId, receiver: EndpointId, n: u32, urgent_at: u32) {
-        if n == 0 {
-            return;
+    /// The membership changed: where each member listens.
+    pub(crate) fn set_book(&self, book: impl IntoIterator<Item = (NodeId, String)>) {
+        *lock(&self.book) = book.into_iter().collect();
+    }
+
+    /// The peer `id` if this node talks to it or it is a member (then dialed when needed).
+    pub(crate) fn reach(&self, id: NodeId) -> Option<Arc<Peer>> {
+        if let Some(p) = self.find(id) {
+            return Some(p);
         }
-        match self.find(to_node) {
-            Some(p) => p.outbox.push_ack(receiver, n, urgent_at),
-            None => tracing::debug!(node = to_node, "ack for a node that left dropped"),
-        }
+        let addr = lock(&self.book).get(&id).cloned()?;
+        Some(self.get(id, &addr))
     }
 
     /// Every peer this node talks to (members, not those in their grace period after leaving).

@@ -1,27 +1,25 @@
 //! The receiving end of a channel, and its endpoint actor: the last stop of a message.
 //!
-//! [`Receiver`] takes messages out of its [`inbox`](crate::inbox). Each receiver also has an
-//! actix actor, [`EndpointActor`], that owns its registration: when the `Receiver` is dropped,
-//! the actor deregisters it through Raft and re-routes every message it still held (and any that
-//! arrive before every node has applied the deregistration) to another receiver of the channel,
-//! one after the other, waiting for room as a sender would. `Drop` cannot wait; the actor can.
+//! [`Receiver`] takes messages out of its [`inbox`](crate::inbox); [`AckReceiver`] hands them out
+//! as [`Delivery`]s acknowledged explicitly. Each receiver also has an actix actor,
+//! [`EndpointActor`], that owns its registration: when the receiver is dropped, the actor
+//! deregisters it through Raft and delivers the messages of this node's senders it still held to
+//! another receiver (the other nodes' senders deliver theirs: see [`crate::redelivery`]).
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
 
+use crate::error::TryRecvError;
+use crate::inbox::{ErasedInbox, Inbox, Token};
+use crate::node::Core;
+use crate::registry::EndpointId;
+use crate::router::ChannelRoute;
 use actix::prelude::*;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
-
-use crate::error::TryRecvError;
-use crate::inbox::{ErasedInbox, Inbox};
-use crate::node::Core;
-use crate::registry::EndpointId;
-use crate::router::{Attempt, ChannelRoute};
 
 /// Receives messages from a channel.
 ///
@@ -78,7 +76,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
     /// [`TryRecvError::Empty`] if nothing is buffered, [`TryRecvError::Closed`] if the channel is
     /// closed and drained.
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        self.inbox.try_recv()
+        self.inbox.try_recv().map(|(v, _)| v)
     }
 
     /// This receiver's endpoint id in the registry.
@@ -97,12 +95,145 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> futures::Stream for Recei
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.inbox.hand_over();
+        self.inbox.drop_receiver();
     }
 }
 
-/// The actor behind each receiver: owns its registration and re-routes what it held when the
-/// [`Receiver`] is dropped.
+/// Receives messages from a channel with explicit acknowledgement: each message comes as a
+/// [`Delivery`], counted as taken only when it is [acknowledged](Delivery::ack).
+///
+/// Made by [`ReceiverBuilder::manual_ack`](crate::ReceiverBuilder::manual_ack). A delivery not
+/// acknowledged keeps its place in the receiver's capacity; if the receiver goes away (dropped,
+/// its node shut down or declared dead) before it is acknowledged, the message is delivered to
+/// another receiver of the channel. That gives at-least-once delivery to the application itself:
+/// acknowledge after processing, and make processing idempotent.
+///
+/// Credit comes back in the order messages were sent by each sending node: a delivery held
+/// unacknowledged holds back the room of later ones from the same node until it is acknowledged.
+///
+/// # Examples
+///
+/// ```
+/// # #[actix::main]
+/// # async fn main() -> Result<(), dchan::Error> {
+/// let node = dchan::Node::builder().bootstrap().start().await?;
+/// let mut rx = node.receiver::<u64>("jobs").capacity(4).manual_ack().await?;
+/// let tx = node.sender::<u64>("jobs").await?;
+/// tx.send(7).await.expect("open channel");
+/// let job = rx.recv().await.expect("a delivery");
+/// assert_eq!(*job, 7);
+/// let n = job.ack(); // processed: never delivered again
+/// assert_eq!(n, 7);
+/// node.shutdown().await
+/// # }
+/// ```
+pub struct AckReceiver<T: Serialize + DeserializeOwned + Send + 'static> {
+    inbox: Arc<Inbox<T>>,
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> fmt::Debug for AckReceiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AckReceiver").field("inbox", &self.inbox).finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> AckReceiver<T> {
+    pub(crate) fn new(core: &Arc<Core>, inbox: Arc<Inbox<T>>, route: Arc<ChannelRoute>) -> Self {
+        let actor = EndpointActor { core: Arc::downgrade(core), id: inbox.id(), route }.start();
+        inbox.set_actor(actor);
+        AckReceiver { inbox }
+    }
+
+    fn delivery(&self, (value, token): (T, Option<Token>)) -> Delivery<T> {
+        Delivery { value: Some(value), ack: token.map(|t| (self.inbox.clone(), t)) }
+    }
+
+    /// Receive the next delivery: `None` once the channel is closed and everything sent before
+    /// the close has been received.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is taken only when the future completes.
+    pub async fn recv(&mut self) -> Option<Delivery<T>> {
+        let next = std::future::poll_fn(|cx| self.inbox.poll_delivery(cx)).await?;
+        Some(self.delivery(next))
+    }
+
+    /// Receive a delivery if one is ready.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] if nothing is buffered, [`TryRecvError::Closed`] if the channel is
+    /// closed and drained.
+    pub fn try_recv(&mut self) -> Result<Delivery<T>, TryRecvError> {
+        let next = self.inbox.try_recv()?;
+        Ok(self.delivery(next))
+    }
+
+    /// This receiver's endpoint id in the registry.
+    pub fn id(&self) -> u64 {
+        self.inbox.id()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> futures::Stream for AckReceiver<T> {
+    type Item = Delivery<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Delivery<T>>> {
+        self.inbox.poll_delivery(cx).map(|o| o.map(|next| self.delivery(next)))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Drop for AckReceiver<T> {
+    fn drop(&mut self) {
+        self.inbox.drop_receiver();
+    }
+}
+
+/// A message from an [`AckReceiver`], to be acknowledged once processed.
+///
+/// Dereferences to the message. Dropping it without [`ack`](Delivery::ack) leaves it
+/// unacknowledged: it keeps its place in the receiver's capacity, and goes to another receiver
+/// if this one goes away.
+pub struct Delivery<T: Serialize + DeserializeOwned + Send + 'static> {
+    value: Option<T>,
+    ack: Option<(Arc<Inbox<T>>, Token)>,
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static + fmt::Debug> fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery").field("value", &self.value).finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Delivery<T> {
+    /// Acknowledge the message: it counts as taken, is never delivered again, and its room in
+    /// the receiver's capacity is free. Returns the message.
+    pub fn ack(mut self) -> T {
+        if let Some((inbox, token)) = self.ack.take() {
+            inbox.ack(token);
+        }
+        self.value.take().expect("a delivery holds its value until consumed")
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> std::ops::Deref for Delivery<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("a delivery holds its value until consumed")
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> std::ops::DerefMut for Delivery<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("a delivery holds its value until consumed")
+    }
+}
+
+/// The actor behind each receiver: owns its registration, and when the receiver goes away
+/// deregisters it and delivers elsewhere what this node's senders had given it. `Drop` cannot
+/// wait; the actor can.
 #[derive(Debug)]
 pub(crate) struct EndpointActor {
     core: Weak<Core>,
@@ -114,52 +245,19 @@ impl Actor for EndpointActor {
     type Context = Context<Self>;
 }
 
-/// The receiver handle was dropped; here is what it held and will still get.
+/// The receiver went away; here are the messages of this node's senders it held (encoded).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Detached(pub(crate) mpsc::UnboundedReceiver<Bytes>);
+pub(crate) struct Detached(pub(crate) Vec<Bytes>);
 
 impl Handler<Detached> for EndpointActor {
     type Result = ();
 
-    fn handle(&mut self, Detached(mut rx): Detached, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Detached(mine): Detached, ctx: &mut Context<Self>) {
         if let Some(core) = self.core.upgrade() {
             core.deregister(&self.route.name, self.id);
+            core.switch.redeliver_counted(&self.route, mine);
         }
-        ctx.add_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    }
-}
-
-impl StreamHandler<Bytes> for EndpointActor {
-    fn handle(&mut self, msg: Bytes, ctx: &mut Context<Self>) {
-        let (route, me) = (self.route.clone(), self.id);
-        // One at a time, in order: the next message waits until this one has a receiver.
-        ctx.wait(
-            async move {
-                let mut waiting = route.wait();
-                loop {
-                    match route.try_send_encoded(&msg, None, Some(me)) {
-                        Attempt::Sent => break,
-                        Attempt::Closed(()) => {
-                            tracing::warn!(channel = %route.name, "every receiver has ended: a re-routed message is dropped");
-                            break;
-                        }
-                        // With no receiver left to take it, a closed channel ends the wait.
-                        Attempt::NoReceivers(()) if route.is_closed() => {
-                            tracing::warn!(channel = %route.name, "channel closed with no receiver: a re-routed message is dropped");
-                            break;
-                        }
-                        Attempt::Full(()) | Attempt::NoReceivers(()) => waiting.changed().await,
-                    }
-                }
-                drop(waiting);
-                route.rerouted();
-            }
-            .into_actor(self),
-        );
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 }

@@ -24,6 +24,7 @@ use crate::inbox::{ErasedInbox, Inbox, Refused};
 use crate::outbox::PushError;
 use crate::peer::Peer;
 use crate::registry::EndpointId;
+use crate::wire::{self, Frame};
 
 /// Where a node's round-robin starts: not at the same receiver on every node.
 fn random_start() -> usize {
@@ -131,6 +132,13 @@ impl ChannelRoute {
         self.changed.notify_waiters();
     }
 
+    /// Whether a receiver of the channel is on another node.
+    pub(crate) fn has_remote(&self) -> bool {
+        self.read()
+            .iter()
+            .any(|t| matches!(t, Target::Remote { window, .. } if !window.is_released()))
+    }
+
     /// Whether a receiver of the channel is on this node (a send may be a hand-off in-process).
     pub(crate) fn has_local(&self) -> bool {
         self.local.load(Ordering::Relaxed)
@@ -215,16 +223,13 @@ impl ChannelRoute {
                         continue;
                     }
                     match peer.outbox.push_data(*id, &msg, &self.closed) {
-                        Ok(()) => {
-                            // Runs stay on one remote receiver while it has credit.
-                            return Attempt::Sent;
-                        }
+                        Ok(()) => return Attempt::Sent,
                         Err(PushError::Closed) => {
-                            window.release(1);
+                            window.undo();
                             return Attempt::Closed(msg);
                         }
                         Err(e) => {
-                            window.release(1);
+                            window.undo();
                             tracing::error!(channel = %self.name, error = %e, "message refused");
                             return Attempt::Closed(msg);
                         }
@@ -232,20 +237,32 @@ impl ChannelRoute {
                 }
             }
         }
+        Self::want(&targets, None);
         Attempt::Full(msg)
     }
 
-    /// Place an already encoded message with receiver `only` (a broadcast), or with any receiver
-    /// but `except` (re-routing what a dropped receiver held), without waiting. Re-routed
-    /// messages were sent before any close, so a close on this node does not stop them.
+    /// Nothing had room: ask each remote receiver without credit (`only` that one, if given)
+    /// for some, once until it grants.
+    fn want(targets: &[Target], only: Option<EndpointId>) {
+        for t in targets {
+            if let Target::Remote { id, peer, window } = t {
+                if only.is_none_or(|o| o == *id) && window.should_ask() {
+                    peer.outbox.push_frame(wire::encode(&Frame::Want { to: *id }), true);
+                }
+            }
+        }
+    }
+
+    /// Place an already encoded message with receiver `only` (a broadcast copy), or with any
+    /// receiver (a message `rerouted` from a receiver that did not take it), without waiting.
+    /// Rerouted messages were sent before any close, so a close on this node does not stop them.
     pub(crate) fn try_send_encoded(
         &self,
         msg: &Bytes,
         only: Option<EndpointId>,
-        except: Option<EndpointId>,
+        rerouted: bool,
     ) -> Attempt<()> {
         static NEVER_CLOSED: AtomicBool = AtomicBool::new(false);
-        let rerouted = except.is_some();
         if self.is_closed() && !rerouted {
             return Attempt::Closed(());
         }
@@ -257,7 +274,11 @@ impl ChannelRoute {
         for i in 0..n {
             let target = &targets[(start + i) % n];
             let id = target.id();
-            if only.is_some_and(|o| o != id) || except == Some(id) {
+            if only.is_some_and(|o| o != id) {
+                continue;
+            }
+            if matches!(target, Target::Remote { window, .. } if window.is_released()) {
+                // Gone, though the registry does not say so yet: it needs no copy.
                 continue;
             }
             any = true;
@@ -271,10 +292,10 @@ impl ChannelRoute {
                     if !window.try_acquire() {
                         continue;
                     }
-                    return match peer.outbox.push_encoded(*id, msg, closed) {
+                    return match peer.outbox.push_encoded(*id, msg, only.is_some(), closed) {
                         Ok(()) => Attempt::Sent,
                         Err(e) => {
-                            window.release(1);
+                            window.undo();
                             if !matches!(e, PushError::Closed) {
                                 tracing::error!(channel = %self.name, error = %e, "message refused");
                             }
@@ -285,6 +306,7 @@ impl ChannelRoute {
             }
         }
         if any {
+            Self::want(&targets, only);
             Attempt::Full(())
         } else {
             Attempt::NoReceivers(())

@@ -190,7 +190,7 @@ where
         for id in route.target_ids() {
             let mut waiting = route.wait();
             loop {
-                match route.try_send_encoded(&bytes, Some(id), None) {
+                match route.try_send_encoded(&bytes, Some(id), false) {
                     Attempt::Sent => {
                         reached += 1;
                         break;

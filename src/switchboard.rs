@@ -1,13 +1,15 @@
 //! The switchboard: on each node, what connects the stops of a message's path. It owns the
 //! channel routers and the receivers' inboxes of this node, and takes what the connections'
-//! readers hand up: data for an inbox ([`Switchboard::deliver`], parked if the inbox is not
-//! known yet), credit back for a router ([`Switchboard::ack`]), a close fence, a receiver gone.
-//! When the registry changes ([`Switchboard::refresh`]) it rebuilds the routers, sends `Gone`
-//! for receivers that left, fences closed channels and lets go of dropped receivers' inboxes.
+//! readers hand up: data for an inbox ([`Switchboard::deliver`]), credit for a router's windows
+//! and the release of kept messages ([`Switchboard::credit`]), requests for credit and credit
+//! given back, a close fence, a receiver gone ([`Switchboard::released`]: what it did not take
+//! is delivered elsewhere). When the registry changes ([`Switchboard::refresh`]) it rebuilds the
+//! routers, offers credit to new sending nodes, delivers elsewhere what was sent to receivers
+//! of nodes that died, fences closed channels and lets go of dropped receivers' inboxes.
 //!
 //! Each concern it connects keeps its own state: credit in [`crate::credit`], fences in
-//! [`crate::close`], parked data in [`crate::parked`], dropped receivers in
-//! [`crate::tombstones`], routing in [`crate::router`].
+//! [`crate::close`], kept messages in [`crate::outbox`], redelivery in [`crate::redelivery`],
+//! routing in [`crate::router`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +22,10 @@ use tokio_util::sync::CancellationToken;
 use crate::close::Fences;
 use crate::credit::Credits;
 use crate::inbox::ErasedInbox;
-use crate::parked::Parked;
 use crate::peer::{lock, Peers};
-use crate::registry::{EndpointId, NodeId, Registry};
+use crate::registry::{EndpointId, EndpointKind, NodeId, Registry};
 use crate::router::{ChannelRoute, Target};
 use crate::tasks::Tasks;
-use crate::tombstones::Tombstones;
 use crate::wire::{self, Frame};
 
 /// How long a leaving node waits for its messages to reach other nodes.
@@ -41,18 +41,14 @@ pub(crate) struct Switchboard {
     cancel: CancellationToken,
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
     inboxes: Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>,
-    /// Data for receivers on this node whose registration this node has not seen yet.
-    parked: Parked,
     /// Credit towards each remote receiver.
     credits: Credits,
     /// Fences received and sent, per closed channel.
     fences: Fences,
-    /// Dropped receivers of this node, waiting for every node's `Gone`.
-    tombstones: Tombstones,
     /// The members at the last refresh: a node that drops out of them has left, and its link goes.
     members: Mutex<BTreeSet<NodeId>>,
-    /// Every receiver in the registry at the last refresh, with its node: one that drops out is
-    /// told (`Gone`) by every node, after the last data it had for it.
+    /// Every receiver in the registry at the last refresh, with its node: one that drops out
+    /// with its node has died or left, and what was sent to it is delivered elsewhere.
     receivers: Mutex<BTreeMap<EndpointId, NodeId>>,
     /// Set when this node starts leaving: its receivers leave the registry before the node
     /// leaves the membership, and that is not a removal to report.
@@ -75,10 +71,8 @@ impl Switchboard {
             cancel,
             routes: Mutex::default(),
             inboxes: Mutex::default(),
-            parked: Parked::default(),
             credits: Credits::default(),
             fences: Fences::default(),
-            tombstones: Tombstones::default(),
             members: Mutex::default(),
             receivers: Mutex::default(),
             leaving: AtomicBool::new(false),
@@ -124,60 +118,116 @@ impl Switchboard {
     }
 
     pub(crate) fn add_inbox(&self, inbox: Arc<dyn ErasedInbox>) {
-        let id = inbox.id();
-        lock(&self.inboxes).insert(id, inbox.clone());
-        for (from, msg) in self.parked.take(id) {
-            let n = inbox.push_remote(from, &mut std::iter::once(msg));
-            self.peers.send_ack(from, id, n, inbox.ack_batch());
-        }
+        lock(&self.inboxes).insert(inbox.id(), inbox.clone());
         let registry = self.registry.borrow().clone();
         self.refresh_route(inbox.channel(), &registry);
+        inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
+    }
+
+    /// The other nodes with senders of `channel`: those offered credit before they ask.
+    fn sending_nodes(&self, channel: &str, registry: &Registry) -> Vec<NodeId> {
+        let Some(ch) = registry.channels.get(channel) else { return Vec::new() };
+        let nodes: BTreeSet<NodeId> = ch
+            .endpoints
+            .values()
+            .filter(|e| e.kind == EndpointKind::Sender && e.node != self.me)
+            .map(|e| e.node)
+            .collect();
+        nodes.into_iter().collect()
+    }
+
+    fn inbox(&self, id: EndpointId) -> Option<Arc<dyn ErasedInbox>> {
+        lock(&self.inboxes).get(&id).cloned()
+    }
+
+    /// Tell node `to_node` that receiver `id` takes nothing more (it is gone).
+    fn say_released(&self, to_node: NodeId, id: EndpointId) {
+        if let Some(p) = self.peers.reach(to_node) {
+            p.outbox.push_frame(wire::encode(&Frame::Released { to: id }), true);
+        }
+    }
+
+    /// Something came from node `from` for receiver `id`, which this node does not hold: if it
+    /// was a receiver of this node and is gone, tell the sender so (it delivers elsewhere).
+    fn not_here(&self, from: NodeId, id: EndpointId) {
+        let registry = self.registry.borrow().clone();
+        if registry.issued(id) && !registry.channels.values().any(|c| c.endpoints.contains_key(&id))
+        {
+            self.say_released(from, id);
+        } else {
+            tracing::debug!(node = from, endpoint = id, "dropped a frame for an unknown receiver");
+        }
     }
 
     /// Messages from node `from` for receiver `to` (called by the connection reader).
-    pub(crate) fn deliver(
-        &self,
-        from: NodeId,
-        to: EndpointId,
-        mut msgs: impl Iterator<Item = Bytes>,
-    ) {
-        let inbox = lock(&self.inboxes).get(&to).cloned();
-        match inbox {
-            Some(inbox) => {
-                let n = inbox.push_remote(from, &mut msgs);
-                self.peers.send_ack(from, to, n, inbox.ack_batch());
-            }
-            None => self.parked.park(from, to, msgs),
+    pub(crate) fn deliver(&self, from: NodeId, to: EndpointId, msgs: impl Iterator<Item = Bytes>) {
+        let mut msgs = msgs;
+        match self.inbox(to) {
+            Some(inbox) => inbox.push_remote(from, &mut msgs),
+            None => self.not_here(from, to),
         }
     }
 
-    /// Credit back from a remote receiver (called by the connection reader).
-    pub(crate) fn ack(&self, to: EndpointId, n: u32) {
-        self.credits.release(to, n);
+    /// Receiver `to` on node `from` took `taken` of this node's messages and grants `grant`.
+    pub(crate) fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {
+        if taken > 0 {
+            if let Some(p) = self.peers.find(from) {
+                p.outbox.release(to, taken);
+            }
+        }
+        if let Some(route) = self.credits.grant(to, grant) {
+            route.wake();
+        }
     }
 
-    /// Node `from` sends nothing more to receiver `to` (called by the connection reader).
-    pub(crate) fn gone(&self, from: NodeId, to: EndpointId) {
-        let held = lock(&self.inboxes).contains_key(&to);
-        self.tombstones.gone(to, from, held);
-        let registry = self.registry.borrow().clone();
-        self.release_tombstones(&registry);
+    /// Node `from` wants credit with receiver `to`.
+    pub(crate) fn want(&self, from: NodeId, to: EndpointId) {
+        match self.inbox(to) {
+            Some(inbox) => inbox.want(from),
+            None => self.not_here(from, to),
+        }
     }
 
-    /// Let go of the inboxes of dropped receivers that nothing more can reach: removed from the
-    /// registry, and every node that was a member then has said `Gone` (or left). Their actors
-    /// end once they have re-routed what is left.
-    fn release_tombstones(&self, registry: &Registry) {
-        let registered: BTreeSet<EndpointId> =
-            registry.channels.values().flat_map(|c| c.endpoints.keys().copied()).collect();
-        let mut inboxes = lock(&self.inboxes);
-        inboxes.retain(|id, inbox| {
-            registered.contains(id) || !inbox.is_detached() || !self.tombstones.release(*id)
-        });
-        self.tombstones.retain_early(|id| inboxes.contains_key(&id));
+    /// Receiver `to` on node `from` wants its unused credit back.
+    pub(crate) fn reclaim(&self, from: NodeId, to: EndpointId) {
+        let n = self.credits.get(to).map_or(0, |(window, _)| window.reclaim());
+        if let Some(p) = self.peers.reach(from) {
+            p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+        }
     }
 
-    /// How many receivers' inboxes this node holds, dropped ones still re-routing included.
+    /// Node `from` gave back `n` credits with receiver `to`.
+    pub(crate) fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
+        if let Some(inbox) = self.inbox(to) {
+            inbox.returned(from, n);
+        }
+    }
+
+    /// Receiver `to` on node `from` is gone: deliver elsewhere what it did not take (called by
+    /// the connection reader, and when a node dies with its receivers).
+    pub(crate) fn released(&self, from: NodeId, to: EndpointId) {
+        let Some((window, route)) = self.credits.get(to) else { return };
+        if !window.release() {
+            return;
+        }
+        let kept = self.peers.find(from).map(|p| p.outbox.take_kept(to)).unwrap_or_default();
+        route.wake();
+        self.redeliver(&route, kept);
+    }
+
+    /// Deliver `msgs` to other receivers of `route`'s channel, in the background (see
+    /// [`crate::redelivery`]).
+    pub(crate) fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
+        route.rerouting(msgs.len());
+        self.redeliver_counted(route, msgs);
+    }
+
+    /// Like [`Switchboard::redeliver`], for messages already counted on the route.
+    pub(crate) fn redeliver_counted(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
+        crate::redelivery::redeliver(route.clone(), msgs, &self.tasks, self.cancel.clone());
+    }
+
+    /// How many receivers' inboxes this node holds, dropped ones not yet deregistered included.
     pub(crate) fn inbox_count(&self) -> usize {
         lock(&self.inboxes).len()
     }
@@ -198,9 +248,12 @@ impl Switchboard {
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         let mut routes = Vec::new();
         for inbox in inboxes {
-            if inbox.channel().receiver_count() > 0 {
-                inbox.hand_over();
-                routes.push(inbox.channel().clone());
+            let route = inbox.channel().clone();
+            if route.has_remote() {
+                if let Some(mine) = inbox.hand_over() {
+                    self.redeliver_counted(&route, mine);
+                }
+                routes.push(route);
             }
         }
         let done = async {
@@ -223,7 +276,11 @@ impl Switchboard {
         for gone in before.difference(&now).filter(|n| **n != self.me) {
             self.peers.remove(*gone);
         }
-        self.tombstones.members(&now);
+        self.peers.set_book(
+            registry.nodes.iter().filter(|(id, _)| **id != self.me).map(|(id, a)| (*id, a.clone())),
+        );
+        let left: Vec<NodeId> =
+            before.difference(&now).filter(|n| **n != self.me).copied().collect();
         // The membership says where each member listens: links dial that, whatever a seed or a
         // hello said before.
         for (id, addr) in registry.nodes.iter().filter(|(id, _)| **id != self.me) {
@@ -235,35 +292,40 @@ impl Switchboard {
         for route in &routes {
             self.refresh_route(route, registry);
         }
-        // Windows of receivers that are gone.
-        self.credits.retain(|id, channel| {
-            registry.channels.get(channel).is_some_and(|c| c.endpoints.contains_key(&id))
-        });
-        // Receivers that are gone: say so to their node, behind any data already queued for them
-        // (the routers above no longer pick them, so nothing more can follow).
         let now: BTreeMap<EndpointId, NodeId> = registry
             .channels
             .values()
             .flat_map(|c| c.receivers().map(|e| (e.id, e.node)))
             .collect();
         let before = std::mem::replace(&mut *lock(&self.receivers), now.clone());
+        // Receivers of nodes that died or left: what was sent to them and not taken goes
+        // elsewhere. (A receiver dropped on a live node says so itself, after what it took:
+        // `released`.)
         for (id, node) in before.iter().filter(|(id, _)| !now.contains_key(id)) {
-            if *node == self.me {
-                let others = registry.nodes.keys().copied().filter(|n| *n != self.me);
-                self.tombstones.removed(*id, others);
-                continue;
-            }
-            if let Some(addr) = registry.nodes.get(node) {
-                let frame = wire::encode(&Frame::Gone { to: *id });
-                self.peers.get(*node, addr).outbox.push_frame(frame, true);
+            if *node != self.me && !registry.nodes.contains_key(node) {
+                self.released(*node, *id);
             }
         }
+        // Windows of receivers that are gone, once what was sent to them is settled.
+        self.credits.retain(
+            |id, window| now.contains_key(&id) || !window.is_released(),
+            |id| now.contains_key(&id),
+        );
+        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
+        for inbox in &inboxes {
+            for node in &left {
+                inbox.node_left(*node);
+            }
+        }
+        // Dropped receivers of this node whose deregistration is applied: nothing more is sent to
+        // them on credit; whatever still comes is answered with a release.
+        lock(&self.inboxes).retain(|id, inbox| now.contains_key(id) || !inbox.is_detached());
         // A receiver of this node that the registry no longer lists, though its handle is alive:
         // the node was removed (cut off for longer than the failure timeout) and let back in.
         // It ends cleanly rather than wait for data that can no longer be routed to it. (An id
         // this registry has not issued yet is a registration newer than this refresh.)
         if registry.nodes.contains_key(&self.me) && !self.leaving.load(Ordering::SeqCst) {
-            for inbox in lock(&self.inboxes).values() {
+            for inbox in &inboxes {
                 let id = inbox.id();
                 if registry.issued(id) && !now.contains_key(&id) && inbox.orphan() {
                     tracing::warn!(
@@ -274,7 +336,10 @@ impl Switchboard {
                 }
             }
         }
-        self.release_tombstones(registry);
+        // New sending nodes are offered credit before they ask.
+        for inbox in inboxes.iter().filter(|i| !i.is_detached()) {
+            inbox.offer(&self.sending_nodes(&inbox.channel().name, registry));
+        }
         // Fence every closed channel once: nothing more of it will leave this node.
         for ch in registry.channels.values().filter(|c| c.closed && c.closed_by.contains(&self.me))
         {
@@ -332,7 +397,7 @@ impl Switchboard {
                     targets.push(Target::Local(inbox.clone()));
                 }
             } else if let Some(addr) = registry.nodes.get(&e.node) {
-                let window = self.credits.window(e.id, e.capacity, route);
+                let window = self.credits.window(e.id, route);
                 targets.push(Target::Remote {
                     id: e.id,
                     peer: self.peers.get(e.node, addr),

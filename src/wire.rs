@@ -3,10 +3,14 @@
 //! Every frame is a MessagePack array `[version, frame]`, so a peer speaking another version is
 //! told apart from a corrupt one. Frames are Raft RPCs (request/response pairs matched by id),
 //! registry writes forwarded to the leader, and the message path itself: [`Frame::Data`] carries
-//! a batch of encoded messages for one receiver, [`Frame::Ack`] hands window credit back to the
-//! sending node, [`Frame::Fence`] tells a receiving node that nothing more of a closed channel is
-//! on its way from this node, and [`Frame::Gone`] the same of one removed receiver. Data frames are built in place by [`crate::outbox`] without
-//! going through serde; a test below checks that serde decodes them.
+//! a batch of encoded messages for one receiver; [`Frame::Credit`], [`Frame::Want`],
+//! [`Frame::Reclaim`] and [`Frame::Return`] move a receiver's credit between sending nodes (see
+//! [`crate::credit`]); [`Frame::Fence`] tells a receiving node that nothing more of a closed
+//! channel is on its way from this node, and [`Frame::Released`] tells a sending node that a
+//! receiver is gone and what it had not taken is to be delivered elsewhere. Data frames are built
+//! in place by [`crate::outbox`] without going through serde; a test below checks that serde
+//! decodes them. Links number and resend every frame but their own and Raft's (see
+//! [`Frame::is_reliable`]).
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -78,11 +82,34 @@ pub(crate) enum Frame<'a> {
         #[serde(borrow)]
         msgs: Vec<&'a serde_bytes::Bytes>,
     },
-    /// Receiver `to` took `n` messages from the node this frame goes to: `n` credits back.
-    Ack {
+    /// From a receiving node: receiver `to` took `taken` more of the messages the node this
+    /// frame goes to sent it (that node lets go of them), and grants it `grant` more credit (it
+    /// may have that many more messages on their way to the receiver).
+    Credit {
         /// The receiving endpoint.
         to: EndpointId,
-        /// How many messages it took.
+        /// Messages taken by the receiving application, in the order they were sent.
+        taken: u32,
+        /// New credit.
+        grant: u32,
+    },
+    /// From a sending node: it has messages waiting for a receiver of `to`'s channel and no credit
+    /// with `to`.
+    Want {
+        /// The receiving endpoint.
+        to: EndpointId,
+    },
+    /// From a receiving node: another node wants credit with `to` and none is free: give back
+    /// what is unused.
+    Reclaim {
+        /// The receiving endpoint.
+        to: EndpointId,
+    },
+    /// From a sending node: `n` unused credits with `to` given back (the answer to a reclaim).
+    Return {
+        /// The receiving endpoint.
+        to: EndpointId,
+        /// The credits given back.
         n: u32,
     },
     /// The sending node applied the close of `channel`: no more data of it follows.
@@ -90,9 +117,11 @@ pub(crate) enum Frame<'a> {
         /// The closed channel.
         channel: String,
     },
-    /// The sending node applied the removal of receiver `to`: no more data for it follows.
-    Gone {
-        /// The removed receiver.
+    /// From a receiving node: receiver `to` is gone and takes nothing more. Everything the node
+    /// this frame goes to sent it and has not been told was taken (by a [`Frame::Credit`] before
+    /// this one) is to go to another receiver; anything still on its way is dropped on arrival.
+    Released {
+        /// The receiver that is gone.
         to: EndpointId,
     },
 }
@@ -153,9 +182,13 @@ impl Frame<'_> {
             Frame::Hello { .. } | Frame::Resume { .. } | Frame::Received { .. } => false,
             Frame::Request { body, .. } => body.is_reliable(),
             Frame::Response { body, .. } => body.is_reliable(),
-            Frame::Data { .. } | Frame::Ack { .. } | Frame::Fence { .. } | Frame::Gone { .. } => {
-                true
-            }
+            Frame::Data { .. }
+            | Frame::Credit { .. }
+            | Frame::Want { .. }
+            | Frame::Reclaim { .. }
+            | Frame::Return { .. }
+            | Frame::Fence { .. }
+            | Frame::Released { .. } => true,
         }
     }
 }
@@ -225,8 +258,8 @@ mod tests {
 
     #[test]
     fn control_frames_round_trip() {
-        let bytes = encode(&Frame::Ack { to: 7, n: 3 });
-        assert!(matches!(decode(&bytes), Ok(Frame::Ack { to: 7, n: 3 })));
+        let bytes = encode(&Frame::Credit { to: 7, taken: 3, grant: 2 });
+        assert!(matches!(decode(&bytes), Ok(Frame::Credit { to: 7, taken: 3, grant: 2 })));
     }
 
     #[test]

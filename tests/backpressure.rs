@@ -43,23 +43,28 @@ async fn a_full_remote_receiver_holds_senders_back_and_loses_nothing() {
     let tx = nodes[0].sender::<u64>("bp-remote").await.expect("tx");
     common::within("receiver known", tx.wait_for_receivers(1)).await.expect("open");
 
-    // The buffer (8) plus one window per sending node (8) may be in flight: then Full.
-    let mut sent = fill(&tx, 0);
-    assert!((8..=16).contains(&sent), "{sent} accepted for a receiver of capacity 8");
-    // Acks may still free a few; once settled, nothing more gets in while nobody reads.
+    // Capacity 8 means 8 sent and not received, whatever is in flight: the receiver's credit
+    // reaches the sending node a moment after the registration, then exactly 8 get in.
+    let mut sent = 0;
     common::eventually(|| {
         sent += fill(&tx, sent);
-        sent == 16
+        assert!(sent <= 8, "{sent} accepted for a receiver of capacity 8");
+        sent == 8
     })
     .await;
     assert!(matches!(tx.try_send(99), Err(TrySendError::Full(99))));
 
-    // A send that has to wait completes once the receiver reads.
+    // A send that has to wait completes once the receiver reads, and not before.
     let waiting = {
         let tx = tx.clone();
-        actix_rt::spawn(async move { tx.send(16).await })
+        actix_rt::spawn(async move { tx.send(8).await })
     };
-    for i in 0..=16 {
+    let timed_out = tx.send_timeout(100, std::time::Duration::from_millis(300)).await;
+    assert!(
+        matches!(timed_out, Err(dchan::SendTimeoutError::Timeout(100))),
+        "a send got in although the receiver took nothing: {timed_out:?}"
+    );
+    for i in 0..=8 {
         assert_eq!(within("recv", rx.recv()).await, Some(i), "in order, nothing lost");
     }
     within("waiting send", waiting).await.expect("task").expect("send");

@@ -10,6 +10,8 @@
 //! | command | answer |
 //! |---|---|
 //! | `recv CHANNEL CAPACITY` | `@ recv CHANNEL` once registered; then `@ got CHANNEL N` per message, `@ end CHANNEL` at the end |
+//! | `slowrecv CHANNEL CAPACITY MICROS` | like `recv`, pausing MICROS after each message (a slow consumer) |
+//! | `ackrecv CHANNEL CAPACITY ACKS` | like `recv` with manual acknowledgement: acknowledges the first ACKS deliveries only |
 //! | `send CHANNEL FROM TO` | sends the numbers FROM..TO on a new sender, then `@ sent CHANNEL` |
 //! | `sender CHANNEL` | registers a sender and keeps it: `@ sender CHANNEL`, or `@ regerr REASON` |
 //! | `push CHANNEL FROM TO` | sends FROM..TO on the kept sender, then `@ pushed CHANNEL` |
@@ -228,6 +230,26 @@ impl Proc {
         got
     }
 
+    /// After [`Proc::kill`]: the numbers of every `@ got CHANNEL N` line the child printed and
+    /// the test has not read yet.
+    pub async fn drain_numbers(&mut self, channel: &str) -> Vec<u64> {
+        let prefix = format!("@ got {channel} ");
+        let mut got: Vec<u64> = Vec::new();
+        let mut take = |line: &str| {
+            if let Some(n) = line.strip_prefix(&prefix) {
+                got.push(n.parse().expect("a number"));
+            }
+        };
+        for line in std::mem::take(&mut self.backlog) {
+            take(&line);
+        }
+        let deadline = tokio::time::Instant::now() + super::DEADLINE;
+        while let Ok(Some(line)) = tokio::time::timeout_at(deadline, self.lines.recv()).await {
+            take(&line);
+        }
+        got
+    }
+
     /// SIGKILL: the node gets no chance to leave.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -294,6 +316,46 @@ pub fn child_main() {
                     keep.push(actix_rt::spawn(async move {
                         while let Some(n) = rx.recv().await {
                             println!("@ got {channel} {n}");
+                        }
+                        println!("@ end {channel}");
+                    }));
+                }
+                ["slowrecv", channel, capacity, micros] => {
+                    let cap: usize = capacity.parse().expect("capacity");
+                    let pause = Duration::from_micros(micros.parse().expect("micros"));
+                    let mut rx = node.receiver::<u64>(channel).capacity(cap).await.expect("recv");
+                    println!("@ recv {channel}");
+                    let channel = channel.to_string();
+                    keep.push(actix_rt::spawn(async move {
+                        while let Some(n) = rx.recv().await {
+                            println!("@ got {channel} {n}");
+                            // Pacing a slow consumer, not synchronization.
+                            tokio::time::sleep(pause).await;
+                        }
+                        println!("@ end {channel}");
+                    }));
+                }
+                ["ackrecv", channel, capacity, acks] => {
+                    let cap: usize = capacity.parse().expect("capacity");
+                    let mut acks: usize = acks.parse().expect("acks");
+                    let mut rx = node
+                        .receiver::<u64>(channel)
+                        .capacity(cap)
+                        .manual_ack()
+                        .await
+                        .expect("recv");
+                    println!("@ recv {channel}");
+                    let channel = channel.to_string();
+                    keep.push(actix_rt::spawn(async move {
+                        let mut held = Vec::new();
+                        while let Some(d) = rx.recv().await {
+                            println!("@ got {channel} {}", *d);
+                            if acks > 0 {
+                                acks -= 1;
+                                d.ack();
+                            } else {
+                                held.push(d);
+                            }
                         }
                         println!("@ end {channel}");
                     }));

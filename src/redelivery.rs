@@ -1,0 +1,71 @@
+//! Redelivery: messages a receiver did not take (it was dropped, or its node left or died) go
+//! to another receiver of the channel, or wait for one. On the sending node, between what it
+//! kept of the messages it sent ([`crate::outbox`]) and the router, which places them again as
+//! a sender would, waiting for room, oldest first. While any are on their way the channel's
+//! close fence waits (see [`ChannelRoute::rerouting_done`]), so a redelivered message never
+//! lands behind it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::router::{Attempt, ChannelRoute};
+use crate::tasks::Tasks;
+
+/// Deliver `msgs` (encoded, oldest first) to the other receivers of `route`'s channel, in the
+/// background, until the node stops. The caller has counted them on the route
+/// ([`ChannelRoute::rerouting`]); each is uncounted once placed (or given up on).
+pub(crate) fn redeliver(
+    route: Arc<ChannelRoute>,
+    msgs: Vec<Bytes>,
+    tasks: &Tasks,
+    cancel: CancellationToken,
+) {
+    if msgs.is_empty() {
+        return;
+    }
+    tracing::debug!(channel = %route.name, messages = msgs.len(), "delivering elsewhere");
+    let span = tracing::info_span!("redeliver", channel = %route.name);
+    tasks.spawn(
+        async move {
+            let mut left = msgs.len();
+            for msg in msgs {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    () = place(&route, &msg) => {}
+                }
+                route.rerouted();
+                left -= 1;
+            }
+            if left > 0 {
+                tracing::warn!(messages = left, "node stopped: messages not delivered elsewhere");
+                for _ in 0..left {
+                    route.rerouted();
+                }
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// Place one message with a receiver that has room, waiting as long as it takes; give up only
+/// when the channel is closed and no receiver is left to take it.
+async fn place(route: &ChannelRoute, msg: &Bytes) {
+    let mut waiting = route.wait();
+    loop {
+        match route.try_send_encoded(msg, None, true) {
+            Attempt::Sent => return,
+            Attempt::Closed(()) => {
+                tracing::warn!("every receiver has ended: a message is dropped");
+                return;
+            }
+            Attempt::NoReceivers(()) if route.is_closed() => {
+                tracing::warn!("channel closed with no receiver: a message is dropped");
+                return;
+            }
+            Attempt::Full(()) | Attempt::NoReceivers(()) => waiting.changed().await,
+        }
+    }
+}
