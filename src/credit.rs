@@ -77,8 +77,9 @@ impl Window {
     }
 }
 
-/// The window towards one remote receiver, and the route whose senders wait for its credit.
-type Credit = (Arc<Window>, Arc<ChannelRoute>);
+/// The window towards one remote receiver, the route whose senders wait for its credit, and
+/// the receiver's node.
+type Credit = (Arc<Window>, Arc<ChannelRoute>, NodeId);
 
 /// Grants kept for receivers this node has no window for yet, at most this many.
 const MAX_EARLY_GRANTS: usize = 4096;
@@ -100,10 +101,16 @@ struct Inner {
 impl Credits {
     /// The window towards receiver `id` of `route`'s channel, made on first use (with any credit
     /// granted before).
-    pub(crate) fn window(&self, id: EndpointId, route: &Arc<ChannelRoute>) -> Arc<Window> {
+    pub(crate) fn window(
+        &self,
+        id: EndpointId,
+        node: NodeId,
+        route: &Arc<ChannelRoute>,
+    ) -> Arc<Window> {
         let mut inner = lock(&self.inner);
         let early = inner.early.remove(&id);
-        let window = inner.windows.entry(id).or_insert_with(|| (Arc::default(), route.clone()));
+        let window =
+            inner.windows.entry(id).or_insert_with(|| (Arc::default(), route.clone(), node));
         if let Some(n) = early {
             window.0.grant(n);
         }
@@ -114,7 +121,7 @@ impl Credits {
     /// Returns the window's route, to wake its senders.
     pub(crate) fn grant(&self, id: EndpointId, n: u32) -> Option<Arc<ChannelRoute>> {
         let mut inner = lock(&self.inner);
-        if let Some((window, route)) = inner.windows.get(&id) {
+        if let Some((window, route, _)) = inner.windows.get(&id) {
             window.grant(n);
             return Some(route.clone());
         }
@@ -122,6 +129,12 @@ impl Credits {
             *inner.early.entry(id).or_default() += n;
         }
         None
+    }
+
+    /// The receivers on node `node` this node has windows towards.
+    pub(crate) fn on_node(&self, node: NodeId) -> Vec<EndpointId> {
+        let inner = lock(&self.inner);
+        inner.windows.iter().filter(|(_, (_, _, n))| *n == node).map(|(id, _)| *id).collect()
     }
 
     /// The window towards receiver `id` and its route, if this node has one.
@@ -137,7 +150,7 @@ impl Credits {
         registered: impl Fn(EndpointId) -> bool,
     ) {
         let mut inner = lock(&self.inner);
-        inner.windows.retain(|id, (window, _)| keep(*id, window));
+        inner.windows.retain(|id, (window, _, _)| keep(*id, window));
         inner.early.retain(|id, _| registered(*id));
     }
 }
@@ -304,15 +317,7 @@ impl Grants {
     pub(crate) fn settle(&mut self, idle: bool, last: Option<NodeId>, urgent: bool) -> Outgoing {
         let mut out = Outgoing::default();
         let mut free = self.free();
-        if free == 0 {
-            if !self.wanting.is_empty() || self.local_wants {
-                for (node, n) in &self.out {
-                    if *n > 0 && !self.wanting.contains(node) && self.reclaiming.insert(*node) {
-                        out.reclaim.push(*node);
-                    }
-                }
-            }
-        } else if idle || free >= self.batch || !self.wanting.is_empty() {
+        if free > 0 && (idle || free >= self.batch || !self.wanting.is_empty()) {
             if std::mem::take(&mut self.local_wants) {
                 // Keep one for the sender on this node, woken to take it (if it finds none
                 // again, it says so again).
@@ -326,6 +331,16 @@ impl Grants {
             }
             if let Some(node) = last.filter(|n| free > 0 && !self.left.contains(n)) {
                 self.grant(node, free, &mut out);
+                free = 0;
+            }
+        }
+        // Someone still wants and nothing is free: ask the nodes holding credit they are not
+        // asking for (idle, or just granted) to give back what they do not use.
+        if free == 0 && (!self.wanting.is_empty() || self.local_wants) {
+            for (node, n) in &self.out {
+                if *n > 0 && !self.wanting.contains(node) && self.reclaiming.insert(*node) {
+                    out.reclaim.push(*node);
+                }
             }
         }
         let told = self.taken.iter().map(|(_, n)| *n).sum::<u32>();

@@ -190,7 +190,7 @@ impl Switchboard {
 
     /// Receiver `to` on node `from` wants its unused credit back.
     pub(crate) fn reclaim(&self, from: NodeId, to: EndpointId) {
-        let n = self.credits.get(to).map_or(0, |(window, _)| window.reclaim());
+        let n = self.credits.get(to).map_or(0, |(window, _, _)| window.reclaim());
         if let Some(p) = self.peers.reach(from) {
             p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
         }
@@ -206,7 +206,7 @@ impl Switchboard {
     /// Receiver `to` on node `from` is gone: deliver elsewhere what it did not take (called by
     /// the connection reader, and when a node dies with its receivers).
     pub(crate) fn released(&self, from: NodeId, to: EndpointId) {
-        let Some((window, route)) = self.credits.get(to) else { return };
+        let Some((window, route, _)) = self.credits.get(to) else { return };
         if !window.release() {
             return;
         }
@@ -306,6 +306,12 @@ impl Switchboard {
                 self.released(*node, *id);
             }
         }
+        // Receivers removed before their node was (no release will come from a dead node).
+        for node in &left {
+            for id in self.credits.on_node(*node) {
+                self.released(*node, id);
+            }
+        }
         // Windows of receivers that are gone, once what was sent to them is settled.
         self.credits.retain(
             |id, window| now.contains_key(&id) || !window.is_released(),
@@ -397,7 +403,7 @@ impl Switchboard {
                     targets.push(Target::Local(inbox.clone()));
                 }
             } else if let Some(addr) = registry.nodes.get(&e.node) {
-                let window = self.credits.window(e.id, route);
+                let window = self.credits.window(e.id, e.node, route);
                 targets.push(Target::Remote {
                     id: e.id,
                     peer: self.peers.get(e.node, addr),

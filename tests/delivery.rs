@@ -1,0 +1,158 @@
+//! Nothing lost (DESIGN.md promises 4 and 8): capacity counted over every sending node, messages
+//! acknowledged only when the application takes them, redelivered when a receiver goes away or
+//! its node dies, and explicit acknowledgement for at-least-once to the application itself.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::procs;
+use common::{cluster, eventually, receivers_visible, shutdown, within};
+use dchan::{SendTimeoutError, TrySendError};
+
+/// A node process of this file's tests.
+#[test]
+#[ignore = "a node process started by this file's tests"]
+fn child() {
+    procs::child_main();
+}
+
+/// Fill with `try_send` until `Full`, returning how many got in.
+fn fill(tx: &dchan::Sender<u64>, from: u64) -> u64 {
+    let mut n = 0;
+    while tx.try_send(from + n).is_ok() {
+        n += 1;
+        assert!(n <= 1_000, "try_send never said Full");
+    }
+    n
+}
+
+#[actix_rt::test]
+async fn capacity_counts_every_sending_node_together() {
+    let nodes = cluster(3).await;
+    let mut rx = nodes[0].receiver::<u64>("cap").capacity(4).await.expect("rx");
+    let txs = [
+        nodes[1].sender::<u64>("cap").await.expect("tx"),
+        nodes[2].sender::<u64>("cap").await.expect("tx"),
+    ];
+    // Each sending node waits for its first credit, then both fill what they can; credit moves
+    // between them on demand, but never more than 4 are sent and not received.
+    let mut sent = 0;
+    eventually(|| {
+        for tx in &txs {
+            sent += fill(tx, sent);
+        }
+        assert!(sent <= 4, "{sent} messages accepted for a receiver of capacity 4");
+        sent == 4
+    })
+    .await;
+    for tx in &txs {
+        let r = tx.send_timeout(99, Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(SendTimeoutError::Timeout(99))), "a 5th got in: {r:?}");
+        assert!(matches!(tx.try_send(99), Err(TrySendError::Full(99))));
+    }
+    // One taken makes room for exactly one, whichever node asks.
+    let first = within("recv", rx.recv()).await.expect("open");
+    assert!(first < 4);
+    within("send after room", txs[1].send(4)).await.expect("send");
+    let r = txs[0].send_timeout(98, Duration::from_millis(200)).await;
+    assert!(matches!(r, Err(SendTimeoutError::Timeout(98))), "{r:?}");
+    let mut got = BTreeSet::from([first]);
+    for _ in 0..4 {
+        got.insert(within("recv", rx.recv()).await.expect("open"));
+    }
+    assert_eq!(got, (0..5).collect(), "every message once");
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn capacity_one_hands_over_one_message_at_a_time_in_order() {
+    let nodes = cluster(2).await;
+    let mut rx = nodes[1].receiver::<u64>("one").capacity(1).await.expect("rx");
+    let tx = nodes[0].sender::<u64>("one").await.expect("tx");
+    let sending = actix_rt::spawn(async move {
+        for i in 0..2_000u64 {
+            tx.send(i).await.expect("send");
+        }
+    });
+    for i in 0..2_000u64 {
+        assert_eq!(within("recv", rx.recv()).await, Some(i));
+    }
+    within("sender", sending).await.expect("task");
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn unacknowledged_deliveries_go_to_another_receiver_and_acknowledged_ones_do_not() {
+    let nodes = cluster(3).await;
+    let mut manual = nodes[1].receiver::<u64>("acked").capacity(8).manual_ack().await.expect("rx");
+    let tx = nodes[0].sender::<u64>("acked").await.expect("tx");
+    for i in 0..8 {
+        within("send", tx.send(i)).await.expect("send");
+    }
+    // Take all 8, acknowledge the first 3; the rest stay unacknowledged, holding the capacity.
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let d = within("recv", manual.recv()).await.expect("open");
+        assert_eq!(*d, i);
+        if i < 3 {
+            assert_eq!(d.ack(), i);
+        } else {
+            held.push(d);
+        }
+    }
+    // The 3 acknowledged freed 3 places; the 5 unacknowledged still count.
+    for i in 8..11 {
+        within("send", tx.send(i)).await.expect("send");
+    }
+    let r = tx.send_timeout(100, Duration::from_millis(200)).await;
+    assert!(matches!(r, Err(SendTimeoutError::Timeout(100))), "{r:?}");
+    // The receiver goes away with 5 deliveries unacknowledged: they go to the other receiver.
+    let mut other = nodes[2].receiver::<u64>("acked").capacity(64).await.expect("rx");
+    receivers_visible(&nodes, "acked", 2).await;
+    drop(held);
+    drop(manual);
+    let mut got = Vec::new();
+    while got.len() < 8 {
+        got.push(within("redelivered", other.recv()).await.expect("open"));
+    }
+    got.sort_unstable();
+    // The 5 unacknowledged and the 3 never taken, once each; never an acknowledged one.
+    assert_eq!(got, (3..11).collect::<Vec<_>>());
+    shutdown(nodes).await;
+}
+
+#[tokio::test]
+async fn a_killed_receiving_node_loses_nothing() {
+    let mut a = procs::start(&[]).await;
+    let mut b = procs::start(&[a.addr]).await;
+    let mut c = procs::start(&[a.addr]).await;
+    for p in [&mut b, &mut c] {
+        p.cmd("slowrecv nums 64 200");
+        p.expect("@ recv nums").await;
+    }
+    let total = 20_000u64;
+    a.cmd(&format!("send nums 0 {total}"));
+    // Let the stream get under way, then kill one receiving node mid-stream.
+    let before = b.numbers("nums", 500).await;
+    assert_eq!(before.len(), 500, "node b receives");
+    b.kill();
+    let killed = Instant::now();
+    let mut got: BTreeSet<u64> = before.into_iter().collect();
+    got.extend(b.drain_numbers("nums").await);
+    let mut dups = 0;
+    let deadline = Instant::now() + common::DEADLINE * 3;
+    while got.len() < total as usize && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(line) = c.expect_within(&["@ got nums "], left).await else { break };
+        let n: u64 = line["@ got nums ".len()..].parse().expect("a number");
+        if !got.insert(n) {
+            dups += 1;
+        }
+    }
+    let missing: Vec<u64> = (0..total).filter(|n| !got.contains(n)).take(10).collect();
+    assert!(missing.is_empty(), "lost after SIGKILL of a receiving node: {missing:?}...");
+    eprintln!("all {total} received {:?} after the kill, {dups} duplicates", killed.elapsed());
+    a.expect("@ sent nums").await;
+}
