@@ -161,6 +161,9 @@ impl Credits {
 pub(crate) struct Outgoing {
     pub(crate) credit: Vec<(NodeId, u32, u32)>,
     pub(crate) reclaim: Vec<NodeId>,
+    /// A node waits for this credit (it asked, or it is a whole batch): send it now rather than
+    /// with the next frame.
+    pub(crate) urgent: bool,
 }
 
 impl Outgoing {
@@ -328,8 +331,10 @@ impl Grants {
                 let share = (free / (self.wanting.len() as u32 + 1)).max(1);
                 self.grant(node, share, &mut out);
                 free -= share;
+                out.urgent = true;
             }
             if let Some(node) = last.filter(|n| free > 0 && !self.left.contains(n)) {
+                out.urgent |= free >= self.batch;
                 self.grant(node, free, &mut out);
                 free = 0;
             }

@@ -115,6 +115,8 @@ struct State<T> {
     detached: bool,
     /// Manual acknowledgement: deliveries not yet acknowledged.
     unacked: Option<Unacked>,
+    /// The node whose message was taken last (where freed room goes back by default).
+    last_from: Option<NodeId>,
 }
 
 impl<T> State<T> {
@@ -134,6 +136,8 @@ pub(crate) struct Inbox<T> {
     id: EndpointId,
     route: Arc<ChannelRoute>,
     capacity: usize,
+    /// Credit and taken messages worth a frame of their own.
+    batch: u32,
     state: Mutex<State<T>>,
     /// Where credit and releases go: the links to the sending nodes.
     peers: Weak<Peers>,
@@ -161,17 +165,20 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         peers: Weak<Peers>,
     ) -> Self {
         let capacity = capacity.max(1);
+        let grants = Grants::new(u32::try_from(capacity).unwrap_or(u32::MAX));
         Inbox {
             id,
             route,
             capacity,
+            batch: grants.batch(),
             state: Mutex::new(State {
                 buf: VecDeque::with_capacity(capacity.min(4096)),
-                grants: Grants::new(u32::try_from(capacity).unwrap_or(u32::MAX)),
+                grants,
                 waker: None,
                 closing: None,
                 detached: false,
                 unacked: manual_ack.then(Unacked::default),
+                last_from: None,
             }),
             peers,
             actor: OnceLock::new(),
@@ -259,6 +266,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                             st.waker = Some(w.clone());
                         }
                     }
+                    // The buffer ran dry: settle now what was taken since the last time (once
+                    // per batch that arrived, not once per message).
+                    let last = st.last_from.take();
+                    let out = st.grants.settle(true, last, false);
+                    drop(st);
+                    self.send(out);
                     return Err(TryRecvError::Empty);
                 };
                 let from = match &item {
@@ -383,10 +396,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             return;
         }
         let Some(peers) = self.peers.upgrade() else { return };
-        let batch = self.lock().grants.batch();
+        let batch = self.batch;
         for (node, taken, grant) in out.credit {
             match peers.reach(node) {
-                Some(p) => p.outbox.push_credit(self.id, taken, grant, batch),
+                Some(p) => p.outbox.push_credit(self.id, taken, grant, out.urgent, batch),
                 None => tracing::debug!(node, "credit for a node that left dropped"),
             }
         }

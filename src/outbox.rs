@@ -344,10 +344,17 @@ impl Outbox {
     }
 
     /// Tell the sending node that receiver `to` took `taken` more of its messages and grants it
-    /// `grant` more credit. Coalesced per receiver; sent at once when there is credit to grant or
-    /// `urgent_at` messages were taken, otherwise with the next frame or after
-    /// [`LAZY_ACK_DELAY`].
-    pub(crate) fn push_credit(&self, to: EndpointId, taken: u32, grant: u32, urgent_at: u32) {
+    /// `grant` more credit. Coalesced per receiver; sent at once if `urgent` (the node waits
+    /// for it) or `urgent_at` messages were taken or granted, otherwise with the next frame or
+    /// after [`LAZY_ACK_DELAY`].
+    pub(crate) fn push_credit(
+        &self,
+        to: EndpointId,
+        taken: u32,
+        grant: u32,
+        urgent: bool,
+        urgent_at: u32,
+    ) {
         if taken == 0 && grant == 0 {
             return;
         }
@@ -363,7 +370,7 @@ impl Outbox {
                 (taken, grant)
             }
         };
-        let (wake, arm) = if g > 0 || t >= urgent_at {
+        let (wake, arm) = if urgent || g >= urgent_at || t >= urgent_at {
             (!std::mem::replace(&mut inner.urgent, true), false)
         } else {
             (false, !inner.urgent && !std::mem::replace(&mut inner.lazy_armed, true))

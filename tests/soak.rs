@@ -1,0 +1,123 @@
+//! A seeded soak: a numbered stream through a cluster of node processes while connections are
+//! reset and receiving nodes are killed (SIGKILL) and replaced, at random. Every number must be
+//! received at least once. The seed is printed; `DCHAN_SOAK_SEED=<seed>` replays the same
+//! sequence of faults (timing on a shared machine still varies).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::procs::{self, Proc};
+use common::proxy::{Faults, Proxy};
+
+/// A node process of this file's tests.
+#[test]
+#[ignore = "a node process started by this file's tests"]
+fn child() {
+    procs::child_main();
+}
+
+/// xorshift64*: small, seeded, good enough to pick faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Read whatever `@ got` lines `p` has printed so far (waiting at most `wait`).
+async fn collect(p: &mut Proc, wait: Duration, counts: &mut BTreeMap<u64, u32>) {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        match p.expect_within(&["@ got nums "], left).await {
+            Some(line) => {
+                let n: u64 = line["@ got nums ".len()..].parse().expect("a number");
+                *counts.entry(n).or_default() += 1;
+            }
+            None => return,
+        }
+    }
+}
+
+async fn receiver(seed: std::net::SocketAddr, faults: &std::sync::Arc<Faults>) -> (Proc, Proxy) {
+    let (mut p, proxy) = procs::start_proxied(&[seed], faults).await;
+    p.cmd("recv nums 32");
+    p.expect("@ recv nums").await;
+    (p, proxy)
+}
+
+#[tokio::test]
+async fn a_stream_survives_random_resets_and_kills() {
+    let seed =
+        std::env::var("DCHAN_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                as u64
+                | 1
+        });
+    eprintln!("soak seed: {seed} (DCHAN_SOAK_SEED={seed} replays it)");
+    let mut rng = Rng(seed);
+    let faults = Faults::new();
+    let (mut sender, sender_proxy) = procs::start_proxied(&[], &faults).await;
+    let mut receivers = Vec::new();
+    for _ in 0..3 {
+        receivers.push(receiver(sender_proxy.addr, &faults).await);
+    }
+    let total = 30_000u64;
+    sender.cmd(&format!("send nums 0 {total}"));
+    let mut counts = BTreeMap::new();
+    let (mut resets, mut kills) = (0, 0);
+    let started = Instant::now();
+    for _ in 0..8 {
+        let pause = Duration::from_millis(100 + rng.below(300));
+        for (p, _) in receivers.iter_mut() {
+            collect(p, pause / 3, &mut counts).await;
+        }
+        if rng.below(3) == 0 {
+            // Kill a receiving node and start another in its place.
+            let at = rng.below(receivers.len() as u64) as usize;
+            let (mut dead, _proxy) = receivers.remove(at);
+            dead.kill();
+            for n in dead.drain_numbers("nums").await {
+                *counts.entry(n).or_default() += 1;
+            }
+            // One dead node at a time: two voters dead at once would be a lost majority, which
+            // no Raft cluster survives. Wait until the failure detector has removed it.
+            let deadline = Instant::now() + common::DEADLINE;
+            while sender.members().await.2.contains(&dead.id) {
+                assert!(Instant::now() < deadline, "seed {seed}: a killed node was never removed");
+                for (p, _) in receivers.iter_mut() {
+                    collect(p, Duration::from_millis(50), &mut counts).await;
+                }
+            }
+            receivers.push(receiver(sender_proxy.addr, &faults).await);
+            kills += 1;
+        } else {
+            resets += faults.reset();
+        }
+    }
+    eprintln!(
+        "{resets} connections reset, {kills} receiving nodes killed in {:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + common::DEADLINE * 3;
+    while (counts.len() as u64) < total && Instant::now() < deadline {
+        for (p, _) in receivers.iter_mut() {
+            collect(p, Duration::from_millis(100), &mut counts).await;
+        }
+    }
+    let missing: Vec<u64> = (0..total).filter(|n| !counts.contains_key(n)).take(10).collect();
+    let dups: u32 = counts.values().map(|c| c - 1).sum();
+    eprintln!("received {} of {total}, {dups} duplicates", counts.len());
+    assert!(missing.is_empty(), "seed {seed}: lost {missing:?}...");
+    sender.expect("@ sent nums").await;
+}
