@@ -28,20 +28,22 @@
 //! 1. `sender`: [`Sender::send`] asks the channel's router for a receiver with room.
 //! 2. `router`: one per channel per node; picks a receiver from the local copy
 //!    of the registry. A local receiver gets the value moved into its inbox (no encoding); a
-//!    remote one gets it through the peer's outbox, within a window of unacknowledged messages
-//!    (`credit`).
+//!    remote one gets it through the peer's outbox, on credit the receiver granted (`credit`).
 //! 3. `outbox`: encodes the message straight into an open data frame for that
-//!    receiver; consecutive messages share the frame.
+//!    receiver; consecutive messages share the frame, which is kept until the receiver has taken
+//!    its messages.
 //! 4. `connection`: the peer's writer feeds every queued frame and flushes
-//!    once; frames are length-delimited, versioned MessagePack (`wire`).
+//!    once; frames are length-delimited, versioned MessagePack (`wire`), numbered and resent
+//!    after a reconnect until the peer acknowledges them.
 //! 5. On the receiving node, the connection's reader hands the batch to the `switchboard`,
-//!    which puts it in the receiver's `inbox` (or `parked`, if the receiver is not known here
-//!    yet) and acknowledges it back.
-//! 6. `receiver`: [`Receiver::recv`] takes it out and decodes it.
+//!    which puts it in the receiver's `inbox`.
+//! 6. `receiver`: [`Receiver::recv`] takes it out and decodes it; only then is the sending node
+//!    told it was taken, and the room granted again (`credit`).
 //!
-//! Acks go back the same way, coalesced per receiver and riding along with other frames when
-//! they are small (`outbox`). A close sends fences behind the last data (`close`); a dropped
-//! receiver's inbox stays until every node has said it sends nothing more (`tombstones`).
+//! Credit and "taken" go back the same way, coalesced per receiver and riding along with other
+//! frames when they are small (`outbox`). A close sends fences behind the last data (`close`); a
+//! receiver that goes away, or dies with its node, has what it had not taken delivered elsewhere
+//! by the sending nodes (`redelivery`).
 //!
 //! Beside the path: `node` wires a node together and runs its lifecycle; `registry` is the
 //! replicated state, `control` the writes to it (always through the leader), `membership` the
@@ -56,9 +58,11 @@
 //! # Promises
 //!
 //! Each `send` is received by exactly one receiver; a `broadcast` by every receiver registered
-//! when it was sent; messages from one `Sender` to one receiver arrive in order; a receiver holds
-//! at most its capacity and a full cluster makes `send` wait (never drop); `close` ends the channel
-//! everywhere once what was sent before it is received. See the README for the whole list.
+//! when it was sent; messages from one `Sender` to one receiver arrive in order; at most
+//! `capacity` messages are sent to a receiver and not yet taken, over every sending node, and a
+//! full cluster makes `send` wait (never drop); a message is lost only if its sending node dies
+//! before it is received; `close` ends the channel everywhere once what was sent before it is
+//! received. See the README for the whole list and the exact delivery guarantees.
 
 #![warn(missing_docs)]
 

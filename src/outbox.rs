@@ -6,11 +6,16 @@
 //! task ([`crate::connection`]) takes everything queued at once, feeds it to the socket and flushes
 //! only when the outbox has run dry, so many messages share one syscall.
 //!
-//! Acks are coalesced per receiver and are *lazy*: a small ack does not wake the writer but rides
-//! along with the next frame going to that peer (in a request/reply exchange, with the reply), or
-//! goes out on its own after [`LAZY_ACK_DELAY`]. An ack that has grown to the receiver's batch
-//! size (a quarter of its capacity) is sent at once, so a one-way stream gets its credit back
-//! without waiting.
+//! Every data frame is also kept, per receiver, until the receiver says its messages were taken
+//! ([`Outbox::release`]); what is left when a receiver goes away comes back with
+//! [`Outbox::take_kept`], to be delivered elsewhere. Every frame but Raft's own is numbered and
+//! kept until the peer acknowledges it, so that a new connection resends what a broken one lost
+//! ([`Outbox::resume`]).
+//!
+//! Credit for a sending node is coalesced per receiver and is *lazy*: a small grant does not wake
+//! the writer but rides along with the next frame going to that peer (in a request/reply
+//! exchange, with the reply), or goes out on its own after [`LAZY_ACK_DELAY`]. Credit a node
+//! waits for, or a whole batch of it, is sent at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

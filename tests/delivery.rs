@@ -156,3 +156,46 @@ async fn a_killed_receiving_node_loses_nothing() {
     eprintln!("all {total} received {:?} after the kill, {dups} duplicates", killed.elapsed());
     a.expect("@ sent nums").await;
 }
+
+/// Time from SIGKILL of a receiving node to every message it had not taken being received
+/// elsewhere, over 20 kills (p50, p99). Run with `cargo test --test delivery -- --ignored
+/// measure --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn measure_kill_to_redelivery() {
+    let mut a = procs::start(&[]).await;
+    let mut c = procs::start(&[a.addr]).await;
+    let mut samples = Vec::new();
+    for round in 0..20 {
+        let ch = format!("nums{round}");
+        let mut b = procs::start(&[a.addr]).await;
+        // b is the only receiver and takes a message every 20 ms: all 64 are sent to it. Then c
+        // registers a receiver, and b is killed holding most of them.
+        b.cmd(&format!("slowrecv {ch} 64 20000"));
+        b.expect(&format!("@ recv {ch}")).await;
+        let total = 64u64;
+        a.cmd(&format!("send {ch} 0 {total}"));
+        a.expect(&format!("@ sent {ch}")).await;
+        c.cmd(&format!("recv {ch} 64"));
+        c.expect(&format!("@ recv {ch}")).await;
+        let mut got: BTreeSet<u64> = b.numbers(&ch, 3).await.into_iter().collect();
+        b.kill();
+        let killed = Instant::now();
+        got.extend(b.drain_numbers(&ch).await);
+        let held = total as usize - got.len();
+        while got.len() < total as usize {
+            let line = c.expect(&format!("@ got {ch} ")).await;
+            got.insert(line[format!("@ got {ch} ").len()..].parse().expect("a number"));
+        }
+        assert!(held > 30, "b held only {held}");
+        samples.push(killed.elapsed());
+    }
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "SIGKILL of a receiving node to all it held received elsewhere: p50 {:?}, p99 {:?} over {} kills",
+        p(0.5),
+        p(0.99),
+        samples.len()
+    );
+}
