@@ -199,3 +199,34 @@ async fn measure_kill_to_redelivery() {
         samples.len()
     );
 }
+
+/// A dropped receiver forwards nothing: its sending node stops using it at once and delivers what
+/// it had not taken to the other receiver, within that receiver's capacity. Senders never get
+/// more room than the receivers that are left have.
+#[actix_rt::test]
+async fn a_dropped_receiver_gives_senders_no_extra_room() {
+    let nodes = cluster(3).await;
+    let doomed = nodes[1].receiver::<u64>("bounded").capacity(8).await.expect("rx");
+    let mut left = nodes[2].receiver::<u64>("bounded").capacity(8).await.expect("rx");
+    let tx = nodes[0].sender::<u64>("bounded").await.expect("tx");
+    let mut sent = 0;
+    eventually(|| {
+        sent += fill(&tx, sent);
+        assert!(sent <= 16, "{sent} accepted for two receivers of capacity 8");
+        sent == 16
+    })
+    .await;
+    drop(doomed);
+    receivers_visible(&nodes, "bounded", 1).await;
+    // The 8 the dropped receiver held wait for room at the other, which is full: no new message
+    // gets in, and none is lost.
+    let r = tx.send_timeout(100, Duration::from_millis(300)).await;
+    assert!(matches!(r, Err(SendTimeoutError::Timeout(100))), "{r:?}");
+    let mut got = Vec::new();
+    while got.len() < 16 {
+        got.push(within("recv", left.recv()).await.expect("open"));
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..16).collect::<Vec<_>>(), "every message once");
+    shutdown(nodes).await;
+}
