@@ -186,7 +186,8 @@ impl Outgoing {
 #[derive(Debug)]
 pub(crate) struct Grants {
     capacity: u32,
-    /// Freed room is granted once this much is free (or the buffer has run dry).
+    /// Freed room is granted once this much is free (or the buffer has run dry): half the
+    /// capacity (a quarter carried about 20% less on a 1-to-1 stream: twice the credit frames).
     batch: u32,
     /// Messages in the buffer, and delivered but not yet acknowledged.
     held: u32,
@@ -212,7 +213,7 @@ impl Grants {
         let capacity = capacity.max(1);
         Grants {
             capacity,
-            batch: (capacity / 4).max(1),
+            batch: (capacity / 2).max(1),
             held: 0,
             out: BTreeMap::new(),
             out_total: 0,
@@ -384,10 +385,12 @@ mod tests {
             g.arrived(1);
         }
         assert!(!g.local(), "a sender on the receiver's node finds no room");
-        g.taken(Some(1), 2);
+        g.taken(Some(1), 3);
+        assert!(g.settle(false, Some(1), false).is_empty(), "less than a batch: not yet");
+        g.taken(Some(1), 1);
         let out = g.settle(false, Some(1), false);
-        assert_eq!(granted(&out, 1), 2, "freed room goes back to the node it came from");
-        assert_eq!(out.credit, [(1, 2, 2)], "with what was taken");
+        assert_eq!(granted(&out, 1), 4, "freed room goes back to the node it came from");
+        assert_eq!(out.credit, [(1, 4, 4)], "with what was taken");
     }
 
     #[test]
