@@ -49,7 +49,10 @@ impl Window {
 
     /// The receiver granted `n` more.
     pub(crate) fn grant(&self, n: u32) {
-        self.credit.fetch_add(n, Ordering::AcqRel);
+        // Saturating: a grant is a peer's word, and must not wrap the count around.
+        let _ = self
+            .credit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_add(n)));
         self.asked.store(false, Ordering::Release);
     }
 
@@ -126,7 +129,8 @@ impl Credits {
             return Some(route.clone());
         }
         if n > 0 && (inner.early.len() < MAX_EARLY_GRANTS || inner.early.contains_key(&id)) {
-            *inner.early.entry(id).or_default() += n;
+            let early = inner.early.entry(id).or_default();
+            *early = early.saturating_add(n);
         }
         None
     }
@@ -232,7 +236,7 @@ impl Grants {
     }
 
     fn free(&self) -> u32 {
-        self.capacity.saturating_sub(self.held + self.out_total)
+        self.capacity.saturating_sub(self.held.saturating_add(self.out_total))
     }
 
     /// A sender on this node wants to hand over a message: true (and counted) if there is room.
@@ -250,7 +254,7 @@ impl Grants {
 
     /// A message from node `from` arrived on its credit.
     pub(crate) fn arrived(&mut self, from: NodeId) {
-        self.held += 1;
+        self.held = self.held.saturating_add(1);
         match self.out.get_mut(&from) {
             Some(n) if *n > 0 => {
                 *n -= 1;
