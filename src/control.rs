@@ -161,13 +161,17 @@ impl Core {
     /// Register an endpoint of `channel` for messages of type `T`. The write runs on the node's
     /// own runtime, so cancelling the caller cannot leave it half done: an endpoint that commits
     /// after its caller has gone is handed to an [`Unclaimed`], which deregisters it.
-    pub(crate) async fn register<T>(
+    pub(crate) async fn register<T: 'static>(
         self: &Arc<Self>,
         channel: &str,
         kind: EndpointKind,
         capacity: u32,
     ) -> Result<Unclaimed, Error> {
-        let requested = std::any::type_name::<T>().to_owned();
+        let requested = if std::any::TypeId::of::<T>() == std::any::TypeId::of::<crate::Value>() {
+            crate::registry::UNTYPED.to_owned()
+        } else {
+            std::any::type_name::<T>().to_owned()
+        };
         let cmd = Command::Register {
             channel: channel.to_owned(),
             type_name: requested.clone(),
@@ -273,14 +277,32 @@ impl Core {
                 Response::InstallSnapshot(self.raft.install_snapshot(r).await)
             }
             Request::Write(cmd) => Response::Write(self.write_here(cmd).await),
-            Request::Join { node, addr } => {
-                Response::Membership(self.on_leader(Request::Join { node, addr }).await)
-            }
+            req @ Request::Join { .. } => Response::Membership(self.on_leader(req).await),
             Request::Leave { node } => {
                 Response::Membership(self.on_leader(Request::Leave { node }).await)
             }
             Request::PreVote => Response::PreVote(self.elections.would_vote()),
+            Request::Stats => Response::Stats(crate::stats::NodeStats {
+                node: self.id,
+                channels: self.switch.stats(),
+            }),
+            Request::DeadLetters { channel } => {
+                Response::DeadLetters(self.local_dead_letters(&channel))
+            }
+            Request::RemoveDeadLetters { channel, seqs } => {
+                Response::Removed(self.remove_dead_letters(&channel, &seqs))
+            }
         }
+    }
+
+    /// The dead letters of `channel` kept on this node.
+    pub(crate) fn local_dead_letters(&self, channel: &str) -> Vec<crate::DeadLetter> {
+        self.switch.find_route(channel).map_or_else(Vec::new, |r| r.dead.list(channel, self.id))
+    }
+
+    /// Let go of dead letters of `channel` on this node; how many were held.
+    pub(crate) fn remove_dead_letters(&self, channel: &str, seqs: &[u64]) -> u64 {
+        self.switch.find_route(channel).map_or(0, |r| r.dead.remove(seqs))
     }
 
     /// Run a membership change on the leader: here if this node leads, else forwarded.
@@ -289,15 +311,19 @@ impl Core {
         loop {
             let res = match self.leader().await {
                 Some((leader, _)) if leader == self.id => match &req {
-                    Request::Join { node, addr } => self.membership.join(*node, addr).await,
+                    Request::Join { node, addr, non_voting } => {
+                        self.membership.join(*node, addr, *non_voting).await
+                    }
                     Request::Leave { node } => self.membership.leave(*node).await,
                     _ => Err("not a membership request".into()),
                 },
                 Some((leader, addr)) => {
                     let fwd = match &req {
-                        Request::Join { node, addr } => {
-                            Request::Join { node: *node, addr: addr.clone() }
-                        }
+                        Request::Join { node, addr, non_voting } => Request::Join {
+                            node: *node,
+                            addr: addr.clone(),
+                            non_voting: *non_voting,
+                        },
                         Request::Leave { node } => Request::Leave { node: *node },
                         _ => return Err("not a membership request".into()),
                     };
@@ -355,7 +381,11 @@ impl Core {
                 .map(|(id, addr)| (*id, addr.clone()))
                 .collect();
             for (id, addr) in members {
-                let req = Request::Join { node: self.id, addr: self.advertised.clone() };
+                let req = Request::Join {
+                    node: self.id,
+                    addr: self.advertised.clone(),
+                    non_voting: self.non_voting,
+                };
                 let answer = self.peers.get(id, &addr).request(req, after / 3).await;
                 if let Ok(Response::Membership(Ok(()))) = answer {
                     tracing::info!(through = id, "back in the cluster");

@@ -84,6 +84,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// removed from the cluster, and its senders deliver what it held elsewhere): it yields what
     /// its own node's senders gave it, then ends. True the first time.
     fn orphan(&self) -> bool;
+    /// Messages waiting to be taken.
+    fn buffered(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -193,19 +195,26 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Take room for one message from this node, if there is any. Without, credit may sit
+    /// unused with other nodes: what asks it back is returned, to send once the lock is dropped.
+    fn local_room(st: &mut State<T>) -> Result<(), Outgoing> {
+        if st.detached {
+            return Err(Outgoing::default());
+        }
+        if st.grants.local() {
+            return Ok(());
+        }
+        let idle = st.buf.is_empty();
+        Err(st.grants.settle(idle, None, false))
+    }
+
     /// A message from a sender on this node.
     pub(crate) fn try_push(&self, msg: T) -> Result<(), Refused<T>> {
         let mut st = self.lock();
         if st.closing.is_some() {
             return Err(Refused::Closed(msg));
         }
-        if st.detached {
-            return Err(Refused::Full(msg));
-        }
-        if !st.grants.local() {
-            // Credit may sit unused with other nodes: ask for it back.
-            let idle = st.buf.is_empty();
-            let out = st.grants.settle(idle, None, false);
+        if let Err(out) = Self::local_room(&mut st) {
             drop(st);
             self.send(out);
             return Err(Refused::Full(msg));
@@ -321,7 +330,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                     v
                 }
-                Item::Encoded { msg, .. } => match rmp_serde::from_slice(&msg) {
+                Item::Encoded { msg, from } => match rmp_serde::from_slice(&msg) {
                     Ok(v) => {
                         if let Some(Token::Local(n)) = token {
                             if let Some(u) = self.lock().unacked.as_mut() {
@@ -330,15 +339,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         }
                         v
                     }
-                    // The registry guarantees the type; bytes that do not decode came from a
-                    // broken or hostile peer. Dropping them (acknowledged) is all that can be done.
+                    // From an untyped sender (or a broken peer): kept as a dead letter, taken
+                    // (its sender lets go of it), and the receiver carries on.
                     Err(e) => {
-                        tracing::warn!(
-                            channel = %self.route.name,
-                            error = %e,
-                            "dropped a message that does not decode as {}",
-                            std::any::type_name::<T>()
-                        );
+                        let expected = std::any::type_name::<T>();
+                        self.route.dead.keep(&self.route.name, from, expected, e.to_string(), msg);
                         if let Some(token) = token {
                             self.ack(token);
                         }
@@ -503,7 +508,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         if st.closed() || (st.closing.is_some() && !rerouted) {
             return Err(Refused::Closed(msg));
         }
-        if st.detached || !st.grants.local() {
+        if let Err(out) = Self::local_room(&mut st) {
+            drop(st);
+            self.send(out);
             return Err(Refused::Full(msg));
         }
         st.buf.push_back(Item::Encoded { from: None, msg });
@@ -604,6 +611,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         st.closing = Some(BTreeSet::new());
         st.wake();
         true
+    }
+
+    fn buffered(&self) -> usize {
+        self.lock().buf.len()
     }
 
     fn as_any(&self) -> &dyn Any {

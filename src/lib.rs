@@ -72,6 +72,7 @@ mod cluster;
 mod connection;
 mod control;
 mod credit;
+mod dead_letters;
 mod endpoint;
 mod error;
 mod inbox;
@@ -85,19 +86,52 @@ mod redelivery;
 mod registry;
 mod router;
 mod sender;
+mod stats;
 mod switchboard;
 mod tasks;
 mod wire;
 
-pub use cluster::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};
+pub use cluster::{
+    ChannelInfo, ClusterInfo, ClusterWatch, EndpointInfo, EndpointKind, Member, Role,
+};
 pub use dchan_macros::endpoint;
+pub use dead_letters::DeadLetter;
 pub use endpoint::Endpoint;
 pub use error::{Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
 pub use node::{AckReceiverBuilder, Node, NodeBuilder, ReceiverBuilder, DEFAULT_CAPACITY};
 pub use receiver::{AckReceiver, Delivery, Receiver};
+pub use registry::UNTYPED;
+/// rmpv, whose [`Value`] is dchan's untyped message.
+pub use rmpv;
+/// An untyped message: any MessagePack value.
+///
+/// Endpoints of `Value` are untyped: they join a channel whatever its type, and a channel only
+/// they have used takes the type of its first typed endpoint ([`UNTYPED`] until then). What a
+/// `Sender<Value>` sends reaches a typed receiver as its type when it has that type's shape (maps
+/// with field names, as dchan encodes structs); one that does not is kept as a [`DeadLetter`].
+/// A `Receiver<Value>` gets whatever is sent, typed or not. The `dchan` command uses these to
+/// send and receive JSON.
+///
+/// ```
+/// # #[actix::main]
+/// # async fn main() -> Result<(), dchan::Error> {
+/// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+/// struct Job { id: u64 }
+///
+/// let node = dchan::Node::builder().bootstrap().start().await?;
+/// let mut rx = node.receiver::<Job>("jobs").await?;
+/// let tx = node.sender::<dchan::Value>("jobs").await?; // untyped: no type mismatch
+/// let job = dchan::Value::Map(vec![("id".into(), 7.into())]);
+/// tx.send(job).await.expect("open channel");
+/// assert_eq!(rx.recv().await, Some(Job { id: 7 }));
+/// node.shutdown().await
+/// # }
+/// ```
+pub use rmpv::Value;
 pub use sender::Sender;
 /// serde, as dchan uses it; `#[dchan::endpoint]` derives through this path.
 pub use serde;
+pub use stats::{ChannelStats, NodeStats};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{ChangeMembers, ServerState};
+
+use crate::raft::MemberNode;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -93,13 +95,13 @@ impl Membership {
     }
 
     /// The membership as this node has it now (never held across an await).
-    fn current(&self) -> openraft::Membership<NodeId, BasicNode> {
+    fn current(&self) -> openraft::Membership<NodeId, MemberNode> {
         self.raft.metrics().borrow().membership_config.membership().clone()
     }
 
     /// On the leader: let `node`, listening at `addr`, in as a learner. The keeper promotes it to
     /// voter once it has caught up, if voters are missing. A node already in is answered at once.
-    pub(crate) async fn join(&self, node: NodeId, addr: &str) -> Result {
+    pub(crate) async fn join(&self, node: NodeId, addr: &str, non_voting: bool) -> Result {
         let _one = self.changing.lock().await;
         let m = self.current();
         if m.get_node(&node).is_some() {
@@ -114,7 +116,7 @@ impl Membership {
             self.remove_locked(old).await?;
         }
         self.raft
-            .add_learner(node, BasicNode::new(addr), false)
+            .add_learner(node, MemberNode::new(addr, non_voting), false)
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(node, %addr, "node joined as a learner");
@@ -178,11 +180,12 @@ impl Membership {
     /// in the log among those heard from lately, or any learner if none was.
     fn best_learner(
         &self,
-        m: &openraft::Membership<NodeId, BasicNode>,
+        m: &openraft::Membership<NodeId, MemberNode>,
         except: NodeId,
     ) -> Option<NodeId> {
         let matched = matched(&self.raft.metrics().borrow());
-        let learners = m.learner_ids().filter(|l| *l != except);
+        let votes = |l: &NodeId| m.get_node(l).is_some_and(|n| !n.non_voting);
+        let learners = m.learner_ids().filter(|l| *l != except && votes(l));
         let live =
             |l: &NodeId| self.peers.find(*l).is_some_and(|p| p.silent_for() < self.failure_timeout);
         let mut learners: Vec<NodeId> = learners.collect();
@@ -260,7 +263,8 @@ impl Membership {
 
         if membership.voter_ids().count() < self.voters {
             let ready = membership.learner_ids().find(|l| {
-                matched.get(l).is_some_and(|m| m + CAUGHT_UP >= last_index)
+                membership.get_node(l).is_some_and(|n| !n.non_voting)
+                    && matched.get(l).is_some_and(|m| m + CAUGHT_UP >= last_index)
                     && silent_for(*l) < self.failure_timeout / 2
             });
             if let Some(learner) = ready {
@@ -282,6 +286,6 @@ impl Membership {
 }
 
 /// How far the leader knows each follower's log to match its own (empty on a non-leader).
-fn matched(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> HashMap<NodeId, u64> {
+fn matched(m: &openraft::RaftMetrics<NodeId, MemberNode>) -> HashMap<NodeId, u64> {
     m.replication.iter().flatten().map(|(id, log)| (*id, log.map_or(0, |l| l.index))).collect()
 }

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -24,7 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cluster::{ClusterInfo, Member, Role};
+use crate::cluster::{ClusterInfo, ClusterWatch, Member, Role};
 use crate::connection::{Dispatch, Links};
 use crate::inbox::Inbox;
 use crate::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
@@ -56,6 +55,8 @@ pub(crate) struct Core {
     pub(crate) addr: SocketAddr,
     /// The address other nodes dial for this one (the bound address unless told otherwise).
     pub(crate) advertised: String,
+    /// This node never votes ([`NodeBuilder::non_voting`]).
+    pub(crate) non_voting: bool,
     pub(crate) raft: Raft,
     pub(crate) registry: watch::Receiver<Arc<Registry>>,
     pub(crate) peers: Arc<Peers>,
@@ -157,6 +158,7 @@ pub struct NodeBuilder {
     voters: usize,
     failure_timeout: Duration,
     join_timeout: Duration,
+    non_voting: bool,
 }
 
 impl Default for NodeBuilder {
@@ -170,6 +172,7 @@ impl Default for NodeBuilder {
             voters: DEFAULT_VOTERS,
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
+            non_voting: false,
         }
     }
 }
@@ -234,6 +237,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Make this node a member that replicates the registry and never votes: it is never
+    /// promoted to voter, so its going away never costs the cluster a voter or its quorum. For
+    /// short-lived or unreliable processes (the `dchan` command's `send`, `recv` and `status`
+    /// join this way). Only with [`join`](NodeBuilder::join): a cluster needs a voter to start.
+    pub fn non_voting(mut self) -> Self {
+        self.non_voting = true;
+        self
+    }
+
     /// Bind, start Raft, and bootstrap or join. Returns once this node is a member.
     ///
     /// # Errors
@@ -243,6 +255,9 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, Error> {
         if self.bootstrap != self.join.is_empty() {
             return Err(Error::Config("call exactly one of `bootstrap()` or `join([..])`".into()));
+        }
+        if self.bootstrap && self.non_voting {
+            return Err(Error::Config("a non-voting node cannot bootstrap a cluster".into()));
         }
         let listener = TcpListener::bind(&self.listen).await?;
         let addr = listener.local_addr()?;
@@ -295,6 +310,7 @@ impl NodeBuilder {
                     id,
                     addr,
                     advertised,
+                    non_voting: self.non_voting,
                     raft,
                     registry,
                     peers,
@@ -433,6 +449,16 @@ impl Node {
         }
     }
 
+    /// The cluster as this node knows it, each time it changes (see [`ClusterWatch`]).
+    pub fn watch_cluster(&self) -> ClusterWatch {
+        ClusterWatch {
+            node: self.clone(),
+            registry: self.core.registry.clone(),
+            metrics: self.core.raft.metrics(),
+            last: None,
+        }
+    }
+
     /// Leave the cluster and stop every task this node started.
     ///
     /// Its endpoints are deregistered and it is removed from Raft's membership (unless it is the
@@ -473,7 +499,10 @@ impl Node {
 
     async fn bootstrap(&self) -> Result<(), Error> {
         let core = &self.core;
-        let members = BTreeMap::from([(core.id, BasicNode::new(core.advertised.clone()))]);
+        let members = BTreeMap::from([(
+            core.id,
+            crate::raft::MemberNode::new(core.advertised.clone(), false),
+        )]);
         core.raft.initialize(members).await.map_err(|e| Error::Registry(e.to_string()))?;
         core.wait_member(core.id).await
     }
@@ -499,7 +528,8 @@ impl Node {
                         .map_err(|e| e.to_string())?;
                     let peer = core.peers.get_or_add(dialed.hello.node, seed);
                     crate::connection::adopt(&core.links, &peer, dialed);
-                    let req = Request::Join { node: me, addr: addr.to_string() };
+                    let non_voting = core.non_voting;
+                    let req = Request::Join { node: me, addr: addr.to_string(), non_voting };
                     match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
                         Ok(Response::Membership(r)) => r,
                         Ok(_) => Err("unexpected answer".into()),

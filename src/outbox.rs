@@ -407,6 +407,14 @@ impl Outbox {
         }
     }
 
+    /// How many messages sent to receiver `to` it has not taken yet.
+    pub(crate) fn kept_count(&self, to: EndpointId) -> u64 {
+        let inner = self.lock();
+        let kept: u64 =
+            inner.kept.get(&to).map_or(0, |k| k.iter().map(|k| u64::from(k.count - k.taken)).sum());
+        kept + inner.open.iter().filter(|o| o.to == to).map(|o| u64::from(o.count)).sum::<u64>()
+    }
+
     /// Receiver `to` is gone: every message sent to it and not taken, oldest first (broadcast
     /// copies left out: they were for it alone). Nothing is kept for it any more.
     pub(crate) fn take_kept(&self, to: EndpointId) -> Vec<Bytes> {

@@ -107,12 +107,17 @@ pub struct EndpointInfo {
     pub capacity: u32,
 }
 
+/// The type name registered by untyped endpoints ([`crate::Value`]): they join a channel of
+/// any type, and a channel only they have used takes the type of its first typed endpoint.
+pub const UNTYPED: &str = "*";
+
 /// One channel as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelInfo {
     /// The channel's name.
     pub name: String,
-    /// The Rust type name of its messages (from its first endpoint).
+    /// The Rust type name of its messages (from its first typed endpoint), or [`UNTYPED`]
+    /// while only untyped endpoints ([`crate::Value`]) have used it.
     pub type_name: String,
     /// Whether the channel has been closed.
     pub closed: bool,
@@ -172,7 +177,11 @@ impl Registry {
                     closed_by: BTreeSet::new(),
                     endpoints: BTreeMap::new(),
                 });
-                if ch.type_name != *type_name {
+                // An untyped endpoint joins a channel of any type and fixes none; the first
+                // typed endpoint fixes the type of a channel only untyped ones have used.
+                if ch.type_name == UNTYPED {
+                    ch.type_name = type_name.clone();
+                } else if *type_name != UNTYPED && ch.type_name != *type_name {
                     return Outcome::TypeMismatch { existing: ch.type_name.clone() };
                 }
                 if ch.closed {
@@ -316,6 +325,30 @@ mod tests {
             r.apply(&register("jobs", "A", EndpointKind::Sender, 2)),
             Outcome::Registered(2)
         );
+    }
+
+    #[test]
+    fn untyped_endpoints_join_any_channel_and_fix_no_type() {
+        let mut r = Registry::default();
+        assert!(matches!(
+            r.apply(&register("jobs", UNTYPED, EndpointKind::Sender, 1)),
+            Outcome::Registered(_)
+        ));
+        assert_eq!(r.channels["jobs"].type_name, UNTYPED);
+        assert!(matches!(
+            r.apply(&register("jobs", "A", EndpointKind::Receiver, 2)),
+            Outcome::Registered(_)
+        ));
+        assert_eq!(r.channels["jobs"].type_name, "A", "the first typed endpoint fixes it");
+        assert_eq!(
+            r.apply(&register("jobs", "B", EndpointKind::Sender, 2)),
+            Outcome::TypeMismatch { existing: "A".into() }
+        );
+        assert!(matches!(
+            r.apply(&register("jobs", UNTYPED, EndpointKind::Receiver, 3)),
+            Outcome::Registered(_)
+        ));
+        assert_eq!(r.channels["jobs"].type_name, "A");
     }
 
     #[test]

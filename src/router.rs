@@ -21,6 +21,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::credit::Window;
+use crate::dead_letters::DeadLetters;
 use crate::inbox::{ErasedInbox, Inbox, Refused};
 use crate::outbox::PushError;
 use crate::peer::Peer;
@@ -75,6 +76,8 @@ pub(crate) struct ChannelRoute {
     /// Messages of dropped receivers on this node still to be re-routed.
     rerouting: AtomicUsize,
     cursor: AtomicUsize,
+    /// Messages receivers of the channel on this node could not decode.
+    pub(crate) dead: DeadLetters,
 }
 
 /// Counts a waiting sender for as long as it lives.
@@ -112,6 +115,7 @@ impl ChannelRoute {
             // Each node starts its round-robin somewhere else, so that the first receiver
             // registered is not every node's first pick.
             cursor: AtomicUsize::new(random_start()),
+            dead: DeadLetters::default(),
         }
     }
 
@@ -188,6 +192,17 @@ impl ChannelRoute {
         self.read().len()
     }
 
+    /// Messages this node sent to receivers on other nodes that they have not taken yet.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.read()
+            .iter()
+            .map(|t| match t {
+                Target::Remote { id, peer, .. } => peer.outbox.kept_count(*id),
+                Target::Local(_) => 0,
+            })
+            .sum()
+    }
+
     /// The ids of the receivers right now.
     pub(crate) fn target_ids(&self) -> Vec<EndpointId> {
         self.read().iter().map(Target::id).collect()
@@ -209,9 +224,22 @@ impl ChannelRoute {
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             match &targets[(start + i) % n] {
-                Target::Local(inbox) => {
-                    let Some(inbox) = inbox.as_any().downcast_ref::<Inbox<T>>() else {
-                        continue;
+                Target::Local(erased) => {
+                    let Some(inbox) = erased.as_any().downcast_ref::<Inbox<T>>() else {
+                        // A receiver of another type: one side is untyped (`Value`). It gets the
+                        // message encoded, as if from another node.
+                        let bytes = match rmp_serde::to_vec_named(&msg) {
+                            Ok(b) => Bytes::from(b),
+                            Err(e) => {
+                                tracing::error!(channel = %self.name, error = %e, "message cannot be encoded");
+                                return Attempt::Closed(msg);
+                            }
+                        };
+                        match erased.try_push_encoded(bytes, false) {
+                            Ok(()) => return Attempt::Sent,
+                            Err(Refused::Closed(_)) => return Attempt::Closed(msg),
+                            Err(Refused::Full(_)) => continue,
+                        }
                     };
                     match inbox.try_push(msg) {
                         Ok(()) => return Attempt::Sent,

@@ -228,6 +228,36 @@ impl Switchboard {
     }
 
     /// How many receivers' inboxes this node holds, dropped ones not yet deregistered included.
+    /// What this node holds of each channel it has a router for.
+    pub(crate) fn stats(&self) -> Vec<crate::stats::ChannelStats> {
+        let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
+        let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
+        let mut out: Vec<_> = routes
+            .iter()
+            .map(|r| {
+                let dead = r.dead.counts();
+                crate::stats::ChannelStats {
+                    name: r.name.clone(),
+                    buffered: inboxes
+                        .iter()
+                        .filter(|i| Arc::ptr_eq(i.channel(), r) && !i.is_detached())
+                        .map(|i| i.buffered() as u64)
+                        .sum(),
+                    in_flight: r.in_flight(),
+                    dead_letters: dead.held,
+                    dead_letters_total: dead.total,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The router of `channel`, if this node has one.
+    pub(crate) fn find_route(&self, channel: &str) -> Option<Arc<ChannelRoute>> {
+        lock(&self.routes).get(channel).cloned()
+    }
+
     pub(crate) fn inbox_count(&self) -> usize {
         lock(&self.inboxes).len()
     }

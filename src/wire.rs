@@ -143,6 +143,8 @@ pub(crate) enum Request {
         node: NodeId,
         /// Its listening address.
         addr: String,
+        /// It never votes (see [`crate::NodeBuilder::non_voting`]).
+        non_voting: bool,
     },
     /// Remove a node from the cluster and from the registry.
     Leave {
@@ -153,6 +155,20 @@ pub(crate) enum Request {
     /// while)? Asked before campaigning, so that a node cut off from the leader alone does not
     /// disrupt the others with ever higher terms (a pre-vote).
     PreVote,
+    /// What the receiving node holds, per channel ([`crate::NodeStats`]).
+    Stats,
+    /// The dead letters of a channel the receiving node keeps.
+    DeadLetters {
+        /// The channel.
+        channel: String,
+    },
+    /// Let go of these dead letters of a channel (read and dealt with).
+    RemoveDeadLetters {
+        /// The channel.
+        channel: String,
+        /// Their numbers.
+        seqs: Vec<u64>,
+    },
 }
 
 /// Answers to [`Request`]s.
@@ -172,6 +188,12 @@ pub(crate) enum Response {
     Membership(Result<(), String>),
     /// Answer to [`Request::PreVote`]: whether this node would vote.
     PreVote(bool),
+    /// Answer to [`Request::Stats`].
+    Stats(crate::stats::NodeStats),
+    /// Answer to [`Request::DeadLetters`].
+    DeadLetters(Vec<crate::dead_letters::DeadLetter>),
+    /// Answer to [`Request::RemoveDeadLetters`]: how many were held.
+    Removed(u64),
 }
 
 impl Frame<'_> {
@@ -195,7 +217,7 @@ impl Frame<'_> {
 
 impl Request {
     /// Whether the request (and its answer) must survive a broken link: everything but Raft's
-    /// own RPCs.
+    /// own RPCs and reads that the asker gives up on after a timeout.
     pub(crate) fn is_reliable(&self) -> bool {
         !matches!(
             self,
@@ -203,6 +225,8 @@ impl Request {
                 | Request::Vote(_)
                 | Request::InstallSnapshot(_)
                 | Request::PreVote
+                | Request::Stats
+                | Request::DeadLetters { .. }
         )
     }
 }
@@ -216,6 +240,8 @@ impl Response {
                 | Response::Vote(_)
                 | Response::InstallSnapshot(_)
                 | Response::PreVote(_)
+                | Response::Stats(_)
+                | Response::DeadLetters(_)
         )
     }
 }

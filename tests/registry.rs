@@ -74,6 +74,31 @@ async fn three_voters_then_learners() {
 }
 
 #[actix_rt::test]
+async fn a_non_voting_node_is_never_promoted() {
+    let nodes = cluster(1).await;
+    let client = dchan::Node::builder()
+        .non_voting()
+        .join([nodes[0].addr()])
+        .start()
+        .await
+        .expect("non-voting join");
+    // A voting node joining after it is promoted while the non-voting one, which came first
+    // and has caught up, stays a learner.
+    let voter = dchan::Node::builder().join([nodes[0].addr()]).start().await.expect("join");
+    let role =
+        |id| move |n: &dchan::Node| n.cluster().members.iter().find(|m| m.id == id).map(|m| m.role);
+    eventually(|| role(voter.id())(&nodes[0]) == Some(Role::Voter)).await;
+    assert_eq!(role(client.id())(&nodes[0]), Some(Role::Learner));
+    assert!(matches!(
+        dchan::Node::builder().non_voting().bootstrap().start().await,
+        Err(Error::Config(_))
+    ));
+    client.shutdown().await.expect("shutdown");
+    voter.shutdown().await.expect("shutdown");
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
 async fn a_node_needs_bootstrap_or_join() {
     let err = dchan::Node::builder().start().await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");

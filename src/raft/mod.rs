@@ -18,7 +18,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 
 use crate::peer::{Peer, Peers};
 use crate::registry::{Command, NodeId, Outcome};
@@ -29,7 +28,24 @@ openraft::declare_raft_types!(
     pub(crate) TypeConfig:
         D = Command,
         R = Outcome,
+        Node = MemberNode,
 );
+
+/// A member as Raft's membership records it (replicated, so every leader knows it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MemberNode {
+    /// Where to dial it.
+    pub(crate) addr: String,
+    /// It replicates the registry and never votes (a short-lived client such as `dchan send`):
+    /// never promoted, so its exit never costs the cluster a voter.
+    pub(crate) non_voting: bool,
+}
+
+impl MemberNode {
+    pub(crate) fn new(addr: impl Into<String>, non_voting: bool) -> Self {
+        MemberNode { addr: addr.into(), non_voting }
+    }
+}
 
 /// The Raft handle of one node.
 pub(crate) type Raft = openraft::Raft<TypeConfig>;
@@ -60,7 +76,7 @@ pub(crate) struct Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Client;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Client {
+    async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> Client {
         Client { peer: self.peers.get(target, &node.addr) }
     }
 }
@@ -71,7 +87,7 @@ pub(crate) struct Client {
     peer: Arc<Peer>,
 }
 
-type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, BasicNode, E>>;
+type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, MemberNode, E>>;
 
 impl Client {
     async fn call<T, E: std::error::Error>(

@@ -1,0 +1,189 @@
+//! Dead letters: where a message ends that reached a receiver on this node and did not decode as
+//! the receiver's type. A side exit at the last stop of a message's path.
+//!
+//! Typed endpoints of one channel share a type (the registry sees to it), so this happens only
+//! when an untyped sender ([`Value`](crate::Value), the `dchan` command) sent something of
+//! another shape, or a peer is broken. The message is not dropped: it counts as taken (its sender
+//! lets go of it, the receiver carries on), and is kept here, per channel, bounded in count and
+//! bytes (the oldest go first when full, counted), logged with its channel and origin. Read them
+//! with [`Node::dead_letters`](crate::Node::dead_letters) (or `dchan recv --dead-letters`), see
+//! their counts in [`Node::stats`](crate::Node::stats).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::NodeId;
+
+/// Dead letters kept per channel per node, at most.
+pub(crate) const MAX_LETTERS: usize = 1024;
+/// Bytes of dead letters kept per channel per node, at most.
+pub(crate) const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// A message that a receiver could not decode as its type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The channel it was sent on.
+    pub channel: String,
+    /// The node that keeps it (where its receiver was).
+    pub node: u64,
+    /// The node that sent it (`None`: a sender on the keeping node).
+    pub from: Option<u64>,
+    /// Its number among the dead letters of this channel on the keeping node (from 1).
+    pub seq: u64,
+    /// The type the receiver expected.
+    pub expected: String,
+    /// Why it did not decode.
+    pub error: String,
+    /// The message, MessagePack-encoded as it arrived.
+    #[serde(with = "serde_bytes")]
+    pub message: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The message as an untyped value, if it is well-formed MessagePack.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`](crate::Error::Codec) if it is not.
+    pub fn value(&self) -> Result<crate::Value, crate::Error> {
+        rmp_serde::from_slice(&self.message).map_err(|e| crate::Error::Codec(e.to_string()))
+    }
+}
+
+/// The dead letters of one channel on this node.
+#[derive(Debug, Default)]
+pub(crate) struct DeadLetters {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    letters: VecDeque<Kept>,
+    bytes: usize,
+    /// Dead letters ever kept (the last one's number).
+    total: u64,
+    /// Dead letters pushed out by newer ones when full.
+    discarded: u64,
+}
+
+#[derive(Debug)]
+struct Kept {
+    seq: u64,
+    from: Option<NodeId>,
+    expected: &'static str,
+    error: String,
+    message: Bytes,
+}
+
+/// The counts of one channel's dead letters on one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) held: u64,
+    pub(crate) total: u64,
+    pub(crate) discarded: u64,
+}
+
+impl DeadLetters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keep a message that did not decode.
+    pub(crate) fn keep(
+        &self,
+        channel: &str,
+        from: Option<NodeId>,
+        expected: &'static str,
+        error: String,
+        message: Bytes,
+    ) {
+        let mut inner = self.lock();
+        inner.total += 1;
+        let seq = inner.total;
+        tracing::warn!(
+            channel,
+            from,
+            seq,
+            expected,
+            error = %error,
+            "a message did not decode as the receiver's type: kept as a dead letter"
+        );
+        if message.len() > MAX_BYTES {
+            inner.discarded += 1;
+            return;
+        }
+        inner.bytes += message.len();
+        inner.letters.push_back(Kept { seq, from, expected, error, message });
+        while inner.letters.len() > MAX_LETTERS || inner.bytes > MAX_BYTES {
+            let Some(old) = inner.letters.pop_front() else { break };
+            inner.bytes -= old.message.len();
+            inner.discarded += 1;
+        }
+    }
+
+    /// Copies of the letters kept now, oldest first.
+    pub(crate) fn list(&self, channel: &str, node: NodeId) -> Vec<DeadLetter> {
+        self.lock()
+            .letters
+            .iter()
+            .map(|k| DeadLetter {
+                channel: channel.to_owned(),
+                node,
+                from: k.from,
+                seq: k.seq,
+                expected: k.expected.to_owned(),
+                error: k.error.clone(),
+                message: k.message.to_vec(),
+            })
+            .collect()
+    }
+
+    /// Let go of the letters numbered `seqs` (read and dealt with); returns how many were held.
+    pub(crate) fn remove(&self, seqs: &[u64]) -> u64 {
+        let mut inner = self.lock();
+        let before = inner.letters.len();
+        let mut freed = 0;
+        inner.letters.retain(|k| {
+            let keep = !seqs.contains(&k.seq);
+            if !keep {
+                freed += k.message.len();
+            }
+            keep
+        });
+        inner.bytes -= freed;
+        (before - inner.letters.len()) as u64
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        let inner = self.lock();
+        Counts { held: inner.letters.len() as u64, total: inner.total, discarded: inner.discarded }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_are_bounded_oldest_out_first_and_counted() {
+        let dead = DeadLetters::default();
+        for i in 0..(MAX_LETTERS + 10) {
+            dead.keep("c", Some(2), "T", "bad".into(), Bytes::from(vec![i as u8]));
+        }
+        let c = dead.counts();
+        assert_eq!(
+            (c.held, c.total, c.discarded),
+            (MAX_LETTERS as u64, MAX_LETTERS as u64 + 10, 10)
+        );
+        let list = dead.list("c", 1);
+        assert_eq!(list[0].seq, 11, "the oldest went first");
+        assert_eq!(dead.remove(&[11, 12, 99_999]), 2);
+        assert_eq!(dead.counts().held, MAX_LETTERS as u64 - 2);
+        dead.keep("c", None, "T", "big".into(), Bytes::from(vec![0; MAX_BYTES]));
+        assert!(dead.counts().held <= 1, "bytes are bounded too");
+    }
+}
