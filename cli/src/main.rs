@@ -1,19 +1,39 @@
-//! The `dchan` command line: run a node of a cluster from the shell.
+//! The `dchan` command line: run a node, send and receive JSON on a channel, watch a cluster,
+//! benchmark it.
 //!
 //! ```text
 //! dchan node --listen 127.0.0.1:7001                       # bootstrap a cluster
 //! dchan node --listen 127.0.0.1:7002 --join 127.0.0.1:7001 # join it
+//! dchan recv jobs --join 127.0.0.1:7001                    # print each message as a JSON line
+//! seq 1 1000000 | dchan send jobs --join 127.0.0.1:7001    # send one JSON value per line
+//! dchan status --join 127.0.0.1:7001 --watch               # members and channels, live
+//! dchan bench                                              # like `nats bench`
 //! ```
 //!
-//! The node prints the cluster (members, leader, channels) whenever it changes, and leaves the
-//! cluster gracefully on Ctrl-C or SIGTERM.
+//! `send`, `recv` and `status` join the cluster for their lifetime as non-voting members (their
+//! exit never costs the cluster a voter) and leave when done. Their endpoints are untyped
+//! (`dchan::Value`): JSON is carried as MessagePack with field names, so a typed Rust receiver
+//! gets it as its type when the JSON has that shape. Errors are one line on stderr and a
+//! non-zero exit.
 
-use std::time::Duration;
+mod bench;
+mod client;
+mod json;
+mod node;
+mod recv;
+mod send;
+mod status;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "dchan", version, about = "Distributed channels: run and inspect nodes")]
+#[command(
+    name = "dchan",
+    version,
+    about = "Distributed channels: run nodes, send, receive, watch, benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,84 +41,91 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node until Ctrl-C: bootstrap a cluster, or join one with --join.
-    Node {
-        /// Address to listen on for Raft and data.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: String,
-        /// Join the cluster through this member (repeat for more seeds); without it, bootstrap.
-        #[arg(long)]
-        join: Vec<String>,
-        /// The address other nodes dial for this one (default: the bound address). Needed with
-        /// `--listen 0.0.0.0:PORT`, behind NAT or a container port mapping.
-        #[arg(long)]
-        advertise: Option<String>,
-    },
+    /// Run a node until Ctrl-C or SIGTERM: bootstrap a cluster, or join one with --join.
+    Node(node::Args),
+    /// Send JSON values to a channel: the arguments, or one per line of stdin.
+    Send(send::Args),
+    /// Print the messages of a channel as JSON lines, acknowledging each once printed.
+    Recv(recv::Args),
+    /// Show the members and channels of a cluster.
+    Status(status::Args),
+    /// Measure throughput and latency, one node per process by default.
+    Bench(bench::Args),
+    /// Internal: one node of `dchan bench` (started by it as a child process).
+    #[command(hide = true)]
+    BenchNode(bench::NodeArgs),
 }
 
-fn main() -> Result<(), dchan::Error> {
+/// A failure to report: one line on stderr, and the exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) code: u8,
+}
+
+impl Failure {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Failure { message: message.into(), code: 1 }
+    }
+
+    /// Interrupted by Ctrl-C or SIGTERM (exit code 130, as shells report a SIGINT).
+    pub(crate) fn interrupted(message: impl Into<String>) -> Self {
+        Failure { message: message.into(), code: 130 }
+    }
+}
+
+impl From<dchan::Error> for Failure {
+    fn from(e: dchan::Error) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A node prints what it does; the short-lived commands only what goes wrong.
+    let default_filter = match cli.command {
+        Command::Node(_) => "info,openraft=warn",
+        _ => "error,openraft=off",
+    };
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    let cli = Cli::parse();
-    actix_rt::System::new().block_on(async move {
-        match cli.command {
-            Command::Node { listen, join, advertise } => run_node(listen, join, advertise).await,
-        }
-    })
-}
-
-async fn run_node(
-    listen: String,
-    join: Vec<String>,
-    advertise: Option<String>,
-) -> Result<(), dchan::Error> {
-    let mut builder = dchan::Node::builder().listen(listen);
-    if let Some(addr) = advertise {
-        builder = builder.advertise(addr);
-    }
-    let builder = if join.is_empty() { builder.bootstrap() } else { builder.join(join) };
-    // Service managers and container platforms stop a process with SIGTERM: leave gracefully
-    // then too, as on Ctrl-C.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let node = builder.start().await?;
-    println!("node {} listening on {}", node.id(), node.addr());
-    let mut last = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
-            _ = tick.tick() => {
-                let view = node.cluster();
-                if last.as_ref() != Some(&view) {
-                    print_cluster(&view);
-                    last = Some(view);
-                }
+    let name = match &cli.command {
+        Command::Node(_) => "node",
+        Command::Send(_) => "send",
+        Command::Recv(_) => "recv",
+        Command::Status(_) => "status",
+        Command::Bench(_) | Command::BenchNode(_) => "bench",
+    };
+    let result = match cli.command {
+        // `bench` runs its own systems (one per simulated process with --in-process).
+        Command::Bench(args) => bench::run(args),
+        command => actix_rt::System::new().block_on(async move {
+            match command {
+                Command::Node(args) => node::run(args).await,
+                Command::Send(args) => send::run(args).await,
+                Command::Recv(args) => recv::run(args).await,
+                Command::Status(args) => status::run(args).await,
+                Command::BenchNode(args) => bench::node(args).await,
+                Command::Bench(_) => unreachable!("handled above"),
             }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("dchan {name}: {}", f.message);
+            ExitCode::from(f.code)
         }
-    }
-    println!("leaving the cluster");
-    node.shutdown().await
-}
-
-fn print_cluster(view: &dchan::ClusterInfo) {
-    let leader = view.leader.map_or("none".to_string(), |l| l.to_string());
-    println!("cluster seen from node {} (leader {leader}):", view.me);
-    for m in &view.members {
-        println!("  member {} at {} ({:?})", m.id, m.addr, m.role);
-    }
-    for c in &view.channels {
-        println!(
-            "  channel {:?} of {}{}: {} sender(s), {} receiver(s)",
-            c.name,
-            c.type_name,
-            if c.closed { " (closed)" } else { "" },
-            c.senders().count(),
-            c.receivers().count()
-        );
     }
 }

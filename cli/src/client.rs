@@ -1,0 +1,93 @@
+//! What `send`, `recv` and `status` share: joining a cluster for the command's lifetime as a
+//! non-voting member, and stopping on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::Failure;
+
+/// How long a command keeps asking the seeds to let it in.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The options every client command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Join {
+    /// A member of the cluster to join through (repeat for more seeds).
+    #[arg(long, required = true, env = "DCHAN_JOIN", value_delimiter = ',')]
+    pub(crate) join: Vec<String>,
+    /// The address this command listens on while it is a member (default: the local address
+    /// that routes to the first seed, any free port).
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
+}
+
+/// Fail at once, with a clear line, when no seed has anything listening (rather than retrying
+/// for the whole join timeout).
+pub(crate) async fn check_seeds(seeds: &[String]) -> Result<(), Failure> {
+    let mut last = None;
+    for seed in seeds {
+        match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(seed.as_str())).await
+        {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => last = Some(format!("nothing is listening at {seed} ({e})")),
+            Err(_) => last = Some(format!("nothing answers at {seed} (no connection within 3 s)")),
+        }
+    }
+    Err(Failure::new(last.unwrap_or_else(|| "no address to join given".into())))
+}
+
+/// The local address that routes to `seed` (no packet is sent: a UDP socket is only connected).
+fn local_ip_towards(seed: &str) -> Option<std::net::IpAddr> {
+    let to: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(seed).ok()?.next()?;
+    let any: SocketAddr =
+        if to.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(to).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
+/// Join the cluster as a non-voting member.
+pub(crate) async fn join(args: &Join) -> Result<dchan::Node, Failure> {
+    check_seeds(&args.join).await?;
+    let listen = match &args.listen {
+        Some(l) => l.clone(),
+        None => match local_ip_towards(&args.join[0]) {
+            Some(ip) => SocketAddr::new(ip, 0).to_string(),
+            None => "127.0.0.1:0".into(),
+        },
+    };
+    dchan::Node::builder()
+        .listen(listen)
+        .join(args.join.iter())
+        .non_voting()
+        .join_timeout(JOIN_TIMEOUT)
+        .start()
+        .await
+        .map_err(Failure::from)
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) struct Stop {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Stop {
+    pub(crate) fn new() -> Result<Self, Failure> {
+        Ok(Stop {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Wait for either signal.
+    pub(crate) async fn signalled(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}

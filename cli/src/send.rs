@@ -1,0 +1,129 @@
+//! `dchan send`: send JSON values to a channel, from the arguments or one per line of stdin.
+//!
+//! Stdin is read and parsed on a thread of its own, in batches, so that parsing and sending
+//! overlap (and a slow pipe never stalls the node's own work). A malformed value stops the
+//! command with its line number; the values before it were sent.
+
+use std::io::BufRead;
+
+use dchan::Value;
+use tokio::sync::mpsc;
+
+use crate::client::{self, Join, Stop};
+use crate::{json, Failure};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The channel.
+    channel: String,
+    /// JSON values to send; without any, one JSON value per line of stdin (blank lines skipped).
+    values: Vec<String>,
+    #[command(flatten)]
+    join: Join,
+    /// Send each value to every receiver instead of to one.
+    #[arg(long)]
+    broadcast: bool,
+    /// Close the channel cluster-wide after the last value.
+    #[arg(long)]
+    close: bool,
+}
+
+/// Values read from stdin per batch.
+const BATCH: usize = 1024;
+
+/// What the reading thread hands over: a batch, or where input went wrong.
+type Batch = Result<Vec<Value>, String>;
+
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
+    // Arguments are checked before joining: a typo costs no cluster round trip.
+    let given = args
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json::parse(v).map_err(|e| format!("value {} is not JSON: {e}", i + 1)))
+        .collect::<Result<Vec<Value>, String>>()
+        .map_err(Failure::new)?;
+    let mut stop = Stop::new()?;
+    let node = client::join(&args.join).await?;
+    let result = async {
+        let tx = node.sender::<Value>(&args.channel).await?;
+        let (batches_tx, mut batches) = mpsc::channel::<Batch>(4);
+        if args.values.is_empty() {
+            std::thread::spawn(move || read_stdin(batches_tx));
+        } else {
+            batches_tx.try_send(Ok(given)).expect("an empty channel has room");
+            drop(batches_tx);
+        }
+        let mut sent: u64 = 0;
+        let sending = async {
+            while let Some(batch) = batches.recv().await {
+                for value in batch.map_err(Failure::new)? {
+                    let done = if args.broadcast {
+                        tx.broadcast(value).await.map(|_| ())
+                    } else {
+                        tx.send(value).await
+                    };
+                    done.map_err(|_| Failure::new(format!("channel {} is closed", args.channel)))?;
+                    sent += 1;
+                }
+            }
+            Ok::<(), Failure>(())
+        };
+        let outcome = tokio::select! {
+            r = sending => r,
+            _ = stop.signalled() => Err(Failure::interrupted("interrupted")),
+        };
+        if let Err(mut f) = outcome {
+            f.message = format!("{} after {sent} message(s) sent", f.message);
+            return Err(f);
+        }
+        if args.close {
+            tx.close().await?;
+        }
+        eprintln!("dchan send: {sent} message(s) sent to {}", args.channel);
+        Ok(())
+    }
+    .await;
+    // Leaving hands what this node still holds to the cluster before it goes.
+    let left = node.shutdown().await;
+    result?;
+    left.map_err(Failure::from)
+}
+
+fn read_stdin(out: mpsc::Sender<Batch>) {
+    let stdin = std::io::stdin().lock();
+    let mut batch = Vec::with_capacity(BATCH);
+    for (n, line) in stdin.lines().enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = out.blocking_send(Err(format!("reading stdin, line {}: {e}", n + 1)));
+                return;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match json::parse(&line) {
+            Ok(v) => batch.push(v),
+            Err(e) => {
+                if !batch.is_empty() && out.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+                let _ = out.blocking_send(Err(format!("line {} is not JSON: {e}", n + 1)));
+                return;
+            }
+        }
+        // A full batch goes; so does a partial one when the sender is idle (all batches taken),
+        // so that a value typed by hand is sent at once.
+        if batch.len() == BATCH || out.capacity() == out.max_capacity() {
+            if out.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                return;
+            }
+            batch.reserve(BATCH);
+        }
+    }
+    if !batch.is_empty() {
+        let _ = out.blocking_send(Ok(batch));
+    }
+}

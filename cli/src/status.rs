@@ -1,0 +1,166 @@
+//! `dchan status`: the members and channels of a cluster, once or live (`--watch`).
+//!
+//! The registry comes from the cluster itself (this command is a non-voting member while it
+//! runs), so `--watch` redraws when it changes; the counts of messages held come from asking
+//! every member, once a second. A member that does not answer is shown unreachable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::client::{self, Join, Stop};
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Show only this channel.
+    channel: Option<String>,
+    #[command(flatten)]
+    join: Join,
+    /// One JSON object (one per line with --watch) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Keep showing the cluster as it changes (and the counts every second) until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
+    let mut stop = Stop::new()?;
+    let node = client::join(&args.join).await?;
+    let result = tokio::select! {
+        r = show(&node, &args) => r,
+        _ = stop.signalled() => Ok(()),
+    };
+    let left = node.shutdown().await;
+    result?;
+    left.map_err(Failure::from)
+}
+
+async fn show(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
+    let mut watch = node.watch_cluster();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut view = watch.changed().await.ok_or_else(|| Failure::new("the node stopped"))?;
+    loop {
+        if let Some(name) = &args.channel {
+            if view.channel(name).is_none() {
+                return Err(Failure::new(format!("no channel named {name:?}")));
+            }
+        }
+        let stats = node.member_stats().await;
+        let report = report(&view, &stats, args.channel.as_deref());
+        if args.json {
+            println!("{report}");
+        } else {
+            if args.watch {
+                print!("\x1b[2J\x1b[H"); // clear the terminal between frames
+            }
+            print_text(&report);
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        tokio::select! {
+            v = watch.changed() => view = v.ok_or_else(|| Failure::new("the node stopped"))?,
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+/// The status as JSON (also what the text is printed from).
+fn report(
+    view: &dchan::ClusterInfo,
+    stats: &[(u64, Result<dchan::NodeStats, dchan::Error>)],
+    only: Option<&str>,
+) -> serde_json::Value {
+    let reachable: BTreeMap<u64, bool> = stats.iter().map(|(id, s)| (*id, s.is_ok())).collect();
+    let members: Vec<_> = view
+        .members
+        .iter()
+        // This command is a member while it runs; it is not part of what is shown.
+        .filter(|m| m.id != view.me)
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "addr": m.addr,
+                "role": match m.role { dchan::Role::Voter => "voter", _ => "learner" },
+                "leader": view.leader == Some(m.id),
+                "reachable": reachable.get(&m.id).copied().unwrap_or(false),
+            })
+        })
+        .collect();
+    let channels: Vec<_> = view
+        .channels
+        .iter()
+        .filter(|c| only.is_none_or(|o| o == c.name))
+        .map(|c| {
+            let per_node = |kind| {
+                let mut n: BTreeMap<String, u64> = BTreeMap::new();
+                for e in c.endpoints.values().filter(|e| e.kind == kind) {
+                    *n.entry(e.node.to_string()).or_default() += 1;
+                }
+                n
+            };
+            let (mut buffered, mut in_flight, mut dead) = (0, 0, 0);
+            for s in stats.iter().filter_map(|(_, s)| s.as_ref().ok()) {
+                if let Some(cs) = s.channel(&c.name) {
+                    buffered += cs.buffered;
+                    in_flight += cs.in_flight;
+                    dead += cs.dead_letters;
+                }
+            }
+            json!({
+                "name": c.name,
+                "type": c.type_name,
+                "closed": c.closed,
+                "receivers": per_node(dchan::EndpointKind::Receiver),
+                "senders": per_node(dchan::EndpointKind::Sender),
+                "buffered": buffered,
+                "in_flight": in_flight,
+                "dead_letters": dead,
+            })
+        })
+        .collect();
+    json!({ "leader": view.leader, "members": members, "channels": channels })
+}
+
+fn print_text(r: &serde_json::Value) {
+    let empty = Vec::new();
+    let members = r["members"].as_array().unwrap_or(&empty);
+    println!("members ({}):", members.len());
+    println!("  {:<20} {:<22} {:<8} {:<7} reachable", "id", "address", "role", "leader");
+    for m in members {
+        println!(
+            "  {:<20} {:<22} {:<8} {:<7} {}",
+            m["id"].to_string(),
+            m["addr"].as_str().unwrap_or(""),
+            m["role"].as_str().unwrap_or(""),
+            if m["leader"] == true { "yes" } else { "" },
+            if m["reachable"] == true { "yes" } else { "NO" },
+        );
+    }
+    let channels = r["channels"].as_array().unwrap_or(&empty);
+    println!("channels ({}):", channels.len());
+    for c in channels {
+        let list = |v: &serde_json::Value| {
+            let m = v.as_object().cloned().unwrap_or_default();
+            if m.is_empty() {
+                return "none".to_string();
+            }
+            m.iter().map(|(node, n)| format!("{n} on {node}")).collect::<Vec<_>>().join(", ")
+        };
+        println!(
+            "  {} ({}){}\n    receivers: {}\n    senders:   {}\n    buffered {}, in flight {}, dead letters {}",
+            c["name"].as_str().unwrap_or(""),
+            c["type"].as_str().unwrap_or(""),
+            if c["closed"] == true { " closed" } else { "" },
+            list(&c["receivers"]),
+            list(&c["senders"]),
+            c["buffered"],
+            c["in_flight"],
+            c["dead_letters"],
+        );
+    }
+}
