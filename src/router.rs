@@ -171,6 +171,11 @@ impl ChannelRoute {
         self.changed.notify_waiters();
     }
 
+    /// Whether messages of dropped receivers on this node are still to be re-routed.
+    pub(crate) fn is_rerouting(&self) -> bool {
+        self.rerouting.load(Ordering::SeqCst) > 0
+    }
+
     /// Wait until nothing is left to re-route on this node.
     pub(crate) async fn rerouting_done(&self) {
         let mut waiting = self.wait();

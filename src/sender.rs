@@ -242,6 +242,24 @@ where
         self.inner.core.write(cmd).await.map(|_| ())
     }
 
+    /// Wait until every message this node sent on the channel has been taken by a receiving
+    /// application (on another node: its node said so; a message re-routed from a receiver that
+    /// went away counts once taken where it went). Call it before a short-lived process leaves:
+    /// a message is lost only if its sending node is gone before it is received, so a process
+    /// that waits here and then shuts down loses nothing to a receiving node that dies after.
+    ///
+    /// Checks every few milliseconds; bound it with a timeout if receivers may never take them.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait_taken(&self) {
+        let route = self.route();
+        while route.in_flight() > 0 || route.is_rerouting() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// How many receivers the channel has, as this node sees it now.
     pub fn receiver_count(&self) -> usize {
         self.route().receiver_count()

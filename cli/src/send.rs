@@ -77,6 +77,16 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             f.message = format!("{} after {sent} message(s) sent", f.message);
             return Err(f);
         }
+        // What was sent stays this node's to redeliver until it is taken: wait for that, so
+        // that a receiver dying after this command exits loses nothing (Ctrl-C gives up).
+        tokio::select! {
+            () = tx.wait_taken() => {}
+            _ = stop.signalled() => {
+                return Err(Failure::interrupted(format!(
+                    "interrupted after {sent} message(s) sent, before all were received"
+                )));
+            }
+        }
         if args.close {
             tx.close().await?;
         }

@@ -1,0 +1,242 @@
+//! The `dchan` binary's subcommands, run as real processes against real node processes on
+//! loopback: each happy path, and each error as one clear line on stderr with a non-zero exit.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{cluster, dead_addr, run, spawn, DEADLINE};
+
+#[test]
+fn recv_prints_what_send_reads_from_stdin_and_exits_after_count() {
+    let (_nodes, addr) = cluster(2);
+    let recv = spawn(&["recv", "jobs", "--join", &addr, "--count", "4"]);
+    // Once the receiver is registered, a sender finds it (a send waits for a receiver anyway).
+    let input = "{\"id\":1,\"name\":\"a\"}\n\n\"two\"\n3\n[4,{\"x\":null}]\n";
+    let (code, _, err) = run(&["send", "jobs", "--join", &addr], input);
+    assert_eq!(code, Some(0), "{err:?}");
+    assert!(err.iter().any(|l| l.contains("4 message(s) sent to jobs")), "{err:?}");
+    let (code, out, err) = recv.wait();
+    assert_eq!(code, Some(0), "{err:?}");
+    assert_eq!(out, ["{\"id\":1,\"name\":\"a\"}", "\"two\"", "3", "[4,{\"x\":null}]"]);
+}
+
+#[test]
+fn send_takes_values_as_arguments_broadcasts_and_closes() {
+    let (_nodes, addr) = cluster(1);
+    let a = spawn(&["recv", "news", "--join", &addr]);
+    let b = spawn(&["recv", "news", "--join", &addr]);
+    // Both receivers registered before the broadcast: wait until status shows two.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, out, _) = run(&["status", "news", "--json", "--join", &addr], "");
+        if out.first().is_some_and(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            // One receiver on each of two nodes (each `dchan recv` is a node).
+            v["channels"][0]["receivers"].as_object().is_some_and(|r| r.len() == 2)
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two receivers never showed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _, err) = run(
+        &["send", "news", "{\"n\":1}", "{\"n\":2}", "--broadcast", "--close", "--join", &addr],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err:?}");
+    // Closed: each receiver prints both, then exits 0 by itself.
+    for r in [a, b] {
+        let (code, out, err) = r.wait();
+        assert_eq!(code, Some(0), "{err:?}");
+        assert_eq!(out, ["{\"n\":1}", "{\"n\":2}"]);
+    }
+}
+
+#[test]
+fn a_killed_recv_loses_nothing_it_had_not_printed() {
+    let (_nodes, addr) = cluster(2);
+    let first = spawn(&["recv", "work", "--join", &addr, "--capacity", "8"]);
+    let input: String = (0..300).map(|i| format!("{i}\n")).collect();
+    let mut send = spawn(&["send", "work", "--join", &addr]);
+    send.write(&input);
+    send.close_stdin();
+    // Kill the first receiver once it has printed some: what it held and had not printed goes
+    // to the next one (after the failure timeout removes the dead member).
+    let mut seen: Vec<u64> = Vec::new();
+    for _ in 0..20 {
+        seen.push(first.next_line().parse().expect("a number"));
+    }
+    first.signal("-KILL");
+    let (_, rest, _) = first.wait();
+    seen.extend(rest.iter().map(|l| l.parse::<u64>().expect("a number")));
+    let second = spawn(&["recv", "work", "--join", &addr]);
+    let all: BTreeSet<u64> = (0..300).collect();
+    let deadline = Instant::now() + DEADLINE;
+    while seen.iter().copied().collect::<BTreeSet<u64>>() != all {
+        assert!(
+            Instant::now() < deadline,
+            "messages lost: {:?}",
+            all.difference(&seen.iter().copied().collect()).collect::<Vec<_>>()
+        );
+        if let Ok(l) = second.out.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l.parse().expect("a number"));
+        }
+    }
+    let (code, _, err) = send.wait();
+    assert_eq!(code, Some(0), "{err:?}");
+}
+
+#[test]
+fn status_shows_members_and_channels_and_watch_follows_changes() {
+    let (_nodes, addr) = cluster(2);
+    let (code, out, err) = run(&["status", "--json", "--join", &addr], "");
+    assert_eq!(code, Some(0), "{err:?}");
+    let v: serde_json::Value = serde_json::from_str(&out[0]).expect("one JSON object");
+    let members = v["members"].as_array().expect("members");
+    assert_eq!(members.len(), 2, "{v}");
+    assert!(members.iter().all(|m| m["reachable"] == true && m["role"] == "voter"), "{v}");
+    assert_eq!(members.iter().filter(|m| m["leader"] == true).count(), 1);
+
+    let watch = spawn(&["status", "--watch", "--json", "--join", &addr]);
+    let first: serde_json::Value = serde_json::from_str(&watch.next_line()).expect("json");
+    assert_eq!(first["channels"].as_array().map(Vec::len), Some(0));
+    let recv = spawn(&["recv", "orders", "--join", &addr]);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let v: serde_json::Value = serde_json::from_str(&watch.next_line()).expect("json");
+        if v["channels"][0]["name"] == "orders"
+            && v["channels"][0]["receivers"].as_object().is_some_and(|r| r.len() == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new receiver never showed");
+    }
+    watch.signal("-INT");
+    let (code, _, err) = watch.wait();
+    assert_eq!(code, Some(0), "{err:?}");
+    // Text output, one channel.
+    let (code, out, _) = run(&["status", "orders", "--join", &addr], "");
+    assert_eq!(code, Some(0));
+    let text = out.join("\n");
+    // Three members: the two nodes and `dchan recv`, a non-voting member while it runs.
+    assert!(text.contains("members (3)") && text.contains("learner"), "{text}");
+    assert!(text.contains("orders (*)") && text.contains("receivers: 1 on "), "{text}");
+    drop(recv);
+}
+
+#[test]
+fn bench_measures_across_processes_and_in_process() {
+    for extra in [&[][..], &["--in-process", "--receivers", "2"][..]] {
+        let mut args = vec!["bench", "--count", "20000"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, "");
+        assert_eq!(code, Some(0), "{err:?}");
+        let text = out.join("\n");
+        assert!(text.contains("20000 messages of 64 B") && text.contains("msgs/s"), "{text}");
+        assert!(text.contains("latency (sample of 200)"), "{text}");
+    }
+}
+
+/// `(exit code, the stderr line)` of a command expected to fail.
+fn fails(args: &[&str], stdin: &str) -> (Option<i32>, String) {
+    let (code, _, err) = run(args, stdin);
+    assert_ne!(code, Some(0), "{args:?} succeeded");
+    let err: Vec<String> = err.into_iter().filter(|l| l.starts_with("dchan ")).collect();
+    assert_eq!(err.len(), 1, "one error line: {err:?}");
+    (code, err[0].clone())
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let nobody = dead_addr();
+    for cmd in [&["send", "c", "1"][..], &["recv", "c"][..], &["status"][..]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--join", &nobody]);
+        let (_, line) = fails(&args, "");
+        assert!(line.contains(&format!("nothing is listening at {nobody}")), "{line}");
+    }
+    let (_, line) = fails(&["send", "c", "{\"a\":1}", "{oops", "--join", &nobody], "");
+    assert!(line.contains("value 2 is not JSON: key must be a string"), "{line}");
+
+    let (_nodes, addr) = cluster(1);
+    let recv = spawn(&["recv", "c", "--join", &addr]);
+    let (_, line) = fails(&["send", "c", "--join", &addr], "1\n2\n[3,\n");
+    assert!(
+        line.contains("line 3 is not JSON") && line.contains("after 2 message(s) sent"),
+        "{line}"
+    );
+    let (_, line) = fails(&["status", "nope", "--join", &addr], "");
+    assert!(line.contains("no channel named \"nope\""), "{line}");
+    drop(recv);
+}
+
+#[test]
+fn recv_reports_a_closed_stdout_and_what_it_did_not_print_goes_elsewhere() {
+    let (_nodes, addr) = cluster(1);
+    let mut recv = spawn(&["recv", "lines", "--join", &addr]);
+    let (code, _, _) = run(&["send", "lines", "1", "--join", &addr], "");
+    assert_eq!(code, Some(0));
+    assert_eq!(recv.next_line(), "1");
+    // As `dchan recv | head -1`: the reader goes away (its thread drops the pipe at the next
+    // line it reads). Send one at a time until the receiver finds its stdout closed.
+    drop(std::mem::replace(&mut recv.out, std::sync::mpsc::channel().1));
+    let mut send = spawn(&["send", "lines", "--join", &addr]);
+    let mut sent = 1;
+    'sending: loop {
+        assert!(sent < 20, "dchan recv never noticed its stdout closed");
+        sent += 1;
+        send.write(&format!("{sent}\n"));
+        let noticed = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < noticed {
+            if recv.child.try_wait().expect("status").is_some() {
+                break 'sending;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let (code, _, err) = recv.wait();
+    assert_eq!(code, Some(1));
+    let line = err
+        .iter()
+        .find(|l| l.starts_with("dchan recv: stdout closed after "))
+        .expect("the error line");
+    let printed: u64 = line["dchan recv: stdout closed after ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    // What it took and could not print was not acknowledged: the next receiver gets it.
+    let next = spawn(&["recv", "lines", "--join", &addr, "--count", &(sent - printed).to_string()]);
+    let (code, out, err) = next.wait();
+    assert_eq!(code, Some(0), "{err:?}");
+    let expected: Vec<String> = (printed + 1..=sent).map(|n| n.to_string()).collect();
+    assert_eq!(out, expected);
+    // The sender waited for all of them to be taken before it left.
+    send.close_stdin();
+    let (code, _, err) = send.wait();
+    assert_eq!(code, Some(0), "{err:?}");
+}
+
+#[test]
+fn sigint_stops_send_with_the_count_sent() {
+    let (_nodes, addr) = cluster(1);
+    // No receiver: the first value waits for one, as a Go channel would, until Ctrl-C.
+    let mut send = spawn(&["send", "idle", "--join", &addr]);
+    send.write("1\n");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, out, _) = run(&["status", "--json", "--join", &addr], "");
+        let v: serde_json::Value = serde_json::from_str(&out[0]).expect("json");
+        if v["channels"].as_array().is_some_and(|c| c.iter().any(|c| c["name"] == "idle")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sender never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    send.signal("-INT");
+    let (code, _, err) = send.wait();
+    assert_eq!(code, Some(130));
+    assert!(err.iter().any(|l| l == "dchan send: interrupted after 0 message(s) sent"), "{err:?}");
+}

@@ -1,0 +1,159 @@
+//! Helpers for the tests of the `dchan` binary: start it as real processes on loopback, read
+//! their lines with deadlines, stop them. Every wait is bounded.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long anything awaited may take.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A `dchan` process; killed if the test ends before it exits.
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub out: mpsc::Receiver<String>,
+    pub err: mpsc::Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Start `dchan ARGS...` with piped stdin, stdout and stderr.
+pub fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dchan"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("DCHAN_JOIN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dchan");
+    let stdin = child.stdin.take();
+    let out = lines(child.stdout.take().expect("stdout"));
+    let err = lines(child.stderr.take().expect("stderr"));
+    Proc { child, stdin, out, err }
+}
+
+impl Proc {
+    /// The next line of stdout, within the deadline.
+    pub fn next_line(&self) -> String {
+        self.out.recv_timeout(DEADLINE).unwrap_or_else(|e| panic!("no line on stdout: {e}"))
+    }
+
+    /// The first stdout line containing `needle`.
+    pub fn line_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => continue,
+                Err(e) => panic!("no line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    /// Write `text` to its stdin.
+    pub fn write(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    /// Close its stdin.
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// Send a signal (`-INT`, `-TERM`, `-KILL`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
+        assert!(ok.expect("kill runs").success());
+    }
+
+    /// Wait for it to exit: its exit code and everything left on stdout and stderr.
+    pub fn wait(mut self) -> (Option<i32>, Vec<String>, Vec<String>) {
+        let deadline = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("status") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "dchan did not exit in time");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let drain = |rx: &mpsc::Receiver<String>| {
+            let mut v = Vec::new();
+            // The reader threads end with the pipes; take all they read.
+            while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+                v.push(l);
+            }
+            v
+        };
+        let out = drain(&self.out);
+        let err = drain(&self.err);
+        let stderr_text = err.join("\n");
+        assert!(!stderr_text.contains("panicked"), "dchan panicked: {stderr_text}");
+        assert!(
+            !stderr_text.contains("RUST_BACKTRACE"),
+            "dchan printed a backtrace: {stderr_text}"
+        );
+        (status.code(), out, err)
+    }
+}
+
+/// Run `dchan ARGS...` with `stdin` to completion.
+pub fn run(args: &[&str], stdin: &str) -> (Option<i32>, Vec<String>, Vec<String>) {
+    let mut p = spawn(args);
+    p.write(stdin);
+    p.close_stdin();
+    p.wait()
+}
+
+/// A `dchan node` process that is a member: the process and its address.
+pub fn node(join: Option<&str>) -> (Proc, String) {
+    let mut args = vec!["node", "--listen", "127.0.0.1:0"];
+    if let Some(j) = join {
+        args.extend(["--join", j]);
+    }
+    let p = spawn(&args);
+    let started = p.line_with("listening on ");
+    let addr = started.rsplit(' ').next().expect("address").to_owned();
+    (p, addr)
+}
+
+/// A cluster of `n` node processes; the address of the first.
+pub fn cluster(n: usize) -> (Vec<Proc>, String) {
+    let (first, addr) = node(None);
+    let mut procs = vec![first];
+    for _ in 1..n {
+        procs.push(node(Some(&addr)).0);
+    }
+    (procs, addr)
+}
+
+/// An address with nothing listening: a port bound and released.
+pub fn dead_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
