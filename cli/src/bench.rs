@@ -59,7 +59,7 @@ pub(crate) struct Args {
     #[arg(long)]
     channel: Option<String>,
     /// Run every node on a thread of this process instead of a process of its own.
-    #[arg(long, conflicts_with = "join")]
+    #[arg(long)]
     in_process: bool,
     /// Use the running cluster at this address (repeat for more seeds) instead of starting one.
     #[arg(long)]
