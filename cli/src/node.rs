@@ -22,12 +22,8 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     if let Some(addr) = args.advertise {
         builder = builder.advertise(addr);
     }
-    let builder = if args.join.is_empty() {
-        builder.bootstrap()
-    } else {
-        crate::client::check_seeds(&args.join).await?;
-        builder.join(args.join)
-    };
+    // A node keeps asking its seeds for the join timeout (they may be starting too).
+    let builder = if args.join.is_empty() { builder.bootstrap() } else { builder.join(args.join) };
     // Service managers and container platforms stop a process with SIGTERM: leave gracefully
     // then too, as on Ctrl-C.
     let mut stop = crate::client::Stop::new()?;
