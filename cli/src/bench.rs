@@ -100,8 +100,8 @@ enum Role {
 struct BenchMsg {
     seq: u64,
     sent_ns: u64,
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
+    /// Shared between messages (a reference count per message, not a copy).
+    payload: bytes::Bytes,
 }
 
 fn now_ns() -> u64 {
@@ -232,7 +232,7 @@ async fn role(
                     .await
                     .map_err(|_| Failure::new("the channel closed"))?;
                 out(format!("start {}", now_ns()));
-                let payload = vec![0x5a; args.size];
+                let payload = bytes::Bytes::from(vec![0x5a; args.size]);
                 for seq in 0..args.count {
                     let sent_ns = if seq % SAMPLE_EVERY == 0 { now_ns() } else { 0 };
                     let msg = BenchMsg { seq, sent_ns, payload: payload.clone() };
