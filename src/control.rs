@@ -282,10 +282,7 @@ impl Core {
                 Response::Membership(self.on_leader(Request::Leave { node }).await)
             }
             Request::PreVote => Response::PreVote(self.elections.would_vote()),
-            Request::Stats => Response::Stats(crate::stats::NodeStats {
-                node: self.id,
-                channels: self.switch.stats(),
-            }),
+            Request::Stats => Response::Stats(self.stats()),
             Request::DeadLetters { channel } => {
                 Response::DeadLetters(self.local_dead_letters(&channel))
             }
@@ -293,6 +290,11 @@ impl Core {
                 Response::Removed(self.remove_dead_letters(&channel, &seqs))
             }
         }
+    }
+
+    /// What this node holds, per channel.
+    pub(crate) fn stats(&self) -> crate::stats::NodeStats {
+        crate::stats::NodeStats { node: self.id, channels: self.switch.stats() }
     }
 
     /// The dead letters of `channel` kept on this node.

@@ -195,7 +195,8 @@ pub(crate) struct Grants {
     batch: u32,
     /// Messages in the buffer, and delivered but not yet acknowledged.
     held: u32,
-    /// Credit granted and not yet used, per node.
+    /// Credit granted and not yet used, per node; a node stays listed (with 0) once granted
+    /// anything: the nodes that may have sent something.
     out: BTreeMap<NodeId, u32>,
     out_total: u32,
     /// Nodes that asked for credit, in the order they asked.
@@ -206,8 +207,6 @@ pub(crate) struct Grants {
     local_wants: bool,
     /// Messages taken per node, not yet told.
     taken: Vec<(NodeId, u32)>,
-    /// Every node ever granted credit: those that may have sent something.
-    known: BTreeSet<NodeId>,
     /// Nodes that left the cluster: never granted anything again.
     left: BTreeSet<NodeId>,
 }
@@ -225,7 +224,6 @@ impl Grants {
             reclaiming: BTreeSet::new(),
             local_wants: false,
             taken: Vec::new(),
-            known: BTreeSet::new(),
             left: BTreeSet::new(),
         }
     }
@@ -300,13 +298,12 @@ impl Grants {
         self.wanting.retain(|n| *n != node);
         self.reclaiming.remove(&node);
         self.taken.retain(|(n, _)| *n != node);
-        self.known.remove(&node);
         self.left.insert(node);
     }
 
     /// Every node that may have sent something (for [`Frame::Released`](crate::wire::Frame::Released)).
     pub(crate) fn known(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.known.iter().copied()
+        self.out.keys().copied()
     }
 
     /// Everything taken, to tell now (the receiver is going away).
@@ -367,7 +364,6 @@ impl Grants {
         self.wanting.retain(|w| *w != node);
         *self.out.entry(node).or_default() += n;
         self.out_total += n;
-        self.known.insert(node);
         out.add(node, 0, n);
     }
 }

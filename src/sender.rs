@@ -248,15 +248,19 @@ where
     /// a message is lost only if its sending node is gone before it is received, so a process
     /// that waits here and then shuts down loses nothing to a receiving node that dies after.
     ///
-    /// Checks every few milliseconds; bound it with a timeout if receivers may never take them.
+    /// Woken by what the receivers say they took; bound it with a timeout if they may never
+    /// take them.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn wait_taken(&self) {
         let route = self.route();
+        // Made before the check: a "taken" between the check and the wait is not missed (every
+        // one wakes the route's waiters, as do re-routing and a receiver's node leaving).
+        let mut waiting = route.wait();
         while route.in_flight() > 0 || route.is_rerouting() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            waiting.changed().await;
         }
     }
 

@@ -52,7 +52,7 @@ impl NodeStats {
 impl Node {
     /// What this node holds, per channel.
     pub fn stats(&self) -> NodeStats {
-        NodeStats { node: self.core.id, channels: self.core.switch.stats() }
+        self.core.stats()
     }
 
     /// Every member's [`stats`](Node::stats), asked of each (this node answers for itself). A
@@ -85,7 +85,7 @@ impl Node {
         let members: Vec<u64> = self.core.registry.borrow().nodes.keys().copied().collect();
         let answers = join_all(members.into_iter().map(|id| async move {
             if id == self.core.id {
-                return Ok(self.local_dead_letters(channel));
+                return Ok(self.core.local_dead_letters(channel));
             }
             match self.ask(id, Request::DeadLetters { channel: channel.to_owned() }).await {
                 Ok(Response::DeadLetters(l)) => Ok(l),
@@ -123,10 +123,6 @@ impl Node {
             }
         }
         Ok(())
-    }
-
-    fn local_dead_letters(&self, channel: &str) -> Vec<DeadLetter> {
-        self.core.local_dead_letters(channel)
     }
 
     async fn ask(&self, id: u64, req: Request) -> Result<Response, Error> {

@@ -211,8 +211,10 @@ impl Switchboard {
             return;
         }
         let kept = self.peers.find(from).map(|p| p.outbox.take_kept(to)).unwrap_or_default();
-        route.wake();
+        // Counted as re-routing before anyone is woken: a sender waiting for its messages to be
+        // taken never sees them neither in flight nor re-routing.
         self.redeliver(&route, kept);
+        route.wake();
     }
 
     /// Deliver `msgs` to other receivers of `route`'s channel, in the background (see
@@ -227,7 +229,6 @@ impl Switchboard {
         crate::redelivery::redeliver(route.clone(), msgs, &self.tasks, self.cancel.clone());
     }
 
-    /// How many receivers' inboxes this node holds, dropped ones not yet deregistered included.
     /// What this node holds of each channel it has a router for.
     pub(crate) fn stats(&self) -> Vec<crate::stats::ChannelStats> {
         let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
@@ -258,6 +259,7 @@ impl Switchboard {
         lock(&self.routes).get(channel).cloned()
     }
 
+    /// How many receivers' inboxes this node holds, dropped ones not yet deregistered included.
     pub(crate) fn inbox_count(&self) -> usize {
         lock(&self.inboxes).len()
     }

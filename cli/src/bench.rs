@@ -108,20 +108,24 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// A running benchmark node: a child process, or a thread with `--in-process`.
-struct Worker {
-    lines: std_mpsc::Receiver<String>,
-    kind: WorkerKind,
-}
+/// A line a worker printed (`None`: its output ended), with the worker's index.
+type Event = (usize, Option<String>);
 
-enum WorkerKind {
+/// A running benchmark node: a child process, or a thread with `--in-process`.
+enum Worker {
     Process(Child),
     Thread { stop: Option<tokio::sync::oneshot::Sender<()>>, handle: std::thread::JoinHandle<()> },
 }
 
 impl Worker {
-    fn spawn(args: &NodeArgs, in_process: bool) -> Result<Worker, Failure> {
-        let (tx, lines) = std_mpsc::channel();
+    /// Start worker `index`; its lines go to `events`.
+    fn spawn(
+        args: &NodeArgs,
+        in_process: bool,
+        index: usize,
+        events: &std_mpsc::Sender<Event>,
+    ) -> Result<Worker, Failure> {
+        let tx = events.clone();
         if in_process {
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
             let args = args.clone();
@@ -130,17 +134,18 @@ impl Worker {
                 let result = actix_rt::System::new().block_on(role(
                     args,
                     &move |l| {
-                        let _ = out.send(l);
+                        let _ = out.send((index, Some(l)));
                     },
                     async {
                         let _ = stop_rx.await;
                     },
                 ));
                 if let Err(f) = result {
-                    let _ = tx.send(format!("error {}", f.message));
+                    let _ = tx.send((index, Some(format!("error {}", f.message))));
                 }
+                let _ = tx.send((index, None));
             });
-            return Ok(Worker { lines, kind: WorkerKind::Thread { stop: Some(stop_tx), handle } });
+            return Ok(Worker::Thread { stop: Some(stop_tx), handle });
         }
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
@@ -159,18 +164,19 @@ impl Worker {
         let out = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
+                if tx.send((index, Some(line))).is_err() {
+                    return;
                 }
             }
+            let _ = tx.send((index, None));
         });
-        Ok(Worker { lines, kind: WorkerKind::Process(child) })
+        Ok(Worker::Process(child))
     }
 
     /// Tell it to leave the cluster and exit, and wait until it has.
     fn finish(self) {
-        match self.kind {
-            WorkerKind::Process(mut child) => {
+        match self {
+            Worker::Process(mut child) => {
                 drop(child.stdin.take());
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while Instant::now() < deadline {
@@ -182,7 +188,7 @@ impl Worker {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            WorkerKind::Thread { mut stop, handle } => {
+            Worker::Thread { mut stop, handle } => {
                 if let Some(s) = stop.take() {
                     let _ = s.send(());
                 }
@@ -264,13 +270,15 @@ async fn role(
                         Err(dchan::TryRecvError::Empty) => {
                             // Dry for now: report (the parent knows the total and stops
                             // everyone once it is reached), then wait for more.
-                            if n > 0 {
-                                out(format!("done {n} {}", now_ns()));
-                            }
+                            // Samples first: when the parent reads the last `done`, every
+                            // sample before it has been read too.
                             if !samples.is_empty() {
                                 let s: Vec<String> = samples.iter().map(u64::to_string).collect();
                                 out(format!("sample {}", s.join(" ")));
                                 samples.clear();
+                            }
+                            if n > 0 {
+                                out(format!("done {n} {}", now_ns()));
                             }
                             match rx.recv().await {
                                 Some(msg) => took(&msg, &mut n, &mut samples),
@@ -295,16 +303,6 @@ async fn role(
     let left = node.shutdown().await;
     result?;
     left.map_err(Failure::from)
-}
-
-/// What the children reported.
-#[derive(Default)]
-struct Tally {
-    /// Per receiver: messages received so far, and when the last of them was.
-    received: Vec<(u64, u64)>,
-    /// When the first sender started.
-    start_ns: Option<u64>,
-    ready: usize,
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
@@ -376,15 +374,15 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         capacity: args.capacity,
     };
     let mut workers = Vec::new();
+    let (events_tx, events) = std_mpsc::channel();
     let outcome = (|| {
-        for _ in 0..args.receivers {
-            workers.push(Worker::spawn(&node_args(Role::Recv, 0), args.in_process)?);
+        // Receivers first, so that workers 0..receivers are the receivers.
+        for i in 0..args.receivers + args.senders {
+            let role = if i < args.receivers { Role::Recv } else { Role::Send };
+            let count = if role == Role::Send { per_sender } else { 0 };
+            workers.push(Worker::spawn(&node_args(role, count), args.in_process, i, &events_tx)?);
         }
-        let receivers = workers.len();
-        for _ in 0..args.senders {
-            workers.push(Worker::spawn(&node_args(Role::Send, per_sender), args.in_process)?);
-        }
-        measure(&args, &workers, receivers, expected, total_sent)
+        measure(&args, &events, expected, total_sent)
     })();
     for w in workers {
         w.finish();
@@ -397,92 +395,62 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
 /// Follow the workers' reports until every message is received; print the result.
 fn measure(
     args: &Args,
-    workers: &[Worker],
-    receivers: usize,
+    events: &std_mpsc::Receiver<Event>,
     expected: u64,
     total_sent: u64,
 ) -> Result<(), Failure> {
     let bar = ProgressBar::new(expected);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} messages {per_sec} {msg}")
+        ProgressStyle::with_template("{bar:40} {pos}/{len} messages {per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut tally = Tally { received: vec![(0, 0); receivers], ..Tally::default() };
+    // Per receiver: messages received so far, and when the last of them was.
+    let mut received = vec![(0u64, 0u64); args.receivers];
+    // When the first sender started.
+    let mut start_ns: Option<u64> = None;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
         .map_err(|e| Failure::new(e.to_string()))?;
     let deadline = Instant::now() + RUN_TIMEOUT;
+    let fail = |message: String| {
+        bar.abandon();
+        Err(Failure::new(message))
+    };
     loop {
-        let got: u64 = tally.received.iter().map(|r| r.0).sum();
+        let got: u64 = received.iter().map(|r| r.0).sum();
         bar.set_position(got);
         if got >= expected {
             break;
         }
-        if Instant::now() > deadline {
-            bar.abandon();
-            return Err(Failure::new(format!(
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((i, line)) = events.recv_timeout(left) else {
+            return fail(format!(
                 "only {got} of {expected} messages arrived within {RUN_TIMEOUT:?}"
-            )));
-        }
-        let mut any = false;
-        for (i, w) in workers.iter().enumerate() {
-            loop {
-                let line = match w.lines.try_recv() {
-                    Ok(line) => line,
-                    Err(std_mpsc::TryRecvError::Empty) => break,
-                    Err(std_mpsc::TryRecvError::Disconnected) => {
-                        bar.abandon();
-                        return Err(Failure::new(
-                            "a benchmark node stopped before the run was over (see its error above)",
-                        ));
-                    }
-                };
-                any = true;
-                let mut words = line.split(' ');
-                match words.next() {
-                    Some("ready") => tally.ready += 1,
-                    Some("start") => {
-                        let t: u64 = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-                        tally.start_ns = Some(tally.start_ns.map_or(t, |s| s.min(t)));
-                        if tally.ready == workers.len() {
-                            bar.set_message("running");
-                        }
-                    }
-                    Some("done") if i < receivers => {
-                        let n = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-                        let t = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-                        tally.received[i] = (n, t);
-                    }
-                    Some("sample") => {
-                        for v in words.filter_map(|v| v.parse::<u64>().ok()) {
-                            let _ = latency.record(v.max(1));
-                        }
-                    }
-                    Some("error") => {
-                        bar.abandon();
-                        return Err(Failure::new(line.trim_start_matches("error ").to_string()));
-                    }
-                    _ => {}
+            ));
+        };
+        let Some(line) = line else {
+            return fail(
+                "a benchmark node stopped before the run was over (see its error above)".into(),
+            );
+        };
+        let mut words = line.split(' ');
+        let kind = words.next();
+        let nums: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
+        let num = |k: usize| nums.get(k).copied().unwrap_or(0);
+        match kind {
+            Some("start") => start_ns = Some(start_ns.map_or(num(0), |s| s.min(num(0)))),
+            Some("done") if i < args.receivers => received[i] = (num(0), num(1)),
+            Some("sample") => {
+                for v in &nums {
+                    let _ = latency.record((*v).max(1));
                 }
             }
-        }
-        if !any {
-            std::thread::sleep(Duration::from_millis(2));
+            Some("error") => return fail(line.trim_start_matches("error ").to_string()),
+            _ => {}
         }
     }
     bar.finish_and_clear();
-    // Samples reported with the last messages may still be on their way.
-    std::thread::sleep(Duration::from_millis(50));
-    for w in workers.iter().take(receivers) {
-        while let Ok(line) = w.lines.try_recv() {
-            if let Some(rest) = line.strip_prefix("sample ") {
-                for v in rest.split(' ').filter_map(|v| v.parse::<u64>().ok()) {
-                    let _ = latency.record(v.max(1));
-                }
-            }
-        }
-    }
-    let start = tally.start_ns.ok_or_else(|| Failure::new("no sender reported its start"))?;
-    let end = tally.received.iter().map(|r| r.1).max().unwrap_or(start);
+    let start = start_ns.ok_or_else(|| Failure::new("no sender reported its start"))?;
+    let end = received.iter().map(|r| r.1).max().unwrap_or(start);
     let secs = (end.saturating_sub(start) as f64 / 1e9).max(1e-9);
     let rate = expected as f64 / secs;
     let how = if args.in_process { "one node per thread" } else { "one node per process" };

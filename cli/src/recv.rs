@@ -68,12 +68,10 @@ async fn receive(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
         let _ = done_tx.send(print(todo));
     });
     let mut received: u64 = 0;
-    let mut printer_stopped = false;
     while args.count.is_none_or(|c| received < c) {
         let Some(delivery) = rx.recv().await else { break }; // closed and drained
         if lines.send(delivery).await.is_err() {
-            printer_stopped = true;
-            break;
+            break; // the printer stopped: it says why
         }
         received += 1;
     }
@@ -81,7 +79,7 @@ async fn receive(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
     let outcome = done.await;
     let _ = printer.join();
     match outcome {
-        Ok(Ok(_)) if !printer_stopped => Ok(()),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err((printed, Stopped::Closed(e)))) => {
             Err(Failure::new(format!("stdout closed after {printed} message(s): {e}")))
         }
@@ -89,7 +87,7 @@ async fn receive(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
             "message {} has no JSON form ({e}); it was not acknowledged and goes to another receiver",
             printed + 1
         ))),
-        _ => Err(Failure::new("the printing thread stopped")),
+        Err(_) => Err(Failure::new("the printing thread stopped")),
     }
 }
 

@@ -308,29 +308,24 @@ pub fn child_main() {
         while let Some(line) = commands.recv().await {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
-                ["recv", channel, capacity] => {
+                ["recv", channel, capacity] | ["slowrecv", channel, capacity, _] => {
                     let cap: usize = capacity.parse().expect("capacity");
-                    let mut rx = node.receiver::<u64>(channel).capacity(cap).await.expect("recv");
-                    println!("@ recv {channel}");
-                    let channel = channel.to_string();
-                    keep.push(actix_rt::spawn(async move {
-                        while let Some(n) = rx.recv().await {
-                            println!("@ got {channel} {n}");
+                    let pause = match words.as_slice() {
+                        [_, _, _, micros] => {
+                            Some(Duration::from_micros(micros.parse().expect("micros")))
                         }
-                        println!("@ end {channel}");
-                    }));
-                }
-                ["slowrecv", channel, capacity, micros] => {
-                    let cap: usize = capacity.parse().expect("capacity");
-                    let pause = Duration::from_micros(micros.parse().expect("micros"));
+                        _ => None,
+                    };
                     let mut rx = node.receiver::<u64>(channel).capacity(cap).await.expect("recv");
                     println!("@ recv {channel}");
                     let channel = channel.to_string();
                     keep.push(actix_rt::spawn(async move {
                         while let Some(n) = rx.recv().await {
                             println!("@ got {channel} {n}");
-                            // Pacing a slow consumer, not synchronization.
-                            tokio::time::sleep(pause).await;
+                            if let Some(pause) = pause {
+                                // Pacing a slow consumer, not synchronization.
+                                tokio::time::sleep(pause).await;
+                            }
                         }
                         println!("@ end {channel}");
                     }));
