@@ -1,0 +1,172 @@
+//! dchan as users run it: one node per process, the first bootstrapping the cluster, the others
+//! joining it. Work queues and broadcasts ([`flow`]), ping-pong through two channels ([`ping`],
+//! [`pong`]) and the time a new receiver takes to be registered ([`member`]).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::spec::{Mode, Msg, Spec};
+use crate::worker::{histogram, hold, Ctx};
+use crate::{now_ns, Error};
+
+async fn node(join: Option<&str>) -> Result<dchan::Node, Error> {
+    let builder = dchan::Node::builder().listen("127.0.0.1:0");
+    let builder = match join {
+        Some(seed) => builder.join([seed]),
+        None => builder.bootstrap(),
+    };
+    Ok(builder.start().await?)
+}
+
+/// `ready ADDR`: the address others join.
+fn ready(ctx: &Ctx, node: &dchan::Node) {
+    ctx.out(format!("ready {}", node.addr()));
+}
+
+pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
+    let Spec::Dchan {
+        join,
+        channel,
+        receivers,
+        senders,
+        count,
+        size,
+        mode,
+        wait_for,
+        capacity,
+        expect,
+    } = spec
+    else {
+        unreachable!("flow is given a Dchan spec")
+    };
+    let node = node(join.as_deref()).await?;
+    // Receivers share one count: the node's receivers report together.
+    let received = Rc::new(Cell::new(0u64));
+    for _ in 0..receivers {
+        let mut rx = node.receiver::<Msg>(&channel).capacity(capacity).await?;
+        let received = received.clone();
+        let out = ctx.reporter();
+        actix_rt::spawn(async move {
+            loop {
+                match rx.try_recv() {
+                    Ok(_) => {}
+                    Err(dchan::TryRecvError::Closed) => return,
+                    Err(dchan::TryRecvError::Empty) => {
+                        // Dry: a work queue's receiver cannot know its share, so it reports.
+                        if expect == 0 && received.get() > 0 {
+                            out(format!("done {} {}", received.get(), now_ns()));
+                        }
+                        if rx.recv().await.is_none() {
+                            return;
+                        }
+                    }
+                }
+                received.set(received.get() + 1);
+                if received.get() == expect {
+                    out(format!("done {expect} {}", now_ns()));
+                }
+            }
+        });
+    }
+    let mut txs = Vec::new();
+    for _ in 0..senders {
+        let tx = node.sender::<Msg>(&channel).await?;
+        tx.wait_for_receivers(wait_for).await.map_err(|_| "the channel closed")?;
+        txs.push(tx);
+    }
+    ready(ctx, &node);
+    if senders > 0 {
+        ctx.go().await?;
+        ctx.out(format!("start {}", now_ns()));
+        let payload = Bytes::from(vec![0x5a; size]);
+        let sending = txs.iter().map(|tx| {
+            let payload = payload.clone();
+            async move {
+                for seq in 0..count {
+                    let msg = Msg { seq, payload: payload.clone() };
+                    match mode {
+                        Mode::Queue => tx.send(msg).await.map_err(|_| "the channel closed")?,
+                        Mode::Broadcast => {
+                            tx.broadcast(msg).await.map_err(|_| "the channel closed")?;
+                        }
+                    }
+                }
+                Ok::<_, Error>(())
+            }
+        });
+        futures::future::try_join_all(sending).await?;
+    }
+    hold((txs, node)).await
+}
+
+pub(crate) async fn pong(ctx: &Ctx) -> Result<(), Error> {
+    let node = node(None).await?;
+    let mut rx = node.receiver::<Bytes>("ping").capacity(16).await?;
+    let tx = node.sender::<Bytes>("pong").await?;
+    ready(ctx, &node);
+    while let Some(msg) = rx.recv().await {
+        tx.send(msg).await.map_err(|_| "the channel closed")?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn ping(
+    ctx: &mut Ctx,
+    join: &str,
+    rounds: usize,
+    size: usize,
+) -> Result<(), Error> {
+    let node = node(Some(join)).await?;
+    let mut rx = node.receiver::<Bytes>("pong").capacity(16).await?;
+    let tx = node.sender::<Bytes>("ping").await?;
+    tx.wait_for_receivers(1).await.map_err(|_| "the channel closed")?;
+    let payload = Bytes::from(vec![0x5a; size]);
+    ctx.round_trips(rounds, async || {
+        tx.send(payload.clone()).await.map_err(|_| "the channel closed")?;
+        rx.recv().await.ok_or("the pong channel closed")?;
+        Ok(())
+    })
+    .await?;
+    hold((tx, rx, node)).await
+}
+
+pub(crate) async fn member(
+    ctx: &mut Ctx,
+    join: Option<String>,
+    voters: usize,
+    registrations: usize,
+) -> Result<(), Error> {
+    let node = node(join.as_deref()).await?;
+    ready(ctx, &node);
+    if registrations == 0 {
+        return hold(node).await;
+    }
+    ctx.go().await?;
+    // Measure once the cluster is whole: every voter in, a leader known.
+    let mut watch = node.watch_cluster();
+    let start = Instant::now();
+    loop {
+        let info = node.cluster();
+        let n = info.members.iter().filter(|m| m.role == dchan::Role::Voter).count();
+        if n >= voters && info.leader.is_some() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(format!("only {n} voters after 30 s").into());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), watch.changed()).await;
+    }
+    let mut took = histogram();
+    let mut keep = Vec::with_capacity(registrations);
+    for i in 0..registrations {
+        let t = Instant::now();
+        let rx = node.receiver::<u64>(&format!("registration-{i}")).capacity(16).await?;
+        took.record(t.elapsed().as_nanos() as u64)?;
+        keep.push(rx);
+    }
+    ctx.rtt(&took);
+    hold((keep, node)).await
+}

@@ -1,0 +1,81 @@
+//! What a worker process is told to be: the parent serializes a [`Spec`] to JSON on the worker's
+//! command line.
+
+use serde::{Deserialize, Serialize};
+
+/// One message of the throughput runs that carry structs (dchan and the rmp-serde baseline).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Msg {
+    pub(crate) seq: u64,
+    pub(crate) payload: bytes::Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Mode {
+    Queue,
+    Broadcast,
+}
+
+/// A worker. Receivers print `ready [ADDR]` once they can receive, then `done N NS` (messages
+/// so far, time of the last) when they have the count they expect, or, when they cannot know it
+/// (work queues), each time they run dry; senders print `ready`, wait for `go` on
+/// stdin, then print `start NS`; latency workers print `rtt N P50 P99` (ns); every worker stops
+/// when its stdin closes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Spec {
+    /// Busy-loop one core until stopped.
+    Spin,
+    /// Raw framed TCP: listen, count `expect` messages (decoding `Msg`s when `rmp`).
+    RawRecv { rmp: bool, expect: u64 },
+    /// Raw framed TCP: `count` frames of `size` bytes, or `Msg`s batched into 64 KiB frames.
+    RawSend { rmp: bool, addr: String, count: u64, size: usize },
+    /// Raw framed TCP: echo every frame.
+    RawPong,
+    /// Raw framed TCP: `rounds` round trips of a `size`-byte frame.
+    RawPing { addr: String, rounds: usize, size: usize },
+    /// A bounded tokio mpsc channel in one process (sender task and receiver task).
+    Mpsc { count: u64, size: usize },
+    /// NATS core subscriber (in queue group `queue` if given).
+    /// `expect`: messages for this subscriber, 0 when not known (queue group).
+    NatsRecv { url: String, subject: String, queue: Option<String>, capacity: usize, expect: u64 },
+    /// NATS core publisher.
+    NatsSend { url: String, subject: String, count: u64, size: usize },
+    /// NATS request/reply: the replier.
+    NatsReply { url: String, subject: String },
+    /// NATS request/reply: the requester.
+    NatsRequest { url: String, subject: String, rounds: usize, size: usize },
+    /// Zenoh peer listening on `port`, callback subscriber.
+    ZenohRecv { port: u16, expect: u64 },
+    /// Zenoh peer publishing to the peer on `port`.
+    ZenohSend { port: u16, count: u64, size: usize },
+    /// Zenoh: answer each ping with a pong.
+    ZenohPong { port: u16 },
+    /// Zenoh: `rounds` round trips.
+    ZenohPing { port: u16, rounds: usize, size: usize },
+    /// A dchan node (bootstrapping when `join` is `None`) with `receivers` receivers and
+    /// `senders` senders of `channel`; each sender sends `count` messages of `size` bytes once
+    /// `wait_for` receivers exist.
+    Dchan {
+        join: Option<String>,
+        channel: String,
+        receivers: usize,
+        senders: usize,
+        count: u64,
+        size: usize,
+        mode: Mode,
+        wait_for: usize,
+        capacity: usize,
+        /// Messages for this node's receivers together, 0 when not known (work queue).
+        expect: u64,
+    },
+    /// One dchan node, a sender and a receiver on it.
+    DchanLocal { count: u64, size: usize, capacity: usize },
+    /// dchan: answer each message of `ping` on `pong`.
+    DchanPong,
+    /// dchan: `rounds` round trips through the `DchanPong` node at `join`.
+    DchanPing { join: String, rounds: usize, size: usize },
+    /// A dchan member; with `registrations`, it waits until the cluster has `voters` voters,
+    /// then creates that many receivers one after another and reports `rtt`-style percentiles
+    /// of the time each took to be registered.
+    DchanMember { join: Option<String>, voters: usize, registrations: usize },
+}

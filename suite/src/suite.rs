@@ -1,0 +1,385 @@
+//! What the suite measures, in which order, and how often: every measurement once per round,
+//! rounds interleaved (so that a noisy minute of this shared machine hits every system alike),
+//! the median of the rounds reported.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::Run;
+use crate::report::{self, Outcome};
+use crate::spec::{Mode, Spec};
+use crate::Error;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Messages per throughput measurement (64-byte runs; 1 KiB runs send a quarter).
+    #[arg(long, default_value_t = 2_000_000)]
+    count: u64,
+    /// Round trips per latency measurement (plus a tenth to warm up).
+    #[arg(long, default_value_t = 20_000)]
+    round_trips: usize,
+    /// Receivers registered, one after another, for the registration latency.
+    #[arg(long, default_value_t = 500)]
+    registrations: usize,
+    /// Times every measurement runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Run only the measurements whose name contains one of these (e.g. `--only nats`).
+    #[arg(long)]
+    only: Vec<String>,
+    /// The NATS server to start (the Debian package's `nats-server` by default).
+    #[arg(long, default_value = "nats-server")]
+    nats_server: String,
+}
+
+/// Timeout of one throughput measurement.
+const FLOW_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One run of a measurement, given the round's number.
+type Once = Box<dyn Fn(&Ctx, usize) -> Result<Outcome, Error>>;
+
+/// A measurement: its name and how to run it once.
+struct Measure {
+    name: String,
+    run: Once,
+}
+
+/// What the measurements share.
+struct Ctx {
+    count: u64,
+    round_trips: usize,
+    registrations: usize,
+    nats_url: Option<String>,
+}
+
+/// A free port on 127.0.0.1 for a program that cannot report the one it bound (Zenoh).
+fn free_port() -> Result<u16, Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Receivers start first (their ready line may give the address to dial), then senders; the
+/// throughput of `expected` messages.
+fn flow(
+    receivers: Vec<Spec>,
+    senders: impl Fn(&str) -> Vec<Spec>,
+    expected: u64,
+) -> Result<Outcome, Error> {
+    let mut run = Run::new();
+    let mut first = String::new();
+    for (i, spec) in receivers.iter().enumerate() {
+        let said = run.start(spec)?;
+        if i == 0 {
+            first = said;
+        }
+    }
+    for spec in senders(&first) {
+        run.start(&spec)?;
+    }
+    Ok(Outcome::Rate(run.throughput(expected, FLOW_TIMEOUT)?))
+}
+
+/// A round trip measurement: the answering side first (its ready line may give the address),
+/// then the asking side, with one core kept busy by a third process when `busy`.
+fn round_trip(busy: bool, answer: Spec, ask: impl Fn(&str) -> Spec) -> Result<Outcome, Error> {
+    let mut run = Run::new();
+    if busy {
+        run.start(&Spec::Spin)?;
+    }
+    let said = run.start(&answer)?;
+    run.start(&ask(&said))?;
+    let (p50, p99) = run.latency(FLOW_TIMEOUT)?;
+    Ok(Outcome::Latency { p50, p99 })
+}
+
+fn dchan_flow(
+    receivers_per_node: &[usize],
+    senders: usize,
+    per_sender: u64,
+    size: usize,
+    mode: Mode,
+    round: usize,
+    name: &str,
+) -> Result<Outcome, Error> {
+    let channel = format!("{name}-{round}");
+    let all: usize = receivers_per_node.iter().sum();
+    let total = per_sender * senders as u64;
+    let (expected, each) = match mode {
+        Mode::Queue if all == 1 => (total, total),
+        Mode::Queue => (total, 0),
+        Mode::Broadcast => (total * all as u64, total),
+    };
+    let node = |join: Option<String>, receivers: usize, senders: usize| Spec::Dchan {
+        join,
+        channel: channel.clone(),
+        receivers,
+        senders,
+        count: per_sender,
+        size,
+        mode,
+        wait_for: all,
+        capacity: 1024,
+        expect: each * receivers as u64,
+    };
+    let mut run = Run::new();
+    let seed = run.start(&node(None, receivers_per_node[0], 0))?;
+    for &r in &receivers_per_node[1..] {
+        run.start(&node(Some(seed.clone()), r, 0))?;
+    }
+    run.start(&node(Some(seed), 0, senders))?;
+    Ok(Outcome::Rate(run.throughput(expected, FLOW_TIMEOUT)?))
+}
+
+fn measures() -> Vec<Measure> {
+    let mut m: Vec<Measure> = Vec::new();
+    let mut add = |name: &str, run: Once| {
+        m.push(Measure { name: name.to_string(), run });
+    };
+    // Throughput, 1 -> 1 across two processes.
+    for (name, rmp, size) in [
+        ("raw tcp 64 B frames", false, 64),
+        ("raw tcp rmp batched", true, 64),
+        ("raw tcp rmp batched 1 KiB", true, 1024),
+    ] {
+        add(
+            name,
+            Box::new(move |c, _| {
+                let count = if size > 64 { c.count / 4 } else { c.count };
+                flow(
+                    vec![Spec::RawRecv { rmp, expect: count }],
+                    |addr| vec![Spec::RawSend { rmp, addr: addr.into(), count, size }],
+                    count,
+                )
+            }),
+        );
+    }
+    add(
+        "tokio mpsc",
+        Box::new(|c, _| flow(vec![Spec::Mpsc { count: c.count, size: 64 }], |_| vec![], c.count)),
+    );
+    add(
+        "dchan same node",
+        Box::new(|c, _| {
+            flow(
+                vec![Spec::DchanLocal { count: c.count, size: 64, capacity: 1024 }],
+                |_| vec![],
+                c.count,
+            )
+        }),
+    );
+    add("dchan 1->1", Box::new(|c, r| dchan_flow(&[1], 1, c.count, 64, Mode::Queue, r, "one")));
+    add(
+        "dchan 1->1 1 KiB",
+        Box::new(|c, r| dchan_flow(&[1], 1, c.count / 4, 1024, Mode::Queue, r, "kib")),
+    );
+    add(
+        "dchan queue 1->2",
+        Box::new(|c, r| dchan_flow(&[1, 1], 1, c.count, 64, Mode::Queue, r, "two")),
+    );
+    add(
+        "dchan queue 4->4",
+        Box::new(|c, r| dchan_flow(&[2, 2], 4, c.count / 4, 64, Mode::Queue, r, "four")),
+    );
+    add(
+        "dchan broadcast 3",
+        Box::new(|c, r| dchan_flow(&[1, 1, 1], 1, c.count, 64, Mode::Broadcast, r, "all")),
+    );
+    // NATS core.
+    fn nats(c: &Ctx) -> Result<String, Error> {
+        c.nats_url
+            .clone()
+            .ok_or_else(|| "nats-server not found (apt-get install nats-server)".into())
+    }
+    for (name, subs, queue) in
+        [("nats 1->1", 1, false), ("nats queue group 2", 2, true), ("nats fan-out 3", 3, false)]
+    {
+        add(
+            name,
+            Box::new(move |c, r| {
+                let url = nats(c)?;
+                let subject = format!("bench.{r}.{subs}.{queue}");
+                let per_sub = if queue { 0 } else { c.count };
+                let recv = Spec::NatsRecv {
+                    url: url.clone(),
+                    subject: subject.clone(),
+                    queue: queue.then(|| "workers".to_string()),
+                    capacity: c.count as usize,
+                    expect: per_sub,
+                };
+                let expected = if queue { c.count } else { c.count * subs as u64 };
+                let count = c.count;
+                flow(
+                    vec![recv; subs],
+                    |_| {
+                        vec![Spec::NatsSend {
+                            url: url.clone(),
+                            subject: subject.clone(),
+                            count,
+                            size: 64,
+                        }]
+                    },
+                    expected,
+                )
+            }),
+        );
+    }
+    // Zenoh.
+    add(
+        "zenoh 1->1",
+        Box::new(|c, _| {
+            let port = free_port()?;
+            let count = c.count;
+            flow(
+                vec![Spec::ZenohRecv { port, expect: count }],
+                |_| vec![Spec::ZenohSend { port, count, size: 64 }],
+                count,
+            )
+        }),
+    );
+    // Round trips, idle and with a busy core.
+    for busy in [false, true] {
+        let tag = |s: &str| if busy { format!("{s}, busy core") } else { s.to_string() };
+        add(
+            &tag("raw tcp ping-pong"),
+            Box::new(move |c, _| {
+                let rounds = c.round_trips;
+                round_trip(busy, Spec::RawPong, |addr| Spec::RawPing {
+                    addr: addr.into(),
+                    rounds,
+                    size: 64,
+                })
+            }),
+        );
+        add(
+            &tag("dchan ping-pong"),
+            Box::new(move |c, _| {
+                let rounds = c.round_trips;
+                round_trip(busy, Spec::DchanPong, |addr| Spec::DchanPing {
+                    join: addr.into(),
+                    rounds,
+                    size: 64,
+                })
+            }),
+        );
+        add(
+            &tag("nats request/reply"),
+            Box::new(move |c, r| {
+                let url = nats(c)?;
+                let subject = format!("rpc.{r}.{busy}");
+                let rounds = c.round_trips;
+                round_trip(
+                    busy,
+                    Spec::NatsReply { url: url.clone(), subject: subject.clone() },
+                    |_| Spec::NatsRequest {
+                        url: url.clone(),
+                        subject: subject.clone(),
+                        rounds,
+                        size: 64,
+                    },
+                )
+            }),
+        );
+        add(
+            &tag("zenoh ping-pong"),
+            Box::new(move |c, _| {
+                let port = free_port()?;
+                let rounds = c.round_trips;
+                round_trip(busy, Spec::ZenohPong { port }, |_| Spec::ZenohPing {
+                    port,
+                    rounds,
+                    size: 64,
+                })
+            }),
+        );
+    }
+    add(
+        "dchan registration, 3 nodes",
+        Box::new(|c, _| {
+            let mut run = Run::new();
+            let seed = run.start(&Spec::DchanMember { join: None, voters: 3, registrations: 0 })?;
+            run.start(&Spec::DchanMember {
+                join: Some(seed.clone()),
+                voters: 3,
+                registrations: 0,
+            })?;
+            run.start(&Spec::DchanMember {
+                join: Some(seed),
+                voters: 3,
+                registrations: c.registrations,
+            })?;
+            let (p50, p99) = run.latency(FLOW_TIMEOUT)?;
+            Ok(Outcome::Latency { p50, p99 })
+        }),
+    );
+    m
+}
+
+/// A `nats-server` on a free loopback port, stopped when dropped.
+struct NatsServer(Child);
+
+impl NatsServer {
+    fn start(program: &str) -> Result<(NatsServer, String), Error> {
+        let port = free_port()?;
+        let child = Command::new(program)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let server = NatsServer(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{program} did not listen on port {port} within 10 s").into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok((server, format!("nats://127.0.0.1:{port}")))
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn run(args: Args) -> Result<(), Error> {
+    let measures: Vec<Measure> = measures()
+        .into_iter()
+        .filter(|m| args.only.is_empty() || args.only.iter().any(|o| m.name.contains(o.as_str())))
+        .collect();
+    let needs_nats = measures.iter().any(|m| m.name.starts_with("nats"));
+    let (_server, nats_url) = match needs_nats.then(|| NatsServer::start(&args.nats_server)) {
+        Some(Ok((s, url))) => (Some(s), Some(url)),
+        Some(Err(e)) => {
+            eprintln!("dchan-suite: NATS measurements skipped: {e}");
+            (None, None)
+        }
+        None => (None, None),
+    };
+    let ctx = Ctx {
+        count: args.count,
+        round_trips: args.round_trips,
+        registrations: args.registrations,
+        nats_url,
+    };
+    let mut results: BTreeMap<String, Vec<Result<Outcome, String>>> = BTreeMap::new();
+    let started = Instant::now();
+    for round in 0..args.rounds {
+        for m in &measures {
+            eprint!("round {}/{}: {} ... ", round + 1, args.rounds, m.name);
+            let outcome = (m.run)(&ctx, round).map_err(|e| e.to_string());
+            match &outcome {
+                Ok(o) => eprintln!("{o}"),
+                Err(e) => eprintln!("failed: {e}"),
+            }
+            results.entry(m.name.clone()).or_default().push(outcome);
+        }
+    }
+    let order: Vec<String> = measures.iter().map(|m| m.name.clone()).collect();
+    report::print(&order, &results, args.rounds, started.elapsed());
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The child side of a run: a worker reads its [`Spec`], reports on stdout one line per event,
+//! starts sending when stdin says `go`, and stops when stdin closes (or after [`DEADLINE`], so
+//! that no worker outlives a parent that died).
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
+
+use crate::spec::Spec;
+use crate::{dchan_nodes, in_process, nats_core, raw_tcp, zenoh_peer, Error};
+
+/// The longest any worker runs.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(300);
+
+/// What a worker is given besides its spec: a way to report and the `go` signal.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    go: Option<oneshot::Receiver<()>>,
+}
+
+impl Ctx {
+    /// Print one report line (flushed at once: the parent reads lines as they come).
+    pub(crate) fn out(&self, line: impl AsRef<str>) {
+        (self.reporter())(line.as_ref().to_string());
+    }
+
+    /// A printer of report lines for tasks of the worker.
+    pub(crate) fn reporter(&self) -> impl Fn(String) + 'static {
+        |line| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    /// Wait for the parent's `go`.
+    pub(crate) async fn go(&mut self) -> Result<(), Error> {
+        match self.go.take() {
+            Some(go) => go.await.map_err(|_| "stopped before go".into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Say `ready`, wait for `go`, time `rounds` calls of `trip` (after a tenth as many to warm
+    /// up) and report them.
+    pub(crate) async fn round_trips(
+        &mut self,
+        rounds: usize,
+        mut trip: impl AsyncFnMut() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.out("ready");
+        self.go().await?;
+        let mut rtt = histogram();
+        for i in 0..rounds + rounds / 10 {
+            let t = std::time::Instant::now();
+            trip().await?;
+            if i >= rounds / 10 {
+                rtt.record(t.elapsed().as_nanos() as u64)?;
+            }
+        }
+        self.rtt(&rtt);
+        Ok(())
+    }
+
+    /// Report `rtt N P50 P99` from round trips in nanoseconds.
+    pub(crate) fn rtt(&self, samples: &Histogram<u64>) {
+        self.out(format!(
+            "rtt {} {} {}",
+            samples.len(),
+            samples.value_at_quantile(0.5),
+            samples.value_at_quantile(0.99)
+        ));
+    }
+}
+
+/// A histogram of nanoseconds, up to a minute.
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+/// `dchan-suite worker SPEC`.
+pub(crate) fn main(spec: &str) -> Result<(), Error> {
+    let spec: Spec = serde_json::from_str(spec)?;
+    let (go_tx, go) = oneshot::channel();
+    let (stop_tx, stop) = oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut go_tx = Some(go_tx);
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if line.trim() == "go" {
+                if let Some(tx) = go_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let _ = stop_tx.send(());
+    });
+    let ctx = Ctx { go: Some(go) };
+    let zenoh = matches!(
+        spec,
+        Spec::ZenohRecv { .. }
+            | Spec::ZenohSend { .. }
+            | Spec::ZenohPong { .. }
+            | Spec::ZenohPing { .. }
+    );
+    let work = async move {
+        let work = run(spec, ctx);
+        tokio::select! {
+            r = work => r,
+            _ = stop => Ok(()),
+            () = tokio::time::sleep(DEADLINE) => Err("deadline passed".into()),
+        }
+    };
+    if zenoh {
+        // Zenoh refuses a current-thread runtime; it suggests one worker thread (its own
+        // runtime's threads do the work).
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(work)
+    } else {
+        // dchan's actors need actix's system (a current-thread runtime); the other baselines run
+        // on the same kind of runtime.
+        actix_rt::System::new().block_on(work)
+    }
+}
+
+/// Run one worker; returns when it is done (receivers and servers never are: they are stopped).
+async fn run(spec: Spec, mut ctx: Ctx) -> Result<(), Error> {
+    match spec {
+        Spec::Spin => spin(&mut ctx).await,
+        Spec::RawRecv { rmp, expect } => raw_tcp::recv(&ctx, rmp, expect).await,
+        Spec::RawSend { rmp, addr, count, size } => {
+            raw_tcp::send(&mut ctx, rmp, &addr, count, size).await
+        }
+        Spec::RawPong => raw_tcp::pong(&ctx).await,
+        Spec::RawPing { addr, rounds, size } => raw_tcp::ping(&mut ctx, &addr, rounds, size).await,
+        Spec::Mpsc { count, size } => in_process::mpsc(&mut ctx, count, size).await,
+        Spec::DchanLocal { count, size, capacity } => {
+            in_process::dchan_local(&mut ctx, count, size, capacity).await
+        }
+        Spec::NatsRecv { url, subject, queue, capacity, expect } => {
+            nats_core::recv(&ctx, &url, &subject, queue, capacity, expect).await
+        }
+        Spec::NatsSend { url, subject, count, size } => {
+            nats_core::send(&mut ctx, &url, &subject, count, size).await
+        }
+        Spec::NatsReply { url, subject } => nats_core::reply(&ctx, &url, &subject).await,
+        Spec::NatsRequest { url, subject, rounds, size } => {
+            nats_core::request(&mut ctx, &url, &subject, rounds, size).await
+        }
+        Spec::ZenohRecv { port, expect } => zenoh_peer::recv(&ctx, port, expect).await,
+        Spec::ZenohSend { port, count, size } => {
+            zenoh_peer::send(&mut ctx, port, count, size).await
+        }
+        Spec::ZenohPong { port } => zenoh_peer::pong(&ctx, port).await,
+        Spec::ZenohPing { port, rounds, size } => {
+            zenoh_peer::ping(&mut ctx, port, rounds, size).await
+        }
+        Spec::Dchan { .. } => dchan_nodes::flow(&mut ctx, spec).await,
+        Spec::DchanPong => dchan_nodes::pong(&ctx).await,
+        Spec::DchanPing { join, rounds, size } => {
+            dchan_nodes::ping(&mut ctx, &join, rounds, size).await
+        }
+        Spec::DchanMember { join, voters, registrations } => {
+            dchan_nodes::member(&mut ctx, join, voters, registrations).await
+        }
+    }?;
+    // Done: stay until stopped, so that leaving does not disturb the others' measurement.
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Keep `keep` (a node, a session, a connection) until the worker is stopped.
+pub(crate) async fn hold<T>(keep: T) -> Result<(), Error> {
+    std::future::pending::<()>().await;
+    drop(keep);
+    Ok(())
+}
+
+/// Keep one core busy (a thread spinning) until the worker stops.
+async fn spin(ctx: &mut Ctx) -> Result<(), Error> {
+    std::thread::spawn(|| {
+        let start = std::time::Instant::now();
+        let mut x: u64 = 0;
+        // Bounded: the process exits long before, when its stdin closes.
+        while start.elapsed() < DEADLINE {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+    });
+    ctx.out("ready");
+    Ok(())
+}
