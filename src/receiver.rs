@@ -71,6 +71,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
 
     /// Receive a message if one is ready.
     ///
+    /// Unlike [`recv`](Receiver::recv), it never yields: a loop that drains the buffer with
+    /// `try_recv` keeps this thread (and the node's tasks on it: credit going back to the senders,
+    /// more messages coming in) until the buffer is empty. For a stream, prefer `recv().await`,
+    /// which lets them run every 128 messages, as tokio's channels do.
+    ///
     /// # Errors
     ///
     /// [`TryRecvError::Empty`] if nothing is buffered, [`TryRecvError::Closed`] if the channel is
