@@ -226,7 +226,8 @@ impl ChannelRoute {
         if n == 0 {
             return Attempt::NoReceivers(msg);
         }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        // Round robin; with one receiver, no shared counter to bump per message.
+        let start = if n == 1 { 0 } else { self.cursor.fetch_add(1, Ordering::Relaxed) };
         for i in 0..n {
             match &targets[(start + i) % n] {
                 Target::Local(erased) => {

@@ -381,5 +381,9 @@ pub(crate) fn run(args: Args) -> Result<(), Error> {
     }
     let order: Vec<String> = measures.iter().map(|m| m.name.clone()).collect();
     report::print(&order, &results, args.rounds, started.elapsed());
+    let failed = results.values().flatten().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        return Err(format!("{failed} measurement(s) failed (see the table)").into());
+    }
     Ok(())
 }

@@ -99,7 +99,13 @@ impl Proc {
             if let Some(s) = self.child.try_wait().expect("status") {
                 break s;
             }
-            assert!(Instant::now() < deadline, "dchan did not exit in time");
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let out: Vec<String> = self.out.try_iter().collect();
+                let err: Vec<String> = self.err.try_iter().collect();
+                panic!("dchan did not exit in time; stdout: {out:?}; stderr: {err:?}");
+            }
             std::thread::sleep(Duration::from_millis(10));
         };
         let drain = |rx: &mpsc::Receiver<String>| {
