@@ -38,6 +38,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     }
     let mut stop = Stop::new()?;
     let node = client::join(&args.join).await?;
+    tracing::debug!(node = node.id(), "joined");
     let result = tokio::select! {
         r = async {
             if args.dead_letters {
@@ -48,8 +49,10 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         } => r,
         _ = stop.signalled() => Err(Failure::interrupted("interrupted")),
     };
+    tracing::debug!(ok = result.is_ok(), "leaving");
     // Leaving hands back what was received and not printed.
     let left = node.shutdown().await;
+    tracing::debug!(ok = left.is_ok(), "left");
     result?;
     left.map_err(Failure::from)
 }
@@ -62,6 +65,7 @@ enum Stopped {
 
 async fn receive(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
     let mut rx = node.receiver::<Value>(&args.channel).capacity(args.capacity).manual_ack().await?;
+    tracing::debug!(receiver = rx.id(), "registered");
     let (lines, todo) = mpsc::channel::<Delivery<Value>>(args.capacity.max(16));
     let (done_tx, done) = oneshot::channel();
     let printer = std::thread::spawn(move || {
@@ -75,6 +79,7 @@ async fn receive(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
         }
         received += 1;
     }
+    tracing::debug!(received, "receiving done");
     drop(lines);
     let outcome = done.await;
     let _ = printer.join();
