@@ -78,6 +78,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// the channel's route) to deliver elsewhere. `None` if it was handed over already. The
     /// receiver then ends.
     fn hand_over(&self) -> Option<Vec<Bytes>>;
+    /// Tell every sending node now what the receiver has taken of its messages (its node is
+    /// about to leave: a sending node delivers elsewhere whatever it was not told was taken).
+    fn tell_taken(&self);
     /// Whether the inbox was handed over (its receiver is gone).
     fn is_detached(&self) -> bool;
     /// The receiver's registration is gone without its handle being dropped (its node was
@@ -595,6 +598,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
 
     fn hand_over(&self) -> Option<Vec<Bytes>> {
         self.detach()
+    }
+
+    fn tell_taken(&self) {
+        let mut out = self.lock().grants.flush_taken();
+        out.urgent = true;
+        self.send(out);
     }
 
     fn is_detached(&self) -> bool {

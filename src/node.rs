@@ -475,6 +475,7 @@ impl Node {
             return Ok(());
         }
         core.switch.leaving();
+        core.switch.tell_taken().await;
         let left = core.leave().await;
         if left.is_ok() {
             core.switch.hand_over().await;

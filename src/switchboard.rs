@@ -84,6 +84,30 @@ impl Switchboard {
         self.leaving.store(true, Ordering::SeqCst);
     }
 
+    /// Before this node leaves: tell every sending node what this node's receivers have taken
+    /// of its messages, and wait (at most [`HAND_OVER_TIMEOUT`]) until every peer has everything
+    /// queued for it. Once the leave is committed, a sending node delivers elsewhere whatever it
+    /// was not told was taken; without this, messages taken just before the leave (their
+    /// "taken" still queued, or read by the sending node after the leave) would be delivered
+    /// twice.
+    pub(crate) async fn tell_taken(&self) {
+        let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
+        for inbox in &inboxes {
+            inbox.tell_taken();
+        }
+        let peers = self.peers.all();
+        let told = async {
+            for peer in &peers {
+                peer.outbox.flushed().await;
+            }
+        };
+        if tokio::time::timeout(HAND_OVER_TIMEOUT, told).await.is_err() {
+            tracing::warn!(
+                "leaving: a peer did not confirm what was taken within {HAND_OVER_TIMEOUT:?}"
+            );
+        }
+    }
+
     /// The node is stopping: every router refuses, every inbox ends after what it holds.
     pub(crate) fn close_all(&self) {
         for route in lock(&self.routes).values() {
