@@ -95,16 +95,17 @@ impl Switchboard {
         for inbox in &inboxes {
             inbox.tell_taken();
         }
-        let peers = self.peers.all();
-        let told = async {
-            for peer in &peers {
-                peer.outbox.flushed().await;
-            }
-        };
-        if tokio::time::timeout(HAND_OVER_TIMEOUT, told).await.is_err() {
+        if tokio::time::timeout(HAND_OVER_TIMEOUT, self.peers_flushed()).await.is_err() {
             tracing::warn!(
                 "leaving: a peer did not confirm what was taken within {HAND_OVER_TIMEOUT:?}"
             );
+        }
+    }
+
+    /// Wait until every peer has acknowledged everything queued for it so far.
+    async fn peers_flushed(&self) {
+        for peer in self.peers.all() {
+            peer.outbox.flushed().await;
         }
     }
 
@@ -316,9 +317,7 @@ impl Switchboard {
             for route in &routes {
                 route.rerouting_done().await;
             }
-            for peer in self.peers.all() {
-                peer.outbox.flushed().await;
-            }
+            self.peers_flushed().await;
         };
         if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
             tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
