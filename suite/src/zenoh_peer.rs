@@ -27,16 +27,19 @@ async fn session(listen: Option<u16>, connect: Option<u16>) -> Result<zenoh::Ses
 }
 
 /// Wait (at most 30 s) until the publisher has a matching subscriber: a put before that goes
-/// nowhere.
+/// nowhere. Driven by Zenoh's matching listener (no polling).
 async fn wait_matching(publisher: &zenoh::pubsub::Publisher<'_>) -> Result<(), Error> {
-    let start = Instant::now();
-    while !publisher.matching_status().await?.matching() {
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err("no Zenoh subscriber matched within 30 s".into());
+    let listener = publisher.matching_listener().await?;
+    let matched = async {
+        if publisher.matching_status().await?.matching() {
+            return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
+        while !listener.recv_async().await?.matching() {}
+        Ok::<_, Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), matched)
+        .await
+        .map_err(|_| "no Zenoh subscriber matched within 30 s")?
 }
 
 pub(crate) async fn recv(ctx: &Ctx, port: u16, expect: u64) -> Result<(), Error> {
