@@ -416,12 +416,18 @@ impl Outbox {
     }
 
     /// Receiver `to` is gone: every message sent to it and not taken, oldest first (broadcast
-    /// copies left out: they were for it alone). Nothing is kept for it any more.
-    pub(crate) fn take_kept(&self, to: EndpointId) -> Vec<Bytes> {
+    /// copies left out: they were for it alone). Nothing is kept for it any more. `counted` is
+    /// told how many, under the lock [`Outbox::kept_count`] takes: whoever counts what is kept
+    /// and then what `counted` counted never misses them in between.
+    pub(crate) fn take_kept(&self, to: EndpointId, counted: impl FnOnce(usize)) -> Vec<Bytes> {
         let kept = {
             let mut inner = self.lock();
             inner.finish_open();
-            inner.kept.remove(&to).unwrap_or_default()
+            let kept = inner.kept.remove(&to).unwrap_or_default();
+            counted(
+                kept.iter().filter(|k| !k.broadcast).map(|k| (k.count - k.taken) as usize).sum(),
+            );
+            kept
         };
         let mut msgs = Vec::new();
         for k in kept.into_iter().filter(|k| !k.broadcast) {
@@ -719,11 +725,14 @@ mod tests {
         }
         out.push_data(2, &9u64, &open).unwrap();
         out.release(1, 2);
-        let left: Vec<u64> =
-            out.take_kept(1).iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
+        let left: Vec<u64> = out
+            .take_kept(1, |n| assert_eq!(n, 3))
+            .iter()
+            .map(|m| rmp_serde::from_slice(m).unwrap())
+            .collect();
         assert_eq!(left, [2, 3, 4], "the broadcast copy stays with the receiver it was for");
-        assert!(out.take_kept(1).is_empty());
-        assert_eq!(out.take_kept(2).len(), 1);
+        assert!(out.take_kept(1, |n| assert_eq!(n, 0)).is_empty());
+        assert_eq!(out.take_kept(2, |_| ()).len(), 1);
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl Handler<Detached> for EndpointActor {
     fn handle(&mut self, Detached(mine): Detached, ctx: &mut Context<Self>) {
         if let Some(core) = self.core.upgrade() {
             core.deregister(&self.route.name, self.id);
-            core.switch.redeliver_counted(&self.route, mine);
+            core.switch.redeliver(&self.route, mine);
         }
         ctx.stop();
     }

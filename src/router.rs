@@ -12,7 +12,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -24,7 +24,7 @@ use crate::credit::Window;
 use crate::dead_letters::DeadLetters;
 use crate::inbox::{ErasedInbox, Inbox, Refused};
 use crate::outbox::PushError;
-use crate::peer::Peer;
+use crate::peer::{lock, Peer};
 use crate::registry::EndpointId;
 use crate::wire::{self, Frame};
 
@@ -65,6 +65,11 @@ pub(crate) enum Attempt<T> {
 pub(crate) struct ChannelRoute {
     pub(crate) name: String,
     targets: RwLock<Vec<Target>>,
+    /// Remote receivers that left the registry while this node still holds messages it sent
+    /// them: a dead node's endpoints are removed before the node itself (whose removal releases
+    /// them), and a dropped receiver's deregistration can arrive before its release. Counted
+    /// [in flight](ChannelRoute::in_flight) until released and their messages taken back.
+    departed: Mutex<Vec<Target>>,
     /// Set when the close is applied on this node; read under the outbox lock (see
     /// [`crate::outbox::Outbox::push_data`]).
     pub(crate) closed: AtomicBool,
@@ -107,6 +112,7 @@ impl ChannelRoute {
         ChannelRoute {
             name: name.to_owned(),
             targets: RwLock::default(),
+            departed: Mutex::default(),
             closed: AtomicBool::new(false),
             local: AtomicBool::new(false),
             changed: Notify::new(),
@@ -126,7 +132,19 @@ impl ChannelRoute {
     /// Replace the receivers (the registry changed) and wake every waiting sender.
     pub(crate) fn set_targets(&self, targets: Vec<Target>) {
         let local = targets.iter().any(|t| matches!(t, Target::Local(_)));
-        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = targets;
+        let mut current = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::replace(&mut *current, targets);
+        // Listed as departed before the new targets can be read (see `in_flight`).
+        let gone = old.into_iter().filter(|t| {
+            matches!(t, Target::Remote { .. })
+                && !current.iter().any(|n| n.id() == t.id())
+                && Self::unsettled(t)
+        });
+        let mut departed = lock(&self.departed);
+        departed.extend(gone);
+        departed.retain(Self::unsettled);
+        drop(departed);
+        drop(current);
         self.local.store(local, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
@@ -197,15 +215,31 @@ impl ChannelRoute {
         self.read().len()
     }
 
-    /// Messages this node sent to receivers on other nodes that they have not taken yet.
+    /// Messages this node sent to receivers on other nodes that they have not taken yet, those
+    /// it holds for receivers that left the registry and are not yet released included. (A
+    /// release counts what it takes back as re-routing before it stops counting here: see
+    /// [`crate::outbox::Outbox::take_kept`].)
     pub(crate) fn in_flight(&self) -> u64 {
-        self.read()
-            .iter()
-            .map(|t| match t {
-                Target::Remote { id, peer, .. } => peer.outbox.kept_count(*id),
-                Target::Local(_) => 0,
-            })
-            .sum()
+        // Targets first: a target replaced meanwhile is listed as departed by then.
+        let current: u64 = self.read().iter().map(Self::kept).sum();
+        let mut departed = lock(&self.departed);
+        departed.retain(Self::unsettled);
+        current + departed.iter().map(Self::kept).sum::<u64>()
+    }
+
+    /// Messages this node holds for a receiver, sent and not taken.
+    fn kept(target: &Target) -> u64 {
+        match target {
+            Target::Remote { id, peer, .. } => peer.outbox.kept_count(*id),
+            Target::Local(_) => 0,
+        }
+    }
+
+    /// Whether a departed receiver may still have messages of this node's: not released yet,
+    /// or released and its messages not yet taken back.
+    fn unsettled(target: &Target) -> bool {
+        !matches!(target, Target::Remote { window, .. } if window.is_released())
+            || Self::kept(target) > 0
     }
 
     /// The ids of the receivers right now.

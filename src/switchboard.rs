@@ -235,22 +235,30 @@ impl Switchboard {
         if !window.release() {
             return;
         }
-        let kept = self.peers.find(from).map(|p| p.outbox.take_kept(to)).unwrap_or_default();
-        // Counted as re-routing before anyone is woken: a sender waiting for its messages to be
+        // Counted as re-routing as they stop being kept: a sender waiting for its messages to be
         // taken never sees them neither in flight nor re-routing.
+        let mut counted = 0;
+        let kept = self
+            .peers
+            .find(from)
+            .map(|p| {
+                p.outbox.take_kept(to, |n| {
+                    counted = n;
+                    route.rerouting(n);
+                })
+            })
+            .unwrap_or_default();
+        // A kept frame that does not decode (never: this node encoded it) is not waited for.
+        for _ in kept.len()..counted {
+            route.rerouted();
+        }
         self.redeliver(&route, kept);
         route.wake();
     }
 
     /// Deliver `msgs` to other receivers of `route`'s channel, in the background (see
-    /// [`crate::redelivery`]).
+    /// [`crate::redelivery`]). The caller has counted them as re-routing on the route.
     pub(crate) fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
-        route.rerouting(msgs.len());
-        self.redeliver_counted(route, msgs);
-    }
-
-    /// Like [`Switchboard::redeliver`], for messages already counted on the route.
-    pub(crate) fn redeliver_counted(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
         crate::redelivery::redeliver(route.clone(), msgs, &self.tasks, self.cancel.clone());
     }
 
@@ -308,7 +316,7 @@ impl Switchboard {
             let route = inbox.channel().clone();
             if route.has_remote() {
                 if let Some(mine) = inbox.hand_over() {
-                    self.redeliver_counted(&route, mine);
+                    self.redeliver(&route, mine);
                 }
                 routes.push(route);
             }

@@ -157,6 +157,43 @@ async fn a_killed_receiving_node_loses_nothing() {
     a.expect("@ sent nums").await;
 }
 
+/// `Sender::wait_taken` counts what a killed node's receiver held until it is delivered
+/// elsewhere and taken there: the leader removes a dead node's endpoints before the node itself,
+/// and in between the sending node no longer routes to the receiver but still holds its
+/// messages. (`dchan send` waits for this before it exits: it lost them when it did not.)
+#[actix_rt::test]
+async fn wait_taken_waits_for_what_a_killed_receiver_held() {
+    common::tracing();
+    let mut a = procs::start(&[]).await;
+    let mut b = procs::start(&[a.addr]).await;
+    let sending =
+        dchan::Node::builder().listen("127.0.0.1:0").join([a.addr]).start().await.expect("join");
+    // b takes 8 and acknowledges none: the sending node keeps all 8.
+    b.cmd("ackrecv held 8 0");
+    b.expect("@ recv held").await;
+    let tx = sending.sender::<u64>("held").await.expect("tx");
+    for i in 0..8 {
+        within("send", tx.send(i)).await.expect("send");
+    }
+    assert_eq!(b.numbers("held", 8).await, (0..8).collect::<Vec<_>>());
+    // A receiver on a takes the rest (b has no room left).
+    a.cmd("recv held 64");
+    a.expect("@ recv held").await;
+    eventually(|| tx.receiver_count() == 2).await;
+    for i in 8..20 {
+        within("send", tx.send(i)).await.expect("send");
+    }
+    assert_eq!(a.numbers("held", 12).await, (8..20).collect::<Vec<_>>());
+    b.kill();
+    within("every message taken", tx.wait_taken()).await;
+    // Taken means received by a receiver that is alive: a printed each before it said so.
+    let mut redelivered = a.printed_numbers("held").await;
+    redelivered.sort_unstable();
+    assert_eq!(redelivered, (0..8).collect::<Vec<_>>(), "what b held, once each");
+    within("shutdown", sending.shutdown()).await.expect("shutdown");
+    a.leave().await;
+}
+
 /// Time from SIGKILL of a receiving node to every message it had not taken being received
 /// elsewhere, over 20 kills (p50, p99). Run with `cargo test --test delivery -- --ignored
 /// measure --nocapture`.

@@ -230,6 +230,18 @@ impl Proc {
         got
     }
 
+    /// The numbers of every `@ got CHANNEL N` line the child printed before it answered a
+    /// `members` command sent now (a barrier: whatever it printed before is read), and the test
+    /// has not read yet.
+    pub async fn printed_numbers(&mut self, channel: &str) -> Vec<u64> {
+        self.members().await;
+        let prefix = format!("@ got {channel} ");
+        let (got, rest): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut self.backlog).into_iter().partition(|l| l.starts_with(&prefix));
+        self.backlog = rest.into();
+        got.iter().map(|l| l[prefix.len()..].parse().expect("a number")).collect()
+    }
+
     /// After [`Proc::kill`]: the numbers of every `@ got CHANNEL N` line the child printed and
     /// the test has not read yet.
     pub async fn drain_numbers(&mut self, channel: &str) -> Vec<u64> {
