@@ -22,14 +22,24 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT};
 use crate::peer::{lock, Peer, Peers, WriterClaim};
 use crate::registry::{EndpointId, NodeId};
 use crate::tasks::Tasks;
 use crate::wire::{self, Frame, Request, Response};
 use crate::Error;
 
-/// How long a new connection may take to say who it is.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most connections a node accepts at once (each holds a task and buffers): enough for
+/// hundreds of nodes, each with a link and a connection being replaced.
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
+
+/// Raft requests from one connection waiting to be answered, at most (Raft has a few in flight
+/// per peer; it sends again what is dropped).
+const MAX_QUEUED_RPCS: usize = 64;
+
+/// Other requests from one connection being answered at once, at most (each may wait for a
+/// commit); one more is refused with "busy" (a write is retried) or not answered (a read).
+const MAX_REQUESTS: usize = 256;
 
 pub(crate) type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
 
@@ -50,8 +60,10 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn fence(&self, from: NodeId, channel: &str);
     /// Receiver `to` on node `from` is gone: what it did not take goes elsewhere.
     fn released(&self, from: NodeId, to: EndpointId);
-    /// Answer a request (a Raft RPC, a registry write, a membership change).
-    fn request(self: Arc<Self>, req: Request) -> BoxFuture<'static, Response>;
+    /// Answer a request (a Raft RPC, a registry write, a membership change) from node `from`;
+    /// `None`: refused without an answer (the asker times out).
+    fn request(self: Arc<Self>, from: NodeId, req: Request)
+        -> BoxFuture<'static, Option<Response>>;
 }
 
 /// What every connection of one node shares: who the node is, its limits, its peers, and where
@@ -65,6 +77,23 @@ pub(crate) struct Links {
     pub(crate) tasks: Tasks,
     /// The node, weakly: links do not keep it alive.
     pub(crate) dispatch: Weak<dyn Dispatch>,
+    /// The cluster secret every connection proves in its handshake.
+    pub(crate) secret: Secret,
+    /// Connections accepted and not yet closed, handshakes included: at most
+    /// [`MAX_CONNECTIONS`]; one more is closed at once.
+    pub(crate) accepted: Arc<tokio::sync::Semaphore>,
+}
+
+impl Links {
+    /// How this node introduces itself in a handshake.
+    pub(crate) fn intro(&self) -> Me {
+        Me {
+            node: self.me,
+            addr: self.advertised.clone(),
+            max_frame: self.peers.max_frame,
+            secret: self.secret.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Links {
@@ -79,47 +108,6 @@ fn framed(stream: TcpStream, max_frame: usize) -> FramedTcp {
     Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec())
 }
 
-fn hello(me: NodeId, my_addr: &str, max_frame: usize, received: Option<(u64, u64)>) -> Bytes {
-    wire::encode(&Frame::Hello {
-        node: me,
-        addr: my_addr.to_owned(),
-        max_frame: max_frame as u64,
-        received,
-    })
-}
-
-/// What a peer's hello said.
-#[derive(Debug)]
-pub(crate) struct PeerHello {
-    pub(crate) node: NodeId,
-    pub(crate) addr: String,
-    /// The largest frame it reads.
-    pub(crate) max_frame: usize,
-    /// How much of this node's stream of reliable frames it has.
-    pub(crate) received: Option<(u64, u64)>,
-}
-
-/// Read the peer's hello.
-async fn read_hello(framed: &mut FramedTcp) -> Result<PeerHello, Error> {
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next())
-        .await
-        .map_err(|_| Error::Codec("no hello within the handshake timeout".into()))?;
-    let buf = match first {
-        Some(buf) => buf?,
-        None => return Err(Error::Codec("connection closed before hello".into())),
-    };
-    match wire::decode(&buf) {
-        Ok(Frame::Hello { node, addr, max_frame, received }) => Ok(PeerHello {
-            node,
-            addr,
-            max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
-            received,
-        }),
-        Ok(_) => Err(Error::Codec("first frame is not a hello".into())),
-        Err(e) => Err(Error::Codec(e.to_string())),
-    }
-}
-
 /// A connection this node dialed, past the handshake.
 #[derive(Debug)]
 pub(crate) struct Dialed {
@@ -127,22 +115,24 @@ pub(crate) struct Dialed {
     pub(crate) framed: FramedTcp,
 }
 
-/// Dial `addr` and exchange hellos; `received` is how much of the peer's stream of reliable
-/// frames this node has (if it knows the peer).
+/// Dial `addr` and go through the handshake (connect included, within
+/// [`HANDSHAKE_TIMEOUT`](crate::handshake::HANDSHAKE_TIMEOUT)); `received` is how much of the
+/// peer's stream of reliable frames this node has, if the peer is `expect`.
 pub(crate) async fn dial(
     addr: &str,
-    me: NodeId,
-    my_addr: &str,
-    max_frame: usize,
-    received: Option<(u64, u64)>,
+    me: &Me,
+    expect: Option<(NodeId, Option<(u64, u64)>)>,
 ) -> Result<Dialed, Error> {
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+    let handshake = async {
+        let stream = TcpStream::connect(addr).await?;
+        let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
+        let received = |node| expect.and_then(|(id, r)| if id == node { r } else { None });
+        let hello = handshake::dial(&mut framed, addr, me, received).await?;
+        Ok(Dialed { hello, framed })
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
-        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    let mut framed = framed(stream, max_frame);
-    framed.send(hello(me, my_addr, max_frame, received)).await?;
-    let hello = read_hello(&mut framed).await?;
-    Ok(Dialed { hello, framed })
+        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))?
 }
 
 /// Keep a link to `peer` while it is needed (something queued, or sent and not acknowledged) and
@@ -155,7 +145,11 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = async { peer.writer_free().await; peer.outbox.wanted().await } => {}
+            _ = async {
+                peer.addressed().await;
+                peer.writer_free().await;
+                peer.outbox.wanted().await;
+            } => {}
         }
         let Some(claim) = peer.claim_writer() else {
             // An accepted connection became the writer meanwhile: the wake-up was its.
@@ -163,12 +157,11 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
             continue;
         };
         let Some(node) = links.upgrade() else { return };
-        let (me, max_frame) = (node.me, node.peers.max_frame);
-        let my_addr = node.advertised.clone();
+        let me = node.intro();
         let addr = peer.addr();
         let run = async {
             let received = lock(&peer.inbound).received();
-            let conn = dial(&addr, me, &my_addr, max_frame, received).await?;
+            let conn = dial(&addr, &me, Some((peer.id, received))).await?;
             if conn.hello.node != peer.id {
                 return Err(Error::Join(format!(
                     "{addr} is node {}, expected node {}",
@@ -182,8 +175,10 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
         };
         tokio::select! {
             _ = stop.cancelled() => return,
-            res = run => if let Err(e) = res {
-                tracing::debug!(error = %e, "link down");
+            res = run => match res {
+                Err(e @ Error::Auth(_)) => tracing::warn!(error = %e, "link refused"),
+                Err(e) => tracing::debug!(error = %e, "link down"),
+                Ok(()) => {}
             },
         }
         drop(node);
@@ -236,13 +231,20 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
                 }
             },
         };
+        let Ok(permit) = core.accepted.clone().try_acquire_owned() else {
+            tracing::warn!(%from, "too many connections ({MAX_CONNECTIONS}): one more closed");
+            continue;
+        };
         let span = tracing::info_span!("conn", node = core.me, %from);
         let c = core.clone();
         core.tasks.spawn(
             async move {
-                if let Err(e) = serve(stream, &c).await {
-                    tracing::info!(reason = %e, "connection closed");
+                match serve(stream, &c).await {
+                    Err(e @ Error::Auth(_)) => tracing::warn!(reason = %e, "connection refused"),
+                    Err(e) => tracing::info!(reason = %e, "connection closed"),
+                    Ok(()) => {}
                 }
+                drop(permit);
             }
             .instrument(span),
         );
@@ -252,12 +254,16 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
 /// Handshake on an accepted connection, then run it: as the peer's writer too if no other
 /// connection is.
 async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
-    let max_frame = core.peers.max_frame;
-    let mut framed = framed(stream, max_frame);
-    let theirs = read_hello(&mut framed).await?;
-    let peer = core.peers.get_or_add(theirs.node, &theirs.addr);
-    let received = lock(&peer.inbound).received();
-    framed.send(hello(core.me, &core.advertised, max_frame, received)).await?;
+    let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
+    let me = core.intro();
+    let received = |node| core.peers.find(node).and_then(|p| lock(&p.inbound).received());
+    let theirs =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut framed, &me, received))
+            .await
+            .map_err(|_| Error::Codec("no handshake within the handshake timeout".into()))??;
+    // Dialed back only at the address the membership gives it (none until it is a member).
+    let book = core.peers.member_addr(theirs.node);
+    let peer = core.peers.get_or_add(theirs.node, book.as_deref().unwrap_or(""));
     peer.outbox.limit_frames(theirs.max_frame);
     let claim = match peer.claim_writer() {
         Some(claim) => Some(claim),
@@ -268,7 +274,13 @@ async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
         },
         None => None,
     };
-    run(core, framed, &peer, claim.map(|c| (c, theirs.received))).await
+    let result = run(core, framed, &peer, claim.map(|c| (c, theirs.received))).await;
+    // A node that is not a member (a joining node that went, a client that knew the secret):
+    // forgotten with its link, unless it comes back or joins meanwhile.
+    if core.peers.member_addr(theirs.node).is_none() {
+        core.peers.remove(theirs.node);
+    }
+    result
 }
 
 /// Read (and, holding the writer claim, write) one connection until it breaks or the node stops.
@@ -346,7 +358,8 @@ async fn read_loop(
     mut stream: futures::stream::SplitStream<FramedTcp>,
     peer: &Arc<Peer>,
 ) -> Result<(), Error> {
-    let mut reader = Reader { core, peer, rpc_tx: None };
+    let requests = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS));
+    let mut reader = Reader { core, peer, rpc_tx: None, requests };
     let mut at = Position::default();
     while let Some(buf) = stream.next().await {
         let buf = buf?.freeze();
@@ -371,8 +384,12 @@ async fn read_loop(
                     at = Position { stream: Some(stream), next: from };
                 }
                 Frame::Received { stream, count } => peer.outbox.acknowledged(stream, count),
-                Frame::Hello { .. } => {
-                    return Err(Error::Codec("second hello on one connection".into()))
+                Frame::Hello { .. }
+                | Frame::Challenge { .. }
+                | Frame::Proof { .. }
+                | Frame::Welcome { .. }
+                | Frame::Refused { .. } => {
+                    return Err(Error::Codec("a handshake frame after the handshake".into()))
                 }
                 frame => reader.dispatch(&up, frame, &buf),
             }
@@ -409,8 +426,11 @@ struct Reader<'a> {
     core: &'a Arc<Links>,
     peer: &'a Arc<Peer>,
     /// Raft RPCs are answered in the order they came, on a task of their own (started on the
-    /// first), so that a slow append never holds up the data behind it on this connection.
-    rpc_tx: Option<mpsc::UnboundedSender<(u64, Request)>>,
+    /// first), so that a slow append never holds up the data behind it on this connection. At
+    /// most [`MAX_QUEUED_RPCS`] wait; more are dropped (Raft sends them again).
+    rpc_tx: Option<mpsc::Sender<(u64, Request)>>,
+    /// Other requests being answered, at most [`MAX_REQUESTS`] at once.
+    requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Reader<'_> {
@@ -432,26 +452,43 @@ impl Reader<'_> {
                 | Request::Vote(_)
                 | Request::InstallSnapshot(_)) => {
                     let tx = self.rpc_tx.get_or_insert_with(|| {
-                        let (tx, rx) = mpsc::unbounded_channel();
+                        let (tx, rx) = mpsc::channel(MAX_QUEUED_RPCS);
                         let task = answer_in_order(core.clone(), peer.clone(), rx);
                         core.tasks.spawn(task.in_current_span());
                         tx
                     });
-                    let _ = tx.send((id, req));
+                    if tx.try_send((id, req)).is_err() {
+                        tracing::debug!("too many Raft requests waiting: one dropped");
+                    }
                 }
                 // Writes and membership changes may wait for a commit: answered concurrently.
                 req => {
-                    let (answer, p) = (up.clone().request(req), peer.clone());
+                    let Ok(permit) = self.requests.clone().try_acquire_owned() else {
+                        tracing::warn!("too many requests at once ({MAX_REQUESTS}): one refused");
+                        let busy = || format!("node {} is busy: try again", core.me);
+                        match req {
+                            Request::Write(_) => respond(peer, id, Response::Write(Err(busy()))),
+                            Request::Join { .. } | Request::Leave { .. } => {
+                                respond(peer, id, Response::Membership(Err(busy())));
+                            }
+                            _ => {}
+                        }
+                        return;
+                    };
+                    let (answer, p) = (up.clone().request(remote, req), peer.clone());
                     core.tasks.spawn(
                         async move {
-                            respond(&p, id, answer.await);
+                            if let Some(answer) = answer.await {
+                                respond(&p, id, answer);
+                            }
+                            drop(permit);
                         }
                         .in_current_span(),
                     );
                 }
             },
-            // Handled by the read loop.
-            Frame::Hello { .. } | Frame::Resume { .. } | Frame::Received { .. } => {}
+            // The link's own frames (handshake, resume, received): the read loop's.
+            _ => {}
         }
     }
 }
@@ -459,15 +496,17 @@ impl Reader<'_> {
 async fn answer_in_order(
     core: Arc<Links>,
     peer: Arc<Peer>,
-    mut rx: mpsc::UnboundedReceiver<(u64, Request)>,
+    mut rx: mpsc::Receiver<(u64, Request)>,
 ) {
     while let Some((id, req)) = rx.recv().await {
         let Some(up) = core.dispatch.upgrade() else { return };
         let resp = tokio::select! {
             _ = core.cancel.cancelled() => return,
-            r = up.request(req) => r,
+            r = up.request(peer.id, req) => r,
         };
-        respond(&peer, id, resp);
+        if let Some(resp) = resp {
+            respond(&peer, id, resp);
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use openraft::raft::AppendEntriesResponse;
 use tracing::Instrument;
 
+use crate::authority::Refusal;
 use crate::node::Core;
 use crate::registry::{Command, EndpointId, EndpointKind, NodeId, Outcome, Registry};
 use crate::switchboard::HAND_OVER_TIMEOUT;
@@ -172,6 +173,7 @@ impl Core {
         } else {
             std::any::type_name::<T>().to_owned()
         };
+        crate::registry::check_name(channel).map_err(Error::InvalidName)?;
         let cmd = Command::Register {
             channel: channel.to_owned(),
             type_name: requested.clone(),
@@ -197,6 +199,7 @@ impl Core {
                         Err(Error::TypeMismatch { channel, existing, requested })
                     }
                     Ok(Outcome::Closed) => Err(Error::ChannelClosed(channel)),
+                    Ok(Outcome::Refused(why)) => Err(Error::Registry(why)),
                     Ok(Outcome::Done | Outcome::Withdrawn) => {
                         Err(Error::Registry("registration applied without an id".into()))
                     }
@@ -255,8 +258,32 @@ impl Core {
         );
     }
 
-    /// Answer a request from a peer.
-    pub(crate) async fn handle_request(self: &Arc<Self>, req: Request) -> Response {
+    /// Answer a request from node `from`, if it may make it ([`crate::authority`]): a refused
+    /// write or membership change is answered with the reason, anything else refused is not
+    /// answered.
+    pub(crate) async fn handle_request(
+        self: &Arc<Self>,
+        from: NodeId,
+        req: Request,
+    ) -> Option<Response> {
+        let checked = {
+            let registry = self.registry.borrow();
+            crate::authority::check(self.id, &registry, from, &req)
+        };
+        if let Err(Refusal(why)) = checked {
+            tracing::warn!("refused: {why}");
+            return match req {
+                Request::Write(_) => Some(Response::Write(Err(why))),
+                Request::Join { .. } | Request::Leave { .. } => {
+                    Some(Response::Membership(Err(why)))
+                }
+                _ => None,
+            };
+        }
+        Some(self.answer(req).await)
+    }
+
+    async fn answer(self: &Arc<Self>, req: Request) -> Response {
         match req {
             Request::AppendEntries(r) => {
                 let resp = self.raft.append_entries(r).await;

@@ -97,8 +97,9 @@ pub(crate) struct Credits {
 struct Inner {
     windows: HashMap<EndpointId, Credit>,
     /// Credit granted before this node made the window (a receiver offers credit when it sees
-    /// this node's sender registered, which can be before the sender's router exists here).
-    early: HashMap<EndpointId, u32>,
+    /// this node's sender registered, which can be before the sender's router exists here), and
+    /// the node that granted it.
+    early: HashMap<EndpointId, (NodeId, u32)>,
 }
 
 impl Credits {
@@ -114,36 +115,70 @@ impl Credits {
         let early = inner.early.remove(&id);
         let window =
             inner.windows.entry(id).or_insert_with(|| (Arc::default(), route.clone(), node));
-        if let Some(n) = early {
-            window.0.grant(n);
+        match early {
+            // Granted by the node the registry says holds the receiver: kept.
+            Some((from, n)) if from == window.2 => window.0.grant(n),
+            Some((from, _)) => {
+                tracing::warn!(
+                    node = from,
+                    receiver = id,
+                    "credit from a node that does not hold the receiver dropped"
+                );
+            }
+            None => {}
         }
         window.0.clone()
     }
 
-    /// Receiver `id` granted `n`: added to its window, or kept until the window is made.
-    /// Returns the window's route, to wake its senders.
-    pub(crate) fn grant(&self, id: EndpointId, n: u32) -> Option<Arc<ChannelRoute>> {
+    /// Receiver `id` on node `from` granted `n`: added to its window, or kept until the window
+    /// is made. Returns the window's route, to wake its senders. Credit from a node other than
+    /// the receiver's is refused.
+    pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Option<Arc<ChannelRoute>> {
         let mut inner = lock(&self.inner);
-        if let Some((window, route, _)) = inner.windows.get(&id) {
+        if let Some((window, route, node)) = inner.windows.get(&id) {
+            if *node != from {
+                tracing::warn!(
+                    node = from,
+                    receiver = id,
+                    "credit from a node that does not hold the receiver dropped"
+                );
+                return None;
+            }
             window.grant(n);
             return Some(route.clone());
         }
-        if n > 0 && (inner.early.len() < MAX_EARLY_GRANTS || inner.early.contains_key(&id)) {
-            let early = inner.early.entry(id).or_default();
-            *early = early.saturating_add(n);
+        let known = inner.early.get(&id).map(|(node, _)| *node);
+        match known {
+            Some(node) if node != from => {
+                tracing::warn!(
+                    node = from,
+                    receiver = id,
+                    "credit from a node that does not hold the receiver dropped"
+                );
+            }
+            Some(_) => {
+                if let Some((_, early)) = inner.early.get_mut(&id) {
+                    *early = early.saturating_add(n);
+                }
+            }
+            None if n > 0 && inner.early.len() < MAX_EARLY_GRANTS => {
+                inner.early.insert(id, (from, n));
+            }
+            None => {}
         }
         None
+    }
+
+    /// The window towards receiver `id` and its route, if this node has one and the receiver is
+    /// on node `node`.
+    pub(crate) fn get_from(&self, id: EndpointId, node: NodeId) -> Option<Credit> {
+        lock(&self.inner).windows.get(&id).filter(|(_, _, n)| *n == node).cloned()
     }
 
     /// The receivers on node `node` this node has windows towards.
     pub(crate) fn on_node(&self, node: NodeId) -> Vec<EndpointId> {
         let inner = lock(&self.inner);
         inner.windows.iter().filter(|(_, (_, _, n))| *n == node).map(|(id, _)| *id).collect()
-    }
-
-    /// The window towards receiver `id` and its route, if this node has one.
-    pub(crate) fn get(&self, id: EndpointId) -> Option<Credit> {
-        lock(&self.inner).windows.get(&id).cloned()
     }
 
     /// Drop the windows for which `keep` (receiver, window) says no, and early grants for
@@ -250,16 +285,21 @@ impl Grants {
         false
     }
 
-    /// A message from node `from` arrived on its credit.
-    pub(crate) fn arrived(&mut self, from: NodeId) {
-        self.held = self.held.saturating_add(1);
+    /// A message from node `from` arrived on its credit. False if it had none: a peer that
+    /// sends beyond its credit breaks the protocol, and the message is not taken in (its sending
+    /// node keeps it until told it was taken, which it never is).
+    pub(crate) fn arrived(&mut self, from: NodeId) -> bool {
         match self.out.get_mut(&from) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 self.out_total -= 1;
             }
-            _ => tracing::debug!(node = from, "a message arrived without credit"),
+            // Sent before the node left (its credit was voided then): taken, it is owed.
+            _ if self.left.contains(&from) => {}
+            _ => return false,
         }
+        self.held = self.held.saturating_add(1);
+        true
     }
 
     /// The application took (or acknowledged) `n` messages of `from` (`None`: of this node).
@@ -382,7 +422,7 @@ mod tests {
         g.want(1);
         assert_eq!(granted(&g.settle(true, None, false), 1), 8);
         for _ in 0..8 {
-            g.arrived(1);
+            assert!(g.arrived(1));
         }
         assert!(!g.local(), "a sender on the receiver's node finds no room");
         g.taken(Some(1), 3);
@@ -403,7 +443,7 @@ mod tests {
         let out = g.settle(true, None, false);
         assert_eq!(out.reclaim, [1]);
         assert!(g.settle(true, None, false).reclaim.is_empty(), "asked once");
-        g.arrived(1);
+        assert!(g.arrived(1));
         g.returned(1, 3);
         let out = g.settle(true, None, false);
         assert_eq!(granted(&out, 2), 3);
@@ -415,7 +455,7 @@ mod tests {
         let mut g = Grants::new(1);
         g.want(1);
         assert_eq!(granted(&g.settle(true, None, false), 1), 1);
-        g.arrived(1);
+        assert!(g.arrived(1));
         assert_eq!(granted(&g.settle(false, None, false), 1), 0);
         g.taken(Some(1), 1);
         assert_eq!(g.settle(true, Some(1), false).credit, [(1, 1, 1)]);

@@ -23,6 +23,9 @@ pub enum Error {
         /// The message type this endpoint asked for.
         requested: String,
     },
+    /// Not a channel name: 1 to 255 bytes, without whitespace or control characters.
+    #[error("invalid channel name: {0}")]
+    InvalidName(String),
     /// The channel was closed; no endpoint can be added to it any more.
     #[error("channel `{0}` is closed")]
     ChannelClosed(String),
@@ -42,6 +45,10 @@ pub enum Error {
     /// Joining the cluster through the given addresses failed.
     #[error("could not join the cluster: {0}")]
     Join(String),
+    /// A connection's handshake failed: this node and the other do not share the cluster secret
+    /// (the cookie), or the other refused this node.
+    #[error("authentication failed: {0}")]
+    Auth(String),
     /// A message or frame could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(String),

@@ -499,11 +499,24 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             self.release_to([from]);
             return;
         }
+        let mut refused = 0usize;
         for msg in msgs {
-            st.grants.arrived(from);
-            st.buf.push_back(Item::Encoded { from: Some(from), msg });
+            if st.grants.arrived(from) {
+                st.buf.push_back(Item::Encoded { from: Some(from), msg });
+            } else {
+                refused += 1;
+            }
         }
         st.wake();
+        drop(st);
+        if refused > 0 {
+            tracing::warn!(
+                node = from,
+                receiver = self.id,
+                messages = refused,
+                "messages sent without credit dropped"
+            );
+        }
     }
 
     fn try_push_encoded(&self, msg: Bytes, rerouted: bool) -> Result<(), Refused<Bytes>> {
@@ -651,6 +664,7 @@ mod tests {
     #[test]
     fn a_closed_inbox_ends_only_after_every_fence() {
         let inbox = inbox(8);
+        inbox.offer(&[7]);
         inbox.push_remote(7, &mut [encoded(1)].into_iter());
         inbox.close(BTreeSet::from([7, 9]));
         assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
@@ -683,6 +697,7 @@ mod tests {
     fn a_detached_inbox_hands_back_only_its_own_nodes_messages() {
         let inbox = inbox(4);
         inbox.try_push(1).expect("room");
+        inbox.offer(&[7]);
         inbox.push_remote(7, &mut (2..4).map(encoded));
         let mine = inbox.hand_over().expect("first detach");
         let got: Vec<u64> = mine.iter().map(|b| rmp_serde::from_slice(b).unwrap()).collect();
@@ -712,7 +727,20 @@ mod tests {
     #[test]
     fn undecodable_bytes_are_skipped_not_fatal() {
         let inbox = inbox(4);
+        inbox.offer(&[7]);
         inbox.push_remote(7, &mut [Bytes::from_static(b"\xc1"), encoded(3)].into_iter());
+        assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
+    }
+
+    #[test]
+    fn messages_beyond_a_nodes_credit_are_not_taken_in() {
+        let inbox = inbox(2);
+        inbox.push_remote(9, &mut [encoded(1)].into_iter());
+        assert_eq!(inbox.buffered(), 0, "no credit was granted to node 9");
+        inbox.offer(&[7]);
+        inbox.push_remote(7, &mut (2..6).map(encoded));
+        assert_eq!(inbox.buffered(), 2, "node 7 had credit for 2");
+        assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
         assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
     }
 }

@@ -66,6 +66,7 @@
 
 #![warn(missing_docs)]
 
+mod authority;
 mod clock;
 mod close;
 mod cluster;
@@ -75,6 +76,7 @@ mod credit;
 mod dead_letters;
 mod endpoint;
 mod error;
+mod handshake;
 mod inbox;
 mod membership;
 mod node;

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::cluster::{ClusterInfo, ClusterWatch, Member, Role};
 use crate::connection::{Dispatch, Links};
+use crate::handshake::Secret;
 use crate::inbox::Inbox;
 use crate::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
 use crate::peer::Peers;
@@ -107,8 +108,12 @@ impl Dispatch for Core {
         self.switch.released(from, to);
     }
 
-    fn request(self: Arc<Self>, req: Request) -> BoxFuture<'static, Response> {
-        Box::pin(async move { self.handle_request(req).await })
+    fn request(
+        self: Arc<Self>,
+        from: NodeId,
+        req: Request,
+    ) -> BoxFuture<'static, Option<Response>> {
+        Box::pin(async move { self.handle_request(from, req).await })
     }
 }
 
@@ -159,6 +164,8 @@ pub struct NodeBuilder {
     failure_timeout: Duration,
     join_timeout: Duration,
     non_voting: bool,
+    cookie: Option<Secret>,
+    insecure: bool,
 }
 
 impl Default for NodeBuilder {
@@ -173,6 +180,8 @@ impl Default for NodeBuilder {
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             non_voting: false,
+            cookie: None,
+            insecure: false,
         }
     }
 }
@@ -246,18 +255,69 @@ impl NodeBuilder {
         self
     }
 
+    /// The cluster secret (the cookie): every node of the cluster is given the same. Each
+    /// connection starts with a challenge-response in which both nodes prove they know it
+    /// (HMAC-SHA256 over fresh nonces from both sides and both node ids; the secret itself never
+    /// travels), and a connection that cannot prove it is refused before any Raft or data frame
+    /// is read. Long and random is best: `head -c 32 /dev/urandom | base64`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), dchan::Error> {
+    /// let secret = std::env::var("DCHAN_COOKIE").expect("set DCHAN_COOKIE");
+    /// let node = dchan::Node::builder()
+    ///     .listen("0.0.0.0:7001")
+    ///     .advertise("10.0.0.5:7001")
+    ///     .cookie(secret)
+    ///     .bootstrap()
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cookie(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.cookie = Some(Secret::new(secret.as_ref()));
+        self
+    }
+
+    /// Let this node listen on an address other than loopback without a
+    /// [cookie](NodeBuilder::cookie): any process that can reach its port is then trusted with
+    /// everything (for a private network you control, or a test). Without this, such a node
+    /// refuses to start.
+    pub fn insecure(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
     /// Bind, start Raft, and bootstrap or join. Returns once this node is a member.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] without `bootstrap()` or `join(..)` (or with both), [`Error::Io`] if the
-    /// address cannot be bound, [`Error::Join`] if no seed lets this node in.
+    /// [`Error::Config`] without `bootstrap()` or `join(..)` (or with both), with an empty
+    /// cookie, or listening on an address other than loopback with neither a cookie nor
+    /// [`insecure`](NodeBuilder::insecure); [`Error::Io`] if the address cannot be bound;
+    /// [`Error::Auth`] if a seed does not share this node's cookie; [`Error::Join`] if no seed
+    /// lets this node in.
     pub async fn start(self) -> Result<Node, Error> {
         if self.bootstrap != self.join.is_empty() {
             return Err(Error::Config("call exactly one of `bootstrap()` or `join([..])`".into()));
         }
         if self.bootstrap && self.non_voting {
             return Err(Error::Config("a non-voting node cannot bootstrap a cluster".into()));
+        }
+        if self.cookie.as_ref().is_some_and(Secret::is_empty) {
+            return Err(Error::Config("the cookie is empty".into()));
+        }
+        // Checked before binding: a refused configuration never opens its port.
+        if self.cookie.is_none() && !self.insecure {
+            for addr in tokio::net::lookup_host(&self.listen).await? {
+                if !addr.ip().is_loopback() {
+                    return Err(Error::Config(format!(
+                        "listening on {addr} without a cluster secret would let anyone who \
+                         reaches it in: give every node the same cookie \
+                         (`NodeBuilder::cookie`, `--cookie`, DCHAN_COOKIE), or call \
+                         `insecure()` to run without one"
+                    )));
+                }
+            }
         }
         let listener = TcpListener::bind(&self.listen).await?;
         let addr = listener.local_addr()?;
@@ -305,6 +365,10 @@ impl NodeBuilder {
                     cancel: cancel.clone(),
                     tasks: tasks.clone(),
                     dispatch,
+                    secret: self.cookie.clone().unwrap_or_else(|| Secret::new(b"")),
+                    accepted: Arc::new(tokio::sync::Semaphore::new(
+                        crate::connection::MAX_CONNECTIONS,
+                    )),
                 });
                 Core {
                     id,
@@ -523,18 +587,16 @@ impl Node {
         loop {
             for seed in seeds {
                 let attempt = async {
-                    let (me, addr, max) = (core.id, &core.advertised, core.peers.max_frame);
-                    let dialed = crate::connection::dial(seed, me, addr, max, None)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let intro = core.links.intro();
+                    let dialed = crate::connection::dial(seed, &intro, None).await?;
                     let peer = core.peers.get_or_add(dialed.hello.node, seed);
                     crate::connection::adopt(&core.links, &peer, dialed);
-                    let non_voting = core.non_voting;
-                    let req = Request::Join { node: me, addr: addr.to_string(), non_voting };
+                    let (node, addr, non_voting) = (core.id, intro.addr, core.non_voting);
+                    let req = Request::Join { node, addr, non_voting };
                     match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
-                        Ok(Response::Membership(r)) => r,
-                        Ok(_) => Err("unexpected answer".into()),
-                        Err(e) => Err(e.to_string()),
+                        Ok(Response::Membership(r)) => r.map_err(Error::Join),
+                        Ok(_) => Err(Error::Join("unexpected answer".into())),
+                        Err(e) => Err(Error::Join(e.to_string())),
                     }
                 };
                 tokio::select! {
@@ -549,9 +611,14 @@ impl Node {
                                 ))),
                             };
                         }
+                        // Trying again will not change the secret: say so now.
+                        Ok(Err(e @ Error::Auth(_))) => return Err(e),
                         Ok(Err(e)) => {
                             tracing::debug!(%seed, error = %e, "join attempt failed");
-                            last = format!("{seed}: {e}");
+                            last = match e {
+                                Error::Join(e) => format!("{seed}: {e}"),
+                                e => format!("{seed}: {e}"),
+                            };
                         }
                         Err(_) => return Err(Error::Join(format!("{last} (gave up after {timeout:?})"))),
                     },

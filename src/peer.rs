@@ -45,9 +45,10 @@ pub(crate) enum RpcError {
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) id: NodeId,
-    /// Where to dial it: from the membership once it is a member (a seed's address or what its
-    /// hello said until then). Read afresh at every dial.
-    addr: Mutex<String>,
+    /// Where to dial it: from the membership once it is a member, a seed's address before;
+    /// empty for a node that dialed this one and is not a member (never dialed: what it claims
+    /// in its hello is not an address to trust). Read afresh at every dial.
+    addr: watch::Sender<String>,
     /// When a frame last came from it ([`now_ms`]); what the failure detector reads.
     last_heard: AtomicU64,
     /// Everything queued for this peer, drained by the connection's writer.
@@ -116,7 +117,13 @@ impl Drop for PendingGuard<'_> {
 impl Peer {
     /// The address this peer is dialed at.
     pub(crate) fn addr(&self) -> String {
-        lock(&self.addr).clone()
+        self.addr.borrow().clone()
+    }
+
+    /// Wait until this peer has an address to dial.
+    pub(crate) async fn addressed(&self) {
+        let mut rx = self.addr.subscribe();
+        let _ = rx.wait_for(|a| !a.is_empty()).await;
     }
 
     /// A frame came from this peer.
@@ -249,18 +256,21 @@ impl Peers {
         if let Some(p) = map.get(&id) {
             // Asked for again: a member again, if it was leaving.
             p.departing.store(false, Ordering::SeqCst);
-            if authoritative {
-                let mut current = lock(&p.addr);
-                if *current != addr {
-                    tracing::debug!(peer = id, from = %current, to = %addr, "peer address updated");
-                    *current = addr.to_owned();
-                }
+            if authoritative || p.addr.borrow().is_empty() {
+                p.addr.send_if_modified(|current| {
+                    let changed = current != addr;
+                    if changed {
+                        tracing::debug!(peer = id, from = %current, to = %addr, "peer address updated");
+                        addr.clone_into(current);
+                    }
+                    changed
+                });
             }
             return p.clone();
         }
         let peer = Arc::new(Peer {
             id,
-            addr: Mutex::new(addr.to_owned()),
+            addr: watch::Sender::new(addr.to_owned()),
             last_heard: AtomicU64::new(now_ms()),
             outbox: Outbox::new(self.max_frame),
             pending: Mutex::default(),
@@ -288,6 +298,11 @@ impl Peers {
     /// The membership changed: where each member listens.
     pub(crate) fn set_book(&self, book: impl IntoIterator<Item = (NodeId, String)>) {
         *lock(&self.book) = book.into_iter().collect();
+    }
+
+    /// Where member `id` listens, as the membership says; `None` for a node that is not a member.
+    pub(crate) fn member_addr(&self, id: NodeId) -> Option<String> {
+        lock(&self.book).get(&id).cloned()
     }
 
     /// The peer `id` if this node talks to it or it is a member (then dialed when needed).

@@ -15,6 +15,25 @@ pub(crate) type NodeId = u64;
 /// An endpoint's id, unique in the cluster for its lifetime (assigned when its registration applies).
 pub(crate) type EndpointId = u64;
 
+/// The longest channel name, in bytes.
+pub(crate) const MAX_NAME: usize = 255;
+
+/// The most endpoints one node may have registered at once: past it, a registration is refused,
+/// so that one member cannot grow the registry (and every node's copy of it) without bound.
+pub(crate) const MAX_ENDPOINTS_PER_NODE: u32 = 100_000;
+
+/// Whether `name` can name a channel: 1 to [`MAX_NAME`] bytes, no whitespace or control
+/// characters.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!("a channel name has 1 to {MAX_NAME} bytes, not {}", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("a channel name has no whitespace or control characters ({c:?})"));
+    }
+    Ok(())
+}
+
 /// A fresh registration token (see [`Command::Register`]).
 pub(crate) fn token() -> u64 {
     crate::clock::random_u64()
@@ -79,6 +98,9 @@ pub(crate) enum Outcome {
     },
     /// The channel is closed.
     Closed,
+    /// The registration was refused: the node has [`MAX_ENDPOINTS_PER_NODE`] endpoints, or the
+    /// name is not a channel name.
+    Refused(String),
     /// Applied (deregistration, close, node removal, membership change).
     Done,
     /// The registration was withdrawn before it applied.
@@ -157,6 +179,9 @@ pub(crate) struct Registry {
     token_of: BTreeMap<EndpointId, (NodeId, u64)>,
     /// Registrations withdrawn before they applied (forgotten when their node leaves).
     withdrawn: BTreeSet<(NodeId, u64)>,
+    /// How many endpoints each node has registered.
+    #[serde(default)]
+    per_node: BTreeMap<NodeId, u32>,
 }
 
 impl Registry {
@@ -169,6 +194,14 @@ impl Registry {
                 }
                 if self.withdrawn.contains(&(*node, *token)) {
                     return Outcome::Withdrawn;
+                }
+                if let Err(why) = check_name(channel) {
+                    return Outcome::Refused(why);
+                }
+                if self.per_node.get(node).copied().unwrap_or(0) >= MAX_ENDPOINTS_PER_NODE {
+                    return Outcome::Refused(format!(
+                        "node {node} has {MAX_ENDPOINTS_PER_NODE} endpoints, the most one node may register"
+                    ));
                 }
                 let ch = self.channels.entry(channel.clone()).or_insert_with(|| ChannelInfo {
                     name: channel.clone(),
@@ -193,6 +226,7 @@ impl Registry {
                     .insert(id, EndpointInfo { id, node: *node, kind: *kind, capacity: *capacity });
                 self.by_token.insert((*node, *token), id);
                 self.token_of.insert(id, (*node, *token));
+                *self.per_node.entry(*node).or_default() += 1;
                 Outcome::Registered(id)
             }
             Command::Deregister { channel, id } => {
@@ -252,6 +286,12 @@ impl Registry {
     fn forget_token(&mut self, id: EndpointId) {
         if let Some(t) = self.token_of.remove(&id) {
             self.by_token.remove(&t);
+            if let Some(n) = self.per_node.get_mut(&t.0) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_node.remove(&t.0);
+                }
+            }
         }
     }
 
@@ -297,6 +337,35 @@ mod tests {
         assert_eq!(r.channels["jobs"].endpoints.len(), 0, "withdrawn after it applied");
         r.apply(&Command::RemoveNode { node: 1 });
         assert!(r.withdrawn.is_empty());
+    }
+
+    #[test]
+    fn a_node_registers_at_most_its_share_and_names_are_checked() {
+        let mut r = Registry::default();
+        let reg = |r: &mut Registry, channel: &str, node: NodeId, token: u64| {
+            r.apply(&Command::Register {
+                channel: channel.into(),
+                type_name: "T".into(),
+                kind: EndpointKind::Sender,
+                node,
+                capacity: 1,
+                token,
+            })
+        };
+        for t in 0..u64::from(MAX_ENDPOINTS_PER_NODE) {
+            assert!(matches!(reg(&mut r, "c", 1, t), Outcome::Registered(_)));
+        }
+        assert!(matches!(reg(&mut r, "c", 1, u64::MAX), Outcome::Refused(_)), "one too many");
+        assert!(matches!(reg(&mut r, "c", 2, 0), Outcome::Registered(_)), "another node's own");
+        let first = *r.channels["c"].endpoints.keys().next().expect("one");
+        r.apply(&Command::Deregister { channel: "c".into(), id: first });
+        assert!(matches!(reg(&mut r, "c", 1, u64::MAX), Outcome::Registered(_)), "room again");
+        r.apply(&Command::RemoveNode { node: 1 });
+        assert_eq!(r.per_node.get(&1), None, "nothing counted for a node that left");
+        for bad in ["", "a b", "tab\t", &"x".repeat(MAX_NAME + 1)] {
+            assert!(matches!(reg(&mut r, bad, 2, 9), Outcome::Refused(_)), "{bad:?}");
+        }
+        assert!(matches!(reg(&mut r, "orders.eu-west/1", 2, 10), Outcome::Registered(_)));
     }
 
     #[test]

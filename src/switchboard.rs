@@ -200,22 +200,34 @@ impl Switchboard {
                 p.outbox.release(to, taken);
             }
         }
-        if let Some(route) = self.credits.grant(to, grant) {
+        if let Some(route) = self.credits.grant(to, from, grant) {
             route.wake();
         }
     }
 
-    /// Node `from` wants credit with receiver `to`.
+    /// Node `from` wants credit with receiver `to`: given only to a node with a sender of the
+    /// receiver's channel (credit given to any other would sit unused, taking room).
     pub(crate) fn want(&self, from: NodeId, to: EndpointId) {
         match self.inbox(to) {
-            Some(inbox) => inbox.want(from),
+            Some(inbox) => {
+                let registry = self.registry.borrow().clone();
+                if self.sending_nodes(&inbox.channel().name, &registry).contains(&from) {
+                    inbox.want(from);
+                } else {
+                    tracing::warn!(
+                        node = from,
+                        receiver = to,
+                        "credit asked for by a node without a sender of the channel: refused"
+                    );
+                }
+            }
             None => self.not_here(from, to),
         }
     }
 
     /// Receiver `to` on node `from` wants its unused credit back.
     pub(crate) fn reclaim(&self, from: NodeId, to: EndpointId) {
-        let n = self.credits.get(to).map_or(0, |(window, _, _)| window.reclaim());
+        let n = self.credits.get_from(to, from).map_or(0, |(window, _, _)| window.reclaim());
         if let Some(p) = self.peers.reach(from) {
             p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
         }
@@ -231,7 +243,8 @@ impl Switchboard {
     /// Receiver `to` on node `from` is gone: deliver elsewhere what it did not take (called by
     /// the connection reader, and when a node dies with its receivers).
     pub(crate) fn released(&self, from: NodeId, to: EndpointId) {
-        let Some((window, route, _)) = self.credits.get(to) else { return };
+        // Only the receiver's node releases it.
+        let Some((window, route, _)) = self.credits.get_from(to, from) else { return };
         if !window.release() {
             return;
         }

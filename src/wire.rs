@@ -23,7 +23,7 @@ use crate::raft::TypeConfig;
 use crate::registry::{Command, EndpointId, NodeId, Outcome};
 
 /// The protocol version this build speaks.
-pub(crate) const VERSION: u8 = 2;
+pub(crate) const VERSION: u8 = 3;
 
 /// Largest frame a node reads or writes by default (16 MiB).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -31,17 +31,50 @@ pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// One frame, borrowing message payloads from the received buffer.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame<'a> {
-    /// The first frame each way on a new connection: who is talking.
+    /// The dialer's first frame (see [`crate::handshake`]): who is talking, and a fresh nonce
+    /// for the acceptor to prove it knows the cluster secret with.
     Hello {
-        /// The sender's node id.
+        /// The dialer's node id.
         node: NodeId,
-        /// The address the sender listens on (where to dial it back).
+        /// The address the dialer listens on (used by no one until the membership lists it).
         addr: String,
-        /// The largest frame the sender reads.
+        /// The largest frame the dialer reads.
         max_frame: u64,
-        /// How many reliable frames of which of the receiver's streams the sender has taken in
-        /// (`None`: it knows no stream of the receiver's).
+        /// 32 random bytes.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// The acceptor's answer to a hello: who it is, its own nonce, and its proof.
+    Challenge {
+        /// The acceptor's node id.
+        node: NodeId,
+        /// The largest frame the acceptor reads.
+        max_frame: u64,
+        /// 32 random bytes.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        /// HMAC-SHA256 of both nonces and both ids under the cluster secret, as the acceptor.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// The dialer's proof, once the acceptor's checked out.
+    Proof {
+        /// HMAC-SHA256 of both nonces and both ids under the cluster secret, as the dialer.
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+        /// How many reliable frames of which of the acceptor's streams the dialer has taken in
+        /// (`None`: it knows no stream of the acceptor's).
         received: Option<(u64, u64)>,
+    },
+    /// The acceptor let the dialer in: the connection carries everything else from now on.
+    Welcome {
+        /// Like [`Frame::Proof`]'s, the acceptor's view of the dialer's stream.
+        received: Option<(u64, u64)>,
+    },
+    /// The handshake failed on the side that sends this, for this reason; the connection closes.
+    Refused {
+        /// Why, for a person to read.
+        reason: String,
     },
     /// Sent once by a connection that is to carry the sender's reliable frames, before any of
     /// them: the next reliable frame on this connection is number `from` of stream `stream`
@@ -201,7 +234,13 @@ impl Frame<'_> {
     /// own frames and Raft's traffic, which Raft retries by itself).
     pub(crate) fn is_reliable(&self) -> bool {
         match self {
-            Frame::Hello { .. } | Frame::Resume { .. } | Frame::Received { .. } => false,
+            Frame::Hello { .. }
+            | Frame::Challenge { .. }
+            | Frame::Proof { .. }
+            | Frame::Welcome { .. }
+            | Frame::Refused { .. }
+            | Frame::Resume { .. }
+            | Frame::Received { .. } => false,
             Frame::Request { body, .. } => body.is_reliable(),
             Frame::Response { body, .. } => body.is_reliable(),
             Frame::Data { .. }
@@ -290,7 +329,7 @@ mod tests {
 
     #[test]
     fn other_versions_and_garbage_are_refused() {
-        assert!(matches!(decode(&[0x92, 3, 0xc0]), Err(FrameError::Version(3))));
+        assert!(matches!(decode(&[0x92, 4, 0xc0]), Err(FrameError::Version(4))));
         assert!(matches!(decode(&[0x92, 1, 0xc0]), Err(FrameError::Version(1))));
         assert!(matches!(decode(&[]), Err(FrameError::Malformed(_))));
         assert!(matches!(decode(&[0x92, VERSION, 0xc1]), Err(FrameError::Malformed(_))));

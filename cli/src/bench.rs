@@ -64,6 +64,8 @@ pub(crate) struct Args {
     /// Use the running cluster at this address (repeat for more seeds) instead of starting one.
     #[arg(long)]
     join: Vec<String>,
+    #[command(flatten)]
+    secret: crate::client::Secret,
 }
 
 /// One node of a benchmark (`dchan bench-node`, started by `dchan bench`).
@@ -87,6 +89,9 @@ pub(crate) struct NodeArgs {
     receivers: usize,
     #[arg(long)]
     capacity: usize,
+    /// The cluster secret (given to it in the environment, never on its command line).
+    #[command(flatten)]
+    secret: crate::client::Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -148,7 +153,12 @@ impl Worker {
             return Ok(Worker::Thread { stop: Some(stop_tx), handle });
         }
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command.env_remove("DCHAN_COOKIE");
+        if let Some(c) = &args.secret.cookie {
+            command.env("DCHAN_COOKIE", c);
+        }
+        let mut child = command
             .arg("bench-node")
             .args(["--role", if args.role == Role::Send { "send" } else { "recv" }])
             .args(["--channel", &args.channel])
@@ -223,7 +233,9 @@ async fn role(
     out: &dyn Fn(String),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), Failure> {
-    let node = dchan::Node::builder()
+    let node = args
+        .secret
+        .apply(dchan::Node::builder())
         .listen("127.0.0.1:0")
         .join(args.join.iter())
         .non_voting()
@@ -325,21 +337,18 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let (seed_tx, seed_rx) = std_mpsc::channel();
     let (seed_stop_tx, seed_stop) = tokio::sync::oneshot::channel::<()>();
     let seeds = args.join.clone();
+    let secret = args.secret.clone();
     let seed_thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let started = async {
+                let builder = secret.apply(dchan::Node::builder()).listen("127.0.0.1:0");
                 if seeds.is_empty() {
-                    dchan::Node::builder().listen("127.0.0.1:0").bootstrap().start().await
+                    builder.bootstrap().start().await
                 } else {
                     crate::client::check_seeds(&seeds)
                         .await
                         .map_err(|f| dchan::Error::Join(f.message))?;
-                    dchan::Node::builder()
-                        .listen("127.0.0.1:0")
-                        .join(seeds.iter())
-                        .non_voting()
-                        .start()
-                        .await
+                    builder.join(seeds.iter()).non_voting().start().await
                 }
             }
             .await;
@@ -379,6 +388,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         mode: args.mode,
         receivers: args.receivers,
         capacity: args.capacity,
+        secret: args.secret.clone(),
     };
     let mut workers = Vec::new();
     let (events_tx, events) = std_mpsc::channel();

@@ -22,6 +22,44 @@ pub(crate) struct Join {
     /// that routes to the first seed, any free port).
     #[arg(long)]
     pub(crate) listen: Option<String>,
+    #[command(flatten)]
+    pub(crate) secret: Secret,
+}
+
+/// The cluster secret, as every command that starts a node takes it.
+#[derive(Clone, Default, clap::Args)]
+pub(crate) struct Secret {
+    /// The cluster secret (cookie) every node of the cluster shares; a node that does not know
+    /// it is refused. Prefer the environment variable: a command line is visible to every user
+    /// of the machine.
+    #[arg(long, env = "DCHAN_COOKIE", hide_env_values = true)]
+    pub(crate) cookie: Option<String>,
+    /// Listen on an address other than loopback without a cookie (anyone who reaches the port
+    /// is trusted with everything).
+    #[arg(long)]
+    pub(crate) insecure: bool,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("cookie", &self.cookie.as_ref().map(|_| ".."))
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+impl Secret {
+    /// `builder` with this secret (or none).
+    pub(crate) fn apply(&self, mut builder: dchan::NodeBuilder) -> dchan::NodeBuilder {
+        if let Some(c) = &self.cookie {
+            builder = builder.cookie(c);
+        }
+        if self.insecure {
+            builder = builder.insecure();
+        }
+        builder
+    }
 }
 
 /// Fail at once, with a clear line, when no seed has anything listening (rather than retrying
@@ -59,7 +97,8 @@ pub(crate) async fn join(args: &Join) -> Result<dchan::Node, Failure> {
             None => "127.0.0.1:0".into(),
         },
     };
-    dchan::Node::builder()
+    args.secret
+        .apply(dchan::Node::builder())
         .listen(listen)
         .join(args.join.iter())
         .non_voting()

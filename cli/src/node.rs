@@ -15,10 +15,12 @@ pub(crate) struct Args {
     /// `--listen 0.0.0.0:PORT`, behind NAT or a container port mapping.
     #[arg(long)]
     advertise: Option<String>,
+    #[command(flatten)]
+    secret: crate::client::Secret,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let mut builder = dchan::Node::builder().listen(args.listen);
+    let mut builder = args.secret.apply(dchan::Node::builder()).listen(args.listen);
     if let Some(addr) = args.advertise {
         builder = builder.advertise(addr);
     }

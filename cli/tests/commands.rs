@@ -173,6 +173,27 @@ fn errors_are_one_clear_line() {
 }
 
 #[test]
+fn a_cluster_with_a_cookie_lets_in_only_commands_that_have_it() {
+    let node = spawn(&["node", "--listen", "127.0.0.1:0", "--cookie", "s3cret"]);
+    let addr = node.line_with("listening on ").rsplit(' ').next().expect("address").to_owned();
+    for extra in [&[][..], &["--cookie", "guess"][..]] {
+        let mut args = vec!["status", "--join", &addr];
+        args.extend_from_slice(extra);
+        let (_, line) = fails(&args, "");
+        assert!(line.contains("authentication failed") && line.contains("cookie"), "{line}");
+    }
+    // The environment variable, as a service would pass it.
+    let mut status = std::process::Command::new(env!("CARGO_BIN_EXE_dchan"));
+    status.args(["status", "--json", "--join", &addr]).env("DCHAN_COOKIE", "s3cret");
+    let out = status.output().expect("run dchan status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Beyond loopback without a cookie: refused before it listens.
+    let (_, line) = fails(&["node", "--listen", "0.0.0.0:0"], "");
+    assert!(line.contains("without a cluster secret"), "{line}");
+    drop(node);
+}
+
+#[test]
 fn recv_reports_a_closed_stdout_and_what_it_did_not_print_goes_elsewhere() {
     let (_nodes, addr) = cluster(1);
     let mut recv = spawn(&["recv", "lines", "--join", &addr]);

@@ -109,15 +109,12 @@ impl Proxy {
     }
 }
 
-/// The hello that opens every connection between nodes, each way:
-/// `[version, {"Hello": {node, addr}}]`.
+/// The first frame each way, which says who is on that end: the dialer's hello
+/// `[version, {"Hello": {node, ..}}]` and the acceptor's answer `[version, {"Challenge": {node, ..}}]`.
 #[derive(serde::Deserialize)]
 enum Hello {
-    Hello {
-        node: u64,
-        #[allow(dead_code)]
-        addr: String,
-    },
+    Hello { node: u64 },
+    Challenge { node: u64 },
 }
 
 /// Read one length-delimited frame (the hello), whole, with its prefix.
@@ -131,11 +128,12 @@ async fn hello(conn: &mut TcpStream) -> Option<(u64, Vec<u8>)> {
     let mut frame = vec![0u8; 4 + n];
     frame[..4].copy_from_slice(&len);
     conn.read_exact(&mut frame[4..]).await.ok()?;
-    let (_, Hello::Hello { node, .. }) = rmp_serde::from_slice::<(u8, Hello)>(&frame[4..]).ok()?;
+    let (_, Hello::Hello { node } | Hello::Challenge { node }) =
+        rmp_serde::from_slice::<(u8, Hello)>(&frame[4..]).ok()?;
     Some((node, frame))
 }
 
-/// Pass the hellos through (learning who is on each end), then pipe the connection, unless a
+/// Pass the first frame each way through (learning who is on each end), then pipe the connection, unless a
 /// fault cuts it.
 async fn pass(mut conn: TcpStream, real: SocketAddr, faults: Arc<Faults>) {
     let Some((from, first)) = hello(&mut conn).await else { return };

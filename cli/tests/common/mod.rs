@@ -44,6 +44,7 @@ pub fn spawn(args: &[&str]) -> Proc {
         .args(args)
         .env_remove("RUST_LOG")
         .env_remove("DCHAN_JOIN")
+        .env_remove("DCHAN_COOKIE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
