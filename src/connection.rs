@@ -26,6 +26,7 @@ use crate::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHA
 use crate::peer::{lock, Peer, Peers, WriterClaim};
 use crate::registry::{EndpointId, NodeId};
 use crate::tasks::Tasks;
+use crate::tls::{Stream, TlsConfig};
 use crate::wire::{self, Frame, Request, Response};
 use crate::Error;
 
@@ -41,7 +42,8 @@ const MAX_QUEUED_RPCS: usize = 64;
 /// commit); one more is refused with "busy" (a write is retried) or not answered (a read).
 const MAX_REQUESTS: usize = 256;
 
-pub(crate) type FramedTcp = Framed<TcpStream, LengthDelimitedCodec>;
+/// A connection, framed: length-delimited frames over TCP, or over TLS over TCP.
+pub(crate) type FramedTcp = Framed<Stream, LengthDelimitedCodec>;
 
 /// Where what a connection reads goes: the layer above, as the link sees it. The node
 /// implements it; the connection hands frames up through it and knows nothing else of the node.
@@ -79,6 +81,8 @@ pub(crate) struct Links {
     pub(crate) dispatch: Weak<dyn Dispatch>,
     /// The cluster secret every connection proves in its handshake.
     pub(crate) secret: Secret,
+    /// TLS under every connection, if configured.
+    pub(crate) tls: Option<TlsConfig>,
     /// Connections accepted and not yet closed, handshakes included: at most
     /// [`MAX_CONNECTIONS`]; one more is closed at once.
     pub(crate) accepted: Arc<tokio::sync::Semaphore>,
@@ -92,6 +96,7 @@ impl Links {
             addr: self.advertised.clone(),
             max_frame: self.peers.max_frame,
             secret: self.secret.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -102,9 +107,7 @@ impl std::fmt::Debug for Links {
     }
 }
 
-fn framed(stream: TcpStream, max_frame: usize) -> FramedTcp {
-    // Small frames must not wait for Nagle: batching is done by the outbox, not by the kernel.
-    let _ = stream.set_nodelay(true);
+fn framed(stream: Stream, max_frame: usize) -> FramedTcp {
     Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec())
 }
 
@@ -125,6 +128,9 @@ pub(crate) async fn dial(
 ) -> Result<Dialed, Error> {
     let handshake = async {
         let stream = TcpStream::connect(addr).await?;
+        // Small frames must not wait for Nagle: batching is done by the outbox, not the kernel.
+        let _ = stream.set_nodelay(true);
+        let stream = crate::tls::connect(me.tls.as_ref(), stream, addr).await?;
         let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
         let received = |node| expect.and_then(|(id, r)| if id == node { r } else { None });
         let hello = handshake::dial(&mut framed, addr, me, received).await?;
@@ -254,13 +260,18 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
 /// Handshake on an accepted connection, then run it: as the peer's writer too if no other
 /// connection is.
 async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
-    let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
+    let _ = stream.set_nodelay(true);
     let me = core.intro();
     let received = |node| core.peers.find(node).and_then(|p| lock(&p.inbound).received());
-    let theirs =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut framed, &me, received))
-            .await
-            .map_err(|_| Error::Codec("no handshake within the handshake timeout".into()))??;
+    let handshake = async {
+        let stream = crate::tls::accept(me.tls.as_ref(), stream).await?;
+        let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
+        let theirs = handshake::accept(&mut framed, &me, received).await?;
+        Ok::<_, Error>((framed, theirs))
+    };
+    let (framed, theirs) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| Error::Codec("no handshake within the handshake timeout".into()))??;
     // Dialed back only at the address the membership gives it (none until it is a member).
     let book = core.peers.member_addr(theirs.node);
     let peer = core.peers.get_or_add(theirs.node, book.as_deref().unwrap_or(""));

@@ -104,6 +104,8 @@ pub(crate) struct Me {
     /// The largest frame this node reads once the handshake is done.
     pub(crate) max_frame: usize,
     pub(crate) secret: Secret,
+    /// TLS under the handshake, if configured.
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
 }
 
 /// The other side of a connection, once it proved it knows the secret.

@@ -91,6 +91,7 @@ mod sender;
 mod stats;
 mod switchboard;
 mod tasks;
+mod tls;
 mod wire;
 
 pub use cluster::{
@@ -130,10 +131,13 @@ pub use rmpv;
 /// # }
 /// ```
 pub use rmpv::Value;
+/// rustls, whose configurations [`TlsConfig::new`] takes.
+pub use rustls;
 pub use sender::Sender;
 /// serde, as dchan uses it; `#[dchan::endpoint]` derives through this path.
 pub use serde;
 pub use stats::{ChannelStats, NodeStats};
+pub use tls::TlsConfig;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

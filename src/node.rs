@@ -38,6 +38,7 @@ use crate::router::ChannelRoute;
 use crate::sender::Sender;
 use crate::switchboard::Switchboard;
 use crate::tasks::Tasks;
+use crate::tls::TlsConfig;
 use crate::wire::{self, Request, Response};
 use crate::Error;
 
@@ -165,6 +166,7 @@ pub struct NodeBuilder {
     join_timeout: Duration,
     non_voting: bool,
     cookie: Option<Secret>,
+    tls: Option<TlsConfig>,
     insecure: bool,
 }
 
@@ -181,6 +183,7 @@ impl Default for NodeBuilder {
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             non_voting: false,
             cookie: None,
+            tls: None,
             insecure: false,
         }
     }
@@ -278,8 +281,17 @@ impl NodeBuilder {
         self
     }
 
+    /// TLS under every connection of this node, mutual: each node shows a certificate signed by
+    /// the cluster's certificate authority, and a node dialed must hold a certificate for the
+    /// address it is dialed at (see [`TlsConfig`]). Every node of the cluster needs it. The
+    /// cookie handshake, if a cookie is set too, runs inside TLS.
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Let this node listen on an address other than loopback without a
-    /// [cookie](NodeBuilder::cookie): any process that can reach its port is then trusted with
+    /// [cookie](NodeBuilder::cookie) or [TLS](NodeBuilder::tls): any process that can reach its port is then trusted with
     /// everything (for a private network you control, or a test). Without this, such a node
     /// refuses to start.
     pub fn insecure(mut self) -> Self {
@@ -307,13 +319,13 @@ impl NodeBuilder {
             return Err(Error::Config("the cookie is empty".into()));
         }
         // Checked before binding: a refused configuration never opens its port.
-        if self.cookie.is_none() && !self.insecure {
+        if self.cookie.is_none() && self.tls.is_none() && !self.insecure {
             for addr in tokio::net::lookup_host(&self.listen).await? {
                 if !addr.ip().is_loopback() {
                     return Err(Error::Config(format!(
                         "listening on {addr} without a cluster secret would let anyone who \
                          reaches it in: give every node the same cookie \
-                         (`NodeBuilder::cookie`, `--cookie`, DCHAN_COOKIE), or call \
+                         (`NodeBuilder::cookie`, `--cookie`, DCHAN_COOKIE) or TLS, or call \
                          `insecure()` to run without one"
                     )));
                 }
@@ -366,6 +378,7 @@ impl NodeBuilder {
                     tasks: tasks.clone(),
                     dispatch,
                     secret: self.cookie.clone().unwrap_or_else(|| Secret::new(b"")),
+                    tls: self.tls.clone(),
                     accepted: Arc::new(tokio::sync::Semaphore::new(
                         crate::connection::MAX_CONNECTIONS,
                     )),

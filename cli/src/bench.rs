@@ -154,9 +154,18 @@ impl Worker {
         }
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
-        command.env_remove("DCHAN_COOKIE");
+        for var in ["DCHAN_COOKIE", "DCHAN_TLS_CERT", "DCHAN_TLS_KEY", "DCHAN_TLS_CA"] {
+            command.env_remove(var);
+        }
         if let Some(c) = &args.secret.cookie {
             command.env("DCHAN_COOKIE", c);
+        }
+        let tls = [&args.secret.tls_cert, &args.secret.tls_key, &args.secret.tls_ca];
+        for (var, path) in ["DCHAN_TLS_CERT", "DCHAN_TLS_KEY", "DCHAN_TLS_CA"].into_iter().zip(tls)
+        {
+            if let Some(p) = path {
+                command.env(var, p);
+            }
         }
         let mut child = command
             .arg("bench-node")
@@ -235,7 +244,7 @@ async fn role(
 ) -> Result<(), Failure> {
     let node = args
         .secret
-        .apply(dchan::Node::builder())
+        .apply(dchan::Node::builder())?
         .listen("127.0.0.1:0")
         .join(args.join.iter())
         .non_voting()
@@ -341,7 +350,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let seed_thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let started = async {
-                let builder = secret.apply(dchan::Node::builder()).listen("127.0.0.1:0");
+                let builder = secret.apply(dchan::Node::builder())?.listen("127.0.0.1:0");
                 if seeds.is_empty() {
                     builder.bootstrap().start().await
                 } else {

@@ -34,10 +34,19 @@ pub(crate) struct Secret {
     /// of the machine.
     #[arg(long, env = "DCHAN_COOKIE", hide_env_values = true)]
     pub(crate) cookie: Option<String>,
-    /// Listen on an address other than loopback without a cookie (anyone who reaches the port
-    /// is trusted with everything).
+    /// Listen on an address other than loopback without a cookie or TLS (anyone who reaches the
+    /// port is trusted with everything).
     #[arg(long)]
     pub(crate) insecure: bool,
+    /// TLS between nodes: this node's certificate chain (PEM); with --tls-key and --tls-ca.
+    #[arg(long, env = "DCHAN_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "DCHAN_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// The certificate authority that signs every node's certificate (PEM).
+    #[arg(long, env = "DCHAN_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Secret {
@@ -45,20 +54,27 @@ impl std::fmt::Debug for Secret {
         f.debug_struct("Secret")
             .field("cookie", &self.cookie.as_ref().map(|_| ".."))
             .field("insecure", &self.insecure)
-            .finish()
+            .field("tls_cert", &self.tls_cert)
+            .finish_non_exhaustive()
     }
 }
 
 impl Secret {
-    /// `builder` with this secret (or none).
-    pub(crate) fn apply(&self, mut builder: dchan::NodeBuilder) -> dchan::NodeBuilder {
+    /// `builder` with this secret and TLS (or none).
+    pub(crate) fn apply(
+        &self,
+        mut builder: dchan::NodeBuilder,
+    ) -> Result<dchan::NodeBuilder, dchan::Error> {
         if let Some(c) = &self.cookie {
             builder = builder.cookie(c);
+        }
+        if let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            builder = builder.tls(dchan::TlsConfig::from_pem_files(cert, key, ca)?);
         }
         if self.insecure {
             builder = builder.insecure();
         }
-        builder
+        Ok(builder)
     }
 }
 
@@ -98,7 +114,7 @@ pub(crate) async fn join(args: &Join) -> Result<dchan::Node, Failure> {
         },
     };
     args.secret
-        .apply(dchan::Node::builder())
+        .apply(dchan::Node::builder())?
         .listen(listen)
         .join(args.join.iter())
         .non_voting()

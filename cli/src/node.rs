@@ -20,7 +20,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let mut builder = args.secret.apply(dchan::Node::builder()).listen(args.listen);
+    let mut builder = args.secret.apply(dchan::Node::builder())?.listen(args.listen);
     if let Some(addr) = args.advertise {
         builder = builder.advertise(addr);
     }

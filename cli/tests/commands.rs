@@ -194,6 +194,44 @@ fn a_cluster_with_a_cookie_lets_in_only_commands_that_have_it() {
 }
 
 #[test]
+fn tls_from_pem_files_and_a_client_without_it_is_refused() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("dchan-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca = ca.self_signed(&ca_key).expect("ca");
+    let node = CertificateParams::new(vec!["127.0.0.1".into()]).expect("params");
+    let key = KeyPair::generate().expect("key");
+    let cert = node.signed_by(&key, &ca, &ca_key).expect("cert");
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(path("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(path("node.pem"), cert.pem()).expect("write");
+    std::fs::write(path("node.key"), key.serialize_pem()).expect("write");
+    let (ca_pem, cert_pem, key_pem) = (path("ca.pem"), path("node.pem"), path("node.key"));
+    let tls = ["--tls-cert", &cert_pem, "--tls-key", &key_pem, "--tls-ca", &ca_pem];
+    let mut args = vec!["node", "--listen", "127.0.0.1:0"];
+    args.extend(tls);
+    let node = spawn(&args);
+    let addr = node.line_with("listening on ").rsplit(' ').next().expect("address").to_owned();
+    let mut args = vec!["status", "--json", "--join", &addr];
+    args.extend(tls);
+    let (code, out, err) = run(&args, "");
+    assert_eq!(code, Some(0), "{err:?}");
+    assert!(out[0].contains("\"members\""), "{out:?}");
+    // Half the TLS options is a usage error; none at all cannot get in.
+    let (code, _, _) = run(&["status", "--join", &addr, "--tls-cert", &cert_pem], "");
+    assert_ne!(code, Some(0));
+    let mut args = vec!["status", "--join", &addr];
+    args.extend(["--tls-cert", &cert_pem, "--tls-key", &key_pem, "--tls-ca", &cert_pem]);
+    let (_, line) = fails(&args, "");
+    assert!(line.contains("TLS"), "{line}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn recv_reports_a_closed_stdout_and_what_it_did_not_print_goes_elsewhere() {
     let (_nodes, addr) = cluster(1);
     let mut recv = spawn(&["recv", "lines", "--join", &addr]);
