@@ -272,9 +272,9 @@ async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
     let (framed, theirs) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| Error::Codec("no handshake within the handshake timeout".into()))??;
-    // Dialed back only at the address the membership gives it (none until it is a member).
-    let book = core.peers.member_addr(theirs.node);
-    let peer = core.peers.get_or_add(theirs.node, book.as_deref().unwrap_or(""));
+    // Dialed back at the address the membership gives, not at the one it claims (see
+    // `Peers::dial_back`).
+    let peer = core.peers.get_or_add(theirs.node, &core.peers.dial_back(theirs.node, &theirs.addr));
     peer.outbox.limit_frames(theirs.max_frame);
     let claim = match peer.claim_writer() {
         Some(claim) => Some(claim),
@@ -286,11 +286,10 @@ async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
         None => None,
     };
     let result = run(core, framed, &peer, claim.map(|c| (c, theirs.received))).await;
-    // A node that is not a member (a joining node that went, a client that knew the secret):
-    // forgotten with its link, unless it comes back or joins meanwhile.
-    if core.peers.member_addr(theirs.node).is_none() {
-        core.peers.remove(theirs.node);
-    }
+    // A node this one only knows from connections it accepted (a joining node that went, a
+    // client that knew the secret): forgotten with its link, unless it comes back or joins
+    // meanwhile.
+    core.peers.forget_stranger(theirs.node);
     result
 }
 

@@ -112,6 +112,8 @@ pub(crate) struct Me {
 #[derive(Debug)]
 pub(crate) struct PeerHello {
     pub(crate) node: NodeId,
+    /// The address a dialer's hello gives (a claim; see `Peers::dial_back`); the dialed address.
+    pub(crate) addr: String,
     /// The largest frame both sides take: the smaller of the two limits.
     pub(crate) max_frame: usize,
     /// How much of this node's stream of reliable frames it has.
@@ -213,7 +215,7 @@ pub(crate) async fn dial(
     };
     let max_frame = limit(max_frame, me.max_frame);
     framed.codec_mut().set_max_frame_length(max_frame);
-    Ok(PeerHello { node, max_frame, received: theirs })
+    Ok(PeerHello { node, addr: addr.to_owned(), max_frame, received: theirs })
 }
 
 /// The accepting side, on a connection just accepted: returns the dialer, proved, and sets the
@@ -273,7 +275,7 @@ pub(crate) async fn accept(
     framed.send(wire::encode(&Frame::Welcome { received: received(node) })).await?;
     let max_frame = limit(max_frame, me.max_frame);
     framed.codec_mut().set_max_frame_length(max_frame);
-    Ok(PeerHello { node, max_frame, received: theirs })
+    Ok(PeerHello { node, addr, max_frame, received: theirs })
 }
 
 #[cfg(test)]
@@ -300,5 +302,126 @@ mod tests {
         assert!(!s.verify(&p, DIALER, &b(2, &A, &D)), "other nonces");
         assert!(!s.verify(&p[..31], DIALER, &b(2, &D, &A)), "truncated");
         assert_eq!(format!("{s:?}"), "Secret(..)", "never printed");
+    }
+
+    mod properties {
+        use futures::SinkExt;
+        use proptest::prelude::*;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{TcpListener, TcpStream};
+        use tokio_util::codec::{Framed, LengthDelimitedCodec};
+        use tokio_util::either::Either;
+
+        use super::super::*;
+
+        fn me(node: NodeId) -> Me {
+            Me {
+                node,
+                addr: "127.0.0.1:1".into(),
+                max_frame: 1 << 20,
+                secret: Secret::new(b"k"),
+                tls: None,
+            }
+        }
+
+        /// Run `side` on one end of a loopback connection while `peer` writes `frames` (each
+        /// length-prefixed) on the other, then reads until closed.
+        fn against(frames: Vec<Vec<u8>>, dialing: bool) -> Result<PeerHello, Error> {
+            let rt =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let addr = listener.local_addr().expect("addr").to_string();
+                let (a, b) = tokio::join!(TcpStream::connect(&addr), listener.accept());
+                let (ours, theirs) = if dialing {
+                    (a.expect("connect"), b.expect("accept").0)
+                } else {
+                    (b.expect("accept").0, a.expect("connect"))
+                };
+                let peer = async move {
+                    let mut f = Framed::new(theirs, LengthDelimitedCodec::new());
+                    for frame in frames {
+                        if f.send(bytes::Bytes::from(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Nothing more from this side: the other sees the end after the frames.
+                    let mut s = f.into_inner();
+                    let _ = s.shutdown().await;
+                    let mut sink = [0u8; 1024];
+                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                };
+                let side = async move {
+                    let mut framed = Framed::new(Either::Left(ours), LengthDelimitedCodec::new());
+                    let r = if dialing {
+                        dial(&mut framed, &addr, &me(1), |_| None).await
+                    } else {
+                        accept(&mut framed, &me(1), |_| None).await
+                    };
+                    drop(framed);
+                    r
+                };
+                let (r, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+                    tokio::join!(side, peer)
+                })
+                .await
+                .expect("the handshake ends when the other side stops");
+                r
+            })
+        }
+
+        /// A hello as a stranger would send it, then `rest`.
+        fn after_hello(rest: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+            let hello = Frame::Hello {
+                node: 9,
+                addr: "127.0.0.1:2".into(),
+                max_frame: 1 << 20,
+                nonce: vec![3; NONCE],
+            };
+            let mut frames = vec![wire::encode(&hello).to_vec()];
+            frames.extend(rest);
+            frames
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Whatever a dialer sends, with or without a well-formed hello first, the accepting
+            /// side never lets it in without the proof (and never panics).
+            #[test]
+            fn no_bytes_get_a_dialer_in_without_the_secret(
+                frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..4),
+                hello_first in any::<bool>(),
+            ) {
+                let frames = if hello_first { after_hello(frames) } else { frames };
+                prop_assert!(against(frames, false).is_err());
+            }
+
+            /// A well-formed proof of the wrong bytes (any length) is refused.
+            #[test]
+            fn a_proof_of_any_other_bytes_is_refused(proof in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let frame = wire::encode(&Frame::Proof { proof, received: None }).to_vec();
+                prop_assert!(matches!(against(after_hello(vec![frame]), false), Err(Error::Auth(_))));
+            }
+
+            /// A well-formed challenge with a proof of the wrong bytes is refused by the dialer.
+            #[test]
+            fn a_challenge_with_any_other_proof_is_refused(
+                proof in proptest::collection::vec(any::<u8>(), 0..64),
+                nonce in proptest::collection::vec(any::<u8>(), NONCE..=NONCE),
+            ) {
+                let frame = wire::encode(&Frame::Challenge { node: 9, max_frame: 1 << 20, nonce, proof }).to_vec();
+                prop_assert!(matches!(against(vec![frame], true), Err(Error::Auth(_))));
+            }
+
+            /// Whatever an acceptor answers, the dialing side never takes it for a member of its
+            /// cluster without the proof.
+            #[test]
+            fn no_bytes_pass_for_an_acceptor_without_the_secret(
+                frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..4),
+            ) {
+                prop_assert!(against(frames, true).is_err());
+            }
+        }
     }
 }

@@ -139,6 +139,15 @@ pub use serde;
 pub use stats::{ChannelStats, NodeStats};
 pub use tls::TlsConfig;
 
+/// For the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Decode `bytes` as a frame and check it (panics on a defect).
+    pub fn decode(bytes: &[u8]) {
+        crate::wire::fuzz_decode(bytes);
+    }
+}
+
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -214,6 +214,8 @@ pub(crate) struct Peers {
     links: OnceLock<Weak<Links>>,
     /// Where each member listens, as the membership last said.
     book: Mutex<HashMap<NodeId, String>>,
+    /// This node is a member (the membership lists it).
+    member: AtomicBool,
 }
 
 impl Peers {
@@ -231,6 +233,7 @@ impl Peers {
             tasks,
             links: OnceLock::new(),
             book: Mutex::default(),
+            member: AtomicBool::new(false),
         }
     }
 
@@ -296,13 +299,26 @@ impl Peers {
     }
 
     /// The membership changed: where each member listens.
-    pub(crate) fn set_book(&self, book: impl IntoIterator<Item = (NodeId, String)>) {
+    pub(crate) fn set_book(&self, book: impl IntoIterator<Item = (NodeId, String)>, member: bool) {
+        self.member.store(member, Ordering::SeqCst);
         *lock(&self.book) = book.into_iter().collect();
     }
 
     /// Where member `id` listens, as the membership says; `None` for a node that is not a member.
     pub(crate) fn member_addr(&self, id: NodeId) -> Option<String> {
         lock(&self.book).get(&id).cloned()
+    }
+
+    /// Where to dial back node `id`, which dialed this node saying it listens at `claimed`: where
+    /// the membership says; before this node is a member itself (it is joining, and those who
+    /// dial it are the cluster's members, whose addresses it does not know yet), where it says;
+    /// otherwise nowhere (empty).
+    pub(crate) fn dial_back(&self, id: NodeId, claimed: &str) -> String {
+        match self.member_addr(id) {
+            Some(addr) => addr,
+            None if !self.member.load(Ordering::SeqCst) => claimed.to_owned(),
+            None => String::new(),
+        }
     }
 
     /// The peer `id` if this node talks to it or it is a member (then dialed when needed).
@@ -348,5 +364,14 @@ impl Peers {
                 }
             }
         });
+    }
+
+    /// Forget peer `id` if this node only knows it from connections it accepted: not a member,
+    /// and never given an address (a seed this node dialed is kept).
+    pub(crate) fn forget_stranger(&self, id: NodeId) {
+        let stranger = self.find(id).is_some_and(|p| p.addr.borrow().is_empty());
+        if stranger && self.member_addr(id).is_none() {
+            self.remove(id);
+        }
     }
 }

@@ -354,6 +354,7 @@ impl Switchboard {
         }
         self.peers.set_book(
             registry.nodes.iter().filter(|(id, _)| **id != self.me).map(|(id, a)| (*id, a.clone())),
+            registry.nodes.contains_key(&self.me),
         );
         let left: Vec<NodeId> =
             before.difference(&now).filter(|n| **n != self.me).copied().collect();

@@ -9,12 +9,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 
-use crate::spec::{Mode, Msg, Spec};
+use crate::spec::{Mode, Msg, Spec, TlsFiles};
 use crate::worker::{histogram, hold, Ctx};
 use crate::{now_ns, Error};
 
 async fn node(join: Option<&str>) -> Result<dchan::Node, Error> {
-    let builder = dchan::Node::builder().listen("127.0.0.1:0");
+    node_with(join, None).await
+}
+
+async fn node_with(join: Option<&str>, tls: Option<&TlsFiles>) -> Result<dchan::Node, Error> {
+    let mut builder = dchan::Node::builder().listen("127.0.0.1:0");
+    if let Some(t) = tls {
+        builder = builder.tls(dchan::TlsConfig::from_pem_files(&t.cert, &t.key, &t.ca)?);
+    }
     let builder = match join {
         Some(seed) => builder.join([seed]),
         None => builder.bootstrap(),
@@ -39,11 +46,12 @@ pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
         wait_for,
         capacity,
         expect,
+        tls,
     } = spec
     else {
         unreachable!("flow is given a Dchan spec")
     };
-    let node = node(join.as_deref()).await?;
+    let node = node_with(join.as_deref(), tls.as_ref()).await?;
     // Receivers share one count: the node's receivers report together.
     let received = Rc::new(Cell::new(0u64));
     for _ in 0..receivers {

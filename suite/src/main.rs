@@ -44,7 +44,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Worker { spec }) => worker::main(&spec),
-        None => suite::run(cli.run),
+        None => {
+            let r = suite::run(cli.run);
+            // The certificates the TLS run made, if it ran.
+            let _ = std::fs::remove_dir_all(suite::tls_dir());
+            r
+        }
     };
     if let Err(e) = result {
         eprintln!("dchan-suite: {e}");

@@ -10,6 +10,14 @@ pub(crate) struct Msg {
     pub(crate) payload: bytes::Bytes,
 }
 
+/// A node's certificate, key and the authority that signed every node's, as PEM files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TlsFiles {
+    pub(crate) cert: String,
+    pub(crate) key: String,
+    pub(crate) ca: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Mode {
     Queue,
@@ -67,6 +75,8 @@ pub(crate) enum Spec {
         capacity: usize,
         /// Messages for this node's receivers together, 0 when not known (work queue).
         expect: u64,
+        /// TLS between the nodes, from these PEM files.
+        tls: Option<TlsFiles>,
     },
     /// One dchan node, a sender and a receiver on it.
     DchanLocal { count: u64, size: usize, capacity: usize },

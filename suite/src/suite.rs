@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::Run;
 use crate::report::{self, Outcome};
-use crate::spec::{Mode, Spec};
+use crate::spec::{Mode, Spec, TlsFiles};
 use crate::Error;
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +93,50 @@ fn round_trip(busy: bool, answer: Spec, ask: impl Fn(&str) -> Spec) -> Result<Ou
     Ok(Outcome::Latency { p50, p99 })
 }
 
+/// Certificates for 127.0.0.1 signed by one authority, made once per run (rcgen) and written to
+/// a folder of the system's temporary directory that the run removes at its end.
+fn tls_files() -> Result<TlsFiles, Error> {
+    static FILES: std::sync::OnceLock<TlsFiles> = std::sync::OnceLock::new();
+    if let Some(f) = FILES.get() {
+        return Ok(f.clone());
+    }
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate()?;
+    let ca = ca.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".into()])?.signed_by(&key, &ca, &ca_key)?;
+    let dir = tls_dir();
+    std::fs::create_dir_all(&dir)?;
+    let write = |name: &str, pem: String| -> Result<String, Error> {
+        let path = dir.join(name);
+        std::fs::write(&path, pem)?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let files = TlsFiles {
+        cert: write("node.pem", cert.pem())?,
+        key: write("node.key", key.serialize_pem())?,
+        ca: write("ca.pem", ca.pem())?,
+    };
+    Ok(FILES.get_or_init(|| files).clone())
+}
+
+/// Where [`tls_files`] writes.
+pub(crate) fn tls_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("dchan-suite-tls-{}", std::process::id()))
+}
+
+/// One dchan flow: which receivers on which node, how many senders, what they send.
+struct Flow<'a> {
+    receivers_per_node: &'a [usize],
+    senders: usize,
+    per_sender: u64,
+    size: usize,
+    mode: Mode,
+    tls: bool,
+}
+
 fn dchan_flow(
     receivers_per_node: &[usize],
     senders: usize,
@@ -102,6 +146,13 @@ fn dchan_flow(
     round: usize,
     name: &str,
 ) -> Result<Outcome, Error> {
+    let flow = Flow { receivers_per_node, senders, per_sender, size, mode, tls: false };
+    dchan_flow_with(&flow, round, name)
+}
+
+fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome, Error> {
+    let Flow { receivers_per_node, senders, per_sender, size, mode, tls } = *flow;
+    let tls = if tls { Some(tls_files()?) } else { None };
     let channel = format!("{name}-{round}");
     let all: usize = receivers_per_node.iter().sum();
     let total = per_sender * senders as u64;
@@ -121,6 +172,7 @@ fn dchan_flow(
         wait_for: all,
         capacity: 1024,
         expect: each * receivers as u64,
+        tls: tls.clone(),
     };
     let mut run = Run::new();
     let seed = run.start(&node(None, receivers_per_node[0], 0))?;
@@ -169,6 +221,20 @@ fn measures() -> Vec<Measure> {
         }),
     );
     add("dchan 1->1", Box::new(|c, r| dchan_flow(&[1], 1, c.count, 64, Mode::Queue, r, "one")));
+    add(
+        "dchan 1->1 tls",
+        Box::new(|c, r| {
+            let flow = Flow {
+                receivers_per_node: &[1],
+                senders: 1,
+                per_sender: c.count,
+                size: 64,
+                mode: Mode::Queue,
+                tls: true,
+            };
+            dchan_flow_with(&flow, r, "tls")
+        }),
+    );
     add(
         "dchan 1->1 1 KiB",
         Box::new(|c, r| dchan_flow(&[1], 1, c.count / 4, 1024, Mode::Queue, r, "kib")),
