@@ -151,6 +151,19 @@ mod tests {
         assert!(ok(2, dereg(id)));
         assert!(!ok(1, dereg(id)), "another node's endpoint");
         assert!(!ok(2, Request::Write(Command::RemoveNode { node: 1 })));
+        // A snapshot chunk that would take the snapshot past the bound, from the leader.
+        let chunk = |offset| {
+            Request::InstallSnapshot(openraft::raft::InstallSnapshotRequest {
+                vote: openraft::Vote::new_committed(9, 2),
+                meta: Default::default(),
+                offset,
+                data: vec![0; 16],
+                done: false,
+            })
+        };
+        assert!(ok(2, chunk(0)));
+        assert!(!ok(2, chunk(MAX_SNAPSHOT)), "past the largest snapshot");
+        assert!(!ok(2, chunk(u64::MAX)), "an offset that would wrap");
         // Not a member yet: Raft's RPCs from anyone who got past the handshake.
         let empty = Registry::default();
         assert!(check(1, &empty, 7, &vote(7)).is_ok());

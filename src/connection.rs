@@ -375,6 +375,10 @@ async fn read_loop(
         let buf = buf?.freeze();
         peer.heard();
         let frame = wire::decode(&buf).map_err(|e| Error::Codec(e.to_string()))?;
+        if matches!(frame, Frame::Request { .. }) {
+            // A peer that does not read its answers stops being read (bounded in bytes).
+            peer.outbox.room_for_answers().await;
+        }
         // The node is gone (dropped without a shutdown): nothing to hand frames to.
         let Some(up) = core.dispatch.upgrade() else { return Ok(()) };
         if !frame.is_reliable() {

@@ -31,6 +31,10 @@ use crate::wire::{Frame, VERSION};
 /// The longest a lazy ack waits for a frame to ride along with.
 pub(crate) const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// The most bytes of control frames queued for one peer and not yet written before its
+/// requests stop being read (see [`Outbox::room_for_answers`]).
+pub(crate) const MAX_CONTROL_BACKLOG: usize = 16 * 1024 * 1024;
+
 /// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
 const DATA_FRAME_TARGET: usize = 64 * 1024;
 
@@ -85,6 +89,8 @@ pub(crate) struct Outbox {
     ready: Notify,
     /// Wakes the writer's delayed flush when lazy acks are queued.
     lazy: Notify,
+    /// Wakes readers waiting in [`Outbox::room_for_answers`] when a writer took the queue.
+    drained: Notify,
     /// How many reliable frames the peer has acknowledged: see [`Outbox::flushed`].
     acked: watch::Sender<u64>,
 }
@@ -97,6 +103,7 @@ impl Outbox {
             inner: Mutex::default(),
             ready: Notify::new(),
             lazy: Notify::new(),
+            drained: Notify::new(),
             acked: watch::Sender::new(0),
         }
     }
@@ -129,6 +136,9 @@ struct Inner {
     urgent: bool,
     /// Lazy acks are queued and the writer's delayed flush has been armed.
     lazy_armed: bool,
+    /// Bytes of control frames (answers, credit, Raft's traffic) in `frames`, not yet taken by
+    /// a writer: see [`Outbox::room_for_answers`].
+    control_bytes: usize,
 }
 
 /// A data frame kept for its receiver until every message in it is taken.
@@ -323,9 +333,26 @@ impl Outbox {
         }
         let _ = self.push(&OPEN, |inner| {
             inner.finish_open();
+            inner.control_bytes += frame.len();
             inner.frames.push_back((frame, reliable));
             Ok(())
         });
+    }
+
+    /// Wait until the control frames queued for this peer and not yet written are under
+    /// [`MAX_CONTROL_BACKLOG`] bytes. A connection's reader waits here before it takes in the
+    /// peer's next request: a peer that asks and never reads the answers stops being read,
+    /// rather than growing this queue.
+    pub(crate) async fn room_for_answers(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.lock().control_bytes < MAX_CONTROL_BACKLOG {
+                return;
+            }
+            drained.await;
+        }
     }
 
     /// Run `add` under the lock unless `closed`, and wake the writer if the outbox was empty.
@@ -478,6 +505,11 @@ impl Outbox {
         }
         inner.urgent = false;
         inner.lazy_armed = false;
+        let had = std::mem::take(&mut inner.control_bytes);
+        drop(inner);
+        if had >= MAX_CONTROL_BACKLOG {
+            self.drained.notify_waiters();
+        }
     }
 
     /// The peer has taken in the first `count` reliable frames of `stream`: let them go.
@@ -523,6 +555,8 @@ impl Outbox {
         inner.finish_open();
         let before = inner.frames.len();
         inner.frames.retain(|(_, reliable)| *reliable);
+        let left: usize = inner.frames.iter().map(|(f, _)| f.len()).sum();
+        inner.control_bytes = inner.control_bytes.min(left);
         before - inner.frames.len()
     }
 
@@ -743,5 +777,22 @@ mod tests {
         let mut frames = Vec::new();
         out.take(&mut frames);
         assert!(frames.is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_its_answers_stops_being_read() {
+        use futures::FutureExt;
+        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let answer = Bytes::from(vec![0u8; 1024 * 1024]);
+        for _ in 0..MAX_CONTROL_BACKLOG / answer.len() - 1 {
+            out.push_frame(answer.clone(), false);
+        }
+        assert!(out.room_for_answers().now_or_never().is_some(), "under the limit");
+        out.push_frame(answer.clone(), true);
+        let mut waiting = Box::pin(out.room_for_answers());
+        assert!(waiting.as_mut().now_or_never().is_none(), "at the limit: the reader waits");
+        let mut frames = Vec::new();
+        out.take(&mut frames);
+        assert!(waiting.now_or_never().is_some(), "written: room again");
     }
 }

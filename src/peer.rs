@@ -277,7 +277,8 @@ impl Peers {
             last_heard: AtomicU64::new(now_ms()),
             outbox: Outbox::new(self.max_frame),
             pending: Mutex::default(),
-            next_request: AtomicU64::new(1),
+            // Request ids start anywhere: only this peer's answers are matched to them anyway.
+            next_request: AtomicU64::new(crate::clock::random_u64() >> 1),
             departing: AtomicBool::new(false),
             stop: self.cancel.child_token(),
             writer: watch::Sender::new(false),

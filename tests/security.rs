@@ -137,6 +137,13 @@ async fn raw_clients_that_do_not_prove_the_secret_are_refused_and_closed() {
     // With the secret, the same client is let in: the refusals were for the secret.
     let mut c = Client::connect(addr).await;
     c.handshake(42, b"s3cret").await.expect("welcomed with the cookie");
+    // After the handshake, frames up to the negotiated maximum (16 MiB): one announced past it
+    // closes the connection before anything is allocated for it.
+    let mut big = Client::connect(addr).await;
+    big.handshake(43, b"s3cret").await.expect("welcomed");
+    big.write(&(17u32 << 20).to_be_bytes()).await;
+    big.write(&[0u8; 4096]).await;
+    assert!(big.closed().await, "an oversized frame after the handshake");
 
     // The node carried on: a member with the cookie joins and messages flow.
     let b = join_with(&a, Some("s3cret")).await.expect("join");
