@@ -35,6 +35,11 @@ pub(crate) const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from
 /// requests stop being read (see [`Outbox::room_for_answers`]).
 pub(crate) const MAX_CONTROL_BACKLOG: usize = 16 * 1024 * 1024;
 
+/// The most bytes of reliable frames written to one peer and not yet acknowledged by it: past
+/// this, the writer sends only the link's and Raft's own frames until the peer acknowledges
+/// (a peer that never acknowledges cannot make this node keep everything it sent).
+pub(crate) const MAX_UNACKED: usize = 64 * 1024 * 1024;
+
 /// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
 const DATA_FRAME_TARGET: usize = 64 * 1024;
 
@@ -119,6 +124,8 @@ struct Inner {
     sent: VecDeque<Bytes>,
     /// The number of the first frame in `sent`.
     first_sent: u64,
+    /// Bytes in `sent`: at most about [`MAX_UNACKED`].
+    sent_bytes: usize,
     /// The number the next reliable frame taken gets.
     next_seq: u64,
     /// How many of the peer's reliable frames (of which stream of the peer's) this node has
@@ -178,6 +185,13 @@ impl Open {
 }
 
 impl Inner {
+    /// Number a reliable frame and keep it until the peer acknowledges it.
+    fn keep_sent(&mut self, frame: Bytes) {
+        self.sent_bytes += frame.len();
+        self.sent.push_back(frame);
+        self.next_seq += 1;
+    }
+
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.frames.is_empty() && self.open.is_empty() && self.acks.is_empty()
@@ -489,17 +503,28 @@ impl Outbox {
             let frame = Frame::Received { stream, count };
             into.push(crate::wire::encode(&frame));
         }
+        if inner.sent_bytes >= MAX_UNACKED {
+            // The peer has not acknowledged enough: only what is not kept goes (Raft's own
+            // frames, and the acknowledgements above, which the peer may be waiting for).
+            let queued = std::mem::take(&mut inner.frames);
+            let (unreliable, held): (VecDeque<_>, VecDeque<_>) =
+                queued.into_iter().partition(|(_, reliable)| !*reliable);
+            into.extend(unreliable.into_iter().map(|(f, _)| f));
+            inner.control_bytes = held.iter().map(|(f, _)| f.len()).sum();
+            inner.frames = held;
+            inner.urgent = false;
+            inner.lazy_armed = false;
+            return;
+        }
         let acks = std::mem::take(&mut inner.acks);
         for (to, taken, grant) in acks {
             let frame = crate::wire::encode(&Frame::Credit { to, taken, grant });
-            inner.sent.push_back(frame.clone());
-            inner.next_seq += 1;
+            inner.keep_sent(frame.clone());
             into.push(frame);
         }
         while let Some((frame, reliable)) = inner.frames.pop_front() {
             if reliable {
-                inner.sent.push_back(frame.clone());
-                inner.next_seq += 1;
+                inner.keep_sent(frame.clone());
             }
             into.push(frame);
         }
@@ -519,10 +544,21 @@ impl Outbox {
         }
         let mut inner = self.lock();
         let count = count.min(inner.next_seq);
-        while inner.first_sent < count && inner.sent.pop_front().is_some() {
+        let was_full = inner.sent_bytes >= MAX_UNACKED;
+        while inner.first_sent < count {
+            let Some(frame) = inner.sent.pop_front() else { break };
+            inner.sent_bytes -= frame.len();
             inner.first_sent += 1;
         }
+        // Room again: the writer goes on with what it held back.
+        let resume = was_full && inner.sent_bytes < MAX_UNACKED;
+        if resume {
+            inner.urgent = true;
+        }
         drop(inner);
+        if resume {
+            self.ready.notify_one();
+        }
         self.acked.send_if_modified(|a| {
             let newer = count > *a;
             if newer {
@@ -794,5 +830,29 @@ mod tests {
         let mut frames = Vec::new();
         out.take(&mut frames);
         assert!(waiting.now_or_never().is_some(), "written: room again");
+    }
+
+    #[test]
+    fn a_peer_that_does_not_acknowledge_gets_only_unkept_frames_until_it_does() {
+        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let chunk = Bytes::from(vec![0u8; 1024 * 1024]);
+        let mut frames = Vec::new();
+        for _ in 0..MAX_UNACKED / chunk.len() {
+            out.push_frame(chunk.clone(), true);
+        }
+        out.take(&mut frames);
+        assert_eq!(frames.len(), MAX_UNACKED / chunk.len());
+        frames.clear();
+        out.push_frame(Bytes::from_static(b"kept"), true);
+        out.push_frame(Bytes::from_static(b"raft"), false);
+        out.push_received(5, 1);
+        out.take(&mut frames);
+        assert_eq!(frames.len(), 2, "the acknowledgement and Raft's frame, not the kept one");
+        assert_eq!(frames[1], Bytes::from_static(b"raft"));
+        frames.clear();
+        out.acknowledged(out.stream, 1);
+        assert!(out.lock().urgent, "the writer is woken");
+        out.take(&mut frames);
+        assert_eq!(frames, [Bytes::from_static(b"kept")], "held back, not lost, in order");
     }
 }

@@ -12,7 +12,8 @@ pub(crate) struct Args {
     #[arg(long)]
     join: Vec<String>,
     /// The address other nodes dial for this one (default: the bound address). Needed with
-    /// `--listen 0.0.0.0:PORT`, behind NAT or a container port mapping.
+    /// `--listen 0.0.0.0:PORT` (which also needs a cookie or TLS), behind NAT or a container
+    /// port mapping.
     #[arg(long)]
     advertise: Option<String>,
     #[command(flatten)]
