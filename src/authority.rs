@@ -24,16 +24,19 @@ pub(crate) const MAX_SNAPSHOT: u64 = 256 * 1024 * 1024;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Refusal(pub(crate) String);
 
-/// Whether node `from` may make request `req` of node `me`, whose registry is `registry`.
+/// Whether node `from` may make request `req` of node `me`, whose registry is `registry`;
+/// `in_log` says whether Raft's latest membership (in the log, maybe not applied yet) lists it.
 pub(crate) fn check(
     me: NodeId,
     registry: &Registry,
+    in_log: bool,
     from: NodeId,
     req: &Request,
 ) -> Result<(), Refusal> {
     let member = registry.nodes.contains_key(&from);
-    // Until this node is a member, the leader is not known here yet.
-    let raft_peer = member || !registry.nodes.contains_key(&me);
+    // A member in the log is one for Raft (a lagging node must hear a new leader to catch up);
+    // until this node is a member, the leader is not known here yet.
+    let raft_peer = member || in_log || !registry.nodes.contains_key(&me);
     let refuse = |why: &str| Err(Refusal(format!("{} from node {from}: {why}", name(req))));
     let named = |leader: Option<&NodeId>| leader == Some(&from);
     match req {
@@ -133,7 +136,7 @@ mod tests {
     #[test]
     fn members_act_for_themselves_and_strangers_only_join() {
         let r = registry();
-        let ok = |from, req: Request| check(1, &r, from, &req).is_ok();
+        let ok = |from, req: Request| check(1, &r, false, from, &req).is_ok();
         assert!(ok(2, vote(2)));
         assert!(!ok(2, vote(1)), "a vote for another candidate");
         assert!(!ok(7, vote(7)), "a vote from a stranger");
@@ -166,6 +169,8 @@ mod tests {
         assert!(!ok(2, chunk(u64::MAX)), "an offset that would wrap");
         // Not a member yet: Raft's RPCs from anyone who got past the handshake.
         let empty = Registry::default();
-        assert!(check(1, &empty, 7, &vote(7)).is_ok());
+        assert!(check(1, &empty, false, 7, &vote(7)).is_ok());
+        // In the log's membership, not applied here yet: a new leader this node must hear.
+        assert!(check(1, &r, true, 7, &vote(7)).is_ok());
     }
 }

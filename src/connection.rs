@@ -34,6 +34,10 @@ use crate::Error;
 /// hundreds of nodes, each with a link and a connection being replaced.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
 
+/// The most accepted connections in their handshake at once (each has at most
+/// [`HANDSHAKE_TIMEOUT`] to finish it).
+pub(crate) const MAX_HANDSHAKES: usize = 128;
+
 /// Raft requests from one connection waiting to be answered, at most (Raft has a few in flight
 /// per peer; it sends again what is dropped).
 const MAX_QUEUED_RPCS: usize = 64;
@@ -86,6 +90,9 @@ pub(crate) struct Links {
     /// Connections accepted and not yet closed, handshakes included: at most
     /// [`MAX_CONNECTIONS`]; one more is closed at once.
     pub(crate) accepted: Arc<tokio::sync::Semaphore>,
+    /// Accepted connections still in their handshake: at most [`MAX_HANDSHAKES`], so that
+    /// strangers holding sockets open cannot take every connection a member may need.
+    pub(crate) handshaking: Arc<tokio::sync::Semaphore>,
 }
 
 impl Links {
@@ -241,11 +248,15 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
             tracing::warn!(%from, "too many connections ({MAX_CONNECTIONS}): one more closed");
             continue;
         };
+        let Ok(shaking) = core.handshaking.clone().try_acquire_owned() else {
+            tracing::warn!(%from, "too many handshakes at once ({MAX_HANDSHAKES}): one more closed");
+            continue;
+        };
         let span = tracing::info_span!("conn", node = core.me, %from);
         let c = core.clone();
         core.tasks.spawn(
             async move {
-                match serve(stream, &c).await {
+                match serve(stream, &c, shaking).await {
                     Err(e @ Error::Auth(_)) => tracing::warn!(reason = %e, "connection refused"),
                     Err(e) => tracing::info!(reason = %e, "connection closed"),
                     Ok(()) => {}
@@ -259,7 +270,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
 
 /// Handshake on an accepted connection, then run it: as the peer's writer too if no other
 /// connection is.
-async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
+async fn serve(
+    stream: TcpStream,
+    core: &Arc<Links>,
+    shaking: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), Error> {
     let _ = stream.set_nodelay(true);
     let me = core.intro();
     let received = |node| core.peers.find(node).and_then(|p| lock(&p.inbound).received());
@@ -272,6 +287,7 @@ async fn serve(stream: TcpStream, core: &Arc<Links>) -> Result<(), Error> {
     let (framed, theirs) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| Error::Codec("no handshake within the handshake timeout".into()))??;
+    drop(shaking);
     // Dialed back at the address the membership gives, not at the one it claims (see
     // `Peers::dial_back`).
     let peer = core.peers.get_or_add(theirs.node, &core.peers.dial_back(theirs.node, &theirs.addr));
@@ -375,8 +391,9 @@ async fn read_loop(
         let buf = buf?.freeze();
         peer.heard();
         let frame = wire::decode(&buf).map_err(|e| Error::Codec(e.to_string()))?;
-        if matches!(frame, Frame::Request { .. }) {
-            // A peer that does not read its answers stops being read (bounded in bytes).
+        if !matches!(frame, Frame::Response { .. } | Frame::Received { .. }) {
+            // Any frame may cause an answer (a response, credit, a release): a peer that does
+            // not read what it is sent stops being read (bounded in bytes).
             peer.outbox.room_for_answers().await;
         }
         // The node is gone (dropped without a shutdown): nothing to hand frames to.
@@ -413,7 +430,10 @@ async fn read_loop(
             return Err(Error::Codec("a numbered frame before the stream was named".into()));
         };
         let seq = at.next;
-        at.next += 1;
+        at.next = at
+            .next
+            .checked_add(1)
+            .ok_or_else(|| Error::Codec("the peer's frame numbers ran out".into()))?;
         let mut inbound = lock(&peer.inbound);
         if inbound.stream != Some(stream) || seq < inbound.count {
             // A newer stream took over, or the frame came already: skip it.

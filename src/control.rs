@@ -266,9 +266,20 @@ impl Core {
         from: NodeId,
         req: Request,
     ) -> Option<Response> {
+        let in_log = matches!(
+            req,
+            Request::AppendEntries(_) | Request::Vote(_) | Request::InstallSnapshot(_)
+        ) && self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&from)
+            .is_some();
         let checked = {
             let registry = self.registry.borrow();
-            crate::authority::check(self.id, &registry, from, &req)
+            crate::authority::check(self.id, &registry, in_log, from, &req)
         };
         if let Err(Refusal(why)) = checked {
             tracing::warn!("refused: {why}");
@@ -305,8 +316,14 @@ impl Core {
             }
             Request::Write(cmd) => Response::Write(self.write_here(cmd).await),
             req @ Request::Join { .. } => Response::Membership(self.on_leader(req).await),
+            // Carried out by the leader only: passed on, it would come from this node, and a
+            // node may only remove itself. The leaving node asks the leader itself.
             Request::Leave { node } => {
-                Response::Membership(self.on_leader(Request::Leave { node }).await)
+                let leader = self.raft.metrics().borrow().current_leader;
+                Response::Membership(match leader {
+                    Some(l) if l == self.id => self.membership.leave(node).await,
+                    _ => Err(format!("node {} is not the leader: ask the leader", self.id)),
+                })
             }
             Request::PreVote => Response::PreVote(self.elections.would_vote()),
             Request::Stats => Response::Stats(self.stats()),

@@ -242,8 +242,9 @@ pub(crate) struct Grants {
     local_wants: bool,
     /// Messages taken per node, not yet told.
     taken: Vec<(NodeId, u32)>,
-    /// Nodes that left the cluster: never granted anything again.
-    left: BTreeSet<NodeId>,
+    /// Nodes that left the cluster: never granted anything again; with the credit each still
+    /// had out when it left (what it may have sent before: taken in, and no more).
+    left: BTreeMap<NodeId, u32>,
 }
 
 impl Grants {
@@ -259,7 +260,7 @@ impl Grants {
             reclaiming: BTreeSet::new(),
             local_wants: false,
             taken: Vec::new(),
-            left: BTreeSet::new(),
+            left: BTreeMap::new(),
         }
     }
 
@@ -294,9 +295,12 @@ impl Grants {
                 *n -= 1;
                 self.out_total -= 1;
             }
-            // Sent before the node left (its credit was voided then): taken, it is owed.
-            _ if self.left.contains(&from) => {}
-            _ => return false,
+            // Sent before the node left, on credit it had then (voided since): taken, it is
+            // owed. No more than that credit.
+            _ => match self.left.get_mut(&from) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => return false,
+            },
         }
         self.held = self.held.saturating_add(1);
         true
@@ -305,7 +309,7 @@ impl Grants {
     /// The application took (or acknowledged) `n` messages of `from` (`None`: of this node).
     pub(crate) fn taken(&mut self, from: Option<NodeId>, n: u32) {
         self.held = self.held.saturating_sub(n);
-        if let Some(from) = from.filter(|f| !self.left.contains(f)) {
+        if let Some(from) = from.filter(|f| !self.left.contains_key(f)) {
             match self.taken.iter_mut().find(|(node, _)| *node == from) {
                 Some((_, t)) => *t += n,
                 None => self.taken.push((from, n)),
@@ -315,7 +319,7 @@ impl Grants {
 
     /// Node `from` wants credit.
     pub(crate) fn want(&mut self, from: NodeId) {
-        if !self.wanting.contains(&from) && !self.left.contains(&from) {
+        if !self.wanting.contains(&from) && !self.left.contains_key(&from) {
             self.wanting.push_back(from);
         }
     }
@@ -332,13 +336,13 @@ impl Grants {
 
     /// Node `node` left the cluster: its credit is void, and nothing is owed to it.
     pub(crate) fn forget(&mut self, node: NodeId) {
-        if let Some(n) = self.out.remove(&node) {
-            self.out_total -= n;
-        }
+        let n = self.out.remove(&node).unwrap_or(0);
+        self.out_total -= n;
+        let owed = self.left.entry(node).or_insert(0);
+        *owed = owed.saturating_add(n);
         self.wanting.retain(|n| *n != node);
         self.reclaiming.remove(&node);
         self.taken.retain(|(n, _)| *n != node);
-        self.left.insert(node);
     }
 
     /// Every node that may have sent something (for [`Frame::Released`](crate::wire::Frame::Released)).
@@ -375,7 +379,7 @@ impl Grants {
                 free -= share;
                 out.urgent = true;
             }
-            if let Some(node) = last.filter(|n| free > 0 && !self.left.contains(n)) {
+            if let Some(node) = last.filter(|n| free > 0 && !self.left.contains_key(n)) {
                 out.urgent |= free >= self.batch;
                 self.grant(node, free, &mut out);
                 free = 0;
@@ -472,5 +476,20 @@ mod tests {
         let out = g.settle(true, None, false);
         assert!(out.credit.is_empty(), "nobody else wants: the room stays free");
         assert!(g.local());
+    }
+
+    #[test]
+    fn a_node_that_left_is_owed_only_the_credit_it_had_out() {
+        let mut g = Grants::new(8);
+        g.want(7);
+        let _ = g.settle(true, None, false);
+        assert!(g.arrived(7));
+        let out = *g.out.get(&7).expect("granted");
+        g.forget(7);
+        for _ in 0..out {
+            assert!(g.arrived(7), "sent before it left, on its credit");
+        }
+        assert!(!g.arrived(7), "beyond its credit");
+        assert!(!g.arrived(9), "a node never granted anything");
     }
 }

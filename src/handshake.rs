@@ -36,8 +36,8 @@ pub(crate) const HANDSHAKE_MAX_FRAME: usize = 4 * 1024;
 /// How long a whole handshake (and, dialing, the TCP connect) may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest listening address a hello may give.
-const MAX_ADDR: usize = 256;
+/// The longest listening address a hello may give (a 253-byte host name and a port).
+const MAX_ADDR: usize = 300;
 
 const NONCE: usize = 32;
 
@@ -63,6 +63,10 @@ impl Secret {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
     }
 
     fn mac(&self, role: &[u8], b: &Binding<'_>) -> Hmac<Sha256> {
@@ -166,7 +170,9 @@ pub(crate) async fn dial(
     framed.send(wire::encode(&hello)).await?;
     let buf = next(framed).await?;
     let (node, max_frame, an) = match wire::decode(&buf) {
-        Ok(Frame::Challenge { node, max_frame, nonce, proof }) if nonce.len() == NONCE => {
+        Ok(Frame::Challenge { node, max_frame, nonce, proof })
+            if nonce.len() == NONCE && max_frame >= HANDSHAKE_MAX_FRAME as u64 =>
+        {
             let b = Binding {
                 dialer: me.node,
                 acceptor: node,
@@ -230,7 +236,10 @@ pub(crate) async fn accept(
     let buf = next(framed).await?;
     let (node, addr, max_frame, dn) = match wire::decode(&buf) {
         Ok(Frame::Hello { node, addr, max_frame, nonce }) => {
-            if nonce.len() != NONCE || addr.len() > MAX_ADDR {
+            if nonce.len() != NONCE
+                || addr.len() > MAX_ADDR
+                || max_frame < HANDSHAKE_MAX_FRAME as u64
+            {
                 return Err(refuse(framed, "malformed hello".into(), Error::Codec).await);
             }
             if node == me.node {

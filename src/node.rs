@@ -219,9 +219,10 @@ impl NodeBuilder {
         self
     }
 
-    /// The largest frame read or written (default 16 MiB). Larger frames close the connection.
+    /// The largest frame read or written (default 16 MiB; at least 4 KiB, what a handshake
+    /// needs). Larger frames close the connection.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame = bytes;
+        self.max_frame = bytes.max(crate::handshake::HANDSHAKE_MAX_FRAME);
         self
     }
 
@@ -318,6 +319,12 @@ impl NodeBuilder {
         if self.cookie.as_ref().is_some_and(Secret::is_empty) {
             return Err(Error::Config("the cookie is empty".into()));
         }
+        if self.cookie.as_ref().is_some_and(|c| c.len() < 16) {
+            // A node answers a hello with a proof: a short cookie can be guessed offline.
+            tracing::warn!(
+                "the cookie is shorter than 16 bytes: easy to guess; use a long random one"
+            );
+        }
         // Checked before binding: a refused configuration never opens its port.
         if self.cookie.is_none() && self.tls.is_none() && !self.insecure {
             for addr in tokio::net::lookup_host(&self.listen).await? {
@@ -381,6 +388,9 @@ impl NodeBuilder {
                     tls: self.tls.clone(),
                     accepted: Arc::new(tokio::sync::Semaphore::new(
                         crate::connection::MAX_CONNECTIONS,
+                    )),
+                    handshaking: Arc::new(tokio::sync::Semaphore::new(
+                        crate::connection::MAX_HANDSHAKES,
                     )),
                 });
                 Core {
@@ -598,6 +608,8 @@ impl Node {
         let mut last = String::from("no seed given");
         let mut backoff = Duration::from_millis(50);
         loop {
+            // Seeds that refused this node in this round.
+            let mut refused = 0;
             for seed in seeds {
                 let attempt = async {
                     let intro = core.links.intro();
@@ -624,8 +636,16 @@ impl Node {
                                 ))),
                             };
                         }
-                        // Trying again will not change the secret: say so now.
-                        Ok(Err(e @ Error::Auth(_))) => return Err(e),
+                        // Trying again will not change the secret: said at once if every seed
+                        // refuses this node (one that does may be something else at its address).
+                        Ok(Err(e @ Error::Auth(_))) => {
+                            tracing::warn!(%seed, error = %e, "refused by a seed");
+                            refused += 1;
+                            if refused == seeds.len() {
+                                return Err(e);
+                            }
+                            last = format!("{seed}: {e}");
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(%seed, error = %e, "join attempt failed");
                             last = match e {

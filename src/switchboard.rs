@@ -227,7 +227,9 @@ impl Switchboard {
 
     /// Receiver `to` on node `from` wants its unused credit back.
     pub(crate) fn reclaim(&self, from: NodeId, to: EndpointId) {
-        let n = self.credits.get_from(to, from).map_or(0, |(window, _, _)| window.reclaim());
+        // Answered only for a receiver of that node this node has credit with.
+        let Some((window, _, _)) = self.credits.get_from(to, from) else { return };
+        let n = window.reclaim();
         if let Some(p) = self.peers.reach(from) {
             p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
         }
@@ -312,6 +314,16 @@ impl Switchboard {
 
     /// Node `from` fenced `channel` (called by the connection reader).
     pub(crate) fn fence(&self, from: NodeId, channel: &str) {
+        // Kept only from members, for channels that exist: a fence is never counted twice, and
+        // what a stranger sends takes no room here.
+        let known = {
+            let registry = self.registry.borrow();
+            registry.nodes.contains_key(&from) && registry.channels.contains_key(channel)
+        };
+        if !known {
+            tracing::warn!(node = from, %channel, "a fence from a non-member or for no channel: dropped");
+            return;
+        }
         self.fences.received(channel, from);
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         for inbox in inboxes.iter().filter(|i| i.channel().name == channel) {

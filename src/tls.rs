@@ -129,6 +129,17 @@ fn server_name(addr: &str) -> Result<ServerName<'static>, Error> {
     })
 }
 
+/// A failed TLS handshake: refused credentials (a certificate, or its absence) are
+/// [`Error::Auth`]; a connection that broke meanwhile is [`Error::Io`] (worth trying again).
+fn failed(e: std::io::Error, what: String) -> Error {
+    let refused = e.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+    if refused {
+        Error::Auth(format!("{what}: {e}"))
+    } else {
+        Error::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+    }
+}
+
 /// Start TLS (if configured) on a connection this node dialed to `addr`.
 pub(crate) async fn connect(
     tls: Option<&TlsConfig>,
@@ -140,7 +151,7 @@ pub(crate) async fn connect(
     let tls = connector
         .connect(server_name(addr)?, stream)
         .await
-        .map_err(|e| Error::Auth(format!("TLS with {addr} failed: {e}")))?;
+        .map_err(|e| failed(e, format!("TLS with {addr} failed")))?;
     Ok(Either::Right(tokio_rustls::TlsStream::Client(tls)))
 }
 
@@ -149,10 +160,8 @@ pub(crate) async fn accept(tls: Option<&TlsConfig>, stream: TcpStream) -> Result
     let Some(tls) = tls else { return Ok(Either::Left(stream)) };
     let from = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-    let tls = acceptor
-        .accept(stream)
-        .await
-        .map_err(|e| Error::Auth(format!("TLS from {from} failed: {e}")))?;
+    let tls =
+        acceptor.accept(stream).await.map_err(|e| failed(e, format!("TLS from {from} failed")))?;
     Ok(Either::Right(tokio_rustls::TlsStream::Server(tls)))
 }
 

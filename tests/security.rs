@@ -65,6 +65,23 @@ async fn a_node_with_another_cookie_or_none_is_refused_with_a_clear_error() {
 }
 
 #[actix_rt::test]
+async fn a_seed_of_another_cluster_does_not_stop_a_join_through_the_others() {
+    let stranger = node_with(Some("other")).await;
+    let a = node_with(Some("right")).await;
+    let b = Node::builder()
+        .listen("127.0.0.1:0")
+        .cookie("right")
+        .join_timeout(DEADLINE)
+        .join([stranger.addr(), a.addr()])
+        .start()
+        .await
+        .expect("joined through the seed of its cluster");
+    assert_eq!(b.cluster().members.len(), 2);
+    common::shutdown(vec![a, b]).await;
+    within("shutdown", stranger.shutdown()).await.expect("shutdown");
+}
+
+#[actix_rt::test]
 async fn a_node_listening_beyond_loopback_needs_a_cookie_or_insecure() {
     // Refused before binding: nothing listens on the wildcard address.
     match Node::builder().listen("0.0.0.0:0").bootstrap().start().await {
@@ -116,6 +133,29 @@ async fn raw_clients_that_do_not_prove_the_secret_are_refused_and_closed() {
         assert!(refused.contains("cookie"), "{refused}");
         assert!(c.closed().await);
     }
+
+    // A hello announcing a frame limit below what a handshake needs: refused.
+    let mut c = Client::connect(addr).await;
+    let tiny = frame(
+        "Hello",
+        vec![
+            ("node", Value::from(42)),
+            ("addr", Value::from("127.0.0.1:9")),
+            ("max_frame", Value::from(1)),
+            ("nonce", Value::Binary(vec![1; 32])),
+        ],
+    );
+    c.send(&tiny).await;
+    assert!(matches!(c.read().await, Read::Frame(ref n, _) if n == "Refused"));
+    assert!(c.closed().await);
+
+    // Frame numbers that would run past the largest: the connection closes, the node stays.
+    let mut c = Client::connect(addr).await;
+    c.handshake(44, b"s3cret").await.expect("welcomed");
+    c.send(&frame("Resume", vec![("stream", Value::from(1)), ("from", Value::from(u64::MAX))]))
+        .await;
+    c.send(&frame("Want", vec![("to", Value::from(1))])).await;
+    assert!(c.closed().await, "numbering overflow");
 
     // A Raft vote straight after a hello, without the proof: refused, not read as a vote.
     let mut c = Client::connect(addr).await;
