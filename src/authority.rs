@@ -79,7 +79,10 @@ fn write(registry: &Registry, from: NodeId, cmd: &Command) -> Result<(), String>
         Command::Register { node, .. } | Command::Withdraw { node, .. } if *node != from => {
             Err("it registers for another node".into())
         }
-        Command::Register { .. } | Command::Withdraw { .. } | Command::Close { .. } => Ok(()),
+        // Checked before it reaches the log (applying refuses it too, but after every node
+        // stored it).
+        Command::Register { channel, .. } => crate::registry::check_name(channel),
+        Command::Withdraw { .. } | Command::Close { .. } => Ok(()),
         Command::Deregister { channel, id } => {
             let owner =
                 registry.channels.get(channel).and_then(|c| c.endpoints.get(id)).map(|e| e.node);
@@ -154,6 +157,18 @@ mod tests {
         assert!(ok(2, dereg(id)));
         assert!(!ok(1, dereg(id)), "another node's endpoint");
         assert!(!ok(2, Request::Write(Command::RemoveNode { node: 1 })));
+        let named = |channel: String| {
+            Request::Write(Command::Register {
+                channel,
+                type_name: "T".into(),
+                kind: EndpointKind::Sender,
+                node: 2,
+                capacity: 1,
+                token: 7,
+            })
+        };
+        assert!(ok(2, named("fine".into())));
+        assert!(!ok(2, named("x".repeat(1 << 20))), "a name too long never reaches the log");
         // A snapshot chunk that would take the snapshot past the bound, from the leader.
         let chunk = |offset| {
             Request::InstallSnapshot(openraft::raft::InstallSnapshotRequest {

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -41,6 +41,10 @@ pub(crate) const MAX_HANDSHAKES: usize = 128;
 /// Raft requests from one connection waiting to be answered, at most (Raft has a few in flight
 /// per peer; it sends again what is dropped).
 const MAX_QUEUED_RPCS: usize = 64;
+
+/// Bytes of Raft requests from one connection waiting to be answered, at most (as received:
+/// a frame may be as large as the frame limit).
+const MAX_QUEUED_RPC_BYTES: usize = 32 * 1024 * 1024;
 
 /// Other requests from one connection being answered at once, at most (each may wait for a
 /// commit); one more is refused with "busy" (a write is retried) or not answered (a read).
@@ -385,7 +389,8 @@ async fn read_loop(
     peer: &Arc<Peer>,
 ) -> Result<(), Error> {
     let requests = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS));
-    let mut reader = Reader { core, peer, rpc_tx: None, requests };
+    let rpc_bytes = Arc::new(Semaphore::new(MAX_QUEUED_RPC_BYTES));
+    let mut reader = Reader { core, peer, rpc_tx: None, rpc_bytes, requests };
     let mut at = Position::default();
     while let Some(buf) = stream.next().await {
         let buf = buf?.freeze();
@@ -462,7 +467,9 @@ struct Reader<'a> {
     /// Raft RPCs are answered in the order they came, on a task of their own (started on the
     /// first), so that a slow append never holds up the data behind it on this connection. At
     /// most [`MAX_QUEUED_RPCS`] wait; more are dropped (Raft sends them again).
-    rpc_tx: Option<mpsc::Sender<(u64, Request)>>,
+    rpc_tx: Option<mpsc::Sender<(u64, Request, OwnedSemaphorePermit)>>,
+    /// The bytes of the Raft requests waiting, at most [`MAX_QUEUED_RPC_BYTES`].
+    rpc_bytes: Arc<Semaphore>,
     /// Other requests being answered, at most [`MAX_REQUESTS`] at once.
     requests: Arc<tokio::sync::Semaphore>,
 }
@@ -491,7 +498,9 @@ impl Reader<'_> {
                         core.tasks.spawn(task.in_current_span());
                         tx
                     });
-                    if tx.try_send((id, req)).is_err() {
+                    let size = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+                    let queued = self.rpc_bytes.clone().try_acquire_many_owned(size).ok();
+                    if queued.and_then(|room| tx.try_send((id, req, room)).ok()).is_none() {
                         tracing::debug!("too many Raft requests waiting: one dropped");
                     }
                 }
@@ -530,9 +539,9 @@ impl Reader<'_> {
 async fn answer_in_order(
     core: Arc<Links>,
     peer: Arc<Peer>,
-    mut rx: mpsc::Receiver<(u64, Request)>,
+    mut rx: mpsc::Receiver<(u64, Request, OwnedSemaphorePermit)>,
 ) {
-    while let Some((id, req)) = rx.recv().await {
+    while let Some((id, req, _room)) = rx.recv().await {
         let Some(up) = core.dispatch.upgrade() else { return };
         let resp = tokio::select! {
             _ = core.cancel.cancelled() => return,
