@@ -88,6 +88,33 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
     pub fn id(&self) -> u64 {
         self.inbox.id()
     }
+
+    /// How many messages are buffered here, ready to be received without waiting (as tokio's
+    /// `Receiver::len`). At most the receiver's capacity.
+    ///
+    /// ```
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), dchan::Error> {
+    /// let node = dchan::Node::builder().bootstrap().start().await?;
+    /// let mut rx = node.receiver::<u32>("len").await?;
+    /// let tx = node.sender::<u32>("len").await?;
+    /// assert!(rx.is_empty());
+    /// tx.send(1).await?;
+    /// tx.send(2).await?;
+    /// assert_eq!(rx.len(), 2);
+    /// assert_eq!(rx.recv().await, Some(1));
+    /// assert_eq!(rx.len(), 1);
+    /// # node.shutdown().await }
+    /// ```
+    pub fn len(&self) -> usize {
+        self.inbox.buffered()
+    }
+
+    /// Whether nothing is buffered here: the next [`recv`](Receiver::recv) would wait (or say
+    /// the channel is closed).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> futures::Stream for Receiver<T> {
@@ -178,6 +205,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> AckReceiver<T> {
     /// This receiver's endpoint id in the registry.
     pub fn id(&self) -> u64 {
         self.inbox.id()
+    }
+
+    /// How many messages are buffered here, not yet handed out (deliveries handed out and not
+    /// acknowledged are not counted).
+    pub fn len(&self) -> usize {
+        self.inbox.buffered()
+    }
+
+    /// Whether nothing is buffered here: the next [`recv`](AckReceiver::recv) would wait (or say
+    /// the channel is closed).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

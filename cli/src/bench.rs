@@ -279,36 +279,22 @@ async fn role(
                 let mut n: u64 = 0;
                 let mut samples: Vec<u64> = Vec::new();
                 loop {
-                    // `recv` (not `try_recv`) even when messages are ready: it spends tokio's
-                    // cooperative budget, so the node's tasks run between batches (returning
-                    // credit, reading more) instead of after the receiver runs dry.
-                    let next = match futures::FutureExt::now_or_never(rx.recv()) {
-                        Some(next) => next,
-                        None => match rx.try_recv() {
-                            // Not dry: the budget is spent. Let the node run, then go on.
-                            Ok(msg) => {
-                                tokio::task::yield_now().await;
-                                Some(msg)
-                            }
-                            Err(dchan::TryRecvError::Closed) => None,
-                            Err(dchan::TryRecvError::Empty) => {
-                                // Dry for now: report (the parent knows the total and stops
-                                // everyone once it is reached), then wait for more.
-                                // Samples first: when the parent reads the last `done`, every
-                                // sample before it has been read too.
-                                if !samples.is_empty() {
-                                    let s: Vec<String> =
-                                        samples.iter().map(u64::to_string).collect();
-                                    out(format!("sample {}", s.join(" ")));
-                                    samples.clear();
-                                }
-                                if n > 0 {
-                                    out(format!("done {n} {}", now_ns()));
-                                }
-                                rx.recv().await
-                            }
-                        },
-                    };
+                    // Dry for now: report (the parent knows the total and stops everyone once
+                    // it is reached), then wait for more. Samples first: when the parent reads
+                    // the last `done`, every sample before it has been read too. (`recv`, not
+                    // `try_recv`, even when messages are ready: it spends tokio's cooperative
+                    // budget, so the node's tasks run between batches.)
+                    if rx.is_empty() {
+                        if !samples.is_empty() {
+                            let s: Vec<String> = samples.iter().map(u64::to_string).collect();
+                            out(format!("sample {}", s.join(" ")));
+                            samples.clear();
+                        }
+                        if n > 0 {
+                            out(format!("done {n} {}", now_ns()));
+                        }
+                    }
+                    let next = rx.recv().await;
                     let Some(msg) = next else { break };
                     n += 1;
                     if msg.sent_ns != 0 {

@@ -7,7 +7,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 
 use crate::spec::{Mode, Msg, Spec, TlsFiles};
 use crate::worker::{histogram, hold, Ctx};
@@ -60,24 +59,11 @@ pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
         let out = ctx.reporter();
         actix_rt::spawn(async move {
             loop {
-                let next = match rx.recv().now_or_never() {
-                    Some(next) => next,
-                    None => match rx.try_recv() {
-                        // Not dry: the budget is spent. Let the node run, then go on.
-                        Ok(msg) => {
-                            tokio::task::yield_now().await;
-                            Some(msg)
-                        }
-                        Err(dchan::TryRecvError::Closed) => None,
-                        Err(dchan::TryRecvError::Empty) => {
-                            // Dry: a work queue's receiver cannot know its share, so it reports.
-                            if expect == 0 && received.get() > 0 {
-                                out(format!("done {} {}", received.get(), now_ns()));
-                            }
-                            rx.recv().await
-                        }
-                    },
-                };
+                // Dry: a work queue's receiver cannot know its share, so it reports.
+                if rx.is_empty() && expect == 0 && received.get() > 0 {
+                    out(format!("done {} {}", received.get(), now_ns()));
+                }
+                let next = rx.recv().await;
                 if next.is_none() {
                     return;
                 }

@@ -90,7 +90,9 @@ impl Run {
         let mut start: Option<u64> = None;
         // Per worker: messages so far, time of the last.
         let mut done = vec![(0u64, 0u64); self.children.len()];
-        while done.iter().map(|d| d.0).sum::<u64>() < expected {
+        // Until every message is in and the start is known: the receivers' and the senders'
+        // lines come through different pipes, in no fixed order.
+        while done.iter().map(|d| d.0).sum::<u64>() < expected || start.is_none() {
             let (i, line) = self.next(deadline).map_err(|e| {
                 let got: u64 = done.iter().map(|d| d.0).sum();
                 format!("{e}; {got} of {expected} messages received")
