@@ -80,6 +80,15 @@ impl Window {
     }
 }
 
+/// Credit said to come from node `from` for receiver `id`, which another node holds.
+fn not_the_receivers(from: NodeId, id: EndpointId) {
+    tracing::warn!(
+        node = from,
+        receiver = id,
+        "credit from a node that does not hold the receiver dropped"
+    );
+}
+
 /// The window towards one remote receiver, the route whose senders wait for its credit, and
 /// the receiver's node.
 type Credit = (Arc<Window>, Arc<ChannelRoute>, NodeId);
@@ -119,11 +128,7 @@ impl Credits {
             // Granted by the node the registry says holds the receiver: kept.
             Some((from, n)) if from == window.2 => window.0.grant(n),
             Some((from, _)) => {
-                tracing::warn!(
-                    node = from,
-                    receiver = id,
-                    "credit from a node that does not hold the receiver dropped"
-                );
+                not_the_receivers(from, id);
             }
             None => {}
         }
@@ -137,11 +142,7 @@ impl Credits {
         let mut inner = lock(&self.inner);
         if let Some((window, route, node)) = inner.windows.get(&id) {
             if *node != from {
-                tracing::warn!(
-                    node = from,
-                    receiver = id,
-                    "credit from a node that does not hold the receiver dropped"
-                );
+                not_the_receivers(from, id);
                 return None;
             }
             window.grant(n);
@@ -150,11 +151,7 @@ impl Credits {
         let known = inner.early.get(&id).map(|(node, _)| *node);
         match known {
             Some(node) if node != from => {
-                tracing::warn!(
-                    node = from,
-                    receiver = id,
-                    "credit from a node that does not hold the receiver dropped"
-                );
+                not_the_receivers(from, id);
             }
             Some(_) => {
                 if let Some((_, early)) = inner.early.get_mut(&id) {

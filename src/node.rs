@@ -649,6 +649,7 @@ impl Node {
                         Ok(Err(e)) => {
                             tracing::debug!(%seed, error = %e, "join attempt failed");
                             last = match e {
+                                // Said by this function's own error: not twice.
                                 Error::Join(e) => format!("{seed}: {e}"),
                                 e => format!("{seed}: {e}"),
                             };

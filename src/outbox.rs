@@ -96,6 +96,10 @@ pub(crate) struct Outbox {
     lazy: Notify,
     /// Wakes readers waiting in [`Outbox::room_for_answers`] when a writer took the queue.
     drained: Notify,
+    /// Bytes of control frames (answers, credit, Raft's traffic) queued and not yet taken by a
+    /// writer: changed under the lock, read without it by every frame a reader takes in (see
+    /// [`Outbox::room_for_answers`]).
+    control_bytes: AtomicUsize,
     /// How many reliable frames the peer has acknowledged: see [`Outbox::flushed`].
     acked: watch::Sender<u64>,
 }
@@ -109,6 +113,7 @@ impl Outbox {
             ready: Notify::new(),
             lazy: Notify::new(),
             drained: Notify::new(),
+            control_bytes: AtomicUsize::new(0),
             acked: watch::Sender::new(0),
         }
     }
@@ -143,9 +148,6 @@ struct Inner {
     urgent: bool,
     /// Lazy acks are queued and the writer's delayed flush has been armed.
     lazy_armed: bool,
-    /// Bytes of control frames (answers, credit, Raft's traffic) in `frames`, not yet taken by
-    /// a writer: see [`Outbox::room_for_answers`].
-    control_bytes: usize,
 }
 
 /// A data frame kept for its receiver until every message in it is taken.
@@ -345,10 +347,11 @@ impl Outbox {
             );
             return;
         }
+        let len = frame.len();
         let _ = self.push(&OPEN, |inner| {
             inner.finish_open();
-            inner.control_bytes += frame.len();
             inner.frames.push_back((frame, reliable));
+            self.control_bytes.fetch_add(len, Ordering::Relaxed);
             Ok(())
         });
     }
@@ -362,7 +365,7 @@ impl Outbox {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if self.lock().control_bytes < MAX_CONTROL_BACKLOG {
+            if self.control_bytes.load(Ordering::Relaxed) < MAX_CONTROL_BACKLOG {
                 return;
             }
             drained.await;
@@ -510,7 +513,7 @@ impl Outbox {
             let (unreliable, held): (VecDeque<_>, VecDeque<_>) =
                 queued.into_iter().partition(|(_, reliable)| !*reliable);
             into.extend(unreliable.into_iter().map(|(f, _)| f));
-            inner.control_bytes = held.iter().map(|(f, _)| f.len()).sum();
+            self.control_bytes.store(held.iter().map(|(f, _)| f.len()).sum(), Ordering::Relaxed);
             inner.frames = held;
             inner.urgent = false;
             inner.lazy_armed = false;
@@ -530,7 +533,7 @@ impl Outbox {
         }
         inner.urgent = false;
         inner.lazy_armed = false;
-        let had = std::mem::take(&mut inner.control_bytes);
+        let had = self.control_bytes.swap(0, Ordering::Relaxed);
         drop(inner);
         if had >= MAX_CONTROL_BACKLOG {
             self.drained.notify_waiters();
@@ -592,7 +595,7 @@ impl Outbox {
         let before = inner.frames.len();
         inner.frames.retain(|(_, reliable)| *reliable);
         let left: usize = inner.frames.iter().map(|(f, _)| f.len()).sum();
-        inner.control_bytes = inner.control_bytes.min(left);
+        self.control_bytes.fetch_min(left, Ordering::Relaxed);
         before - inner.frames.len()
     }
 

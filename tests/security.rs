@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::hostile::{frame, prefixed, reason, Client, Read};
+use common::hostile::{frame, hello, prefixed, reason, Client, Read};
 use common::{eventually, receivers_visible, within, DEADLINE};
 use dchan::{Error, Node};
 use rmpv::Value;
@@ -136,15 +136,7 @@ async fn raw_clients_that_do_not_prove_the_secret_are_refused_and_closed() {
 
     // A hello announcing a frame limit below what a handshake needs: refused.
     let mut c = Client::connect(addr).await;
-    let tiny = frame(
-        "Hello",
-        vec![
-            ("node", Value::from(42)),
-            ("addr", Value::from("127.0.0.1:9")),
-            ("max_frame", Value::from(1)),
-            ("nonce", Value::Binary(vec![1; 32])),
-        ],
-    );
+    let tiny = hello(42, 1, &[1; 32]);
     c.send(&tiny).await;
     assert!(matches!(c.read().await, Read::Frame(ref n, _) if n == "Refused"));
     assert!(c.closed().await);
@@ -159,16 +151,7 @@ async fn raw_clients_that_do_not_prove_the_secret_are_refused_and_closed() {
 
     // A Raft vote straight after a hello, without the proof: refused, not read as a vote.
     let mut c = Client::connect(addr).await;
-    let hello = frame(
-        "Hello",
-        vec![
-            ("node", Value::from(42)),
-            ("addr", Value::from("127.0.0.1:9")),
-            ("max_frame", Value::from(1 << 20)),
-            ("nonce", Value::Binary(vec![1; 32])),
-        ],
-    );
-    c.send(&hello).await;
+    c.send(&hello(42, 1 << 20, &[1; 32])).await;
     assert!(matches!(c.read().await, Read::Frame(ref n, _) if n == "Challenge"));
     c.send(&frame("Request", vec![("id", Value::from(1)), ("body", Value::from("PreVote"))])).await;
     assert!(matches!(c.read().await, Read::Frame(ref n, _) if n == "Refused"));

@@ -23,6 +23,19 @@ pub fn frame(name: &str, fields: Vec<(&str, Value)>) -> Vec<u8> {
     out
 }
 
+/// A dialer's hello: node `node`, reading frames up to `max_frame`, with nonce `nonce`.
+pub fn hello(node: u64, max_frame: u64, nonce: &[u8]) -> Vec<u8> {
+    frame(
+        "Hello",
+        vec![
+            ("node", Value::from(node)),
+            ("addr", Value::from("127.0.0.1:9")),
+            ("max_frame", Value::from(max_frame)),
+            ("nonce", Value::Binary(nonce.to_vec())),
+        ],
+    )
+}
+
 /// A length prefix and `body`.
 pub fn prefixed(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
@@ -94,15 +107,7 @@ impl Client {
     /// `Ok` once welcomed, `Err` with the refusal's reason (or what else happened).
     pub async fn handshake(&mut self, node: u64, secret: &[u8]) -> Result<(), String> {
         let dn = [7u8; 32];
-        let hello = frame(
-            "Hello",
-            vec![
-                ("node", Value::from(node)),
-                ("addr", Value::from("127.0.0.1:9")),
-                ("max_frame", Value::from(1u64 << 20)),
-                ("nonce", Value::Binary(dn.to_vec())),
-            ],
-        );
+        let hello = hello(node, 1 << 20, &dn);
         if !self.send(&hello).await {
             return Err("closed before the hello".into());
         }
