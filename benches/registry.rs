@@ -1,23 +1,34 @@
-//! Registration cost as the registry grows (issue 9): three nodes in this process over loopback,
-//! receivers registered one after another on a follower, each on a channel of its own
+//! Registration cost and memory as the registry grows (issue 9): three nodes, each a process of
+//! its own on loopback (this program starts the two others as children of itself), receivers
+//! registered one after another on a follower (this process), each on a channel of its own
 //! (capacity 16), each timed from the call to its return (committed and applied here).
 //!
-//! Prints, at each checkpoint, the total time so far, p50 and p99 of the registrations since the
-//! previous checkpoint, how the last 100 compare with the first 100, and the process's resident
-//! memory per registered receiver (all three nodes' copies of the registry together).
+//! At each checkpoint (how many are registered), it times the next 100 registrations: p50 and
+//! p99, and both against the same figures at 10 registered, measured in the same run. Memory is
+//! resident memory (Linux `/proc/<pid>/statm`) per registered receiver: on its own node (this
+//! process: the receiver, its inbox and router, and the registry's copy) and on each other node
+//! (the children: the registry's copy, its index and Raft's log).
 //!
 //! ```text
-//! cargo bench --bench registry                       # checkpoints 200, 1000, 3000
-//! cargo bench --bench registry -- 200 1000 3000 10000 100000
+//! cargo bench --bench registry                                # 10, 200, 1000, 3000, 10000
+//! cargo bench --bench registry -- 10 200 1000 3000 10000 100000
 //! ```
 //!
 //! A measurement, not a test: it asserts nothing but that every registration succeeds.
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Resident memory of this process, bytes (Linux `/proc/self/statm`).
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+/// Set in a child: start a node (bootstrap, or join the address it holds) and run until stdin
+/// closes.
+const NODE_ENV: &str = "DCHAN_REGISTRY_BENCH_NODE";
+/// How many registrations are timed at each checkpoint.
+const PROBE: usize = 100;
+
+/// Resident memory of process `pid`, bytes.
+fn rss(pid: &str) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
     let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     pages * 4096
 }
@@ -26,54 +37,125 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// A node in a child process, and its address.
+struct ChildNode {
+    child: Child,
+    addr: String,
+}
+
+impl ChildNode {
+    fn start(seed: Option<&str>) -> ChildNode {
+        let exe = std::env::current_exe().expect("this program");
+        let mut child = Command::new(exe)
+            .env(NODE_ENV, seed.unwrap_or("bootstrap"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("a child node");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the child's address");
+        let addr = line.trim().strip_prefix("addr ").expect("an address line").to_owned();
+        ChildNode { child, addr }
+    }
+
+    fn rss(&self) -> u64 {
+        rss(&self.child.id().to_string())
+    }
+
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn child(seed: String) {
+    actix_rt::System::new().block_on(async move {
+        let builder = dchan::Node::builder();
+        let builder = if seed == "bootstrap" { builder.bootstrap() } else { builder.join([seed]) };
+        let node = builder.start().await.expect("a node");
+        println!("addr {}", node.addr());
+        std::io::stdout().flush().expect("stdout");
+        // Until the parent closes stdin.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        let _ = node.shutdown().await;
+    });
+}
+
 fn main() {
+    if let Ok(seed) = std::env::var(NODE_ENV) {
+        return child(seed);
+    }
     let mut checkpoints: Vec<usize> =
         std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     if checkpoints.is_empty() {
-        checkpoints = vec![200, 1000, 3000];
+        checkpoints = vec![10, 200, 1000, 3000, 10000];
     }
     checkpoints.sort_unstable();
-    let total = *checkpoints.last().expect("a checkpoint");
+    let leader = ChildNode::start(None);
+    let other = ChildNode::start(Some(&leader.addr));
+    let seed = leader.addr.clone();
     actix_rt::System::new().block_on(async move {
-        let a = dchan::Node::builder().bootstrap().start().await.expect("bootstrap");
-        let b = dchan::Node::builder().join([a.addr()]).start().await.expect("join");
-        let c = dchan::Node::builder().join([a.addr()]).start().await.expect("join");
-        let follower = if b.cluster().leader == Some(b.id()) { &c } else { &b };
-        let base = rss();
-        println!("| receivers registered | total | p50 | p99 | last 100 / first 100 | RSS per receiver (3 nodes) |");
-        println!("|---|---|---|---|---|---|");
-        let mut all: Vec<Duration> = Vec::with_capacity(total);
-        let mut keep = Vec::with_capacity(total);
+        let me = dchan::Node::builder().join([seed]).start().await.expect("join");
+        assert_ne!(me.cluster().leader, Some(me.id()), "this node is a follower");
+        let my_pid = std::process::id().to_string();
+        let base = (rss(&my_pid), leader.rss(), other.rss());
+        println!(
+            "| registered | total | p50 | p99 | p50 / p50 at {first} | p99 / p99 at {first} | own node per receiver | other node per receiver |",
+            first = checkpoints[0]
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        let mut keep = Vec::new();
+        let mut first: Option<(Duration, Duration)> = None;
         let start = Instant::now();
-        let mut from = 0;
-        for &upto in &checkpoints {
-            for i in all.len()..upto {
+        let mut register = |i: usize| {
+            let me = me.clone();
+            async move {
                 let t = Instant::now();
-                let rx = follower
+                let rx = me
                     .receiver::<u64>(&format!("scale-{i}"))
                     .capacity(16)
                     .await
                     .expect("registered");
-                all.push(t.elapsed());
+                (rx, t.elapsed())
+            }
+        };
+        for &at in &checkpoints {
+            while keep.len() < at {
+                let (rx, _) = register(keep.len()).await;
                 keep.push(rx);
             }
-            let mut window: Vec<Duration> = all[from..upto].to_vec();
-            window.sort_unstable();
-            let mean = |s: &[Duration]| s.iter().sum::<Duration>() / s.len() as u32;
-            let growth = mean(&all[upto - 100.min(upto)..upto]).as_secs_f64()
-                / mean(&all[..100.min(upto)]).as_secs_f64();
+            let registered = keep.len();
+            let elapsed = start.elapsed();
+            let mut probe = Vec::with_capacity(PROBE);
+            for _ in 0..PROBE {
+                let (rx, took) = register(keep.len()).await;
+                keep.push(rx);
+                probe.push(took);
+            }
+            probe.sort_unstable();
+            let (p50, p99) = (percentile(&probe, 0.5), percentile(&probe, 0.99));
+            let (p50_0, p99_0) = *first.get_or_insert((p50, p99));
+            let n = keep.len() as u64;
+            // Each child holds the same; the figure is their mean.
+            let others = (leader.rss() + other.rss()).saturating_sub(base.1 + base.2) / 2;
             println!(
-                "| {upto} | {:.2} s | {:?} | {:?} | {growth:.1}x | {} B |",
-                start.elapsed().as_secs_f64(),
-                percentile(&window, 0.5),
-                percentile(&window, 0.99),
-                rss().saturating_sub(base) / upto as u64,
+                "| {registered} | {:.2} s | {p50:?} | {p99:?} | {:.2}x | {:.2}x | {} B | {} B |",
+                elapsed.as_secs_f64(),
+                p50.as_secs_f64() / p50_0.as_secs_f64(),
+                p99.as_secs_f64() / p99_0.as_secs_f64(),
+                rss(&my_pid).saturating_sub(base.0) / n,
+                others / n,
             );
-            from = upto;
         }
         drop(keep);
-        for n in [c, b, a] {
-            let _ = n.shutdown().await;
-        }
+        let _ = me.shutdown().await;
     });
+    other.stop();
+    leader.stop();
 }

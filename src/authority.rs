@@ -84,8 +84,7 @@ fn write(registry: &Registry, from: NodeId, cmd: &Command) -> Result<(), String>
         Command::Register { channel, .. } => crate::registry::check_name(channel),
         Command::Withdraw { .. } | Command::Close { .. } => Ok(()),
         Command::Deregister { channel, id } => {
-            let owner =
-                registry.channels.get(channel).and_then(|c| c.endpoints.get(id)).map(|e| e.node);
+            let owner = registry.channel(channel).and_then(|c| c.endpoint(*id)).map(|e| e.node);
             match owner {
                 Some(node) if node != from => Err(format!("endpoint {id} is node {node}'s")),
                 _ => Ok(()),
@@ -153,7 +152,7 @@ mod tests {
         let close = Request::Write(Command::Close { channel: "c".into() });
         assert!(!ok(7, close), "a stranger's write");
         let dereg = |id| Request::Write(Command::Deregister { channel: "c".into(), id });
-        let id = *r.channels["c"].endpoints.keys().next().expect("an endpoint");
+        let id = r.channels["c"].endpoints[0].id;
         assert!(ok(2, dereg(id)));
         assert!(!ok(1, dereg(id)), "another node's endpoint");
         assert!(!ok(2, Request::Write(Command::RemoveNode { node: 1 })));

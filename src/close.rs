@@ -30,6 +30,12 @@ impl Fences {
         lock(&self.received).get(channel).cloned().unwrap_or_default()
     }
 
+    /// Channel `channel` left the registry: a new channel of that name starts with no fences.
+    pub(crate) fn forget(&self, channel: &str) {
+        lock(&self.received).remove(channel);
+        lock(&self.sent).remove(channel);
+    }
+
     /// True the first time it is asked for `channel`: this node sends its fence now.
     pub(crate) fn send_once(&self, channel: &str) -> bool {
         lock(&self.sent).insert(channel.to_owned())

@@ -446,9 +446,7 @@ impl Core {
         // Routers follow: this node's receivers are no longer anyone's targets, its own included.
         let mut rx = self.registry.clone();
         let me = self.id;
-        let gone = |r: &Arc<Registry>| {
-            !r.channels.values().any(|c| c.endpoints.values().any(|e| e.node == me))
-        };
+        let gone = |r: &Arc<Registry>| r.endpoints_of(me) == 0;
         if tokio::time::timeout(HAND_OVER_TIMEOUT, rx.wait_for(gone)).await.is_err() {
             tracing::warn!("this node's endpoints were not removed in time");
         }

@@ -178,16 +178,29 @@ impl Credits {
         inner.windows.iter().filter(|(_, (_, _, n))| *n == node).map(|(id, _)| *id).collect()
     }
 
-    /// Drop the windows for which `keep` (receiver, window) says no, and early grants for
-    /// receivers `registered` does not list.
-    pub(crate) fn retain(
-        &self,
-        mut keep: impl FnMut(EndpointId, &Window) -> bool,
-        registered: impl Fn(EndpointId) -> bool,
-    ) {
+    /// Receivers `gone` left the registry: their windows go once released (what was sent to
+    /// them is settled), and any credit they granted early.
+    pub(crate) fn settle(&self, gone: impl Iterator<Item = EndpointId>) {
         let mut inner = lock(&self.inner);
-        inner.windows.retain(|id, (window, _, _)| keep(*id, window));
-        inner.early.retain(|id, _| registered(*id));
+        for id in gone {
+            if inner.windows.get(&id).is_some_and(|(w, _, _)| w.is_released()) {
+                inner.windows.remove(&id);
+            }
+            inner.early.remove(&id);
+        }
+    }
+
+    /// Forget the window towards receiver `id` (released, and gone from the registry).
+    pub(crate) fn remove(&self, id: EndpointId) {
+        lock(&self.inner).windows.remove(&id);
+    }
+
+    /// Drop early grants for receivers `registered` does not list.
+    pub(crate) fn retain_early(&self, registered: impl Fn(EndpointId) -> bool) {
+        let mut inner = lock(&self.inner);
+        if !inner.early.is_empty() {
+            inner.early.retain(|id, _| registered(*id));
+        }
     }
 }
 

@@ -532,7 +532,7 @@ impl Node {
                     role: if registry.voters.contains(id) { Role::Voter } else { Role::Learner },
                 })
                 .collect(),
-            channels: registry.channels.values().cloned().collect(),
+            channels: registry.channels.iter().map(|(name, c)| c.info(name)).collect(),
         }
     }
 

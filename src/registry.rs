@@ -6,6 +6,10 @@
 //! each message. Applying is deterministic: endpoint ids come from a counter in the registry itself.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use imbl::ordmap::DiffItem;
+use imbl::{OrdMap, OrdSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -133,7 +137,7 @@ pub struct EndpointInfo {
 /// any type, and a channel only they have used takes the type of its first typed endpoint.
 pub const UNTYPED: &str = "*";
 
-/// One channel as the registry knows it.
+/// One channel as the registry knows it: what [`crate::Node::cluster`] shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelInfo {
     /// The channel's name.
@@ -162,26 +166,85 @@ impl ChannelInfo {
     }
 }
 
+/// One channel in the replicated registry: kept small, since every node holds every channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Channel {
+    /// The Rust type name of its messages, or [`UNTYPED`].
+    pub(crate) type_name: Arc<str>,
+    /// Whether the channel has been closed.
+    pub(crate) closed: bool,
+    /// The member nodes when the channel was closed (see [`ChannelInfo::closed_by`]).
+    pub(crate) closed_by: BTreeSet<NodeId>,
+    /// Its endpoints, in id order (ids only grow, so a registration appends).
+    pub(crate) endpoints: Vec<EndpointInfo>,
+}
+
+impl Channel {
+    /// The receivers of the channel, in id order.
+    pub(crate) fn receivers(&self) -> impl Iterator<Item = &EndpointInfo> {
+        self.endpoints.iter().filter(|e| e.kind == EndpointKind::Receiver)
+    }
+
+    /// Endpoint `id` of this channel.
+    pub(crate) fn endpoint(&self, id: EndpointId) -> Option<&EndpointInfo> {
+        self.endpoints.binary_search_by_key(&id, |e| e.id).ok().map(|i| &self.endpoints[i])
+    }
+
+    /// The public view of this channel, called `name`.
+    pub(crate) fn info(&self, name: &str) -> ChannelInfo {
+        ChannelInfo {
+            name: name.to_owned(),
+            type_name: self.type_name.to_string(),
+            closed: self.closed,
+            closed_by: self.closed_by.clone(),
+            endpoints: self.endpoints.iter().map(|e| (e.id, e.clone())).collect(),
+        }
+    }
+}
+
+/// Where an endpoint is registered: its channel, its node and its registration token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Registration {
+    channel: Arc<str>,
+    node: NodeId,
+    token: u64,
+}
+
 /// The replicated registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its maps are persistent (`imbl`): a copy shares its structure with the original, so the state
+/// machine publishes each new registry in O(1), a change copies only the path to what it names
+/// (O(log n)), and a reader finds what changed between two registries by
+/// [`Registry::changed_channels`] without visiting what they share.
+///
+/// A channel exists while it has endpoints: when its last endpoint goes (deregistered,
+/// withdrawn, or removed with its node), the channel leaves the registry with its type and its
+/// closed state, and its name can name a new channel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Registry {
     /// Every channel, by name.
-    pub channels: BTreeMap<String, ChannelInfo>,
+    pub(crate) channels: OrdMap<Arc<str>, Arc<Channel>>,
     /// The address of every member node (learners included), from Raft's membership.
-    pub nodes: BTreeMap<NodeId, String>,
+    pub(crate) nodes: BTreeMap<NodeId, String>,
     /// The nodes that vote.
-    pub voters: BTreeSet<NodeId>,
+    pub(crate) voters: BTreeSet<NodeId>,
     /// The next endpoint id to hand out.
     next_endpoint: EndpointId,
-    /// The registration token of every endpoint, both ways: a repeated `Register` finds the
-    /// endpoint its first copy made.
-    by_token: BTreeMap<(NodeId, u64), EndpointId>,
-    token_of: BTreeMap<EndpointId, (NodeId, u64)>,
+    /// The endpoint each registration token made: a repeated `Register` finds the endpoint its
+    /// first copy made.
+    by_token: OrdMap<(NodeId, u64), EndpointId>,
+    /// Every endpoint's channel, node and token.
+    registrations: OrdMap<EndpointId, Registration>,
     /// Registrations withdrawn before they applied (forgotten when their node leaves).
-    withdrawn: BTreeSet<(NodeId, u64)>,
+    withdrawn: OrdSet<(NodeId, u64)>,
     /// How many endpoints each node has registered.
-    #[serde(default)]
     per_node: BTreeMap<NodeId, u32>,
+    /// The closed channels (which a node's removal takes out of `closed_by`).
+    closed: OrdSet<Arc<str>>,
+    /// Counts the registries this node's state machine published (not replicated): a reader
+    /// tells a newer registry from an older one by it.
+    #[serde(skip)]
+    pub(crate) version: u64,
 }
 
 impl Registry {
@@ -198,61 +261,78 @@ impl Registry {
                 if let Err(why) = check_name(channel) {
                     return Outcome::Refused(why);
                 }
-                if self.per_node.get(node).copied().unwrap_or(0) >= MAX_ENDPOINTS_PER_NODE {
+                if self.endpoints_of(*node) >= MAX_ENDPOINTS_PER_NODE {
                     return Outcome::Refused(format!(
                         "node {node} has {MAX_ENDPOINTS_PER_NODE} endpoints, the most one node may register"
                     ));
                 }
-                let ch = self.channels.entry(channel.clone()).or_insert_with(|| ChannelInfo {
-                    name: channel.clone(),
-                    type_name: type_name.clone(),
-                    closed: false,
-                    closed_by: BTreeSet::new(),
-                    endpoints: BTreeMap::new(),
-                });
-                // An untyped endpoint joins a channel of any type and fixes none; the first
-                // typed endpoint fixes the type of a channel only untyped ones have used.
-                if ch.type_name == UNTYPED {
-                    ch.type_name = type_name.clone();
-                } else if *type_name != UNTYPED && ch.type_name != *type_name {
-                    return Outcome::TypeMismatch { existing: ch.type_name.clone() };
-                }
-                if ch.closed {
-                    return Outcome::Closed;
+                if let Some(ch) = self.channels.get(channel.as_str()) {
+                    // An untyped endpoint joins a channel of any type and fixes none; the first
+                    // typed endpoint fixes the type of a channel only untyped ones have used.
+                    if &*ch.type_name != UNTYPED
+                        && type_name != UNTYPED
+                        && *ch.type_name != **type_name
+                    {
+                        return Outcome::TypeMismatch { existing: ch.type_name.to_string() };
+                    }
+                    if ch.closed {
+                        return Outcome::Closed;
+                    }
                 }
                 self.next_endpoint += 1;
                 let id = self.next_endpoint;
-                ch.endpoints
-                    .insert(id, EndpointInfo { id, node: *node, kind: *kind, capacity: *capacity });
+                let endpoint = EndpointInfo { id, node: *node, kind: *kind, capacity: *capacity };
+                let name = match self.channels.get_key_value(channel.as_str()) {
+                    Some((name, _)) => name.clone(),
+                    None => Arc::from(channel.as_str()),
+                };
+                match self.channels.get_mut(channel.as_str()) {
+                    Some(ch) => {
+                        // Copies the channel only if a published registry shares it.
+                        let c = Arc::make_mut(ch);
+                        if &*c.type_name == UNTYPED {
+                            c.type_name = Arc::from(type_name.as_str());
+                        }
+                        c.endpoints.push(endpoint);
+                    }
+                    None => {
+                        let ch = Channel {
+                            type_name: Arc::from(type_name.as_str()),
+                            closed: false,
+                            closed_by: BTreeSet::new(),
+                            endpoints: vec![endpoint],
+                        };
+                        self.channels.insert(name.clone(), Arc::new(ch));
+                    }
+                }
                 self.by_token.insert((*node, *token), id);
-                self.token_of.insert(id, (*node, *token));
+                self.registrations
+                    .insert(id, Registration { channel: name, node: *node, token: *token });
                 *self.per_node.entry(*node).or_default() += 1;
                 Outcome::Registered(id)
             }
             Command::Deregister { channel, id } => {
-                if let Some(ch) = self.channels.get_mut(channel) {
-                    ch.endpoints.remove(id);
+                if self.registrations.get(id).is_some_and(|r| *r.channel == **channel) {
+                    self.remove_endpoint(*id);
                 }
-                self.forget_token(*id);
                 Outcome::Done
             }
             Command::Close { channel } => {
-                if let Some(ch) = self.channels.get_mut(channel) {
+                if let Some((name, ch)) = self.channels.get_key_value(channel.as_str()) {
                     if !ch.closed {
-                        ch.closed = true;
-                        ch.closed_by = self.nodes.keys().copied().collect();
+                        let (name, mut ch) = (name.clone(), ch.clone());
+                        let c = Arc::make_mut(&mut ch);
+                        c.closed = true;
+                        c.closed_by = self.nodes.keys().copied().collect();
+                        self.channels.insert(name.clone(), ch);
+                        self.closed.insert(name);
                     }
                 }
                 Outcome::Done
             }
             Command::Withdraw { node, token } => {
                 match self.by_token.get(&(*node, *token)).copied() {
-                    Some(id) => {
-                        for ch in self.channels.values_mut() {
-                            ch.endpoints.remove(&id);
-                        }
-                        self.forget_token(id);
-                    }
+                    Some(id) => self.remove_endpoint(id),
                     None => {
                         self.withdrawn.insert((*node, *token));
                     }
@@ -260,21 +340,51 @@ impl Registry {
                 Outcome::Done
             }
             Command::RemoveNode { node } => {
-                for ch in self.channels.values_mut() {
-                    ch.endpoints.retain(|_, e| e.node != *node);
-                    ch.closed_by.remove(node);
-                }
                 let gone: Vec<EndpointId> = self
                     .by_token
                     .range((*node, 0)..=(*node, u64::MAX))
                     .map(|(_, id)| *id)
                     .collect();
                 for id in gone {
-                    self.forget_token(id);
+                    self.remove_endpoint(id);
                 }
-                self.withdrawn.retain(|(n, _)| n != node);
+                let closed: Vec<Arc<str>> = self.closed.iter().cloned().collect();
+                for name in closed {
+                    if let Some(ch) = self.channels.get_mut(&name) {
+                        if ch.closed_by.contains(node) {
+                            Arc::make_mut(ch).closed_by.remove(node);
+                        }
+                    }
+                }
+                let withdrawn: Vec<(NodeId, u64)> =
+                    self.withdrawn.range((*node, 0)..=(*node, u64::MAX)).copied().collect();
+                for w in withdrawn {
+                    self.withdrawn.remove(&w);
+                }
                 Outcome::Done
             }
+        }
+    }
+
+    /// Remove endpoint `id`, and its channel if it was the last.
+    fn remove_endpoint(&mut self, id: EndpointId) {
+        let Some(r) = self.registrations.remove(&id) else { return };
+        self.by_token.remove(&(r.node, r.token));
+        if let Some(n) = self.per_node.get_mut(&r.node) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_node.remove(&r.node);
+            }
+        }
+        let Some(ch) = self.channels.get_mut(&r.channel) else { return };
+        if ch.endpoints.len() == 1 && ch.endpoints[0].id == id {
+            self.channels.remove(&r.channel);
+            self.closed.remove(&r.channel);
+            return;
+        }
+        let c = Arc::make_mut(ch);
+        if let Ok(i) = c.endpoints.binary_search_by_key(&id, |e| e.id) {
+            c.endpoints.remove(i);
         }
     }
 
@@ -283,16 +393,33 @@ impl Registry {
         id <= self.next_endpoint
     }
 
-    fn forget_token(&mut self, id: EndpointId) {
-        if let Some(t) = self.token_of.remove(&id) {
-            self.by_token.remove(&t);
-            if let Some(n) = self.per_node.get_mut(&t.0) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_node.remove(&t.0);
-                }
-            }
-        }
+    /// Whether endpoint `id` is registered.
+    pub(crate) fn is_registered(&self, id: EndpointId) -> bool {
+        self.registrations.contains_key(&id)
+    }
+
+    /// How many endpoints node `node` has registered.
+    pub(crate) fn endpoints_of(&self, node: NodeId) -> u32 {
+        self.per_node.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Channel `name`.
+    pub(crate) fn channel(&self, name: &str) -> Option<&Arc<Channel>> {
+        self.channels.get(name)
+    }
+
+    /// The channels that differ between `before` and this registry (added, changed or gone),
+    /// found without visiting what the two share: O(changes x log n) when this registry was
+    /// made from `before` by applying commands.
+    pub(crate) fn changed_channels(&self, before: &Registry) -> Vec<Arc<str>> {
+        before
+            .channels
+            .diff(&self.channels)
+            .map(|d| match d {
+                DiffItem::Add(k, _) | DiffItem::Remove(k, _) => k.clone(),
+                DiffItem::Update { new: (k, _), .. } => k.clone(),
+            })
+            .collect()
     }
 
     /// Take Raft's new membership: the member nodes and their addresses, and who votes.
@@ -334,7 +461,7 @@ mod tests {
         let Command::Register { token, .. } = early else { unreachable!() };
         assert!(matches!(r.apply(&early), Outcome::Registered(_)));
         r.apply(&Command::Withdraw { node: 1, token });
-        assert_eq!(r.channels["jobs"].endpoints.len(), 0, "withdrawn after it applied");
+        assert!(r.channel("jobs").is_none(), "withdrawn after it applied: the channel went with it");
         r.apply(&Command::RemoveNode { node: 1 });
         assert!(r.withdrawn.is_empty());
     }
@@ -357,7 +484,7 @@ mod tests {
         }
         assert!(matches!(reg(&mut r, "c", 1, u64::MAX), Outcome::Refused(_)), "one too many");
         assert!(matches!(reg(&mut r, "c", 2, 0), Outcome::Registered(_)), "another node's own");
-        let first = *r.channels["c"].endpoints.keys().next().expect("one");
+        let first = r.channels["c"].endpoints[0].id;
         r.apply(&Command::Deregister { channel: "c".into(), id: first });
         assert!(matches!(reg(&mut r, "c", 1, u64::MAX), Outcome::Registered(_)), "room again");
         r.apply(&Command::RemoveNode { node: 1 });
@@ -376,7 +503,7 @@ mod tests {
         assert_eq!(r.apply(&cmd), Outcome::Registered(1), "the retry finds the first");
         assert_eq!(r.channels["jobs"].endpoints.len(), 1);
         r.apply(&Command::RemoveNode { node: 1 });
-        assert!(r.by_token.is_empty() && r.token_of.is_empty(), "tokens go with their endpoints");
+        assert!(r.by_token.is_empty() && r.registrations.is_empty(), "tokens go with their endpoints");
     }
 
     #[test]
@@ -403,12 +530,12 @@ mod tests {
             r.apply(&register("jobs", UNTYPED, EndpointKind::Sender, 1)),
             Outcome::Registered(_)
         ));
-        assert_eq!(r.channels["jobs"].type_name, UNTYPED);
+        assert_eq!(&*r.channels["jobs"].type_name, UNTYPED);
         assert!(matches!(
             r.apply(&register("jobs", "A", EndpointKind::Receiver, 2)),
             Outcome::Registered(_)
         ));
-        assert_eq!(r.channels["jobs"].type_name, "A", "the first typed endpoint fixes it");
+        assert_eq!(&*r.channels["jobs"].type_name, "A", "the first typed endpoint fixes it");
         assert_eq!(
             r.apply(&register("jobs", "B", EndpointKind::Sender, 2)),
             Outcome::TypeMismatch { existing: "A".into() }
@@ -417,7 +544,7 @@ mod tests {
             r.apply(&register("jobs", UNTYPED, EndpointKind::Receiver, 3)),
             Outcome::Registered(_)
         ));
-        assert_eq!(r.channels["jobs"].type_name, "A");
+        assert_eq!(&*r.channels["jobs"].type_name, "A");
     }
 
     #[test]
@@ -434,5 +561,61 @@ mod tests {
         assert_eq!(r.apply(&register("jobs", "A", EndpointKind::Receiver, 2)), Outcome::Closed);
         r.apply(&Command::RemoveNode { node: 3 });
         assert_eq!(r.channels["jobs"].closed_by, BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn a_channel_leaves_with_its_last_endpoint_and_its_name_names_a_new_one() {
+        let mut r = Registry::default();
+        r.set_membership([(1, "a".into()), (2, "b".into())], [1]);
+        let Outcome::Registered(rx) = r.apply(&register("jobs", "A", EndpointKind::Receiver, 1))
+        else {
+            panic!("registered")
+        };
+        let Outcome::Registered(tx) = r.apply(&register("jobs", "A", EndpointKind::Sender, 2))
+        else {
+            panic!("registered")
+        };
+        r.apply(&Command::Close { channel: "jobs".into() });
+        r.apply(&Command::Deregister { channel: "jobs".into(), id: tx });
+        assert!(r.channel("jobs").is_some_and(|c| c.closed), "a receiver still drains it");
+        assert_eq!(r.apply(&register("jobs", "A", EndpointKind::Sender, 2)), Outcome::Closed);
+        r.apply(&Command::Deregister { channel: "jobs".into(), id: rx });
+        assert!(r.channel("jobs").is_none() && r.closed.is_empty(), "gone with its last endpoint");
+        assert!(r.registrations.is_empty() && r.by_token.is_empty() && r.per_node.is_empty());
+        assert!(
+            matches!(r.apply(&register("jobs", "B", EndpointKind::Sender, 2)), Outcome::Registered(_)),
+            "a new channel, of any type, open"
+        );
+        assert!(!r.channels["jobs"].closed);
+        // A deregistration naming another channel than the endpoint's changes nothing.
+        let id = r.channels["jobs"].endpoints[0].id;
+        r.apply(&Command::Deregister { channel: "other".into(), id });
+        assert!(r.is_registered(id));
+        // And with its node.
+        r.apply(&Command::RemoveNode { node: 2 });
+        assert!(r.channels.is_empty() && r.registrations.is_empty());
+    }
+
+    #[test]
+    fn what_changed_is_found_without_a_full_walk_and_copies_share() {
+        let mut r = Registry::default();
+        for i in 0..5_000 {
+            r.apply(&register(&format!("c{i}"), "A", EndpointKind::Receiver, 1 + i % 3));
+        }
+        let before = r.clone();
+        r.apply(&register("c42", "A", EndpointKind::Sender, 2));
+        r.apply(&register("new", "A", EndpointKind::Sender, 2));
+        let gone = before.channels["c7"].endpoints[0].id;
+        r.apply(&Command::Deregister { channel: "c7".into(), id: gone });
+        let mut changed: Vec<String> =
+            r.changed_channels(&before).iter().map(|n| n.to_string()).collect();
+        changed.sort();
+        assert_eq!(changed, ["c42", "c7", "new"]);
+        assert!(r.changed_channels(&r.clone()).is_empty());
+        // RemoveNode names every channel of the node.
+        let before = r.clone();
+        r.apply(&Command::RemoveNode { node: 3 });
+        assert_eq!(r.changed_channels(&before).len(), before.endpoints_of(3) as usize);
+        assert_eq!(r.endpoints_of(3), 0);
     }
 }

@@ -11,7 +11,7 @@
 //! [`crate::close`], kept messages in [`crate::outbox`], redelivery in [`crate::redelivery`],
 //! routing in [`crate::router`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +23,7 @@ use crate::close::Fences;
 use crate::credit::Credits;
 use crate::inbox::ErasedInbox;
 use crate::peer::{lock, Peers};
-use crate::registry::{EndpointId, EndpointKind, NodeId, Registry};
+use crate::registry::{Channel, EndpointId, EndpointKind, NodeId, Registry};
 use crate::router::{ChannelRoute, Target};
 use crate::tasks::Tasks;
 use crate::wire::{self, Frame};
@@ -45,11 +45,10 @@ pub(crate) struct Switchboard {
     credits: Credits,
     /// Fences received and sent, per closed channel.
     fences: Fences,
-    /// The members at the last refresh: a node that drops out of them has left, and its link goes.
-    members: Mutex<BTreeSet<NodeId>>,
-    /// Every receiver in the registry at the last refresh, with its node: one that drops out
-    /// with its node has died or left, and what was sent to it is delivered elsewhere.
-    receivers: Mutex<BTreeMap<EndpointId, NodeId>>,
+    /// The registry at the last refresh: the next one acts on what differs from it (a member
+    /// gone has left, and its link goes; a receiver gone with its node died or left, and what
+    /// was sent to it is delivered elsewhere).
+    last: Mutex<Arc<Registry>>,
     /// Set when this node starts leaving: its receivers leave the registry before the node
     /// leaves the membership, and that is not a removal to report.
     leaving: AtomicBool,
@@ -73,8 +72,7 @@ impl Switchboard {
             inboxes: Mutex::default(),
             credits: Credits::default(),
             fences: Fences::default(),
-            members: Mutex::default(),
-            receivers: Mutex::default(),
+            last: Mutex::default(),
             leaving: AtomicBool::new(false),
         }
     }
@@ -151,10 +149,10 @@ impl Switchboard {
 
     /// The other nodes with senders of `channel`: those offered credit before they ask.
     fn sending_nodes(&self, channel: &str, registry: &Registry) -> Vec<NodeId> {
-        let Some(ch) = registry.channels.get(channel) else { return Vec::new() };
+        let Some(ch) = registry.channel(channel) else { return Vec::new() };
         let nodes: BTreeSet<NodeId> = ch
             .endpoints
-            .values()
+            .iter()
             .filter(|e| e.kind == EndpointKind::Sender && e.node != self.me)
             .map(|e| e.node)
             .collect();
@@ -176,8 +174,7 @@ impl Switchboard {
     /// was a receiver of this node and is gone, tell the sender so (it delivers elsewhere).
     fn not_here(&self, from: NodeId, id: EndpointId) {
         let registry = self.registry.borrow().clone();
-        if registry.issued(id) && !registry.channels.values().any(|c| c.endpoints.contains_key(&id))
-        {
+        if registry.issued(id) && !registry.is_registered(id) {
             self.say_released(from, id);
         } else {
             tracing::debug!(node = from, endpoint = id, "dropped a frame for an unknown receiver");
@@ -269,6 +266,11 @@ impl Switchboard {
         }
         self.redeliver(&route, kept);
         route.wake();
+        // Settled: the window goes once the registry no longer lists the receiver (if it still
+        // does, with the refresh that removes it).
+        if !self.registry.borrow().is_registered(to) {
+            self.credits.remove(to);
+        }
     }
 
     /// Deliver `msgs` to other receivers of `route`'s channel, in the background (see
@@ -280,18 +282,17 @@ impl Switchboard {
     /// What this node holds of each channel it has a router for.
     pub(crate) fn stats(&self) -> Vec<crate::stats::ChannelStats> {
         let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
-        let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
+        let mut buffered: HashMap<*const ChannelRoute, u64> = HashMap::new();
+        for inbox in lock(&self.inboxes).values().filter(|i| !i.is_detached()) {
+            *buffered.entry(Arc::as_ptr(inbox.channel())).or_default() += inbox.buffered() as u64;
+        }
         let mut out: Vec<_> = routes
             .iter()
             .map(|r| {
                 let dead = r.dead.counts();
                 crate::stats::ChannelStats {
                     name: r.name.clone(),
-                    buffered: inboxes
-                        .iter()
-                        .filter(|i| Arc::ptr_eq(i.channel(), r) && !i.is_detached())
-                        .map(|i| i.buffered() as u64)
-                        .sum(),
+                    buffered: buffered.get(&Arc::as_ptr(r)).copied().unwrap_or(0),
                     in_flight: r.in_flight(),
                     dead_letters: dead.held,
                     dead_letters_total: dead.total,
@@ -316,17 +317,14 @@ impl Switchboard {
     pub(crate) fn fence(&self, from: NodeId, channel: &str) {
         // Kept only from members, for channels that exist: a fence is never counted twice, and
         // what a stranger sends takes no room here.
-        let known = {
-            let registry = self.registry.borrow();
-            registry.nodes.contains_key(&from) && registry.channels.contains_key(channel)
-        };
-        if !known {
+        let registry = self.registry.borrow().clone();
+        let ch = registry.channel(channel).filter(|_| registry.nodes.contains_key(&from));
+        let Some(ch) = ch else {
             tracing::warn!(node = from, %channel, "a fence from a non-member or for no channel: dropped");
             return;
-        }
+        };
         self.fences.received(channel, from);
-        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
-        for inbox in inboxes.iter().filter(|i| i.channel().name == channel) {
+        for inbox in self.local_inboxes(ch) {
             inbox.fence(from);
         }
     }
@@ -357,19 +355,46 @@ impl Switchboard {
         }
     }
 
-    /// The registry changed: rebuild every router, and process closes.
-    pub(crate) fn refresh(&self, registry: &Registry) {
-        let now: BTreeSet<NodeId> = registry.nodes.keys().copied().collect();
-        let before = std::mem::replace(&mut *lock(&self.members), now.clone());
-        for gone in before.difference(&now).filter(|n| **n != self.me) {
+    /// The registry changed: bring the routers and inboxes of the channels that changed up to
+    /// date, and, when the membership changed, the links and every router of this node. What
+    /// changed is found against the registry of the last refresh, without visiting what the two
+    /// share ([`Registry::changed_channels`]): a registration costs O(log n) here, however many
+    /// endpoints the registry holds. A registry older than the last one refreshed is ignored.
+    pub(crate) fn refresh(&self, registry: &Arc<Registry>) {
+        let mut last = lock(&self.last);
+        if registry.version <= last.version {
+            return;
+        }
+        let before = std::mem::replace(&mut *last, registry.clone());
+        let members_changed = before.nodes != registry.nodes;
+        let left: Vec<NodeId> = before
+            .nodes
+            .keys()
+            .filter(|n| **n != self.me && !registry.nodes.contains_key(n))
+            .copied()
+            .collect();
+        if members_changed {
+            self.refresh_links(&left, registry);
+        }
+        for name in registry.changed_channels(&before) {
+            self.refresh_channel(&name, &before, registry);
+        }
+        if members_changed {
+            self.refresh_members(&left, registry);
+        }
+        // Early grants for receivers that are gone (at most `MAX_EARLY_GRANTS` of them).
+        self.credits.retain_early(|id| registry.is_registered(id));
+    }
+
+    /// The membership changed: links go to where each member listens, and to nobody that left.
+    fn refresh_links(&self, left: &[NodeId], registry: &Registry) {
+        for gone in left {
             self.peers.remove(*gone);
         }
         self.peers.set_book(
             registry.nodes.iter().filter(|(id, _)| **id != self.me).map(|(id, a)| (*id, a.clone())),
             registry.nodes.contains_key(&self.me),
         );
-        let left: Vec<NodeId> =
-            before.difference(&now).filter(|n| **n != self.me).copied().collect();
         // The membership says where each member listens: links dial that, whatever a seed or a
         // hello said before.
         for (id, addr) in registry.nodes.iter().filter(|(id, _)| **id != self.me) {
@@ -377,142 +402,204 @@ impl Switchboard {
                 self.peers.get(*id, addr);
             }
         }
+    }
+
+    /// After the membership changed: every router of this node, what was sent to the receivers
+    /// of nodes that left, and every inbox of this node (O(this node's routers and inboxes)).
+    fn refresh_members(&self, left: &[NodeId], registry: &Registry) {
         let routes: Vec<_> = lock(&self.routes).values().cloned().collect();
         for route in &routes {
             self.refresh_route(route, registry);
         }
-        let now: BTreeMap<EndpointId, NodeId> = registry
-            .channels
-            .values()
-            .flat_map(|c| c.receivers().map(|e| (e.id, e.node)))
-            .collect();
-        let before = std::mem::replace(&mut *lock(&self.receivers), now.clone());
-        // Receivers of nodes that died or left: what was sent to them and not taken goes
-        // elsewhere. (A receiver dropped on a live node says so itself, after what it took:
-        // `released`.)
-        for (id, node) in before.iter().filter(|(id, _)| !now.contains_key(id)) {
-            if *node != self.me && !registry.nodes.contains_key(node) {
-                self.released(*node, *id);
-            }
-        }
         // Receivers removed before their node was (no release will come from a dead node).
-        for node in &left {
+        for node in left {
             for id in self.credits.on_node(*node) {
                 self.released(*node, id);
             }
         }
-        // Windows of receivers that are gone, once what was sent to them is settled.
-        self.credits.retain(
-            |id, window| now.contains_key(&id) || !window.is_released(),
-            |id| now.contains_key(&id),
-        );
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         for inbox in &inboxes {
-            for node in &left {
+            for node in left {
                 inbox.node_left(*node);
             }
         }
+        self.check_orphans(&inboxes, registry);
+    }
+
+    /// A receiver of this node that the registry no longer lists, though its handle is alive:
+    /// the node was removed (cut off for longer than the failure timeout) and let back in. It
+    /// ends cleanly rather than wait for data that can no longer be routed to it. (An id this
+    /// registry has not issued yet is a registration newer than this refresh.)
+    fn check_orphans(&self, inboxes: &[Arc<dyn ErasedInbox>], registry: &Registry) {
+        if !registry.nodes.contains_key(&self.me) || self.leaving.load(Ordering::SeqCst) {
+            return;
+        }
+        for inbox in inboxes {
+            let id = inbox.id();
+            if registry.issued(id) && !registry.is_registered(id) && inbox.orphan() {
+                tracing::warn!(
+                    channel = %inbox.channel().name,
+                    receiver = id,
+                    "this node was removed from the cluster: the receiver ends after what it holds"
+                );
+            }
+        }
+    }
+
+    /// Channel `name` changed between `before` and `registry` (or appeared, or went).
+    fn refresh_channel(&self, name: &str, before: &Registry, registry: &Registry) {
+        let old = before.channel(name);
+        let new = registry.channel(name);
+        if let Some(route) = self.find_route(name) {
+            self.refresh_route(&route, registry);
+        }
+        let listed = |ch: Option<&Arc<Channel>>, id: EndpointId| {
+            ch.is_some_and(|c| c.endpoint(id).is_some())
+        };
+        // Receivers gone from the channel. Those of nodes that died or left: what was sent to
+        // them and not taken goes elsewhere. (A receiver dropped on a live node says so itself,
+        // after what it took: `released`.)
+        let gone: Vec<(EndpointId, NodeId)> = old
+            .into_iter()
+            .flat_map(|c| c.receivers())
+            .filter(|e| !listed(new, e.id))
+            .map(|e| (e.id, e.node))
+            .collect();
+        for (id, node) in &gone {
+            if *node != self.me && !registry.nodes.contains_key(node) {
+                self.released(*node, *id);
+            }
+        }
+        // Windows of receivers that are gone, once what was sent to them is settled (the rest
+        // go when their release comes: `released`).
+        self.credits.settle(gone.iter().map(|(id, _)| *id));
         // Dropped receivers of this node whose deregistration is applied: nothing more is sent to
         // them on credit; whatever still comes is answered with a release.
-        lock(&self.inboxes).retain(|id, inbox| now.contains_key(id) || !inbox.is_detached());
-        // A receiver of this node that the registry no longer lists, though its handle is alive:
-        // the node was removed (cut off for longer than the failure timeout) and let back in.
-        // It ends cleanly rather than wait for data that can no longer be routed to it. (An id
-        // this registry has not issued yet is a registration newer than this refresh.)
-        if registry.nodes.contains_key(&self.me) && !self.leaving.load(Ordering::SeqCst) {
-            for inbox in &inboxes {
-                let id = inbox.id();
-                if registry.issued(id) && !now.contains_key(&id) && inbox.orphan() {
-                    tracing::warn!(
-                        channel = %inbox.channel().name,
-                        receiver = id,
-                        "this node was removed from the cluster: the receiver ends after what it holds"
-                    );
+        let mine_gone: Vec<Arc<dyn ErasedInbox>> = {
+            let mut inboxes = lock(&self.inboxes);
+            let mut alive = Vec::new();
+            for (id, _) in gone.iter().filter(|(_, node)| *node == self.me) {
+                match inboxes.get(id) {
+                    Some(inbox) if inbox.is_detached() => {
+                        inboxes.remove(id);
+                    }
+                    Some(inbox) => alive.push(inbox.clone()),
+                    None => {}
+                }
+            }
+            alive
+        };
+        self.check_orphans(&mine_gone, registry);
+        match new {
+            Some(ch) => {
+                // New sending nodes are offered credit before they ask.
+                let senders = self.sending_nodes(name, registry);
+                for inbox in self.local_inboxes(ch) {
+                    if !inbox.is_detached() {
+                        inbox.offer(&senders);
+                    }
+                }
+                if ch.closed && ch.closed_by.contains(&self.me) {
+                    self.send_fence(name, ch, registry);
+                }
+            }
+            None => {
+                // The channel left the registry: its name may name a new one.
+                self.fences.forget(name);
+                let mut routes = lock(&self.routes);
+                if routes.get(name).is_some_and(|r| Arc::strong_count(r) == 1 && r.in_flight() == 0)
+                {
+                    routes.remove(name);
                 }
             }
         }
-        // New sending nodes are offered credit before they ask.
-        for inbox in inboxes.iter().filter(|i| !i.is_detached()) {
-            inbox.offer(&self.sending_nodes(&inbox.channel().name, registry));
+    }
+
+    /// The inboxes this node holds for receivers `ch` lists.
+    fn local_inboxes(&self, ch: &Channel) -> Vec<Arc<dyn ErasedInbox>> {
+        let inboxes = lock(&self.inboxes);
+        ch.receivers()
+            .filter(|e| e.node == self.me)
+            .filter_map(|e| inboxes.get(&e.id).cloned())
+            .collect()
+    }
+
+    /// Fence closed channel `name` once: nothing more of it will leave this node.
+    fn send_fence(&self, name: &str, ch: &Channel, registry: &Registry) {
+        if !self.fences.send_once(name) {
+            return;
         }
-        // Fence every closed channel once: nothing more of it will leave this node.
-        for ch in registry.channels.values().filter(|c| c.closed && c.closed_by.contains(&self.me))
-        {
-            if !self.fences.send_once(&ch.name) {
-                continue;
-            }
-            let peers: Vec<_> = ch
-                .receivers()
-                .map(|e| e.node)
-                .filter(|n| *n != self.me)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .filter_map(|n| Some(self.peers.get(n, registry.nodes.get(&n)?)))
-                .collect();
-            let frame = wire::encode(&Frame::Fence { channel: ch.name.clone() });
-            let route = lock(&self.routes).get(&ch.name).cloned();
-            match route {
-                // Messages of dropped receivers still being re-routed go out before the fence.
-                Some(route) => {
-                    route.close();
-                    let cancel = self.cancel.clone();
-                    self.tasks.spawn(async move {
-                        tokio::select! {
-                            _ = cancel.cancelled() => {}
-                            _ = route.rerouting_done() => {
-                                for p in peers {
-                                    p.outbox.push_frame(frame.clone(), true);
-                                }
+        let peers: Vec<_> = ch
+            .receivers()
+            .map(|e| e.node)
+            .filter(|n| *n != self.me)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|n| Some(self.peers.get(n, registry.nodes.get(&n)?)))
+            .collect();
+        let frame = wire::encode(&Frame::Fence { channel: name.to_owned() });
+        match self.find_route(name) {
+            // Messages of dropped receivers still being re-routed go out before the fence.
+            Some(route) => {
+                route.close();
+                let cancel = self.cancel.clone();
+                self.tasks.spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = route.rerouting_done() => {
+                            for p in peers {
+                                p.outbox.push_frame(frame.clone(), true);
                             }
                         }
-                    });
-                }
-                None => {
-                    for p in peers {
-                        p.outbox.push_frame(frame.clone(), true);
                     }
+                });
+            }
+            None => {
+                for p in peers {
+                    p.outbox.push_frame(frame.clone(), true);
                 }
             }
         }
     }
 
     fn refresh_route(&self, route: &Arc<ChannelRoute>, registry: &Registry) {
-        let Some(ch) = registry.channels.get(&route.name) else {
+        let Some(ch) = registry.channel(&route.name) else {
             route.set_targets(Vec::new());
             return;
         };
         if ch.closed {
             route.close();
         }
-        let inboxes = lock(&self.inboxes);
         let mut targets = Vec::new();
-        for e in ch.receivers() {
-            if e.node == self.me {
-                if let Some(inbox) = inboxes.get(&e.id) {
-                    targets.push(Target::Local(inbox.clone()));
+        {
+            let inboxes = lock(&self.inboxes);
+            for e in ch.receivers() {
+                if e.node == self.me {
+                    if let Some(inbox) = inboxes.get(&e.id) {
+                        targets.push(Target::Local(inbox.clone()));
+                    }
+                } else if let Some(addr) = registry.nodes.get(&e.node) {
+                    let window = self.credits.window(e.id, e.node, route);
+                    targets.push(Target::Remote {
+                        id: e.id,
+                        peer: self.peers.get(e.node, addr),
+                        window,
+                    });
                 }
-            } else if let Some(addr) = registry.nodes.get(&e.node) {
-                let window = self.credits.window(e.id, e.node, route);
-                targets.push(Target::Remote {
-                    id: e.id,
-                    peer: self.peers.get(e.node, addr),
-                    window,
-                });
             }
         }
         if ch.closed {
-            let fences = self.fences.heard(&ch.name);
+            let fences = self.fences.heard(&route.name);
             let waiting: BTreeSet<NodeId> = ch
                 .closed_by
                 .iter()
                 .filter(|n| **n != self.me && !fences.contains(n))
                 .copied()
                 .collect();
-            for inbox in inboxes.values().filter(|i| i.channel().name == ch.name) {
+            for inbox in self.local_inboxes(ch) {
                 inbox.close(waiting.clone());
             }
         }
-        drop(inboxes);
         route.set_targets(targets);
     }
 }

@@ -12,15 +12,18 @@ async fn a_dropped_registration_leaves_no_receiver_behind() {
     let nodes = cluster(2).await;
     let leader = nodes[0].cluster().leader.expect("leader");
     let follower = nodes.iter().find(|n| n.id() != leader).expect("a follower");
+    let before = follower.__last_log_index().expect("a log");
     // Poll the registration once (its write is on its way to the leader), then drop it.
     {
         let mut registering = follower.receiver::<u64>("abandoned").capacity(4).into_future();
         assert!(futures::poll!(&mut registering).is_pending(), "a registration needs Raft");
     }
-    // The write still commits (the channel comes to exist), and the receiver nobody owns goes.
+    // The write still commits, and so does its withdrawal (in either order): two entries, and no
+    // receiver nobody owns (nor its channel: a channel goes with its last endpoint).
     for node in &nodes {
         eventually(|| {
-            node.cluster().channel("abandoned").is_some_and(|c| c.receivers().next().is_none())
+            node.__last_log_index().is_some_and(|i| i >= before + 2)
+                && node.cluster().channel("abandoned").is_none()
         })
         .await;
     }

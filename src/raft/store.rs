@@ -153,7 +153,10 @@ impl StateMachine {
         (sm, rx)
     }
 
-    fn publish(&self, registry: &Registry) {
+    /// Publish `registry` as the newest: O(1), since its maps are persistent (the copy shares
+    /// everything with the state machine's own).
+    fn publish(&self, registry: &mut Registry) {
+        registry.version += 1;
         self.published.send_replace(Arc::new(registry.clone()));
     }
 }
@@ -169,11 +172,11 @@ fn io_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (data, last_applied, membership) = {
-            let d = lock(&self.data);
-            let bytes = rmp_serde::to_vec_named(&*d).map_err(io_error)?;
-            (bytes, d.last_applied, d.membership.clone())
-        };
+        // Copied under the lock (O(1): persistent maps), serialized outside it: applying goes on
+        // meanwhile.
+        let copy = lock(&self.data).clone();
+        let data = rmp_serde::to_vec_named(&copy).map_err(io_error)?;
+        let (last_applied, membership) = (copy.last_applied, copy.membership);
         let seq = {
             let mut s = lock(&self.snapshot_seq);
             *s += 1;
@@ -220,7 +223,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
-        self.publish(&d.registry);
+        self.publish(&mut d.registry);
         Ok(out)
     }
 
@@ -246,6 +249,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         new.membership = meta.last_membership.clone();
         {
             let mut d = lock(&self.data);
+            // Versions only grow, whatever the snapshot holds.
+            new.registry.version = d.registry.version;
             *d = new;
             let SmData { membership, registry, .. } = &mut *d;
             set_membership(registry, membership);
