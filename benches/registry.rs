@@ -3,8 +3,9 @@
 //! registered one after another on a follower (this process), each on a channel of its own
 //! (capacity 16), each timed from the call to its return (committed and applied here).
 //!
-//! At each checkpoint (how many are registered), it times the next 100 registrations: p50 and
-//! p99, and both against the same figures at 10 registered, measured in the same run. Memory is
+//! At each checkpoint (how many are registered), it times the next 500 registrations: p50 and
+//! p99, and both against the same figures at the first checkpoint (10 registered), measured in
+//! the same run. Memory is
 //! resident memory (Linux `/proc/<pid>/statm`) per registered receiver: on its own node (this
 //! process: the receiver, its inbox and router, and the registry's copy) and on each other node
 //! (the children: the registry's copy, its index and Raft's log).
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 /// closes.
 const NODE_ENV: &str = "DCHAN_REGISTRY_BENCH_NODE";
 /// How many registrations are timed at each checkpoint.
-const PROBE: usize = 100;
+const PROBE: usize = 500;
 
 /// Resident memory of process `pid`, bytes.
 fn rss(pid: &str) -> u64 {
@@ -100,7 +101,9 @@ fn main() {
     let leader = ChildNode::start(None);
     let other = ChildNode::start(Some(&leader.addr));
     let seed = leader.addr.clone();
+    let (leader_ref, other_ref) = (&leader, &other);
     actix_rt::System::new().block_on(async move {
+        let (leader, other) = (leader_ref, other_ref);
         let me = dchan::Node::builder().join([seed]).start().await.expect("join");
         assert_ne!(me.cluster().leader, Some(me.id()), "this node is a follower");
         let my_pid = std::process::id().to_string();
@@ -113,7 +116,7 @@ fn main() {
         let mut keep = Vec::new();
         let mut first: Option<(Duration, Duration)> = None;
         let start = Instant::now();
-        let mut register = |i: usize| {
+        let register = |i: usize| {
             let me = me.clone();
             async move {
                 let t = Instant::now();

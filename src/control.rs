@@ -356,13 +356,23 @@ impl Core {
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         loop {
             let res = match self.leader().await {
-                Some((leader, _)) if leader == self.id => match &req {
-                    Request::Join { node, addr, non_voting } => {
-                        self.membership.join(*node, addr, *non_voting).await
+                // A leader cut off from the majority never commits: bounded like the rest.
+                Some((leader, _)) if leader == self.id => {
+                    let here = async {
+                        match &req {
+                            Request::Join { node, addr, non_voting } => {
+                                self.membership.join(*node, addr, *non_voting).await
+                            }
+                            Request::Leave { node } => self.membership.leave(*node).await,
+                            _ => Err("not a membership request".into()),
+                        }
+                    };
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match tokio::time::timeout(left, here).await {
+                        Ok(r) => r,
+                        Err(_) => Err("not committed: no majority answered".into()),
                     }
-                    Request::Leave { node } => self.membership.leave(*node).await,
-                    _ => Err("not a membership request".into()),
-                },
+                }
                 Some((leader, addr)) => {
                     let fwd = match &req {
                         Request::Join { node, addr, non_voting } => Request::Join {

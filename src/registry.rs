@@ -24,7 +24,11 @@ pub(crate) const MAX_NAME: usize = 255;
 
 /// The most endpoints one node may have registered at once: past it, a registration is refused,
 /// so that one member cannot grow the registry (and every node's copy of it) without bound.
-pub(crate) const MAX_ENDPOINTS_PER_NODE: u32 = 100_000;
+#[cfg(not(test))]
+pub(crate) const MAX_ENDPOINTS_PER_NODE: u32 = 1_000_000;
+/// Smaller in unit tests, which fill it.
+#[cfg(test)]
+pub(crate) const MAX_ENDPOINTS_PER_NODE: u32 = 10_000;
 
 /// Whether `name` can name a channel: 1 to [`MAX_NAME`] bytes, no whitespace or control
 /// characters.

@@ -101,6 +101,85 @@ async fn a_killed_leader_is_replaced_and_every_survivor_registers() {
     }
 }
 
+/// Six node processes that keep five voters ([`dchan::NodeBuilder::voters`]): five vote, one
+/// learns.
+async fn five_voters_and_a_learner() -> Vec<Proc> {
+    let mut nodes = vec![procs::start_voters(&[], 5).await];
+    for _ in 0..5 {
+        let seed = nodes[0].addr;
+        nodes.push(procs::start_voters(&[seed], 5).await);
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn five_voters_outlive_a_killed_leader_and_another_voter_at_once() {
+    let mut nodes = five_voters_and_a_learner().await;
+    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    settles(&mut nodes[0], &ids, 5).await;
+    let (leader, _, _) = nodes[0].members().await;
+    let leader = leader.expect("a leader");
+    // Two of the five voters die at the same moment, the leader among them: three of five are
+    // still a majority (three voters could not outlive this).
+    let at = nodes.iter().position(|p| p.id == leader).expect("the leader is one of ours");
+    let mut dead = vec![nodes.remove(at)];
+    let (_, voters, _) = nodes[0].members().await;
+    assert_eq!(voters, 5);
+    let learner = {
+        // The learner is the one the failure detector promotes: keep it alive.
+        let mut learner = None;
+        for (i, p) in nodes.iter_mut().enumerate() {
+            if !p.voter().await {
+                learner = Some(i);
+            }
+        }
+        learner.expect("a learner")
+    };
+    let victim = (0..nodes.len()).find(|i| *i != learner).expect("another voter");
+    dead.push(nodes.remove(victim));
+    // A stream between two survivors, under way when the voters die.
+    nodes[0].cmd("recv flow 64");
+    nodes[0].expect("@ recv flow").await;
+    nodes[1].cmd("sender flow");
+    nodes[1].expect("@ sender flow").await;
+    const N: u64 = 20_000;
+    nodes[1].cmd(&format!("push flow 0 {N}"));
+    for p in &mut dead {
+        p.kill();
+    }
+    let killed = Instant::now();
+    for p in &mut nodes {
+        let took = registers(p, "after-kill", killed).await;
+        eprintln!("node {}: registered {took:?} after two of five voters were killed", p.id);
+    }
+    // Both dead are removed; the four survivors (the learner promoted) all vote.
+    let left: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    for p in &mut nodes {
+        settles(p, &left, 4).await;
+    }
+    nodes[1].expect("@ pushed flow").await;
+    for i in 0..N {
+        assert_eq!(nodes[0].expect("@ got flow ").await, format!("@ got flow {i}"));
+    }
+}
+
+#[tokio::test]
+async fn a_leader_left_without_a_majority_still_shuts_down() {
+    let mut nodes = three_nodes().await;
+    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    settles(&mut nodes[0], &ids, 3).await;
+    let (leader, _, _) = nodes[0].members().await;
+    let at = nodes.iter().position(|p| Some(p.id) == leader).expect("the leader is one of ours");
+    let mut last = nodes.remove(at);
+    for mut p in nodes {
+        p.kill();
+    }
+    // Its leave cannot commit: the shutdown says so, within the write timeout, and the node stops.
+    last.cmd("leave");
+    let line = last.expect_any(&["@ left", "@ leaveerr"]).await;
+    assert!(line.starts_with("@ leaveerr"), "a leave without a majority: {line}");
+}
+
 #[tokio::test]
 async fn a_dead_voter_is_replaced_by_a_learner() {
     let mut nodes = three_nodes().await;

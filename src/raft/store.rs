@@ -125,10 +125,21 @@ struct SmData {
     registry: Registry,
 }
 
+/// The last snapshot: a copy of the state machine's data, which shares all but what changed since
+/// with the live registry (persistent maps), serialized only when a node asks for it.
 #[derive(Debug)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, crate::raft::MemberNode>,
-    data: Vec<u8>,
+    data: SmData,
+}
+
+/// `data` serialized, on a blocking thread: a large registry takes a while, and the node's own
+/// runtime carries its messages meanwhile.
+async fn serialize(data: SmData) -> Result<Vec<u8>, StorageError<NodeId>> {
+    let bytes = tokio::task::spawn_blocking(move || rmp_serde::to_vec_named(&data))
+        .await
+        .map_err(io_error)?;
+    bytes.map_err(io_error)
 }
 
 /// The state machine: applies registry commands and publishes each new registry.
@@ -175,8 +186,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // Copied under the lock (O(1): persistent maps), serialized outside it: applying goes on
         // meanwhile.
         let copy = lock(&self.data).clone();
-        let data = rmp_serde::to_vec_named(&copy).map_err(io_error)?;
-        let (last_applied, membership) = (copy.last_applied, copy.membership);
+        let (last_applied, membership) = (copy.last_applied, copy.membership.clone());
         let seq = {
             let mut s = lock(&self.snapshot_seq);
             *s += 1;
@@ -188,7 +198,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let meta =
             SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        *lock(&self.snapshot) = Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
+        *lock(&self.snapshot) = Some(StoredSnapshot { meta: meta.clone(), data: copy.clone() });
+        let data = serialize(copy).await?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -247,7 +258,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         new.last_applied = meta.last_log_id;
         new.membership = meta.last_membership.clone();
-        {
+        let kept = {
             let mut d = lock(&self.data);
             // Versions only grow, whatever the snapshot holds.
             new.registry.version = d.registry.version;
@@ -255,18 +266,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let SmData { membership, registry, .. } = &mut *d;
             set_membership(registry, membership);
             self.publish(registry);
-        }
-        *lock(&self.snapshot) = Some(StoredSnapshot { meta: meta.clone(), data: bytes });
+            d.clone()
+        };
+        *lock(&self.snapshot) = Some(StoredSnapshot { meta: meta.clone(), data: kept });
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(lock(&self.snapshot).as_ref().map(|s| Snapshot {
-            meta: s.meta.clone(),
-            snapshot: Box::new(Cursor::new(s.data.clone())),
-        }))
+        let stored = lock(&self.snapshot).as_ref().map(|s| (s.meta.clone(), s.data.clone()));
+        let Some((meta, data)) = stored else { return Ok(None) };
+        let bytes = serialize(data).await?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
     }
 }
 

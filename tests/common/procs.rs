@@ -17,6 +17,7 @@
 //! | `push CHANNEL FROM TO` | sends FROM..TO on the kept sender, then `@ pushed CHANNEL` |
 //! | `register CHANNEL` | registers (and drops) a sender: `@ registered MICROS`, or `@ regerr REASON` |
 //! | `members` | `@ members LEADER VOTERS ID,ID,...` (LEADER is `none` without one; VOTERS a count) |
+//! | `role` | `@ role voter` or `@ role learner`, as this node sees itself |
 //! | `spin CHANNEL MILLIS` | a local sender/receiver loop on the node's own thread for MILLIS ms: `@ spun ROUNDS` |
 //! | `leave` | graceful shutdown, `@ left`, exit |
 //!
@@ -35,6 +36,8 @@ pub const CHILD_ENV: &str = "DCHAN_TEST_CHILD";
 pub const LISTEN_ENV: &str = "DCHAN_TEST_LISTEN";
 /// Optional address the child advertises (a proxy in front of it).
 pub const ADVERTISE_ENV: &str = "DCHAN_TEST_ADVERTISE";
+/// Optional number of voters the child's node keeps ([`dchan::NodeBuilder::voters`]).
+pub const VOTERS_ENV: &str = "DCHAN_TEST_VOTERS";
 
 /// One node process started by the test.
 pub struct Proc {
@@ -88,10 +91,27 @@ pub fn spawn(join: &[SocketAddr], listen: Option<SocketAddr>) -> Proc {
     spawn_with(join, listen, None)
 }
 
+/// Like [`start`], with a node that keeps `voters` voters.
+#[allow(dead_code)]
+pub async fn start_voters(join: &[SocketAddr], voters: usize) -> Proc {
+    let mut p = spawn_env(join, None, None, &[(VOTERS_ENV, voters.to_string())]);
+    p.ready().await.unwrap_or_else(|e| panic!("child node failed to start: {e}"));
+    p
+}
+
 fn spawn_with(
     join: &[SocketAddr],
     listen: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
+) -> Proc {
+    spawn_env(join, listen, advertise, &[])
+}
+
+fn spawn_env(
+    join: &[SocketAddr],
+    listen: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    env: &[(&str, String)],
 ) -> Proc {
     let how = if join.is_empty() {
         "bootstrap".to_owned()
@@ -110,6 +130,7 @@ fn spawn_with(
     if let Some(a) = advertise {
         cmd.env(ADVERTISE_ENV, a.to_string());
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd.spawn().expect("spawn child");
     let stdout = child.stdout.take().expect("piped stdout");
     let stdin = child.stdin.take();
@@ -206,6 +227,12 @@ impl Proc {
         (leader, voters, ids)
     }
 
+    /// Whether this node sees itself as a voter.
+    pub async fn voter(&mut self) -> bool {
+        self.cmd("role");
+        self.expect("@ role ").await == "@ role voter"
+    }
+
     /// Time one sender registration on this node: `Ok(duration)` or the error it reported.
     pub async fn register(&mut self, channel: &str) -> Result<Duration, String> {
         self.cmd(&format!("register {channel}"));
@@ -293,6 +320,9 @@ pub fn child_main() {
         let mut builder = dchan::Node::builder().listen(listen);
         if let Ok(advertise) = std::env::var(ADVERTISE_ENV) {
             builder = builder.advertise(advertise);
+        }
+        if let Some(voters) = std::env::var(VOTERS_ENV).ok().and_then(|v| v.parse().ok()) {
+            builder = builder.voters(voters);
         }
         let builder = if how == "bootstrap" {
             builder.bootstrap()
@@ -397,6 +427,12 @@ pub fn child_main() {
                         view.members.iter().filter(|m| m.role == dchan::Role::Voter).count();
                     println!("@ members {leader} {voters} {}", ids.join(","));
                 }
+                ["role"] => {
+                    let view = node.cluster();
+                    let me = view.members.iter().find(|m| m.id == node.id());
+                    let voter = me.is_some_and(|m| m.role == dchan::Role::Voter);
+                    println!("@ role {}", if voter { "voter" } else { "learner" });
+                }
                 ["spin", channel, millis] => {
                     let ms: u64 = millis.parse().expect("millis");
                     let tx = node.sender::<u64>(channel).await.expect("sender");
@@ -418,8 +454,11 @@ pub fn child_main() {
         for task in keep {
             task.abort();
         }
-        node.shutdown().await.expect("leave");
-        println!("@ left");
+        match node.shutdown().await {
+            Ok(()) => println!("@ left"),
+            // The node stopped, but could not tell the cluster.
+            Err(e) => println!("@ leaveerr {e}"),
+        }
     });
 }
 
