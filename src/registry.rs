@@ -173,17 +173,26 @@ impl ChannelInfo {
 /// One channel in the replicated registry: kept small, since every node holds every channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Channel {
-    /// The Rust type name of its messages, or [`UNTYPED`].
+    /// The Rust type name of its messages, or [`UNTYPED`] (shared by the channels of one type).
     pub(crate) type_name: Arc<str>,
-    /// Whether the channel has been closed.
-    pub(crate) closed: bool,
-    /// The member nodes when the channel was closed (see [`ChannelInfo::closed_by`]).
-    pub(crate) closed_by: BTreeSet<NodeId>,
+    /// Once the channel is closed, the member nodes at the close (see
+    /// [`ChannelInfo::closed_by`]).
+    pub(crate) closed: Option<Arc<BTreeSet<NodeId>>>,
     /// Its endpoints, in id order (ids only grow, so a registration appends).
     pub(crate) endpoints: Vec<EndpointInfo>,
 }
 
 impl Channel {
+    /// Whether the channel has been closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// Whether the channel was closed while `node` was a member (and `node` has not left since).
+    pub(crate) fn closed_by(&self, node: NodeId) -> bool {
+        self.closed.as_ref().is_some_and(|by| by.contains(&node))
+    }
+
     /// The receivers of the channel, in id order.
     pub(crate) fn receivers(&self) -> impl Iterator<Item = &EndpointInfo> {
         self.endpoints.iter().filter(|e| e.kind == EndpointKind::Receiver)
@@ -199,18 +208,51 @@ impl Channel {
         ChannelInfo {
             name: name.to_owned(),
             type_name: self.type_name.to_string(),
-            closed: self.closed,
-            closed_by: self.closed_by.clone(),
+            closed: self.is_closed(),
+            closed_by: self.closed.as_deref().cloned().unwrap_or_default(),
             endpoints: self.endpoints.iter().map(|e| (e.id, e.clone())).collect(),
         }
     }
 }
 
-/// Where an endpoint is registered: its channel, its node and its registration token.
+/// The type names channels use, each stored once and counted by the channels that use it.
+#[derive(Debug, Clone, Default)]
+struct Types(OrdMap<Arc<str>, u32>);
+
+impl Types {
+    /// The shared copy of `name`, counted once more.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some((shared, n)) = self.0.get_key_value(name) {
+            let (shared, n) = (shared.clone(), *n);
+            self.0.insert(shared.clone(), n + 1);
+            return shared;
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.0.insert(shared.clone(), 1);
+        shared
+    }
+
+    /// A channel no longer uses `name`.
+    fn release(&mut self, name: &str) {
+        match self.0.get(name).copied() {
+            Some(n) if n > 1 => {
+                if let Some(count) = self.0.get_mut(name) {
+                    *count = n - 1;
+                }
+            }
+            Some(_) => {
+                self.0.remove(name);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Where an endpoint is registered: its channel and its registration token (its node is in the
+/// channel's entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Registration {
     channel: Arc<str>,
-    node: NodeId,
     token: u64,
 }
 
@@ -245,6 +287,9 @@ pub(crate) struct Registry {
     per_node: BTreeMap<NodeId, u32>,
     /// The closed channels (which a node's removal takes out of `closed_by`).
     closed: OrdSet<Arc<str>>,
+    /// The type names in use, each shared by its channels (not replicated: a cache).
+    #[serde(skip)]
+    types: Types,
     /// Counts the registries this node's state machine published (not replicated): a reader
     /// tells a newer registry from an older one by it.
     #[serde(skip)]
@@ -279,7 +324,7 @@ impl Registry {
                     {
                         return Outcome::TypeMismatch { existing: ch.type_name.to_string() };
                     }
-                    if ch.closed {
+                    if ch.is_closed() {
                         return Outcome::Closed;
                     }
                 }
@@ -294,24 +339,24 @@ impl Registry {
                     Some(ch) => {
                         // Copies the channel only if a published registry shares it.
                         let c = Arc::make_mut(ch);
-                        if &*c.type_name == UNTYPED {
-                            c.type_name = Arc::from(type_name.as_str());
+                        if &*c.type_name == UNTYPED && type_name != UNTYPED {
+                            let typed = self.types.intern(type_name);
+                            let untyped = std::mem::replace(&mut c.type_name, typed);
+                            self.types.release(&untyped);
                         }
                         c.endpoints.push(endpoint);
                     }
                     None => {
                         let ch = Channel {
-                            type_name: Arc::from(type_name.as_str()),
-                            closed: false,
-                            closed_by: BTreeSet::new(),
+                            type_name: self.types.intern(type_name),
+                            closed: None,
                             endpoints: vec![endpoint],
                         };
                         self.channels.insert(name.clone(), Arc::new(ch));
                     }
                 }
                 self.by_token.insert((*node, *token), id);
-                self.registrations
-                    .insert(id, Registration { channel: name, node: *node, token: *token });
+                self.registrations.insert(id, Registration { channel: name, token: *token });
                 *self.per_node.entry(*node).or_default() += 1;
                 Outcome::Registered(id)
             }
@@ -323,11 +368,10 @@ impl Registry {
             }
             Command::Close { channel } => {
                 if let Some((name, ch)) = self.channels.get_key_value(channel.as_str()) {
-                    if !ch.closed {
+                    if !ch.is_closed() {
                         let (name, mut ch) = (name.clone(), ch.clone());
                         let c = Arc::make_mut(&mut ch);
-                        c.closed = true;
-                        c.closed_by = self.nodes.keys().copied().collect();
+                        c.closed = Some(Arc::new(self.nodes.keys().copied().collect()));
                         self.channels.insert(name.clone(), ch);
                         self.closed.insert(name);
                     }
@@ -355,8 +399,10 @@ impl Registry {
                 let closed: Vec<Arc<str>> = self.closed.iter().cloned().collect();
                 for name in closed {
                     if let Some(ch) = self.channels.get_mut(&name) {
-                        if ch.closed_by.contains(node) {
-                            Arc::make_mut(ch).closed_by.remove(node);
+                        if ch.closed_by(*node) {
+                            if let Some(by) = &mut Arc::make_mut(ch).closed {
+                                Arc::make_mut(by).remove(node);
+                            }
                         }
                     }
                 }
@@ -373,22 +419,37 @@ impl Registry {
     /// Remove endpoint `id`, and its channel if it was the last.
     fn remove_endpoint(&mut self, id: EndpointId) {
         let Some(r) = self.registrations.remove(&id) else { return };
-        self.by_token.remove(&(r.node, r.token));
-        if let Some(n) = self.per_node.get_mut(&r.node) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_node.remove(&r.node);
+        let Some(ch) = self.channels.get_mut(&r.channel) else { return };
+        if let Some(node) = ch.endpoint(id).map(|e| e.node) {
+            self.by_token.remove(&(node, r.token));
+            if let Some(n) = self.per_node.get_mut(&node) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_node.remove(&node);
+                }
             }
         }
-        let Some(ch) = self.channels.get_mut(&r.channel) else { return };
         if ch.endpoints.len() == 1 && ch.endpoints[0].id == id {
-            self.channels.remove(&r.channel);
+            if let Some(ch) = self.channels.remove(&r.channel) {
+                self.types.release(&ch.type_name);
+            }
             self.closed.remove(&r.channel);
             return;
         }
         let c = Arc::make_mut(ch);
         if let Ok(i) = c.endpoints.binary_search_by_key(&id, |e| e.id) {
             c.endpoints.remove(i);
+        }
+    }
+
+    /// After deserializing: channels of one type share its name again.
+    pub(crate) fn share_types(&mut self) {
+        let names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
+        for name in names {
+            if let Some(ch) = self.channels.get_mut(&name) {
+                let shared = self.types.intern(&ch.type_name);
+                Arc::make_mut(ch).type_name = shared;
+            }
         }
     }
 
@@ -400,6 +461,11 @@ impl Registry {
     /// Whether endpoint `id` is registered.
     pub(crate) fn is_registered(&self, id: EndpointId) -> bool {
         self.registrations.contains_key(&id)
+    }
+
+    /// How many endpoints are registered.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.registrations.len()
     }
 
     /// How many endpoints node `node` has registered.
@@ -465,7 +531,10 @@ mod tests {
         let Command::Register { token, .. } = early else { unreachable!() };
         assert!(matches!(r.apply(&early), Outcome::Registered(_)));
         r.apply(&Command::Withdraw { node: 1, token });
-        assert!(r.channel("jobs").is_none(), "withdrawn after it applied: the channel went with it");
+        assert!(
+            r.channel("jobs").is_none(),
+            "withdrawn after it applied: the channel went with it"
+        );
         r.apply(&Command::RemoveNode { node: 1 });
         assert!(r.withdrawn.is_empty());
     }
@@ -507,7 +576,10 @@ mod tests {
         assert_eq!(r.apply(&cmd), Outcome::Registered(1), "the retry finds the first");
         assert_eq!(r.channels["jobs"].endpoints.len(), 1);
         r.apply(&Command::RemoveNode { node: 1 });
-        assert!(r.by_token.is_empty() && r.registrations.is_empty(), "tokens go with their endpoints");
+        assert!(
+            r.by_token.is_empty() && r.registrations.is_empty(),
+            "tokens go with their endpoints"
+        );
     }
 
     #[test]
@@ -560,11 +632,11 @@ mod tests {
         r.apply(&register("jobs", "A", EndpointKind::Receiver, 2));
         r.apply(&Command::Close { channel: "jobs".into() });
         let ch = &r.channels["jobs"];
-        assert!(ch.closed);
-        assert_eq!(ch.closed_by, BTreeSet::from([1, 3]));
+        assert!(ch.is_closed());
+        assert_eq!(ch.closed.as_deref(), Some(&BTreeSet::from([1, 3])));
         assert_eq!(r.apply(&register("jobs", "A", EndpointKind::Receiver, 2)), Outcome::Closed);
         r.apply(&Command::RemoveNode { node: 3 });
-        assert_eq!(r.channels["jobs"].closed_by, BTreeSet::from([1]));
+        assert_eq!(r.channels["jobs"].closed.as_deref(), Some(&BTreeSet::from([1])));
     }
 
     #[test]
@@ -581,16 +653,19 @@ mod tests {
         };
         r.apply(&Command::Close { channel: "jobs".into() });
         r.apply(&Command::Deregister { channel: "jobs".into(), id: tx });
-        assert!(r.channel("jobs").is_some_and(|c| c.closed), "a receiver still drains it");
+        assert!(r.channel("jobs").is_some_and(|c| c.is_closed()), "a receiver still drains it");
         assert_eq!(r.apply(&register("jobs", "A", EndpointKind::Sender, 2)), Outcome::Closed);
         r.apply(&Command::Deregister { channel: "jobs".into(), id: rx });
         assert!(r.channel("jobs").is_none() && r.closed.is_empty(), "gone with its last endpoint");
         assert!(r.registrations.is_empty() && r.by_token.is_empty() && r.per_node.is_empty());
         assert!(
-            matches!(r.apply(&register("jobs", "B", EndpointKind::Sender, 2)), Outcome::Registered(_)),
+            matches!(
+                r.apply(&register("jobs", "B", EndpointKind::Sender, 2)),
+                Outcome::Registered(_)
+            ),
             "a new channel, of any type, open"
         );
-        assert!(!r.channels["jobs"].closed);
+        assert!(!r.channels["jobs"].is_closed());
         // A deregistration naming another channel than the endpoint's changes nothing.
         let id = r.channels["jobs"].endpoints[0].id;
         r.apply(&Command::Deregister { channel: "other".into(), id });
@@ -621,5 +696,73 @@ mod tests {
         r.apply(&Command::RemoveNode { node: 3 });
         assert_eq!(r.changed_channels(&before).len(), before.endpoints_of(3) as usize);
         assert_eq!(r.endpoints_of(3), 0);
+    }
+}
+
+#[cfg(test)]
+mod memory {
+    //! What the registry itself costs per endpoint (run alone: it counts every allocation of the
+    //! process): `cargo test --release --lib registry::memory -- --ignored --nocapture`.
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicIsize, Ordering};
+
+    use super::*;
+
+    struct Counting;
+    static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+    // SAFETY: forwards to the system allocator, counting the bytes live.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: Counting = Counting;
+
+    #[test]
+    #[ignore = "a measurement; run alone"]
+    fn bytes_per_endpoint() {
+        let n = 100_000u64;
+        let before = LIVE.load(Ordering::Relaxed);
+        let mut r = Registry::default();
+        for i in 0..n {
+            r.apply(&Command::Register {
+                channel: format!("scale-{i}"),
+                type_name: "u64".into(),
+                kind: EndpointKind::Receiver,
+                node: 1 + i % 3,
+                capacity: 16,
+                token: i,
+            });
+        }
+        let after = LIVE.load(Ordering::Relaxed);
+        eprintln!("registry: {} B per endpoint", (after - before) / n as isize);
+        let part = |m: isize| m / n as isize;
+        let mut c = r.clone();
+        let l0 = LIVE.load(Ordering::Relaxed);
+        c.by_token = OrdMap::new();
+        let l1 = LIVE.load(Ordering::Relaxed);
+        c.registrations = OrdMap::new();
+        let l2 = LIVE.load(Ordering::Relaxed);
+        drop(r);
+        let l3 = LIVE.load(Ordering::Relaxed);
+        c.channels = OrdMap::new();
+        let l4 = LIVE.load(Ordering::Relaxed);
+        eprintln!(
+            "by_token {} B, registrations {} B, channels' map {} B, channels themselves {} B",
+            part(l0 - l1),
+            part(l1 - l2),
+            part(l2 - l3),
+            part(l3 - l4)
+        );
     }
 }

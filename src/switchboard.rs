@@ -499,7 +499,7 @@ impl Switchboard {
                         inbox.offer(&senders);
                     }
                 }
-                if ch.closed && ch.closed_by.contains(&self.me) {
+                if ch.closed_by(self.me) {
                     self.send_fence(name, ch, registry);
                 }
             }
@@ -567,7 +567,7 @@ impl Switchboard {
             route.set_targets(Vec::new());
             return;
         };
-        if ch.closed {
+        if ch.is_closed() {
             route.close();
         }
         let mut targets = Vec::new();
@@ -588,10 +588,9 @@ impl Switchboard {
                 }
             }
         }
-        if ch.closed {
+        if let Some(closed_by) = &ch.closed {
             let fences = self.fences.heard(&route.name);
-            let waiting: BTreeSet<NodeId> = ch
-                .closed_by
+            let waiting: BTreeSet<NodeId> = closed_by
                 .iter()
                 .filter(|n| **n != self.me && !fences.contains(n))
                 .copied()

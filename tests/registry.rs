@@ -186,3 +186,35 @@ async fn nodes_joining_at_once_settle_at_three_voters_and_an_idle_cluster_writes
     assert_eq!(before, last(), "an idle cluster appended to its log");
     shutdown(nodes).await;
 }
+
+#[actix_rt::test]
+async fn a_node_joining_after_the_log_was_purged_gets_the_registry_from_a_snapshot() {
+    let mut nodes = cluster(2).await;
+    // Past the first snapshot (2,000 entries) and the 500 entries kept after it: a new node
+    // cannot replay the log from the start and must install a snapshot.
+    const N: usize = 2_700;
+    let mut receivers = Vec::with_capacity(N);
+    for i in 0..N {
+        receivers.push(nodes[1].receiver::<u64>(&format!("early-{i}")).await.expect("rx"));
+    }
+    // A channel whose endpoints are all gone is not in the snapshot.
+    let gone = receivers.pop().expect("one");
+    drop(gone);
+    eventually(|| nodes[0].cluster().channel(&format!("early-{}", N - 1)).is_none()).await;
+    let late = dchan::Node::builder()
+        .listen("127.0.0.1:0")
+        .join([nodes[0].addr()])
+        .start()
+        .await
+        .expect("join");
+    eventually(|| late.cluster().channels.len() == N - 1).await;
+    assert!(late.cluster().channel(&format!("early-{}", N - 1)).is_none());
+    // Routes on the new node come from the installed registry.
+    let tx = late.sender::<u64>("early-7").await.expect("tx");
+    tx.send(7).await.expect("send");
+    assert_eq!(common::within("recv", receivers[7].recv()).await, Some(7));
+    drop(tx);
+    nodes.push(late);
+    drop(receivers);
+    shutdown(nodes).await;
+}

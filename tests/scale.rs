@@ -62,8 +62,7 @@ async fn collect(node: &Node, channel: &str, tag: usize, out: mpsc::UnboundedSen
 #[actix_rt::test]
 async fn twenty_nodes_carry_a_work_queue_while_learners_join_and_leave() {
     common::tracing();
-    let first =
-        Node::builder().listen("127.0.0.1:0").bootstrap().start().await.expect("bootstrap");
+    let first = Node::builder().listen("127.0.0.1:0").bootstrap().start().await.expect("bootstrap");
     let mut nodes = vec![first];
     for _ in 1..20 {
         let node = join(&nodes[0]).await;
@@ -86,13 +85,8 @@ async fn twenty_nodes_carry_a_work_queue_while_learners_join_and_leave() {
             pairs.insert((a.min(b), a.max(b)));
         }
     };
-    let voters: Vec<u64> = nodes[0]
-        .cluster()
-        .members
-        .iter()
-        .filter(|m| m.role == Role::Voter)
-        .map(|m| m.id)
-        .collect();
+    let voters: Vec<u64> =
+        nodes[0].cluster().members.iter().filter(|m| m.role == Role::Voter).map(|m| m.id).collect();
     for n in &nodes {
         pair(leader, n.id());
     }
