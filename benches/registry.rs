@@ -13,7 +13,11 @@
 //! ```text
 //! cargo bench --bench registry                                # 10, 200, 1000, 3000, 10000
 //! cargo bench --bench registry -- 10 200 1000 3000 10000 100000
+//! cargo bench --bench registry -- --nodes 20 10 1000 10000     # 17 more nodes, as learners
 //! ```
+//!
+//! At the end, one more node joins, and the time until it is a member (the registry installed
+//! from a snapshot, or replayed from the log) is printed.
 //!
 //! A measurement, not a test: it asserts nothing but that every registration succeeds.
 
@@ -92,14 +96,29 @@ fn main() {
     if let Ok(seed) = std::env::var(NODE_ENV) {
         return child(seed);
     }
-    let mut checkpoints: Vec<usize> =
-        std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let nodes: usize = args
+        .iter()
+        .position(|a| a == "--nodes")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+        .max(3);
+    let mut checkpoints: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || args[i - 1] != "--nodes")
+        .filter_map(|(_, a)| a.parse().ok())
+        .collect();
     if checkpoints.is_empty() {
         checkpoints = vec![10, 200, 1000, 3000, 10000];
     }
     checkpoints.sort_unstable();
     let leader = ChildNode::start(None);
     let other = ChildNode::start(Some(&leader.addr));
+    // Past three, learners: they replicate the registry and hold no endpoint.
+    let learners: Vec<ChildNode> =
+        (3..nodes).map(|_| ChildNode::start(Some(&leader.addr))).collect();
     let seed = leader.addr.clone();
     let (leader_ref, other_ref) = (&leader, &other);
     actix_rt::System::new().block_on(async move {
@@ -128,15 +147,17 @@ fn main() {
                 (rx, t.elapsed())
             }
         };
-        for &at in &checkpoints {
+        for (k, &at) in checkpoints.iter().enumerate() {
             while keep.len() < at {
                 let (rx, _) = register(keep.len()).await;
                 keep.push(rx);
             }
             let registered = keep.len();
             let elapsed = start.elapsed();
-            let mut probe = Vec::with_capacity(PROBE);
-            for _ in 0..PROBE {
+            // Up to the next checkpoint at most, so that each row starts where it says.
+            let size = checkpoints.get(k + 1).map_or(PROBE, |next| PROBE.min(next - at));
+            let mut probe = Vec::with_capacity(size);
+            for _ in 0..size {
                 let (rx, took) = register(keep.len()).await;
                 keep.push(rx);
                 probe.push(took);
@@ -161,9 +182,20 @@ fn main() {
                 others / n,
             );
         }
+        let joining = Instant::now();
+        let late = ChildNode::start(Some(&leader.addr));
+        println!(
+            "\n{nodes} nodes; a node joining {} registered endpoints was a member after {:.2} s",
+            keep.len(),
+            joining.elapsed().as_secs_f64()
+        );
+        late.stop();
         drop(keep);
         let _ = me.shutdown().await;
     });
+    for learner in learners {
+        learner.stop();
+    }
     other.stop();
     leader.stop();
 }
