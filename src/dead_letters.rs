@@ -125,6 +125,12 @@ impl DeadLetters {
         }
     }
 
+    /// Take over the letters and counts of `old` (a router replaced by a new one of its name).
+    pub(crate) fn adopt(&self, old: &DeadLetters) {
+        let taken = std::mem::take(&mut *old.lock());
+        *self.lock() = taken;
+    }
+
     /// Copies of the letters kept now, oldest first.
     pub(crate) fn list(&self, channel: &str, node: NodeId) -> Vec<DeadLetter> {
         self.lock()

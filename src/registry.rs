@@ -180,6 +180,9 @@ pub(crate) struct Channel {
     pub(crate) closed: Option<Arc<BTreeSet<NodeId>>>,
     /// Its endpoints, in id order (ids only grow, so a registration appends).
     pub(crate) endpoints: Vec<EndpointInfo>,
+    /// The id of the endpoint whose registration created it: a channel that left the registry
+    /// and one made since under its name differ in it.
+    pub(crate) created: EndpointId,
 }
 
 impl Channel {
@@ -263,9 +266,10 @@ struct Registration {
 /// (O(log n)), and a reader finds what changed between two registries by
 /// [`Registry::changed_channels`] without visiting what they share.
 ///
-/// A channel exists while it has endpoints: when its last endpoint goes (deregistered,
-/// withdrawn, or removed with its node), the channel leaves the registry with its type and its
-/// closed state, and its name can name a new channel.
+/// A closed channel leaves the registry when its last endpoint goes (deregistered, withdrawn, or
+/// removed with its node), and its name can name a new channel, of any type. An open channel
+/// stays without endpoints: a message sent on it may still wait for a receiver, and its type
+/// stays fixed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Registry {
     /// Every channel, by name.
@@ -351,6 +355,7 @@ impl Registry {
                             type_name: self.types.intern(type_name),
                             closed: None,
                             endpoints: vec![endpoint],
+                            created: id,
                         };
                         self.channels.insert(name.clone(), Arc::new(ch));
                     }
@@ -368,7 +373,13 @@ impl Registry {
             }
             Command::Close { channel } => {
                 if let Some((name, ch)) = self.channels.get_key_value(channel.as_str()) {
-                    if !ch.is_closed() {
+                    if ch.endpoints.is_empty() {
+                        // Nothing to drain: it goes at once.
+                        let name = name.clone();
+                        if let Some(ch) = self.channels.remove(&name) {
+                            self.types.release(&ch.type_name);
+                        }
+                    } else if !ch.is_closed() {
                         let (name, mut ch) = (name.clone(), ch.clone());
                         let c = Arc::make_mut(&mut ch);
                         c.closed = Some(Arc::new(self.nodes.keys().copied().collect()));
@@ -416,7 +427,7 @@ impl Registry {
         }
     }
 
-    /// Remove endpoint `id`, and its channel if it was the last.
+    /// Remove endpoint `id`, and its channel if it was the last and the channel is closed.
     fn remove_endpoint(&mut self, id: EndpointId) {
         let Some(r) = self.registrations.remove(&id) else { return };
         let Some(ch) = self.channels.get_mut(&r.channel) else { return };
@@ -429,7 +440,7 @@ impl Registry {
                 }
             }
         }
-        if ch.endpoints.len() == 1 && ch.endpoints[0].id == id {
+        if ch.endpoints.len() == 1 && ch.endpoints[0].id == id && ch.is_closed() {
             if let Some(ch) = self.channels.remove(&r.channel) {
                 self.types.release(&ch.type_name);
             }
@@ -531,10 +542,7 @@ mod tests {
         let Command::Register { token, .. } = early else { unreachable!() };
         assert!(matches!(r.apply(&early), Outcome::Registered(_)));
         r.apply(&Command::Withdraw { node: 1, token });
-        assert!(
-            r.channel("jobs").is_none(),
-            "withdrawn after it applied: the channel went with it"
-        );
+        assert!(r.channels["jobs"].endpoints.is_empty(), "withdrawn after it applied");
         r.apply(&Command::RemoveNode { node: 1 });
         assert!(r.withdrawn.is_empty());
     }
@@ -640,7 +648,7 @@ mod tests {
     }
 
     #[test]
-    fn a_channel_leaves_with_its_last_endpoint_and_its_name_names_a_new_one() {
+    fn a_closed_channel_leaves_with_its_last_endpoint_and_its_name_names_a_new_one() {
         let mut r = Registry::default();
         r.set_membership([(1, "a".into()), (2, "b".into())], [1]);
         let Outcome::Registered(rx) = r.apply(&register("jobs", "A", EndpointKind::Receiver, 1))
@@ -651,6 +659,7 @@ mod tests {
         else {
             panic!("registered")
         };
+        let created = r.channels["jobs"].created;
         r.apply(&Command::Close { channel: "jobs".into() });
         r.apply(&Command::Deregister { channel: "jobs".into(), id: tx });
         assert!(r.channel("jobs").is_some_and(|c| c.is_closed()), "a receiver still drains it");
@@ -658,6 +667,7 @@ mod tests {
         r.apply(&Command::Deregister { channel: "jobs".into(), id: rx });
         assert!(r.channel("jobs").is_none() && r.closed.is_empty(), "gone with its last endpoint");
         assert!(r.registrations.is_empty() && r.by_token.is_empty() && r.per_node.is_empty());
+        assert!(r.types.0.is_empty(), "its type name with it");
         assert!(
             matches!(
                 r.apply(&register("jobs", "B", EndpointKind::Sender, 2)),
@@ -666,13 +676,22 @@ mod tests {
             "a new channel, of any type, open"
         );
         assert!(!r.channels["jobs"].is_closed());
+        assert_ne!(r.channels["jobs"].created, created, "told apart from the old one");
         // A deregistration naming another channel than the endpoint's changes nothing.
         let id = r.channels["jobs"].endpoints[0].id;
         r.apply(&Command::Deregister { channel: "other".into(), id });
         assert!(r.is_registered(id));
-        // And with its node.
+        // An open channel stays without endpoints (a message may wait for a receiver), its type
+        // with it.
         r.apply(&Command::RemoveNode { node: 2 });
-        assert!(r.channels.is_empty() && r.registrations.is_empty());
+        assert!(r.channels["jobs"].endpoints.is_empty() && r.registrations.is_empty());
+        assert_eq!(
+            r.apply(&register("jobs", "A", EndpointKind::Receiver, 1)),
+            Outcome::TypeMismatch { existing: "B".into() }
+        );
+        // Closed with no endpoint left, it goes at once.
+        r.apply(&Command::Close { channel: "jobs".into() });
+        assert!(r.channel("jobs").is_none() && r.types.0.is_empty());
     }
 
     #[test]

@@ -450,6 +450,10 @@ impl Switchboard {
     fn refresh_channel(&self, name: &str, before: &Registry, registry: &Registry) {
         let old = before.channel(name);
         let new = registry.channel(name);
+        let renewed = matches!((old, new), (Some(o), Some(n)) if o.created != n.created);
+        if new.is_none() || renewed {
+            self.retire(name);
+        }
         if let Some(route) = self.find_route(name) {
             self.refresh_route(&route, registry);
         }
@@ -503,15 +507,24 @@ impl Switchboard {
                     self.send_fence(name, ch, registry);
                 }
             }
-            None => {
-                // The channel left the registry: its name may name a new one.
-                self.fences.forget(name);
-                let mut routes = lock(&self.routes);
-                if routes.get(name).is_some_and(|r| Arc::strong_count(r) == 1 && r.in_flight() == 0)
-                {
-                    routes.remove(name);
-                }
-            }
+            None => {}
+        }
+    }
+
+    /// Closed channel `name` left the registry (and a new channel of that name may have come):
+    /// its router leaves this node's table, so that the name's next endpoints get a new one,
+    /// and its fences are forgotten. Whatever still holds the old router (a window settling, a
+    /// re-delivery) finishes with it. Its dead letters stay readable: a new router of the name
+    /// takes them over.
+    fn retire(&self, name: &str) {
+        self.fences.forget(name);
+        let old = lock(&self.routes).remove(name);
+        let Some(old) = old else { return };
+        old.set_targets(Vec::new());
+        if old.dead.counts().held > 0 {
+            let fresh = Arc::new(ChannelRoute::new(name));
+            fresh.dead.adopt(&old.dead);
+            lock(&self.routes).entry(name.to_owned()).or_insert(fresh);
         }
     }
 

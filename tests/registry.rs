@@ -197,9 +197,11 @@ async fn a_node_joining_after_the_log_was_purged_gets_the_registry_from_a_snapsh
     for i in 0..N {
         receivers.push(nodes[1].receiver::<u64>(&format!("early-{i}")).await.expect("rx"));
     }
-    // A channel whose endpoints are all gone is not in the snapshot.
+    // A closed channel whose endpoints are all gone is not in the snapshot.
     let gone = receivers.pop().expect("one");
-    drop(gone);
+    let tx = nodes[0].sender::<u64>(&format!("early-{}", N - 1)).await.expect("tx");
+    tx.close().await.expect("close");
+    drop((tx, gone));
     eventually(|| nodes[0].cluster().channel(&format!("early-{}", N - 1)).is_none()).await;
     let late = dchan::Node::builder()
         .listen("127.0.0.1:0")
@@ -216,5 +218,39 @@ async fn a_node_joining_after_the_log_was_purged_gets_the_registry_from_a_snapsh
     drop(tx);
     nodes.push(late);
     drop(receivers);
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn a_closed_channel_leaves_with_its_last_endpoint_and_its_name_names_a_new_one() {
+    let nodes = cluster(2).await;
+    let mut rx = nodes[1].receiver::<u64>("reused").await.expect("rx");
+    let tx = nodes[0].sender::<u64>("reused").await.expect("tx");
+    common::within("receiver", tx.wait_for_receivers(1)).await.expect("open");
+    tx.send(1).await.expect("send");
+    tx.close().await.expect("close");
+    assert!(matches!(nodes[0].sender::<u64>("reused").await, Err(Error::ChannelClosed(_))));
+    drop(tx);
+    assert_eq!(common::within("drain", rx.recv()).await, Some(1));
+    assert_eq!(common::within("end", rx.recv()).await, None);
+    // Open, without endpoints, a channel stays (a message may wait for a receiver)...
+    let open = nodes[0].sender::<u64>("kept").await.expect("tx");
+    drop(open);
+    // ... closed, it goes with its last endpoint, from the registry and from every router table.
+    drop(rx);
+    for node in &nodes {
+        eventually(|| {
+            node.cluster().channel("reused").is_none() && node.stats().channel("reused").is_none()
+        })
+        .await;
+        assert!(node.cluster().channel("kept").is_some_and(|c| c.endpoints.is_empty()));
+    }
+    // Its name names a new channel, of another type, open, on both nodes.
+    let mut rx = nodes[0].receiver::<String>("reused").await.expect("a new channel");
+    let tx = nodes[1].sender::<String>("reused").await.expect("a new channel");
+    common::within("receiver", tx.wait_for_receivers(1)).await.expect("open");
+    tx.send("again".into()).await.expect("send");
+    assert_eq!(common::within("recv", rx.recv()).await.as_deref(), Some("again"));
+    drop((tx, rx));
     shutdown(nodes).await;
 }
