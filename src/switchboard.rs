@@ -494,20 +494,17 @@ impl Switchboard {
             alive
         };
         self.check_orphans(&mine_gone, registry);
-        match new {
-            Some(ch) => {
-                // New sending nodes are offered credit before they ask.
-                let senders = self.sending_nodes(name, registry);
-                for inbox in self.local_inboxes(ch) {
-                    if !inbox.is_detached() {
-                        inbox.offer(&senders);
-                    }
-                }
-                if ch.closed_by(self.me) {
-                    self.send_fence(name, ch, registry);
+        if let Some(ch) = new {
+            // New sending nodes are offered credit before they ask.
+            let senders = self.sending_nodes(name, registry);
+            for inbox in self.local_inboxes(ch) {
+                if !inbox.is_detached() {
+                    inbox.offer(&senders);
                 }
             }
-            None => {}
+            if ch.closed_by(self.me) {
+                self.send_fence(name, ch, registry);
+            }
         }
     }
 
