@@ -8,36 +8,60 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::peer::lock;
-use crate::registry::NodeId;
+use crate::registry::{EndpointId, NodeId};
+
+/// A channel by name and by the endpoint id that created it: fences of a closed channel are never
+/// counted for a later channel of the same name.
+type Incarnation = (String, EndpointId);
 
 /// The fences of every closed channel, as this node knows them.
 #[derive(Debug, Default)]
 pub(crate) struct Fences {
     /// Fences received, per channel.
-    received: Mutex<HashMap<String, BTreeSet<NodeId>>>,
+    received: Mutex<HashMap<Incarnation, BTreeSet<NodeId>>>,
     /// Channels whose close this node has fenced.
-    sent: Mutex<HashSet<String>>,
+    sent: Mutex<HashSet<Incarnation>>,
 }
 
 impl Fences {
-    /// Node `from` fenced `channel`.
-    pub(crate) fn received(&self, channel: &str, from: NodeId) {
-        lock(&self.received).entry(channel.to_owned()).or_default().insert(from);
+    /// Node `from` fenced channel `channel`, made by endpoint `created`.
+    pub(crate) fn received(&self, channel: &str, created: EndpointId, from: NodeId) {
+        lock(&self.received).entry((channel.to_owned(), created)).or_default().insert(from);
     }
 
-    /// The nodes that have fenced `channel` so far.
-    pub(crate) fn heard(&self, channel: &str) -> BTreeSet<NodeId> {
-        lock(&self.received).get(channel).cloned().unwrap_or_default()
+    /// The nodes that have fenced the channel so far.
+    pub(crate) fn heard(&self, channel: &str, created: EndpointId) -> BTreeSet<NodeId> {
+        lock(&self.received).get(&(channel.to_owned(), created)).cloned().unwrap_or_default()
     }
 
-    /// Channel `channel` left the registry: a new channel of that name starts with no fences.
-    pub(crate) fn forget(&self, channel: &str) {
-        lock(&self.received).remove(channel);
-        lock(&self.sent).remove(channel);
+    /// The channel left the registry: what was kept for it goes.
+    pub(crate) fn forget(&self, channel: &str, created: EndpointId) {
+        let key = (channel.to_owned(), created);
+        lock(&self.received).remove(&key);
+        lock(&self.sent).remove(&key);
     }
 
-    /// True the first time it is asked for `channel`: this node sends its fence now.
-    pub(crate) fn send_once(&self, channel: &str) -> bool {
-        lock(&self.sent).insert(channel.to_owned())
+    /// True the first time it is asked for the channel: this node sends its fence now.
+    pub(crate) fn send_once(&self, channel: &str, created: EndpointId) -> bool {
+        lock(&self.sent).insert((channel.to_owned(), created))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_of_a_channel_are_never_counted_for_a_later_one_of_its_name() {
+        let f = Fences::default();
+        f.received("jobs", 1, 7);
+        assert!(f.heard("jobs", 5).is_empty(), "the old channel's fence");
+        f.received("jobs", 5, 8);
+        assert!(f.send_once("jobs", 1));
+        assert!(f.send_once("jobs", 5), "the new channel is fenced on its own");
+        f.forget("jobs", 1);
+        assert_eq!(f.heard("jobs", 5), BTreeSet::from([8]), "forgetting the old keeps the new");
+        assert!(!f.send_once("jobs", 5));
+        assert!(f.send_once("jobs", 1), "forgotten");
     }
 }

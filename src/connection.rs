@@ -66,8 +66,8 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn reclaim(&self, from: NodeId, to: EndpointId);
     /// Node `from` gives back `n` unused credits with receiver `to` of this node.
     fn returned(&self, from: NodeId, to: EndpointId, n: u32);
-    /// Node `from` sends nothing more on closed `channel`.
-    fn fence(&self, from: NodeId, channel: &str);
+    /// Node `from` sends nothing more on closed `channel` (the one made by endpoint `created`).
+    fn fence(&self, from: NodeId, channel: &str, created: EndpointId);
     /// Receiver `to` on node `from` is gone: what it did not take goes elsewhere.
     fn released(&self, from: NodeId, to: EndpointId);
     /// Answer a request (a Raft RPC, a registry write, a membership change) from node `from`;
@@ -485,7 +485,7 @@ impl Reader<'_> {
             Frame::Want { to } => up.want(remote, to),
             Frame::Reclaim { to } => up.reclaim(remote, to),
             Frame::Return { to, n } => up.returned(remote, to, n),
-            Frame::Fence { channel } => up.fence(remote, &channel),
+            Frame::Fence { channel, created } => up.fence(remote, &channel, created),
             Frame::Released { to } => up.released(remote, to),
             Frame::Response { id, body } => peer.complete(id, *body),
             Frame::Request { id, body } => match *body {

@@ -253,6 +253,7 @@ impl Core {
                 if let Err(e) = core.write(cmd).await {
                     tracing::debug!(error = %e, "deregistration failed");
                 }
+                core.switch.deregistered(id);
             }
             .instrument(self.span.clone()),
         );

@@ -101,8 +101,8 @@ impl Dispatch for Core {
         self.switch.returned(from, to, n);
     }
 
-    fn fence(&self, from: NodeId, channel: &str) {
-        self.switch.fence(from, channel);
+    fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {
+        self.switch.fence(from, channel, created);
     }
 
     fn released(&self, from: NodeId, to: EndpointId) {

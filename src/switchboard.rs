@@ -135,16 +135,37 @@ impl Switchboard {
             routes.insert(channel.to_owned(), r.clone());
             r
         };
+        // Under the refresh lock: a refresh running meanwhile must not set targets it read before
+        // this router existed (they would stand until the channel changes again).
+        let _refreshing = lock(&self.last);
         let registry = self.registry.borrow().clone();
         self.refresh_route(&route, &registry);
         route
     }
 
     pub(crate) fn add_inbox(&self, inbox: Arc<dyn ErasedInbox>) {
+        // Under the refresh lock, as in `route`: a refresh that read the inboxes before this one
+        // was added would otherwise set targets without it.
+        let _refreshing = lock(&self.last);
         lock(&self.inboxes).insert(inbox.id(), inbox.clone());
         let registry = self.registry.borrow().clone();
         self.refresh_route(inbox.channel(), &registry);
         inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
+    }
+
+    /// Endpoint `id` of this node was deregistered (its handle dropped): if its inbox is still
+    /// here and the registry no longer lists it, the inbox goes. (Usually the refresh that
+    /// applies the deregistration removes it; a receiver the registry had dropped before, with
+    /// its node, changes no channel when it is deregistered.)
+    pub(crate) fn deregistered(&self, id: EndpointId) {
+        let registry = self.registry.borrow().clone();
+        if registry.is_registered(id) {
+            return;
+        }
+        let mut inboxes = lock(&self.inboxes);
+        if inboxes.get(&id).is_some_and(|i| i.is_detached()) {
+            inboxes.remove(&id);
+        }
     }
 
     /// The other nodes with senders of `channel`: those offered credit before they ask.
@@ -313,17 +334,20 @@ impl Switchboard {
         lock(&self.inboxes).len()
     }
 
-    /// Node `from` fenced `channel` (called by the connection reader).
-    pub(crate) fn fence(&self, from: NodeId, channel: &str) {
+    /// Node `from` fenced `channel`, the one made by endpoint `created` (called by the
+    /// connection reader).
+    pub(crate) fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {
         // Kept only from members, for channels that exist: a fence is never counted twice, and
         // what a stranger sends takes no room here.
         let registry = self.registry.borrow().clone();
-        let ch = registry.channel(channel).filter(|_| registry.nodes.contains_key(&from));
+        let ch = registry
+            .channel(channel)
+            .filter(|c| c.created == created && registry.nodes.contains_key(&from));
         let Some(ch) = ch else {
             tracing::warn!(node = from, %channel, "a fence from a non-member or for no channel: dropped");
             return;
         };
-        self.fences.received(channel, from);
+        self.fences.received(channel, created, from);
         for inbox in self.local_inboxes(ch) {
             inbox.fence(from);
         }
@@ -451,8 +475,8 @@ impl Switchboard {
         let old = before.channel(name);
         let new = registry.channel(name);
         let renewed = matches!((old, new), (Some(o), Some(n)) if o.created != n.created);
-        if new.is_none() || renewed {
-            self.retire(name);
+        if let Some(old) = old.filter(|_| new.is_none() || renewed) {
+            self.retire(name, old.created);
         }
         if let Some(route) = self.find_route(name) {
             self.refresh_route(&route, registry);
@@ -513,8 +537,8 @@ impl Switchboard {
     /// and its fences are forgotten. Whatever still holds the old router (a window settling, a
     /// re-delivery) finishes with it. Its dead letters stay readable: a new router of the name
     /// takes them over.
-    fn retire(&self, name: &str) {
-        self.fences.forget(name);
+    fn retire(&self, name: &str, created: EndpointId) {
+        self.fences.forget(name, created);
         let old = lock(&self.routes).remove(name);
         let Some(old) = old else { return };
         old.set_targets(Vec::new());
@@ -536,7 +560,7 @@ impl Switchboard {
 
     /// Fence closed channel `name` once: nothing more of it will leave this node.
     fn send_fence(&self, name: &str, ch: &Channel, registry: &Registry) {
-        if !self.fences.send_once(name) {
+        if !self.fences.send_once(name, ch.created) {
             return;
         }
         let peers: Vec<_> = ch
@@ -547,7 +571,7 @@ impl Switchboard {
             .into_iter()
             .filter_map(|n| Some(self.peers.get(n, registry.nodes.get(&n)?)))
             .collect();
-        let frame = wire::encode(&Frame::Fence { channel: name.to_owned() });
+        let frame = wire::encode(&Frame::Fence { channel: name.to_owned(), created: ch.created });
         match self.find_route(name) {
             // Messages of dropped receivers still being re-routed go out before the fence.
             Some(route) => {
@@ -599,7 +623,7 @@ impl Switchboard {
             }
         }
         if let Some(closed_by) = &ch.closed {
-            let fences = self.fences.heard(&route.name);
+            let fences = self.fences.heard(&route.name, ch.created);
             let waiting: BTreeSet<NodeId> = closed_by
                 .iter()
                 .filter(|n| **n != self.me && !fences.contains(n))

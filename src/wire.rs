@@ -23,7 +23,7 @@ use crate::raft::TypeConfig;
 use crate::registry::{Command, EndpointId, NodeId, Outcome};
 
 /// The protocol version this build speaks.
-pub(crate) const VERSION: u8 = 3;
+pub(crate) const VERSION: u8 = 4;
 
 /// Largest frame a node reads or writes by default (16 MiB).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -149,6 +149,8 @@ pub(crate) enum Frame<'a> {
     Fence {
         /// The closed channel.
         channel: String,
+        /// The endpoint id that created it (a later channel of the same name has another).
+        created: u64,
     },
     /// From a receiving node: receiver `to` is gone and takes nothing more. Everything the node
     /// this frame goes to sent it and has not been told was taken (by a [`Frame::Credit`] before
@@ -341,8 +343,13 @@ mod tests {
 
     #[test]
     fn other_versions_and_garbage_are_refused() {
-        assert!(matches!(decode(&[0x92, 4, 0xc0]), Err(FrameError::Version(4))));
-        assert!(matches!(decode(&[0x92, 1, 0xc0]), Err(FrameError::Version(1))));
+        assert!(
+            matches!(decode(&[0x92, VERSION + 1, 0xc0]), Err(FrameError::Version(v)) if v == VERSION + 1)
+        );
+        assert!(
+            matches!(decode(&[0x92, 3, 0xc0]), Err(FrameError::Version(3))),
+            "the last version"
+        );
         assert!(matches!(decode(&[]), Err(FrameError::Malformed(_))));
         assert!(matches!(decode(&[0x92, VERSION, 0xc1]), Err(FrameError::Malformed(_))));
         for len in 0..64 {
@@ -365,7 +372,8 @@ mod tests {
                 any::<u64>().prop_map(|to| Frame::Want { to }),
                 any::<u64>().prop_map(|to| Frame::Reclaim { to }),
                 (any::<u64>(), any::<u32>()).prop_map(|(to, n)| Frame::Return { to, n }),
-                ".{0,40}".prop_map(|channel| Frame::Fence { channel }),
+                (".{0,40}", any::<u64>())
+                    .prop_map(|(channel, created)| Frame::Fence { channel, created }),
                 any::<u64>().prop_map(|to| Frame::Released { to }),
                 (any::<u64>(), any::<u64>())
                     .prop_map(|(stream, from)| Frame::Resume { stream, from }),

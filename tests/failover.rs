@@ -343,8 +343,14 @@ async fn a_partitioned_node_serves_locally_gets_no_quorum_and_comes_back_clean()
     registers(&mut b, "majority", Instant::now()).await;
 
     faults.heal();
-    // Back in as a member; its receiver, removed with it, ends after what it held.
+    // Back in as a member; its receiver, removed with it, ends after what it held, and once
+    // dropped its inbox goes too.
     c.expect("@ end local").await;
+    let deadline = Instant::now() + DEADLINE;
+    while c.inboxes().await > 0 {
+        assert!(Instant::now() < deadline, "the ended receiver's inbox is still held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     settles(&mut c, &all, 3).await;
     settles(&mut a, &all, 3).await;
     registers(&mut c, "healed", Instant::now()).await;

@@ -282,7 +282,7 @@ async fn a_hostile_client_changes_nothing_and_loses_nothing() {
             frame("Want", vec![("to", Value::from(rx_id))]),
             frame("Reclaim", vec![("to", Value::from(rx_id))]),
             frame("Return", vec![("to", Value::from(rx_id)), ("n", Value::from(1_000))]),
-            frame("Fence", vec![("channel", Value::from("work"))]),
+            frame("Fence", vec![("channel", Value::from("work")), ("created", Value::from(1))]),
             frame("Released", vec![("to", Value::from(rx_id))]),
             request(
                 1,

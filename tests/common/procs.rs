@@ -18,6 +18,7 @@
 //! | `register CHANNEL` | registers (and drops) a sender: `@ registered MICROS`, or `@ regerr REASON` |
 //! | `members` | `@ members LEADER VOTERS ID,ID,...` (LEADER is `none` without one; VOTERS a count) |
 //! | `role` | `@ role voter` or `@ role learner`, as this node sees itself |
+//! | `inboxes` | `@ inboxes N`: the receivers' inboxes the node holds (dropped ones not yet let go included) |
 //! | `spin CHANNEL MILLIS` | a local sender/receiver loop on the node's own thread for MILLIS ms: `@ spun ROUNDS` |
 //! | `leave` | graceful shutdown, `@ left`, exit |
 //!
@@ -227,6 +228,13 @@ impl Proc {
         (leader, voters, ids)
     }
 
+    /// How many receivers' inboxes the node holds.
+    pub async fn inboxes(&mut self) -> usize {
+        self.cmd("inboxes");
+        let line = self.expect("@ inboxes ").await;
+        line["@ inboxes ".len()..].parse().expect("a count")
+    }
+
     /// Whether this node sees itself as a voter.
     pub async fn voter(&mut self) -> bool {
         self.cmd("role");
@@ -427,6 +435,7 @@ pub fn child_main() {
                         view.members.iter().filter(|m| m.role == dchan::Role::Voter).count();
                     println!("@ members {leader} {voters} {}", ids.join(","));
                 }
+                ["inboxes"] => println!("@ inboxes {}", node.__inbox_count()),
                 ["role"] => {
                     let view = node.cluster();
                     let me = view.members.iter().find(|m| m.id == node.id());
