@@ -14,6 +14,7 @@
 //! cargo bench --bench registry                                # 10, 200, 1000, 3000, 10000
 //! cargo bench --bench registry -- 10 200 1000 3000 10000 100000
 //! cargo bench --bench registry -- --nodes 20 10 1000 10000     # 17 more nodes, as learners
+//! cargo bench --bench registry -- --senders 10 100000           # senders instead of receivers
 //! ```
 //!
 //! At the end, one more node joins, and the time until it is a member (the registry installed
@@ -40,6 +41,12 @@ fn rss(pid: &str) -> u64 {
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// What is registered and kept: receivers, or with `--senders` senders.
+enum Endpoint {
+    Receiver(#[allow(dead_code)] dchan::Receiver<u64>),
+    Sender(#[allow(dead_code)] dchan::Sender<u64>),
 }
 
 /// A node in a child process, and its address.
@@ -104,6 +111,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3)
         .max(3);
+    let senders = args.iter().any(|a| a == "--senders");
     let mut checkpoints: Vec<usize> = args
         .iter()
         .enumerate()
@@ -123,12 +131,13 @@ fn main() {
     let (leader_ref, other_ref) = (&leader, &other);
     actix_rt::System::new().block_on(async move {
         let (leader, other) = (leader_ref, other_ref);
+        let kind = if senders { "sender" } else { "receiver" };
         let me = dchan::Node::builder().join([seed]).start().await.expect("join");
         assert_ne!(me.cluster().leader, Some(me.id()), "this node is a follower");
         let my_pid = std::process::id().to_string();
         let base = (rss(&my_pid), leader.rss(), other.rss());
         println!(
-            "| registered | total | p50 | p99 | p50 / p50 at {first} | p99 / p99 at {first} | own node per receiver | other node per receiver |",
+            "| {kind}s registered | total | p50 | p99 | p50 / p50 at {first} | p99 / p99 at {first} | own node per {kind} | other node per {kind} |",
             first = checkpoints[0]
         );
         println!("|---|---|---|---|---|---|---|---|");
@@ -139,12 +148,15 @@ fn main() {
             let me = me.clone();
             async move {
                 let t = Instant::now();
-                let rx = me
-                    .receiver::<u64>(&format!("scale-{i}"))
-                    .capacity(16)
-                    .await
-                    .expect("registered");
-                (rx, t.elapsed())
+                let name = format!("scale-{i}");
+                let endpoint = if senders {
+                    Endpoint::Sender(me.sender::<u64>(&name).await.expect("registered"))
+                } else {
+                    Endpoint::Receiver(
+                        me.receiver::<u64>(&name).capacity(16).await.expect("registered"),
+                    )
+                };
+                (endpoint, t.elapsed())
             }
         };
         for (k, &at) in checkpoints.iter().enumerate() {

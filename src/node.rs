@@ -515,6 +515,9 @@ impl Node {
     }
 
     /// A snapshot of the cluster as this node knows it: members, leader, channels.
+    ///
+    /// A copy made for the caller: it costs O(endpoints in the registry), unlike a registration
+    /// (see the README's registry benchmark), so call it to look, not in a loop per message.
     pub fn cluster(&self) -> ClusterInfo {
         let registry = self.core.registry.borrow().clone();
         // Copy what is needed out of the metrics and drop the borrow at once: holding it would
