@@ -15,6 +15,7 @@
 //! cargo bench --bench registry -- 10 200 1000 3000 10000 100000
 //! cargo bench --bench registry -- --nodes 20 10 1000 10000     # 17 more nodes, as learners
 //! cargo bench --bench registry -- --senders 10 100000           # senders instead of receivers
+//! cargo bench --bench registry -- --one-channel 10 1000 10000   # all on one channel
 //! ```
 //!
 //! At the end, one more node joins, and the time until it is a member (the registry installed
@@ -112,6 +113,7 @@ fn main() {
         .unwrap_or(3)
         .max(3);
     let senders = args.iter().any(|a| a == "--senders");
+    let one_channel = args.iter().any(|a| a == "--one-channel");
     let mut checkpoints: Vec<usize> = args
         .iter()
         .enumerate()
@@ -148,7 +150,7 @@ fn main() {
             let me = me.clone();
             async move {
                 let t = Instant::now();
-                let name = format!("scale-{i}");
+                let name = if one_channel { "scale".to_owned() } else { format!("scale-{i}") };
                 let endpoint = if senders {
                     Endpoint::Sender(me.sender::<u64>(&name).await.expect("registered"))
                 } else {

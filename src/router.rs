@@ -134,11 +134,11 @@ impl ChannelRoute {
         let local = targets.iter().any(|t| matches!(t, Target::Local(_)));
         let mut current = self.targets.write().unwrap_or_else(|e| e.into_inner());
         let old = std::mem::replace(&mut *current, targets);
-        // Listed as departed before the new targets can be read (see `in_flight`).
+        // Listed as departed before the new targets can be read (see `in_flight`). By a set of
+        // ids: a channel with thousands of receivers is not compared pair by pair.
+        let now: std::collections::HashSet<EndpointId> = current.iter().map(Target::id).collect();
         let gone = old.into_iter().filter(|t| {
-            matches!(t, Target::Remote { .. })
-                && !current.iter().any(|n| n.id() == t.id())
-                && Self::unsettled(t)
+            matches!(t, Target::Remote { .. }) && !now.contains(&t.id()) && Self::unsettled(t)
         });
         let mut departed = lock(&self.departed);
         departed.extend(gone);

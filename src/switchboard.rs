@@ -519,11 +519,15 @@ impl Switchboard {
         };
         self.check_orphans(&mine_gone, registry);
         if let Some(ch) = new {
-            // New sending nodes are offered credit before they ask.
+            // New sending nodes are offered credit before they ask. Only when they changed: a
+            // receiver added since was offered to them when its inbox came (`add_inbox`), so a
+            // change of a channel with many receivers here does not visit them all.
             let senders = self.sending_nodes(name, registry);
-            for inbox in self.local_inboxes(ch) {
-                if !inbox.is_detached() {
-                    inbox.offer(&senders);
+            if renewed || senders != self.sending_nodes(name, before) {
+                for inbox in self.local_inboxes(ch) {
+                    if !inbox.is_detached() {
+                        inbox.offer(&senders);
+                    }
                 }
             }
             if ch.closed_by(self.me) {
