@@ -3,7 +3,8 @@
 //!
 //! On the message path the node is the switchboard: [`Core::deliver`] hands a data frame's
 //! messages to the receiver's inbox, [`Core::ack`] gives credit back to a router's window, and the
-//! registry watcher ([`Core::refresh`]) rebuilds every router when the registry changes.
+//! registry watcher brings the routers of the channels that changed up to date (see
+//! [`crate::switchboard`]) and has Raft snapshot the registry when one is due.
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};

@@ -3,9 +3,12 @@
 //! readers hand up: data for an inbox ([`Switchboard::deliver`]), credit for a router's windows
 //! and the release of kept messages ([`Switchboard::credit`]), requests for credit and credit
 //! given back, a close fence, a receiver gone ([`Switchboard::released`]: what it did not take
-//! is delivered elsewhere). When the registry changes ([`Switchboard::refresh`]) it rebuilds the
-//! routers, offers credit to new sending nodes, delivers elsewhere what was sent to receivers
-//! of nodes that died, fences closed channels and lets go of dropped receivers' inboxes.
+//! is delivered elsewhere). When the registry changes ([`Switchboard::refresh`]) it finds the
+//! channels that changed since the last registry it saw, and for those only rebuilds the router,
+//! offers credit to new sending nodes, delivers elsewhere what was sent to receivers of nodes
+//! that died, fences a closed channel, retires a channel gone from the registry and lets go of
+//! dropped receivers' inboxes; a change of membership also revisits the links and every router
+//! and inbox of this node.
 //!
 //! Each concern it connects keeps its own state: credit in [`crate::credit`], fences in
 //! [`crate::close`], kept messages in [`crate::outbox`], redelivery in [`crate::redelivery`],
