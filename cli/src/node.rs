@@ -41,26 +41,91 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                 None => break,
             },
         }
+        // What changes meanwhile comes in the next print (the watch returns the newest view).
+        tokio::select! {
+            _ = stop.signalled() => break,
+            _ = tokio::time::sleep(PRINT_EVERY) => {}
+        }
     }
     println!("leaving the cluster");
     node.shutdown().await?;
     Ok(())
 }
 
+/// At most one print of the cluster per this interval: each view is a copy of the whole
+/// registry (O(endpoints)), made on the node's own thread, and registrations can come by
+/// thousands a second.
+const PRINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Channels are listed one by one up to this many; past it, counted.
+const LISTED_CHANNELS: usize = 50;
+
 fn print_cluster(view: &dchan::ClusterInfo) {
+    for line in cluster_lines(view) {
+        println!("{line}");
+    }
+}
+
+fn cluster_lines(view: &dchan::ClusterInfo) -> Vec<String> {
     let leader = view.leader.map_or("none".to_string(), |l| l.to_string());
-    println!("cluster seen from node {} (leader {leader}):", view.me);
+    let mut lines = vec![format!("cluster seen from node {} (leader {leader}):", view.me)];
     for m in &view.members {
-        println!("  member {} at {} ({:?})", m.id, m.addr, m.role);
+        lines.push(format!("  member {} at {} ({:?})", m.id, m.addr, m.role));
+    }
+    if view.channels.len() > LISTED_CHANNELS {
+        let count =
+            |f: fn(&dchan::ChannelInfo) -> usize| view.channels.iter().map(f).sum::<usize>();
+        lines.push(format!(
+            "  {} channels ({} closed): {} sender(s), {} receiver(s)",
+            view.channels.len(),
+            view.channels.iter().filter(|c| c.closed).count(),
+            count(|c| c.senders().count()),
+            count(|c| c.receivers().count()),
+        ));
+        return lines;
     }
     for c in &view.channels {
-        println!(
+        lines.push(format!(
             "  channel {:?} of {}{}: {} sender(s), {} receiver(s)",
             c.name,
             c.type_name,
             if c.closed { " (closed)" } else { "" },
             c.senders().count(),
             c.receivers().count()
-        );
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_are_listed_up_to_a_limit_then_counted() {
+        actix_rt::System::new().block_on(async {
+            let node = dchan::Node::builder().bootstrap().start().await.expect("a node");
+            let mut keep = Vec::new();
+            for i in 0..LISTED_CHANNELS {
+                keep.push(node.sender::<u64>(&format!("c{i}")).await.expect("a sender"));
+            }
+            let lines = cluster_lines(&node.cluster());
+            assert_eq!(
+                lines.iter().filter(|l| l.contains("  channel \"c")).count(),
+                LISTED_CHANNELS
+            );
+            keep.push(node.sender::<u64>("one-more").await.expect("a sender"));
+            let lines = cluster_lines(&node.cluster());
+            assert!(lines.iter().all(|l| !l.contains("  channel ")), "{lines:?}");
+            let summary = format!(
+                "  {} channels (0 closed): {} sender(s), 0 receiver(s)",
+                keep.len(),
+                keep.len()
+            );
+            assert!(lines.contains(&summary), "{lines:?}");
+            assert!(lines.iter().any(|l| l.contains(&format!("member {}", node.id()))));
+            drop(keep);
+            node.shutdown().await.expect("shutdown");
+        });
     }
 }
