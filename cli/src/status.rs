@@ -62,9 +62,11 @@ async fn show(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
         if !args.watch {
             return Ok(());
         }
-        tokio::select! {
-            v = watch.changed() => view = v.ok_or_else(|| Failure::new("the node stopped"))?,
-            _ = tick.tick() => {}
+        // Once a second at most, with the newest view if the cluster changed meanwhile (each
+        // view copies the whole registry; registrations can come by thousands a second).
+        tick.tick().await;
+        if let Some(v) = futures::FutureExt::now_or_never(watch.changed()) {
+            view = v.ok_or_else(|| Failure::new("the node stopped"))?;
         }
     }
 }
@@ -76,6 +78,13 @@ fn report(
     only: Option<&str>,
 ) -> serde_json::Value {
     let reachable: BTreeMap<u64, bool> = stats.iter().map(|(id, s)| (*id, s.is_ok())).collect();
+    // Each member's channels by name, once: a registry of many channels is not searched per
+    // channel.
+    let by_name: Vec<std::collections::HashMap<&str, &dchan::ChannelStats>> = stats
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok())
+        .map(|s| s.channels.iter().map(|c| (c.name.as_str(), c)).collect())
+        .collect();
     let members: Vec<_> = view
         .members
         .iter()
@@ -104,8 +113,8 @@ fn report(
                 n
             };
             let (mut buffered, mut in_flight, mut dead) = (0, 0, 0);
-            for s in stats.iter().filter_map(|(_, s)| s.as_ref().ok()) {
-                if let Some(cs) = s.channel(&c.name) {
+            for s in &by_name {
+                if let Some(cs) = s.get(c.name.as_str()) {
                     buffered += cs.buffered;
                     in_flight += cs.in_flight;
                     dead += cs.dead_letters;
