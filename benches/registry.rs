@@ -176,11 +176,6 @@ fn main() {
                 keep.push(rx);
                 probe.push(took);
             }
-            if std::env::var_os("DCHAN_BENCH_SLOWEST").is_some() {
-                let mut order: Vec<(usize, Duration)> = probe.iter().copied().enumerate().collect();
-                order.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
-                eprintln!("slowest at {registered}: {:?}", &order[..10.min(order.len())]);
-            }
             probe.sort_unstable();
             let (p50, p99) = (percentile(&probe, 0.5), percentile(&probe, 0.99));
             let (p50_0, p99_0) = *first.get_or_insert((p50, p99));

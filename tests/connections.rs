@@ -7,26 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{cluster, eventually, shutdown, within};
-
-/// Established connections whose local end is one of `ports` (the accepting side), from the
-/// kernel's table: one row per accepted connection.
-fn accepted(ports: &BTreeSet<u16>) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let established = cols.get(3) == Some(&"01");
-            let local_port = cols
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            established && local_port.is_some_and(|p| ports.contains(&p))
-        })
-        .count()
-}
+use common::{accepted, cluster, eventually, shutdown, within};
 
 #[actix_rt::test]
 async fn three_nodes_share_three_connections_whatever_the_channels() {

@@ -47,14 +47,50 @@ async fn registers(p: &mut Proc, channel: &str, since: Instant) -> Duration {
     }
 }
 
-/// Three node processes, started one after the other: three voters.
-async fn three_nodes() -> Vec<Proc> {
-    let mut nodes = vec![procs::start(&[]).await];
-    for _ in 0..2 {
+/// `n` node processes keeping `voters` voters, started one after the other, joining through the
+/// first.
+async fn started(n: usize, voters: usize) -> Vec<Proc> {
+    let mut nodes = vec![procs::start_voters(&[], voters).await];
+    for _ in 1..n {
         let seed = nodes[0].addr;
-        nodes.push(procs::start(&[seed]).await);
+        nodes.push(procs::start_voters(&[seed], voters).await);
     }
     nodes
+}
+
+/// Three node processes, started one after the other: three voters.
+async fn three_nodes() -> Vec<Proc> {
+    started(3, 3).await
+}
+
+/// Take the leader, as `nodes[0]` sees it once all of `nodes` are members with `voters` voters,
+/// out of `nodes`.
+async fn take_leader(nodes: &mut Vec<Proc>, voters: usize) -> Proc {
+    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    settles(&mut nodes[0], &ids, voters).await;
+    let (leader, _, _) = nodes[0].members().await;
+    let at = nodes.iter().position(|p| Some(p.id) == leader).expect("the leader is one of ours");
+    nodes.remove(at)
+}
+
+/// Messages in a stream from `nodes[1]` to `nodes[0]`.
+const FLOW: u64 = 20_000;
+
+/// Start a stream of [`FLOW`] numbered messages from `nodes[1]` to a receiver on `nodes[0]`.
+async fn start_flow(nodes: &mut [Proc]) {
+    nodes[0].cmd("recv flow 64");
+    nodes[0].expect("@ recv flow").await;
+    nodes[1].cmd("sender flow");
+    nodes[1].expect("@ sender flow").await;
+    nodes[1].cmd(&format!("push flow 0 {FLOW}"));
+}
+
+/// Every message of the stream arrived, in order.
+async fn flow_arrived(nodes: &mut [Proc]) {
+    nodes[1].expect("@ pushed flow").await;
+    for i in 0..FLOW {
+        assert_eq!(nodes[0].expect("@ got flow ").await, format!("@ got flow {i}"));
+    }
 }
 
 #[tokio::test]
@@ -75,19 +111,9 @@ async fn nodes_started_at_the_same_moment_all_join() {
 #[tokio::test]
 async fn a_killed_leader_is_replaced_and_every_survivor_registers() {
     let mut nodes = three_nodes().await;
-    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
-    settles(&mut nodes[0], &ids, 3).await;
-    let (leader, _, _) = nodes[0].members().await;
-    let leader = leader.expect("a leader");
-    let at = nodes.iter().position(|p| p.id == leader).expect("the leader is one of ours");
-    let mut dead = nodes.remove(at);
+    let mut dead = take_leader(&mut nodes, 3).await;
     // A stream between the two survivors, under way when the leader dies.
-    nodes[0].cmd("recv flow 64");
-    nodes[0].expect("@ recv flow").await;
-    nodes[1].cmd("sender flow");
-    nodes[1].expect("@ sender flow").await;
-    const N: u64 = 20_000;
-    nodes[1].cmd(&format!("push flow 0 {N}"));
+    start_flow(&mut nodes).await;
     dead.kill();
     let killed = Instant::now();
     for p in &mut nodes {
@@ -95,34 +121,21 @@ async fn a_killed_leader_is_replaced_and_every_survivor_registers() {
         eprintln!("node {}: registered {took:?} after the leader was killed", p.id);
     }
     // Data never waits for Raft: every message arrives, in order.
-    nodes[1].expect("@ pushed flow").await;
-    for i in 0..N {
-        assert_eq!(nodes[0].expect("@ got flow ").await, format!("@ got flow {i}"));
-    }
+    flow_arrived(&mut nodes).await;
 }
 
 /// Six node processes that keep five voters ([`dchan::NodeBuilder::voters`]): five vote, one
 /// learns.
 async fn five_voters_and_a_learner() -> Vec<Proc> {
-    let mut nodes = vec![procs::start_voters(&[], 5).await];
-    for _ in 0..5 {
-        let seed = nodes[0].addr;
-        nodes.push(procs::start_voters(&[seed], 5).await);
-    }
-    nodes
+    started(6, 5).await
 }
 
 #[tokio::test]
 async fn five_voters_outlive_a_killed_leader_and_another_voter_at_once() {
     let mut nodes = five_voters_and_a_learner().await;
-    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
-    settles(&mut nodes[0], &ids, 5).await;
-    let (leader, _, _) = nodes[0].members().await;
-    let leader = leader.expect("a leader");
     // Two of the five voters die at the same moment, the leader among them: three of five are
     // still a majority (three voters could not outlive this).
-    let at = nodes.iter().position(|p| p.id == leader).expect("the leader is one of ours");
-    let mut dead = vec![nodes.remove(at)];
+    let mut dead = vec![take_leader(&mut nodes, 5).await];
     let (_, voters, _) = nodes[0].members().await;
     assert_eq!(voters, 5);
     let learner = {
@@ -138,12 +151,7 @@ async fn five_voters_outlive_a_killed_leader_and_another_voter_at_once() {
     let victim = (0..nodes.len()).find(|i| *i != learner).expect("another voter");
     dead.push(nodes.remove(victim));
     // A stream between two survivors, under way when the voters die.
-    nodes[0].cmd("recv flow 64");
-    nodes[0].expect("@ recv flow").await;
-    nodes[1].cmd("sender flow");
-    nodes[1].expect("@ sender flow").await;
-    const N: u64 = 20_000;
-    nodes[1].cmd(&format!("push flow 0 {N}"));
+    start_flow(&mut nodes).await;
     for p in &mut dead {
         p.kill();
     }
@@ -157,20 +165,13 @@ async fn five_voters_outlive_a_killed_leader_and_another_voter_at_once() {
     for p in &mut nodes {
         settles(p, &left, 4).await;
     }
-    nodes[1].expect("@ pushed flow").await;
-    for i in 0..N {
-        assert_eq!(nodes[0].expect("@ got flow ").await, format!("@ got flow {i}"));
-    }
+    flow_arrived(&mut nodes).await;
 }
 
 #[tokio::test]
 async fn a_leader_left_without_a_majority_still_shuts_down() {
     let mut nodes = three_nodes().await;
-    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
-    settles(&mut nodes[0], &ids, 3).await;
-    let (leader, _, _) = nodes[0].members().await;
-    let at = nodes.iter().position(|p| Some(p.id) == leader).expect("the leader is one of ours");
-    let mut last = nodes.remove(at);
+    let mut last = take_leader(&mut nodes, 3).await;
     for mut p in nodes {
         p.kill();
     }
@@ -257,9 +258,7 @@ async fn leader_kills(rounds: usize) -> Vec<Duration> {
         for p in &mut nodes {
             settles(p, &ids, 3).await;
         }
-        let (leader, _, _) = nodes[0].members().await;
-        let at = nodes.iter().position(|p| Some(p.id) == leader).expect("the leader is ours");
-        let mut dead = nodes.remove(at);
+        let mut dead = take_leader(&mut nodes, 3).await;
         dead.kill();
         let killed = Instant::now();
         for p in &mut nodes {

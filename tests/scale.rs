@@ -8,26 +8,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{eventually, within};
+use common::{accepted, eventually, within};
 use dchan::{Node, Role};
 use tokio::sync::mpsc;
-
-/// Established connections accepted by one of `ports`, from the kernel's table.
-fn accepted(ports: &BTreeSet<u16>) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let local_port = cols
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            cols.get(3) == Some(&"01") && local_port.is_some_and(|p| ports.contains(&p))
-        })
-        .count()
-}
 
 async fn join(seed: &Node) -> Node {
     Node::builder().listen("127.0.0.1:0").join([seed.addr()]).start().await.expect("join")
@@ -70,12 +53,10 @@ async fn twenty_nodes_carry_a_work_queue_while_learners_join_and_leave() {
     }
     settled(&nodes, 3).await;
     let leader = nodes[0].cluster().leader.expect("a leader");
-    let learners: Vec<usize> = (0..nodes.len())
-        .filter(|i| {
-            let view = nodes[0].cluster();
-            view.members.iter().any(|m| m.id == nodes[*i].id() && m.role == Role::Learner)
-        })
-        .collect();
+    let view = nodes[0].cluster();
+    let role = |id: u64| view.members.iter().find(|m| m.id == id).map(|m| m.role);
+    let learners: Vec<usize> =
+        (0..nodes.len()).filter(|i| role(nodes[*i].id()) == Some(Role::Learner)).collect();
     assert_eq!(learners.len(), 17);
     // Which pairs of nodes exchange something: Raft (the leader with everyone, voters among
     // themselves), and every pair the test sends data between.
@@ -86,7 +67,7 @@ async fn twenty_nodes_carry_a_work_queue_while_learners_join_and_leave() {
         }
     };
     let voters: Vec<u64> =
-        nodes[0].cluster().members.iter().filter(|m| m.role == Role::Voter).map(|m| m.id).collect();
+        view.members.iter().filter(|m| m.role == Role::Voter).map(|m| m.id).collect();
     for n in &nodes {
         pair(leader, n.id());
     }
@@ -133,9 +114,6 @@ async fn twenty_nodes_carry_a_work_queue_while_learners_join_and_leave() {
         sends.push(actix_rt::spawn(async move {
             for k in 0..PER_SENDER {
                 tx.send(s as u64 * 1_000_000 + k).await.expect("send");
-                if k % 256 == 0 {
-                    actix_rt::task::yield_now().await;
-                }
             }
         }));
     }

@@ -46,6 +46,25 @@ pub async fn cluster(n: usize) -> Vec<Node> {
     nodes
 }
 
+/// Established connections whose local end is one of `ports` (the accepting side), from the
+/// kernel's table (`/proc/net/tcp`, so Linux only): one row per accepted connection.
+pub fn accepted(ports: &std::collections::BTreeSet<u16>) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let established = cols.get(3) == Some(&"01");
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            established && local_port.is_some_and(|p| ports.contains(&p))
+        })
+        .count()
+}
+
 /// Wait until `cond` holds, checking every few milliseconds; panics after [`DEADLINE`].
 pub async fn eventually(mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
