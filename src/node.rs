@@ -767,11 +767,10 @@ where
 }
 
 /// Bring the routers up to date each time the registry changes, and have Raft snapshot the
-/// registry when one is due ([`crate::raft::snapshot_due`]), until shutdown.
+/// registry when one is due ([`crate::raft::Snapshots`]), until shutdown.
 async fn watch_registry(core: Arc<Core>) {
     let mut rx = core.registry.clone();
-    // The snapshot index when this node last asked for one: asked once per snapshot.
-    let mut asked: Option<u64> = None;
+    let mut snapshots = crate::raft::Snapshots::default();
     loop {
         tokio::select! {
             _ = core.cancel.cancelled() => return,
@@ -779,21 +778,6 @@ async fn watch_registry(core: Arc<Core>) {
         }
         let registry = rx.borrow_and_update().clone();
         core.switch.refresh(&registry);
-        let (applied, snapshot) = {
-            let m = core.raft.metrics();
-            let m = m.borrow();
-            (m.last_applied.map_or(0, |l| l.index), m.snapshot.map_or(0, |l| l.index))
-        };
-        if asked != Some(snapshot)
-            && crate::raft::snapshot_due(
-                applied.saturating_sub(snapshot),
-                registry.endpoint_count(),
-            )
-        {
-            asked = Some(snapshot);
-            if let Err(e) = core.raft.trigger().snapshot().await {
-                tracing::debug!(error = %e, "no snapshot: raft has stopped");
-            }
-        }
+        snapshots.ask_if_due(&core.raft, registry.endpoint_count()).await;
     }
 }

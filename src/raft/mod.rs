@@ -60,7 +60,7 @@ pub(crate) fn config() -> openraft::Config {
         election_timeout_min: 300,
         election_timeout_max: 500,
         enable_elect: false,
-        // Snapshots are triggered by the node as the registry grows (see `snapshot_due`).
+        // Snapshots are asked for as the registry grows (see `Snapshots`).
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 500,
         ..Default::default()
@@ -75,8 +75,35 @@ const MIN_LOGS_PER_SNAPSHOT: u64 = 2000;
 /// O(registry), so one every O(registry) entries costs O(1) per entry however large the registry
 /// grows (a fixed interval made each snapshot of a 100,000-endpoint registry a pause every 2,000
 /// registrations), while the log between snapshots stays an eighth of the registry at most.
-pub(crate) fn snapshot_due(since: u64, endpoints: usize) -> bool {
+fn snapshot_due(since: u64, endpoints: usize) -> bool {
     since >= MIN_LOGS_PER_SNAPSHOT.max(endpoints as u64 / 8)
+}
+
+/// Asks Raft for a snapshot when one is due ([`snapshot_due`]): Raft's own policy is off.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshots {
+    /// The snapshot index when this node last asked: asked once per snapshot.
+    asked: Option<u64>,
+}
+
+impl Snapshots {
+    /// After an apply: ask for a snapshot if one is due with `endpoints` registered.
+    pub(crate) async fn ask_if_due(&mut self, raft: &Raft, endpoints: usize) {
+        let (applied, snapshot) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (m.last_applied.map_or(0, |l| l.index), m.snapshot.map_or(0, |l| l.index))
+        };
+        if self.asked == Some(snapshot)
+            || !snapshot_due(applied.saturating_sub(snapshot), endpoints)
+        {
+            return;
+        }
+        self.asked = Some(snapshot);
+        if let Err(e) = raft.trigger().snapshot().await {
+            tracing::debug!(error = %e, "no snapshot: raft has stopped");
+        }
+    }
 }
 
 /// Hands openraft a client for any member, backed by the node's pooled peers.

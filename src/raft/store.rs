@@ -183,8 +183,7 @@ fn io_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        // Copied under the lock (O(1): persistent maps), serialized outside it: applying goes on
-        // meanwhile.
+        // Copied under the lock in O(1) (persistent maps): applying goes on meanwhile.
         let copy = lock(&self.data).clone();
         let (last_applied, membership) = (copy.last_applied, copy.membership.clone());
         let seq = {
