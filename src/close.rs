@@ -7,8 +7,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::peer::lock;
 use crate::registry::{EndpointId, NodeId};
+use crate::sync::lock;
 
 /// A channel by name and by the endpoint id that created it: fences of a closed channel are never
 /// counted for a later channel of the same name.

@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT};
-use crate::peer::{lock, Peer, Peers, WriterClaim};
+use crate::peer::{Peer, Peers, WriterClaim};
 use crate::registry::{EndpointId, NodeId};
+use crate::sync::lock;
 use crate::tasks::Tasks;
 use crate::tls::{Stream, TlsConfig};
 use crate::wire::{self, Frame, Request, Response};

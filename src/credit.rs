@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::peer::lock;
 use crate::registry::{EndpointId, NodeId};
 use crate::router::ChannelRoute;
+use crate::sync::lock;
 
 /// This node's credit with one remote receiver.
 #[derive(Debug, Default)]

@@ -89,7 +89,7 @@ pub(crate) struct Counts {
 
 impl DeadLetters {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// Keep a message that did not decode.

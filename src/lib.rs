@@ -65,6 +65,7 @@
 //! received. See the README for the whole list and the exact delivery guarantees.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod authority;
 mod clock;
@@ -90,6 +91,7 @@ mod router;
 mod sender;
 mod stats;
 mod switchboard;
+mod sync;
 mod tasks;
 mod tls;
 mod wire;

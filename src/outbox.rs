@@ -652,9 +652,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave `Inner` inconsistent in a way that matters
-        // more than stopping the node's traffic to this peer, so poisoning is ignored.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::clock::now_ms;
@@ -22,15 +22,12 @@ use tracing::Instrument;
 use crate::connection::Links;
 use crate::outbox::Outbox;
 use crate::registry::NodeId;
+use crate::sync::lock;
 use crate::tasks::Tasks;
 use crate::wire::{self, Frame, Request, Response};
 
 /// How long the link to a node that left stays up.
 const LEAVE_GRACE: Duration = Duration::from_secs(3);
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]

@@ -24,8 +24,9 @@ use crate::credit::Window;
 use crate::dead_letters::DeadLetters;
 use crate::inbox::{ErasedInbox, Inbox, Refused};
 use crate::outbox::PushError;
-use crate::peer::{lock, Peer};
+use crate::peer::Peer;
 use crate::registry::EndpointId;
+use crate::sync::lock;
 use crate::wire::{self, Frame};
 
 /// Where a node's round-robin starts: not at the same receiver on every node.
@@ -126,13 +127,13 @@ impl ChannelRoute {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Target>> {
-        self.targets.read().unwrap_or_else(|e| e.into_inner())
+        crate::sync::read(&self.targets)
     }
 
     /// Replace the receivers (the registry changed) and wake every waiting sender.
     pub(crate) fn set_targets(&self, targets: Vec<Target>) {
         let local = targets.iter().any(|t| matches!(t, Target::Local(_)));
-        let mut current = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        let mut current = crate::sync::write(&self.targets);
         let old = std::mem::replace(&mut *current, targets);
         // Listed as departed before the new targets can be read (see `in_flight`). By a set of
         // ids: a channel with thousands of receivers is not compared pair by pair.

@@ -25,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 use crate::close::Fences;
 use crate::credit::Credits;
 use crate::inbox::ErasedInbox;
-use crate::peer::{lock, Peers};
+use crate::peer::Peers;
 use crate::registry::{Channel, EndpointId, EndpointKind, NodeId, Registry};
 use crate::router::{ChannelRoute, Target};
+use crate::sync::lock;
 use crate::tasks::Tasks;
 use crate::wire::{self, Frame};
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -20,12 +20,9 @@ use tokio::sync::watch;
 
 use super::TypeConfig;
 use crate::registry::{NodeId, Outcome, Registry};
+use crate::sync::lock;
 
 type Membership = StoredMembership<NodeId, crate::raft::MemberNode>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The Raft log, in memory. Cloning shares it (the clone is the log reader openraft asks for).
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,22 @@
+//! Shared primitives beneath every layer: locks that ignore poisoning.
+//!
+//! A panic while one of dchan's locks is held cannot leave the state behind it inconsistent in a
+//! way that matters more than stopping the node's traffic, so every lock in the crate is taken
+//! through these, which carry on with the state as the panicking thread left it.
+
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Lock `m`, ignoring poisoning.
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lock `l` for reading, ignoring poisoning.
+pub(crate) fn read<T: ?Sized>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lock `l` for writing, ignoring poisoning.
+pub(crate) fn write<T: ?Sized>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
