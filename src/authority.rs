@@ -13,8 +13,10 @@
 //! that holds the receiver's window, in [`crate::switchboard`]; messages without credit, in
 //! [`crate::inbox`]).
 
-use crate::registry::{Command, NodeId, Registry};
-use crate::wire::Request;
+use crate::ids::NodeId;
+use crate::registry::Registry;
+use crate::rpc::Command;
+use crate::rpc::Request;
 
 /// The largest Raft snapshot a node takes (the registry, serialized): a chunk that would take it
 /// past this is refused rather than allocated.
@@ -113,7 +115,7 @@ fn name(req: &Request) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::EndpointKind;
+    use crate::rpc::EndpointKind;
 
     fn registry() -> Registry {
         let mut r = Registry::default();

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::registry::{EndpointId, NodeId};
+use crate::ids::{EndpointId, NodeId};
 use crate::sync::lock;
 
 /// A channel by name and by the endpoint id that created it: fences of a closed channel are never

@@ -8,7 +8,8 @@ use tokio::sync::watch;
 
 use crate::registry::Registry;
 
-pub use crate::registry::{ChannelInfo, EndpointInfo, EndpointKind};
+pub use crate::registry::{ChannelInfo, EndpointInfo};
+pub use crate::rpc::EndpointKind;
 
 /// A snapshot of the cluster as one node knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

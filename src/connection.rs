@@ -23,12 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT};
+use crate::ids::{EndpointId, NodeId};
 use crate::peer::{Peer, Peers, WriterClaim};
-use crate::registry::{EndpointId, NodeId};
+use crate::rpc::{Request, Response};
 use crate::sync::lock;
 use crate::tasks::Tasks;
 use crate::tls::{Stream, TlsConfig};
-use crate::wire::{self, Frame, Request, Response};
+use crate::wire::{self, Frame};
 use crate::Error;
 
 /// The most connections a node accepts at once (each holds a task and buffers): enough for
@@ -554,7 +555,7 @@ async fn answer_in_order(
     }
 }
 
-fn respond(peer: &Peer, id: u64, resp: wire::Response) {
+fn respond(peer: &Peer, id: u64, resp: Response) {
     let reliable = resp.is_reliable();
     peer.outbox.push_frame(wire::encode(&Frame::Response { id, body: Box::new(resp) }), reliable);
 }

@@ -14,10 +14,12 @@ use openraft::raft::AppendEntriesResponse;
 use tracing::Instrument;
 
 use crate::authority::Refusal;
+use crate::ids::{EndpointId, NodeId};
 use crate::node::Core;
-use crate::registry::{Command, EndpointId, EndpointKind, NodeId, Outcome, Registry};
+use crate::registry::Registry;
+use crate::rpc::{Command, EndpointKind, Outcome};
+use crate::rpc::{Request, Response};
 use crate::switchboard::HAND_OVER_TIMEOUT;
-use crate::wire::{Request, Response};
 use crate::Error;
 
 /// How long a registration may wait for a leader and a commit before failing.
@@ -338,8 +340,8 @@ impl Core {
     }
 
     /// What this node holds, per channel.
-    pub(crate) fn stats(&self) -> crate::stats::NodeStats {
-        crate::stats::NodeStats { node: self.id, channels: self.switch.stats() }
+    pub(crate) fn stats(&self) -> crate::report::NodeStats {
+        crate::report::NodeStats { node: self.id, channels: self.switch.stats() }
     }
 
     /// The dead letters of `channel` kept on this node.

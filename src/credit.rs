@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::registry::{EndpointId, NodeId};
+use crate::ids::{EndpointId, NodeId};
 use crate::router::ChannelRoute;
 use crate::sync::lock;
 

@@ -13,46 +13,14 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-use crate::registry::NodeId;
+use crate::ids::NodeId;
+use crate::report::DeadLetter;
 
 /// Dead letters kept per channel per node, at most.
 pub(crate) const MAX_LETTERS: usize = 1024;
 /// Bytes of dead letters kept per channel per node, at most.
 pub(crate) const MAX_BYTES: usize = 4 * 1024 * 1024;
-
-/// A message that a receiver could not decode as its type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// The channel it was sent on.
-    pub channel: String,
-    /// The node that keeps it (where its receiver was).
-    pub node: u64,
-    /// The node that sent it (`None`: a sender on the keeping node).
-    pub from: Option<u64>,
-    /// Its number among the dead letters of this channel on the keeping node (from 1).
-    pub seq: u64,
-    /// The type the receiver expected.
-    pub expected: String,
-    /// Why it did not decode.
-    pub error: String,
-    /// The message, MessagePack-encoded as it arrived.
-    #[serde(with = "serde_bytes")]
-    pub message: Vec<u8>,
-}
-
-impl DeadLetter {
-    /// The message as an untyped value, if it is well-formed MessagePack.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Codec`](crate::Error::Codec) if it is not.
-    pub fn value(&self) -> Result<crate::Value, crate::Error> {
-        rmp_serde::from_slice(&self.message).map_err(|e| crate::Error::Codec(e.to_string()))
-    }
-}
 
 /// The dead letters of one channel on this node.
 #[derive(Debug, Default)]

@@ -26,7 +26,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::connection::FramedTcp;
-use crate::registry::NodeId;
+use crate::ids::NodeId;
 use crate::wire::{self, Frame};
 use crate::Error;
 

@@ -31,9 +31,9 @@ use actix::Addr;
 
 use crate::credit::{Grants, Outgoing};
 use crate::error::TryRecvError;
+use crate::ids::{EndpointId, NodeId};
 use crate::peer::Peers;
 use crate::receiver::{Detached, EndpointActor};
-use crate::registry::{EndpointId, NodeId};
 use crate::router::ChannelRoute;
 use crate::wire::{self, Frame};
 

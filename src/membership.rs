@@ -27,9 +27,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::ids::NodeId;
 use crate::peer::Peers;
 use crate::raft::Raft;
-use crate::registry::{Command, NodeId};
+use crate::rpc::Command;
 
 /// How often the leader's keeper looks at the membership when nothing wakes it.
 const KEEPER_TICK: Duration = Duration::from_millis(100);

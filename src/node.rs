@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::cluster::{ClusterInfo, ClusterWatch, Member, Role};
 use crate::connection::{Dispatch, Links};
 use crate::handshake::Secret;
+use crate::ids::{EndpointId, NodeId};
 use crate::inbox::Inbox;
 use crate::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
 use crate::peer::Peers;
@@ -34,13 +35,15 @@ use crate::raft::election::Elections;
 use crate::raft::store::{LogStore, StateMachine};
 use crate::raft::{Network, Raft};
 use crate::receiver::Receiver;
-use crate::registry::{EndpointId, EndpointKind, NodeId, Registry};
+use crate::registry::Registry;
 use crate::router::ChannelRoute;
+use crate::rpc::EndpointKind;
+use crate::rpc::{Request, Response};
 use crate::sender::Sender;
 use crate::switchboard::Switchboard;
 use crate::tasks::Tasks;
 use crate::tls::TlsConfig;
-use crate::wire::{self, Request, Response};
+use crate::wire;
 use crate::Error;
 
 /// A receiver's default capacity.

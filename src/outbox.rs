@@ -25,7 +25,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::registry::EndpointId;
+use crate::ids::EndpointId;
 use crate::wire::{Frame, VERSION};
 
 /// The longest a lazy ack waits for a frame to ride along with.

@@ -20,11 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::connection::Links;
+use crate::ids::NodeId;
 use crate::outbox::Outbox;
-use crate::registry::NodeId;
+use crate::rpc::{Request, Response};
 use crate::sync::lock;
 use crate::tasks::Tasks;
-use crate::wire::{self, Frame, Request, Response};
+use crate::wire::{self, Frame};
 
 /// How long the link to a node that left stays up.
 const LEAVE_GRACE: Duration = Duration::from_secs(3);

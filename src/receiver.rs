@@ -12,9 +12,9 @@ use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
 
 use crate::error::TryRecvError;
+use crate::ids::EndpointId;
 use crate::inbox::{ErasedInbox, Inbox, Token};
 use crate::node::Core;
-use crate::registry::EndpointId;
 use crate::router::ChannelRoute;
 use actix::prelude::*;
 use bytes::Bytes;

@@ -13,11 +13,9 @@ use imbl::{OrdMap, OrdSet};
 
 use serde::{Deserialize, Serialize};
 
-/// A node's id in the cluster.
-pub(crate) type NodeId = u64;
-
-/// An endpoint's id, unique in the cluster for its lifetime (assigned when its registration applies).
-pub(crate) type EndpointId = u64;
+use crate::ids::{EndpointId, NodeId};
+use crate::rpc::EndpointKind;
+use crate::rpc::{Command, Outcome};
 
 /// The longest channel name, in bytes.
 pub(crate) const MAX_NAME: usize = 255;
@@ -45,83 +43,6 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
 /// A fresh registration token (see [`Command::Register`]).
 pub(crate) fn token() -> u64 {
     crate::clock::random_u64()
-}
-
-/// A change to the registry, committed through Raft.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Command {
-    /// Add a sender or receiver to `channel`, creating the channel if it does not exist.
-    Register {
-        /// The channel's name.
-        channel: String,
-        /// The Rust type name of the messages the endpoint carries.
-        type_name: String,
-        /// Sender or receiver.
-        kind: EndpointKind,
-        /// The node the endpoint lives on.
-        node: NodeId,
-        /// How many unreceived messages a receiver holds (0 for senders).
-        capacity: u32,
-        /// Drawn once per registration by the registering node: a write retried after its
-        /// answer was lost registers nothing twice.
-        token: u64,
-    },
-    /// Remove one endpoint (its handle was dropped, or it was closed).
-    Deregister {
-        /// The channel's name.
-        channel: String,
-        /// The endpoint's id.
-        id: EndpointId,
-    },
-    /// Close `channel`: every send fails from now on; receivers drain, then end.
-    Close {
-        /// The channel's name.
-        channel: String,
-    },
-    /// Withdraw the registration `node` made with `token`: the registering node gave up waiting
-    /// for it (no quorum in time), so nobody owns the endpoint if it was, or will be, committed.
-    /// Removes the endpoint if it exists; otherwise a later `Register` with that token is refused.
-    Withdraw {
-        /// The node that registered.
-        node: NodeId,
-        /// The registration's token.
-        token: u64,
-    },
-    /// Remove every endpoint that lives on `node` (it left the cluster).
-    RemoveNode {
-        /// The node that left.
-        node: NodeId,
-    },
-}
-
-/// What applying a [`Command`] produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Outcome {
-    /// The endpoint was registered under this id.
-    Registered(EndpointId),
-    /// The channel carries another type.
-    TypeMismatch {
-        /// The channel's type.
-        existing: String,
-    },
-    /// The channel is closed.
-    Closed,
-    /// The registration was refused: the node has [`MAX_ENDPOINTS_PER_NODE`] endpoints, or the
-    /// name is not a channel name.
-    Refused(String),
-    /// Applied (deregistration, close, node removal, membership change).
-    Done,
-    /// The registration was withdrawn before it applied.
-    Withdrawn,
-}
-
-/// Which end of a channel an endpoint is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum EndpointKind {
-    /// Puts messages into the channel.
-    Sender,
-    /// Takes messages out of the channel.
-    Receiver,
 }
 
 /// One registered endpoint.
@@ -719,6 +640,7 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod memory {
     //! What the registry itself costs per endpoint (run alone: it counts every allocation of the
     //! process): `cargo test --release --lib registry::memory -- --ignored --nocapture`.

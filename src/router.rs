@@ -22,10 +22,10 @@ use tokio::sync::Notify;
 
 use crate::credit::Window;
 use crate::dead_letters::DeadLetters;
+use crate::ids::EndpointId;
 use crate::inbox::{ErasedInbox, Inbox, Refused};
 use crate::outbox::PushError;
 use crate::peer::Peer;
-use crate::registry::EndpointId;
 use crate::sync::lock;
 use crate::wire::{self, Frame};
 

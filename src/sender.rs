@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{SendError, SendTimeoutError, TrySendError};
+use crate::ids::EndpointId;
 use crate::node::Core;
-use crate::registry::EndpointId;
 use crate::router::{Attempt, ChannelRoute};
 use crate::Error;
 
@@ -255,7 +255,7 @@ where
     ///
     /// [`Error::Registry`] if Raft could not commit the close in time.
     pub async fn close(&self) -> Result<(), Error> {
-        let cmd = crate::registry::Command::Close { channel: self.route().name.clone() };
+        let cmd = crate::rpc::Command::Close { channel: self.route().name.clone() };
         self.inner.core.write(cmd).await.map(|_| ())
     }
 

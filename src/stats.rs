@@ -6,48 +6,14 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde::{Deserialize, Serialize};
 
-use crate::dead_letters::DeadLetter;
 use crate::error::Error;
 use crate::node::Node;
-use crate::wire::{Request, Response};
+use crate::report::{DeadLetter, NodeStats};
+use crate::rpc::{Request, Response};
 
 /// How long a member has to answer a stats or dead-letter request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What one node holds of one channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ChannelStats {
-    /// The channel.
-    pub name: String,
-    /// Messages in the buffers of this node's receivers, not yet taken.
-    pub buffered: u64,
-    /// Messages this node sent to receivers on other nodes and kept until they are taken.
-    pub in_flight: u64,
-    /// Dead letters kept on this node now.
-    pub dead_letters: u64,
-    /// Dead letters this node ever had for the channel (kept, read or pushed out).
-    pub dead_letters_total: u64,
-}
-
-/// What one node holds, per channel it has seen used on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct NodeStats {
-    /// The node.
-    pub node: u64,
-    /// Its channels, by name.
-    pub channels: Vec<ChannelStats>,
-}
-
-impl NodeStats {
-    /// The figures for `channel`, if this node has any.
-    pub fn channel(&self, name: &str) -> Option<&ChannelStats> {
-        self.channels.iter().find(|c| c.name == name)
-    }
-}
 
 impl Node {
     /// What this node holds, per channel.

@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::close::Fences;
 use crate::credit::Credits;
+use crate::ids::{EndpointId, NodeId};
 use crate::inbox::ErasedInbox;
 use crate::peer::Peers;
-use crate::registry::{Channel, EndpointId, EndpointKind, NodeId, Registry};
+use crate::registry::{Channel, Registry};
 use crate::router::{ChannelRoute, Target};
+use crate::rpc::EndpointKind;
 use crate::sync::lock;
 use crate::tasks::Tasks;
 use crate::wire::{self, Frame};
@@ -305,7 +307,7 @@ impl Switchboard {
     }
 
     /// What this node holds of each channel it has a router for.
-    pub(crate) fn stats(&self) -> Vec<crate::stats::ChannelStats> {
+    pub(crate) fn stats(&self) -> Vec<crate::report::ChannelStats> {
         let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
         let mut buffered: HashMap<*const ChannelRoute, u64> = HashMap::new();
         for inbox in lock(&self.inboxes).values().filter(|i| !i.is_detached()) {
@@ -315,7 +317,7 @@ impl Switchboard {
             .iter()
             .map(|r| {
                 let dead = r.dead.counts();
-                crate::stats::ChannelStats {
+                crate::report::ChannelStats {
                     name: r.name.clone(),
                     buffered: buffered.get(&Arc::as_ptr(r)).copied().unwrap_or(0),
                     in_flight: r.in_flight(),

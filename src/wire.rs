@@ -12,15 +12,10 @@
 //! decodes them. Links number and resend every frame but their own and Raft's (see
 //! [`Frame::is_reliable`]).
 
-use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
 use serde::{Deserialize, Serialize};
 
-use crate::raft::TypeConfig;
-use crate::registry::{Command, EndpointId, NodeId, Outcome};
+use crate::ids::{EndpointId, NodeId};
+use crate::rpc::{Request, Response};
 
 /// The protocol version this build speaks.
 pub(crate) const VERSION: u8 = 4;
@@ -161,76 +156,6 @@ pub(crate) enum Frame<'a> {
     },
 }
 
-/// Requests between nodes.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Request {
-    /// Raft log replication and heartbeats.
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
-    /// Raft election.
-    Vote(VoteRequest<NodeId>),
-    /// Raft snapshot transfer (one chunk).
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A registry command, to be committed by the leader.
-    Write(Command),
-    /// Add the sending node to the cluster (learner, promoted to voter while voters are few).
-    Join {
-        /// The joining node.
-        node: NodeId,
-        /// Its listening address.
-        addr: String,
-        /// It never votes (see [`crate::NodeBuilder::non_voting`]).
-        non_voting: bool,
-    },
-    /// Remove a node from the cluster and from the registry.
-    Leave {
-        /// The leaving node.
-        node: NodeId,
-    },
-    /// Would the receiving voter take part in an election now (it has heard from no leader for a
-    /// while)? Asked before campaigning, so that a node cut off from the leader alone does not
-    /// disrupt the others with ever higher terms (a pre-vote).
-    PreVote,
-    /// What the receiving node holds, per channel ([`crate::NodeStats`]).
-    Stats,
-    /// The dead letters of a channel the receiving node keeps.
-    DeadLetters {
-        /// The channel.
-        channel: String,
-    },
-    /// Let go of these dead letters of a channel (read and dealt with).
-    RemoveDeadLetters {
-        /// The channel.
-        channel: String,
-        /// Their numbers.
-        seqs: Vec<u64>,
-    },
-}
-
-/// Answers to [`Request`]s.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Response {
-    /// Answer to [`Request::AppendEntries`].
-    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    /// Answer to [`Request::Vote`].
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    /// Answer to [`Request::InstallSnapshot`].
-    InstallSnapshot(
-        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
-    ),
-    /// Answer to [`Request::Write`]: the log index it was committed at, and its outcome.
-    Write(Result<(u64, Outcome), String>),
-    /// Answer to [`Request::Join`] and [`Request::Leave`].
-    Membership(Result<(), String>),
-    /// Answer to [`Request::PreVote`]: whether this node would vote.
-    PreVote(bool),
-    /// Answer to [`Request::Stats`].
-    Stats(crate::stats::NodeStats),
-    /// Answer to [`Request::DeadLetters`].
-    DeadLetters(Vec<crate::dead_letters::DeadLetter>),
-    /// Answer to [`Request::RemoveDeadLetters`]: how many were held.
-    Removed(u64),
-}
-
 impl Frame<'_> {
     /// Whether the frame is numbered and resent until acknowledged (everything but the link's
     /// own frames and Raft's traffic, which Raft retries by itself).
@@ -253,37 +178,6 @@ impl Frame<'_> {
             | Frame::Fence { .. }
             | Frame::Released { .. } => true,
         }
-    }
-}
-
-impl Request {
-    /// Whether the request (and its answer) must survive a broken link: everything but Raft's
-    /// own RPCs and reads that the asker gives up on after a timeout.
-    pub(crate) fn is_reliable(&self) -> bool {
-        !matches!(
-            self,
-            Request::AppendEntries(_)
-                | Request::Vote(_)
-                | Request::InstallSnapshot(_)
-                | Request::PreVote
-                | Request::Stats
-                | Request::DeadLetters { .. }
-        )
-    }
-}
-
-impl Response {
-    /// See [`Request::is_reliable`].
-    pub(crate) fn is_reliable(&self) -> bool {
-        !matches!(
-            self,
-            Response::AppendEntries(_)
-                | Response::Vote(_)
-                | Response::InstallSnapshot(_)
-                | Response::PreVote(_)
-                | Response::Stats(_)
-                | Response::DeadLetters(_)
-        )
     }
 }
 

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Raft;
 use crate::clock::{now_ms, random_u64};
+use crate::ids::NodeId;
 use crate::peer::Peers;
-use crate::registry::NodeId;
-use crate::wire::{Request, Response};
+use crate::rpc::{Request, Response};
 
 /// How often the timer looks.
 const TICK: Duration = Duration::from_millis(20);

@@ -7,7 +7,6 @@
 pub(crate) mod election;
 pub(crate) mod store;
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::error::{
@@ -19,33 +18,10 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
+use crate::ids::NodeId;
 use crate::peer::{Peer, Peers};
-use crate::registry::{Command, NodeId, Outcome};
-use crate::wire::{Request, Response};
-
-openraft::declare_raft_types!(
-    /// dchan's Raft types: the log carries registry [`Command`]s, applying one gives an [`Outcome`].
-    pub(crate) TypeConfig:
-        D = Command,
-        R = Outcome,
-        Node = MemberNode,
-);
-
-/// A member as Raft's membership records it (replicated, so every leader knows it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct MemberNode {
-    /// Where to dial it.
-    pub(crate) addr: String,
-    /// It replicates the registry and never votes (a short-lived client such as `dchan send`):
-    /// never promoted, so its exit never costs the cluster a voter.
-    pub(crate) non_voting: bool,
-}
-
-impl MemberNode {
-    pub(crate) fn new(addr: impl Into<String>, non_voting: bool) -> Self {
-        MemberNode { addr: addr.into(), non_voting }
-    }
-}
+pub(crate) use crate::rpc::{MemberNode, TypeConfig};
+use crate::rpc::{Request, Response};
 
 /// The Raft handle of one node.
 pub(crate) type Raft = openraft::Raft<TypeConfig>;

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::TypeConfig;
-use crate::registry::{NodeId, Outcome, Registry};
+use crate::ids::NodeId;
+use crate::registry::Registry;
+use crate::rpc::Outcome;
 use crate::sync::lock;
 
 type Membership = StoredMembership<NodeId, crate::raft::MemberNode>;
