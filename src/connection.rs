@@ -18,7 +18,6 @@ use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -28,7 +27,7 @@ use crate::peer::{Peer, Peers, WriterClaim};
 use crate::rpc::{Request, Response};
 use crate::sync::lock;
 use crate::tasks::Tasks;
-use crate::tls::{Stream, TlsConfig};
+use crate::transport::{framed, FramedTcp, TlsConfig};
 use crate::wire::{self, Frame};
 use crate::Error;
 
@@ -51,9 +50,6 @@ const MAX_QUEUED_RPC_BYTES: usize = 32 * 1024 * 1024;
 /// Other requests from one connection being answered at once, at most (each may wait for a
 /// commit); one more is refused with "busy" (a write is retried) or not answered (a read).
 const MAX_REQUESTS: usize = 256;
-
-/// A connection, framed: length-delimited frames over TCP, or over TLS over TCP.
-pub(crate) type FramedTcp = Framed<Stream, LengthDelimitedCodec>;
 
 /// Where what a connection reads goes: the layer above, as the link sees it. The node
 /// implements it; the connection hands frames up through it and knows nothing else of the node.
@@ -120,10 +116,6 @@ impl std::fmt::Debug for Links {
     }
 }
 
-fn framed(stream: Stream, max_frame: usize) -> FramedTcp {
-    Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec())
-}
-
 /// A connection this node dialed, past the handshake.
 #[derive(Debug)]
 pub(crate) struct Dialed {
@@ -143,7 +135,7 @@ pub(crate) async fn dial(
         let stream = TcpStream::connect(addr).await?;
         // Small frames must not wait for Nagle: batching is done by the outbox, not the kernel.
         let _ = stream.set_nodelay(true);
-        let stream = crate::tls::connect(me.tls.as_ref(), stream, addr).await?;
+        let stream = crate::transport::connect(me.tls.as_ref(), stream, addr).await?;
         let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
         let received = |node| expect.and_then(|(id, r)| if id == node { r } else { None });
         let hello = handshake::dial(&mut framed, addr, me, received).await?;
@@ -285,7 +277,7 @@ async fn serve(
     let me = core.intro();
     let received = |node| core.peers.find(node).and_then(|p| lock(&p.inbound).received());
     let handshake = async {
-        let stream = crate::tls::accept(me.tls.as_ref(), stream).await?;
+        let stream = crate::transport::accept(me.tls.as_ref(), stream).await?;
         let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
         let theirs = handshake::accept(&mut framed, &me, received).await?;
         Ok::<_, Error>((framed, theirs))

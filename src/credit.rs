@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::ids::{EndpointId, NodeId};
-use crate::router::ChannelRoute;
 use crate::sync::lock;
 
 /// This node's credit with one remote receiver.
@@ -89,37 +88,39 @@ fn not_the_receivers(from: NodeId, id: EndpointId) {
     );
 }
 
-/// The window towards one remote receiver, the route whose senders wait for its credit, and
-/// the receiver's node.
-type Credit = (Arc<Window>, Arc<ChannelRoute>, NodeId);
+/// The window towards one remote receiver, the route `R` whose senders wait for its credit (the
+/// channel's router), and the receiver's node.
+type Credit<R> = (Arc<Window>, Arc<R>, NodeId);
 
 /// Grants kept for receivers this node has no window for yet, at most this many.
 const MAX_EARLY_GRANTS: usize = 4096;
 
-/// This node's windows towards every remote receiver.
-#[derive(Debug, Default)]
-pub(crate) struct Credits {
-    inner: Mutex<Inner>,
+/// This node's windows towards every remote receiver, each with the route `R` that waits on it
+/// (the channel's router: the table only holds it, to hand back with the window).
+#[derive(Debug)]
+pub(crate) struct Credits<R> {
+    inner: Mutex<Inner<R>>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    windows: HashMap<EndpointId, Credit>,
+impl<R> Default for Credits<R> {
+    fn default() -> Self {
+        Credits { inner: Mutex::new(Inner { windows: HashMap::new(), early: HashMap::new() }) }
+    }
+}
+
+#[derive(Debug)]
+struct Inner<R> {
+    windows: HashMap<EndpointId, Credit<R>>,
     /// Credit granted before this node made the window (a receiver offers credit when it sees
     /// this node's sender registered, which can be before the sender's router exists here), and
     /// the node that granted it.
     early: HashMap<EndpointId, (NodeId, u32)>,
 }
 
-impl Credits {
+impl<R> Credits<R> {
     /// The window towards receiver `id` of `route`'s channel, made on first use (with any credit
     /// granted before).
-    pub(crate) fn window(
-        &self,
-        id: EndpointId,
-        node: NodeId,
-        route: &Arc<ChannelRoute>,
-    ) -> Arc<Window> {
+    pub(crate) fn window(&self, id: EndpointId, node: NodeId, route: &Arc<R>) -> Arc<Window> {
         let mut inner = lock(&self.inner);
         let early = inner.early.remove(&id);
         let window =
@@ -138,7 +139,7 @@ impl Credits {
     /// Receiver `id` on node `from` granted `n`: added to its window, or kept until the window
     /// is made. Returns the window's route, to wake its senders. Credit from a node other than
     /// the receiver's is refused.
-    pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Option<Arc<ChannelRoute>> {
+    pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Option<Arc<R>> {
         let mut inner = lock(&self.inner);
         if let Some((window, route, node)) = inner.windows.get(&id) {
             if *node != from {
@@ -168,7 +169,7 @@ impl Credits {
 
     /// The window towards receiver `id` and its route, if this node has one and the receiver is
     /// on node `node`.
-    pub(crate) fn get_from(&self, id: EndpointId, node: NodeId) -> Option<Credit> {
+    pub(crate) fn get_from(&self, id: EndpointId, node: NodeId) -> Option<Credit<R>> {
         lock(&self.inner).windows.get(&id).filter(|(_, _, n)| *n == node).cloned()
     }
 

@@ -25,8 +25,8 @@ use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::connection::FramedTcp;
 use crate::ids::NodeId;
+use crate::transport::FramedTcp;
 use crate::wire::{self, Frame};
 use crate::Error;
 
@@ -109,7 +109,7 @@ pub(crate) struct Me {
     pub(crate) max_frame: usize,
     pub(crate) secret: Secret,
     /// TLS under the handshake, if configured.
-    pub(crate) tls: Option<crate::tls::TlsConfig>,
+    pub(crate) tls: Option<crate::transport::TlsConfig>,
 }
 
 /// The other side of a connection, once it proved it knows the secret.

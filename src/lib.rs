@@ -98,7 +98,7 @@ mod stats;
 mod switchboard;
 mod sync;
 mod tasks;
-mod tls;
+mod transport;
 mod wire;
 
 pub use cluster::{
@@ -144,7 +144,7 @@ pub use rustls;
 pub use sender::Sender;
 /// serde, as dchan uses it; `#[dchan::endpoint]` derives through this path.
 pub use serde;
-pub use tls::TlsConfig;
+pub use transport::TlsConfig;
 
 /// For the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]

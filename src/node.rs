@@ -42,7 +42,7 @@ use crate::rpc::{Request, Response};
 use crate::sender::Sender;
 use crate::switchboard::Switchboard;
 use crate::tasks::Tasks;
-use crate::tls::TlsConfig;
+use crate::transport::TlsConfig;
 use crate::wire;
 use crate::Error;
 

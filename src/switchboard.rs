@@ -48,7 +48,7 @@ pub(crate) struct Switchboard {
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
     inboxes: Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>,
     /// Credit towards each remote receiver.
-    credits: Credits,
+    credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
     fences: Fences,
     /// The registry at the last refresh: the next one acts on what differs from it (a member

@@ -1,5 +1,9 @@
-//! TLS: an optional layer between the socket and the handshake ([`crate::handshake`]) of every
-//! connection, with rustls (through tokio-rustls). Mutual: the accepting node asks for the
+//! The transport: what carries a connection's bytes and cuts them into frames. TCP, with TLS as
+//! an optional layer between the socket and the handshake ([`crate::handshake`]) of every
+//! connection, and length-delimited framing over either ([`FramedTcp`]), whose codec checks a
+//! frame's size from its length prefix before anything is allocated.
+//!
+//! TLS uses rustls (through tokio-rustls). Mutual: the accepting node asks for the
 //! dialer's certificate and both check the other's against the cluster's certificate authority;
 //! the dialer also checks that the certificate names the address it dialed (an IP address or a
 //! DNS name among its subject alternative names). The cookie handshake then runs inside it.
@@ -13,12 +17,21 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::either::Either;
 
 use crate::Error;
 
 /// A connection's byte stream: plain TCP, or TLS over it.
 pub(crate) type Stream = Either<TcpStream, tokio_rustls::TlsStream<TcpStream>>;
+
+/// A connection, framed: length-delimited frames over TCP, or over TLS over TCP.
+pub(crate) type FramedTcp = Framed<Stream, LengthDelimitedCodec>;
+
+/// Frame `stream`, refusing frames over `max_frame` bytes.
+pub(crate) fn framed(stream: Stream, max_frame: usize) -> FramedTcp {
+    Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame).new_codec())
+}
 
 /// TLS for a node's connections (see [`NodeBuilder::tls`](crate::NodeBuilder::tls)): its
 /// certificate and key, and the certificate authority that signs every node's certificate.
