@@ -69,47 +69,28 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 #![cfg_attr(test, deny(unsafe_code))]
 
-mod authority;
+mod channel;
 mod clock;
-mod close;
 mod cluster;
-mod connection;
-mod control;
-mod credit;
-mod dead_letters;
-mod endpoint;
 mod error;
-mod handshake;
 mod ids;
-mod inbox;
-mod membership;
+mod link;
 mod node;
-mod outbox;
-mod peer;
-mod raft;
-mod receiver;
-mod redelivery;
-mod registry;
 mod report;
-mod router;
 mod rpc;
-mod sender;
-mod stats;
-mod switchboard;
 mod sync;
 mod tasks;
-mod transport;
-mod wire;
 
-pub use cluster::{
-    ChannelInfo, ClusterInfo, ClusterWatch, EndpointInfo, EndpointKind, Member, Role,
-};
+pub use channel::receiver::{AckReceiver, Delivery, Receiver};
+pub use channel::sender::Sender;
+pub use cluster::registry::UNTYPED;
+pub use cluster::view::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};
 pub use dchan_macros::endpoint;
-pub use endpoint::Endpoint;
 pub use error::{Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
+pub use link::transport::TlsConfig;
+pub use node::cluster_watch::ClusterWatch;
+pub use node::endpoint::Endpoint;
 pub use node::{AckReceiverBuilder, Node, NodeBuilder, ReceiverBuilder, DEFAULT_CAPACITY};
-pub use receiver::{AckReceiver, Delivery, Receiver};
-pub use registry::UNTYPED;
 pub use report::DeadLetter;
 pub use report::{ChannelStats, NodeStats};
 /// rmpv, whose [`Value`] is dchan's untyped message.
@@ -141,17 +122,15 @@ pub use rmpv;
 pub use rmpv::Value;
 /// rustls, whose configurations [`TlsConfig::new`] takes.
 pub use rustls;
-pub use sender::Sender;
 /// serde, as dchan uses it; `#[dchan::endpoint]` derives through this path.
 pub use serde;
-pub use transport::TlsConfig;
 
 /// For the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]
 pub mod __fuzz {
     /// Decode `bytes` as a frame and check it (panics on a defect).
     pub fn decode(bytes: &[u8]) {
-        crate::wire::fuzz_decode(bytes);
+        crate::link::wire::fuzz_decode(bytes);
     }
 }
 

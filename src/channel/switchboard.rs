@@ -10,9 +10,9 @@
 //! dropped receivers' inboxes; a change of membership also revisits the links and every router
 //! and inbox of this node.
 //!
-//! Each concern it connects keeps its own state: credit in [`crate::credit`], fences in
-//! [`crate::close`], kept messages in [`crate::outbox`], redelivery in [`crate::redelivery`],
-//! routing in [`crate::router`].
+//! Each concern it connects keeps its own state: credit in [`crate::channel::credit`], fences in
+//! [`crate::channel::close`], kept messages in [`crate::link::outbox`], redelivery in [`crate::channel::redelivery`],
+//! routing in [`crate::channel::router`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,17 +22,17 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::close::Fences;
-use crate::credit::Credits;
+use crate::channel::close::Fences;
+use crate::channel::credit::Credits;
+use crate::channel::inbox::ErasedInbox;
+use crate::channel::router::{ChannelRoute, Target};
+use crate::cluster::registry::{Channel, Registry};
 use crate::ids::{EndpointId, NodeId};
-use crate::inbox::ErasedInbox;
-use crate::peer::Peers;
-use crate::registry::{Channel, Registry};
-use crate::router::{ChannelRoute, Target};
+use crate::link::peer::Peers;
+use crate::link::wire::{self, Frame};
 use crate::rpc::EndpointKind;
 use crate::sync::lock;
 use crate::tasks::Tasks;
-use crate::wire::{self, Frame};
 
 /// How long a leaving node waits for its messages to reach other nodes.
 pub(crate) const HAND_OVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -301,9 +301,14 @@ impl Switchboard {
     }
 
     /// Deliver `msgs` to other receivers of `route`'s channel, in the background (see
-    /// [`crate::redelivery`]). The caller has counted them as re-routing on the route.
+    /// [`crate::channel::redelivery`]). The caller has counted them as re-routing on the route.
     pub(crate) fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
-        crate::redelivery::redeliver(route.clone(), msgs, &self.tasks, self.cancel.clone());
+        crate::channel::redelivery::redeliver(
+            route.clone(),
+            msgs,
+            &self.tasks,
+            self.cancel.clone(),
+        );
     }
 
     /// What this node holds of each channel it has a router for.

@@ -1,6 +1,6 @@
 //! The sending end of a channel: the first stop of a message.
 //!
-//! `send` asks the channel's [`router`](crate::router) for a receiver with room; if none has any,
+//! `send` asks the channel's [`router`](crate::channel::router) for a receiver with room; if none has any,
 //! it waits for the router to say that something changed (room freed, credit returned, a receiver
 //! registered, the channel closed) and tries again. Nothing here waits on Raft.
 
@@ -12,10 +12,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::channel::registrar::Registrar;
+use crate::channel::router::{Attempt, ChannelRoute};
 use crate::error::{SendError, SendTimeoutError, TrySendError};
 use crate::ids::EndpointId;
-use crate::node::Core;
-use crate::router::{Attempt, ChannelRoute};
 use crate::Error;
 
 /// Sends messages on a channel, to one receiver each ([`send`](Sender::send)) or to all
@@ -43,14 +43,14 @@ pub struct Sender<T> {
 
 /// The registration shared by a sender's clones.
 struct Registration {
-    core: Arc<Core>,
+    node: Arc<dyn Registrar>,
     route: Arc<ChannelRoute>,
     id: EndpointId,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.core.deregister(&self.route.name, self.id);
+        self.node.clone().deregister(&self.route.name, self.id);
     }
 }
 
@@ -99,8 +99,8 @@ impl<T> Sender<T>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
-    pub(crate) fn new(core: Arc<Core>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
-        Sender { inner: Arc::new(Registration { core, route, id }), _t: PhantomData }
+    pub(crate) fn new(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
+        Sender { inner: Arc::new(Registration { node, route, id }), _t: PhantomData }
     }
 
     fn route(&self) -> &ChannelRoute {
@@ -255,8 +255,7 @@ where
     ///
     /// [`Error::Registry`] if Raft could not commit the close in time.
     pub async fn close(&self) -> Result<(), Error> {
-        let cmd = crate::rpc::Command::Close { channel: self.route().name.clone() };
-        self.inner.core.write(cmd).await.map(|_| ())
+        self.inner.node.close(&self.route().name).await
     }
 
     /// Wait until every message this node sent on the channel has been taken by a receiving

@@ -1,5 +1,5 @@
 //! The transport: what carries a connection's bytes and cuts them into frames. TCP, with TLS as
-//! an optional layer between the socket and the handshake ([`crate::handshake`]) of every
+//! an optional layer between the socket and the handshake ([`crate::link::handshake`]) of every
 //! connection, and length-delimited framing over either ([`FramedTcp`]), whose codec checks a
 //! frame's size from its length prefix before anything is allocated.
 //!

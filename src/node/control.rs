@@ -10,16 +10,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use openraft::raft::AppendEntriesResponse;
 use tracing::Instrument;
 
-use crate::authority::Refusal;
+use crate::channel::registrar::Registrar;
+use crate::channel::router::ChannelRoute;
+use crate::channel::switchboard::HAND_OVER_TIMEOUT;
+use crate::cluster::authority::Refusal;
+use crate::cluster::registry::Registry;
 use crate::ids::{EndpointId, NodeId};
 use crate::node::Core;
-use crate::registry::Registry;
-use crate::rpc::{Command, EndpointKind, Outcome};
-use crate::rpc::{Request, Response};
-use crate::switchboard::HAND_OVER_TIMEOUT;
+use crate::rpc::{Command, EndpointKind, Outcome, Request, Response};
 use crate::Error;
 
 /// How long a registration may wait for a leader and a commit before failing.
@@ -45,7 +48,7 @@ impl Drop for Unclaimed {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             tracing::debug!(channel = %self.channel, endpoint = id, "registration cancelled: deregistering");
-            self.core.deregister(&self.channel, id);
+            Core::deregister(&self.core, &self.channel, id);
         }
     }
 }
@@ -171,18 +174,18 @@ impl Core {
         capacity: u32,
     ) -> Result<Unclaimed, Error> {
         let requested = if std::any::TypeId::of::<T>() == std::any::TypeId::of::<crate::Value>() {
-            crate::registry::UNTYPED.to_owned()
+            crate::cluster::registry::UNTYPED.to_owned()
         } else {
             std::any::type_name::<T>().to_owned()
         };
-        crate::registry::check_name(channel).map_err(Error::InvalidName)?;
+        crate::cluster::registry::check_name(channel).map_err(Error::InvalidName)?;
         let cmd = Command::Register {
             channel: channel.to_owned(),
             type_name: requested.clone(),
             kind,
             node: self.id,
             capacity,
-            token: crate::registry::token(),
+            token: crate::cluster::registry::token(),
         };
         let token = match &cmd {
             Command::Register { token, .. } => *token,
@@ -261,7 +264,7 @@ impl Core {
         );
     }
 
-    /// Answer a request from node `from`, if it may make it ([`crate::authority`]): a refused
+    /// Answer a request from node `from`, if it may make it ([`crate::cluster::authority`]): a refused
     /// write or membership change is answered with the reason, anything else refused is not
     /// answered.
     pub(crate) async fn handle_request(
@@ -282,7 +285,7 @@ impl Core {
             .is_some();
         let checked = {
             let registry = self.registry.borrow();
-            crate::authority::check(self.id, &registry, in_log, from, &req)
+            crate::cluster::authority::check(self.id, &registry, in_log, from, &req)
         };
         if let Err(Refusal(why)) = checked {
             tracing::warn!("refused: {why}");
@@ -466,5 +469,21 @@ impl Core {
         let registry = self.registry.borrow().clone();
         self.switch.refresh(&registry);
         Ok(())
+    }
+}
+
+/// What this node's senders and receivers ask of it.
+impl Registrar for Core {
+    fn deregister(self: Arc<Self>, channel: &str, id: EndpointId) {
+        Core::deregister(&self, channel, id);
+    }
+
+    fn close(&self, channel: &str) -> BoxFuture<'_, Result<(), Error>> {
+        let cmd = Command::Close { channel: channel.to_owned() };
+        Box::pin(async move { self.write(cmd).await.map(|_| ()) })
+    }
+
+    fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
+        self.switch.redeliver(route, msgs);
     }
 }

@@ -1,9 +1,9 @@
 //! The outbox: everything one node has to say to one peer, batched into frames.
 //!
 //! A [`Sender`](crate::Sender) that picks a remote receiver encodes the message straight into the
-//! open [`Frame::Data`](crate::wire::Frame::Data) of that peer's outbox: consecutive messages for
+//! open [`Frame::Data`](crate::link::wire::Frame::Data) of that peer's outbox: consecutive messages for
 //! the same receiver share one frame, and no allocation is made per message. The peer's writer
-//! task ([`crate::connection`]) takes everything queued at once, feeds it to the socket and flushes
+//! task ([`crate::link::connection`]) takes everything queued at once, feeds it to the socket and flushes
 //! only when the outbox has run dry, so many messages share one syscall.
 //!
 //! Every data frame is also kept, per receiver, until the receiver says its messages were taken
@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::ids::EndpointId;
-use crate::wire::{Frame, VERSION};
+use crate::link::wire::{Frame, VERSION};
 
 /// The longest a lazy ack waits for a frame to ride along with.
 pub(crate) const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
@@ -475,7 +475,7 @@ impl Outbox {
         };
         let mut msgs = Vec::new();
         for k in kept.into_iter().filter(|k| !k.broadcast) {
-            match crate::wire::decode(&k.frame) {
+            match crate::link::wire::decode(&k.frame) {
                 Ok(Frame::Data { msgs: all, .. }) => {
                     msgs.extend(all.iter().skip(k.taken as usize).map(|m| k.frame.slice_ref(m)));
                 }
@@ -504,7 +504,7 @@ impl Outbox {
         inner.finish_open();
         if let Some((stream, count)) = inner.received.take() {
             let frame = Frame::Received { stream, count };
-            into.push(crate::wire::encode(&frame));
+            into.push(crate::link::wire::encode(&frame));
         }
         if inner.sent_bytes >= MAX_UNACKED {
             // The peer has not acknowledged enough: only what is not kept goes (Raft's own
@@ -521,7 +521,7 @@ impl Outbox {
         }
         let acks = std::mem::take(&mut inner.acks);
         for (to, taken, grant) in acks {
-            let frame = crate::wire::encode(&Frame::Credit { to, taken, grant });
+            let frame = crate::link::wire::encode(&Frame::Credit { to, taken, grant });
             inner.keep_sent(frame.clone());
             into.push(frame);
         }
@@ -582,7 +582,7 @@ impl Outbox {
         let inner = self.lock();
         let from = inner.first_sent;
         let mut frames = Vec::with_capacity(inner.sent.len() + 1);
-        frames.push(crate::wire::encode(&Frame::Resume { stream: self.stream, from }));
+        frames.push(crate::link::wire::encode(&Frame::Resume { stream: self.stream, from }));
         frames.extend(inner.sent.iter().cloned());
         frames
     }
@@ -659,7 +659,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{decode, Frame};
+    use crate::link::wire::{decode, Frame};
 
     #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
     struct Job {
@@ -669,13 +669,13 @@ mod tests {
 
     #[test]
     fn consecutive_messages_share_a_frame_that_serde_decodes() {
-        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
         let open = AtomicBool::new(false);
         for id in 0..3 {
             out.push_data(9, &Job { id, name: "x".into() }, &open).unwrap();
         }
         out.push_encoded(4, b"\xc0", false, &open).unwrap();
-        out.push_frame(crate::wire::encode(&Frame::Released { to: 1 }), true);
+        out.push_frame(crate::link::wire::encode(&Frame::Released { to: 1 }), true);
         let mut frames = Vec::new();
         out.take(&mut frames);
         assert_eq!(frames.len(), 3);
@@ -699,7 +699,7 @@ mod tests {
 
     #[test]
     fn a_message_that_fails_to_encode_leaves_no_trace() {
-        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
         let open = AtomicBool::new(false);
         assert!(matches!(out.push_data(1, &Unencodable, &open), Err(PushError::Encode(_))));
         assert!(
@@ -740,7 +740,7 @@ mod tests {
 
     #[test]
     fn interleaved_receivers_each_get_one_frame_in_order() {
-        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
         let open = AtomicBool::new(false);
         for i in 0..10u8 {
             out.push_data(1 + u64::from(i % 2), &i, &open).unwrap();
@@ -758,12 +758,12 @@ mod tests {
 
     #[test]
     fn a_new_connection_resends_what_the_peer_has_not_acknowledged() {
-        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
         let open = AtomicBool::new(false);
         let mut frames = Vec::new();
         for i in 0..3u8 {
             out.push_data(1, &i, &open).unwrap();
-            out.push_frame(crate::wire::encode(&Frame::Want { to: 9 }), false);
+            out.push_frame(crate::link::wire::encode(&Frame::Want { to: 9 }), false);
             out.take(&mut frames);
         }
         assert_eq!(frames.len(), 6, "three data frames, three unreliable ones");
@@ -783,7 +783,7 @@ mod tests {
 
     #[test]
     fn data_frames_are_kept_until_taken_and_what_is_left_comes_back_in_order() {
-        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
         let open = AtomicBool::new(false);
         let mut frames = Vec::new();
         for i in 0..3u64 {
@@ -808,7 +808,7 @@ mod tests {
 
     #[test]
     fn nothing_gets_in_once_closed() {
-        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
         let closed = AtomicBool::new(true);
         assert!(matches!(out.push_data(1, &1u8, &closed), Err(PushError::Closed)));
         let mut frames = Vec::new();
@@ -819,7 +819,7 @@ mod tests {
     #[test]
     fn a_peer_that_does_not_read_its_answers_stops_being_read() {
         use futures::FutureExt;
-        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
         let answer = Bytes::from(vec![0u8; 1024 * 1024]);
         for _ in 0..MAX_CONTROL_BACKLOG / answer.len() - 1 {
             out.push_frame(answer.clone(), false);
@@ -835,7 +835,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_does_not_acknowledge_gets_only_unkept_frames_until_it_does() {
-        let out = Outbox::new(crate::wire::DEFAULT_MAX_FRAME);
+        let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
         let chunk = Bytes::from(vec![0u8; 1024 * 1024]);
         let mut frames = Vec::new();
         for _ in 0..MAX_UNACKED / chunk.len() {

@@ -4,11 +4,11 @@
 //! On the receiving node, [`Grants`] (one per inbox) keeps the books: messages held (in the
 //! buffer, or delivered and not yet acknowledged) plus credit granted to sending nodes and not
 //! yet used never exceed the capacity. Credit is granted on demand: a sending node that has
-//! messages waiting and no credit says so ([`Frame::Want`](crate::wire::Frame::Want)); freed room
+//! messages waiting and no credit says so ([`Frame::Want`](crate::link::wire::Frame::Want)); freed room
 //! goes to the nodes that want it, otherwise back to the node whose message was taken (so a
 //! single sending node keeps the whole window, and a stream needs no request per batch). When
 //! nothing is free and a node (or a sender on the receiver's own node) wants credit, the nodes
-//! that hold unused credit are asked to give it back ([`Frame::Reclaim`](crate::wire::Frame::Reclaim)).
+//! that hold unused credit are asked to give it back ([`Frame::Reclaim`](crate::link::wire::Frame::Reclaim)).
 //!
 //! On the sending node, a [`Window`] per remote receiver holds the credit granted to this node;
 //! the router takes one unit per message, and [`Credits`] finds the window an incoming grant is for.
@@ -25,7 +25,7 @@ use crate::sync::lock;
 pub(crate) struct Window {
     /// Granted and not yet used.
     credit: AtomicU32,
-    /// A [`Frame::Want`](crate::wire::Frame::Want) was sent and no grant has come since.
+    /// A [`Frame::Want`](crate::link::wire::Frame::Want) was sent and no grant has come since.
     asked: AtomicBool,
     /// The receiver is gone: nothing more goes to it.
     released: AtomicBool,
@@ -356,7 +356,7 @@ impl Grants {
         self.taken.retain(|(n, _)| *n != node);
     }
 
-    /// Every node that may have sent something (for [`Frame::Released`](crate::wire::Frame::Released)).
+    /// Every node that may have sent something (for [`Frame::Released`](crate::link::wire::Frame::Released)).
     pub(crate) fn known(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.out.keys().copied()
     }

@@ -5,10 +5,10 @@
 //! registry writes forwarded to the leader, and the message path itself: [`Frame::Data`] carries
 //! a batch of encoded messages for one receiver; [`Frame::Credit`], [`Frame::Want`],
 //! [`Frame::Reclaim`] and [`Frame::Return`] move a receiver's credit between sending nodes (see
-//! [`crate::credit`]); [`Frame::Fence`] tells a receiving node that nothing more of a closed
+//! [`crate::channel::credit`]); [`Frame::Fence`] tells a receiving node that nothing more of a closed
 //! channel is on its way from this node, and [`Frame::Released`] tells a sending node that a
 //! receiver is gone and what it had not taken is to be delivered elsewhere. Data frames are built
-//! in place by [`crate::outbox`] without going through serde; a test below checks that serde
+//! in place by [`crate::link::outbox`] without going through serde; a test below checks that serde
 //! decodes them. Links number and resend every frame but their own and Raft's (see
 //! [`Frame::is_reliable`]).
 
@@ -26,7 +26,7 @@ pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// One frame, borrowing message payloads from the received buffer.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame<'a> {
-    /// The dialer's first frame (see [`crate::handshake`]): who is talking, and a fresh nonce
+    /// The dialer's first frame (see [`crate::link::handshake`]): who is talking, and a fresh nonce
     /// for the acceptor to prove it knows the cluster secret with.
     Hello {
         /// The dialer's node id.
@@ -190,7 +190,7 @@ pub(crate) enum FrameError {
     Malformed(String),
 }
 
-/// Encode a control frame (everything but data, which [`crate::outbox`] builds in place).
+/// Encode a control frame (everything but data, which [`crate::link::outbox`] builds in place).
 pub(crate) fn encode(frame: &Frame<'_>) -> bytes::Bytes {
     let mut out = Vec::with_capacity(64);
     // Writing into a Vec cannot fail, and every frame type serializes.
@@ -256,7 +256,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
-        use crate::outbox::Outbox;
+        use crate::link::outbox::Outbox;
 
         /// Control frames of every kind the message path uses, with arbitrary contents.
         fn control() -> impl Strategy<Value = Frame<'static>> {

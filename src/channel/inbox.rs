@@ -1,7 +1,7 @@
 //! The inbox: a receiver's buffer, the last stop of a message before [`Receiver::recv`].
 //!
 //! It holds at most `capacity` messages, counted together with the credit it has granted to
-//! sending nodes (see [`crate::credit::Grants`]): a remote node sends only on credit, and a
+//! sending nodes (see [`crate::channel::credit::Grants`]): a remote node sends only on credit, and a
 //! sender on this node hands a message over only when there is room, so nothing waits anywhere
 //! beyond the capacity. Messages from this node's own senders are moved in as values, never
 //! encoded; messages from the network are kept encoded and decoded by the receiving task.
@@ -12,7 +12,7 @@
 //!
 //! When the [`Receiver`](crate::Receiver) is dropped the inbox is *detached*: messages from this
 //! node's senders are handed to its endpoint actor to be delivered elsewhere, and every sending
-//! node is told ([`Frame::Released`](crate::wire::Frame::Released)) that what it sent and was
+//! node is told ([`Frame::Released`](crate::link::wire::Frame::Released)) that what it sent and was
 //! not taken is to go to another receiver; what still arrives is dropped (its sender has it).
 //!
 //! [`Receiver::recv`]: crate::Receiver::recv
@@ -27,15 +27,20 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use actix::Addr;
+use actix::{Message, Recipient};
 
-use crate::credit::{Grants, Outgoing};
+use crate::channel::credit::{Grants, Outgoing};
+use crate::channel::router::ChannelRoute;
 use crate::error::TryRecvError;
 use crate::ids::{EndpointId, NodeId};
-use crate::peer::Peers;
-use crate::receiver::{Detached, EndpointActor};
-use crate::router::ChannelRoute;
-use crate::wire::{self, Frame};
+use crate::link::peer::Peers;
+use crate::link::wire::{self, Frame};
+
+/// To the receiver's endpoint actor: the receiver went away; here are the messages of this
+/// node's senders it held (encoded), to deliver elsewhere.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Detached(pub(crate) Vec<Bytes>);
 
 /// A message in a buffer: moved in from this node, or encoded (from the network, or a
 /// broadcast copy or redelivery from this node: `from` is `None`).
@@ -148,7 +153,7 @@ pub(crate) struct Inbox<T> {
     peers: Weak<Peers>,
     /// The endpoint actor that delivers elsewhere what this node's senders gave the inbox, when
     /// it is handed over.
-    actor: OnceLock<Addr<EndpointActor>>,
+    actor: OnceLock<Recipient<Detached>>,
 }
 
 impl<T> fmt::Debug for Inbox<T> {
@@ -190,7 +195,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         }
     }
 
-    pub(crate) fn set_actor(&self, actor: Addr<EndpointActor>) {
+    pub(crate) fn set_actor(&self, actor: Recipient<Detached>) {
         let _ = self.actor.set(actor);
     }
 

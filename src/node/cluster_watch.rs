@@ -1,57 +1,14 @@
-//! What [`Node::cluster`](crate::Node::cluster) returns: a snapshot of the registry as one node
-//! has applied it, plus who leads; and [`ClusterWatch`], the same snapshot each time it changes.
-//! Read-only; it is not on the message path.
+//! [`ClusterWatch`]: the cluster as this node knows it ([`Node::cluster`]), each time it changes,
+//! driven by the node's registry and Raft state. Read-only; not on the message path.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::registry::Registry;
-
-pub use crate::registry::{ChannelInfo, EndpointInfo};
-pub use crate::rpc::EndpointKind;
-
-/// A snapshot of the cluster as one node knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ClusterInfo {
-    /// The node this snapshot was taken on.
-    pub me: u64,
-    /// The Raft leader, if one is known.
-    pub leader: Option<u64>,
-    /// Every member, voters and learners.
-    pub members: Vec<Member>,
-    /// Every channel with its endpoints.
-    pub channels: Vec<ChannelInfo>,
-}
-
-impl ClusterInfo {
-    /// The channel called `name`, if it exists.
-    pub fn channel(&self, name: &str) -> Option<&ChannelInfo> {
-        self.channels.iter().find(|c| c.name == name)
-    }
-}
-
-/// One member node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Member {
-    /// Its node id.
-    pub id: u64,
-    /// The address it listens on.
-    pub addr: String,
-    /// Whether it votes.
-    pub role: Role,
-}
-
-/// A member's part in Raft.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Votes in elections and commits.
-    Voter,
-    /// Replicates the registry without voting.
-    Learner,
-}
+use super::Node;
+use crate::cluster::registry::Registry;
+use crate::cluster::view::ClusterInfo;
+use crate::rpc::MemberNode;
 
 /// The cluster as one node knows it, each time it changes: made by
 /// [`Node::watch_cluster`](crate::Node::watch_cluster).
@@ -73,9 +30,9 @@ pub enum Role {
 /// # }
 /// ```
 pub struct ClusterWatch {
-    pub(crate) node: crate::Node,
+    pub(crate) node: Node,
     pub(crate) registry: watch::Receiver<Arc<Registry>>,
-    pub(crate) metrics: watch::Receiver<openraft::RaftMetrics<u64, crate::raft::MemberNode>>,
+    pub(crate) metrics: watch::Receiver<openraft::RaftMetrics<u64, MemberNode>>,
     pub(crate) last: Option<ClusterInfo>,
 }
 

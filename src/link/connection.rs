@@ -21,14 +21,14 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT};
 use crate::ids::{EndpointId, NodeId};
-use crate::peer::{Peer, Peers, WriterClaim};
+use crate::link::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT};
+use crate::link::peer::{Peer, Peers, WriterClaim};
+use crate::link::transport::{framed, FramedTcp, TlsConfig};
+use crate::link::wire::{self, Frame};
 use crate::rpc::{Request, Response};
 use crate::sync::lock;
 use crate::tasks::Tasks;
-use crate::transport::{framed, FramedTcp, TlsConfig};
-use crate::wire::{self, Frame};
 use crate::Error;
 
 /// The most connections a node accepts at once (each holds a task and buffers): enough for
@@ -124,7 +124,7 @@ pub(crate) struct Dialed {
 }
 
 /// Dial `addr` and go through the handshake (connect included, within
-/// [`HANDSHAKE_TIMEOUT`](crate::handshake::HANDSHAKE_TIMEOUT)); `received` is how much of the
+/// [`HANDSHAKE_TIMEOUT`](crate::link::handshake::HANDSHAKE_TIMEOUT)); `received` is how much of the
 /// peer's stream of reliable frames this node has, if the peer is `expect`.
 pub(crate) async fn dial(
     addr: &str,
@@ -135,7 +135,7 @@ pub(crate) async fn dial(
         let stream = TcpStream::connect(addr).await?;
         // Small frames must not wait for Nagle: batching is done by the outbox, not the kernel.
         let _ = stream.set_nodelay(true);
-        let stream = crate::transport::connect(me.tls.as_ref(), stream, addr).await?;
+        let stream = crate::link::transport::connect(me.tls.as_ref(), stream, addr).await?;
         let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
         let received = |node| expect.and_then(|(id, r)| if id == node { r } else { None });
         let hello = handshake::dial(&mut framed, addr, me, received).await?;
@@ -277,7 +277,7 @@ async fn serve(
     let me = core.intro();
     let received = |node| core.peers.find(node).and_then(|p| lock(&p.inbound).received());
     let handshake = async {
-        let stream = crate::transport::accept(me.tls.as_ref(), stream).await?;
+        let stream = crate::link::transport::accept(me.tls.as_ref(), stream).await?;
         let mut framed = framed(stream, HANDSHAKE_MAX_FRAME);
         let theirs = handshake::accept(&mut framed, &me, received).await?;
         Ok::<_, Error>((framed, theirs))
@@ -342,7 +342,7 @@ async fn run(
 /// breaks.
 async fn write_loop(
     mut sink: futures::stream::SplitSink<FramedTcp, Bytes>,
-    outbox: &crate::outbox::Outbox,
+    outbox: &crate::link::outbox::Outbox,
     received: Option<(u64, u64)>,
 ) -> Result<(), Error> {
     let mut frames = outbox.resume(received);

@@ -1,7 +1,7 @@
 //! Raft wiring: the type configuration, the network over dchan's own connections, the timing.
 //!
 //! All of Raft sits here and in [`store`]. Raft RPCs travel as [`Request`]s on the same peer links
-//! as channel data ([`crate::peer`]); openraft asks for a new network client on every election, so
+//! as channel data ([`crate::link::peer`]); openraft asks for a new network client on every election, so
 //! clients are thin handles on the pooled [`Peer`] and never own a connection.
 
 pub(crate) mod election;
@@ -19,7 +19,7 @@ use openraft::raft::{
 };
 
 use crate::ids::NodeId;
-use crate::peer::{Peer, Peers};
+use crate::link::peer::{Peer, Peers};
 pub(crate) use crate::rpc::{MemberNode, TypeConfig};
 use crate::rpc::{Request, Response};
 

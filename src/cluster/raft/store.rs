@@ -19,12 +19,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::TypeConfig;
+use crate::cluster::registry::Registry;
 use crate::ids::NodeId;
-use crate::registry::Registry;
 use crate::rpc::Outcome;
 use crate::sync::lock;
 
-type Membership = StoredMembership<NodeId, crate::raft::MemberNode>;
+type Membership = StoredMembership<NodeId, crate::cluster::raft::MemberNode>;
 
 /// The Raft log, in memory. Cloning shares it (the clone is the log reader openraft asks for).
 #[derive(Debug, Clone, Default)]
@@ -128,7 +128,7 @@ struct SmData {
 /// with the live registry (persistent maps), serialized only when a node asks for it.
 #[derive(Debug)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, crate::raft::MemberNode>,
+    meta: SnapshotMeta<NodeId, crate::cluster::raft::MemberNode>,
     data: SmData,
 }
 
@@ -251,7 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, crate::raft::MemberNode>,
+        meta: &SnapshotMeta<NodeId, crate::cluster::raft::MemberNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();

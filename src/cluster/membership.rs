@@ -2,7 +2,7 @@
 //! by the Raft leader; and failure detection.
 //!
 //! Beside the message path, on the control path. Joins and leaves reach the leader's
-//! [`Membership`] (forwarded there by [`crate::control`]). Every change takes one lock, so two
+//! [`Membership`] (forwarded there by [`crate::node::control`]). Every change takes one lock, so two
 //! never overlap (openraft refuses a change while another is under way), and each first reads the
 //! current membership, so a join or leave that is retried (its answer was lost) changes nothing
 //! twice. The leader's keeper task ([`Membership::keep`]) does the rest, each step under the same
@@ -22,14 +22,14 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
-use crate::raft::MemberNode;
+use crate::cluster::raft::MemberNode;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::raft::Raft;
 use crate::ids::NodeId;
-use crate::peer::Peers;
-use crate::raft::Raft;
+use crate::link::peer::Peers;
 use crate::rpc::Command;
 
 /// How often the leader's keeper looks at the membership when nothing wakes it.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::Raft;
 use crate::clock::{now_ms, random_u64};
 use crate::ids::NodeId;
-use crate::peer::Peers;
+use crate::link::peer::Peers;
 use crate::rpc::{Request, Response};
 
 /// How often the timer looks.

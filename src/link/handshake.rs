@@ -1,5 +1,5 @@
 //! The handshake: the first frames of every connection, before a single Raft or data frame is
-//! read. It sits between the socket (dialed or accepted in [`crate::connection`]) and the
+//! read. It sits between the socket (dialed or accepted in [`crate::link::connection`]) and the
 //! connection's loops, which start only once both sides have proved they know the cluster secret.
 //!
 //! Four frames, each way in turn, all under a small frame limit ([`HANDSHAKE_MAX_FRAME`]) and one
@@ -26,8 +26,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::ids::NodeId;
-use crate::transport::FramedTcp;
-use crate::wire::{self, Frame};
+use crate::link::transport::FramedTcp;
+use crate::link::wire::{self, Frame};
 use crate::Error;
 
 /// The largest frame either side reads before the handshake is done.
@@ -109,7 +109,7 @@ pub(crate) struct Me {
     pub(crate) max_frame: usize,
     pub(crate) secret: Secret,
     /// TLS under the handshake, if configured.
-    pub(crate) tls: Option<crate::transport::TlsConfig>,
+    pub(crate) tls: Option<crate::link::transport::TlsConfig>,
 }
 
 /// The other side of a connection, once it proved it knows the secret.

@@ -1,6 +1,6 @@
 //! Redelivery: messages a receiver did not take (it was dropped, or its node left or died) go
 //! to another receiver of the channel, or wait for one. On the sending node, between what it
-//! kept of the messages it sent ([`crate::outbox`]) and the router, which places them again as
+//! kept of the messages it sent ([`crate::link::outbox`]) and the router, which places them again as
 //! a sender would, waiting for room, oldest first. While any are on their way the channel's
 //! close fence waits (see [`ChannelRoute::rerouting_done`]), so a redelivered message never
 //! lands behind it.
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::router::{Attempt, ChannelRoute};
+use crate::channel::router::{Attempt, ChannelRoute};
 use crate::tasks::Tasks;
 
 /// Deliver `msgs` (encoded, oldest first) to the other receivers of `route`'s channel, in the

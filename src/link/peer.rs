@@ -5,7 +5,7 @@
 //! Whichever connection between the two nodes comes first, dialed or accepted, becomes the writer;
 //! when both dial at once, the connection dialed by the node with the lower id takes over on both
 //! sides, so a pair of nodes shares one connection for both directions and all channels (see
-//! [`crate::connection`]). Requests are matched to responses by id; a caller that
+//! [`crate::link::connection`]). Requests are matched to responses by id; a caller that
 //! gives up (a Raft timeout, a cancelled election) just drops its slot.
 
 use std::collections::HashMap;
@@ -19,13 +19,13 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::connection::Links;
 use crate::ids::NodeId;
-use crate::outbox::Outbox;
+use crate::link::connection::Links;
+use crate::link::outbox::Outbox;
+use crate::link::wire::{self, Frame};
 use crate::rpc::{Request, Response};
 use crate::sync::lock;
 use crate::tasks::Tasks;
-use crate::wire::{self, Frame};
 
 /// How long the link to a node that left stays up.
 const LEAVE_GRACE: Duration = Duration::from_secs(3);
@@ -73,7 +73,7 @@ pub(crate) struct Peer {
 /// This node's place in a peer's stream of reliable frames.
 #[derive(Debug, Default)]
 pub(crate) struct Inbound {
-    /// The peer's stream ([`crate::wire::Frame::Resume`]); `None` before the first.
+    /// The peer's stream ([`crate::link::wire::Frame::Resume`]); `None` before the first.
     pub(crate) stream: Option<u64>,
     /// How many of its frames have been taken in.
     pub(crate) count: u64,
@@ -289,7 +289,7 @@ impl Peers {
         match self.links.get() {
             Some(links) => {
                 let span = tracing::info_span!("link", node = self.me, peer = id);
-                let task = crate::connection::keep_connected(links.clone(), peer.clone());
+                let task = crate::link::connection::keep_connected(links.clone(), peer.clone());
                 self.tasks.spawn(task.instrument(span));
             }
             None => tracing::error!(peer = id, "peer asked for before the node was set up"),

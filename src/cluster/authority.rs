@@ -1,5 +1,5 @@
 //! Who may ask what: every request a connection hands up is checked against the node that sent
-//! it (proved by the handshake, [`crate::handshake`]) and the membership, before the node acts on
+//! it (proved by the handshake, [`crate::link::handshake`]) and the membership, before the node acts on
 //! it. It sits between a connection's reader and [`Core::handle_request`](crate::node::Core).
 //!
 //! Raft's RPCs, registry writes, pre-votes and reads of a node's state come only from members;
@@ -10,11 +10,11 @@
 //! the leader's first append, and it cannot know the leader before then.
 //!
 //! The frames of the message path are checked where their state is (credit against the node
-//! that holds the receiver's window, in [`crate::switchboard`]; messages without credit, in
-//! [`crate::inbox`]).
+//! that holds the receiver's window, in [`crate::channel::switchboard`]; messages without credit, in
+//! [`crate::channel::inbox`]).
 
+use crate::cluster::registry::Registry;
 use crate::ids::NodeId;
-use crate::registry::Registry;
 use crate::rpc::Command;
 use crate::rpc::Request;
 
@@ -83,7 +83,7 @@ fn write(registry: &Registry, from: NodeId, cmd: &Command) -> Result<(), String>
         }
         // Checked before it reaches the log (applying refuses it too, but after every node
         // stored it).
-        Command::Register { channel, .. } => crate::registry::check_name(channel),
+        Command::Register { channel, .. } => crate::cluster::registry::check_name(channel),
         Command::Withdraw { .. } | Command::Close { .. } => Ok(()),
         Command::Deregister { channel, id } => {
             let owner = registry.channel(channel).and_then(|c| c.endpoint(*id)).map(|e| e.node);

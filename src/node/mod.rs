@@ -4,7 +4,12 @@
 //! On the message path the node is the switchboard: [`Core::deliver`] hands a data frame's
 //! messages to the receiver's inbox, [`Core::ack`] gives credit back to a router's window, and the
 //! registry watcher brings the routers of the channels that changed up to date (see
-//! [`crate::switchboard`]) and has Raft snapshot the registry when one is due.
+//! [`crate::channel::switchboard`]) and has Raft snapshot the registry when one is due.
+
+pub(crate) mod cluster_watch;
+pub(crate) mod control;
+pub(crate) mod endpoint;
+pub(crate) mod stats;
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
@@ -24,27 +29,28 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cluster::{ClusterInfo, ClusterWatch, Member, Role};
-use crate::connection::{Dispatch, Links};
-use crate::handshake::Secret;
+use crate::channel::inbox::Inbox;
+use crate::channel::receiver::Receiver;
+use crate::channel::router::ChannelRoute;
+use crate::channel::sender::Sender;
+use crate::channel::switchboard::Switchboard;
+use crate::cluster::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
+use crate::cluster::raft::election::Elections;
+use crate::cluster::raft::store::{LogStore, StateMachine};
+use crate::cluster::raft::{Network, Raft};
+use crate::cluster::registry::Registry;
+use crate::cluster::view::{ClusterInfo, Member, Role};
 use crate::ids::{EndpointId, NodeId};
-use crate::inbox::Inbox;
-use crate::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
-use crate::peer::Peers;
-use crate::raft::election::Elections;
-use crate::raft::store::{LogStore, StateMachine};
-use crate::raft::{Network, Raft};
-use crate::receiver::Receiver;
-use crate::registry::Registry;
-use crate::router::ChannelRoute;
+use crate::link::connection::{Dispatch, Links};
+use crate::link::handshake::Secret;
+use crate::link::peer::Peers;
+use crate::link::transport::TlsConfig;
+use crate::link::wire;
 use crate::rpc::EndpointKind;
 use crate::rpc::{Request, Response};
-use crate::sender::Sender;
-use crate::switchboard::Switchboard;
 use crate::tasks::Tasks;
-use crate::transport::TlsConfig;
-use crate::wire;
 use crate::Error;
+use cluster_watch::ClusterWatch;
 
 /// A receiver's default capacity.
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -76,7 +82,7 @@ pub(crate) struct Core {
     pub(crate) span: tracing::Span,
     /// Set when `shutdown` starts.
     pub(crate) leaving: AtomicBool,
-    /// This node's routers and inboxes, and what connects them (see [`crate::switchboard`]).
+    /// This node's routers and inboxes, and what connects them (see [`crate::channel::switchboard`]).
     pub(crate) switch: Switchboard,
     /// What this node's connections share; they hand frames up through [`Dispatch`].
     pub(crate) links: Arc<Links>,
@@ -226,7 +232,7 @@ impl NodeBuilder {
     /// The largest frame read or written (default 16 MiB; at least 4 KiB, what a handshake
     /// needs). Larger frames close the connection.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame = bytes.max(crate::handshake::HANDSHAKE_MAX_FRAME);
+        self.max_frame = bytes.max(crate::link::handshake::HANDSHAKE_MAX_FRAME);
         self
     }
 
@@ -351,8 +357,9 @@ impl NodeBuilder {
             let tasks = Tasks::here();
             let peers = Arc::new(Peers::new(id, self.max_frame, cancel.clone(), tasks.clone()));
             let (sm, registry) = StateMachine::new();
-            let config =
-                crate::raft::config().validate().map_err(|e| Error::Config(e.to_string()))?;
+            let config = crate::cluster::raft::config()
+                .validate()
+                .map_err(|e| Error::Config(e.to_string()))?;
             let elections =
                 Arc::new(Elections::new(Duration::from_millis(config.election_timeout_max)));
             let raft = Raft::new(
@@ -391,10 +398,10 @@ impl NodeBuilder {
                     secret: self.cookie.clone().unwrap_or_else(|| Secret::new(b"")),
                     tls: self.tls.clone(),
                     accepted: Arc::new(tokio::sync::Semaphore::new(
-                        crate::connection::MAX_CONNECTIONS,
+                        crate::link::connection::MAX_CONNECTIONS,
                     )),
                     handshaking: Arc::new(tokio::sync::Semaphore::new(
-                        crate::connection::MAX_HANDSHAKES,
+                        crate::link::connection::MAX_HANDSHAKES,
                     )),
                 });
                 Core {
@@ -417,7 +424,7 @@ impl NodeBuilder {
             });
             core.peers.set_links(Arc::downgrade(&core.links));
             let links = core.links.clone();
-            tasks.spawn(crate::connection::accept_loop(listener, links).in_current_span());
+            tasks.spawn(crate::link::connection::accept_loop(listener, links).in_current_span());
             tasks.spawn(watch_registry(core.clone()).in_current_span());
             tasks.spawn(membership.keep(core.cancel.clone()).in_current_span());
             let (raft, peers) = (core.raft.clone(), core.peers.clone());
@@ -596,7 +603,7 @@ impl Node {
         let core = &self.core;
         let members = BTreeMap::from([(
             core.id,
-            crate::raft::MemberNode::new(core.advertised.clone(), false),
+            crate::cluster::raft::MemberNode::new(core.advertised.clone(), false),
         )]);
         core.raft.initialize(members).await.map_err(|e| Error::Registry(e.to_string()))?;
         core.wait_member(core.id).await
@@ -620,9 +627,9 @@ impl Node {
             for seed in seeds {
                 let attempt = async {
                     let intro = core.links.intro();
-                    let dialed = crate::connection::dial(seed, &intro, None).await?;
+                    let dialed = crate::link::connection::dial(seed, &intro, None).await?;
                     let peer = core.peers.get_or_add(dialed.hello.node, seed);
-                    crate::connection::adopt(&core.links, &peer, dialed);
+                    crate::link::connection::adopt(&core.links, &peer, dialed);
                     let (node, addr, non_voting) = (core.id, intro.addr, core.non_voting);
                     let req = Request::Join { node, addr, non_voting };
                     match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
@@ -748,7 +755,7 @@ where
         Box::pin(async move {
             let core = self.0.node.core.clone();
             let (inbox, route) = self.0.register(true).await?;
-            Ok(crate::AckReceiver::new(&core, inbox, route))
+            Ok(crate::AckReceiver::new(registrar(&core), inbox, route))
         })
     }
 }
@@ -764,16 +771,16 @@ where
         Box::pin(async move {
             let core = self.node.core.clone();
             let (inbox, route) = self.register(false).await?;
-            Ok(Receiver::new(&core, inbox, route))
+            Ok(Receiver::new(registrar(&core), inbox, route))
         })
     }
 }
 
 /// Bring the routers up to date each time the registry changes, and have Raft snapshot the
-/// registry when one is due ([`crate::raft::Snapshots`]), until shutdown.
+/// registry when one is due ([`crate::cluster::raft::Snapshots`]), until shutdown.
 async fn watch_registry(core: Arc<Core>) {
     let mut rx = core.registry.clone();
-    let mut snapshots = crate::raft::Snapshots::default();
+    let mut snapshots = crate::cluster::raft::Snapshots::default();
     loop {
         tokio::select! {
             _ = core.cancel.cancelled() => return,
@@ -783,4 +790,10 @@ async fn watch_registry(core: Arc<Core>) {
         core.switch.refresh(&registry);
         snapshots.ask_if_due(&core.raft, registry.endpoint_count()).await;
     }
+}
+
+/// `core` as its endpoints hold it (they must not keep the node alive).
+fn registrar(core: &Arc<Core>) -> std::sync::Weak<dyn crate::channel::registrar::Registrar> {
+    let weak: std::sync::Weak<Core> = Arc::downgrade(core);
+    weak
 }

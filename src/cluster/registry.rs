@@ -1,8 +1,8 @@
 //! The registry: which nodes and channels exist, and which endpoints each channel has.
 //!
 //! This is the data that Raft replicates. It sits beside the message path, not on it: a
-//! [`Command`] is committed through Raft (see [`crate::raft`]), every node applies it to its own
-//! copy of [`Registry`], and each node's [`crate::router`] reads that copy to pick a receiver for
+//! [`Command`] is committed through Raft (see [`crate::cluster::raft`]), every node applies it to its own
+//! copy of [`Registry`], and each node's [`crate::channel::router`] reads that copy to pick a receiver for
 //! each message. Applying is deterministic: endpoint ids come from a counter in the registry itself.
 
 use std::collections::{BTreeMap, BTreeSet};

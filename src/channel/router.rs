@@ -2,9 +2,9 @@
 //!
 //! Targets are rebuilt from the local copy of the registry whenever it changes, so picking a
 //! receiver never waits on Raft. A receiver on this node is fed in-process (the message is moved,
-//! not encoded); a remote one is fed through its node's [`Outbox`](crate::outbox::Outbox), on the
+//! not encoded); a remote one is fed through its node's [`Outbox`](crate::link::outbox::Outbox), on the
 //! credit its receiver granted this node (a [`Window`]); with none left, the router asks the
-//! receiver for more ([`Frame::Want`](crate::wire::Frame::Want)). Receivers take
+//! receiver for more ([`Frame::Want`](crate::link::wire::Frame::Want)). Receivers take
 //! turns (round-robin, skipping any without room); since each remote node usually has one receiver
 //! of a channel, its turns still fill one data frame per batch. A sender that finds no room waits
 //! on [`ChannelRoute::wait`], woken when a receiver frees room, an ack returns credit, or the
@@ -20,14 +20,14 @@ use serde::Serialize;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use crate::credit::Window;
-use crate::dead_letters::DeadLetters;
+use crate::channel::credit::Window;
+use crate::channel::dead_letters::DeadLetters;
+use crate::channel::inbox::{ErasedInbox, Inbox, Refused};
 use crate::ids::EndpointId;
-use crate::inbox::{ErasedInbox, Inbox, Refused};
-use crate::outbox::PushError;
-use crate::peer::Peer;
+use crate::link::outbox::PushError;
+use crate::link::peer::Peer;
+use crate::link::wire::{self, Frame};
 use crate::sync::lock;
-use crate::wire::{self, Frame};
 
 /// Where a node's round-robin starts: not at the same receiver on every node.
 fn random_start() -> usize {
@@ -72,7 +72,7 @@ pub(crate) struct ChannelRoute {
     /// [in flight](ChannelRoute::in_flight) until released and their messages taken back.
     departed: Mutex<Vec<Target>>,
     /// Set when the close is applied on this node; read under the outbox lock (see
-    /// [`crate::outbox::Outbox::push_data`]).
+    /// [`crate::link::outbox::Outbox::push_data`]).
     pub(crate) closed: AtomicBool,
     changed: Notify,
     /// Senders waiting for room; wakers skip the notify when there are none.
@@ -219,7 +219,7 @@ impl ChannelRoute {
     /// Messages this node sent to receivers on other nodes that they have not taken yet, those
     /// it holds for receivers that left the registry and are not yet released included. (A
     /// release counts what it takes back as re-routing before it stops counting here: see
-    /// [`crate::outbox::Outbox::take_kept`].)
+    /// [`crate::link::outbox::Outbox::take_kept`].)
     pub(crate) fn in_flight(&self) -> u64 {
         // Targets first: a target replaced meanwhile is listed as departed by then.
         let current: u64 = self.read().iter().map(Self::kept).sum();

@@ -1,23 +1,22 @@
 //! The receiving end of a channel, and its endpoint actor: the last stop of a message.
 //!
-//! [`Receiver`] takes messages out of its [`inbox`](crate::inbox); [`AckReceiver`] hands them out
+//! [`Receiver`] takes messages out of its [`inbox`](crate::channel::inbox); [`AckReceiver`] hands them out
 //! as [`Delivery`]s acknowledged explicitly. Each receiver also has an actix actor,
 //! [`EndpointActor`], that owns its registration: when the receiver is dropped, the actor
 //! deregisters it through Raft and delivers the messages of this node's senders it still held to
-//! another receiver (the other nodes' senders deliver theirs: see [`crate::redelivery`]).
+//! another receiver (the other nodes' senders deliver theirs: see [`crate::channel::redelivery`]).
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
 
+use crate::channel::inbox::{Detached, ErasedInbox, Inbox, Token};
+use crate::channel::registrar::Registrar;
+use crate::channel::router::ChannelRoute;
 use crate::error::TryRecvError;
 use crate::ids::EndpointId;
-use crate::inbox::{ErasedInbox, Inbox, Token};
-use crate::node::Core;
-use crate::router::ChannelRoute;
 use actix::prelude::*;
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -52,9 +51,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> fmt::Debug for Receiver<T
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
-    pub(crate) fn new(core: &Arc<Core>, inbox: Arc<Inbox<T>>, route: Arc<ChannelRoute>) -> Self {
-        let actor = EndpointActor { core: Arc::downgrade(core), id: inbox.id(), route }.start();
-        inbox.set_actor(actor);
+    pub(crate) fn new(
+        node: Weak<dyn Registrar>,
+        inbox: Arc<Inbox<T>>,
+        route: Arc<ChannelRoute>,
+    ) -> Self {
+        let actor = EndpointActor { node, id: inbox.id(), route }.start();
+        inbox.set_actor(actor.recipient());
         Receiver { inbox }
     }
 
@@ -170,9 +173,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> fmt::Debug for AckReceive
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> AckReceiver<T> {
-    pub(crate) fn new(core: &Arc<Core>, inbox: Arc<Inbox<T>>, route: Arc<ChannelRoute>) -> Self {
-        let actor = EndpointActor { core: Arc::downgrade(core), id: inbox.id(), route }.start();
-        inbox.set_actor(actor);
+    pub(crate) fn new(
+        node: Weak<dyn Registrar>,
+        inbox: Arc<Inbox<T>>,
+        route: Arc<ChannelRoute>,
+    ) -> Self {
+        let actor = EndpointActor { node, id: inbox.id(), route }.start();
+        inbox.set_actor(actor.recipient());
         AckReceiver { inbox }
     }
 
@@ -280,7 +287,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> std::ops::DerefMut for De
 /// wait; the actor can.
 #[derive(Debug)]
 pub(crate) struct EndpointActor {
-    core: Weak<Core>,
+    node: Weak<dyn Registrar>,
     id: EndpointId,
     route: Arc<ChannelRoute>,
 }
@@ -289,18 +296,13 @@ impl Actor for EndpointActor {
     type Context = Context<Self>;
 }
 
-/// The receiver went away; here are the messages of this node's senders it held (encoded).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Detached(pub(crate) Vec<Bytes>);
-
 impl Handler<Detached> for EndpointActor {
     type Result = ();
 
     fn handle(&mut self, Detached(mine): Detached, ctx: &mut Context<Self>) {
-        if let Some(core) = self.core.upgrade() {
-            core.deregister(&self.route.name, self.id);
-            core.switch.redeliver(&self.route, mine);
+        if let Some(node) = self.node.upgrade() {
+            node.clone().deregister(&self.route.name, self.id);
+            node.redeliver(&self.route, mine);
         }
         ctx.stop();
     }

@@ -1,0 +1,27 @@
+//! What an endpoint asks of the node that holds it, beside the message path: to leave the
+//! registry when its handle goes, to close its channel, and to deliver elsewhere what a dropped
+//! receiver held. The node implements [`Registrar`]; senders and receivers hold it as a trait
+//! object, so the channel layer calls up without naming the node (as connections hand frames up
+//! through [`Dispatch`](crate::link::connection::Dispatch)).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::channel::router::ChannelRoute;
+use crate::error::Error;
+use crate::ids::EndpointId;
+
+/// The node, as its endpoints see it.
+pub(crate) trait Registrar: Send + Sync + std::fmt::Debug + 'static {
+    /// Endpoint `id` of `channel` is gone (its handle was dropped): remove it from the registry,
+    /// in the background (`Drop` cannot wait).
+    fn deregister(self: Arc<Self>, channel: &str, id: EndpointId);
+
+    /// Close `channel` cluster-wide; resolves once the close is committed.
+    fn close(&self, channel: &str) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Deliver `msgs`, held by a dropped receiver of `route`'s channel, to other receivers.
+    fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>);
+}

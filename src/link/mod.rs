@@ -1,0 +1,23 @@
+//! The link layer: frames between two nodes, numbered and resent.
+//!
+//! What travels between two nodes and how: the wire format ([`wire`]), the byte stream and its
+//! framing (`transport`: TCP, optionally TLS), the cookie handshake that every connection passes
+//! first ([`handshake`]), the connections and the loops that read and write them
+//! ([`connection`]), one [`peer`] per other node with its pooled link and request/response
+//! matching, and each peer's [`outbox`]: the frames queued for it, data frames built in place,
+//! numbered, kept until acknowledged and resent after a reconnect.
+//!
+//! It knows nothing of channels, the registry or Raft: frames name endpoints and nodes by id
+//! ([`crate::ids`]), requests and answers are the crate's shared vocabulary ([`crate::rpc`]),
+//! and what a connection reads goes up through [`Dispatch`](connection::Dispatch), which the
+//! node implements.
+//!
+//! May import: the crate's root modules (`ids`, `rpc`, `report`, `error`, `clock`, `tasks`,
+//! `sync`). Never `channel`, `cluster` or `node`.
+
+pub(crate) mod connection;
+pub(crate) mod handshake;
+pub(crate) mod outbox;
+pub(crate) mod peer;
+pub(crate) mod transport;
+pub(crate) mod wire;
