@@ -8,7 +8,7 @@
 //! [`crate::channel::credit`]); [`Frame::Fence`] tells a receiving node that nothing more of a closed
 //! channel is on its way from this node, and [`Frame::Released`] tells a sending node that a
 //! receiver is gone and what it had not taken is to be delivered elsewhere. Data frames are built
-//! in place by [`crate::link::outbox`] without going through serde; a test below checks that serde
+//! in place by [`crate::link::outbox`] without going through serde; a test of the outbox checks that serde
 //! decodes them. Links number and resend every frame but their own and Raft's (see
 //! [`Frame::is_reliable`]).
 
@@ -256,7 +256,6 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
-        use crate::link::outbox::Outbox;
 
         /// Control frames of every kind the message path uses, with arbitrary contents.
         fn control() -> impl Strategy<Value = Frame<'static>> {
@@ -311,38 +310,6 @@ mod tests {
                     let again = encode(&f);
                     prop_assert_eq!(format!("{f:?}"), format!("{:?}", decode(&again).expect("re-decodes")));
                 }
-            }
-
-            /// Data frames built in place by the outbox decode, through serde, to the messages
-            /// pushed, in order, whatever their bytes and sizes.
-            #[test]
-            fn data_frames_carry_exactly_the_messages_pushed(
-                msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..40),
-                to in any::<u64>(),
-            ) {
-                let out = Outbox::new(4096);
-                let open = std::sync::atomic::AtomicBool::new(false);
-                for m in &msgs {
-                    // Each message as a MessagePack binary, as an encoded message would be.
-                    let encoded = rmp_serde::to_vec(&serde_bytes::Bytes::new(m)).expect("encode");
-                    out.push_encoded(to, &encoded, false, &open).expect("fits");
-                }
-                let mut frames = Vec::new();
-                out.take(&mut frames);
-                let mut got = Vec::new();
-                for f in &frames {
-                    match decode(f).expect("a data frame decodes") {
-                        Frame::Data { to: t, msgs } => {
-                            prop_assert_eq!(t, to);
-                            for m in msgs {
-                                let b: serde_bytes::ByteBuf = rmp_serde::from_slice(m).expect("a message");
-                                got.push(b.into_vec());
-                            }
-                        }
-                        other => prop_assert!(false, "not data: {other:?}"),
-                    }
-                }
-                prop_assert_eq!(got, msgs);
             }
         }
     }

@@ -1,0 +1,61 @@
+//! Lazy acknowledgements: credit and "taken" for a sending node, coalesced per receiver, and this
+//! node's count of the peer's reliable frames. A small one does not wake the writer but rides
+//! along with the next frame to that peer, or goes out on its own after [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
+
+use super::Outbox;
+use crate::ids::EndpointId;
+
+impl Outbox {
+    /// Tell the sending node that receiver `to` took `taken` more of its messages and grants it
+    /// `grant` more credit. Coalesced per receiver; sent at once if `urgent` (the node waits
+    /// for it) or `urgent_at` messages were taken or granted, otherwise with the next frame or
+    /// after [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
+    pub(crate) fn push_credit(
+        &self,
+        to: EndpointId,
+        taken: u32,
+        grant: u32,
+        urgent: bool,
+        urgent_at: u32,
+    ) {
+        if taken == 0 && grant == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        let (t, g) = match inner.acks.iter_mut().find(|(id, _, _)| *id == to) {
+            Some((_, t, g)) => {
+                *t += taken;
+                *g += grant;
+                (*t, *g)
+            }
+            None => {
+                inner.acks.push((to, taken, grant));
+                (taken, grant)
+            }
+        };
+        let (wake, arm) = if urgent || g >= urgent_at || t >= urgent_at {
+            (!std::mem::replace(&mut inner.urgent, true), false)
+        } else {
+            (false, !inner.urgent && !std::mem::replace(&mut inner.lazy_armed, true))
+        };
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
+        if arm {
+            self.lazy.notify_one();
+        }
+    }
+
+    /// This node has taken in `count` of the peer's reliable frames of its stream `stream`:
+    /// said lazily, with the next frame or after [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
+    pub(crate) fn push_received(&self, stream: u64, count: u64) {
+        let mut inner = self.lock();
+        inner.received = Some((stream, count));
+        let arm = !inner.urgent && !std::mem::replace(&mut inner.lazy_armed, true);
+        drop(inner);
+        if arm {
+            self.lazy.notify_one();
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The data-frame builder: messages encoded straight into the open [`Frame::Data`] of their
+//! receiver, consecutive messages for one receiver sharing a frame, with no allocation per
+//! message. A frame is finished (queued, and kept for its receiver) when it is full, when a
+//! message of the other kind (broadcast or not) comes, or when anything else is queued behind it.
+//!
+//! [`Frame::Data`]: crate::link::wire::Frame::Data
+
+use std::sync::atomic::AtomicBool;
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+
+use super::{Inner, Kept, Open, Outbox, PushError};
+use crate::ids::EndpointId;
+use crate::link::wire::VERSION;
+
+/// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
+pub(super) const DATA_FRAME_TARGET: usize = 64 * 1024;
+
+/// Header of a data frame up to the message count: `[1, {"Data": {"to": <u64>, "msgs": [`.
+pub(super) const fn data_header(to: EndpointId) -> [u8; 25] {
+    let t = to.to_be_bytes();
+    [
+        0x92, VERSION, 0x81, 0xa4, b'D', b'a', b't', b'a', 0x82, 0xa2, b't', b'o', 0xcf, t[0],
+        t[1], t[2], t[3], t[4], t[5], t[6], t[7], 0xa4, b'm', b's', b'g',
+    ]
+}
+
+impl Open {
+    pub(super) fn new(to: EndpointId, broadcast: bool) -> Self {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.put_slice(&data_header(to));
+        buf.put_u8(b's');
+        buf.put_u8(0xdd); // array32: the count is patched as messages are added
+        let count_at = buf.len();
+        buf.put_u32(0);
+        Open { to, broadcast, buf, count_at, count: 0 }
+    }
+}
+
+impl Inner {
+    /// Queue every frame being filled, in the order they were opened.
+    pub(super) fn finish_open(&mut self) {
+        for open in std::mem::take(&mut self.open) {
+            self.queue_data(open);
+        }
+    }
+
+    /// Queue a finished data frame, and keep it for its receiver.
+    pub(super) fn queue_data(&mut self, open: Open) {
+        let frame = open.buf.freeze();
+        let kept =
+            Kept { frame: frame.clone(), count: open.count, taken: 0, broadcast: open.broadcast };
+        self.kept.entry(open.to).or_default().push_back(kept);
+        self.frames.push_back((frame, true));
+    }
+
+    /// The index of the frame being filled for `to` with messages of kind `broadcast`, opening
+    /// one if needed (a full one, or one of the other kind, is queued first: messages for one
+    /// receiver stay in order).
+    pub(super) fn open_for(&mut self, to: EndpointId, broadcast: bool) -> usize {
+        match self.open.iter().position(|o| o.to == to) {
+            Some(i)
+                if self.open[i].buf.len() < DATA_FRAME_TARGET
+                    && self.open[i].broadcast == broadcast =>
+            {
+                i
+            }
+            Some(i) => {
+                let done = std::mem::replace(&mut self.open[i], Open::new(to, broadcast));
+                self.queue_data(done);
+                i
+            }
+            None => {
+                self.open.push(Open::new(to, broadcast));
+                self.open.len() - 1
+            }
+        }
+    }
+
+    /// Append one message to `to`'s frame, written by `write` after a bin32 header. A message
+    /// that would take the frame over `max` starts a frame of its own; one that is too large even
+    /// alone is refused, leaving everything as it was.
+    pub(super) fn append(
+        &mut self,
+        to: EndpointId,
+        broadcast: bool,
+        max: usize,
+        write: impl Fn(&mut BytesMut) -> Result<(), PushError>,
+    ) -> Result<(), PushError> {
+        loop {
+            let i = self.open_for(to, broadcast);
+            let open = &mut self.open[i];
+            let mark = open.buf.len();
+            open.buf.put_u8(0xc6);
+            open.buf.put_u32(0);
+            let written = write(&mut open.buf);
+            let size = open.buf.len();
+            let refused = match written {
+                Ok(()) if size <= max => {
+                    let len = (size - mark - 5) as u32;
+                    open.buf[mark + 1..mark + 5].copy_from_slice(&len.to_be_bytes());
+                    open.count += 1;
+                    let at = open.count_at;
+                    let count = open.count;
+                    open.buf[at..at + 4].copy_from_slice(&count.to_be_bytes());
+                    return Ok(());
+                }
+                Ok(()) if open.count > 0 => {
+                    // Too much for this frame: queue it with what it has, and go again.
+                    open.buf.truncate(mark);
+                    let full = std::mem::replace(open, Open::new(to, broadcast));
+                    self.queue_data(full);
+                    continue;
+                }
+                Ok(()) => PushError::TooLarge { size, max },
+                Err(e) => e,
+            };
+            open.buf.truncate(mark);
+            // A frame opened for this message alone goes too: an empty outbox must stay empty,
+            // or the writer would not be woken by the next push.
+            if open.count == 0 {
+                self.open.swap_remove(i);
+            }
+            return Err(refused);
+        }
+    }
+}
+
+impl Outbox {
+    /// Encode `msg` for receiver `to`, unless `closed` is set. `closed` is read under the outbox
+    /// lock, and [`Outbox::push_frame`] of a fence takes the same lock after the flag is set, so
+    /// no message can slip in behind a channel's fence.
+    pub(crate) fn push_data<T: Serialize>(
+        &self,
+        to: EndpointId,
+        msg: &T,
+        closed: &AtomicBool,
+    ) -> Result<(), PushError> {
+        let max = self.max_frame();
+        self.push(closed, |inner| {
+            inner.append(to, false, max, |buf| {
+                rmp_serde::encode::write_named(&mut buf.writer(), msg).map_err(PushError::Encode)
+            })
+        })
+    }
+
+    /// Queue an already encoded message for receiver `to`: a `broadcast` copy, or a message
+    /// delivered again.
+    pub(crate) fn push_encoded(
+        &self,
+        to: EndpointId,
+        msg: &[u8],
+        broadcast: bool,
+        closed: &AtomicBool,
+    ) -> Result<(), PushError> {
+        let max = self.max_frame();
+        self.push(closed, |inner| {
+            inner.append(to, broadcast, max, |buf| {
+                buf.put_slice(msg);
+                Ok(())
+            })
+        })
+    }
+}

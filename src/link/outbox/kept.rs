@@ -1,0 +1,63 @@
+//! Frames kept for redelivery: every data frame sent to a receiver stays, per receiver, until
+//! the receiver says its messages were taken ([`Outbox::release`]); what is left when the
+//! receiver goes away comes back with [`Outbox::take_kept`], to be delivered elsewhere.
+
+use bytes::Bytes;
+
+use super::Outbox;
+use crate::ids::EndpointId;
+use crate::link::wire::Frame;
+
+impl Outbox {
+    /// Receiver `to` took `n` more of the messages sent to it: let go of them.
+    pub(crate) fn release(&self, to: EndpointId, mut n: u32) {
+        let mut inner = self.lock();
+        let Some(kept) = inner.kept.get_mut(&to) else { return };
+        while n > 0 {
+            let Some(front) = kept.front_mut() else { break };
+            let step = n.min(front.count - front.taken);
+            front.taken += step;
+            n -= step;
+            if front.taken == front.count {
+                kept.pop_front();
+            }
+        }
+        if kept.is_empty() {
+            inner.kept.remove(&to);
+        }
+    }
+
+    /// How many messages sent to receiver `to` it has not taken yet.
+    pub(crate) fn kept_count(&self, to: EndpointId) -> u64 {
+        let inner = self.lock();
+        let kept: u64 =
+            inner.kept.get(&to).map_or(0, |k| k.iter().map(|k| u64::from(k.count - k.taken)).sum());
+        kept + inner.open.iter().filter(|o| o.to == to).map(|o| u64::from(o.count)).sum::<u64>()
+    }
+
+    /// Receiver `to` is gone: every message sent to it and not taken, oldest first (broadcast
+    /// copies left out: they were for it alone). Nothing is kept for it any more. `counted` is
+    /// told how many, under the lock [`Outbox::kept_count`] takes: whoever counts what is kept
+    /// and then what `counted` counted never misses them in between.
+    pub(crate) fn take_kept(&self, to: EndpointId, counted: impl FnOnce(usize)) -> Vec<Bytes> {
+        let kept = {
+            let mut inner = self.lock();
+            inner.finish_open();
+            let kept = inner.kept.remove(&to).unwrap_or_default();
+            counted(
+                kept.iter().filter(|k| !k.broadcast).map(|k| (k.count - k.taken) as usize).sum(),
+            );
+            kept
+        };
+        let mut msgs = Vec::new();
+        for k in kept.into_iter().filter(|k| !k.broadcast) {
+            match crate::link::wire::decode(&k.frame) {
+                Ok(Frame::Data { msgs: all, .. }) => {
+                    msgs.extend(all.iter().skip(k.taken as usize).map(|m| k.frame.slice_ref(m)));
+                }
+                _ => tracing::error!(receiver = to, "a kept data frame does not decode"),
+            }
+        }
+        msgs
+    }
+}

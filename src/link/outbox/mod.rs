@@ -1,0 +1,295 @@
+//! The outbox: everything one node has to say to one peer, batched into frames.
+//!
+//! A [`Sender`](crate::Sender) that picks a remote receiver encodes the message straight into the
+//! open [`Frame::Data`](crate::link::wire::Frame::Data) of that peer's outbox: consecutive messages for
+//! the same receiver share one frame, and no allocation is made per message. The peer's writer
+//! task ([`crate::link::connection`]) takes everything queued at once, feeds it to the socket and flushes
+//! only when the outbox has run dry, so many messages share one syscall.
+//!
+//! Every data frame is also kept, per receiver, until the receiver says its messages were taken
+//! ([`Outbox::release`]); what is left when a receiver goes away comes back with
+//! [`Outbox::take_kept`], to be delivered elsewhere. Every frame but Raft's own is numbered and
+//! kept until the peer acknowledges it, so that a new connection resends what a broken one lost
+//! ([`Outbox::resume`]).
+//!
+//! Credit for a sending node is coalesced per receiver and is *lazy*: a small grant does not wake
+//! the writer but rides along with the next frame going to that peer (in a request/reply
+//! exchange, with the reply), or goes out on its own after [`LAZY_ACK_DELAY`]. Credit a node
+//! waits for, or a whole batch of it, is sent at once.
+
+mod acks;
+mod data;
+mod kept;
+mod stream;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{watch, Notify};
+
+use crate::ids::EndpointId;
+
+/// The longest a lazy ack waits for a frame to ride along with.
+pub(crate) const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The most bytes of control frames queued for one peer and not yet written before its
+/// requests stop being read (see [`Outbox::room_for_answers`]).
+pub(crate) const MAX_CONTROL_BACKLOG: usize = 16 * 1024 * 1024;
+
+/// The most bytes of reliable frames written to one peer and not yet acknowledged by it: past
+/// this, the writer sends only the link's and Raft's own frames until the peer acknowledges
+/// (a peer that never acknowledges cannot make this node keep everything it sent).
+pub(crate) const MAX_UNACKED: usize = 64 * 1024 * 1024;
+
+/// Why a message was not queued.
+#[derive(Debug)]
+pub(crate) enum PushError {
+    /// The channel was closed before the message got in.
+    Closed,
+    /// The message could not be encoded.
+    Encode(rmp_serde::encode::Error),
+    /// The encoded message does not fit in a frame: it would close the connection it went on.
+    TooLarge {
+        /// The frame it needs.
+        size: usize,
+        /// The largest frame allowed.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::Closed => f.write_str("channel closed"),
+            PushError::Encode(e) => write!(f, "message cannot be encoded: {e}"),
+            PushError::TooLarge { size, max } => {
+                write!(f, "message needs a {size}-byte frame, over the maximum of {max}")
+            }
+        }
+    }
+}
+
+/// Frames queued for one peer.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    /// The largest frame the connection may carry: the smaller of this node's limit and the
+    /// peer's (learned in the handshake); no message is queued that would exceed it.
+    max_frame: AtomicUsize,
+    /// Names this node's stream of reliable frames to the peer (random, per outbox): a peer that
+    /// knows another stream has not seen any frame of this one.
+    stream: u64,
+    inner: Mutex<Inner>,
+    /// Wakes the writer when something urgent is queued.
+    ready: Notify,
+    /// Wakes the writer's delayed flush when lazy acks are queued.
+    lazy: Notify,
+    /// Wakes readers waiting in [`Outbox::room_for_answers`] when a writer took the queue.
+    drained: Notify,
+    /// Bytes of control frames (answers, credit, Raft's traffic) queued and not yet taken by a
+    /// writer: changed under the lock, read without it by every frame a reader takes in (see
+    /// [`Outbox::room_for_answers`]).
+    control_bytes: AtomicUsize,
+    /// How many reliable frames the peer has acknowledged: see [`Outbox::flushed`].
+    acked: watch::Sender<u64>,
+}
+
+impl Outbox {
+    pub(crate) fn new(max_frame: usize) -> Self {
+        Outbox {
+            max_frame: AtomicUsize::new(max_frame),
+            stream: crate::clock::random_u64(),
+            inner: Mutex::default(),
+            ready: Notify::new(),
+            lazy: Notify::new(),
+            drained: Notify::new(),
+            control_bytes: AtomicUsize::new(0),
+            acked: watch::Sender::new(0),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Finished frames, oldest first, each marked reliable (numbered, kept until the peer has it)
+    /// or not (Raft's own traffic, which Raft retries: dropped when the link breaks).
+    frames: VecDeque<(Bytes, bool)>,
+    /// The reliable frames taken by a writer and not yet acknowledged by the peer, oldest first:
+    /// what a new connection resends.
+    sent: VecDeque<Bytes>,
+    /// The number of the first frame in `sent`.
+    first_sent: u64,
+    /// Bytes in `sent`: at most about [`MAX_UNACKED`].
+    sent_bytes: usize,
+    /// The number the next reliable frame taken gets.
+    next_seq: u64,
+    /// How many of the peer's reliable frames (of which stream of the peer's) this node has
+    /// taken in: told to the peer (lazily), so that it can let go of them.
+    received: Option<(u64, u64)>,
+    /// The data frames being filled, one per receiver that has messages queued: messages for
+    /// several receivers on one node, interleaved, still travel many to a frame.
+    open: Vec<Open>,
+    /// Per receiver: messages taken and credit granted, not yet put in a frame.
+    acks: Vec<(EndpointId, u32, u32)>,
+    /// Per remote receiver: the data frames sent to it, kept until it has taken every message in
+    /// them, so that what it had not taken can go to another receiver if it goes away.
+    kept: HashMap<EndpointId, VecDeque<Kept>>,
+    /// Something that must go out now is queued (the writer has been or is being woken).
+    urgent: bool,
+    /// Lazy acks are queued and the writer's delayed flush has been armed.
+    lazy_armed: bool,
+}
+
+/// A data frame kept for its receiver until every message in it is taken.
+#[derive(Debug)]
+struct Kept {
+    frame: Bytes,
+    /// Messages in the frame.
+    count: u32,
+    /// Messages at its front already taken.
+    taken: u32,
+    /// The frame holds broadcast copies: they are not delivered elsewhere.
+    broadcast: bool,
+}
+
+/// A data frame being filled for one receiver.
+#[derive(Debug)]
+struct Open {
+    to: EndpointId,
+    /// It carries broadcast copies (a frame holds one kind or the other).
+    broadcast: bool,
+    buf: BytesMut,
+    /// Where the 4-byte message count sits in `buf`.
+    count_at: usize,
+    count: u32,
+}
+
+impl Outbox {
+    /// The largest frame the peer takes.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame.load(Ordering::Relaxed)
+    }
+
+    /// The peer takes frames up to `max` bytes (its hello said so): never queue larger ones.
+    pub(crate) fn limit_frames(&self, max: usize) {
+        self.max_frame.fetch_min(max, Ordering::Relaxed);
+    }
+
+    /// Queue a control frame behind everything queued so far: `reliable` ones are numbered and
+    /// resent after a reconnect until the peer has them; the others (Raft's own traffic, which
+    /// Raft retries) are dropped if the link breaks first.
+    pub(crate) fn push_frame(&self, frame: Bytes, reliable: bool) {
+        static OPEN: AtomicBool = AtomicBool::new(false);
+        if frame.len() > self.max_frame() {
+            // It would break the connection for everything queued behind it.
+            tracing::error!(
+                size = frame.len(),
+                max = self.max_frame(),
+                "control frame too large, dropped"
+            );
+            return;
+        }
+        let len = frame.len();
+        let _ = self.push(&OPEN, |inner| {
+            inner.finish_open();
+            inner.frames.push_back((frame, reliable));
+            self.control_bytes.fetch_add(len, Ordering::Relaxed);
+            Ok(())
+        });
+    }
+
+    /// Wait until the control frames queued for this peer and not yet written are under
+    /// [`MAX_CONTROL_BACKLOG`] bytes. A connection's reader waits here before it takes in the
+    /// peer's next request: a peer that asks and never reads the answers stops being read,
+    /// rather than growing this queue.
+    pub(crate) async fn room_for_answers(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.control_bytes.load(Ordering::Relaxed) < MAX_CONTROL_BACKLOG {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Run `add` under the lock unless `closed`, and wake the writer if the outbox was empty.
+    fn push(
+        &self,
+        closed: &AtomicBool,
+        add: impl FnOnce(&mut Inner) -> Result<(), PushError>,
+    ) -> Result<(), PushError> {
+        let mut inner = self.lock();
+        if closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        let added = add(&mut inner);
+        // A failed `add` leaves no trace (see `Inner::append`): nothing to wake the writer for.
+        let wake = added.is_ok() && !std::mem::replace(&mut inner.urgent, added.is_ok());
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
+        added
+    }
+
+    /// Whether a link is needed: something is queued, or sent and not yet acknowledged.
+    pub(crate) fn has_work(&self) -> bool {
+        let inner = self.lock();
+        inner.urgent
+            || !inner.sent.is_empty()
+            || !inner.frames.is_empty()
+            || !inner.open.is_empty()
+            || !inner.acks.is_empty()
+    }
+
+    /// Wait until every reliable frame pushed before this call has been acknowledged by the peer.
+    /// Used by shutdown (under its own timeout), so that it loses nothing queued.
+    pub(crate) async fn flushed(&self) {
+        let target = {
+            let mut inner = self.lock();
+            inner.finish_open();
+            let queued = inner.frames.iter().filter(|(_, reliable)| *reliable).count();
+            inner.next_seq + (queued + inner.acks.len()) as u64
+        };
+        let mut acked = self.acked.subscribe();
+        let _ = acked.wait_for(|a| *a >= target).await;
+    }
+
+    /// Wake whoever waits in [`Outbox::ready`] (a wake-up that went to the wrong waiter).
+    pub(crate) fn kick(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Wait until a link is needed (see [`Outbox::has_work`]).
+    pub(crate) async fn wanted(&self) {
+        while !self.has_work() {
+            tokio::select! {
+                _ = self.ready() => {}
+                _ = self.lazy_due() => {}
+            }
+        }
+    }
+
+    /// Wait until something that must go out now is queued (at once if something already is).
+    pub(crate) async fn ready(&self) {
+        if self.lock().urgent {
+            return;
+        }
+        self.ready.notified().await
+    }
+
+    /// Wait until lazy acks have waited [`LAZY_ACK_DELAY`] for a frame to ride along with.
+    pub(crate) async fn lazy_due(&self) {
+        self.lazy.notified().await;
+        tokio::time::sleep(LAZY_ACK_DELAY).await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        crate::sync::lock(&self.inner)
+    }
+}
+
+#[cfg(test)]
+mod tests;

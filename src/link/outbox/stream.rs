@@ -1,0 +1,130 @@
+//! The numbered stream: every reliable frame taken by a writer gets the next number and is kept
+//! until the peer acknowledges it ([`Frame::Received`]), so that a new connection resends what a
+//! broken one lost ([`Outbox::resume`]); frames the peer already has are skipped by its
+//! numbering. A peer that never acknowledges holds at most [`MAX_UNACKED`] bytes here.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::{Inner, Outbox, MAX_CONTROL_BACKLOG, MAX_UNACKED};
+use crate::link::wire::Frame;
+
+impl Inner {
+    /// Number a reliable frame and keep it until the peer acknowledges it.
+    pub(super) fn keep_sent(&mut self, frame: Bytes) {
+        self.sent_bytes += frame.len();
+        self.sent.push_back(frame);
+        self.next_seq += 1;
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.open.is_empty() && self.acks.is_empty()
+    }
+}
+
+impl Outbox {
+    /// Take every queued frame, oldest first, into `into`; the reliable ones are numbered and
+    /// kept until the peer acknowledges them.
+    pub(crate) fn take(&self, into: &mut Vec<Bytes>) {
+        let mut inner = self.lock();
+        inner.finish_open();
+        if let Some((stream, count)) = inner.received.take() {
+            let frame = Frame::Received { stream, count };
+            into.push(crate::link::wire::encode(&frame));
+        }
+        if inner.sent_bytes >= MAX_UNACKED {
+            // The peer has not acknowledged enough: only what is not kept goes (Raft's own
+            // frames, and the acknowledgements above, which the peer may be waiting for).
+            let queued = std::mem::take(&mut inner.frames);
+            let (unreliable, held): (VecDeque<_>, VecDeque<_>) =
+                queued.into_iter().partition(|(_, reliable)| !*reliable);
+            into.extend(unreliable.into_iter().map(|(f, _)| f));
+            self.control_bytes.store(held.iter().map(|(f, _)| f.len()).sum(), Ordering::Relaxed);
+            inner.frames = held;
+            inner.urgent = false;
+            inner.lazy_armed = false;
+            return;
+        }
+        let acks = std::mem::take(&mut inner.acks);
+        for (to, taken, grant) in acks {
+            let frame = crate::link::wire::encode(&Frame::Credit { to, taken, grant });
+            inner.keep_sent(frame.clone());
+            into.push(frame);
+        }
+        while let Some((frame, reliable)) = inner.frames.pop_front() {
+            if reliable {
+                inner.keep_sent(frame.clone());
+            }
+            into.push(frame);
+        }
+        inner.urgent = false;
+        inner.lazy_armed = false;
+        let had = self.control_bytes.swap(0, Ordering::Relaxed);
+        drop(inner);
+        if had >= MAX_CONTROL_BACKLOG {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// The peer has taken in the first `count` reliable frames of `stream`: let them go.
+    pub(crate) fn acknowledged(&self, stream: u64, count: u64) {
+        if stream != self.stream {
+            return;
+        }
+        let mut inner = self.lock();
+        let count = count.min(inner.next_seq);
+        let was_full = inner.sent_bytes >= MAX_UNACKED;
+        while inner.first_sent < count {
+            let Some(frame) = inner.sent.pop_front() else { break };
+            inner.sent_bytes -= frame.len();
+            inner.first_sent += 1;
+        }
+        // Room again: the writer goes on with what it held back.
+        let resume = was_full && inner.sent_bytes < MAX_UNACKED;
+        if resume {
+            inner.urgent = true;
+        }
+        drop(inner);
+        if resume {
+            self.ready.notify_one();
+        }
+        self.acked.send_if_modified(|a| {
+            let newer = count > *a;
+            if newer {
+                *a = count;
+            }
+            newer
+        });
+    }
+
+    /// A new connection is to write this outbox: the peer's hello said it has taken in `count`
+    /// reliable frames of `stream` (`None`: nothing of it). Returns the frames to write before
+    /// anything else: a [`Frame::Resume`] saying where the numbering goes on, then every
+    /// reliable frame the peer may not have. Queued unreliable frames are kept.
+    pub(crate) fn resume(&self, received: Option<(u64, u64)>) -> Vec<Bytes> {
+        if let Some((stream, count)) = received {
+            self.acknowledged(stream, count);
+        }
+        let inner = self.lock();
+        let from = inner.first_sent;
+        let mut frames = Vec::with_capacity(inner.sent.len() + 1);
+        frames.push(crate::link::wire::encode(&Frame::Resume { stream: self.stream, from }));
+        frames.extend(inner.sent.iter().cloned());
+        frames
+    }
+
+    /// The link broke before a new connection could be made: drop the unreliable frames queued
+    /// (Raft retries its own), keep the rest. Returns how many were dropped.
+    pub(crate) fn drop_unreliable(&self) -> usize {
+        let mut inner = self.lock();
+        inner.finish_open();
+        let before = inner.frames.len();
+        inner.frames.retain(|(_, reliable)| *reliable);
+        let left: usize = inner.frames.iter().map(|(f, _)| f.len()).sum();
+        self.control_bytes.fetch_min(left, Ordering::Relaxed);
+        before - inner.frames.len()
+    }
+}

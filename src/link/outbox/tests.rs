@@ -1,0 +1,241 @@
+//! The outbox's unit tests: frames built, kept, numbered and resent.
+
+use serde::Serialize;
+
+use super::*;
+use crate::link::wire::{decode, Frame};
+
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+struct Job {
+    id: u64,
+    name: String,
+}
+
+#[test]
+fn consecutive_messages_share_a_frame_that_serde_decodes() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let open = AtomicBool::new(false);
+    for id in 0..3 {
+        out.push_data(9, &Job { id, name: "x".into() }, &open).unwrap();
+    }
+    out.push_encoded(4, b"\xc0", false, &open).unwrap();
+    out.push_frame(crate::link::wire::encode(&Frame::Released { to: 1 }), true);
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert_eq!(frames.len(), 3);
+    let Frame::Data { to, msgs } = decode(&frames[0]).unwrap() else { panic!("not data") };
+    assert_eq!(to, 9);
+    let jobs: Vec<Job> = msgs.iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(matches!(decode(&frames[1]), Ok(Frame::Data { to: 4, ref msgs }) if msgs.len() == 1));
+    assert!(matches!(decode(&frames[2]), Ok(Frame::Released { to: 1 })));
+}
+
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("no"))
+    }
+}
+
+#[test]
+fn a_message_that_fails_to_encode_leaves_no_trace() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let open = AtomicBool::new(false);
+    assert!(matches!(out.push_data(1, &Unencodable, &open), Err(PushError::Encode(_))));
+    assert!(
+        out.lock().is_empty(),
+        "an empty outbox stays empty, so the next push wakes the writer"
+    );
+    out.push_data(1, &5u8, &open).unwrap();
+    assert!(matches!(out.push_data(1, &Unencodable, &open), Err(PushError::Encode(_))));
+    out.push_data(1, &6u8, &open).unwrap();
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    let Frame::Data { msgs, .. } = decode(&frames[0]).unwrap() else { panic!("not data") };
+    let got: Vec<u8> = msgs.iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
+    assert_eq!(got, [5, 6]);
+}
+
+#[test]
+fn frames_stay_under_the_maximum_and_a_message_too_large_for_any_is_refused() {
+    let out = Outbox::new(200);
+    let open = AtomicBool::new(false);
+    for _ in 0..4 {
+        out.push_encoded(1, &[0xc0; 60], false, &open).unwrap();
+    }
+    let err = out.push_encoded(1, &[0xc0; 300], false, &open).unwrap_err();
+    assert!(matches!(err, PushError::TooLarge { max: 200, .. }), "{err}");
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert!(frames.iter().all(|f| f.len() <= 200), "a frame over the maximum");
+    let total: usize = frames
+        .iter()
+        .map(|f| match decode(f).unwrap() {
+            Frame::Data { msgs, .. } => msgs.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total, 4, "the refused message took nothing else with it");
+}
+
+#[test]
+fn interleaved_receivers_each_get_one_frame_in_order() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let open = AtomicBool::new(false);
+    for i in 0..10u8 {
+        out.push_data(1 + u64::from(i % 2), &i, &open).unwrap();
+    }
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert_eq!(frames.len(), 2, "one frame per receiver, not one per message");
+    for f in &frames {
+        let Frame::Data { to, msgs } = decode(f).unwrap() else { panic!("not data") };
+        let got: Vec<u8> = msgs.iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
+        let want: Vec<u8> = (0..10).filter(|i| 1 + u64::from(i % 2) == to).collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn a_new_connection_resends_what_the_peer_has_not_acknowledged() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let open = AtomicBool::new(false);
+    let mut frames = Vec::new();
+    for i in 0..3u8 {
+        out.push_data(1, &i, &open).unwrap();
+        out.push_frame(crate::link::wire::encode(&Frame::Want { to: 9 }), false);
+        out.take(&mut frames);
+    }
+    assert_eq!(frames.len(), 6, "three data frames, three unreliable ones");
+    frames.clear();
+    // The peer has the first frame of this stream: the other two are resent, numbered on.
+    let again = out.resume(Some((out.stream, 1)));
+    assert!(matches!(decode(&again[0]), Ok(Frame::Resume { from: 1, .. })));
+    assert_eq!(again.len(), 3);
+    let Frame::Data { msgs, .. } = decode(&again[1]).unwrap() else { panic!("not data") };
+    assert_eq!(rmp_serde::from_slice::<u8>(msgs[0]).unwrap(), 1);
+    // A peer that knows another stream of this node's gets everything kept.
+    assert_eq!(out.resume(Some((out.stream ^ 1, 3))).len(), 3);
+    out.acknowledged(out.stream, 3);
+    assert_eq!(out.resume(None).len(), 1, "acknowledged frames are let go");
+    assert!(!out.has_work());
+}
+
+#[test]
+fn data_frames_are_kept_until_taken_and_what_is_left_comes_back_in_order() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let open = AtomicBool::new(false);
+    let mut frames = Vec::new();
+    for i in 0..3u64 {
+        out.push_data(1, &i, &open).unwrap();
+    }
+    out.take(&mut frames);
+    out.push_encoded(1, &rmp_serde::to_vec(&100u64).unwrap(), true, &open).unwrap();
+    for i in 3..5u64 {
+        out.push_data(1, &i, &open).unwrap();
+    }
+    out.push_data(2, &9u64, &open).unwrap();
+    out.release(1, 2);
+    let left: Vec<u64> = out
+        .take_kept(1, |n| assert_eq!(n, 3))
+        .iter()
+        .map(|m| rmp_serde::from_slice(m).unwrap())
+        .collect();
+    assert_eq!(left, [2, 3, 4], "the broadcast copy stays with the receiver it was for");
+    assert!(out.take_kept(1, |n| assert_eq!(n, 0)).is_empty());
+    assert_eq!(out.take_kept(2, |_| ()).len(), 1);
+}
+
+#[test]
+fn nothing_gets_in_once_closed() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let closed = AtomicBool::new(true);
+    assert!(matches!(out.push_data(1, &1u8, &closed), Err(PushError::Closed)));
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert!(frames.is_empty());
+}
+
+#[test]
+fn a_peer_that_does_not_read_its_answers_stops_being_read() {
+    use futures::FutureExt;
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let answer = Bytes::from(vec![0u8; 1024 * 1024]);
+    for _ in 0..MAX_CONTROL_BACKLOG / answer.len() - 1 {
+        out.push_frame(answer.clone(), false);
+    }
+    assert!(out.room_for_answers().now_or_never().is_some(), "under the limit");
+    out.push_frame(answer.clone(), true);
+    let mut waiting = Box::pin(out.room_for_answers());
+    assert!(waiting.as_mut().now_or_never().is_none(), "at the limit: the reader waits");
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert!(waiting.now_or_never().is_some(), "written: room again");
+}
+
+#[test]
+fn a_peer_that_does_not_acknowledge_gets_only_unkept_frames_until_it_does() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let chunk = Bytes::from(vec![0u8; 1024 * 1024]);
+    let mut frames = Vec::new();
+    for _ in 0..MAX_UNACKED / chunk.len() {
+        out.push_frame(chunk.clone(), true);
+    }
+    out.take(&mut frames);
+    assert_eq!(frames.len(), MAX_UNACKED / chunk.len());
+    frames.clear();
+    out.push_frame(Bytes::from_static(b"kept"), true);
+    out.push_frame(Bytes::from_static(b"raft"), false);
+    out.push_received(5, 1);
+    out.take(&mut frames);
+    assert_eq!(frames.len(), 2, "the acknowledgement and Raft's frame, not the kept one");
+    assert_eq!(frames[1], Bytes::from_static(b"raft"));
+    frames.clear();
+    out.acknowledged(out.stream, 1);
+    assert!(out.lock().urgent, "the writer is woken");
+    out.take(&mut frames);
+    assert_eq!(frames, [Bytes::from_static(b"kept")], "held back, not lost, in order");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::Outbox;
+    use crate::link::wire::{decode, Frame};
+
+    proptest! {
+    /// Data frames built in place by the outbox decode, through serde, to the messages
+    /// pushed, in order, whatever their bytes and sizes.
+    #[test]
+    fn data_frames_carry_exactly_the_messages_pushed(
+        msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..40),
+        to in any::<u64>(),
+    ) {
+        let out = Outbox::new(4096);
+        let open = std::sync::atomic::AtomicBool::new(false);
+        for m in &msgs {
+            // Each message as a MessagePack binary, as an encoded message would be.
+            let encoded = rmp_serde::to_vec(&serde_bytes::Bytes::new(m)).expect("encode");
+            out.push_encoded(to, &encoded, false, &open).expect("fits");
+        }
+        let mut frames = Vec::new();
+        out.take(&mut frames);
+        let mut got = Vec::new();
+        for f in &frames {
+            match decode(f).expect("a data frame decodes") {
+                Frame::Data { to: t, msgs } => {
+                    prop_assert_eq!(t, to);
+                    for m in msgs {
+                        let b: serde_bytes::ByteBuf = rmp_serde::from_slice(m).expect("a message");
+                        got.push(b.into_vec());
+                    }
+                }
+                other => prop_assert!(false, "not data: {other:?}"),
+            }
+        }
+        prop_assert_eq!(got, msgs);
+    }
+    }
+}
