@@ -1,0 +1,140 @@
+//! What the connections' readers hand the switchboard: data for an inbox, credit for a router's
+//! windows and the release of kept messages, requests for credit and credit given back, a close
+//! fence, a receiver gone (what it did not take is delivered elsewhere).
+
+use bytes::Bytes;
+
+use super::Switchboard;
+use crate::ids::{EndpointId, NodeId};
+use crate::link::wire::{self, Frame};
+
+impl Switchboard {
+    /// Tell node `to_node` that receiver `id` takes nothing more (it is gone).
+    pub(super) fn say_released(&self, to_node: NodeId, id: EndpointId) {
+        if let Some(p) = self.peers.reach(to_node) {
+            p.outbox.push_frame(wire::encode(&Frame::Released { to: id }), true);
+        }
+    }
+
+    /// Something came from node `from` for receiver `id`, which this node does not hold: if it
+    /// was a receiver of this node and is gone, tell the sender so (it delivers elsewhere).
+    pub(super) fn not_here(&self, from: NodeId, id: EndpointId) {
+        let registry = self.registry.borrow().clone();
+        if registry.issued(id) && !registry.is_registered(id) {
+            self.say_released(from, id);
+        } else {
+            tracing::debug!(node = from, endpoint = id, "dropped a frame for an unknown receiver");
+        }
+    }
+
+    /// Messages from node `from` for receiver `to` (called by the connection reader).
+    pub(crate) fn deliver(&self, from: NodeId, to: EndpointId, msgs: impl Iterator<Item = Bytes>) {
+        let mut msgs = msgs;
+        match self.inbox(to) {
+            Some(inbox) => inbox.push_remote(from, &mut msgs),
+            None => self.not_here(from, to),
+        }
+    }
+
+    /// Receiver `to` on node `from` took `taken` of this node's messages and grants `grant`.
+    pub(crate) fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {
+        if taken > 0 {
+            if let Some(p) = self.peers.find(from) {
+                p.outbox.release(to, taken);
+            }
+        }
+        if let Some(route) = self.credits.grant(to, from, grant) {
+            route.wake();
+        }
+    }
+
+    /// Node `from` wants credit with receiver `to`: given only to a node with a sender of the
+    /// receiver's channel (credit given to any other would sit unused, taking room).
+    pub(crate) fn want(&self, from: NodeId, to: EndpointId) {
+        match self.inbox(to) {
+            Some(inbox) => {
+                let registry = self.registry.borrow().clone();
+                if self.sending_nodes(&inbox.channel().name, &registry).contains(&from) {
+                    inbox.want(from);
+                } else {
+                    tracing::warn!(
+                        node = from,
+                        receiver = to,
+                        "credit asked for by a node without a sender of the channel: refused"
+                    );
+                }
+            }
+            None => self.not_here(from, to),
+        }
+    }
+
+    /// Receiver `to` on node `from` wants its unused credit back.
+    pub(crate) fn reclaim(&self, from: NodeId, to: EndpointId) {
+        // Answered only for a receiver of that node this node has credit with.
+        let Some((window, _, _)) = self.credits.get_from(to, from) else { return };
+        let n = window.reclaim();
+        if let Some(p) = self.peers.reach(from) {
+            p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+        }
+    }
+
+    /// Node `from` gave back `n` credits with receiver `to`.
+    pub(crate) fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
+        if let Some(inbox) = self.inbox(to) {
+            inbox.returned(from, n);
+        }
+    }
+
+    /// Receiver `to` on node `from` is gone: deliver elsewhere what it did not take (called by
+    /// the connection reader, and when a node dies with its receivers).
+    pub(crate) fn released(&self, from: NodeId, to: EndpointId) {
+        // Only the receiver's node releases it.
+        let Some((window, route, _)) = self.credits.get_from(to, from) else { return };
+        if !window.release() {
+            return;
+        }
+        // Counted as re-routing as they stop being kept: a sender waiting for its messages to be
+        // taken never sees them neither in flight nor re-routing.
+        let mut counted = 0;
+        let kept = self
+            .peers
+            .find(from)
+            .map(|p| {
+                p.outbox.take_kept(to, |n| {
+                    counted = n;
+                    route.rerouting(n);
+                })
+            })
+            .unwrap_or_default();
+        // A kept frame that does not decode (never: this node encoded it) is not waited for.
+        for _ in kept.len()..counted {
+            route.rerouted();
+        }
+        self.redeliver(&route, kept);
+        route.wake();
+        // Settled: the window goes once the registry no longer lists the receiver (if it still
+        // does, with the refresh that removes it).
+        if !self.registry.borrow().is_registered(to) {
+            self.credits.remove(to);
+        }
+    }
+
+    /// Node `from` fenced `channel`, the one made by endpoint `created` (called by the
+    /// connection reader).
+    pub(crate) fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {
+        // Kept only from members, for channels that exist: a fence is never counted twice, and
+        // what a stranger sends takes no room here.
+        let registry = self.registry.borrow().clone();
+        let ch = registry
+            .channel(channel)
+            .filter(|c| c.created == created && registry.nodes.contains_key(&from));
+        let Some(ch) = ch else {
+            tracing::warn!(node = from, %channel, "a fence from a non-member or for no channel: dropped");
+            return;
+        };
+        self.fences.received(channel, created, from);
+        for inbox in self.local_inboxes(ch) {
+            inbox.fence(from);
+        }
+    }
+}

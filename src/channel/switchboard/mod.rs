@@ -1,0 +1,264 @@
+//! The switchboard: on each node, what connects the stops of a message's path. It owns the
+//! channel routers and the receivers' inboxes of this node, and takes what the connections'
+//! readers hand up: data for an inbox ([`Switchboard::deliver`]), credit for a router's windows
+//! and the release of kept messages ([`Switchboard::credit`]), requests for credit and credit
+//! given back, a close fence, a receiver gone ([`Switchboard::released`]: what it did not take
+//! is delivered elsewhere). When the registry changes ([`Switchboard::refresh`]) it finds the
+//! channels that changed since the last registry it saw, and for those only rebuilds the router,
+//! offers credit to new sending nodes, delivers elsewhere what was sent to receivers of nodes
+//! that died, fences a closed channel, retires a channel gone from the registry and lets go of
+//! dropped receivers' inboxes; a change of membership also revisits the links and every router
+//! and inbox of this node.
+//!
+//! Each concern it connects keeps its own state: credit in [`crate::channel::credit`], fences in
+//! [`crate::channel::close`], kept messages in [`crate::link::outbox`], redelivery in [`crate::channel::redelivery`],
+//! routing in [`crate::channel::router`].
+
+mod frames;
+mod refresh;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::close::Fences;
+use crate::channel::credit::Credits;
+use crate::channel::inbox::ErasedInbox;
+use crate::channel::router::ChannelRoute;
+use crate::cluster::registry::Registry;
+use crate::ids::{EndpointId, NodeId};
+use crate::link::peer::Peers;
+use crate::rpc::EndpointKind;
+use crate::sync::lock;
+use crate::tasks::Tasks;
+
+/// How long a leaving node waits for its messages to reach other nodes.
+pub(crate) const HAND_OVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One node's routers and inboxes, and the state of the concerns between them.
+#[derive(Debug)]
+pub(crate) struct Switchboard {
+    me: NodeId,
+    peers: Arc<Peers>,
+    registry: watch::Receiver<Arc<Registry>>,
+    tasks: Tasks,
+    cancel: CancellationToken,
+    routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
+    inboxes: Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>,
+    /// Credit towards each remote receiver.
+    credits: Credits<ChannelRoute>,
+    /// Fences received and sent, per closed channel.
+    fences: Fences,
+    /// The registry at the last refresh: the next one acts on what differs from it (a member
+    /// gone has left, and its link goes; a receiver gone with its node died or left, and what
+    /// was sent to it is delivered elsewhere).
+    last: Mutex<Arc<Registry>>,
+    /// Set when this node starts leaving: its receivers leave the registry before the node
+    /// leaves the membership, and that is not a removal to report.
+    leaving: AtomicBool,
+}
+
+impl Switchboard {
+    pub(crate) fn new(
+        me: NodeId,
+        peers: Arc<Peers>,
+        registry: watch::Receiver<Arc<Registry>>,
+        tasks: Tasks,
+        cancel: CancellationToken,
+    ) -> Self {
+        Switchboard {
+            me,
+            peers,
+            registry,
+            tasks,
+            cancel,
+            routes: Mutex::default(),
+            inboxes: Mutex::default(),
+            credits: Credits::default(),
+            fences: Fences::default(),
+            last: Mutex::default(),
+            leaving: AtomicBool::new(false),
+        }
+    }
+
+    /// This node is leaving the cluster (a graceful shutdown has started).
+    pub(crate) fn leaving(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+    }
+
+    /// Before this node leaves: tell every sending node what this node's receivers have taken
+    /// of its messages, and wait (at most [`HAND_OVER_TIMEOUT`]) until every peer has everything
+    /// queued for it. Once the leave is committed, a sending node delivers elsewhere whatever it
+    /// was not told was taken; without this, messages taken just before the leave (their
+    /// "taken" still queued, or read by the sending node after the leave) would be delivered
+    /// twice.
+    pub(crate) async fn tell_taken(&self) {
+        let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
+        for inbox in &inboxes {
+            inbox.tell_taken();
+        }
+        if tokio::time::timeout(HAND_OVER_TIMEOUT, self.peers_flushed()).await.is_err() {
+            tracing::warn!(
+                "leaving: a peer did not confirm what was taken within {HAND_OVER_TIMEOUT:?}"
+            );
+        }
+    }
+
+    /// Wait until every peer has acknowledged everything queued for it so far.
+    async fn peers_flushed(&self) {
+        for peer in self.peers.all() {
+            peer.outbox.flushed().await;
+        }
+    }
+
+    /// The node is stopping: every router refuses, every inbox ends after what it holds.
+    pub(crate) fn close_all(&self) {
+        for route in lock(&self.routes).values() {
+            route.close();
+        }
+        for inbox in lock(&self.inboxes).values() {
+            inbox.close(BTreeSet::new());
+        }
+    }
+
+    /// Let go of every inbox (the node has stopped).
+    pub(crate) fn clear(&self) {
+        lock(&self.inboxes).clear();
+    }
+}
+
+impl Switchboard {
+    /// This node's router for `channel`.
+    pub(crate) fn route(&self, channel: &str) -> Arc<ChannelRoute> {
+        let route = {
+            let mut routes = lock(&self.routes);
+            if let Some(r) = routes.get(channel) {
+                return r.clone();
+            }
+            let r = Arc::new(ChannelRoute::new(channel));
+            routes.insert(channel.to_owned(), r.clone());
+            r
+        };
+        // Under the refresh lock: a refresh running meanwhile must not set targets it read before
+        // this router existed (they would stand until the channel changes again).
+        let _refreshing = lock(&self.last);
+        let registry = self.registry.borrow().clone();
+        self.refresh_route(&route, &registry);
+        route
+    }
+
+    pub(crate) fn add_inbox(&self, inbox: Arc<dyn ErasedInbox>) {
+        // Under the refresh lock, as in `route`: a refresh that read the inboxes before this one
+        // was added would otherwise set targets without it.
+        let _refreshing = lock(&self.last);
+        lock(&self.inboxes).insert(inbox.id(), inbox.clone());
+        let registry = self.registry.borrow().clone();
+        self.refresh_route(inbox.channel(), &registry);
+        inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
+    }
+
+    /// Endpoint `id` of this node was deregistered (its handle dropped): if its inbox is still
+    /// here and the registry no longer lists it, the inbox goes. (Usually the refresh that
+    /// applies the deregistration removes it; a receiver the registry had dropped before, with
+    /// its node, changes no channel when it is deregistered.)
+    pub(crate) fn deregistered(&self, id: EndpointId) {
+        let registry = self.registry.borrow().clone();
+        if registry.is_registered(id) {
+            return;
+        }
+        let mut inboxes = lock(&self.inboxes);
+        if inboxes.get(&id).is_some_and(|i| i.is_detached()) {
+            inboxes.remove(&id);
+        }
+    }
+
+    /// The other nodes with senders of `channel`: those offered credit before they ask.
+    fn sending_nodes(&self, channel: &str, registry: &Registry) -> Vec<NodeId> {
+        let Some(ch) = registry.channel(channel) else { return Vec::new() };
+        let nodes: BTreeSet<NodeId> = ch
+            .endpoints
+            .iter()
+            .filter(|e| e.kind == EndpointKind::Sender && e.node != self.me)
+            .map(|e| e.node)
+            .collect();
+        nodes.into_iter().collect()
+    }
+
+    fn inbox(&self, id: EndpointId) -> Option<Arc<dyn ErasedInbox>> {
+        lock(&self.inboxes).get(&id).cloned()
+    }
+
+    /// Deliver `msgs` to other receivers of `route`'s channel, in the background (see
+    /// [`crate::channel::redelivery`]). The caller has counted them as re-routing on the route.
+    pub(crate) fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
+        crate::channel::redelivery::redeliver(
+            route.clone(),
+            msgs,
+            &self.tasks,
+            self.cancel.clone(),
+        );
+    }
+
+    /// What this node holds of each channel it has a router for.
+    pub(crate) fn stats(&self) -> Vec<crate::report::ChannelStats> {
+        let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
+        let mut buffered: HashMap<*const ChannelRoute, u64> = HashMap::new();
+        for inbox in lock(&self.inboxes).values().filter(|i| !i.is_detached()) {
+            *buffered.entry(Arc::as_ptr(inbox.channel())).or_default() += inbox.buffered() as u64;
+        }
+        let mut out: Vec<_> = routes
+            .iter()
+            .map(|r| {
+                let dead = r.dead.counts();
+                crate::report::ChannelStats {
+                    name: r.name.clone(),
+                    buffered: buffered.get(&Arc::as_ptr(r)).copied().unwrap_or(0),
+                    in_flight: r.in_flight(),
+                    dead_letters: dead.held,
+                    dead_letters_total: dead.total,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The router of `channel`, if this node has one.
+    pub(crate) fn find_route(&self, channel: &str) -> Option<Arc<ChannelRoute>> {
+        lock(&self.routes).get(channel).cloned()
+    }
+
+    /// How many receivers' inboxes this node holds, dropped ones not yet deregistered included.
+    pub(crate) fn inbox_count(&self) -> usize {
+        lock(&self.inboxes).len()
+    }
+
+    /// Hand what this node's receivers hold to receivers on other nodes, and flush every outbox,
+    /// within [`HAND_OVER_TIMEOUT`]. A channel with no receiver elsewhere keeps its messages
+    /// here: its receivers yield them, then `None`.
+    pub(crate) async fn hand_over(&self) {
+        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
+        let mut routes = Vec::new();
+        for inbox in inboxes {
+            let route = inbox.channel().clone();
+            if route.has_remote() {
+                if let Some(mine) = inbox.hand_over() {
+                    self.redeliver(&route, mine);
+                }
+                routes.push(route);
+            }
+        }
+        let done = async {
+            for route in &routes {
+                route.rerouting_done().await;
+            }
+            self.peers_flushed().await;
+        };
+        if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
+            tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
+        }
+    }
+}

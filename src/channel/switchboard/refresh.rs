@@ -1,0 +1,280 @@
+//! The registry changed: the switchboard finds the channels that changed since the last registry
+//! it saw, and for those only rebuilds the router, offers credit to new sending nodes, delivers
+//! elsewhere what was sent to receivers of nodes that died, fences a closed channel, retires a
+//! channel gone from the registry and lets go of dropped receivers' inboxes; a change of
+//! membership also revisits the links and every router and inbox of this node.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Switchboard;
+use crate::channel::inbox::ErasedInbox;
+use crate::channel::router::{ChannelRoute, Target};
+use crate::cluster::registry::{Channel, Registry};
+use crate::ids::{EndpointId, NodeId};
+use crate::link::wire::{self, Frame};
+use crate::sync::lock;
+
+impl Switchboard {
+    /// The registry changed: bring the routers and inboxes of the channels that changed up to
+    /// date, and, when the membership changed, the links and every router of this node. What
+    /// changed is found against the registry of the last refresh, without visiting what the two
+    /// share ([`Registry::changed_channels`]): a registration costs O(log n) here, however many
+    /// endpoints the registry holds. A registry older than the last one refreshed is ignored.
+    pub(crate) fn refresh(&self, registry: &Arc<Registry>) {
+        let mut last = lock(&self.last);
+        if registry.version <= last.version {
+            return;
+        }
+        let before = std::mem::replace(&mut *last, registry.clone());
+        let members_changed = before.nodes != registry.nodes;
+        let left: Vec<NodeId> = before
+            .nodes
+            .keys()
+            .filter(|n| **n != self.me && !registry.nodes.contains_key(n))
+            .copied()
+            .collect();
+        if members_changed {
+            self.refresh_links(&left, registry);
+        }
+        for name in registry.changed_channels(&before) {
+            self.refresh_channel(&name, &before, registry);
+        }
+        if members_changed {
+            self.refresh_members(&left, registry);
+        }
+        // Early grants for receivers that are gone (at most `MAX_EARLY_GRANTS` of them).
+        self.credits.retain_early(|id| registry.is_registered(id));
+    }
+
+    /// The membership changed: links go to where each member listens, and to nobody that left.
+    pub(super) fn refresh_links(&self, left: &[NodeId], registry: &Registry) {
+        for gone in left {
+            self.peers.remove(*gone);
+        }
+        self.peers.set_book(
+            registry.nodes.iter().filter(|(id, _)| **id != self.me).map(|(id, a)| (*id, a.clone())),
+            registry.nodes.contains_key(&self.me),
+        );
+        // The membership says where each member listens: links dial that, whatever a seed or a
+        // hello said before.
+        for (id, addr) in registry.nodes.iter().filter(|(id, _)| **id != self.me) {
+            if self.peers.find(*id).is_some() {
+                self.peers.get(*id, addr);
+            }
+        }
+    }
+
+    /// After the membership changed: every router of this node, what was sent to the receivers
+    /// of nodes that left, and every inbox of this node (O(this node's routers and inboxes)).
+    pub(super) fn refresh_members(&self, left: &[NodeId], registry: &Registry) {
+        let routes: Vec<_> = lock(&self.routes).values().cloned().collect();
+        for route in &routes {
+            self.refresh_route(route, registry);
+        }
+        // Receivers removed before their node was (no release will come from a dead node).
+        for node in left {
+            for id in self.credits.on_node(*node) {
+                self.released(*node, id);
+            }
+        }
+        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
+        for inbox in &inboxes {
+            for node in left {
+                inbox.node_left(*node);
+            }
+        }
+        self.check_orphans(&inboxes, registry);
+    }
+
+    /// A receiver of this node that the registry no longer lists, though its handle is alive:
+    /// the node was removed (cut off for longer than the failure timeout) and let back in. It
+    /// ends cleanly rather than wait for data that can no longer be routed to it. (An id this
+    /// registry has not issued yet is a registration newer than this refresh.)
+    pub(super) fn check_orphans(&self, inboxes: &[Arc<dyn ErasedInbox>], registry: &Registry) {
+        if !registry.nodes.contains_key(&self.me) || self.leaving.load(Ordering::SeqCst) {
+            return;
+        }
+        for inbox in inboxes {
+            let id = inbox.id();
+            if registry.issued(id) && !registry.is_registered(id) && inbox.orphan() {
+                tracing::warn!(
+                    channel = %inbox.channel().name,
+                    receiver = id,
+                    "this node was removed from the cluster: the receiver ends after what it holds"
+                );
+            }
+        }
+    }
+
+    /// Channel `name` changed between `before` and `registry` (or appeared, or went).
+    pub(super) fn refresh_channel(&self, name: &str, before: &Registry, registry: &Registry) {
+        let old = before.channel(name);
+        let new = registry.channel(name);
+        let renewed = matches!((old, new), (Some(o), Some(n)) if o.created != n.created);
+        if let Some(old) = old.filter(|_| new.is_none() || renewed) {
+            self.retire(name, old.created);
+        }
+        if let Some(route) = self.find_route(name) {
+            self.refresh_route(&route, registry);
+        }
+        let listed = |ch: Option<&Arc<Channel>>, id: EndpointId| {
+            ch.is_some_and(|c| c.endpoint(id).is_some())
+        };
+        // Receivers gone from the channel. Those of nodes that died or left: what was sent to
+        // them and not taken goes elsewhere. (A receiver dropped on a live node says so itself,
+        // after what it took: `released`.)
+        let gone: Vec<(EndpointId, NodeId)> = old
+            .into_iter()
+            .flat_map(|c| c.receivers())
+            .filter(|e| !listed(new, e.id))
+            .map(|e| (e.id, e.node))
+            .collect();
+        for (id, node) in &gone {
+            if *node != self.me && !registry.nodes.contains_key(node) {
+                self.released(*node, *id);
+            }
+        }
+        // Windows of receivers that are gone, once what was sent to them is settled (the rest
+        // go when their release comes: `released`).
+        self.credits.settle(gone.iter().map(|(id, _)| *id));
+        // Dropped receivers of this node whose deregistration is applied: nothing more is sent to
+        // them on credit; whatever still comes is answered with a release.
+        let mine_gone: Vec<Arc<dyn ErasedInbox>> = {
+            let mut inboxes = lock(&self.inboxes);
+            let mut alive = Vec::new();
+            for (id, _) in gone.iter().filter(|(_, node)| *node == self.me) {
+                match inboxes.get(id) {
+                    Some(inbox) if inbox.is_detached() => {
+                        inboxes.remove(id);
+                    }
+                    Some(inbox) => alive.push(inbox.clone()),
+                    None => {}
+                }
+            }
+            alive
+        };
+        self.check_orphans(&mine_gone, registry);
+        if let Some(ch) = new {
+            // New sending nodes are offered credit before they ask. Only when they changed: a
+            // receiver added since was offered to them when its inbox came (`add_inbox`), so a
+            // change of a channel with many receivers here does not visit them all.
+            let senders = self.sending_nodes(name, registry);
+            if renewed || senders != self.sending_nodes(name, before) {
+                for inbox in self.local_inboxes(ch) {
+                    if !inbox.is_detached() {
+                        inbox.offer(&senders);
+                    }
+                }
+            }
+            if ch.closed_by(self.me) {
+                self.send_fence(name, ch, registry);
+            }
+        }
+    }
+
+    /// Closed channel `name` left the registry (and a new channel of that name may have come):
+    /// its router leaves this node's table, so that the name's next endpoints get a new one,
+    /// and its fences are forgotten. Whatever still holds the old router (a window settling, a
+    /// re-delivery) finishes with it. Its dead letters stay readable: a new router of the name
+    /// takes them over.
+    pub(super) fn retire(&self, name: &str, created: EndpointId) {
+        self.fences.forget(name, created);
+        let old = lock(&self.routes).remove(name);
+        let Some(old) = old else { return };
+        old.set_targets(Vec::new());
+        if old.dead.counts().held > 0 {
+            let fresh = Arc::new(ChannelRoute::new(name));
+            fresh.dead.adopt(&old.dead);
+            lock(&self.routes).entry(name.to_owned()).or_insert(fresh);
+        }
+    }
+
+    /// The inboxes this node holds for receivers `ch` lists.
+    pub(super) fn local_inboxes(&self, ch: &Channel) -> Vec<Arc<dyn ErasedInbox>> {
+        let inboxes = lock(&self.inboxes);
+        ch.receivers()
+            .filter(|e| e.node == self.me)
+            .filter_map(|e| inboxes.get(&e.id).cloned())
+            .collect()
+    }
+
+    /// Fence closed channel `name` once: nothing more of it will leave this node.
+    pub(super) fn send_fence(&self, name: &str, ch: &Channel, registry: &Registry) {
+        if !self.fences.send_once(name, ch.created) {
+            return;
+        }
+        let peers: Vec<_> = ch
+            .receivers()
+            .map(|e| e.node)
+            .filter(|n| *n != self.me)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|n| Some(self.peers.get(n, registry.nodes.get(&n)?)))
+            .collect();
+        let frame = wire::encode(&Frame::Fence { channel: name.to_owned(), created: ch.created });
+        match self.find_route(name) {
+            // Messages of dropped receivers still being re-routed go out before the fence.
+            Some(route) => {
+                route.close();
+                let cancel = self.cancel.clone();
+                self.tasks.spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = route.rerouting_done() => {
+                            for p in peers {
+                                p.outbox.push_frame(frame.clone(), true);
+                            }
+                        }
+                    }
+                });
+            }
+            None => {
+                for p in peers {
+                    p.outbox.push_frame(frame.clone(), true);
+                }
+            }
+        }
+    }
+
+    pub(super) fn refresh_route(&self, route: &Arc<ChannelRoute>, registry: &Registry) {
+        let Some(ch) = registry.channel(&route.name) else {
+            route.set_targets(Vec::new());
+            return;
+        };
+        if ch.is_closed() {
+            route.close();
+        }
+        let mut targets = Vec::new();
+        {
+            let inboxes = lock(&self.inboxes);
+            for e in ch.receivers() {
+                if e.node == self.me {
+                    if let Some(inbox) = inboxes.get(&e.id) {
+                        targets.push(Target::Local(inbox.clone()));
+                    }
+                } else if let Some(addr) = registry.nodes.get(&e.node) {
+                    let window = self.credits.window(e.id, e.node, route);
+                    targets.push(Target::Remote {
+                        id: e.id,
+                        peer: self.peers.get(e.node, addr),
+                        window,
+                    });
+                }
+            }
+        }
+        if let Some(closed_by) = &ch.closed {
+            let fences = self.fences.heard(&route.name, ch.created);
+            let waiting: BTreeSet<NodeId> = closed_by
+                .iter()
+                .filter(|n| **n != self.me && !fences.contains(n))
+                .copied()
+                .collect();
+            for inbox in self.local_inboxes(ch) {
+                inbox.close(waiting.clone());
+            }
+        }
+        route.set_targets(targets);
+    }
+}
