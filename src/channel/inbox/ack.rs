@@ -1,0 +1,139 @@
+//! What an inbox tells the sending nodes: messages taken (so they let go of them) and credit
+//! granted, coalesced through each peer's outbox; a manual acknowledgement frees room as a take
+//! does; and when the receiver goes away, the release (what it did not take goes elsewhere).
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Detached, Inbox, Item, Token};
+use crate::channel::credit::Outgoing;
+use crate::ids::NodeId;
+use crate::link::wire::{self, Frame};
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
+    /// The application acknowledges a delivery (manual acknowledgement).
+    pub(crate) fn ack(&self, token: Token) {
+        let out = {
+            let mut st = self.lock();
+            let Some(unacked) = st.unacked.as_mut() else { return };
+            let (from, n) = match token {
+                Token::Local(n) => {
+                    if unacked.local.remove(&n).is_none() {
+                        return;
+                    }
+                    (None, 1)
+                }
+                Token::Remote { from, seq } => {
+                    let Some((first, acked)) = unacked.remote.get_mut(&from) else { return };
+                    let Some(slot) =
+                        seq.checked_sub(*first).and_then(|i| acked.get_mut(i as usize))
+                    else {
+                        return;
+                    };
+                    *slot = true;
+                    let mut n = 0;
+                    while acked.front() == Some(&true) {
+                        acked.pop_front();
+                        *first += 1;
+                        n += 1;
+                    }
+                    (Some(from), n)
+                }
+            };
+            if n == 0 {
+                return;
+            }
+            st.grants.taken(from, n);
+            let idle = st.buf.is_empty();
+            st.grants.settle(idle, from, false)
+        };
+        self.send(out);
+        self.route.wake();
+    }
+
+    /// Send what a change to the books asks for.
+    pub(super) fn send(&self, out: Outgoing) {
+        if out.is_empty() {
+            return;
+        }
+        let Some(peers) = self.peers.upgrade() else { return };
+        let batch = self.batch;
+        for (node, taken, grant) in out.credit {
+            match peers.reach(node) {
+                Some(p) => p.outbox.push_credit(self.id, taken, grant, out.urgent, batch),
+                None => tracing::debug!(node, "credit for a node that left dropped"),
+            }
+        }
+        for node in out.reclaim {
+            if let Some(p) = peers.reach(node) {
+                p.outbox.push_frame(wire::encode(&Frame::Reclaim { to: self.id }), true);
+            }
+        }
+    }
+
+    /// Tell `nodes` that this receiver takes nothing more.
+    pub(super) fn release_to(&self, nodes: impl IntoIterator<Item = NodeId>) {
+        let Some(peers) = self.peers.upgrade() else { return };
+        for node in nodes {
+            if let Some(p) = peers.reach(node) {
+                p.outbox.push_frame(wire::encode(&Frame::Released { to: self.id }), true);
+            }
+        }
+    }
+
+    /// The receiver handle was dropped: hand over, and give this node's messages to the endpoint
+    /// actor, which deregisters the receiver and delivers them elsewhere.
+    pub(crate) fn drop_receiver(&self) {
+        if let Some(mine) = self.detach() {
+            if let Some(actor) = self.actor.get() {
+                actor.do_send(Detached(mine));
+            }
+        }
+    }
+
+    /// Detach: returns this node's messages (encoded, counted as being re-routed, so that a close
+    /// fence waits for them) to deliver elsewhere, or `None` if the inbox was detached already. Remote messages are dropped: every sending node is told to
+    /// deliver them elsewhere, after what was taken.
+    pub(super) fn detach(&self) -> Option<Vec<Bytes>> {
+        let (mine, taken, nodes) = {
+            let mut st = self.lock();
+            if st.detached {
+                return None;
+            }
+            st.detached = true;
+            let mut mine = Vec::new();
+            let mut nodes: BTreeSet<NodeId> = st.grants.known().collect();
+            for item in std::mem::take(&mut st.buf) {
+                match item {
+                    Item::Encoded { from: Some(from), .. } => {
+                        nodes.insert(from);
+                    }
+                    Item::Encoded { from: None, msg } => mine.push(msg),
+                    Item::Value(v) => match rmp_serde::to_vec_named(&v) {
+                        Ok(b) => mine.push(b.into()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not encode a message to deliver it elsewhere");
+                        }
+                    },
+                }
+            }
+            if let Some(unacked) = st.unacked.take() {
+                nodes.extend(unacked.remote.keys().copied());
+                mine.extend(unacked.local.into_values());
+            }
+            let taken = st.grants.flush_taken();
+            st.wake();
+            (mine, taken, nodes)
+        };
+        self.route.rerouting(mine.len());
+        // What was taken first, then the release, on the same link: the sending node knows
+        // exactly what is left.
+        self.send(taken);
+        self.release_to(nodes);
+        self.route.wake();
+        Some(mine)
+    }
+}

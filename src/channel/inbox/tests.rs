@@ -1,0 +1,98 @@
+//! The inbox's unit tests: capacity, fences, hand-over, manual acknowledgement.
+
+use super::*;
+
+fn inbox(capacity: usize) -> Inbox<u64> {
+    Inbox::new(1, Arc::new(ChannelRoute::new("t")), capacity, false, Weak::new())
+}
+
+fn encoded(v: u64) -> Bytes {
+    rmp_serde::to_vec_named(&v).expect("encode").into()
+}
+
+fn poll(inbox: &Inbox<u64>) -> Poll<Option<u64>> {
+    let waker = futures::task::noop_waker();
+    inbox.poll_recv(&mut Context::from_waker(&waker))
+}
+
+#[test]
+fn a_closed_inbox_ends_only_after_every_fence() {
+    let inbox = inbox(8);
+    inbox.offer(&[7]);
+    inbox.push_remote(7, &mut [encoded(1)].into_iter());
+    inbox.close(BTreeSet::from([7, 9]));
+    assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
+    // Node 7 and 9 may still have data on the way: not the end yet.
+    assert_eq!(poll(&inbox), Poll::Pending);
+    inbox.push_remote(7, &mut [encoded(2)].into_iter());
+    inbox.fence(7);
+    assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
+    assert_eq!(poll(&inbox), Poll::Pending);
+    inbox.fence(9);
+    assert_eq!(poll(&inbox), Poll::Ready(None));
+}
+
+#[test]
+fn local_senders_count_against_the_capacity_with_remote_credit() {
+    let inbox = inbox(2);
+    inbox.offer(&[7]);
+    // Node 7 holds both credits: a sender on this node finds no room until it gives some back.
+    assert!(matches!(inbox.try_push(1), Err(Refused::Full(1))));
+    inbox.returned(7, 1);
+    assert!(inbox.try_push(1).is_ok());
+    assert!(matches!(inbox.try_push(2), Err(Refused::Full(2))));
+    inbox.push_remote(7, &mut [encoded(3)].into_iter());
+    assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
+    assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
+    assert_eq!(poll(&inbox), Poll::Pending);
+}
+
+#[test]
+fn a_detached_inbox_hands_back_only_its_own_nodes_messages() {
+    let inbox = inbox(4);
+    inbox.try_push(1).expect("room");
+    inbox.offer(&[7]);
+    inbox.push_remote(7, &mut (2..4).map(encoded));
+    let mine = inbox.hand_over().expect("first detach");
+    let got: Vec<u64> = mine.iter().map(|b| rmp_serde::from_slice(b).unwrap()).collect();
+    assert_eq!(got, [1], "node 7 delivers its own elsewhere");
+    assert!(inbox.hand_over().is_none());
+    assert!(matches!(inbox.try_push(6), Err(Refused::Full(6))));
+    assert_eq!(poll(&inbox), Poll::Ready(None));
+}
+
+#[test]
+fn manual_acknowledgements_free_room_in_order_per_sending_node() {
+    let inbox: Inbox<u64> = Inbox::new(1, Arc::new(ChannelRoute::new("t")), 2, true, Weak::new());
+    inbox.try_push(1).expect("room");
+    inbox.try_push(2).expect("room");
+    let (_, t1) = inbox.try_recv().expect("one");
+    let (_, t2) = inbox.try_recv().expect("two");
+    assert!(matches!(inbox.try_push(3), Err(Refused::Full(3))), "unacknowledged: still held");
+    inbox.ack(t2.expect("token"));
+    assert!(inbox.try_push(3).is_ok());
+    inbox.ack(t1.expect("token"));
+    inbox.ack(t1.expect("token")); // twice is once
+    assert!(inbox.try_push(4).is_ok());
+    assert!(matches!(inbox.try_push(5), Err(Refused::Full(5))));
+}
+
+#[test]
+fn undecodable_bytes_are_skipped_not_fatal() {
+    let inbox = inbox(4);
+    inbox.offer(&[7]);
+    inbox.push_remote(7, &mut [Bytes::from_static(b"\xc1"), encoded(3)].into_iter());
+    assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
+}
+
+#[test]
+fn messages_beyond_a_nodes_credit_are_not_taken_in() {
+    let inbox = inbox(2);
+    inbox.push_remote(9, &mut [encoded(1)].into_iter());
+    assert_eq!(inbox.buffered(), 0, "no credit was granted to node 9");
+    inbox.offer(&[7]);
+    inbox.push_remote(7, &mut (2..6).map(encoded));
+    assert_eq!(inbox.buffered(), 2, "node 7 had credit for 2");
+    assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
+    assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
+}
