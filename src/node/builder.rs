@@ -1,0 +1,345 @@
+//! [`NodeBuilder`]: a node's configuration, and [`NodeBuilder::start`], which binds the listener,
+//! starts Raft, the connections and the registry watcher on the node's own runtime, and then
+//! bootstraps or joins (see `join`).
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Core, Node};
+use crate::channel::switchboard::Switchboard;
+use crate::cluster::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
+use crate::cluster::raft::election::Elections;
+use crate::cluster::raft::store::{LogStore, StateMachine};
+use crate::cluster::raft::{Network, Raft};
+use crate::ids::NodeId;
+use crate::link::connection::{Dispatch, Links};
+use crate::link::handshake::Secret;
+use crate::link::peer::Peers;
+use crate::link::transport::TlsConfig;
+use crate::link::wire;
+use crate::tasks::Tasks;
+use crate::Error;
+
+/// How long `start` keeps trying to join through the seeds, by default.
+pub(super) const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configures and starts a [`Node`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct NodeBuilder {
+    listen: String,
+    advertise: Option<String>,
+    bootstrap: bool,
+    join: Vec<String>,
+    max_frame: usize,
+    voters: usize,
+    failure_timeout: Duration,
+    join_timeout: Duration,
+    non_voting: bool,
+    cookie: Option<Secret>,
+    tls: Option<TlsConfig>,
+    insecure: bool,
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        NodeBuilder {
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            bootstrap: false,
+            join: Vec::new(),
+            max_frame: wire::DEFAULT_MAX_FRAME,
+            voters: DEFAULT_VOTERS,
+            failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
+            non_voting: false,
+            cookie: None,
+            tls: None,
+            insecure: false,
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// The address to listen on for Raft and data (default `127.0.0.1:0`: any free port).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
+    /// The address other nodes dial to reach this one (default: the bound address). Needed when
+    /// the node listens on `0.0.0.0`, or behind NAT, a proxy or a container port mapping.
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
+        self
+    }
+
+    /// Start a new cluster with this node as its only member.
+    pub fn bootstrap(mut self) -> Self {
+        self.bootstrap = true;
+        self
+    }
+
+    /// Join an existing cluster through any of these members' addresses.
+    pub fn join<I, A>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: ToString,
+    {
+        self.join = seeds.into_iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// The largest frame read or written (default 16 MiB; at least 4 KiB, what a handshake
+    /// needs). Larger frames close the connection.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes.max(crate::link::handshake::HANDSHAKE_MAX_FRAME);
+        self
+    }
+
+    /// How many members vote in Raft (default 3; 3 or 5 make sense): the leader promotes caught-up
+    /// learners until there are this many voters. The rest replicate the registry as learners.
+    /// Applies while this node leads, so give every node the same value.
+    pub fn voters(mut self, voters: usize) -> Self {
+        self.voters = voters.max(1);
+        self
+    }
+
+    /// How long a member may stop answering before the leader removes it from the cluster, with
+    /// all its endpoints (default 2 s). Raft heartbeats go out every 100 ms, so anything much
+    /// below a second mistakes a busy network for a dead node.
+    pub fn failure_timeout(mut self, timeout: Duration) -> Self {
+        self.failure_timeout = timeout;
+        self
+    }
+
+    /// How long [`start`](NodeBuilder::start) keeps asking the seeds to let this node in
+    /// (default 30 s): seeds that are not up yet, or a leader being elected, are waited for,
+    /// retrying with backoff.
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = timeout;
+        self
+    }
+
+    /// Make this node a member that replicates the registry and never votes: it is never
+    /// promoted to voter, so its going away never costs the cluster a voter or its quorum. For
+    /// short-lived or unreliable processes (the `dchan` command's `send`, `recv` and `status`
+    /// join this way). Only with [`join`](NodeBuilder::join): a cluster needs a voter to start.
+    pub fn non_voting(mut self) -> Self {
+        self.non_voting = true;
+        self
+    }
+
+    /// The cluster secret (the cookie): every node of the cluster is given the same. Each
+    /// connection starts with a challenge-response in which both nodes prove they know it
+    /// (HMAC-SHA256 over fresh nonces from both sides and both node ids; the secret itself never
+    /// travels), and a connection that cannot prove it is refused before any Raft or data frame
+    /// is read. Long and random is best: `head -c 32 /dev/urandom | base64`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), dchan::Error> {
+    /// let secret = std::env::var("DCHAN_COOKIE").expect("set DCHAN_COOKIE");
+    /// let node = dchan::Node::builder()
+    ///     .listen("0.0.0.0:7001")
+    ///     .advertise("10.0.0.5:7001")
+    ///     .cookie(secret)
+    ///     .bootstrap()
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cookie(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.cookie = Some(Secret::new(secret.as_ref()));
+        self
+    }
+
+    /// TLS under every connection of this node, mutual: each node shows a certificate signed by
+    /// the cluster's certificate authority, and a node dialed must hold a certificate for the
+    /// address it is dialed at (see [`TlsConfig`]). Every node of the cluster needs it. The
+    /// cookie handshake, if a cookie is set too, runs inside TLS.
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Let this node listen on an address other than loopback without a
+    /// [cookie](NodeBuilder::cookie) or [TLS](NodeBuilder::tls): any process that can reach its port is then trusted with
+    /// everything (for a private network you control, or a test). Without this, such a node
+    /// refuses to start.
+    pub fn insecure(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    /// Bind, start Raft, and bootstrap or join. Returns once this node is a member.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] without `bootstrap()` or `join(..)` (or with both), with an empty
+    /// cookie, or listening on an address other than loopback with neither a cookie nor
+    /// [`insecure`](NodeBuilder::insecure); [`Error::Io`] if the address cannot be bound;
+    /// [`Error::Auth`] if a seed does not share this node's cookie; [`Error::Join`] if no seed
+    /// lets this node in.
+    pub async fn start(self) -> Result<Node, Error> {
+        if self.bootstrap != self.join.is_empty() {
+            return Err(Error::Config("call exactly one of `bootstrap()` or `join([..])`".into()));
+        }
+        if self.bootstrap && self.non_voting {
+            return Err(Error::Config("a non-voting node cannot bootstrap a cluster".into()));
+        }
+        if self.cookie.as_ref().is_some_and(Secret::is_empty) {
+            return Err(Error::Config("the cookie is empty".into()));
+        }
+        if self.cookie.as_ref().is_some_and(|c| c.len() < 16) {
+            // A node answers a hello with a proof: a short cookie can be guessed offline.
+            tracing::warn!(
+                "the cookie is shorter than 16 bytes: easy to guess; use a long random one"
+            );
+        }
+        // Checked before binding: a refused configuration never opens its port.
+        if self.cookie.is_none() && self.tls.is_none() && !self.insecure {
+            for addr in tokio::net::lookup_host(&self.listen).await? {
+                if !addr.ip().is_loopback() {
+                    return Err(Error::Config(format!(
+                        "listening on {addr} without a cluster secret would let anyone who \
+                         reaches it in: give every node the same cookie \
+                         (`NodeBuilder::cookie`, `--cookie`, DCHAN_COOKIE) or TLS, or call \
+                         `insecure()` to run without one"
+                    )));
+                }
+            }
+        }
+        let listener = TcpListener::bind(&self.listen).await?;
+        let addr = listener.local_addr()?;
+        let id = random_id(addr);
+        let span = tracing::info_span!("node", id);
+        async move {
+            let cancel = CancellationToken::new();
+            let tasks = Tasks::here();
+            let peers = Arc::new(Peers::new(id, self.max_frame, cancel.clone(), tasks.clone()));
+            let (sm, registry) = StateMachine::new();
+            let config = crate::cluster::raft::config()
+                .validate()
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let elections =
+                Arc::new(Elections::new(Duration::from_millis(config.election_timeout_max)));
+            let raft = Raft::new(
+                id,
+                Arc::new(config),
+                Network { peers: peers.clone() },
+                LogStore::default(),
+                sm,
+            )
+            .await
+            .map_err(|e| Error::Registry(e.to_string()))?;
+            let membership = Arc::new(Membership::new(
+                id,
+                raft.clone(),
+                peers.clone(),
+                self.voters,
+                self.failure_timeout,
+            ));
+            let switch = Switchboard::new(
+                id,
+                peers.clone(),
+                registry.clone(),
+                tasks.clone(),
+                cancel.clone(),
+            );
+            let advertised = self.advertise.clone().unwrap_or_else(|| addr.to_string());
+            let core = Arc::new_cyclic(|me: &std::sync::Weak<Core>| {
+                let dispatch: std::sync::Weak<dyn Dispatch> = me.clone();
+                let links = Arc::new(Links {
+                    me: id,
+                    advertised: advertised.clone(),
+                    peers: peers.clone(),
+                    cancel: cancel.clone(),
+                    tasks: tasks.clone(),
+                    dispatch,
+                    secret: self.cookie.clone().unwrap_or_else(|| Secret::new(b"")),
+                    tls: self.tls.clone(),
+                    accepted: Arc::new(tokio::sync::Semaphore::new(
+                        crate::link::connection::MAX_CONNECTIONS,
+                    )),
+                    handshaking: Arc::new(tokio::sync::Semaphore::new(
+                        crate::link::connection::MAX_HANDSHAKES,
+                    )),
+                });
+                Core {
+                    id,
+                    addr,
+                    advertised,
+                    non_voting: self.non_voting,
+                    raft,
+                    registry,
+                    peers,
+                    membership: membership.clone(),
+                    elections: elections.clone(),
+                    cancel,
+                    tasks: tasks.clone(),
+                    span: tracing::Span::current(),
+                    leaving: AtomicBool::new(false),
+                    switch,
+                    links,
+                }
+            });
+            core.peers.set_links(Arc::downgrade(&core.links));
+            let links = core.links.clone();
+            tasks.spawn(crate::link::connection::accept_loop(listener, links).in_current_span());
+            tasks.spawn(watch_registry(core.clone()).in_current_span());
+            tasks.spawn(membership.keep(core.cancel.clone()).in_current_span());
+            let (raft, peers) = (core.raft.clone(), core.peers.clone());
+            tasks.spawn(elections.run(raft, peers, id, core.cancel.clone()).in_current_span());
+            tasks.spawn(core.clone().stay_member().in_current_span());
+            let node = Node { core };
+            let joined = if self.bootstrap {
+                node.bootstrap().await
+            } else {
+                node.join(&self.join, self.join_timeout).await
+            };
+            if let Err(e) = joined {
+                node.stop().await;
+                return Err(e);
+            }
+            tracing::info!(%addr, "node started");
+            Ok(node)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// A node id that no other node will draw: a hash of the address, the time and the process.
+pub(super) fn random_id(addr: SocketAddr) -> NodeId {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(addr.to_string().as_bytes());
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    // Keep ids readable in logs and clear of 0.
+    (h.finish() % 1_000_000_000) + 1
+}
+
+/// Bring the routers up to date each time the registry changes, and have Raft snapshot the
+/// registry when one is due ([`crate::cluster::raft::Snapshots`]), until shutdown.
+pub(super) async fn watch_registry(core: Arc<Core>) {
+    let mut rx = core.registry.clone();
+    let mut snapshots = crate::cluster::raft::Snapshots::default();
+    loop {
+        tokio::select! {
+            _ = core.cancel.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+        let registry = rx.borrow_and_update().clone();
+        core.switch.refresh(&registry);
+        snapshots.ask_if_due(&core.raft, registry.endpoint_count()).await;
+    }
+}

@@ -1,0 +1,155 @@
+//! Making endpoints: [`Node::sender`] and [`Node::receiver`] register through Raft and return
+//! once the registration is committed; a receiver's builder sets its capacity and whether it
+//! hands out deliveries to acknowledge.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Core, Node, DEFAULT_CAPACITY};
+use crate::channel::inbox::Inbox;
+use crate::channel::receiver::Receiver;
+use crate::channel::router::ChannelRoute;
+use crate::channel::sender::Sender;
+use crate::rpc::EndpointKind;
+use crate::Error;
+
+impl Node {
+    /// A sender on channel `name`, registered cluster-wide when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] if the channel carries another type, [`Error::ChannelClosed`] if it
+    /// was closed, [`Error::NoQuorum`] if Raft could not commit the registration in time (this
+    /// node is cut off from the majority, or too many voters are down).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the registration is carried out on the node's runtime, and one that commits
+    /// after the future was dropped is removed again, so nothing stays registered without a handle.
+    pub async fn sender<T>(&self, name: &str) -> Result<Sender<T>, Error>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let id = self.core.register::<T>(name, EndpointKind::Sender, 0).await?.claim();
+        Ok(Sender::new(self.core.clone(), self.core.switch.route(name), id))
+    }
+
+    /// A receiver on channel `name`; await it (optionally after [`ReceiverBuilder::capacity`]).
+    /// It is registered cluster-wide when the future completes. Errors and cancel safety are as
+    /// for [`sender`](Node::sender).
+    pub fn receiver<T>(&self, name: &str) -> ReceiverBuilder<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        ReceiverBuilder {
+            node: self.clone(),
+            name: name.to_owned(),
+            capacity: DEFAULT_CAPACITY,
+            _t: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Configures a [`Receiver`]; await it to register the receiver.
+#[must_use = "a receiver is registered only when the builder is awaited"]
+pub struct ReceiverBuilder<T> {
+    node: Node,
+    name: String,
+    capacity: usize,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for ReceiverBuilder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverBuilder")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> ReceiverBuilder<T> {
+    /// How many messages may be sent to the receiver and not yet taken by it, counted over every
+    /// sending node together (default 1024): the (n+1)-th waits in its sender.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.clamp(1, u32::MAX as usize);
+        self
+    }
+
+    /// Hand out each message as a [`Delivery`](crate::Delivery) to acknowledge explicitly after
+    /// processing (see [`AckReceiver`](crate::AckReceiver)).
+    pub fn manual_ack(self) -> AckReceiverBuilder<T> {
+        AckReceiverBuilder(self)
+    }
+
+    /// Register the receiver; its inbox is added to the node.
+    async fn register(self, manual_ack: bool) -> Result<(Arc<Inbox<T>>, Arc<ChannelRoute>), Error>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let core = &self.node.core;
+        let id = core
+            .register::<T>(&self.name, EndpointKind::Receiver, self.capacity as u32)
+            .await?
+            .claim();
+        let route = core.switch.route(&self.name);
+        let inbox = Arc::new(Inbox::<T>::new(
+            id,
+            route.clone(),
+            self.capacity,
+            manual_ack,
+            Arc::downgrade(&core.peers),
+        ));
+        core.switch.add_inbox(inbox.clone());
+        Ok((inbox, route))
+    }
+}
+
+/// Configures an [`AckReceiver`](crate::AckReceiver); await it to register the receiver.
+#[must_use = "a receiver is registered only when the builder is awaited"]
+#[derive(Debug)]
+pub struct AckReceiverBuilder<T>(ReceiverBuilder<T>);
+
+impl<T> IntoFuture for AckReceiverBuilder<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Output = Result<crate::AckReceiver<T>, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let core = self.0.node.core.clone();
+            let (inbox, route) = self.0.register(true).await?;
+            Ok(crate::AckReceiver::new(registrar(&core), inbox, route))
+        })
+    }
+}
+
+impl<T> IntoFuture for ReceiverBuilder<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Output = Result<Receiver<T>, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let core = self.node.core.clone();
+            let (inbox, route) = self.register(false).await?;
+            Ok(Receiver::new(registrar(&core), inbox, route))
+        })
+    }
+}
+
+/// `core` as its endpoints hold it (they must not keep the node alive).
+pub(super) fn registrar(
+    core: &Arc<Core>,
+) -> std::sync::Weak<dyn crate::channel::registrar::Registrar> {
+    let weak: std::sync::Weak<Core> = Arc::downgrade(core);
+    weak
+}

@@ -1,0 +1,98 @@
+//! Becoming a member: a bootstrapping node makes itself the cluster of one; a joining node asks
+//! its seeds, one after another, until one that leads (or knows who does) lets it in.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Node;
+use crate::rpc::{Request, Response};
+use crate::Error;
+
+/// How long one join attempt waits for the answer before the next is made.
+const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Node {
+    pub(super) async fn bootstrap(&self) -> Result<(), Error> {
+        let core = &self.core;
+        let members = BTreeMap::from([(
+            core.id,
+            crate::cluster::raft::MemberNode::new(core.advertised.clone(), false),
+        )]);
+        core.raft.initialize(members).await.map_err(|e| Error::Registry(e.to_string()))?;
+        core.wait_member(core.id).await
+    }
+
+    /// Ask the seeds, in turn and again with backoff, to let this node in, until it is a member
+    /// or `timeout` has passed. The leader answers a repeated join as it did the first, and a
+    /// node whose answer was lost is in as soon as its own registry lists it.
+    pub(super) async fn join(&self, seeds: &[String], timeout: Duration) -> Result<(), Error> {
+        let core = &self.core;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut registry = core.registry.clone();
+        let me = core.id;
+        let member = registry.wait_for(|r| r.nodes.contains_key(&me));
+        tokio::pin!(member);
+        let mut last = String::from("no seed given");
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            // Seeds that refused this node in this round.
+            let mut refused = 0;
+            for seed in seeds {
+                let attempt = async {
+                    let intro = core.links.intro();
+                    let dialed = crate::link::connection::dial(seed, &intro, None).await?;
+                    let peer = core.peers.get_or_add(dialed.hello.node, seed);
+                    crate::link::connection::adopt(&core.links, &peer, dialed);
+                    let (node, addr, non_voting) = (core.id, intro.addr, core.non_voting);
+                    let req = Request::Join { node, addr, non_voting };
+                    match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
+                        Ok(Response::Membership(r)) => r.map_err(Error::Join),
+                        Ok(_) => Err(Error::Join("unexpected answer".into())),
+                        Err(e) => Err(Error::Join(e.to_string())),
+                    }
+                };
+                tokio::select! {
+                    joined = &mut member => return joined.map(|_| ()).map_err(|_| Error::Shutdown),
+                    answer = tokio::time::timeout_at(deadline, attempt) => match answer {
+                        Ok(Ok(())) => {
+                            return match tokio::time::timeout_at(deadline, &mut member).await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err(_)) => Err(Error::Shutdown),
+                                Err(_) => Err(Error::Join(format!(
+                                    "{seed} let this node in, but the membership did not reach it within {timeout:?}"
+                                ))),
+                            };
+                        }
+                        // Trying again will not change the secret: said at once if every seed
+                        // refuses this node (one that does may be something else at its address).
+                        Ok(Err(e @ Error::Auth(_))) => {
+                            tracing::warn!(%seed, error = %e, "refused by a seed");
+                            refused += 1;
+                            if refused == seeds.len() {
+                                return Err(e);
+                            }
+                            last = format!("{seed}: {e}");
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%seed, error = %e, "join attempt failed");
+                            last = match e {
+                                // Said by this function's own error: not twice.
+                                Error::Join(e) => format!("{seed}: {e}"),
+                                e => format!("{seed}: {e}"),
+                            };
+                        }
+                        Err(_) => return Err(Error::Join(format!("{last} (gave up after {timeout:?})"))),
+                    },
+                }
+            }
+            tokio::select! {
+                joined = &mut member => return joined.map(|_| ()).map_err(|_| Error::Shutdown),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Join(format!("{last} (gave up after {timeout:?})")))
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+}
