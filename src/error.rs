@@ -31,7 +31,7 @@ pub enum Error {
     ChannelClosed(String),
     /// Raft could not commit the request (no leader reachable, the node is shutting down, ...).
     #[error("registry: {0}")]
-    Registry(String),
+    Registry(#[source] Cause),
     /// No majority of the voters answered in time: the registry cannot change now (this node
     /// may be cut off from the rest, or too many voters are down). Channels between reachable
     /// nodes keep working; try again later.
@@ -44,24 +44,108 @@ pub enum Error {
     },
     /// Joining the cluster through the given addresses failed.
     #[error("could not join the cluster: {0}")]
-    Join(String),
+    Join(#[source] Cause),
     /// A connection's handshake failed: this node and the other do not share the cluster secret
     /// (the cookie), or the other refused this node.
     #[error("authentication failed: {0}")]
-    Auth(String),
+    Auth(#[source] Cause),
     /// A message or frame could not be encoded or decoded.
     #[error("codec: {0}")]
-    Codec(String),
+    Codec(#[source] Cause),
     /// The node has been shut down.
     #[error("the node is shut down")]
     Shutdown,
     /// The builder was given an inconsistent configuration.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[source] Cause),
     /// A send failed because the channel is closed (converted from [`SendError`], whose message
     /// is dropped by the conversion).
     #[error("channel closed")]
     Closed,
+}
+
+/// What an [`Error`] of the node says, and the error that caused it, when one did: its
+/// [`source`](std::error::Error::source), so that an error chain (`anyhow`'s `{:#}`, a
+/// `tracing` error field) shows the cause whatever its type. Displays as the message alone.
+#[derive(Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Cause {
+    /// A cause that says `message`, caused by `source`.
+    pub(crate) fn new(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Cause { message: message.into(), source: Some(Box::new(source)) }
+    }
+
+    /// A cause that says what `source` says, and is caused by it.
+    pub(crate) fn of(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause::new(source.to_string(), source)
+    }
+
+    /// What the error says.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A cause reads as its message (these variants held a `String` before).
+impl std::ops::Deref for Cause {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Cause { message, source: None }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Cause { message: message.to_owned(), source: None }
+    }
+}
+
+impl Error {
+    pub(crate) fn registry(cause: impl Into<Cause>) -> Self {
+        Error::Registry(cause.into())
+    }
+
+    pub(crate) fn join(cause: impl Into<Cause>) -> Self {
+        Error::Join(cause.into())
+    }
+
+    pub(crate) fn auth(cause: impl Into<Cause>) -> Self {
+        Error::Auth(cause.into())
+    }
+
+    pub(crate) fn codec(cause: impl Into<Cause>) -> Self {
+        Error::Codec(cause.into())
+    }
+
+    pub(crate) fn config(cause: impl Into<Cause>) -> Self {
+        Error::Config(cause.into())
+    }
 }
 
 impl<T> From<SendError<T>> for Error {

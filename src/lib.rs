@@ -86,7 +86,7 @@ pub use channel::sender::Sender;
 pub use cluster::registry::UNTYPED;
 pub use cluster::view::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};
 pub use dchan_macros::endpoint;
-pub use error::{Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
+pub use error::{Cause, Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
 pub use link::transport::TlsConfig;
 pub use node::cluster_watch::ClusterWatch;
 pub use node::endpoint::Endpoint;

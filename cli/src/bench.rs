@@ -342,7 +342,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
                 } else {
                     crate::client::check_seeds(&seeds)
                         .await
-                        .map_err(|f| dchan::Error::Join(f.message))?;
+                        .map_err(|f| dchan::Error::Join(f.message.into()))?;
                     builder.join(seeds.iter()).non_voting().start().await
                 }
             }

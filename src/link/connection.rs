@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::error::Cause;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT};
 use crate::link::peer::{Peer, Peers, WriterClaim};
@@ -174,7 +175,7 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
             let received = lock(&peer.inbound).received();
             let conn = dial(&addr, &me, Some((peer.id, received))).await?;
             if conn.hello.node != peer.id {
-                return Err(Error::Join(format!(
+                return Err(Error::join(format!(
                     "{addr} is node {}, expected node {}",
                     conn.hello.node, peer.id
                 )));
@@ -284,7 +285,7 @@ async fn serve(
     };
     let (framed, theirs) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
-        .map_err(|_| Error::Codec("no handshake within the handshake timeout".into()))??;
+        .map_err(|_| Error::codec("no handshake within the handshake timeout"))??;
     drop(shaking);
     // Dialed back at the address the membership gives, not at the one it claims (see
     // `Peers::dial_back`).
@@ -389,7 +390,7 @@ async fn read_loop(
     while let Some(buf) = stream.next().await {
         let buf = buf?.freeze();
         peer.heard();
-        let frame = wire::decode(&buf).map_err(|e| Error::Codec(e.to_string()))?;
+        let frame = wire::decode(&buf).map_err(|e| Error::codec(Cause::of(e)))?;
         if !matches!(frame, Frame::Response { .. } | Frame::Received { .. }) {
             // Any frame may cause an answer (a response, credit, a release): a peer that does
             // not read what it is sent stops being read (bounded in bytes).
@@ -419,27 +420,27 @@ async fn read_loop(
                 | Frame::Proof { .. }
                 | Frame::Welcome { .. }
                 | Frame::Refused { .. } => {
-                    return Err(Error::Codec("a handshake frame after the handshake".into()))
+                    return Err(Error::codec("a handshake frame after the handshake"))
                 }
                 frame => reader.dispatch(&up, frame, &buf),
             }
             continue;
         }
         let Some(stream) = at.stream else {
-            return Err(Error::Codec("a numbered frame before the stream was named".into()));
+            return Err(Error::codec("a numbered frame before the stream was named"));
         };
         let seq = at.next;
         at.next = at
             .next
             .checked_add(1)
-            .ok_or_else(|| Error::Codec("the peer's frame numbers ran out".into()))?;
+            .ok_or_else(|| Error::codec("the peer's frame numbers ran out"))?;
         let mut inbound = lock(&peer.inbound);
         if inbound.stream != Some(stream) || seq < inbound.count {
             // A newer stream took over, or the frame came already: skip it.
             continue;
         }
         if seq > inbound.count {
-            return Err(Error::Codec(format!(
+            return Err(Error::codec(format!(
                 "frame {seq} of the peer's stream arrived before frame {}",
                 inbound.count
             )));

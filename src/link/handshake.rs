@@ -25,6 +25,7 @@ use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::error::Cause;
 use crate::ids::NodeId;
 use crate::link::transport::FramedTcp;
 use crate::link::wire::{self, Frame};
@@ -137,7 +138,7 @@ fn limit(theirs: u64, mine: usize) -> usize {
 async fn next(framed: &mut FramedTcp) -> Result<bytes::BytesMut, Error> {
     match framed.next().await {
         Some(buf) => Ok(buf?),
-        None => Err(Error::Codec("the connection closed during the handshake".into())),
+        None => Err(Error::codec("the connection closed during the handshake")),
     }
 }
 
@@ -192,18 +193,18 @@ pub(crate) async fn dial(
                     )
                 };
                 return Err(
-                    refuse(framed, "a different cookie".into(), |_| Error::Auth(reason)).await
+                    refuse(framed, "a different cookie".into(), |_| Error::auth(reason)).await
                 );
             }
             (node, max_frame, nonce)
         }
         Ok(Frame::Refused { reason }) => {
-            return Err(Error::Auth(format!("{addr} refused this node: {reason}")))
+            return Err(Error::auth(format!("{addr} refused this node: {reason}")))
         }
         Ok(_) => {
-            return Err(Error::Codec(format!("{addr} answered the hello with something else")))
+            return Err(Error::codec(format!("{addr} answered the hello with something else")))
         }
-        Err(e) => return Err(Error::Codec(format!("{addr}: {e}"))),
+        Err(e) => return Err(Error::codec(Cause::new(format!("{addr}: {e}"), e))),
     };
     let b = Binding { dialer: me.node, acceptor: node, dialer_nonce: &dn, acceptor_nonce: &an };
     let proof = me.secret.proof(DIALER, &b);
@@ -212,12 +213,12 @@ pub(crate) async fn dial(
     let theirs = match wire::decode(&buf) {
         Ok(Frame::Welcome { received }) => received,
         Ok(Frame::Refused { reason }) => {
-            return Err(Error::Auth(format!("{addr} refused this node: {reason}")))
+            return Err(Error::auth(format!("{addr} refused this node: {reason}")))
         }
         Ok(_) => {
-            return Err(Error::Codec(format!("{addr} answered the proof with something else")))
+            return Err(Error::codec(format!("{addr} answered the proof with something else")))
         }
-        Err(e) => return Err(Error::Codec(format!("{addr}: {e}"))),
+        Err(e) => return Err(Error::codec(Cause::new(format!("{addr}: {e}"), e))),
     };
     let max_frame = limit(max_frame, me.max_frame);
     framed.codec_mut().set_max_frame_length(max_frame);
@@ -240,17 +241,17 @@ pub(crate) async fn accept(
                 || addr.len() > MAX_ADDR
                 || max_frame < HANDSHAKE_MAX_FRAME as u64
             {
-                return Err(refuse(framed, "malformed hello".into(), Error::Codec).await);
+                return Err(refuse(framed, "malformed hello".into(), Error::codec).await);
             }
             if node == me.node {
-                return Err(refuse(framed, format!("node {node} is this node"), Error::Codec).await);
+                return Err(refuse(framed, format!("node {node} is this node"), Error::codec).await);
             }
             (node, addr, max_frame, nonce)
         }
         Ok(_) => {
-            return Err(refuse(framed, "the first frame is not a hello".into(), Error::Codec).await)
+            return Err(refuse(framed, "the first frame is not a hello".into(), Error::codec).await)
         }
-        Err(e) => return Err(refuse(framed, e.to_string(), Error::Codec).await),
+        Err(e) => return Err(refuse(framed, e.to_string(), Error::codec).await),
     };
     let an = nonce()?;
     let b = Binding { dialer: node, acceptor: me.node, dialer_nonce: &dn, acceptor_nonce: &an };
@@ -268,7 +269,7 @@ pub(crate) async fn accept(
             if !me.secret.verify(&proof, DIALER, &b) {
                 let reason = "wrong cluster secret (cookie)".to_owned();
                 return Err(refuse(framed, reason, |r| {
-                    Error::Auth(format!("node {node} at {addr}: {r}"))
+                    Error::auth(format!("node {node} at {addr}: {r}"))
                 })
                 .await);
             }
@@ -276,10 +277,10 @@ pub(crate) async fn accept(
         }
         // The dialer found this node's proof wrong: it says so, and goes.
         Ok(Frame::Refused { reason }) => {
-            return Err(Error::Auth(format!("node {node} at {addr} refused: {reason}")))
+            return Err(Error::auth(format!("node {node} at {addr} refused: {reason}")))
         }
-        Ok(_) => return Err(refuse(framed, "expected a proof".into(), Error::Codec).await),
-        Err(e) => return Err(refuse(framed, e.to_string(), Error::Codec).await),
+        Ok(_) => return Err(refuse(framed, "expected a proof".into(), Error::codec).await),
+        Err(e) => return Err(refuse(framed, e.to_string(), Error::codec).await),
     };
     framed.send(wire::encode(&Frame::Welcome { received: received(node) })).await?;
     let max_frame = limit(max_frame, me.max_frame);

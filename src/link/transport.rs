@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::either::Either;
 
+use crate::error::Cause;
 use crate::Error;
 
 /// A connection's byte stream: plain TCP, or TLS over it.
@@ -63,8 +64,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn tls_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("TLS: {what}: {e}"))
+fn tls_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::config(Cause::new(format!("TLS: {what}: {e}"), e))
 }
 
 impl TlsConfig {
@@ -73,14 +74,14 @@ impl TlsConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if a PEM does not parse, holds no certificate or key, or the key does
+    /// [`Error::config`] if a PEM does not parse, holds no certificate or key, or the key does
     /// not fit the certificate.
     pub fn from_pem(cert_chain: &[u8], key: &[u8], ca: &[u8]) -> Result<TlsConfig, Error> {
         let certs = CertificateDer::pem_slice_iter(cert_chain)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| tls_error("the certificate chain", e))?;
         if certs.is_empty() {
-            return Err(tls_error("the certificate chain", "no certificate in it"));
+            return Err(Error::config("TLS: the certificate chain: no certificate in it"));
         }
         let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_error("the key", e))?;
         let mut roots = RootCertStore::empty();
@@ -89,7 +90,7 @@ impl TlsConfig {
             roots.add(cert).map_err(|e| tls_error("the certificate authority", e))?;
         }
         if roots.is_empty() {
-            return Err(tls_error("the certificate authority", "no certificate in it"));
+            return Err(Error::config("TLS: the certificate authority: no certificate in it"));
         }
         let roots = Arc::new(roots);
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
@@ -114,7 +115,7 @@ impl TlsConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if a file cannot be read, or as [`from_pem`](TlsConfig::from_pem).
+    /// [`Error::config`] if a file cannot be read, or as [`from_pem`](TlsConfig::from_pem).
     pub fn from_pem_files(
         cert_chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
@@ -138,7 +139,10 @@ fn server_name(addr: &str) -> Result<ServerName<'static>, Error> {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_owned()).map_err(|e| {
-        Error::Config(format!("TLS: {addr} is not a name a certificate can hold: {e}"))
+        Error::config(Cause::new(
+            format!("TLS: {addr} is not a name a certificate can hold: {e}"),
+            e,
+        ))
     })
 }
 
@@ -147,7 +151,7 @@ fn server_name(addr: &str) -> Result<ServerName<'static>, Error> {
 fn failed(e: std::io::Error, what: String) -> Error {
     let refused = e.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
     if refused {
-        Error::Auth(format!("{what}: {e}"))
+        Error::auth(Cause::new(format!("{what}: {e}"), e))
     } else {
         Error::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
     }

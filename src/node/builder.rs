@@ -18,6 +18,7 @@ use crate::cluster::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VO
 use crate::cluster::raft::election::Elections;
 use crate::cluster::raft::store::{LogStore, StateMachine};
 use crate::cluster::raft::{Network, Raft};
+use crate::error::Cause;
 use crate::ids::NodeId;
 use crate::link::connection::{Dispatch, Links};
 use crate::link::handshake::Secret;
@@ -182,20 +183,20 @@ impl NodeBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] without `bootstrap()` or `join(..)` (or with both), with an empty
+    /// [`Error::config`] without `bootstrap()` or `join(..)` (or with both), with an empty
     /// cookie, or listening on an address other than loopback with neither a cookie nor
     /// [`insecure`](NodeBuilder::insecure); [`Error::Io`] if the address cannot be bound;
-    /// [`Error::Auth`] if a seed does not share this node's cookie; [`Error::Join`] if no seed
+    /// [`Error::auth`] if a seed does not share this node's cookie; [`Error::join`] if no seed
     /// lets this node in.
     pub async fn start(self) -> Result<Node, Error> {
         if self.bootstrap != self.join.is_empty() {
-            return Err(Error::Config("call exactly one of `bootstrap()` or `join([..])`".into()));
+            return Err(Error::config("call exactly one of `bootstrap()` or `join([..])`"));
         }
         if self.bootstrap && self.non_voting {
-            return Err(Error::Config("a non-voting node cannot bootstrap a cluster".into()));
+            return Err(Error::config("a non-voting node cannot bootstrap a cluster"));
         }
         if self.cookie.as_ref().is_some_and(Secret::is_empty) {
-            return Err(Error::Config("the cookie is empty".into()));
+            return Err(Error::config("the cookie is empty"));
         }
         if self.cookie.as_ref().is_some_and(|c| c.len() < 16) {
             // A node answers a hello with a proof: a short cookie can be guessed offline.
@@ -207,7 +208,7 @@ impl NodeBuilder {
         if self.cookie.is_none() && self.tls.is_none() && !self.insecure {
             for addr in tokio::net::lookup_host(&self.listen).await? {
                 if !addr.ip().is_loopback() {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "listening on {addr} without a cluster secret would let anyone who \
                          reaches it in: give every node the same cookie \
                          (`NodeBuilder::cookie`, `--cookie`, DCHAN_COOKIE) or TLS, or call \
@@ -227,7 +228,7 @@ impl NodeBuilder {
             let (sm, registry) = StateMachine::new();
             let config = crate::cluster::raft::config()
                 .validate()
-                .map_err(|e| Error::Config(e.to_string()))?;
+                .map_err(|e| Error::config(Cause::of(e)))?;
             let elections =
                 Arc::new(Elections::new(Duration::from_millis(config.election_timeout_max)));
             let raft = Raft::new(
@@ -238,7 +239,7 @@ impl NodeBuilder {
                 sm,
             )
             .await
-            .map_err(|e| Error::Registry(e.to_string()))?;
+            .map_err(|e| Error::registry(Cause::of(e)))?;
             let membership = Arc::new(Membership::new(
                 id,
                 raft.clone(),

@@ -20,6 +20,7 @@ use crate::channel::router::ChannelRoute;
 use crate::channel::switchboard::HAND_OVER_TIMEOUT;
 use crate::cluster::authority::Refusal;
 use crate::cluster::registry::Registry;
+use crate::error::Cause;
 use crate::ids::{EndpointId, NodeId};
 use crate::node::Core;
 use crate::rpc::{Command, EndpointKind, Outcome, Request, Response};
@@ -86,7 +87,7 @@ impl Core {
                         .wait(Some(remaining.max(Duration::from_secs(1))))
                         .applied_index_at_least(Some(index), "registry write applied here")
                         .await
-                        .map_err(|e| Error::Registry(e.to_string()))?;
+                        .map_err(|e| Error::registry(Cause::of(e)))?;
                     // Routers reflect the write before it returns (the watcher may not have run
                     // yet): a close fails the next send here, a new receiver is a target at once.
                     let registry = self.registry.borrow().clone();
@@ -159,7 +160,7 @@ impl Core {
         let mut reg = self.registry.clone();
         tokio::time::timeout(WRITE_TIMEOUT, reg.wait_for(|r| r.nodes.contains_key(&id)))
             .await
-            .map_err(|_| Error::Join("membership was not applied in time".into()))?
+            .map_err(|_| Error::join("membership was not applied in time"))?
             .map_err(|_| Error::Shutdown)?;
         Ok(())
     }
@@ -204,9 +205,9 @@ impl Core {
                         Err(Error::TypeMismatch { channel, existing, requested })
                     }
                     Ok(Outcome::Closed) => Err(Error::ChannelClosed(channel)),
-                    Ok(Outcome::Refused(why)) => Err(Error::Registry(why)),
+                    Ok(Outcome::Refused(why)) => Err(Error::registry(why)),
                     Ok(Outcome::Done | Outcome::Withdrawn) => {
-                        Err(Error::Registry("registration applied without an id".into()))
+                        Err(Error::registry("registration applied without an id"))
                     }
                     Err(e) => {
                         // The write may still commit later (it reached a leader that had not
@@ -458,7 +459,7 @@ impl Core {
     }
 
     pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), Error> {
-        self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::Registry)?;
+        self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::registry)?;
         // Routers follow: this node's receivers are no longer anyone's targets, its own included.
         let mut rx = self.registry.clone();
         let me = self.id;

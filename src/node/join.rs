@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Node;
+use crate::error::Cause;
 use crate::rpc::{Request, Response};
 use crate::Error;
 
@@ -18,7 +19,7 @@ impl Node {
             core.id,
             crate::cluster::raft::MemberNode::new(core.advertised.clone(), false),
         )]);
-        core.raft.initialize(members).await.map_err(|e| Error::Registry(e.to_string()))?;
+        core.raft.initialize(members).await.map_err(|e| Error::registry(Cause::of(e)))?;
         core.wait_member(core.id).await
     }
 
@@ -46,9 +47,9 @@ impl Node {
                     let (node, addr, non_voting) = (core.id, intro.addr, core.non_voting);
                     let req = Request::Join { node, addr, non_voting };
                     match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
-                        Ok(Response::Membership(r)) => r.map_err(Error::Join),
-                        Ok(_) => Err(Error::Join("unexpected answer".into())),
-                        Err(e) => Err(Error::Join(e.to_string())),
+                        Ok(Response::Membership(r)) => r.map_err(Error::join),
+                        Ok(_) => Err(Error::join("unexpected answer")),
+                        Err(e) => Err(Error::join(e.to_string())),
                     }
                 };
                 tokio::select! {
@@ -58,7 +59,7 @@ impl Node {
                             return match tokio::time::timeout_at(deadline, &mut member).await {
                                 Ok(Ok(_)) => Ok(()),
                                 Ok(Err(_)) => Err(Error::Shutdown),
-                                Err(_) => Err(Error::Join(format!(
+                                Err(_) => Err(Error::join(format!(
                                     "{seed} let this node in, but the membership did not reach it within {timeout:?}"
                                 ))),
                             };
@@ -81,14 +82,14 @@ impl Node {
                                 e => format!("{seed}: {e}"),
                             };
                         }
-                        Err(_) => return Err(Error::Join(format!("{last} (gave up after {timeout:?})"))),
+                        Err(_) => return Err(Error::join(format!("{last} (gave up after {timeout:?})"))),
                     },
                 }
             }
             tokio::select! {
                 joined = &mut member => return joined.map(|_| ()).map_err(|_| Error::Shutdown),
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Error::Join(format!("{last} (gave up after {timeout:?})")))
+                    return Err(Error::join(format!("{last} (gave up after {timeout:?})")))
                 }
                 _ = tokio::time::sleep(backoff) => {}
             }

@@ -225,7 +225,7 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::Registry`] or [`Error::NoQuorum`] if the cluster could not be told (the node
+    /// [`Error::registry`] or [`Error::NoQuorum`] if the cluster could not be told (the node
     /// still stops).
     pub async fn shutdown(&self) -> Result<(), Error> {
         let core = &self.core;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+use crate::error::Cause;
 use crate::error::Error;
 use crate::node::Node;
 use crate::report::{DeadLetter, NodeStats};
@@ -32,7 +33,7 @@ impl Node {
             }
             let answer = match self.ask(id, Request::Stats).await {
                 Ok(Response::Stats(s)) => Ok(s),
-                Ok(_) => Err(Error::Registry("unexpected answer to a stats request".into())),
+                Ok(_) => Err(Error::registry("unexpected answer to a stats request")),
                 Err(e) => Err(e),
             };
             (id, answer)
@@ -45,7 +46,7 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::Registry`] if some member did not answer (the letters of those that did are lost
+    /// [`Error::registry`] if some member did not answer (the letters of those that did are lost
     /// to this call, not to the cluster: they stay where they are).
     pub async fn dead_letters(&self, channel: &str) -> Result<Vec<DeadLetter>, Error> {
         let members: Vec<u64> = self.core.registry.borrow().nodes.keys().copied().collect();
@@ -55,7 +56,7 @@ impl Node {
             }
             match self.ask(id, Request::DeadLetters { channel: channel.to_owned() }).await {
                 Ok(Response::DeadLetters(l)) => Ok(l),
-                Ok(_) => Err(Error::Registry("unexpected answer to a dead-letter request".into())),
+                Ok(_) => Err(Error::registry("unexpected answer to a dead-letter request")),
                 Err(e) => Err(e),
             }
         }))
@@ -71,7 +72,7 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::Registry`] if a node keeping some of them did not answer; they stay there.
+    /// [`Error::registry`] if a node keeping some of them did not answer; they stay there.
     pub async fn remove_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), Error> {
         let mut by_node: std::collections::BTreeMap<(u64, &str), Vec<u64>> = Default::default();
         for l in letters {
@@ -85,7 +86,7 @@ impl Node {
             let req = Request::RemoveDeadLetters { channel: channel.to_owned(), seqs };
             match self.ask(node, req).await? {
                 Response::Removed(_) => {}
-                _ => return Err(Error::Registry("unexpected answer to a removal".into())),
+                _ => return Err(Error::registry("unexpected answer to a removal")),
             }
         }
         Ok(())
@@ -96,9 +97,9 @@ impl Node {
             .core
             .peers
             .reach(id)
-            .ok_or_else(|| Error::Registry(format!("node {id} is not a member")))?;
+            .ok_or_else(|| Error::registry(format!("node {id} is not a member")))?;
         peer.request(req, ASK_TIMEOUT)
             .await
-            .map_err(|e| Error::Registry(format!("node {id} did not answer: {e}")))
+            .map_err(|e| Error::registry(Cause::new(format!("node {id} did not answer: {e}"), e)))
     }
 }
