@@ -64,7 +64,7 @@ impl DeadLetter {
     ///
     /// # Errors
     ///
-    /// [`Error::codec`](crate::Error::codec) if it is not.
+    /// [`Error::Codec`](crate::Error::Codec) if it is not.
     pub fn value(&self) -> Result<crate::Value, crate::Error> {
         rmp_serde::from_slice(&self.message)
             .map_err(|e| crate::Error::codec(crate::error::Cause::of(e)))

@@ -100,7 +100,7 @@ pub(crate) enum Outcome {
     },
     /// The channel is closed.
     Closed,
-    /// The registration was refused: the node has [`MAX_ENDPOINTS_PER_NODE`] endpoints, or the
+    /// The registration was refused: the node has [`MAX_ENDPOINTS_PER_NODE`](crate::cluster::registry::MAX_ENDPOINTS_PER_NODE) endpoints, or the
     /// name is not a channel name.
     Refused(String),
     /// Applied (deregistration, close, node removal, membership change).

@@ -4,7 +4,7 @@
 //! receiver never waits on Raft. A receiver on this node is fed in-process (the message is moved,
 //! not encoded); a remote one is fed through its node's [`Outbox`](crate::link::outbox::Outbox), on the
 //! credit its receiver granted this node (a [`Window`]); with none left, the router asks the
-//! receiver for more ([`Frame::Want`](crate::link::wire::Frame::Want)). Receivers take
+//! receiver for more ([`Frame::Want`]). Receivers take
 //! turns (round-robin, skipping any without room); since each remote node usually has one receiver
 //! of a channel, its turns still fill one data frame per batch. A sender that finds no room waits
 //! on [`ChannelRoute::wait`], woken when a receiver frees room, an ack returns credit, or the

@@ -253,7 +253,7 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::registry`] if Raft could not commit the close in time.
+    /// [`Error::Registry`] if Raft could not commit the close in time.
     pub async fn close(&self) -> Result<(), Error> {
         self.inner.node.close(&self.route().name).await
     }

@@ -125,7 +125,7 @@ pub(crate) struct Dialed {
 }
 
 /// Dial `addr` and go through the handshake (connect included, within
-/// [`HANDSHAKE_TIMEOUT`](crate::link::handshake::HANDSHAKE_TIMEOUT)); `received` is how much of the
+/// [`HANDSHAKE_TIMEOUT`]); `received` is how much of the
 /// peer's stream of reliable frames this node has, if the peer is `expect`.
 pub(crate) async fn dial(
     addr: &str,

@@ -74,7 +74,7 @@ impl TlsConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::config`] if a PEM does not parse, holds no certificate or key, or the key does
+    /// [`Error::Config`] if a PEM does not parse, holds no certificate or key, or the key does
     /// not fit the certificate.
     pub fn from_pem(cert_chain: &[u8], key: &[u8], ca: &[u8]) -> Result<TlsConfig, Error> {
         let certs = CertificateDer::pem_slice_iter(cert_chain)
@@ -115,7 +115,7 @@ impl TlsConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::config`] if a file cannot be read, or as [`from_pem`](TlsConfig::from_pem).
+    /// [`Error::Config`] if a file cannot be read, or as [`from_pem`](TlsConfig::from_pem).
     pub fn from_pem_files(
         cert_chain: impl AsRef<Path>,
         key: impl AsRef<Path>,

@@ -183,10 +183,10 @@ impl NodeBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::config`] without `bootstrap()` or `join(..)` (or with both), with an empty
+    /// [`Error::Config`] without `bootstrap()` or `join(..)` (or with both), with an empty
     /// cookie, or listening on an address other than loopback with neither a cookie nor
     /// [`insecure`](NodeBuilder::insecure); [`Error::Io`] if the address cannot be bound;
-    /// [`Error::auth`] if a seed does not share this node's cookie; [`Error::join`] if no seed
+    /// [`Error::Auth`] if a seed does not share this node's cookie; [`Error::Join`] if no seed
     /// lets this node in.
     pub async fn start(self) -> Result<Node, Error> {
         if self.bootstrap != self.join.is_empty() {

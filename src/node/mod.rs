@@ -8,7 +8,7 @@
 //! make), what the node reports of itself (`stats`), the `Endpoint` trait behind
 //! `#[dchan::endpoint]` (`endpoint`) and [`ClusterWatch`]. On the message path the node only
 //! passes frames through: the connections hand them up through
-//! [`Dispatch`](crate::link::connection::Dispatch), which [`Core`] implements by calling the
+//! [`Dispatch`], which [`Core`] implements by calling the
 //! switchboard ([`crate::channel::switchboard`]); the registry watcher brings the switchboard up
 //! to date when the registry changes and has Raft snapshot the registry when one is due.
 //!
@@ -225,7 +225,7 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::registry`] or [`Error::NoQuorum`] if the cluster could not be told (the node
+    /// [`Error::Registry`] or [`Error::NoQuorum`] if the cluster could not be told (the node
     /// still stops).
     pub async fn shutdown(&self) -> Result<(), Error> {
         let core = &self.core;

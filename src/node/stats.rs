@@ -46,7 +46,7 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::registry`] if some member did not answer (the letters of those that did are lost
+    /// [`Error::Registry`] if some member did not answer (the letters of those that did are lost
     /// to this call, not to the cluster: they stay where they are).
     pub async fn dead_letters(&self, channel: &str) -> Result<Vec<DeadLetter>, Error> {
         let members: Vec<u64> = self.core.registry.borrow().nodes.keys().copied().collect();
@@ -72,7 +72,7 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`Error::registry`] if a node keeping some of them did not answer; they stay there.
+    /// [`Error::Registry`] if a node keeping some of them did not answer; they stay there.
     pub async fn remove_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), Error> {
         let mut by_node: std::collections::BTreeMap<(u64, &str), Vec<u64>> = Default::default();
         for l in letters {
