@@ -1,4 +1,4 @@
-//! Registration cost and memory as the registry grows (issue 9): three nodes, each a process of
+//! Registration cost and memory as the registry grows: three nodes, each a process of
 //! its own on loopback (this program starts the two others as children of itself), receivers
 //! registered one after another on a follower (this process), each on a channel of its own
 //! (capacity 16), each timed from the call to its return (committed and applied here).

@@ -23,34 +23,41 @@
 //!
 //! # Map
 //!
+//! The crate is in layers, each a folder whose `mod.rs` says what it does and what it may
+//! import; imports go down, never up: `link` (frames between two nodes), `cluster` (who is a
+//! member, which endpoints exist), `channel` (the delivery protocol on one node), `node` (wires
+//! them together and runs a node). Beneath them all: the shared vocabulary (`ids`, `rpc`:
+//! what nodes ask each other, with Raft's types, `report`: stats and dead letters) and
+//! primitives (`error`, `clock`, `tasks`: the node's background work on its own runtime, `sync`).
+//!
 //! The path of one message, from `send` to `recv`, and the module at each stop:
 //!
-//! 1. `sender`: [`Sender::send`] asks the channel's router for a receiver with room.
-//! 2. `router`: one per channel per node; picks a receiver from the local copy
-//!    of the registry. A local receiver gets the value moved into its inbox (no encoding); a
-//!    remote one gets it through the peer's outbox, on credit the receiver granted (`credit`).
-//! 3. `outbox`: encodes the message straight into an open data frame for that
-//!    receiver; consecutive messages share the frame, which is kept until the receiver has taken
-//!    its messages.
-//! 4. `connection`: the peer's writer feeds every queued frame and flushes
-//!    once; frames are length-delimited, versioned MessagePack (`wire`), numbered and resent
-//!    after a reconnect until the peer acknowledges them.
-//! 5. On the receiving node, the connection's reader hands the batch to the `switchboard`,
-//!    which puts it in the receiver's `inbox`.
-//! 6. `receiver`: [`Receiver::recv`] takes it out and decodes it; only then is the sending node
-//!    told it was taken, and the room granted again (`credit`).
+//! 1. `channel::sender`: [`Sender::send`] asks the channel's router for a receiver with room.
+//! 2. `channel::router`: one per channel per node; picks a receiver from the local copy of the
+//!    registry (`cluster::registry`). A local receiver gets the value moved into its inbox (no
+//!    encoding); a remote one gets it through the peer's outbox, on credit the receiver granted
+//!    (`channel::credit`).
+//! 3. `link::outbox`: encodes the message straight into an open data frame for that receiver;
+//!    consecutive messages share the frame, which is kept until the receiver has taken its
+//!    messages.
+//! 4. `link::connection`: the peer's writer feeds every queued frame and flushes once; frames
+//!    are length-delimited, versioned MessagePack (`link::wire`), numbered and resent after a
+//!    reconnect until the peer acknowledges them.
+//! 5. On the receiving node, the connection's reader hands the batch up (through
+//!    `link::connection::Dispatch`, which the node implements) to the `channel::switchboard`,
+//!    which puts it in the receiver's `channel::inbox`.
+//! 6. `channel::receiver`: [`Receiver::recv`] takes it out and decodes it; only then is the
+//!    sending node told it was taken, and the room granted again.
 //!
 //! Credit and "taken" go back the same way, coalesced per receiver and riding along with other
-//! frames when they are small (`outbox`). A close sends fences behind the last data (`close`); a
-//! receiver that goes away, or dies with its node, has what it had not taken delivered elsewhere
-//! by the sending nodes (`redelivery`).
+//! frames when they are small. A close sends fences behind the last data (`channel::close`); a
+//! receiver that goes away, or dies with its node, has what it had not taken delivered
+//! elsewhere by the sending nodes (`channel::redelivery`).
 //!
-//! Beside the path: `node` wires a node together and runs its lifecycle; `registry` is the
-//! replicated state, `control` the writes to it (always through the leader), `membership` the
-//! joins, leaves, failure detection and voter count, `raft` the Raft wiring, storage and
-//! election timing, `peer` the links between nodes, `tasks` the node's background work on its
-//! own runtime, `clock` time and random draws, `endpoint` the trait behind
-//! `#[dchan::endpoint]`, `cluster` the snapshot [`Node::cluster`] returns, `error` the errors.
+//! Beside the path: `cluster::raft` replicates the registry, `cluster::membership` carries out
+//! joins, leaves, failure detection and the voter count, `cluster::authority` decides which
+//! node may ask what; `node` starts and joins a node, and `node::control` makes the registry
+//! writes (always through the leader).
 //!
 //! Programs run under `#[actix::main]` (or inside an `actix_rt::System`): each receiver has an
 //! actix actor. Senders may be used from any thread or runtime.

@@ -1,4 +1,4 @@
-//! Nothing lost (DESIGN.md promises 4 and 8): capacity counted over every sending node, messages
+//! Nothing lost (promises 4 and 8 in the README): capacity counted over every sending node, messages
 //! acknowledged only when the application takes them, redelivered when a receiver goes away or
 //! its node dies, and explicit acknowledgement for at-least-once to the application itself.
 

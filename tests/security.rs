@@ -1,4 +1,4 @@
-//! Only members get in (DESIGN.md promise 10): every connection starts with a challenge-response
+//! Only members get in (promise 10 in the README): every connection starts with a challenge-response
 //! on the cluster secret (the cookie), and one that cannot prove it gets one clear refusal and is
 //! closed before any Raft or data frame is read. Nodes and raw clients on loopback only.
 

@@ -1,4 +1,4 @@
-//! TLS between nodes (DESIGN.md promise 10): mutual, each node's certificate signed by the
+//! TLS between nodes (promise 10 in the README): mutual, each node's certificate signed by the
 //! cluster's authority, made here at run time (rcgen). A node with a certificate of another
 //! authority, or a client with none, does not get in. Loopback only.
 

@@ -1,5 +1,5 @@
 //! Credit: how many messages may be on their way to a receiver, counted by the receiver over
-//! every sending node together (DESIGN.md promise 4).
+//! every sending node together (promise 4 in the README).
 //!
 //! On the receiving node, [`Grants`] (one per inbox) keeps the books: messages held (in the
 //! buffer, or delivered and not yet acknowledged) plus credit granted to sending nodes and not

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::ctx::{histogram, hold, Ctx};
 use crate::spec::{Mode, Msg, Spec, TlsFiles};
-use crate::worker::{histogram, hold, Ctx};
 use crate::{now_ns, Error};
 
 async fn node(join: Option<&str>) -> Result<dchan::Node, Error> {

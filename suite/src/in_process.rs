@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::ctx::Ctx;
 use crate::spec::Msg;
-use crate::worker::Ctx;
 use crate::{now_ns, Error};
 
 pub(crate) async fn mpsc(ctx: &mut Ctx, count: u64, size: usize) -> Result<(), Error> {
@@ -25,7 +25,7 @@ pub(crate) async fn dchan_local(
     tx.wait_for_receivers(1).await.map_err(|_| "closed")?;
     transfer(ctx, count, size, async move |m| tx.send(m).await.is_ok(), async || rx.recv().await)
         .await?;
-    crate::worker::hold(node).await
+    crate::ctx::hold(node).await
 }
 
 /// Say `ready`, wait for `go`, then move `count` messages from `send` (on a task of its own,

@@ -8,6 +8,7 @@
 //! through a `nats-server` this suite starts on loopback ([`nats_core`]), Zenoh peer to peer
 //! ([`zenoh_peer`]), dchan nodes ([`dchan_nodes`]), and in-process channels ([`in_process`]).
 
+mod ctx;
 mod dchan_nodes;
 mod harness;
 mod in_process;

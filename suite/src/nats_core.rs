@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 
-use crate::worker::Ctx;
+use crate::ctx::Ctx;
 use crate::{now_ns, Error};
 
 async fn connect(url: &str, capacity: usize) -> Result<async_nats::Client, Error> {
@@ -69,7 +69,7 @@ pub(crate) async fn send(
         client.publish(subject.to_string(), payload.clone()).await?;
     }
     client.flush().await?;
-    crate::worker::hold(client).await
+    crate::ctx::hold(client).await
 }
 
 pub(crate) async fn reply(ctx: &Ctx, url: &str, subject: &str) -> Result<(), Error> {
@@ -99,5 +99,5 @@ pub(crate) async fn request(
         Ok(())
     })
     .await?;
-    crate::worker::hold(client).await
+    crate::ctx::hold(client).await
 }

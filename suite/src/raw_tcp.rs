@@ -10,8 +10,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec};
 
+use crate::ctx::Ctx;
 use crate::spec::Msg;
-use crate::worker::Ctx;
 use crate::{now_ns, Error};
 
 /// A data frame is closed once it holds this many bytes (as dchan's outbox does).

@@ -1,5 +1,5 @@
 //! The suite's output: every measurement (median of the rounds, and each round), then dchan's
-//! ratios against the baselines beside the targets of issue 7, as Markdown tables.
+//! ratios against the baselines beside their targets, as Markdown tables.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use zenoh::qos::{CongestionControl, Reliability};
 use zenoh::Wait;
 
-use crate::worker::{histogram, Ctx};
+use crate::ctx::{histogram, Ctx};
 use crate::{now_ns, Error};
 
 /// A peer session that listens on `listen` or connects to `connect` (ports on 127.0.0.1).
@@ -58,7 +58,7 @@ pub(crate) async fn recv(ctx: &Ctx, port: u16, expect: u64) -> Result<(), Error>
     ctx.out("ready");
     let at = tokio::task::spawn_blocking(move || done.recv()).await??;
     ctx.out(format!("done {} {at}", n.load(Ordering::Relaxed)));
-    crate::worker::hold((sub, session)).await
+    crate::ctx::hold((sub, session)).await
 }
 
 pub(crate) async fn send(ctx: &mut Ctx, port: u16, count: u64, size: usize) -> Result<(), Error> {
@@ -76,7 +76,7 @@ pub(crate) async fn send(ctx: &mut Ctx, port: u16, count: u64, size: usize) -> R
     for _ in 0..count {
         publisher.put(payload.clone()).wait()?;
     }
-    crate::worker::hold((publisher, session)).await
+    crate::ctx::hold((publisher, session)).await
 }
 
 pub(crate) async fn pong(ctx: &Ctx, port: u16) -> Result<(), Error> {
@@ -93,7 +93,7 @@ pub(crate) async fn pong(ctx: &Ctx, port: u16) -> Result<(), Error> {
         })
         .await?;
     ctx.out("ready");
-    crate::worker::hold((sub, session)).await
+    crate::ctx::hold((sub, session)).await
 }
 
 pub(crate) async fn ping(
@@ -146,5 +146,5 @@ pub(crate) async fn ping(
         rtt.record(t.elapsed().as_nanos() as u64)?;
     }
     ctx.rtt(&rtt);
-    crate::worker::hold((sub, publisher, session)).await
+    crate::ctx::hold((sub, publisher, session)).await
 }
