@@ -56,8 +56,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
         inbox: Arc<Inbox<T>>,
         route: Arc<ChannelRoute>,
     ) -> Self {
-        let actor = EndpointActor { node, id: inbox.id(), route }.start();
-        inbox.set_actor(actor.recipient());
+        EndpointActor::start_for(node, &inbox, route);
         Receiver { inbox }
     }
 
@@ -178,8 +177,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> AckReceiver<T> {
         inbox: Arc<Inbox<T>>,
         route: Arc<ChannelRoute>,
     ) -> Self {
-        let actor = EndpointActor { node, id: inbox.id(), route }.start();
-        inbox.set_actor(actor.recipient());
+        EndpointActor::start_for(node, &inbox, route);
         AckReceiver { inbox }
     }
 
@@ -290,6 +288,18 @@ pub(crate) struct EndpointActor {
     node: Weak<dyn Registrar>,
     id: EndpointId,
     route: Arc<ChannelRoute>,
+}
+
+impl EndpointActor {
+    /// Start the actor of `inbox`'s receiver, on `route`'s channel, owned by `node`.
+    fn start_for<T: Serialize + DeserializeOwned + Send + 'static>(
+        node: Weak<dyn Registrar>,
+        inbox: &Inbox<T>,
+        route: Arc<ChannelRoute>,
+    ) {
+        let actor = EndpointActor { node, id: inbox.id(), route }.start();
+        inbox.set_actor(actor.recipient());
+    }
 }
 
 impl Actor for EndpointActor {
