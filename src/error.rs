@@ -7,14 +7,12 @@
 use std::fmt;
 
 /// What a node, a registration or the wire can fail at.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// Binding, dialing or reading a socket failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A channel keeps the message type of its first endpoint; this endpoint asked for another.
-    #[error("channel `{channel}` carries `{existing}`, not `{requested}`")]
     TypeMismatch {
         /// The channel's name.
         channel: String,
@@ -24,18 +22,14 @@ pub enum Error {
         requested: String,
     },
     /// Not a channel name: 1 to 255 bytes, without whitespace or control characters.
-    #[error("invalid channel name: {0}")]
     InvalidName(String),
     /// The channel was closed; no endpoint can be added to it any more.
-    #[error("channel `{0}` is closed")]
     ChannelClosed(String),
     /// Raft could not commit the request (no leader reachable, the node is shutting down, ...).
-    #[error("registry: {0}")]
-    Registry(#[source] Cause),
+    Registry(Cause),
     /// No majority of the voters answered in time: the registry cannot change now (this node
     /// may be cut off from the rest, or too many voters are down). Channels between reachable
     /// nodes keep working; try again later.
-    #[error("no quorum: the registry could not commit within {waited:?} (last attempt: {last})")]
     NoQuorum {
         /// How long the write was tried.
         waited: std::time::Duration,
@@ -43,31 +37,71 @@ pub enum Error {
         last: String,
     },
     /// Joining the cluster through the given addresses failed.
-    #[error("could not join the cluster: {0}")]
-    Join(#[source] Cause),
+    Join(Cause),
     /// A connection's handshake failed: this node and the other do not share the cluster secret
     /// (the cookie), or the other refused this node.
-    #[error("authentication failed: {0}")]
-    Auth(#[source] Cause),
+    Auth(Cause),
     /// A message or frame could not be encoded or decoded.
-    #[error("codec: {0}")]
-    Codec(#[source] Cause),
+    Codec(Cause),
     /// The node has been shut down.
-    #[error("the node is shut down")]
     Shutdown,
     /// The builder was given an inconsistent configuration.
-    #[error("invalid configuration: {0}")]
-    Config(#[source] Cause),
+    Config(Cause),
     /// A send failed because the channel is closed (converted from [`SendError`], whose message
     /// is dropped by the conversion).
-    #[error("channel closed")]
     Closed,
+}
+
+// Display and source by hand (not thiserror's): an error's message says what failed and, as it
+// always has, why; `source()` is the error that caused it when there is one, skipping the
+// `Cause` that carries it, so that a report of the chain does not say the message twice.
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::TypeMismatch { channel, existing, requested } => {
+                write!(f, "channel `{channel}` carries `{existing}`, not `{requested}`")
+            }
+            Error::InvalidName(why) => write!(f, "invalid channel name: {why}"),
+            Error::ChannelClosed(channel) => write!(f, "channel `{channel}` is closed"),
+            Error::Registry(c) => write!(f, "registry: {c}"),
+            Error::NoQuorum { waited, last } => write!(
+                f,
+                "no quorum: the registry could not commit within {waited:?} (last attempt: {last})"
+            ),
+            Error::Join(c) => write!(f, "could not join the cluster: {c}"),
+            Error::Auth(c) => write!(f, "authentication failed: {c}"),
+            Error::Codec(c) => write!(f, "codec: {c}"),
+            Error::Shutdown => write!(f, "the node is shut down"),
+            Error::Config(c) => write!(f, "invalid configuration: {c}"),
+            Error::Closed => write!(f, "channel closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Registry(c)
+            | Error::Join(c)
+            | Error::Auth(c)
+            | Error::Codec(c)
+            | Error::Config(c) => std::error::Error::source(c),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
 }
 
 /// What an [`Error`] of the node says, and the error that caused it, when one did: its
 /// [`source`](std::error::Error::source), so that an error chain (`anyhow`'s `{:#}`, a
 /// `tracing` error field) shows the cause whatever its type. Displays as the message alone.
-#[derive(Debug)]
 pub struct Cause {
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
@@ -90,6 +124,15 @@ impl Cause {
     /// What the error says.
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            None => write!(f, "{:?}", self.message),
+            Some(source) => write!(f, "{:?} (caused by {source:?})", self.message),
+        }
     }
 }
 
@@ -269,4 +312,25 @@ pub enum TryRecvError {
     /// The channel is closed and everything it held has been received.
     #[error("receiving on a closed channel")]
     Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_the_source_and_the_message_reads_as_before() {
+        let refused = std::io::Error::other("refused");
+        let e = Error::codec(Cause::new("10.0.0.5:7001: refused", refused));
+        assert_eq!(e.to_string(), "codec: 10.0.0.5:7001: refused");
+        let source = std::error::Error::source(&e).expect("the cause");
+        assert!(source.downcast_ref::<std::io::Error>().is_some(), "typed: {source:?}");
+        assert!(std::error::Error::source(source).is_none(), "the chain ends there");
+        let plain = Error::registry("no leader");
+        assert!(std::error::Error::source(&plain).is_none(), "nothing caused it");
+        match plain {
+            Error::Registry(cause) => assert!(cause.contains("no leader"), "{cause}"),
+            other => panic!("not a registry error: {other}"),
+        }
+    }
 }

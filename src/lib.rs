@@ -95,9 +95,11 @@ pub use cluster::view::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Me
 pub use dchan_macros::endpoint;
 pub use error::{Cause, Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
 pub use link::transport::TlsConfig;
+pub use node::builder::NodeBuilder;
 pub use node::cluster_watch::ClusterWatch;
 pub use node::endpoint::Endpoint;
-pub use node::{AckReceiverBuilder, Node, NodeBuilder, ReceiverBuilder, DEFAULT_CAPACITY};
+pub use node::endpoints::{AckReceiverBuilder, ReceiverBuilder};
+pub use node::{Node, DEFAULT_CAPACITY};
 pub use report::DeadLetter;
 pub use report::{ChannelStats, NodeStats};
 /// rmpv, whose [`Value`] is dchan's untyped message.

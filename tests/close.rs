@@ -76,7 +76,7 @@ async fn close_then_drain_then_none_on_every_node() {
 /// The close commits through other links than the data takes: a receiver must not end before
 /// the data sent ahead of the close has arrived (the sending node's fence says when it has).
 /// Whether the race is really lost here depends on scheduling; the fence logic itself is
-/// unit-tested in `inbox.rs`.
+/// unit-tested in `src/channel/inbox/tests.rs`.
 #[actix_rt::test]
 async fn a_close_racing_data_in_flight_loses_nothing() {
     let nodes = cluster(3).await;

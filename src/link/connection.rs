@@ -1,4 +1,5 @@
-//! Connections: length-delimited frames over TCP, the handshake, and the loops that move frames.
+//! Connections: dialing and accepting them, the handshake on each, and the loops that move
+//! frames (the framing itself is the transport's: [`crate::link::transport`]).
 //!
 //! A connection starts with a hello each way (who is talking, where to dial it back). It is then
 //! read by [`read_loop`], which hands each frame up through [`Dispatch`] (the node implements it;
@@ -6,9 +7,8 @@
 //! order, on a task of their own); answers go to whoever waits for them. If it is the first connection between the two nodes it also becomes the
 //! peer's writer ([`write_loop`]), on both sides: one connection per pair of nodes, both ways.
 //! [`keep_connected`] dials a peer only when something is queued for it and no connection writes
-//! for it. The frame size is checked by the codec from the length prefix, before anything is
-//! allocated; a frame that is too large or malformed closes that one connection with a logged
-//! reason.
+//! for it. A frame that is too large (the transport's codec checks the length prefix before
+//! anything is allocated) or malformed closes that one connection with a logged reason.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

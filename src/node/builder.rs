@@ -31,6 +31,13 @@ use crate::Error;
 /// How long `start` keeps trying to join through the seeds, by default.
 pub(super) const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+impl Node {
+    /// Configure a new node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+}
+
 /// Configures and starts a [`Node`].
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `start` is awaited"]

@@ -63,3 +63,15 @@ impl ClusterWatch {
         }
     }
 }
+
+impl Node {
+    /// The cluster as this node knows it, each time it changes (see [`ClusterWatch`]).
+    pub fn watch_cluster(&self) -> ClusterWatch {
+        ClusterWatch {
+            node: self.clone(),
+            registry: self.core.registry.clone(),
+            metrics: self.core.raft.metrics(),
+            last: None,
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::node::ReceiverBuilder;
+use crate::node::endpoints::ReceiverBuilder;
 use crate::{Error, Node, Sender};
 
 /// A message type bound to one channel. Implemented by `#[dchan::endpoint]`.

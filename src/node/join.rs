@@ -49,7 +49,7 @@ impl Node {
                     match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
                         Ok(Response::Membership(r)) => r.map_err(Error::join),
                         Ok(_) => Err(Error::join("unexpected answer")),
-                        Err(e) => Err(Error::join(e.to_string())),
+                        Err(e) => Err(Error::join(Cause::of(e))),
                     }
                 };
                 tokio::select! {

@@ -14,16 +14,13 @@
 //!
 //! May import every layer below: `link`, `cluster`, `channel`, and the crate's root modules.
 
-mod builder;
+pub(crate) mod builder;
 pub(crate) mod cluster_watch;
 pub(crate) mod control;
 pub(crate) mod endpoint;
-mod endpoints;
+pub(crate) mod endpoints;
 mod join;
 pub(crate) mod stats;
-
-pub use builder::NodeBuilder;
-pub use endpoints::{AckReceiverBuilder, ReceiverBuilder};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +43,6 @@ use crate::link::peer::Peers;
 use crate::rpc::{Request, Response};
 use crate::tasks::Tasks;
 use crate::Error;
-use cluster_watch::ClusterWatch;
 
 /// A receiver's default capacity.
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -153,11 +149,6 @@ pub struct Node {
 }
 
 impl Node {
-    /// Configure a new node.
-    pub fn builder() -> NodeBuilder {
-        NodeBuilder::default()
-    }
-
     /// This node's id in the cluster.
     pub fn id(&self) -> u64 {
         self.core.id
@@ -204,16 +195,6 @@ impl Node {
                 })
                 .collect(),
             channels: registry.channels.iter().map(|(name, c)| c.info(name)).collect(),
-        }
-    }
-
-    /// The cluster as this node knows it, each time it changes (see [`ClusterWatch`]).
-    pub fn watch_cluster(&self) -> ClusterWatch {
-        ClusterWatch {
-            node: self.clone(),
-            registry: self.core.registry.clone(),
-            metrics: self.core.raft.metrics(),
-            last: None,
         }
     }
 

@@ -1,6 +1,8 @@
-//! Raft wiring: the type configuration, the network over dchan's own connections, the timing.
+//! Raft wiring: the network over dchan's own connections, the timing, when to snapshot.
 //!
-//! All of Raft sits here and in [`store`]. Raft RPCs travel as [`Request`]s on the same peer links
+//! All of Raft sits here, in [`store`] (the log and the state machine: the registry) and in
+//! [`election`] (dchan times elections itself); its type configuration is shared vocabulary,
+//! in [`crate::rpc`]. Raft RPCs travel as [`Request`]s on the same peer links
 //! as channel data ([`crate::link::peer`]); openraft asks for a new network client on every election, so
 //! clients are thin handles on the pooled [`Peer`] and never own a connection.
 
