@@ -6,7 +6,7 @@
 //! (`builder`), bootstrapping or joining (`join`), making endpoints (`endpoints`), the control
 //! path (`control`: registry writes, always through the leader, and the requests other nodes
 //! make), what the node reports of itself (`stats`), the `Endpoint` trait behind
-//! `#[dchan::endpoint]` (`endpoint`) and [`ClusterWatch`]. On the message path the node only
+//! `#[dchan::endpoint]` (`endpoint`) and [`ClusterWatch`](crate::ClusterWatch). On the message path the node only
 //! passes frames through: the connections hand them up through
 //! [`Dispatch`], which [`Core`] implements by calling the
 //! switchboard ([`crate::channel::switchboard`]); the registry watcher brings the switchboard up
@@ -53,7 +53,7 @@ pub(crate) struct Core {
     pub(crate) addr: SocketAddr,
     /// The address other nodes dial for this one (the bound address unless told otherwise).
     pub(crate) advertised: String,
-    /// This node never votes ([`NodeBuilder::non_voting`]).
+    /// This node never votes ([`NodeBuilder::non_voting`](crate::NodeBuilder::non_voting)).
     pub(crate) non_voting: bool,
     pub(crate) raft: Raft,
     pub(crate) registry: watch::Receiver<Arc<Registry>>,
