@@ -2,7 +2,7 @@
 //! starts sending when stdin says `go`, and stops when stdin closes (or after [`DEADLINE`], so
 //! that no worker outlives a parent that died).
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
