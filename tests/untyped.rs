@@ -95,3 +95,36 @@ async fn what_does_not_decode_is_a_dead_letter_and_the_receiver_carries_on() {
     drop(rx);
     shutdown(nodes).await;
 }
+
+#[actix_rt::test]
+async fn a_dead_letter_gives_its_room_back_under_manual_acknowledgement() {
+    let nodes = cluster(2).await;
+    let mut rx = nodes[0].receiver::<Job>("acked").capacity(2).manual_ack().await.expect("rx");
+    receivers_visible(&nodes, "acked", 1).await;
+    // From this node's own untyped sender (moved in, never sent over a socket) and from the
+    // other node's: each misfit fills the whole capacity, and must give it back when taken.
+    let here = nodes[0].sender::<Value>("acked").await.expect("untyped sender");
+    let there = nodes[1].sender::<Value>("acked").await.expect("untyped sender");
+    let typed = nodes[0].sender::<Job>("acked").await.expect("typed sender");
+    within("receiver known", there.wait_for_receivers(1)).await.expect("open");
+    for (round, raw) in [&here, &there, &here].into_iter().enumerate() {
+        for i in 0..2 {
+            within("misfit", raw.send(Value::from(format!("not a job {round}.{i}"))))
+                .await
+                .expect("send");
+        }
+        let id = round as u64;
+        let sending = typed.send(Job { id, name: "fits".into() });
+        let job = async {
+            let d = rx.recv().await.expect("open");
+            d.ack()
+        };
+        let (sent, job) =
+            within("a job after two dead letters", async { tokio::join!(sending, job) }).await;
+        sent.expect("send");
+        assert_eq!(job, Job { id, name: "fits".into() });
+    }
+    assert_eq!(nodes[0].stats().channel("acked").expect("stats").dead_letters_total, 6);
+    drop(rx);
+    shutdown(nodes).await;
+}

@@ -16,12 +16,19 @@ use crate::link::wire::{self, Frame};
 impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// The application acknowledges a delivery (manual acknowledgement).
     pub(crate) fn ack(&self, token: Token) {
+        self.settle(token, true);
+    }
+
+    /// A delivery is done with: acknowledged by the application, or (`kept` false) a dead letter
+    /// taken before its local copy was ever kept. Either way its room comes back.
+    pub(super) fn settle(&self, token: Token, kept: bool) {
         let out = {
             let mut st = self.lock();
             let Some(unacked) = st.unacked.as_mut() else { return };
             let (from, n) = match token {
                 Token::Local(n) => {
-                    if unacked.local.remove(&n).is_none() {
+                    // A token acknowledged twice (or after a hand-over) counts once.
+                    if unacked.local.remove(&n).is_none() && kept {
                         return;
                     }
                     (None, 1)
@@ -122,7 +129,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             }
             if let Some(unacked) = st.unacked.take() {
                 nodes.extend(unacked.remote.keys().copied());
-                mine.extend(unacked.local.into_values());
+                mine.extend(unacked.local.into_values().filter(|m| !m.is_empty()));
             }
             let taken = st.grants.flush_taken();
             st.wake();

@@ -328,13 +328,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 Item::Value(v) => {
                     if let Some(Token::Local(n)) = token {
                         // Kept encoded until acknowledged, to go elsewhere if it never is.
-                        match rmp_serde::to_vec_named(&v) {
-                            Ok(b) => {
-                                if let Some(u) = self.lock().unacked.as_mut() {
-                                    u.local.insert(n, b.into());
-                                }
-                            }
-                            Err(e) => tracing::error!(error = %e, "could not keep a delivery"),
+                        // If it cannot be encoded, it cannot go elsewhere: an empty entry
+                        // still gives its room back when acknowledged.
+                        let kept =
+                            rmp_serde::to_vec_named(&v).map(Bytes::from).unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "could not keep a delivery");
+                                Bytes::new()
+                            });
+                        if let Some(u) = self.lock().unacked.as_mut() {
+                            u.local.insert(n, kept);
                         }
                     }
                     v
@@ -354,7 +356,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         let expected = std::any::type_name::<T>();
                         self.route.dead.keep(&self.route.name, from, expected, e.to_string(), msg);
                         if let Some(token) = token {
-                            self.ack(token);
+                            self.settle(token, false);
                         }
                         continue;
                     }
