@@ -107,3 +107,37 @@ async fn what_was_taken_just_before_a_shutdown_is_not_delivered_again() {
     }
     shutdown(nodes).await;
 }
+
+/// A receiving node that shuts down while it holds messages of another node's sender (a rolling
+/// restart of a consumer): each message is taken exactly once, by the old receiver or by the one
+/// that comes after it, never by both.
+#[actix_rt::test]
+async fn a_receiving_node_that_shuts_down_duplicates_nothing() {
+    let mut nodes = cluster(3).await;
+    let leaving = nodes.remove(1);
+    let tx = nodes[0].sender::<u64>("rolling").await.expect("tx");
+    let mut old = leaving.receiver::<u64>("rolling").capacity(64).await.expect("rx");
+    within("receiver known", tx.wait_for_receivers(1)).await.expect("open");
+    for i in 0..50 {
+        within("send", tx.send(i)).await.expect("send");
+    }
+    for i in 0..10 {
+        assert_eq!(within("recv", old.recv()).await, Some(i));
+    }
+    within("shutdown", leaving.shutdown()).await.expect("graceful shutdown");
+    let mut taken: Vec<u64> = (0..10).collect();
+    while let Some(i) = within("the old receiver ends", old.recv()).await {
+        taken.push(i);
+    }
+    let mut new = nodes[1].receiver::<u64>("rolling").capacity(64).await.expect("rx");
+    while taken.len() < 50 {
+        taken.push(within("the rest, elsewhere", new.recv()).await.expect("open"));
+    }
+    // Every message is taken now: had the sending node still counted one as out, it would
+    // deliver it again (to `new`) before `wait_taken` returned.
+    within("every message taken", tx.wait_taken()).await;
+    assert!(new.try_recv().is_err(), "a message delivered twice");
+    assert_eq!(taken, (0..50).collect::<Vec<_>>(), "each once, in order");
+    drop((old, new));
+    shutdown(nodes).await;
+}

@@ -94,7 +94,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// The receiver handle was dropped: hand over, and give this node's messages to the endpoint
     /// actor, which deregisters the receiver and delivers them elsewhere.
     pub(crate) fn drop_receiver(&self) {
-        if let Some(mine) = self.detach() {
+        if let Some(mine) = self.detach(false) {
             if let Some(actor) = self.actor.get() {
                 actor.do_send(Detached(mine));
             }
@@ -102,9 +102,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     }
 
     /// Detach: returns this node's messages (encoded, counted as being re-routed, so that a close
-    /// fence waits for them) to deliver elsewhere, or `None` if the inbox was detached already. Remote messages are dropped: every sending node is told to
-    /// deliver them elsewhere, after what was taken.
-    pub(super) fn detach(&self) -> Option<Vec<Bytes>> {
+    /// fence waits for them) to deliver elsewhere, or `None` if the inbox was detached already.
+    /// Remote messages are dropped: every sending node is told to deliver them elsewhere, after
+    /// what was taken. With `keep_local` (its node leaves and no other node has a receiver of the
+    /// channel), this node's messages stay for the receiver to yield before it ends; what other
+    /// nodes sent is theirs to deliver elsewhere either way, never here too.
+    pub(super) fn detach(&self, keep_local: bool) -> Option<Vec<Bytes>> {
         let (mine, taken, nodes) = {
             let mut st = self.lock();
             if st.detached {
@@ -113,11 +116,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             st.detached = true;
             let mut mine = Vec::new();
             let mut nodes: BTreeSet<NodeId> = st.grants.known().collect();
+            let mut kept = std::collections::VecDeque::new();
             for item in std::mem::take(&mut st.buf) {
                 match item {
                     Item::Encoded { from: Some(from), .. } => {
                         nodes.insert(from);
                     }
+                    local if keep_local => kept.push_back(local),
                     Item::Encoded { from: None, msg } => mine.push(msg),
                     Item::Value(v) => match rmp_serde::to_vec_named(&v) {
                         Ok(b) => mine.push(b.into()),
@@ -127,9 +132,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     },
                 }
             }
-            if let Some(unacked) = st.unacked.take() {
-                nodes.extend(unacked.remote.keys().copied());
-                mine.extend(unacked.local.into_values().filter(|m| !m.is_empty()));
+            st.buf = kept;
+            if let Some(mut unacked) = st.unacked.take() {
+                nodes.extend(unacked.remote.drain().map(|(node, _)| node));
+                if keep_local {
+                    // Still the application's to acknowledge.
+                    st.unacked = Some(unacked);
+                } else {
+                    mine.extend(unacked.local.into_values().filter(|m| !m.is_empty()));
+                }
             }
             let taken = st.grants.flush_taken();
             st.wake();

@@ -140,8 +140,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         st.wake();
     }
 
-    fn hand_over(&self) -> Option<Vec<Bytes>> {
-        self.detach()
+    fn hand_over(&self, keep_local: bool) -> Option<Vec<Bytes>> {
+        self.detach(keep_local)
     }
 
     fn tell_taken(&self) {

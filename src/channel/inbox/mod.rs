@@ -81,9 +81,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn fence(&self, from: NodeId);
     /// The receiver goes away (its node is leaving): tell every sending node to deliver what it
     /// sent elsewhere, and return this node's messages (encoded, counted as being re-routed on
-    /// the channel's route) to deliver elsewhere. `None` if it was handed over already. The
-    /// receiver then ends.
-    fn hand_over(&self) -> Option<Vec<Bytes>>;
+    /// the channel's route) to deliver elsewhere, or, with `keep_local`, keep them for the
+    /// receiver to yield. `None` if it was handed over already. The receiver then ends.
+    fn hand_over(&self, keep_local: bool) -> Option<Vec<Bytes>>;
     /// Tell every sending node now what the receiver has taken of its messages (its node is
     /// about to leave: a sending node delivers elsewhere whatever it was not told was taken).
     fn tell_taken(&self);

@@ -53,10 +53,10 @@ fn a_detached_inbox_hands_back_only_its_own_nodes_messages() {
     inbox.try_push(1).expect("room");
     inbox.offer(&[7]);
     inbox.push_remote(7, &mut (2..4).map(encoded));
-    let mine = inbox.hand_over().expect("first detach");
+    let mine = inbox.hand_over(false).expect("first detach");
     let got: Vec<u64> = mine.iter().map(|b| rmp_serde::from_slice(b).unwrap()).collect();
     assert_eq!(got, [1], "node 7 delivers its own elsewhere");
-    assert!(inbox.hand_over().is_none());
+    assert!(inbox.hand_over(false).is_none());
     assert!(matches!(inbox.try_push(6), Err(Refused::Full(6))));
     assert_eq!(poll(&inbox), Poll::Ready(None));
 }

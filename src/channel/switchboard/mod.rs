@@ -237,18 +237,23 @@ impl Switchboard {
     }
 
     /// Hand what this node's receivers hold to receivers on other nodes, and flush every outbox,
-    /// within [`HAND_OVER_TIMEOUT`]. A channel with no receiver elsewhere keeps its messages
-    /// here: its receivers yield them, then `None`.
+    /// within [`HAND_OVER_TIMEOUT`]. A channel with no receiver elsewhere keeps this node's own
+    /// messages here: its receivers yield them, then `None`; what other nodes sent is always
+    /// released to them, so that it is delivered once, elsewhere.
     pub(crate) async fn hand_over(&self) {
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         let mut routes = Vec::new();
         for inbox in inboxes {
             let route = inbox.channel().clone();
-            if route.has_remote() {
-                if let Some(mine) = inbox.hand_over() {
+            // What other nodes sent goes back to them either way (they deliver it elsewhere,
+            // once there is a receiver); this node's own messages stay here when there is
+            // nowhere else for them.
+            let elsewhere = route.has_remote();
+            if let Some(mine) = inbox.hand_over(!elsewhere) {
+                if elsewhere {
                     self.redeliver(&route, mine);
+                    routes.push(route);
                 }
-                routes.push(route);
             }
         }
         let done = async {
