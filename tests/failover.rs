@@ -464,3 +464,30 @@ async fn slow_links_do_not_look_like_dead_nodes() {
         assert_eq!((voters, seen), (3, want), "node {} lost a member", p.id);
     }
 }
+
+/// A node in a process of its own leaves in a round trip or two, every time, as a voter and as a
+/// learner (what each `dchan send` that joins a running cluster does). It used to wait for its
+/// own registry to show its endpoints removed, which a node no longer a member may never be
+/// told: the 5 s fallback in most leaves. The 3 s bound is far above a leave's round trips and
+/// below that fallback.
+#[tokio::test]
+async fn a_node_leaves_in_a_round_trip_or_two() {
+    let mut nodes = started(2, 3).await;
+    for round in 0..8 {
+        if round == 4 {
+            // From here on, visitors join as learners beside three voters.
+            let third = procs::start_voters(&[nodes[0].addr], 3).await;
+            nodes.push(third);
+        }
+        let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+        settles(&mut nodes[0], &ids, ids.len()).await;
+        // The first four become the third voter (once caught up), the rest stay learners.
+        let mut visitor = procs::start_voters(&[nodes[round % 2].addr], 3).await;
+        visitor.cmd("sender jobs");
+        visitor.expect("@ sender jobs").await;
+        let started = Instant::now();
+        visitor.leave().await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "leave {round} took {took:?}");
+    }
+}

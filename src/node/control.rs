@@ -17,9 +17,7 @@ use tracing::Instrument;
 
 use crate::channel::registrar::Registrar;
 use crate::channel::router::ChannelRoute;
-use crate::channel::switchboard::HAND_OVER_TIMEOUT;
 use crate::cluster::authority::Refusal;
-use crate::cluster::registry::Registry;
 use crate::error::Cause;
 use crate::ids::{EndpointId, NodeId};
 use crate::node::Core;
@@ -460,15 +458,9 @@ impl Core {
 
     pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), Error> {
         self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::registry)?;
-        // Routers follow: this node's receivers are no longer anyone's targets, its own included.
-        let mut rx = self.registry.clone();
-        let me = self.id;
-        let gone = |r: &Arc<Registry>| r.endpoints_of(me) == 0;
-        if tokio::time::timeout(HAND_OVER_TIMEOUT, rx.wait_for(gone)).await.is_err() {
-            tracing::warn!("this node's endpoints were not removed in time");
-        }
-        let registry = self.registry.borrow().clone();
-        self.switch.refresh(&registry);
+        // The leader removed this node's endpoints before its membership: routers follow now
+        // (this node's copy of the registry may never show it, once it is no longer a member).
+        self.switch.left();
         Ok(())
     }
 }

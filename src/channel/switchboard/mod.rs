@@ -59,6 +59,10 @@ pub(crate) struct Switchboard {
     /// Set when this node starts leaving: its receivers leave the registry before the node
     /// leaves the membership, and that is not a removal to report.
     leaving: AtomicBool,
+    /// Set once the cluster has committed this node's leave: its endpoints are out of the
+    /// registry, whether or not this node's copy shows it yet (a node that is no longer a member
+    /// may never be told). Its routers then target other nodes' receivers only.
+    left: AtomicBool,
 }
 
 impl Switchboard {
@@ -81,12 +85,26 @@ impl Switchboard {
             fences: Fences::default(),
             last: Mutex::default(),
             leaving: AtomicBool::new(false),
+            left: AtomicBool::new(false),
         }
     }
 
     /// This node is leaving the cluster (a graceful shutdown has started).
     pub(crate) fn leaving(&self) {
         self.leaving.store(true, Ordering::SeqCst);
+    }
+
+    /// The cluster committed this node's leave (its endpoints left the registry before its
+    /// membership did): every router stops targeting this node's receivers now, without
+    /// waiting for this node's copy of the registry to say so.
+    pub(crate) fn left(&self) {
+        self.left.store(true, Ordering::SeqCst);
+        let registry = self.registry.borrow().clone();
+        self.refresh(&registry);
+        let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
+        for route in &routes {
+            self.refresh_route(route, &registry);
+        }
     }
 
     /// Before this node leaves: tell every sending node what this node's receivers have taken

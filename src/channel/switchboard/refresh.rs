@@ -249,8 +249,11 @@ impl Switchboard {
         let mut targets = Vec::new();
         {
             let inboxes = lock(&self.inboxes);
+            let left = self.left.load(Ordering::SeqCst);
             for e in ch.receivers() {
-                if e.node == self.me {
+                if e.node == self.me && left {
+                    // Out of the registry already (see `Switchboard::left`).
+                } else if e.node == self.me {
                     if let Some(inbox) = inboxes.get(&e.id) {
                         targets.push(Target::Local(inbox.clone()));
                     }
