@@ -121,3 +121,59 @@ async fn senders_work_from_other_threads_and_runtimes() {
     assert_eq!(got, (0..2 * EACH).collect::<Vec<_>>());
     shutdown(nodes).await;
 }
+
+/// Two nodes each with a receiver and a sender of one channel, each looping "send one, receive
+/// one" from the moment their endpoints are registered: every send goes to a receiver with
+/// room, and each node's receiver gets its turns from the other node's sender. (Credit a
+/// receiver granted around the registrations was lost: in 2 runs of 3 one node sent everything
+/// to its own receiver and the other waited forever on an empty receiver that had room.)
+#[actix_rt::test]
+async fn senders_beside_receivers_on_two_nodes_share_both_receivers() {
+    const ROUNDS: u64 = 3_000;
+    let nodes = cluster(3).await;
+    for round in 0..4 {
+        let channel = format!("pairs-{round}");
+        // Rounds done per loop; a loop that is done goes on until the other is (its last
+        // message may be waiting in the other's receiver), then stops, even in `recv`.
+        let done = std::rc::Rc::new([std::cell::Cell::new(0u64), std::cell::Cell::new(0u64)]);
+        let all_done = std::rc::Rc::new(tokio::sync::Notify::new());
+        let looping = |node: dchan::Node, me: usize| {
+            let (channel, done, all_done) = (channel.clone(), done.clone(), all_done.clone());
+            async move {
+                let mut rx = node.receiver::<u64>(&channel).capacity(64).await.expect("rx");
+                let tx = node.sender::<u64>(&channel).await.expect("tx");
+                let (mut from_other, mut i) = (0, 0u64);
+                let finished = || done.iter().all(|d| d.get() >= ROUNDS);
+                while !finished() {
+                    tx.send((me as u64) << 32 | i).await.expect("send");
+                    i += 1;
+                    let got = tokio::select! {
+                        got = rx.recv() => got.expect("open"),
+                        () = all_done.notified() => break,
+                    };
+                    if got >> 32 != me as u64 {
+                        from_other += 1;
+                    }
+                    done[me].set(done[me].get() + 1);
+                    if finished() {
+                        all_done.notify_waiters();
+                    }
+                }
+                (from_other, rx, tx)
+            }
+        };
+        let a = looping(nodes[1].clone(), 0);
+        let b = looping(nodes[2].clone(), 1);
+        let ((a_other, rx_a, tx_a), (b_other, rx_b, tx_b)) =
+            within("both loops", async { tokio::join!(a, b) }).await;
+        // Round-robin over two receivers with room: about half from the other node.
+        for (node, other) in [(1, a_other), (2, b_other)] {
+            assert!(
+                other >= ROUNDS / 4,
+                "round {round}: node {node} got {other} of its first {ROUNDS} from the other node"
+            );
+        }
+        drop((rx_a, rx_b, tx_a, tx_b));
+    }
+    shutdown(nodes).await;
+}

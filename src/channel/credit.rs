@@ -137,34 +137,37 @@ impl<R> Credits<R> {
     }
 
     /// Receiver `id` on node `from` granted `n`: added to its window, or kept until the window
-    /// is made. Returns the window's route, to wake its senders. Credit from a node other than
-    /// the receiver's is refused.
-    pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Option<Arc<R>> {
+    /// is made. Credit from a node other than the receiver's is refused.
+    pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Granted<R> {
         let mut inner = lock(&self.inner);
         if let Some((window, route, node)) = inner.windows.get(&id) {
             if *node != from {
                 not_the_receivers(from, id);
-                return None;
+                return Granted::Refused;
             }
             window.grant(n);
-            return Some(route.clone());
+            return Granted::Window(route.clone());
         }
         let known = inner.early.get(&id).map(|(node, _)| *node);
         match known {
             Some(node) if node != from => {
                 not_the_receivers(from, id);
+                Granted::Refused
             }
             Some(_) => {
                 if let Some((_, early)) = inner.early.get_mut(&id) {
                     *early = early.saturating_add(n);
                 }
+                Granted::Kept
             }
-            None if n > 0 && inner.early.len() < MAX_EARLY_GRANTS => {
+            None if n == 0 => Granted::Kept,
+            None if inner.early.len() < MAX_EARLY_GRANTS => {
                 inner.early.insert(id, (from, n));
+                Granted::Kept
             }
-            None => {}
+            // No room to keep it: given back, so that the receiver does not count it as out.
+            None => Granted::Returned(n),
         }
-        None
     }
 
     /// The window towards receiver `id` and its route, if this node has one and the receiver is
@@ -196,13 +199,48 @@ impl<R> Credits<R> {
         lock(&self.inner).windows.remove(&id);
     }
 
-    /// Drop early grants for receivers `registered` does not list.
-    pub(crate) fn retain_early(&self, registered: impl Fn(EndpointId) -> bool) {
+    /// Take back the credit receiver `id` on node `from` granted this node before its window was
+    /// made (the receiver reclaims it).
+    pub(crate) fn take_early(&self, id: EndpointId, from: NodeId) -> u32 {
         let mut inner = lock(&self.inner);
-        if !inner.early.is_empty() {
-            inner.early.retain(|id, _| registered(*id));
+        match inner.early.get(&id) {
+            Some((node, n)) if *node == from => {
+                let n = *n;
+                inner.early.remove(&id);
+                n
+            }
+            _ => 0,
         }
     }
+
+    /// Drop early grants for receivers that are gone (`gone`: issued by the registry and no
+    /// longer registered). A receiver the registry has not issued yet is a registration this
+    /// node has not applied: its grant stays, for the window its router will make.
+    pub(crate) fn retain_early(&self, gone: impl Fn(EndpointId) -> bool) {
+        let mut inner = lock(&self.inner);
+        if !inner.early.is_empty() {
+            inner.early.retain(|id, _| !gone(*id));
+        }
+    }
+
+    /// How many grants are kept for receivers this node has no window for.
+    #[cfg(test)]
+    pub(crate) fn early_count(&self) -> usize {
+        lock(&self.inner).early.len()
+    }
+}
+
+/// What became of a grant.
+#[derive(Debug)]
+pub(crate) enum Granted<R> {
+    /// Added to a window: the route to wake.
+    Window(Arc<R>),
+    /// Kept until this node makes the window.
+    Kept,
+    /// Not this node's to keep (no room for another early grant): to give back.
+    Returned(u32),
+    /// From a node that does not hold the receiver: dropped.
+    Refused,
 }
 
 /// What a change to a receiver's books asks to send: per node, messages taken and credit
@@ -253,6 +291,9 @@ pub(crate) struct Grants {
     local_wants: bool,
     /// Messages taken per node, not yet told.
     taken: Vec<(NodeId, u32)>,
+    /// Nodes that wanted credit before this node knew they have a sender of the channel: they
+    /// are offered some once it does (they do not ask twice).
+    deferred: BTreeSet<NodeId>,
     /// Nodes that left the cluster: never granted anything again; with the credit each still
     /// had out when it left (what it may have sent before: taken in, and no more).
     left: BTreeMap<NodeId, u32>,
@@ -271,6 +312,7 @@ impl Grants {
             reclaiming: BTreeSet::new(),
             local_wants: false,
             taken: Vec::new(),
+            deferred: BTreeSet::new(),
             left: BTreeMap::new(),
         }
     }
@@ -335,6 +377,18 @@ impl Grants {
         }
     }
 
+    /// Node `from` wanted credit before its sender was known here: kept for [`Grants::undefer`].
+    pub(crate) fn defer(&mut self, from: NodeId) {
+        if !self.left.contains_key(&from) {
+            self.deferred.insert(from);
+        }
+    }
+
+    /// Whether node `from` wanted credit before its sender was known (forgotten as it is told).
+    pub(crate) fn undefer(&mut self, from: NodeId) -> bool {
+        self.deferred.remove(&from)
+    }
+
     /// Node `from` gave `n` unused credits back.
     pub(crate) fn returned(&mut self, from: NodeId, n: u32) {
         self.reclaiming.remove(&from);
@@ -352,6 +406,7 @@ impl Grants {
         let owed = self.left.entry(node).or_insert(0);
         *owed = owed.saturating_add(n);
         self.wanting.retain(|n| *n != node);
+        self.deferred.remove(&node);
         self.reclaiming.remove(&node);
         self.taken.retain(|(n, _)| *n != node);
     }
@@ -502,5 +557,38 @@ mod tests {
         }
         assert!(!g.arrived(7), "beyond its credit");
         assert!(!g.arrived(9), "a node never granted anything");
+    }
+
+    #[test]
+    fn a_want_before_the_sender_is_known_is_answered_once_it_is() {
+        let mut g = Grants::new(4);
+        g.defer(3);
+        assert!(g.settle(true, None, false).is_empty(), "nothing granted to an unknown sender");
+        assert!(g.undefer(3), "offered once its sender is known");
+        assert!(!g.undefer(3));
+        g.forget(5);
+        g.defer(5);
+        assert!(!g.undefer(5), "a node that left is never offered again");
+    }
+
+    #[test]
+    fn early_grants_wait_for_their_window_and_are_given_back_when_reclaimed_or_unkeepable() {
+        let credits: Credits<()> = Credits::default();
+        assert!(matches!(credits.grant(10, 2, 5), Granted::Kept));
+        // A receiver this node has not seen registered yet: its grant stays.
+        credits.retain_early(|_| false);
+        assert_eq!(credits.early_count(), 1);
+        assert!(matches!(credits.grant(10, 3, 1), Granted::Refused), "not the receiver's node");
+        assert_eq!(credits.take_early(10, 3), 0);
+        assert_eq!(credits.take_early(10, 2), 5, "reclaimed before the window was made");
+        assert!(matches!(credits.grant(11, 2, 4), Granted::Kept));
+        let window = credits.window(11, 2, &Arc::new(()));
+        assert!(window.try_acquire(), "the early grant is in the window");
+        for id in 0..MAX_EARLY_GRANTS as u64 {
+            assert!(matches!(credits.grant(100 + id, 2, 1), Granted::Kept));
+        }
+        assert!(matches!(credits.grant(1, 2, 3), Granted::Returned(3)), "no room: given back");
+        credits.retain_early(|id| id >= 100);
+        assert_eq!(credits.early_count(), 0, "receivers that are gone");
     }
 }

@@ -263,6 +263,16 @@ impl ChannelRoute {
         }
         // Round robin; with one receiver, no shared counter to bump per message.
         let start = if n == 1 { 0 } else { self.cursor.fetch_add(1, Ordering::Relaxed) };
+        // A remote receiver passed over for want of credit is asked for some, even when another
+        // took the message: otherwise a node with room elsewhere (its own receiver) would never
+        // ask, and that receiver would never get its turns from this node again.
+        let mut passed_over = false;
+        let sent = |passed_over: bool| {
+            if passed_over {
+                Self::want(&targets, None);
+            }
+            Attempt::Sent
+        };
         for i in 0..n {
             match &targets[(start + i) % n] {
                 Target::Local(erased) => {
@@ -277,23 +287,24 @@ impl ChannelRoute {
                             }
                         };
                         match erased.try_push_encoded(bytes, false) {
-                            Ok(()) => return Attempt::Sent,
+                            Ok(()) => return sent(passed_over),
                             Err(Refused::Closed(_)) => return Attempt::Closed(msg),
                             Err(Refused::Full(_)) => continue,
                         }
                     };
                     match inbox.try_push(msg) {
-                        Ok(()) => return Attempt::Sent,
+                        Ok(()) => return sent(passed_over),
                         Err(Refused::Closed(m)) => return Attempt::Closed(m),
                         Err(Refused::Full(m)) => msg = m,
                     }
                 }
                 Target::Remote { id, peer, window } => {
                     if !window.try_acquire() {
+                        passed_over = true;
                         continue;
                     }
                     match peer.outbox.push_data(*id, &msg, &self.closed) {
-                        Ok(()) => return Attempt::Sent,
+                        Ok(()) => return sent(passed_over),
                         Err(PushError::Closed) => {
                             window.undo();
                             return Attempt::Closed(msg);
@@ -317,6 +328,7 @@ impl ChannelRoute {
         for t in targets {
             if let Target::Remote { id, peer, window } = t {
                 if only.is_none_or(|o| o == *id) && window.should_ask() {
+                    tracing::trace!(receiver = id, "want out");
                     peer.outbox.push_frame(wire::encode(&Frame::Want { to: *id }), true);
                 }
             }

@@ -69,12 +69,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         let Some(peers) = self.peers.upgrade() else { return };
         let batch = self.batch;
         for (node, taken, grant) in out.credit {
+            tracing::trace!(receiver = self.id, node, taken, grant, "credit out");
             match peers.reach(node) {
                 Some(p) => p.outbox.push_credit(self.id, taken, grant, out.urgent, batch),
                 None => tracing::debug!(node, "credit for a node that left dropped"),
             }
         }
         for node in out.reclaim {
+            tracing::trace!(receiver = self.id, node, "reclaim out");
             if let Some(p) = peers.reach(node) {
                 p.outbox.push_frame(wire::encode(&Frame::Reclaim { to: self.id }), true);
             }

@@ -65,10 +65,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         Ok(())
     }
 
-    fn want(&self, from: NodeId) {
+    fn want(&self, from: NodeId, sender: bool) {
         let out = {
             let mut st = self.lock();
             if st.detached {
+                return;
+            }
+            if !sender {
+                st.grants.defer(from);
                 return;
             }
             st.grants.want(from);
@@ -97,7 +101,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             }
             let new: Vec<NodeId> = {
                 let known: BTreeSet<NodeId> = st.grants.known().collect();
-                nodes.iter().copied().filter(|n| !known.contains(n)).collect()
+                let grants = &mut st.grants;
+                nodes.iter().copied().filter(|n| grants.undefer(*n) || !known.contains(n)).collect()
             };
             if new.is_empty() {
                 return;

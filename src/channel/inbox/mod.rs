@@ -67,11 +67,13 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// receiver did not take, which was sent before any close and so is taken until the inbox
     /// has ended.
     fn try_push_encoded(&self, msg: Bytes, rerouted: bool) -> Result<(), Refused<Bytes>>;
-    /// Node `from` has messages waiting and no credit.
-    fn want(&self, from: NodeId);
+    /// Node `from` has messages waiting and no credit. Not yet a `sender` of the channel as this
+    /// node's registry has it: the want is kept until it is (see [`ErasedInbox::offer`]).
+    fn want(&self, from: NodeId, sender: bool);
     /// Node `from` gave back `n` unused credits.
     fn returned(&self, from: NodeId, n: u32);
-    /// These nodes have senders of the channel: offer credit to any not offered yet.
+    /// These nodes have senders of the channel: offer credit to any not offered yet, and to
+    /// any that wanted some before this node knew of its sender.
     fn offer(&self, nodes: &[NodeId]);
     /// Node `node` left the cluster.
     fn node_left(&self, node: NodeId);

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use super::Switchboard;
+use crate::channel::credit::Granted;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::wire::{self, Frame};
 
@@ -38,41 +39,55 @@ impl Switchboard {
 
     /// Receiver `to` on node `from` took `taken` of this node's messages and grants `grant`.
     pub(crate) fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {
+        tracing::trace!(node = from, receiver = to, taken, grant, "credit in");
         if taken > 0 {
             if let Some(p) = self.peers.find(from) {
                 p.outbox.release(to, taken);
             }
         }
-        if let Some(route) = self.credits.grant(to, from, grant) {
-            route.wake();
+        match self.credits.grant(to, from, grant) {
+            Granted::Window(route) => route.wake(),
+            Granted::Returned(n) => {
+                if let Some(p) = self.peers.reach(from) {
+                    p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+                }
+            }
+            Granted::Kept | Granted::Refused => {}
         }
     }
 
     /// Node `from` wants credit with receiver `to`: given only to a node with a sender of the
-    /// receiver's channel (credit given to any other would sit unused, taking room).
+    /// receiver's channel (credit given to any other would sit unused, taking room). A want from
+    /// a node whose sender this node has not applied yet is kept until it has.
     pub(crate) fn want(&self, from: NodeId, to: EndpointId) {
+        tracing::trace!(node = from, receiver = to, "want in");
         match self.inbox(to) {
             Some(inbox) => {
                 let registry = self.registry.borrow().clone();
-                if self.sending_nodes(&inbox.channel().name, &registry).contains(&from) {
-                    inbox.want(from);
-                } else {
+                if !registry.nodes.contains_key(&from) {
                     tracing::warn!(
                         node = from,
                         receiver = to,
-                        "credit asked for by a node without a sender of the channel: refused"
+                        "credit asked for by a non-member: refused"
                     );
+                    return;
                 }
+                let sender = self.sending_nodes(&inbox.channel().name, &registry).contains(&from);
+                inbox.want(from, sender);
             }
             None => self.not_here(from, to),
         }
     }
 
-    /// Receiver `to` on node `from` wants its unused credit back.
+    /// Receiver `to` on node `from` wants its unused credit back: always answered, with what
+    /// this node holds of it (nothing, if it never made the window), so that the receiver never
+    /// counts credit as out that no node holds.
     pub(crate) fn reclaim(&self, from: NodeId, to: EndpointId) {
-        // Answered only for a receiver of that node this node has credit with.
-        let Some((window, _, _)) = self.credits.get_from(to, from) else { return };
-        let n = window.reclaim();
+        let n = match self.credits.get_from(to, from) {
+            Some((window, _, _)) => window.reclaim(),
+            None => self.credits.take_early(to, from),
+        };
+        tracing::trace!(node = from, receiver = to, n, "reclaim in: returned");
         if let Some(p) = self.peers.reach(from) {
             p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
         }
@@ -80,6 +95,7 @@ impl Switchboard {
 
     /// Node `from` gave back `n` credits with receiver `to`.
     pub(crate) fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
+        tracing::trace!(node = from, receiver = to, n, "return in");
         if let Some(inbox) = self.inbox(to) {
             inbox.returned(from, n);
         }

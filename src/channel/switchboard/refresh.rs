@@ -44,8 +44,8 @@ impl Switchboard {
         if members_changed {
             self.refresh_members(&left, registry);
         }
-        // Early grants for receivers that are gone (at most `MAX_EARLY_GRANTS` of them).
-        self.credits.retain_early(|id| registry.is_registered(id));
+        // Early grants for receivers that are gone (not for those this node has yet to see).
+        self.credits.retain_early(|id| registry.issued(id) && !registry.is_registered(id));
     }
 
     /// The membership changed: links go to where each member listens, and to nobody that left.
