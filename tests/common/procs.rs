@@ -15,6 +15,7 @@
 //! | `send CHANNEL FROM TO` | sends the numbers FROM..TO on a new sender, then `@ sent CHANNEL` |
 //! | `sender CHANNEL` | registers a sender and keeps it: `@ sender CHANNEL`, or `@ regerr REASON` |
 //! | `push CHANNEL FROM TO` | sends FROM..TO on the kept sender, then `@ pushed CHANNEL` |
+//! | `taken CHANNEL` | once every message of the kept sender is taken: `@ taken CHANNEL` |
 //! | `register CHANNEL` | registers (and drops) a sender: `@ registered MICROS`, or `@ regerr REASON` |
 //! | `members` | `@ members LEADER VOTERS ID,ID,...` (LEADER is `none` without one; VOTERS a count) |
 //! | `role` | `@ role voter` or `@ role learner`, as this node sees itself |
@@ -297,6 +298,17 @@ impl Proc {
         got
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT (`resume`): a process frozen and thawed, as a long GC
+    /// pause or a suspended VM does to it.
+    pub fn signal(&self, pause: bool) {
+        let sig = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {sig} failed");
+    }
+
     /// SIGKILL: the node gets no chance to leave.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -419,6 +431,14 @@ pub fn child_main() {
                 ["push", channel, from, to] => {
                     let tx = senders.get(*channel).expect("`sender` first").clone();
                     keep.push(sends(tx, from, to, format!("@ pushed {channel}")));
+                }
+                ["taken", channel] => {
+                    let tx = senders.get(*channel).expect("`sender` first").clone();
+                    let channel = channel.to_string();
+                    keep.push(actix_rt::spawn(async move {
+                        tx.wait_taken().await;
+                        println!("@ taken {channel}");
+                    }));
                 }
                 ["register", channel] => {
                     let t = Instant::now();
