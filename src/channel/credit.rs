@@ -223,6 +223,25 @@ impl<R> Credits<R> {
         }
     }
 
+    /// This node is leaving: every window gives up its unused credit, returned to its receiver
+    /// (which then keeps nothing for this node once it has left). Per receiver: its node and the
+    /// credit to return.
+    pub(crate) fn give_up_all(&self) -> Vec<(EndpointId, NodeId, u32)> {
+        let inner = lock(&self.inner);
+        inner
+            .windows
+            .iter()
+            .map(|(id, (window, _, node))| (*id, *node, window.reclaim()))
+            .filter(|(_, _, n)| *n > 0)
+            .collect()
+    }
+
+    /// Windows and early grants held (for tests that check that churn leaves nothing behind).
+    pub(crate) fn entries(&self) -> usize {
+        let inner = lock(&self.inner);
+        inner.windows.len() + inner.early.len()
+    }
+
     /// How many grants are kept for receivers this node has no window for.
     #[cfg(test)]
     pub(crate) fn early_count(&self) -> usize {
@@ -270,6 +289,9 @@ impl Outgoing {
     }
 }
 
+/// Nodes that left with credit out a receiver keeps taking messages from (on that credit).
+const MAX_LEFT: usize = 64;
+
 /// A receiver's books: what it holds and what credit it has out, per sending node.
 #[derive(Debug)]
 pub(crate) struct Grants {
@@ -294,9 +316,11 @@ pub(crate) struct Grants {
     /// Nodes that wanted credit before this node knew they have a sender of the channel: they
     /// are offered some once it does (they do not ask twice).
     deferred: BTreeSet<NodeId>,
-    /// Nodes that left the cluster: never granted anything again; with the credit each still
-    /// had out when it left (what it may have sent before: taken in, and no more).
-    left: BTreeMap<NodeId, u32>,
+    /// Nodes that left the cluster with credit out, and how much (what they may have sent
+    /// before they left: taken in, and no more), the latest [`MAX_LEFT`] of them; an entry goes
+    /// once its credit is used. A node that left is no longer in `out`: nothing is granted or
+    /// told to it again.
+    left: VecDeque<(NodeId, u32)>,
 }
 
 impl Grants {
@@ -313,8 +337,18 @@ impl Grants {
             local_wants: false,
             taken: Vec::new(),
             deferred: BTreeSet::new(),
-            left: BTreeMap::new(),
+            left: VecDeque::new(),
         }
+    }
+
+    /// Entries kept per sending node (for tests that check that churn leaves nothing behind).
+    pub(crate) fn entries(&self) -> usize {
+        self.out.len()
+            + self.left.len()
+            + self.wanting.len()
+            + self.deferred.len()
+            + self.reclaiming.len()
+            + self.taken.len()
     }
 
     /// How many taken messages are worth a frame of their own.
@@ -350,9 +384,14 @@ impl Grants {
             }
             // Sent before the node left, on credit it had then (voided since): taken, it is
             // owed. No more than that credit.
-            _ => match self.left.get_mut(&from) {
-                Some(n) if *n > 0 => *n -= 1,
-                _ => return false,
+            _ => match self.left.iter().position(|(node, _)| *node == from) {
+                Some(i) => {
+                    self.left[i].1 -= 1;
+                    if self.left[i].1 == 0 {
+                        self.left.remove(i);
+                    }
+                }
+                None => return false,
             },
         }
         self.held = self.held.saturating_add(1);
@@ -362,7 +401,7 @@ impl Grants {
     /// The application took (or acknowledged) `n` messages of `from` (`None`: of this node).
     pub(crate) fn taken(&mut self, from: Option<NodeId>, n: u32) {
         self.held = self.held.saturating_sub(n);
-        if let Some(from) = from.filter(|f| !self.left.contains_key(f)) {
+        if let Some(from) = from.filter(|f| self.out.contains_key(f)) {
             match self.taken.iter_mut().find(|(node, _)| *node == from) {
                 Some((_, t)) => *t += n,
                 None => self.taken.push((from, n)),
@@ -372,16 +411,14 @@ impl Grants {
 
     /// Node `from` wants credit.
     pub(crate) fn want(&mut self, from: NodeId) {
-        if !self.wanting.contains(&from) && !self.left.contains_key(&from) {
+        if !self.wanting.contains(&from) {
             self.wanting.push_back(from);
         }
     }
 
     /// Node `from` wanted credit before its sender was known here: kept for [`Grants::undefer`].
     pub(crate) fn defer(&mut self, from: NodeId) {
-        if !self.left.contains_key(&from) {
-            self.deferred.insert(from);
-        }
+        self.deferred.insert(from);
     }
 
     /// Whether node `from` wanted credit before its sender was known (forgotten as it is told).
@@ -403,8 +440,12 @@ impl Grants {
     pub(crate) fn forget(&mut self, node: NodeId) {
         let n = self.out.remove(&node).unwrap_or(0);
         self.out_total -= n;
-        let owed = self.left.entry(node).or_insert(0);
-        *owed = owed.saturating_add(n);
+        if n > 0 {
+            if self.left.len() == MAX_LEFT {
+                self.left.pop_front();
+            }
+            self.left.push_back((node, n));
+        }
         self.wanting.retain(|n| *n != node);
         self.deferred.remove(&node);
         self.reclaiming.remove(&node);
@@ -445,7 +486,7 @@ impl Grants {
                 free -= share;
                 out.urgent = true;
             }
-            if let Some(node) = last.filter(|n| free > 0 && !self.left.contains_key(n)) {
+            if let Some(node) = last.filter(|n| free > 0 && self.out.contains_key(n)) {
                 out.urgent |= free >= self.batch;
                 self.grant(node, free, &mut out);
                 free = 0;
@@ -566,9 +607,6 @@ mod tests {
         assert!(g.settle(true, None, false).is_empty(), "nothing granted to an unknown sender");
         assert!(g.undefer(3), "offered once its sender is known");
         assert!(!g.undefer(3));
-        g.forget(5);
-        g.defer(5);
-        assert!(!g.undefer(5), "a node that left is never offered again");
     }
 
     #[test]

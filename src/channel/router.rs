@@ -212,6 +212,11 @@ impl ChannelRoute {
         Waiting { route: self, notified }
     }
 
+    /// Receivers that left the registry and are still counted here.
+    pub(crate) fn departed_count(&self) -> usize {
+        lock(&self.departed).len()
+    }
+
     pub(crate) fn receiver_count(&self) -> usize {
         self.read().len()
     }

@@ -235,6 +235,12 @@ impl Peers {
         }
     }
 
+    /// Entries kept per other node (peers and the address book): for tests that check that
+    /// churn leaves nothing behind.
+    pub(crate) fn entries(&self) -> usize {
+        lock(&self.map).len() + lock(&self.book).len()
+    }
+
     /// Give the links what they share. Called once, before any peer is asked for.
     pub(crate) fn set_links(&self, links: Weak<Links>) {
         let _ = self.links.set(links);

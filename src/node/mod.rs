@@ -166,6 +166,13 @@ impl Node {
         self.core.switch.inbox_count()
     }
 
+    /// Not part of the API (for dchan's tests): how many entries this node keeps per channel,
+    /// receiver and other node, to check that members coming and going leave nothing behind.
+    #[doc(hidden)]
+    pub fn __entries(&self) -> usize {
+        self.core.switch.entries()
+    }
+
     /// Not part of the API (for dchan's tests): the index of the last entry in this node's Raft
     /// log, to check that an idle cluster writes nothing.
     #[doc(hidden)]

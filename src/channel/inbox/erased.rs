@@ -171,6 +171,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         true
     }
 
+    fn entries(&self) -> usize {
+        let st = self.lock();
+        st.grants.entries() + st.unacked.as_ref().map_or(0, |u| u.remote.len())
+    }
+
     fn buffered(&self) -> usize {
         self.lock().buf.len()
     }

@@ -97,6 +97,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn orphan(&self) -> bool;
     /// Messages waiting to be taken.
     fn buffered(&self) -> usize;
+    /// Entries kept per sending node (for tests that check that churn leaves nothing behind).
+    fn entries(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
 }
 

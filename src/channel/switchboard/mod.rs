@@ -31,6 +31,7 @@ use crate::channel::router::ChannelRoute;
 use crate::cluster::registry::Registry;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::peer::Peers;
+use crate::link::wire::{self, Frame};
 use crate::rpc::EndpointKind;
 use crate::sync::lock;
 use crate::tasks::Tasks;
@@ -117,6 +118,13 @@ impl Switchboard {
         let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
         for inbox in &inboxes {
             inbox.tell_taken();
+        }
+        // Unused credit goes back too: a receiver keeps what a node that left had out (it may
+        // still send on it), and this node will not.
+        for (to, node, n) in self.credits.give_up_all() {
+            if let Some(p) = self.peers.reach(node) {
+                p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+            }
         }
         if tokio::time::timeout(HAND_OVER_TIMEOUT, self.peers_flushed()).await.is_err() {
             tracing::warn!(
@@ -247,6 +255,20 @@ impl Switchboard {
     /// The router of `channel`, if this node has one.
     pub(crate) fn find_route(&self, channel: &str) -> Option<Arc<ChannelRoute>> {
         lock(&self.routes).get(channel).cloned()
+    }
+
+    /// Entries this node keeps per channel, receiver and other node (routers, inboxes and their
+    /// books, windows, departed receivers, peers): for tests that check that churn leaves
+    /// nothing behind.
+    pub(crate) fn entries(&self) -> usize {
+        let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
+        let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
+        routes.len()
+            + routes.iter().map(|r| r.departed_count()).sum::<usize>()
+            + inboxes.len()
+            + inboxes.iter().map(|i| i.entries()).sum::<usize>()
+            + self.credits.entries()
+            + self.peers.entries()
     }
 
     /// How many receivers' inboxes this node holds, dropped ones not yet deregistered included.

@@ -1,0 +1,94 @@
+//! Members that come and go leave nothing behind: a long-lived node with a receiver, while a
+//! thousand short-lived members join, send and leave (what a thousand `dchan send` invocations
+//! do), keeps no entry for any of them afterwards, and its memory stays where it was (the
+//! visitors are nodes in this process too: their memory is counted, and must be given back).
+
+mod common;
+
+use common::{cluster, shutdown, within};
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number")
+}
+
+/// Every visitor's leave is applied everywhere.
+async fn settled(nodes: &[dchan::Node]) {
+    for node in nodes {
+        common::eventually(|| node.cluster().members.len() == nodes.len()).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_thousand_members_that_join_send_and_leave_leave_nothing_behind() {
+    const VISITORS: u64 = 1_000;
+    // The first visitors fill the Raft log up to where it is snapshotted and purged (each
+    // writes about eight entries; 2,000 entries, 500 kept after a snapshot): memory grows
+    // until then, and must not after.
+    const WARM_UP: u64 = 400;
+    let nodes = cluster(3).await;
+    let mut rx = nodes[0].receiver::<u64>("churn").capacity(64).await.expect("rx");
+    // What the three keep with no visitor about: every visitor's entries must go again (a
+    // peer's link within its grace period after it left, everything else at once).
+    let entries_before: Vec<usize> = nodes.iter().map(dchan::Node::__entries).collect();
+    let mut rss_before = 0;
+    // Five at a time (each is a node of its own, in this process).
+    for batch in 0..VISITORS / 5 {
+        if batch * 5 == WARM_UP {
+            settled(&nodes).await;
+            rss_before = rss_kib();
+        }
+        let visit = |i: u64| {
+            let seed = nodes[(i % 3) as usize].addr();
+            async move {
+                let visitor = dchan::Node::builder()
+                    .listen("127.0.0.1:0")
+                    .join([seed])
+                    .start()
+                    .await
+                    .expect("join");
+                let tx = visitor.sender::<u64>("churn").await.expect("tx");
+                tx.send(i).await.expect("send");
+                tx.wait_taken().await;
+                drop(tx);
+                visitor.shutdown().await.expect("leave");
+            }
+        };
+        let visits = futures::future::join_all((batch * 5..batch * 5 + 5).map(visit));
+        let taking = async {
+            let mut got = Vec::new();
+            for _ in 0..5 {
+                got.push(rx.recv().await.expect("open"));
+            }
+            got.sort_unstable();
+            got
+        };
+        let (_, got) = within("five visitors", async { tokio::join!(visits, taking) }).await;
+        assert_eq!(got, (batch * 5..batch * 5 + 5).collect::<Vec<_>>());
+    }
+    settled(&nodes).await;
+    let rss_after = rss_kib();
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    loop {
+        let entries_after: Vec<usize> = nodes.iter().map(dchan::Node::__entries).collect();
+        if entries_after.iter().zip(&entries_before).all(|(a, b)| a <= b) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "entries per node after {VISITORS} visitors: {entries_after:?}, before them: {entries_before:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let grown = rss_after.saturating_sub(rss_before);
+    eprintln!("resident memory {rss_before} KiB after {WARM_UP} visitors, {rss_after} KiB after {VISITORS}");
+    assert!(
+        grown < 4 * 1024,
+        "resident memory grew by {grown} KiB over {} visitors",
+        VISITORS - WARM_UP
+    );
+    drop(rx);
+    shutdown(nodes).await;
+}
