@@ -1,0 +1,269 @@
+//! Credit: how many messages may be on their way to a receiver, counted by the receiver over
+//! every sending node together (promise 4 in the README).
+//!
+//! On the receiving node, [`Grants`] (one per inbox) keeps the books: messages held (in the
+//! buffer, or delivered and not yet acknowledged) plus credit granted to sending nodes and not
+//! yet used never exceed the capacity. Credit is granted on demand: a sending node that has
+//! messages waiting and no credit says so ([`Frame::Want`](crate::link::wire::Frame::Want)); freed room
+//! goes to the nodes that want it, otherwise back to the node whose message was taken (so a
+//! single sending node keeps the whole window, and a stream needs no request per batch). When
+//! nothing is free and a node (or a sender on the receiver's own node) wants credit, the nodes
+//! that hold unused credit are asked to give it back ([`Frame::Reclaim`](crate::link::wire::Frame::Reclaim)).
+//!
+//! On the sending node, a [`Window`] per remote receiver holds the credit granted to this node;
+//! the router takes one unit per message, and [`Credits`] finds the window an incoming grant is for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::ids::{EndpointId, NodeId};
+use crate::sync::lock;
+
+mod grants;
+pub(crate) use grants::{Grants, Outgoing};
+
+/// This node's credit with one remote receiver.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    /// Granted and not yet used.
+    credit: AtomicU32,
+    /// A [`Frame::Want`](crate::link::wire::Frame::Want) was sent and no grant has come since.
+    asked: AtomicBool,
+    /// The receiver is gone: nothing more goes to it.
+    released: AtomicBool,
+}
+
+impl Window {
+    /// Take one unit of credit for a message, if there is one.
+    pub(crate) fn try_acquire(&self) -> bool {
+        !self.released.load(Ordering::Acquire)
+            && self
+                .credit
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+    }
+
+    /// Give back a unit taken by [`Window::try_acquire`] for a message that did not go.
+    pub(crate) fn undo(&self) {
+        self.credit.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The receiver granted `n` more.
+    pub(crate) fn grant(&self, n: u32) {
+        // Saturating: a grant is a peer's word, and must not wrap the count around.
+        let _ = self
+            .credit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_add(n)));
+        self.asked.store(false, Ordering::Release);
+    }
+
+    /// The receiver asks for unused credit back: all of it, returned.
+    pub(crate) fn reclaim(&self) -> u32 {
+        self.asked.store(false, Ordering::Release);
+        self.credit.swap(0, Ordering::AcqRel)
+    }
+
+    /// Whether to ask the receiver for credit now: none left, and not asked already.
+    pub(crate) fn should_ask(&self) -> bool {
+        !self.released.load(Ordering::Acquire)
+            && self.credit.load(Ordering::Acquire) == 0
+            && !self.asked.swap(true, Ordering::AcqRel)
+    }
+
+    /// The receiver is gone. True the first time.
+    pub(crate) fn release(&self) -> bool {
+        self.credit.store(0, Ordering::Release);
+        !self.released.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+}
+
+/// Credit said to come from node `from` for receiver `id`, which another node holds.
+fn not_the_receivers(from: NodeId, id: EndpointId) {
+    tracing::warn!(
+        node = from,
+        receiver = id,
+        "credit from a node that does not hold the receiver dropped"
+    );
+}
+
+/// The window towards one remote receiver, the route `R` whose senders wait for its credit (the
+/// channel's router), and the receiver's node.
+type Credit<R> = (Arc<Window>, Arc<R>, NodeId);
+
+/// Grants kept for receivers this node has no window for yet, at most this many.
+const MAX_EARLY_GRANTS: usize = 4096;
+
+/// This node's windows towards every remote receiver, each with the route `R` that waits on it
+/// (the channel's router: the table only holds it, to hand back with the window).
+#[derive(Debug)]
+pub(crate) struct Credits<R> {
+    inner: Mutex<Inner<R>>,
+}
+
+impl<R> Default for Credits<R> {
+    fn default() -> Self {
+        Credits { inner: Mutex::new(Inner { windows: HashMap::new(), early: HashMap::new() }) }
+    }
+}
+
+#[derive(Debug)]
+struct Inner<R> {
+    windows: HashMap<EndpointId, Credit<R>>,
+    /// Credit granted before this node made the window (a receiver offers credit when it sees
+    /// this node's sender registered, which can be before the sender's router exists here), and
+    /// the node that granted it.
+    early: HashMap<EndpointId, (NodeId, u32)>,
+}
+
+impl<R> Credits<R> {
+    /// The window towards receiver `id` of `route`'s channel, made on first use (with any credit
+    /// granted before).
+    pub(crate) fn window(&self, id: EndpointId, node: NodeId, route: &Arc<R>) -> Arc<Window> {
+        let mut inner = lock(&self.inner);
+        let early = inner.early.remove(&id);
+        let window =
+            inner.windows.entry(id).or_insert_with(|| (Arc::default(), route.clone(), node));
+        match early {
+            // Granted by the node the registry says holds the receiver: kept.
+            Some((from, n)) if from == window.2 => window.0.grant(n),
+            Some((from, _)) => {
+                not_the_receivers(from, id);
+            }
+            None => {}
+        }
+        window.0.clone()
+    }
+
+    /// Receiver `id` on node `from` granted `n`: added to its window, or kept until the window
+    /// is made. Credit from a node other than the receiver's is refused.
+    pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Granted<R> {
+        let mut inner = lock(&self.inner);
+        if let Some((window, route, node)) = inner.windows.get(&id) {
+            if *node != from {
+                not_the_receivers(from, id);
+                return Granted::Refused;
+            }
+            window.grant(n);
+            return Granted::Window(route.clone());
+        }
+        let known = inner.early.get(&id).map(|(node, _)| *node);
+        match known {
+            Some(node) if node != from => {
+                not_the_receivers(from, id);
+                Granted::Refused
+            }
+            Some(_) => {
+                if let Some((_, early)) = inner.early.get_mut(&id) {
+                    *early = early.saturating_add(n);
+                }
+                Granted::Kept
+            }
+            None if n == 0 => Granted::Kept,
+            None if inner.early.len() < MAX_EARLY_GRANTS => {
+                inner.early.insert(id, (from, n));
+                Granted::Kept
+            }
+            // No room to keep it: given back, so that the receiver does not count it as out.
+            None => Granted::Returned(n),
+        }
+    }
+
+    /// The window towards receiver `id` and its route, if this node has one and the receiver is
+    /// on node `node`.
+    pub(crate) fn get_from(&self, id: EndpointId, node: NodeId) -> Option<Credit<R>> {
+        lock(&self.inner).windows.get(&id).filter(|(_, _, n)| *n == node).cloned()
+    }
+
+    /// The receivers on node `node` this node has windows towards.
+    pub(crate) fn on_node(&self, node: NodeId) -> Vec<EndpointId> {
+        let inner = lock(&self.inner);
+        inner.windows.iter().filter(|(_, (_, _, n))| *n == node).map(|(id, _)| *id).collect()
+    }
+
+    /// Receivers `gone` left the registry: their windows go once released (what was sent to
+    /// them is settled), and any credit they granted early.
+    pub(crate) fn settle(&self, gone: impl Iterator<Item = EndpointId>) {
+        let mut inner = lock(&self.inner);
+        for id in gone {
+            if inner.windows.get(&id).is_some_and(|(w, _, _)| w.is_released()) {
+                inner.windows.remove(&id);
+            }
+            inner.early.remove(&id);
+        }
+    }
+
+    /// Forget the window towards receiver `id` (released, and gone from the registry).
+    pub(crate) fn remove(&self, id: EndpointId) {
+        lock(&self.inner).windows.remove(&id);
+    }
+
+    /// Take back the credit receiver `id` on node `from` granted this node before its window was
+    /// made (the receiver reclaims it).
+    pub(crate) fn take_early(&self, id: EndpointId, from: NodeId) -> u32 {
+        let mut inner = lock(&self.inner);
+        match inner.early.get(&id) {
+            Some((node, n)) if *node == from => {
+                let n = *n;
+                inner.early.remove(&id);
+                n
+            }
+            _ => 0,
+        }
+    }
+
+    /// Drop early grants for receivers that are gone (`gone`: issued by the registry and no
+    /// longer registered). A receiver the registry has not issued yet is a registration this
+    /// node has not applied: its grant stays, for the window its router will make.
+    pub(crate) fn retain_early(&self, gone: impl Fn(EndpointId) -> bool) {
+        let mut inner = lock(&self.inner);
+        if !inner.early.is_empty() {
+            inner.early.retain(|id, _| !gone(*id));
+        }
+    }
+
+    /// This node is leaving: every window gives up its unused credit, returned to its receiver
+    /// (which then keeps nothing for this node once it has left). Per receiver: its node and the
+    /// credit to return.
+    pub(crate) fn give_up_all(&self) -> Vec<(EndpointId, NodeId, u32)> {
+        let inner = lock(&self.inner);
+        inner
+            .windows
+            .iter()
+            .map(|(id, (window, _, node))| (*id, *node, window.reclaim()))
+            .filter(|(_, _, n)| *n > 0)
+            .collect()
+    }
+
+    /// Windows and early grants held (for tests that check that churn leaves nothing behind).
+    pub(crate) fn entries(&self) -> usize {
+        let inner = lock(&self.inner);
+        inner.windows.len() + inner.early.len()
+    }
+
+    /// How many grants are kept for receivers this node has no window for.
+    #[cfg(test)]
+    pub(crate) fn early_count(&self) -> usize {
+        lock(&self.inner).early.len()
+    }
+}
+
+/// What became of a grant.
+#[derive(Debug)]
+pub(crate) enum Granted<R> {
+    /// Added to a window: the route to wake.
+    Window(Arc<R>),
+    /// Kept until this node makes the window.
+    Kept,
+    /// Not this node's to keep (no room for another early grant): to give back.
+    Returned(u32),
+    /// From a node that does not hold the receiver: dropped.
+    Refused,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! The books of credit, checked: grants follow demand and never exceed the capacity; early
+//! grants wait for their window.
+
+use std::sync::Arc;
+
+use super::*;
+
+fn granted(out: &Outgoing, node: NodeId) -> u32 {
+    out.credit.iter().filter(|(n, _, _)| *n == node).map(|(_, _, g)| *g).sum()
+}
+
+#[test]
+fn one_sending_node_gets_the_whole_window_and_keeps_it_while_it_streams() {
+    let mut g = Grants::new(8);
+    g.want(1);
+    assert_eq!(granted(&g.settle(true, None, false), 1), 8);
+    for _ in 0..8 {
+        assert!(g.arrived(1));
+    }
+    assert!(!g.local(), "a sender on the receiver's node finds no room");
+    g.taken(Some(1), 3);
+    assert!(g.settle(false, Some(1), false).is_empty(), "less than a batch: not yet");
+    g.taken(Some(1), 1);
+    let out = g.settle(false, Some(1), false);
+    assert_eq!(granted(&out, 1), 4, "freed room goes back to the node it came from");
+    assert_eq!(out.credit, [(1, 4, 4)], "with what was taken");
+}
+
+#[test]
+fn credit_out_never_exceeds_the_capacity_and_moves_to_who_wants_it() {
+    let mut g = Grants::new(4);
+    g.want(1);
+    g.settle(true, None, false);
+    // Node 1 holds all 4, unused; node 2 wants some: node 1 is asked to give it back.
+    g.want(2);
+    let out = g.settle(true, None, false);
+    assert_eq!(out.reclaim, [1]);
+    assert!(g.settle(true, None, false).reclaim.is_empty(), "asked once");
+    assert!(g.arrived(1));
+    g.returned(1, 3);
+    let out = g.settle(true, None, false);
+    assert_eq!(granted(&out, 2), 3);
+    assert_eq!(g.committed(), 4);
+}
+
+#[test]
+fn capacity_one_hands_over_one_at_a_time() {
+    let mut g = Grants::new(1);
+    g.want(1);
+    assert_eq!(granted(&g.settle(true, None, false), 1), 1);
+    assert!(g.arrived(1));
+    assert_eq!(granted(&g.settle(false, None, false), 1), 0);
+    g.taken(Some(1), 1);
+    assert_eq!(g.settle(true, Some(1), false).credit, [(1, 1, 1)]);
+}
+
+#[test]
+fn a_local_sender_gets_credit_back_from_idle_holders() {
+    let mut g = Grants::new(2);
+    g.want(1);
+    g.settle(true, None, false);
+    assert!(!g.local());
+    assert_eq!(g.settle(true, None, false).reclaim, [1]);
+    g.returned(1, 2);
+    let out = g.settle(true, None, false);
+    assert!(out.credit.is_empty(), "nobody else wants: the room stays free");
+    assert!(g.local());
+}
+
+#[test]
+fn a_node_that_left_is_owed_only_the_credit_it_had_out() {
+    let mut g = Grants::new(8);
+    g.want(7);
+    let _ = g.settle(true, None, false);
+    assert!(g.arrived(7));
+    let out = g.out_to(7);
+    assert!(out > 0, "granted");
+    g.forget(7);
+    for _ in 0..out {
+        assert!(g.arrived(7), "sent before it left, on its credit");
+    }
+    assert!(!g.arrived(7), "beyond its credit");
+    assert!(!g.arrived(9), "a node never granted anything");
+}
+
+#[test]
+fn a_want_before_the_sender_is_known_is_answered_once_it_is() {
+    let mut g = Grants::new(4);
+    g.defer(3);
+    assert!(g.settle(true, None, false).is_empty(), "nothing granted to an unknown sender");
+    assert!(g.undefer(3), "offered once its sender is known");
+    assert!(!g.undefer(3));
+}
+
+#[test]
+fn early_grants_wait_for_their_window_and_are_given_back_when_reclaimed_or_unkeepable() {
+    let credits: Credits<()> = Credits::default();
+    assert!(matches!(credits.grant(10, 2, 5), Granted::Kept));
+    // A receiver this node has not seen registered yet: its grant stays.
+    credits.retain_early(|_| false);
+    assert_eq!(credits.early_count(), 1);
+    assert!(matches!(credits.grant(10, 3, 1), Granted::Refused), "not the receiver's node");
+    assert_eq!(credits.take_early(10, 3), 0);
+    assert_eq!(credits.take_early(10, 2), 5, "reclaimed before the window was made");
+    assert!(matches!(credits.grant(11, 2, 4), Granted::Kept));
+    let window = credits.window(11, 2, &Arc::new(()));
+    assert!(window.try_acquire(), "the early grant is in the window");
+    for id in 0..MAX_EARLY_GRANTS as u64 {
+        assert!(matches!(credits.grant(100 + id, 2, 1), Granted::Kept));
+    }
+    assert!(matches!(credits.grant(1, 2, 3), Granted::Returned(3)), "no room: given back");
+    credits.retain_early(|id| id >= 100);
+    assert_eq!(credits.early_count(), 0, "receivers that are gone");
+}
