@@ -165,8 +165,14 @@ impl Grants {
         }
     }
 
-    /// Node `from` wants credit.
+    /// Node `from` wants credit. A node that has credit out already asked before a grant reached
+    /// it (the two crossed): that grant answers it, and it asks again once it has used it. (Kept
+    /// waiting, it would never be asked to give back the credit it holds, however long it sits
+    /// unused: seed 788 of the credit simulation.)
     pub(crate) fn want(&mut self, from: NodeId) {
+        if self.out.get(&from).is_some_and(|n| *n > 0) {
+            return;
+        }
         if !self.wanting.contains(&from) {
             self.wanting.push_back(from);
         }

@@ -80,6 +80,12 @@ impl Window {
     pub(crate) fn is_released(&self) -> bool {
         self.released.load(Ordering::Acquire)
     }
+
+    /// Credit granted and not yet used.
+    #[cfg(test)]
+    pub(crate) fn credit(&self) -> u32 {
+        self.credit.load(Ordering::Acquire)
+    }
 }
 
 /// Credit said to come from node `from` for receiver `id`, which another node holds.
@@ -245,6 +251,12 @@ impl<R> Credits<R> {
         inner.windows.len() + inner.early.len()
     }
 
+    /// The credit receiver `id` granted before this node made its window.
+    #[cfg(test)]
+    pub(crate) fn early_of(&self, id: EndpointId) -> u32 {
+        lock(&self.inner).early.get(&id).map_or(0, |(_, n)| *n)
+    }
+
     /// How many grants are kept for receivers this node has no window for.
     #[cfg(test)]
     pub(crate) fn early_count(&self) -> usize {
@@ -265,5 +277,7 @@ pub(crate) enum Granted<R> {
     Refused,
 }
 
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;
