@@ -101,6 +101,12 @@ impl Grants {
         self.held.saturating_add(self.out_total)
     }
 
+    /// Credit out to every node together.
+    #[cfg(test)]
+    pub(crate) fn out_total(&self) -> u32 {
+        self.out_total
+    }
+
     /// Credit granted to node `node` and not yet used.
     #[cfg(test)]
     pub(crate) fn out_to(&self, node: NodeId) -> u32 {

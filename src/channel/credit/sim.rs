@@ -7,10 +7,13 @@
 //! want, a reclaim, a return; ask for credit when a receiver is passed over) is written out here
 //! as they do it, over a simulated network: one FIFO queue per pair of nodes (links are ordered),
 //! frames of different links delivered in any order, a sending node's window made at any time
-//! (its registry may apply the receiver late: grants come before it). After every step: credit out
-//! never above the capacity, and every unit of credit accounted for (the receiver's count equals
-//! what the sending node holds plus what is on its way either side). Once the random phase ends,
-//! every schedule must deliver everything (liveness: no credit lost).
+//! (its registry may apply the receiver late: grants come before it), sending nodes that crash
+//! (what they sent may or may not arrive) and whose removal each receiver's node applies in its
+//! own time. After every step: credit out never above the capacity (nor what is held with it,
+//! until a crashed node's credit is voided), every unit of credit of a live node accounted for
+//! (the receiver's count equals what the sending node holds plus what is on its way either
+//! side), order per sender and receiver. Once the random phase ends, every schedule must deliver
+//! everything the live nodes send and tell them it was taken (liveness: no credit lost).
 //!
 //! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one.
 
@@ -64,6 +67,8 @@ enum Msg {
 
 struct Receiver {
     node: NodeId,
+    /// Sending nodes this receiver's node has seen removed (it applied their removal).
+    forgot: Vec<bool>,
     capacity: u32,
     books: Grants,
     buf: VecDeque<(usize, u64)>,
@@ -84,6 +89,8 @@ struct Sender {
     /// Its last attempt found no credit: it waits until a grant wakes it (`ChannelRoute::wait`),
     /// and tries nothing meanwhile.
     waiting: bool,
+    /// Crashed: it sends nothing more, and frames to it are lost.
+    dead: bool,
 }
 
 struct Sim {
@@ -108,6 +115,7 @@ impl Sim {
                 let capacity = 1 + rng.below(8) as u32;
                 Receiver {
                     node: 100 + r as NodeId,
+                    forgot: Vec::new(),
                     capacity,
                     books: Grants::new(capacity),
                     buf: VecDeque::new(),
@@ -125,9 +133,13 @@ impl Sim {
                 cursor: rng.below(8),
                 kept: vec![0; receivers.len()],
                 waiting: false,
+                dead: false,
             })
             .collect::<Vec<_>>();
         let mut sim = Sim { rng, receivers, senders, net: BTreeMap::new(), taken: 0, steps: 0 };
+        for r in 0..sim.receivers.len() {
+            sim.receivers[r].forgot = vec![false; sim.senders.len()];
+        }
         // Each receiver offers credit to the sending nodes it knows of (all, here), as it does
         // when it sees their senders registered.
         for r in 0..sim.receivers.len() {
@@ -175,7 +187,7 @@ impl Sim {
     /// One send attempt of sender `s`, as the router makes it: round robin over the receivers
     /// with credit; one passed over for want of credit is asked for some.
     fn send(&mut self, s: usize) {
-        if self.senders[s].left_to_send == 0 || self.senders[s].waiting {
+        if self.senders[s].left_to_send == 0 || self.senders[s].waiting || self.senders[s].dead {
             return;
         }
         let n = self.receivers.len();
@@ -236,11 +248,20 @@ impl Sim {
         match msg {
             Msg::Data { to, from: s, seq } => {
                 let rx = &mut self.receivers[to];
-                assert!(rx.books.arrived(from), "a message of node {from} arrived without credit");
-                rx.buf.push_back((s, seq));
+                let forgotten = rx.forgot[s];
+                let ok = rx.books.arrived(from);
+                assert!(ok || forgotten, "a message of node {from} arrived without credit");
+                if ok {
+                    rx.buf.push_back((s, seq));
+                }
             }
             Msg::Want { to } => {
+                let s = self.sender_index(from);
                 let rx = &mut self.receivers[to];
+                if rx.forgot[s] {
+                    // Not a member any more, as this node has it: refused (`Switchboard::want`).
+                    return;
+                }
                 rx.books.want(from);
                 let idle = rx.buf.is_empty();
                 let out = rx.books.settle(idle, None, false);
@@ -253,6 +274,8 @@ impl Sim {
                 let out = rx.books.settle(idle, None, false);
                 self.emit(to, out);
             }
+            Msg::Credit { .. } | Msg::Reclaim { .. }
+                if self.senders[self.sender_index(link.1)].dead => {}
             Msg::Credit { to, taken, grant } => {
                 let s = self.sender_index(link.1);
                 let sender = &mut self.senders[s];
@@ -286,13 +309,21 @@ impl Sim {
     /// Credit out never above the capacity, and every unit accounted for.
     fn check(&self) {
         for (r, rx) in self.receivers.iter().enumerate() {
+            let any_forgotten = rx.forgot.iter().any(|f| *f);
             assert!(
-                rx.books.committed() <= rx.capacity,
+                rx.books.out_total() <= rx.capacity,
+                "receiver {r}: credit out above the capacity"
+            );
+            assert!(
+                any_forgotten || rx.books.committed() <= rx.capacity,
                 "receiver {r}: {} held or out, capacity {}",
                 rx.books.committed(),
                 rx.capacity
             );
-            for sender in &self.senders {
+            for (s, sender) in self.senders.iter().enumerate() {
+                if sender.dead || rx.forgot[s] {
+                    continue;
+                }
                 let held = match &sender.windows[r] {
                     Some(w) => w.credit(),
                     None => sender.credits.early_of(receiver_id(r)),
@@ -324,6 +355,37 @@ impl Sim {
         }
     }
 
+    /// A sending node crashes (never the last one alive): what it has not sent is lost with it,
+    /// frames to it are lost, and the frames it sent may or may not arrive.
+    fn crash(&mut self) {
+        let alive: Vec<usize> =
+            (0..self.senders.len()).filter(|s| !self.senders[*s].dead).collect();
+        if alive.len() < 2 {
+            return;
+        }
+        let s = alive[self.rng.below(alive.len())];
+        self.senders[s].dead = true;
+        if self.rng.below(2) == 0 {
+            let node = self.senders[s].node;
+            for ((from, _), q) in &mut self.net {
+                if *from == node {
+                    q.clear();
+                }
+            }
+        }
+    }
+
+    /// Receiver `r`'s node applies sender `s`'s removal (`Inbox::node_left`).
+    fn forget(&mut self, r: usize, s: usize) {
+        let node = self.senders[s].node;
+        let rx = &mut self.receivers[r];
+        rx.forgot[s] = true;
+        rx.books.forget(node);
+        let idle = rx.buf.is_empty();
+        let out = rx.books.settle(idle, None, false);
+        self.emit(r, out);
+    }
+
     fn links(&self) -> Vec<(NodeId, NodeId)> {
         self.net.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect()
     }
@@ -347,10 +409,21 @@ impl Sim {
                 let r = self.rng.below(self.receivers.len());
                 self.take(r);
             }
+            9 if self.rng.below(20) == 0 => self.crash(),
             _ => {
                 let s = self.rng.below(self.senders.len());
                 let r = self.rng.below(self.receivers.len());
                 self.make_window(s, r);
+            }
+        }
+        // Receivers' nodes apply a crashed node's removal, each in its own time.
+        if self.rng.below(4) == 0 {
+            let r = self.rng.below(self.receivers.len());
+            for s in 0..self.senders.len() {
+                if self.senders[s].dead && !self.receivers[r].forgot[s] {
+                    self.forget(r, s);
+                    break;
+                }
             }
         }
         self.check();
@@ -358,14 +431,25 @@ impl Sim {
 
     /// After the random phase: every node gets its turn until everything is taken.
     fn finish(&mut self) {
-        let total: u64 = self.senders.iter().map(|s| s.left_to_send + s.next_seq).sum();
+        for r in 0..self.receivers.len() {
+            for s in 0..self.senders.len() {
+                if self.senders[s].dead && !self.receivers[r].forgot[s] {
+                    self.forget(r, s);
+                }
+            }
+        }
         for s in 0..self.senders.len() {
             for r in 0..self.receivers.len() {
                 self.make_window(s, r);
             }
         }
         let mut idle_rounds = 0;
-        while self.taken < total {
+        let done = |sim: &Sim| {
+            sim.senders
+                .iter()
+                .all(|s| s.dead || s.left_to_send == 0 && s.kept.iter().all(|k| *k == 0))
+        };
+        while !done(self) {
             let before = (self.taken, self.steps);
             for s in 0..self.senders.len() {
                 self.send(s);
@@ -381,8 +465,9 @@ impl Sim {
             idle_rounds = if self.taken == before.0 { idle_rounds + 1 } else { 0 };
             assert!(
                 idle_rounds < 50,
-                "stalled with {} of {total} taken: credit lost (left to send {:?}, kept {:?}); books {:?}; windows {:?}",
+                "stalled with {} taken: credit lost (dead {:?}, left to send {:?}, kept {:?}); books {:?}; windows {:?}",
                 self.taken,
+                self.senders.iter().map(|s| s.dead).collect::<Vec<_>>(),
                 self.senders.iter().map(|s| s.left_to_send).collect::<Vec<_>>(),
                 self.senders.iter().map(|s| s.kept.clone()).collect::<Vec<_>>(),
                 self.receivers.iter().map(|r| format!("{:?}", r.books)).collect::<Vec<_>>(),
@@ -404,7 +489,7 @@ impl Sim {
             self.check();
         }
         assert!(
-            self.senders.iter().all(|s| s.kept.iter().all(|k| *k == 0)),
+            self.senders.iter().all(|s| s.dead || s.kept.iter().all(|k| *k == 0)),
             "everything taken, yet not told: {:?}",
             self.senders.iter().map(|s| s.kept.clone()).collect::<Vec<_>>()
         );
