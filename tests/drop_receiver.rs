@@ -81,7 +81,7 @@ async fn dropped_receivers_are_let_go() {
         for tx in &txs {
             within("wait", tx.wait_for_receivers(2)).await.expect("open");
             for _ in 0..8 {
-                tx.send(next).await.expect("send");
+                within("send", tx.send(next)).await.expect("send");
                 next += 1;
             }
         }
