@@ -1,6 +1,9 @@
-//! A seeded soak: a numbered stream through a cluster of node processes while connections are
-//! reset and receiving nodes are killed (SIGKILL) and replaced, at random. Every number must be
-//! received at least once. The seed is printed; `DCHAN_SOAK_SEED=<seed>` replays the same
+//! A seeded soak: a numbered stream through a cluster of node processes while, at random,
+//! connections are reset, receiving nodes are killed (SIGKILL) and replaced, receiving nodes are
+//! frozen (SIGSTOP) until the cluster removes them and then thawed (SIGCONT) and replaced, and the
+//! Raft leader (a node of its own) is killed and replaced. Every number must be received at least
+//! once. (The sending node is never frozen: a sending node removed while alive is issue 18's
+//! open defect, see tests/failover.rs.) The seed is printed; `DCHAN_SOAK_SEED=<seed>` replays the same
 //! sequence of faults (timing on a shared machine still varies).
 
 mod common;
@@ -56,6 +59,25 @@ async fn receiver(seed: std::net::SocketAddr, faults: &std::sync::Arc<Faults>) -
     (p, proxy)
 }
 
+/// Wait until `sender` no longer lists node `gone` (the failure detector removed it), reading
+/// what the receivers print meanwhile. One dead node at a time: two voters dead at once would be
+/// a lost majority, which no Raft cluster survives.
+async fn removed(
+    sender: &mut Proc,
+    gone: u64,
+    seed: u64,
+    receivers: &mut [(Proc, Proxy)],
+    counts: &mut BTreeMap<u64, u32>,
+) {
+    let deadline = Instant::now() + common::DEADLINE;
+    while sender.members().await.2.contains(&gone) {
+        assert!(Instant::now() < deadline, "seed {seed}: node {gone} was never removed");
+        for (p, _) in receivers.iter_mut() {
+            collect(p, Duration::from_millis(50), counts).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_stream_survives_random_resets_and_kills() {
     let seed =
@@ -67,7 +89,9 @@ async fn a_stream_survives_random_resets_and_kills() {
     eprintln!("soak seed: {seed} (DCHAN_SOAK_SEED={seed} replays it)");
     let mut rng = Rng(seed);
     let faults = Faults::new();
-    let (mut sender, sender_proxy) = procs::start_proxied(&[], &faults).await;
+    // The first node leads and does nothing else, so that killing the leader kills no endpoint.
+    let (mut leader, leader_proxy) = procs::start_proxied(&[], &faults).await;
+    let (mut sender, sender_proxy) = procs::start_proxied(&[leader_proxy.addr], &faults).await;
     let mut receivers = Vec::new();
     for _ in 0..3 {
         receivers.push(receiver(sender_proxy.addr, &faults).await);
@@ -75,43 +99,61 @@ async fn a_stream_survives_random_resets_and_kills() {
     let total = 30_000u64;
     sender.cmd(&format!("send nums 0 {total}"));
     let mut counts = BTreeMap::new();
-    let (mut resets, mut kills) = (0, 0);
+    let (mut resets, mut kills, mut pauses, mut leader_kills) = (0, 0, 0, 0);
+    // Frozen and thawed nodes: their receivers have ended or will, but what they print counts.
+    let mut thawed: Vec<(Proc, Proxy)> = Vec::new();
+    let mut leader_proxy = leader_proxy;
     let started = Instant::now();
     for _ in 0..8 {
         let pause = Duration::from_millis(100 + rng.below(300));
         for (p, _) in receivers.iter_mut() {
             collect(p, pause / 3, &mut counts).await;
         }
-        if rng.below(3) == 0 {
-            // Kill a receiving node and start another in its place.
-            let at = rng.below(receivers.len() as u64) as usize;
-            let (mut dead, _proxy) = receivers.remove(at);
-            dead.kill();
-            for n in dead.drain_numbers("nums").await {
-                *counts.entry(n).or_default() += 1;
-            }
-            // One dead node at a time: two voters dead at once would be a lost majority, which
-            // no Raft cluster survives. Wait until the failure detector has removed it.
-            let deadline = Instant::now() + common::DEADLINE;
-            while sender.members().await.2.contains(&dead.id) {
-                assert!(Instant::now() < deadline, "seed {seed}: a killed node was never removed");
-                for (p, _) in receivers.iter_mut() {
-                    collect(p, Duration::from_millis(50), &mut counts).await;
+        match rng.below(6) {
+            0 | 1 => {
+                // Kill a receiving node and start another in its place.
+                let at = rng.below(receivers.len() as u64) as usize;
+                let (mut dead, _proxy) = receivers.remove(at);
+                dead.kill();
+                for n in dead.drain_numbers("nums").await {
+                    *counts.entry(n).or_default() += 1;
                 }
+                removed(&mut sender, dead.id, seed, &mut receivers, &mut counts).await;
+                receivers.push(receiver(sender_proxy.addr, &faults).await);
+                kills += 1;
             }
-            receivers.push(receiver(sender_proxy.addr, &faults).await);
-            kills += 1;
-        } else {
-            resets += faults.reset();
+            2 => {
+                // Freeze a receiving node until the cluster has removed it, then thaw it; what it
+                // held went elsewhere, and another receiver takes its place.
+                let at = rng.below(receivers.len() as u64) as usize;
+                let (frozen, proxy) = receivers.remove(at);
+                frozen.signal(true);
+                removed(&mut sender, frozen.id, seed, &mut receivers, &mut counts).await;
+                frozen.signal(false);
+                thawed.push((frozen, proxy));
+                receivers.push(receiver(sender_proxy.addr, &faults).await);
+                pauses += 1;
+            }
+            3 => {
+                // Kill the leader; a new plain node joins in its place once it is removed.
+                leader.kill();
+                removed(&mut sender, leader.id, seed, &mut receivers, &mut counts).await;
+                let (next, next_proxy) = procs::start_proxied(&[sender_proxy.addr], &faults).await;
+                (leader, leader_proxy) = (next, next_proxy);
+                leader_kills += 1;
+            }
+            _ => resets += faults.reset(),
         }
     }
     eprintln!(
-        "{resets} connections reset, {kills} receiving nodes killed in {:?}",
+        "{resets} connections reset, {kills} receiving nodes killed, {pauses} frozen past the \
+         failure timeout, {leader_kills} leaders killed, in {:?}",
         started.elapsed()
     );
+    drop(leader_proxy);
     let deadline = Instant::now() + common::DEADLINE * 3;
     while (counts.len() as u64) < total && Instant::now() < deadline {
-        for (p, _) in receivers.iter_mut() {
+        for (p, _) in receivers.iter_mut().chain(thawed.iter_mut()) {
             collect(p, Duration::from_millis(100), &mut counts).await;
         }
     }

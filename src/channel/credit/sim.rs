@@ -7,13 +7,16 @@
 //! want, a reclaim, a return; ask for credit when a receiver is passed over) is written out here
 //! as they do it, over a simulated network: one FIFO queue per pair of nodes (links are ordered),
 //! frames of different links delivered in any order, a sending node's window made at any time
-//! (its registry may apply the receiver late: grants come before it), sending nodes that crash
+//! (its registry may apply the receiver late: grants come before it), receivers that go away
+//! (their application drops them: what they took is told, then `Released`, and the sending nodes
+//! deliver the rest to another receiver), sending nodes that crash
 //! (what they sent may or may not arrive) and whose removal each receiver's node applies in its
 //! own time. After every step: credit out never above the capacity (nor what is held with it,
 //! until a crashed node's credit is voided), every unit of credit of a live node accounted for
 //! (the receiver's count equals what the sending node holds plus what is on its way either
-//! side), order per sender and receiver. Once the random phase ends, every schedule must deliver
-//! everything the live nodes send and tell them it was taken (liveness: no credit lost).
+//! side), order per sender and receiver (but for redeliveries), nothing taken twice. Once the
+//! random phase ends, every schedule must deliver every message of the live nodes, once, and tell
+//! them it was taken (liveness: no credit lost, no redelivery dropped).
 //!
 //! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one.
 
@@ -63,6 +66,11 @@ enum Msg {
         to: usize,
         n: u32,
     },
+    /// Receiver `to` is gone: what the node it goes to sent it and was not told taken is to go
+    /// to another receiver.
+    Released {
+        to: usize,
+    },
 }
 
 struct Receiver {
@@ -74,6 +82,8 @@ struct Receiver {
     buf: VecDeque<(usize, u64)>,
     /// Per sender, the last sequence number taken (order per sender and receiver).
     last: BTreeMap<usize, u64>,
+    /// Its application dropped it (`Inbox::detach`): it takes nothing more.
+    detached: bool,
 }
 
 struct Sender {
@@ -84,8 +94,10 @@ struct Sender {
     left_to_send: u64,
     next_seq: u64,
     cursor: usize,
-    /// Sent and not yet told taken, per receiver.
-    kept: Vec<u64>,
+    /// Sent and not yet told taken, per receiver, in the order sent.
+    kept: Vec<VecDeque<u64>>,
+    /// Messages of receivers that went away, to place again before any new one.
+    redeliver: VecDeque<u64>,
     /// Its last attempt found no credit: it waits until a grant wakes it (`ChannelRoute::wait`),
     /// and tries nothing meanwhile.
     waiting: bool,
@@ -101,6 +113,21 @@ struct Sim {
     net: BTreeMap<(NodeId, NodeId), VecDeque<Msg>>,
     taken: u64,
     steps: u64,
+    /// Every (sender, seq) taken: nothing is taken twice while no node crashes.
+    seen: std::collections::HashSet<(usize, u64)>,
+    /// Messages placed again after their receiver went away.
+    redelivered: std::collections::HashSet<(usize, u64)>,
+}
+
+fn msg_to(msg: &Msg) -> usize {
+    match *msg {
+        Msg::Data { to, .. }
+        | Msg::Credit { to, .. }
+        | Msg::Want { to }
+        | Msg::Reclaim { to }
+        | Msg::Return { to, .. }
+        | Msg::Released { to } => to,
+    }
 }
 
 fn receiver_id(r: usize) -> EndpointId {
@@ -120,6 +147,7 @@ impl Sim {
                     books: Grants::new(capacity),
                     buf: VecDeque::new(),
                     last: BTreeMap::new(),
+                    detached: false,
                 }
             })
             .collect::<Vec<_>>();
@@ -131,12 +159,22 @@ impl Sim {
                 left_to_send: 20 + rng.below(60) as u64,
                 next_seq: 0,
                 cursor: rng.below(8),
-                kept: vec![0; receivers.len()],
+                kept: vec![VecDeque::new(); receivers.len()],
+                redeliver: VecDeque::new(),
                 waiting: false,
                 dead: false,
             })
             .collect::<Vec<_>>();
-        let mut sim = Sim { rng, receivers, senders, net: BTreeMap::new(), taken: 0, steps: 0 };
+        let mut sim = Sim {
+            rng,
+            receivers,
+            senders,
+            net: BTreeMap::new(),
+            taken: 0,
+            steps: 0,
+            seen: Default::default(),
+            redelivered: Default::default(),
+        };
         for r in 0..sim.receivers.len() {
             sim.receivers[r].forgot = vec![false; sim.senders.len()];
         }
@@ -187,7 +225,8 @@ impl Sim {
     /// One send attempt of sender `s`, as the router makes it: round robin over the receivers
     /// with credit; one passed over for want of credit is asked for some.
     fn send(&mut self, s: usize) {
-        if self.senders[s].left_to_send == 0 || self.senders[s].waiting || self.senders[s].dead {
+        let nothing = self.senders[s].left_to_send == 0 && self.senders[s].redeliver.is_empty();
+        if nothing || self.senders[s].waiting || self.senders[s].dead {
             return;
         }
         let n = self.receivers.len();
@@ -203,10 +242,15 @@ impl Sim {
         }
         if let Some(r) = placed {
             let sender = &mut self.senders[s];
-            let seq = sender.next_seq;
-            sender.next_seq += 1;
-            sender.left_to_send -= 1;
-            sender.kept[r] += 1;
+            let seq = match sender.redeliver.pop_front() {
+                Some(seq) => seq,
+                None => {
+                    sender.next_seq += 1;
+                    sender.left_to_send -= 1;
+                    sender.next_seq - 1
+                }
+            };
+            sender.kept[r].push_back(seq);
             let (from, to) = (sender.node, self.receivers[r].node);
             self.push(from, to, Msg::Data { to: r, from: s, seq });
         } else {
@@ -224,12 +268,20 @@ impl Sim {
     /// Receiver `r`'s application takes one message, as `Inbox::next` does; with none, the
     /// books are settled as a waiting `recv` settles them.
     fn take(&mut self, r: usize) {
+        if self.receivers[r].detached {
+            return;
+        }
         let rx = &mut self.receivers[r];
         let out = match rx.buf.pop_front() {
             Some((s, seq)) => {
                 if let Some(last) = rx.last.insert(s, seq) {
-                    assert!(seq > last, "receiver {r} took {seq} of sender {s} after {last}");
+                    // A redelivery may come after later messages (README: Order).
+                    assert!(
+                        seq > last || self.redelivered.contains(&(s, seq)),
+                        "receiver {r} took {seq} of sender {s} after {last}"
+                    );
                 }
+                assert!(self.seen.insert((s, seq)), "message {seq} of sender {s} taken twice");
                 self.taken += 1;
                 let from = self.senders[s].node;
                 rx.books.taken(Some(from), 1);
@@ -246,6 +298,12 @@ impl Sim {
         let Some(msg) = self.net.get_mut(&link).and_then(VecDeque::pop_front) else { return };
         let (from, _) = link;
         match msg {
+            Msg::Data { to, .. } if self.receivers[to].detached => {
+                // Its sender keeps it: told (again) to deliver it elsewhere.
+                let node = self.receivers[to].node;
+                self.push(node, from, Msg::Released { to });
+            }
+            Msg::Want { .. } | Msg::Return { .. } if self.receivers[msg_to(&msg)].detached => {}
             Msg::Data { to, from: s, seq } => {
                 let rx = &mut self.receivers[to];
                 let forgotten = rx.forgot[s];
@@ -274,14 +332,28 @@ impl Sim {
                 let out = rx.books.settle(idle, None, false);
                 self.emit(to, out);
             }
-            Msg::Credit { .. } | Msg::Reclaim { .. }
+            Msg::Credit { .. } | Msg::Reclaim { .. } | Msg::Released { .. }
                 if self.senders[self.sender_index(link.1)].dead => {}
+            Msg::Released { to } => {
+                // `Switchboard::released`: the first release re-routes what was kept for it.
+                let s = self.sender_index(link.1);
+                let sender = &mut self.senders[s];
+                let first = sender.windows[to].as_ref().is_some_and(|w| w.release());
+                if first {
+                    let kept: Vec<u64> = sender.kept[to].drain(..).collect();
+                    for seq in kept.into_iter().rev() {
+                        sender.redeliver.push_front(seq);
+                        self.redelivered.insert((s, seq));
+                    }
+                    sender.waiting = false;
+                }
+            }
             Msg::Credit { to, taken, grant } => {
                 let s = self.sender_index(link.1);
                 let sender = &mut self.senders[s];
-                sender.kept[to] = sender.kept[to]
-                    .checked_sub(u64::from(taken))
-                    .expect("told more taken than sent");
+                for _ in 0..taken {
+                    sender.kept[to].pop_front().expect("told more taken than sent");
+                }
                 match sender.credits.grant(receiver_id(to), from, grant) {
                     // The router's senders are woken (`ChannelRoute::wake`).
                     Granted::Window(_) => sender.waiting = false,
@@ -321,7 +393,7 @@ impl Sim {
                 rx.capacity
             );
             for (s, sender) in self.senders.iter().enumerate() {
-                if sender.dead || rx.forgot[s] {
+                if sender.dead || rx.forgot[s] || rx.detached {
                     continue;
                 }
                 let held = match &sender.windows[r] {
@@ -375,6 +447,30 @@ impl Sim {
         }
     }
 
+    /// A receiver's application drops it (never the last one), as `Inbox::detach` does: what it
+    /// took is told first, then every sending node is told it takes nothing more; what it held
+    /// of theirs is theirs to deliver elsewhere.
+    fn drop_receiver(&mut self) {
+        let alive: Vec<usize> =
+            (0..self.receivers.len()).filter(|r| !self.receivers[*r].detached).collect();
+        if alive.len() < 2 {
+            return;
+        }
+        let r = alive[self.rng.below(alive.len())];
+        let rx = &mut self.receivers[r];
+        rx.detached = true;
+        let mut nodes: std::collections::BTreeSet<NodeId> = rx.books.known().collect();
+        for (s, _) in std::mem::take(&mut rx.buf) {
+            nodes.insert(self.senders[s].node);
+        }
+        let taken = self.receivers[r].books.flush_taken();
+        self.emit(r, taken);
+        let node = self.receivers[r].node;
+        for to in nodes {
+            self.push(node, to, Msg::Released { to: r });
+        }
+    }
+
     /// Receiver `r`'s node applies sender `s`'s removal (`Inbox::node_left`).
     fn forget(&mut self, r: usize, s: usize) {
         let node = self.senders[s].node;
@@ -410,6 +506,7 @@ impl Sim {
                 self.take(r);
             }
             9 if self.rng.below(20) == 0 => self.crash(),
+            9 if self.rng.below(20) == 0 => self.drop_receiver(),
             _ => {
                 let s = self.rng.below(self.senders.len());
                 let r = self.rng.below(self.receivers.len());
@@ -445,9 +542,12 @@ impl Sim {
         }
         let mut idle_rounds = 0;
         let done = |sim: &Sim| {
-            sim.senders
-                .iter()
-                .all(|s| s.dead || s.left_to_send == 0 && s.kept.iter().all(|k| *k == 0))
+            sim.senders.iter().all(|s| {
+                s.dead
+                    || s.left_to_send == 0
+                        && s.redeliver.is_empty()
+                        && s.kept.iter().all(VecDeque::is_empty)
+            })
         };
         while !done(self) {
             let before = (self.taken, self.steps);
@@ -488,8 +588,13 @@ impl Sim {
             }
             self.check();
         }
+        for (s, sender) in self.senders.iter().enumerate().filter(|(_, s)| !s.dead) {
+            let lost: Vec<u64> =
+                (0..sender.next_seq).filter(|seq| !self.seen.contains(&(s, *seq))).collect();
+            assert!(lost.is_empty(), "messages {lost:?} of sender {s} never taken");
+        }
         assert!(
-            self.senders.iter().all(|s| s.dead || s.kept.iter().all(|k| *k == 0)),
+            self.senders.iter().all(|s| s.dead || s.kept.iter().all(VecDeque::is_empty)),
             "everything taken, yet not told: {:?}",
             self.senders.iter().map(|s| s.kept.clone()).collect::<Vec<_>>()
         );
