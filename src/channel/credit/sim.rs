@@ -9,7 +9,9 @@
 //! frames of different links delivered in any order, a sending node's window made at any time
 //! (its registry may apply the receiver late: grants come before it), receivers that go away
 //! (their application drops them: what they took is told, then `Released`, and the sending nodes
-//! deliver the rest to another receiver), sending nodes that crash
+//! deliver the rest to another receiver), a sender on a receiver's own node (handing messages
+//! over on room the books keep for it, asking for credit out elsewhere back when there is none),
+//! sending nodes that crash
 //! (what they sent may or may not arrive) and whose removal each receiver's node applies in its
 //! own time. After every step: credit out never above the capacity (nor what is held with it,
 //! until a crashed node's credit is voided), every unit of credit of a live node accounted for
@@ -84,7 +86,15 @@ struct Receiver {
     last: BTreeMap<usize, u64>,
     /// Its application dropped it (`Inbox::detach`): it takes nothing more.
     detached: bool,
+    /// A sender on the receiver's own node: messages it has still to hand over (moved in, on
+    /// room the books keep for it), the next one's number, and whether it waits for room.
+    local_left: u64,
+    local_next: u64,
+    local_waiting: bool,
 }
+
+/// The sender index of a message from the receiver's own node.
+const LOCAL: usize = usize::MAX;
 
 struct Sender {
     node: NodeId,
@@ -148,6 +158,9 @@ impl Sim {
                     buf: VecDeque::new(),
                     last: BTreeMap::new(),
                     detached: false,
+                    local_left: if rng.below(2) == 0 { 0 } else { rng.below(40) as u64 },
+                    local_next: 0,
+                    local_waiting: false,
                 }
             })
             .collect::<Vec<_>>();
@@ -265,6 +278,26 @@ impl Sim {
         }
     }
 
+    /// The sender on receiver `r`'s own node hands over a message, as `Inbox::try_push` does:
+    /// on room the books keep for it, or it asks for room (credit out elsewhere is reclaimed)
+    /// and waits until the receiver takes a message or credit comes back.
+    fn local_send(&mut self, r: usize) {
+        let rx = &mut self.receivers[r];
+        if rx.detached || rx.local_left == 0 || rx.local_waiting {
+            return;
+        }
+        if rx.books.local() {
+            rx.buf.push_back((LOCAL, rx.local_next));
+            rx.local_next += 1;
+            rx.local_left -= 1;
+            return;
+        }
+        rx.local_waiting = true;
+        let idle = rx.buf.is_empty();
+        let out = rx.books.settle(idle, None, false);
+        self.emit(r, out);
+    }
+
     /// Receiver `r`'s application takes one message, as `Inbox::next` does; with none, the
     /// books are settled as a waiting `recv` settles them.
     fn take(&mut self, r: usize) {
@@ -273,6 +306,17 @@ impl Sim {
         }
         let rx = &mut self.receivers[r];
         let out = match rx.buf.pop_front() {
+            Some((LOCAL, seq)) => {
+                if let Some(last) = rx.last.insert(LOCAL, seq) {
+                    assert!(seq > last, "receiver {r} took its own node's {seq} after {last}");
+                }
+                assert!(self.seen.insert((LOCAL - r, seq)), "local message {seq} taken twice");
+                self.taken += 1;
+                rx.books.taken(None, 1);
+                rx.local_waiting = false;
+                let idle = rx.buf.is_empty();
+                rx.books.settle(idle, None, false)
+            }
             Some((s, seq)) => {
                 if let Some(last) = rx.last.insert(s, seq) {
                     // A redelivery may come after later messages (README: Order).
@@ -285,6 +329,7 @@ impl Sim {
                 self.taken += 1;
                 let from = self.senders[s].node;
                 rx.books.taken(Some(from), 1);
+                rx.local_waiting = false;
                 let idle = rx.buf.is_empty();
                 rx.books.settle(idle, Some(from), false)
             }
@@ -328,6 +373,7 @@ impl Sim {
             Msg::Return { to, n } => {
                 let rx = &mut self.receivers[to];
                 rx.books.returned(from, n);
+                rx.local_waiting = false;
                 let idle = rx.buf.is_empty();
                 let out = rx.books.settle(idle, None, false);
                 self.emit(to, out);
@@ -460,8 +506,14 @@ impl Sim {
         let rx = &mut self.receivers[r];
         rx.detached = true;
         let mut nodes: std::collections::BTreeSet<NodeId> = rx.books.known().collect();
-        for (s, _) in std::mem::take(&mut rx.buf) {
-            nodes.insert(self.senders[s].node);
+        rx.local_left = 0;
+        for (s, seq) in std::mem::take(&mut rx.buf) {
+            if s == LOCAL {
+                // Its own node delivers those elsewhere (`Detached`): not the credit protocol's.
+                self.seen.insert((LOCAL - r, seq));
+            } else {
+                nodes.insert(self.senders[s].node);
+            }
         }
         let taken = self.receivers[r].books.flush_taken();
         self.emit(r, taken);
@@ -477,6 +529,8 @@ impl Sim {
         let rx = &mut self.receivers[r];
         rx.forgot[s] = true;
         rx.books.forget(node);
+        // `Inbox::node_left` wakes the senders waiting for room.
+        rx.local_waiting = false;
         let idle = rx.buf.is_empty();
         let out = rx.books.settle(idle, None, false);
         self.emit(r, out);
@@ -490,9 +544,13 @@ impl Sim {
     fn step(&mut self) {
         self.steps += 1;
         match self.rng.below(10) {
-            0..=2 => {
+            0..=1 => {
                 let s = self.rng.below(self.senders.len());
                 self.send(s);
+            }
+            2 => {
+                let r = self.rng.below(self.receivers.len());
+                self.local_send(r);
             }
             3..=5 => {
                 let links = self.links();
@@ -547,12 +605,15 @@ impl Sim {
                     || s.left_to_send == 0
                         && s.redeliver.is_empty()
                         && s.kept.iter().all(VecDeque::is_empty)
-            })
+            }) && sim.receivers.iter().all(|r| r.detached || r.local_left == 0 && r.buf.is_empty())
         };
         while !done(self) {
             let before = (self.taken, self.steps);
             for s in 0..self.senders.len() {
                 self.send(s);
+            }
+            for r in 0..self.receivers.len() {
+                self.local_send(r);
             }
             for link in self.links() {
                 self.deliver(link);
@@ -587,6 +648,11 @@ impl Sim {
                 self.take(r);
             }
             self.check();
+        }
+        for (r, rx) in self.receivers.iter().enumerate() {
+            let lost: Vec<u64> =
+                (0..rx.local_next).filter(|seq| !self.seen.contains(&(LOCAL - r, *seq))).collect();
+            assert!(lost.is_empty(), "messages {lost:?} of receiver {r}'s own node never taken");
         }
         for (s, sender) in self.senders.iter().enumerate().filter(|(_, s)| !s.dead) {
             let lost: Vec<u64> =
