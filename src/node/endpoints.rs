@@ -97,13 +97,8 @@ impl<T> ReceiverBuilder<T> {
             .await?
             .claim();
         let route = core.switch.route(&self.name);
-        let inbox = Arc::new(Inbox::<T>::new(
-            id,
-            route.clone(),
-            self.capacity,
-            manual_ack,
-            Arc::downgrade(&core.peers),
-        ));
+        let links: std::sync::Weak<crate::link::peer::Peers> = Arc::downgrade(&core.peers);
+        let inbox = Arc::new(Inbox::<T>::new(id, route.clone(), self.capacity, manual_ack, links));
         core.switch.add_inbox(inbox.clone());
         Ok((inbox, route))
     }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Detached, Inbox, Item, Token};
 use crate::channel::credit::Outgoing;
 use crate::ids::NodeId;
-use crate::link::wire::{self, Frame};
+use crate::link::wire::Frame;
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// The application acknowledges a delivery (manual acknowledgement).
@@ -66,30 +66,24 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         if out.is_empty() {
             return;
         }
-        let Some(peers) = self.peers.upgrade() else { return };
-        let batch = self.batch;
+        let Some(wire) = self.wire.upgrade() else { return };
         for (node, taken, grant) in out.credit {
             tracing::trace!(receiver = self.id, node, taken, grant, "credit out");
-            match peers.reach(node) {
-                Some(p) => p.outbox.push_credit(self.id, taken, grant, out.urgent, batch),
-                None => tracing::debug!(node, "credit for a node that left dropped"),
+            if !wire.credit(node, self.id, taken, grant, out.urgent, self.batch) {
+                tracing::debug!(node, "credit for a node that left dropped");
             }
         }
         for node in out.reclaim {
             tracing::trace!(receiver = self.id, node, "reclaim out");
-            if let Some(p) = peers.reach(node) {
-                p.outbox.push_frame(wire::encode(&Frame::Reclaim { to: self.id }), true);
-            }
+            wire.frame(node, &Frame::Reclaim { to: self.id });
         }
     }
 
     /// Tell `nodes` that this receiver takes nothing more.
     pub(super) fn release_to(&self, nodes: impl IntoIterator<Item = NodeId>) {
-        let Some(peers) = self.peers.upgrade() else { return };
+        let Some(wire) = self.wire.upgrade() else { return };
         for node in nodes {
-            if let Some(p) = peers.reach(node) {
-                p.outbox.push_frame(wire::encode(&Frame::Released { to: self.id }), true);
-            }
+            wire.frame(node, &Frame::Released { to: self.id });
         }
     }
 

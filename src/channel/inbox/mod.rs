@@ -36,6 +36,51 @@ use crate::channel::router::ChannelRoute;
 use crate::error::TryRecvError;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::peer::Peers;
+use crate::link::wire::{self, Frame};
+
+/// Where an inbox's frames go: the links to its sending nodes ([`Peers`]), or, in the delivery
+/// protocol's simulation, the simulated network. The inbox does no I/O of its own.
+pub(crate) trait Wire: Send + Sync + fmt::Debug + 'static {
+    /// Receiver `to` took `taken` of node `node`'s messages and grants it `grant` (coalesced into
+    /// a frame of `batch` or more, unless `urgent`). False if `node` cannot be reached (it left).
+    fn credit(
+        &self,
+        node: NodeId,
+        to: EndpointId,
+        taken: u32,
+        grant: u32,
+        urgent: bool,
+        batch: u32,
+    ) -> bool;
+    /// A control frame for node `node` (numbered and resent until it has it).
+    fn frame(&self, node: NodeId, frame: &Frame<'_>);
+}
+
+impl Wire for Peers {
+    fn credit(
+        &self,
+        node: NodeId,
+        to: EndpointId,
+        taken: u32,
+        grant: u32,
+        urgent: bool,
+        batch: u32,
+    ) -> bool {
+        match self.reach(node) {
+            Some(p) => {
+                p.outbox.push_credit(to, taken, grant, urgent, batch);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn frame(&self, node: NodeId, frame: &Frame<'_>) {
+        if let Some(p) = self.reach(node) {
+            p.outbox.push_frame(wire::encode(frame), true);
+        }
+    }
+}
 
 /// To the receiver's endpoint actor: the receiver went away; here are the messages of this
 /// node's senders it held (encoded), to deliver elsewhere.
@@ -155,7 +200,7 @@ pub(crate) struct Inbox<T> {
     batch: u32,
     state: Mutex<State<T>>,
     /// Where credit and releases go: the links to the sending nodes.
-    peers: Weak<Peers>,
+    wire: Weak<dyn Wire>,
     /// The endpoint actor that delivers elsewhere what this node's senders gave the inbox, when
     /// it is handed over.
     actor: OnceLock<Recipient<Detached>>,
@@ -177,7 +222,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         route: Arc<ChannelRoute>,
         capacity: usize,
         manual_ack: bool,
-        peers: Weak<Peers>,
+        wire: Weak<dyn Wire>,
     ) -> Self {
         let capacity = capacity.max(1);
         let grants = Grants::new(u32::try_from(capacity).unwrap_or(u32::MAX));
@@ -195,9 +240,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 unacked: manual_ack.then(Unacked::default),
                 last_from: None,
             }),
-            peers,
+            wire,
             actor: OnceLock::new(),
         }
+    }
+
+    /// A look at the books (for the delivery protocol's simulation).
+    #[cfg(test)]
+    pub(crate) fn books<R>(&self, f: impl FnOnce(&Grants) -> R) -> R {
+        f(&self.lock().grants)
     }
 
     pub(crate) fn set_actor(&self, actor: Recipient<Detached>) {

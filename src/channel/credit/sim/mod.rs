@@ -1,0 +1,454 @@
+//! The credit protocol under seeded schedules: the first stages of the deterministic simulation
+//! (issue 18, route (a): the channel layer as pure state machines driven by a seeded scheduler).
+//!
+//! What runs is the code users run: each receiver is a real [`Inbox`] (its books, its take,
+//! want, return, offer, removal and hand-over paths), which sends its frames through the
+//! [`Wire`] seam into a simulated network instead of the links; each sending node has the real
+//! table of windows ([`Credits`], early grants included) and [`Window`]s. What the router and the
+//! switchboard do around the windows (round robin, asking a receiver passed over, answering a
+//! reclaim, re-routing on a release) is still written out here as they do it: the next stage puts
+//! them behind the same kind of seam. The network is one FIFO queue per pair of nodes (links are
+//! ordered), frames of different links delivered in any order.
+//!
+//! Events: sends, deliveries, takes, a sending node's window made at any time (its registry may
+//! apply the receiver late: grants come before it), a sender on a receiver's own node (handing
+//! messages over on room the books keep for it, asking for credit out elsewhere back when there
+//! is none), receivers that go away (what they took is told, then `Released`, and the sending
+//! nodes deliver the rest to another receiver), sending nodes that crash (what they sent may or
+//! may not arrive) and whose removal each receiver's node applies in its own time. Waiting
+//! senders are woken only by what wakes them in the real code.
+//!
+//! After every step: credit out never above the capacity (nor what is held with it, until a
+//! crashed node's credit is voided), every unit of credit of a live node accounted for (the
+//! receiver's count equals what the sending node holds plus what is on its way either side),
+//! order per sender and receiver (but for redeliveries), nothing taken twice. Once the random
+//! phase ends, every schedule must deliver every message of the live nodes, once, and tell them
+//! it was taken (liveness: no credit lost, no redelivery dropped).
+//!
+//! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Credits, Granted, Window};
+use crate::channel::inbox::{ErasedInbox, Inbox, Refused, Wire};
+use crate::channel::router::ChannelRoute;
+use crate::ids::{EndpointId, NodeId};
+use crate::link::wire::Frame;
+use crate::sync::lock;
+
+/// The simulated network as an inbox sees it: what it sends is caught here, and put on the
+/// links by the simulation.
+#[derive(Debug, Default)]
+struct SimWire {
+    out: std::sync::Mutex<Vec<(NodeId, Msg)>>,
+}
+
+impl Wire for SimWire {
+    fn credit(
+        &self,
+        node: NodeId,
+        to: EndpointId,
+        taken: u32,
+        grant: u32,
+        _: bool,
+        _: u32,
+    ) -> bool {
+        let to = receiver_index(to);
+        lock(&self.out).push((node, Msg::Credit { to, taken, grant }));
+        true
+    }
+
+    fn frame(&self, node: NodeId, frame: &Frame<'_>) {
+        let msg = match frame {
+            Frame::Reclaim { to } => Msg::Reclaim { to: receiver_index(*to) },
+            Frame::Released { to } => Msg::Released { to: receiver_index(*to) },
+            other => panic!("an inbox sent {other:?}"),
+        };
+        lock(&self.out).push((node, msg));
+    }
+}
+
+fn receiver_index(id: EndpointId) -> usize {
+    (id - 1000) as usize
+}
+
+/// splitmix64: a seed gives the same schedule on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Msg {
+    /// Sender `from` to receiver `to`: one message, the `seq`-th of that sender.
+    Data {
+        to: usize,
+        from: usize,
+        seq: u64,
+    },
+    Credit {
+        to: usize,
+        taken: u32,
+        grant: u32,
+    },
+    Want {
+        to: usize,
+    },
+    Reclaim {
+        to: usize,
+    },
+    Return {
+        to: usize,
+        n: u32,
+    },
+    /// Receiver `to` is gone: what the node it goes to sent it and was not told taken is to go
+    /// to another receiver.
+    Released {
+        to: usize,
+    },
+}
+
+struct Receiver {
+    node: NodeId,
+    /// Sending nodes this receiver's node has seen removed (it applied their removal).
+    forgot: Vec<bool>,
+    capacity: u32,
+    /// The receiver's inbox (the code users run), its frames caught by `wire`.
+    inbox: Arc<Inbox<(usize, u64)>>,
+    wire: Arc<SimWire>,
+    /// Per sender, the last sequence number taken (order per sender and receiver).
+    last: BTreeMap<usize, u64>,
+    /// Its application dropped it (`Inbox::detach`): it takes nothing more.
+    detached: bool,
+    /// A sender on the receiver's own node: messages it has still to hand over (moved in, on
+    /// room the books keep for it), the next one's number, and whether it waits for room.
+    local_left: u64,
+    local_next: u64,
+    local_waiting: bool,
+}
+
+/// The sender index of a message from the receiver's own node.
+const LOCAL: usize = usize::MAX;
+
+struct Sender {
+    node: NodeId,
+    credits: Credits<()>,
+    /// Per receiver, the window once this node has made it.
+    windows: Vec<Option<Arc<Window>>>,
+    left_to_send: u64,
+    next_seq: u64,
+    cursor: usize,
+    /// Sent and not yet told taken, per receiver, in the order sent.
+    kept: Vec<VecDeque<u64>>,
+    /// Messages of receivers that went away, to place again before any new one.
+    redeliver: VecDeque<u64>,
+    /// Its last attempt found no credit: it waits until a grant wakes it (`ChannelRoute::wait`),
+    /// and tries nothing meanwhile.
+    waiting: bool,
+    /// Crashed: it sends nothing more, and frames to it are lost.
+    dead: bool,
+}
+
+struct Sim {
+    rng: Rng,
+    receivers: Vec<Receiver>,
+    senders: Vec<Sender>,
+    /// Frames on their way, per (from node, to node), in order.
+    net: BTreeMap<(NodeId, NodeId), VecDeque<Msg>>,
+    taken: u64,
+    steps: u64,
+    /// Every (sender, seq) taken: nothing is taken twice while no node crashes.
+    seen: std::collections::HashSet<(usize, u64)>,
+    /// Messages placed again after their receiver went away.
+    redelivered: std::collections::HashSet<(usize, u64)>,
+}
+
+fn receiver_id(r: usize) -> EndpointId {
+    1000 + r as EndpointId
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        let receivers = (0..1 + rng.below(3))
+            .map(|r| {
+                let capacity = 1 + rng.below(8) as u32;
+                let wire = Arc::new(SimWire::default());
+                let weak: std::sync::Weak<SimWire> = Arc::downgrade(&wire);
+                Receiver {
+                    node: 100 + r as NodeId,
+                    forgot: Vec::new(),
+                    capacity,
+                    inbox: Arc::new(Inbox::new(
+                        receiver_id(r),
+                        Arc::new(ChannelRoute::new("sim")),
+                        capacity as usize,
+                        false,
+                        weak,
+                    )),
+                    wire,
+                    last: BTreeMap::new(),
+                    detached: false,
+                    local_left: if rng.below(2) == 0 { 0 } else { rng.below(40) as u64 },
+                    local_next: 0,
+                    local_waiting: false,
+                }
+            })
+            .collect::<Vec<_>>();
+        let senders = (0..1 + rng.below(3))
+            .map(|s| Sender {
+                node: 1 + s as NodeId,
+                credits: Credits::default(),
+                windows: vec![None; receivers.len()],
+                left_to_send: 20 + rng.below(60) as u64,
+                next_seq: 0,
+                cursor: rng.below(8),
+                kept: vec![VecDeque::new(); receivers.len()],
+                redeliver: VecDeque::new(),
+                waiting: false,
+                dead: false,
+            })
+            .collect::<Vec<_>>();
+        let mut sim = Sim {
+            rng,
+            receivers,
+            senders,
+            net: BTreeMap::new(),
+            taken: 0,
+            steps: 0,
+            seen: Default::default(),
+            redelivered: Default::default(),
+        };
+        for r in 0..sim.receivers.len() {
+            sim.receivers[r].forgot = vec![false; sim.senders.len()];
+        }
+        // Each receiver offers credit to the sending nodes it knows of (all, here), as it does
+        // when it sees their senders registered.
+        let nodes: Vec<NodeId> = sim.senders.iter().map(|s| s.node).collect();
+        for r in 0..sim.receivers.len() {
+            sim.receivers[r].inbox.offer(&nodes);
+            sim.flush(r);
+        }
+        sim
+    }
+
+    fn push(&mut self, from: NodeId, to: NodeId, msg: Msg) {
+        self.net.entry((from, to)).or_default().push_back(msg);
+    }
+
+    /// What receiver `r`'s inbox sent, onto the network.
+    fn flush(&mut self, r: usize) {
+        let from = self.receivers[r].node;
+        let out = std::mem::take(&mut *lock(&self.receivers[r].wire.out));
+        for (node, msg) in out {
+            self.push(from, node, msg);
+        }
+    }
+
+    fn sender_index(&self, node: NodeId) -> usize {
+        self.senders.iter().position(|s| s.node == node).expect("a sending node")
+    }
+
+    /// A sending node's registry applies receiver `r`: its window is made (with what was
+    /// granted before).
+    fn make_window(&mut self, s: usize, r: usize) {
+        let node = self.receivers[r].node;
+        let sender = &mut self.senders[s];
+        if sender.windows[r].is_none() {
+            sender.windows[r] = Some(sender.credits.window(receiver_id(r), node, &Arc::new(())));
+            // New targets wake the router's senders.
+            sender.waiting = false;
+        }
+    }
+
+    /// One send attempt of sender `s`, as the router makes it: round robin over the receivers
+    /// with credit; one passed over for want of credit is asked for some.
+    fn send(&mut self, s: usize) {
+        let nothing = self.senders[s].left_to_send == 0 && self.senders[s].redeliver.is_empty();
+        if nothing || self.senders[s].waiting || self.senders[s].dead {
+            return;
+        }
+        let n = self.receivers.len();
+        let start = self.senders[s].cursor;
+        self.senders[s].cursor += 1;
+        let mut placed = None;
+        for i in 0..n {
+            let r = (start + i) % n;
+            if self.senders[s].windows[r].as_ref().is_some_and(|w| w.try_acquire()) {
+                placed = Some(r);
+                break;
+            }
+        }
+        if let Some(r) = placed {
+            let sender = &mut self.senders[s];
+            let seq = match sender.redeliver.pop_front() {
+                Some(seq) => seq,
+                None => {
+                    sender.next_seq += 1;
+                    sender.left_to_send -= 1;
+                    sender.next_seq - 1
+                }
+            };
+            sender.kept[r].push_back(seq);
+            let (from, to) = (sender.node, self.receivers[r].node);
+            self.push(from, to, Msg::Data { to: r, from: s, seq });
+        } else {
+            self.senders[s].waiting = true;
+        }
+        for r in 0..n {
+            let ask = self.senders[s].windows[r].as_ref().is_some_and(|w| w.should_ask());
+            if ask {
+                let (from, to) = (self.senders[s].node, self.receivers[r].node);
+                self.push(from, to, Msg::Want { to: r });
+            }
+        }
+    }
+
+    /// The sender on receiver `r`'s own node hands over a message, as `Inbox::try_push` does:
+    /// on room the books keep for it, or it asks for room (credit out elsewhere is reclaimed)
+    /// and waits until the receiver takes a message or credit comes back.
+    fn local_send(&mut self, r: usize) {
+        let rx = &mut self.receivers[r];
+        if rx.detached || rx.local_left == 0 || rx.local_waiting {
+            return;
+        }
+        match rx.inbox.try_push((LOCAL, rx.local_next)) {
+            Ok(()) => {
+                rx.local_next += 1;
+                rx.local_left -= 1;
+            }
+            Err(Refused::Full(_)) => rx.local_waiting = true,
+            Err(Refused::Closed(_)) => panic!("receiver {r} closed"),
+        }
+        self.flush(r);
+    }
+
+    /// Receiver `r`'s application takes one message, as `Inbox::next` does; with none, the
+    /// books are settled as a waiting `recv` settles them.
+    fn take(&mut self, r: usize) {
+        if self.receivers[r].detached {
+            return;
+        }
+        let rx = &mut self.receivers[r];
+        match rx.inbox.try_recv() {
+            Ok(((LOCAL, seq), _)) => {
+                if let Some(last) = rx.last.insert(LOCAL, seq) {
+                    assert!(seq > last, "receiver {r} took its own node's {seq} after {last}");
+                }
+                assert!(self.seen.insert((LOCAL - r, seq)), "local message {seq} taken twice");
+                self.taken += 1;
+                rx.local_waiting = false;
+            }
+            Ok(((s, seq), _)) => {
+                if let Some(last) = rx.last.insert(s, seq) {
+                    // A redelivery may come after later messages (README: Order).
+                    assert!(
+                        seq > last || self.redelivered.contains(&(s, seq)),
+                        "receiver {r} took {seq} of sender {s} after {last}"
+                    );
+                }
+                assert!(self.seen.insert((s, seq)), "message {seq} of sender {s} taken twice");
+                self.taken += 1;
+                rx.local_waiting = false;
+            }
+            Err(_) => {}
+        }
+        self.flush(r);
+    }
+
+    /// Deliver the next frame of link `link`.
+    fn deliver(&mut self, link: (NodeId, NodeId)) {
+        let Some(msg) = self.net.get_mut(&link).and_then(VecDeque::pop_front) else { return };
+        let (from, _) = link;
+        match msg {
+            Msg::Data { to, from: s, seq } => {
+                // Released again by a detached inbox; dropped (and warned about) by one that
+                // gave no credit for it, which only a node it forgot may do.
+                let rx = &mut self.receivers[to];
+                let before = rx.inbox.buffered();
+                let msg = Bytes::from(rmp_serde::to_vec_named(&(s, seq)).expect("encode"));
+                rx.inbox.push_remote(from, &mut std::iter::once(msg));
+                let taken_in = rx.inbox.buffered() > before;
+                assert!(
+                    taken_in || rx.forgot[s] || rx.detached,
+                    "a message of node {from} arrived without credit"
+                );
+                self.flush(to);
+            }
+            Msg::Want { to } => {
+                let s = self.sender_index(from);
+                if self.receivers[to].forgot[s] {
+                    // Not a member any more, as this node has it: refused (`Switchboard::want`).
+                    return;
+                }
+                self.receivers[to].inbox.want(from, true);
+                self.flush(to);
+            }
+            Msg::Return { to, n } => {
+                let rx = &mut self.receivers[to];
+                rx.inbox.returned(from, n);
+                rx.local_waiting = false;
+                self.flush(to);
+            }
+            Msg::Credit { .. } | Msg::Reclaim { .. } | Msg::Released { .. }
+                if self.senders[self.sender_index(link.1)].dead => {}
+            Msg::Released { to } => {
+                // `Switchboard::released`: the first release re-routes what was kept for it.
+                let s = self.sender_index(link.1);
+                let sender = &mut self.senders[s];
+                let first = sender.windows[to].as_ref().is_some_and(|w| w.release());
+                if first {
+                    let kept: Vec<u64> = sender.kept[to].drain(..).collect();
+                    for seq in kept.into_iter().rev() {
+                        sender.redeliver.push_front(seq);
+                        self.redelivered.insert((s, seq));
+                    }
+                    sender.waiting = false;
+                }
+            }
+            Msg::Credit { to, taken, grant } => {
+                let s = self.sender_index(link.1);
+                let sender = &mut self.senders[s];
+                for _ in 0..taken {
+                    sender.kept[to].pop_front().expect("told more taken than sent");
+                }
+                match sender.credits.grant(receiver_id(to), from, grant) {
+                    // The router's senders are woken (`ChannelRoute::wake`).
+                    Granted::Window(_) => sender.waiting = false,
+                    Granted::Kept => {}
+                    Granted::Returned(n) => {
+                        let node = sender.node;
+                        self.push(node, from, Msg::Return { to, n });
+                    }
+                    Granted::Refused => panic!("credit refused from the receiver's own node"),
+                }
+            }
+            Msg::Reclaim { to } => {
+                let s = self.sender_index(link.1);
+                let sender = &self.senders[s];
+                let n = match sender.credits.get_from(receiver_id(to), from) {
+                    Some((window, _, _)) => window.reclaim(),
+                    None => sender.credits.take_early(receiver_id(to), from),
+                };
+                let node = sender.node;
+                self.push(node, from, Msg::Return { to, n });
+            }
+        }
+    }
+}
+
+mod schedule;
