@@ -12,7 +12,7 @@
 //!
 //! When the [`Receiver`](crate::Receiver) is dropped the inbox is *detached*: messages from this
 //! node's senders are handed to its endpoint actor to be delivered elsewhere, and every sending
-//! node is told ([`Frame::Released`](crate::link::wire::Frame::Released)) that what it sent and was
+//! node is told ([`Frame::Released`]) that what it sent and was
 //! not taken is to go to another receiver; what still arrives is dropped (its sender has it).
 //!
 //! [`Receiver::recv`]: crate::Receiver::recv
