@@ -294,6 +294,9 @@ impl NodeBuilder {
                     tasks: tasks.clone(),
                     span: tracing::Span::current(),
                     leaving: AtomicBool::new(false),
+                    deregistrations: Arc::new(tokio::sync::Semaphore::new(
+                        super::MAX_DEREGISTRATIONS,
+                    )),
                     switch,
                     links,
                 }

@@ -254,8 +254,12 @@ impl Core {
         let cmd = Command::Deregister { channel: channel.to_owned(), id };
         self.tasks.spawn(
             async move {
-                if let Err(e) = core.write(cmd).await {
-                    tracing::debug!(error = %e, "deregistration failed");
+                let permit = core.deregistrations.clone().acquire_owned().await;
+                // A leave that started meanwhile removes the endpoint with the rest.
+                if permit.is_ok() && !core.leaving.load(Ordering::SeqCst) {
+                    if let Err(e) = core.write(cmd).await {
+                        tracing::debug!(error = %e, "deregistration failed");
+                    }
                 }
                 core.switch.deregistered(id);
             }

@@ -47,6 +47,11 @@ use crate::Error;
 /// A receiver's default capacity.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
+/// Deregistrations a node has in flight at once (a quarter of what a peer answers at once,
+/// `link::connection`'s request limit), so that a leave or a registration behind a burst of them
+/// still gets through.
+pub(crate) const MAX_DEREGISTRATIONS: usize = 64;
+
 /// What the node shares between its tasks, its endpoints and its handles.
 pub(crate) struct Core {
     pub(crate) id: NodeId,
@@ -68,6 +73,9 @@ pub(crate) struct Core {
     pub(crate) span: tracing::Span,
     /// Set when `shutdown` starts.
     pub(crate) leaving: AtomicBool,
+    /// Deregistrations in flight at once, at most [`MAX_DEREGISTRATIONS`]: a thousand receivers
+    /// dropped together must not fill the leader's requests (a leave behind them was refused).
+    pub(crate) deregistrations: Arc<tokio::sync::Semaphore>,
     /// This node's routers and inboxes, and what connects them (see [`crate::channel::switchboard`]).
     pub(crate) switch: Switchboard,
     /// What this node's connections share; they hand frames up through [`Dispatch`].
