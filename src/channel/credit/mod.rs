@@ -66,8 +66,11 @@ impl Window {
 
     /// Whether to ask the receiver for credit now: none left, and not asked already.
     pub(crate) fn should_ask(&self) -> bool {
+        // Loads first: the router asks after every message that passed a window over, and a
+        // window already asked must not cost a read-modify-write per message.
         !self.released.load(Ordering::Acquire)
             && self.credit.load(Ordering::Acquire) == 0
+            && !self.asked.load(Ordering::Acquire)
             && !self.asked.swap(true, Ordering::AcqRel)
     }
 
