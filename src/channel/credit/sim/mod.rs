@@ -161,6 +161,20 @@ struct Sender {
     waiting: bool,
     /// Crashed: it sends nothing more, and frames to it are lost.
     dead: bool,
+    /// Left gracefully (`Node::shutdown`): it gave back its unused credit and sends nothing
+    /// more; what it sent arrives before its removal does (it flushes first); frames to it are
+    /// lost once it has stopped.
+    gone: bool,
+    /// Its application is done: it sends nothing new, waits until what it sent is taken
+    /// (`Sender::wait_taken`), then its node leaves.
+    finishing: bool,
+}
+
+impl Sender {
+    /// Crashed or left: it sends nothing and hears nothing more.
+    fn stopped(&self) -> bool {
+        self.dead || self.gone
+    }
 }
 
 struct Sim {
@@ -221,6 +235,8 @@ impl Sim {
                 redeliver: VecDeque::new(),
                 waiting: false,
                 dead: false,
+                gone: false,
+                finishing: false,
             })
             .collect::<Vec<_>>();
         let mut sim = Sim {
@@ -278,8 +294,9 @@ impl Sim {
     /// One send attempt of sender `s`, as the router makes it: round robin over the receivers
     /// with credit; one passed over for want of credit is asked for some.
     fn send(&mut self, s: usize) {
-        let nothing = self.senders[s].left_to_send == 0 && self.senders[s].redeliver.is_empty();
-        if nothing || self.senders[s].waiting || self.senders[s].dead {
+        let no_new = self.senders[s].left_to_send == 0 || self.senders[s].finishing;
+        let nothing = no_new && self.senders[s].redeliver.is_empty();
+        if nothing || self.senders[s].waiting || self.senders[s].stopped() {
             return;
         }
         let n = self.receivers.len();
@@ -405,7 +422,7 @@ impl Sim {
                 self.flush(to);
             }
             Msg::Credit { .. } | Msg::Reclaim { .. } | Msg::Released { .. }
-                if self.senders[self.sender_index(link.1)].dead => {}
+                if self.senders[self.sender_index(link.1)].stopped() => {}
             Msg::Released { to } => {
                 // `Switchboard::released`: the first release re-routes what was kept for it.
                 let s = self.sender_index(link.1);

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::{receiver_id, Msg, Sim, LOCAL};
+use super::{receiver_id, receiver_index, Msg, Sim, LOCAL};
 use crate::channel::inbox::ErasedInbox;
 use crate::ids::NodeId;
 
@@ -23,7 +23,7 @@ impl Sim {
                 rx.capacity
             );
             for (s, sender) in self.senders.iter().enumerate() {
-                if sender.dead || rx.forgot[s] || rx.detached {
+                if sender.stopped() || rx.forgot[s] || rx.detached {
                     continue;
                 }
                 let held = match &sender.windows[r] {
@@ -57,11 +57,64 @@ impl Sim {
         }
     }
 
+    /// A sending node leaves gracefully (never the last one sending), as `Node::shutdown` does
+    /// for credit: every window gives its unused credit back (`Credits::give_up_all`, the code
+    /// users run), and it sends nothing more. Its application first stops sending and waits for
+    /// `Sender::wait_taken` (nothing kept, nothing to re-route), as that documentation asks of a
+    /// process that must lose nothing: a node that leaves with messages not yet taken cannot
+    /// deliver them elsewhere if their receiver goes away after (seed 95 showed it, with the
+    /// leave allowed at once).
+    fn leave(&mut self) {
+        let live: Vec<usize> = (0..self.senders.len())
+            .filter(|s| !self.senders[*s].stopped() && !self.senders[*s].finishing)
+            .collect();
+        if live.len() < 2 {
+            return;
+        }
+        let s = live[self.rng.below(live.len())];
+        self.senders[s].finishing = true;
+    }
+
+    /// A finishing sender whose messages are all taken: its node leaves (see [`Sim::leave`]).
+    fn leave_when_settled(&mut self) {
+        for s in 0..self.senders.len() {
+            let sender = &self.senders[s];
+            let settled = sender.redeliver.is_empty() && sender.kept.iter().all(VecDeque::is_empty);
+            if sender.finishing && !sender.stopped() && settled {
+                self.senders[s].gone = true;
+                let node = self.senders[s].node;
+                for (id, to_node, n) in self.senders[s].credits.give_up_all() {
+                    self.push(node, to_node, Msg::Return { to: receiver_index(id), n });
+                }
+            }
+        }
+    }
+
+    /// Whether receiver `r`'s node may apply sender `s`'s removal now: a crashed node at any
+    /// time, a node that left once everything it sent `r` has arrived.
+    fn removable(&self, r: usize, s: usize) -> bool {
+        let sender = &self.senders[s];
+        let flushed =
+            || self.net.get(&(sender.node, self.receivers[r].node)).is_none_or(VecDeque::is_empty);
+        !self.receivers[r].forgot[s] && (sender.dead || sender.gone && flushed())
+    }
+
+    /// Every receiver's node applies every removal it may apply now.
+    fn forget_stopped(&mut self) {
+        for r in 0..self.receivers.len() {
+            for s in 0..self.senders.len() {
+                if self.removable(r, s) {
+                    self.forget(r, s);
+                }
+            }
+        }
+    }
+
     /// A sending node crashes (never the last one alive): what it has not sent is lost with it,
     /// frames to it are lost, and the frames it sent may or may not arrive.
     fn crash(&mut self) {
         let alive: Vec<usize> =
-            (0..self.senders.len()).filter(|s| !self.senders[*s].dead).collect();
+            (0..self.senders.len()).filter(|s| !self.senders[*s].stopped()).collect();
         if alive.len() < 2 {
             return;
         }
@@ -140,6 +193,7 @@ impl Sim {
                 self.take(r);
             }
             9 if self.rng.below(20) == 0 => self.crash(),
+            9 if self.rng.below(20) == 0 => self.leave(),
             9 if self.rng.below(20) == 0 => self.drop_receiver(),
             _ => {
                 let s = self.rng.below(self.senders.len());
@@ -147,14 +201,12 @@ impl Sim {
                 self.make_window(s, r);
             }
         }
-        // Receivers' nodes apply a crashed node's removal, each in its own time.
+        self.leave_when_settled();
+        // Receivers' nodes apply a stopped node's removal, each in its own time.
         if self.rng.below(4) == 0 {
             let r = self.rng.below(self.receivers.len());
-            for s in 0..self.senders.len() {
-                if self.senders[s].dead && !self.receivers[r].forgot[s] {
-                    self.forget(r, s);
-                    break;
-                }
+            if let Some(s) = (0..self.senders.len()).find(|s| self.removable(r, *s)) {
+                self.forget(r, s);
             }
         }
         self.check();
@@ -162,13 +214,7 @@ impl Sim {
 
     /// After the random phase: every node gets its turn until everything is taken.
     fn finish(&mut self) {
-        for r in 0..self.receivers.len() {
-            for s in 0..self.senders.len() {
-                if self.senders[s].dead && !self.receivers[r].forgot[s] {
-                    self.forget(r, s);
-                }
-            }
-        }
+        self.forget_stopped();
         for s in 0..self.senders.len() {
             for r in 0..self.receivers.len() {
                 self.make_window(s, r);
@@ -177,7 +223,7 @@ impl Sim {
         let mut idle_rounds = 0;
         let done = |sim: &Sim| {
             sim.senders.iter().all(|s| {
-                s.dead
+                s.stopped()
                     || s.left_to_send == 0
                         && s.redeliver.is_empty()
                         && s.kept.iter().all(VecDeque::is_empty)
@@ -188,6 +234,8 @@ impl Sim {
         };
         while !done(self) {
             let before = (self.taken, self.steps);
+            self.leave_when_settled();
+            self.forget_stopped();
             for s in 0..self.senders.len() {
                 self.send(s);
             }
@@ -236,10 +284,16 @@ impl Sim {
         for (s, sender) in self.senders.iter().enumerate().filter(|(_, s)| !s.dead) {
             let lost: Vec<u64> =
                 (0..sender.next_seq).filter(|seq| !self.seen.contains(&(s, *seq))).collect();
-            assert!(lost.is_empty(), "messages {lost:?} of sender {s} never taken");
+            assert!(
+                lost.is_empty(),
+                "messages {lost:?} of sender {s} never taken (gone {}, detached {:?}, kept {:?})",
+                sender.gone,
+                self.receivers.iter().map(|r| r.detached).collect::<Vec<_>>(),
+                sender.kept
+            );
         }
         assert!(
-            self.senders.iter().all(|s| s.dead || s.kept.iter().all(VecDeque::is_empty)),
+            self.senders.iter().all(|s| s.stopped() || s.kept.iter().all(VecDeque::is_empty)),
             "everything taken, yet not told: {:?}",
             self.senders.iter().map(|s| s.kept.clone()).collect::<Vec<_>>()
         );
