@@ -154,6 +154,13 @@ pub(crate) enum Request {
         /// The channel.
         channel: String,
     },
+    /// The asking node was removed from the cluster while alive (paused, or cut off, past the
+    /// failure timeout) and let back in: it starts over as a new incarnation. The receiving node
+    /// forgets its books of the asker's old incarnation and answers, per receiver of its own,
+    /// how many of the messages the asker sent before and was not told were taken it has taken
+    /// in (it delivers them; the asker delivers the rest again). Credit granted to the asker
+    /// before is void, and its receivers of before are gone.
+    Rejoined,
     /// Let go of these dead letters of a channel (read and dealt with).
     RemoveDeadLetters {
         /// The channel.
@@ -186,6 +193,9 @@ pub(crate) enum Response {
     DeadLetters(Vec<DeadLetter>),
     /// Answer to [`Request::RemoveDeadLetters`]: how many were held.
     Removed(u64),
+    /// Answer to [`Request::Rejoined`]: per receiver of the answering node, how many of the
+    /// asker's earlier messages, from the first it was not told of, it has taken in.
+    Rejoined(Vec<(EndpointId, u32)>),
 }
 
 impl Request {

@@ -1,10 +1,11 @@
 //! A seeded soak: a numbered stream through a cluster of node processes while, at random,
 //! connections are reset, receiving nodes are killed (SIGKILL) and replaced, receiving nodes are
-//! frozen (SIGSTOP) until the cluster removes them and then thawed (SIGCONT) and replaced, and the
-//! Raft leader (a node of its own) is killed and replaced. Every number must be received at least
-//! once. (The sending node is never frozen: a sending node removed while alive is issue 18's
-//! open defect, see tests/failover.rs.) The seed is printed; `DCHAN_SOAK_SEED=<seed>` replays the same
-//! sequence of faults (timing on a shared machine still varies).
+//! frozen (SIGSTOP) until the cluster removes them and then thawed (SIGCONT; they start over and
+//! go on receiving) and joined by another, the sending node is frozen until removed and thawed
+//! (it starts over and goes on sending), and the Raft leader (a node of its own) is killed and
+//! replaced. Every number must be received at least once. The seed is printed;
+//! `DCHAN_SOAK_SEED=<seed>` replays the same sequence of faults (timing on a shared machine
+//! still varies).
 
 mod common;
 
@@ -100,7 +101,8 @@ async fn a_stream_survives_random_resets_and_kills() {
     sender.cmd(&format!("send nums 0 {total}"));
     let mut counts = BTreeMap::new();
     let (mut resets, mut kills, mut pauses, mut leader_kills) = (0, 0, 0, 0);
-    // Frozen and thawed nodes: their receivers have ended or will, but what they print counts.
+    let mut sender_pauses = 0;
+    // Frozen and thawed receiving nodes: they go on receiving.
     let mut thawed: Vec<(Proc, Proxy)> = Vec::new();
     let mut leader_proxy = leader_proxy;
     let started = Instant::now();
@@ -109,7 +111,7 @@ async fn a_stream_survives_random_resets_and_kills() {
         for (p, _) in receivers.iter_mut() {
             collect(p, pause / 3, &mut counts).await;
         }
-        match rng.below(6) {
+        match rng.below(7) {
             0 | 1 => {
                 // Kill a receiving node and start another in its place.
                 let at = rng.below(receivers.len() as u64) as usize;
@@ -142,12 +144,21 @@ async fn a_stream_survives_random_resets_and_kills() {
                 (leader, leader_proxy) = (next, next_proxy);
                 leader_kills += 1;
             }
+            4 => {
+                // Freeze the sending node until the cluster has removed it, then thaw it: it
+                // starts over and its sender goes on.
+                sender.signal(true);
+                removed(&mut leader, sender.id, seed, &mut receivers, &mut counts).await;
+                sender.signal(false);
+                sender_pauses += 1;
+            }
             _ => resets += faults.reset(),
         }
     }
     eprintln!(
         "{resets} connections reset, {kills} receiving nodes killed, {pauses} frozen past the \
-         failure timeout, {leader_kills} leaders killed, in {:?}",
+         failure timeout, the sending node frozen {sender_pauses} times, {leader_kills} leaders \
+         killed, in {:?}",
         started.elapsed()
     );
     drop(leader_proxy);

@@ -24,7 +24,7 @@ use crate::channel::credit::Window;
 use crate::channel::dead_letters::DeadLetters;
 use crate::channel::inbox::{ErasedInbox, Inbox, Refused};
 use crate::ids::EndpointId;
-use crate::link::outbox::PushError;
+use crate::link::outbox::{Gate, PushError};
 use crate::link::peer::Peer;
 use crate::link::wire::{self, Frame};
 use crate::sync::lock;
@@ -308,12 +308,15 @@ impl ChannelRoute {
                         passed_over = true;
                         continue;
                     }
-                    match peer.outbox.push_data(*id, &msg, &self.closed) {
+                    let gate = Gate { closed: &self.closed, gone: Some(window.gone()) };
+                    match peer.outbox.push_data(*id, &msg, gate) {
                         Ok(()) => return sent(passed_over),
                         Err(PushError::Closed) => {
                             window.undo();
                             return Attempt::Closed(msg);
                         }
+                        // Released meanwhile: another receiver takes it.
+                        Err(PushError::Gone) => continue,
                         Err(e) => {
                             window.undo();
                             tracing::error!(channel = %self.name, error = %e, "message refused");
@@ -379,8 +382,13 @@ impl ChannelRoute {
                     if !window.try_acquire() {
                         continue;
                     }
-                    return match peer.outbox.push_encoded(*id, msg, only.is_some(), closed) {
+                    let gate = Gate { closed, gone: Some(window.gone()) };
+                    return match peer.outbox.push_encoded(*id, msg, only.is_some(), gate) {
                         Ok(()) => Attempt::Sent,
+                        // Released meanwhile: another receiver takes it (a broadcast copy is
+                        // not needed by a receiver that is gone).
+                        Err(PushError::Gone) if only.is_some() => Attempt::NoReceivers(()),
+                        Err(PushError::Gone) => continue,
                         Err(e) => {
                             window.undo();
                             if !matches!(e, PushError::Closed) {

@@ -298,6 +298,7 @@ impl NodeBuilder {
                         super::MAX_DEREGISTRATIONS,
                     )),
                     switch,
+                    endpoints: Default::default(),
                     links,
                 }
             });
@@ -351,6 +352,7 @@ pub(super) async fn watch_registry(core: Arc<Core>) {
         }
         let registry = rx.borrow_and_update().clone();
         core.switch.refresh(&registry);
+        core.check_removed(&registry);
         snapshots.ask_if_due(&core.raft, registry.endpoint_count()).await;
     }
 }

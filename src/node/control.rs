@@ -197,6 +197,7 @@ impl Core {
             async move {
                 let result = match core.write(cmd).await {
                     Ok(Outcome::Registered(id)) => {
+                        core.endpoints.add(id, &channel, &requested, kind, capacity);
                         Ok(Unclaimed { core: core.clone(), channel, id: Some(id) })
                     }
                     Ok(Outcome::TypeMismatch { existing }) => {
@@ -246,6 +247,8 @@ impl Core {
 
     /// Deregister an endpoint in the background (its handle was dropped; `Drop` cannot wait).
     pub(crate) fn deregister(self: &Arc<Self>, channel: &str, id: EndpointId) {
+        // An endpoint registered again when this node started over is known by its new id.
+        let id = self.endpoints.remove(id).unwrap_or(id);
         // A leaving node's endpoints are removed all at once by its leave.
         if self.cancel.is_cancelled() || self.leaving.load(Ordering::SeqCst) {
             return;
@@ -300,6 +303,9 @@ impl Core {
                 _ => None,
             };
         }
+        if let Request::Rejoined = req {
+            return Some(Response::Rejoined(self.switch.rejoined(from)));
+        }
         Some(self.answer(req).await)
     }
 
@@ -342,6 +348,8 @@ impl Core {
             Request::RemoveDeadLetters { channel, seqs } => {
                 Response::Removed(self.remove_dead_letters(&channel, &seqs))
             }
+            // Answered with the asker's id (see `handle_request`).
+            Request::Rejoined => Response::Rejoined(Vec::new()),
         }
     }
 
@@ -412,13 +420,14 @@ impl Core {
         }
     }
 
-    /// Keep this node in the cluster: a node that has heard from no leader for three failure
-    /// timeouts was probably cut off long enough to be removed, so it asks the members it knows
-    /// to let it in again (a join is answered at once if it is still a member). Once back, its
-    /// registry no longer lists what it had registered: its receivers end (see `refresh`).
-    /// Runs until shutdown.
+    /// Keep this node in the cluster: a node that has heard from no leader for a failure
+    /// timeout may have been cut off (or frozen) long enough to be removed, so it asks the
+    /// members it knows to let it in again (a join is answered at once if it is still a
+    /// member: asking costs a round trip, while an election is on too). Once back, its registry
+    /// no longer lists what it had registered: it starts over (see [`super::rejoin`]). Runs
+    /// until shutdown.
     pub(crate) async fn stay_member(self: Arc<Self>) {
-        let after = self.membership.failure_timeout() * 3;
+        let after = self.membership.failure_timeout();
         let mut reported = false;
         loop {
             tokio::select! {

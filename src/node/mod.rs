@@ -5,7 +5,8 @@
 //! [`Node`] is the public handle; [`Core`] what its tasks share. Here: the builder and start
 //! (`builder`), bootstrapping or joining (`join`), making endpoints (`endpoints`), the control
 //! path (`control`: registry writes, always through the leader, and the requests other nodes
-//! make), what the node reports of itself (`stats`), the `Endpoint` trait behind
+//! make), starting over when it was removed while alive and let back in (`rejoin`), what the
+//! node reports of itself (`stats`), the `Endpoint` trait behind
 //! `#[dchan::endpoint]` (`endpoint`) and [`ClusterWatch`](crate::ClusterWatch). On the message path the node only
 //! passes frames through: the connections hand them up through
 //! [`Dispatch`], which [`Core`] implements by calling the
@@ -20,6 +21,7 @@ pub(crate) mod control;
 pub(crate) mod endpoint;
 pub(crate) mod endpoints;
 mod join;
+pub(crate) mod rejoin;
 pub(crate) mod stats;
 
 use std::net::SocketAddr;
@@ -78,6 +80,8 @@ pub(crate) struct Core {
     pub(crate) deregistrations: Arc<tokio::sync::Semaphore>,
     /// This node's routers and inboxes, and what connects them (see [`crate::channel::switchboard`]).
     pub(crate) switch: Switchboard,
+    /// This node's live endpoints and the registrations standing for them (see [`rejoin`]).
+    pub(crate) endpoints: rejoin::LiveEndpoints,
     /// What this node's connections share; they hand frames up through [`Dispatch`].
     pub(crate) links: Arc<Links>,
 }
@@ -178,7 +182,7 @@ impl Node {
     /// receiver and other node, to check that members coming and going leave nothing behind.
     #[doc(hidden)]
     pub fn __entries(&self) -> usize {
-        self.core.switch.entries()
+        self.core.switch.entries() + self.core.endpoints.len()
     }
 
     /// Not part of the API (for dchan's tests): the index of the last entry in this node's Raft

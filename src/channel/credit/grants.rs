@@ -35,6 +35,31 @@ impl Outgoing {
 /// Nodes that left with credit out a receiver keeps taking messages from (on that credit).
 const MAX_LEFT: usize = 64;
 
+/// What a receiver keeps of a node that left: what it may still send on the credit it had
+/// (taken in, and no more), and how many of its messages the receiver took in and never told
+/// it of, in the order sent (answered if the node comes back as a new incarnation, which then
+/// delivers again only the rest: see [`Grants::rejoined`]). Kept while either is nonzero.
+#[derive(Debug)]
+struct Left {
+    node: NodeId,
+    credit: u32,
+    /// `None` once one of its messages is delivered and not acknowledged: those that follow are
+    /// no longer a prefix of what the node kept (it delivers them again, at-least-once).
+    owed: Option<u32>,
+}
+
+/// How a message from another node was taken in ([`Grants::arrived`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// On the credit the node holds: its sending node is told when it is taken.
+    Credit,
+    /// On credit the node had when it left the cluster: held, and told to nobody (the node,
+    /// if it comes back, is another incarnation that delivers again what it was not told).
+    Left,
+    /// Without credit: not taken in.
+    Refused,
+}
+
 /// A receiver's books: what it holds and what credit it has out, per sending node.
 #[derive(Debug)]
 pub(crate) struct Grants {
@@ -59,11 +84,10 @@ pub(crate) struct Grants {
     /// Nodes that wanted credit before this node knew they have a sender of the channel: they
     /// are offered some once it does (they do not ask twice).
     deferred: BTreeSet<NodeId>,
-    /// Nodes that left the cluster with credit out, and how much (what they may have sent
-    /// before they left: taken in, and no more), the latest [`MAX_LEFT`] of them; an entry goes
-    /// once its credit is used. A node that left is no longer in `out`: nothing is granted or
-    /// told to it again.
-    left: VecDeque<(NodeId, u32)>,
+    /// Nodes that left the cluster with credit out or messages taken in and not told, the
+    /// latest [`MAX_LEFT`] of them (see [`Left`]). A node that left is no longer in `out`:
+    /// nothing is granted or told to it again.
+    left: VecDeque<Left>,
 }
 
 impl Grants {
@@ -135,29 +159,33 @@ impl Grants {
         false
     }
 
-    /// A message from node `from` arrived on its credit. False if it had none: a peer that
-    /// sends beyond its credit breaks the protocol, and the message is not taken in (its sending
-    /// node keeps it until told it was taken, which it never is).
-    pub(crate) fn arrived(&mut self, from: NodeId) -> bool {
-        match self.out.get_mut(&from) {
+    /// A message from node `from` arrived: on its credit ([`Arrival::Credit`]), on credit it had
+    /// when it left ([`Arrival::Left`]), or without credit ([`Arrival::Refused`]: a peer that
+    /// sends beyond its credit breaks the protocol, and the message is not taken in).
+    pub(crate) fn arrived(&mut self, from: NodeId) -> Arrival {
+        let arrival = match self.out.get_mut(&from) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 self.out_total -= 1;
+                Arrival::Credit
             }
-            // Sent before the node left, on credit it had then (voided since): taken, it is
-            // owed. No more than that credit.
-            _ => match self.left.iter().position(|(node, _)| *node == from) {
+            // Sent before the node left, on credit it had then (voided since): taken in, and
+            // told to nobody. No more than that credit.
+            _ => match self.left.iter().position(|l| l.node == from && l.credit > 0) {
                 Some(i) => {
-                    self.left[i].1 -= 1;
-                    if self.left[i].1 == 0 {
+                    let l = &mut self.left[i];
+                    l.credit -= 1;
+                    l.owed = l.owed.map(|n| n.saturating_add(1));
+                    if l.credit == 0 && l.owed.is_none() {
                         self.left.remove(i);
                     }
+                    Arrival::Left
                 }
-                None => return false,
+                None => return Arrival::Refused,
             },
-        }
+        };
         self.held = self.held.saturating_add(1);
-        true
+        arrival
     }
 
     /// The application took (or acknowledged) `n` messages of `from` (`None`: of this node).
@@ -204,20 +232,74 @@ impl Grants {
         }
     }
 
-    /// Node `node` left the cluster: its credit is void, and nothing is owed to it.
-    pub(crate) fn forget(&mut self, node: NodeId) {
-        let n = self.out.remove(&node).unwrap_or(0);
-        self.out_total -= n;
-        if n > 0 {
-            if self.left.len() == MAX_LEFT {
-                self.left.pop_front();
+    /// Node `node` left the cluster: its credit is void, and nothing is told to it again.
+    /// `held`: how many of its messages the receiver holds, to be delivered here, after those
+    /// taken and not told (`None`: some are delivered and not acknowledged, which the node must
+    /// deliver again if it comes back; see [`Left`]).
+    pub(crate) fn forget(&mut self, node: NodeId, held: Option<u32>) {
+        let credit = self.out.remove(&node).unwrap_or(0);
+        self.out_total -= credit;
+        let told = self.taken.iter().find(|(n, _)| *n == node).map_or(0, |(_, t)| *t);
+        let owed = held.map(|h| h.saturating_add(told));
+        match self.left.iter_mut().find(|l| l.node == node) {
+            // Forgotten before (a removal, then the node's own word that it is back).
+            Some(l) => {
+                l.credit = l.credit.saturating_add(credit);
+                l.owed = l.owed.zip(owed).map(|(a, b)| a.saturating_add(b));
             }
-            self.left.push_back((node, n));
+            None if credit > 0 || owed.is_some_and(|n| n > 0) => {
+                if self.left.len() == MAX_LEFT {
+                    self.left.pop_front();
+                }
+                self.left.push_back(Left { node, credit, owed });
+            }
+            None => {}
         }
         self.wanting.retain(|n| *n != node);
         self.deferred.remove(&node);
         self.reclaiming.remove(&node);
         self.taken.retain(|(n, _)| *n != node);
+    }
+
+    /// Node `node` left and came back as a new incarnation (it was removed while alive): how
+    /// many of the messages it sent before, from the first it was not told of, this receiver
+    /// took in (they are delivered here; it delivers the rest again). Nothing of its old
+    /// incarnation is kept after this: it sends nothing more on the old credit.
+    pub(crate) fn rejoined(&mut self, node: NodeId) -> u32 {
+        match self.left.iter().position(|l| l.node == node) {
+            Some(i) => self.left.remove(i).and_then(|l| l.owed).unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// How many messages of node `node`, which left, this receiver took in and holds as its
+    /// own (told now, with a release: it delivers them, the node delivers the rest elsewhere);
+    /// counted as told.
+    pub(crate) fn take_owed(&mut self, node: NodeId) -> u32 {
+        let Some(i) = self.left.iter().position(|l| l.node == node) else { return 0 };
+        let owed = self.left[i].owed.as_mut().map_or(0, std::mem::take);
+        if self.left[i].credit == 0 {
+            self.left.remove(i);
+        }
+        owed
+    }
+
+    /// Nodes that left whose messages this receiver took in and has not told them of.
+    pub(crate) fn owing(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.left.iter().filter(|l| l.owed.is_some_and(|n| n > 0)).map(|l| l.node)
+    }
+
+    /// The receiver starts over under a new registration (its node was removed while alive):
+    /// nothing granted to other nodes stands, nothing is told to them, and what they sent before
+    /// is no longer held here. Its own node's messages stay held.
+    pub(crate) fn reset_remote(&mut self) {
+        self.out.clear();
+        self.out_total = 0;
+        self.wanting.clear();
+        self.reclaiming.clear();
+        self.taken.clear();
+        self.deferred.clear();
+        self.left.clear();
     }
 
     /// Every node that may have sent something (for [`Frame::Released`](crate::link::wire::Frame::Released)).

@@ -21,7 +21,7 @@ use crate::ids::{EndpointId, NodeId};
 use crate::sync::lock;
 
 mod grants;
-pub(crate) use grants::{Grants, Outgoing};
+pub(crate) use grants::{Arrival, Grants, Outgoing};
 
 /// This node's credit with one remote receiver.
 #[derive(Debug, Default)]
@@ -84,6 +84,13 @@ impl Window {
         self.released.load(Ordering::Acquire)
     }
 
+    /// Set once the receiver is gone: the outbox checks it under its lock (see
+    /// [`crate::link::outbox::Gate`]), so that nothing is queued for the receiver after what was
+    /// kept for it was taken back.
+    pub(crate) fn gone(&self) -> &AtomicBool {
+        &self.released
+    }
+
     /// Credit granted and not yet used.
     #[cfg(test)]
     pub(crate) fn credit(&self) -> u32 {
@@ -116,7 +123,13 @@ pub(crate) struct Credits<R> {
 
 impl<R> Default for Credits<R> {
     fn default() -> Self {
-        Credits { inner: Mutex::new(Inner { windows: HashMap::new(), early: HashMap::new() }) }
+        Credits {
+            inner: Mutex::new(Inner {
+                windows: HashMap::new(),
+                early: HashMap::new(),
+                void: false,
+            }),
+        }
     }
 }
 
@@ -127,6 +140,9 @@ struct Inner<R> {
     /// this node's sender registered, which can be before the sender's router exists here), and
     /// the node that granted it.
     early: HashMap<EndpointId, (NodeId, u32)>,
+    /// This node is starting over: every window is void, a window made meanwhile too, and a
+    /// grant that comes (the old incarnation's) is dropped, until [`Credits::clear`].
+    void: bool,
 }
 
 impl<R> Credits<R> {
@@ -135,8 +151,14 @@ impl<R> Credits<R> {
     pub(crate) fn window(&self, id: EndpointId, node: NodeId, route: &Arc<R>) -> Arc<Window> {
         let mut inner = lock(&self.inner);
         let early = inner.early.remove(&id);
-        let window =
-            inner.windows.entry(id).or_insert_with(|| (Arc::default(), route.clone(), node));
+        let void = inner.void;
+        let window = inner.windows.entry(id).or_insert_with(|| {
+            let window = Arc::new(Window::default());
+            if void {
+                window.release();
+            }
+            (window, route.clone(), node)
+        });
         match early {
             // Granted by the node the registry says holds the receiver: kept.
             Some((from, n)) if from == window.2 => window.0.grant(n),
@@ -159,6 +181,9 @@ impl<R> Credits<R> {
             }
             window.grant(n);
             return Granted::Window(route.clone());
+        }
+        if inner.void {
+            return Granted::Void;
         }
         let known = inner.early.get(&id).map(|(node, _)| *node);
         match known {
@@ -204,6 +229,35 @@ impl<R> Credits<R> {
             }
             inner.early.remove(&id);
         }
+    }
+
+    /// Every receiver this node has a window towards, its node and its route.
+    pub(crate) fn all(&self) -> Vec<(EndpointId, NodeId, Arc<R>)> {
+        let inner = lock(&self.inner);
+        inner.windows.iter().map(|(id, (_, route, node))| (*id, *node, route.clone())).collect()
+    }
+
+    /// Void every window: nothing more goes on its credit (this node starts over: see
+    /// [`crate::rpc::Request::Rejoined`]).
+    pub(crate) fn release_all(&self) {
+        let mut inner = lock(&self.inner);
+        inner.void = true;
+        inner.early.clear();
+        for (window, _, _) in inner.windows.values() {
+            window.release();
+        }
+    }
+
+    /// Forget every window and early grant (this node starts over). Windows still held by a
+    /// router stay released.
+    pub(crate) fn clear(&self) {
+        let mut inner = lock(&self.inner);
+        for (window, _, _) in inner.windows.values() {
+            window.release();
+        }
+        inner.windows.clear();
+        inner.early.clear();
+        inner.void = false;
     }
 
     /// Forget the window towards receiver `id` (released, and gone from the registry).
@@ -276,6 +330,8 @@ pub(crate) enum Granted<R> {
     Kept,
     /// Not this node's to keep (no room for another early grant): to give back.
     Returned(u32),
+    /// The old incarnation's, come while this node starts over: dropped.
+    Void,
     /// From a node that does not hold the receiver: dropped.
     Refused,
 }

@@ -15,7 +15,7 @@ fn one_sending_node_gets_the_whole_window_and_keeps_it_while_it_streams() {
     g.want(1);
     assert_eq!(granted(&g.settle(true, None, false), 1), 8);
     for _ in 0..8 {
-        assert!(g.arrived(1));
+        assert_eq!(g.arrived(1), Arrival::Credit);
     }
     assert!(!g.local(), "a sender on the receiver's node finds no room");
     g.taken(Some(1), 3);
@@ -36,7 +36,7 @@ fn credit_out_never_exceeds_the_capacity_and_moves_to_who_wants_it() {
     let out = g.settle(true, None, false);
     assert_eq!(out.reclaim, [1]);
     assert!(g.settle(true, None, false).reclaim.is_empty(), "asked once");
-    assert!(g.arrived(1));
+    assert_eq!(g.arrived(1), Arrival::Credit);
     g.returned(1, 3);
     let out = g.settle(true, None, false);
     assert_eq!(granted(&out, 2), 3);
@@ -48,7 +48,7 @@ fn capacity_one_hands_over_one_at_a_time() {
     let mut g = Grants::new(1);
     g.want(1);
     assert_eq!(granted(&g.settle(true, None, false), 1), 1);
-    assert!(g.arrived(1));
+    assert_eq!(g.arrived(1), Arrival::Credit);
     assert_eq!(granted(&g.settle(false, None, false), 1), 0);
     g.taken(Some(1), 1);
     assert_eq!(g.settle(true, Some(1), false).credit, [(1, 1, 1)]);
@@ -72,15 +72,45 @@ fn a_node_that_left_is_owed_only_the_credit_it_had_out() {
     let mut g = Grants::new(8);
     g.want(7);
     let _ = g.settle(true, None, false);
-    assert!(g.arrived(7));
+    assert_eq!(g.arrived(7), Arrival::Credit);
     let out = g.out_to(7);
     assert!(out > 0, "granted");
-    g.forget(7);
+    g.forget(7, Some(1));
     for _ in 0..out {
-        assert!(g.arrived(7), "sent before it left, on its credit");
+        assert_eq!(g.arrived(7), Arrival::Left, "sent before it left, on its credit");
     }
-    assert!(!g.arrived(7), "beyond its credit");
-    assert!(!g.arrived(9), "a node never granted anything");
+    assert_eq!(g.arrived(7), Arrival::Refused, "beyond its credit");
+    assert_eq!(g.arrived(9), Arrival::Refused, "a node never granted anything");
+}
+
+#[test]
+fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in() {
+    let mut g = Grants::new(8);
+    g.want(7);
+    let _ = g.settle(true, None, false);
+    let out = g.out_to(7);
+    assert!(out >= 4, "granted");
+    for _ in 0..4 {
+        assert_eq!(g.arrived(7), Arrival::Credit);
+    }
+    // Two taken (not yet told), two held in the buffer when it left.
+    g.taken(Some(7), 2);
+    g.forget(7, Some(2));
+    assert_eq!(g.arrived(7), Arrival::Left, "sent before it left, on its credit");
+    // Forgotten again (its own word that it is back): nothing counted twice.
+    g.forget(7, Some(0));
+    assert_eq!(g.rejoined(7), 5, "two taken, two held, one arrived after it left");
+    assert_eq!(g.rejoined(7), 0, "answered once");
+    assert_eq!(g.arrived(7), Arrival::Refused, "the old credit is void");
+    assert_eq!(g.entries(), 0, "nothing of it is kept");
+    // Deliveries not acknowledged when it left break the count: it delivers again.
+    let mut g = Grants::new(8);
+    g.want(7);
+    let _ = g.settle(true, None, false);
+    assert_eq!(g.arrived(7), Arrival::Credit);
+    g.forget(7, None);
+    assert_eq!(g.arrived(7), Arrival::Left);
+    assert_eq!(g.rejoined(7), 0);
 }
 
 #[test]

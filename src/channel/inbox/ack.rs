@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Detached, Inbox, Item, Token};
+use super::{Detached, ErasedInbox, Inbox, Item, Token};
 use crate::channel::credit::Outgoing;
 use crate::ids::NodeId;
 use crate::link::wire::Frame;
@@ -25,35 +25,31 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         let out = {
             let mut st = self.lock();
             let Some(unacked) = st.unacked.as_mut() else { return };
-            let (from, n) = match token {
+            let from = match token {
                 Token::Local(n) => {
                     // A token acknowledged twice (or after a hand-over) counts once.
                     if unacked.local.remove(&n).is_none() && kept {
                         return;
                     }
-                    (None, 1)
+                    st.grants.taken(None, 1);
+                    None
                 }
                 Token::Remote { from, seq } => {
-                    let Some((first, acked)) = unacked.remote.get_mut(&from) else { return };
-                    let Some(slot) =
-                        seq.checked_sub(*first).and_then(|i| acked.get_mut(i as usize))
-                    else {
+                    let Some(acks) = unacked.remote.get_mut(&from) else { return };
+                    let (n, told) = acks.ack(seq);
+                    if n == 0 {
                         return;
-                    };
-                    *slot = true;
-                    let mut n = 0;
-                    while acked.front() == Some(&true) {
-                        acked.pop_front();
-                        *first += 1;
-                        n += 1;
                     }
-                    (Some(from), n)
+                    // Those handed out before the node left are held as this node's own.
+                    if n > told {
+                        st.grants.taken(None, n - told);
+                    }
+                    if told > 0 {
+                        st.grants.taken(Some(from), told);
+                    }
+                    Some(from)
                 }
             };
-            if n == 0 {
-                return;
-            }
-            st.grants.taken(from, n);
             let idle = st.buf.is_empty();
             st.grants.settle(idle, from, false)
         };
@@ -68,22 +64,29 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         }
         let Some(wire) = self.wire.upgrade() else { return };
         for (node, taken, grant) in out.credit {
-            tracing::trace!(receiver = self.id, node, taken, grant, "credit out");
-            if !wire.credit(node, self.id, taken, grant, out.urgent, self.batch) {
+            tracing::trace!(receiver = self.id(), node, taken, grant, "credit out");
+            if !wire.credit(node, self.id(), taken, grant, out.urgent, self.batch) {
                 tracing::debug!(node, "credit for a node that left dropped");
             }
         }
         for node in out.reclaim {
-            tracing::trace!(receiver = self.id, node, "reclaim out");
-            wire.frame(node, &Frame::Reclaim { to: self.id });
+            tracing::trace!(receiver = self.id(), node, "reclaim out");
+            wire.frame(node, &Frame::Reclaim { to: self.id() });
         }
     }
 
     /// Tell `nodes` that this receiver takes nothing more.
+    /// Tell `nodes` that this receiver takes nothing more. A node that left (and may come back
+    /// as a new incarnation) is first told as taken what this receiver took in of its messages
+    /// and holds as its own: it delivers only the rest elsewhere.
     pub(super) fn release_to(&self, nodes: impl IntoIterator<Item = NodeId>) {
         let Some(wire) = self.wire.upgrade() else { return };
         for node in nodes {
-            wire.frame(node, &Frame::Released { to: self.id });
+            let owed = self.lock().grants.take_owed(node);
+            if owed > 0 {
+                wire.credit(node, self.id(), owed, 0, true, self.batch);
+            }
+            wire.frame(node, &Frame::Released { to: self.id() });
         }
     }
 
@@ -111,7 +114,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             }
             st.detached = true;
             let mut mine = Vec::new();
-            let mut nodes: BTreeSet<NodeId> = st.grants.known().collect();
+            let mut nodes: BTreeSet<NodeId> = st.grants.known().chain(st.grants.owing()).collect();
             let mut kept = std::collections::VecDeque::new();
             for item in std::mem::take(&mut st.buf) {
                 match item {

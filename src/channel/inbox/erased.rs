@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,12 +11,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{ErasedInbox, Inbox, Item, Refused};
+use crate::channel::credit::Arrival;
 use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> {
     fn id(&self) -> EndpointId {
-        self.id
+        self.id.load(Ordering::Acquire)
     }
 
     fn channel(&self) -> &Arc<ChannelRoute> {
@@ -32,10 +34,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         }
         let mut refused = 0usize;
         for msg in msgs {
-            if st.grants.arrived(from) {
-                st.buf.push_back(Item::Encoded { from: Some(from), msg });
-            } else {
-                refused += 1;
+            match st.grants.arrived(from) {
+                Arrival::Credit => st.buf.push_back(Item::Encoded { from: Some(from), msg }),
+                // Sent before its node left: held as this node's own (its taking is told to
+                // nobody, and if the receiver goes, this node delivers it elsewhere).
+                Arrival::Left => st.buf.push_back(Item::Encoded { from: None, msg }),
+                Arrival::Refused => refused += 1,
             }
         }
         st.wake();
@@ -43,7 +47,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         if refused > 0 {
             tracing::warn!(
                 node = from,
-                receiver = self.id,
+                receiver = self.id(),
                 messages = refused,
                 "messages sent without credit dropped"
             );
@@ -119,12 +123,69 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     fn node_left(&self, node: NodeId) {
         let out = {
             let mut st = self.lock();
-            st.grants.forget(node);
+            // What it sent and the receiver holds is no longer its to hear about: if the node
+            // comes back (it was removed while alive), it is another incarnation, which must not
+            // be told of these. They are held as this node's own from now on (delivered here,
+            // or elsewhere by this node if the receiver goes).
+            let mut held = 0u32;
+            for item in &mut st.buf {
+                if let Item::Encoded { from: from @ Some(_), .. } = item {
+                    if *from == Some(node) {
+                        *from = None;
+                        held = held.saturating_add(1);
+                    }
+                }
+            }
+            // Deliveries not acknowledged yet come before those held, and this node has no copy
+            // of them: the node's new incarnation must deliver them and what follows again.
+            let unacked = match st.unacked.as_mut().and_then(|u| u.remote.get_mut(&node)) {
+                Some(acks) => acks.forget(),
+                None => false,
+            };
+            st.grants.forget(node, (!unacked).then_some(held));
             let idle = st.buf.is_empty();
             st.grants.settle(idle, None, false)
         };
         self.send(out);
         self.route.wake();
+    }
+
+    fn restart(&self) {
+        let nodes = {
+            let mut st = self.lock();
+            if st.detached {
+                return;
+            }
+            // What other nodes sent goes elsewhere (they saw this receiver removed, or are told
+            // now, in case their copy of the registry skipped the removal): not here too.
+            let before = st.buf.len();
+            st.buf.retain(|item| !matches!(item, Item::Encoded { from: Some(_), .. }));
+            let dropped = u32::try_from(before - st.buf.len()).unwrap_or(u32::MAX);
+            st.grants.taken(None, dropped);
+            let mut nodes: BTreeSet<NodeId> = st.grants.known().collect();
+            if let Some(unacked) = st.unacked.as_mut() {
+                // Delivered and not acknowledged: they go elsewhere too; acknowledged, they
+                // give their room back and are told to nobody.
+                for (node, acks) in &mut unacked.remote {
+                    acks.forget();
+                    nodes.insert(*node);
+                }
+            }
+            nodes.extend(st.grants.owing());
+            nodes
+        };
+        self.release_to(nodes);
+        self.lock().grants.reset_remote();
+        self.route.wake();
+    }
+
+    fn renamed(&self, id: EndpointId) {
+        self.id.store(id, Ordering::Release);
+    }
+
+    fn rejoined(&self, node: NodeId) -> u32 {
+        self.node_left(node);
+        self.lock().grants.rejoined(node)
     }
 
     fn close(&self, waiting_for: BTreeSet<NodeId>) {
@@ -164,10 +225,17 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         if st.detached || st.closed() {
             return false;
         }
-        // What other nodes sent goes elsewhere (they saw this receiver removed): not here too.
+        // What other nodes sent goes elsewhere (they saw this receiver removed, or are told
+        // now, in case their copy of the registry skipped the removal): not here too.
+        let before = st.buf.len();
         st.buf.retain(|item| !matches!(item, Item::Encoded { from: Some(_), .. }));
+        let dropped = u32::try_from(before - st.buf.len()).unwrap_or(u32::MAX);
+        st.grants.taken(None, dropped);
+        let nodes: BTreeSet<NodeId> = st.grants.known().chain(st.grants.owing()).collect();
         st.closing = Some(BTreeSet::new());
         st.wake();
+        drop(st);
+        self.release_to(nodes);
         true
     }
 

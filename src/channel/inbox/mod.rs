@@ -22,6 +22,7 @@ mod erased;
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -122,6 +123,17 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn offer(&self, nodes: &[NodeId]);
     /// Node `node` left the cluster.
     fn node_left(&self, node: NodeId);
+    /// The receiver's registration was removed with its node, which was let back in and starts
+    /// over: what other nodes sent it goes elsewhere (they are told, in case they skipped the
+    /// removal), their credit is void, and it takes nothing from them until it is registered
+    /// again ([`ErasedInbox::renamed`]). What this node's senders gave it stays.
+    fn restart(&self);
+    /// Registered again as `id` (after [`ErasedInbox::restart`]).
+    fn renamed(&self, id: EndpointId);
+    /// Node `node` came back as a new incarnation (it was removed while alive): forget its
+    /// books as when it left, and say how many of its earlier messages, from the first it was
+    /// not told of, this receiver took in.
+    fn rejoined(&self, node: NodeId) -> u32;
     /// The channel is closed; `waiting_for` are the nodes whose fence has not come yet.
     fn close(&self, waiting_for: BTreeSet<NodeId>);
     /// Node `from` will send nothing more for this channel.
@@ -152,10 +164,58 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
 struct Unacked {
     /// Per sending node: the number of its first unacknowledged delivery, and which of those from
     /// there on are acknowledged. Its credit comes back in order.
-    remote: HashMap<NodeId, (u64, VecDeque<bool>)>,
+    remote: HashMap<NodeId, Acks>,
     /// Deliveries of this node's messages, encoded, to deliver elsewhere if never acknowledged.
     local: HashMap<u64, Bytes>,
     next_local: u64,
+}
+
+/// One sending node's deliveries handed out and not yet acknowledged, in the order they were.
+#[derive(Debug, Default)]
+struct Acks {
+    /// The number of the first unacknowledged delivery.
+    first: u64,
+    /// Which deliveries from `first` on are acknowledged.
+    acked: VecDeque<bool>,
+    /// Deliveries numbered below this were handed out before the node left: their room comes
+    /// back, but the node (another incarnation, if it comes back) is not told.
+    told_from: u64,
+}
+
+impl Acks {
+    /// The next delivery's number.
+    fn push(&mut self) -> u64 {
+        let seq = self.first + self.acked.len() as u64;
+        self.acked.push_back(false);
+        seq
+    }
+
+    /// Delivery `seq` is acknowledged: how many deliveries, in order, are done with now, and of
+    /// those how many the sending node is to be told of.
+    fn ack(&mut self, seq: u64) -> (u32, u32) {
+        let Some(slot) = seq.checked_sub(self.first).and_then(|i| self.acked.get_mut(i as usize))
+        else {
+            return (0, 0);
+        };
+        *slot = true;
+        let (mut n, mut told) = (0, 0);
+        while self.acked.front() == Some(&true) {
+            self.acked.pop_front();
+            if self.first >= self.told_from {
+                told += 1;
+            }
+            self.first += 1;
+            n += 1;
+        }
+        (n, told)
+    }
+
+    /// The sending node left: nothing handed out so far is told to it. Whether any of it is
+    /// still to be acknowledged.
+    fn forget(&mut self) -> bool {
+        self.told_from = self.first + self.acked.len() as u64;
+        !self.acked.is_empty()
+    }
 }
 
 /// Which delivery an acknowledgement is for.
@@ -193,7 +253,9 @@ impl<T> State<T> {
 
 /// The buffer of one receiver.
 pub(crate) struct Inbox<T> {
-    id: EndpointId,
+    /// The receiver's registration (a new one if its node started over: see
+    /// [`ErasedInbox::restart`]).
+    id: AtomicU64,
     route: Arc<ChannelRoute>,
     capacity: usize,
     /// Credit and taken messages worth a frame of their own.
@@ -209,7 +271,7 @@ pub(crate) struct Inbox<T> {
 impl<T> fmt::Debug for Inbox<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox")
-            .field("id", &self.id)
+            .field("id", &self.id.load(std::sync::atomic::Ordering::Relaxed))
             .field("channel", &self.route.name)
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
@@ -227,7 +289,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         let capacity = capacity.max(1);
         let grants = Grants::new(u32::try_from(capacity).unwrap_or(u32::MAX));
         Inbox {
-            id,
+            id: AtomicU64::new(id),
             route,
             capacity,
             batch: grants.batch(),
@@ -354,9 +416,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 let token = match st.unacked.as_mut() {
                     Some(unacked) => Some(match from {
                         Some(from) => {
-                            let (first, acked) = unacked.remote.entry(from).or_default();
-                            let seq = *first + acked.len() as u64;
-                            acked.push_back(false);
+                            let seq = unacked.remote.entry(from).or_default().push();
                             Token::Remote { from, seq }
                         }
                         None => {

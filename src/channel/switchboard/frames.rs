@@ -52,7 +52,7 @@ impl Switchboard {
                     p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
                 }
             }
-            Granted::Kept | Granted::Refused => {}
+            Granted::Kept | Granted::Refused | Granted::Void => {}
         }
     }
 

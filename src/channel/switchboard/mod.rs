@@ -8,7 +8,8 @@
 //! offers credit to new sending nodes, delivers elsewhere what was sent to receivers of nodes
 //! that died, fences a closed channel, retires a channel gone from the registry and lets go of
 //! dropped receivers' inboxes; a change of membership also revisits the links and every router
-//! and inbox of this node.
+//! and inbox of this node. A node removed while alive and let back in starts over (`rejoin`):
+//! it settles with every peer what its old incarnation sent, and the peers forget its books.
 //!
 //! Each concern it connects keeps its own state: credit in [`crate::channel::credit`], fences in
 //! [`crate::channel::close`], kept messages in [`crate::link::outbox`], redelivery in [`crate::channel::redelivery`],
@@ -16,6 +17,7 @@
 
 mod frames;
 mod refresh;
+mod rejoin;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +66,9 @@ pub(crate) struct Switchboard {
     /// registry, whether or not this node's copy shows it yet (a node that is no longer a member
     /// may never be told). Its routers then target other nodes' receivers only.
     left: AtomicBool,
+    /// Senders of this node the registry stopped listing since the node last looked (see
+    /// [`Switchboard::take_vanished`]).
+    vanished: Mutex<Vec<EndpointId>>,
 }
 
 impl Switchboard {
@@ -87,6 +92,7 @@ impl Switchboard {
             last: Mutex::default(),
             leaving: AtomicBool::new(false),
             left: AtomicBool::new(false),
+            vanished: Mutex::default(),
         }
     }
 
@@ -138,6 +144,12 @@ impl Switchboard {
         for peer in self.peers.all() {
             peer.outbox.flushed().await;
         }
+    }
+
+    /// Senders of this node the registry stopped listing since the last call: those whose
+    /// handles were dropped, and those removed with this node while it was alive.
+    pub(crate) fn take_vanished(&self) -> Vec<EndpointId> {
+        std::mem::take(&mut *lock(&self.vanished))
     }
 
     /// The node is stopping: every router refuses, every inbox ends after what it holds.

@@ -14,6 +14,7 @@ use crate::channel::router::{ChannelRoute, Target};
 use crate::cluster::registry::{Channel, Registry};
 use crate::ids::{EndpointId, NodeId};
 use crate::link::wire::{self, Frame};
+use crate::rpc::EndpointKind;
 use crate::sync::lock;
 
 impl Switchboard {
@@ -88,24 +89,20 @@ impl Switchboard {
         self.check_orphans(&inboxes, registry);
     }
 
-    /// A receiver of this node that the registry no longer lists, though its handle is alive:
-    /// the node was removed (cut off for longer than the failure timeout) and let back in. It
-    /// ends cleanly rather than wait for data that can no longer be routed to it. (An id this
-    /// registry has not issued yet is a registration newer than this refresh.)
+    /// Receivers of this node that the registry no longer lists, though their handles are
+    /// alive: the node was removed (cut off for longer than the failure timeout), and starts
+    /// over once it is let back in (see [`Switchboard::start_over`]). Noted for the node, as
+    /// vanished senders are. (An id this registry has not issued yet is a registration newer
+    /// than this refresh.)
     pub(super) fn check_orphans(&self, inboxes: &[Arc<dyn ErasedInbox>], registry: &Registry) {
-        if !registry.nodes.contains_key(&self.me) || self.leaving.load(Ordering::SeqCst) {
+        if self.leaving.load(Ordering::SeqCst) {
             return;
         }
-        for inbox in inboxes {
+        let gone = inboxes.iter().filter(|inbox| {
             let id = inbox.id();
-            if registry.issued(id) && !registry.is_registered(id) && inbox.orphan() {
-                tracing::warn!(
-                    channel = %inbox.channel().name,
-                    receiver = id,
-                    "this node was removed from the cluster: the receiver ends after what it holds"
-                );
-            }
-        }
+            registry.issued(id) && !registry.is_registered(id) && !inbox.is_detached()
+        });
+        lock(&self.vanished).extend(gone.map(|inbox| inbox.id()));
     }
 
     /// Channel `name` changed between `before` and `registry` (or appeared, or went).
@@ -135,6 +132,17 @@ impl Switchboard {
             if *node != self.me && !registry.nodes.contains_key(node) {
                 self.released(*node, *id);
             }
+        }
+        // Senders of this node gone from the registry: dropped, or removed with this node
+        // (the node finds out which: `Switchboard::take_vanished`).
+        if !self.leaving.load(Ordering::SeqCst) {
+            let mine = old
+                .into_iter()
+                .flat_map(|c| c.endpoints.iter())
+                .filter(|e| e.kind == EndpointKind::Sender && e.node == self.me)
+                .filter(|e| !listed(new, e.id))
+                .map(|e| e.id);
+            lock(&self.vanished).extend(mine);
         }
         // Windows of receivers that are gone, once what was sent to them is settled (the rest
         // go when their release comes: `released`).

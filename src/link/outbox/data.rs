@@ -5,12 +5,10 @@
 //!
 //! [`Frame::Data`]: crate::link::wire::Frame::Data
 
-use std::sync::atomic::AtomicBool;
-
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 
-use super::{Inner, Kept, Open, Outbox, PushError};
+use super::{Gate, Inner, Kept, Open, Outbox, PushError};
 use crate::ids::EndpointId;
 use crate::link::wire::VERSION;
 
@@ -131,14 +129,14 @@ impl Outbox {
     /// Encode `msg` for receiver `to`, unless `closed` is set. `closed` is read under the outbox
     /// lock, and [`Outbox::push_frame`] of a fence takes the same lock after the flag is set, so
     /// no message can slip in behind a channel's fence.
-    pub(crate) fn push_data<T: Serialize>(
+    pub(crate) fn push_data<'g, T: Serialize>(
         &self,
         to: EndpointId,
         msg: &T,
-        closed: &AtomicBool,
+        gate: impl Into<Gate<'g>>,
     ) -> Result<(), PushError> {
         let max = self.max_frame();
-        self.push(closed, |inner| {
+        self.push(gate.into(), |inner| {
             inner.append(to, false, max, |buf| {
                 rmp_serde::encode::write_named(&mut buf.writer(), msg).map_err(PushError::Encode)
             })
@@ -147,15 +145,15 @@ impl Outbox {
 
     /// Queue an already encoded message for receiver `to`: a `broadcast` copy, or a message
     /// delivered again.
-    pub(crate) fn push_encoded(
+    pub(crate) fn push_encoded<'g>(
         &self,
         to: EndpointId,
         msg: &[u8],
         broadcast: bool,
-        closed: &AtomicBool,
+        gate: impl Into<Gate<'g>>,
     ) -> Result<(), PushError> {
         let max = self.max_frame();
-        self.push(closed, |inner| {
+        self.push(gate.into(), |inner| {
             inner.append(to, broadcast, max, |buf| {
                 buf.put_slice(msg);
                 Ok(())

@@ -42,11 +42,28 @@ pub(crate) const MAX_CONTROL_BACKLOG: usize = 16 * 1024 * 1024;
 /// (a peer that never acknowledges cannot make this node keep everything it sent).
 pub(crate) const MAX_UNACKED: usize = 64 * 1024 * 1024;
 
+/// What stops a message at the outbox's lock, checked under it: its channel closed (a fence
+/// may follow at any moment), or its receiver gone (what is kept for it may have been taken
+/// back to go elsewhere: a message queued after that would be kept for nobody).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gate<'a> {
+    pub(crate) closed: &'a AtomicBool,
+    pub(crate) gone: Option<&'a AtomicBool>,
+}
+
+impl<'a> From<&'a AtomicBool> for Gate<'a> {
+    fn from(closed: &'a AtomicBool) -> Self {
+        Gate { closed, gone: None }
+    }
+}
+
 /// Why a message was not queued.
 #[derive(Debug)]
 pub(crate) enum PushError {
     /// The channel was closed before the message got in.
     Closed,
+    /// The receiver went away before the message got in: it is to go to another.
+    Gone,
     /// The message could not be encoded.
     Encode(rmp_serde::encode::Error),
     /// The encoded message does not fit in a frame: it would close the connection it went on.
@@ -62,6 +79,7 @@ impl std::fmt::Display for PushError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PushError::Closed => f.write_str("channel closed"),
+            PushError::Gone => f.write_str("receiver gone"),
             PushError::Encode(e) => write!(f, "message cannot be encoded: {e}"),
             PushError::TooLarge { size, max } => {
                 write!(f, "message needs a {size}-byte frame, over the maximum of {max}")
@@ -190,7 +208,7 @@ impl Outbox {
             return;
         }
         let len = frame.len();
-        let _ = self.push(&OPEN, |inner| {
+        let _ = self.push((&OPEN).into(), |inner| {
             inner.finish_open();
             inner.frames.push_back((frame, reliable));
             self.control_bytes.fetch_add(len, Ordering::Relaxed);
@@ -217,12 +235,15 @@ impl Outbox {
     /// Run `add` under the lock unless `closed`, and wake the writer if the outbox was empty.
     fn push(
         &self,
-        closed: &AtomicBool,
+        gate: Gate<'_>,
         add: impl FnOnce(&mut Inner) -> Result<(), PushError>,
     ) -> Result<(), PushError> {
         let mut inner = self.lock();
-        if closed.load(Ordering::Acquire) {
+        if gate.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
+        }
+        if gate.gone.is_some_and(|g| g.load(Ordering::Acquire)) {
+            return Err(PushError::Gone);
         }
         let added = add(&mut inner);
         // A failed `add` leaves no trace (see `Inner::append`): nothing to wake the writer for.

@@ -15,17 +15,20 @@
 //! messages over on room the books keep for it, asking for credit out elsewhere back when there
 //! is none), receivers that go away (what they took is told, then `Released`, and the sending
 //! nodes deliver the rest to another receiver), sending nodes that crash (what they sent may or
-//! may not arrive) and whose removal each receiver's node applies in its own time. Waiting
-//! senders are woken only by what wakes them in the real code.
+//! may not arrive) and whose removal each receiver's node applies in its own time, sending
+//! nodes frozen past the failure timeout, removed while alive, thawed and starting over
+//! (`rejoin`). Waiting senders are woken only by what wakes them in the real code.
 //!
-//! After every step: credit out never above the capacity (nor what is held with it, until a
-//! crashed node's credit is voided), every unit of credit of a live node accounted for (the
+//! After every step: credit out never above the capacity (nor what is held with it, beyond the
+//! credit a removed node held when it was forgotten), every unit of credit of a live node
+//! accounted for (the
 //! receiver's count equals what the sending node holds plus what is on its way either side),
 //! order per sender and receiver (but for redeliveries), nothing taken twice. Once the random
 //! phase ends, every schedule must deliver every message of the live nodes, once, and tell them
 //! it was taken (liveness: no credit lost, no redelivery dropped).
 //!
-//! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one.
+//! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one (`DCHAN_SIM_TRACE=1`
+//! prints every frame delivered).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -69,6 +72,12 @@ impl Wire for SimWire {
         };
         lock(&self.out).push((node, msg));
     }
+}
+
+/// `DCHAN_SIM_TRACE` set: every frame delivered is printed (to follow a replayed seed).
+fn tracing_frames() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("DCHAN_SIM_TRACE").is_some())
 }
 
 fn receiver_index(id: EndpointId) -> usize {
@@ -120,12 +129,23 @@ enum Msg {
     Released {
         to: usize,
     },
+    /// The sending node was removed while alive and starts over (`Request::Rejoined`).
+    Rejoined,
+    /// The answer, from receiver `to`'s node: of what the sending node sent it and was not told
+    /// taken, the first `n` were taken in.
+    TookIn {
+        to: usize,
+        n: u32,
+    },
 }
 
 struct Receiver {
     node: NodeId,
     /// Sending nodes this receiver's node has seen removed (it applied their removal).
     forgot: Vec<bool>,
+    /// The credit those nodes held when they were forgotten: what they may still send on it is
+    /// taken in beyond the capacity (README, Credit).
+    slack: u32,
     capacity: u32,
     /// The receiver's inbox (the code users run), its frames caught by `wire`.
     inbox: Arc<Inbox<(usize, u64)>>,
@@ -168,12 +188,37 @@ struct Sender {
     /// Its application is done: it sends nothing new, waits until what it sent is taken
     /// (`Sender::wait_taken`), then its node leaves.
     finishing: bool,
+    /// Frozen past the failure timeout, removed while alive, thawed, starting over (see
+    /// [`rejoin`]).
+    phase: Phase,
+}
+
+/// Where a sending node stands with its membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Member,
+    /// Frozen (SIGSTOP): it does nothing, and the frames to it wait on the link. The others
+    /// remove it, each receiver's node in its own time.
+    Frozen,
+    /// Thawed, removed, and not yet aware of it: it goes on with its old credit.
+    Thawed,
+    /// Let back in, it starts over: windows void, waiting for this many receivers' nodes to
+    /// say what they took in of what it sent before.
+    Settling(usize),
+    /// Settled: its senders are registered again, and each receiver's node applies that (and
+    /// offers it credit) in its own time.
+    Registering,
 }
 
 impl Sender {
     /// Crashed or left: it sends nothing and hears nothing more.
     fn stopped(&self) -> bool {
         self.dead || self.gone
+    }
+
+    /// Frozen: it neither sends nor hears anything.
+    fn frozen(&self) -> bool {
+        self.phase == Phase::Frozen && !self.dead
     }
 }
 
@@ -189,6 +234,8 @@ struct Sim {
     seen: std::collections::HashSet<(usize, u64)>,
     /// Messages placed again after their receiver went away.
     redelivered: std::collections::HashSet<(usize, u64)>,
+    /// Sending nodes that started over after being removed while alive.
+    started_over: u64,
 }
 
 fn receiver_id(r: usize) -> EndpointId {
@@ -206,6 +253,7 @@ impl Sim {
                 Receiver {
                     node: 100 + r as NodeId,
                     forgot: Vec::new(),
+                    slack: 0,
                     capacity,
                     inbox: Arc::new(Inbox::new(
                         receiver_id(r),
@@ -237,6 +285,7 @@ impl Sim {
                 dead: false,
                 gone: false,
                 finishing: false,
+                phase: Phase::Member,
             })
             .collect::<Vec<_>>();
         let mut sim = Sim {
@@ -248,6 +297,7 @@ impl Sim {
             steps: 0,
             seen: Default::default(),
             redelivered: Default::default(),
+            started_over: 0,
         };
         for r in 0..sim.receivers.len() {
             sim.receivers[r].forgot = vec![false; sim.senders.len()];
@@ -297,6 +347,9 @@ impl Sim {
         let no_new = self.senders[s].left_to_send == 0 || self.senders[s].finishing;
         let nothing = no_new && self.senders[s].redeliver.is_empty();
         if nothing || self.senders[s].waiting || self.senders[s].stopped() {
+            return;
+        }
+        if self.senders[s].frozen() {
             return;
         }
         let n = self.receivers.len();
@@ -390,6 +443,9 @@ impl Sim {
     /// Deliver the next frame of link `link`.
     fn deliver(&mut self, link: (NodeId, NodeId)) {
         let Some(msg) = self.net.get_mut(&link).and_then(VecDeque::pop_front) else { return };
+        if tracing_frames() {
+            eprintln!("{link:?}: {msg:?}");
+        }
         let (from, _) = link;
         match msg {
             Msg::Data { to, from: s, seq } => {
@@ -421,6 +477,8 @@ impl Sim {
                 rx.local_waiting = false;
                 self.flush(to);
             }
+            Msg::Rejoined => self.rejoined(link),
+            Msg::TookIn { to, n } => self.took_in(link, to, n),
             Msg::Credit { .. } | Msg::Reclaim { .. } | Msg::Released { .. }
                 if self.senders[self.sender_index(link.1)].stopped() => {}
             Msg::Released { to } => {
@@ -446,7 +504,7 @@ impl Sim {
                 match sender.credits.grant(receiver_id(to), from, grant) {
                     // The router's senders are woken (`ChannelRoute::wake`).
                     Granted::Window(_) => sender.waiting = false,
-                    Granted::Kept => {}
+                    Granted::Kept | Granted::Void => {}
                     Granted::Returned(n) => {
                         let node = sender.node;
                         self.push(node, from, Msg::Return { to, n });
@@ -468,4 +526,5 @@ impl Sim {
     }
 }
 
+mod rejoin;
 mod schedule;

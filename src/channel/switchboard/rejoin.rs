@@ -1,0 +1,141 @@
+//! A node removed from the cluster while alive (paused or cut off past the failure timeout) and
+//! let back in starts over as a new incarnation. On that node ([`Switchboard::start_over`]):
+//! every window is void, each peer is asked ([`Request::Rejoined`]) how many of the messages
+//! it was sent and not told of it took in, and the rest goes out again, as if every receiver
+//! had released it. On the others ([`Switchboard::rejoined`]): every inbox forgets its books of
+//! the node, as when it left, and answers what it took in (it delivers those, told to nobody);
+//! what they sent to the node's receivers of before goes elsewhere. The node registers nothing
+//! until every peer has answered, so no credit granted to its new incarnation is mistaken for
+//! the old one's.
+//!
+//! A message is delivered twice only if a receiver took it and its "taken" was on its way when
+//! the receiving node dropped its link to the removed one, or if a peer does not answer in time
+//! (at-least-once, as for a receiving node that dies).
+
+use std::sync::Arc;
+
+use super::{Switchboard, HAND_OVER_TIMEOUT};
+use crate::channel::router::ChannelRoute;
+use crate::ids::{EndpointId, NodeId};
+use crate::rpc::{Request, Response};
+use crate::sync::lock;
+
+impl Switchboard {
+    /// This node was removed while alive and is a member again: start over. Void every window
+    /// (nothing more is queued for a receiver on the old credit) and make new ones, ask every
+    /// peer what it took in of what this node sent before (at most [`HAND_OVER_TIMEOUT`]), and
+    /// deliver the rest again. Only then may this node register its senders again: a receiver
+    /// grants them credit once it has applied that, and by then it has forgotten the old
+    /// incarnation's.
+    pub(crate) async fn start_over(&self) {
+        tracing::warn!("this node was removed from the cluster while alive: it starts over");
+        // Receivers removed with this node: what other nodes sent them goes elsewhere; they
+        // take nothing more until registered again (`renamed`).
+        let registry = self.registry.borrow().clone();
+        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
+        // (An id the registry has not issued yet is a registration newer than this copy.)
+        let removed = |id| registry.issued(id) && !registry.is_registered(id);
+        for inbox in inboxes.iter().filter(|i| removed(i.id()) && !i.is_detached()) {
+            inbox.restart();
+        }
+        // Every window is void at once (nothing more is queued on old credit); they stay in
+        // the table until every peer has answered, so that a grant of the old incarnation's
+        // still on its way lands on a void window, not on a new one.
+        let old = self.credits.all();
+        self.credits.release_all();
+        // The question goes behind everything sent before on each link, and the answer behind
+        // everything the peer sent this node before: the count covers both.
+        let peers = self.peers.all();
+        let answers = futures::future::join_all(
+            peers.iter().map(|p| p.request(Request::Rejoined, HAND_OVER_TIMEOUT)),
+        )
+        .await;
+        for (peer, answer) in peers.iter().zip(answers) {
+            match answer {
+                Ok(Response::Rejoined(taken)) => {
+                    for (to, n) in taken {
+                        peer.outbox.release(to, n);
+                    }
+                }
+                other => tracing::warn!(
+                    peer = peer.id,
+                    answer = ?other.err(),
+                    "starting over: a peer did not say what it took in; what this node sent it goes again"
+                ),
+            }
+        }
+        self.credits.clear();
+        let registry = self.registry.borrow().clone();
+        let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
+        {
+            // Under the refresh lock, as in `route`: new windows for every receiver.
+            let _refreshing = lock(&self.last);
+            for route in &routes {
+                self.refresh_route(route, &registry);
+            }
+        }
+        for (id, node, route) in old {
+            let Some(peer) = self.peers.find(node) else { continue };
+            let mut counted = 0;
+            let kept = peer.outbox.take_kept(id, |n| {
+                counted = n;
+                route.rerouting(n);
+            });
+            for _ in kept.len()..counted {
+                route.rerouted();
+            }
+            self.redeliver(&route, kept);
+            route.wake();
+        }
+    }
+
+    /// Receiver `old` of this node, removed with it, is registered again as `new`: it takes
+    /// messages under that id from now on, and is offered to the nodes with senders of its
+    /// channel.
+    pub(crate) fn renamed(&self, old: EndpointId, new: EndpointId) {
+        let _refreshing = lock(&self.last);
+        let Some(inbox) = lock(&self.inboxes).remove(&old) else { return };
+        inbox.renamed(new);
+        lock(&self.inboxes).insert(new, inbox.clone());
+        let registry = self.registry.borrow().clone();
+        self.refresh_route(inbox.channel(), &registry);
+        inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
+    }
+
+    /// Receiver `id` of this node, removed with it, could not be registered again: it ends
+    /// after what this node's senders gave it.
+    pub(crate) fn orphaned(&self, id: EndpointId) {
+        if let Some(inbox) = self.inbox(id) {
+            if inbox.orphan() {
+                tracing::warn!(
+                    channel = %inbox.channel().name,
+                    receiver = id,
+                    "this node was removed from the cluster: the receiver ends after what it holds"
+                );
+            }
+        }
+    }
+
+    /// Node `from` was removed from the cluster while alive and let back in (its
+    /// [`Request::Rejoined`]): it starts over. Every inbox of this node forgets its books of
+    /// the node, as when it left (if this node has not applied the removal yet, or never will,
+    /// having caught up past it at once), and says how many of its earlier messages it took
+    /// in; what this node sent to the node's receivers of before, which the registry no longer
+    /// lists, goes elsewhere.
+    pub(crate) fn rejoined(&self, from: NodeId) -> Vec<(EndpointId, u32)> {
+        tracing::info!(node = from, "a node removed while alive is back: it starts over");
+        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
+        let taken = inboxes
+            .iter()
+            .map(|inbox| (inbox.id(), inbox.rejoined(from)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let registry = self.registry.borrow().clone();
+        for id in self.credits.on_node(from) {
+            if !registry.is_registered(id) {
+                self.released(from, id);
+            }
+        }
+        taken
+    }
+}

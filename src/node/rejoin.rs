@@ -1,0 +1,165 @@
+//! Starting over: this node was removed from the cluster while alive (frozen or cut off past
+//! the failure timeout; the others removed it and its endpoints) and was let back in. Its
+//! endpoints carry on: the switchboard voids what the old incarnation held and settles with
+//! every peer ([`crate::channel::switchboard::Switchboard::start_over`]), then each live
+//! endpoint is registered again under its channel, with a new id. A receiver takes messages
+//! under its new id from then on; a receiver that cannot be registered again (its channel was
+//! closed meanwhile) ends after what this node's senders gave it.
+//!
+//! The node keeps, per live endpoint handle, the registration that stands for it now
+//! ([`LiveEndpoints`]); dropping the handle deregisters that one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tracing::Instrument;
+
+use super::Core;
+use crate::cluster::registry::Registry;
+use crate::ids::EndpointId;
+use crate::rpc::{Command, EndpointKind, Outcome};
+use crate::sync::lock;
+
+/// One live endpoint's registration.
+#[derive(Debug, Clone)]
+struct Live {
+    channel: String,
+    type_name: String,
+    kind: EndpointKind,
+    capacity: u32,
+    /// The registration standing for the handle now (its own id until the node starts over).
+    current: EndpointId,
+}
+
+/// This node's live endpoints, by the id they were first registered under.
+#[derive(Debug, Default)]
+pub(crate) struct LiveEndpoints {
+    by_handle: Mutex<HashMap<EndpointId, Live>>,
+    /// An endpoint vanished from the registry while its handle lives: the node was removed,
+    /// and starts over once it is a member again.
+    removed: AtomicBool,
+    /// A start-over is under way.
+    starting_over: AtomicBool,
+}
+
+impl LiveEndpoints {
+    pub(crate) fn add(
+        &self,
+        id: EndpointId,
+        channel: &str,
+        type_name: &str,
+        kind: EndpointKind,
+        capacity: u32,
+    ) {
+        let live = Live {
+            channel: channel.to_owned(),
+            type_name: type_name.to_owned(),
+            kind,
+            capacity,
+            current: id,
+        };
+        lock(&self.by_handle).insert(id, live);
+    }
+
+    /// The handle first registered as `id` was dropped: the registration standing for it now.
+    pub(crate) fn remove(&self, id: EndpointId) -> Option<EndpointId> {
+        lock(&self.by_handle).remove(&id).map(|l| l.current)
+    }
+
+    /// How many live endpoints this node has (for tests that check that churn leaves nothing).
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.by_handle).len()
+    }
+
+    /// Whether any of `ids`, gone from the registry, stands for a live endpoint.
+    fn any_live(&self, ids: &[EndpointId]) -> bool {
+        lock(&self.by_handle).values().any(|l| ids.contains(&l.current))
+    }
+}
+
+impl Core {
+    /// After each registry change: if a live endpoint of this node vanished from the registry,
+    /// the node was removed while alive; once it is a member again, it starts over.
+    pub(crate) fn check_removed(self: &Arc<Self>, registry: &Registry) {
+        let vanished = self.switch.take_vanished();
+        if !vanished.is_empty() && self.endpoints.any_live(&vanished) {
+            self.endpoints.removed.store(true, Ordering::SeqCst);
+        }
+        if !self.endpoints.removed.load(Ordering::SeqCst)
+            || !registry.nodes.contains_key(&self.id)
+            || self.leaving.load(Ordering::SeqCst)
+            || self.endpoints.starting_over.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        self.endpoints.removed.store(false, Ordering::SeqCst);
+        let core = self.clone();
+        self.tasks.spawn(
+            async move {
+                core.switch.start_over().await;
+                core.register_again().await;
+                core.endpoints.starting_over.store(false, Ordering::SeqCst);
+                // Removed again meanwhile: go round again.
+                let registry = core.registry.borrow().clone();
+                core.check_removed(&registry);
+            }
+            .instrument(self.span.clone()),
+        );
+    }
+
+    /// Register every live endpoint the registry no longer lists again, under its channel.
+    async fn register_again(self: &Arc<Self>) {
+        let stale: Vec<(EndpointId, Live)> = {
+            let registry = self.registry.borrow().clone();
+            let map = lock(&self.endpoints.by_handle);
+            map.iter()
+                .filter(|(_, l)| registry.issued(l.current) && !registry.is_registered(l.current))
+                .map(|(h, l)| (*h, l.clone()))
+                .collect()
+        };
+        let mut again = 0usize;
+        for (handle, live) in stale {
+            if self.cancel.is_cancelled() || self.leaving.load(Ordering::SeqCst) {
+                return;
+            }
+            let cmd = Command::Register {
+                channel: live.channel.clone(),
+                type_name: live.type_name.clone(),
+                kind: live.kind,
+                node: self.id,
+                capacity: live.capacity,
+                token: crate::cluster::registry::token(),
+            };
+            let channel = &live.channel;
+            match self.write(cmd).await {
+                Ok(Outcome::Registered(id)) => {
+                    let mut map = lock(&self.endpoints.by_handle);
+                    let Some(entry) = map.get_mut(&handle) else {
+                        // Dropped meanwhile: the new registration has no handle.
+                        drop(map);
+                        self.deregister(channel, id);
+                        continue;
+                    };
+                    entry.current = id;
+                    drop(map);
+                    if live.kind == EndpointKind::Receiver {
+                        self.switch.renamed(live.current, id);
+                    }
+                    again += 1;
+                }
+                other => {
+                    let why = match other {
+                        Ok(outcome) => format!("{outcome:?}"),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(%channel, %why, "an endpoint could not be registered again");
+                    if live.kind == EndpointKind::Receiver {
+                        self.switch.orphaned(live.current);
+                    }
+                }
+            }
+        }
+        tracing::info!(endpoints = again, "back in the cluster: endpoints registered again");
+    }
+}
