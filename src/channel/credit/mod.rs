@@ -174,6 +174,11 @@ impl<R> Credits<R> {
     /// is made. Credit from a node other than the receiver's is refused.
     pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Granted<R> {
         let mut inner = lock(&self.inner);
+        // Not even to a (void) window: a reclaim would hand it back to a receiver that counts
+        // it no more, or, once it has granted the new incarnation, counts that instead.
+        if inner.void {
+            return Granted::Void;
+        }
         if let Some((window, route, node)) = inner.windows.get(&id) {
             if *node != from {
                 not_the_receivers(from, id);
@@ -181,9 +186,6 @@ impl<R> Credits<R> {
             }
             window.grant(n);
             return Granted::Window(route.clone());
-        }
-        if inner.void {
-            return Granted::Void;
         }
         let known = inner.early.get(&id).map(|(node, _)| *node);
         match known {

@@ -200,6 +200,9 @@ enum Phase {
     /// Frozen (SIGSTOP): it does nothing, and the frames to it wait on the link. The others
     /// remove it, each receiver's node in its own time.
     Frozen,
+    /// Cut off by a partition: it goes on sending on the credit it has, but nothing it sends
+    /// arrives, nor anything sent to it, until the partition heals; the others remove it.
+    Cut,
     /// Thawed, removed, and not yet aware of it: it goes on with its old credit.
     Thawed,
     /// Let back in, it starts over: windows void, waiting for this many receivers' nodes to

@@ -1,5 +1,6 @@
 //! The simulation's pauses: a sending node frozen past the failure timeout (SIGSTOP, a long GC
-//! pause) is removed while alive, each receiver's node applying that in its own time; thawed, it
+//! pause), or cut off by a partition (it goes on sending, and nothing arrives), is removed while
+//! alive, each receiver's node applying that in its own time; thawed, it
 //! goes on with its old credit until it learns of the removal, then starts over as
 //! `Switchboard::start_over` and `Switchboard::rejoined` do: its windows are void at once, each
 //! receiver's node forgets its books of the old incarnation and answers how many of the
@@ -22,13 +23,14 @@ impl Sim {
             })
             .collect();
         if let Some(s) = members.get(self.rng.below(members.len().max(1))) {
-            self.senders[*s].phase = Phase::Frozen;
+            let cut = self.rng.below(2) == 0;
+            self.senders[*s].phase = if cut { Phase::Cut } else { Phase::Frozen };
         }
     }
 
-    /// A frozen node thaws, removed by now, and not aware of it yet.
+    /// A frozen node thaws (or a partition heals), removed by now, and not aware of it yet.
     pub(super) fn thaw(&mut self, s: usize) {
-        if self.senders[s].phase == Phase::Frozen {
+        if matches!(self.senders[s].phase, Phase::Frozen | Phase::Cut) {
             self.senders[s].phase = Phase::Thawed;
         }
     }
@@ -127,7 +129,7 @@ impl Sim {
                     self.freeze();
                 }
             }
-            Phase::Frozen => self.thaw(s),
+            Phase::Frozen | Phase::Cut => self.thaw(s),
             Phase::Thawed => self.start_over(s),
             Phase::Settling(_) => {}
             Phase::Registering => {
@@ -148,8 +150,12 @@ impl Sim {
         }
     }
 
-    /// Whether frames to node `to` wait (it is frozen).
-    pub(super) fn frozen_node(&self, to: NodeId) -> bool {
-        self.senders.iter().any(|s| s.node == to && s.frozen())
+    /// Whether frames from node `from` to node `to` wait: `to` is frozen, or either side is
+    /// cut off.
+    pub(super) fn held_up(&self, from: NodeId, to: NodeId) -> bool {
+        let cut = |node: NodeId| {
+            self.senders.iter().any(|s| s.node == node && s.phase == Phase::Cut && !s.dead)
+        };
+        self.senders.iter().any(|s| s.node == to && s.frozen()) || cut(from) || cut(to)
     }
 }

@@ -51,8 +51,10 @@ impl Sim {
                 assert_eq!(
                     rx.inbox.books(|b| b.out_to(sender.node)),
                     held + on_the_way,
-                    "receiver {r} counts credit out to node {} that the node neither holds nor has on its way",
-                    sender.node
+                    "receiver {r} counts credit out to node {} that the node neither holds nor has on its way ({:?}; {})",
+                    sender.node,
+                    sender.phase,
+                    rx.inbox.books(|b| format!("{b:?}"))
                 );
             }
         }
@@ -101,7 +103,7 @@ impl Sim {
         let sender = &self.senders[s];
         let flushed =
             || self.net.get(&(sender.node, self.receivers[r].node)).is_none_or(VecDeque::is_empty);
-        let removed_alive = matches!(sender.phase, Phase::Frozen | Phase::Thawed);
+        let removed_alive = matches!(sender.phase, Phase::Frozen | Phase::Cut | Phase::Thawed);
         !self.receivers[r].forgot[s] && (sender.dead || sender.gone && flushed() || removed_alive)
     }
 
@@ -179,11 +181,11 @@ impl Sim {
         self.flush(r);
     }
 
-    /// Links with frames to deliver (those to a frozen node wait).
+    /// Links with frames to deliver (those to a frozen node, and those of a node cut off, wait).
     fn links(&self) -> Vec<(NodeId, NodeId)> {
         self.net
             .iter()
-            .filter(|((_, to), q)| !q.is_empty() && !self.frozen_node(*to))
+            .filter(|((from, to), q)| !q.is_empty() && !self.held_up(*from, *to))
             .map(|(k, _)| *k)
             .collect()
     }
