@@ -16,16 +16,18 @@
 //! is none), receivers that go away (what they took is told, then `Released`, and the sending
 //! nodes deliver the rest to another receiver), sending nodes that crash (what they sent may or
 //! may not arrive) and whose removal each receiver's node applies in its own time, sending
-//! nodes frozen past the failure timeout, removed while alive, thawed and starting over
-//! (`rejoin`). Waiting senders are woken only by what wakes them in the real code.
+//! nodes frozen past the failure timeout or cut off by a partition, removed while alive, thawed
+//! (or healed) and starting over (`rejoin`), receivers with manual acknowledgement that
+//! acknowledge in any order (`acks`). Waiting senders are woken only by what wakes them in the
+//! real code.
 //!
 //! After every step: credit out never above the capacity (nor what is held with it, beyond the
 //! credit a removed node held when it was forgotten), every unit of credit of a live node
-//! accounted for (the
-//! receiver's count equals what the sending node holds plus what is on its way either side),
-//! order per sender and receiver (but for redeliveries), nothing taken twice. Once the random
-//! phase ends, every schedule must deliver every message of the live nodes, once, and tell them
-//! it was taken (liveness: no credit lost, no redelivery dropped).
+//! accounted for (the receiver's count equals what the sending node holds plus what is on its
+//! way either side), order per sender and receiver (but for redeliveries), nothing taken twice
+//! (but, with manual acknowledgement, in the window the README names). Once the random phase
+//! ends, every schedule must deliver every message of the live nodes, and tell them it was
+//! taken (liveness: no credit lost, no redelivery dropped).
 //!
 //! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one (`DCHAN_SIM_TRACE=1`
 //! prints every frame delivered).
@@ -36,7 +38,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Credits, Granted, Window};
-use crate::channel::inbox::{ErasedInbox, Inbox, Refused, Wire};
+use crate::channel::inbox::{ErasedInbox, Inbox, Refused, Token, Wire};
 use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::wire::Frame;
@@ -154,6 +156,12 @@ struct Receiver {
     last: BTreeMap<usize, u64>,
     /// Its application dropped it (`Inbox::detach`): it takes nothing more.
     detached: bool,
+    /// It hands out deliveries to acknowledge (`manual_ack`): those not yet acknowledged.
+    manual: bool,
+    unacked: Vec<(Token, (usize, u64))>,
+    /// Per sending node: it had deliveries not yet acknowledged when this node forgot it (its
+    /// new incarnation delivers again what it was not told was taken: README, manual_ack).
+    gap: Vec<bool>,
     /// A sender on the receiver's own node: messages it has still to hand over (moved in, on
     /// room the books keep for it), the next one's number, and whether it waits for room.
     local_left: u64,
@@ -237,6 +245,10 @@ struct Sim {
     seen: std::collections::HashSet<(usize, u64)>,
     /// Messages placed again after their receiver went away.
     redelivered: std::collections::HashSet<(usize, u64)>,
+    /// Messages that may be taken twice: delivered and not acknowledged when their receiver
+    /// went away, or sent again by a node starting over that a receiver with such deliveries
+    /// could not answer for (at-least-once, as the README says of `manual_ack`).
+    may_repeat: std::collections::HashSet<(usize, u64)>,
     /// Sending nodes that started over after being removed while alive.
     started_over: u64,
 }
@@ -251,6 +263,7 @@ impl Sim {
         let receivers = (0..1 + rng.below(3))
             .map(|r| {
                 let capacity = 1 + rng.below(8) as u32;
+                let manual = rng.below(3) == 0;
                 let wire = Arc::new(SimWire::default());
                 let weak: std::sync::Weak<SimWire> = Arc::downgrade(&wire);
                 Receiver {
@@ -262,12 +275,15 @@ impl Sim {
                         receiver_id(r),
                         Arc::new(ChannelRoute::new("sim")),
                         capacity as usize,
-                        false,
+                        manual,
                         weak,
                     )),
                     wire,
                     last: BTreeMap::new(),
                     detached: false,
+                    manual,
+                    unacked: Vec::new(),
+                    gap: Vec::new(),
                     local_left: if rng.below(2) == 0 { 0 } else { rng.below(40) as u64 },
                     local_next: 0,
                     local_waiting: false,
@@ -300,10 +316,12 @@ impl Sim {
             steps: 0,
             seen: Default::default(),
             redelivered: Default::default(),
+            may_repeat: Default::default(),
             started_over: 0,
         };
         for r in 0..sim.receivers.len() {
             sim.receivers[r].forgot = vec![false; sim.senders.len()];
+            sim.receivers[r].gap = vec![false; sim.senders.len()];
         }
         // Each receiver offers credit to the sending nodes it knows of (all, here), as it does
         // when it sees their senders registered.
@@ -377,6 +395,9 @@ impl Sim {
                 }
             };
             sender.kept[r].push_back(seq);
+            if self.receivers[r].gap[s] {
+                self.may_repeat.insert((s, seq));
+            }
             let (from, to) = (sender.node, self.receivers[r].node);
             self.push(from, to, Msg::Data { to: r, from: s, seq });
         } else {
@@ -417,8 +438,17 @@ impl Sim {
             return;
         }
         let rx = &mut self.receivers[r];
-        match rx.inbox.try_recv() {
-            Ok(((LOCAL, seq), _)) => {
+        let got = rx.inbox.try_recv();
+        if tracing_frames() {
+            if let Ok((msg, token)) = &got {
+                eprintln!("receiver {r} takes {msg:?} ({token:?})");
+            }
+        }
+        match got {
+            Ok(((LOCAL, seq), token)) => {
+                if let Some(token) = token {
+                    rx.unacked.push((token, (LOCAL, seq)));
+                }
                 if let Some(last) = rx.last.insert(LOCAL, seq) {
                     assert!(seq > last, "receiver {r} took its own node's {seq} after {last}");
                 }
@@ -426,17 +456,24 @@ impl Sim {
                 self.taken += 1;
                 rx.local_waiting = false;
             }
-            Ok(((s, seq), _)) => {
+            Ok(((s, seq), token)) => {
                 if let Some(last) = rx.last.insert(s, seq) {
                     // A redelivery may come after later messages (README: Order).
+                    let again = self.redelivered.contains(&(s, seq));
                     assert!(
-                        seq > last || self.redelivered.contains(&(s, seq)),
+                        seq > last || again || self.may_repeat.contains(&(s, seq)),
                         "receiver {r} took {seq} of sender {s} after {last}"
                     );
                 }
-                assert!(self.seen.insert((s, seq)), "message {seq} of sender {s} taken twice");
+                assert!(
+                    self.seen.insert((s, seq)) || self.may_repeat.contains(&(s, seq)),
+                    "message {seq} of sender {s} taken twice"
+                );
                 self.taken += 1;
                 rx.local_waiting = false;
+                if let Some(token) = token {
+                    rx.unacked.push((token, (s, seq)));
+                }
             }
             Err(_) => {}
         }
@@ -529,5 +566,6 @@ impl Sim {
     }
 }
 
+mod acks;
 mod rejoin;
 mod schedule;

@@ -54,6 +54,7 @@ impl Sim {
     pub(super) fn rejoined(&mut self, link: (NodeId, NodeId)) {
         let s = self.sender_index(link.0);
         let r = self.receivers.iter().position(|r| r.node == link.1).expect("a receiving node");
+        self.note_gap(r, s);
         let rx = &mut self.receivers[r];
         rx.slack += rx.inbox.books(|b| b.out_to(link.0));
         let n = rx.inbox.rejoined(link.0);
@@ -76,6 +77,11 @@ impl Sim {
         }
         for _ in 0..n {
             sender.kept[to].pop_front().expect("told it took in more than was sent");
+        }
+        // Behind a delivery not acknowledged, the receiver cannot answer for what follows: it
+        // goes again, and the receiver may deliver it too.
+        if std::mem::take(&mut self.receivers[to].gap[s]) {
+            self.may_repeat.extend(sender.kept[to].iter().map(|seq| (s, *seq)));
         }
         let Phase::Settling(left) = sender.phase else {
             panic!("an answer while {:?}", sender.phase)

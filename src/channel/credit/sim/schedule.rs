@@ -148,6 +148,10 @@ impl Sim {
             return;
         }
         let r = alive[self.rng.below(alive.len())];
+        if super::tracing_frames() {
+            eprintln!("receiver {r} dropped");
+        }
+        self.unacked_go_elsewhere(r);
         let rx = &mut self.receivers[r];
         rx.detached = true;
         rx.local_left = 0;
@@ -161,9 +165,10 @@ impl Sim {
             let (s, seq): (usize, u64) = rmp_serde::from_slice(&msg).expect("decode");
             if s == LOCAL {
                 self.seen.insert((LOCAL - r, seq));
-            } else {
-                assert!(self.seen.insert((s, seq)), "message {seq} of sender {s} delivered twice");
+            } else if self.seen.insert((s, seq)) {
                 self.taken += 1;
+            } else {
+                assert!(self.may_repeat.contains(&(s, seq)), "{seq} of sender {s} delivered twice");
             }
         }
         self.flush(r);
@@ -172,6 +177,10 @@ impl Sim {
     /// Receiver `r`'s node applies sender `s`'s removal (`Inbox::node_left`).
     fn forget(&mut self, r: usize, s: usize) {
         let node = self.senders[s].node;
+        self.note_gap(r, s);
+        if super::tracing_frames() {
+            eprintln!("receiver {r}'s node forgets sender {s}");
+        }
         let rx = &mut self.receivers[r];
         rx.forgot[s] = true;
         rx.slack += rx.inbox.books(|b| b.out_to(node));
@@ -209,9 +218,17 @@ impl Sim {
                     self.deliver(link);
                 }
             }
-            6..=8 => {
+            6..=7 => {
                 let r = self.rng.below(self.receivers.len());
                 self.take(r);
+            }
+            8 => {
+                let r = self.rng.below(self.receivers.len());
+                if self.receivers[r].manual && self.rng.below(2) == 0 {
+                    self.ack(r);
+                } else {
+                    self.take(r);
+                }
             }
             9 if self.rng.below(8) == 0 => self.pause_step(),
             9 if self.rng.below(20) == 0 => self.crash(),
@@ -272,6 +289,7 @@ impl Sim {
             for r in 0..self.receivers.len() {
                 self.take(r);
             }
+            self.ack_all();
             self.steps += 1;
             self.check();
             idle_rounds = if self.taken == before.0 { idle_rounds + 1 } else { 0 };
@@ -298,6 +316,7 @@ impl Sim {
             for r in 0..self.receivers.len() {
                 self.take(r);
             }
+            self.ack_all();
             self.check();
         }
         for (r, rx) in self.receivers.iter().enumerate() {
