@@ -18,7 +18,8 @@
 //! may not arrive) and whose removal each receiver's node applies in its own time, sending
 //! nodes frozen past the failure timeout or cut off by a partition, removed while alive, thawed
 //! (or healed) and starting over (`rejoin`), receivers with manual acknowledgement that
-//! acknowledge in any order (`acks`). Waiting senders are woken only by what wakes them in the
+//! acknowledge in any order (`acks`), and a close that each node applies in its own time, with
+//! fences behind the data (`close`; not yet together with pauses: see there). Waiting senders are woken only by what wakes them in the
 //! real code.
 //!
 //! After every step: credit out never above the capacity (nor what is held with it, beyond the
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Credits, Granted, Window};
-use crate::channel::inbox::{ErasedInbox, Inbox, Refused, Token, Wire};
+use crate::channel::inbox::{ErasedInbox, Inbox, Token, Wire};
 use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::wire::Frame;
@@ -133,6 +134,8 @@ enum Msg {
     },
     /// The sending node was removed while alive and starts over (`Request::Rejoined`).
     Rejoined,
+    /// The sending node applied the close: nothing of the channel follows.
+    Fence,
     /// The answer, from receiver `to`'s node: of what the sending node sent it and was not told
     /// taken, the first `n` were taken in.
     TookIn {
@@ -162,6 +165,11 @@ struct Receiver {
     /// Per sending node: it had deliveries not yet acknowledged when this node forgot it (its
     /// new incarnation delivers again what it was not told was taken: README, manual_ack).
     gap: Vec<bool>,
+    /// This node applied the close (see [`close`]), and the fences it has heard, per sender.
+    closing: bool,
+    fences: Vec<bool>,
+    /// Its `recv` said the channel ended: its application takes nothing more.
+    ended: bool,
     /// A sender on the receiver's own node: messages it has still to hand over (moved in, on
     /// room the books keep for it), the next one's number, and whether it waits for room.
     local_left: u64,
@@ -199,6 +207,9 @@ struct Sender {
     /// Frozen past the failure timeout, removed while alive, thawed, starting over (see
     /// [`rejoin`]).
     phase: Phase,
+    /// It applied the close, and sent its fence (see [`close`]).
+    closed: bool,
+    fenced: bool,
 }
 
 /// Where a sending node stands with its membership.
@@ -251,6 +262,10 @@ struct Sim {
     may_repeat: std::collections::HashSet<(usize, u64)>,
     /// Sending nodes that started over after being removed while alive.
     started_over: u64,
+    /// The channel was closed: which sending nodes were members then (waited for).
+    closed_by: Option<Vec<bool>>,
+    /// A sending node was frozen or cut off at some point.
+    paused_ever: bool,
 }
 
 fn receiver_id(r: usize) -> EndpointId {
@@ -284,6 +299,9 @@ impl Sim {
                     manual,
                     unacked: Vec::new(),
                     gap: Vec::new(),
+                    closing: false,
+                    fences: Vec::new(),
+                    ended: false,
                     local_left: if rng.below(2) == 0 { 0 } else { rng.below(40) as u64 },
                     local_next: 0,
                     local_waiting: false,
@@ -305,6 +323,8 @@ impl Sim {
                 gone: false,
                 finishing: false,
                 phase: Phase::Member,
+                closed: false,
+                fenced: false,
             })
             .collect::<Vec<_>>();
         let mut sim = Sim {
@@ -318,10 +338,13 @@ impl Sim {
             redelivered: Default::default(),
             may_repeat: Default::default(),
             started_over: 0,
+            closed_by: None,
+            paused_ever: false,
         };
         for r in 0..sim.receivers.len() {
             sim.receivers[r].forgot = vec![false; sim.senders.len()];
             sim.receivers[r].gap = vec![false; sim.senders.len()];
+            sim.receivers[r].fences = vec![false; sim.senders.len()];
         }
         // Each receiver offers credit to the sending nodes it knows of (all, here), as it does
         // when it sees their senders registered.
@@ -412,74 +435,6 @@ impl Sim {
         }
     }
 
-    /// The sender on receiver `r`'s own node hands over a message, as `Inbox::try_push` does:
-    /// on room the books keep for it, or it asks for room (credit out elsewhere is reclaimed)
-    /// and waits until the receiver takes a message or credit comes back.
-    fn local_send(&mut self, r: usize) {
-        let rx = &mut self.receivers[r];
-        if rx.detached || rx.local_left == 0 || rx.local_waiting {
-            return;
-        }
-        match rx.inbox.try_push((LOCAL, rx.local_next)) {
-            Ok(()) => {
-                rx.local_next += 1;
-                rx.local_left -= 1;
-            }
-            Err(Refused::Full(_)) => rx.local_waiting = true,
-            Err(Refused::Closed(_)) => panic!("receiver {r} closed"),
-        }
-        self.flush(r);
-    }
-
-    /// Receiver `r`'s application takes one message, as `Inbox::next` does; with none, the
-    /// books are settled as a waiting `recv` settles them.
-    fn take(&mut self, r: usize) {
-        if self.receivers[r].detached {
-            return;
-        }
-        let rx = &mut self.receivers[r];
-        let got = rx.inbox.try_recv();
-        if tracing_frames() {
-            if let Ok((msg, token)) = &got {
-                eprintln!("receiver {r} takes {msg:?} ({token:?})");
-            }
-        }
-        match got {
-            Ok(((LOCAL, seq), token)) => {
-                if let Some(token) = token {
-                    rx.unacked.push((token, (LOCAL, seq)));
-                }
-                if let Some(last) = rx.last.insert(LOCAL, seq) {
-                    assert!(seq > last, "receiver {r} took its own node's {seq} after {last}");
-                }
-                assert!(self.seen.insert((LOCAL - r, seq)), "local message {seq} taken twice");
-                self.taken += 1;
-                rx.local_waiting = false;
-            }
-            Ok(((s, seq), token)) => {
-                if let Some(last) = rx.last.insert(s, seq) {
-                    // A redelivery may come after later messages (README: Order).
-                    let again = self.redelivered.contains(&(s, seq));
-                    assert!(
-                        seq > last || again || self.may_repeat.contains(&(s, seq)),
-                        "receiver {r} took {seq} of sender {s} after {last}"
-                    );
-                }
-                assert!(
-                    self.seen.insert((s, seq)) || self.may_repeat.contains(&(s, seq)),
-                    "message {seq} of sender {s} taken twice"
-                );
-                self.taken += 1;
-                rx.local_waiting = false;
-                if let Some(token) = token {
-                    rx.unacked.push((token, (s, seq)));
-                }
-            }
-            Err(_) => {}
-        }
-        self.flush(r);
-    }
-
     /// Deliver the next frame of link `link`.
     fn deliver(&mut self, link: (NodeId, NodeId)) {
         let Some(msg) = self.net.get_mut(&link).and_then(VecDeque::pop_front) else { return };
@@ -518,6 +473,11 @@ impl Sim {
                 self.flush(to);
             }
             Msg::Rejoined => self.rejoined(link),
+            Msg::Fence => {
+                let s = self.sender_index(link.0);
+                let r = self.receivers.iter().position(|r| r.node == link.1).expect("receiver");
+                self.fence_arrives(r, s);
+            }
             Msg::TookIn { to, n } => self.took_in(link, to, n),
             Msg::Credit { .. } | Msg::Reclaim { .. } | Msg::Released { .. }
                 if self.senders[self.sender_index(link.1)].stopped() => {}
@@ -567,5 +527,7 @@ impl Sim {
 }
 
 mod acks;
+mod app;
+mod close;
 mod rejoin;
 mod schedule;

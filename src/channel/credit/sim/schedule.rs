@@ -188,6 +188,11 @@ impl Sim {
         // `Inbox::node_left` wakes the senders waiting for room.
         rx.local_waiting = false;
         self.flush(r);
+        // The removal takes the node out of those a close waits for.
+        self.not_waited_for(s);
+        if self.receivers[r].closing {
+            self.receiver_applies_close(r);
+        }
     }
 
     /// Links with frames to deliver (those to a frozen node, and those of a node cut off, wait).
@@ -231,6 +236,7 @@ impl Sim {
                 }
             }
             9 if self.rng.below(8) == 0 => self.pause_step(),
+            9 if self.rng.below(30) == 0 => self.close(),
             9 if self.rng.below(20) == 0 => self.crash(),
             9 if self.rng.below(20) == 0 => self.leave(),
             9 if self.rng.below(20) == 0 => self.drop_receiver(),
@@ -241,6 +247,7 @@ impl Sim {
             }
         }
         self.leave_when_settled();
+        self.close_step();
         // Receivers' nodes apply a stopped node's removal, each in its own time.
         if self.rng.below(4) == 0 {
             let r = self.rng.below(self.receivers.len());
@@ -255,6 +262,7 @@ impl Sim {
     fn finish(&mut self) {
         self.forget_stopped();
         self.finish_pauses();
+        self.finish_close();
         for s in 0..self.senders.len() {
             for r in 0..self.receivers.len() {
                 self.make_window(s, r);
@@ -262,19 +270,21 @@ impl Sim {
         }
         let mut idle_rounds = 0;
         let done = |sim: &Sim| {
-            sim.senders.iter().all(|s| {
-                s.stopped()
-                    || s.left_to_send == 0
-                        && s.redeliver.is_empty()
-                        && s.kept.iter().all(VecDeque::is_empty)
-            }) && sim
-                .receivers
-                .iter()
-                .all(|r| r.detached || r.local_left == 0 && r.inbox.buffered() == 0)
+            sim.nowhere_to_go()
+                || sim.senders.iter().all(|s| {
+                    s.stopped()
+                        || s.left_to_send == 0
+                            && s.redeliver.is_empty()
+                            && s.kept.iter().all(VecDeque::is_empty)
+                }) && sim
+                    .receivers
+                    .iter()
+                    .all(|r| r.detached || r.ended || r.local_left == 0 && r.inbox.buffered() == 0)
         };
         while !done(self) {
             let before = (self.taken, self.steps);
             self.finish_pauses();
+            self.finish_close();
             self.leave_when_settled();
             self.forget_stopped();
             for s in 0..self.senders.len() {
@@ -307,9 +317,7 @@ impl Sim {
         // What is left on the way (the last "taken" counts) arrives; then every sending node
         // knows that everything it sent was taken.
         for _ in 0..50 {
-            if self.links().is_empty() {
-                break;
-            }
+            self.finish_close();
             for link in self.links() {
                 self.deliver(link);
             }
@@ -318,15 +326,26 @@ impl Sim {
             }
             self.ack_all();
             self.check();
+            if self.links().is_empty() {
+                break;
+            }
         }
+        self.check_ended();
         for (r, rx) in self.receivers.iter().enumerate() {
             let lost: Vec<u64> =
                 (0..rx.local_next).filter(|seq| !self.seen.contains(&(LOCAL - r, *seq))).collect();
             assert!(lost.is_empty(), "messages {lost:?} of receiver {r}'s own node never taken");
         }
+        // Delivered again after every receiver of the closed channel had ended: nowhere to go
+        // (README, Close).
+        let nowhere = self.nowhere_to_go();
+        let gone_after_close = |s: usize, seq: u64| {
+            nowhere && (self.redelivered.contains(&(s, seq)) || self.may_repeat.contains(&(s, seq)))
+        };
         for (s, sender) in self.senders.iter().enumerate().filter(|(_, s)| !s.dead) {
-            let lost: Vec<u64> =
-                (0..sender.next_seq).filter(|seq| !self.seen.contains(&(s, *seq))).collect();
+            let lost: Vec<u64> = (0..sender.next_seq)
+                .filter(|seq| !self.seen.contains(&(s, *seq)) && !gone_after_close(s, *seq))
+                .collect();
             assert!(
                 lost.is_empty(),
                 "messages {lost:?} of sender {s} never taken (gone {}, detached {:?}, kept {:?})",
@@ -336,16 +355,20 @@ impl Sim {
             );
         }
         assert!(
-            self.senders.iter().all(|s| s.stopped() || s.kept.iter().all(VecDeque::is_empty)),
+            nowhere
+                || self
+                    .senders
+                    .iter()
+                    .all(|s| s.stopped() || s.kept.iter().all(VecDeque::is_empty)),
             "everything taken, yet not told: {:?}",
             self.senders.iter().map(|s| s.kept.clone()).collect::<Vec<_>>()
         );
     }
 }
 
-/// Run `seed`'s schedule; the panic message names the seed. Its steps, and how many sending
-/// nodes started over in it.
-fn run(seed: u64) -> (u64, u64) {
+/// Run `seed`'s schedule; the panic message names the seed. Its steps, how many sending nodes
+/// started over in it, and whether the channel was closed.
+fn run(seed: u64) -> (u64, u64, u64) {
     let outcome = std::panic::catch_unwind(|| {
         let mut sim = Sim::new(seed);
         let steps = 200 + sim.rng.below(2000);
@@ -353,7 +376,7 @@ fn run(seed: u64) -> (u64, u64) {
             sim.step();
         }
         sim.finish();
-        (sim.steps, sim.started_over)
+        (sim.steps, sim.started_over, u64::from(sim.closed_by.is_some()))
     });
     match outcome {
         Ok(counts) => counts,
@@ -377,10 +400,12 @@ fn the_credit_protocol_holds_under_seeded_schedules() {
     let seeds: u64 =
         std::env::var("DCHAN_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000);
     let started = std::time::Instant::now();
-    let (steps, started_over) =
-        (0..seeds).map(run).fold((0, 0), |(a, b), (steps, over)| (a + steps, b + over));
+    let (steps, started_over, closed) = (0..seeds)
+        .map(run)
+        .fold((0, 0, 0), |(a, b, c), (steps, over, closed)| (a + steps, b + over, c + closed));
     eprintln!(
-        "{seeds} schedules, {steps} steps in {:?}; {started_over} nodes started over",
+        "{seeds} schedules, {steps} steps in {:?}; {started_over} nodes started over, {closed} \
+         channels closed",
         started.elapsed()
     );
 }
