@@ -26,9 +26,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
 
     fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) {
         let mut st = self.lock();
-        if st.detached {
+        if st.detached || st.ended {
             drop(st);
-            // Its sender keeps it: tell it (again) to deliver it elsewhere.
+            // Its sender keeps it: tell it (again) to deliver it elsewhere. (After the end, only
+            // a node that was out of the cluster when the channel closed, and so was not waited
+            // for, still sends: taken in here, it would be lost.)
             self.release_to([from]);
             return;
         }

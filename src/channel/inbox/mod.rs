@@ -233,6 +233,9 @@ struct State<T> {
     closing: Option<BTreeSet<NodeId>>,
     /// The receiver is gone.
     detached: bool,
+    /// The channel ended here: `recv` has said so (closed, every fence in, nothing left), and
+    /// nothing that comes after can be taken.
+    ended: bool,
     /// Manual acknowledgement: deliveries not yet acknowledged.
     unacked: Option<Unacked>,
     /// The node whose message was taken last (where freed room goes back by default).
@@ -299,6 +302,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 waker: None,
                 closing: None,
                 detached: false,
+                ended: false,
                 unacked: manual_ack.then(Unacked::default),
                 last_from: None,
             }),
@@ -394,6 +398,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 let mut st = self.lock();
                 let Some(item) = st.buf.pop_front() else {
                     if st.closed() || st.detached {
+                        st.ended = true;
                         return Err(TryRecvError::Closed);
                     }
                     if let Some(w) = waker {

@@ -97,3 +97,32 @@ fn messages_beyond_a_nodes_credit_are_not_taken_in() {
     assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
 }
+
+#[test]
+fn an_ended_inbox_takes_nothing_more() {
+    let inbox = inbox(8);
+    inbox.offer(&[7]);
+    // Node 7 was out of the cluster when the channel closed: not waited for.
+    inbox.close(BTreeSet::new());
+    assert_eq!(poll(&inbox), Poll::Ready(None));
+    // What it sent on the credit it had comes back to it (released), not into a buffer nobody
+    // reads: a `recv` after the end still says `None`.
+    inbox.push_remote(7, &mut [encoded(1)].into_iter());
+    assert_eq!(inbox.buffered(), 0);
+    assert_eq!(poll(&inbox), Poll::Ready(None));
+}
+
+#[test]
+fn a_node_back_as_a_new_incarnation_is_answered_what_was_taken_in_and_told_nothing_more() {
+    let inbox = inbox(8);
+    inbox.offer(&[7]);
+    inbox.push_remote(7, &mut (1..5).map(encoded));
+    assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
+    // Removed: one taken and not yet told, three held; they are this node's to deliver now.
+    inbox.node_left(7);
+    assert_eq!(inbox.rejoined(7), 4, "one taken, three held, in the order sent");
+    for i in 2..5 {
+        assert_eq!(poll(&inbox), Poll::Ready(Some(i)));
+    }
+    assert_eq!(inbox.books(|b| b.entries()), 0, "nothing kept of its old incarnation");
+}

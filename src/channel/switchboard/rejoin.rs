@@ -43,6 +43,15 @@ impl Switchboard {
         // still on its way lands on a void window, not on a new one.
         let old = self.credits.all();
         self.credits.release_all();
+        // What goes again counts as re-routing from now on, so that a close fence waits for it
+        // (`ChannelRoute::rerouting_done`): it was sent before any close.
+        let mut settling: Vec<Arc<ChannelRoute>> = Vec::new();
+        for (_, _, route) in &old {
+            if !settling.iter().any(|r| Arc::ptr_eq(r, route)) {
+                route.rerouting(1);
+                settling.push(route.clone());
+            }
+        }
         // The question goes behind everything sent before on each link, and the answer behind
         // everything the peer sent this node before: the count covers both.
         let peers = self.peers.all();
@@ -86,6 +95,9 @@ impl Switchboard {
             }
             self.redeliver(&route, kept);
             route.wake();
+        }
+        for route in settling {
+            route.rerouted();
         }
     }
 

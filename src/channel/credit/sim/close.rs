@@ -15,10 +15,7 @@ use crate::channel::inbox::ErasedInbox;
 impl Sim {
     /// The close commits: the sending nodes that are members now are those waited for.
     pub(super) fn close(&mut self) {
-        // Not with a node removed while alive, yet: seed 14 (close and pause together) shows a
-        // thawed node's late messages taken in by receivers that have already ended, and
-        // counted as taken (issue 18's note).
-        if self.closed_by.is_some() || self.paused_ever {
+        if self.closed_by.is_some() {
             return;
         }
         if super::tracing_frames() {
@@ -86,7 +83,11 @@ impl Sim {
     pub(super) fn fence_when_done(&mut self) {
         for s in 0..self.senders.len() {
             let sender = &self.senders[s];
-            let idle = sender.redeliver.is_empty() && !sender.stopped() && !sender.frozen();
+            // A node starting over delivers again what it sent before, once every receiver's
+            // node has answered: its fence waits for that too (`Switchboard::start_over`).
+            let settling = matches!(sender.phase, Phase::Settling(_));
+            let idle =
+                sender.redeliver.is_empty() && !sender.stopped() && !sender.frozen() && !settling;
             if sender.closed && !sender.fenced && idle {
                 self.senders[s].fenced = true;
                 let from = self.senders[s].node;
@@ -143,8 +144,8 @@ impl Sim {
             let rx = &self.receivers[r];
             assert!(
                 rx.detached || rx.ended,
-                "receiver {r} never ended after the close (fences heard {:?}, forgot {:?}, closed_by {:?})",
-                rx.fences, rx.forgot, self.closed_by
+                "receiver {r} never ended after the close (fences heard {:?}, forgot {:?}, closed_by {:?}, closing {}, buffered {}, next {:?}, senders {:?})",
+                rx.fences, rx.forgot, self.closed_by, rx.closing, rx.inbox.buffered(), rx.inbox.try_recv(), self.senders.iter().map(|s| (s.phase, s.closed, s.fenced, s.dead)).collect::<Vec<_>>()
             );
         }
     }

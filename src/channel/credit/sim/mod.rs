@@ -19,7 +19,7 @@
 //! nodes frozen past the failure timeout or cut off by a partition, removed while alive, thawed
 //! (or healed) and starting over (`rejoin`), receivers with manual acknowledgement that
 //! acknowledge in any order (`acks`), and a close that each node applies in its own time, with
-//! fences behind the data (`close`; not yet together with pauses: see there). Waiting senders are woken only by what wakes them in the
+//! fences behind the data (`close`). Waiting senders are woken only by what wakes them in the
 //! real code.
 //!
 //! After every step: credit out never above the capacity (nor what is held with it, beyond the
@@ -148,6 +148,9 @@ struct Receiver {
     node: NodeId,
     /// Sending nodes this receiver's node has seen removed (it applied their removal).
     forgot: Vec<bool>,
+    /// Sending nodes it has seen removed again after they were let back in (they died while
+    /// starting over).
+    removed_again: Vec<bool>,
     /// The credit those nodes held when they were forgotten: what they may still send on it is
     /// taken in beyond the capacity (README, Credit).
     slack: u32,
@@ -264,8 +267,6 @@ struct Sim {
     started_over: u64,
     /// The channel was closed: which sending nodes were members then (waited for).
     closed_by: Option<Vec<bool>>,
-    /// A sending node was frozen or cut off at some point.
-    paused_ever: bool,
 }
 
 fn receiver_id(r: usize) -> EndpointId {
@@ -284,6 +285,7 @@ impl Sim {
                 Receiver {
                     node: 100 + r as NodeId,
                     forgot: Vec::new(),
+                    removed_again: Vec::new(),
                     slack: 0,
                     capacity,
                     inbox: Arc::new(Inbox::new(
@@ -339,10 +341,10 @@ impl Sim {
             may_repeat: Default::default(),
             started_over: 0,
             closed_by: None,
-            paused_ever: false,
         };
         for r in 0..sim.receivers.len() {
             sim.receivers[r].forgot = vec![false; sim.senders.len()];
+            sim.receivers[r].removed_again = vec![false; sim.senders.len()];
             sim.receivers[r].gap = vec![false; sim.senders.len()];
             sim.receivers[r].fences = vec![false; sim.senders.len()];
         }
@@ -452,7 +454,7 @@ impl Sim {
                 rx.inbox.push_remote(from, &mut std::iter::once(msg));
                 let taken_in = rx.inbox.buffered() > before;
                 assert!(
-                    taken_in || rx.forgot[s] || rx.detached,
+                    taken_in || rx.forgot[s] || rx.detached || rx.ended,
                     "a message of node {from} arrived without credit"
                 );
                 self.flush(to);
@@ -488,6 +490,11 @@ impl Sim {
                 let first = sender.windows[to].as_ref().is_some_and(|w| w.release());
                 if first {
                     let kept: Vec<u64> = sender.kept[to].drain(..).collect();
+                    // Released by a receiver that ended with deliveries not acknowledged: they
+                    // go elsewhere too (README, manual_ack).
+                    if self.receivers[to].manual {
+                        self.may_repeat.extend(kept.iter().map(|seq| (s, *seq)));
+                    }
                     for seq in kept.into_iter().rev() {
                         sender.redeliver.push_front(seq);
                         self.redelivered.insert((s, seq));
@@ -498,8 +505,12 @@ impl Sim {
             Msg::Credit { to, taken, grant } => {
                 let s = self.sender_index(link.1);
                 let sender = &mut self.senders[s];
+                // After a release, what is acknowledged of what went elsewhere is nothing to
+                // let go of any more (`Outbox::release` finds nothing kept).
+                let released = sender.windows[to].as_ref().is_some_and(|w| w.is_released());
                 for _ in 0..taken {
-                    sender.kept[to].pop_front().expect("told more taken than sent");
+                    let kept = sender.kept[to].pop_front();
+                    assert!(kept.is_some() || released, "told more taken than sent");
                 }
                 match sender.credits.grant(receiver_id(to), from, grant) {
                     // The router's senders are woken (`ChannelRoute::wake`).

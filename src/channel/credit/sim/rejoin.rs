@@ -16,9 +16,6 @@ use crate::ids::NodeId;
 impl Sim {
     /// A sending node freezes (one that is a member and not finishing).
     pub(super) fn freeze(&mut self) {
-        if self.closed_by.is_some() {
-            return;
-        }
         let members: Vec<usize> = (0..self.senders.len())
             .filter(|s| {
                 let sender = &self.senders[*s];
@@ -28,7 +25,6 @@ impl Sim {
         if let Some(s) = members.get(self.rng.below(members.len().max(1))) {
             let cut = self.rng.below(2) == 0;
             self.senders[*s].phase = if cut { Phase::Cut } else { Phase::Frozen };
-            self.paused_ever = true;
         }
     }
 

@@ -24,7 +24,8 @@ impl Sim {
             );
             for (s, sender) in self.senders.iter().enumerate() {
                 let settling = matches!(sender.phase, Phase::Settling(_));
-                if sender.stopped() || rx.forgot[s] || rx.detached || settling {
+                // An ended receiver, like a dropped one, takes nothing more: its books stand.
+                if sender.stopped() || rx.forgot[s] || rx.detached || rx.ended || settling {
                     continue;
                 }
                 let held = match &sender.windows[r] {
@@ -104,7 +105,10 @@ impl Sim {
         let flushed =
             || self.net.get(&(sender.node, self.receivers[r].node)).is_none_or(VecDeque::is_empty);
         let removed_alive = matches!(sender.phase, Phase::Frozen | Phase::Cut | Phase::Thawed);
-        !self.receivers[r].forgot[s] && (sender.dead || sender.gone && flushed() || removed_alive)
+        // Let back in (starting over), it is a member again wherever it was removed before.
+        let readded = matches!(sender.phase, Phase::Settling(_) | Phase::Registering);
+        let member = !self.receivers[r].forgot[s] || readded && !self.receivers[r].removed_again[s];
+        member && (sender.dead || sender.gone && flushed() || removed_alive)
     }
 
     /// Every receiver's node applies every removal it may apply now.
@@ -181,7 +185,9 @@ impl Sim {
         if super::tracing_frames() {
             eprintln!("receiver {r}'s node forgets sender {s}");
         }
+        let readded = matches!(self.senders[s].phase, Phase::Settling(_) | Phase::Registering);
         let rx = &mut self.receivers[r];
+        rx.removed_again[s] |= rx.forgot[s] && readded;
         rx.forgot[s] = true;
         rx.slack += rx.inbox.books(|b| b.out_to(node));
         rx.inbox.node_left(node);
@@ -317,6 +323,7 @@ impl Sim {
         // What is left on the way (the last "taken" counts) arrives; then every sending node
         // knows that everything it sent was taken.
         for _ in 0..50 {
+            self.forget_stopped();
             self.finish_close();
             for link in self.links() {
                 self.deliver(link);
