@@ -8,7 +8,7 @@
 //! [`crate::link::connection`]). Requests are matched to responses by id; a caller that
 //! gives up (a Raft timeout, a cancelled election) just drops its slot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -71,7 +71,7 @@ pub(crate) struct Peer {
 }
 
 /// This node's place in a peer's stream of reliable frames.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Inbound {
     /// The peer's stream ([`crate::link::wire::Frame::Resume`]); `None` before the first.
     pub(crate) stream: Option<u64>,
@@ -214,7 +214,15 @@ pub(crate) struct Peers {
     book: Mutex<HashMap<NodeId, String>>,
     /// This node is a member (the membership lists it).
     member: AtomicBool,
+    /// Where this node stood in the streams of the latest [`MAX_FORGOTTEN`] peers it forgot: a
+    /// peer removed while alive resumes its stream when it comes back, and the frames this node
+    /// took in before must not be taken in twice. (Bounded and a few bytes each: not counted in
+    /// [`Peers::entries`].)
+    forgotten: Arc<Mutex<VecDeque<(NodeId, Inbound)>>>,
 }
+
+/// How many forgotten peers' stream positions are kept.
+const MAX_FORGOTTEN: usize = 64;
 
 impl Peers {
     pub(crate) fn new(
@@ -232,6 +240,7 @@ impl Peers {
             links: OnceLock::new(),
             book: Mutex::default(),
             member: AtomicBool::new(false),
+            forgotten: Arc::default(),
         }
     }
 
@@ -288,7 +297,7 @@ impl Peers {
             writer: watch::Sender::new(false),
             displace: Mutex::new(CancellationToken::new()),
             handover: AtomicBool::new(false),
-            inbound: Mutex::default(),
+            inbound: Mutex::new(self.remembered(id)),
         });
         map.insert(id, peer.clone());
         drop(map);
@@ -356,6 +365,7 @@ impl Peers {
         peer.departing.store(true, Ordering::SeqCst);
         let cancel = self.cancel.clone();
         let map = self.map.clone();
+        let forgotten = self.forgotten.clone();
         self.tasks.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
@@ -365,10 +375,25 @@ impl Peers {
                     if same && peer.departing.load(Ordering::SeqCst) {
                         map.remove(&id);
                         peer.stop.cancel();
+                        let mut forgotten = lock(&forgotten);
+                        forgotten.retain(|(node, _)| *node != id);
+                        if forgotten.len() == MAX_FORGOTTEN {
+                            forgotten.pop_front();
+                        }
+                        forgotten.push_back((id, *lock(&peer.inbound)));
                     }
                 }
             }
         });
+    }
+
+    /// Where this node stood in peer `id`'s stream when it forgot it (nowhere, if it never did).
+    fn remembered(&self, id: NodeId) -> Inbound {
+        let mut forgotten = lock(&self.forgotten);
+        match forgotten.iter().position(|(node, _)| *node == id) {
+            Some(i) => forgotten.remove(i).map(|(_, inbound)| inbound).unwrap_or_default(),
+            None => Inbound::default(),
+        }
     }
 
     /// Forget peer `id` if this node only knows it from connections it accepted: not a member,

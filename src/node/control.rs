@@ -195,6 +195,7 @@ impl Core {
         let channel = channel.to_owned();
         self.tasks.spawn(
             async move {
+                core.endpoints.wait_started_over(WRITE_TIMEOUT).await;
                 let result = match core.write(cmd).await {
                     Ok(Outcome::Registered(id)) => {
                         core.endpoints.add(id, &channel, &requested, kind, capacity);
@@ -226,7 +227,7 @@ impl Core {
 
     /// Withdraw a registration this node gave up on, in the background, retrying until it
     /// commits or the node stops.
-    fn withdraw(self: &Arc<Self>, token: u64) {
+    pub(crate) fn withdraw(self: &Arc<Self>, token: u64) {
         if self.cancel.is_cancelled() {
             return;
         }

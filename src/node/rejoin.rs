@@ -33,17 +33,36 @@ struct Live {
 }
 
 /// This node's live endpoints, by the id they were first registered under.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LiveEndpoints {
     by_handle: Mutex<HashMap<EndpointId, Live>>,
     /// An endpoint vanished from the registry while its handle lives: the node was removed,
     /// and starts over once it is a member again.
     removed: AtomicBool,
-    /// A start-over is under way.
-    starting_over: AtomicBool,
+    /// A start-over is under way: new registrations wait for it (see
+    /// [`LiveEndpoints::wait_started_over`]).
+    starting_over: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for LiveEndpoints {
+    fn default() -> Self {
+        LiveEndpoints {
+            by_handle: Mutex::default(),
+            removed: AtomicBool::new(false),
+            starting_over: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl LiveEndpoints {
+    /// Wait (at most `limit`) until no start-over is under way: a sender registered while the
+    /// node starts over would be offered credit that the node, still voiding its old
+    /// incarnation's, would drop while the receiver counts it out.
+    pub(crate) async fn wait_started_over(&self, limit: std::time::Duration) {
+        let mut over = self.starting_over.subscribe();
+        let _ = tokio::time::timeout(limit, over.wait_for(|on| !*on)).await;
+    }
+
     pub(crate) fn add(
         &self,
         id: EndpointId,
@@ -89,7 +108,7 @@ impl Core {
         if !self.endpoints.removed.load(Ordering::SeqCst)
             || !registry.nodes.contains_key(&self.id)
             || self.leaving.load(Ordering::SeqCst)
-            || self.endpoints.starting_over.swap(true, Ordering::SeqCst)
+            || self.endpoints.starting_over.send_replace(true)
         {
             return;
         }
@@ -99,7 +118,7 @@ impl Core {
             async move {
                 core.switch.start_over().await;
                 core.register_again().await;
-                core.endpoints.starting_over.store(false, Ordering::SeqCst);
+                core.endpoints.starting_over.send_replace(false);
                 // Removed again meanwhile: go round again.
                 let registry = core.registry.borrow().clone();
                 core.check_removed(&registry);
@@ -108,7 +127,10 @@ impl Core {
         );
     }
 
-    /// Register every live endpoint the registry no longer lists again, under its channel.
+    /// Register every live endpoint the registry no longer lists again, under its channel;
+    /// a write that fails is withdrawn and tried again (a receiver waits for it, a sender
+    /// without a registration would get no credit), until the handle is dropped or the node
+    /// stops. Only a channel closed meanwhile (or taken by another type) ends a receiver.
     async fn register_again(self: &Arc<Self>) {
         let stale: Vec<(EndpointId, Live)> = {
             let registry = self.registry.borrow().clone();
@@ -120,46 +142,64 @@ impl Core {
         };
         let mut again = 0usize;
         for (handle, live) in stale {
-            if self.cancel.is_cancelled() || self.leaving.load(Ordering::SeqCst) {
-                return;
+            again += usize::from(self.register_one_again(handle, &live).await);
+        }
+        tracing::info!(endpoints = again, "back in the cluster: endpoints registered again");
+    }
+
+    /// Register the endpoint of handle `handle` again; whether it is.
+    async fn register_one_again(self: &Arc<Self>, handle: EndpointId, live: &Live) -> bool {
+        let channel = &live.channel;
+        loop {
+            let alive = lock(&self.endpoints.by_handle).contains_key(&handle);
+            if !alive || self.cancel.is_cancelled() || self.leaving.load(Ordering::SeqCst) {
+                return false;
             }
+            let token = crate::cluster::registry::token();
             let cmd = Command::Register {
-                channel: live.channel.clone(),
+                channel: channel.clone(),
                 type_name: live.type_name.clone(),
                 kind: live.kind,
                 node: self.id,
                 capacity: live.capacity,
-                token: crate::cluster::registry::token(),
+                token,
             };
-            let channel = &live.channel;
-            match self.write(cmd).await {
+            let why = match self.write(cmd).await {
                 Ok(Outcome::Registered(id)) => {
                     let mut map = lock(&self.endpoints.by_handle);
                     let Some(entry) = map.get_mut(&handle) else {
                         // Dropped meanwhile: the new registration has no handle.
                         drop(map);
                         self.deregister(channel, id);
-                        continue;
+                        return false;
                     };
                     entry.current = id;
-                    drop(map);
+                    // Under the lock: a drop of the handle now deregisters `id`, after the
+                    // inbox is known by it.
                     if live.kind == EndpointKind::Receiver {
                         self.switch.renamed(live.current, id);
                     }
-                    again += 1;
+                    return true;
                 }
-                other => {
-                    let why = match other {
-                        Ok(outcome) => format!("{outcome:?}"),
-                        Err(e) => e.to_string(),
-                    };
-                    tracing::warn!(%channel, %why, "an endpoint could not be registered again");
+                Ok(outcome @ (Outcome::Closed | Outcome::TypeMismatch { .. })) => {
+                    tracing::warn!(%channel, ?outcome, "an endpoint cannot be registered again");
                     if live.kind == EndpointKind::Receiver {
                         self.switch.orphaned(live.current);
                     }
+                    return false;
                 }
+                Ok(outcome) => format!("{outcome:?}"),
+                Err(e) => {
+                    // It may still commit: withdrawn, so that nothing stays registered twice.
+                    self.withdraw(token);
+                    e.to_string()
+                }
+            };
+            tracing::warn!(%channel, %why, "registering an endpoint again will be retried");
+            tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                _ = tokio::time::sleep(self.membership.failure_timeout()) => {}
             }
         }
-        tracing::info!(endpoints = again, "back in the cluster: endpoints registered again");
     }
 }

@@ -233,21 +233,21 @@ impl<R> Credits<R> {
         }
     }
 
-    /// Every receiver this node has a window towards, its node and its route.
-    pub(crate) fn all(&self) -> Vec<(EndpointId, NodeId, Arc<R>)> {
-        let inner = lock(&self.inner);
-        inner.windows.iter().map(|(id, (_, route, node))| (*id, *node, route.clone())).collect()
-    }
-
-    /// Void every window: nothing more goes on its credit (this node starts over: see
-    /// [`crate::rpc::Request::Rejoined`]).
-    pub(crate) fn release_all(&self) {
+    /// Void every window: nothing more goes on its credit, nor on a window made until
+    /// [`Credits::clear`] (this node starts over: see [`crate::rpc::Request::Rejoined`]). Every
+    /// receiver it had a window towards, with its node and route.
+    pub(crate) fn release_all(&self) -> Vec<(EndpointId, NodeId, Arc<R>)> {
         let mut inner = lock(&self.inner);
         inner.void = true;
         inner.early.clear();
-        for (window, _, _) in inner.windows.values() {
-            window.release();
-        }
+        inner
+            .windows
+            .iter()
+            .map(|(id, (window, route, node))| {
+                window.release();
+                (*id, *node, route.clone())
+            })
+            .collect()
     }
 
     /// Forget every window and early grant (this node starts over). Windows still held by a

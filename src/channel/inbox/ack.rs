@@ -75,14 +75,22 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         }
     }
 
-    /// Tell `nodes` that this receiver takes nothing more.
     /// Tell `nodes` that this receiver takes nothing more. A node that left (and may come back
     /// as a new incarnation) is first told as taken what this receiver took in of its messages
     /// and holds as its own: it delivers only the rest elsewhere.
     pub(super) fn release_to(&self, nodes: impl IntoIterator<Item = NodeId>) {
+        let owed: Vec<(NodeId, u32)> = {
+            let mut st = self.lock();
+            nodes.into_iter().map(|n| (n, st.grants.take_owed(n))).collect()
+        };
+        self.released_to(owed);
+    }
+
+    /// Tell each node that this receiver takes nothing more, after telling it as taken what it
+    /// is owed (see [`Inbox::release_to`]).
+    pub(super) fn released_to(&self, nodes: Vec<(NodeId, u32)>) {
         let Some(wire) = self.wire.upgrade() else { return };
-        for node in nodes {
-            let owed = self.lock().grants.take_owed(node);
+        for (node, owed) in nodes {
             if owed > 0 {
                 wire.credit(node, self.id(), owed, 0, true, self.batch);
             }

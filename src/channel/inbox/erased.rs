@@ -174,10 +174,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 }
             }
             nodes.extend(st.grants.owing());
-            nodes
+            // Under the same lock as the reset: nothing a node sends meanwhile is taken in on
+            // credit it held before (it is released; it delivers that elsewhere).
+            let owed: Vec<(NodeId, u32)> =
+                nodes.into_iter().map(|n| (n, st.grants.take_owed(n))).collect();
+            st.grants.reset_remote();
+            owed
         };
-        self.release_to(nodes);
-        self.lock().grants.reset_remote();
+        self.released_to(nodes);
         self.route.wake();
     }
 

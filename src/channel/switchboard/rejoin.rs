@@ -17,6 +17,7 @@ use std::sync::Arc;
 use super::{Switchboard, HAND_OVER_TIMEOUT};
 use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
+use crate::link::peer::Peer;
 use crate::rpc::{Request, Response};
 use crate::sync::lock;
 
@@ -41,8 +42,7 @@ impl Switchboard {
         // Every window is void at once (nothing more is queued on old credit); they stay in
         // the table until every peer has answered, so that a grant of the old incarnation's
         // still on its way lands on a void window, not on a new one.
-        let old = self.credits.all();
-        self.credits.release_all();
+        let old = self.credits.release_all();
         // What goes again counts as re-routing from now on, so that a close fence waits for it
         // (`ChannelRoute::rerouting_done`): it was sent before any close.
         let mut settling: Vec<Arc<ChannelRoute>> = Vec::new();
@@ -55,21 +55,17 @@ impl Switchboard {
         // The question goes behind everything sent before on each link, and the answer behind
         // everything the peer sent this node before: the count covers both.
         let peers = self.peers.all();
-        let answers = futures::future::join_all(
-            peers.iter().map(|p| p.request(Request::Rejoined, HAND_OVER_TIMEOUT)),
-        )
-        .await;
+        let answers = futures::future::join_all(peers.iter().map(|p| self.ask_rejoined(p))).await;
         for (peer, answer) in peers.iter().zip(answers) {
             match answer {
-                Ok(Response::Rejoined(taken)) => {
+                Some(taken) => {
                     for (to, n) in taken {
                         peer.outbox.release(to, n);
                     }
                 }
-                other => tracing::warn!(
+                None => tracing::warn!(
                     peer = peer.id,
-                    answer = ?other.err(),
-                    "starting over: a peer did not say what it took in; what this node sent it goes again"
+                    "starting over: a peer left without saying what it took in; what this node sent it goes again"
                 ),
             }
         }
@@ -101,12 +97,35 @@ impl Switchboard {
         }
     }
 
+    /// Ask `peer` what it took in of this node's old incarnation's messages, until it answers
+    /// or is no longer a member (a peer that does not answer is removed within the failure
+    /// timeout). Going on without its answer would let its forgetting come later, after it has
+    /// granted the new incarnation credit, and wipe that.
+    async fn ask_rejoined(&self, peer: &Arc<Peer>) -> Option<Vec<(EndpointId, u32)>> {
+        loop {
+            if let Ok(Response::Rejoined(taken)) =
+                peer.request(Request::Rejoined, HAND_OVER_TIMEOUT).await
+            {
+                return Some(taken);
+            }
+            let member = self.registry.borrow().nodes.contains_key(&peer.id);
+            if !member || self.cancel.is_cancelled() {
+                return None;
+            }
+            tracing::debug!(peer = peer.id, "starting over: asking again what it took in");
+        }
+    }
+
     /// Receiver `old` of this node, removed with it, is registered again as `new`: it takes
     /// messages under that id from now on, and is offered to the nodes with senders of its
     /// channel.
     pub(crate) fn renamed(&self, old: EndpointId, new: EndpointId) {
         let _refreshing = lock(&self.last);
         let Some(inbox) = lock(&self.inboxes).remove(&old) else { return };
+        if inbox.is_detached() {
+            // Its handle is gone: its new registration goes with it.
+            return;
+        }
         inbox.renamed(new);
         lock(&self.inboxes).insert(new, inbox.clone());
         let registry = self.registry.borrow().clone();
