@@ -357,6 +357,39 @@ async fn a_partitioned_node_serves_locally_gets_no_quorum_and_comes_back_clean()
     registers(&mut c, "healed", Instant::now()).await;
 }
 
+/// A process broadcasting to two receivers is frozen past the failure timeout mid-stream and
+/// thawed: every receiver gets every broadcast, once. (A node starting over sends again the
+/// copies a receiver did not take in, to that receiver alone.)
+#[tokio::test]
+async fn a_paused_broadcasting_node_reaches_every_receiver_once() {
+    const N: u64 = 1500;
+    let (mut nodes, mut paused) = a_sender_and_receivers(2).await;
+    paused.cmd("cast jobs 0 300");
+    paused.expect("@ cast jobs").await;
+    paused.cmd(&format!("cast jobs 300 {N}"));
+    paused.signal(true);
+    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    settles(&mut nodes[0], &ids, 3).await;
+    paused.signal(false);
+    paused.expect("@ cast jobs").await;
+    paused.cmd("taken jobs");
+    paused.expect("@ taken jobs").await;
+    for at in [1, 2] {
+        let mut got = nodes[at].numbers("jobs", N as usize).await;
+        got.extend(nodes[at].printed_numbers("jobs").await);
+        got.sort_unstable();
+        let mut once = got.clone();
+        once.dedup();
+        let missing: Vec<u64> = (0..N).filter(|n| once.binary_search(n).is_err()).collect();
+        assert!(
+            missing.is_empty(),
+            "receiver {at} missed {} broadcasts: {missing:?}",
+            missing.len()
+        );
+        assert_eq!(got.len(), once.len(), "receiver {at} got {} twice", got.len() - once.len());
+    }
+}
+
 /// A receiving process frozen past the failure timeout is removed; thawed and let back in, its
 /// receiver carries on under a new registration: every message is received. What it held when
 /// it was removed went back to its sender, which delivers it again; what its application takes
@@ -534,9 +567,18 @@ async fn a_node_leaves_in_a_round_trip_or_two() {
 /// Three voters, the second with a receiver of `jobs` (capacity 64), and a fourth process with a
 /// sender of `jobs` (the one to freeze).
 async fn a_sender_and_a_receiver() -> (Vec<Proc>, Proc) {
+    a_sender_and_receivers(1).await
+}
+
+/// Three voters, the second and on with a receiver of `jobs` each (`receivers` of them, capacity
+/// 64), and a fourth process with a sender of `jobs`, made after them (its first message goes to
+/// every receiver).
+async fn a_sender_and_receivers(receivers: usize) -> (Vec<Proc>, Proc) {
     let mut nodes = started(3, 3).await;
-    nodes[1].cmd("recv jobs 64");
-    nodes[1].expect("@ recv jobs").await;
+    for node in &mut nodes[1..=receivers] {
+        node.cmd("recv jobs 64");
+        node.expect("@ recv jobs").await;
+    }
     let mut sending = procs::start_voters(&[nodes[0].addr], 3).await;
     sending.cmd("sender jobs");
     sending.expect("@ sender jobs").await;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::channel::router::{Attempt, ChannelRoute};
+use crate::ids::EndpointId;
 use crate::tasks::Tasks;
 
 /// Deliver `msgs` (encoded, oldest first) to the other receivers of `route`'s channel, in the
@@ -19,6 +20,19 @@ use crate::tasks::Tasks;
 /// ([`ChannelRoute::rerouting`]); each is uncounted once placed (or given up on).
 pub(crate) fn redeliver(
     route: Arc<ChannelRoute>,
+    msgs: Vec<Bytes>,
+    tasks: &Tasks,
+    cancel: CancellationToken,
+) {
+    redeliver_to(route, None, msgs, tasks, cancel);
+}
+
+/// As [`redeliver`], to receiver `only` alone if given (broadcast copies sent again by a node
+/// that starts over: a copy whose receiver is gone meanwhile is dropped, as it would have
+/// been).
+pub(crate) fn redeliver_to(
+    route: Arc<ChannelRoute>,
+    only: Option<EndpointId>,
     msgs: Vec<Bytes>,
     tasks: &Tasks,
     cancel: CancellationToken,
@@ -34,7 +48,7 @@ pub(crate) fn redeliver(
             for msg in msgs {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    () = place(&route, &msg) => {}
+                    () = place(&route, &msg, only) => {}
                 }
                 route.rerouted();
                 left -= 1;
@@ -52,11 +66,13 @@ pub(crate) fn redeliver(
 
 /// Place one message with a receiver that has room, waiting as long as it takes; give up only
 /// when the channel is closed and no receiver is left to take it.
-async fn place(route: &ChannelRoute, msg: &Bytes) {
+async fn place(route: &ChannelRoute, msg: &Bytes, only: Option<EndpointId>) {
     let mut waiting = route.wait();
     loop {
-        match route.try_send_encoded(msg, None, true) {
+        match route.try_send_encoded(msg, only, true) {
             Attempt::Sent => return,
+            // A copy for one receiver, which is gone.
+            Attempt::NoReceivers(()) if only.is_some() => return,
             Attempt::Closed(()) => {
                 tracing::warn!("every receiver has ended: a message is dropped");
                 return;

@@ -15,6 +15,7 @@
 //! | `send CHANNEL FROM TO` | sends the numbers FROM..TO on a new sender, then `@ sent CHANNEL` |
 //! | `sender CHANNEL` | registers a sender and keeps it: `@ sender CHANNEL`, or `@ regerr REASON` |
 //! | `push CHANNEL FROM TO` | sends FROM..TO on the kept sender, then `@ pushed CHANNEL` |
+//! | `cast CHANNEL FROM TO` | broadcasts FROM..TO on the kept sender, then `@ cast CHANNEL` |
 //! | `taken CHANNEL` | once every message of the kept sender is taken: `@ taken CHANNEL` |
 //! | `register CHANNEL` | registers (and drops) a sender: `@ registered MICROS`, or `@ regerr REASON` |
 //! | `members` | `@ members LEADER VOTERS ID,ID,...` (LEADER is `none` without one; VOTERS a count) |
@@ -431,6 +432,18 @@ pub fn child_main() {
                 ["push", channel, from, to] => {
                     let tx = senders.get(*channel).expect("`sender` first").clone();
                     keep.push(sends(tx, from, to, format!("@ pushed {channel}")));
+                }
+                ["cast", channel, from, to] => {
+                    let tx = senders.get(*channel).expect("`sender` first").clone();
+                    let (from, to): (u64, u64) =
+                        (from.parse().expect("from"), to.parse().expect("to"));
+                    let channel = channel.to_string();
+                    keep.push(actix_rt::spawn(async move {
+                        for i in from..to {
+                            tx.broadcast(i).await.expect("broadcast");
+                        }
+                        println!("@ cast {channel}");
+                    }));
                 }
                 ["taken", channel] => {
                     let tx = senders.get(*channel).expect("`sender` first").clone();

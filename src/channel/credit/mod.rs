@@ -32,12 +32,16 @@ pub(crate) struct Window {
     asked: AtomicBool,
     /// The receiver is gone: nothing more goes to it.
     released: AtomicBool,
+    /// This node is starting over: nothing goes on this window's credit, and it asks for none
+    /// (a new window replaces it), but the receiver is not gone (a broadcast waits for it).
+    voided: AtomicBool,
 }
 
 impl Window {
     /// Take one unit of credit for a message, if there is one.
     pub(crate) fn try_acquire(&self) -> bool {
         !self.released.load(Ordering::Acquire)
+            && !self.voided.load(Ordering::Acquire)
             && self
                 .credit
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -69,6 +73,7 @@ impl Window {
         // Loads first: the router asks after every message that passed a window over, and a
         // window already asked must not cost a read-modify-write per message.
         !self.released.load(Ordering::Acquire)
+            && !self.voided.load(Ordering::Acquire)
             && self.credit.load(Ordering::Acquire) == 0
             && !self.asked.load(Ordering::Acquire)
             && !self.asked.swap(true, Ordering::AcqRel)
@@ -78,6 +83,12 @@ impl Window {
     pub(crate) fn release(&self) -> bool {
         self.credit.store(0, Ordering::Release);
         !self.released.swap(true, Ordering::AcqRel)
+    }
+
+    /// This node starts over: the credit is void (see [`Window::voided`]).
+    fn void(&self) {
+        self.voided.store(true, Ordering::Release);
+        self.credit.store(0, Ordering::Release);
     }
 
     pub(crate) fn is_released(&self) -> bool {
@@ -155,7 +166,7 @@ impl<R> Credits<R> {
         let window = inner.windows.entry(id).or_insert_with(|| {
             let window = Arc::new(Window::default());
             if void {
-                window.release();
+                window.void();
             }
             (window, route.clone(), node)
         });
@@ -244,19 +255,17 @@ impl<R> Credits<R> {
             .windows
             .iter()
             .map(|(id, (window, route, node))| {
-                window.release();
+                window.void();
                 (*id, *node, route.clone())
             })
             .collect()
     }
 
-    /// Forget every window and early grant (this node starts over). Windows still held by a
-    /// router stay released.
+    /// Forget every window and early grant (this node starts over: after
+    /// [`Credits::release_all`], every window is void; one still held by a router stays so until
+    /// the router's targets are rebuilt).
     pub(crate) fn clear(&self) {
         let mut inner = lock(&self.inner);
-        for (window, _, _) in inner.windows.values() {
-            window.release();
-        }
         inner.windows.clear();
         inner.early.clear();
         inner.void = false;

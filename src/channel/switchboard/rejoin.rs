@@ -82,14 +82,22 @@ impl Switchboard {
         for (id, node, route) in old {
             let Some(peer) = self.peers.find(node) else { continue };
             let mut counted = 0;
-            let kept = peer.outbox.take_kept(id, |n| {
+            let (kept, copies) = peer.outbox.take_kept_all(id, true, |n| {
                 counted = n;
                 route.rerouting(n);
             });
-            for _ in kept.len()..counted {
+            for _ in kept.len() + copies.len()..counted {
                 route.rerouted();
             }
             self.redeliver(&route, kept);
+            // Broadcast copies go again to their receiver alone (if it is still there).
+            crate::channel::redelivery::redeliver_to(
+                route.clone(),
+                Some(id),
+                copies,
+                &self.tasks,
+                self.cancel.clone(),
+            );
             route.wake();
         }
         for route in settling {

@@ -40,24 +40,36 @@ impl Outbox {
     /// told how many, under the lock [`Outbox::kept_count`] takes: whoever counts what is kept
     /// and then what `counted` counted never misses them in between.
     pub(crate) fn take_kept(&self, to: EndpointId, counted: impl FnOnce(usize)) -> Vec<Bytes> {
+        self.take_kept_all(to, false, counted).0
+    }
+
+    /// Every message sent to receiver `to` and not taken, oldest first, and apart (with
+    /// `copies`) the broadcast copies: this node starts over and sends them again, the copies
+    /// to `to` alone. Nothing is kept for it any more; `counted` as for [`Outbox::take_kept`].
+    pub(crate) fn take_kept_all(
+        &self,
+        to: EndpointId,
+        copies: bool,
+        counted: impl FnOnce(usize),
+    ) -> (Vec<Bytes>, Vec<Bytes>) {
         let kept = {
             let mut inner = self.lock();
             inner.finish_open();
             let kept = inner.kept.remove(&to).unwrap_or_default();
-            counted(
-                kept.iter().filter(|k| !k.broadcast).map(|k| (k.count - k.taken) as usize).sum(),
-            );
+            let wanted = |k: &&super::Kept| copies || !k.broadcast;
+            counted(kept.iter().filter(wanted).map(|k| (k.count - k.taken) as usize).sum());
             kept
         };
-        let mut msgs = Vec::new();
-        for k in kept.into_iter().filter(|k| !k.broadcast) {
+        let (mut msgs, mut bcast) = (Vec::new(), Vec::new());
+        for k in kept.into_iter().filter(|k| copies || !k.broadcast) {
+            let into = if k.broadcast { &mut bcast } else { &mut msgs };
             match crate::link::wire::decode(&k.frame) {
                 Ok(Frame::Data { msgs: all, .. }) => {
-                    msgs.extend(all.iter().skip(k.taken as usize).map(|m| k.frame.slice_ref(m)));
+                    into.extend(all.iter().skip(k.taken as usize).map(|m| k.frame.slice_ref(m)));
                 }
                 _ => tracing::error!(receiver = to, "a kept data frame does not decode"),
             }
         }
-        msgs
+        (msgs, bcast)
     }
 }
