@@ -284,6 +284,20 @@ impl Grants {
         owed
     }
 
+    /// What [`Grants::take_owed`] took could not be told (the node is out of reach): owed
+    /// still, to answer when it comes back.
+    pub(crate) fn restore_owed(&mut self, node: NodeId, n: u32) {
+        match self.left.iter_mut().find(|l| l.node == node) {
+            Some(l) => l.owed = l.owed.map(|o| o.saturating_add(n)),
+            None => {
+                if self.left.len() == MAX_LEFT {
+                    self.left.pop_front();
+                }
+                self.left.push_back(Left { node, credit: 0, owed: Some(n) });
+            }
+        }
+    }
+
     /// Nodes that left whose messages this receiver took in and has not told them of.
     pub(crate) fn owing(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.left.iter().filter(|l| l.owed.is_some_and(|n| n > 0)).map(|l| l.node)

@@ -111,6 +111,16 @@ fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in
     g.forget(7, None);
     assert_eq!(g.arrived(7), Arrival::Left);
     assert_eq!(g.rejoined(7), 0);
+    // Told with a release, but out of reach: still owed when it comes back.
+    let mut g = Grants::new(8);
+    g.want(7);
+    let _ = g.settle(true, None, false);
+    assert_eq!(g.arrived(7), Arrival::Credit);
+    g.forget(7, Some(1));
+    let owed = g.take_owed(7);
+    assert_eq!(owed, 1);
+    g.restore_owed(7, owed);
+    assert_eq!(g.rejoined(7), 1);
 }
 
 #[test]

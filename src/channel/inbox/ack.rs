@@ -91,8 +91,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     pub(super) fn released_to(&self, nodes: Vec<(NodeId, u32)>) {
         let Some(wire) = self.wire.upgrade() else { return };
         for (node, owed) in nodes {
-            if owed > 0 {
-                wire.credit(node, self.id(), owed, 0, true, self.batch);
+            if owed > 0 && !wire.credit(node, self.id(), owed, 0, true, self.batch) {
+                // Out of reach (its link is gone with it): answered if it comes back.
+                self.lock().grants.restore_owed(node, owed);
             }
             wire.frame(node, &Frame::Released { to: self.id() });
         }
