@@ -2,11 +2,15 @@
 //! windows and the release of kept messages, requests for credit and credit given back, a close
 //! fence, a receiver gone (what it did not take is delivered elsewhere).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::Switchboard;
 use crate::channel::credit::Granted;
+use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
+use crate::link::peer::Peer;
 use crate::link::wire::{self, Frame};
 
 impl Switchboard {
@@ -109,30 +113,48 @@ impl Switchboard {
         if !window.release() {
             return;
         }
-        // Counted as re-routing as they stop being kept: a sender waiting for its messages to be
-        // taken never sees them neither in flight nor re-routing.
-        let mut counted = 0;
-        let kept = self
-            .peers
-            .find(from)
-            .map(|p| {
-                p.outbox.take_kept(to, |n| {
-                    counted = n;
-                    route.rerouting(n);
-                })
-            })
-            .unwrap_or_default();
-        // A kept frame that does not decode (never: this node encoded it) is not waited for.
-        for _ in kept.len()..counted {
-            route.rerouted();
+        if let Some(peer) = self.peers.find(from) {
+            self.take_back(&peer, to, &route, false);
         }
-        self.redeliver(&route, kept);
-        route.wake();
         // Settled: the window goes once the registry no longer lists the receiver (if it still
         // does, with the refresh that removes it).
         if !self.registry.borrow().is_registered(to) {
             self.credits.remove(to);
         }
+    }
+
+    /// Deliver elsewhere what `peer` keeps for receiver `to` of `route`'s channel, and, with
+    /// `copies` (this node starts over and the receiver is still there), send the broadcast
+    /// copies it kept for `to` to `to` again. They count as re-routing as they stop being kept:
+    /// a sender waiting for its messages to be taken never sees them neither in flight nor
+    /// re-routing.
+    pub(super) fn take_back(
+        &self,
+        peer: &Peer,
+        to: EndpointId,
+        route: &Arc<ChannelRoute>,
+        copies: bool,
+    ) {
+        let mut counted = 0;
+        let (kept, bcast) = peer.outbox.take_kept(to, copies, |n| {
+            counted = n;
+            route.rerouting(n);
+        });
+        // A kept frame that does not decode (never: this node encoded it) is not waited for.
+        for _ in kept.len() + bcast.len()..counted {
+            route.rerouted();
+        }
+        self.redeliver(route, kept);
+        if !bcast.is_empty() {
+            crate::channel::redelivery::redeliver_to(
+                route.clone(),
+                Some(to),
+                bcast,
+                &self.tasks,
+                self.cancel.clone(),
+            );
+        }
+        route.wake();
     }
 
     /// Node `from` fenced `channel`, the one made by endpoint `created` (called by the

@@ -81,24 +81,8 @@ impl Switchboard {
         }
         for (id, node, route) in old {
             let Some(peer) = self.peers.find(node) else { continue };
-            let mut counted = 0;
-            let (kept, copies) = peer.outbox.take_kept_all(id, true, |n| {
-                counted = n;
-                route.rerouting(n);
-            });
-            for _ in kept.len() + copies.len()..counted {
-                route.rerouted();
-            }
-            self.redeliver(&route, kept);
             // Broadcast copies go again to their receiver alone (if it is still there).
-            crate::channel::redelivery::redeliver_to(
-                route.clone(),
-                Some(id),
-                copies,
-                &self.tasks,
-                self.cancel.clone(),
-            );
-            route.wake();
+            self.take_back(&peer, id, &route, true);
         }
         for route in settling {
             route.rerouted();

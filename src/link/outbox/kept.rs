@@ -35,18 +35,13 @@ impl Outbox {
         kept + inner.open.iter().filter(|o| o.to == to).map(|o| u64::from(o.count)).sum::<u64>()
     }
 
-    /// Receiver `to` is gone: every message sent to it and not taken, oldest first (broadcast
-    /// copies left out: they were for it alone). Nothing is kept for it any more. `counted` is
-    /// told how many, under the lock [`Outbox::kept_count`] takes: whoever counts what is kept
-    /// and then what `counted` counted never misses them in between.
-    pub(crate) fn take_kept(&self, to: EndpointId, counted: impl FnOnce(usize)) -> Vec<Bytes> {
-        self.take_kept_all(to, false, counted).0
-    }
-
-    /// Every message sent to receiver `to` and not taken, oldest first, and apart (with
-    /// `copies`) the broadcast copies: this node starts over and sends them again, the copies
-    /// to `to` alone. Nothing is kept for it any more; `counted` as for [`Outbox::take_kept`].
-    pub(crate) fn take_kept_all(
+    /// Every message sent to receiver `to` and not taken, oldest first, to be delivered
+    /// elsewhere (the receiver is gone), and apart, with `copies`, the broadcast copies kept for
+    /// it (this node starts over and sends them to `to` again; without, they are left out: they
+    /// were for it alone). Nothing is kept for it any more. `counted` is told how many, under
+    /// the lock [`Outbox::kept_count`] takes: whoever counts what is kept and then what
+    /// `counted` counted never misses them in between.
+    pub(crate) fn take_kept(
         &self,
         to: EndpointId,
         copies: bool,

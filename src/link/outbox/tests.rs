@@ -139,13 +139,14 @@ fn data_frames_are_kept_until_taken_and_what_is_left_comes_back_in_order() {
     out.push_data(2, &9u64, &open).unwrap();
     out.release(1, 2);
     let left: Vec<u64> = out
-        .take_kept(1, |n| assert_eq!(n, 3))
+        .take_kept(1, false, |n| assert_eq!(n, 3))
+        .0
         .iter()
         .map(|m| rmp_serde::from_slice(m).unwrap())
         .collect();
     assert_eq!(left, [2, 3, 4], "the broadcast copy stays with the receiver it was for");
-    assert!(out.take_kept(1, |n| assert_eq!(n, 0)).is_empty());
-    assert_eq!(out.take_kept(2, |_| ()).len(), 1);
+    assert!(out.take_kept(1, false, |n| assert_eq!(n, 0)).0.is_empty());
+    assert_eq!(out.take_kept(2, false, |_| ()).0.len(), 1);
 }
 
 #[test]
