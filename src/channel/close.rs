@@ -4,7 +4,7 @@
 //! which fences came in and whether this node has sent its own. Beside the message path: the
 //! connection's reader records fences here; the switchboard reads them when closing inboxes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use crate::ids::{EndpointId, NodeId};
@@ -21,7 +21,15 @@ pub(crate) struct Fences {
     received: Mutex<HashMap<Incarnation, BTreeSet<NodeId>>>,
     /// Channels whose close this node has fenced.
     sent: Mutex<HashSet<Incarnation>>,
+    /// Fences that came before this node's registry listed their channel (or their node): its
+    /// registry lags behind the sender's. Counted once it catches up ([`Fences::heard`]); the
+    /// latest [`MAX_EARLY`] only, so that a peer cannot fill memory with fences for channels
+    /// that never come.
+    early: Mutex<VecDeque<(Incarnation, NodeId)>>,
 }
+
+/// How many early fences are kept.
+const MAX_EARLY: usize = 1024;
 
 impl Fences {
     /// Node `from` fenced channel `channel`, made by endpoint `created`.
@@ -29,9 +37,29 @@ impl Fences {
         lock(&self.received).entry((channel.to_owned(), created)).or_default().insert(from);
     }
 
-    /// The nodes that have fenced the channel so far.
+    /// Node `from` fenced a channel this node's registry does not list yet (or while it does
+    /// not list `from` yet).
+    pub(crate) fn early(&self, channel: &str, created: EndpointId, from: NodeId) {
+        let mut early = lock(&self.early);
+        if early.len() == MAX_EARLY {
+            early.pop_front();
+        }
+        early.push_back(((channel.to_owned(), created), from));
+    }
+
+    /// The nodes that have fenced the channel so far (those that came early included).
     pub(crate) fn heard(&self, channel: &str, created: EndpointId) -> BTreeSet<NodeId> {
-        lock(&self.received).get(&(channel.to_owned(), created)).cloned().unwrap_or_default()
+        let key = (channel.to_owned(), created);
+        let mut received = lock(&self.received);
+        let mut early = lock(&self.early);
+        if early.iter().any(|(k, _)| *k == key) {
+            let (now, rest): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut *early).into_iter().partition(|(k, _)| *k == key);
+            *early = rest;
+            received.entry(key.clone()).or_default().extend(now.into_iter().map(|(_, n)| n));
+        }
+        drop(early);
+        received.get(&key).cloned().unwrap_or_default()
     }
 
     /// The channel left the registry: what was kept for it goes.
@@ -39,6 +67,7 @@ impl Fences {
         let key = (channel.to_owned(), created);
         lock(&self.received).remove(&key);
         lock(&self.sent).remove(&key);
+        lock(&self.early).retain(|(k, _)| *k != key);
     }
 
     /// True the first time it is asked for the channel: this node sends its fence now.
@@ -63,5 +92,20 @@ mod tests {
         assert_eq!(f.heard("jobs", 5), BTreeSet::from([8]), "forgetting the old keeps the new");
         assert!(!f.send_once("jobs", 5));
         assert!(f.send_once("jobs", 1), "forgotten");
+    }
+
+    #[test]
+    fn a_fence_that_comes_before_its_channel_is_counted_once_the_channel_is_known() {
+        let f = Fences::default();
+        f.early("jobs", 3, 7);
+        f.early("other", 9, 7);
+        assert_eq!(f.heard("jobs", 3), BTreeSet::from([7]));
+        assert_eq!(f.heard("jobs", 3), BTreeSet::from([7]), "counted once, kept");
+        f.forget("other", 9);
+        assert!(f.heard("other", 9).is_empty(), "forgotten with its channel");
+        for n in 0..MAX_EARLY as NodeId + 1 {
+            f.early("flood", 1, n);
+        }
+        assert_eq!(f.heard("flood", 1).len(), MAX_EARLY, "bounded");
     }
 }

@@ -84,6 +84,12 @@ pub(crate) struct ChannelRoute {
     cursor: AtomicUsize,
     /// Messages receivers of the channel on this node could not decode.
     pub(crate) dead: DeadLetters,
+    /// Windows with a reclaim deferred until the waiting senders have tried (see
+    /// [`Window::defer_reclaim`]): one load per attempt tells whether to look.
+    deferred: AtomicUsize,
+    /// Messages this node had to redeliver after every receiver of the closed channel had
+    /// ended: dropped, with a warning (README, Close).
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 /// Counts a waiting sender for as long as it lives.
@@ -104,7 +110,10 @@ impl Waiting<'_> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.route.waiters.fetch_sub(1, Ordering::SeqCst);
+        // The last waiter gone: nobody is left to try, so deferred reclaims are answered.
+        if self.route.waiters.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.route.answer_deferred(&self.route.read());
+        }
     }
 }
 
@@ -123,7 +132,52 @@ impl ChannelRoute {
             // registered is not every node's first pick.
             cursor: AtomicUsize::new(random_start()),
             dead: DeadLetters::default(),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+            deferred: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether senders wait for room on this node.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+
+    /// A window's reclaim was deferred: the waiting senders are woken to try, and it is
+    /// answered after.
+    pub(crate) fn reclaim_deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        // No sender waits any more (the last one stopped meanwhile): answered now.
+        if !self.has_waiters() {
+            self.answer_deferred(&self.read());
+        }
+    }
+
+    /// Answer the deferred reclaims of `targets`' windows with the credit still unused.
+    fn answer_deferred(&self, targets: &[Target]) {
+        if self.deferred.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for t in targets {
+            if let Target::Remote { id, peer, window } = t {
+                if let Some(n) = window.take_deferred() {
+                    self.deferred.fetch_sub(1, Ordering::SeqCst);
+                    tracing::trace!(receiver = id, n, "deferred reclaim answered");
+                    peer.outbox.push_frame(wire::encode(&Frame::Return { to: *id, n }), true);
+                }
+            }
+        }
+    }
+
+    /// A message to redeliver found every receiver of the closed channel ended: it is dropped.
+    pub(crate) fn dropped_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many messages to redeliver this node dropped (see [`ChannelRoute::dropped_one`]).
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Target>> {
@@ -184,9 +238,16 @@ impl ChannelRoute {
         self.rerouting.fetch_add(n, Ordering::SeqCst);
     }
 
-    /// One re-routed message is out (or given up on).
+    /// One re-routed message is out (or given up on). The last: a receiver on this node
+    /// that waits only for that to end (the channel is closed) is woken.
     pub(crate) fn rerouted(&self) {
-        self.rerouting.fetch_sub(1, Ordering::SeqCst);
+        if self.rerouting.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closed() {
+            for t in self.read().iter() {
+                if let Target::Local(inbox) = t {
+                    inbox.wake_recv();
+                }
+            }
+        }
         self.changed.notify_waiters();
     }
 
@@ -256,8 +317,21 @@ impl ChannelRoute {
     /// Place `msg` with one receiver that has room, without waiting.
     pub(crate) fn try_send<T: Serialize + DeserializeOwned + Send + 'static>(
         &self,
-        mut msg: T,
+        msg: T,
     ) -> Attempt<T> {
+        let attempt = self.place(msg);
+        self.after_attempt();
+        attempt
+    }
+
+    /// Reclaims deferred for the senders that wait are answered once one of them has tried.
+    fn after_attempt(&self) {
+        if self.deferred.load(Ordering::Relaxed) > 0 {
+            self.answer_deferred(&self.read());
+        }
+    }
+
+    fn place<T: Serialize + DeserializeOwned + Send + 'static>(&self, mut msg: T) -> Attempt<T> {
         if self.is_closed() {
             return Attempt::Closed(msg);
         }
@@ -352,6 +426,12 @@ impl ChannelRoute {
         only: Option<EndpointId>,
         rerouted: bool,
     ) -> Attempt<()> {
+        let attempt = self.place_encoded(msg, only, rerouted);
+        self.after_attempt();
+        attempt
+    }
+
+    fn place_encoded(&self, msg: &Bytes, only: Option<EndpointId>, rerouted: bool) -> Attempt<()> {
         static NEVER_CLOSED: AtomicBool = AtomicBool::new(false);
         if self.is_closed() && !rerouted {
             return Attempt::Closed(());

@@ -373,20 +373,12 @@ struct Position {
 }
 
 /// Dispatch every frame the peer sends until the connection closes.
-///
-/// Reliable frames are numbered (from the connection's [`Frame::Resume`]) and handed up only if
-/// they are the next the node has not taken in: a frame resent after a reconnect that came
-/// already, or one still arriving on an older connection, is skipped. Each frame taken in is
-/// acknowledged to the peer (lazily), so it can let go of it.
 async fn read_loop(
     core: &Arc<Links>,
     mut stream: futures::stream::SplitStream<FramedTcp>,
     peer: &Arc<Peer>,
 ) -> Result<(), Error> {
-    let requests = Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS));
-    let rpc_bytes = Arc::new(Semaphore::new(MAX_QUEUED_RPC_BYTES));
-    let mut reader = Reader { core, peer, rpc_tx: None, rpc_bytes, requests };
-    let mut at = Position::default();
+    let mut reader = Reader::new(core.clone(), peer.clone());
     while let Some(buf) = stream.next().await {
         let buf = buf?.freeze();
         peer.heard();
@@ -396,8 +388,52 @@ async fn read_loop(
             // not read what it is sent stops being read (bounded in bytes).
             peer.outbox.room_for_answers().await;
         }
-        // The node is gone (dropped without a shutdown): nothing to hand frames to.
-        let Some(up) = core.dispatch.upgrade() else { return Ok(()) };
+        if !reader.take_in(frame, &buf)? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Hands one connection's frames up, in order.
+///
+/// Reliable frames are numbered (from the connection's [`Frame::Resume`]) and handed up only if
+/// they are the next the node has not taken in: a frame resent after a reconnect that came
+/// already, or one still arriving on an older connection, is skipped. Each frame taken in is
+/// acknowledged to the peer (lazily), so it can let go of it. (The delivery protocol's
+/// simulation reads its simulated connections with this too.)
+pub(crate) struct Reader {
+    core: Arc<Links>,
+    peer: Arc<Peer>,
+    /// Where the connection is in the peer's stream.
+    at: Position,
+    /// Raft RPCs are answered in the order they came, on a task of their own (started on the
+    /// first), so that a slow append never holds up the data behind it on this connection. At
+    /// most [`MAX_QUEUED_RPCS`] wait; more are dropped (Raft sends them again).
+    rpc_tx: Option<mpsc::Sender<(u64, Request, OwnedSemaphorePermit)>>,
+    /// The bytes of the Raft requests waiting, at most [`MAX_QUEUED_RPC_BYTES`].
+    rpc_bytes: Arc<Semaphore>,
+    /// Other requests being answered, at most [`MAX_REQUESTS`] at once.
+    requests: Arc<tokio::sync::Semaphore>,
+}
+
+impl Reader {
+    pub(crate) fn new(core: Arc<Links>, peer: Arc<Peer>) -> Self {
+        Reader {
+            core,
+            peer,
+            at: Position::default(),
+            rpc_tx: None,
+            rpc_bytes: Arc::new(Semaphore::new(MAX_QUEUED_RPC_BYTES)),
+            requests: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS)),
+        }
+    }
+
+    /// Take in `frame`, decoded from `buf`, the next of the connection. False: the node is gone
+    /// (dropped without a shutdown), nothing to hand frames to. An error closes the connection.
+    pub(crate) fn take_in(&mut self, frame: Frame<'_>, buf: &Bytes) -> Result<bool, Error> {
+        let Some(up) = self.core.dispatch.upgrade() else { return Ok(false) };
+        let peer = self.peer.clone();
         if !frame.is_reliable() {
             match frame {
                 Frame::Resume { stream, from } => {
@@ -412,7 +448,7 @@ async fn read_loop(
                         );
                         inbound.count = from;
                     }
-                    at = Position { stream: Some(stream), next: from };
+                    self.at = Position { stream: Some(stream), next: from };
                 }
                 Frame::Received { stream, count } => peer.outbox.acknowledged(stream, count),
                 Frame::Hello { .. }
@@ -422,22 +458,23 @@ async fn read_loop(
                 | Frame::Refused { .. } => {
                     return Err(Error::codec("a handshake frame after the handshake"))
                 }
-                frame => reader.dispatch(&up, frame, &buf),
+                frame => self.dispatch(&up, frame, buf),
             }
-            continue;
+            return Ok(true);
         }
-        let Some(stream) = at.stream else {
+        let Some(stream) = self.at.stream else {
             return Err(Error::codec("a numbered frame before the stream was named"));
         };
-        let seq = at.next;
-        at.next = at
+        let seq = self.at.next;
+        self.at.next = self
+            .at
             .next
             .checked_add(1)
             .ok_or_else(|| Error::codec("the peer's frame numbers ran out"))?;
         let mut inbound = lock(&peer.inbound);
         if inbound.stream != Some(stream) || seq < inbound.count {
             // A newer stream took over, or the frame came already: skip it.
-            continue;
+            return Ok(true);
         }
         if seq > inbound.count {
             return Err(Error::codec(format!(
@@ -448,30 +485,13 @@ async fn read_loop(
         inbound.count += 1;
         let count = inbound.count;
         // Handed up under the lock: another connection from the peer waits, and order holds.
-        reader.dispatch(&up, frame, &buf);
+        self.dispatch(&up, frame, buf);
         drop(inbound);
         peer.outbox.push_received(stream, count);
+        Ok(true)
     }
-    Ok(())
-}
-
-/// Hands one connection's frames up.
-struct Reader<'a> {
-    core: &'a Arc<Links>,
-    peer: &'a Arc<Peer>,
-    /// Raft RPCs are answered in the order they came, on a task of their own (started on the
-    /// first), so that a slow append never holds up the data behind it on this connection. At
-    /// most [`MAX_QUEUED_RPCS`] wait; more are dropped (Raft sends them again).
-    rpc_tx: Option<mpsc::Sender<(u64, Request, OwnedSemaphorePermit)>>,
-    /// The bytes of the Raft requests waiting, at most [`MAX_QUEUED_RPC_BYTES`].
-    rpc_bytes: Arc<Semaphore>,
-    /// Other requests being answered, at most [`MAX_REQUESTS`] at once.
-    requests: Arc<tokio::sync::Semaphore>,
-}
-
-impl Reader<'_> {
     fn dispatch(&mut self, up: &Arc<dyn Dispatch>, frame: Frame<'_>, buf: &Bytes) {
-        let (core, peer, remote) = (self.core, self.peer, self.peer.id);
+        let (core, peer, remote) = (&self.core, &self.peer, self.peer.id);
         match frame {
             Frame::Data { to, msgs } => {
                 up.data(remote, to, &mut msgs.iter().map(|m| buf.slice_ref(m)));

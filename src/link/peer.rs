@@ -219,6 +219,8 @@ pub(crate) struct Peers {
     /// took in before must not be taken in twice. (Bounded and a few bytes each: not counted in
     /// [`Peers::entries`].)
     forgotten: Arc<Mutex<VecDeque<(NodeId, Inbound)>>>,
+    /// Peers get no link task: the delivery protocol's simulation carries their outboxes.
+    simulated: bool,
 }
 
 /// How many forgotten peers' stream positions are kept.
@@ -241,6 +243,17 @@ impl Peers {
             book: Mutex::default(),
             member: AtomicBool::new(false),
             forgotten: Arc::default(),
+            simulated: false,
+        }
+    }
+
+    /// Peers without links: the simulation takes what is queued for each and carries it
+    /// ([`crate::channel::switchboard::sim`]).
+    #[cfg(test)]
+    pub(crate) fn simulated(me: NodeId, cancel: CancellationToken, tasks: Tasks) -> Self {
+        Peers {
+            simulated: true,
+            ..Peers::new(me, crate::link::wire::DEFAULT_MAX_FRAME, cancel, tasks)
         }
     }
 
@@ -302,6 +315,7 @@ impl Peers {
         map.insert(id, peer.clone());
         drop(map);
         match self.links.get() {
+            _ if self.simulated => {}
             Some(links) => {
                 let span = tracing::info_span!("link", node = self.me, peer = id);
                 let task = crate::link::connection::keep_connected(links.clone(), peer.clone());

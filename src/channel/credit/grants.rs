@@ -212,6 +212,15 @@ impl Grants {
         }
     }
 
+    /// The receiver has ended: the nodes waiting for credit that `settled` says may stop
+    /// waiting (none will come), taken off the list.
+    pub(crate) fn take_wanting(&mut self, settled: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
+        let (done, wait): (VecDeque<NodeId>, VecDeque<NodeId>) =
+            self.wanting.drain(..).partition(|n| settled(*n));
+        self.wanting = wait;
+        done.into_iter().collect()
+    }
+
     /// Node `from` wanted credit before its sender was known here: kept for [`Grants::undefer`].
     pub(crate) fn defer(&mut self, from: NodeId) {
         self.deferred.insert(from);

@@ -35,6 +35,9 @@ pub(crate) struct Window {
     /// This node is starting over: nothing goes on this window's credit, and it asks for none
     /// (a new window replaces it), but the receiver is not gone (a broadcast waits for it).
     voided: AtomicBool,
+    /// The receiver asked for its unused credit back while senders of this node waited for
+    /// room: answered after their next attempt (see [`Window::defer_reclaim`]).
+    reclaim_deferred: AtomicBool,
 }
 
 impl Window {
@@ -66,6 +69,20 @@ impl Window {
     pub(crate) fn reclaim(&self) -> u32 {
         self.asked.store(false, Ordering::Release);
         self.credit.swap(0, Ordering::AcqRel)
+    }
+
+    /// The receiver asks for unused credit back while senders here wait for room, woken by the
+    /// grant that came just before (a receiver grants a node that wants, and reclaims at once if
+    /// someone else wants too): answered once they have tried ([`Window::take_deferred`]).
+    /// Answered at once, the credit went back before any waiting sender could use it, and the
+    /// two nodes traded it back and forth for ever (the switchboard simulation's seed 10).
+    pub(crate) fn defer_reclaim(&self) {
+        self.reclaim_deferred.store(true, Ordering::Release);
+    }
+
+    /// A deferred reclaim, answered now: the credit left unused.
+    pub(crate) fn take_deferred(&self) -> Option<u32> {
+        self.reclaim_deferred.swap(false, Ordering::AcqRel).then(|| self.reclaim())
     }
 
     /// Whether to ask the receiver for credit now: none left, and not asked already.
@@ -348,6 +365,6 @@ pub(crate) enum Granted<R> {
 }
 
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 #[cfg(test)]
 mod tests;

@@ -77,6 +77,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             if st.detached {
                 return;
             }
+            if st.ended {
+                // It takes nothing more: told it is gone, unless it has deliveries here that
+                // the application may still acknowledge (see `State::tell_gone`).
+                st.grants.want(from);
+                let (taken, gone) = st.tell_gone();
+                drop(st);
+                self.send(taken);
+                if !gone.is_empty() {
+                    self.release_to(gone);
+                }
+                return;
+            }
             if !sender {
                 st.grants.defer(from);
                 return;
@@ -224,6 +236,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
 
     fn is_detached(&self) -> bool {
         self.lock().detached
+    }
+
+    fn wake_recv(&self) {
+        self.lock().wake();
     }
 
     fn orphan(&self) -> bool {

@@ -148,6 +148,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn tell_taken(&self);
     /// Whether the inbox was handed over (its receiver is gone).
     fn is_detached(&self) -> bool;
+    /// Wake a `recv` waiting on this inbox (its node's re-routing is done: it may end now).
+    fn wake_recv(&self);
     /// The receiver's registration is gone without its handle being dropped (its node was
     /// removed from the cluster, and its senders deliver what it held elsewhere): it yields what
     /// its own node's senders gave it, then ends. True the first time.
@@ -243,6 +245,22 @@ struct State<T> {
 }
 
 impl<T> State<T> {
+    /// The receiver has ended: the nodes still asking it for credit (to deliver again, after
+    /// the close, what a receiver that went away held) will get none. Those with nothing of
+    /// theirs delivered here and unacknowledged are told it is gone, after what it took of
+    /// theirs: they stop waiting (the switchboard simulation's seed 8259, where a node waited
+    /// for ever). Those with unacknowledged deliveries are not: a release would have them
+    /// deliver those again, while the application may still acknowledge them.
+    fn tell_gone(&mut self) -> (Outgoing, Vec<NodeId>) {
+        let unacked = self.unacked.as_ref();
+        let owes = |node: NodeId| {
+            unacked.and_then(|u| u.remote.get(&node)).is_some_and(|a| a.acked.iter().any(|b| !b))
+        };
+        let gone = self.grants.take_wanting(|n| !owes(n));
+        let taken = if gone.is_empty() { Outgoing::default() } else { self.grants.flush_taken() };
+        (taken, gone)
+    }
+
     fn closed(&self) -> bool {
         self.closing.as_ref().is_some_and(BTreeSet::is_empty)
     }
@@ -397,8 +415,17 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             let (item, token, out) = {
                 let mut st = self.lock();
                 let Some(item) = st.buf.pop_front() else {
-                    if st.closed() || st.detached {
+                    // Closed, every fence in, and nothing of this node's own on its way here
+                    // again (a message of its senders that another receiver did not take, which
+                    // was sent before the close: the fence this node sends waits for it too).
+                    if (st.closed() && !self.route.is_rerouting()) || st.detached {
                         st.ended = true;
+                        let (taken, gone) = st.tell_gone();
+                        drop(st);
+                        self.send(taken);
+                        if !gone.is_empty() {
+                            self.release_to(gone);
+                        }
                         return Err(TryRecvError::Closed);
                     }
                     if let Some(w) = waker {

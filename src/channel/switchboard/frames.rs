@@ -85,9 +85,16 @@ impl Switchboard {
 
     /// Receiver `to` on node `from` wants its unused credit back: always answered, with what
     /// this node holds of it (nothing, if it never made the window), so that the receiver never
-    /// counts credit as out that no node holds.
+    /// counts credit as out that no node holds; after the senders waiting for room have tried,
+    /// if any are (see [`crate::channel::credit::Window::defer_reclaim`]).
     pub(crate) fn reclaim(&self, from: NodeId, to: EndpointId) {
         let n = match self.credits.get_from(to, from) {
+            // Senders wait for room, woken by the grant before: they try first.
+            Some((window, route, _)) if route.has_waiters() => {
+                window.defer_reclaim();
+                route.reclaim_deferred();
+                return;
+            }
             Some((window, _, _)) => window.reclaim(),
             None => self.credits.take_early(to, from),
         };
@@ -160,14 +167,17 @@ impl Switchboard {
     /// Node `from` fenced `channel`, the one made by endpoint `created` (called by the
     /// connection reader).
     pub(crate) fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {
-        // Kept only from members, for channels that exist: a fence is never counted twice, and
-        // what a stranger sends takes no room here.
+        // Kept from members, for channels that exist: a fence is never counted twice. Others
+        // are kept apart, bounded (see `Fences::early`).
         let registry = self.registry.borrow().clone();
         let ch = registry
             .channel(channel)
             .filter(|c| c.created == created && registry.nodes.contains_key(&from));
         let Some(ch) = ch else {
-            tracing::warn!(node = from, %channel, "a fence from a non-member or for no channel: dropped");
+            // This node's registry lags behind the fencing node's (the channel, or the node,
+            // is yet to be applied here): counted once it catches up.
+            tracing::debug!(node = from, %channel, "a fence before its channel or node is known here: kept");
+            self.fences.early(channel, created, from);
             return;
         };
         self.fences.received(channel, created, from);

@@ -18,6 +18,8 @@
 mod frames;
 mod refresh;
 mod rejoin;
+#[cfg(test)]
+mod sim;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

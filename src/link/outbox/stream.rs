@@ -26,6 +26,13 @@ impl Inner {
 }
 
 impl Outbox {
+    /// Whether a writer would take anything now (the simulation's writers write only then).
+    #[cfg(test)]
+    pub(crate) fn has_queued(&self) -> bool {
+        let inner = self.lock();
+        !inner.is_empty() || inner.received.is_some()
+    }
+
     /// Take every queued frame, oldest first, into `into`; the reliable ones are numbered and
     /// kept until the peer acknowledges them.
     pub(crate) fn take(&self, into: &mut Vec<Bytes>) {

@@ -1,0 +1,252 @@
+//! The simulation's applications, through the real endpoint types: a [`Sender`] sends its
+//! messages one by one then waits until they are taken ([`Sender::wait_taken`]), each future
+//! polled only when its waker was woken; a [`Receiver`] or [`AckReceiver`] is polled as a
+//! stream when woken, and a `manual_ack` one acknowledges its deliveries in any order. Every
+//! take is checked: sent before, not taken twice but in the README's windows, in order per
+//! sender and receiver until a receiver goes away.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures::Stream;
+
+use super::{AppReceiver, AppSender, Msg, Plan, Rx, Sim, Woken, CHANNEL, TRACE};
+use crate::channel::inbox::{ErasedInbox, Inbox};
+use crate::channel::registrar::Registrar;
+use crate::ids::{EndpointId, NodeId};
+use crate::{AckReceiver, Receiver, Sender};
+
+impl Sim {
+    /// Node `i` has its endpoint `id` registered and applied: the handle is made, as
+    /// `Node::sender` and `ReceiverBuilder` make it.
+    pub(super) fn make(&mut self, i: usize, plan: Plan, id: EndpointId) {
+        let node = &mut self.nodes[i];
+        let switch = &node.core.switch;
+        let route = switch.route(CHANNEL);
+        match plan {
+            Plan::Sender { total } => {
+                let registrar: Arc<dyn Registrar> = node.core.clone();
+                let woken = Arc::new(Woken::default());
+                woken.wake_by_ref();
+                node.sender = Some(AppSender {
+                    tx: Sender::new(registrar, route, id),
+                    next: 0,
+                    total,
+                    op: None,
+                    woken,
+                    closed: false,
+                    done: false,
+                });
+            }
+            Plan::Receiver { capacity, manual } => {
+                let links = Arc::downgrade(&node.core.peers);
+                let inbox = Arc::new(Inbox::<Msg>::new(
+                    id,
+                    route.clone(),
+                    capacity as usize,
+                    manual,
+                    links,
+                ));
+                switch.add_inbox(inbox.clone());
+                let registrar: std::sync::Weak<dyn Registrar> = {
+                    let weak: std::sync::Weak<super::node::Core> = Arc::downgrade(&node.core);
+                    weak
+                };
+                let rx = if manual {
+                    Rx::Manual(AckReceiver::new(registrar, inbox.clone(), route))
+                } else {
+                    Rx::Auto(Receiver::new(registrar, inbox.clone(), route))
+                };
+                let woken = Arc::new(Woken::default());
+                woken.wake_by_ref();
+                node.receiver = Some(AppReceiver {
+                    rx: Some(rx),
+                    inbox,
+                    capacity,
+                    unacked: Vec::new(),
+                    woken,
+                    ended: false,
+                });
+            }
+        }
+    }
+
+    /// Node `i`'s sending application goes on, if its waker was woken: the next send, or, all
+    /// sent, the wait until they are taken.
+    pub(super) fn send(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let Some(s) = self.nodes[i].sender.as_mut() else { return };
+        if s.done || !s.woken.take() {
+            return;
+        }
+        if s.op.is_none() {
+            let tx = s.tx.clone();
+            s.op = Some(if s.closed || s.next == s.total {
+                Box::pin(async move {
+                    tx.wait_taken().await;
+                    Ok(None)
+                })
+            } else {
+                let seq = s.next;
+                Box::pin(async move { tx.send((id, seq)).await.map(|()| Some(seq)) })
+            });
+        }
+        let waker = Waker::from(s.woken.clone());
+        let op = s.op.as_mut().expect("an operation");
+        let Poll::Ready(result) = op.as_mut().poll(&mut Context::from_waker(&waker)) else {
+            return;
+        };
+        s.op = None;
+        // Polled again at once: the next operation starts.
+        s.woken.wake_by_ref();
+        if *TRACE {
+            eprintln!("node {id} sender: {result:?}");
+        }
+        match result {
+            Ok(Some(seq)) => {
+                s.next = seq + 1;
+                self.sent.insert((id, seq));
+            }
+            Ok(None) => s.done = true,
+            Err(_) => s.closed = true,
+        }
+    }
+
+    /// Node `i`'s receiving application takes what is ready, if its waker was woken.
+    pub(super) fn take(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let Some(r) = self.nodes[i].receiver.as_mut() else { return };
+        if r.ended || !r.woken.take() {
+            return;
+        }
+        let waker = Waker::from(r.woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let got = match r.rx.as_mut() {
+            None => return,
+            Some(Rx::Auto(rx)) => match Pin::new(rx).poll_next(&mut cx) {
+                Poll::Ready(Some(msg)) => Some(msg),
+                Poll::Ready(None) => None,
+                Poll::Pending => return,
+            },
+            Some(Rx::Manual(rx)) => match Pin::new(rx).poll_next(&mut cx) {
+                Poll::Ready(Some(delivery)) => {
+                    let msg = *delivery;
+                    r.unacked.push(delivery);
+                    Some(msg)
+                }
+                Poll::Ready(None) => None,
+                Poll::Pending => return,
+            },
+        };
+        r.woken.wake_by_ref();
+        match got {
+            Some(msg) => self.took(id, msg),
+            None => r.ended = true,
+        }
+    }
+
+    /// Node `i`'s `manual_ack` application acknowledges one of its deliveries, any of them.
+    pub(super) fn ack(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let Some(r) = self.nodes[i].receiver.as_mut() else { return };
+        if r.unacked.is_empty() {
+            return;
+        }
+        let at = self.rng.below(r.unacked.len());
+        let delivery = r.unacked.swap_remove(at);
+        if *TRACE {
+            eprintln!("node {id} acks {:?}", *delivery);
+        }
+        delivery.ack();
+        r.woken.wake_by_ref();
+    }
+
+    /// Node `i`'s receiver is dropped (its node goes on). A `manual_ack` one with deliveries
+    /// unacknowledged: what it took may be delivered again (README, `manual_ack`).
+    pub(super) fn drop_receiver(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        if self.nodes[i].steady {
+            return;
+        }
+        let Some(r) = self.nodes[i].receiver.as_mut() else { return };
+        let Some(rx) = r.rx.take() else { return };
+        if !r.unacked.is_empty() {
+            let took: Vec<Msg> =
+                self.taken.iter().filter(|(_, by)| by.contains(&id)).map(|(m, _)| *m).collect();
+            self.may_repeat.extend(took);
+        }
+        r.unacked.clear();
+        drop(rx);
+        self.disorder = true;
+    }
+
+    /// Node `node`'s receiver took `msg`.
+    fn took(&mut self, node: NodeId, msg: Msg) {
+        if *TRACE {
+            eprintln!("node {node} takes {msg:?}");
+        }
+        assert!(self.sent.contains(&msg), "node {node} took {msg:?}, never sent");
+        let by = self.taken.entry(msg).or_default();
+        assert!(
+            by.is_empty() || self.may_repeat.contains(&msg),
+            "{msg:?} taken twice: by node {by:?}, then node {node}"
+        );
+        by.push(node);
+        if !self.disorder {
+            if let Some(last) = self.last.insert((msg.0, node), msg.1) {
+                assert!(msg.1 > last, "node {node} took {msg:?} after {last} of node {}", msg.0);
+            }
+        }
+    }
+
+    /// Credit out never above a receiver's capacity, nor what it holds with it beyond what
+    /// removed nodes may still send on the credit they held.
+    pub(super) fn check(&self) {
+        for node in self.nodes.iter().filter(|n| !n.dead) {
+            let Some(r) = &node.receiver else { continue };
+            if r.rx.is_none() {
+                continue;
+            }
+            let (out, committed) = r.inbox.books(|b| (b.out_total(), b.committed()));
+            assert!(out <= r.capacity, "node {}: credit out {out} above {}", node.id, r.capacity);
+            let slack = r.capacity * self.crashed;
+            assert!(
+                committed <= r.capacity + slack,
+                "node {}: {committed} held or out, capacity {}",
+                node.id,
+                r.capacity
+            );
+        }
+    }
+}
+
+impl AppSender {
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "{}/{} sent{}{}",
+            self.next,
+            self.total,
+            if self.closed { ", closed" } else { "" },
+            if self.done { ", done" } else { "" }
+        )
+    }
+}
+
+impl AppReceiver {
+    pub(super) fn has_unacked(&self) -> bool {
+        !self.unacked.is_empty()
+    }
+
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "{} (capacity {}){}{}, {} unacked, books {:?}",
+            self.inbox.id(),
+            self.capacity,
+            if self.rx.is_none() { ", dropped" } else { "" },
+            if self.ended { ", ended" } else { "" },
+            self.unacked.len(),
+            self.inbox.books(|b| format!("{b:?}")),
+        )
+    }
+}

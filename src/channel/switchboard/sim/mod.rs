@@ -1,0 +1,367 @@
+//! The delivery protocol under seeded schedules, whole: the second stage of the deterministic
+//! simulation (issue 18). Where the first stage ([`crate::channel::credit`]'s) drives the
+//! receivers' books against a written-out sending side, this one runs, on every node, the code
+//! users run from the switchboard down: [`Switchboard`](super::Switchboard) and its frame
+//! handlers, refresh, release, redelivery and fences; the routers; the receivers' inboxes;
+//! credit; the peers' outboxes (batching, keeping for redelivery, the numbered stream and its
+//! resume); the connections' [`Reader`](crate::link::connection::Reader); and the application's
+//! real [`Sender`](crate::Sender), [`Receiver`](crate::Receiver) and
+//! [`AckReceiver`](crate::AckReceiver) (whose actors run on the simulation's actix system).
+//!
+//! What the simulation stands in for: the sockets (each link a FIFO per connection, see
+//! [`net`]), Raft (a log it commits registry writes and membership changes to, applied by each
+//! node in its own time, the watcher's refresh a step of its own, see [`node`]), and time
+//! (nothing waits on a timer). One seed gives one schedule: the nodes' random draws come from
+//! it ([`crate::clock::seed_thread`]), and everything runs on one thread, each spawned task
+//! (redelivery, fences) polled when the schedule yields to the runtime.
+//!
+//! Events: registrations of senders and receivers (auto and manual acknowledgement) at any
+//! time, racing frames; sends (a sender polled only when woken), takes, acknowledgements in any
+//! order; frames read from any connection in any order (in order on each); writers; registry
+//! applies and refreshes per node; a receiver dropped; a node crashing (what it wrote may still
+//! arrive; it is removed from the registry, then the membership); a connection breaking (what it
+//! carried lost, or read late, behind the next connection); a close.
+//!
+//! After every step: credit out never above a receiver's capacity (nor what it holds with it,
+//! beyond the credit removed nodes held); nothing taken that was not sent; nothing taken twice
+//! but in the windows the README names (a receiving node that died, a `manual_ack` receiver gone
+//! with deliveries unacknowledged); order per sender and receiver until a receiver goes. Once
+//! the faults stop, a fair finish: every message sent by a live node is taken, every
+//! `wait_taken` returns, every live receiver ends after a close, and each node's tables hold
+//! entries only for what is live.
+//!
+//! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one (`DCHAN_SIM_TRACE=1`
+//! prints every frame read).
+
+mod app;
+mod net;
+mod node;
+mod schedule;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::Wake;
+
+use bytes::Bytes;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::credit::sim::Rng;
+use crate::channel::inbox::Inbox;
+use crate::cluster::registry::Registry;
+use crate::ids::{EndpointId, NodeId};
+use crate::link::connection::{Links, Reader};
+use crate::rpc::{Command, EndpointKind, Outcome};
+use crate::{AckReceiver, Delivery, Receiver, SendError, Sender};
+
+/// `DCHAN_SIM_TRACE` set: every frame read is printed.
+pub(super) static TRACE: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("DCHAN_SIM_TRACE").is_some());
+
+/// A message: (sending node, its number there).
+type Msg = (u64, u64);
+
+const CHANNEL: &str = "sim";
+
+/// Set when a task's waker is woken: the simulation polls an application's future only then.
+#[derive(Debug, Default)]
+struct Woken(AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Woken {
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// An endpoint a node registers during the schedule.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Sender { total: u64 },
+    Receiver { capacity: u32, manual: bool },
+}
+
+/// What a node does once it has applied a registry write of its own (as `Core::write`
+/// returns then).
+#[derive(Debug, Clone, Copy)]
+enum Then {
+    Made(Plan, EndpointId),
+    Deregistered(EndpointId),
+}
+
+struct Node {
+    id: NodeId,
+    core: Arc<node::Core>,
+    links: Arc<Links>,
+    cancel: CancellationToken,
+    /// How far into the log it has applied (its registry watch holds that registry).
+    applied: usize,
+    /// Its registry watcher has refreshed the switchboard since the last apply.
+    refreshed: bool,
+    dead: bool,
+    /// Never crashes, and its receiver is never dropped: someone is left to take everything.
+    steady: bool,
+    /// Writes of its own committed and not yet applied here: (log index, what then).
+    awaiting: Vec<(usize, Then)>,
+    plans: Vec<Plan>,
+    sender: Option<AppSender>,
+    receiver: Option<AppReceiver>,
+}
+
+/// One connection, one way (see [`net`]): the frames it carries, read by the real reader.
+struct Conn {
+    frames: VecDeque<Bytes>,
+    reader: Reader,
+    /// Still written to (the newest of its pair); a broken one only drains.
+    open: bool,
+}
+
+/// An application's sending task: the send (of that number) or the wait in progress.
+type Op = Pin<Box<dyn Future<Output = Result<Option<u64>, SendError<Msg>>>>>;
+
+struct AppSender {
+    tx: Sender<Msg>,
+    next: u64,
+    total: u64,
+    /// The send (of that number) or the wait in progress.
+    op: Option<Op>,
+    woken: Arc<Woken>,
+    /// A send failed: the channel is closed.
+    closed: bool,
+    /// Every message sent and taken (`wait_taken` returned).
+    done: bool,
+}
+
+enum Rx {
+    Auto(Receiver<Msg>),
+    Manual(AckReceiver<Msg>),
+}
+
+struct AppReceiver {
+    rx: Option<Rx>,
+    inbox: Arc<Inbox<Msg>>,
+    capacity: u32,
+    unacked: Vec<Delivery<Msg>>,
+    woken: Arc<Woken>,
+    /// It said `None`: the channel closed and everything sent before was taken.
+    ended: bool,
+}
+
+struct Sim {
+    rng: Rng,
+    nodes: Vec<Node>,
+    links: BTreeMap<(NodeId, NodeId), Vec<Conn>>,
+    /// The registry after each committed entry (the log, applied).
+    log: Vec<Arc<Registry>>,
+    /// Every message whose send returned `Ok`.
+    sent: BTreeSet<Msg>,
+    /// Who took each message.
+    taken: HashMap<Msg, Vec<NodeId>>,
+    /// Messages that may be taken again (README: a receiving node that dies; `manual_ack`).
+    may_repeat: HashSet<Msg>,
+    /// Per (sending node, receiving node), the last number taken; checked until a receiver goes.
+    last: HashMap<(u64, NodeId), u64>,
+    disorder: bool,
+    /// Nodes crashed so far; whether the channel was closed (committed), or asked to be.
+    crashed: u32,
+    closed: bool,
+    closing: bool,
+    steps: u64,
+    /// Dead nodes' endpoints, kept so that nothing of theirs runs on drop.
+    graveyard: Vec<(Option<AppSender>, Option<AppReceiver>)>,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        let n = 2 + rng.below(3);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let id = i as NodeId + 1;
+            let (core, links, cancel) = node::start(id);
+            let mut plans = Vec::new();
+            if i == 0 || rng.below(2) == 0 {
+                plans.push(Plan::Receiver {
+                    capacity: 1 + rng.below(8) as u32,
+                    manual: rng.below(3) == 0,
+                });
+            }
+            if i == 1 || rng.below(3) > 0 {
+                plans.push(Plan::Sender { total: 10 + rng.below(50) as u64 });
+            }
+            nodes.push(Node {
+                id,
+                core,
+                links,
+                cancel,
+                applied: 0,
+                refreshed: true,
+                dead: false,
+                steady: i == 0,
+                awaiting: Vec::new(),
+                plans,
+                sender: None,
+                receiver: None,
+            });
+        }
+        let mut sim = Sim {
+            rng,
+            nodes,
+            links: BTreeMap::new(),
+            log: vec![Arc::new(Registry::default())],
+            sent: BTreeSet::new(),
+            taken: HashMap::new(),
+            may_repeat: HashSet::new(),
+            last: HashMap::new(),
+            disorder: false,
+            crashed: 0,
+            closed: false,
+            closing: false,
+            steps: 0,
+            graveyard: Vec::new(),
+        };
+        let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
+        sim.commit_membership(&members);
+        // The steady receiver first: registered before any close.
+        sim.register(0);
+        sim
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    /// Commit `cmd` to the log (as the leader does).
+    fn commit(&mut self, cmd: &Command) -> (usize, Outcome) {
+        let mut registry = (**self.log.last().expect("log")).clone();
+        let outcome = registry.apply(cmd);
+        self.push(registry);
+        (self.log.len() - 1, outcome)
+    }
+
+    fn commit_membership(&mut self, members: &[NodeId]) {
+        let mut registry = (**self.log.last().expect("log")).clone();
+        registry.set_membership(
+            members.iter().map(|id| (*id, node::addr(*id))),
+            members.iter().copied(),
+        );
+        self.push(registry);
+    }
+
+    fn push(&mut self, mut registry: Registry) {
+        registry.version = self.log.len() as u64;
+        self.log.push(Arc::new(registry));
+    }
+
+    /// Node `i` registers the next endpoint it plans (a registry write it waits on).
+    fn register(&mut self, i: usize) {
+        if self.nodes[i].dead || self.nodes[i].plans.is_empty() {
+            return;
+        }
+        let plan = self.nodes[i].plans.remove(0);
+        let (kind, capacity) = match plan {
+            Plan::Sender { .. } => (EndpointKind::Sender, 0),
+            Plan::Receiver { capacity, .. } => (EndpointKind::Receiver, capacity),
+        };
+        let cmd = Command::Register {
+            channel: CHANNEL.to_owned(),
+            type_name: std::any::type_name::<Msg>().to_owned(),
+            kind,
+            node: self.nodes[i].id,
+            capacity,
+            token: self.rng.next(),
+        };
+        match self.commit(&cmd) {
+            (at, Outcome::Registered(id)) => {
+                self.nodes[i].awaiting.push((at, Then::Made(plan, id)))
+            }
+            (_, Outcome::Closed) => {}
+            (_, other) => panic!("registration refused: {other:?}"),
+        }
+    }
+
+    /// Node `i` applies the next entry of the log: its registry watch changes (frames handled
+    /// from now on see it); its watcher refreshes the switchboard later.
+    fn apply(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if node.dead || node.applied + 1 >= self.log.len() {
+            return;
+        }
+        node.applied += 1;
+        node.core.registry.send_replace(self.log[node.applied].clone());
+        node.refreshed = false;
+    }
+
+    /// Node `i`'s registry watcher runs (`Switchboard::refresh`); then its writes applied
+    /// return to their callers (as `Core::write` does, after a refresh of its own).
+    fn refresh(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if node.dead {
+            return;
+        }
+        let registry = node.core.registry.borrow().clone();
+        node.core.switch.refresh(&registry);
+        node.refreshed = true;
+        let applied = node.applied;
+        let (due, later): (Vec<_>, Vec<_>) =
+            node.awaiting.drain(..).partition(|(at, _)| *at <= applied);
+        node.awaiting = later;
+        for (_, then) in due {
+            match then {
+                Then::Made(plan, id) => self.make(i, plan, id),
+                Then::Deregistered(id) => self.nodes[i].core.switch.deregistered(id),
+            }
+        }
+    }
+
+    /// The registry writes node `i`'s endpoints asked for (deregistrations, a close) commit.
+    fn commit_writes(&mut self, i: usize) {
+        if self.nodes[i].dead {
+            return;
+        }
+        let writes = std::mem::take(&mut *crate::sync::lock(&self.nodes[i].core.writes));
+        for cmd in writes {
+            let (at, _) = self.commit(&cmd);
+            match cmd {
+                Command::Deregister { id, .. } => {
+                    self.nodes[i].awaiting.push((at, Then::Deregistered(id)));
+                }
+                Command::Close { .. } => self.closed = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Node `i` crashes: it does nothing more; what it wrote may still arrive. The cluster
+    /// removes it: its endpoints, then its membership.
+    fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if node.dead || node.steady {
+            return;
+        }
+        node.dead = true;
+        node.cancel.cancel();
+        let id = node.id;
+        let late = self.rng.below(2) == 0;
+        self.cut_dead(id, late);
+        // What it took may have been taken before its node said so: delivered again.
+        let took: Vec<Msg> =
+            self.taken.iter().filter(|(_, by)| by.contains(&id)).map(|(m, _)| *m).collect();
+        self.may_repeat.extend(took);
+        self.disorder = true;
+        self.crashed += 1;
+        let (sender, receiver) = (self.nodes[i].sender.take(), self.nodes[i].receiver.take());
+        self.graveyard.push((sender, receiver));
+        self.commit(&Command::RemoveNode { node: id });
+        let members: Vec<NodeId> = self.nodes.iter().filter(|n| !n.dead).map(|n| n.id).collect();
+        self.commit_membership(&members);
+    }
+}

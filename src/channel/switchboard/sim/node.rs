@@ -1,0 +1,126 @@
+//! A simulated node: the real switchboard, peers and outboxes of one node, with what the node
+//! layer does around them (`node::Core`: registry writes, the registry watcher, the endpoints'
+//! registrar) done by the simulation, which commits writes to its log and applies it on each
+//! node in that node's own time.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::registrar::Registrar;
+use crate::channel::router::ChannelRoute;
+use crate::channel::switchboard::Switchboard;
+use crate::cluster::registry::Registry;
+use crate::error::Error;
+use crate::ids::{EndpointId, NodeId};
+use crate::link::connection::{Dispatch, Links};
+use crate::link::peer::Peers;
+use crate::rpc::{Command, Request, Response};
+use crate::sync::lock;
+use crate::tasks::Tasks;
+
+/// What a node's connections and endpoints call up to (in a real node, `node::Core`).
+#[derive(Debug)]
+pub(super) struct Core {
+    pub(super) switch: Switchboard,
+    pub(super) peers: Arc<Peers>,
+    pub(super) registry: watch::Sender<Arc<Registry>>,
+    /// Registry writes its endpoints asked for, for the simulation to commit.
+    pub(super) writes: Mutex<Vec<Command>>,
+}
+
+/// As `node::Core` hands frames up: data, credit, fences and releases to the switchboard; of
+/// the requests, a node starting over asks what was taken in (Raft's are not simulated).
+impl Dispatch for Core {
+    fn data(&self, from: NodeId, to: EndpointId, msgs: &mut dyn Iterator<Item = Bytes>) {
+        self.switch.deliver(from, to, msgs);
+    }
+
+    fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {
+        self.switch.credit(from, to, taken, grant);
+    }
+
+    fn want(&self, from: NodeId, to: EndpointId) {
+        self.switch.want(from, to);
+    }
+
+    fn reclaim(&self, from: NodeId, to: EndpointId) {
+        self.switch.reclaim(from, to);
+    }
+
+    fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
+        self.switch.returned(from, to, n);
+    }
+
+    fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {
+        self.switch.fence(from, channel, created);
+    }
+
+    fn released(&self, from: NodeId, to: EndpointId) {
+        self.switch.released(from, to);
+    }
+
+    fn request(
+        self: Arc<Self>,
+        from: NodeId,
+        req: Request,
+    ) -> BoxFuture<'static, Option<Response>> {
+        let answer = match req {
+            Request::Rejoined => Some(Response::Rejoined(self.switch.rejoined(from))),
+            _ => None,
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+/// As `node::Core` serves its endpoints: a deregistration or a close is a registry write.
+impl Registrar for Core {
+    fn deregister(self: Arc<Self>, channel: &str, id: EndpointId) {
+        lock(&self.writes).push(Command::Deregister { channel: channel.to_owned(), id });
+    }
+
+    fn close(&self, channel: &str) -> BoxFuture<'_, Result<(), Error>> {
+        lock(&self.writes).push(Command::Close { channel: channel.to_owned() });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
+        self.switch.redeliver(route, msgs);
+    }
+}
+
+/// The address a simulated node is known by (never dialed).
+pub(super) fn addr(id: NodeId) -> String {
+    format!("sim:{id}")
+}
+
+/// A node's switchboard and peers, and the links' shared state its connections read with.
+pub(super) fn start(id: NodeId) -> (Arc<Core>, Arc<Links>, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let tasks = Tasks::here();
+    let peers = Arc::new(Peers::simulated(id, cancel.clone(), tasks.clone()));
+    let registry = watch::Sender::new(Arc::new(Registry::default()));
+    let switch =
+        Switchboard::new(id, peers.clone(), registry.subscribe(), tasks.clone(), cancel.clone());
+    let core = Arc::new(Core { switch, peers: peers.clone(), registry, writes: Mutex::default() });
+    let dispatch: std::sync::Weak<dyn Dispatch> = {
+        let weak: std::sync::Weak<Core> = Arc::downgrade(&core);
+        weak
+    };
+    let links = Arc::new(Links {
+        me: id,
+        advertised: addr(id),
+        peers,
+        cancel: cancel.clone(),
+        tasks,
+        dispatch,
+        secret: crate::link::handshake::Secret::new(b""),
+        tls: None,
+        accepted: Arc::new(tokio::sync::Semaphore::new(1)),
+        handshaking: Arc::new(tokio::sync::Semaphore::new(1)),
+    });
+    (core, links, cancel)
+}
