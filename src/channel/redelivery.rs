@@ -67,7 +67,7 @@ pub(crate) fn redeliver_to(
 /// Place one message with a receiver that has room, waiting as long as it takes; give up only
 /// when the channel is closed and no receiver is left to take it.
 async fn place(route: &ChannelRoute, msg: &Bytes, only: Option<EndpointId>) {
-    let mut waiting = route.wait();
+    let mut waiting = route.wait_for_room();
     loop {
         match route.try_send_encoded(msg, only, true) {
             Attempt::Sent => return,

@@ -75,8 +75,11 @@ pub(crate) struct ChannelRoute {
     /// [`crate::link::outbox::Outbox::push_data`]).
     pub(crate) closed: AtomicBool,
     changed: Notify,
-    /// Senders waiting for room; wakers skip the notify when there are none.
+    /// Everyone waiting for a change; wakers skip the notify when there are none.
     waiters: AtomicUsize,
+    /// Of those, the senders waiting for room (a send, a broadcast, a redelivery): what a
+    /// receiver's reclaim and its node's own room wait for (see [`ChannelRoute::has_waiters`]).
+    room_waiters: AtomicUsize,
     /// Whether a receiver of the channel is on this node.
     local: AtomicBool,
     /// Messages of dropped receivers on this node still to be re-routed.
@@ -97,6 +100,8 @@ pub(crate) struct ChannelRoute {
 pub(crate) struct Waiting<'a> {
     route: &'a ChannelRoute,
     notified: Pin<Box<Notified<'a>>>,
+    /// It waits for room (see [`ChannelRoute::wait_for_room`]).
+    room: bool,
 }
 
 impl Waiting<'_> {
@@ -110,9 +115,17 @@ impl Waiting<'_> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        // The last waiter gone: nobody is left to try, so deferred reclaims are answered.
-        if self.route.waiters.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.route.answer_deferred(&self.route.read());
+        self.route.waiters.fetch_sub(1, Ordering::SeqCst);
+        // The last sender waiting for room gone: deferred reclaims are answered, and room a
+        // receiver here kept for it goes to the nodes that want it.
+        if self.room && self.route.room_waiters.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let targets = self.route.read();
+            self.route.answer_deferred(&targets);
+            for t in targets.iter() {
+                if let Target::Local(inbox) = t {
+                    inbox.no_local_waiter();
+                }
+            }
         }
     }
 }
@@ -127,6 +140,7 @@ impl ChannelRoute {
             local: AtomicBool::new(false),
             changed: Notify::new(),
             waiters: AtomicUsize::new(0),
+            room_waiters: AtomicUsize::new(0),
             rerouting: AtomicUsize::new(0),
             // Each node starts its round-robin somewhere else, so that the first receiver
             // registered is not every node's first pick.
@@ -139,7 +153,7 @@ impl ChannelRoute {
 
     /// Whether senders wait for room on this node.
     pub(crate) fn has_waiters(&self) -> bool {
-        self.waiters.load(Ordering::SeqCst) > 0
+        self.room_waiters.load(Ordering::SeqCst) > 0
     }
 
     /// A window's reclaim was deferred: the waiting senders are woken to try, and it is
@@ -270,7 +284,15 @@ impl ChannelRoute {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut notified = Box::pin(self.changed.notified());
         notified.as_mut().enable();
-        Waiting { route: self, notified }
+        Waiting { route: self, notified, room: false }
+    }
+
+    /// As [`ChannelRoute::wait`], for a sender that waits for room to place a message.
+    pub(crate) fn wait_for_room(&self) -> Waiting<'_> {
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        let mut waiting = self.wait();
+        waiting.room = true;
+        waiting
     }
 
     /// Receivers that left the registry and are still counted here.
@@ -365,7 +387,7 @@ impl ChannelRoute {
                                 return Attempt::Closed(msg);
                             }
                         };
-                        match erased.try_push_encoded(bytes, false) {
+                        match erased.try_push_encoded(bytes, false, false) {
                             Ok(()) => return sent(passed_over),
                             Err(Refused::Closed(_)) => return Attempt::Closed(msg),
                             Err(Refused::Full(_)) => continue,
@@ -441,6 +463,8 @@ impl ChannelRoute {
         let n = targets.len();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let mut any = false;
+        // Receivers tried, and of those, local ones that have ended.
+        let (mut considered, mut ended) = (0usize, 0usize);
         for i in 0..n {
             let target = &targets[(start + i) % n];
             let id = target.id();
@@ -452,12 +476,19 @@ impl ChannelRoute {
                 continue;
             }
             any = true;
+            considered += 1;
             match target {
-                Target::Local(inbox) => match inbox.try_push_encoded(msg.clone(), rerouted) {
-                    Ok(()) => return Attempt::Sent,
-                    Err(Refused::Closed(_)) => return Attempt::Closed(()),
-                    Err(Refused::Full(_)) => {}
-                },
+                Target::Local(inbox) => {
+                    match inbox.try_push_encoded(msg.clone(), rerouted, only.is_some()) {
+                        Ok(()) => return Attempt::Sent,
+                        // This receiver has ended; another (on another node) may not have,
+                        // and still waits for this node's fence behind this message.
+                        Err(Refused::Closed(_)) => {
+                            ended += 1;
+                        }
+                        Err(Refused::Full(_)) => {}
+                    }
+                }
                 Target::Remote { id, peer, window } => {
                     if !window.try_acquire() {
                         continue;
@@ -480,7 +511,10 @@ impl ChannelRoute {
                 }
             }
         }
-        if any {
+        if any && ended == considered {
+            // Every receiver left to try has ended.
+            Attempt::Closed(())
+        } else if any {
             Self::want(&targets, only);
             Attempt::Full(())
         } else {

@@ -164,7 +164,7 @@ where
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
         let route = self.route();
-        let mut waiting = route.wait();
+        let mut waiting = route.wait_for_room();
         loop {
             match route.try_send(msg) {
                 Attempt::Sent => return Ok(()),
@@ -205,7 +205,7 @@ where
         };
         let mut reached = 0;
         for id in route.target_ids() {
-            let mut waiting = route.wait();
+            let mut waiting = route.wait_for_room();
             loop {
                 match route.try_send_encoded(&bytes, Some(id), false) {
                     Attempt::Sent => {

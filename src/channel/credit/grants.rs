@@ -77,7 +77,8 @@ pub(crate) struct Grants {
     wanting: VecDeque<NodeId>,
     /// Nodes asked to give unused credit back, not yet answered.
     reclaiming: BTreeSet<NodeId>,
-    /// A sender on this node found no room while credit was out elsewhere.
+    /// A sender on this node found no room while credit was out elsewhere (and still waits:
+    /// see [`Grants::local_waiting`]).
     local_wants: bool,
     /// Messages taken per node, not yet told.
     taken: Vec<(NodeId, u32)>,
@@ -339,6 +340,20 @@ impl Grants {
         out
     }
 
+    /// Whether room is kept for a sender on this node.
+    pub(crate) fn local_wanted(&self) -> bool {
+        self.local_wants
+    }
+
+    /// Whether a sender on this node waits for room now. One that went elsewhere, or stopped
+    /// waiting, wants nothing here any more: the room kept for it goes to the nodes that want
+    /// (kept for it for ever, a node that wanted starved: the switchboard simulation's seed 395).
+    pub(crate) fn local_waiting(&mut self, waiting: bool) {
+        if !waiting {
+            self.local_wants = false;
+        }
+    }
+
     /// Settle the books: grant free room to the nodes that want it (or, if none does, back to
     /// `last`, the node whose message was taken last), ask idle holders for their credit when
     /// someone wants and nothing is free, and tell what was taken. Room is granted in batches
@@ -347,9 +362,10 @@ impl Grants {
         let mut out = Outgoing::default();
         let mut free = self.free();
         if free > 0 && (idle || free >= self.batch || !self.wanting.is_empty()) {
-            if std::mem::take(&mut self.local_wants) {
-                // Keep one for the sender on this node, woken to take it (if it finds none
-                // again, it says so again).
+            if self.local_wants {
+                // Keep one for the sender on this node, woken to take it, for as long as it
+                // waits (granted away at the next settle, it lost every race with the nodes
+                // that want).
                 free -= 1;
             }
             while free > 0 {

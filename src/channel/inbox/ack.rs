@@ -51,7 +51,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 }
             };
             let idle = st.buf.is_empty();
-            st.grants.settle(idle, from, false)
+            self.settle_books(&mut st, idle, from, false)
         };
         self.send(out);
         self.route.wake();
@@ -131,7 +131,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         nodes.insert(from);
                     }
                     local if keep_local => kept.push_back(local),
-                    Item::Encoded { from: None, msg } => mine.push(msg),
+                    // A broadcast copy was for this receiver alone.
+                    Item::Encoded { from: None, copy: true, .. } => {}
+                    Item::Encoded { from: None, msg, .. } => mine.push(msg),
                     Item::Value(v) => match rmp_serde::to_vec_named(&v) {
                         Ok(b) => mine.push(b.into()),
                         Err(e) => {

@@ -37,10 +37,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         let mut refused = 0usize;
         for msg in msgs {
             match st.grants.arrived(from) {
-                Arrival::Credit => st.buf.push_back(Item::Encoded { from: Some(from), msg }),
+                Arrival::Credit => {
+                    st.buf.push_back(Item::Encoded { from: Some(from), msg, copy: false });
+                }
                 // Sent before its node left: held as this node's own (its taking is told to
                 // nobody, and if the receiver goes, this node delivers it elsewhere).
-                Arrival::Left => st.buf.push_back(Item::Encoded { from: None, msg }),
+                Arrival::Left => {
+                    st.buf.push_back(Item::Encoded { from: None, msg, copy: false });
+                }
                 Arrival::Refused => refused += 1,
             }
         }
@@ -56,9 +60,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         }
     }
 
-    fn try_push_encoded(&self, msg: Bytes, rerouted: bool) -> Result<(), Refused<Bytes>> {
+    fn try_push_encoded(
+        &self,
+        msg: Bytes,
+        rerouted: bool,
+        copy: bool,
+    ) -> Result<(), Refused<Bytes>> {
         let mut st = self.lock();
-        if st.closed() || (st.closing.is_some() && !rerouted) {
+        if st.ended || (st.closing.is_some() && !rerouted) {
             return Err(Refused::Closed(msg));
         }
         if let Err(out) = Self::local_room(&mut st) {
@@ -66,7 +75,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             self.send(out);
             return Err(Refused::Full(msg));
         }
-        st.buf.push_back(Item::Encoded { from: None, msg });
+        st.buf.push_back(Item::Encoded { from: None, msg, copy });
         st.wake();
         Ok(())
     }
@@ -95,7 +104,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             }
             st.grants.want(from);
             let idle = st.buf.is_empty();
-            st.grants.settle(idle, None, false)
+            self.settle_books(&mut st, idle, None, false)
         };
         self.send(out);
     }
@@ -105,7 +114,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             let mut st = self.lock();
             st.grants.returned(from, n);
             let idle = st.buf.is_empty();
-            st.grants.settle(idle, None, false)
+            self.settle_books(&mut st, idle, None, false)
         };
         self.send(out);
         self.route.wake();
@@ -129,7 +138,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 st.grants.want(n);
             }
             let idle = st.buf.is_empty();
-            st.grants.settle(idle, None, false)
+            self.settle_books(&mut st, idle, None, false)
         };
         self.send(out);
     }
@@ -158,7 +167,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             };
             st.grants.forget(node, (!unacked).then_some(held));
             let idle = st.buf.is_empty();
-            st.grants.settle(idle, None, false)
+            self.settle_books(&mut st, idle, None, false)
         };
         self.send(out);
         self.route.wake();
@@ -236,6 +245,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
 
     fn is_detached(&self) -> bool {
         self.lock().detached
+    }
+
+    fn no_local_waiter(&self) {
+        let out = {
+            let mut st = self.lock();
+            if !st.grants.local_wanted() {
+                return;
+            }
+            let idle = st.buf.is_empty();
+            self.settle_books(&mut st, idle, None, false)
+        };
+        self.send(out);
     }
 
     fn wake_recv(&self) {

@@ -93,7 +93,13 @@ pub(crate) struct Detached(pub(crate) Vec<Bytes>);
 /// broadcast copy or redelivery from this node: `from` is `None`).
 enum Item<T> {
     Value(T),
-    Encoded { from: Option<NodeId>, msg: Bytes },
+    /// `copy`: a broadcast copy from this node, for this receiver alone (never delivered
+    /// elsewhere: every other receiver had its own).
+    Encoded {
+        from: Option<NodeId>,
+        msg: Bytes,
+        copy: bool,
+    },
 }
 
 /// Why a push was refused; the message comes back.
@@ -109,10 +115,15 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn channel(&self) -> &Arc<ChannelRoute>;
     /// Messages from node `from`, in order, sent on credit this inbox granted.
     fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>);
-    /// An encoded message from this node: a broadcast copy, or (`rerouted`) a message another
-    /// receiver did not take, which was sent before any close and so is taken until the inbox
-    /// has ended.
-    fn try_push_encoded(&self, msg: Bytes, rerouted: bool) -> Result<(), Refused<Bytes>>;
+    /// An encoded message from this node: a broadcast copy (`copy`), or (`rerouted`) a message
+    /// another receiver did not take, which was sent before any close and so is taken until the
+    /// inbox has ended.
+    fn try_push_encoded(
+        &self,
+        msg: Bytes,
+        rerouted: bool,
+        copy: bool,
+    ) -> Result<(), Refused<Bytes>>;
     /// Node `from` has messages waiting and no credit. Not yet a `sender` of the channel as this
     /// node's registry has it: the want is kept until it is (see [`ErasedInbox::offer`]).
     fn want(&self, from: NodeId, sender: bool);
@@ -148,6 +159,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn tell_taken(&self);
     /// Whether the inbox was handed over (its receiver is gone).
     fn is_detached(&self) -> bool;
+    /// No sender of this node waits for room any more: room kept for one goes to the nodes
+    /// that want it.
+    fn no_local_waiter(&self);
     /// Wake a `recv` waiting on this inbox (its node's re-routing is done: it may end now).
     fn wake_recv(&self);
     /// The receiver's registration is gone without its handle being dropped (its node was
@@ -352,6 +366,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         if st.grants.local() {
             return Ok(());
         }
+        // The sender on this node is trying now: its want stands for this settle.
         let idle = st.buf.is_empty();
         Err(st.grants.settle(idle, None, false))
     }
@@ -403,6 +418,19 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         }
     }
 
+    /// Settle the books (see [`Grants::settle`]), knowing whether a sender of this node waits
+    /// for room.
+    fn settle_books(
+        &self,
+        st: &mut State<T>,
+        idle: bool,
+        last: Option<NodeId>,
+        urgent: bool,
+    ) -> Outgoing {
+        st.grants.local_waiting(self.route.has_waiters());
+        st.grants.settle(idle, last, urgent)
+    }
+
     /// Take the next message if one is ready.
     pub(crate) fn try_recv(&self) -> Result<(T, Option<Token>), TryRecvError> {
         self.next(None)
@@ -436,7 +464,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     // The buffer ran dry: settle now what was taken since the last time (once
                     // per batch that arrived, not once per message).
                     let last = st.last_from.take();
-                    let out = st.grants.settle(true, last, false);
+                    let out = self.settle_books(&mut st, true, last, false);
                     drop(st);
                     self.send(out);
                     return Err(TryRecvError::Empty);
@@ -463,7 +491,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 };
                 let idle = st.buf.is_empty();
                 let out = if token.is_none() {
-                    st.grants.settle(idle, from, false)
+                    self.settle_books(&mut st, idle, from, false)
                 } else {
                     Outgoing::default()
                 };
@@ -488,11 +516,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                     v
                 }
-                Item::Encoded { msg, from } => match rmp_serde::from_slice(&msg) {
+                Item::Encoded { msg, from, copy } => match rmp_serde::from_slice(&msg) {
                     Ok(v) => {
                         if let Some(Token::Local(n)) = token {
                             if let Some(u) = self.lock().unacked.as_mut() {
-                                u.local.insert(n, msg);
+                                // A copy is not delivered elsewhere: an empty entry gives its
+                                // room back when acknowledged, and nothing else.
+                                u.local.insert(n, if copy { Bytes::new() } else { msg });
                             }
                         }
                         v

@@ -126,3 +126,29 @@ fn a_node_back_as_a_new_incarnation_is_answered_what_was_taken_in_and_told_nothi
     }
     assert_eq!(inbox.books(|b| b.entries()), 0, "nothing kept of its old incarnation");
 }
+
+#[test]
+fn a_broadcast_copy_is_not_delivered_elsewhere_when_its_receiver_goes() {
+    // A receiver on this node holds a broadcast copy and a message another receiver did not
+    // take; dropped, it gives back the message only: every other receiver had its own copy
+    // (the switchboard simulation's seed 83 took a copy twice).
+    let inbox = inbox(4);
+    inbox.try_push_encoded(encoded(1), false, true).expect("room");
+    inbox.try_push_encoded(encoded(2), true, false).expect("room");
+    let mine = inbox.detach(false).expect("detached once");
+    assert_eq!(mine, vec![encoded(2)]);
+}
+
+#[test]
+fn a_closed_inbox_waits_for_its_own_nodes_redelivery() {
+    // Every fence is in, but this node still re-routes a message of its own (taken back from
+    // a receiver that went away): the receiver does not end before it arrives (seed 5).
+    let inbox = inbox(4);
+    inbox.route.rerouting(1);
+    inbox.close(BTreeSet::new());
+    assert_eq!(poll(&inbox), Poll::Pending);
+    inbox.try_push_encoded(encoded(3), true, false).expect("room for a redelivery");
+    inbox.route.rerouted();
+    assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
+    assert_eq!(poll(&inbox), Poll::Ready(None));
+}

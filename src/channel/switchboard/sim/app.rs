@@ -11,11 +11,11 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures::Stream;
 
-use super::{AppReceiver, AppSender, Msg, Plan, Rx, Sim, Woken, CHANNEL, TRACE};
+use super::{AppReceiver, AppSender, Msg, Plan, Rx, Sim, Woken, BROADCAST, CHANNEL, TRACE};
 use crate::channel::inbox::{ErasedInbox, Inbox};
 use crate::channel::registrar::Registrar;
 use crate::ids::{EndpointId, NodeId};
-use crate::{AckReceiver, Receiver, Sender};
+use crate::{AckReceiver, Receiver, SendError, Sender};
 
 impl Sim {
     /// Node `i` has its endpoint `id` registered and applied: the handle is made, as
@@ -82,16 +82,27 @@ impl Sim {
         }
         if s.op.is_none() {
             let tx = s.tx.clone();
-            s.op = Some(if s.closed || s.next == s.total {
+            let (finished, next) = (s.closed || s.next == s.total, s.next);
+            let op: super::Op = if finished {
                 Box::pin(async move {
                     tx.wait_taken().await;
                     Ok(None)
                 })
+            } else if self.rng.below(4) == 0 {
+                // A broadcast: a copy for every receiver this node's router has now.
+                let seq = next | BROADCAST;
+                let route = self.nodes[i].core.switch.find_route(CHANNEL).expect("a route");
+                let steady = self.steady_receiver.filter(|r| route.target_ids().contains(r));
+                self.broadcasts.insert((id, seq), steady);
+                Box::pin(async move {
+                    tx.broadcast((id, seq)).await.map(|_| Some(seq)).map_err(|e| SendError(e.0))
+                })
             } else {
-                let seq = s.next;
-                Box::pin(async move { tx.send((id, seq)).await.map(|()| Some(seq)) })
-            });
+                Box::pin(async move { tx.send((id, next)).await.map(|()| Some(next)) })
+            };
+            self.nodes[i].sender.as_mut().expect("a sender").op = Some(op);
         }
+        let s = self.nodes[i].sender.as_mut().expect("a sender");
         let waker = Waker::from(s.woken.clone());
         let op = s.op.as_mut().expect("an operation");
         let Poll::Ready(result) = op.as_mut().poll(&mut Context::from_waker(&waker)) else {
@@ -105,7 +116,7 @@ impl Sim {
         }
         match result {
             Ok(Some(seq)) => {
-                s.next = seq + 1;
+                s.next = (seq & !BROADCAST) + 1;
                 self.sent.insert((id, seq));
             }
             Ok(None) => s.done = true,
@@ -186,23 +197,44 @@ impl Sim {
         if *TRACE {
             eprintln!("node {node} takes {msg:?}");
         }
-        assert!(self.sent.contains(&msg), "node {node} took {msg:?}, never sent");
-        let by = self.taken.entry(msg).or_default();
+        let broadcast = msg.1 & BROADCAST != 0;
+        // A copy may be taken before its broadcast has reached every receiver (and returned).
         assert!(
-            by.is_empty() || self.may_repeat.contains(&msg),
+            self.sent.contains(&msg) || (broadcast && self.broadcasts.contains_key(&msg)),
+            "node {node} took {msg:?}, never sent"
+        );
+        let by = self.taken.entry(msg).or_default();
+        // A message goes to one receiver; a broadcast, a copy to each.
+        let twice = if broadcast { by.contains(&node) } else { !by.is_empty() };
+        assert!(
+            !twice || self.may_repeat.contains(&msg),
             "{msg:?} taken twice: by node {by:?}, then node {node}"
         );
         by.push(node);
         if !self.disorder {
-            if let Some(last) = self.last.insert((msg.0, node), msg.1) {
-                assert!(msg.1 > last, "node {node} took {msg:?} after {last} of node {}", msg.0);
+            let seq = msg.1 & !BROADCAST;
+            if let Some(last) = self.last.insert((msg.0, node), seq) {
+                assert!(seq > last, "node {node} took {msg:?} after {last} of node {}", msg.0);
             }
         }
     }
 
     /// Credit out never above a receiver's capacity, nor what it holds with it beyond what
     /// removed nodes may still send on the credit they held.
-    pub(super) fn check(&self) {
+    pub(super) fn check(&mut self) {
+        // A message to redeliver is dropped only once every receiver has ended (README, Close).
+        let dropped = self.dropped();
+        if dropped > self.dropped_seen {
+            self.dropped_seen = dropped;
+            let open: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|n| !n.dead)
+                .filter(|n| n.receiver.as_ref().is_some_and(|r| r.rx.is_some() && !r.ended))
+                .map(|n| n.id)
+                .collect();
+            assert!(open.is_empty(), "a redelivery dropped while receivers on {open:?} take");
+        }
         for node in self.nodes.iter().filter(|n| !n.dead) {
             let Some(r) = &node.receiver else { continue };
             if r.rx.is_none() {

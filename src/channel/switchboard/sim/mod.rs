@@ -66,6 +66,9 @@ type Msg = (u64, u64);
 
 const CHANNEL: &str = "sim";
 
+/// Set in the number of a broadcast message.
+const BROADCAST: u64 = 1 << 32;
+
 /// Set when a task's waker is woken: the simulation polls an application's future only then.
 #[derive(Debug, Default)]
 struct Woken(AtomicBool);
@@ -161,8 +164,13 @@ struct Sim {
     links: BTreeMap<(NodeId, NodeId), Vec<Conn>>,
     /// The registry after each committed entry (the log, applied).
     log: Vec<Arc<Registry>>,
-    /// Every message whose send returned `Ok`.
+    /// Every message whose send (or broadcast) returned `Ok`.
     sent: BTreeSet<Msg>,
+    /// Every broadcast started, and the steady receiver if the sending node's router had it
+    /// then (it must get its copy).
+    broadcasts: HashMap<Msg, Option<EndpointId>>,
+    /// The steady receiver's id, once registered.
+    steady_receiver: Option<EndpointId>,
     /// Who took each message.
     taken: HashMap<Msg, Vec<NodeId>>,
     /// Messages that may be taken again (README: a receiving node that dies; `manual_ack`).
@@ -174,6 +182,8 @@ struct Sim {
     crashed: u32,
     closed: bool,
     closing: bool,
+    /// Redeliveries dropped so far (README, Close), as last checked.
+    dropped_seen: u64,
     steps: u64,
     /// Dead nodes' endpoints, kept so that nothing of theirs runs on drop.
     graveyard: Vec<(Option<AppSender>, Option<AppReceiver>)>,
@@ -218,6 +228,8 @@ impl Sim {
             links: BTreeMap::new(),
             log: vec![Arc::new(Registry::default())],
             sent: BTreeSet::new(),
+            broadcasts: HashMap::new(),
+            steady_receiver: None,
             taken: HashMap::new(),
             may_repeat: HashSet::new(),
             last: HashMap::new(),
@@ -225,6 +237,7 @@ impl Sim {
             crashed: 0,
             closed: false,
             closing: false,
+            dropped_seen: 0,
             steps: 0,
             graveyard: Vec::new(),
         };

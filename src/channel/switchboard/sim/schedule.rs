@@ -1,7 +1,7 @@
 //! The schedule: random steps with faults, the invariants after each, then a fair finish that
 //! checks liveness; and the test that runs the seeds.
 
-use super::{Sim, CHANNEL, TRACE};
+use super::{Sim, BROADCAST, CHANNEL, TRACE};
 use crate::rpc::Command;
 
 /// Steps of the fair finish before a schedule is declared stuck.
@@ -124,22 +124,34 @@ impl Sim {
             .all(|n| n.sender.as_ref().is_none_or(|s| s.done) && n.plans.is_empty());
         // But those a node had to redeliver once every receiver of the closed channel had
         // ended (README, Close): dropped, and counted.
-        let missing = self.sent.iter().filter(|m| live(m.0) && !self.taken.contains_key(m));
-        let dropped: u64 = self
-            .nodes
+        let steady = self.nodes.iter().find(|n| n.steady).map(|n| n.id);
+        // Every broadcast that had the steady receiver reached it.
+        let copies = self.sent.iter().filter(|m| m.1 & BROADCAST != 0).all(|m| {
+            self.broadcasts[m].is_none()
+                || self.taken.get(m).is_some_and(|by| by.iter().any(|n| Some(*n) == steady))
+        });
+        let missing = self
+            .sent
             .iter()
-            .filter(|n| !n.dead)
-            .filter_map(|n| n.core.switch.find_route(CHANNEL))
-            .map(|r| r.dropped())
-            .sum();
-        let all_taken = missing.count() as u64 <= dropped;
+            .filter(|m| m.1 & BROADCAST == 0 && live(m.0) && !self.taken.contains_key(m));
+        let all_taken = missing.count() as u64 <= self.dropped();
         let ended = !self.closed
             || self
                 .nodes
                 .iter()
                 .filter(|n| !n.dead)
                 .all(|n| n.receiver.as_ref().is_none_or(|r| r.rx.is_none() || r.ended));
-        senders_done && all_taken && ended
+        senders_done && all_taken && copies && ended
+    }
+
+    /// Messages the live nodes dropped by the README's Close exception.
+    pub(super) fn dropped(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| !n.dead)
+            .filter_map(|n| n.core.switch.find_route(CHANNEL))
+            .map(|r| r.dropped())
+            .sum()
     }
 
     fn report(&self) -> String {
@@ -171,7 +183,11 @@ async fn settle_tasks(rounds: usize) {
 }
 
 /// Run the schedule of `seed`: random steps with faults, then the fair finish.
-fn run(seed: u64) -> u64 {
+/// What one schedule did: steps, messages sent, broadcasts sent, nodes crashed, closes, and
+/// messages dropped by the README's Close exception.
+type Counts = [u64; 6];
+
+fn run(seed: u64) -> Counts {
     crate::clock::seed_thread(Some(seed));
     let _logs = TRACE.then(|| {
         let logs = tracing_subscriber::fmt()
@@ -189,7 +205,10 @@ fn run(seed: u64) -> u64 {
             sim.step(true).await;
         }
         sim.finish().await;
-        sim.steps
+        let broadcasts = sim.sent.iter().filter(|m| m.1 & BROADCAST != 0).count() as u64;
+        let sent = sim.sent.len() as u64 - broadcasts;
+        let dropped = sim.dropped();
+        [sim.steps, sent, broadcasts, u64::from(sim.crashed), u64::from(sim.closed), dropped]
     });
     crate::clock::seed_thread(None);
     steps
@@ -205,11 +224,15 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
         }
     };
     let started = std::time::Instant::now();
-    let mut steps = 0;
+    let mut total: Counts = [0; 6];
     for seed in &seeds {
         let result = std::panic::catch_unwind(|| run(*seed));
         match result {
-            Ok(n) => steps += n,
+            Ok(counts) => {
+                for (t, n) in total.iter_mut().zip(counts) {
+                    *t += n;
+                }
+            }
             Err(e) => {
                 crate::clock::seed_thread(None);
                 let why = e
@@ -221,8 +244,11 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
             }
         }
     }
+    let [steps, sent, broadcasts, crashes, closes, dropped] = total;
     eprintln!(
-        "{} schedules, {steps} steps in {:.1} s",
+        "{} schedules, {steps} steps in {:.1} s: {sent} messages sent, {broadcasts} broadcasts, \
+         {crashes} nodes crashed, {closes} channels closed, {dropped} redeliveries dropped after \
+         every receiver ended",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
