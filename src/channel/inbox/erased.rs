@@ -238,7 +238,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn tell_taken(&self) {
-        let mut out = self.lock().grants.flush_taken();
+        let mut out = {
+            let mut st = self.lock();
+            // From now on, what other nodes sent stays here: it goes back to them with the
+            // hand-over (the leave is committed meanwhile, and a "taken" told after it would
+            // come too late: the message would be delivered twice).
+            st.leaving = true;
+            st.grants.flush_taken()
+        };
         out.urgent = true;
         self.send(out);
     }

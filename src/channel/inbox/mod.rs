@@ -252,6 +252,9 @@ struct State<T> {
     /// The channel ended here: `recv` has said so (closed, every fence in, nothing left), and
     /// nothing that comes after can be taken.
     ended: bool,
+    /// Its node is leaving and has told what was taken: messages of other nodes are not handed
+    /// out any more (see [`ErasedInbox::tell_taken`]).
+    leaving: bool,
     /// Manual acknowledgement: deliveries not yet acknowledged.
     unacked: Option<Unacked>,
     /// The node whose message was taken last (where freed room goes back by default).
@@ -335,6 +338,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 closing: None,
                 detached: false,
                 ended: false,
+                leaving: false,
                 unacked: manual_ack.then(Unacked::default),
                 last_from: None,
             }),
@@ -347,6 +351,21 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     #[cfg(test)]
     pub(crate) fn books<R>(&self, f: impl FnOnce(&Grants) -> R) -> R {
         f(&self.lock().grants)
+    }
+
+    /// What the inbox waits for to end (the simulation's report): the nodes whose fence it
+    /// waits for, whether its node re-routes, what it holds.
+    #[cfg(test)]
+    pub(crate) fn ending(&self) -> String {
+        let st = self.lock();
+        format!(
+            "closing {:?}, rerouting {}, {} buffered, leaving {}, ended {}",
+            st.closing,
+            self.route.is_rerouting(),
+            st.buf.len(),
+            st.leaving,
+            st.ended
+        )
     }
 
     pub(crate) fn set_actor(&self, actor: Recipient<Detached>) {
@@ -442,11 +461,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         loop {
             let (item, token, out) = {
                 let mut st = self.lock();
-                let Some(item) = st.buf.pop_front() else {
+                let remote_next =
+                    matches!(st.buf.front(), Some(Item::Encoded { from: Some(_), .. }));
+                // (Once closed, as a node that stops closes every inbox, they are handed out:
+                // a leave that failed hands nothing over.)
+                let held_back = st.leaving && remote_next && !st.closed();
+                let next = if held_back { None } else { st.buf.pop_front() };
+                let Some(item) = next else {
                     // Closed, every fence in, and nothing of this node's own on its way here
                     // again (a message of its senders that another receiver did not take, which
                     // was sent before the close: the fence this node sends waits for it too).
-                    if (st.closed() && !self.route.is_rerouting()) || st.detached {
+                    let end = (st.closed() && !self.route.is_rerouting()) || st.detached;
+                    if end && !held_back {
                         st.ended = true;
                         let (taken, gone) = st.tell_gone();
                         drop(st);

@@ -432,6 +432,22 @@ impl Registry {
     ) {
         self.nodes = nodes.into_iter().collect();
         self.voters = voters.into_iter().collect();
+        // A node no longer a member sends no fence: closed channels stop waiting for it. (Its
+        // removal takes it out too, but a close committed between its removal and its
+        // membership change listed it again: the switchboard simulation's seed 4412, whose
+        // receivers waited for ever.)
+        let closed: Vec<Arc<str>> = self.closed.iter().cloned().collect();
+        for name in closed {
+            let Some(ch) = self.channels.get_mut(&name) else { continue };
+            let gone =
+                ch.closed.as_ref().is_some_and(|by| by.iter().any(|n| !self.nodes.contains_key(n)));
+            if gone {
+                if let Some(by) = &mut Arc::make_mut(ch).closed {
+                    let members = &self.nodes;
+                    Arc::make_mut(by).retain(|n| members.contains_key(n));
+                }
+            }
+        }
     }
 }
 

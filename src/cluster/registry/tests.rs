@@ -186,3 +186,20 @@ fn what_changed_is_found_without_a_full_walk_and_copies_share() {
     assert_eq!(r.changed_channels(&before).len(), before.endpoints_of(3) as usize);
     assert_eq!(r.endpoints_of(3), 0);
 }
+
+#[test]
+fn a_close_between_a_removal_and_the_membership_change_does_not_wait_for_the_removed_node() {
+    // A node leaves: its endpoints go (RemoveNode), then its membership. A close committed in
+    // between listed it among the nodes whose fence every receiver waits for; no fence ever
+    // comes from it (the switchboard simulation's seed 4412).
+    let mut r = Registry::default();
+    let addrs = |ids: &[NodeId]| ids.iter().map(|i| (*i, format!("n{i}"))).collect::<Vec<_>>();
+    r.set_membership(addrs(&[1, 2]), [1, 2]);
+    r.apply(&register("jobs", "A", EndpointKind::Receiver, 1));
+    r.apply(&Command::RemoveNode { node: 2 });
+    r.apply(&Command::Close { channel: "jobs".into() });
+    assert!(r.channels["jobs"].closed_by(2), "still a member when the close applied");
+    r.set_membership(addrs(&[1]), [1]);
+    assert!(!r.channels["jobs"].closed_by(2), "no longer waited for");
+    assert!(r.channels["jobs"].closed_by(1));
+}

@@ -229,7 +229,8 @@ impl Sim {
             let open: Vec<NodeId> = self
                 .nodes
                 .iter()
-                .filter(|n| !n.dead)
+                // (A node leaving has handed its receiver over, or is about to.)
+                .filter(|n| !n.dead && n.leave.is_none())
                 .filter(|n| n.receiver.as_ref().is_some_and(|r| r.rx.is_some() && !r.ended))
                 .map(|n| n.id)
                 .collect();
@@ -272,12 +273,13 @@ impl AppReceiver {
 
     pub(super) fn describe(&self) -> String {
         format!(
-            "{} (capacity {}){}{}, {} unacked, books {:?}",
+            "{} (capacity {}){}{}, {} unacked, {}, books {:?}",
             self.inbox.id(),
             self.capacity,
             if self.rx.is_none() { ", dropped" } else { "" },
             if self.ended { ", ended" } else { "" },
             self.unacked.len(),
+            self.inbox.ending(),
             self.inbox.books(|b| format!("{b:?}")),
         )
     }

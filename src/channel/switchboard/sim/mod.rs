@@ -34,6 +34,7 @@
 //! prints every frame read).
 
 mod app;
+mod leave;
 mod net;
 mod node;
 mod schedule;
@@ -117,6 +118,8 @@ struct Node {
     plans: Vec<Plan>,
     sender: Option<AppSender>,
     receiver: Option<AppReceiver>,
+    /// It is leaving gracefully (see [`leave`]).
+    leave: Option<leave::Leave>,
 }
 
 /// One connection, one way (see [`net`]): the frames it carries, read by the real reader.
@@ -220,6 +223,7 @@ impl Sim {
                 plans,
                 sender: None,
                 receiver: None,
+                leave: None,
             });
         }
         let mut sim = Sim {
@@ -353,6 +357,17 @@ impl Sim {
         }
     }
 
+    /// Node `i` stops (it crashed, or has left): it does nothing more, and its endpoints are
+    /// kept aside, so that nothing of theirs runs on drop.
+    fn stop(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.dead = true;
+        node.cancel.cancel();
+        node.core.switch.close_all();
+        let (sender, receiver) = (node.sender.take(), node.receiver.take());
+        self.graveyard.push((sender, receiver));
+    }
+
     /// Node `i` crashes: it does nothing more; what it wrote may still arrive. The cluster
     /// removes it: its endpoints, then its membership.
     fn crash(&mut self, i: usize) {
@@ -360,10 +375,9 @@ impl Sim {
         if node.dead || node.steady {
             return;
         }
-        node.dead = true;
-        node.cancel.cancel();
         let id = node.id;
         let late = self.rng.below(2) == 0;
+        self.stop(i);
         self.cut_dead(id, late);
         // What it took may have been taken before its node said so: delivered again.
         let took: Vec<Msg> =
@@ -371,10 +385,14 @@ impl Sim {
         self.may_repeat.extend(took);
         self.disorder = true;
         self.crashed += 1;
-        let (sender, receiver) = (self.nodes[i].sender.take(), self.nodes[i].receiver.take());
-        self.graveyard.push((sender, receiver));
+        self.remove(id);
+    }
+
+    /// The cluster removes node `id`: its endpoints, then its membership.
+    fn remove(&mut self, id: NodeId) {
         self.commit(&Command::RemoveNode { node: id });
-        let members: Vec<NodeId> = self.nodes.iter().filter(|n| !n.dead).map(|n| n.id).collect();
+        let last = self.log.last().expect("log").clone();
+        let members: Vec<NodeId> = last.nodes.keys().copied().filter(|n| *n != id).collect();
         self.commit_membership(&members);
     }
 }

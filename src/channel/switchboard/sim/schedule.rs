@@ -67,8 +67,16 @@ impl Sim {
                 crate::sync::lock(&self.nodes[i].core.writes)
                     .push(Command::Close { channel: CHANNEL.to_owned() });
             }
+            99 if faults && self.rng.below(3) == 0 => self.leave(i),
+            // Time passes (timeouts: a leave that waits for a peer that died, a request
+            // unanswered, a forgotten peer's grace period).
+            99 if self.rng.below(2) == 0 => {
+                let ms = self.rng.below(3000) as u64;
+                tokio::time::advance(std::time::Duration::from_millis(ms)).await;
+            }
             _ => {}
         }
+        self.leaves();
         self.check();
     }
 
@@ -105,6 +113,9 @@ impl Sim {
                 }
             }
             settle_tasks(4).await;
+            // Time passes, so that what waits on a timeout gets on.
+            tokio::time::advance(std::time::Duration::from_millis(100)).await;
+            self.leaves();
             self.check();
             if self.is_done() {
                 return;
@@ -141,7 +152,8 @@ impl Sim {
                 .iter()
                 .filter(|n| !n.dead)
                 .all(|n| n.receiver.as_ref().is_none_or(|r| r.rx.is_none() || r.ended));
-        senders_done && all_taken && copies && ended
+        let left = self.nodes.iter().all(|n| n.dead || n.leave.is_none());
+        senders_done && all_taken && copies && ended && left
     }
 
     /// Messages the live nodes dropped by the README's Close exception.
@@ -171,6 +183,15 @@ impl Sim {
         let missing: Vec<_> =
             self.sent.iter().filter(|m| !self.taken.contains_key(m)).take(10).collect();
         out += &format!("\n  not taken (first 10): {missing:?}");
+        for (i, r) in self.log.iter().enumerate() {
+            let ch = r.channel(CHANNEL);
+            out += &format!(
+                "\n  log {i}: members {:?}, endpoints {:?}, closed by {:?}",
+                r.nodes.keys().collect::<Vec<_>>(),
+                ch.map(|c| c.endpoints.iter().map(|e| (e.id, e.node)).collect::<Vec<_>>()),
+                ch.and_then(|c| c.closed.clone()),
+            );
+        }
         out
     }
 }
@@ -183,9 +204,9 @@ async fn settle_tasks(rounds: usize) {
 }
 
 /// Run the schedule of `seed`: random steps with faults, then the fair finish.
-/// What one schedule did: steps, messages sent, broadcasts sent, nodes crashed, closes, and
-/// messages dropped by the README's Close exception.
-type Counts = [u64; 6];
+/// What one schedule did: steps, messages sent, broadcasts sent, nodes crashed, closes,
+/// messages dropped by the README's Close exception, and nodes that left.
+type Counts = [u64; 7];
 
 fn run(seed: u64) -> Counts {
     crate::clock::seed_thread(Some(seed));
@@ -199,6 +220,8 @@ fn run(seed: u64) -> Counts {
     });
     let system = actix::System::new();
     let steps = system.block_on(async move {
+        // The simulation's clock: it moves only when the schedule says so.
+        tokio::time::pause();
         let mut sim = Sim::new(seed);
         let length = 200 + sim.rng.below(1200);
         for _ in 0..length {
@@ -208,7 +231,8 @@ fn run(seed: u64) -> Counts {
         let broadcasts = sim.sent.iter().filter(|m| m.1 & BROADCAST != 0).count() as u64;
         let sent = sim.sent.len() as u64 - broadcasts;
         let dropped = sim.dropped();
-        [sim.steps, sent, broadcasts, u64::from(sim.crashed), u64::from(sim.closed), dropped]
+        let left = sim.nodes.iter().filter(|n| n.leave.is_some() && n.dead).count() as u64;
+        [sim.steps, sent, broadcasts, u64::from(sim.crashed), u64::from(sim.closed), dropped, left]
     });
     crate::clock::seed_thread(None);
     steps
@@ -224,7 +248,7 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
         }
     };
     let started = std::time::Instant::now();
-    let mut total: Counts = [0; 6];
+    let mut total: Counts = [0; 7];
     for seed in &seeds {
         let result = std::panic::catch_unwind(|| run(*seed));
         match result {
@@ -244,11 +268,11 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
             }
         }
     }
-    let [steps, sent, broadcasts, crashes, closes, dropped] = total;
+    let [steps, sent, broadcasts, crashes, closes, dropped, left] = total;
     eprintln!(
         "{} schedules, {steps} steps in {:.1} s: {sent} messages sent, {broadcasts} broadcasts, \
-         {crashes} nodes crashed, {closes} channels closed, {dropped} redeliveries dropped after \
-         every receiver ended",
+         {crashes} nodes crashed, {left} left, {closes} channels closed, {dropped} redeliveries \
+         dropped after every receiver ended",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
