@@ -199,6 +199,15 @@ impl Core {
                 let result = match core.write(cmd).await {
                     Ok(Outcome::Registered(id)) => {
                         core.endpoints.add(id, &channel, &requested, kind, capacity);
+                        // Removed already, with this node (cut off while the write was on its
+                        // way): once a member again, the node starts over and registers it
+                        // again (its refresh never saw it, so never saw it vanish: the
+                        // switchboard simulation's seed 16).
+                        let registry = core.registry.borrow().clone();
+                        if !registry.is_registered(id) {
+                            core.endpoints.removed();
+                            core.check_removed(&registry);
+                        }
                         Ok(Unclaimed { core: core.clone(), channel, id: Some(id) })
                     }
                     Ok(Outcome::TypeMismatch { existing }) => {

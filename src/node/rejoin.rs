@@ -42,6 +42,8 @@ pub(crate) struct LiveEndpoints {
     /// A start-over is under way: new registrations wait for it (see
     /// [`LiveEndpoints::wait_started_over`]).
     starting_over: tokio::sync::watch::Sender<bool>,
+    /// This node has been a member: a registry without it since means it was removed.
+    was_member: AtomicBool,
 }
 
 impl Default for LiveEndpoints {
@@ -50,6 +52,7 @@ impl Default for LiveEndpoints {
             by_handle: Mutex::default(),
             removed: AtomicBool::new(false),
             starting_over: tokio::sync::watch::Sender::new(false),
+            was_member: AtomicBool::new(false),
         }
     }
 }
@@ -91,6 +94,12 @@ impl LiveEndpoints {
         lock(&self.by_handle).len()
     }
 
+    /// A live endpoint's registration is gone already when it is made (this node was removed
+    /// meanwhile).
+    pub(crate) fn removed(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+    }
+
     /// Whether any of `ids`, gone from the registry, stands for a live endpoint.
     fn any_live(&self, ids: &[EndpointId]) -> bool {
         lock(&self.by_handle).values().any(|l| ids.contains(&l.current))
@@ -103,6 +112,17 @@ impl Core {
     pub(crate) fn check_removed(self: &Arc<Self>, registry: &Registry) {
         let vanished = self.switch.take_vanished();
         if !vanished.is_empty() && self.endpoints.any_live(&vanished) {
+            self.endpoints.removed.store(true, Ordering::SeqCst);
+        }
+        // Out of the membership, not by its own leave: removed, whether or not an endpoint of
+        // it vanished (one registered again after a first start-over may have failed to, and
+        // its peers forget its books all the same: the switchboard simulation's seed 273).
+        let member = registry.nodes.contains_key(&self.id);
+        if member {
+            self.endpoints.was_member.store(true, Ordering::SeqCst);
+        } else if self.endpoints.was_member.load(Ordering::SeqCst)
+            && !self.leaving.load(Ordering::SeqCst)
+        {
             self.endpoints.removed.store(true, Ordering::SeqCst);
         }
         if !self.endpoints.removed.load(Ordering::SeqCst)

@@ -266,6 +266,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.send(out);
     }
 
+    fn stopping(&self) {
+        let mut st = self.lock();
+        st.leaving = false;
+        st.wake();
+    }
+
     fn wake_recv(&self) {
         self.lock().wake();
     }

@@ -162,6 +162,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// No sender of this node waits for room any more: room kept for one goes to the nodes
     /// that want it.
     fn no_local_waiter(&self);
+    /// Its node stops (after a leave that handed over, or one that failed and handed nothing
+    /// over): what it holds is handed out again, then the end.
+    fn stopping(&self);
     /// Wake a `recv` waiting on this inbox (its node's re-routing is done: it may end now).
     fn wake_recv(&self);
     /// The receiver's registration is gone without its handle being dropped (its node was
@@ -463,9 +466,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 let mut st = self.lock();
                 let remote_next =
                     matches!(st.buf.front(), Some(Item::Encoded { from: Some(_), .. }));
-                // (Once closed, as a node that stops closes every inbox, they are handed out:
-                // a leave that failed hands nothing over.)
-                let held_back = st.leaving && remote_next && !st.closed();
+                let held_back = st.leaving && remote_next;
                 let next = if held_back { None } else { st.buf.pop_front() };
                 let Some(item) = next else {
                     // Closed, every fence in, and nothing of this node's own on its way here

@@ -60,9 +60,11 @@ impl Switchboard {
         }
     }
 
-    /// Node `from` wants credit with receiver `to`: given only to a node with a sender of the
-    /// receiver's channel (credit given to any other would sit unused, taking room). A want from
-    /// a node whose sender this node has not applied yet is kept until it has.
+    /// Node `from` wants credit with receiver `to`: a member that has messages for it (a node
+    /// asks only when a message passed the receiver over), whether or not this node's registry
+    /// lists a sender of it: its sender may not be applied here yet, or may be gone while the
+    /// node still redelivers what it sent (a deferred want starved such a node for ever, and
+    /// its close fence with it: the switchboard simulation's seed 273).
     pub(crate) fn want(&self, from: NodeId, to: EndpointId) {
         tracing::trace!(node = from, receiver = to, "want in");
         match self.inbox(to) {
@@ -76,8 +78,7 @@ impl Switchboard {
                     );
                     return;
                 }
-                let sender = self.sending_nodes(&inbox.channel().name, &registry).contains(&from);
-                inbox.want(from, sender);
+                inbox.want(from, true);
             }
             None => self.not_here(from, to),
         }

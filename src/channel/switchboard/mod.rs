@@ -160,6 +160,7 @@ impl Switchboard {
             route.close();
         }
         for inbox in lock(&self.inboxes).values() {
+            inbox.stopping();
             inbox.close(BTreeSet::new());
         }
     }

@@ -22,6 +22,11 @@ impl Sim {
     /// `Node::sender` and `ReceiverBuilder` make it.
     pub(super) fn make(&mut self, i: usize, plan: Plan, id: EndpointId) {
         let node = &mut self.nodes[i];
+        // Removed already, with its node: it starts over once a member again (as
+        // `Core::register` notes it).
+        if !node.core.registry.borrow().is_registered(id) {
+            node.rejoin.removed = true;
+        }
         let switch = &node.core.switch;
         let route = switch.route(CHANNEL);
         match plan {
@@ -31,6 +36,8 @@ impl Sim {
                 woken.wake_by_ref();
                 node.sender = Some(AppSender {
                     tx: Sender::new(registrar, route, id),
+                    id,
+                    first: id,
                     next: 0,
                     total,
                     op: None,
@@ -62,6 +69,8 @@ impl Sim {
                 woken.wake_by_ref();
                 node.receiver = Some(AppReceiver {
                     rx: Some(rx),
+                    id,
+                    first: id,
                     inbox,
                     capacity,
                     unacked: Vec::new(),
@@ -76,6 +85,9 @@ impl Sim {
     /// sent, the wait until they are taken.
     pub(super) fn send(&mut self, i: usize) {
         let id = self.nodes[i].id;
+        if !self.nodes[i].runs() {
+            return;
+        }
         let Some(s) = self.nodes[i].sender.as_mut() else { return };
         if s.done || !s.woken.take() {
             return;
@@ -127,6 +139,9 @@ impl Sim {
     /// Node `i`'s receiving application takes what is ready, if its waker was woken.
     pub(super) fn take(&mut self, i: usize) {
         let id = self.nodes[i].id;
+        if !self.nodes[i].runs() {
+            return;
+        }
         let Some(r) = self.nodes[i].receiver.as_mut() else { return };
         if r.ended || !r.woken.take() {
             return;
@@ -160,6 +175,9 @@ impl Sim {
     /// Node `i`'s `manual_ack` application acknowledges one of its deliveries, any of them.
     pub(super) fn ack(&mut self, i: usize) {
         let id = self.nodes[i].id;
+        if !self.nodes[i].runs() {
+            return;
+        }
         let Some(r) = self.nodes[i].receiver.as_mut() else { return };
         if r.unacked.is_empty() {
             return;
@@ -177,7 +195,7 @@ impl Sim {
     /// unacknowledged: what it took may be delivered again (README, `manual_ack`).
     pub(super) fn drop_receiver(&mut self, i: usize) {
         let id = self.nodes[i].id;
-        if self.nodes[i].steady {
+        if self.nodes[i].steady || !self.nodes[i].runs() {
             return;
         }
         let Some(r) = self.nodes[i].receiver.as_mut() else { return };
@@ -206,8 +224,9 @@ impl Sim {
         let by = self.taken.entry(msg).or_default();
         // A message goes to one receiver; a broadcast, a copy to each.
         let twice = if broadcast { by.contains(&node) } else { !by.is_empty() };
+        let loose = [msg.0, node].iter().chain(by.iter()).any(|n| self.loose.contains(n));
         assert!(
-            !twice || self.may_repeat.contains(&msg),
+            !twice || loose || self.may_repeat.contains(&msg),
             "{msg:?} taken twice: by node {by:?}, then node {node}"
         );
         by.push(node);
@@ -226,24 +245,30 @@ impl Sim {
         let dropped = self.dropped();
         if dropped > self.dropped_seen {
             self.dropped_seen = dropped;
+            // (A node leaving has handed its receiver over, or is about to; one removed while
+            // alive has lost it, until it is registered again.)
+            let last = self.log.last().expect("log").clone();
             let open: Vec<NodeId> = self
                 .nodes
                 .iter()
-                // (A node leaving has handed its receiver over, or is about to.)
                 .filter(|n| !n.dead && n.leave.is_none())
-                .filter(|n| n.receiver.as_ref().is_some_and(|r| r.rx.is_some() && !r.ended))
+                .filter(|n| {
+                    n.receiver
+                        .as_ref()
+                        .is_some_and(|r| r.rx.is_some() && !r.ended && last.is_registered(r.id))
+                })
                 .map(|n| n.id)
                 .collect();
             assert!(open.is_empty(), "a redelivery dropped while receivers on {open:?} take");
         }
-        for node in self.nodes.iter().filter(|n| !n.dead) {
+        for node in self.nodes.iter().filter(|n| n.runs()) {
             let Some(r) = &node.receiver else { continue };
             if r.rx.is_none() {
                 continue;
             }
             let (out, committed) = r.inbox.books(|b| (b.out_total(), b.committed()));
             assert!(out <= r.capacity, "node {}: credit out {out} above {}", node.id, r.capacity);
-            let slack = r.capacity * self.crashed;
+            let slack = r.capacity * (self.crashed + self.started_over as u32);
             assert!(
                 committed <= r.capacity + slack,
                 "node {}: {committed} held or out, capacity {}",

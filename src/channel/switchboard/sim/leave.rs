@@ -35,7 +35,8 @@ impl Sim {
         let node = &self.nodes[i];
         let sender_done = node.sender.as_ref().is_none_or(|s| s.done);
         let registering = !node.plans.is_empty() || !node.awaiting.is_empty();
-        if node.dead || node.steady || node.leave.is_some() || !sender_done || registering {
+        let busy = node.leave.is_some() || node.rejoin.starting_over;
+        if !node.runs() || node.steady || busy || !sender_done || registering {
             return;
         }
         if *TRACE {

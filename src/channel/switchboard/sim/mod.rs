@@ -37,6 +37,7 @@ mod app;
 mod leave;
 mod net;
 mod node;
+mod rejoin;
 mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -99,6 +100,8 @@ enum Plan {
 enum Then {
     Made(Plan, EndpointId),
     Deregistered(EndpointId),
+    /// A live endpoint registered again after its node started over: (first id, new id).
+    Again(EndpointId, EndpointId),
 }
 
 struct Node {
@@ -120,6 +123,8 @@ struct Node {
     receiver: Option<AppReceiver>,
     /// It is leaving gracefully (see [`leave`]).
     leave: Option<leave::Leave>,
+    /// Frozen, removed while alive, starting over (see [`rejoin`]).
+    rejoin: rejoin::Rejoin,
 }
 
 /// One connection, one way (see [`net`]): the frames it carries, read by the real reader.
@@ -128,6 +133,10 @@ struct Conn {
     reader: Reader,
     /// Still written to (the newest of its pair); a broken one only drains.
     open: bool,
+    /// The peer whose outbox it carries, on the writing node, and the one it is read for, on
+    /// the reading node: a node that forgets a peer stops its connections with it.
+    writer: Arc<crate::link::peer::Peer>,
+    read_for: Arc<crate::link::peer::Peer>,
 }
 
 /// An application's sending task: the send (of that number) or the wait in progress.
@@ -135,6 +144,9 @@ type Op = Pin<Box<dyn Future<Output = Result<Option<u64>, SendError<Msg>>>>>;
 
 struct AppSender {
     tx: Sender<Msg>,
+    /// Its registration now (a new one once its node started over), and the first.
+    id: EndpointId,
+    first: EndpointId,
     next: u64,
     total: u64,
     /// The send (of that number) or the wait in progress.
@@ -153,12 +165,22 @@ enum Rx {
 
 struct AppReceiver {
     rx: Option<Rx>,
+    /// Its registration now (a new one once its node started over), and the first.
+    id: EndpointId,
+    first: EndpointId,
     inbox: Arc<Inbox<Msg>>,
     capacity: u32,
     unacked: Vec<Delivery<Msg>>,
     woken: Arc<Woken>,
     /// It said `None`: the channel closed and everything sent before was taken.
     ended: bool,
+}
+
+impl Node {
+    /// Neither dead nor frozen.
+    fn runs(&self) -> bool {
+        !self.dead && !self.rejoin.frozen
+    }
 }
 
 struct Sim {
@@ -178,6 +200,10 @@ struct Sim {
     taken: HashMap<Msg, Vec<NodeId>>,
     /// Messages that may be taken again (README: a receiving node that dies; `manual_ack`).
     may_repeat: HashSet<Msg>,
+    /// Nodes removed while alive: their messages, and what they took, may be taken again.
+    loose: HashSet<NodeId>,
+    /// Nodes let back in after a removal (each starts over).
+    started_over: u64,
     /// Per (sending node, receiving node), the last number taken; checked until a receiver goes.
     last: HashMap<(u64, NodeId), u64>,
     disorder: bool,
@@ -224,6 +250,7 @@ impl Sim {
                 sender: None,
                 receiver: None,
                 leave: None,
+                rejoin: rejoin::Rejoin::default(),
             });
         }
         let mut sim = Sim {
@@ -236,6 +263,8 @@ impl Sim {
             steady_receiver: None,
             taken: HashMap::new(),
             may_repeat: HashSet::new(),
+            loose: HashSet::new(),
+            started_over: 0,
             last: HashMap::new(),
             disorder: false,
             crashed: 0,
@@ -278,16 +307,8 @@ impl Sim {
         self.log.push(Arc::new(registry));
     }
 
-    /// Node `i` registers the next endpoint it plans (a registry write it waits on).
-    fn register(&mut self, i: usize) {
-        if self.nodes[i].dead || self.nodes[i].plans.is_empty() {
-            return;
-        }
-        let plan = self.nodes[i].plans.remove(0);
-        let (kind, capacity) = match plan {
-            Plan::Sender { .. } => (EndpointKind::Sender, 0),
-            Plan::Receiver { capacity, .. } => (EndpointKind::Receiver, capacity),
-        };
+    /// Commit the registration of an endpoint of node `i` (a write it waits on).
+    fn commit_register(&mut self, i: usize, kind: EndpointKind, capacity: u32) -> (usize, Outcome) {
         let cmd = Command::Register {
             channel: CHANNEL.to_owned(),
             type_name: std::any::type_name::<Msg>().to_owned(),
@@ -296,7 +317,22 @@ impl Sim {
             capacity,
             token: self.rng.next(),
         };
-        match self.commit(&cmd) {
+        self.commit(&cmd)
+    }
+
+    /// Node `i` registers the next endpoint it plans (a registry write it waits on).
+    fn register(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        // (New registrations wait while the node starts over: `wait_started_over`.)
+        if !node.runs() || node.rejoin.starting_over || node.plans.is_empty() {
+            return;
+        }
+        let plan = self.nodes[i].plans.remove(0);
+        let (kind, capacity) = match plan {
+            Plan::Sender { .. } => (EndpointKind::Sender, 0),
+            Plan::Receiver { capacity, .. } => (EndpointKind::Receiver, capacity),
+        };
+        match self.commit_register(i, kind, capacity) {
             (at, Outcome::Registered(id)) => {
                 self.nodes[i].awaiting.push((at, Then::Made(plan, id)))
             }
@@ -309,7 +345,7 @@ impl Sim {
     /// from now on see it); its watcher refreshes the switchboard later.
     fn apply(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        if node.dead || node.applied + 1 >= self.log.len() {
+        if !node.runs() || node.applied + 1 >= self.log.len() {
             return;
         }
         node.applied += 1;
@@ -321,7 +357,7 @@ impl Sim {
     /// return to their callers (as `Core::write` does, after a refresh of its own).
     fn refresh(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        if node.dead {
+        if !node.runs() {
             return;
         }
         let registry = node.core.registry.borrow().clone();
@@ -335,13 +371,15 @@ impl Sim {
             match then {
                 Then::Made(plan, id) => self.make(i, plan, id),
                 Then::Deregistered(id) => self.nodes[i].core.switch.deregistered(id),
+                Then::Again(first, id) => self.registered_again(i, first, id),
             }
         }
+        self.check_removed(i);
     }
 
     /// The registry writes node `i`'s endpoints asked for (deregistrations, a close) commit.
     fn commit_writes(&mut self, i: usize) {
-        if self.nodes[i].dead {
+        if !self.nodes[i].runs() {
             return;
         }
         let writes = std::mem::take(&mut *crate::sync::lock(&self.nodes[i].core.writes));

@@ -6,6 +6,8 @@
 //! from where the peer says it stands, as the handshake does. A connection that breaks loses
 //! what it carried, or delivers it late, behind the connection that replaced it.
 
+use std::sync::Arc;
+
 use super::{Conn, Sim, TRACE};
 use crate::ids::NodeId;
 use crate::link::connection::Reader;
@@ -16,19 +18,25 @@ impl Sim {
     /// The writer of link `from` -> `to` takes everything queued and writes it, on a new
     /// connection if there is none (resending first what `to` may not have).
     pub(super) fn write(&mut self, from: NodeId, to: NodeId) {
-        if self.node(from).dead || self.node(to).dead {
+        if !self.node(from).runs() || self.node(to).dead {
             return;
         }
         let Some(peer) = self.node(from).core.peers.find(to) else { return };
         let conns = self.links.entry((from, to)).or_default();
+        if let Some(c) = conns.last_mut().filter(|c| !Arc::ptr_eq(&c.writer, &peer)) {
+            // The writing node forgot the peer (and made a new one): that connection stopped.
+            c.open = false;
+            c.frames.clear();
+        }
         if !conns.last().is_some_and(|c| c.open) {
             // The handshake: the accepting side says where it stands in the stream.
             let to_node = self.nodes.iter().find(|n| n.id == to).expect("node");
             let back = to_node.core.peers.get_or_add(from, &super::node::addr(from));
             let received = lock(&back.inbound).received();
             let frames = peer.outbox.resume(received).into();
-            let reader = Reader::new(to_node.links.clone(), back);
-            conns.push(Conn { frames, reader, open: true });
+            let reader = Reader::new(to_node.links.clone(), back.clone());
+            let writer = peer.clone();
+            conns.push(Conn { frames, reader, open: true, writer, read_for: back });
         }
         let mut out = Vec::new();
         peer.outbox.take(&mut out);
@@ -38,9 +46,17 @@ impl Sim {
 
     /// Read the next frame of connection `i` of link `from` -> `to`.
     pub(super) fn read(&mut self, from: NodeId, to: NodeId, i: usize) {
+        let current = self.node(to).core.peers.find(from);
         let Some(conn) = self.links.get_mut(&(from, to)).and_then(|c| c.get_mut(i)) else {
             return;
         };
+        if !current.is_some_and(|p| Arc::ptr_eq(&p, &conn.read_for)) {
+            // The reading node forgot the peer: that connection stopped, with what it carried.
+            conn.open = false;
+            conn.frames.clear();
+            self.drop_drained(from, to);
+            return;
+        }
         let Some(buf) = conn.frames.pop_front() else { return };
         let frame = wire::decode(&buf).expect("a frame a node encoded decodes");
         if *TRACE {
@@ -101,6 +117,9 @@ impl Sim {
     pub(super) fn readable(&self) -> Vec<(NodeId, NodeId, usize)> {
         let mut out = Vec::new();
         for ((from, to), conns) in &self.links {
+            if !self.node(*to).runs() {
+                continue;
+            }
             for (i, c) in conns.iter().enumerate() {
                 if !c.frames.is_empty() {
                     out.push((*from, *to, i));
@@ -113,7 +132,7 @@ impl Sim {
     /// Ordered pairs of live nodes where the first has something queued for the second.
     pub(super) fn writable(&self) -> Vec<(NodeId, NodeId)> {
         let mut out = Vec::new();
-        for a in self.nodes.iter().filter(|n| !n.dead) {
+        for a in self.nodes.iter().filter(|n| n.runs()) {
             for b in self.nodes.iter().filter(|n| !n.dead && n.id != a.id) {
                 // A link with frames sent and not acknowledged reconnects by itself (and
                 // resends them), as the link task does.

@@ -30,6 +30,9 @@ pub(super) struct Core {
     pub(super) registry: watch::Sender<Arc<Registry>>,
     /// Registry writes its endpoints asked for, for the simulation to commit.
     pub(super) writes: Mutex<Vec<Command>>,
+    /// Endpoints registered again after the node started over: first id -> current (as
+    /// `node::rejoin::LiveEndpoints` keeps them; a handle dropped deregisters the current one).
+    pub(super) current: Mutex<std::collections::HashMap<EndpointId, EndpointId>>,
 }
 
 /// As `node::Core` hands frames up: data, credit, fences and releases to the switchboard; of
@@ -79,6 +82,7 @@ impl Dispatch for Core {
 /// As `node::Core` serves its endpoints: a deregistration or a close is a registry write.
 impl Registrar for Core {
     fn deregister(self: Arc<Self>, channel: &str, id: EndpointId) {
+        let id = lock(&self.current).remove(&id).unwrap_or(id);
         lock(&self.writes).push(Command::Deregister { channel: channel.to_owned(), id });
     }
 
@@ -105,7 +109,13 @@ pub(super) fn start(id: NodeId) -> (Arc<Core>, Arc<Links>, CancellationToken) {
     let registry = watch::Sender::new(Arc::new(Registry::default()));
     let switch =
         Switchboard::new(id, peers.clone(), registry.subscribe(), tasks.clone(), cancel.clone());
-    let core = Arc::new(Core { switch, peers: peers.clone(), registry, writes: Mutex::default() });
+    let core = Arc::new(Core {
+        switch,
+        peers: peers.clone(),
+        registry,
+        writes: Mutex::default(),
+        current: Mutex::default(),
+    });
     let dispatch: std::sync::Weak<dyn Dispatch> = {
         let weak: std::sync::Weak<Core> = Arc::downgrade(&core);
         weak

@@ -1,0 +1,178 @@
+//! A node removed while alive: frozen (SIGSTOP, a long GC pause) past the failure timeout, it is
+//! removed by the cluster (its endpoints, then its membership); thawed, it asks back in and is
+//! let in, and starts over as `node::Core` does it: its registry shows a live endpoint vanished
+//! (`check_removed`), `Switchboard::start_over` runs on its runtime (its peers answer its
+//! `Request::Rejoined` through the real reader and dispatch), then every live endpoint is
+//! registered again and a receiver renamed (`register_again`). Frames to a frozen node wait on
+//! their connection; what it wrote before it froze may arrive at any time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{Sim, Then, CHANNEL, TRACE};
+use crate::ids::EndpointId;
+use crate::rpc::{Command, EndpointKind, Outcome};
+use crate::sync::lock;
+
+/// Where a node stands with being removed while alive.
+#[derive(Default)]
+pub(super) struct Rejoin {
+    /// Frozen: nothing of it runs.
+    pub(super) frozen: bool,
+    /// A live endpoint of it vanished from its registry, or it is out of the membership: it was
+    /// removed.
+    pub(super) removed: bool,
+    /// It has been a member.
+    was_member: bool,
+    /// It starts over: settling with its peers, then registering its endpoints again (new
+    /// registrations wait meanwhile).
+    pub(super) starting_over: bool,
+    /// Set by the start-over task once settled.
+    settled: Option<Arc<AtomicBool>>,
+    /// Registrations again not yet applied here.
+    again: usize,
+}
+
+impl Sim {
+    /// Node `i` freezes past the failure timeout: the cluster removes it.
+    pub(super) fn freeze(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let busy = node.rejoin.starting_over || node.leave.is_some() || node.rejoin.frozen;
+        let member = self.log.last().expect("log").nodes.contains_key(&node.id);
+        if node.dead || node.steady || busy || !member {
+            return;
+        }
+        let id = node.id;
+        if *TRACE {
+            eprintln!("node {id} freezes");
+        }
+        self.nodes[i].rejoin.frozen = true;
+        // What it sent, and what its receiver took, may be taken again (README: a node removed
+        // while alive; the credit simulation checks those windows exactly).
+        self.loose.insert(id);
+        self.disorder = true;
+        self.remove(id);
+    }
+
+    /// Node `i` thaws: it asks back in (it has heard no leader for a failure timeout) and the
+    /// leader lets it in.
+    pub(super) fn thaw(&mut self, i: usize) {
+        if !self.nodes[i].rejoin.frozen || self.nodes[i].dead {
+            return;
+        }
+        let id = self.nodes[i].id;
+        if *TRACE {
+            eprintln!("node {id} thaws");
+        }
+        self.nodes[i].rejoin.frozen = false;
+        let last = self.log.last().expect("log").clone();
+        let mut members: Vec<_> = last.nodes.keys().copied().collect();
+        members.push(id);
+        self.commit_membership(&members);
+        self.started_over += 1;
+    }
+
+    /// After node `i`'s registry refresh, as `Core::check_removed`: a live endpoint vanished,
+    /// and it is a member again: it starts over.
+    pub(super) fn check_removed(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if node.dead {
+            return;
+        }
+        let vanished = node.core.switch.take_vanished();
+        let live = [
+            node.sender.as_ref().map(|s| s.id),
+            node.receiver.as_ref().filter(|r| r.rx.is_some()).map(|r| r.id),
+        ];
+        if vanished.iter().any(|v| live.contains(&Some(*v))) {
+            node.rejoin.removed = true;
+        }
+        let member = node.core.registry.borrow().nodes.contains_key(&node.id);
+        if member {
+            node.rejoin.was_member = true;
+        } else if node.rejoin.was_member && node.leave.is_none() {
+            node.rejoin.removed = true;
+        }
+        if !node.rejoin.removed || !member || node.leave.is_some() || node.rejoin.starting_over {
+            return;
+        }
+        if *TRACE {
+            eprintln!("node {} starts over", node.id);
+        }
+        node.rejoin.removed = false;
+        node.rejoin.starting_over = true;
+        let settled = Arc::new(AtomicBool::new(false));
+        let (core, done) = (node.core.clone(), settled.clone());
+        tokio::spawn(async move {
+            core.switch.start_over().await;
+            done.store(true, Ordering::SeqCst);
+        });
+        node.rejoin.settled = Some(settled);
+    }
+
+    /// Nodes whose start-over has settled register their live endpoints again.
+    pub(super) fn rejoins(&mut self) {
+        for i in 0..self.nodes.len() {
+            let settled =
+                self.nodes[i].rejoin.settled.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+            if settled && !self.nodes[i].dead {
+                self.nodes[i].rejoin.settled = None;
+                self.register_again(i);
+            }
+        }
+    }
+
+    /// As `Core::register_again`: every live endpoint its registry no longer lists is
+    /// registered again under its channel; a receiver whose channel was closed meanwhile ends.
+    fn register_again(&mut self, i: usize) {
+        let registry = self.nodes[i].core.registry.borrow().clone();
+        let gone = |id: EndpointId| registry.issued(id) && !registry.is_registered(id);
+        let mut stale = Vec::new();
+        if let Some(s) = self.nodes[i].sender.as_ref().filter(|s| gone(s.id)) {
+            stale.push((s.first, s.id, EndpointKind::Sender, 0));
+        }
+        if let Some(r) = self.nodes[i].receiver.as_ref().filter(|r| r.rx.is_some() && gone(r.id)) {
+            stale.push((r.first, r.id, EndpointKind::Receiver, r.capacity));
+        }
+        for (first, current, kind, capacity) in stale {
+            match self.commit_register(i, kind, capacity) {
+                (at, Outcome::Registered(id)) => {
+                    self.nodes[i].awaiting.push((at, Then::Again(first, id)));
+                    self.nodes[i].rejoin.again += 1;
+                }
+                (_, Outcome::Closed) if kind == EndpointKind::Receiver => {
+                    self.nodes[i].core.switch.orphaned(current);
+                }
+                (_, Outcome::Closed) => {}
+                (_, other) => panic!("registration again refused: {other:?}"),
+            }
+        }
+        if self.nodes[i].rejoin.again == 0 {
+            self.nodes[i].rejoin.starting_over = false;
+        }
+    }
+
+    /// Node `i` applied the registration again of its endpoint first registered as `first`.
+    pub(super) fn registered_again(&mut self, i: usize, first: EndpointId, id: EndpointId) {
+        let node = &mut self.nodes[i];
+        if let Some(s) = node.sender.as_mut().filter(|s| s.first == first) {
+            s.id = id;
+            lock(&node.core.current).insert(first, id);
+        }
+        if let Some(r) = node.receiver.as_mut().filter(|r| r.first == first) {
+            if r.rx.is_some() {
+                node.core.switch.renamed(r.id, id);
+                r.id = id;
+                lock(&node.core.current).insert(first, id);
+            } else {
+                // Dropped meanwhile: the new registration has no handle.
+                let cmd = Command::Deregister { channel: CHANNEL.to_owned(), id };
+                lock(&node.core.writes).push(cmd);
+            }
+        }
+        node.rejoin.again -= 1;
+        if node.rejoin.again == 0 {
+            node.rejoin.starting_over = false;
+        }
+    }
+}
