@@ -84,6 +84,8 @@ pub(crate) struct ChannelRoute {
     local: AtomicBool,
     /// Messages of dropped receivers on this node still to be re-routed.
     rerouting: AtomicUsize,
+    /// Receivers of this node waiting to end until nothing is left to re-route.
+    ending: Mutex<Vec<std::task::Waker>>,
     cursor: AtomicUsize,
     /// Messages receivers of the channel on this node could not decode.
     pub(crate) dead: DeadLetters,
@@ -142,6 +144,7 @@ impl ChannelRoute {
             waiters: AtomicUsize::new(0),
             room_waiters: AtomicUsize::new(0),
             rerouting: AtomicUsize::new(0),
+            ending: Mutex::default(),
             // Each node starts its round-robin somewhere else, so that the first receiver
             // registered is not every node's first pick.
             cursor: AtomicUsize::new(random_start()),
@@ -252,17 +255,32 @@ impl ChannelRoute {
         self.rerouting.fetch_add(n, Ordering::SeqCst);
     }
 
-    /// One re-routed message is out (or given up on). The last: a receiver on this node
-    /// that waits only for that to end (the channel is closed) is woken.
+    /// One re-routed message is out (or given up on). The last: the receivers on this node that
+    /// wait only for that to end (the channel is closed) are woken.
     pub(crate) fn rerouted(&self) {
-        if self.rerouting.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closed() {
-            for t in self.read().iter() {
-                if let Target::Local(inbox) = t {
-                    inbox.wake_recv();
-                }
+        if self.rerouting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            for waker in std::mem::take(&mut *lock(&self.ending)) {
+                waker.wake();
             }
         }
         self.changed.notify_waiters();
+    }
+
+    /// A receiver of this node waits to end until nothing is left to re-route: `waker` is woken
+    /// then (at once, if nothing is). Kept here, not looked up among the targets: a receiver
+    /// that the registry no longer lists (its node starts over, the channel closed meanwhile)
+    /// ends too (the switchboard simulation's seed 907).
+    pub(crate) fn wake_when_rerouted(&self, waker: &std::task::Waker) {
+        let mut ending = lock(&self.ending);
+        if !ending.iter().any(|w| w.will_wake(waker)) {
+            ending.push(waker.clone());
+        }
+        drop(ending);
+        if !self.is_rerouting() {
+            for waker in std::mem::take(&mut *lock(&self.ending)) {
+                waker.wake();
+            }
+        }
     }
 
     /// Whether messages of dropped receivers on this node are still to be re-routed.

@@ -272,10 +272,6 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         st.wake();
     }
 
-    fn wake_recv(&self) {
-        self.lock().wake();
-    }
-
     fn orphan(&self) -> bool {
         let mut st = self.lock();
         if st.detached || st.closed() {

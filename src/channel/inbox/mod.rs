@@ -165,8 +165,6 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// Its node stops (after a leave that handed over, or one that failed and handed nothing
     /// over): what it holds is handed out again, then the end.
     fn stopping(&self);
-    /// Wake a `recv` waiting on this inbox (its node's re-routing is done: it may end now).
-    fn wake_recv(&self);
     /// The receiver's registration is gone without its handle being dropped (its node was
     /// removed from the cluster, and its senders deliver what it held elsewhere): it yields what
     /// its own node's senders gave it, then ends. True the first time.
@@ -472,7 +470,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     // Closed, every fence in, and nothing of this node's own on its way here
                     // again (a message of its senders that another receiver did not take, which
                     // was sent before the close: the fence this node sends waits for it too).
-                    let end = (st.closed() && !self.route.is_rerouting()) || st.detached;
+                    let rerouting = st.closed() && self.route.is_rerouting();
+                    let end = (st.closed() && !rerouting) || st.detached;
+                    if rerouting {
+                        if let Some(w) = waker {
+                            self.route.wake_when_rerouted(w);
+                        }
+                    }
                     if end && !held_back {
                         st.ended = true;
                         let (taken, gone) = st.tell_gone();

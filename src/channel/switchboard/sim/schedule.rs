@@ -6,9 +6,9 @@ use crate::rpc::Command;
 
 /// `DCHAN_SIM_FREEZE` set: nodes are also frozen past the failure timeout, removed, thawed, let
 /// back in and start over (see [`super::rejoin`]). Off by default while it still finds
-/// schedules that do not finish (seed 907 of `DCHAN_SIM_SEEDS=30000`: a thawed node's receiver,
-/// its channel closed meanwhile, is not woken to end); the credit simulation covers starting
-/// over meanwhile.
+/// schedules that do not finish (seed 2057 of `DCHAN_SIM_SEEDS=30000`; seed 907, a receiver the
+/// registry no longer listed never woken to end, is fixed); the credit simulation covers
+/// starting over meanwhile.
 static FREEZE: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("DCHAN_SIM_FREEZE").is_some());
 
