@@ -90,12 +90,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 // It takes nothing more: told it is gone, unless it has deliveries here that
                 // the application may still acknowledge (see `State::tell_gone`).
                 st.grants.want(from);
-                let (taken, gone) = st.tell_gone();
-                drop(st);
-                self.send(taken);
-                if !gone.is_empty() {
-                    self.release_to(gone);
-                }
+                self.say_gone(st);
                 return;
             }
             if !sender {

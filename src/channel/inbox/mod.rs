@@ -438,6 +438,17 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         }
     }
 
+    /// The receiver has ended: tell the nodes still asking for credit it is gone (see
+    /// [`State::tell_gone`]), once the lock is let go.
+    fn say_gone(&self, mut st: MutexGuard<'_, State<T>>) {
+        let (taken, gone) = st.tell_gone();
+        drop(st);
+        self.send(taken);
+        if !gone.is_empty() {
+            self.release_to(gone);
+        }
+    }
+
     /// Settle the books (see [`Grants::settle`]), knowing whether a sender of this node waits
     /// for room.
     fn settle_books(
@@ -479,12 +490,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                     if end && !held_back {
                         st.ended = true;
-                        let (taken, gone) = st.tell_gone();
-                        drop(st);
-                        self.send(taken);
-                        if !gone.is_empty() {
-                            self.release_to(gone);
-                        }
+                        self.say_gone(st);
                         return Err(TryRecvError::Closed);
                     }
                     if let Some(w) = waker {
