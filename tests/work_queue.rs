@@ -136,9 +136,14 @@ async fn senders_beside_receivers_on_two_nodes_share_both_receivers() {
         // Rounds done per loop; a loop that is done goes on until the other is (its last
         // message may be waiting in the other's receiver), then stops, even in `recv`.
         let done = std::rc::Rc::new([std::cell::Cell::new(0u64), std::cell::Cell::new(0u64)]);
-        let all_done = std::rc::Rc::new(tokio::sync::Notify::new());
+        // Set once both are done, and stays set: a loop still in `send` when the other finished
+        // sees it at its next `recv` (a `Notify` woke only the loops waiting at that moment,
+        // and the other then waited for ever on a receiver nobody sends to any more).
+        let (all_done, done_rx) = tokio::sync::watch::channel(false);
+        let all_done = std::rc::Rc::new(all_done);
         let looping = |node: dchan::Node, me: usize| {
             let (channel, done, all_done) = (channel.clone(), done.clone(), all_done.clone());
+            let mut done_rx = done_rx.clone();
             async move {
                 let mut rx = node.receiver::<u64>(&channel).capacity(64).await.expect("rx");
                 let tx = node.sender::<u64>(&channel).await.expect("tx");
@@ -149,14 +154,14 @@ async fn senders_beside_receivers_on_two_nodes_share_both_receivers() {
                     i += 1;
                     let got = tokio::select! {
                         got = rx.recv() => got.expect("open"),
-                        () = all_done.notified() => break,
+                        _ = done_rx.wait_for(|d| *d) => break,
                     };
                     if got >> 32 != me as u64 {
                         from_other += 1;
                     }
                     done[me].set(done[me].get() + 1);
                     if finished() {
-                        all_done.notify_waiters();
+                        all_done.send_replace(true);
                     }
                 }
                 (from_other, rx, tx)
