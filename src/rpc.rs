@@ -159,8 +159,14 @@ pub(crate) enum Request {
     /// forgets its books of the asker's old incarnation and answers, per receiver of its own,
     /// how many of the messages the asker sent before and was not told were taken it has taken
     /// in (it delivers them; the asker delivers the rest again). Credit granted to the asker
-    /// before is void, and its receivers of before are gone.
-    Rejoined,
+    /// before is void, and its receivers of before are gone. Answered once the receiving node
+    /// has applied the log up to `at` (the asker's own applied index when it started over, its
+    /// removal included): a removal applied after the answer would forget the new
+    /// incarnation's books as the old one's.
+    Rejoined {
+        /// The index of the last log entry the asker had applied when it started over.
+        at: u64,
+    },
     /// Let go of these dead letters of a channel (read and dealt with).
     RemoveDeadLetters {
         /// The channel.

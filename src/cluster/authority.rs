@@ -67,7 +67,7 @@ pub(crate) fn check(
         Request::Leave { node } if *node != from => refuse("a node may only remove itself"),
         Request::Join { .. } | Request::Leave { .. } => Ok(()),
         // It touches only the asker's own books, and it may not be a member here yet.
-        Request::Rejoined => Ok(()),
+        Request::Rejoined { .. } => Ok(()),
         _ if !member => refuse("not a member"),
         Request::Write(cmd) => write(registry, from, cmd).or_else(|why| refuse(&why)),
         Request::PreVote
@@ -107,7 +107,7 @@ fn name(req: &Request) -> &'static str {
         Request::Write(_) => "registry write",
         Request::Join { .. } => "join",
         Request::Leave { .. } => "leave",
-        Request::Rejoined => "start-over",
+        Request::Rejoined { .. } => "start-over",
         Request::PreVote => "pre-vote",
         Request::Stats => "stats request",
         Request::DeadLetters { .. } => "dead-letter read",

@@ -69,6 +69,9 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn fence(&self, from: NodeId, channel: &str, created: EndpointId);
     /// Receiver `to` on node `from` is gone: what it did not take goes elsewhere.
     fn released(&self, from: NodeId, to: EndpointId);
+    /// Node `from` answered this node's [`Request::Rejoined`] (this node starts over): called as
+    /// the answer is read, before the frames behind it.
+    fn rejoin_answered(&self, from: NodeId);
     /// Answer a request (a Raft RPC, a registry write, a membership change) from node `from`;
     /// `None`: refused without an answer (the asker times out).
     fn request(self: Arc<Self>, from: NodeId, req: Request)
@@ -502,7 +505,12 @@ impl Reader {
             Frame::Return { to, n } => up.returned(remote, to, n),
             Frame::Fence { channel, created } => up.fence(remote, &channel, created),
             Frame::Released { to } => up.released(remote, to),
-            Frame::Response { id, body } => peer.complete(id, *body),
+            Frame::Response { id, body } => {
+                let rejoined = matches!(*body, Response::Rejoined(_));
+                if peer.complete(id, *body) && rejoined {
+                    up.rejoin_answered(remote);
+                }
+            }
             Frame::Request { id, body } => match *body {
                 req @ (Request::AppendEntries(_)
                 | Request::Vote(_)
@@ -570,5 +578,13 @@ async fn answer_in_order(
 
 fn respond(peer: &Peer, id: u64, resp: Response) {
     let reliable = resp.is_reliable();
-    peer.outbox.push_frame(wire::encode(&Frame::Response { id, body: Box::new(resp) }), reliable);
+    let barrier = matches!(resp, Response::Rejoined(_));
+    let frame = wire::encode(&Frame::Response { id, body: Box::new(resp) });
+    if barrier {
+        // Credit granted after the answer must not reach the asker before it (see
+        // `Credits::answered`).
+        peer.outbox.push_barrier(frame);
+    } else {
+        peer.outbox.push_frame(frame, reliable);
+    }
 }

@@ -192,10 +192,12 @@ impl Peer {
         let _ = w.wait_for(|w| !*w).await;
     }
 
-    /// Hand an answer to whoever waits for request `id` (ignored if nobody does any more).
-    pub(crate) fn complete(&self, id: u64, resp: Response) {
-        if let Some(tx) = lock(&self.pending).remove(&id) {
-            let _ = tx.send(resp);
+    /// Hand an answer to whoever waits for request `id` (ignored if nobody does any more);
+    /// whether somebody did.
+    pub(crate) fn complete(&self, id: u64, resp: Response) -> bool {
+        match lock(&self.pending).remove(&id) {
+            Some(tx) => tx.send(resp).is_ok(),
+            None => false,
         }
     }
 }

@@ -313,8 +313,8 @@ impl Core {
                 _ => None,
             };
         }
-        if let Request::Rejoined = req {
-            return Some(Response::Rejoined(self.switch.rejoined(from)));
+        if let Request::Rejoined { at } = req {
+            return self.switch.rejoined(from, at).await.map(Response::Rejoined);
         }
         Some(self.answer(req).await)
     }
@@ -359,7 +359,7 @@ impl Core {
                 Response::Removed(self.remove_dead_letters(&channel, &seqs))
             }
             // Answered with the asker's id (see `handle_request`).
-            Request::Rejoined => Response::Rejoined(Vec::new()),
+            Request::Rejoined { .. } => Response::Rejoined(Vec::new()),
         }
     }
 

@@ -117,6 +117,10 @@ impl Dispatch for Core {
         self.switch.released(from, to);
     }
 
+    fn rejoin_answered(&self, from: NodeId) {
+        self.switch.rejoin_answered(from);
+    }
+
     fn request(
         self: Arc<Self>,
         from: NodeId,

@@ -10,7 +10,7 @@
 //! ([`LiveEndpoints`]); dropping the handle deregisters that one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::Instrument;
@@ -42,8 +42,9 @@ pub(crate) struct LiveEndpoints {
     /// A start-over is under way: new registrations wait for it (see
     /// [`LiveEndpoints::wait_started_over`]).
     starting_over: tokio::sync::watch::Sender<bool>,
-    /// This node has been a member: a registry without it since means it was removed.
-    was_member: AtomicBool,
+    /// The membership change that let this node in, as it last saw it (0: it has not been a
+    /// member yet): a registry without it, or with another number, means it was removed.
+    admitted: AtomicU64,
 }
 
 impl Default for LiveEndpoints {
@@ -52,7 +53,7 @@ impl Default for LiveEndpoints {
             by_handle: Mutex::default(),
             removed: AtomicBool::new(false),
             starting_over: tokio::sync::watch::Sender::new(false),
-            was_member: AtomicBool::new(false),
+            admitted: AtomicU64::new(0),
         }
     }
 }
@@ -114,15 +115,13 @@ impl Core {
         if !vanished.is_empty() && self.endpoints.any_live(&vanished) {
             self.endpoints.removed.store(true, Ordering::SeqCst);
         }
-        // Out of the membership, not by its own leave: removed, whether or not an endpoint of
-        // it vanished (one registered again after a first start-over may have failed to, and
-        // its peers forget its books all the same: the switchboard simulation's seed 273).
-        let member = registry.nodes.contains_key(&self.id);
-        if member {
-            self.endpoints.was_member.store(true, Ordering::SeqCst);
-        } else if self.endpoints.was_member.load(Ordering::SeqCst)
-            && !self.leaving.load(Ordering::SeqCst)
-        {
+        // Out of the membership, or let in again since it last looked, not by its own leave:
+        // removed, whether or not an endpoint of it vanished (one registered again after a
+        // first start-over may have failed to, and its peers forget its books all the same:
+        // the switchboard simulation's seeds 273 and 904).
+        let admitted = registry.admitted(self.id).unwrap_or(0);
+        let before = self.endpoints.admitted.swap(admitted, Ordering::SeqCst);
+        if before != 0 && before != admitted && !self.leaving.load(Ordering::SeqCst) {
             self.endpoints.removed.store(true, Ordering::SeqCst);
         }
         if !self.endpoints.removed.load(Ordering::SeqCst)

@@ -13,7 +13,7 @@
 //! On the sending node, a [`Window`] per remote receiver holds the credit granted to this node;
 //! the router takes one unit per message, and [`Credits`] finds the window an incoming grant is for.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -156,6 +156,7 @@ impl<R> Default for Credits<R> {
                 windows: HashMap::new(),
                 early: HashMap::new(),
                 void: false,
+                unanswered: BTreeSet::new(),
             }),
         }
     }
@@ -168,9 +169,14 @@ struct Inner<R> {
     /// this node's sender registered, which can be before the sender's router exists here), and
     /// the node that granted it.
     early: HashMap<EndpointId, (NodeId, u32)>,
-    /// This node is starting over: every window is void, a window made meanwhile too, and a
-    /// grant that comes (the old incarnation's) is dropped, until [`Credits::clear`].
+    /// This node is starting over: every window is void, a window made meanwhile too, until
+    /// [`Credits::clear`]. A grant from a node in `unanswered` (the old incarnation's, or one it
+    /// forgets as it answers) is dropped; one from any other node is the new incarnation's, and
+    /// kept for the window made after.
     void: bool,
+    /// While starting over, the nodes asked what they took in that have not answered yet
+    /// ([`Credits::answered`]).
+    unanswered: BTreeSet<NodeId>,
 }
 
 impl<R> Credits<R> {
@@ -178,8 +184,9 @@ impl<R> Credits<R> {
     /// granted before).
     pub(crate) fn window(&self, id: EndpointId, node: NodeId, route: &Arc<R>) -> Arc<Window> {
         let mut inner = lock(&self.inner);
-        let early = inner.early.remove(&id);
         let void = inner.void;
+        // Starting over, early grants wait for the window made after (this one is void).
+        let early = if void { None } else { inner.early.remove(&id) };
         let window = inner.windows.entry(id).or_insert_with(|| {
             let window = Arc::new(Window::default());
             if void {
@@ -204,10 +211,14 @@ impl<R> Credits<R> {
         let mut inner = lock(&self.inner);
         // Not even to a (void) window: a reclaim would hand it back to a receiver that counts
         // it no more, or, once it has granted the new incarnation, counts that instead.
-        if inner.void {
+        if inner.void && inner.unanswered.contains(&from) {
             return Granted::Void;
         }
-        if let Some((window, route, node)) = inner.windows.get(&id) {
+        // Starting over, and the node has answered: it granted the new incarnation (dropped,
+        // the node counted it out for ever: the switchboard simulation's seed 6058). Kept for
+        // the window made once every answer is in; the void one keeps nothing.
+        let window = inner.windows.get(&id).filter(|_| !inner.void);
+        if let Some((window, route, node)) = window {
             if *node != from {
                 not_the_receivers(from, id);
                 return Granted::Refused;
@@ -262,11 +273,16 @@ impl<R> Credits<R> {
     }
 
     /// Void every window: nothing more goes on its credit, nor on a window made until
-    /// [`Credits::clear`] (this node starts over: see [`crate::rpc::Request::Rejoined`]). Every
-    /// receiver it had a window towards, with its node and route.
-    pub(crate) fn release_all(&self) -> Vec<(EndpointId, NodeId, Arc<R>)> {
+    /// [`Credits::clear`] (this node starts over: see [`crate::rpc::Request::Rejoined`]); grants
+    /// from the nodes `asking` (those asked what they took in) are dropped until each answers.
+    /// Every receiver it had a window towards, with its node and route.
+    pub(crate) fn release_all(
+        &self,
+        asking: impl IntoIterator<Item = NodeId>,
+    ) -> Vec<(EndpointId, NodeId, Arc<R>)> {
         let mut inner = lock(&self.inner);
         inner.void = true;
+        inner.unanswered = asking.into_iter().collect();
         inner.early.clear();
         inner
             .windows
@@ -278,14 +294,21 @@ impl<R> Credits<R> {
             .collect()
     }
 
-    /// Forget every window and early grant (this node starts over: after
-    /// [`Credits::release_all`], every window is void; one still held by a router stays so until
-    /// the router's targets are rebuilt).
+    /// Forget every window (this node starts over: after [`Credits::release_all`], every window
+    /// is void; one still held by a router stays so until the router's targets are rebuilt).
+    /// Grants kept meanwhile, the new incarnation's, go to the windows made next.
     pub(crate) fn clear(&self) {
         let mut inner = lock(&self.inner);
         inner.windows.clear();
-        inner.early.clear();
         inner.void = false;
+        inner.unanswered.clear();
+    }
+
+    /// Node `from` answered what it took in (this node starts over): it has forgotten the old
+    /// incarnation, and what it grants from now on is the new one's. Called as the answer is
+    /// read, before anything the node sent after it.
+    pub(crate) fn answered(&self, from: NodeId) {
+        lock(&self.inner).unanswered.remove(&from);
     }
 
     /// Forget the window towards receiver `id` (released, and gone from the registry).

@@ -152,3 +152,29 @@ fn early_grants_wait_for_their_window_and_are_given_back_when_reclaimed_or_unkee
     credits.retain_early(|id| id >= 100);
     assert_eq!(credits.early_count(), 0, "receivers that are gone");
 }
+
+/// Starting over: a grant from a node not yet answered is the old incarnation's (dropped, the
+/// node forgets it as it answers); one from a node that answered is the new incarnation's, kept
+/// for the window made once every answer is in (dropped, the node counted it out for ever: the
+/// switchboard simulation's seed 6058).
+#[test]
+fn starting_over_keeps_the_grants_of_nodes_that_answered_for_the_new_windows() {
+    let credits: Credits<()> = Credits::default();
+    let route = Arc::new(());
+    let old = credits.window(10, 2, &route);
+    old.grant(3);
+    let released = credits.release_all([2, 3]);
+    assert_eq!(released.len(), 1);
+    assert!(!old.try_acquire(), "void");
+    assert!(matches!(credits.grant(10, 2, 4), Granted::Void), "node 2 has not answered");
+    credits.answered(2);
+    assert!(matches!(credits.grant(10, 2, 2), Granted::Kept), "node 2 answered: the new one's");
+    assert!(matches!(credits.grant(11, 3, 1), Granted::Void), "node 3 has not answered");
+    let made_meanwhile = credits.window(12, 2, &route);
+    assert!(!made_meanwhile.try_acquire(), "a window made while starting over is void too");
+    credits.clear();
+    let new = credits.window(10, 2, &route);
+    assert!(new.try_acquire() && new.try_acquire(), "the answered node's grant");
+    assert!(!new.try_acquire(), "and nothing of the old incarnation's");
+    assert!(matches!(credits.grant(11, 3, 1), Granted::Kept), "no longer starting over");
+}

@@ -42,7 +42,15 @@ impl Switchboard {
         // Every window is void at once (nothing more is queued on old credit); they stay in
         // the table until every peer has answered, so that a grant of the old incarnation's
         // still on its way lands on a void window, not on a new one.
-        let old = self.credits.release_all();
+        // Every member is asked, linked to or not yet (one let in again itself since this node
+        // last talked to it may have granted this node's new senders credit already).
+        let mut peers = self.peers.all();
+        for id in registry.nodes.keys().filter(|id| **id != self.me) {
+            if !peers.iter().any(|p| p.id == *id) {
+                peers.extend(self.peers.reach(*id));
+            }
+        }
+        let old = self.credits.release_all(peers.iter().map(|p| p.id));
         // What goes again counts as re-routing from now on, so that a close fence waits for it
         // (`ChannelRoute::rerouting_done`): it was sent before any close.
         let mut settling: Vec<Arc<ChannelRoute>> = Vec::new();
@@ -54,8 +62,9 @@ impl Switchboard {
         }
         // The question goes behind everything sent before on each link, and the answer behind
         // everything the peer sent this node before: the count covers both.
-        let peers = self.peers.all();
-        let answers = futures::future::join_all(peers.iter().map(|p| self.ask_rejoined(p))).await;
+        let at = registry.applied;
+        let answers =
+            futures::future::join_all(peers.iter().map(|p| self.ask_rejoined(p, at))).await;
         for (peer, answer) in peers.iter().zip(answers) {
             match answer {
                 Some(taken) => {
@@ -93,10 +102,10 @@ impl Switchboard {
     /// or is no longer a member (a peer that does not answer is removed within the failure
     /// timeout). Going on without its answer would let its forgetting come later, after it has
     /// granted the new incarnation credit, and wipe that.
-    async fn ask_rejoined(&self, peer: &Arc<Peer>) -> Option<Vec<(EndpointId, u32)>> {
+    async fn ask_rejoined(&self, peer: &Arc<Peer>, at: u64) -> Option<Vec<(EndpointId, u32)>> {
         loop {
             if let Ok(Response::Rejoined(taken)) =
-                peer.request(Request::Rejoined, HAND_OVER_TIMEOUT).await
+                peer.request(Request::Rejoined { at }, HAND_OVER_TIMEOUT).await
             {
                 return Some(taken);
             }
@@ -106,6 +115,12 @@ impl Switchboard {
             }
             tracing::debug!(peer = peer.id, "starting over: asking again what it took in");
         }
+    }
+
+    /// Node `from` answered this node's [`Request::Rejoined`] (read from its link, before
+    /// anything it sent after): what it grants from now on is the new incarnation's.
+    pub(crate) fn rejoin_answered(&self, from: NodeId) {
+        self.credits.answered(from);
     }
 
     /// Receiver `old` of this node, removed with it, is registered again as `new`: it takes
@@ -140,12 +155,27 @@ impl Switchboard {
     }
 
     /// Node `from` was removed from the cluster while alive and let back in (its
-    /// [`Request::Rejoined`]): it starts over. Every inbox of this node forgets its books of
-    /// the node, as when it left (if this node has not applied the removal yet, or never will,
-    /// having caught up past it at once), and says how many of its earlier messages it took
-    /// in; what this node sent to the node's receivers of before, which the registry no longer
-    /// lists, goes elsewhere.
-    pub(crate) fn rejoined(&self, from: NodeId) -> Vec<(EndpointId, u32)> {
+    /// [`Request::Rejoined`]): it starts over. Once this node has applied the log as far as
+    /// the node had (`at`: its removal and its return included) and refreshed to it, every
+    /// inbox of this node forgets its books of the node, as when it left (if this node never
+    /// saw the removal, having caught up past it at once), and says how many of its earlier
+    /// messages it took in; what this node sent to the node's receivers of before, which the
+    /// registry no longer lists, goes elsewhere.
+    ///
+    /// `None` (not answered: the node asks again) if this node has not caught up within
+    /// [`HAND_OVER_TIMEOUT`]. Answered before, the removal applied after would forget the books
+    /// of the new incarnation as the old one's: what it sent since was held here and never told
+    /// (the switchboard simulation's seed 2057, with freezes).
+    pub(crate) async fn rejoined(&self, from: NodeId, at: u64) -> Option<Vec<(EndpointId, u32)>> {
+        let mut watch = self.registry.clone();
+        let caught_up = tokio::time::timeout(HAND_OVER_TIMEOUT, async {
+            watch.wait_for(|r| r.applied >= at).await.map(|r| r.clone()).ok()
+        });
+        let Some(registry) = caught_up.await.ok().flatten() else {
+            tracing::debug!(node = from, at, "asked to forget a node's old incarnation before applying its removal: not answered yet");
+            return None;
+        };
+        self.refresh(&registry);
         tracing::info!(node = from, "a node removed while alive is back: it starts over");
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         let taken = inboxes
@@ -159,6 +189,6 @@ impl Switchboard {
                 self.released(from, id);
             }
         }
-        taken
+        Some(taken)
     }
 }

@@ -235,6 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
+        d.registry.applied = d.last_applied.map_or(0, |l| l.index);
         self.publish(&mut d.registry);
         Ok(out)
     }
@@ -264,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut d = lock(&self.data);
             // Versions only grow, whatever the snapshot holds.
             new.registry.version = d.registry.version;
+            new.registry.applied = meta.last_log_id.map_or(0, |l| l.index);
             *d = new;
             let SmData { membership, registry, .. } = &mut *d;
             set_membership(registry, membership);

@@ -199,6 +199,12 @@ pub(crate) struct Registry {
     pub(crate) nodes: BTreeMap<NodeId, String>,
     /// The nodes that vote.
     pub(crate) voters: BTreeSet<NodeId>,
+    /// Per member, which membership change let it in (see [`Registry::admitted`]).
+    #[serde(default)]
+    admitted: BTreeMap<NodeId, u64>,
+    /// How many membership changes added or removed a node.
+    #[serde(default)]
+    membership_changes: u64,
     /// The next endpoint id to hand out.
     next_endpoint: EndpointId,
     /// The endpoint each registration token made: a repeated `Register` finds the endpoint its
@@ -219,6 +225,11 @@ pub(crate) struct Registry {
     /// tells a newer registry from an older one by it.
     #[serde(skip)]
     pub(crate) version: u64,
+    /// The index of the last Raft log entry this registry includes: the same entry has the same
+    /// index on every node, so a node tells by it whether it has applied what another node has
+    /// (see [`crate::rpc::Request::Rejoined`]). Set by the state machine (not replicated).
+    #[serde(skip)]
+    pub(crate) applied: u64,
 }
 
 impl Registry {
@@ -424,13 +435,32 @@ impl Registry {
             .collect()
     }
 
+    /// Which membership change let member `node` in (`None`: not a member). A node that finds
+    /// another number than it saw before was removed and let in again since, even if it never
+    /// saw a registry without itself (its copy may jump from before the removal to after the
+    /// return): its peers forgot its books, and it starts over.
+    pub(crate) fn admitted(&self, node: NodeId) -> Option<u64> {
+        self.admitted.get(&node).copied()
+    }
+
     /// Take Raft's new membership: the member nodes and their addresses, and who votes.
     pub(crate) fn set_membership(
         &mut self,
         nodes: impl IntoIterator<Item = (NodeId, String)>,
         voters: impl IntoIterator<Item = NodeId>,
     ) {
-        self.nodes = nodes.into_iter().collect();
+        let nodes: BTreeMap<NodeId, String> = nodes.into_iter().collect();
+        // Counted only when a node comes or goes: taking the same membership again (a snapshot
+        // installed) changes nothing, so every node counts alike.
+        if !nodes.keys().eq(self.nodes.keys()) {
+            self.membership_changes += 1;
+            let change = self.membership_changes;
+            self.admitted.retain(|n, _| nodes.contains_key(n));
+            for n in nodes.keys() {
+                self.admitted.entry(*n).or_insert(change);
+            }
+        }
+        self.nodes = nodes;
         self.voters = voters.into_iter().collect();
         // A node no longer a member sends no fence: closed channels stop waiting for it. (Its
         // removal takes it out too, but a close committed between its removal and its

@@ -203,3 +203,27 @@ fn a_close_between_a_removal_and_the_membership_change_does_not_wait_for_the_rem
     assert!(!r.channels["jobs"].closed_by(2), "no longer waited for");
     assert!(r.channels["jobs"].closed_by(1));
 }
+
+/// A node tells it was removed and let in again by the membership change that let it in, even
+/// when its copy of the registry jumps over the registry without it (the switchboard
+/// simulation's seed 904); taking the same membership again (a snapshot) changes nothing.
+#[test]
+fn a_node_removed_and_let_in_again_is_admitted_by_another_change() {
+    let addrs = |ids: &[NodeId]| ids.iter().map(|i| (*i, format!("n{i}"))).collect::<Vec<_>>();
+    let mut r = Registry::default();
+    r.set_membership(addrs(&[1, 2]), [1, 2]);
+    let (one, two) = (r.admitted(1), r.admitted(2));
+    assert!(one.is_some() && one == two);
+    r.set_membership(addrs(&[1, 2]), [1, 2]);
+    assert_eq!(r.admitted(2), two, "the same membership again");
+    let snapshot = r.clone();
+    r.set_membership(addrs(&[1]), [1]);
+    assert_eq!(r.admitted(2), None);
+    r.set_membership(addrs(&[1, 2]), [1]);
+    assert!(r.admitted(2).is_some() && r.admitted(2) != two, "let in again");
+    assert_eq!(r.admitted(1), one, "the node that stayed");
+    let mut copy: Registry = rmp_serde::from_slice(&rmp_serde::to_vec_named(&r).unwrap()).unwrap();
+    copy.set_membership(addrs(&[1, 2]), [1]);
+    assert_eq!(copy.admitted(2), r.admitted(2), "replicated with the registry");
+    assert_eq!(snapshot.admitted(2), two);
+}

@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{watch, Notify};
 
 use crate::ids::EndpointId;
+use crate::link::wire::{self, Frame};
 
 /// The longest a lazy ack waits for a frame to ride along with.
 pub(crate) const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
@@ -156,6 +157,9 @@ struct Inner {
     urgent: bool,
     /// Lazy acks are queued and the writer's delayed flush has been armed.
     lazy_armed: bool,
+    /// A frame nothing queued after it may overtake is among `frames` (see
+    /// [`Outbox::push_barrier`]): credit queued meanwhile goes behind it, as a frame.
+    barrier: bool,
 }
 
 /// A data frame kept for its receiver until every message in it is taken.
@@ -214,6 +218,30 @@ impl Outbox {
             self.control_bytes.fetch_add(len, Ordering::Relaxed);
             Ok(())
         });
+    }
+
+    /// A control frame that nothing queued after it may overtake: credit queued before it goes
+    /// before it, credit queued after goes after it (lazy credit otherwise goes ahead of every
+    /// queued frame). The answer to [`crate::rpc::Request::Rejoined`]: the peer drops the
+    /// credit it reads before it as the old incarnation's, and takes what comes after.
+    pub(crate) fn push_barrier(&self, frame: Bytes) {
+        let len = frame.len();
+        let mut inner = self.lock();
+        inner.finish_open();
+        let acks = std::mem::take(&mut inner.acks);
+        for (to, taken, grant) in acks {
+            let credit = wire::encode(&Frame::Credit { to, taken, grant });
+            self.control_bytes.fetch_add(credit.len(), Ordering::Relaxed);
+            inner.frames.push_back((credit, true));
+        }
+        inner.frames.push_back((frame, true));
+        inner.barrier = true;
+        self.control_bytes.fetch_add(len, Ordering::Relaxed);
+        let wake = !std::mem::replace(&mut inner.urgent, true);
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
     /// Wait until the control frames queued for this peer and not yet written are under

@@ -67,6 +67,7 @@ impl Outbox {
             }
             into.push(frame);
         }
+        inner.barrier = false;
         inner.urgent = false;
         inner.lazy_armed = false;
         let had = self.control_bytes.swap(0, Ordering::Relaxed);

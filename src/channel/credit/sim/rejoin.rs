@@ -41,9 +41,9 @@ impl Sim {
         if self.senders[s].phase != Phase::Thawed || self.senders[s].stopped() {
             return;
         }
-        self.senders[s].credits.release_all();
         let from = self.senders[s].node;
         let nodes: Vec<NodeId> = self.receivers.iter().map(|r| r.node).collect();
+        self.senders[s].credits.release_all(nodes.iter().copied());
         for node in &nodes {
             self.push(from, *node, Msg::Rejoined);
         }
@@ -75,6 +75,7 @@ impl Sim {
         if super::tracing_frames() {
             eprintln!("took in: sender {s} receiver {to} n {n} kept {:?}", sender.kept[to]);
         }
+        sender.credits.answered(link.0);
         for _ in 0..n {
             sender.kept[to].pop_front().expect("told it took in more than was sent");
         }

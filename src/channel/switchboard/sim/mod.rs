@@ -304,6 +304,7 @@ impl Sim {
 
     fn push(&mut self, mut registry: Registry) {
         registry.version = self.log.len() as u64;
+        registry.applied = registry.version;
         self.log.push(Arc::new(registry));
     }
 

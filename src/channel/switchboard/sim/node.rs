@@ -66,16 +66,23 @@ impl Dispatch for Core {
         self.switch.released(from, to);
     }
 
+    fn rejoin_answered(&self, from: NodeId) {
+        self.switch.rejoin_answered(from);
+    }
+
     fn request(
         self: Arc<Self>,
         from: NodeId,
         req: Request,
     ) -> BoxFuture<'static, Option<Response>> {
-        let answer = match req {
-            Request::Rejoined => Some(Response::Rejoined(self.switch.rejoined(from))),
-            _ => None,
-        };
-        Box::pin(async move { answer })
+        Box::pin(async move {
+            match req {
+                Request::Rejoined { at } => {
+                    self.switch.rejoined(from, at).await.map(Response::Rejoined)
+                }
+                _ => None,
+            }
+        })
     }
 }
 

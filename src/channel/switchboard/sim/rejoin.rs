@@ -22,8 +22,9 @@ pub(super) struct Rejoin {
     /// A live endpoint of it vanished from its registry, or it is out of the membership: it was
     /// removed.
     pub(super) removed: bool,
-    /// It has been a member.
-    was_member: bool,
+    /// The membership change that let it in, as it last saw it (0: not a member yet): see
+    /// `Registry::admitted`.
+    admitted: u64,
     /// It starts over: settling with its peers, then registering its endpoints again (new
     /// registrations wait meanwhile).
     pub(super) starting_over: bool,
@@ -87,10 +88,11 @@ impl Sim {
         if vanished.iter().any(|v| live.contains(&Some(*v))) {
             node.rejoin.removed = true;
         }
-        let member = node.core.registry.borrow().nodes.contains_key(&node.id);
-        if member {
-            node.rejoin.was_member = true;
-        } else if node.rejoin.was_member && node.leave.is_none() {
+        let registry = node.core.registry.borrow().clone();
+        let member = registry.nodes.contains_key(&node.id);
+        let admitted = registry.admitted(node.id).unwrap_or(0);
+        let before = std::mem::replace(&mut node.rejoin.admitted, admitted);
+        if before != 0 && before != admitted && node.leave.is_none() {
             node.rejoin.removed = true;
         }
         if !node.rejoin.removed || !member || node.leave.is_some() || node.rejoin.starting_over {

@@ -56,7 +56,7 @@ impl Sim {
                 }
             }
             96 if faults && self.rng.below(4) == 0 => {
-                if *TRACE {
+                if *TRACE && !self.nodes[i].dead && !self.nodes[i].steady {
                     eprintln!("crash {}", self.nodes[i].id);
                 }
                 self.crash(i);
