@@ -82,9 +82,6 @@ pub(crate) struct Grants {
     local_wants: bool,
     /// Messages taken per node, not yet told.
     taken: Vec<(NodeId, u32)>,
-    /// Nodes that wanted credit before this node knew they have a sender of the channel: they
-    /// are offered some once it does (they do not ask twice).
-    deferred: BTreeSet<NodeId>,
     /// Nodes that left the cluster with credit out or messages taken in and not told, the
     /// latest [`MAX_LEFT`] of them (see [`Left`]). A node that left is no longer in `out`:
     /// nothing is granted or told to it again.
@@ -104,7 +101,6 @@ impl Grants {
             reclaiming: BTreeSet::new(),
             local_wants: false,
             taken: Vec::new(),
-            deferred: BTreeSet::new(),
             left: VecDeque::new(),
         }
     }
@@ -114,7 +110,6 @@ impl Grants {
         self.out.len()
             + self.left.len()
             + self.wanting.len()
-            + self.deferred.len()
             + self.reclaiming.len()
             + self.taken.len()
     }
@@ -222,16 +217,6 @@ impl Grants {
         done.into_iter().collect()
     }
 
-    /// Node `from` wanted credit before its sender was known here: kept for [`Grants::undefer`].
-    pub(crate) fn defer(&mut self, from: NodeId) {
-        self.deferred.insert(from);
-    }
-
-    /// Whether node `from` wanted credit before its sender was known (forgotten as it is told).
-    pub(crate) fn undefer(&mut self, from: NodeId) -> bool {
-        self.deferred.remove(&from)
-    }
-
     /// Node `from` gave `n` unused credits back.
     pub(crate) fn returned(&mut self, from: NodeId, n: u32) {
         self.reclaiming.remove(&from);
@@ -266,7 +251,6 @@ impl Grants {
             None => {}
         }
         self.wanting.retain(|n| *n != node);
-        self.deferred.remove(&node);
         self.reclaiming.remove(&node);
         self.taken.retain(|(n, _)| *n != node);
     }
@@ -322,7 +306,6 @@ impl Grants {
         self.wanting.clear();
         self.reclaiming.clear();
         self.taken.clear();
-        self.deferred.clear();
         self.left.clear();
     }
 

@@ -124,15 +124,6 @@ fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in
 }
 
 #[test]
-fn a_want_before_the_sender_is_known_is_answered_once_it_is() {
-    let mut g = Grants::new(4);
-    g.defer(3);
-    assert!(g.settle(true, None, false).is_empty(), "nothing granted to an unknown sender");
-    assert!(g.undefer(3), "offered once its sender is known");
-    assert!(!g.undefer(3));
-}
-
-#[test]
 fn early_grants_wait_for_their_window_and_are_given_back_when_reclaimed_or_unkeepable() {
     let credits: Credits<()> = Credits::default();
     assert!(matches!(credits.grant(10, 2, 5), Granted::Kept));

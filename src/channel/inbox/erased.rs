@@ -80,7 +80,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         Ok(())
     }
 
-    fn want(&self, from: NodeId, sender: bool) {
+    fn want(&self, from: NodeId) {
         let out = {
             let mut st = self.lock();
             if st.detached {
@@ -91,10 +91,6 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 // the application may still acknowledge (see `State::tell_gone`).
                 st.grants.want(from);
                 self.say_gone(st);
-                return;
-            }
-            if !sender {
-                st.grants.defer(from);
                 return;
             }
             st.grants.want(from);
@@ -123,8 +119,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             }
             let new: Vec<NodeId> = {
                 let known: BTreeSet<NodeId> = st.grants.known().collect();
-                let grants = &mut st.grants;
-                nodes.iter().copied().filter(|n| grants.undefer(*n) || !known.contains(n)).collect()
+                nodes.iter().copied().filter(|n| !known.contains(n)).collect()
             };
             if new.is_empty() {
                 return;

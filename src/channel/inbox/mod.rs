@@ -124,13 +124,12 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
         rerouted: bool,
         copy: bool,
     ) -> Result<(), Refused<Bytes>>;
-    /// Node `from` has messages waiting and no credit. Not yet a `sender` of the channel as this
-    /// node's registry has it: the want is kept until it is (see [`ErasedInbox::offer`]).
-    fn want(&self, from: NodeId, sender: bool);
+    /// Node `from` has messages waiting and no credit (a member, with a sender of the channel
+    /// or messages of one to redeliver: see [`crate::channel::switchboard::Switchboard::want`]).
+    fn want(&self, from: NodeId);
     /// Node `from` gave back `n` unused credits.
     fn returned(&self, from: NodeId, n: u32);
-    /// These nodes have senders of the channel: offer credit to any not offered yet, and to
-    /// any that wanted some before this node knew of its sender.
+    /// These nodes have senders of the channel: offer credit to any not offered yet.
     fn offer(&self, nodes: &[NodeId]);
     /// Node `node` left the cluster.
     fn node_left(&self, node: NodeId);

@@ -78,7 +78,7 @@ impl Switchboard {
                     );
                     return;
                 }
-                inbox.want(from, true);
+                inbox.want(from);
             }
             None => self.not_here(from, to),
         }

@@ -465,7 +465,7 @@ impl Sim {
                     // Not a member any more, as this node has it: refused (`Switchboard::want`).
                     return;
                 }
-                self.receivers[to].inbox.want(from, true);
+                self.receivers[to].inbox.want(from);
                 self.flush(to);
             }
             Msg::Return { to, n } => {
