@@ -343,13 +343,13 @@ impl<R> Credits<R> {
     /// This node is leaving: every window gives up its unused credit, returned to its receiver
     /// (which then keeps nothing for this node once it has left). Per receiver: its node and the
     /// credit to return.
-    pub(crate) fn give_up_all(&self) -> Vec<(EndpointId, NodeId, u32)> {
+    pub(crate) fn give_up_all(&self, zero: bool) -> Vec<(EndpointId, NodeId, u32)> {
         let inner = lock(&self.inner);
         inner
             .windows
             .iter()
             .map(|(id, (window, _, node))| (*id, *node, window.reclaim()))
-            .filter(|(_, _, n)| *n > 0)
+            .filter(|(_, _, n)| zero || *n > 0)
             .collect()
     }
 

@@ -86,6 +86,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             if st.detached {
                 return;
             }
+            if st.restarting {
+                // Asked under its old id (by a node that has not applied its removal): what it
+                // granted under that id, the node would count on a window released since, and
+                // the credit would be out for ever (the switchboard simulation's seed 19663,
+                // with freezes). Offered again under the new id.
+                return;
+            }
             if st.ended {
                 // It takes nothing more: told it is gone, unless it has deliveries here that
                 // the application may still acknowledge (see `State::tell_gone`).
@@ -190,6 +197,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             let owed: Vec<(NodeId, u32)> =
                 nodes.into_iter().map(|n| (n, st.grants.take_owed(n))).collect();
             st.grants.reset_remote();
+            st.restarting = true;
             owed
         };
         self.released_to(nodes);
@@ -197,7 +205,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn renamed(&self, id: EndpointId) {
+        let mut st = self.lock();
         self.id.store(id, Ordering::Release);
+        st.restarting = false;
     }
 
     fn rejoined(&self, node: NodeId) -> u32 {

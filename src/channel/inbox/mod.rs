@@ -255,6 +255,9 @@ struct State<T> {
     /// Its node is leaving and has told what was taken: messages of other nodes are not handed
     /// out any more (see [`ErasedInbox::tell_taken`]).
     leaving: bool,
+    /// Removed with its node, which starts over: it grants nothing until registered again
+    /// under its new id (see [`ErasedInbox::restart`]).
+    restarting: bool,
     /// Manual acknowledgement: deliveries not yet acknowledged.
     unacked: Option<Unacked>,
     /// The node whose message was taken last (where freed room goes back by default).
@@ -339,6 +342,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 detached: false,
                 ended: false,
                 leaving: false,
+                restarting: false,
                 unacked: manual_ack.then(Unacked::default),
                 last_from: None,
             }),

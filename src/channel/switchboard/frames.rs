@@ -64,19 +64,25 @@ impl Switchboard {
     /// asks only when a message passed the receiver over), whether or not this node's registry
     /// lists a sender of it: its sender may not be applied here yet, or may be gone while the
     /// node still redelivers what it sent (a deferred want starved such a node for ever, and
-    /// its close fence with it: the switchboard simulation's seed 273).
+    /// its close fence with it: the switchboard simulation's seed 273). Or a member that left
+    /// lately: it hands over what it held after its leave is committed (refused, what it held
+    /// was lost: the switchboard simulation's seed 5002); it gives back what it does not use,
+    /// and this receiver forgets it as it does (see [`Switchboard::returned`]).
     pub(crate) fn want(&self, from: NodeId, to: EndpointId) {
         tracing::trace!(node = from, receiver = to, "want in");
         match self.inbox(to) {
             Some(inbox) => {
-                let registry = self.registry.borrow().clone();
-                if !registry.nodes.contains_key(&from) {
-                    tracing::warn!(
-                        node = from,
-                        receiver = to,
-                        "credit asked for by a non-member: refused"
-                    );
-                    return;
+                let member = self.registry.borrow().nodes.contains_key(&from);
+                if !member {
+                    if !self.left_lately(from) {
+                        tracing::warn!(
+                            node = from,
+                            receiver = to,
+                            "credit asked for by a non-member: refused"
+                        );
+                        return;
+                    }
+                    self.forget_later(from, &inbox);
                 }
                 inbox.want(from);
             }
@@ -105,11 +111,15 @@ impl Switchboard {
         }
     }
 
-    /// Node `from` gave back `n` credits with receiver `to`.
+    /// Node `from` gave back `n` credits with receiver `to`. A node that left gives back what
+    /// it got to hand over and did not use: its books go as when it left.
     pub(crate) fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
         tracing::trace!(node = from, receiver = to, n, "return in");
         if let Some(inbox) = self.inbox(to) {
             inbox.returned(from, n);
+            if self.left_lately(from) && !self.registry.borrow().nodes.contains_key(&from) {
+                inbox.node_left(from);
+            }
         }
     }
 

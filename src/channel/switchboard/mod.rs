@@ -71,7 +71,29 @@ pub(crate) struct Switchboard {
     /// Senders of this node the registry stopped listing since the node last looked (see
     /// [`Switchboard::take_vanished`]).
     vanished: Mutex<Vec<EndpointId>>,
+    /// Members that left lately, and when this node saw it (the latest [`MAX_DEPARTED`], for
+    /// [`DEPARTED_FOR`]): a leaving node hands over what it holds after its leave is committed,
+    /// and gets credit for that (see [`Switchboard::want`]).
+    departed: Mutex<std::collections::VecDeque<Departed>>,
 }
+
+/// A member that left lately (see [`Switchboard::departed`]).
+#[derive(Debug)]
+struct Departed {
+    node: NodeId,
+    /// When this node saw it leave.
+    at: tokio::time::Instant,
+    /// The receivers of this node that granted it credit since: they forget it again once
+    /// [`DEPARTED_FOR`] has passed (see [`Switchboard::forget_later`]).
+    granted: Vec<EndpointId>,
+}
+
+/// How many members that left lately a node remembers (see [`Switchboard::departed`]).
+const MAX_DEPARTED: usize = 64;
+
+/// How long after a member left it still gets credit to hand over what it held: the hand-over's
+/// own limit, twice.
+const DEPARTED_FOR: std::time::Duration = HAND_OVER_TIMEOUT.saturating_mul(2);
 
 impl Switchboard {
     pub(crate) fn new(
@@ -95,6 +117,7 @@ impl Switchboard {
             leaving: AtomicBool::new(false),
             left: AtomicBool::new(false),
             vanished: Mutex::default(),
+            departed: Mutex::default(),
         }
     }
 
@@ -129,16 +152,69 @@ impl Switchboard {
         }
         // Unused credit goes back too: a receiver keeps what a node that left had out (it may
         // still send on it), and this node will not.
-        for (to, node, n) in self.credits.give_up_all() {
-            if let Some(p) = self.peers.reach(node) {
-                p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
-            }
-        }
+        self.give_up_credit(false);
         if tokio::time::timeout(HAND_OVER_TIMEOUT, self.peers_flushed()).await.is_err() {
             tracing::warn!(
                 "leaving: a peer did not confirm what was taken within {HAND_OVER_TIMEOUT:?}"
             );
         }
+    }
+
+    /// Give every receiver back the credit this node holds and will not use (`zero`: say so
+    /// even with none: a receiver forgets a node that left as it hears, see
+    /// [`Switchboard::returned`]).
+    fn give_up_credit(&self, zero: bool) {
+        for (to, node, n) in self.credits.give_up_all(zero) {
+            if let Some(p) = self.peers.reach(node) {
+                p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+            }
+        }
+    }
+
+    /// Member `node` left (this node's registry no longer lists it).
+    pub(super) fn departed(&self, node: NodeId) {
+        let mut departed = lock(&self.departed);
+        departed.retain(|d| d.node != node);
+        if departed.len() == MAX_DEPARTED {
+            departed.pop_front();
+        }
+        let at = tokio::time::Instant::now();
+        departed.push_back(Departed { node, at, granted: Vec::new() });
+    }
+
+    /// Whether `node` left the membership lately (it may be handing over what it held).
+    pub(super) fn left_lately(&self, node: NodeId) -> bool {
+        let now = tokio::time::Instant::now();
+        lock(&self.departed)
+            .iter()
+            .any(|d| d.node == node && now.duration_since(d.at) < DEPARTED_FOR)
+    }
+
+    /// Receiver `inbox` gives credit to `node`, which left lately: once [`DEPARTED_FOR`] has
+    /// passed since, it forgets the node again (what the node did not give back is free again).
+    /// A node that left gracefully gives back what it does not use long before; one that died
+    /// with a request for credit on its way (read after it was removed) never would.
+    pub(super) fn forget_later(&self, node: NodeId, inbox: &Arc<dyn ErasedInbox>) {
+        let until = {
+            let mut departed = lock(&self.departed);
+            let Some(d) = departed.iter_mut().find(|d| d.node == node) else { return };
+            if d.granted.contains(&inbox.id()) {
+                return;
+            }
+            d.granted.push(inbox.id());
+            d.at + DEPARTED_FOR
+        };
+        let (inbox, registry, cancel) = (inbox.clone(), self.registry.clone(), self.cancel.clone());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep_until(until) => {
+                    if !registry.borrow().nodes.contains_key(&node) {
+                        inbox.node_left(node);
+                    }
+                }
+            }
+        });
     }
 
     /// Wait until every peer has acknowledged everything queued for it so far.
@@ -315,10 +391,14 @@ impl Switchboard {
             for route in &routes {
                 route.rerouting_done().await;
             }
+            // Credit asked for to hand over, and not used, goes back (the receivers would count
+            // it out for ever).
+            self.give_up_credit(true);
             self.peers_flushed().await;
         };
         if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
             tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
+            self.give_up_credit(true);
         }
     }
 }

@@ -53,6 +53,7 @@ impl Switchboard {
     pub(super) fn refresh_links(&self, left: &[NodeId], registry: &Registry) {
         for gone in left {
             self.peers.remove(*gone);
+            self.departed(*gone);
         }
         self.peers.set_book(
             registry.nodes.iter().filter(|(id, _)| **id != self.me).map(|(id, a)| (*id, a.clone())),

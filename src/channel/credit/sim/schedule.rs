@@ -90,7 +90,7 @@ impl Sim {
             if sender.finishing && !sender.stopped() && settled {
                 self.senders[s].gone = true;
                 let node = self.senders[s].node;
-                for (id, to_node, n) in self.senders[s].credits.give_up_all() {
+                for (id, to_node, n) in self.senders[s].credits.give_up_all(false) {
                     self.push(node, to_node, Msg::Return { to: receiver_index(id), n });
                 }
             }
