@@ -1,7 +1,7 @@
 //! The outbox: everything one node has to say to one peer, batched into frames.
 //!
 //! A [`Sender`](crate::Sender) that picks a remote receiver encodes the message straight into the
-//! open [`Frame::Data`](crate::link::wire::Frame::Data) of that peer's outbox: consecutive messages for
+//! open [`Frame::Data`] of that peer's outbox: consecutive messages for
 //! the same receiver share one frame, and no allocation is made per message. The peer's writer
 //! task ([`crate::link::connection`]) takes everything queued at once, feeds it to the socket and flushes
 //! only when the outbox has run dry, so many messages share one syscall.
