@@ -183,7 +183,6 @@ impl Switchboard {
             .map(|inbox| (inbox.id(), inbox.rejoined(from)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let registry = self.registry.borrow().clone();
         for id in self.credits.on_node(from) {
             if !registry.is_registered(id) {
                 self.released(from, id);

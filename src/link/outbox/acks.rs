@@ -23,16 +23,9 @@ impl Outbox {
         }
         let mut inner = self.lock();
         if inner.barrier {
-            // Behind the barrier, not ahead of it.
-            let frame =
-                crate::link::wire::encode(&crate::link::wire::Frame::Credit { to, taken, grant });
-            self.control_bytes.fetch_add(frame.len(), std::sync::atomic::Ordering::Relaxed);
-            inner.frames.push_back((frame, true));
-            let wake = !std::mem::replace(&mut inner.urgent, true);
+            // Behind the barrier, not ahead of it: a control frame of its own.
             drop(inner);
-            if wake {
-                self.ready.notify_one();
-            }
+            self.push_frame(super::credit_frame(to, taken, grant), true);
             return;
         }
         let (t, g) = match inner.acks.iter_mut().find(|(id, _, _)| *id == to) {

@@ -31,6 +31,11 @@ use tokio::sync::{watch, Notify};
 use crate::ids::EndpointId;
 use crate::link::wire::{self, Frame};
 
+/// Receiver `to` took `taken` and grants `grant`, encoded as its frame.
+fn credit_frame(to: EndpointId, taken: u32, grant: u32) -> Bytes {
+    wire::encode(&Frame::Credit { to, taken, grant })
+}
+
 /// The longest a lazy ack waits for a frame to ride along with.
 pub(crate) const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -230,7 +235,7 @@ impl Outbox {
         inner.finish_open();
         let acks = std::mem::take(&mut inner.acks);
         for (to, taken, grant) in acks {
-            let credit = wire::encode(&Frame::Credit { to, taken, grant });
+            let credit = credit_frame(to, taken, grant);
             self.control_bytes.fetch_add(credit.len(), Ordering::Relaxed);
             inner.frames.push_back((credit, true));
         }

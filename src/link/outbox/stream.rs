@@ -57,7 +57,7 @@ impl Outbox {
         }
         let acks = std::mem::take(&mut inner.acks);
         for (to, taken, grant) in acks {
-            let frame = crate::link::wire::encode(&Frame::Credit { to, taken, grant });
+            let frame = super::credit_frame(to, taken, grant);
             inner.keep_sent(frame.clone());
             into.push(frame);
         }
