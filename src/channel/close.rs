@@ -70,6 +70,12 @@ impl Fences {
         lock(&self.early).retain(|(k, _)| *k != key);
     }
 
+    /// Whether this node has fenced any channel it still knows.
+    #[cfg(test)]
+    pub(crate) fn sent_any(&self) -> bool {
+        !lock(&self.sent).is_empty()
+    }
+
     /// True the first time it is asked for the channel: this node sends its fence now.
     pub(crate) fn send_once(&self, channel: &str, created: EndpointId) -> bool {
         lock(&self.sent).insert((channel.to_owned(), created))

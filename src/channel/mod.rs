@@ -22,5 +22,7 @@ pub(crate) mod receiver;
 pub(crate) mod redelivery;
 pub(crate) mod registrar;
 pub(crate) mod router;
+#[cfg(test)]
+pub(crate) mod seeded;
 pub(crate) mod sender;
 pub(crate) mod switchboard;

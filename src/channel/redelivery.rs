@@ -75,12 +75,12 @@ async fn place(route: &ChannelRoute, msg: &Bytes, only: Option<EndpointId>) {
             Attempt::NoReceivers(()) if only.is_some() => return,
             Attempt::Closed(()) => {
                 tracing::warn!("every receiver has ended: a message is dropped");
-                route.dropped_one();
+                route.dropped_one(msg);
                 return;
             }
             Attempt::NoReceivers(()) if route.is_closed() => {
                 tracing::warn!("channel closed with no receiver: a message is dropped");
-                route.dropped_one();
+                route.dropped_one(msg);
                 return;
             }
             Attempt::Full(()) | Attempt::NoReceivers(()) => waiting.changed().await,

@@ -93,8 +93,10 @@ pub(crate) struct ChannelRoute {
     /// [`Window::defer_reclaim`]): one load per attempt tells whether to look.
     deferred: AtomicUsize,
     /// Messages this node had to redeliver after every receiver of the closed channel had
-    /// ended: dropped, with a warning (README, Close).
-    dropped: std::sync::atomic::AtomicU64,
+    /// ended: dropped, with a warning (README, Close). Kept in test builds, for the
+    /// simulations to check that each message missing is one of these.
+    #[cfg(test)]
+    dropped: Mutex<Vec<Bytes>>,
 }
 
 /// Counts a waiting sender for as long as it lives.
@@ -149,7 +151,8 @@ impl ChannelRoute {
             // registered is not every node's first pick.
             cursor: AtomicUsize::new(random_start()),
             dead: DeadLetters::default(),
-            dropped: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(test)]
+            dropped: Mutex::default(),
             deferred: AtomicUsize::new(0),
         }
     }
@@ -186,15 +189,21 @@ impl ChannelRoute {
         }
     }
 
-    /// A message to redeliver found every receiver of the closed channel ended: it is dropped.
-    pub(crate) fn dropped_one(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Message `msg`, to redeliver, found every receiver of the closed channel ended: it is
+    /// dropped (the caller warns).
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    pub(crate) fn dropped_one(&self, msg: &Bytes) {
+        #[cfg(test)]
+        lock(&self.dropped).push(msg.clone());
+        #[cfg(not(test))]
+        let _ = msg;
     }
 
-    /// How many messages to redeliver this node dropped (see [`ChannelRoute::dropped_one`]).
+    /// The messages to redeliver this node dropped since last asked (see
+    /// [`ChannelRoute::dropped_one`]).
     #[cfg(test)]
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    pub(crate) fn take_dropped(&self) -> Vec<Bytes> {
+        std::mem::take(&mut *lock(&self.dropped))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Target>> {

@@ -352,7 +352,10 @@ pub(super) async fn watch_registry(core: Arc<Core>) {
         }
         let registry = rx.borrow_and_update().clone();
         core.switch.refresh(&registry);
+        // Its own removal first: a start-over begun here holds back the fences this registry
+        // made due, until what the old incarnation sent has gone again.
         core.check_removed(&registry);
+        core.switch.send_fences();
         snapshots.ask_if_due(&core.raft, registry.endpoint_count()).await;
     }
 }

@@ -132,10 +132,12 @@ impl Core {
             return;
         }
         self.endpoints.removed.store(false, Ordering::SeqCst);
+        // At once, before the fences this registry made due go out (the caller sends them).
+        let started = self.switch.start_over();
         let core = self.clone();
         self.tasks.spawn(
             async move {
-                core.switch.start_over().await;
+                core.switch.settle(started).await;
                 core.register_again().await;
                 core.endpoints.starting_over.send_replace(false);
                 // Removed again meanwhile: go round again.

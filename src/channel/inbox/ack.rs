@@ -8,10 +8,19 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Detached, ErasedInbox, Inbox, Item, Token};
+use super::{Acks, Detached, ErasedInbox, Inbox, Item, State, Token};
 use crate::channel::credit::Outgoing;
 use crate::ids::NodeId;
 use crate::link::wire::Frame;
+
+impl<T> State<T> {
+    /// Whether deliveries of node `node`'s messages here wait for the application's
+    /// acknowledgement.
+    pub(super) fn owes(&self, node: NodeId) -> bool {
+        let unacked = self.unacked.as_ref();
+        unacked.and_then(|u| u.remote.get(&node)).is_some_and(Acks::waiting)
+    }
+}
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// The application acknowledges a delivery (manual acknowledgement).
@@ -50,6 +59,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     Some(from)
                 }
             };
+            if st.ended {
+                // It grants nothing more: what was taken is told, and a node that was not told
+                // it is gone while the application could still acknowledge its deliveries is
+                // told now, once they are (see `State::tell_gone`, `ErasedInbox::push_remote`).
+                let taken = st.grants.flush_taken();
+                let now = from.filter(|n| !st.owes(*n) && st.release_after_acks.remove(n));
+                drop(st);
+                self.send(taken);
+                self.release_to(now);
+                self.say_gone(self.lock());
+                return;
+            }
             let idle = st.buf.is_empty();
             self.settle_books(&mut st, idle, from, false)
         };

@@ -26,6 +26,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
 
     fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) {
         let mut st = self.lock();
+        if !st.detached && st.ended && st.owes(from) {
+            // Not taken in, and not released yet: a release would have the node deliver again
+            // the deliveries of its that the application may still acknowledge (the
+            // switchboard simulation's seed 66361: delivered twice). It is told once they are
+            // acknowledged.
+            st.release_after_acks.insert(from);
+            return;
+        }
         if st.detached || st.ended {
             drop(st);
             // Its sender keeps it: tell it (again) to deliver it elsewhere. (After the end, only
@@ -163,6 +171,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 None => false,
             };
             st.grants.forget(node, (!unacked).then_some(held));
+            st.release_after_acks.remove(&node);
             let idle = st.buf.is_empty();
             self.settle_books(&mut st, idle, None, false)
         };

@@ -199,6 +199,11 @@ struct Acks {
 }
 
 impl Acks {
+    /// Whether any delivery waits for the application's acknowledgement.
+    fn waiting(&self) -> bool {
+        self.acked.iter().any(|b| !b)
+    }
+
     /// The next delivery's number.
     fn push(&mut self) -> u64 {
         let seq = self.first + self.acked.len() as u64;
@@ -258,6 +263,10 @@ struct State<T> {
     /// Removed with its node, which starts over: it grants nothing until registered again
     /// under its new id (see [`ErasedInbox::restart`]).
     restarting: bool,
+    /// Nodes that sent after the receiver had ended, while it still had deliveries of theirs
+    /// unacknowledged: told it is gone once those are acknowledged (see
+    /// [`ErasedInbox::push_remote`]).
+    release_after_acks: BTreeSet<NodeId>,
     /// Manual acknowledgement: deliveries not yet acknowledged.
     unacked: Option<Unacked>,
     /// The node whose message was taken last (where freed room goes back by default).
@@ -273,9 +282,7 @@ impl<T> State<T> {
     /// deliver those again, while the application may still acknowledge them.
     fn tell_gone(&mut self) -> (Outgoing, Vec<NodeId>) {
         let unacked = self.unacked.as_ref();
-        let owes = |node: NodeId| {
-            unacked.and_then(|u| u.remote.get(&node)).is_some_and(|a| a.acked.iter().any(|b| !b))
-        };
+        let owes = |node| unacked.and_then(|u| u.remote.get(&node)).is_some_and(Acks::waiting);
         let gone = self.grants.take_wanting(|n| !owes(n));
         let taken = if gone.is_empty() { Outgoing::default() } else { self.grants.flush_taken() };
         (taken, gone)
@@ -343,6 +350,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 ended: false,
                 leaving: false,
                 restarting: false,
+                release_after_acks: BTreeSet::new(),
                 unacked: manual_ack.then(Unacked::default),
                 last_from: None,
             }),

@@ -57,6 +57,9 @@ pub(crate) struct Switchboard {
     credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
     fences: Fences,
+    /// Close fences owed and held until the node has looked for its own removal in the same
+    /// registry ([`Switchboard::send_fences`]).
+    fences_due: Mutex<Vec<DueFence>>,
     /// The registry at the last refresh: the next one acts on what differs from it (a member
     /// gone has left, and its link goes; a receiver gone with its node died or left, and what
     /// was sent to it is delivered elsewhere).
@@ -95,6 +98,17 @@ const MAX_DEPARTED: usize = 64;
 /// own limit, twice.
 const DEPARTED_FOR: std::time::Duration = HAND_OVER_TIMEOUT.saturating_mul(2);
 
+/// A close fence owed, held until [`Switchboard::send_fences`].
+#[derive(Debug)]
+struct DueFence {
+    /// The encoded [`Frame::Fence`].
+    frame: Bytes,
+    /// The nodes with receivers of the channel.
+    peers: Vec<Arc<crate::link::peer::Peer>>,
+    /// The channel's router on this node, if any: the fence waits for its redeliveries.
+    route: Option<Arc<ChannelRoute>>,
+}
+
 impl Switchboard {
     pub(crate) fn new(
         me: NodeId,
@@ -113,6 +127,7 @@ impl Switchboard {
             inboxes: Mutex::default(),
             credits: Credits::default(),
             fences: Fences::default(),
+            fences_due: Mutex::default(),
             last: Mutex::default(),
             leaving: AtomicBool::new(false),
             left: AtomicBool::new(false),
@@ -133,6 +148,8 @@ impl Switchboard {
         self.left.store(true, Ordering::SeqCst);
         let registry = self.registry.borrow().clone();
         self.refresh(&registry);
+        // A node that leaves does not start over: its fences go.
+        self.send_fences();
         let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
         for route in &routes {
             self.refresh_route(route, &registry);

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::Switchboard;
+use super::{DueFence, Switchboard};
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::{ChannelRoute, Target};
 use crate::cluster::registry::{Channel, Registry};
@@ -209,7 +209,10 @@ impl Switchboard {
             .collect()
     }
 
-    /// Fence closed channel `name` once: nothing more of it will leave this node.
+    /// Fence closed channel `name` once: nothing more of it will leave this node. The fence is
+    /// held until [`Switchboard::send_fences`], which the node calls after it has looked at
+    /// the same registry for its own removal (a start-over begun then delivers again what the
+    /// old incarnation sent, and the fence waits for that).
     pub(super) fn send_fence(&self, name: &str, ch: &Channel, registry: &Registry) {
         if !self.fences.send_once(name, ch.created) {
             return;
@@ -223,25 +226,49 @@ impl Switchboard {
             .filter_map(|n| Some(self.peers.get(n, registry.nodes.get(&n)?)))
             .collect();
         let frame = wire::encode(&Frame::Fence { channel: name.to_owned(), created: ch.created });
-        match self.find_route(name) {
-            // Messages of dropped receivers still being re-routed go out before the fence.
-            Some(route) => {
-                route.close();
-                let cancel = self.cancel.clone();
-                self.tasks.spawn(async move {
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        _ = route.rerouting_done() => {
-                            for p in peers {
-                                p.outbox.push_frame(frame.clone(), true);
+        let route = self.find_route(name);
+        if let Some(route) = &route {
+            route.close();
+        }
+        lock(&self.fences_due).push(DueFence { frame, peers, route });
+    }
+
+    /// Whether close fences are held (see [`Switchboard::send_fence`]).
+    #[cfg(test)]
+    pub(crate) fn fences_held(&self) -> bool {
+        !lock(&self.fences_due).is_empty()
+    }
+
+    /// Whether this node has fenced (or holds the fence of) any channel it still knows.
+    #[cfg(test)]
+    pub(crate) fn fenced_any(&self) -> bool {
+        self.fences.sent_any()
+    }
+
+    /// Send the close fences held since the last call (see [`Switchboard::send_fence`]): each
+    /// after the redeliveries in progress on this node, so that nothing redelivered lands
+    /// behind it.
+    pub(crate) fn send_fences(&self) {
+        let due = std::mem::take(&mut *lock(&self.fences_due));
+        for DueFence { frame, peers, route } in due {
+            match route {
+                Some(route) => {
+                    let cancel = self.cancel.clone();
+                    self.tasks.spawn(async move {
+                        tokio::select! {
+                            _ = cancel.cancelled() => {}
+                            _ = route.rerouting_done() => {
+                                for p in peers {
+                                    p.outbox.push_frame(frame.clone(), true);
+                                }
                             }
                         }
+                    });
+                }
+                None => {
+                    for p in peers {
+                        p.outbox.push_frame(frame.clone(), true);
                     }
-                });
-            }
-            None => {
-                for p in peers {
-                    p.outbox.push_frame(frame.clone(), true);
                 }
             }
         }

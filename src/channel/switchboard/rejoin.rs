@@ -21,6 +21,20 @@ use crate::link::peer::Peer;
 use crate::rpc::{Request, Response};
 use crate::sync::lock;
 
+/// A start-over begun ([`Switchboard::start_over`]) and not yet settled
+/// ([`Switchboard::settle`]).
+#[must_use = "a start-over begun is settled"]
+pub(crate) struct StartOver {
+    /// Every member, asked what it took in.
+    peers: Vec<Arc<Peer>>,
+    /// The old incarnation's windows: (receiver, its node, its router).
+    old: Vec<(EndpointId, NodeId, Arc<ChannelRoute>)>,
+    /// The routers that count what goes again as re-routing until it is placed.
+    settling: Vec<Arc<ChannelRoute>>,
+    /// How far this node had applied the log.
+    at: u64,
+}
+
 impl Switchboard {
     /// This node was removed while alive and is a member again: start over. Void every window
     /// (nothing more is queued for a receiver on the old credit) and make new ones, ask every
@@ -28,7 +42,13 @@ impl Switchboard {
     /// deliver the rest again. Only then may this node register its senders again: a receiver
     /// grants them credit once it has applied that, and by then it has forgotten the old
     /// incarnation's.
-    pub(crate) async fn start_over(&self) {
+    ///
+    /// This part runs at once, before any close fence this node owes goes out (the caller
+    /// holds them back until it has called this: [`Switchboard::send_fences`]), so that a
+    /// fence waits for what goes again (the switchboard simulation's seed 23276, with freezes:
+    /// the fence went out first, and receivers could end before what came after it). The rest
+    /// is [`Switchboard::settle`].
+    pub(crate) fn start_over(&self) -> StartOver {
         tracing::warn!("this node was removed from the cluster while alive: it starts over");
         // Receivers removed with this node: what other nodes sent them goes elsewhere; they
         // take nothing more until registered again (`renamed`).
@@ -60,9 +80,16 @@ impl Switchboard {
                 settling.push(route.clone());
             }
         }
+        StartOver { peers, old, settling, at: registry.applied }
+    }
+
+    /// The rest of a start-over ([`Switchboard::start_over`]): ask every peer what it took in
+    /// (at most [`HAND_OVER_TIMEOUT`] each, again while it stays a member), make new windows
+    /// and deliver the rest again.
+    pub(crate) async fn settle(&self, started: StartOver) {
+        let StartOver { peers, old, settling, at } = started;
         // The question goes behind everything sent before on each link, and the answer behind
         // everything the peer sent this node before: the count covers both.
-        let at = registry.applied;
         let answers =
             futures::future::join_all(peers.iter().map(|p| self.ask_rejoined(p, at))).await;
         for (peer, answer) in peers.iter().zip(answers) {

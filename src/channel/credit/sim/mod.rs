@@ -30,7 +30,8 @@
 //! ends, every schedule must deliver every message of the live nodes, and tell them it was
 //! taken (liveness: no credit lost, no redelivery dropped).
 //!
-//! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one (`DCHAN_SIM_TRACE=1`
+//! `DCHAN_SIM_SEEDS=N` runs more seeds (from `DCHAN_SIM_FROM`); `DCHAN_SIM_SEED=S` replays one
+//! ([`crate::channel::seeded`]; `DCHAN_SIM_TRACE=1`
 //! prints every frame delivered).
 
 use std::collections::{BTreeMap, VecDeque};

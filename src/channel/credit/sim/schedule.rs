@@ -373,42 +373,25 @@ impl Sim {
     }
 }
 
-/// Run `seed`'s schedule; the panic message names the seed. Its steps, how many sending nodes
-/// started over in it, and whether the channel was closed.
+/// Run `seed`'s schedule: its steps, how many sending nodes started over in it, and whether
+/// the channel was closed.
 fn run(seed: u64) -> (u64, u64, u64) {
-    let outcome = std::panic::catch_unwind(|| {
-        let mut sim = Sim::new(seed);
-        let steps = 200 + sim.rng.below(2000);
-        for _ in 0..steps {
-            sim.step();
-        }
-        sim.finish();
-        (sim.steps, sim.started_over, u64::from(sim.closed_by.is_some()))
-    });
-    match outcome {
-        Ok(counts) => counts,
-        Err(e) => {
-            let why = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            panic!("seed {seed} failed: {why}\nreplay: DCHAN_SIM_SEED={seed} cargo test --lib credit::sim");
-        }
+    let mut sim = Sim::new(seed);
+    let steps = 200 + sim.rng.below(2000);
+    for _ in 0..steps {
+        sim.step();
     }
+    sim.finish();
+    (sim.steps, sim.started_over, u64::from(sim.closed_by.is_some()))
 }
 
 #[test]
 fn the_credit_protocol_holds_under_seeded_schedules() {
-    if let Some(seed) = std::env::var("DCHAN_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        run(seed);
-        return;
-    }
-    let seeds: u64 =
-        std::env::var("DCHAN_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000);
     let started = std::time::Instant::now();
-    let (steps, started_over, closed) = (0..seeds)
-        .map(run)
+    let counts = crate::channel::seeded::run_seeds(2_000, "cargo test --lib credit::sim", run);
+    let seeds = counts.len();
+    let (steps, started_over, closed) = counts
+        .into_iter()
         .fold((0, 0, 0), |(a, b, c), (steps, over, closed)| (a + steps, b + over, c + closed));
     eprintln!(
         "{seeds} schedules, {steps} steps in {:?}; {started_over} nodes started over, {closed} \

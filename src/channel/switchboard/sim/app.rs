@@ -238,13 +238,25 @@ impl Sim {
         }
     }
 
+    /// Take in the messages each node dropped since last asked (README, Close); whether any.
+    pub(super) fn collect_dropped(&mut self) -> bool {
+        let mut any = false;
+        for node in &self.nodes {
+            let Some(route) = node.core.switch.find_route(CHANNEL) else { continue };
+            for msg in route.take_dropped() {
+                let msg: Msg = rmp_serde::from_slice(&msg).expect("a message of the simulation");
+                self.dropped.insert(msg);
+                any = true;
+            }
+        }
+        any
+    }
+
     /// Credit out never above a receiver's capacity, nor what it holds with it beyond what
     /// removed nodes may still send on the credit they held.
     pub(super) fn check(&mut self) {
         // A message to redeliver is dropped only once every receiver has ended (README, Close).
-        let dropped = self.dropped();
-        if dropped > self.dropped_seen {
-            self.dropped_seen = dropped;
+        if self.collect_dropped() {
             // (A node leaving has handed its receiver over, or is about to; one removed while
             // alive has lost it, until it is registered again.)
             let last = self.log.last().expect("log").clone();

@@ -30,7 +30,8 @@
 //! `wait_taken` returns, every live receiver ends after a close, and each node's tables hold
 //! entries only for what is live.
 //!
-//! `DCHAN_SIM_SEEDS=N` runs more seeds; `DCHAN_SIM_SEED=S` replays one (`DCHAN_SIM_TRACE=1`
+//! `DCHAN_SIM_SEEDS=N` runs more seeds (from `DCHAN_SIM_FROM`); `DCHAN_SIM_SEED=S` replays one
+//! ([`crate::channel::seeded`]; `DCHAN_SIM_TRACE=1`
 //! prints every frame read).
 
 mod app;
@@ -211,8 +212,11 @@ struct Sim {
     crashed: u32,
     closed: bool,
     closing: bool,
-    /// Redeliveries dropped so far (README, Close), as last checked.
-    dropped_seen: u64,
+    /// Whether this schedule freezes nodes (see [`schedule::freezes`]).
+    freezes: bool,
+    /// Messages dropped so far because every receiver of the closed channel had ended when
+    /// they were to be delivered again (README, Close), as last checked.
+    dropped: HashSet<Msg>,
     steps: u64,
     /// Dead nodes' endpoints, kept so that nothing of theirs runs on drop.
     graveyard: Vec<(Option<AppSender>, Option<AppReceiver>)>,
@@ -270,7 +274,8 @@ impl Sim {
             crashed: 0,
             closed: false,
             closing: false,
-            dropped_seen: 0,
+            dropped: HashSet::new(),
+            freezes: schedule::freezes(seed),
             steps: 0,
             graveyard: Vec::new(),
         };
@@ -376,6 +381,9 @@ impl Sim {
             }
         }
         self.check_removed(i);
+        // As the node's registry watcher: the fences this registry made due go after it has
+        // looked for its own removal.
+        self.nodes[i].core.switch.send_fences();
     }
 
     /// The registry writes node `i`'s endpoints asked for (deregistrations, a close) commit.
@@ -399,6 +407,7 @@ impl Sim {
     /// Node `i` stops (it crashed, or has left): it does nothing more, and its endpoints are
     /// kept aside, so that nothing of theirs runs on drop.
     fn stop(&mut self, i: usize) {
+        self.collect_dropped();
         let node = &mut self.nodes[i];
         node.dead = true;
         node.cancel.cancel();

@@ -22,6 +22,7 @@ impl Sim {
             return;
         }
         let Some(peer) = self.node(from).core.peers.find(to) else { return };
+        let fence_held = self.node(from).rejoin.fence_held;
         let conns = self.links.entry((from, to)).or_default();
         if let Some(c) = conns.last_mut().filter(|c| !Arc::ptr_eq(&c.writer, &peer)) {
             // The writing node forgot the peer (and made a new one): that connection stopped.
@@ -40,6 +41,14 @@ impl Sim {
         }
         let mut out = Vec::new();
         peer.outbox.take(&mut out);
+        if fence_held {
+            let fence =
+                out.iter().any(|buf| matches!(wire::decode(buf), Ok(wire::Frame::Fence { .. })));
+            assert!(
+                !fence,
+                "node {from} fenced before it delivered again what it sent before it started over"
+            );
+        }
         let conn = conns.last_mut().expect("a connection");
         conn.frames.extend(out);
     }

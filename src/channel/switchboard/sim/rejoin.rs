@@ -32,6 +32,10 @@ pub(super) struct Rejoin {
     settled: Option<Arc<AtomicBool>>,
     /// Registrations again not yet applied here.
     again: usize,
+    /// It started over with messages of its old incarnation not known taken: until it has
+    /// settled, which delivers them again, its close fence must not go out (README, Close: "a
+    /// node starting over sends its fence only after what it delivers again").
+    pub(super) fence_held: bool,
 }
 
 impl Sim {
@@ -103,10 +107,15 @@ impl Sim {
         }
         node.rejoin.removed = false;
         node.rejoin.starting_over = true;
+        // (Unless its fence went out before, in an earlier refresh: before it was removed.)
+        let route = node.core.switch.find_route(CHANNEL);
+        let fenced = node.core.switch.fenced_any() && !node.core.switch.fences_held();
+        node.rejoin.fence_held = !fenced && route.is_some_and(|r| r.in_flight() > 0);
         let settled = Arc::new(AtomicBool::new(false));
         let (core, done) = (node.core.clone(), settled.clone());
+        let started = core.switch.start_over();
         tokio::spawn(async move {
-            core.switch.start_over().await;
+            core.switch.settle(started).await;
             done.store(true, Ordering::SeqCst);
         });
         node.rejoin.settled = Some(settled);
@@ -119,6 +128,7 @@ impl Sim {
                 self.nodes[i].rejoin.settled.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
             if settled && !self.nodes[i].dead {
                 self.nodes[i].rejoin.settled = None;
+                self.nodes[i].rejoin.fence_held = false;
                 self.register_again(i);
             }
         }

@@ -4,13 +4,18 @@
 use super::{Sim, BROADCAST, CHANNEL, TRACE};
 use crate::rpc::Command;
 
-/// `DCHAN_SIM_FREEZE` set: nodes are also frozen past the failure timeout, removed, thawed, let
-/// back in and start over (see [`super::rejoin`]). Off by default while it still finds
-/// schedules that do not finish (seed 2057 of `DCHAN_SIM_SEEDS=30000`; seed 907, a receiver the
-/// registry no longer listed never woken to end, is fixed); the credit simulation covers
-/// starting over meanwhile.
-static FREEZE: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::env::var_os("DCHAN_SIM_FREEZE").is_some());
+/// Whether seed `seed`'s schedule also freezes nodes past the failure timeout, which the
+/// cluster then removes, and thaws them, lets them back in and has them start over (see
+/// [`super::rejoin`]): odd seeds do, even seeds do not (a schedule without freezes reaches
+/// further into the rest). `DCHAN_SIM_FREEZE=1` freezes in every schedule, `=0` in none; the
+/// seeds the closing notes of issue 18 name as found "with freezes" replay with `=1`.
+pub(super) fn freezes(seed: u64) -> bool {
+    match std::env::var("DCHAN_SIM_FREEZE").ok().as_deref().map(str::trim) {
+        Some("0") => false,
+        Some(_) => true,
+        None => seed % 2 == 1,
+    }
+}
 
 /// Steps of the fair finish before a schedule is declared stuck.
 const FINISH_ROUNDS: usize = 400;
@@ -76,8 +81,8 @@ impl Sim {
                     .push(Command::Close { channel: CHANNEL.to_owned() });
             }
             99 if faults && self.rng.below(3) == 0 => self.leave(i),
-            99 if faults && *FREEZE && self.rng.below(2) == 0 => self.freeze(i),
-            99 if *FREEZE && self.rng.below(2) == 0 => self.thaw(i),
+            99 if faults && self.freezes && self.rng.below(2) == 0 => self.freeze(i),
+            99 if self.freezes && self.rng.below(2) == 0 => self.thaw(i),
             // Time passes (timeouts: a leave that waits for a peer that died, a request
             // unanswered, a forgotten peer's grace period).
             99 if self.rng.below(2) == 0 => {
@@ -150,19 +155,19 @@ impl Sim {
             .iter()
             .filter(|n| !n.dead)
             .all(|n| n.sender.as_ref().is_none_or(|s| s.done) && n.plans.is_empty());
-        // But those a node had to redeliver once every receiver of the closed channel had
-        // ended (README, Close): dropped, and counted.
         let steady = self.nodes.iter().find(|n| n.steady).map(|n| n.id);
         // Every broadcast that had the steady receiver reached it.
         let copies = self.sent.iter().filter(|m| m.1 & BROADCAST != 0).all(|m| {
             self.broadcasts[m].is_none()
                 || self.taken.get(m).is_some_and(|by| by.iter().any(|n| Some(*n) == steady))
         });
-        let missing = self
+        // Every message of a live sender, but those a node had to redeliver once every receiver
+        // of the closed channel had ended (README, Close): dropped, and known by the node.
+        let all_taken = self
             .sent
             .iter()
-            .filter(|m| m.1 & BROADCAST == 0 && live(m.0) && !self.taken.contains_key(m));
-        let all_taken = missing.count() as u64 <= self.dropped();
+            .filter(|m| m.1 & BROADCAST == 0 && live(m.0) && !self.taken.contains_key(m))
+            .all(|m| self.dropped.contains(m));
         let ended = !self.closed
             || self
                 .nodes
@@ -172,16 +177,6 @@ impl Sim {
         let left = self.nodes.iter().all(|n| n.dead || n.leave.is_none());
         let settled = self.nodes.iter().all(|n| n.dead || !n.rejoin.starting_over);
         senders_done && all_taken && copies && ended && left && settled
-    }
-
-    /// Messages the live nodes dropped by the README's Close exception.
-    pub(super) fn dropped(&self) -> u64 {
-        self.nodes
-            .iter()
-            .filter(|n| !n.dead)
-            .filter_map(|n| n.core.switch.find_route(CHANNEL))
-            .map(|r| r.dropped())
-            .sum()
     }
 
     fn report(&self) -> String {
@@ -253,7 +248,7 @@ fn run(seed: u64) -> Counts {
         sim.finish().await;
         let broadcasts = sim.sent.iter().filter(|m| m.1 & BROADCAST != 0).count() as u64;
         let sent = sim.sent.len() as u64 - broadcasts;
-        let dropped = sim.dropped();
+        let dropped = sim.dropped.len() as u64;
         let left = sim.nodes.iter().filter(|n| n.leave.is_some() && n.dead).count() as u64;
         let back = sim.started_over;
         let closed = u64::from(sim.closed);
@@ -265,40 +260,26 @@ fn run(seed: u64) -> Counts {
 
 #[test]
 fn every_schedule_delivers_every_message_through_the_real_switchboards() {
-    let seeds: Vec<u64> = match std::env::var("DCHAN_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("DCHAN_SIM_SEED: a number")],
-        Err(_) => {
-            let n = std::env::var("DCHAN_SIM_SEEDS").ok().and_then(|s| s.parse().ok());
-            (0..n.unwrap_or(300)).collect()
-        }
-    };
     let started = std::time::Instant::now();
+    let counts =
+        crate::channel::seeded::run_seeds(300, "cargo test --lib switchboard::sim", |seed| {
+            let result = std::panic::catch_unwind(|| run(seed));
+            // The seeded clock is this thread's: a failing seed does not leave it to the next test.
+            crate::clock::seed_thread(None);
+            result.unwrap_or_else(|e| std::panic::resume_unwind(e))
+        });
+    let schedules = counts.len();
     let mut total: Counts = [0; 8];
-    for seed in &seeds {
-        let result = std::panic::catch_unwind(|| run(*seed));
-        match result {
-            Ok(counts) => {
-                for (t, n) in total.iter_mut().zip(counts) {
-                    *t += n;
-                }
-            }
-            Err(e) => {
-                crate::clock::seed_thread(None);
-                let why = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default();
-                panic!("seed {seed} failed (replay: DCHAN_SIM_SEED={seed}): {why}");
-            }
+    for counts in counts {
+        for (t, n) in total.iter_mut().zip(counts) {
+            *t += n;
         }
     }
     let [steps, sent, broadcasts, crashes, closes, dropped, left, back] = total;
     eprintln!(
-        "{} schedules, {steps} steps in {:.1} s: {sent} messages sent, {broadcasts} broadcasts, \
+        "{schedules} schedules, {steps} steps in {:.1} s: {sent} messages sent, {broadcasts} broadcasts, \
          {crashes} nodes crashed, {left} left, {back} removed while alive and let back in, \
          {closes} channels closed, {dropped} redeliveries dropped after every receiver ended",
-        seeds.len(),
         started.elapsed().as_secs_f64()
     );
 }

@@ -1,0 +1,54 @@
+//! The seed runner both simulations of the delivery protocol share ([`credit::sim`] and
+//! [`switchboard::sim`], test builds only): which seeds to run, from the environment, and a
+//! failing seed named with the one command that replays it.
+//!
+//! - `DCHAN_SIM_SEED=S`: seed `S` alone (replay; `DCHAN_SIM_TRACE=1` prints what it does);
+//! - `DCHAN_SIM_SEEDS=N`: `N` seeds (each simulation has its default), from
+//!   `DCHAN_SIM_FROM=F` (0 by default): a long search goes on where the last one stopped.
+//!
+//! [`credit::sim`]: crate::channel::credit
+//! [`switchboard::sim`]: crate::channel::switchboard
+
+use std::panic::{catch_unwind, UnwindSafe};
+
+/// A number from environment variable `name`, if set; a value that is not one is a mistake
+/// worth stopping for.
+fn number(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(value.trim().parse().unwrap_or_else(|_| panic!("{name}: not a number: {value:?}")))
+}
+
+/// The seeds to run: see the module's documentation. `default`: how many without
+/// `DCHAN_SIM_SEEDS`.
+pub(crate) fn seeds(default: u64) -> std::ops::Range<u64> {
+    if let Some(seed) = number("DCHAN_SIM_SEED") {
+        return seed..seed + 1;
+    }
+    let from = number("DCHAN_SIM_FROM").unwrap_or(0);
+    from..from + number("DCHAN_SIM_SEEDS").unwrap_or(default)
+}
+
+/// Run `run` for each of [`seeds`]`(default)`, and hand back what each returned. The first that
+/// panics stops the run with a panic naming its seed and `replay`, the command that runs it
+/// again (`DCHAN_SIM_SEED=S` is put in front).
+pub(crate) fn run_seeds<T>(
+    default: u64,
+    replay: &str,
+    run: impl Fn(u64) -> T + UnwindSafe + Copy,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for seed in seeds(default) {
+        match catch_unwind(move || run(seed)) {
+            Ok(t) => out.push(t),
+            Err(e) => {
+                let why = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                panic!("seed {seed} failed: {why}\nreplay: DCHAN_SIM_SEED={seed} {replay}");
+            }
+        }
+    }
+    out
+}
