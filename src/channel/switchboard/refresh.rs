@@ -233,16 +233,11 @@ impl Switchboard {
         lock(&self.fences_due).push(DueFence { frame, peers, route });
     }
 
-    /// Whether close fences are held (see [`Switchboard::send_fence`]).
+    /// Whether this node fenced a channel in an earlier refresh than the last (a fence made due
+    /// by the last one is held until [`Switchboard::send_fences`]).
     #[cfg(test)]
-    pub(crate) fn fences_held(&self) -> bool {
-        !lock(&self.fences_due).is_empty()
-    }
-
-    /// Whether this node has fenced (or holds the fence of) any channel it still knows.
-    #[cfg(test)]
-    pub(crate) fn fenced_any(&self) -> bool {
-        self.fences.sent_any()
+    pub(crate) fn fenced_before(&self) -> bool {
+        self.fences.sent_any() && lock(&self.fences_due).is_empty()
     }
 
     /// Send the close fences held since the last call (see [`Switchboard::send_fence`]): each
@@ -251,26 +246,22 @@ impl Switchboard {
     pub(crate) fn send_fences(&self) {
         let due = std::mem::take(&mut *lock(&self.fences_due));
         for DueFence { frame, peers, route } in due {
-            match route {
-                Some(route) => {
-                    let cancel = self.cancel.clone();
-                    self.tasks.spawn(async move {
-                        tokio::select! {
-                            _ = cancel.cancelled() => {}
-                            _ = route.rerouting_done() => {
-                                for p in peers {
-                                    p.outbox.push_frame(frame.clone(), true);
-                                }
-                            }
-                        }
-                    });
+            let send = move || {
+                for p in peers {
+                    p.outbox.push_frame(frame.clone(), true);
                 }
-                None => {
-                    for p in peers {
-                        p.outbox.push_frame(frame.clone(), true);
-                    }
+            };
+            let Some(route) = route else {
+                send();
+                continue;
+            };
+            let cancel = self.cancel.clone();
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = route.rerouting_done() => send(),
                 }
-            }
+            });
         }
     }
 

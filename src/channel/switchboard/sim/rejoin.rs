@@ -109,7 +109,7 @@ impl Sim {
         node.rejoin.starting_over = true;
         // (Unless its fence went out before, in an earlier refresh: before it was removed.)
         let route = node.core.switch.find_route(CHANNEL);
-        let fenced = node.core.switch.fenced_any() && !node.core.switch.fences_held();
+        let fenced = node.core.switch.fenced_before();
         node.rejoin.fence_held = !fenced && route.is_some_and(|r| r.in_flight() > 0);
         let settled = Arc::new(AtomicBool::new(false));
         let (core, done) = (node.core.clone(), settled.clone());
