@@ -268,6 +268,7 @@ async fn a_hostile_client_changes_nothing_and_loses_nothing() {
                 "Data",
                 vec![
                     ("to", Value::from(rx_id)),
+                    ("copies", Value::from(true)),
                     ("msgs", Value::Array(vec![Value::Binary(vec![0xcd, 0x01, 0x00]); 64])),
                 ],
             ),

@@ -4,11 +4,11 @@
 //! which fences came in and whether this node has sent its own. Beside the message path: the
 //! connection's reader records fences here; the switchboard reads them when closing inboxes.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 use crate::ids::{EndpointId, NodeId};
-use crate::sync::lock;
+use crate::sync::{lock, HashMap, HashSet};
 
 /// A channel by name and by the endpoint id that created it: fences of a closed channel are never
 /// counted for a later channel of the same name.

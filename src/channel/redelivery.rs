@@ -47,6 +47,7 @@ pub(crate) fn redeliver_to(
             let mut left = msgs.len();
             for msg in msgs {
                 tokio::select! {
+                    biased;
                     _ = cancel.cancelled() => break,
                     () = place(&route, &msg, only) => {}
                 }

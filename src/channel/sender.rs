@@ -174,6 +174,7 @@ where
             match deadline {
                 None => waiting.changed().await,
                 Some(d) => tokio::select! {
+                    biased;
                     _ = waiting.changed() => {}
                     _ = tokio::time::sleep_until(d) => return Err(SendTimeoutError::Timeout(msg)),
                 },

@@ -203,6 +203,7 @@ impl Membership {
         let mut seen: HashMap<NodeId, Instant> = HashMap::new();
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(KEEPER_TICK) => {}
                 _ = self.kick.notified() => {}

@@ -52,11 +52,15 @@ const MAX_QUEUED_RPC_BYTES: usize = 32 * 1024 * 1024;
 /// commit); one more is refused with "busy" (a write is retried) or not answered (a read).
 const MAX_REQUESTS: usize = 256;
 
+/// Messages of one data frame, as they are read.
+pub(crate) type Msgs<'a> = &'a mut dyn Iterator<Item = Bytes>;
+
 /// Where what a connection reads goes: the layer above, as the link sees it. The node
 /// implements it; the connection hands frames up through it and knows nothing else of the node.
 pub(crate) trait Dispatch: Send + Sync + 'static {
-    /// Messages from node `from` for receiver `to`, in the order sent.
-    fn data(&self, from: NodeId, to: EndpointId, msgs: &mut dyn Iterator<Item = Bytes>);
+    /// Messages from node `from` for receiver `to`, in the order sent (broadcast copies, if
+    /// `copies`).
+    fn data(&self, from: NodeId, to: EndpointId, copies: bool, msgs: Msgs<'_>);
     /// Receiver `to` on node `from` took `taken` of this node's messages and grants `grant`.
     fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32);
     /// Node `from` wants credit with receiver `to` of this node.
@@ -159,6 +163,7 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
     let mut backoff = Duration::from_millis(20);
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = async {
                 peer.addressed().await;
@@ -189,6 +194,7 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
             run(&node, conn.framed, &peer, Some((claim, conn.hello.received))).await
         };
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             res = run => match res {
                 Err(e @ Error::Auth(_)) => tracing::warn!(error = %e, "link refused"),
@@ -204,9 +210,8 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
         if dropped > 0 {
             tracing::debug!(frames = dropped, "dropped Raft frames for an unreachable peer");
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        if tokio::time::timeout(backoff, stop.cancelled()).await.is_ok() {
+            return;
         }
         backoff = (backoff * 2).min(Duration::from_millis(500));
     }
@@ -237,6 +242,7 @@ pub(crate) fn adopt(links: &Arc<Links>, peer: &Arc<Peer>, conn: Dialed) {
 pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
     loop {
         let (stream, from) = tokio::select! {
+            biased;
             _ = core.cancel.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -298,6 +304,7 @@ async fn serve(
         Some(claim) => Some(claim),
         // Both nodes dialed: the lower id's connection is the one both write on.
         None if theirs.node < core.me => tokio::select! {
+            biased;
             _ = core.cancel.cancelled() => return Ok(()),
             c = peer.take_over_writer() => c,
         },
@@ -323,6 +330,7 @@ async fn run(
     let resume = claim.as_ref().map(|(_, received)| *received);
     let displaced = claim.as_ref().map(|(c, _)| c.displaced.clone());
     let result = tokio::select! {
+        biased;
         _ = core.cancel.cancelled() => Ok(()),
         _ = peer.stop.cancelled() => Ok(()),
         _ = async { match &displaced { Some(d) => d.cancelled().await, None => std::future::pending().await } } => {
@@ -360,6 +368,7 @@ async fn write_loop(
         }
         sink.flush().await?;
         tokio::select! {
+            biased;
             _ = outbox.ready() => {}
             _ = outbox.lazy_due() => {}
         }
@@ -496,8 +505,8 @@ impl Reader {
     fn dispatch(&mut self, up: &Arc<dyn Dispatch>, frame: Frame<'_>, buf: &Bytes) {
         let (core, peer, remote) = (&self.core, &self.peer, self.peer.id);
         match frame {
-            Frame::Data { to, msgs } => {
-                up.data(remote, to, &mut msgs.iter().map(|m| buf.slice_ref(m)));
+            Frame::Data { to, copies, msgs } => {
+                up.data(remote, to, copies, &mut msgs.iter().map(|m| buf.slice_ref(m)));
             }
             Frame::Credit { to, taken, grant } => up.credit(remote, to, taken, grant),
             Frame::Want { to } => up.want(remote, to),
@@ -567,6 +576,7 @@ async fn answer_in_order(
     while let Some((id, req, _room)) = rx.recv().await {
         let Some(up) = core.dispatch.upgrade() else { return };
         let resp = tokio::select! {
+            biased;
             _ = core.cancel.cancelled() => return,
             r = up.request(peer.id, req) => r,
         };

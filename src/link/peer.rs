@@ -8,7 +8,7 @@
 //! [`crate::link::connection`]). Requests are matched to responses by id; a caller that
 //! gives up (a Raft timeout, a cancelled election) just drops its slot.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use crate::link::connection::Links;
 use crate::link::outbox::Outbox;
 use crate::link::wire::{self, Frame};
 use crate::rpc::{Request, Response};
-use crate::sync::lock;
+use crate::sync::{lock, HashMap};
 use crate::tasks::Tasks;
 
 /// How long the link to a node that left stays up.
@@ -384,6 +384,7 @@ impl Peers {
         let forgotten = self.forgotten.clone();
         self.tasks.spawn(async move {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(LEAVE_GRACE) => {
                     let mut map = lock(&map);

@@ -18,7 +18,7 @@ use crate::ids::{EndpointId, NodeId};
 use crate::rpc::{Request, Response};
 
 /// The protocol version this build speaks.
-pub(crate) const VERSION: u8 = 4;
+pub(crate) const VERSION: u8 = 5;
 
 /// Largest frame a node reads or writes by default (16 MiB).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -106,6 +106,9 @@ pub(crate) enum Frame<'a> {
     Data {
         /// The receiving endpoint.
         to: EndpointId,
+        /// Broadcast copies, for this receiver alone: a receiving node that holds them as its
+        /// own (their sending node left) never delivers them to another receiver.
+        copies: bool,
         /// Each message, MessagePack-encoded with field names.
         #[serde(borrow)]
         msgs: Vec<&'a serde_bytes::Bytes>,

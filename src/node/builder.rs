@@ -347,6 +347,7 @@ pub(super) async fn watch_registry(core: Arc<Core>) {
     let mut snapshots = crate::cluster::raft::Snapshots::default();
     loop {
         tokio::select! {
+            biased;
             _ = core.cancel.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
         }

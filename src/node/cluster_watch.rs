@@ -57,6 +57,7 @@ impl ClusterWatch {
                 return Some(now);
             }
             tokio::select! {
+                biased;
                 r = self.registry.changed() => r.ok()?,
                 r = self.metrics.changed() => r.ok()?,
             }

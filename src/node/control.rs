@@ -139,6 +139,7 @@ impl Core {
         let mut metrics = self.raft.metrics();
         let moved = metrics.wait_for(|m| m.current_leader != Some(leader));
         tokio::select! {
+            biased;
             r = peer.request(req, timeout) => r.map_err(|e| e.to_string()),
             _ = moved => Err(format!("node {leader} is no longer the leader")),
         }
@@ -149,6 +150,7 @@ impl Core {
         let mut m = self.raft.metrics();
         m.borrow_and_update();
         tokio::select! {
+            biased;
             _ = self.cancel.cancelled() => {}
             _ = tokio::time::timeout(Duration::from_millis(200), m.changed()) => {}
         }
@@ -156,10 +158,14 @@ impl Core {
 
     pub(crate) async fn wait_member(&self, id: NodeId) -> Result<(), Error> {
         let mut reg = self.registry.clone();
-        tokio::time::timeout(WRITE_TIMEOUT, reg.wait_for(|r| r.nodes.contains_key(&id)))
-            .await
-            .map_err(|_| Error::join("membership was not applied in time"))?
-            .map_err(|_| Error::Shutdown)?;
+        let registry =
+            tokio::time::timeout(WRITE_TIMEOUT, reg.wait_for(|r| r.nodes.contains_key(&id)))
+                .await
+                .map_err(|_| Error::join("membership was not applied in time"))?
+                .map_err(|_| Error::Shutdown)?;
+        if id == self.id {
+            self.endpoints.joined(&registry, id);
+        }
         Ok(())
     }
 
@@ -441,6 +447,7 @@ impl Core {
         let mut reported = false;
         loop {
             tokio::select! {
+                biased;
                 _ = self.cancel.cancelled() => return,
                 _ = tokio::time::sleep(after / 6) => {}
             }

@@ -53,11 +53,19 @@ impl Node {
                     }
                 };
                 tokio::select! {
-                    joined = &mut member => return joined.map(|_| ()).map_err(|_| Error::Shutdown),
+                    biased;
+                    joined = &mut member => {
+                        let registry = joined.map_err(|_| Error::Shutdown)?;
+                        core.endpoints.joined(&registry, me);
+                        return Ok(());
+                    }
                     answer = tokio::time::timeout_at(deadline, attempt) => match answer {
                         Ok(Ok(())) => {
                             return match tokio::time::timeout_at(deadline, &mut member).await {
-                                Ok(Ok(_)) => Ok(()),
+                                Ok(Ok(registry)) => {
+                                    core.endpoints.joined(&registry, me);
+                                    Ok(())
+                                }
                                 Ok(Err(_)) => Err(Error::Shutdown),
                                 Err(_) => Err(Error::join(format!(
                                     "{seed} let this node in, but the membership did not reach it within {timeout:?}"
@@ -87,7 +95,12 @@ impl Node {
                 }
             }
             tokio::select! {
-                joined = &mut member => return joined.map(|_| ()).map_err(|_| Error::Shutdown),
+                biased;
+                joined = &mut member => {
+                    let registry = joined.map_err(|_| Error::Shutdown)?;
+                    core.endpoints.joined(&registry, me);
+                    return Ok(());
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(Error::join(format!("{last} (gave up after {timeout:?})")))
                 }

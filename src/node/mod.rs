@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +39,7 @@ use crate::cluster::raft::Raft;
 use crate::cluster::registry::Registry;
 use crate::cluster::view::{ClusterInfo, Member, Role};
 use crate::ids::{EndpointId, NodeId};
-use crate::link::connection::{Dispatch, Links};
+use crate::link::connection::{Dispatch, Links, Msgs};
 use crate::link::peer::Peers;
 use crate::rpc::{Request, Response};
 use crate::tasks::Tasks;
@@ -89,8 +88,8 @@ pub(crate) struct Core {
 /// The connections' readers hand each frame to the node here: data, credit, fences and releases
 /// to the switchboard, requests to the control path.
 impl Dispatch for Core {
-    fn data(&self, from: NodeId, to: EndpointId, msgs: &mut dyn Iterator<Item = Bytes>) {
-        self.switch.deliver(from, to, msgs);
+    fn data(&self, from: NodeId, to: EndpointId, copies: bool, msgs: Msgs<'_>) {
+        self.switch.deliver(from, to, copies, msgs);
     }
 
     fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {

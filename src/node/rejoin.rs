@@ -101,6 +101,18 @@ impl LiveEndpoints {
         self.removed.store(true, Ordering::SeqCst);
     }
 
+    /// This node is a member (it joined, or formed the cluster), as `registry` shows: the
+    /// membership change that let it in is the one it acts under. Noted here, before anything
+    /// of it can ask for credit, rather than at the registry watcher's next turn: a node paused
+    /// in between, removed and let in again, saw only its second admission, took it for its
+    /// first, and never started over, while a receiver had taken in its messages as the old
+    /// incarnation's (the switchboard simulation's seed 298533, with freezes).
+    pub(crate) fn joined(&self, registry: &Registry, me: crate::ids::NodeId) {
+        if let Some(admitted) = registry.admitted(me) {
+            let _ = self.admitted.compare_exchange(0, admitted, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
     /// Whether any of `ids`, gone from the registry, stands for a live endpoint.
     fn any_live(&self, ids: &[EndpointId]) -> bool {
         lock(&self.by_handle).values().any(|l| ids.contains(&l.current))
@@ -115,14 +127,17 @@ impl Core {
         if !vanished.is_empty() && self.endpoints.any_live(&vanished) {
             self.endpoints.removed.store(true, Ordering::SeqCst);
         }
-        // Out of the membership, or let in again since it last looked, not by its own leave:
-        // removed, whether or not an endpoint of it vanished (one registered again after a
-        // first start-over may have failed to, and its peers forget its books all the same:
-        // the switchboard simulation's seeds 273 and 904).
-        let admitted = registry.admitted(self.id).unwrap_or(0);
-        let before = self.endpoints.admitted.swap(admitted, Ordering::SeqCst);
-        if before != 0 && before != admitted && !self.leaving.load(Ordering::SeqCst) {
-            self.endpoints.removed.store(true, Ordering::SeqCst);
+        // Let in again since it last looked (another admission than the one it acts under),
+        // not by its own leave: removed, whether or not an endpoint of it vanished (one
+        // registered again after a first start-over may have failed to, and its peers forget
+        // its books all the same: the switchboard simulation's seeds 273 and 904). A registry
+        // without it says nothing by itself: one older than the registry it joined by may
+        // reach this watcher after `joined` (the switchboard simulation's seed 955).
+        if let Some(admitted) = registry.admitted(self.id) {
+            let before = self.endpoints.admitted.swap(admitted, Ordering::SeqCst);
+            if before != 0 && before != admitted && !self.leaving.load(Ordering::SeqCst) {
+                self.endpoints.removed.store(true, Ordering::SeqCst);
+            }
         }
         if !self.endpoints.removed.load(Ordering::SeqCst)
             || !registry.nodes.contains_key(&self.id)
@@ -218,6 +233,7 @@ impl Core {
             };
             tracing::warn!(%channel, %why, "registering an endpoint again will be retried");
             tokio::select! {
+                biased;
                 _ = self.cancel.cancelled() => return false,
                 _ = tokio::time::sleep(self.membership.failure_timeout()) => {}
             }

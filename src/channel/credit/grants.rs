@@ -208,6 +208,11 @@ impl Grants {
         }
     }
 
+    /// Whether node `node` asked for credit and waits for it.
+    pub(crate) fn wants(&self, node: NodeId) -> bool {
+        self.wanting.contains(&node)
+    }
+
     /// The receiver has ended: the nodes waiting for credit that `settled` says may stop
     /// waiting (none will come), taken off the list.
     pub(crate) fn take_wanting(&mut self, settled: impl Fn(NodeId) -> bool) -> Vec<NodeId> {

@@ -13,12 +13,12 @@
 //! On the sending node, a [`Window`] per remote receiver holds the credit granted to this node;
 //! the router takes one unit per message, and [`Credits`] finds the window an incoming grant is for.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::ids::{EndpointId, NodeId};
-use crate::sync::lock;
+use crate::sync::{lock, HashMap};
 
 mod grants;
 pub(crate) use grants::{Arrival, Grants, Outgoing};
@@ -153,8 +153,8 @@ impl<R> Default for Credits<R> {
     fn default() -> Self {
         Credits {
             inner: Mutex::new(Inner {
-                windows: HashMap::new(),
-                early: HashMap::new(),
+                windows: HashMap::default(),
+                early: HashMap::default(),
                 void: false,
                 unanswered: BTreeSet::new(),
             }),

@@ -24,7 +24,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         &self.route
     }
 
-    fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>) {
+    fn push_remote(&self, from: NodeId, copies: bool, msgs: &mut dyn Iterator<Item = Bytes>) {
         let mut st = self.lock();
         if !st.detached && st.ended && st.owes(from) {
             // Not taken in, and not released yet: a release would have the node deliver again
@@ -46,12 +46,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         for msg in msgs {
             match st.grants.arrived(from) {
                 Arrival::Credit => {
-                    st.buf.push_back(Item::Encoded { from: Some(from), msg, copy: false });
+                    st.buf.push_back(Item::Encoded { from: Some(from), msg, copy: copies });
                 }
                 // Sent before its node left: held as this node's own (its taking is told to
                 // nobody, and if the receiver goes, this node delivers it elsewhere).
                 Arrival::Left => {
-                    st.buf.push_back(Item::Encoded { from: None, msg, copy: false });
+                    st.buf.push_back(Item::Encoded { from: None, msg, copy: copies });
                 }
                 Arrival::Refused => refused += 1,
             }
@@ -148,9 +148,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.send(out);
     }
 
-    fn node_left(&self, node: NodeId) {
-        let out = {
+    fn node_left(&self, node: NodeId) -> bool {
+        let (out, wanted) = {
             let mut st = self.lock();
+            let wanted = st.grants.wants(node);
             // What it sent and the receiver holds is no longer its to hear about: if the node
             // comes back (it was removed while alive), it is another incarnation, which must not
             // be told of these. They are held as this node's own from now on (delivered here,
@@ -173,16 +174,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             st.grants.forget(node, (!unacked).then_some(held));
             st.release_after_acks.remove(&node);
             let idle = st.buf.is_empty();
-            self.settle_books(&mut st, idle, None, false)
+            (self.settle_books(&mut st, idle, None, false), wanted)
         };
         self.send(out);
         self.route.wake();
+        wanted
     }
 
     fn restart(&self) {
         let nodes = {
             let mut st = self.lock();
-            if st.detached {
+            // Restarted already: nothing was taken in from other nodes since.
+            if st.detached || st.restarting {
                 return;
             }
             // What other nodes sent goes elsewhere (they saw this receiver removed, or are told
@@ -220,7 +223,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn rejoined(&self, node: NodeId) -> u32 {
-        self.node_left(node);
+        let _ = self.node_left(node);
         self.lock().grants.rejoined(node)
     }
 

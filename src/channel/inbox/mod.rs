@@ -20,7 +20,7 @@
 mod ack;
 mod erased;
 use std::any::Any;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -38,6 +38,7 @@ use crate::error::TryRecvError;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::peer::Peers;
 use crate::link::wire::{self, Frame};
+use crate::sync::HashMap;
 
 /// Where an inbox's frames go: the links to its sending nodes ([`Peers`]), or, in the delivery
 /// protocol's simulation, the simulated network. The inbox does no I/O of its own.
@@ -93,8 +94,9 @@ pub(crate) struct Detached(pub(crate) Vec<Bytes>);
 /// broadcast copy or redelivery from this node: `from` is `None`).
 enum Item<T> {
     Value(T),
-    /// `copy`: a broadcast copy from this node, for this receiver alone (never delivered
-    /// elsewhere: every other receiver had its own).
+    /// `copy`: a broadcast copy, for this receiver alone (never delivered elsewhere: every
+    /// other receiver had its own), from this node or from another (which, if it leaves the
+    /// cluster, leaves it to this node: see [`ErasedInbox::node_left`]).
     Encoded {
         from: Option<NodeId>,
         msg: Bytes,
@@ -113,8 +115,9 @@ pub(crate) enum Refused<T> {
 pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn id(&self) -> EndpointId;
     fn channel(&self) -> &Arc<ChannelRoute>;
-    /// Messages from node `from`, in order, sent on credit this inbox granted.
-    fn push_remote(&self, from: NodeId, msgs: &mut dyn Iterator<Item = Bytes>);
+    /// Messages from node `from`, in order, sent on credit this inbox granted (broadcast
+    /// copies, if `copies`).
+    fn push_remote(&self, from: NodeId, copies: bool, msgs: &mut dyn Iterator<Item = Bytes>);
     /// An encoded message from this node: a broadcast copy (`copy`), or (`rerouted`) a message
     /// another receiver did not take, which was sent before any close and so is taken until the
     /// inbox has ended.
@@ -131,12 +134,13 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn returned(&self, from: NodeId, n: u32);
     /// These nodes have senders of the channel: offer credit to any not offered yet.
     fn offer(&self, nodes: &[NodeId]);
-    /// Node `node` left the cluster.
-    fn node_left(&self, node: NodeId);
-    /// The receiver's registration was removed with its node, which was let back in and starts
-    /// over: what other nodes sent it goes elsewhere (they are told, in case they skipped the
+    /// Node `node` left the cluster. Whether it was waiting for credit (forgotten now).
+    fn node_left(&self, node: NodeId) -> bool;
+    /// The receiver's registration was removed with its node (which starts over once let back
+    /// in): what other nodes sent it goes elsewhere (they are told, in case they skipped the
     /// removal), their credit is void, and it takes nothing from them until it is registered
-    /// again ([`ErasedInbox::renamed`]). What this node's senders gave it stays.
+    /// again ([`ErasedInbox::renamed`]). What this node's senders gave it stays. Once until
+    /// then: a second call does nothing.
     fn restart(&self);
     /// Registered again as `id` (after [`ErasedInbox::restart`]).
     fn renamed(&self, id: EndpointId);

@@ -19,12 +19,12 @@ fn poll(inbox: &Inbox<u64>) -> Poll<Option<u64>> {
 fn a_closed_inbox_ends_only_after_every_fence() {
     let inbox = inbox(8);
     inbox.offer(&[7]);
-    inbox.push_remote(7, &mut [encoded(1)].into_iter());
+    inbox.push_remote(7, false, &mut [encoded(1)].into_iter());
     inbox.close(BTreeSet::from([7, 9]));
     assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
     // Node 7 and 9 may still have data on the way: not the end yet.
     assert_eq!(poll(&inbox), Poll::Pending);
-    inbox.push_remote(7, &mut [encoded(2)].into_iter());
+    inbox.push_remote(7, false, &mut [encoded(2)].into_iter());
     inbox.fence(7);
     assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
     assert_eq!(poll(&inbox), Poll::Pending);
@@ -41,7 +41,7 @@ fn local_senders_count_against_the_capacity_with_remote_credit() {
     inbox.returned(7, 1);
     assert!(inbox.try_push(1).is_ok());
     assert!(matches!(inbox.try_push(2), Err(Refused::Full(2))));
-    inbox.push_remote(7, &mut [encoded(3)].into_iter());
+    inbox.push_remote(7, false, &mut [encoded(3)].into_iter());
     assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
     assert_eq!(poll(&inbox), Poll::Pending);
@@ -52,7 +52,7 @@ fn a_detached_inbox_hands_back_only_its_own_nodes_messages() {
     let inbox = inbox(4);
     inbox.try_push(1).expect("room");
     inbox.offer(&[7]);
-    inbox.push_remote(7, &mut (2..4).map(encoded));
+    inbox.push_remote(7, false, &mut (2..4).map(encoded));
     let mine = inbox.hand_over(false).expect("first detach");
     let got: Vec<u64> = mine.iter().map(|b| rmp_serde::from_slice(b).unwrap()).collect();
     assert_eq!(got, [1], "node 7 delivers its own elsewhere");
@@ -82,17 +82,17 @@ fn manual_acknowledgements_free_room_in_order_per_sending_node() {
 fn undecodable_bytes_are_skipped_not_fatal() {
     let inbox = inbox(4);
     inbox.offer(&[7]);
-    inbox.push_remote(7, &mut [Bytes::from_static(b"\xc1"), encoded(3)].into_iter());
+    inbox.push_remote(7, false, &mut [Bytes::from_static(b"\xc1"), encoded(3)].into_iter());
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
 }
 
 #[test]
 fn messages_beyond_a_nodes_credit_are_not_taken_in() {
     let inbox = inbox(2);
-    inbox.push_remote(9, &mut [encoded(1)].into_iter());
+    inbox.push_remote(9, false, &mut [encoded(1)].into_iter());
     assert_eq!(inbox.buffered(), 0, "no credit was granted to node 9");
     inbox.offer(&[7]);
-    inbox.push_remote(7, &mut (2..6).map(encoded));
+    inbox.push_remote(7, false, &mut (2..6).map(encoded));
     assert_eq!(inbox.buffered(), 2, "node 7 had credit for 2");
     assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
@@ -107,7 +107,7 @@ fn an_ended_inbox_takes_nothing_more() {
     assert_eq!(poll(&inbox), Poll::Ready(None));
     // What it sent on the credit it had comes back to it (released), not into a buffer nobody
     // reads: a `recv` after the end still says `None`.
-    inbox.push_remote(7, &mut [encoded(1)].into_iter());
+    inbox.push_remote(7, false, &mut [encoded(1)].into_iter());
     assert_eq!(inbox.buffered(), 0);
     assert_eq!(poll(&inbox), Poll::Ready(None));
 }
@@ -116,7 +116,7 @@ fn an_ended_inbox_takes_nothing_more() {
 fn a_node_back_as_a_new_incarnation_is_answered_what_was_taken_in_and_told_nothing_more() {
     let inbox = inbox(8);
     inbox.offer(&[7]);
-    inbox.push_remote(7, &mut (1..5).map(encoded));
+    inbox.push_remote(7, false, &mut (1..5).map(encoded));
     assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
     // Removed: one taken and not yet told, three held; they are this node's to deliver now.
     inbox.node_left(7);
@@ -137,6 +137,20 @@ fn a_broadcast_copy_is_not_delivered_elsewhere_when_its_receiver_goes() {
     inbox.try_push_encoded(encoded(2), true, false).expect("room");
     let mine = inbox.detach(false).expect("detached once");
     assert_eq!(mine, vec![encoded(2)]);
+}
+
+#[test]
+fn a_broadcast_copy_of_a_node_that_left_is_not_delivered_elsewhere_either() {
+    // Node 7 broadcast two messages and sent one more to this receiver alone, then died: what
+    // it sent is this node's to deliver now. The receiver goes: only the message goes
+    // elsewhere (the switchboard simulation's seed 269126 took a copy twice).
+    let inbox = inbox(8);
+    inbox.offer(&[7]);
+    inbox.push_remote(7, true, &mut (1..3).map(encoded));
+    inbox.push_remote(7, false, &mut [encoded(3)].into_iter());
+    let _ = inbox.node_left(7);
+    let mine = inbox.detach(false).expect("detached once");
+    assert_eq!(mine, vec![encoded(3)]);
 }
 
 #[test]

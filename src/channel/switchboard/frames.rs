@@ -32,11 +32,18 @@ impl Switchboard {
         }
     }
 
-    /// Messages from node `from` for receiver `to` (called by the connection reader).
-    pub(crate) fn deliver(&self, from: NodeId, to: EndpointId, msgs: impl Iterator<Item = Bytes>) {
+    /// Messages from node `from` for receiver `to` (called by the connection reader); broadcast
+    /// copies if `copies`.
+    pub(crate) fn deliver(
+        &self,
+        from: NodeId,
+        to: EndpointId,
+        copies: bool,
+        msgs: impl Iterator<Item = Bytes>,
+    ) {
         let mut msgs = msgs;
         match self.inbox(to) {
-            Some(inbox) => inbox.push_remote(from, &mut msgs),
+            Some(inbox) => inbox.push_remote(from, copies, &mut msgs),
             None => self.not_here(from, to),
         }
     }

@@ -84,7 +84,15 @@ impl Switchboard {
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         for inbox in &inboxes {
             for node in left {
-                inbox.node_left(*node);
+                // It asked for credit and left before it came: a leaving node hands over what
+                // it holds after its leave is committed, and waits for that credit. Asked again,
+                // as by a member that left lately (`Switchboard::want`). Forgotten, it waited
+                // for nothing until its hand-over timed out, and what it held was lost (the
+                // switchboard simulation's seed 184707, with freezes).
+                if inbox.node_left(*node) && self.left_lately(*node) {
+                    self.forget_later(*node, inbox);
+                    inbox.want(*node);
+                }
             }
         }
         self.check_orphans(&inboxes, registry);
@@ -92,18 +100,30 @@ impl Switchboard {
 
     /// Receivers of this node that the registry no longer lists, though their handles are
     /// alive: the node was removed (cut off for longer than the failure timeout), and starts
-    /// over once it is let back in (see [`Switchboard::start_over`]). Noted for the node, as
-    /// vanished senders are. (An id this registry has not issued yet is a registration newer
-    /// than this refresh.)
+    /// over once it is let back in (see [`Switchboard::start_over`]). Each restarts at once
+    /// (the other nodes deliver elsewhere what they sent it, and count nothing it grants under
+    /// that id), and is noted for the node, as vanished senders are. (An id this registry has
+    /// not issued yet is a registration newer than this refresh.)
+    ///
+    /// At once, not when the node starts over: a receiver registered while the node had not
+    /// yet started over from one removal, and removed with it again, kept granting under its
+    /// removed id through that start-over, and its new registration counted that credit out
+    /// for ever (the switchboard simulation's seed 104967).
     pub(super) fn check_orphans(&self, inboxes: &[Arc<dyn ErasedInbox>], registry: &Registry) {
         if self.leaving.load(Ordering::SeqCst) {
             return;
         }
-        let gone = inboxes.iter().filter(|inbox| {
-            let id = inbox.id();
-            registry.issued(id) && !registry.is_registered(id) && !inbox.is_detached()
-        });
-        lock(&self.vanished).extend(gone.map(|inbox| inbox.id()));
+        let gone: Vec<&Arc<dyn ErasedInbox>> = inboxes
+            .iter()
+            .filter(|inbox| {
+                let id = inbox.id();
+                registry.issued(id) && !registry.is_registered(id) && !inbox.is_detached()
+            })
+            .collect();
+        for inbox in &gone {
+            inbox.restart();
+        }
+        lock(&self.vanished).extend(gone.iter().map(|inbox| inbox.id()));
     }
 
     /// Channel `name` changed between `before` and `registry` (or appeared, or went).
@@ -258,6 +278,7 @@ impl Switchboard {
             let cancel = self.cancel.clone();
             self.tasks.spawn(async move {
                 tokio::select! {
+                    biased;
                     _ = cancel.cancelled() => {}
                     _ = route.rerouting_done() => send(),
                 }

@@ -91,10 +91,10 @@ impl Switchboard {
         // The question goes behind everything sent before on each link, and the answer behind
         // everything the peer sent this node before: the count covers both.
         let answers =
-            futures::future::join_all(peers.iter().map(|p| self.ask_rejoined(p, at))).await;
+            futures::future::join_all(peers.iter().map(|p| self.ask_rejoined(p.id, at))).await;
         for (peer, answer) in peers.iter().zip(answers) {
             match answer {
-                Some(taken) => {
+                Some((peer, taken)) => {
                     for (to, n) in taken {
                         peer.outbox.release(to, n);
                     }
@@ -125,22 +125,38 @@ impl Switchboard {
         }
     }
 
-    /// Ask `peer` what it took in of this node's old incarnation's messages, until it answers
-    /// or is no longer a member (a peer that does not answer is removed within the failure
-    /// timeout). Going on without its answer would let its forgetting come later, after it has
-    /// granted the new incarnation credit, and wipe that.
-    async fn ask_rejoined(&self, peer: &Arc<Peer>, at: u64) -> Option<Vec<(EndpointId, u32)>> {
+    /// Ask peer `id` what it took in of this node's old incarnation's messages, until it
+    /// answers or is no longer a member (a peer that does not answer is removed within the
+    /// failure timeout). Going on without its answer would let its forgetting come later, after
+    /// it has granted the new incarnation credit, and wipe that. Asked through the peer as this
+    /// node knows it at each try: one that left and was let in again meanwhile is another
+    /// `Peer`, and the answer comes on its link (asked through the old one, the answer matched
+    /// nothing and the node asked for ever: the switchboard simulation's seed 344735).
+    async fn ask_rejoined(
+        &self,
+        id: NodeId,
+        at: u64,
+    ) -> Option<(Arc<Peer>, Vec<(EndpointId, u32)>)> {
+        let mut registry = self.registry.clone();
         loop {
-            if let Ok(Response::Rejoined(taken)) =
-                peer.request(Request::Rejoined { at }, HAND_OVER_TIMEOUT).await
-            {
-                return Some(taken);
+            match self.peers.reach(id) {
+                Some(peer) => {
+                    let asked = peer.request(Request::Rejoined { at }, HAND_OVER_TIMEOUT).await;
+                    if let Ok(Response::Rejoined(taken)) = asked {
+                        return Some((peer, taken));
+                    }
+                }
+                // Not reachable yet (its address comes with a registry this node has not
+                // refreshed to): asked again after the next.
+                None => {
+                    let _ = tokio::time::timeout(HAND_OVER_TIMEOUT, registry.changed()).await;
+                }
             }
-            let member = self.registry.borrow().nodes.contains_key(&peer.id);
+            let member = self.registry.borrow().nodes.contains_key(&id);
             if !member || self.cancel.is_cancelled() {
                 return None;
             }
-            tracing::debug!(peer = peer.id, "starting over: asking again what it took in");
+            tracing::debug!(peer = id, "starting over: asking again what it took in");
         }
     }
 

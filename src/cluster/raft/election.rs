@@ -117,6 +117,7 @@ impl Elections {
         let mut wait = self.draw();
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(TICK) => {}
             }

@@ -15,20 +15,22 @@ use crate::link::wire::VERSION;
 /// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
 pub(super) const DATA_FRAME_TARGET: usize = 64 * 1024;
 
-/// Header of a data frame up to the message count: `[1, {"Data": {"to": <u64>, "msgs": [`.
-pub(super) const fn data_header(to: EndpointId) -> [u8; 25] {
+/// Header of a data frame up to the message count:
+/// `[VERSION, {"Data": {"to": <u64>, "copies": <bool>, "msgs": [`.
+pub(super) const fn data_header(to: EndpointId, copies: bool) -> [u8; 34] {
     let t = to.to_be_bytes();
+    let c = if copies { 0xc3 } else { 0xc2 };
     [
-        0x92, VERSION, 0x81, 0xa4, b'D', b'a', b't', b'a', 0x82, 0xa2, b't', b'o', 0xcf, t[0],
-        t[1], t[2], t[3], t[4], t[5], t[6], t[7], 0xa4, b'm', b's', b'g',
+        0x92, VERSION, 0x81, 0xa4, b'D', b'a', b't', b'a', 0x83, 0xa2, b't', b'o', 0xcf, t[0],
+        t[1], t[2], t[3], t[4], t[5], t[6], t[7], 0xa6, b'c', b'o', b'p', b'i', b'e', b's', c,
+        0xa4, b'm', b's', b'g', b's',
     ]
 }
 
 impl Open {
     pub(super) fn new(to: EndpointId, broadcast: bool) -> Self {
         let mut buf = BytesMut::with_capacity(1024);
-        buf.put_slice(&data_header(to));
-        buf.put_u8(b's');
+        buf.put_slice(&data_header(to, broadcast));
         buf.put_u8(0xdd); // array32: the count is patched as messages are added
         let count_at = buf.len();
         buf.put_u32(0);

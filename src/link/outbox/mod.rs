@@ -21,7 +21,7 @@ mod acks;
 mod data;
 mod kept;
 mod stream;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -30,6 +30,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::ids::EndpointId;
 use crate::link::wire::{self, Frame};
+use crate::sync::HashMap;
 
 /// Receiver `to` took `taken` and grants `grant`, encoded as its frame.
 fn credit_frame(to: EndpointId, taken: u32, grant: u32) -> Bytes {
@@ -320,6 +321,7 @@ impl Outbox {
     pub(crate) async fn wanted(&self) {
         while !self.has_work() {
             tokio::select! {
+                biased;
                 _ = self.ready() => {}
                 _ = self.lazy_due() => {}
             }

@@ -18,16 +18,17 @@ fn consecutive_messages_share_a_frame_that_serde_decodes() {
     for id in 0..3 {
         out.push_data(9, &Job { id, name: "x".into() }, &open).unwrap();
     }
-    out.push_encoded(4, b"\xc0", false, &open).unwrap();
+    out.push_encoded(4, b"\xc0", true, &open).unwrap();
     out.push_frame(crate::link::wire::encode(&Frame::Released { to: 1 }), true);
     let mut frames = Vec::new();
     out.take(&mut frames);
     assert_eq!(frames.len(), 3);
-    let Frame::Data { to, msgs } = decode(&frames[0]).unwrap() else { panic!("not data") };
-    assert_eq!(to, 9);
+    let Frame::Data { to, copies, msgs } = decode(&frames[0]).unwrap() else { panic!("not data") };
+    assert_eq!((to, copies), (9, false));
     let jobs: Vec<Job> = msgs.iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
     assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [0, 1, 2]);
-    assert!(matches!(decode(&frames[1]), Ok(Frame::Data { to: 4, ref msgs }) if msgs.len() == 1));
+    let copies = decode(&frames[1]);
+    assert!(matches!(copies, Ok(Frame::Data { to: 4, copies: true, ref msgs }) if msgs.len() == 1));
     assert!(matches!(decode(&frames[2]), Ok(Frame::Released { to: 1 })));
 }
 
@@ -91,7 +92,7 @@ fn interleaved_receivers_each_get_one_frame_in_order() {
     out.take(&mut frames);
     assert_eq!(frames.len(), 2, "one frame per receiver, not one per message");
     for f in &frames {
-        let Frame::Data { to, msgs } = decode(f).unwrap() else { panic!("not data") };
+        let Frame::Data { to, msgs, .. } = decode(f).unwrap() else { panic!("not data") };
         let got: Vec<u8> = msgs.iter().map(|m| rmp_serde::from_slice(m).unwrap()).collect();
         let want: Vec<u8> = (0..10).filter(|i| 1 + u64::from(i % 2) == to).collect();
         assert_eq!(got, want);
@@ -213,21 +214,22 @@ mod properties {
     fn data_frames_carry_exactly_the_messages_pushed(
         msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..40),
         to in any::<u64>(),
+        copies in any::<bool>(),
     ) {
         let out = Outbox::new(4096);
         let open = std::sync::atomic::AtomicBool::new(false);
         for m in &msgs {
             // Each message as a MessagePack binary, as an encoded message would be.
             let encoded = rmp_serde::to_vec(&serde_bytes::Bytes::new(m)).expect("encode");
-            out.push_encoded(to, &encoded, false, &open).expect("fits");
+            out.push_encoded(to, &encoded, copies, &open).expect("fits");
         }
         let mut frames = Vec::new();
         out.take(&mut frames);
         let mut got = Vec::new();
         for f in &frames {
             match decode(f).expect("a data frame decodes") {
-                Frame::Data { to: t, msgs } => {
-                    prop_assert_eq!(t, to);
+                Frame::Data { to: t, copies: c, msgs } => {
+                    prop_assert_eq!((t, c), (to, copies));
                     for m in msgs {
                         let b: serde_bytes::ByteBuf = rmp_serde::from_slice(m).expect("a message");
                         got.push(b.into_vec());

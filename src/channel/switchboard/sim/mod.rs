@@ -223,7 +223,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, freezes: bool) -> Self {
         let mut rng = Rng(seed);
         let n = 2 + rng.below(3);
         let mut nodes = Vec::new();
@@ -275,12 +275,17 @@ impl Sim {
             closed: false,
             closing: false,
             dropped: HashSet::new(),
-            freezes: schedule::freezes(seed),
+            freezes,
             steps: 0,
             graveyard: Vec::new(),
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
         sim.commit_membership(&members);
+        // Each node acts only once it has seen itself a member (`Node::join` returns then).
+        let formed = sim.log.last().expect("log").clone();
+        for node in &mut sim.nodes {
+            node.rejoin.joined(&formed, node.id);
+        }
         // The steady receiver first: registered before any close.
         sim.register(0);
         sim
@@ -367,6 +372,9 @@ impl Sim {
             return;
         }
         let registry = node.core.registry.borrow().clone();
+        if *TRACE && !node.refreshed {
+            eprintln!("node {} refreshes to {}", node.id, registry.applied);
+        }
         node.core.switch.refresh(&registry);
         node.refreshed = true;
         let applied = node.applied;

@@ -16,7 +16,7 @@ use crate::channel::switchboard::Switchboard;
 use crate::cluster::registry::Registry;
 use crate::error::Error;
 use crate::ids::{EndpointId, NodeId};
-use crate::link::connection::{Dispatch, Links};
+use crate::link::connection::{Dispatch, Links, Msgs};
 use crate::link::peer::Peers;
 use crate::rpc::{Command, Request, Response};
 use crate::sync::lock;
@@ -38,8 +38,8 @@ pub(super) struct Core {
 /// As `node::Core` hands frames up: data, credit, fences and releases to the switchboard; of
 /// the requests, a node starting over asks what was taken in (Raft's are not simulated).
 impl Dispatch for Core {
-    fn data(&self, from: NodeId, to: EndpointId, msgs: &mut dyn Iterator<Item = Bytes>) {
-        self.switch.deliver(from, to, msgs);
+    fn data(&self, from: NodeId, to: EndpointId, copies: bool, msgs: Msgs<'_>) {
+        self.switch.deliver(from, to, copies, msgs);
     }
 
     fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {

@@ -38,6 +38,14 @@ pub(super) struct Rejoin {
     pub(super) fence_held: bool,
 }
 
+impl Rejoin {
+    /// The node is a member, as `registry` shows (it formed the cluster): the admission it acts
+    /// under, as `LiveEndpoints::joined` notes it when `Node::join` returns.
+    pub(super) fn joined(&mut self, registry: &crate::cluster::registry::Registry, me: u64) {
+        self.admitted = registry.admitted(me).unwrap_or(0);
+    }
+}
+
 impl Sim {
     /// Node `i` freezes past the failure timeout: the cluster removes it.
     pub(super) fn freeze(&mut self, i: usize) {
@@ -94,10 +102,11 @@ impl Sim {
         }
         let registry = node.core.registry.borrow().clone();
         let member = registry.nodes.contains_key(&node.id);
-        let admitted = registry.admitted(node.id).unwrap_or(0);
-        let before = std::mem::replace(&mut node.rejoin.admitted, admitted);
-        if before != 0 && before != admitted && node.leave.is_none() {
-            node.rejoin.removed = true;
+        if let Some(admitted) = registry.admitted(node.id) {
+            let before = std::mem::replace(&mut node.rejoin.admitted, admitted);
+            if before != 0 && before != admitted && node.leave.is_none() {
+                node.rejoin.removed = true;
+            }
         }
         if !node.rejoin.removed || !member || node.leave.is_some() || node.rejoin.starting_over {
             return;
