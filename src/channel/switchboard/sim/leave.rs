@@ -35,7 +35,8 @@ impl Sim {
         let node = &self.nodes[i];
         let sender_done = node.sender.as_ref().is_none_or(|s| s.done);
         let registering = !node.plans.is_empty() || !node.awaiting.is_empty();
-        let busy = node.leave.is_some() || node.rejoin.starting_over;
+        // (A node cut off cannot reach the leader to leave.)
+        let busy = node.leave.is_some() || node.rejoin.starting_over || node.rejoin.cut;
         if !node.runs() || node.steady || busy || !sender_done || registering {
             return;
         }

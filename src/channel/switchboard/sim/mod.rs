@@ -182,6 +182,12 @@ impl Node {
     fn runs(&self) -> bool {
         !self.dead && !self.rejoin.frozen
     }
+
+    /// Runs, and is not cut off from the others (see [`rejoin::Rejoin::cut`]): its links carry
+    /// frames, it applies the log, and its writes reach the leader.
+    fn reachable(&self) -> bool {
+        self.runs() && !self.rejoin.cut
+    }
 }
 
 struct Sim {
@@ -335,7 +341,7 @@ impl Sim {
     fn register(&mut self, i: usize) {
         let node = &self.nodes[i];
         // (New registrations wait while the node starts over: `wait_started_over`.)
-        if !node.runs() || node.rejoin.starting_over || node.plans.is_empty() {
+        if !node.reachable() || node.rejoin.starting_over || node.plans.is_empty() {
             return;
         }
         let plan = self.nodes[i].plans.remove(0);
@@ -356,7 +362,7 @@ impl Sim {
     /// from now on see it); its watcher refreshes the switchboard later.
     fn apply(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        if !node.runs() || node.applied + 1 >= self.log.len() {
+        if !node.reachable() || node.applied + 1 >= self.log.len() {
             return;
         }
         node.applied += 1;
@@ -396,7 +402,7 @@ impl Sim {
 
     /// The registry writes node `i`'s endpoints asked for (deregistrations, a close) commit.
     fn commit_writes(&mut self, i: usize) {
-        if !self.nodes[i].runs() {
+        if !self.nodes[i].reachable() {
             return;
         }
         let writes = std::mem::take(&mut *crate::sync::lock(&self.nodes[i].core.writes));

@@ -18,7 +18,7 @@ impl Sim {
     /// The writer of link `from` -> `to` takes everything queued and writes it, on a new
     /// connection if there is none (resending first what `to` may not have).
     pub(super) fn write(&mut self, from: NodeId, to: NodeId) {
-        if !self.node(from).runs() || self.node(to).dead {
+        if !self.node(from).reachable() || self.node(to).dead || self.node(to).rejoin.cut {
             return;
         }
         let Some(peer) = self.node(from).core.peers.find(to) else { return };
@@ -126,7 +126,8 @@ impl Sim {
     pub(super) fn readable(&self) -> Vec<(NodeId, NodeId, usize)> {
         let mut out = Vec::new();
         for ((from, to), conns) in &self.links {
-            if !self.node(*to).runs() {
+            // (A node cut off reads nothing, and nothing of it is read, until the cut heals.)
+            if !self.node(*to).reachable() || self.node(*from).rejoin.cut {
                 continue;
             }
             for (i, c) in conns.iter().enumerate() {
@@ -141,8 +142,8 @@ impl Sim {
     /// Ordered pairs of live nodes where the first has something queued for the second.
     pub(super) fn writable(&self) -> Vec<(NodeId, NodeId)> {
         let mut out = Vec::new();
-        for a in self.nodes.iter().filter(|n| n.runs()) {
-            for b in self.nodes.iter().filter(|n| !n.dead && n.id != a.id) {
+        for a in self.nodes.iter().filter(|n| n.reachable()) {
+            for b in self.nodes.iter().filter(|n| !n.dead && !n.rejoin.cut && n.id != a.id) {
                 // A link with frames sent and not acknowledged reconnects by itself (and
                 // resends them), as the link task does.
                 let connected =

@@ -1,5 +1,6 @@
-//! A node removed while alive: frozen (SIGSTOP, a long GC pause) past the failure timeout, it is
-//! removed by the cluster (its endpoints, then its membership); thawed, it asks back in and is
+//! A node removed while alive: frozen (SIGSTOP, a long GC pause) past the failure timeout, or
+//! cut off from every other node that long while it runs on (a partition), it is removed by the
+//! cluster (its endpoints, then its membership); thawed or reached again, it asks back in and is
 //! let in, and starts over as `node::Core` does it: its registry shows a live endpoint vanished
 //! (`check_removed`), `Switchboard::start_over` runs on its runtime (its peers answer its
 //! `Request::Rejoined` through the real reader and dispatch), then every live endpoint is
@@ -19,6 +20,10 @@ use crate::sync::lock;
 pub(super) struct Rejoin {
     /// Frozen: nothing of it runs.
     pub(super) frozen: bool,
+    /// Cut off from every other node past the failure timeout (a partition): it runs (its
+    /// application sends and takes, its timers fire, its own senders reach its own receiver),
+    /// but no frame crosses its links, it applies nothing of the log and writes nothing to it.
+    pub(super) cut: bool,
     /// A live endpoint of it vanished from its registry, or it is out of the membership: it was
     /// removed.
     pub(super) removed: bool,
@@ -47,19 +52,27 @@ impl Rejoin {
 }
 
 impl Sim {
-    /// Node `i` freezes past the failure timeout: the cluster removes it.
-    pub(super) fn freeze(&mut self, i: usize) {
+    /// Node `i` freezes past the failure timeout (or, `cut`, is cut off from the others that
+    /// long, running on): the cluster removes it.
+    pub(super) fn freeze(&mut self, i: usize, cut: bool) {
         let node = &self.nodes[i];
-        let busy = node.rejoin.starting_over || node.leave.is_some() || node.rejoin.frozen;
+        let busy = node.rejoin.starting_over
+            || node.leave.is_some()
+            || node.rejoin.frozen
+            || node.rejoin.cut;
         let member = self.log.last().expect("log").nodes.contains_key(&node.id);
         if node.dead || node.steady || busy || !member {
             return;
         }
         let id = node.id;
         if *TRACE {
-            eprintln!("node {id} freezes");
+            eprintln!("node {id} {}", if cut { "is cut off" } else { "freezes" });
         }
-        self.nodes[i].rejoin.frozen = true;
+        if cut {
+            self.nodes[i].rejoin.cut = true;
+        } else {
+            self.nodes[i].rejoin.frozen = true;
+        }
         // What it sent, and what its receiver took, may be taken again (README: a node removed
         // while alive; the credit simulation checks those windows exactly).
         self.loose.insert(id);
@@ -70,14 +83,24 @@ impl Sim {
     /// Node `i` thaws: it asks back in (it has heard no leader for a failure timeout) and the
     /// leader lets it in.
     pub(super) fn thaw(&mut self, i: usize) {
-        if !self.nodes[i].rejoin.frozen || self.nodes[i].dead {
+        let (frozen, cut) = (self.nodes[i].rejoin.frozen, self.nodes[i].rejoin.cut);
+        if !(frozen || cut) || self.nodes[i].dead {
             return;
         }
         let id = self.nodes[i].id;
         if *TRACE {
-            eprintln!("node {id} thaws");
+            eprintln!("node {id} {}", if cut { "is reached again" } else { "thaws" });
         }
         self.nodes[i].rejoin.frozen = false;
+        self.nodes[i].rejoin.cut = false;
+        if cut {
+            // Its connections broke during the cut: what they carried is lost, or late.
+            let late = self.rng.below(2) == 0;
+            let others: Vec<_> = self.nodes.iter().map(|n| n.id).filter(|o| *o != id).collect();
+            for other in others {
+                self.reset(id, other, late);
+            }
+        }
         let last = self.log.last().expect("log").clone();
         let mut members: Vec<_> = last.nodes.keys().copied().collect();
         members.push(id);
@@ -135,7 +158,7 @@ impl Sim {
         for i in 0..self.nodes.len() {
             let settled =
                 self.nodes[i].rejoin.settled.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-            if settled && !self.nodes[i].dead {
+            if settled && self.nodes[i].reachable() {
                 self.nodes[i].rejoin.settled = None;
                 self.nodes[i].rejoin.fence_held = false;
                 self.register_again(i);

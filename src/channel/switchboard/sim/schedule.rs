@@ -81,7 +81,10 @@ impl Sim {
                     .push(Command::Close { channel: CHANNEL.to_owned() });
             }
             99 if faults && self.rng.below(3) == 0 => self.leave(i),
-            99 if faults && self.freezes && self.rng.below(2) == 0 => self.freeze(i),
+            99 if faults && self.freezes && self.rng.below(2) == 0 => {
+                let cut = self.rng.below(2) == 0;
+                self.freeze(i, cut);
+            }
             99 if self.freezes && self.rng.below(2) == 0 => self.thaw(i),
             // Time passes (timeouts: a leave that waits for a peer that died, a request
             // unanswered, a forgotten peer's grace period).
