@@ -44,7 +44,7 @@
 //!    are length-delimited, versioned MessagePack (`link::wire`), numbered and resent after a
 //!    reconnect until the peer acknowledges them.
 //! 5. On the receiving node, the connection's reader hands the batch up (through
-//!    `link::connection::Dispatch`, which the node implements) to the `channel::switchboard`,
+//!    `link::dispatch`: frames to the switchboard, requests to the node) to the `channel::switchboard`,
 //!    which puts it in the receiver's `channel::inbox`.
 //! 6. `channel::receiver`: [`Receiver::recv`] takes it out and decodes it; only then is the
 //!    sending node told it was taken, and the room granted again.

@@ -2,7 +2,7 @@
 //! registry when its handle goes, to close its channel, and to deliver elsewhere what a dropped
 //! receiver held. The node implements [`Registrar`]; senders and receivers hold it as a trait
 //! object, so the channel layer calls up without naming the node (as connections hand frames up
-//! through [`Dispatch`](crate::link::connection::Dispatch)).
+//! through [`Dispatch`](crate::link::dispatch::Dispatch)).
 
 use std::sync::Arc;
 

@@ -127,7 +127,7 @@ impl Drop for Waiting<'_> {
             self.route.answer_deferred(&targets);
             for t in targets.iter() {
                 if let Target::Local(inbox) = t {
-                    inbox.no_local_waiter();
+                    inbox.no_local_waiter(false);
                 }
             }
         }
@@ -395,9 +395,17 @@ impl ChannelRoute {
         // took the message: otherwise a node with room elsewhere (its own receiver) would never
         // ask, and that receiver would never get its turns from this node again.
         let mut passed_over = false;
-        let sent = |passed_over: bool| {
+        // A receiver here without room keeps its next unit for the senders of this node; one
+        // that placed its message elsewhere lets that go (kept while any other sender waited,
+        // for a broadcast say, the unit was lost to every node that wanted: the switchboard
+        // simulation's seed 8212, with freezes).
+        let mut full_here = false;
+        let sent = |passed_over: bool, full_here: bool| {
             if passed_over {
                 Self::want(&targets, None);
+            }
+            if full_here {
+                Self::placed_elsewhere(&targets);
             }
             Attempt::Sent
         };
@@ -415,15 +423,21 @@ impl ChannelRoute {
                             }
                         };
                         match erased.try_push_encoded(bytes, false, false) {
-                            Ok(()) => return sent(passed_over),
+                            Ok(()) => return sent(passed_over, full_here),
                             Err(Refused::Closed(_)) => return Attempt::Closed(msg),
-                            Err(Refused::Full(_)) => continue,
+                            Err(Refused::Full(_)) => {
+                                full_here = true;
+                                continue;
+                            }
                         }
                     };
                     match inbox.try_push(msg) {
-                        Ok(()) => return sent(passed_over),
+                        Ok(()) => return sent(passed_over, full_here),
                         Err(Refused::Closed(m)) => return Attempt::Closed(m),
-                        Err(Refused::Full(m)) => msg = m,
+                        Err(Refused::Full(m)) => {
+                            msg = m;
+                            full_here = true;
+                        }
                     }
                 }
                 Target::Remote { id, peer, window } => {
@@ -433,7 +447,7 @@ impl ChannelRoute {
                     }
                     let gate = Gate { closed: &self.closed, gone: Some(window.gone()) };
                     match peer.outbox.push_data(*id, &msg, gate) {
-                        Ok(()) => return sent(passed_over),
+                        Ok(()) => return sent(passed_over, full_here),
                         Err(PushError::Closed) => {
                             window.undo();
                             return Attempt::Closed(msg);
@@ -451,6 +465,16 @@ impl ChannelRoute {
         }
         Self::want(&targets, None);
         Attempt::Full(msg)
+    }
+
+    /// A message went to another receiver after one of this node's had no room: what those
+    /// keep for this node's senders goes to the nodes that want it.
+    fn placed_elsewhere(targets: &[Target]) {
+        for t in targets {
+            if let Target::Local(inbox) = t {
+                inbox.no_local_waiter(true);
+            }
+        }
     }
 
     /// Nothing had room: ask each remote receiver without credit (`only` that one, if given)
@@ -492,6 +516,14 @@ impl ChannelRoute {
         let mut any = false;
         // Receivers tried, and of those, local ones that have ended.
         let (mut considered, mut ended) = (0usize, 0usize);
+        // (As in `place`; a broadcast copy waits for its own receiver.)
+        let mut full_here = false;
+        let sent = |full_here: bool| {
+            if full_here && only.is_none() {
+                Self::placed_elsewhere(&targets);
+            }
+            Attempt::Sent
+        };
         for i in 0..n {
             let target = &targets[(start + i) % n];
             let id = target.id();
@@ -507,13 +539,13 @@ impl ChannelRoute {
             match target {
                 Target::Local(inbox) => {
                     match inbox.try_push_encoded(msg.clone(), rerouted, only.is_some()) {
-                        Ok(()) => return Attempt::Sent,
+                        Ok(()) => return sent(full_here),
                         // This receiver has ended; another (on another node) may not have,
                         // and still waits for this node's fence behind this message.
                         Err(Refused::Closed(_)) => {
                             ended += 1;
                         }
-                        Err(Refused::Full(_)) => {}
+                        Err(Refused::Full(_)) => full_here = true,
                     }
                 }
                 Target::Remote { id, peer, window } => {
@@ -522,7 +554,7 @@ impl ChannelRoute {
                     }
                     let gate = Gate { closed, gone: Some(window.gone()) };
                     return match peer.outbox.push_encoded(*id, msg, only.is_some(), gate) {
-                        Ok(()) => Attempt::Sent,
+                        Ok(()) => sent(full_here),
                         // Released meanwhile: another receiver takes it (a broadcast copy is
                         // not needed by a receiver that is gone).
                         Err(PushError::Gone) if only.is_some() => Attempt::NoReceivers(()),

@@ -14,7 +14,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -22,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Cause;
-use crate::ids::{EndpointId, NodeId};
+use crate::ids::NodeId;
+use crate::link::dispatch::Dispatch;
 use crate::link::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT};
 use crate::link::peer::{Peer, Peers, WriterClaim};
 use crate::link::transport::{framed, FramedTcp, TlsConfig};
@@ -51,36 +51,6 @@ const MAX_QUEUED_RPC_BYTES: usize = 32 * 1024 * 1024;
 /// Other requests from one connection being answered at once, at most (each may wait for a
 /// commit); one more is refused with "busy" (a write is retried) or not answered (a read).
 const MAX_REQUESTS: usize = 256;
-
-/// Messages of one data frame, as they are read.
-pub(crate) type Msgs<'a> = &'a mut dyn Iterator<Item = Bytes>;
-
-/// Where what a connection reads goes: the layer above, as the link sees it. The node
-/// implements it; the connection hands frames up through it and knows nothing else of the node.
-pub(crate) trait Dispatch: Send + Sync + 'static {
-    /// Messages from node `from` for receiver `to`, in the order sent (broadcast copies, if
-    /// `copies`).
-    fn data(&self, from: NodeId, to: EndpointId, copies: bool, msgs: Msgs<'_>);
-    /// Receiver `to` on node `from` took `taken` of this node's messages and grants `grant`.
-    fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32);
-    /// Node `from` wants credit with receiver `to` of this node.
-    fn want(&self, from: NodeId, to: EndpointId);
-    /// Receiver `to` on node `from` asks for its unused credit back.
-    fn reclaim(&self, from: NodeId, to: EndpointId);
-    /// Node `from` gives back `n` unused credits with receiver `to` of this node.
-    fn returned(&self, from: NodeId, to: EndpointId, n: u32);
-    /// Node `from` sends nothing more on closed `channel` (the one made by endpoint `created`).
-    fn fence(&self, from: NodeId, channel: &str, created: EndpointId);
-    /// Receiver `to` on node `from` is gone: what it did not take goes elsewhere.
-    fn released(&self, from: NodeId, to: EndpointId);
-    /// Node `from` answered this node's [`Request::Rejoined`] (this node starts over): called as
-    /// the answer is read, before the frames behind it.
-    fn rejoin_answered(&self, from: NodeId);
-    /// Answer a request (a Raft RPC, a registry write, a membership change) from node `from`;
-    /// `None`: refused without an answer (the asker times out).
-    fn request(self: Arc<Self>, from: NodeId, req: Request)
-        -> BoxFuture<'static, Option<Response>>;
-}
 
 /// What every connection of one node shares: who the node is, its limits, its peers, and where
 /// frames go.
@@ -506,18 +476,19 @@ impl Reader {
         let (core, peer, remote) = (&self.core, &self.peer, self.peer.id);
         match frame {
             Frame::Data { to, copies, msgs } => {
+                let up = up.frames();
                 up.data(remote, to, copies, &mut msgs.iter().map(|m| buf.slice_ref(m)));
             }
-            Frame::Credit { to, taken, grant } => up.credit(remote, to, taken, grant),
-            Frame::Want { to } => up.want(remote, to),
-            Frame::Reclaim { to } => up.reclaim(remote, to),
-            Frame::Return { to, n } => up.returned(remote, to, n),
-            Frame::Fence { channel, created } => up.fence(remote, &channel, created),
-            Frame::Released { to } => up.released(remote, to),
+            Frame::Credit { to, taken, grant } => up.frames().credit(remote, to, taken, grant),
+            Frame::Want { to } => up.frames().want(remote, to),
+            Frame::Reclaim { to } => up.frames().reclaim(remote, to),
+            Frame::Return { to, n } => up.frames().returned(remote, to, n),
+            Frame::Fence { channel, created } => up.frames().fence(remote, &channel, created),
+            Frame::Released { to } => up.frames().released(remote, to),
             Frame::Response { id, body } => {
                 let rejoined = matches!(*body, Response::Rejoined(_));
                 if peer.complete(id, *body) && rejoined {
-                    up.rejoin_answered(remote);
+                    up.frames().rejoin_answered(remote);
                 }
             }
             Frame::Request { id, body } => match *body {

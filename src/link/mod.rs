@@ -9,13 +9,14 @@
 //!
 //! It knows nothing of channels, the registry or Raft: frames name endpoints and nodes by id
 //! ([`crate::ids`]), requests and answers are the crate's shared vocabulary ([`crate::rpc`]),
-//! and what a connection reads goes up through [`Dispatch`](connection::Dispatch), which the
-//! node implements.
+//! and what a connection reads goes up through [`dispatch`]: its frames to the switchboard, its
+//! requests to the node.
 //!
 //! May import: the crate's root modules (`ids`, `rpc`, `report`, `error`, `clock`, `tasks`,
 //! `sync`). Never `channel`, `cluster` or `node`.
 
 pub(crate) mod connection;
+pub(crate) mod dispatch;
 pub(crate) mod handshake;
 pub(crate) mod outbox;
 pub(crate) mod peer;

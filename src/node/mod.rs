@@ -38,8 +38,9 @@ use crate::cluster::raft::election::Elections;
 use crate::cluster::raft::Raft;
 use crate::cluster::registry::Registry;
 use crate::cluster::view::{ClusterInfo, Member, Role};
-use crate::ids::{EndpointId, NodeId};
-use crate::link::connection::{Dispatch, Links, Msgs};
+use crate::ids::NodeId;
+use crate::link::connection::Links;
+use crate::link::dispatch::{Dispatch, Frames};
 use crate::link::peer::Peers;
 use crate::rpc::{Request, Response};
 use crate::tasks::Tasks;
@@ -88,36 +89,8 @@ pub(crate) struct Core {
 /// The connections' readers hand each frame to the node here: data, credit, fences and releases
 /// to the switchboard, requests to the control path.
 impl Dispatch for Core {
-    fn data(&self, from: NodeId, to: EndpointId, copies: bool, msgs: Msgs<'_>) {
-        self.switch.deliver(from, to, copies, msgs);
-    }
-
-    fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {
-        self.switch.credit(from, to, taken, grant);
-    }
-
-    fn want(&self, from: NodeId, to: EndpointId) {
-        self.switch.want(from, to);
-    }
-
-    fn reclaim(&self, from: NodeId, to: EndpointId) {
-        self.switch.reclaim(from, to);
-    }
-
-    fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
-        self.switch.returned(from, to, n);
-    }
-
-    fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {
-        self.switch.fence(from, channel, created);
-    }
-
-    fn released(&self, from: NodeId, to: EndpointId) {
-        self.switch.released(from, to);
-    }
-
-    fn rejoin_answered(&self, from: NodeId) {
-        self.switch.rejoin_answered(from);
+    fn frames(&self) -> &dyn Frames {
+        &self.switch
     }
 
     fn request(

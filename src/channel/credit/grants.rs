@@ -260,6 +260,17 @@ impl Grants {
         self.taken.retain(|(n, _)| *n != node);
     }
 
+    /// Node `node`, which left, sends nothing more on the credit it had (long enough has
+    /// passed): that credit is void. What it owes is kept (it may still come back as a new
+    /// incarnation, and be answered).
+    pub(crate) fn void_left_credit(&mut self, node: NodeId) {
+        let Some(i) = self.left.iter().position(|l| l.node == node) else { return };
+        self.left[i].credit = 0;
+        if self.left[i].owed.is_none_or(|n| n == 0) {
+            self.left.remove(i);
+        }
+    }
+
     /// Node `node` left and came back as a new incarnation (it was removed while alive): how
     /// many of the messages it sent before, from the first it was not told of, this receiver
     /// took in (they are delivered here; it delivers the rest again). Nothing of its old

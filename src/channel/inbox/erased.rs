@@ -148,7 +148,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.send(out);
     }
 
-    fn node_left(&self, node: NodeId) -> bool {
+    fn node_left(&self, node: NodeId, done: bool) -> bool {
         let (out, wanted) = {
             let mut st = self.lock();
             let wanted = st.grants.wants(node);
@@ -172,6 +172,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 None => false,
             };
             st.grants.forget(node, (!unacked).then_some(held));
+            if done {
+                // Nothing more comes on the credit it had (kept, a grant it never used stayed
+                // for good: tests/churn.rs, after the want kept for a leaving node).
+                st.grants.void_left_credit(node);
+            }
             st.release_after_acks.remove(&node);
             let idle = st.buf.is_empty();
             (self.settle_books(&mut st, idle, None, false), wanted)
@@ -223,7 +228,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn rejoined(&self, node: NodeId) -> u32 {
-        let _ = self.node_left(node);
+        let _ = self.node_left(node, false);
         self.lock().grants.rejoined(node)
     }
 
@@ -266,11 +271,16 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.lock().detached
     }
 
-    fn no_local_waiter(&self) {
+    fn no_local_waiter(&self, elsewhere: bool) {
         let out = {
             let mut st = self.lock();
             if !st.grants.local_wanted() {
                 return;
+            }
+            if elsewhere {
+                // (Another sender still waiting finds no room when it tries again, and asks
+                // for it again.)
+                st.grants.local_waiting(false);
             }
             let idle = st.buf.is_empty();
             self.settle_books(&mut st, idle, None, false)

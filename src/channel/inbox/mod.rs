@@ -134,8 +134,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn returned(&self, from: NodeId, n: u32);
     /// These nodes have senders of the channel: offer credit to any not offered yet.
     fn offer(&self, nodes: &[NodeId]);
-    /// Node `node` left the cluster. Whether it was waiting for credit (forgotten now).
-    fn node_left(&self, node: NodeId) -> bool;
+    /// Node `node` left (`done`: its credit is void); whether it waited for credit.
+    fn node_left(&self, node: NodeId, done: bool) -> bool;
     /// The receiver's registration was removed with its node (which starts over once let back
     /// in): what other nodes sent it goes elsewhere (they are told, in case they skipped the
     /// removal), their credit is void, and it takes nothing from them until it is registered
@@ -162,9 +162,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn tell_taken(&self);
     /// Whether the inbox was handed over (its receiver is gone).
     fn is_detached(&self) -> bool;
-    /// No sender of this node waits for room any more: room kept for one goes to the nodes
-    /// that want it.
-    fn no_local_waiter(&self);
+    /// No sender of this node waits for room any more (`elsewhere`: the one that found none here
+    /// placed its message with another receiver): room kept for one goes to the nodes that want.
+    fn no_local_waiter(&self, elsewhere: bool);
     /// Its node stops (after a leave that handed over, or one that failed and handed nothing
     /// over): what it holds is handed out again, then the end.
     fn stopping(&self);

@@ -10,6 +10,7 @@ use super::Switchboard;
 use crate::channel::credit::Granted;
 use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
+use crate::link::dispatch::{Frames, Msgs};
 use crate::link::peer::Peer;
 use crate::link::wire::{self, Frame};
 
@@ -125,7 +126,7 @@ impl Switchboard {
         if let Some(inbox) = self.inbox(to) {
             inbox.returned(from, n);
             if self.left_lately(from) && !self.registry.borrow().nodes.contains_key(&from) {
-                inbox.node_left(from);
+                inbox.node_left(from, false);
             }
         }
     }
@@ -202,5 +203,41 @@ impl Switchboard {
         for inbox in self.local_inboxes(ch) {
             inbox.fence(from);
         }
+    }
+}
+
+/// The connections' readers hand the message path's frames here, on a node and in the
+/// delivery protocol's simulation alike.
+impl Frames for Switchboard {
+    fn data(&self, from: NodeId, to: EndpointId, copies: bool, msgs: Msgs<'_>) {
+        self.deliver(from, to, copies, msgs);
+    }
+
+    fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {
+        Switchboard::credit(self, from, to, taken, grant);
+    }
+
+    fn want(&self, from: NodeId, to: EndpointId) {
+        Switchboard::want(self, from, to);
+    }
+
+    fn reclaim(&self, from: NodeId, to: EndpointId) {
+        Switchboard::reclaim(self, from, to);
+    }
+
+    fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
+        Switchboard::returned(self, from, to, n);
+    }
+
+    fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {
+        Switchboard::fence(self, from, channel, created);
+    }
+
+    fn released(&self, from: NodeId, to: EndpointId) {
+        Switchboard::released(self, from, to);
+    }
+
+    fn rejoin_answered(&self, from: NodeId) {
+        Switchboard::rejoin_answered(self, from);
     }
 }

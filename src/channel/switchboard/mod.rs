@@ -228,7 +228,7 @@ impl Switchboard {
                 () = cancel.cancelled() => {}
                 () = tokio::time::sleep_until(until) => {
                     if !registry.borrow().nodes.contains_key(&node) {
-                        inbox.node_left(node);
+                        inbox.node_left(node, true);
                     }
                 }
             }

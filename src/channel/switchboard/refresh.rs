@@ -89,7 +89,7 @@ impl Switchboard {
                 // as by a member that left lately (`Switchboard::want`). Forgotten, it waited
                 // for nothing until its hand-over timed out, and what it held was lost (the
                 // switchboard simulation's seed 184707, with freezes).
-                if inbox.node_left(*node) && self.left_lately(*node) {
+                if inbox.node_left(*node, false) && self.left_lately(*node) {
                     self.forget_later(*node, inbox);
                     inbox.want(*node);
                 }

@@ -190,7 +190,7 @@ impl Sim {
         rx.removed_again[s] |= rx.forgot[s] && readded;
         rx.forgot[s] = true;
         rx.slack += rx.inbox.books(|b| b.out_to(node));
-        rx.inbox.node_left(node);
+        rx.inbox.node_left(node, false);
         // `Inbox::node_left` wakes the senders waiting for room.
         rx.local_waiting = false;
         self.flush(r);

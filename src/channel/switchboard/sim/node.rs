@@ -16,7 +16,8 @@ use crate::channel::switchboard::Switchboard;
 use crate::cluster::registry::Registry;
 use crate::error::Error;
 use crate::ids::{EndpointId, NodeId};
-use crate::link::connection::{Dispatch, Links, Msgs};
+use crate::link::connection::Links;
+use crate::link::dispatch::{Dispatch, Frames};
 use crate::link::peer::Peers;
 use crate::rpc::{Command, Request, Response};
 use crate::sync::lock;
@@ -38,36 +39,8 @@ pub(super) struct Core {
 /// As `node::Core` hands frames up: data, credit, fences and releases to the switchboard; of
 /// the requests, a node starting over asks what was taken in (Raft's are not simulated).
 impl Dispatch for Core {
-    fn data(&self, from: NodeId, to: EndpointId, copies: bool, msgs: Msgs<'_>) {
-        self.switch.deliver(from, to, copies, msgs);
-    }
-
-    fn credit(&self, from: NodeId, to: EndpointId, taken: u32, grant: u32) {
-        self.switch.credit(from, to, taken, grant);
-    }
-
-    fn want(&self, from: NodeId, to: EndpointId) {
-        self.switch.want(from, to);
-    }
-
-    fn reclaim(&self, from: NodeId, to: EndpointId) {
-        self.switch.reclaim(from, to);
-    }
-
-    fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
-        self.switch.returned(from, to, n);
-    }
-
-    fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {
-        self.switch.fence(from, channel, created);
-    }
-
-    fn released(&self, from: NodeId, to: EndpointId) {
-        self.switch.released(from, to);
-    }
-
-    fn rejoin_answered(&self, from: NodeId) {
-        self.switch.rejoin_answered(from);
+    fn frames(&self) -> &dyn Frames {
+        &self.switch
     }
 
     fn request(

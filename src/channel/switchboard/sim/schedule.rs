@@ -299,6 +299,7 @@ const FOUND: &[(u64, bool)] = &[
     (141, false),
     (395, false),
     (907, false),
+    (8_212, true),
     (15_067, false),
     (23_276, true),
     (104_967, true),
