@@ -36,19 +36,27 @@ pub(crate) fn run_seeds<T>(
     replay: &str,
     run: impl Fn(u64) -> T + UnwindSafe + Copy,
 ) -> Vec<T> {
-    let mut out = Vec::new();
-    for seed in seeds(default) {
-        match catch_unwind(move || run(seed)) {
-            Ok(t) => out.push(t),
-            Err(e) => {
-                let why = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default();
-                panic!("seed {seed} failed: {why}\nreplay: DCHAN_SIM_SEED={seed} {replay}");
-            }
+    seeds(default)
+        .map(|seed| {
+            run_one(&format!("{seed}"), &format!("DCHAN_SIM_SEED={seed} {replay}"), move || {
+                run(seed)
+            })
+        })
+        .collect()
+}
+
+/// Run one schedule, `seed` (how it is named), and hand back what it returned; if it panics,
+/// panic again naming it and `replay`, the command that runs it again.
+pub(crate) fn run_one<T>(seed: &str, replay: &str, run: impl FnOnce() -> T + UnwindSafe) -> T {
+    match catch_unwind(run) {
+        Ok(t) => t,
+        Err(e) => {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            panic!("seed {seed} failed: {why}\nreplay: {replay}");
         }
     }
-    out
 }

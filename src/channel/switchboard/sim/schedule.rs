@@ -311,10 +311,12 @@ const FOUND: &[(u64, bool)] = &[
 #[test]
 fn the_schedules_that_found_defects_deliver_every_message() {
     for &(seed, freezes) in FOUND {
-        let outcome = std::panic::catch_unwind(move || run_with(seed, freezes));
-        if let Err(e) = outcome {
-            let why = e.downcast_ref::<String>().cloned().unwrap_or_default();
-            panic!("seed {seed} (freezes: {freezes}) failed: {why}");
-        }
+        let replay = format!(
+            "DCHAN_SIM_SEED={seed} DCHAN_SIM_FREEZE={} cargo test --lib switchboard::sim",
+            u8::from(freezes)
+        );
+        crate::channel::seeded::run_one(&seed.to_string(), &replay, move || {
+            run_with(seed, freezes)
+        });
     }
 }
