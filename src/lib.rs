@@ -88,6 +88,11 @@ mod rpc;
 mod sync;
 mod tasks;
 
+/// Reply handles: [`Node::oneshot`] makes one; the [`oneshot::Sender`] travels inside a message
+/// and answers once, straight to the asking node (see the module's documentation).
+pub mod oneshot {
+    pub use crate::channel::oneshot::{Receiver, RecvError, Sender};
+}
 pub use channel::receiver::{AckReceiver, Delivery, Receiver};
 pub use channel::sender::Sender;
 pub use cluster::registry::UNTYPED;

@@ -50,3 +50,54 @@ async fn broadcast_waits_for_room_instead_of_dropping() {
     within("sender", sending).await.expect("sender task");
     shutdown(nodes).await;
 }
+
+/// Two nodes broadcast to each other at once, each with a receiver of capacity 1 (room for a
+/// sender on its own node and for the other node's, never both): both finish, and each
+/// receiver gets every copy of each node once, in order. (The deadlock the switchboard
+/// simulation's seed 8212 found in this setting needed its interleaving, with a node frozen:
+/// this test did not fail with that fix taken out, three runs. It checks the setting, not
+/// that interleaving, which stays the simulation's.)
+#[actix_rt::test]
+async fn two_nodes_broadcasting_to_each_other_with_no_room_to_spare_both_finish() {
+    const N: u32 = 300;
+    let nodes = cluster(2).await;
+    let mut rxs = Vec::new();
+    for node in &nodes {
+        rxs.push(node.receiver::<(u64, u32)>("both-ways").capacity(1).await.expect("rx"));
+    }
+    receivers_visible(&nodes, "both-ways", 2).await;
+    let mut sending = Vec::new();
+    for node in &nodes {
+        let tx = node.sender::<(u64, u32)>("both-ways").await.expect("tx");
+        within("receivers known", tx.wait_for_receivers(2)).await.expect("open");
+        let me = node.id();
+        sending.push(actix_rt::spawn(async move {
+            for i in 0..N {
+                assert_eq!(tx.broadcast((me, i)).await.expect("broadcast"), 2);
+            }
+        }));
+    }
+    let ids: Vec<u64> = nodes.iter().map(dchan::Node::id).collect();
+    let taking = rxs.iter_mut().map(|rx| async {
+        let mut got: Vec<(u64, u32)> = Vec::new();
+        while got.len() < 2 * N as usize {
+            got.push(within("recv", rx.recv()).await.expect("open"));
+        }
+        got
+    });
+    let got = within("both broadcasts", futures::future::join_all(taking)).await;
+    for (r, got) in got.into_iter().enumerate() {
+        for id in &ids {
+            let from: Vec<u32> = got.iter().filter(|(n, _)| n == id).map(|(_, i)| *i).collect();
+            assert_eq!(
+                from,
+                (0..N).collect::<Vec<_>>(),
+                "receiver {r}: node {id}'s copies once, in order"
+            );
+        }
+    }
+    for task in sending {
+        within("sender", task).await.expect("sender task");
+    }
+    shutdown(nodes).await;
+}

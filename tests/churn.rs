@@ -78,7 +78,9 @@ async fn a_thousand_members_that_join_send_and_leave_leave_nothing_behind() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "entries per node after {VISITORS} visitors: {entries_after:?}, before them: {entries_before:?}"
+            "entries per node after {VISITORS} visitors: {entries_after:?}, before them: \
+             {entries_before:?}; by table: {:#?}",
+            nodes.iter().map(dchan::Node::__entries_by_table).collect::<Vec<_>>()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -89,6 +91,38 @@ async fn a_thousand_members_that_join_send_and_leave_leave_nothing_behind() {
         "resident memory grew by {grown} KiB over {} visitors",
         VISITORS - WARM_UP
     );
+    drop(rx);
+    shutdown(nodes).await;
+}
+
+/// Receivers that come and go on one node leave nothing behind on another node of their
+/// channel, though it never sent them anything (no credit, so no release to settle by): the
+/// switchboard simulation found its windows and departed receivers kept for ever.
+#[actix_rt::test]
+async fn receivers_that_come_and_go_leave_nothing_on_a_node_that_never_sent_to_them() {
+    const RECEIVERS: usize = 20;
+    let nodes = cluster(2).await;
+    let rx = nodes[0].receiver::<u64>("coming").capacity(4).await.expect("rx");
+    let before = nodes[0].__entries();
+    for _ in 0..RECEIVERS {
+        let visiting = nodes[1].receiver::<u64>("coming").capacity(4).await.expect("visitor");
+        // Node 0 has seen it (a window towards it) before it goes.
+        common::eventually(|| nodes[0].__entries() > before).await;
+        drop(visiting);
+        common::eventually(|| {
+            nodes[0].cluster().channel("coming").is_some_and(|c| c.receivers().count() == 1)
+        })
+        .await;
+    }
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while nodes[0].__entries() > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 0 keeps {} entries after {RECEIVERS} receivers came and went, {before} before",
+            nodes[0].__entries()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     drop(rx);
     shutdown(nodes).await;
 }

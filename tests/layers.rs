@@ -14,7 +14,7 @@ const UNITS: &[(&str, &str)] = &[
     // A peer owns its link; the link's loops are the peer's connection.
     ("link/peer.rs", "link/connection.rs"),
     // A router's targets are inboxes; an inbox hands back to its channel's router.
-    ("channel/router.rs", "channel/inbox/mod.rs"),
+    ("channel/router/mod.rs", "channel/inbox/mod.rs"),
 ];
 
 /// A layer's rank: a file may import its own layer and those of lower rank.

@@ -18,6 +18,7 @@ pub(crate) mod close;
 pub(crate) mod credit;
 pub(crate) mod dead_letters;
 pub(crate) mod inbox;
+pub(crate) mod oneshot;
 pub(crate) mod receiver;
 pub(crate) mod redelivery;
 pub(crate) mod registrar;

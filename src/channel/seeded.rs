@@ -4,7 +4,9 @@
 //!
 //! - `DCHAN_SIM_SEED=S`: seed `S` alone (replay; `DCHAN_SIM_TRACE=1` prints what it does);
 //! - `DCHAN_SIM_SEEDS=N`: `N` seeds (each simulation has its default), from
-//!   `DCHAN_SIM_FROM=F` (0 by default): a long search goes on where the last one stopped.
+//!   `DCHAN_SIM_FROM=F` (0 by default): a long search goes on where the last one stopped;
+//! - `DCHAN_SIM_SECS=T`: no seed is started after `T` seconds (CI's budget: the count run is
+//!   printed).
 //!
 //! [`credit::sim`]: crate::channel::credit
 //! [`switchboard::sim`]: crate::channel::switchboard
@@ -36,7 +38,10 @@ pub(crate) fn run_seeds<T>(
     replay: &str,
     run: impl Fn(u64) -> T + UnwindSafe + Copy,
 ) -> Vec<T> {
+    let deadline = number("DCHAN_SIM_SECS")
+        .map(|secs| std::time::Instant::now() + std::time::Duration::from_secs(secs));
     seeds(default)
+        .take_while(|_| deadline.is_none_or(|d| std::time::Instant::now() < d))
         .map(|seed| {
             run_one(&format!("{seed}"), &format!("DCHAN_SIM_SEED={seed} {replay}"), move || {
                 run(seed)

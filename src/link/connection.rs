@@ -485,6 +485,12 @@ impl Reader {
             Frame::Return { to, n } => up.frames().returned(remote, to, n),
             Frame::Fence { channel, created } => up.frames().fence(remote, &channel, created),
             Frame::Released { to } => up.frames().released(remote, to),
+            Frame::Answer { id, token, body } => {
+                use crate::link::replies::Answer;
+                let answer =
+                    body.map_or(Answer::Dropped, |b| Answer::Value(Bytes::copy_from_slice(b)));
+                self.core.peers.replies.complete(id, token, answer);
+            }
             Frame::Response { id, body } => {
                 let rejoined = matches!(*body, Response::Rejoined(_));
                 if peer.complete(id, *body) && rejoined {

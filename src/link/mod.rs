@@ -5,7 +5,8 @@
 //! first ([`handshake`]), the connections and the loops that read and write them
 //! ([`connection`]), one [`peer`] per other node with its pooled link and request/response
 //! matching, and each peer's [`outbox`]: the frames queued for it, data frames built in place,
-//! numbered, kept until acknowledged and resent after a reconnect.
+//! numbered, kept until acknowledged and resent after a reconnect; and the answers this node
+//! waits for ([`replies`]), which any node answers straight to it.
 //!
 //! It knows nothing of channels, the registry or Raft: frames name endpoints and nodes by id
 //! ([`crate::ids`]), requests and answers are the crate's shared vocabulary ([`crate::rpc`]),
@@ -20,5 +21,6 @@ pub(crate) mod dispatch;
 pub(crate) mod handshake;
 pub(crate) mod outbox;
 pub(crate) mod peer;
+pub(crate) mod replies;
 pub(crate) mod transport;
 pub(crate) mod wire;

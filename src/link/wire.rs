@@ -18,7 +18,7 @@ use crate::ids::{EndpointId, NodeId};
 use crate::rpc::{Request, Response};
 
 /// The protocol version this build speaks.
-pub(crate) const VERSION: u8 = 5;
+pub(crate) const VERSION: u8 = 6;
 
 /// Largest frame a node reads or writes by default (16 MiB).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -157,6 +157,17 @@ pub(crate) enum Frame<'a> {
         /// The receiver that is gone.
         to: EndpointId,
     },
+    /// The answer to reply handle `id` of the node this frame goes to (see
+    /// [`crate::link::replies`]), from whichever node held the handle.
+    Answer {
+        /// The handle's id on the asking node.
+        id: u64,
+        /// The handle's token: an answer with another is refused.
+        token: u64,
+        /// The answer, MessagePack-encoded; `None`: the handle was dropped unanswered.
+        #[serde(borrow)]
+        body: Option<&'a serde_bytes::Bytes>,
+    },
 }
 
 impl Frame<'_> {
@@ -179,7 +190,8 @@ impl Frame<'_> {
             | Frame::Reclaim { .. }
             | Frame::Return { .. }
             | Frame::Fence { .. }
-            | Frame::Released { .. } => true,
+            | Frame::Released { .. }
+            | Frame::Answer { .. } => true,
         }
     }
 }
@@ -271,6 +283,11 @@ mod tests {
                 (".{0,40}", any::<u64>())
                     .prop_map(|(channel, created)| Frame::Fence { channel, created }),
                 any::<u64>().prop_map(|to| Frame::Released { to }),
+                (any::<u64>(), any::<u64>()).prop_map(|(id, token)| Frame::Answer {
+                    id,
+                    token,
+                    body: None
+                }),
                 (any::<u64>(), any::<u64>())
                     .prop_map(|(stream, from)| Frame::Resume { stream, from }),
                 (any::<u64>(), any::<u64>())

@@ -1,6 +1,7 @@
 //! Making endpoints: [`Node::sender`] and [`Node::receiver`] register through Raft and return
 //! once the registration is committed; a receiver's builder sets its capacity and whether it
-//! hands out deliveries to acknowledge.
+//! hands out deliveries to acknowledge. [`Node::oneshot`] makes a reply handle, which commits
+//! nothing.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -18,6 +19,26 @@ use crate::rpc::EndpointKind;
 use crate::Error;
 
 impl Node {
+    /// A reply handle: put the [`oneshot::Sender`](crate::oneshot::Sender) in a message, and
+    /// await the [`oneshot::Receiver`](crate::oneshot::Receiver) for the answer that whichever
+    /// node holds the handle sends straight to this one. No registry write: nothing is
+    /// committed, and nothing crosses the network until the answer.
+    ///
+    /// ```no_run
+    /// # async fn example(node: dchan::Node) {
+    /// let (reply, answer) = node.oneshot::<u32>();
+    /// assert!(reply.send(7).is_ok());
+    /// assert_eq!(answer.await, Ok(7));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn oneshot<R>(&self) -> (crate::oneshot::Sender<R>, crate::oneshot::Receiver<R>) {
+        let peers = &self.core.peers;
+        let (id, token, rx) = peers.replies.open();
+        let reply = crate::oneshot::Sender::new(self.core.id, id, token, Arc::downgrade(peers));
+        (reply, crate::oneshot::Receiver::new(id, peers, rx))
+    }
+
     /// A sender on channel `name`, registered cluster-wide when this returns.
     ///
     /// # Errors

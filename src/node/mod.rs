@@ -158,7 +158,19 @@ impl Node {
     /// receiver and other node, to check that members coming and going leave nothing behind.
     #[doc(hidden)]
     pub fn __entries(&self) -> usize {
-        self.core.switch.entries() + self.core.endpoints.len()
+        self.core.switch.entries() + self.core.endpoints.len() + self.core.peers.replies.len()
+    }
+
+    /// Not part of the API (for dchan's tests): [`Node::__entries`] by table, to say which one
+    /// kept something.
+    #[doc(hidden)]
+    pub fn __entries_by_table(&self) -> String {
+        format!(
+            "{:?}, endpoints {}, peers and book {:?}",
+            self.core.switch.tables(),
+            self.core.endpoints.len(),
+            self.core.peers.ids()
+        )
     }
 
     /// Not part of the API (for dchan's tests): the index of the last entry in this node's Raft

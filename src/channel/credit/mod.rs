@@ -38,6 +38,10 @@ pub(crate) struct Window {
     /// The receiver asked for its unused credit back while senders of this node waited for
     /// room: answered after their next attempt (see [`Window::defer_reclaim`]).
     reclaim_deferred: AtomicBool,
+    /// The receiver granted something: it counts this node among those it tells when it goes
+    /// ([`Frame::Released`](crate::link::wire::Frame::Released)). A window never granted
+    /// carried nothing, and is settled without that word (see [`Credits::settle`]).
+    granted: AtomicBool,
 }
 
 impl Window {
@@ -63,6 +67,7 @@ impl Window {
             .credit
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_add(n)));
         self.asked.store(false, Ordering::Release);
+        self.granted.store(true, Ordering::Release);
     }
 
     /// The receiver asks for unused credit back: all of it, returned.
@@ -106,6 +111,11 @@ impl Window {
     fn void(&self) {
         self.voided.store(true, Ordering::Release);
         self.credit.store(0, Ordering::Release);
+    }
+
+    /// Whether this node voided it as it started over.
+    pub(crate) fn is_voided(&self) -> bool {
+        self.voided.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_released(&self) -> bool {
@@ -261,11 +271,20 @@ impl<R> Credits<R> {
     }
 
     /// Receivers `gone` left the registry: their windows go once released (what was sent to
-    /// them is settled), and any credit they granted early.
+    /// them is settled), and any credit they granted early. A window the receiver never granted
+    /// anything carried nothing, and no release will come for it (the receiver tells only the
+    /// nodes it granted): released here, and gone. (Kept, every receiver that came and went
+    /// left its window, and its router's departed target, on every node with a router of the
+    /// channel and no sender: the switchboard simulation's seed 2, once it bounded the tables.)
+    /// A grant on its way meanwhile is kept as early until the receiver's release comes after
+    /// it (see [`Credits::take_early`]), or the next refresh.
     pub(crate) fn settle(&self, gone: impl Iterator<Item = EndpointId>) {
         let mut inner = lock(&self.inner);
         for id in gone {
-            if inner.windows.get(&id).is_some_and(|(w, _, _)| w.is_released()) {
+            let settled = inner.windows.get(&id).is_some_and(|(w, _, _)| {
+                w.is_released() || (!w.granted.load(Ordering::Acquire) && w.release())
+            });
+            if settled {
                 inner.windows.remove(&id);
             }
             inner.early.remove(&id);
@@ -366,7 +385,6 @@ impl<R> Credits<R> {
     }
 
     /// How many grants are kept for receivers this node has no window for.
-    #[cfg(test)]
     pub(crate) fn early_count(&self) -> usize {
         lock(&self.inner).early.len()
     }

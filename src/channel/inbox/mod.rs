@@ -18,6 +18,7 @@
 //! [`Receiver::recv`]: crate::Receiver::recv
 
 mod ack;
+mod acks;
 mod erased;
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
@@ -38,7 +39,8 @@ use crate::error::TryRecvError;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::peer::Peers;
 use crate::link::wire::{self, Frame};
-use crate::sync::HashMap;
+
+use acks::{Acks, Unacked};
 
 /// Where an inbox's frames go: the links to its sending nodes ([`Peers`]), or, in the delivery
 /// protocol's simulation, the simulated network. The inbox does no I/O of its own.
@@ -56,6 +58,11 @@ pub(crate) trait Wire: Send + Sync + fmt::Debug + 'static {
     ) -> bool;
     /// A control frame for node `node` (numbered and resent until it has it).
     fn frame(&self, node: NodeId, frame: &Frame<'_>);
+    /// The links reply handles decoded by this inbox answer through (none: they cannot
+    /// answer).
+    fn answers(&self) -> Option<Weak<Peers>> {
+        None
+    }
 }
 
 impl Wire for Peers {
@@ -81,6 +88,10 @@ impl Wire for Peers {
         if let Some(p) = self.reach(node) {
             p.outbox.push_frame(wire::encode(frame), true);
         }
+    }
+
+    fn answers(&self) -> Option<Weak<Peers>> {
+        self.weak()
     }
 }
 
@@ -179,70 +190,6 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn as_any(&self) -> &dyn Any;
 }
 
-/// Deliveries handed out and not yet acknowledged (manual acknowledgement).
-#[derive(Debug, Default)]
-struct Unacked {
-    /// Per sending node: the number of its first unacknowledged delivery, and which of those from
-    /// there on are acknowledged. Its credit comes back in order.
-    remote: HashMap<NodeId, Acks>,
-    /// Deliveries of this node's messages, encoded, to deliver elsewhere if never acknowledged.
-    local: HashMap<u64, Bytes>,
-    next_local: u64,
-}
-
-/// One sending node's deliveries handed out and not yet acknowledged, in the order they were.
-#[derive(Debug, Default)]
-struct Acks {
-    /// The number of the first unacknowledged delivery.
-    first: u64,
-    /// Which deliveries from `first` on are acknowledged.
-    acked: VecDeque<bool>,
-    /// Deliveries numbered below this were handed out before the node left: their room comes
-    /// back, but the node (another incarnation, if it comes back) is not told.
-    told_from: u64,
-}
-
-impl Acks {
-    /// Whether any delivery waits for the application's acknowledgement.
-    fn waiting(&self) -> bool {
-        self.acked.iter().any(|b| !b)
-    }
-
-    /// The next delivery's number.
-    fn push(&mut self) -> u64 {
-        let seq = self.first + self.acked.len() as u64;
-        self.acked.push_back(false);
-        seq
-    }
-
-    /// Delivery `seq` is acknowledged: how many deliveries, in order, are done with now, and of
-    /// those how many the sending node is to be told of.
-    fn ack(&mut self, seq: u64) -> (u32, u32) {
-        let Some(slot) = seq.checked_sub(self.first).and_then(|i| self.acked.get_mut(i as usize))
-        else {
-            return (0, 0);
-        };
-        *slot = true;
-        let (mut n, mut told) = (0, 0);
-        while self.acked.front() == Some(&true) {
-            self.acked.pop_front();
-            if self.first >= self.told_from {
-                told += 1;
-            }
-            self.first += 1;
-            n += 1;
-        }
-        (n, told)
-    }
-
-    /// The sending node left: nothing handed out so far is told to it. Whether any of it is
-    /// still to be acknowledged.
-    fn forget(&mut self) -> bool {
-        self.told_from = self.first + self.acked.len() as u64;
-        !self.acked.is_empty()
-    }
-}
-
 /// Which delivery an acknowledgement is for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Token {
@@ -315,6 +262,8 @@ pub(crate) struct Inbox<T> {
     state: Mutex<State<T>>,
     /// Where credit and releases go: the links to the sending nodes.
     wire: Weak<dyn Wire>,
+    /// The links reply handles decoded here answer through, found once (see [`Wire::answers`]).
+    answers: OnceLock<Weak<Peers>>,
     /// The endpoint actor that delivers elsewhere what this node's senders gave the inbox, when
     /// it is handed over.
     actor: OnceLock<Recipient<Detached>>,
@@ -359,8 +308,19 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 last_from: None,
             }),
             wire,
+            answers: OnceLock::new(),
             actor: OnceLock::new(),
         }
+    }
+
+    /// The links reply handles decoded by this inbox answer through: asked of the wire the
+    /// first time it has them, not per message.
+    fn answers(&self) -> Option<Weak<Peers>> {
+        if let Some(peers) = self.answers.get() {
+            return Some(peers.clone());
+        }
+        let peers = self.wire.upgrade()?.answers()?;
+        Some(self.answers.get_or_init(|| peers).clone())
     }
 
     /// A look at the books (for the delivery protocol's simulation).
@@ -465,7 +425,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     }
 
     /// Settle the books (see [`Grants::settle`]), knowing whether a sender of this node waits
-    /// for room.
+    /// for room. A detached receiver grants nothing more: its release went to the nodes it had
+    /// granted, and credit granted after was a node's for ever (room freed by a return, or by
+    /// a node that left, went to a node that wanted it: the switchboard simulation's seeds
+    /// 1766 and 1884, once it bounded the tables).
     fn settle_books(
         &self,
         st: &mut State<T>,
@@ -473,6 +436,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         last: Option<NodeId>,
         urgent: bool,
     ) -> Outgoing {
+        if st.detached {
+            return st.grants.flush_taken();
+        }
         st.grants.local_waiting(self.route.has_waiters());
         st.grants.settle(idle, last, urgent)
     }
@@ -568,28 +534,38 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                     v
                 }
-                Item::Encoded { msg, from, copy } => match rmp_serde::from_slice(&msg) {
-                    Ok(v) => {
-                        if let Some(Token::Local(n)) = token {
-                            if let Some(u) = self.lock().unacked.as_mut() {
-                                // A copy is not delivered elsewhere: an empty entry gives its
-                                // room back when acknowledged, and nothing else.
-                                u.local.insert(n, if copy { Bytes::new() } else { msg });
+                Item::Encoded { msg, from, copy } => {
+                    match crate::channel::oneshot::decoding(self.answers(), || {
+                        rmp_serde::from_slice(&msg)
+                    }) {
+                        Ok(v) => {
+                            if let Some(Token::Local(n)) = token {
+                                if let Some(u) = self.lock().unacked.as_mut() {
+                                    // A copy is not delivered elsewhere: an empty entry gives its
+                                    // room back when acknowledged, and nothing else.
+                                    u.local.insert(n, if copy { Bytes::new() } else { msg });
+                                }
                             }
+                            v
                         }
-                        v
-                    }
-                    // From an untyped sender (or a broken peer): kept as a dead letter, taken
-                    // (its sender lets go of it), and the receiver carries on.
-                    Err(e) => {
-                        let expected = std::any::type_name::<T>();
-                        self.route.dead.keep(&self.route.name, from, expected, e.to_string(), msg);
-                        if let Some(token) = token {
-                            self.settle(token, false);
+                        // From an untyped sender (or a broken peer): kept as a dead letter, taken
+                        // (its sender lets go of it), and the receiver carries on.
+                        Err(e) => {
+                            let expected = std::any::type_name::<T>();
+                            self.route.dead.keep(
+                                &self.route.name,
+                                from,
+                                expected,
+                                e.to_string(),
+                                msg,
+                            );
+                            if let Some(token) = token {
+                                self.settle(token, false);
+                            }
+                            continue;
                         }
-                        continue;
                     }
-                },
+                }
             };
             return Ok((value, token));
         }

@@ -59,12 +59,25 @@ impl Switchboard {
         }
         match self.credits.grant(to, from, grant) {
             Granted::Window(route) => route.wake(),
+            // Kept for a window not made yet; not for a receiver the registry has removed (a
+            // grant read late, after its node died): kept by nobody, it stayed until the next
+            // registry change (the switchboard simulation's seed 2165, once it bounded the
+            // tables). Looked up only then, not per credit frame.
+            Granted::Kept => {
+                let gone = {
+                    let registry = self.registry.borrow();
+                    registry.issued(to) && !registry.is_registered(to)
+                };
+                if gone {
+                    self.credits.take_early(to, from);
+                }
+            }
             Granted::Returned(n) => {
                 if let Some(p) = self.peers.reach(from) {
                     p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
                 }
             }
-            Granted::Kept | Granted::Refused | Granted::Void => {}
+            Granted::Refused | Granted::Void => {}
         }
     }
 
@@ -81,16 +94,21 @@ impl Switchboard {
         match self.inbox(to) {
             Some(inbox) => {
                 let member = self.registry.borrow().nodes.contains_key(&from);
-                if !member {
-                    if !self.left_lately(from) {
-                        tracing::warn!(
-                            node = from,
-                            receiver = to,
-                            "credit asked for by a non-member: refused"
-                        );
-                        return;
-                    }
-                    self.forget_later(from, &inbox);
+                if member {
+                    inbox.want(from);
+                    return;
+                }
+                // Checked and answered under the list's lock: the departure's timer, which
+                // frees what the node was granted, runs before the check or after the grant,
+                // never between (credit granted after it ran was out for ever).
+                let departed = crate::sync::lock(&self.departed);
+                if !Self::lately(&departed, from) {
+                    tracing::warn!(
+                        node = from,
+                        receiver = to,
+                        "credit asked for by a non-member: refused"
+                    );
+                    return;
                 }
                 inbox.want(from);
             }
@@ -134,14 +152,20 @@ impl Switchboard {
     /// Receiver `to` on node `from` is gone: deliver elsewhere what it did not take (called by
     /// the connection reader, and when a node dies with its receivers).
     pub(crate) fn released(&self, from: NodeId, to: EndpointId) {
-        // Only the receiver's node releases it.
-        let Some((window, route, _)) = self.credits.get_from(to, from) else { return };
+        // Only the receiver's node releases it. A window settled unused (see
+        // `Credits::settle`) is gone: a grant that came after is kept early, and goes now.
+        let Some((window, route, _)) = self.credits.get_from(to, from) else {
+            self.credits.take_early(to, from);
+            return;
+        };
         if !window.release() {
             return;
         }
-        if let Some(peer) = self.peers.find(from) {
+        // (Through the link it was sent on: see `settle`.)
+        if let Some(peer) = route.peer_of(to).or_else(|| self.peers.find(from)) {
             self.take_back(&peer, to, &route, false);
         }
+        route.prune_departed();
         // Settled: the window goes once the registry no longer lists the receiver (if it still
         // does, with the refresh that removes it).
         if !self.registry.borrow().is_registered(to) {

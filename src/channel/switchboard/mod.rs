@@ -52,7 +52,7 @@ pub(crate) struct Switchboard {
     tasks: Tasks,
     cancel: CancellationToken,
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
-    inboxes: Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>,
+    inboxes: Arc<Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>>,
     /// Credit towards each remote receiver.
     credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
@@ -77,7 +77,7 @@ pub(crate) struct Switchboard {
     /// Members that left lately, and when this node saw it (the latest [`MAX_DEPARTED`], for
     /// [`DEPARTED_FOR`]): a leaving node hands over what it holds after its leave is committed,
     /// and gets credit for that (see [`Switchboard::want`]).
-    departed: Mutex<std::collections::VecDeque<Departed>>,
+    departed: Arc<Mutex<std::collections::VecDeque<Departed>>>,
 }
 
 /// A member that left lately (see [`Switchboard::departed`]).
@@ -86,9 +86,6 @@ struct Departed {
     node: NodeId,
     /// When this node saw it leave.
     at: tokio::time::Instant,
-    /// The receivers of this node that granted it credit since: they forget it again once
-    /// [`DEPARTED_FOR`] has passed (see [`Switchboard::forget_later`]).
-    granted: Vec<EndpointId>,
 }
 
 /// How many members that left lately a node remembers (see [`Switchboard::departed`]).
@@ -124,7 +121,7 @@ impl Switchboard {
             tasks,
             cancel,
             routes: Mutex::default(),
-            inboxes: Mutex::default(),
+            inboxes: Arc::default(),
             credits: Credits::default(),
             fences: Fences::default(),
             fences_due: Mutex::default(),
@@ -132,7 +129,7 @@ impl Switchboard {
             leaving: AtomicBool::new(false),
             left: AtomicBool::new(false),
             vanished: Mutex::default(),
-            departed: Mutex::default(),
+            departed: Arc::default(),
         }
     }
 
@@ -188,51 +185,59 @@ impl Switchboard {
         }
     }
 
-    /// Member `node` left (this node's registry no longer lists it).
+    /// Member `node` left (this node's registry no longer lists it). Once [`DEPARTED_FOR`] has
+    /// passed, unless it is a member again (or left again since), every receiver of this node
+    /// forgets it for good: the credit it had when it left, or was given since to hand over
+    /// what it held, is free again (a node that left gracefully gives back what it does not
+    /// use long before; one that died with credit, or with a request for credit on its way,
+    /// never would). Before, only receivers that granted it credit after it left forgot it,
+    /// and every other kept its credit (a few bytes each, the latest 64 nodes) for ever: the
+    /// switchboard simulation's seed 2774, once it bounded the tables.
     pub(super) fn departed(&self, node: NodeId) {
-        let mut departed = lock(&self.departed);
-        departed.retain(|d| d.node != node);
-        if departed.len() == MAX_DEPARTED {
-            departed.pop_front();
-        }
         let at = tokio::time::Instant::now();
-        departed.push_back(Departed { node, at, granted: Vec::new() });
-    }
-
-    /// Whether `node` left the membership lately (it may be handing over what it held).
-    pub(super) fn left_lately(&self, node: NodeId) -> bool {
-        let now = tokio::time::Instant::now();
-        lock(&self.departed)
-            .iter()
-            .any(|d| d.node == node && now.duration_since(d.at) < DEPARTED_FOR)
-    }
-
-    /// Receiver `inbox` gives credit to `node`, which left lately: once [`DEPARTED_FOR`] has
-    /// passed since, it forgets the node again (what the node did not give back is free again).
-    /// A node that left gracefully gives back what it does not use long before; one that died
-    /// with a request for credit on its way (read after it was removed) never would.
-    pub(super) fn forget_later(&self, node: NodeId, inbox: &Arc<dyn ErasedInbox>) {
-        let until = {
+        {
             let mut departed = lock(&self.departed);
-            let Some(d) = departed.iter_mut().find(|d| d.node == node) else { return };
-            if d.granted.contains(&inbox.id()) {
-                return;
+            departed.retain(|d| d.node != node);
+            if departed.len() == MAX_DEPARTED {
+                departed.pop_front();
             }
-            d.granted.push(inbox.id());
-            d.at + DEPARTED_FOR
-        };
-        let (inbox, registry, cancel) = (inbox.clone(), self.registry.clone(), self.cancel.clone());
+            departed.push_back(Departed { node, at });
+        }
+        let (inboxes, departed) = (self.inboxes.clone(), self.departed.clone());
+        let (registry, cancel) = (self.registry.clone(), self.cancel.clone());
         self.tasks.spawn(async move {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => {}
-                () = tokio::time::sleep_until(until) => {
-                    if !registry.borrow().nodes.contains_key(&node) {
-                        inbox.node_left(node, true);
+                () = tokio::time::sleep_until(at + DEPARTED_FOR) => {
+                    // (Skipped only for a newer departure of the node, which has its own
+                    // timer: an entry pushed out of the list by 64 later departures still
+                    // counts, or a dead node's credit stayed out for ever.)
+                    // Under the list's lock, as a want of the node's is answered (`want`):
+                    // credit granted to it on a want read just before its time was up is
+                    // freed here, not out for ever.
+                    let departed = lock(&departed);
+                    let newer = departed.iter().any(|d| d.node == node && d.at > at);
+                    if !newer && !registry.borrow().nodes.contains_key(&node) {
+                        let inboxes: Vec<_> = lock(&inboxes).values().cloned().collect();
+                        for inbox in inboxes {
+                            inbox.node_left(node, true);
+                        }
                     }
                 }
             }
         });
+    }
+
+    /// Whether `node` left the membership lately (it may be handing over what it held).
+    pub(super) fn left_lately(&self, node: NodeId) -> bool {
+        Self::lately(&lock(&self.departed), node)
+    }
+
+    /// Whether `node` is in `departed` and its time is not up.
+    fn lately(departed: &std::collections::VecDeque<Departed>, node: NodeId) -> bool {
+        let now = tokio::time::Instant::now();
+        departed.iter().any(|d| d.node == node && now.duration_since(d.at) < DEPARTED_FOR)
     }
 
     /// Wait until every peer has acknowledged everything queued for it so far.
@@ -379,14 +384,27 @@ impl Switchboard {
     /// books, windows, departed receivers, peers): for tests that check that churn leaves
     /// nothing behind.
     pub(crate) fn entries(&self) -> usize {
+        let t = self.tables();
+        t.routes + t.departed + t.inboxes + t.books_total + t.windows + t.early + t.peers
+    }
+
+    /// [`Switchboard::entries`] by table (for the simulation's bounds, and a churn test's
+    /// report).
+    pub(crate) fn tables(&self) -> Tables {
         let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
         let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
-        routes.len()
-            + routes.iter().map(|r| r.departed_count()).sum::<usize>()
-            + inboxes.len()
-            + inboxes.iter().map(|i| i.entries()).sum::<usize>()
-            + self.credits.entries()
-            + self.peers.entries()
+        let books: Vec<usize> = inboxes.iter().map(|i| i.entries()).collect();
+        let early = self.credits.early_count();
+        Tables {
+            routes: routes.len(),
+            departed: routes.iter().map(|r| r.departed_count()).sum(),
+            inboxes: inboxes.len(),
+            books: books.iter().copied().max().unwrap_or(0),
+            books_total: books.iter().sum(),
+            windows: self.credits.entries() - early,
+            early,
+            peers: self.peers.entries(),
+        }
     }
 
     /// How many receivers' inboxes this node holds, dropped ones not yet deregistered included.
@@ -428,4 +446,23 @@ impl Switchboard {
             self.give_up_credit(true);
         }
     }
+}
+
+/// What [`Switchboard::tables`] counts.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(test), allow(dead_code, reason = "outside the simulation, read through Debug"))]
+pub(crate) struct Tables {
+    /// Channels with a router here, and the receivers they keep as departed (not yet settled).
+    pub(crate) routes: usize,
+    pub(crate) departed: usize,
+    /// Receivers' inboxes, the most entries one's books keep (per sending node), and all of
+    /// theirs together.
+    pub(crate) inboxes: usize,
+    pub(crate) books: usize,
+    pub(crate) books_total: usize,
+    /// Credit windows for receivers, and grants kept for receivers not applied yet.
+    pub(crate) windows: usize,
+    pub(crate) early: usize,
+    /// Peers and their address book.
+    pub(crate) peers: usize,
 }

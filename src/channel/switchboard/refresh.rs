@@ -55,6 +55,17 @@ impl Switchboard {
             self.peers.remove(*gone);
             self.departed(*gone);
         }
+        // Peers of nodes that came and went since the last refresh (one that is paused between
+        // its admission and its first refresh misses whoever left meanwhile): not in `left`,
+        // and kept for ever, with a link dialing a node that is gone (the switchboard
+        // simulation's seed 57, with freezes, once it bounded the tables).
+        // (Not before this node is a member: the seeds it joins through are not listed yet.)
+        if registry.nodes.contains_key(&self.me) {
+            let member = |id| id == self.me || registry.nodes.contains_key(&id);
+            for stale in self.peers.non_members(member) {
+                self.peers.remove(stale);
+            }
+        }
         self.peers.set_book(
             registry.nodes.iter().filter(|(id, _)| **id != self.me).map(|(id, a)| (*id, a.clone())),
             registry.nodes.contains_key(&self.me),
@@ -90,7 +101,6 @@ impl Switchboard {
                 // for nothing until its hand-over timed out, and what it held was lost (the
                 // switchboard simulation's seed 184707, with freezes).
                 if inbox.node_left(*node, false) && self.left_lately(*node) {
-                    self.forget_later(*node, inbox);
                     inbox.want(*node);
                 }
             }
@@ -168,6 +178,9 @@ impl Switchboard {
         // Windows of receivers that are gone, once what was sent to them is settled (the rest
         // go when their release comes: `released`).
         self.credits.settle(gone.iter().map(|(id, _)| *id));
+        if let Some(route) = self.find_route(name).filter(|_| !gone.is_empty()) {
+            route.prune_departed();
+        }
         // Dropped receivers of this node whose deregistration is applied: nothing more is sent to
         // them on credit; whatever still comes is answered with a release.
         let mine_gone: Vec<Arc<dyn ErasedInbox>> = {

@@ -116,7 +116,12 @@ impl Switchboard {
             }
         }
         for (id, node, route) in old {
-            let Some(peer) = self.peers.find(node) else { continue };
+            // Through the link it was sent on, which this node may have forgotten since (a
+            // peer that did not answer because it died, forgotten while this node waited for
+            // its removal, kept what it was sent for ever, and a sender's `wait_taken` with it:
+            // the switchboard simulation's seed 2087, with freezes), and which a peer of the
+            // same node made since (it dialed again) does not hold.
+            let Some(peer) = route.peer_of(id).or_else(|| self.peers.find(node)) else { continue };
             // Broadcast copies go again to their receiver alone (if it is still there).
             self.take_back(&peer, id, &route, true);
         }

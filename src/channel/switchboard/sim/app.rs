@@ -47,6 +47,12 @@ impl Sim {
                 });
             }
             Plan::Receiver { capacity, manual } => {
+                if *TRACE {
+                    eprintln!(
+                        "node {}: receiver {id}, capacity {capacity}, manual {manual}",
+                        node.id
+                    );
+                }
                 let links = Arc::downgrade(&node.core.peers);
                 let inbox = Arc::new(Inbox::<Msg>::new(
                     id,
@@ -230,6 +236,18 @@ impl Sim {
             "{msg:?} taken twice: by node {by:?}, then node {node}"
         );
         by.push(node);
+        // Taken by a `manual_ack` receiver whose node is leaving and has told what it took: if
+        // the hand-over comes before the acknowledgement, it goes elsewhere too (README,
+        // manual_ack; the switchboard simulation's seed 68261 without freezes took such a
+        // delivery twice, and the simulation counted only those taken before the telling).
+        let taker = self.nodes.iter().find(|n| n.id == node);
+        let leaving_manual = taker.is_some_and(|n| {
+            n.leave.as_ref().is_some_and(super::leave::Leave::has_told)
+                && n.receiver.as_ref().is_some_and(|r| matches!(r.rx, Some(Rx::Manual(_))))
+        });
+        if leaving_manual {
+            self.may_repeat.insert(msg);
+        }
         if !self.disorder {
             let seq = msg.1 & !BROADCAST;
             if let Some(last) = self.last.insert((msg.0, node), seq) {

@@ -28,6 +28,14 @@ pub(super) struct Leave {
     done: Arc<AtomicBool>,
 }
 
+impl Leave {
+    /// It has told what its receiver took: a `manual_ack` delivery it takes from now on is
+    /// not acknowledged in time if its hand-over comes first (README, manual_ack).
+    pub(super) fn has_told(&self) -> bool {
+        self.telling.load(Ordering::SeqCst)
+    }
+}
+
 impl Sim {
     /// Node `i` starts leaving, if it may: not the steady one, and its sender (if any) has seen
     /// everything it sent taken.

@@ -28,13 +28,14 @@
 //! with deliveries unacknowledged); order per sender and receiver until a receiver goes. Once
 //! the faults stop, a fair finish: every message sent by a live node is taken, every
 //! `wait_taken` returns, every live receiver ends after a close, and each node's tables hold
-//! entries only for what is live.
+//! entries only for what is live (see [`bounds`]).
 //!
 //! `DCHAN_SIM_SEEDS=N` runs more seeds (from `DCHAN_SIM_FROM`); `DCHAN_SIM_SEED=S` replays one
 //! ([`crate::channel::seeded`]; `DCHAN_SIM_TRACE=1`
 //! prints every frame read).
 
 mod app;
+mod bounds;
 mod leave;
 mod net;
 mod node;
@@ -224,6 +225,9 @@ struct Sim {
     /// they were to be delivered again (README, Close), as last checked.
     dropped: HashSet<Msg>,
     steps: u64,
+    /// How far the log was read for receivers, and every receiver registered so far (see
+    /// [`bounds`]).
+    receivers_seen: (usize, BTreeSet<EndpointId>),
     /// Dead nodes' endpoints, kept so that nothing of theirs runs on drop.
     graveyard: Vec<(Option<AppSender>, Option<AppReceiver>)>,
 }
@@ -283,6 +287,7 @@ impl Sim {
             dropped: HashSet::new(),
             freezes,
             steps: 0,
+            receivers_seen: (0, BTreeSet::new()),
             graveyard: Vec::new(),
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();

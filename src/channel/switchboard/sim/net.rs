@@ -32,7 +32,9 @@ impl Sim {
         if !conns.last().is_some_and(|c| c.open) {
             // The handshake: the accepting side says where it stands in the stream.
             let to_node = self.nodes.iter().find(|n| n.id == to).expect("node");
-            let back = to_node.core.peers.get_or_add(from, &super::node::addr(from));
+            // (Dialed back where the membership says, as the accepting side does.)
+            let peers = &to_node.core.peers;
+            let back = peers.get_or_add(from, &peers.dial_back(from, &super::node::addr(from)));
             let received = lock(&back.inbound).received();
             let frames = peer.outbox.resume(received).into();
             let reader = Reader::new(to_node.links.clone(), back.clone());
@@ -79,10 +81,14 @@ impl Sim {
         self.drop_drained(from, to);
     }
 
-    /// Broken connections with nothing left to read go.
+    /// Broken connections with nothing left to read go; as each ends, the reading node forgets
+    /// the peer if it knows it only from connections it accepted (as the connection task does).
     fn drop_drained(&mut self, from: NodeId, to: NodeId) {
-        if let Some(conns) = self.links.get_mut(&(from, to)) {
-            conns.retain(|c| c.open || !c.frames.is_empty());
+        let Some(conns) = self.links.get_mut(&(from, to)) else { return };
+        let before = conns.len();
+        conns.retain(|c| c.open || !c.frames.is_empty());
+        if conns.len() < before {
+            self.node(to).core.peers.forget_stranger(from);
         }
     }
 
@@ -117,9 +123,11 @@ impl Sim {
                 let _ = to;
             }
         }
-        self.links.retain(|_, conns| {
-            !conns.is_empty() && conns.iter().any(|c| c.open || !c.frames.is_empty())
-        });
+        let links: Vec<(NodeId, NodeId)> = self.links.keys().copied().collect();
+        for (from, to) in links {
+            self.drop_drained(from, to);
+        }
+        self.links.retain(|_, conns| !conns.is_empty());
     }
 
     /// Links with frames to read: (from, to, connection).

@@ -10,6 +10,8 @@
 //! on [`ChannelRoute::wait`], woken when a receiver frees room, an ack returns credit, or the
 //! targets change.
 
+mod departed;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -322,40 +324,8 @@ impl ChannelRoute {
         waiting
     }
 
-    /// Receivers that left the registry and are still counted here.
-    pub(crate) fn departed_count(&self) -> usize {
-        lock(&self.departed).len()
-    }
-
     pub(crate) fn receiver_count(&self) -> usize {
         self.read().len()
-    }
-
-    /// Messages this node sent to receivers on other nodes that they have not taken yet, those
-    /// it holds for receivers that left the registry and are not yet released included. (A
-    /// release counts what it takes back as re-routing before it stops counting here: see
-    /// [`crate::link::outbox::Outbox::take_kept`].)
-    pub(crate) fn in_flight(&self) -> u64 {
-        // Targets first: a target replaced meanwhile is listed as departed by then.
-        let current: u64 = self.read().iter().map(Self::kept).sum();
-        let mut departed = lock(&self.departed);
-        departed.retain(Self::unsettled);
-        current + departed.iter().map(Self::kept).sum::<u64>()
-    }
-
-    /// Messages this node holds for a receiver, sent and not taken.
-    fn kept(target: &Target) -> u64 {
-        match target {
-            Target::Remote { id, peer, .. } => peer.outbox.kept_count(*id),
-            Target::Local(_) => 0,
-        }
-    }
-
-    /// Whether a departed receiver may still have messages of this node's: not released yet,
-    /// or released and its messages not yet taken back.
-    fn unsettled(target: &Target) -> bool {
-        !matches!(target, Target::Remote { window, .. } if window.is_released())
-            || Self::kept(target) > 0
     }
 
     /// The ids of the receivers right now.

@@ -1,0 +1,214 @@
+//! Reply handles: one answer, from whichever node ends up holding the handle, straight to the
+//! node that asked (issue 19, promise 11). [`Node::oneshot`](crate::Node::oneshot) makes a
+//! pair; the [`Sender`] goes inside a message (it is `Serialize + Deserialize`), the
+//! [`Receiver`] is a future of the answer. No registry write and no Raft commit per handle: the
+//! asking node keeps an entry in a table of its own ([`crate::link::replies`]) for as long as
+//! its `Receiver` waits, and the answer travels as one reliable frame.
+//!
+//! ```no_run
+//! # async fn example(node: dchan::Node) -> Result<(), Box<dyn std::error::Error>> {
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Ask {
+//!     item: u32,
+//!     reply: dchan::oneshot::Sender<String>,
+//! }
+//! let tx = node.sender::<Ask>("questions").await?;
+//! let (reply, answer) = node.oneshot::<String>();
+//! tx.send(Ask { item: 7, reply }).await?;
+//! // On the node whose receiver takes it: `ask.reply.send(format!("item {}", ask.item))`.
+//! let text: String = answer.await?;
+//! # Ok(()) }
+//! ```
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::oneshot;
+
+use crate::ids::NodeId;
+use crate::link::peer::Peers;
+use crate::link::replies::Answer;
+
+/// Why a [`Receiver`] got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The handle was dropped without an answer (by whichever node held it).
+    #[error("the reply handle was dropped without an answer")]
+    Dropped,
+    /// The asking node stopped.
+    #[error("the asking node stopped")]
+    Stopped,
+    /// The answer did not decode as the handle's type (a handle forged or sent back with another
+    /// type).
+    #[error("the answer does not decode: {0}")]
+    Decode(String),
+}
+
+/// The answering end of a reply handle: put it in a message; whoever holds it answers once with
+/// [`Sender::send`]. Dropped unanswered, it tells the asker ([`RecvError::Dropped`]).
+pub struct Sender<R> {
+    /// The asking node, and its handle's id and token there.
+    node: NodeId,
+    id: u64,
+    token: u64,
+    /// The links this handle answers through: the node that made it, or the node that decoded
+    /// it from a message (`None`: decoded outside a receiver, and cannot answer).
+    via: Option<Weak<Peers>>,
+    /// Answered, or copied into an encoded message (the copy answers; this one says nothing
+    /// when dropped).
+    done: AtomicBool,
+    _answer: PhantomData<fn(R)>,
+}
+
+impl<R> fmt::Debug for Sender<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("oneshot::Sender").field("node", &self.node).field("id", &self.id).finish()
+    }
+}
+
+impl<R: Serialize> Sender<R> {
+    /// Answer: the value goes to the asking node at once (not async, like tokio's
+    /// `oneshot::Sender::send`). Given back if it cannot go: the asking node is out of reach
+    /// (gone from the cluster), this handle was decoded outside a receiver, or the value does
+    /// not encode.
+    ///
+    /// # Errors
+    ///
+    /// The value, when it cannot go.
+    pub fn send(self, value: R) -> Result<(), R> {
+        let Some(peers) = self.via.as_ref().and_then(Weak::upgrade) else {
+            tracing::warn!(node = self.node, "a reply handle with no node to answer through");
+            return Err(value);
+        };
+        let body = match rmp_serde::to_vec_named(&value) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(error = %e, "an answer that does not encode");
+                return Err(value);
+            }
+        };
+        self.done.store(true, Ordering::Release);
+        if peers.answer(self.node, self.id, self.token, Some(&body)) {
+            Ok(())
+        } else {
+            tracing::warn!(node = self.node, "the asking node is out of reach: no answer");
+            Err(value)
+        }
+    }
+}
+
+impl<R> Sender<R> {
+    /// A new handle of node `node`'s entry `id`/`token`, answering through `via`.
+    pub(crate) fn new(node: NodeId, id: u64, token: u64, via: Weak<Peers>) -> Self {
+        Sender {
+            node,
+            id,
+            token,
+            via: Some(via),
+            done: AtomicBool::new(false),
+            _answer: PhantomData,
+        }
+    }
+}
+
+impl<R> Drop for Sender<R> {
+    fn drop(&mut self) {
+        if self.done.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(peers) = self.via.as_ref().and_then(Weak::upgrade) {
+            peers.answer(self.node, self.id, self.token, None);
+        }
+    }
+}
+
+impl<R> Serialize for Sender<R> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The encoded copy is the handle from now on.
+        self.done.store(true, Ordering::Release);
+        (self.node, self.id, self.token).serialize(s)
+    }
+}
+
+impl<'de, R> Deserialize<'de> for Sender<R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (node, id, token) = <(NodeId, u64, u64)>::deserialize(d)?;
+        Ok(Sender {
+            node,
+            id,
+            token,
+            via: context(),
+            done: AtomicBool::new(false),
+            _answer: PhantomData,
+        })
+    }
+}
+
+/// The asking end of a reply handle: a future of the answer.
+pub struct Receiver<R> {
+    id: u64,
+    replies: Weak<Peers>,
+    rx: oneshot::Receiver<Answer>,
+    _answer: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Receiver<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("oneshot::Receiver").field("id", &self.id).finish()
+    }
+}
+
+impl<R> Receiver<R> {
+    pub(crate) fn new(id: u64, peers: &Arc<Peers>, rx: oneshot::Receiver<Answer>) -> Self {
+        Receiver { id, replies: Arc::downgrade(peers), rx, _answer: PhantomData }
+    }
+}
+
+impl<R: DeserializeOwned> Future for Receiver<R> {
+    type Output = Result<R, RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|answer| match answer {
+            Ok(Answer::Value(body)) => {
+                rmp_serde::from_slice(&body).map_err(|e| RecvError::Decode(e.to_string()))
+            }
+            Ok(Answer::Dropped) => Err(RecvError::Dropped),
+            Err(_) => Err(RecvError::Stopped),
+        })
+    }
+}
+
+impl<R> Drop for Receiver<R> {
+    fn drop(&mut self) {
+        if let Some(peers) = self.replies.upgrade() {
+            peers.replies.cancel(self.id);
+        }
+    }
+}
+
+thread_local! {
+    static DECODING: RefCell<Option<Weak<Peers>>> = const { RefCell::new(None) };
+}
+
+/// Run `f`, a receiver's decode of a message from another node, with `peers` as the thread's
+/// *decoding context*: the reply handles inside the message answer through them.
+pub(crate) fn decoding<T>(peers: Option<Weak<Peers>>, f: impl FnOnce() -> T) -> T {
+    let before = DECODING.with(|d| d.replace(peers));
+    let out = f();
+    DECODING.with(|d| *d.borrow_mut() = before);
+    out
+}
+
+/// The thread's decoding context (see [`decoding`]).
+pub(crate) fn context() -> Option<Weak<Peers>> {
+    DECODING.with(|d| d.borrow().clone())
+}
