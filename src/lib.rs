@@ -98,7 +98,9 @@ pub use channel::sender::Sender;
 pub use cluster::registry::UNTYPED;
 pub use cluster::view::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};
 pub use dchan_macros::endpoint;
-pub use error::{Cause, Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
+pub use error::{
+    Cause, Error, RequestError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 pub use link::transport::TlsConfig;
 pub use node::builder::NodeBuilder;
 pub use node::cluster_watch::ClusterWatch;

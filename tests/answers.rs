@@ -1,11 +1,25 @@
-//! Reply handles (issue 19, first part): `Node::oneshot` gives a handle that travels inside a
-//! message and answers once, straight to the asking node, without a registry write.
+//! Answers: `Node::oneshot` gives a reply handle that travels inside a message and answers
+//! once, straight to the asking node, without a registry write; `Sender::request` and its
+//! variants ask in one call. The tests at the end run nodes in processes of their own (see
+//! `common::procs`) and kill the answering one.
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::procs::{self, Proc};
 use common::{cluster, receivers_visible, shutdown, within};
 use dchan::oneshot::RecvError;
+use dchan::RequestError;
 use serde::{Deserialize, Serialize};
+
+/// A node process of this file's tests.
+#[test]
+#[ignore = "a node process started by this file's tests"]
+fn child() {
+    procs::child_main();
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Ask {
@@ -99,13 +113,18 @@ async fn a_forged_handle_answers_nobody() {
     let (reply, answer) = nodes[0].oneshot::<u64>();
     // The real handle's node and id, another token: answering it reaches the asking node and
     // is refused there.
-    let (node, id, token): (u64, u64, u64) =
+    let (node, id, token, hop): (u64, u64, u64, u32) =
         rmp_serde::from_slice(&rmp_serde::to_vec(&reply).expect("encode")).expect("decode");
     let forged = dchan::Value::Map(vec![
         (dchan::Value::from("n"), dchan::Value::from(666u64)),
         (
             dchan::Value::from("reply"),
-            dchan::Value::Array(vec![node.into(), id.into(), token.wrapping_add(1).into()]),
+            dchan::Value::Array(vec![
+                node.into(),
+                id.into(),
+                token.wrapping_add(1).into(),
+                hop.into(),
+            ]),
         ),
     ]);
     within("send forged", raw.send(forged)).await.expect("send");
@@ -118,9 +137,173 @@ async fn a_forged_handle_answers_nobody() {
     assert_eq!(within("answer", answer).await, Ok(5), "the real answer, not the forged one");
     // A handle decoded outside a receiver has no node to answer through: the value comes back.
     let stray: dchan::oneshot::Sender<u64> =
-        rmp_serde::from_slice(&rmp_serde::to_vec(&(node, 999u64, 1u64)).expect("encode"))
+        rmp_serde::from_slice(&rmp_serde::to_vec(&(node, 999u64, 1u64, 1u32)).expect("encode"))
             .expect("decode");
     assert_eq!(stray.send(3), Err(3));
     drop((tx, raw));
     shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn request_asks_one_receiver_and_request_timeout_gives_up() {
+    let nodes = cluster(2).await;
+    let mut rx = nodes[1].receiver::<Ask>("double").await.expect("rx");
+    let tx = nodes[0].sender::<Ask>("double").await.expect("tx");
+    receivers_visible(&nodes, "double", 1).await;
+    let answering = actix_rt::spawn(async move {
+        let mut n = 0;
+        while let Some(ask) = rx.recv().await {
+            // Every third request is dropped unanswered.
+            if ask.n % 3 != 2 {
+                ask.reply.send(ask.n * 2).expect("answered");
+            }
+            n += 1;
+        }
+        n
+    });
+    for n in 0..30 {
+        let got = within("request", tx.request(|reply| Ask { n, reply })).await;
+        if n % 3 == 2 {
+            assert_eq!(got, Err(RequestError::NoAnswer(RecvError::Dropped)));
+        } else {
+            assert_eq!(got, Ok(n * 2));
+        }
+        let got = tx.request_timeout(Duration::from_secs(10), |reply| Ask { n, reply }).await;
+        assert_eq!(got.ok(), (n % 3 != 2).then_some(n * 2));
+    }
+    // No receiver: the request waits for one, and gives up at its deadline.
+    let lonely = nodes[0].sender::<Ask>("lonely").await.expect("tx");
+    let got = lonely.request_timeout(Duration::from_millis(200), |reply| Ask { n: 1, reply });
+    assert_eq!(within("lonely", got).await, Err(RequestError::Timeout));
+    // A closed channel: not sent.
+    within("close", lonely.close()).await.expect("close");
+    let got = lonely.request(|reply| Ask { n: 1, reply });
+    assert_eq!(within("closed", got).await, Err(RequestError::Closed));
+    drop(tx);
+    within("close", nodes[0].sender::<Ask>("double").await.expect("tx").close())
+        .await
+        .expect("close");
+    assert_eq!(within("answering", answering).await.expect("task"), 60);
+    shutdown(nodes).await;
+}
+
+#[actix_rt::test]
+async fn request_many_collects_one_answer_from_every_receiver() {
+    let nodes = cluster(3).await;
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        let mut rx = node.receiver::<Ask>("census").await.expect("rx");
+        let id = node.id();
+        tasks.push(actix_rt::spawn(async move {
+            while let Some(ask) = rx.recv().await {
+                ask.reply.send(id + ask.n).expect("answered");
+            }
+        }));
+    }
+    receivers_visible(&nodes, "census", 3).await;
+    let tx = nodes[0].sender::<Ask>("census").await.expect("tx");
+    // Every receiver answers: back long before the deadline (`within` allows far less).
+    let mut got = within(
+        "many",
+        tx.request_many(10, Duration::from_secs(600), |reply| Ask { n: 1000, reply }),
+    )
+    .await
+    .expect("sent");
+    got.sort_unstable();
+    let mut want: Vec<u64> = nodes.iter().map(|n| n.id() + 1000).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    // At most `max`: the others are refused.
+    let got =
+        within("two", tx.request_many(2, Duration::from_secs(600), |reply| Ask { n: 0, reply }))
+            .await
+            .expect("sent");
+    assert_eq!(got.len(), 2);
+    tx.close().await.expect("close");
+    for task in tasks {
+        within("receiver", task).await.expect("task");
+    }
+    shutdown(nodes).await;
+}
+
+/// The outcome of each request `@ ask` printed on `p`, until `@ asked`.
+async fn outcomes(p: &mut Proc, count: usize) -> BTreeMap<u64, Result<u64, String>> {
+    let mut got = BTreeMap::new();
+    loop {
+        let line = p.expect_any(&["@ reply ", "@ noreply ", "@ asked "]).await;
+        let (outcome, rest) = if let Some(rest) = line.strip_prefix("@ reply ") {
+            let (n, v) = rest.split_once(' ').expect("n v");
+            (Ok(v.parse().expect("value")), n.to_owned())
+        } else if let Some(rest) = line.strip_prefix("@ noreply ") {
+            let (n, why) = rest.split_once(' ').expect("n reason");
+            (Err(why.to_owned()), n.to_owned())
+        } else {
+            break;
+        };
+        let n: u64 = rest.parse().expect("n");
+        assert!(got.insert(n, outcome).is_none(), "request {n} has two outcomes");
+    }
+    assert_eq!(got.len(), count, "every request has an outcome");
+    got
+}
+
+#[actix_rt::test]
+async fn ten_thousand_requests_across_processes_write_nothing_to_the_log() {
+    let mut asker = procs::start(&[]).await;
+    let mut answerer = procs::start(&[asker.addr]).await;
+    answerer.cmd("answer questions 64");
+    answerer.expect("@ recv questions").await;
+    asker.cmd("asker questions");
+    asker.expect("@ asker questions").await;
+    // One request first: it waits until the receiver is visible here.
+    asker.cmd("ask questions 0 1 20000");
+    assert_eq!(outcomes(&mut asker, 1).await[&0], Ok(0));
+    asker.cmd("logindex");
+    let before = asker.expect("@ logindex ").await;
+    asker.cmd("ask questions 1 10001 20000");
+    let got = outcomes(&mut asker, 10_000).await;
+    for (n, outcome) in got {
+        assert_eq!(outcome, Ok(2 * n), "request {n}");
+    }
+    asker.cmd("logindex");
+    assert_eq!(asker.expect("@ logindex ").await, before, "requests commit nothing");
+    answerer.kill();
+    asker.kill();
+}
+
+#[actix_rt::test]
+async fn requests_in_flight_when_the_answering_process_is_killed_are_answered_or_fail() {
+    const N: u64 = 200;
+    let mut asker = procs::start(&[]).await;
+    let mut holder = procs::start(&[asker.addr]).await;
+    let mut answerer = procs::start(&[asker.addr]).await;
+    // The holder takes a request every 20 ms and never answers; the other answers at once.
+    holder.cmd("hold questions 16 20000");
+    holder.expect("@ recv questions").await;
+    answerer.cmd("answer questions 16");
+    answerer.expect("@ recv questions").await;
+    asker.cmd("asker questions");
+    asker.expect("@ asker questions").await;
+    asker.cmd(&format!("ask questions 0 {N} 60000"));
+    for _ in 0..5 {
+        holder.expect("@ held questions ").await;
+    }
+    holder.kill();
+    // Answered by the other receiver (redelivered, if the holder had it), or failed because
+    // the node holding the handle died: none waits for its deadline.
+    let got = outcomes(&mut asker, N as usize).await;
+    let mut lost = 0;
+    for (n, outcome) in &got {
+        match outcome {
+            Ok(v) => assert_eq!(*v, 2 * n, "request {n}"),
+            Err(why) => {
+                assert!(why.contains("left the cluster"), "request {n}: {why}");
+                lost += 1;
+            }
+        }
+    }
+    assert!(lost >= 1, "the handles the killed process held are lost: {got:?}");
+    eprintln!("{N} requests: {} answered, {lost} lost with the killed process", N - lost);
+    answerer.kill();
+    asker.kill();
 }

@@ -22,6 +22,7 @@ pub(crate) mod oneshot;
 pub(crate) mod receiver;
 pub(crate) mod redelivery;
 pub(crate) mod registrar;
+pub(crate) mod request;
 pub(crate) mod router;
 #[cfg(test)]
 pub(crate) mod seeded;

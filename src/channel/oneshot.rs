@@ -44,6 +44,10 @@ pub enum RecvError {
     /// The handle was dropped without an answer (by whichever node held it).
     #[error("the reply handle was dropped without an answer")]
     Dropped,
+    /// The node holding the handle (this node id) left the cluster (it died, or was removed)
+    /// without answering, and no other node took the request over (a redelivery) in time.
+    #[error("node {0}, which held the reply handle, left the cluster without answering")]
+    Lost(NodeId),
     /// The asking node stopped.
     #[error("the asking node stopped")]
     Stopped,
@@ -60,6 +64,8 @@ pub struct Sender<R> {
     node: NodeId,
     id: u64,
     token: u64,
+    /// How many messages this handle crossed from the asking node.
+    hop: u32,
     /// The links this handle answers through: the node that made it, or the node that decoded
     /// it from a message (`None`: decoded outside a receiver, and cannot answer).
     via: Option<Weak<Peers>>,
@@ -113,6 +119,7 @@ impl<R> Sender<R> {
             node,
             id,
             token,
+            hop: 0,
             via: Some(via),
             done: AtomicBool::new(false),
             _answer: PhantomData,
@@ -135,21 +142,19 @@ impl<R> Serialize for Sender<R> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // The encoded copy is the handle from now on.
         self.done.store(true, Ordering::Release);
-        (self.node, self.id, self.token).serialize(s)
+        (self.node, self.id, self.token, self.hop.saturating_add(1)).serialize(s)
     }
 }
 
 impl<'de, R> Deserialize<'de> for Sender<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (node, id, token) = <(NodeId, u64, u64)>::deserialize(d)?;
-        Ok(Sender {
-            node,
-            id,
-            token,
-            via: context(),
-            done: AtomicBool::new(false),
-            _answer: PhantomData,
-        })
+        let (node, id, token, hop) = <(NodeId, u64, u64, u32)>::deserialize(d)?;
+        let via = context();
+        if let Some(peers) = via.as_ref().and_then(Weak::upgrade) {
+            // This node holds the handle now: if it leaves without answering, the asker is told.
+            peers.held(node, id, token, hop);
+        }
+        Ok(Sender { node, id, token, hop, via, done: AtomicBool::new(false), _answer: PhantomData })
     }
 }
 
@@ -182,12 +187,57 @@ impl<R: DeserializeOwned> Future for Receiver<R> {
                 rmp_serde::from_slice(&body).map_err(|e| RecvError::Decode(e.to_string()))
             }
             Ok(Answer::Dropped) => Err(RecvError::Dropped),
+            Ok(Answer::Lost(node)) => Err(RecvError::Lost(node)),
             Err(_) => Err(RecvError::Stopped),
         })
     }
 }
 
 impl<R> Drop for Receiver<R> {
+    fn drop(&mut self) {
+        if let Some(peers) = self.replies.upgrade() {
+            peers.replies.cancel(self.id);
+        }
+    }
+}
+
+/// A new reply handle of node `me`, answered through `peers`.
+pub(crate) fn pair<R>(me: NodeId, peers: &Arc<Peers>) -> (Sender<R>, Receiver<R>) {
+    let (id, token, rx) = peers.replies.open();
+    (Sender::new(me, id, token, Arc::downgrade(peers)), Receiver::new(id, peers, rx))
+}
+
+/// A reply handle of node `me` that takes up to `max` answers (one from each copy of a
+/// broadcast request), and where they come.
+pub(crate) fn many<R>(me: NodeId, peers: &Arc<Peers>, max: usize) -> (Sender<R>, Answers<R>) {
+    let (id, token, rx) = peers.replies.open_many(max);
+    let answers = Answers { id, replies: Arc::downgrade(peers), rx, _answer: PhantomData };
+    (Sender::new(me, id, token, Arc::downgrade(peers)), answers)
+}
+
+/// The answers to a handle made by [`many`], as they come.
+pub(crate) struct Answers<R> {
+    id: u64,
+    replies: Weak<Peers>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Answer>,
+    _answer: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Answers<R> {
+    /// The next answer: `Some(Ok)` a value, `Some(Err)` a copy dropped unanswered or an
+    /// answer that does not decode; `None` when no more can come.
+    pub(crate) async fn next(&mut self) -> Option<Result<R, RecvError>> {
+        Some(match self.rx.recv().await? {
+            Answer::Value(body) => {
+                rmp_serde::from_slice(&body).map_err(|e| RecvError::Decode(e.to_string()))
+            }
+            Answer::Dropped => Err(RecvError::Dropped),
+            Answer::Lost(node) => Err(RecvError::Lost(node)),
+        })
+    }
+}
+
+impl<R> Drop for Answers<R> {
     fn drop(&mut self) {
         if let Some(peers) = self.replies.upgrade() {
             peers.replies.cancel(self.id);

@@ -24,4 +24,8 @@ pub(crate) trait Registrar: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deliver `msgs`, held by a dropped receiver of `route`'s channel, to other receivers.
     fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>);
+
+    /// This node's id, and the links its reply handles are answered through (for
+    /// [`Sender::request`](crate::Sender::request)).
+    fn replies(&self) -> (crate::ids::NodeId, &Arc<crate::link::peer::Peers>);
 }

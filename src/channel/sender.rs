@@ -107,6 +107,11 @@ where
         &self.inner.route
     }
 
+    /// The node this sender belongs to.
+    pub(crate) fn registrar(&self) -> &dyn Registrar {
+        &*self.inner.node
+    }
+
     /// Send `msg` to exactly one receiver of the channel, waiting for room if every receiver is
     /// full and for a receiver if there is none.
     ///

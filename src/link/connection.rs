@@ -491,6 +491,7 @@ impl Reader {
                     body.map_or(Answer::Dropped, |b| Answer::Value(Bytes::copy_from_slice(b)));
                 self.core.peers.replies.complete(id, token, answer);
             }
+            Frame::Held { id, token, hop } => self.core.peers.replies.held(id, token, remote, hop),
             Frame::Response { id, body } => {
                 let rejoined = matches!(*body, Response::Rejoined(_));
                 if peer.complete(id, *body) && rejoined {

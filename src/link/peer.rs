@@ -254,6 +254,12 @@ impl Peers {
         }
     }
 
+    /// This node's id.
+    #[cfg(test)]
+    pub(crate) fn me(&self) -> NodeId {
+        self.me
+    }
+
     /// These peers, weakly (through the links that own them): what a reply handle decoded on
     /// this node answers through.
     pub(crate) fn weak(&self) -> Option<Weak<Peers>> {
@@ -273,6 +279,38 @@ impl Peers {
         let body = body.map(serde_bytes::Bytes::new);
         p.outbox.push_frame(wire::encode(&Frame::Answer { id, token, body }), true);
         true
+    }
+
+    /// This node decoded reply handle `id` (with `token`) of node `node`, `hop` messages away
+    /// from it: tell that node this one holds it now (see [`crate::link::replies`]).
+    pub(crate) fn held(&self, node: NodeId, id: u64, token: u64, hop: u32) {
+        if node == self.me {
+            self.replies.held(id, token, node, hop);
+        } else if let Some(p) = self.reach(node) {
+            p.outbox.push_frame(wire::encode(&Frame::Held { id, token, hop }), true);
+        }
+    }
+
+    /// Member `id` left: the reply handles it held are lost unless another node claims them
+    /// within [`HOLDER_GRACE`](crate::link::replies::HOLDER_GRACE), or it is a member again by
+    /// then (let back in after a pause, with its application and the handles it holds).
+    fn holder_left(&self, id: NodeId) {
+        let held = self.replies.held_by(id);
+        let Some(peers) = (!held.is_empty()).then(|| self.weak()).flatten() else { return };
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(crate::link::replies::HOLDER_GRACE) => {
+                    if let Some(peers) = peers.upgrade() {
+                        if peers.member_addr(id).is_none() {
+                            peers.replies.lost(id, &held);
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Peers without links: the simulation takes what is queued for each and carries it
@@ -419,6 +457,7 @@ impl Peers {
     /// and all. Otherwise its link task and its connections stop: a connection left running for
     /// a forgotten peer would answer requests nobody matches any more.
     pub(crate) fn remove(&self, id: NodeId) {
+        self.holder_left(id);
         let Some(peer) = lock(&self.map).get(&id).cloned() else { return };
         peer.departing.store(true, Ordering::SeqCst);
         let cancel = self.cancel.clone();

@@ -3,14 +3,28 @@
 //! [`Frame::Answer`](crate::link::wire::Frame::Answer) straight to this node (or in-process, if
 //! it is this node), and the connection's reader completes the entry here. No registry write,
 //! no Raft commit: an entry lives as long as its asker waits.
+//!
+//! A node that decodes a handle from a message claims it
+//! ([`Frame::Held`](crate::link::wire::Frame::Held)): if that node then leaves the cluster (it
+//! died, or was removed) and no other node claims the handle within [`HOLDER_GRACE`] (a
+//! request redelivered to another receiver), the asker is told the handle is lost instead of
+//! waiting for an answer that cannot come.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::ids::NodeId;
 use crate::sync::{lock, HashMap};
+
+/// How long the asker waits, once the node holding a handle left, for another node to claim
+/// it (a request redelivered elsewhere after its receiving node died) before it is told the
+/// handle is lost. The hand-over time of a leaving node's messages
+/// (`switchboard::HAND_OVER_TIMEOUT`).
+pub(crate) const HOLDER_GRACE: Duration = Duration::from_secs(5);
 
 /// What came for a reply handle.
 #[derive(Debug)]
@@ -19,37 +33,124 @@ pub(crate) enum Answer {
     Value(Bytes),
     /// The handle was dropped without an answer.
     Dropped,
+    /// The node holding the handle left the cluster, and no other node claimed it in time.
+    Lost(NodeId),
+}
+
+/// Where an entry's answers go.
+#[derive(Debug)]
+enum Waiter {
+    /// One answer: the first is taken, later ones refused.
+    One(oneshot::Sender<Answer>),
+    /// Up to `left` answers (a request broadcast to every receiver: each copy of the handle
+    /// answers once).
+    Many { tx: mpsc::UnboundedSender<Answer>, left: usize },
+}
+
+/// One handle this node waits on.
+#[derive(Debug)]
+struct Entry {
+    token: u64,
+    waiter: Waiter,
+    /// The node that claimed the handle last, and how far from here it was.
+    holder: Option<(NodeId, u32)>,
 }
 
 /// The answers this node waits for, by handle id.
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, (u64, oneshot::Sender<Answer>)>>,
+    waiting: Mutex<HashMap<u64, Entry>>,
 }
 
 impl Replies {
     /// A new entry: its id, its token, and where its answer comes.
     pub(crate) fn open(&self) -> (u64, u64, oneshot::Receiver<Answer>) {
+        let (tx, rx) = oneshot::channel();
+        let (id, token) = self.insert(Waiter::One(tx));
+        (id, token, rx)
+    }
+
+    /// A new entry that takes up to `max` answers (at least one).
+    pub(crate) fn open_many(&self, max: usize) -> (u64, u64, mpsc::UnboundedReceiver<Answer>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (id, token) = self.insert(Waiter::Many { tx, left: max.max(1) });
+        (id, token, rx)
+    }
+
+    fn insert(&self, waiter: Waiter) -> (u64, u64) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let token = crate::clock::random_u64();
-        let (tx, rx) = oneshot::channel();
-        lock(&self.waiting).insert(id, (token, tx));
-        (id, token, rx)
+        lock(&self.waiting).insert(id, Entry { token, waiter, holder: None });
+        (id, token)
     }
 
     /// An answer for entry `id` with `token`: taken if the entry waits and the token is its
     /// own (a second answer, a stale or forged handle: refused). Whether it was taken.
     pub(crate) fn complete(&self, id: u64, token: u64, answer: Answer) -> bool {
-        let tx = {
-            let mut waiting = lock(&self.waiting);
-            if waiting.get(&id).is_none_or(|(t, _)| *t != token) {
-                tracing::debug!(reply = id, "an answer for no handle of this node's: dropped");
-                return false;
-            }
-            waiting.remove(&id).map(|(_, tx)| tx)
+        let mut waiting = lock(&self.waiting);
+        let Some(entry) = waiting.get_mut(&id).filter(|e| e.token == token) else {
+            tracing::debug!(reply = id, "an answer for no handle of this node's: dropped");
+            return false;
         };
-        tx.is_some_and(|tx| tx.send(answer).is_ok())
+        match &mut entry.waiter {
+            Waiter::Many { tx, left } => {
+                let value = matches!(answer, Answer::Value(_));
+                let taken = tx.send(answer).is_ok();
+                if value {
+                    *left -= 1;
+                }
+                if *left == 0 || !taken {
+                    waiting.remove(&id);
+                }
+                taken
+            }
+            Waiter::One(_) => {
+                let Some(Entry { waiter: Waiter::One(tx), .. }) = waiting.remove(&id) else {
+                    unreachable!("matched above")
+                };
+                drop(waiting);
+                tx.send(answer).is_ok()
+            }
+        }
+    }
+
+    /// Node `node` decoded handle `id` (with `token`), `hop` messages from here: it holds it
+    /// now, unless a node further along claimed it already (claims travel on different links
+    /// and may arrive out of order).
+    pub(crate) fn held(&self, id: u64, token: u64, node: NodeId, hop: u32) {
+        let mut waiting = lock(&self.waiting);
+        // (A request broadcast has a copy of its handle on every receiving node: none holds it
+        // alone, and its asker waits until its own deadline.)
+        let one = |e: &&mut Entry| e.token == token && matches!(e.waiter, Waiter::One(_));
+        if let Some(entry) = waiting.get_mut(&id).filter(one) {
+            if entry.holder.is_none_or(|(_, h)| hop >= h) {
+                entry.holder = Some((node, hop));
+            }
+        }
+    }
+
+    /// The handles node `node` holds now (it is leaving the cluster): their ids and tokens.
+    pub(crate) fn held_by(&self, node: NodeId) -> Vec<(u64, u64)> {
+        lock(&self.waiting)
+            .iter()
+            .filter(|(_, e)| e.holder.is_some_and(|(n, _)| n == node))
+            .map(|(id, e)| (*id, e.token))
+            .collect()
+    }
+
+    /// Tell the askers of `handles` that they are lost, those still held by `node` (not
+    /// claimed by another node since).
+    pub(crate) fn lost(&self, node: NodeId, handles: &[(u64, u64)]) {
+        for &(id, token) in handles {
+            let still = lock(&self.waiting)
+                .get(&id)
+                .is_some_and(|e| e.token == token && e.holder.is_some_and(|(n, _)| n == node));
+            if still {
+                tracing::debug!(reply = id, node, "the node holding a reply handle left");
+                self.complete(id, token, Answer::Lost(node));
+            }
+        }
     }
 
     /// The asker stopped waiting for entry `id`.

@@ -168,6 +168,19 @@ pub(crate) enum Frame<'a> {
         #[serde(borrow)]
         body: Option<&'a serde_bytes::Bytes>,
     },
+    /// Reply handle `id` of the node this frame goes to is held by the sending node now: it
+    /// decoded the handle from a message, `hop` messages away from the asking node. If the
+    /// sending node leaves the cluster and no other node claims the handle within a grace
+    /// period (a request redelivered elsewhere), the asker is told the handle is lost.
+    Held {
+        /// The handle's id on the asking node.
+        id: u64,
+        /// The handle's token: a claim with another is ignored.
+        token: u64,
+        /// How many messages the handle crossed to get here (a later claim of a handle passed
+        /// on has a higher one; a redelivered copy the same).
+        hop: u32,
+    },
 }
 
 impl Frame<'_> {
@@ -191,7 +204,8 @@ impl Frame<'_> {
             | Frame::Return { .. }
             | Frame::Fence { .. }
             | Frame::Released { .. }
-            | Frame::Answer { .. } => true,
+            | Frame::Answer { .. }
+            | Frame::Held { .. } => true,
         }
     }
 }
@@ -288,6 +302,8 @@ mod tests {
                     token,
                     body: None
                 }),
+                (any::<u64>(), any::<u64>(), any::<u32>())
+                    .prop_map(|(id, token, hop)| Frame::Held { id, token, hop }),
                 (any::<u64>(), any::<u64>())
                     .prop_map(|(stream, from)| Frame::Resume { stream, from }),
                 (any::<u64>(), any::<u64>())

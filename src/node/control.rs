@@ -509,4 +509,8 @@ impl Registrar for Core {
     fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
         self.switch.redeliver(route, msgs);
     }
+
+    fn replies(&self) -> (crate::ids::NodeId, &Arc<crate::link::peer::Peers>) {
+        (self.id, &self.peers)
+    }
 }

@@ -33,10 +33,7 @@ impl Node {
     /// ```
     #[must_use]
     pub fn oneshot<R>(&self) -> (crate::oneshot::Sender<R>, crate::oneshot::Receiver<R>) {
-        let peers = &self.core.peers;
-        let (id, token, rx) = peers.replies.open();
-        let reply = crate::oneshot::Sender::new(self.core.id, id, token, Arc::downgrade(peers));
-        (reply, crate::oneshot::Receiver::new(id, peers, rx))
+        crate::channel::oneshot::pair(self.core.id, &self.core.peers)
     }
 
     /// A sender on channel `name`, registered cluster-wide when this returns.

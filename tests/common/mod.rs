@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use dchan::Node;
 
+pub mod asking;
 pub mod hostile;
 pub mod procs;
 pub mod proxy;

@@ -24,6 +24,8 @@
 //! | `spin CHANNEL MILLIS` | a local sender/receiver loop on the node's own thread for MILLIS ms: `@ spun ROUNDS` |
 //! | `leave` | graceful shutdown, `@ left`, exit |
 //!
+//! and those of [`super::asking`], which ask and answer.
+//!
 //! Every wait in the parent is bounded by [`DEADLINE`](super::DEADLINE).
 
 use std::io::{BufRead, BufReader, Write};
@@ -370,6 +372,10 @@ pub fn child_main() {
         let mut senders = std::collections::HashMap::new();
         while let Some(line) = commands.recv().await {
             let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(task) = super::asking::command(&node, &words).await {
+                keep.extend(task);
+                continue;
+            }
             match words.as_slice() {
                 ["recv", channel, capacity] | ["slowrecv", channel, capacity, _] => {
                     let cap: usize = capacity.parse().expect("capacity");

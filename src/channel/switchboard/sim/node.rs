@@ -74,6 +74,10 @@ impl Registrar for Core {
     fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
         self.switch.redeliver(route, msgs);
     }
+
+    fn replies(&self) -> (NodeId, &Arc<Peers>) {
+        (self.peers.me(), &self.peers)
+    }
 }
 
 /// The address a simulated node is known by (never dialed).
