@@ -6,6 +6,7 @@
 //! dchan node --listen 127.0.0.1:7002 --join 127.0.0.1:7001 # join it
 //! dchan recv jobs --join 127.0.0.1:7001                    # print each message as a JSON line
 //! seq 1 1000000 | dchan send jobs --join 127.0.0.1:7001    # send one JSON value per line
+//! dchan request prices '{"item":"apple"}' --join 127.0.0.1:7001 # ask, print the answer
 //! dchan status --join 127.0.0.1:7001 --watch               # members and channels, live
 //! dchan bench                                              # like `nats bench`
 //! ```
@@ -21,6 +22,7 @@ mod client;
 mod json;
 mod node;
 mod recv;
+mod request;
 mod send;
 mod status;
 
@@ -45,6 +47,8 @@ enum Command {
     Node(node::Args),
     /// Send JSON values to a channel: the arguments, or one per line of stdin.
     Send(send::Args),
+    /// Send one request (a JSON object with a reply handle in one field) and print its answer.
+    Request(request::Args),
     /// Print the messages of a channel as JSON lines, acknowledging each once printed.
     Recv(recv::Args),
     /// Show the members and channels of a cluster.
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Node(_) => "node",
         Command::Send(_) => "send",
         Command::Recv(_) => "recv",
+        Command::Request(_) => "request",
         Command::Status(_) => "status",
         Command::Bench(_) | Command::BenchNode(_) => "bench",
     };
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
                 Command::Node(args) => node::run(args).await,
                 Command::Send(args) => send::run(args).await,
                 Command::Recv(args) => recv::run(args).await,
+                Command::Request(args) => request::run(args).await,
                 Command::Status(args) => status::run(args).await,
                 Command::BenchNode(args) => bench::node(args).await,
                 Command::Bench(_) => unreachable!("handled above"),
