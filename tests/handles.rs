@@ -22,6 +22,11 @@ fn public_handles_are_send_sync_and_debug() {
     error::<dchan::TrySendError<Opaque>>();
     error::<dchan::SendTimeoutError<Opaque>>();
     error::<dchan::TryRecvError>();
+    error::<dchan::RequestError>();
+    error::<dchan::oneshot::RecvError>();
+    // A reply handle goes wherever a message goes; its answer is awaited on any task.
+    send_sync::<dchan::oneshot::Sender<Opaque>>();
+    send_sync::<dchan::oneshot::Receiver<Opaque>>();
     assert_eq!(format!("{:?}", dchan::TrySendError::Full(Opaque)), "Full(..)");
     assert_eq!(dchan::SendError(7).into_inner(), 7);
 }

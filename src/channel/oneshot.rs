@@ -103,7 +103,7 @@ impl<R: Serialize> Sender<R> {
             }
         };
         self.done.store(true, Ordering::Release);
-        if peers.answer(self.node, self.id, self.token, Some(&body)) {
+        if peers.answer(self.node, self.id, self.token, Some(body.into())) {
             Ok(())
         } else {
             tracing::warn!(node = self.node, "the asking node is out of reach: no answer");

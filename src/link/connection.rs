@@ -485,11 +485,12 @@ impl Reader {
             Frame::Return { to, n } => up.frames().returned(remote, to, n),
             Frame::Fence { channel, created } => up.frames().fence(remote, &channel, created),
             Frame::Released { to } => up.frames().released(remote, to),
-            Frame::Answer { id, token, body } => {
+            Frame::Answers { answers } => {
                 use crate::link::replies::Answer;
-                let answer =
-                    body.map_or(Answer::Dropped, |b| Answer::Value(Bytes::copy_from_slice(b)));
-                self.core.peers.replies.complete(id, token, answer);
+                for (id, token, body) in answers {
+                    let answer = body.map_or(Answer::Dropped, |b| Answer::Value(buf.slice_ref(b)));
+                    self.core.peers.replies.complete(id, token, answer);
+                }
             }
             Frame::Held { id, token, hop } => self.core.peers.replies.held(id, token, remote, hop),
             Frame::Response { id, body } => {

@@ -229,6 +229,10 @@ pub(crate) struct Peers {
     pub(crate) replies: crate::link::replies::Replies,
 }
 
+/// The most bytes a frame of answers takes besides the answer itself (version, tags, id,
+/// token and lengths).
+pub(crate) const ANSWER_OVERHEAD: usize = 64;
+
 /// How many forgotten peers' stream positions are kept.
 const MAX_FORGOTTEN: usize = 64;
 
@@ -269,15 +273,21 @@ impl Peers {
     /// Answer reply handle `id` (with `token`) of node `node`: `Some` encoded answer, or `None`
     /// (dropped unanswered). In-process if `node` is this node; otherwise a reliable frame
     /// straight to it. False if `node` cannot be reached (it is not a member, or left).
-    pub(crate) fn answer(&self, node: NodeId, id: u64, token: u64, body: Option<&[u8]>) -> bool {
+    pub(crate) fn answer(&self, node: NodeId, id: u64, token: u64, body: Option<Bytes>) -> bool {
         use crate::link::replies::Answer;
         if node == self.me {
-            let answer = body.map_or(Answer::Dropped, |b| Answer::Value(Bytes::copy_from_slice(b)));
-            return self.replies.complete(id, token, answer);
+            return self.replies.complete(id, token, body.map_or(Answer::Dropped, Answer::Value));
         }
         let Some(p) = self.reach(node) else { return false };
-        let body = body.map(serde_bytes::Bytes::new);
-        p.outbox.push_frame(wire::encode(&Frame::Answer { id, token, body }), true);
+        if body.as_ref().is_some_and(|b| b.len() + ANSWER_OVERHEAD > p.outbox.max_frame()) {
+            tracing::warn!(
+                node,
+                size = body.as_ref().map_or(0, Bytes::len),
+                "an answer larger than a frame"
+            );
+            return false;
+        }
+        p.outbox.push_answer(id, token, body);
         true
     }
 
@@ -287,7 +297,7 @@ impl Peers {
         if node == self.me {
             self.replies.held(id, token, node, hop);
         } else if let Some(p) = self.reach(node) {
-            p.outbox.push_frame(wire::encode(&Frame::Held { id, token, hop }), true);
+            p.outbox.push_claim(id, token, hop);
         }
     }
 

@@ -157,16 +157,14 @@ pub(crate) enum Frame<'a> {
         /// The receiver that is gone.
         to: EndpointId,
     },
-    /// The answer to reply handle `id` of the node this frame goes to (see
-    /// [`crate::link::replies`]), from whichever node held the handle.
-    Answer {
-        /// The handle's id on the asking node.
-        id: u64,
-        /// The handle's token: an answer with another is refused.
-        token: u64,
-        /// The answer, MessagePack-encoded; `None`: the handle was dropped unanswered.
+    /// Answers to reply handles of the node this frame goes to (see
+    /// [`crate::link::replies`]), from whichever node held each: the handle's id and token
+    /// there (an answer with another token is refused), and the answer, MessagePack-encoded
+    /// (`None`: the handle was dropped unanswered). Coalesced: the answers queued for a peer
+    /// when its writer runs travel in one frame.
+    Answers {
         #[serde(borrow)]
-        body: Option<&'a serde_bytes::Bytes>,
+        answers: Vec<(u64, u64, Option<&'a serde_bytes::Bytes>)>,
     },
     /// Reply handle `id` of the node this frame goes to is held by the sending node now: it
     /// decoded the handle from a message, `hop` messages away from the asking node. If the
@@ -204,7 +202,7 @@ impl Frame<'_> {
             | Frame::Return { .. }
             | Frame::Fence { .. }
             | Frame::Released { .. }
-            | Frame::Answer { .. }
+            | Frame::Answers { .. }
             | Frame::Held { .. } => true,
         }
     }
@@ -297,11 +295,8 @@ mod tests {
                 (".{0,40}", any::<u64>())
                     .prop_map(|(channel, created)| Frame::Fence { channel, created }),
                 any::<u64>().prop_map(|to| Frame::Released { to }),
-                (any::<u64>(), any::<u64>()).prop_map(|(id, token)| Frame::Answer {
-                    id,
-                    token,
-                    body: None
-                }),
+                (any::<u64>(), any::<u64>())
+                    .prop_map(|(id, token)| Frame::Answers { answers: vec![(id, token, None)] }),
                 (any::<u64>(), any::<u64>(), any::<u32>())
                     .prop_map(|(id, token, hop)| Frame::Held { id, token, hop }),
                 (any::<u64>(), any::<u64>())

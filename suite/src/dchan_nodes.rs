@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::ctx::{histogram, hold, Ctx};
-use crate::spec::{Mode, Msg, Spec, TlsFiles};
+use crate::spec::{Ask, Mode, Msg, Spec, TlsFiles};
 use crate::{now_ns, Error};
 
 async fn node(join: Option<&str>) -> Result<dchan::Node, Error> {
@@ -134,6 +134,65 @@ pub(crate) async fn ping(
     })
     .await?;
     hold((tx, rx, node)).await
+}
+
+pub(crate) async fn answer(ctx: &Ctx, join: Option<String>) -> Result<(), Error> {
+    let node = node(join.as_deref()).await?;
+    let mut rx = node.receiver::<Ask>("asks").capacity(256).await?;
+    ready(ctx, &node);
+    while let Some(ask) = rx.recv().await {
+        ask.reply.send(ask.body).map_err(|_| "the asker is gone")?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn request(
+    ctx: &mut Ctx,
+    join: &str,
+    rounds: usize,
+    size: usize,
+) -> Result<(), Error> {
+    let node = node(Some(join)).await?;
+    let tx = node.sender::<Ask>("asks").await?;
+    tx.wait_for_receivers(1).await.map_err(|_| "the channel closed")?;
+    let payload = Bytes::from(vec![0x5a; size]);
+    ctx.round_trips(rounds, async || {
+        tx.request(|reply| Ask { body: payload.clone(), reply }).await?;
+        Ok(())
+    })
+    .await?;
+    hold((tx, node)).await
+}
+
+pub(crate) async fn requests(
+    ctx: &mut Ctx,
+    join: &str,
+    count: u64,
+    inflight: usize,
+    size: usize,
+    answerers: usize,
+) -> Result<(), Error> {
+    use futures::StreamExt;
+    let node = node(Some(join)).await?;
+    let tx = node.sender::<Ask>("asks").await?;
+    tx.wait_for_receivers(answerers).await.map_err(|_| "the channel closed")?;
+    let payload = Bytes::from(vec![0x5a; size]);
+    ctx.out("ready");
+    ctx.go().await?;
+    ctx.out(format!("start {}", now_ns()));
+    let asks = futures::stream::iter(0..count).map(|_| {
+        let (tx, body) = (&tx, payload.clone());
+        async move { tx.request(|reply| Ask { body, reply }).await }
+    });
+    let mut answers = asks.buffer_unordered(inflight);
+    let mut done = 0u64;
+    while let Some(answer) = answers.next().await {
+        answer?;
+        done += 1;
+    }
+    ctx.out(format!("done {done} {}", now_ns()));
+    drop(answers);
+    hold((tx, node)).await
 }
 
 pub(crate) async fn member(

@@ -72,9 +72,17 @@ pub(crate) async fn send(
     crate::ctx::hold(client).await
 }
 
-pub(crate) async fn reply(ctx: &Ctx, url: &str, subject: &str) -> Result<(), Error> {
+pub(crate) async fn reply(
+    ctx: &Ctx,
+    url: &str,
+    subject: &str,
+    queue: Option<String>,
+) -> Result<(), Error> {
     let client = connect(url, 1024).await?;
-    let mut sub = client.subscribe(subject.to_string()).await?;
+    let mut sub = match queue {
+        Some(q) => client.queue_subscribe(subject.to_string(), q).await?,
+        None => client.subscribe(subject.to_string()).await?,
+    };
     client.flush().await?;
     ctx.out("ready");
     while let Some(msg) = sub.next().await {
@@ -99,5 +107,36 @@ pub(crate) async fn request(
         Ok(())
     })
     .await?;
+    crate::ctx::hold(client).await
+}
+
+/// `count` requests, `inflight` at a time (each a request of the client's own: an inbox
+/// subscription multiplexed by async-nats), timed from `start` to `done`.
+pub(crate) async fn requests(
+    ctx: &mut Ctx,
+    url: &str,
+    subject: &str,
+    count: u64,
+    inflight: usize,
+    size: usize,
+) -> Result<(), Error> {
+    use futures::StreamExt;
+    let client = connect(url, 1024).await?;
+    let payload = Bytes::from(vec![0x5a; size]);
+    ctx.out("ready");
+    ctx.go().await?;
+    ctx.out(format!("start {}", crate::now_ns()));
+    let asks = futures::stream::iter(0..count).map(|_| {
+        let (client, payload) = (client.clone(), payload.clone());
+        async move { client.request(subject.to_string(), payload).await }
+    });
+    let mut answers = asks.buffer_unordered(inflight);
+    let mut done = 0u64;
+    while let Some(answer) = answers.next().await {
+        answer?;
+        done += 1;
+    }
+    ctx.out(format!("done {done} {}", crate::now_ns()));
+    drop(answers);
     crate::ctx::hold(client).await
 }

@@ -82,6 +82,14 @@ const TARGETS: &[Target] = &[
     Target::P50AtMost("dchan ping-pong, busy core", "raw tcp ping-pong, busy core", 1.2),
     Target::P50AtMost("dchan ping-pong", "zenoh ping-pong", 0.0),
     Target::P50AtMost("dchan ping-pong", "nats request/reply", 0.0),
+    Target::P50AtMost("dchan request/reply", "dchan ping-pong", 1.2),
+    Target::P50AtMost("dchan request/reply", "nats request/reply", 1.0),
+    Target::P50AtMost("dchan request/reply, busy core", "nats request/reply, busy core", 1.0),
+    Target::AtLeast(
+        "dchan requests 64 in flight, 2 answering",
+        "nats requests 64 in flight, queue group 2",
+        3.0,
+    ),
     Target::P99Under("dchan registration, 3 nodes", 2000.0),
 ];
 

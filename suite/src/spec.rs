@@ -10,6 +10,13 @@ pub(crate) struct Msg {
     pub(crate) payload: bytes::Bytes,
 }
 
+/// A request of the request/reply runs: answered with its body.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Ask {
+    pub(crate) body: bytes::Bytes,
+    pub(crate) reply: dchan::oneshot::Sender<bytes::Bytes>,
+}
+
 /// A node's certificate, key and the authority that signed every node's, as PEM files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TlsFiles {
@@ -48,10 +55,12 @@ pub(crate) enum Spec {
     NatsRecv { url: String, subject: String, queue: Option<String>, capacity: usize, expect: u64 },
     /// NATS core publisher.
     NatsSend { url: String, subject: String, count: u64, size: usize },
-    /// NATS request/reply: the replier.
-    NatsReply { url: String, subject: String },
+    /// NATS request/reply: the replier (in queue group `queue` if given).
+    NatsReply { url: String, subject: String, queue: Option<String> },
     /// NATS request/reply: the requester.
     NatsRequest { url: String, subject: String, rounds: usize, size: usize },
+    /// NATS request/reply: `count` requests, `inflight` at a time; reports `start` and `done`.
+    NatsRequests { url: String, subject: String, count: u64, inflight: usize, size: usize },
     /// Zenoh peer listening on `port`, callback subscriber.
     ZenohRecv { port: u16, expect: u64 },
     /// Zenoh peer publishing to the peer on `port`.
@@ -84,6 +93,15 @@ pub(crate) enum Spec {
     DchanPong,
     /// dchan: `rounds` round trips through the `DchanPong` node at `join`.
     DchanPing { join: String, rounds: usize, size: usize },
+    /// dchan: a node (bootstrapping when `join` is `None`) answering every request of `asks`
+    /// with its body, through the reply handle in it.
+    DchanAnswer { join: Option<String> },
+    /// dchan: `rounds` requests, one at a time (`Sender::request`), through the `DchanAnswer`
+    /// node at `join`.
+    DchanRequest { join: String, rounds: usize, size: usize },
+    /// dchan: `count` requests, `inflight` at a time, once `answerers` receivers exist; reports
+    /// `start` and `done`.
+    DchanRequests { join: String, count: u64, inflight: usize, size: usize, answerers: usize },
     /// A dchan member; with `registrations`, it waits until the cluster has `voters` voters,
     /// then creates that many receivers one after another and reports `rtt`-style percentiles
     /// of the time each took to be registered.

@@ -336,7 +336,7 @@ fn measures() -> Vec<Measure> {
                 let rounds = c.round_trips;
                 round_trip(
                     busy,
-                    Spec::NatsReply { url: url.clone(), subject: subject.clone() },
+                    Spec::NatsReply { url: url.clone(), subject: subject.clone(), queue: None },
                     |_| Spec::NatsRequest {
                         url: url.clone(),
                         subject: subject.clone(),
@@ -344,6 +344,17 @@ fn measures() -> Vec<Measure> {
                         size: 64,
                     },
                 )
+            }),
+        );
+        add(
+            &tag("dchan request/reply"),
+            Box::new(move |c, _| {
+                let rounds = c.round_trips;
+                round_trip(busy, Spec::DchanAnswer { join: None }, |addr| Spec::DchanRequest {
+                    join: addr.into(),
+                    rounds,
+                    size: 64,
+                })
             }),
         );
         add(
@@ -359,6 +370,42 @@ fn measures() -> Vec<Measure> {
             }),
         );
     }
+    // Requests, 64 in flight, to two answering processes.
+    add(
+        "dchan requests 64 in flight, 2 answering",
+        Box::new(|c, _| {
+            let count = c.count / 10;
+            let mut run = Run::new();
+            let seed = run.start(&Spec::DchanAnswer { join: None })?;
+            run.start(&Spec::DchanAnswer { join: Some(seed.clone()) })?;
+            run.start(&Spec::DchanRequests {
+                join: seed,
+                count,
+                inflight: 64,
+                size: 64,
+                answerers: 2,
+            })?;
+            Ok(Outcome::Rate(run.throughput(count, FLOW_TIMEOUT)?))
+        }),
+    );
+    add(
+        "nats requests 64 in flight, queue group 2",
+        Box::new(|c, r| {
+            let url = nats(c)?;
+            let subject = format!("rpcs.{r}");
+            let count = c.count / 10;
+            let replier = Spec::NatsReply {
+                url: url.clone(),
+                subject: subject.clone(),
+                queue: Some("answerers".into()),
+            };
+            let mut run = Run::new();
+            run.start(&replier)?;
+            run.start(&replier)?;
+            run.start(&Spec::NatsRequests { url, subject, count, inflight: 64, size: 64 })?;
+            Ok(Outcome::Rate(run.throughput(count, FLOW_TIMEOUT)?))
+        }),
+    );
     add(
         "dchan registration, 3 nodes",
         Box::new(|c, _| {

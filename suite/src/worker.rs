@@ -81,7 +81,12 @@ async fn run(spec: Spec, mut ctx: Ctx) -> Result<(), Error> {
         Spec::NatsSend { url, subject, count, size } => {
             nats_core::send(&mut ctx, &url, &subject, count, size).await
         }
-        Spec::NatsReply { url, subject } => nats_core::reply(&ctx, &url, &subject).await,
+        Spec::NatsReply { url, subject, queue } => {
+            nats_core::reply(&ctx, &url, &subject, queue).await
+        }
+        Spec::NatsRequests { url, subject, count, inflight, size } => {
+            nats_core::requests(&mut ctx, &url, &subject, count, inflight, size).await
+        }
         Spec::NatsRequest { url, subject, rounds, size } => {
             nats_core::request(&mut ctx, &url, &subject, rounds, size).await
         }
@@ -97,6 +102,13 @@ async fn run(spec: Spec, mut ctx: Ctx) -> Result<(), Error> {
         Spec::DchanPong => dchan_nodes::pong(&ctx).await,
         Spec::DchanPing { join, rounds, size } => {
             dchan_nodes::ping(&mut ctx, &join, rounds, size).await
+        }
+        Spec::DchanAnswer { join } => dchan_nodes::answer(&ctx, join).await,
+        Spec::DchanRequest { join, rounds, size } => {
+            dchan_nodes::request(&mut ctx, &join, rounds, size).await
+        }
+        Spec::DchanRequests { join, count, inflight, size, answerers } => {
+            dchan_nodes::requests(&mut ctx, &join, count, inflight, size, answerers).await
         }
         Spec::DchanMember { join, voters, registrations } => {
             dchan_nodes::member(&mut ctx, join, voters, registrations).await

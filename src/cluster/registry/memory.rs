@@ -1,36 +1,24 @@
 //! What the registry itself costs per endpoint (run alone: it counts every allocation of the
 //! process): `cargo test --release --lib registry::memory -- --ignored --nocapture`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 use super::*;
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator, counting the bytes live.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+/// Bytes live in the process (allocated and not freed) since `region` began.
+fn live(region: &Region<'_, std::alloc::System>) -> isize {
+    let c = region.change();
+    c.bytes_allocated as isize - c.bytes_deallocated as isize + c.bytes_reallocated
+}
 
 #[test]
 #[ignore = "a measurement; run alone"]
 fn bytes_per_endpoint() {
     let n = 100_000u64;
-    let before = LIVE.load(Ordering::Relaxed);
+    let region = Region::new(ALLOC);
     let mut r = Registry::default();
     for i in 0..n {
         r.apply(&Command::Register {
@@ -43,9 +31,9 @@ fn bytes_per_endpoint() {
             token: i,
         });
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let grown = live(&region);
     assert_eq!(r.endpoint_count() as u64, n);
-    eprintln!("registry: {} B per endpoint", (after - before) / n as isize);
+    eprintln!("registry: {} B per endpoint", grown / n as isize);
     let bytes = rmp_serde::to_vec_named(&r).expect("serializes");
     eprintln!("serialized (a snapshot's bulk): {} B per endpoint", bytes.len() as u64 / n);
 }

@@ -53,6 +53,37 @@ impl Outbox {
         }
     }
 
+    /// This node holds reply handle `id` (with `token`, `hop` messages from the peer, which
+    /// asked): claimed lazily, with the next frame or after
+    /// [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY), and not at all if the handle is answered
+    /// first ([`Outbox::push_answer`]): most are, and a claim matters only to a holder that dies
+    /// holding it.
+    pub(crate) fn push_claim(&self, id: u64, token: u64, hop: u32) {
+        let mut inner = self.lock();
+        inner.claims.push((id, token, hop));
+        let arm = !inner.urgent && !std::mem::replace(&mut inner.lazy_armed, true);
+        drop(inner);
+        if arm {
+            self.lazy.notify_one();
+        }
+    }
+
+    /// Answer the peer's reply handle `id` (with `token`): `body`, or `None` (dropped
+    /// unanswered). Its claim, if still queued, is not needed any more. Sent at once, together
+    /// with the other answers queued for the peer by then, in one frame.
+    pub(crate) fn push_answer(&self, id: u64, token: u64, body: Option<bytes::Bytes>) {
+        let mut inner = self.lock();
+        if !inner.claims.is_empty() {
+            inner.claims.retain(|(claimed, _, _)| *claimed != id);
+        }
+        inner.answers.push((id, token, body));
+        let wake = !std::mem::replace(&mut inner.urgent, true);
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
     /// This node has taken in `count` of the peer's reliable frames of its stream `stream`:
     /// said lazily, with the next frame or after [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
     pub(crate) fn push_received(&self, stream: u64, count: u64) {

@@ -156,6 +156,12 @@ struct Inner {
     open: Vec<Open>,
     /// Per receiver: messages taken and credit granted, not yet put in a frame.
     acks: Vec<(EndpointId, u32, u32)>,
+    /// Reply handles of the peer's this node decoded and holds, not yet claimed: id, token and
+    /// hop of each (see [`Outbox::push_claim`]).
+    claims: Vec<(u64, u64, u32)>,
+    /// Answers to the peer's reply handles, not yet put in a frame: id, token, answer (see
+    /// [`Outbox::push_answer`]).
+    answers: Vec<(u64, u64, Option<Bytes>)>,
     /// Per remote receiver: the data frames sent to it, kept until it has taken every message in
     /// them, so that what it had not taken can go to another receiver if it goes away.
     kept: HashMap<EndpointId, VecDeque<Kept>>,
@@ -297,6 +303,8 @@ impl Outbox {
             || !inner.frames.is_empty()
             || !inner.open.is_empty()
             || !inner.acks.is_empty()
+            || !inner.claims.is_empty()
+            || !inner.answers.is_empty()
     }
 
     /// Wait until every reliable frame pushed before this call has been acknowledged by the peer.
@@ -305,8 +313,14 @@ impl Outbox {
         let target = {
             let mut inner = self.lock();
             inner.finish_open();
+            if !inner.answers.is_empty() {
+                let answers = std::mem::take(&mut inner.answers);
+                for frame in stream::answer_frames(&answers, self.max_frame()) {
+                    inner.frames.push_back((frame, true));
+                }
+            }
             let queued = inner.frames.iter().filter(|(_, reliable)| *reliable).count();
-            inner.next_seq + (queued + inner.acks.len()) as u64
+            inner.next_seq + (queued + inner.acks.len() + inner.claims.len()) as u64
         };
         let mut acked = self.acked.subscribe();
         let _ = acked.wait_for(|a| *a >= target).await;

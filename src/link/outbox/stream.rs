@@ -21,8 +21,35 @@ impl Inner {
 
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.open.is_empty() && self.acks.is_empty()
+        self.frames.is_empty()
+            && self.open.is_empty()
+            && self.acks.is_empty()
+            && self.claims.is_empty()
+            && self.answers.is_empty()
     }
+}
+
+/// `answers` as frames of at most `max` bytes (each answer fits one: see
+/// [`crate::link::peer::ANSWER_OVERHEAD`]).
+pub(super) fn answer_frames(answers: &[(u64, u64, Option<Bytes>)], max: usize) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for (id, token, body) in answers {
+        let len = body.as_ref().map_or(0, Bytes::len) + crate::link::peer::ANSWER_OVERHEAD;
+        if !batch.is_empty() && size + len > max {
+            frames.push(crate::link::wire::encode(&Frame::Answers {
+                answers: std::mem::take(&mut batch),
+            }));
+            size = 0;
+        }
+        batch.push((*id, *token, body.as_deref().map(serde_bytes::Bytes::new)));
+        size += len;
+    }
+    if !batch.is_empty() {
+        frames.push(crate::link::wire::encode(&Frame::Answers { answers: batch }));
+    }
+    frames
 }
 
 impl Outbox {
@@ -60,6 +87,19 @@ impl Outbox {
             let frame = super::credit_frame(to, taken, grant);
             inner.keep_sent(frame.clone());
             into.push(frame);
+        }
+        let claims = std::mem::take(&mut inner.claims);
+        for (id, token, hop) in claims {
+            let frame = crate::link::wire::encode(&Frame::Held { id, token, hop });
+            inner.keep_sent(frame.clone());
+            into.push(frame);
+        }
+        if !inner.answers.is_empty() {
+            let answers = std::mem::take(&mut inner.answers);
+            for frame in answer_frames(&answers, self.max_frame()) {
+                inner.keep_sent(frame.clone());
+                into.push(frame);
+            }
         }
         while let Some((frame, reliable)) = inner.frames.pop_front() {
             if reliable {
