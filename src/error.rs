@@ -223,22 +223,6 @@ impl<T> fmt::Display for SendError<T> {
 
 impl<T> std::error::Error for SendError<T> {}
 
-/// [`Sender::request`](crate::Sender::request) (or one of its variants) got no answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RequestError {
-    /// The channel is closed: the request was not sent.
-    #[error("channel closed: the request was not sent")]
-    Closed,
-    /// No answer within the deadline (the request may have been sent, and may still be
-    /// answered: that answer is refused).
-    #[error("no answer within the deadline")]
-    Timeout,
-    /// The request was sent, and no answer can come: why.
-    #[error("no answer: {0}")]
-    NoAnswer(#[from] crate::channel::oneshot::RecvError),
-}
-
 /// [`Sender::try_send`](crate::Sender::try_send) failed. The message is handed back.
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub enum TrySendError<T> {

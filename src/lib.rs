@@ -94,13 +94,12 @@ pub mod oneshot {
     pub use crate::channel::oneshot::{Receiver, RecvError, Sender};
 }
 pub use channel::receiver::{AckReceiver, Delivery, Receiver};
+pub use channel::request::RequestError;
 pub use channel::sender::Sender;
 pub use cluster::registry::UNTYPED;
 pub use cluster::view::{ChannelInfo, ClusterInfo, EndpointInfo, EndpointKind, Member, Role};
 pub use dchan_macros::endpoint;
-pub use error::{
-    Cause, Error, RequestError, SendError, SendTimeoutError, TryRecvError, TrySendError,
-};
+pub use error::{Cause, Error, SendError, SendTimeoutError, TryRecvError, TrySendError};
 pub use link::transport::TlsConfig;
 pub use node::builder::NodeBuilder;
 pub use node::cluster_watch::ClusterWatch;

@@ -307,3 +307,67 @@ async fn requests_in_flight_when_the_answering_process_is_killed_are_answered_or
     answerer.kill();
     asker.kill();
 }
+
+/// Under manual acknowledgement a request dropped unacknowledged is delivered again: its
+/// handle, dropped with it, must not fail the asker (who would then refuse the answer of the
+/// receiver that gets it next). Acknowledged and dropped unanswered, it fails the asker at once.
+#[actix_rt::test]
+async fn a_request_dropped_unacknowledged_is_answered_where_it_is_delivered_again() {
+    let nodes = cluster(3).await;
+    // The receiver that drops the request is on another node than the asker (the request comes
+    // encoded), then on the asker's own node (it comes as a value).
+    for (round, holder) in [(0, 1), (1, 0)] {
+        let channel = format!("acked-{round}");
+        let mut first =
+            nodes[holder].receiver::<Ask>(&channel).capacity(4).manual_ack().await.expect("rx");
+        let tx = nodes[0].sender::<Ask>(&channel).await.expect("tx");
+        receivers_visible(&nodes, &channel, 1).await;
+        let (reply, answer) = nodes[0].oneshot::<u64>();
+        within("send", tx.send(Ask { n: 3, reply })).await.expect("send");
+        drop(within("recv", first.recv()).await.expect("open"));
+        let mut second = nodes[2].receiver::<Ask>(&channel).await.expect("rx");
+        receivers_visible(&nodes, &channel, 2).await;
+        drop(first);
+        let ask = within("delivered again", second.recv()).await.expect("open");
+        assert_eq!(ask.n, 3);
+        ask.reply.send(ask.n * 2).expect("answered");
+        assert_eq!(within("answer", answer).await, Ok(6), "round {round}");
+        drop((tx, second));
+    }
+    for holder in [1, 0] {
+        let channel = format!("acked-then-dropped-{holder}");
+        let mut rx = nodes[holder].receiver::<Ask>(&channel).manual_ack().await.expect("rx");
+        let tx = nodes[0].sender::<Ask>(&channel).await.expect("tx");
+        receivers_visible(&nodes, &channel, 1).await;
+        let (reply, answer) = nodes[0].oneshot::<u64>();
+        within("send", tx.send(Ask { n: 1, reply })).await.expect("send");
+        drop(within("recv", rx.recv()).await.expect("open").ack());
+        assert_eq!(within("answer", answer).await, Err(RecvError::Dropped), "on node {holder}");
+    }
+    shutdown(nodes).await;
+}
+
+/// A request refused by a full untyped receiver (it was encoded for it) and taken by a typed
+/// one on the same node (as a value): its handle, dropped unanswered there, still tells the
+/// asker.
+#[actix_rt::test]
+async fn a_request_refused_by_a_full_untyped_receiver_keeps_its_handle_live() {
+    let nodes = cluster(1).await;
+    let _untyped = nodes[0].receiver::<dchan::Value>("mixed").capacity(1).await.expect("rx");
+    let mut typed = nodes[0].receiver::<Ask>("mixed").capacity(16).await.expect("rx");
+    let tx = nodes[0].sender::<Ask>("mixed").await.expect("tx");
+    let mut dropped = 0;
+    for n in 0..20 {
+        let (reply, answer) = nodes[0].oneshot::<u64>();
+        within("send", tx.send(Ask { n, reply })).await.expect("send");
+        // Where it went: the typed receiver, or (while it had room) the untyped one.
+        if let Ok(ask) = typed.try_recv() {
+            drop(ask);
+            assert_eq!(within("answer", answer).await, Err(RecvError::Dropped), "request {n}");
+            dropped += 1;
+        }
+    }
+    assert!(dropped >= 19, "the untyped receiver holds one request at most: {dropped}");
+    drop(tx);
+    shutdown(nodes).await;
+}

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
 
-use crate::channel::inbox::{Detached, ErasedInbox, Inbox, Token};
+use crate::channel::inbox::{Detached, ErasedInbox, Inbox, Taken, Token};
 use crate::channel::registrar::Registrar;
 use crate::channel::router::ChannelRoute;
 use crate::error::TryRecvError;
@@ -83,7 +83,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
     /// [`TryRecvError::Empty`] if nothing is buffered, [`TryRecvError::Closed`] if the channel is
     /// closed and drained.
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        self.inbox.try_recv().map(|(v, _)| v)
+        self.inbox.try_recv().map(|(v, _, _)| v)
     }
 
     /// This receiver's endpoint id in the registry.
@@ -181,8 +181,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> AckReceiver<T> {
         AckReceiver { inbox }
     }
 
-    fn delivery(&self, (value, token): (T, Option<Token>)) -> Delivery<T> {
-        Delivery { value: Some(value), ack: token.map(|t| (self.inbox.clone(), t)) }
+    fn delivery(&self, (value, token, gates): Taken<T>) -> Delivery<T> {
+        Delivery { value: Some(value), ack: token.map(|t| (self.inbox.clone(), t)), gates }
     }
 
     /// Receive the next delivery: `None` once the channel is closed and everything sent before
@@ -247,6 +247,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Drop for AckReceiver<T> {
 pub struct Delivery<T: Serialize + DeserializeOwned + Send + 'static> {
     value: Option<T>,
     ack: Option<(Arc<Inbox<T>>, Token)>,
+    /// The reply handles in the message: a handle dropped unanswered tells its asker only once
+    /// the delivery is acknowledged (unacknowledged, the request is delivered again).
+    gates: crate::channel::oneshot::Gates,
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static + fmt::Debug> fmt::Debug for Delivery<T> {
@@ -259,6 +262,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Delivery<T> {
     /// Acknowledge the message: it counts as taken, is never delivered again, and its room in
     /// the receiver's capacity is free. Returns the message.
     pub fn ack(mut self) -> T {
+        self.gates.open();
         if let Some((inbox, token)) = self.ack.take() {
             inbox.ack(token);
         }

@@ -11,7 +11,23 @@ use serde::Serialize;
 
 use crate::channel::oneshot;
 use crate::channel::sender::Sender;
-use crate::error::{RequestError, SendError, SendTimeoutError};
+use crate::error::{SendError, SendTimeoutError};
+
+/// [`Sender::request`](crate::Sender::request) (or one of its variants) got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The channel is closed: the request was not sent.
+    #[error("channel closed: the request was not sent")]
+    Closed,
+    /// No answer within the deadline (the request may have been sent, and may still be
+    /// answered: that answer is refused).
+    #[error("no answer within the deadline")]
+    Timeout,
+    /// The request was sent, and no answer can come: why.
+    #[error("no answer: {0}")]
+    NoAnswer(#[from] oneshot::RecvError),
+}
 
 impl<T> Sender<T>
 where

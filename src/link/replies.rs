@@ -1,6 +1,6 @@
 //! Answers waited for on this node: the far end of a reply handle (issue 19). A handle is an id
 //! and a random token in this node's table; whichever node holds the handle answers with a
-//! [`Frame::Answer`](crate::link::wire::Frame::Answer) straight to this node (or in-process, if
+//! [`Frame::Answers`](crate::link::wire::Frame::Answers) straight to this node (or in-process, if
 //! it is this node), and the connection's reader completes the entry here. No registry write,
 //! no Raft commit: an entry lives as long as its asker waits.
 //!

@@ -34,6 +34,7 @@ use serde::Serialize;
 use actix::{Message, Recipient};
 
 use crate::channel::credit::{Grants, Outgoing};
+use crate::channel::oneshot::{self, Gates};
 use crate::channel::router::ChannelRoute;
 use crate::error::TryRecvError;
 use crate::ids::{EndpointId, NodeId};
@@ -189,6 +190,10 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn entries(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
 }
+
+/// A message taken: the token that acknowledges it (manual acknowledgement), and the reply
+/// handles in it that wait for the acknowledgement.
+pub(crate) type Taken<T> = (T, Option<Token>, Gates);
 
 /// Which delivery an acknowledgement is for.
 #[derive(Debug, Clone, Copy)]
@@ -389,16 +394,16 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// its budget is spent), so the node's tasks and the application's other tasks on the same
     /// thread keep running.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.poll_next(cx).map(|o| o.map(|(v, _)| v))
+        self.poll_next(cx).map(|o| o.map(|(v, _, _)| v))
     }
 
     /// Like [`Inbox::poll_recv`], with the token that acknowledges the message (manual
     /// acknowledgement).
-    pub(crate) fn poll_delivery(&self, cx: &mut Context<'_>) -> Poll<Option<(T, Option<Token>)>> {
+    pub(crate) fn poll_delivery(&self, cx: &mut Context<'_>) -> Poll<Option<Taken<T>>> {
         self.poll_next(cx)
     }
 
-    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<(T, Option<Token>)>> {
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Taken<T>>> {
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         match self.next(Some(cx.waker())) {
             Ok(v) => {
@@ -444,13 +449,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     }
 
     /// Take the next message if one is ready.
-    pub(crate) fn try_recv(&self) -> Result<(T, Option<Token>), TryRecvError> {
+    pub(crate) fn try_recv(&self) -> Result<Taken<T>, TryRecvError> {
         self.next(None)
     }
 
     /// Take the next message; when there is none, leave `waker` to be woken (checked and stored
     /// under one lock, so no wake-up is lost).
-    fn next(&self, waker: Option<&Waker>) -> Result<(T, Option<Token>), TryRecvError> {
+    fn next(&self, waker: Option<&Waker>) -> Result<Taken<T>, TryRecvError> {
         loop {
             let (item, token, out) = {
                 let mut st = self.lock();
@@ -517,17 +522,19 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             };
             self.send(out);
             self.route.wake();
+            let mut gates = Gates::default();
             let value = match item {
                 Item::Value(v) => {
                     if let Some(Token::Local(n)) = token {
                         // Kept encoded until acknowledged, to go elsewhere if it never is.
                         // If it cannot be encoded, it cannot go elsewhere: an empty entry
                         // still gives its room back when acknowledged.
-                        let kept =
-                            rmp_serde::to_vec_named(&v).map(Bytes::from).unwrap_or_else(|e| {
-                                tracing::error!(error = %e, "could not keep a delivery");
-                                Bytes::new()
-                            });
+                        let kept;
+                        (kept, gates) = oneshot::gated(|| rmp_serde::to_vec_named(&v));
+                        let kept = kept.map(Bytes::from).unwrap_or_else(|e| {
+                            tracing::error!(error = %e, "could not keep a delivery");
+                            Bytes::new()
+                        });
                         if let Some(u) = self.lock().unacked.as_mut() {
                             u.local.insert(n, kept);
                         }
@@ -535,9 +542,17 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     v
                 }
                 Item::Encoded { msg, from, copy } => {
-                    match crate::channel::oneshot::decoding(self.answers(), || {
-                        rmp_serde::from_slice(&msg)
-                    }) {
+                    let decode = || rmp_serde::from_slice(&msg);
+                    let decoded = oneshot::decoding(self.answers(), || {
+                        if token.is_some() {
+                            let (decoded, g) = oneshot::gated(decode);
+                            gates = g;
+                            decoded
+                        } else {
+                            decode()
+                        }
+                    });
+                    match decoded {
                         Ok(v) => {
                             if let Some(Token::Local(n)) = token {
                                 if let Some(u) = self.lock().unacked.as_mut() {
@@ -567,7 +582,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                 }
             };
-            return Ok((value, token));
+            return Ok((value, token, gates));
         }
     }
 }

@@ -67,8 +67,8 @@ fn manual_acknowledgements_free_room_in_order_per_sending_node() {
         Inbox::new(1, Arc::new(ChannelRoute::new("t")), 2, true, Weak::<Peers>::new());
     inbox.try_push(1).expect("room");
     inbox.try_push(2).expect("room");
-    let (_, t1) = inbox.try_recv().expect("one");
-    let (_, t2) = inbox.try_recv().expect("two");
+    let (_, t1, _) = inbox.try_recv().expect("one");
+    let (_, t2, _) = inbox.try_recv().expect("two");
     assert!(matches!(inbox.try_push(3), Err(Refused::Full(3))), "unacknowledged: still held");
     inbox.ack(t2.expect("token"));
     assert!(inbox.try_push(3).is_ok());

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use crate::channel::credit::Window;
 use crate::channel::dead_letters::DeadLetters;
 use crate::channel::inbox::{ErasedInbox, Inbox, Refused};
+use crate::channel::oneshot;
 use crate::ids::EndpointId;
 use crate::link::outbox::{Gate, PushError};
 use crate::link::peer::Peer;
@@ -385,7 +386,9 @@ impl ChannelRoute {
                     let Some(inbox) = erased.as_any().downcast_ref::<Inbox<T>>() else {
                         // A receiver of another type: one side is untyped (`Value`). It gets the
                         // message encoded, as if from another node.
-                        let bytes = match rmp_serde::to_vec_named(&msg) {
+                        // (Tentatively: refused, the message may go to a typed receiver here
+                        // as a value, its reply handles in it.)
+                        let bytes = match oneshot::tentative(|| rmp_serde::to_vec_named(&msg)) {
                             Ok(b) => Bytes::from(b),
                             Err(e) => {
                                 tracing::error!(channel = %self.name, error = %e, "message cannot be encoded");
@@ -393,7 +396,10 @@ impl ChannelRoute {
                             }
                         };
                         match erased.try_push_encoded(bytes, false, false) {
-                            Ok(()) => return sent(passed_over, full_here),
+                            Ok(()) => {
+                                oneshot::encoded(&msg);
+                                return sent(passed_over, full_here);
+                            }
                             Err(Refused::Closed(_)) => return Attempt::Closed(msg),
                             Err(Refused::Full(_)) => {
                                 full_here = true;
