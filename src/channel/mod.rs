@@ -17,6 +17,7 @@
 pub(crate) mod close;
 pub(crate) mod credit;
 pub(crate) mod dead_letters;
+pub(crate) mod decoding;
 pub(crate) mod inbox;
 pub(crate) mod oneshot;
 pub(crate) mod receiver;

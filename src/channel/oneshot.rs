@@ -170,7 +170,7 @@ impl<R> Serialize for Sender<R> {
 impl<'de, R> Deserialize<'de> for Sender<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (node, id, token, hop) = <(NodeId, u64, u64, u32)>::deserialize(d)?;
-        let via = context();
+        let via = crate::channel::decoding::peers();
         if let Some(peers) = via.as_ref().and_then(Weak::upgrade) {
             // This node holds the handle now: if it leaves without answering, the asker is told.
             peers.held(node, id, token, hop);
@@ -284,7 +284,6 @@ impl<R> Drop for Answers<R> {
 }
 
 thread_local! {
-    static DECODING: RefCell<Option<Weak<Peers>>> = const { RefCell::new(None) };
     static GATING: RefCell<Option<Vec<Arc<AtomicBool>>>> = const { RefCell::new(None) };
     static TENTATIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -330,18 +329,4 @@ pub(crate) fn gated<T>(f: impl FnOnce() -> T) -> (T, Gates) {
     let out = f();
     let gates = GATING.with(|g| std::mem::replace(&mut *g.borrow_mut(), before));
     (out, Gates(gates.unwrap_or_default()))
-}
-
-/// Run `f`, a receiver's decode of a message from another node, with `peers` as the thread's
-/// *decoding context*: the reply handles inside the message answer through them.
-pub(crate) fn decoding<T>(peers: Option<Weak<Peers>>, f: impl FnOnce() -> T) -> T {
-    let before = DECODING.with(|d| d.replace(peers));
-    let out = f();
-    DECODING.with(|d| *d.borrow_mut() = before);
-    out
-}
-
-/// The thread's decoding context (see [`decoding`]).
-pub(crate) fn context() -> Option<Weak<Peers>> {
-    DECODING.with(|d| d.borrow().clone())
 }

@@ -28,4 +28,18 @@ pub(crate) trait Registrar: Send + Sync + std::fmt::Debug + 'static {
     /// This node's id, and the links its reply handles are answered through (for
     /// [`Sender::request`](crate::Sender::request)).
     fn replies(&self) -> (crate::ids::NodeId, &Arc<crate::link::peer::Peers>);
+
+    /// Register a sender of `channel` carrying `type_name` (one decoded from a message);
+    /// resolves once committed, with its id.
+    fn register_sender(
+        self: Arc<Self>,
+        channel: String,
+        type_name: String,
+    ) -> BoxFuture<'static, Result<EndpointId, Error>>;
+
+    /// The router of `channel` on this node.
+    fn route(&self, channel: &str) -> Arc<ChannelRoute>;
+
+    /// Run `task` in the background, owned by the node (stopped with it).
+    fn spawn(&self, task: BoxFuture<'static, ()>);
 }

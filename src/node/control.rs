@@ -178,11 +178,17 @@ impl Core {
         kind: EndpointKind,
         capacity: u32,
     ) -> Result<Unclaimed, Error> {
-        let requested = if std::any::TypeId::of::<T>() == std::any::TypeId::of::<crate::Value>() {
-            crate::cluster::registry::UNTYPED.to_owned()
-        } else {
-            std::any::type_name::<T>().to_owned()
-        };
+        self.register_as(channel, crate::cluster::registry::type_of::<T>(), kind, capacity).await
+    }
+
+    /// [`Core::register`], with the type's name given.
+    pub(crate) async fn register_as(
+        self: &Arc<Self>,
+        channel: &str,
+        requested: String,
+        kind: EndpointKind,
+        capacity: u32,
+    ) -> Result<Unclaimed, Error> {
         crate::cluster::registry::check_name(channel).map_err(Error::InvalidName)?;
         let cmd = Command::Register {
             channel: channel.to_owned(),
@@ -512,5 +518,30 @@ impl Registrar for Core {
 
     fn replies(&self) -> (crate::ids::NodeId, &Arc<crate::link::peer::Peers>) {
         (self.id, &self.peers)
+    }
+
+    fn register_sender(
+        self: Arc<Self>,
+        channel: String,
+        type_name: String,
+    ) -> BoxFuture<'static, Result<EndpointId, Error>> {
+        Box::pin(async move {
+            let kind = crate::rpc::EndpointKind::Sender;
+            Ok(self.register_as(&channel, type_name, kind, 0).await?.claim())
+        })
+    }
+
+    fn route(&self, channel: &str) -> Arc<ChannelRoute> {
+        self.switch.route(channel)
+    }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = task => {}
+            }
+        });
     }
 }

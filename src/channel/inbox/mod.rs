@@ -34,6 +34,7 @@ use serde::Serialize;
 use actix::{Message, Recipient};
 
 use crate::channel::credit::{Grants, Outgoing};
+use crate::channel::decoding;
 use crate::channel::oneshot::{self, Gates};
 use crate::channel::router::ChannelRoute;
 use crate::error::TryRecvError;
@@ -59,11 +60,6 @@ pub(crate) trait Wire: Send + Sync + fmt::Debug + 'static {
     ) -> bool;
     /// A control frame for node `node` (numbered and resent until it has it).
     fn frame(&self, node: NodeId, frame: &Frame<'_>);
-    /// The links reply handles decoded by this inbox answer through (none: they cannot
-    /// answer).
-    fn answers(&self) -> Option<Weak<Peers>> {
-        None
-    }
 }
 
 impl Wire for Peers {
@@ -89,10 +85,6 @@ impl Wire for Peers {
         if let Some(p) = self.reach(node) {
             p.outbox.push_frame(wire::encode(frame), true);
         }
-    }
-
-    fn answers(&self) -> Option<Weak<Peers>> {
-        self.weak()
     }
 }
 
@@ -267,8 +259,8 @@ pub(crate) struct Inbox<T> {
     state: Mutex<State<T>>,
     /// Where credit and releases go: the links to the sending nodes.
     wire: Weak<dyn Wire>,
-    /// The links reply handles decoded here answer through, found once (see [`Wire::answers`]).
-    answers: OnceLock<Weak<Peers>>,
+    /// The node this inbox's messages are decoded on (set with its receiver).
+    decoding: OnceLock<decoding::Context>,
     /// The endpoint actor that delivers elsewhere what this node's senders gave the inbox, when
     /// it is handed over.
     actor: OnceLock<Recipient<Detached>>,
@@ -313,19 +305,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 last_from: None,
             }),
             wire,
-            answers: OnceLock::new(),
+            decoding: OnceLock::new(),
             actor: OnceLock::new(),
         }
-    }
-
-    /// The links reply handles decoded by this inbox answer through: asked of the wire the
-    /// first time it has them, not per message.
-    fn answers(&self) -> Option<Weak<Peers>> {
-        if let Some(peers) = self.answers.get() {
-            return Some(peers.clone());
-        }
-        let peers = self.wire.upgrade()?.answers()?;
-        Some(self.answers.get_or_init(|| peers).clone())
     }
 
     /// A look at the books (for the delivery protocol's simulation).
@@ -349,8 +331,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         )
     }
 
-    pub(crate) fn set_actor(&self, actor: Recipient<Detached>) {
-        let _ = self.actor.set(actor);
+    /// The receiver's actor, and the node it belongs to (what its messages decode with).
+    pub(crate) fn set_actor(&self, actor: Recipient<Detached>, context: decoding::Context) {
+        let _ = (self.actor.set(actor), self.decoding.set(context));
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -543,7 +526,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 }
                 Item::Encoded { msg, from, copy } => {
                     let decode = || rmp_serde::from_slice(&msg);
-                    let decoded = oneshot::decoding(self.answers(), || {
+                    let decoded = decoding::with(self.decoding.get(), || {
                         if token.is_some() {
                             let (decoded, g) = oneshot::gated(decode);
                             gates = g;

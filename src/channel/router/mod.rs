@@ -95,6 +95,9 @@ pub(crate) struct ChannelRoute {
     /// Windows with a reclaim deferred until the waiting senders have tried (see
     /// [`Window::defer_reclaim`]): one load per attempt tells whether to look.
     deferred: AtomicUsize,
+    /// The registration the senders of this channel decoded from messages on this node share,
+    /// with the type it registers (see `channel::sender::travel`).
+    pub(crate) decoded: Mutex<Option<(String, std::sync::Weak<dyn std::any::Any + Send + Sync>)>>,
     /// Messages this node had to redeliver after every receiver of the closed channel had
     /// ended: dropped, with a warning (README, Close). Kept in test builds, for the
     /// simulations to check that each message missing is one of these.
@@ -157,6 +160,7 @@ impl ChannelRoute {
             #[cfg(test)]
             dropped: Mutex::default(),
             deferred: AtomicUsize::new(0),
+            decoded: Mutex::new(None),
         }
     }
 

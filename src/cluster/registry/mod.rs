@@ -62,6 +62,16 @@ pub struct EndpointInfo {
 /// any type, and a channel only they have used takes the type of its first typed endpoint.
 pub const UNTYPED: &str = "*";
 
+/// The type an endpoint of `T` registers with: its Rust type name, or [`UNTYPED`] for
+/// `dchan::Value`.
+pub(crate) fn type_of<T: 'static>() -> String {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<crate::Value>() {
+        UNTYPED.to_owned()
+    } else {
+        std::any::type_name::<T>().to_owned()
+    }
+}
+
 /// One channel as the registry knows it: what [`crate::Node::cluster`] shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelInfo {

@@ -78,6 +78,23 @@ impl Registrar for Core {
     fn replies(&self) -> (NodeId, &Arc<Peers>) {
         (self.peers.me(), &self.peers)
     }
+
+    // The simulation's messages carry no senders: none is decoded, none registered so.
+    fn register_sender(
+        self: Arc<Self>,
+        channel: String,
+        _type_name: String,
+    ) -> BoxFuture<'static, Result<EndpointId, Error>> {
+        Box::pin(async move { Err(Error::ChannelClosed(channel)) })
+    }
+
+    fn route(&self, channel: &str) -> Arc<ChannelRoute> {
+        self.switch.route(channel)
+    }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        drop(task);
+    }
 }
 
 /// The address a simulated node is known by (never dialed).

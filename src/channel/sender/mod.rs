@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+mod travel;
+
 use crate::channel::registrar::Registrar;
 use crate::channel::router::{Attempt, ChannelRoute};
 use crate::error::{SendError, SendTimeoutError, TrySendError};
@@ -41,16 +43,44 @@ pub struct Sender<T> {
     _t: PhantomData<fn(T) -> T>,
 }
 
-/// The registration shared by a sender's clones.
+/// The registration shared by a sender's clones (and by the senders decoded on one node from
+/// messages: see [`travel`]).
 struct Registration {
     node: Arc<dyn Registrar>,
     route: Arc<ChannelRoute>,
-    id: EndpointId,
+    /// Set once committed: at once for a sender made by `Node::sender`; for one decoded from a
+    /// message, when its registration commits.
+    id: tokio::sync::OnceCell<EndpointId>,
+    /// The type it registers with.
+    type_name: String,
+}
+
+impl Registration {
+    /// Registered (now, or after waiting for the registration to commit); false, with the
+    /// reason logged, if it cannot be (its channel closed, or of another type, no quorum).
+    async fn ready(&self) -> bool {
+        if self.id.initialized() {
+            return true;
+        }
+        let register = || {
+            let (channel, type_name) = (self.route.name.clone(), self.type_name.clone());
+            self.node.clone().register_sender(channel, type_name)
+        };
+        match self.id.get_or_try_init(register).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(channel = %self.route.name, error = %e, "a sender from a message could not register");
+                false
+            }
+        }
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.node.clone().deregister(&self.route.name, self.id);
+        if let Some(id) = self.id.get() {
+            self.node.clone().deregister(&self.route.name, *id);
+        }
     }
 }
 
@@ -100,7 +130,9 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     pub(crate) fn new(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
-        Sender { inner: Arc::new(Registration { node, route, id }), _t: PhantomData }
+        let type_name = crate::cluster::registry::type_of::<T>();
+        let id = tokio::sync::OnceCell::new_with(Some(id));
+        Sender { inner: Arc::new(Registration { node, route, id, type_name }), _t: PhantomData }
     }
 
     fn route(&self) -> &ChannelRoute {
@@ -124,6 +156,9 @@ where
     ///
     /// Cancelling the future drops the message unsent; no receiver gets it.
     pub async fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        if !self.inner.ready().await {
+            return Err(SendError(msg));
+        }
         spend_budget(self.route()).await;
         let msg = match self.route().try_send(msg) {
             Attempt::Sent => return Ok(()),
@@ -137,10 +172,15 @@ where
     ///
     /// # Errors
     ///
-    /// [`TrySendError::Full`] if every receiver is full, [`TrySendError::NoReceivers`] if there is
+    /// [`TrySendError::Full`] if every receiver is full (or this sender came in a message and
+    /// its registration on this node has not committed yet), [`TrySendError::NoReceivers`] if there is
     /// none, [`TrySendError::Closed`] if the channel is closed (or the message, bound for another
     /// node, cannot be encoded, which is logged). Each hands the message back.
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        if !self.inner.id.initialized() {
+            // A sender from a message, still registering.
+            return Err(TrySendError::Full(msg));
+        }
         match self.route().try_send(msg) {
             Attempt::Sent => Ok(()),
             Attempt::Full(m) => Err(TrySendError::Full(m)),
@@ -160,7 +200,12 @@ where
     ///
     /// As [`send`](Sender::send).
     pub async fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.send_waiting(msg, Some(tokio::time::Instant::now() + timeout)).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.inner.ready()).await {
+            Ok(true) => self.send_waiting(msg, Some(deadline)).await,
+            Ok(false) => Err(SendTimeoutError::Closed(msg)),
+            Err(_) => Err(SendTimeoutError::Timeout(msg)),
+        }
     }
 
     async fn send_waiting(
@@ -200,6 +245,9 @@ where
     ///
     /// Cancelling may leave some receivers with a copy and others without.
     pub async fn broadcast(&self, msg: T) -> Result<usize, SendError<T>> {
+        if !self.inner.ready().await {
+            return Err(SendError(msg));
+        }
         let route = self.route();
         spend_budget(route).await;
         let bytes: bytes::Bytes = match rmp_serde::to_vec_named(&msg) {

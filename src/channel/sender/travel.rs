@@ -1,0 +1,90 @@
+//! A [`Sender`] inside a message (Go's `chan chan T`, for a named channel): it travels as its
+//! channel's name and type, and the receiving node that decodes it gets a sender of that
+//! channel of its own. That sender registers on the decoding node (one Raft write, shared by
+//! every sender of the channel decoded there while one lives), in the background from the
+//! moment it is decoded; `send` waits for that registration to commit, as a first send waits
+//! for a receiver. A sender decoded with another type than the channel's, or outside a receiver
+//! (no node to send from), does not decode: a clear error, a dead letter where a receiver took it.
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::{Arc, Weak};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Registration, Sender};
+use crate::channel::decoding;
+use crate::channel::registrar::Registrar;
+use crate::cluster::registry::{type_of, UNTYPED};
+use crate::sync::lock;
+
+impl<T> Serialize for Sender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.inner.route.name, &self.inner.type_name).serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Sender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (channel, type_name) = <(String, String)>::deserialize(d)?;
+        let wanted = type_of::<T>();
+        if type_name != wanted && type_name != UNTYPED && wanted != UNTYPED {
+            return Err(D::Error::custom(format!(
+                "a sender of channel {channel} carrying {type_name}, decoded as a sender of {wanted}"
+            )));
+        }
+        let node = decoding::node();
+        let node = node.as_ref().and_then(|n| n.downcast_ref::<Weak<dyn Registrar>>());
+        let node = node.and_then(Weak::upgrade).ok_or_else(|| {
+            D::Error::custom(format!(
+                "a sender of channel {channel} decoded outside a receiver: no node to send from"
+            ))
+        })?;
+        crate::cluster::registry::check_name(&channel).map_err(D::Error::custom)?;
+        Ok(Sender::decoded(node, &channel, wanted))
+    }
+}
+
+impl<T> Sender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// A sender of `channel` on `node`, decoded from a message: the registration of the
+    /// channel's decoded senders on this node if one lives, or a new one, registering from now.
+    fn decoded(node: Arc<dyn Registrar>, channel: &str, type_name: String) -> Self {
+        let route = node.route(channel);
+        let mut slot = lock(&route.decoded);
+        let shared = slot
+            .as_ref()
+            .filter(|(t, _)| *t == type_name)
+            .and_then(|(_, w)| w.upgrade())
+            .and_then(|r| r.downcast::<Registration>().ok());
+        if let Some(inner) = shared {
+            return Sender { inner, _t: PhantomData };
+        }
+        let id = tokio::sync::OnceCell::new();
+        let inner = Arc::new(Registration {
+            node: node.clone(),
+            route: route.clone(),
+            id,
+            type_name: type_name.clone(),
+        });
+        let any: Arc<dyn Any + Send + Sync> = inner.clone();
+        *slot = Some((type_name, Arc::downgrade(&any)));
+        drop(slot);
+        let weak: Weak<Registration> = Arc::downgrade(&inner);
+        node.spawn(Box::pin(async move {
+            if let Some(registration) = weak.upgrade() {
+                registration.ready().await;
+            }
+        }));
+        Sender { inner, _t: PhantomData }
+    }
+}
