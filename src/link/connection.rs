@@ -492,7 +492,14 @@ impl Reader {
                     self.core.peers.replies.complete(id, token, answer);
                 }
             }
-            Frame::Held { id, token, hop } => self.core.peers.replies.held(id, token, remote, hop),
+            Frame::Held { id, token, hop } => {
+                self.core.peers.replies.held(id, token, remote, hop);
+                // A claim read after its node's removal was seen: no removal will come again
+                // to tell its asker, so look now.
+                if peer.is_departing() {
+                    self.core.peers.holder_left(remote);
+                }
+            }
             Frame::Response { id, body } => {
                 let rejoined = matches!(*body, Response::Rejoined(_));
                 if peer.complete(id, *body) && rejoined {

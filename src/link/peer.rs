@@ -115,6 +115,11 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Peer {
+    /// This peer left the membership, as this node saw it (see [`Peers::remove`]).
+    pub(crate) fn is_departing(&self) -> bool {
+        self.departing.load(Ordering::SeqCst)
+    }
+
     /// The address this peer is dialed at.
     pub(crate) fn addr(&self) -> String {
         self.addr.borrow().clone()
@@ -304,7 +309,7 @@ impl Peers {
     /// Member `id` left: the reply handles it held are lost unless another node claims them
     /// within [`HOLDER_GRACE`](crate::link::replies::HOLDER_GRACE), or it is a member again by
     /// then (let back in after a pause, with its application and the handles it holds).
-    fn holder_left(&self, id: NodeId) {
+    pub(crate) fn holder_left(&self, id: NodeId) {
         let held = self.replies.held_by(id);
         let Some(peers) = (!held.is_empty()).then(|| self.weak()).flatten() else { return };
         let cancel = self.cancel.clone();
