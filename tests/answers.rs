@@ -371,3 +371,36 @@ async fn a_request_refused_by_a_full_untyped_receiver_keeps_its_handle_live() {
     drop(tx);
     shutdown(nodes).await;
 }
+
+#[actix_rt::test]
+async fn across_processes_a_handle_passed_on_is_answered_two_hops_away_and_one_dropped_fails_at_once(
+) {
+    const N: u64 = 100;
+    let mut asker = procs::start(&[]).await;
+    let mut relay = procs::start(&[asker.addr]).await;
+    let mut answerer = procs::start(&[asker.addr]).await;
+    answerer.cmd("answer second 16");
+    answerer.expect("@ recv second").await;
+    relay.cmd("relay first second 16");
+    relay.expect("@ recv first").await;
+    asker.cmd("asker first");
+    asker.expect("@ asker first").await;
+    asker.cmd(&format!("ask first 0 {N} 60000"));
+    // The relay adds one; the answerer doubles: answered by the third process, straight back.
+    for (n, outcome) in outcomes(&mut asker, N as usize).await {
+        assert_eq!(outcome, Ok(2 * (n + 1)), "request {n}");
+    }
+    // Dropped unanswered in another process: each asker hears it at once, long before its 60 s.
+    answerer.cmd("drop ignored 16");
+    answerer.expect("@ recv ignored").await;
+    asker.cmd("asker ignored");
+    asker.expect("@ asker ignored").await;
+    asker.cmd("ask ignored 0 10 60000");
+    for (n, outcome) in outcomes(&mut asker, 10).await {
+        let why = outcome.expect_err("dropped");
+        assert!(why.contains("dropped without an answer"), "request {n}: {why}");
+    }
+    relay.kill();
+    answerer.kill();
+    asker.kill();
+}

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `answer CHANNEL CAPACITY` | a receiver of [`Ask`] that answers `2 n`: `@ recv CHANNEL` once registered, `@ answered CHANNEL N` per request |
 //! | `hold CHANNEL CAPACITY MICROS` | a receiver of [`Ask`] that takes one request every MICROS and keeps its handle unanswered: `@ recv CHANNEL`, then `@ held CHANNEL N` per request |
+//! | `relay IN OUT CAPACITY` | a receiver of [`Ask`] on IN that passes each request on to OUT as `n + 1`, its handle with it: `@ recv IN` once registered |
+//! | `drop CHANNEL CAPACITY` | a receiver of [`Ask`] that drops each request unanswered: `@ recv CHANNEL`, then `@ dropped CHANNEL N` per request |
 //! | `asker CHANNEL` | registers a sender of [`Ask`] and keeps it: `@ asker CHANNEL` |
 //! | `ask CHANNEL FROM TO MILLIS` | sends the requests FROM..TO at once on the kept sender (each with a deadline of MILLIS), then `@ reply N V`, or `@ noreply N REASON`, per request and `@ asked CHANNEL` |
 //! | `logindex` | `@ logindex N`: the last index of this node's Raft log |
@@ -52,6 +54,25 @@ pub async fn command(
                     held.push(ask);
                     // Pacing a slow consumer, not synchronization.
                     tokio::time::sleep(pause).await;
+                }
+            }))
+        }
+        ["relay", from, to, capacity] => {
+            let mut rx = receiver(node, from, capacity).await;
+            let tx = node.sender::<Ask>(to).await.expect("sender");
+            Some(actix_rt::spawn(async move {
+                while let Some(ask) = rx.recv().await {
+                    let ask = Ask { n: ask.n + 1, reply: ask.reply };
+                    tx.send(ask).await.expect("relayed");
+                }
+            }))
+        }
+        ["drop", channel, capacity] => {
+            let mut rx = receiver(node, channel, capacity).await;
+            let channel = channel.to_string();
+            Some(actix_rt::spawn(async move {
+                while let Some(ask) = rx.recv().await {
+                    println!("@ dropped {channel} {}", ask.n);
                 }
             }))
         }
