@@ -404,3 +404,100 @@ async fn across_processes_a_handle_passed_on_is_answered_two_hops_away_and_one_d
     answerer.kill();
     asker.kill();
 }
+
+#[actix_rt::test]
+async fn an_asker_is_told_when_its_own_node_stops() {
+    let nodes = cluster(1).await;
+    let node = nodes[0].clone();
+    // Held by nobody who will answer: the node stops under it.
+    let (reply, answer) = node.oneshot::<u64>();
+    within("shutdown", node.shutdown()).await.expect("shutdown");
+    assert_eq!(within("answer", answer).await, Err(RecvError::Stopped));
+    drop(reply);
+    // Made after the stop: told at once.
+    let (_reply, answer) = node.oneshot::<u64>();
+    assert_eq!(within("answer", answer).await, Err(RecvError::Stopped));
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MaybeAsk {
+    n: u64,
+    reply: Option<dchan::oneshot::Sender<u64>>,
+}
+
+/// A handle taken out of a delivery and dropped before the delivery is acknowledged tells its
+/// asker when it is (the delivery is not delivered again then).
+#[actix_rt::test]
+async fn a_handle_dropped_before_its_delivery_is_acknowledged_tells_once_it_is() {
+    let nodes = cluster(2).await;
+    let mut rx = nodes[1].receiver::<MaybeAsk>("taken-out").manual_ack().await.expect("rx");
+    let tx = nodes[0].sender::<MaybeAsk>("taken-out").await.expect("tx");
+    receivers_visible(&nodes, "taken-out", 1).await;
+    let (reply, answer) = nodes[0].oneshot::<u64>();
+    within("send", tx.send(MaybeAsk { n: 1, reply: Some(reply) })).await.expect("send");
+    let mut delivery = within("recv", rx.recv()).await.expect("open");
+    drop(delivery.reply.take());
+    delivery.ack();
+    assert_eq!(within("answer", answer).await, Err(RecvError::Dropped));
+    drop(tx);
+    shutdown(nodes).await;
+}
+
+/// A request that becomes a dead letter after its handle was decoded (a later field does not
+/// fit) is not delivered again: its asker is told.
+#[actix_rt::test]
+async fn a_request_that_is_a_dead_letter_tells_its_asker() {
+    let nodes = cluster(2).await;
+    for manual in [false, true] {
+        let channel = format!("misfit-{manual}");
+        let mut plain = None;
+        let mut acked = None;
+        if manual {
+            acked = Some(nodes[1].receiver::<Ask>(&channel).manual_ack().await.expect("rx"));
+        } else {
+            plain = Some(nodes[1].receiver::<Ask>(&channel).await.expect("rx"));
+        }
+        let raw = nodes[0].sender::<dchan::Value>(&channel).await.expect("tx");
+        receivers_visible(&nodes, &channel, 1).await;
+        let (reply, answer) = nodes[0].oneshot::<u64>();
+        // The handle first, then a field that is not a number.
+        let misfit = dchan::Value::Map(vec![
+            (dchan::Value::from("reply"), dchan::rmpv::ext::to_value(&reply).expect("encodes")),
+            (dchan::Value::from("n"), dchan::Value::from("not a number")),
+        ]);
+        within("send", raw.send(misfit)).await.expect("send");
+        within("close", raw.close()).await.expect("close");
+        match (plain.as_mut(), acked.as_mut()) {
+            (Some(rx), _) => assert!(within("recv", rx.recv()).await.is_none()),
+            (_, Some(rx)) => assert!(within("recv", rx.recv()).await.is_none()),
+            _ => unreachable!(),
+        }
+        assert_eq!(within("answer", answer).await, Err(RecvError::Dropped), "manual {manual}");
+    }
+    shutdown(nodes).await;
+}
+
+/// An answer too large for a frame comes back to its `send`, and the asker is told the handle
+/// is gone rather than wait.
+#[actix_rt::test]
+async fn an_answer_too_large_for_a_frame_fails_the_asker_at_once() {
+    let a = dchan::Node::builder().max_frame_size(64 * 1024).bootstrap().start().await.expect("a");
+    let b =
+        dchan::Node::builder().max_frame_size(64 * 1024).join([a.addr()]).start().await.expect("b");
+    let mut rx = b.receiver::<BigAsk>("big").await.expect("rx");
+    let tx = a.sender::<BigAsk>("big").await.expect("tx");
+    receivers_visible(&[a.clone(), b.clone()], "big", 1).await;
+    let (reply, answer) = a.oneshot::<Vec<u8>>();
+    within("send", tx.send(BigAsk { reply })).await.expect("send");
+    let ask = within("recv", rx.recv()).await.expect("open");
+    let back = ask.reply.send(vec![7; 100 * 1024]).expect_err("too large for a frame");
+    assert_eq!(back.len(), 100 * 1024);
+    assert_eq!(within("answer", answer).await, Err(RecvError::Dropped));
+    drop(tx);
+    shutdown(vec![a, b]).await;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BigAsk {
+    reply: dchan::oneshot::Sender<Vec<u8>>,
+}

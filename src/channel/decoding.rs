@@ -23,12 +23,20 @@ thread_local! {
     static DECODING: RefCell<Option<Context>> = const { RefCell::new(None) };
 }
 
+/// Restores the thread's decoding context when dropped (a panicking decode included).
+struct Scope(Option<Context>);
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let before = self.0.take();
+        DECODING.with(|d| *d.borrow_mut() = before);
+    }
+}
+
 /// Run `f`, a receiver's decode of a message, with `context` as the thread's decoding context.
 pub(crate) fn with<T>(context: Option<&Context>, f: impl FnOnce() -> T) -> T {
-    let before = DECODING.with(|d| d.replace(context.cloned()));
-    let out = f();
-    DECODING.with(|d| *d.borrow_mut() = before);
-    out
+    let _restore = Scope(DECODING.with(|d| d.replace(context.cloned())));
+    f()
 }
 
 /// The links of the node decoding now, if a receiver decodes.

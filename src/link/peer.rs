@@ -290,6 +290,8 @@ impl Peers {
                 size = body.as_ref().map_or(0, Bytes::len),
                 "an answer larger than a frame"
             );
+            // The asker is told the handle is gone, rather than wait for nothing.
+            p.outbox.push_answer(id, token, None);
             return false;
         }
         p.outbox.push_answer(id, token, body);
@@ -472,9 +474,14 @@ impl Peers {
     /// and all. Otherwise its link task and its connections stop: a connection left running for
     /// a forgotten peer would answer requests nobody matches any more.
     pub(crate) fn remove(&self, id: NodeId) {
+        let peer = lock(&self.map).get(&id).cloned();
+        // Departing first, then the handles it holds: a claim read meanwhile sees one or the
+        // other (the reader looks at `departing` after recording the claim).
+        if let Some(peer) = &peer {
+            peer.departing.store(true, Ordering::SeqCst);
+        }
         self.holder_left(id);
-        let Some(peer) = lock(&self.map).get(&id).cloned() else { return };
-        peer.departing.store(true, Ordering::SeqCst);
+        let Some(peer) = peer else { return };
         let cancel = self.cancel.clone();
         let map = self.map.clone();
         let forgotten = self.forgotten.clone();

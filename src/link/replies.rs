@@ -59,6 +59,8 @@ struct Entry {
 /// The answers this node waits for, by handle id.
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
+    /// The node stopped: nothing more is waited for.
+    closed: std::sync::atomic::AtomicBool,
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, Entry>>,
 }
@@ -81,8 +83,23 @@ impl Replies {
     fn insert(&self, waiter: Waiter) -> (u64, u64) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let token = crate::clock::random_u64();
-        lock(&self.waiting).insert(id, Entry { token, waiter, holder: None });
+        let mut waiting = lock(&self.waiting);
+        // (Checked under the lock `close` takes: an entry made after it would wait for ever.)
+        if !self.closed.load(Ordering::SeqCst) {
+            waiting.insert(id, Entry { token, waiter, holder: None });
+        }
         (id, token)
+    }
+
+    /// The node stopped: every asker waiting is told (`RecvError::Stopped`), and handles made
+    /// from now on are told at once.
+    pub(crate) fn close(&self) {
+        let waiting = {
+            let mut waiting = lock(&self.waiting);
+            self.closed.store(true, Ordering::SeqCst);
+            std::mem::take(&mut *waiting)
+        };
+        drop(waiting);
     }
 
     /// An answer for entry `id` with `token`: taken if the entry waits and the token is its

@@ -236,6 +236,8 @@ impl Node {
         // talking to Raft while it stops.
         core.cancel.cancel();
         core.switch.close_all();
+        // Askers waiting for answers that can no longer come are told.
+        core.peers.replies.close();
         if let Err(e) = core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

@@ -527,7 +527,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 Item::Encoded { msg, from, copy } => {
                     let decode = || rmp_serde::from_slice(&msg);
                     let decoded = decoding::with(self.decoding.get(), || {
-                        if token.is_some() {
+                        // (A broadcast copy is never delivered again: not gated.)
+                        if token.is_some() && !copy {
                             let (decoded, g) = oneshot::gated(decode);
                             gates = g;
                             decoded
@@ -557,6 +558,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                                 e.to_string(),
                                 msg,
                             );
+                            // Not delivered again: handles decoded before the error tell.
+                            gates.open();
                             if let Some(token) = token {
                                 self.settle(token, false);
                             }

@@ -437,6 +437,8 @@ impl ChannelRoute {
                         Err(e) => {
                             window.undo();
                             tracing::error!(channel = %self.name, error = %e, "message refused");
+                            // Encoded, then thrown away: its reply handles answer again.
+                            oneshot::revive(&msg);
                             return Attempt::Closed(msg);
                         }
                     }

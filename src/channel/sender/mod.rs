@@ -254,6 +254,7 @@ where
             Ok(b) => b.into(),
             Err(e) => {
                 tracing::error!(channel = %route.name, error = %e, "message cannot be encoded");
+                crate::channel::oneshot::revive(&msg);
                 return Err(SendError(msg));
             }
         };
@@ -266,12 +267,22 @@ where
                         reached += 1;
                         break;
                     }
-                    Attempt::Closed(()) => return Err(SendError(msg)),
+                    Attempt::Closed(()) => {
+                        if reached == 0 {
+                            // No copy went: the reply handles in it answer again.
+                            crate::channel::oneshot::revive(&msg);
+                        }
+                        return Err(SendError(msg));
+                    }
                     // The receiver is gone since the broadcast started: it needs no copy.
                     Attempt::NoReceivers(()) => break,
                     Attempt::Full(()) => waiting.changed().await,
                 }
             }
+        }
+        if reached == 0 {
+            // No copy went: dropped here, the reply handles in it tell their askers.
+            crate::channel::oneshot::revive(&msg);
         }
         Ok(reached)
     }

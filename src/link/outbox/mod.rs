@@ -313,6 +313,12 @@ impl Outbox {
         let target = {
             let mut inner = self.lock();
             inner.finish_open();
+            // Claims and answers become frames now: counted pending, a claim answered before
+            // the writer took it (not sent at all) would leave the target out of reach.
+            for (id, token, hop) in std::mem::take(&mut inner.claims) {
+                let frame = wire::encode(&Frame::Held { id, token, hop });
+                inner.frames.push_back((frame, true));
+            }
             if !inner.answers.is_empty() {
                 let answers = std::mem::take(&mut inner.answers);
                 for frame in stream::answer_frames(&answers, self.max_frame()) {
@@ -320,7 +326,7 @@ impl Outbox {
                 }
             }
             let queued = inner.frames.iter().filter(|(_, reliable)| *reliable).count();
-            inner.next_seq + (queued + inner.acks.len() + inner.claims.len()) as u64
+            inner.next_seq + (queued + inner.acks.len()) as u64
         };
         let mut acked = self.acked.subscribe();
         let _ = acked.wait_for(|a| *a >= target).await;

@@ -20,7 +20,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -32,6 +31,10 @@ use std::task::{Context, Poll};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::oneshot;
+
+mod gate;
+
+pub(crate) use gate::{encoded, gated, revive, tentative, Gates};
 
 use crate::ids::NodeId;
 use crate::link::peer::Peers;
@@ -75,7 +78,7 @@ pub struct Sender<R> {
     /// Set when the handle came in a delivery to acknowledge (see [`gated`]): until the
     /// delivery is acknowledged, dropping the handle says nothing (the request is delivered
     /// again if the delivery never is).
-    gate: std::sync::OnceLock<Arc<AtomicBool>>,
+    gate: std::sync::Mutex<Option<Arc<gate::Gate>>>,
     _answer: PhantomData<fn(R)>,
 }
 
@@ -126,7 +129,7 @@ impl<R> Sender<R> {
             hop: 0,
             via: Some(via),
             done: AtomicBool::new(false),
-            gate: std::sync::OnceLock::new(),
+            gate: std::sync::Mutex::new(None),
             _answer: PhantomData,
         }
     }
@@ -137,11 +140,14 @@ impl<R> Drop for Sender<R> {
         if self.done.load(Ordering::Acquire) {
             return;
         }
-        if self.gate.get().is_some_and(|open| !open.load(Ordering::Acquire)) {
-            // In a delivery never acknowledged: delivered again, and answered then.
+        let Some(via) = self.via.as_ref() else { return };
+        let gate = crate::sync::lock(&self.gate).clone();
+        if gate.is_some_and(|g| !g.dropped((via.clone(), self.node, self.id, self.token))) {
+            // In a delivery not acknowledged yet: noted, and told if it is (unacknowledged, it
+            // is delivered again, and answered then).
             return;
         }
-        if let Some(peers) = self.via.as_ref().and_then(Weak::upgrade) {
+        if let Some(peers) = via.upgrade() {
             peers.answer(self.node, self.id, self.token, None);
         }
     }
@@ -149,19 +155,15 @@ impl<R> Drop for Sender<R> {
 
 impl<R> Serialize for Sender<R> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // Kept by a receiver until its delivery is acknowledged (gating): this handle stays the
-        // one that answers, quiet if dropped before the acknowledgement; the copy answers only
-        // if the delivery goes to another receiver.
-        let kept = GATING.with(|g| {
-            let mut g = g.borrow_mut();
-            let gates = g.as_mut()?;
-            gates.push(self.gate.get_or_init(Arc::default).clone());
-            Some(())
-        });
-        // (Tentative: an encoding that may not be used, see `tentative`.)
-        if kept.is_none() && !TENTATIVE.with(std::cell::Cell::get) {
+        match gate::encoding() {
             // The encoded copy is the handle from now on.
-            self.done.store(true, Ordering::Release);
+            (gate::Encoding::Moves, _) => self.done.store(true, Ordering::Release),
+            // Kept by a receiver until its delivery is acknowledged: this handle stays the one
+            // that answers, behind the delivery's gate; the copy answers only if the delivery
+            // goes to another receiver.
+            (gate::Encoding::Gated, new) => *crate::sync::lock(&self.gate) = new,
+            (gate::Encoding::Tentative, _) => {}
+            (gate::Encoding::Revives, _) => self.done.store(false, Ordering::Release),
         }
         (self.node, self.id, self.token, self.hop.saturating_add(1)).serialize(s)
     }
@@ -175,14 +177,7 @@ impl<'de, R> Deserialize<'de> for Sender<R> {
             // This node holds the handle now: if it leaves without answering, the asker is told.
             peers.held(node, id, token, hop);
         }
-        let gate = std::sync::OnceLock::new();
-        GATING.with(|g| {
-            if let Some(gates) = g.borrow_mut().as_mut() {
-                let open = Arc::new(AtomicBool::new(false));
-                gates.push(open.clone());
-                let _ = gate.set(open);
-            }
-        });
+        let gate = std::sync::Mutex::new(gate::new_gate());
         Ok(Sender {
             node,
             id,
@@ -281,52 +276,4 @@ impl<R> Drop for Answers<R> {
             peers.replies.cancel(self.id);
         }
     }
-}
-
-thread_local! {
-    static GATING: RefCell<Option<Vec<Arc<AtomicBool>>>> = const { RefCell::new(None) };
-    static TENTATIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Run `f`, an encoding of a message that may be refused and the message placed elsewhere as
-/// a value: the reply handles in it stay the ones that answer. If the encoded copy is used,
-/// call [`encoded`] on the message before dropping it.
-pub(crate) fn tentative<T>(f: impl FnOnce() -> T) -> T {
-    let before = TENTATIVE.with(|t| t.replace(true));
-    let out = f();
-    TENTATIVE.with(|t| t.set(before));
-    out
-}
-
-/// The encoded copy of `msg` made under [`tentative`] went: its reply handles say nothing
-/// when dropped (the copy answers).
-pub(crate) fn encoded<M: Serialize>(msg: &M) {
-    // Encoding marks them; the bytes go nowhere.
-    let _ = rmp_serde::encode::write_named(&mut std::io::sink(), msg);
-}
-
-/// The reply handles in one delivery to acknowledge: opened when it is acknowledged, after
-/// which dropping one unanswered tells its asker.
-#[derive(Debug, Default)]
-pub(crate) struct Gates(Vec<Arc<AtomicBool>>);
-
-impl Gates {
-    /// The delivery was acknowledged.
-    pub(crate) fn open(&self) {
-        for gate in &self.0 {
-            gate.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// Run `f`, a receiver's decode (or keeping) of a delivery to acknowledge, gating the reply
-/// handles it decodes (or encodes): until the delivery is acknowledged, a handle dropped says
-/// nothing, because a delivery dropped unacknowledged is delivered again (to this receiver's
-/// successor) and answered then; failing the asker at the first drop made it refuse that
-/// answer.
-pub(crate) fn gated<T>(f: impl FnOnce() -> T) -> (T, Gates) {
-    let before = GATING.with(|g| g.replace(Some(Vec::new())));
-    let out = f();
-    let gates = GATING.with(|g| std::mem::replace(&mut *g.borrow_mut(), before));
-    (out, Gates(gates.unwrap_or_default()))
 }
