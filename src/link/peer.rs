@@ -312,8 +312,10 @@ impl Peers {
     /// within [`HOLDER_GRACE`](crate::link::replies::HOLDER_GRACE), or it is a member again by
     /// then (let back in after a pause, with its application and the handles it holds).
     pub(crate) fn holder_left(&self, id: NodeId) {
-        let held = self.replies.held_by(id);
-        let Some(peers) = (!held.is_empty()).then(|| self.weak()).flatten() else { return };
+        let Some(peers) = self.weak() else { return };
+        if !self.replies.grace_starts(id) {
+            return;
+        }
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
             tokio::select! {
@@ -321,9 +323,7 @@ impl Peers {
                 () = cancel.cancelled() => {}
                 () = tokio::time::sleep(crate::link::replies::HOLDER_GRACE) => {
                     if let Some(peers) = peers.upgrade() {
-                        if peers.member_addr(id).is_none() {
-                            peers.replies.lost(id, &held);
-                        }
+                        peers.replies.grace_over(id, peers.member_addr(id).is_some());
                     }
                 }
             }

@@ -63,6 +63,8 @@ pub(crate) struct Replies {
     closed: std::sync::atomic::AtomicBool,
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, Entry>>,
+    /// Nodes that left, whose handles wait out their grace (see [`Replies::grace_starts`]).
+    grace: Mutex<std::collections::HashSet<NodeId>>,
 }
 
 impl Replies {
@@ -147,25 +149,33 @@ impl Replies {
         }
     }
 
-    /// The handles node `node` holds now (it is leaving the cluster): their ids and tokens.
-    pub(crate) fn held_by(&self, node: NodeId) -> Vec<(u64, u64)> {
-        lock(&self.waiting)
-            .iter()
-            .filter(|(_, e)| e.holder.is_some_and(|(n, _)| n == node))
-            .map(|(id, e)| (*id, e.token))
-            .collect()
+    /// Node `node` left the cluster: whether a grace timer should start for the handles it
+    /// holds (false: one runs already; one per node, however many claims come meanwhile).
+    pub(crate) fn grace_starts(&self, node: NodeId) -> bool {
+        lock(&self.grace).insert(node)
     }
 
-    /// Tell the askers of `handles` that they are lost, those still held by `node` (not
-    /// claimed by another node since).
-    pub(crate) fn lost(&self, node: NodeId, handles: &[(u64, u64)]) {
-        for &(id, token) in handles {
-            let still = lock(&self.waiting)
-                .get(&id)
-                .is_some_and(|e| e.token == token && e.holder.is_some_and(|(n, _)| n == node));
-            if still {
-                tracing::debug!(reply = id, node, "the node holding a reply handle left");
-                self.complete(id, token, Answer::Lost(node));
+    /// The grace after node `node` left is over: every handle it still holds (not claimed by
+    /// another node since) is lost, its asker told.
+    pub(crate) fn grace_over(&self, node: NodeId, member: bool) {
+        lock(&self.grace).remove(&node);
+        if member {
+            // Let back in, with its application and the handles it holds.
+            return;
+        }
+        let lost: Vec<Entry> = {
+            let mut waiting = lock(&self.waiting);
+            let ids: Vec<u64> = waiting
+                .iter()
+                .filter(|(_, e)| e.holder.is_some_and(|(n, _)| n == node))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| waiting.remove(id)).collect()
+        };
+        for entry in lost {
+            tracing::debug!(node, "the node holding a reply handle left");
+            if let Waiter::One(tx) = entry.waiter {
+                let _ = tx.send(Answer::Lost(node));
             }
         }
     }
