@@ -93,3 +93,22 @@ async fn a_sender_decoded_as_another_type_is_a_dead_letter_with_a_clear_reason()
     drop(results_tx);
     shutdown(nodes).await;
 }
+
+/// A sender of a closed channel, decoded elsewhere: its registration is refused for good;
+/// `try_send` says `Closed` once that is known, and `send` fails.
+#[actix_rt::test]
+async fn a_sender_of_a_closed_channel_decoded_elsewhere_says_closed() {
+    let nodes = cluster(2).await;
+    let _results = nodes[0].receiver::<u64>("finished").await.expect("rx");
+    let results_tx = nodes[0].sender::<u64>("finished").await.expect("tx");
+    within("close", results_tx.close()).await.expect("close");
+    let mut jobs = nodes[1].receiver::<Job>("late").await.expect("rx");
+    let jobs_tx = nodes[0].sender::<Job>("late").await.expect("tx");
+    receivers_visible(&nodes, "late", 1).await;
+    within("send", jobs_tx.send(Job { n: 1, results: results_tx.clone() })).await.expect("send");
+    let job = within("recv", jobs.recv()).await.expect("open");
+    eventually(|| matches!(job.results.try_send(2), Err(dchan::TrySendError::Closed(2)))).await;
+    assert!(within("send", job.results.send(3)).await.is_err(), "closed");
+    drop((job, jobs_tx, results_tx));
+    shutdown(nodes).await;
+}

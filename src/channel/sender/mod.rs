@@ -53,6 +53,8 @@ struct Registration {
     id: tokio::sync::OnceCell<EndpointId>,
     /// The type it registers with.
     type_name: String,
+    /// Its registration was refused for good (see [`Registration::ready`]).
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Registration {
@@ -70,6 +72,9 @@ impl Registration {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(channel = %self.route.name, error = %e, "a sender from a message could not register");
+                // For good: its channel is closed, or of another type (no quorum may pass).
+                let lasting = matches!(e, Error::ChannelClosed(_) | Error::TypeMismatch { .. });
+                self.refused.store(lasting, std::sync::atomic::Ordering::Release);
                 false
             }
         }
@@ -132,7 +137,9 @@ where
     pub(crate) fn new(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
         let type_name = crate::cluster::registry::type_of::<T>();
         let id = tokio::sync::OnceCell::new_with(Some(id));
-        Sender { inner: Arc::new(Registration { node, route, id, type_name }), _t: PhantomData }
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        let inner = Registration { node, route, id, type_name, refused };
+        Sender { inner: Arc::new(inner), _t: PhantomData }
     }
 
     fn route(&self) -> &ChannelRoute {
@@ -173,12 +180,16 @@ where
     /// # Errors
     ///
     /// [`TrySendError::Full`] if every receiver is full (or this sender came in a message and
-    /// its registration on this node has not committed yet), [`TrySendError::NoReceivers`] if there is
+    /// its registration on this node has not committed yet; refused for good, `Closed`),
+    /// [`TrySendError::NoReceivers`] if there is
     /// none, [`TrySendError::Closed`] if the channel is closed (or the message, bound for another
     /// node, cannot be encoded, which is logged). Each hands the message back.
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
         if !self.inner.id.initialized() {
-            // A sender from a message, still registering.
+            // A sender from a message: still registering, or refused for good.
+            if self.inner.refused.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(TrySendError::Closed(msg));
+            }
             return Err(TrySendError::Full(msg));
         }
         match self.route().try_send(msg) {

@@ -75,6 +75,7 @@ where
             route: route.clone(),
             id,
             type_name: type_name.clone(),
+            refused: std::sync::atomic::AtomicBool::new(false),
         });
         let any: Arc<dyn Any + Send + Sync> = inner.clone();
         *slot = Some((type_name, Arc::downgrade(&any)));
