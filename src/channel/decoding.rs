@@ -4,7 +4,7 @@
 //! this context around its decode ([`with`]); a handle decoded anywhere else has no node.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Weak};
 
 use crate::link::peer::Peers;
@@ -20,32 +20,72 @@ pub(crate) struct Context {
 }
 
 thread_local! {
+    /// The context of the last receiver that decoded on this thread, kept between decodes so
+    /// that a receiver decoding message after message clones nothing per message.
     static DECODING: RefCell<Option<Context>> = const { RefCell::new(None) };
+    /// Whether a receiver decodes now: outside one, a handle has no node.
+    static ACTIVE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Restores the thread's decoding context when dropped (a panicking decode included).
-struct Scope(Option<Context>);
+impl Context {
+    fn same(&self, other: &Context) -> bool {
+        Weak::ptr_eq(&self.peers, &other.peers) && Arc::ptr_eq(&self.node, &other.node)
+    }
+}
+
+/// Restores whether a receiver decodes, and the context it had, when dropped (a panicking
+/// decode included).
+struct Scope {
+    active: bool,
+    /// The context to put back (only when a decode inside another replaced it).
+    context: Option<Option<Context>>,
+}
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        let before = self.0.take();
-        DECODING.with(|d| *d.borrow_mut() = before);
+        if let Some(before) = self.context.take() {
+            DECODING.with(|d| *d.borrow_mut() = before);
+        }
+        ACTIVE.with(|a| a.set(self.active));
     }
 }
 
 /// Run `f`, a receiver's decode of a message, with `context` as the thread's decoding context.
 pub(crate) fn with<T>(context: Option<&Context>, f: impl FnOnce() -> T) -> T {
-    let _restore = Scope(DECODING.with(|d| d.replace(context.cloned())));
-    f()
+    let active = ACTIVE.with(|a| a.replace(context.is_some()));
+    let mut scope = Scope { active, context: None };
+    if let Some(context) = context {
+        DECODING.with(|d| {
+            let mut d = d.borrow_mut();
+            if !d.as_ref().is_some_and(|c| c.same(context)) {
+                let before = d.replace(context.clone());
+                // Inside another receiver's decode: its context comes back after.
+                if active {
+                    scope.context = Some(before);
+                }
+            }
+        });
+    }
+    let out = f();
+    drop(scope);
+    out
+}
+
+/// The context of the decode running now, if a receiver decodes.
+fn current<T>(get: impl FnOnce(&Context) -> T) -> Option<T> {
+    if !ACTIVE.with(Cell::get) {
+        return None;
+    }
+    DECODING.with(|d| d.borrow().as_ref().map(get))
 }
 
 /// The links of the node decoding now, if a receiver decodes.
 pub(crate) fn peers() -> Option<Weak<Peers>> {
-    DECODING.with(|d| d.borrow().as_ref().map(|c| c.peers.clone()))
+    current(|c| c.peers.clone())
 }
 
 /// The node decoding now (a `Weak<dyn Registrar>`: see [`Context::node`]), if a receiver
 /// decodes.
 pub(crate) fn node() -> Option<Arc<dyn Any + Send + Sync>> {
-    DECODING.with(|d| d.borrow().as_ref().map(|c| c.node.clone()))
+    current(|c| c.node.clone())
 }

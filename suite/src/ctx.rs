@@ -38,6 +38,38 @@ impl Ctx {
         }
     }
 
+    /// Say `ready`, wait for `go`, and report the start of the timed part.
+    pub(crate) async fn started(&mut self) -> Result<(), Error> {
+        self.out("ready");
+        self.go().await?;
+        self.out(format!("start {}", crate::now_ns()));
+        Ok(())
+    }
+
+    /// Say `ready`, wait for `go`, make `count` requests with `ask`, `inflight` at a time, and
+    /// report `start` and `done` (every answer in).
+    pub(crate) async fn requests<F, E>(
+        &mut self,
+        count: u64,
+        inflight: usize,
+        ask: impl Fn() -> F,
+    ) -> Result<(), Error>
+    where
+        F: std::future::Future<Output = Result<(), E>>,
+        Error: From<E>,
+    {
+        use futures::StreamExt;
+        self.started().await?;
+        let mut answers = futures::stream::iter(0..count).map(|_| ask()).buffer_unordered(inflight);
+        let mut done = 0u64;
+        while let Some(answer) = answers.next().await {
+            answer?;
+            done += 1;
+        }
+        self.out(format!("done {done} {}", crate::now_ns()));
+        Ok(())
+    }
+
     /// Say `ready`, wait for `go`, time `rounds` calls of `trip` (after a tenth as many to warm
     /// up) and report them.
     pub(crate) async fn round_trips(

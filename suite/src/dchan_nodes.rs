@@ -172,26 +172,15 @@ pub(crate) async fn requests(
     size: usize,
     answerers: usize,
 ) -> Result<(), Error> {
-    use futures::StreamExt;
     let node = node(Some(join)).await?;
     let tx = node.sender::<Ask>("asks").await?;
     tx.wait_for_receivers(answerers).await.map_err(|_| "the channel closed")?;
     let payload = Bytes::from(vec![0x5a; size]);
-    ctx.out("ready");
-    ctx.go().await?;
-    ctx.out(format!("start {}", now_ns()));
-    let asks = futures::stream::iter(0..count).map(|_| {
+    ctx.requests(count, inflight, || {
         let (tx, body) = (&tx, payload.clone());
-        async move { tx.request(|reply| Ask { body, reply }).await }
-    });
-    let mut answers = asks.buffer_unordered(inflight);
-    let mut done = 0u64;
-    while let Some(answer) = answers.next().await {
-        answer?;
-        done += 1;
-    }
-    ctx.out(format!("done {done} {}", now_ns()));
-    drop(answers);
+        async move { tx.request(|reply| Ask { body, reply }).await.map(drop) }
+    })
+    .await?;
     hold((tx, node)).await
 }
 

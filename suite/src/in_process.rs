@@ -37,9 +37,7 @@ async fn transfer(
     mut send: impl AsyncFnMut(Msg) -> bool + 'static,
     mut recv: impl AsyncFnMut() -> Option<Msg>,
 ) -> Result<(), Error> {
-    ctx.out("ready");
-    ctx.go().await?;
-    ctx.out(format!("start {}", now_ns()));
+    ctx.started().await?;
     let payload = Bytes::from(vec![0x5a; size]);
     actix_rt::spawn(async move {
         for seq in 0..count {

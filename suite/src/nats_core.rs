@@ -62,9 +62,7 @@ pub(crate) async fn send(
 ) -> Result<(), Error> {
     let client = connect(url, 1024).await?;
     let payload = Bytes::from(vec![0x5a; size]);
-    ctx.out("ready");
-    ctx.go().await?;
-    ctx.out(format!("start {}", now_ns()));
+    ctx.started().await?;
     for _ in 0..count {
         client.publish(subject.to_string(), payload.clone()).await?;
     }
@@ -120,23 +118,12 @@ pub(crate) async fn requests(
     inflight: usize,
     size: usize,
 ) -> Result<(), Error> {
-    use futures::StreamExt;
     let client = connect(url, 1024).await?;
     let payload = Bytes::from(vec![0x5a; size]);
-    ctx.out("ready");
-    ctx.go().await?;
-    ctx.out(format!("start {}", crate::now_ns()));
-    let asks = futures::stream::iter(0..count).map(|_| {
+    ctx.requests(count, inflight, || {
         let (client, payload) = (client.clone(), payload.clone());
-        async move { client.request(subject.to_string(), payload).await }
-    });
-    let mut answers = asks.buffer_unordered(inflight);
-    let mut done = 0u64;
-    while let Some(answer) = answers.next().await {
-        answer?;
-        done += 1;
-    }
-    ctx.out(format!("done {done} {}", crate::now_ns()));
-    drop(answers);
+        async move { client.request(subject.to_string(), payload).await.map(drop) }
+    })
+    .await?;
     crate::ctx::hold(client).await
 }

@@ -65,9 +65,7 @@ pub(crate) async fn send(
     stream.set_nodelay(true)?;
     let mut frames = FramedWrite::new(stream, codec());
     let payload = Bytes::from(vec![0x5a; size]);
-    ctx.out("ready");
-    ctx.go().await?;
-    ctx.out(format!("start {}", now_ns()));
+    ctx.started().await?;
     if rmp {
         let mut buf = BytesMut::with_capacity(2 * FRAME_TARGET);
         for seq in 0..count {

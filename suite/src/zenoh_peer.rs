@@ -70,9 +70,7 @@ pub(crate) async fn send(ctx: &mut Ctx, port: u16, count: u64, size: usize) -> R
         .await?;
     wait_matching(&publisher).await?;
     let payload = zenoh::bytes::ZBytes::from(vec![0x5a; size]);
-    ctx.out("ready");
-    ctx.go().await?;
-    ctx.out(format!("start {}", now_ns()));
+    ctx.started().await?;
     for _ in 0..count {
         publisher.put(payload.clone()).wait()?;
     }

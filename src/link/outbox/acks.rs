@@ -5,6 +5,9 @@
 use super::Outbox;
 use crate::ids::EndpointId;
 
+/// What a claim queued counts against the control backlog (its frame, about).
+pub(super) const CLAIM_BYTES: usize = 32;
+
 impl Outbox {
     /// Tell the sending node that receiver `to` took `taken` more of its messages and grants it
     /// `grant` more credit. Coalesced per receiver; sent at once if `urgent` (the node waits
@@ -61,6 +64,8 @@ impl Outbox {
     pub(crate) fn push_claim(&self, id: u64, token: u64, hop: u32) {
         let mut inner = self.lock();
         inner.claims.push((id, token, hop));
+        // (Counted with the control frames: bounded like them, see `room_for_answers`.)
+        self.control_bytes.fetch_add(CLAIM_BYTES, std::sync::atomic::Ordering::Relaxed);
         let arm = !inner.urgent && !std::mem::replace(&mut inner.lazy_armed, true);
         drop(inner);
         if arm {
@@ -76,6 +81,8 @@ impl Outbox {
         if !inner.claims.is_empty() {
             inner.claims.retain(|(claimed, _, _)| *claimed != id);
         }
+        let len = body.as_ref().map_or(0, bytes::Bytes::len) + crate::link::peer::ANSWER_OVERHEAD;
+        self.control_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
         inner.answers.push((id, token, body));
         let wake = !std::mem::replace(&mut inner.urgent, true);
         drop(inner);

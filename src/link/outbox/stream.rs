@@ -76,7 +76,17 @@ impl Outbox {
             let (unreliable, held): (VecDeque<_>, VecDeque<_>) =
                 queued.into_iter().partition(|(_, reliable)| !*reliable);
             into.extend(unreliable.into_iter().map(|(f, _)| f));
-            self.control_bytes.store(held.iter().map(|(f, _)| f.len()).sum(), Ordering::Relaxed);
+            // (Claims and answers wait too, and count: the backlog stays bounded while stalled.)
+            let pending = inner.claims.len() * super::acks::CLAIM_BYTES
+                + inner
+                    .answers
+                    .iter()
+                    .map(|(_, _, b)| {
+                        b.as_ref().map_or(0, Bytes::len) + crate::link::peer::ANSWER_OVERHEAD
+                    })
+                    .sum::<usize>();
+            let held_bytes: usize = held.iter().map(|(f, _)| f.len()).sum();
+            self.control_bytes.store(held_bytes + pending, Ordering::Relaxed);
             inner.frames = held;
             inner.urgent = false;
             inner.lazy_armed = false;
