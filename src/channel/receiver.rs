@@ -60,6 +60,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
         Receiver { inbox }
     }
 
+    /// The receiver of an unnamed channel, its inbox set up by its node
+    /// ([`Inbox::set_unnamed`]): nothing registered, so no actor.
+    pub(crate) fn unnamed(inbox: Arc<Inbox<T>>) -> Self {
+        Receiver { inbox }
+    }
+
     /// Receive the next message: `None` once the channel is closed and everything sent before
     /// the close has been received (or once this receiver's node has shut down and handed what it
     /// held to other receivers).

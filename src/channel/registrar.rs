@@ -42,4 +42,14 @@ pub(crate) trait Registrar: Send + Sync + std::fmt::Debug + 'static {
 
     /// Run `task` in the background, owned by the node (stopped with it).
     fn spawn(&self, task: BoxFuture<'static, ()>);
+
+    /// The router of the unnamed channel whose receiver `id` node `owner` holds, for a sender
+    /// of it decoded here (counted until [`Registrar::unnamed_gone`]).
+    fn unnamed_route(&self, owner: crate::ids::NodeId, id: EndpointId) -> Arc<ChannelRoute>;
+
+    /// A sender on `route`, an unnamed channel's router, is gone.
+    fn unnamed_gone(&self, route: &Arc<ChannelRoute>);
+
+    /// Close unnamed channel `route`.
+    fn shut(&self, route: &Arc<ChannelRoute>);
 }

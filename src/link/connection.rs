@@ -485,6 +485,7 @@ impl Reader {
             Frame::Return { to, n } => up.frames().returned(remote, to, n),
             Frame::Fence { channel, created } => up.frames().fence(remote, &channel, created),
             Frame::Released { to } => up.frames().released(remote, to),
+            Frame::Shut { to, ask } => up.frames().shut(remote, to, ask),
             Frame::Answers { answers } => {
                 use crate::link::replies::Answer;
                 for (id, token, body) in answers {

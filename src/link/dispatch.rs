@@ -31,6 +31,8 @@ pub(crate) trait Frames: Send + Sync {
     fn fence(&self, from: NodeId, channel: &str, created: EndpointId);
     /// Receiver `to` on node `from` is gone: what it did not take goes elsewhere.
     fn released(&self, from: NodeId, to: EndpointId);
+    /// Unnamed channel `to` is closed (see [`crate::link::wire::Frame::Shut`]).
+    fn shut(&self, from: NodeId, to: EndpointId, ask: bool);
     /// Node `from` answered this node's [`Request::Rejoined`] (this node starts over): called as
     /// the answer is read, before the frames behind it.
     fn rejoin_answered(&self, from: NodeId);

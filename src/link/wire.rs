@@ -7,7 +7,8 @@
 //! [`Frame::Reclaim`] and [`Frame::Return`] move a receiver's credit between sending nodes (see
 //! [`crate::channel::credit`]); [`Frame::Fence`] tells a receiving node that nothing more of a closed
 //! channel is on its way from this node, and [`Frame::Released`] tells a sending node that a
-//! receiver is gone and what it had not taken is to be delivered elsewhere. Data frames are built
+//! receiver is gone and what it had not taken is to be delivered elsewhere ([`Frame::Shut`] is
+//! the close of an unnamed channel, which no registry fences). Data frames are built
 //! in place by [`crate::link::outbox`] without going through serde; a test of the outbox checks that serde
 //! decodes them. Links number and resend every frame but their own and Raft's (see
 //! [`Frame::is_reliable`]).
@@ -18,7 +19,7 @@ use crate::ids::{EndpointId, NodeId};
 use crate::rpc::{Request, Response};
 
 /// The protocol version this build speaks.
-pub(crate) const VERSION: u8 = 6;
+pub(crate) const VERSION: u8 = 7;
 
 /// Largest frame a node reads or writes by default (16 MiB).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -157,6 +158,16 @@ pub(crate) enum Frame<'a> {
         /// The receiver that is gone.
         to: EndpointId,
     },
+    /// Unnamed channel `to` (see `Node::channel`) is closed. To its receiver's node, from a
+    /// node that closed it or was asked to: nothing more of it follows from the sending node.
+    /// From the receiver's node, to a node it granted credit: close it and answer with the
+    /// same frame, behind everything sent before (the receiver ends once every answer is in).
+    Shut {
+        /// The unnamed channel's receiver.
+        to: EndpointId,
+        /// From the owner: close and answer. Otherwise: closed, nothing more follows.
+        ask: bool,
+    },
     /// Answers to reply handles of the node this frame goes to (see
     /// [`crate::link::replies`]), from whichever node held each: the handle's id and token
     /// there (an answer with another token is refused), and the answer, MessagePack-encoded
@@ -202,6 +213,7 @@ impl Frame<'_> {
             | Frame::Return { .. }
             | Frame::Fence { .. }
             | Frame::Released { .. }
+            | Frame::Shut { .. }
             | Frame::Answers { .. }
             | Frame::Held { .. } => true,
         }
@@ -295,6 +307,7 @@ mod tests {
                 (".{0,40}", any::<u64>())
                     .prop_map(|(channel, created)| Frame::Fence { channel, created }),
                 any::<u64>().prop_map(|to| Frame::Released { to }),
+                (any::<u64>(), any::<bool>()).prop_map(|(to, ask)| Frame::Shut { to, ask }),
                 (any::<u64>(), any::<u64>())
                     .prop_map(|(id, token)| Frame::Answers { answers: vec![(id, token, None)] }),
                 (any::<u64>(), any::<u64>(), any::<u32>())

@@ -535,6 +535,18 @@ impl Registrar for Core {
         self.switch.route(channel)
     }
 
+    fn unnamed_route(&self, owner: NodeId, id: EndpointId) -> Arc<ChannelRoute> {
+        self.switch.unnamed_route(owner, id)
+    }
+
+    fn unnamed_gone(&self, route: &Arc<ChannelRoute>) {
+        self.switch.unnamed_gone(route);
+    }
+
+    fn shut(&self, route: &Arc<ChannelRoute>) {
+        self.switch.shut_unnamed(route);
+    }
+
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {

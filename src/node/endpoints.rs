@@ -1,7 +1,7 @@
 //! Making endpoints: [`Node::sender`] and [`Node::receiver`] register through Raft and return
 //! once the registration is committed; a receiver's builder sets its capacity and whether it
-//! hands out deliveries to acknowledge. [`Node::oneshot`] makes a reply handle, which commits
-//! nothing.
+//! hands out deliveries to acknowledge. [`Node::oneshot`] makes a reply handle, and
+//! [`Node::channel`] an unnamed channel, which commit nothing.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -34,6 +34,58 @@ impl Node {
     #[must_use]
     pub fn oneshot<R>(&self) -> (crate::oneshot::Sender<R>, crate::oneshot::Receiver<R>) {
         crate::channel::oneshot::pair(self.core.id, &self.core.peers)
+    }
+
+    /// An unnamed channel: a [`Sender`] and its one [`Receiver`], which this node holds, with
+    /// room for `capacity` messages sent and not yet received (counted over every sending node
+    /// together, as a named channel's). Nothing is registered: it costs no Raft commit and no
+    /// round trip. Put the `Sender` in a message (it is `Serialize + Deserialize`) and whichever
+    /// node decodes it sends straight to the receiver here, with the same promises as on a named
+    /// channel: order per sender, capacity, backpressure, close (Go's `chan chan T`).
+    ///
+    /// Once the receiver is dropped, or this node stops or is removed from the cluster, sends
+    /// anywhere fail with `Closed`, and what was sent and not received is dropped (as with a
+    /// tokio channel whose receiver is gone). The channel has no name: [`Sender::channel`] shows
+    /// one, for logs, that no named channel can have.
+    ///
+    /// Call it where actix runs, as the other endpoints (an actix system, or `#[actix::main]`).
+    ///
+    /// ```
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), dchan::Error> {
+    /// let node = dchan::Node::builder().bootstrap().start().await?;
+    /// let (tx, mut rx) = node.channel::<u32>(8);
+    /// tx.send(1).await.expect("open channel");
+    /// tx.close().await?;
+    /// assert_eq!(rx.recv().await, Some(1));
+    /// assert_eq!(rx.recv().await, None);
+    /// node.shutdown().await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn channel<T>(&self, capacity: usize) -> (Sender<T>, Receiver<T>)
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let core = &self.core;
+        let capacity = capacity.clamp(1, u32::MAX as usize);
+        let id = crate::ids::UNNAMED | crate::clock::random_u64();
+        let route = Arc::new(ChannelRoute::unnamed(core.id, id));
+        let links: std::sync::Weak<crate::link::peer::Peers> = Arc::downgrade(&core.peers);
+        let inbox = Arc::new(Inbox::<T>::new(id, route.clone(), capacity, false, links));
+        let switch = Arc::downgrade(core);
+        let on_drop = Box::new(move |id, mine| {
+            if let Some(core) = switch.upgrade() {
+                core.switch.unnamed_dropped(id, mine);
+            }
+        });
+        let context = crate::channel::decoding::Context {
+            peers: Arc::downgrade(&core.peers),
+            node: Arc::new(registrar(core)),
+        };
+        inbox.set_unnamed(on_drop, context);
+        core.switch.add_unnamed(inbox.clone());
+        (Sender::unnamed(core.clone(), route), Receiver::unnamed(inbox))
     }
 
     /// A sender on channel `name`, registered cluster-wide when this returns.

@@ -126,6 +126,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         if let Some(mine) = self.detach(false) {
             if let Some(actor) = self.actor.get() {
                 actor.do_send(Detached(mine));
+            } else if let Some(on_drop) = self.on_drop.get() {
+                on_drop(self.id(), mine.len());
             }
         }
     }
@@ -145,6 +147,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             st.detached = true;
             let mut mine = Vec::new();
             let mut nodes: BTreeSet<NodeId> = st.grants.known().chain(st.grants.owing()).collect();
+            if crate::ids::is_unnamed(self.id()) {
+                // No registry tells the nodes waiting for credit that it is gone.
+                nodes.extend(st.grants.take_wanting(|_| true));
+            }
             let mut kept = std::collections::VecDeque::new();
             for item in std::mem::take(&mut st.buf) {
                 match item {

@@ -322,6 +322,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.lock().buf.len()
     }
 
+    fn granted(&self) -> BTreeSet<NodeId> {
+        self.lock().grants.known().collect()
+    }
+
+    fn has_ended(&self) -> bool {
+        self.lock().ended
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -178,6 +178,10 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn orphan(&self) -> bool;
     /// Messages waiting to be taken.
     fn buffered(&self) -> usize;
+    /// The nodes this receiver granted credit to, ever (those that may have sent it something).
+    fn granted(&self) -> BTreeSet<NodeId>;
+    /// Whether the receiver has ended (`recv` said so).
+    fn has_ended(&self) -> bool;
     /// Entries kept per sending node (for tests that check that churn leaves nothing behind).
     fn entries(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
@@ -264,7 +268,13 @@ pub(crate) struct Inbox<T> {
     /// The endpoint actor that delivers elsewhere what this node's senders gave the inbox, when
     /// it is handed over.
     actor: OnceLock<Recipient<Detached>>,
+    /// An unnamed channel's receiver has no actor (nothing to deregister): when it is dropped,
+    /// this tells its node, with how many of this node's messages it held (dropped with it).
+    on_drop: OnceLock<OnDrop>,
 }
+
+/// See [`Inbox::on_drop`].
+pub(crate) type OnDrop = Box<dyn Fn(EndpointId, usize) + Send + Sync>;
 
 impl<T> fmt::Debug for Inbox<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -307,6 +317,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             wire,
             decoding: OnceLock::new(),
             actor: OnceLock::new(),
+            on_drop: OnceLock::new(),
         }
     }
 
@@ -329,6 +340,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             st.leaving,
             st.ended
         )
+    }
+
+    /// An unnamed channel's receiver: what its node does when it is dropped, and the node its
+    /// messages decode with.
+    pub(crate) fn set_unnamed(&self, on_drop: OnDrop, context: decoding::Context) {
+        let _ = (self.on_drop.set(on_drop), self.decoding.set(context));
     }
 
     /// The receiver's actor, and the node it belongs to (what its messages decode with).

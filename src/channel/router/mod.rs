@@ -26,7 +26,7 @@ use crate::channel::credit::Window;
 use crate::channel::dead_letters::DeadLetters;
 use crate::channel::inbox::{ErasedInbox, Inbox, Refused};
 use crate::channel::oneshot;
-use crate::ids::EndpointId;
+use crate::ids::{EndpointId, NodeId};
 use crate::link::outbox::{Gate, PushError};
 use crate::link::peer::Peer;
 use crate::link::wire::{self, Frame};
@@ -35,6 +35,12 @@ use crate::sync::lock;
 /// Where a node's round-robin starts: not at the same receiver on every node.
 fn random_start() -> usize {
     (crate::clock::random_u64() % 1024) as usize
+}
+
+/// How an unnamed channel is named where a name is shown (its `Sender::channel`, logs, dead
+/// letters): not a name any endpoint can register (see `check_name`), so never confused with one.
+pub(crate) fn unnamed_name(id: EndpointId) -> String {
+    format!("(unnamed {:x})", id & !crate::ids::UNNAMED)
 }
 
 /// Where a receiver of the channel is.
@@ -68,6 +74,13 @@ pub(crate) enum Attempt<T> {
 #[derive(Debug)]
 pub(crate) struct ChannelRoute {
     pub(crate) name: String,
+    /// An unnamed channel's router (see `Node::channel`): the node that holds its one receiver,
+    /// and that receiver. Not in the registry: its targets are set by the switchboard's
+    /// `unnamed` table, and when its receiver is gone the channel is closed, not re-routed.
+    pub(crate) unnamed: Option<(NodeId, EndpointId)>,
+    /// Of an unnamed channel's router on a node that does not own it: the senders using it
+    /// (counted under the switchboard's table lock; the last one gone gives its credit back).
+    pub(crate) users: AtomicUsize,
     targets: RwLock<Vec<Target>>,
     /// Remote receivers that left the registry while this node still holds messages it sent
     /// them: a dead node's endpoints are removed before the node itself (whose removal releases
@@ -142,8 +155,19 @@ impl Drop for Waiting<'_> {
 
 impl ChannelRoute {
     pub(crate) fn new(name: &str) -> Self {
+        Self::with_owner(name, None)
+    }
+
+    /// The router of the unnamed channel whose receiver `id` node `owner` holds.
+    pub(crate) fn unnamed(owner: NodeId, id: EndpointId) -> Self {
+        Self::with_owner(&unnamed_name(id), Some((owner, id)))
+    }
+
+    fn with_owner(name: &str, unnamed: Option<(NodeId, EndpointId)>) -> Self {
         ChannelRoute {
             name: name.to_owned(),
+            unnamed,
+            users: AtomicUsize::new(0),
             targets: RwLock::default(),
             departed: Mutex::default(),
             closed: AtomicBool::new(false),
@@ -241,6 +265,13 @@ impl ChannelRoute {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.changed.notify_waiters();
+    }
+
+    /// Mark the channel closed, as [`ChannelRoute::close`]: true if it was not already.
+    pub(crate) fn close_first(&self) -> bool {
+        let first = !self.closed.swap(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        first
     }
 
     /// Whether a receiver of the channel is on another node.

@@ -83,7 +83,9 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(id) = self.id.get() {
+        if self.route.unnamed.is_some() {
+            self.node.unnamed_gone(&self.route);
+        } else if let Some(id) = self.id.get() {
             self.node.clone().deregister(&self.route.name, *id);
         }
     }
@@ -137,6 +139,17 @@ where
     pub(crate) fn new(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
         let type_name = crate::cluster::registry::type_of::<T>();
         let id = tokio::sync::OnceCell::new_with(Some(id));
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        let inner = Registration { node, route, id, type_name, refused };
+        Sender { inner: Arc::new(inner), _t: PhantomData }
+    }
+
+    /// A sender of an unnamed channel on `route` (its receiver's, or one from
+    /// [`Registrar::unnamed_route`]): nothing to register.
+    pub(crate) fn unnamed(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>) -> Self {
+        let type_name = crate::cluster::registry::type_of::<T>();
+        let id = route.unnamed.map(|(_, id)| id);
+        let id = tokio::sync::OnceCell::new_with(id);
         let refused = std::sync::atomic::AtomicBool::new(false);
         let inner = Registration { node, route, id, type_name, refused };
         Sender { inner: Arc::new(inner), _t: PhantomData }
@@ -327,10 +340,19 @@ where
     /// send on this node fails with `Closed`, as it does on every other node once it applies the
     /// close (promptly). Receivers yield what was sent before, then `None`.
     ///
+    /// An unnamed channel's close ([`Node::channel`](crate::Node::channel)) commits nothing: it
+    /// returns at once, every send on this node fails with `Closed` from then on, and on the
+    /// other nodes once the receiver's node has asked them (one round trip); the receiver yields
+    /// what every node sent before, then `None`.
+    ///
     /// # Errors
     ///
     /// [`Error::Registry`] if Raft could not commit the close in time.
     pub async fn close(&self) -> Result<(), Error> {
+        if self.inner.route.unnamed.is_some() {
+            self.inner.node.shut(&self.inner.route);
+            return Ok(());
+        }
         self.inner.node.close(&self.route().name).await
     }
 

@@ -1,6 +1,8 @@
-//! A [`Sender`] inside a message (Go's `chan chan T`, for a named channel): it travels as its
-//! channel's name and type, and the receiving node that decodes it gets a sender of that
-//! channel of its own. That sender registers on the decoding node (one Raft write, shared by
+//! A [`Sender`] inside a message (Go's `chan chan T`). An unnamed channel's travels as its
+//! receiver's node and id, and its type: the node that decodes it sends straight to that
+//! receiver, with nothing to register (see `Switchboard::unnamed_route`). A named channel's
+//! travels as its channel's name and type, and the receiving node that decodes it gets a
+//! sender of that channel of its own. That sender registers on the decoding node (one Raft write, shared by
 //! every sender of the channel decoded there while one lives), in the background from the
 //! moment it is decoded; `send` waits for that registration to commit, as a first send waits
 //! for a receiver. A sender decoded with another type than the channel's, or outside a receiver
@@ -16,7 +18,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{Registration, Sender};
 use crate::channel::decoding;
 use crate::channel::registrar::Registrar;
+use crate::channel::router::unnamed_name;
 use crate::cluster::registry::{type_of, UNTYPED};
+use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::sync::lock;
 
 impl<T> Serialize for Sender<T>
@@ -24,7 +28,10 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.inner.route.name, &self.inner.type_name).serialize(s)
+        let route = &self.inner.route;
+        // An unnamed channel's name is only shown: its owner and receiver say which it is.
+        let name = if route.unnamed.is_some() { "" } else { route.name.as_str() };
+        (name, &self.inner.type_name, route.unnamed).serialize(s)
     }
 }
 
@@ -33,7 +40,17 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (channel, type_name) = <(String, String)>::deserialize(d)?;
+        let (channel, type_name, unnamed) =
+            <(String, String, Option<(NodeId, EndpointId)>)>::deserialize(d)?;
+        let channel = match unnamed {
+            Some((_, id)) if !is_unnamed(id) => {
+                return Err(D::Error::custom(format!(
+                    "a sender of an unnamed channel with receiver {id}, which is not one"
+                )));
+            }
+            Some((_, id)) => unnamed_name(id),
+            None => channel,
+        };
         let wanted = type_of::<T>();
         if type_name != wanted && type_name != UNTYPED && wanted != UNTYPED {
             return Err(D::Error::custom(format!(
@@ -47,6 +64,10 @@ where
                 "a sender of channel {channel} decoded outside a receiver: no node to send from"
             ))
         })?;
+        if let Some((owner, id)) = unnamed {
+            let route = node.unnamed_route(owner, id);
+            return Ok(Sender::unnamed(node, route));
+        }
         crate::cluster::registry::check_name(&channel).map_err(D::Error::custom)?;
         Ok(Sender::decoded(node, &channel, wanted))
     }

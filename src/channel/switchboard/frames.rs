@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::Switchboard;
 use crate::channel::credit::Granted;
 use crate::channel::router::ChannelRoute;
-use crate::ids::{EndpointId, NodeId};
+use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::link::dispatch::{Frames, Msgs};
 use crate::link::peer::Peer;
 use crate::link::wire::{self, Frame};
@@ -26,7 +26,8 @@ impl Switchboard {
     /// was a receiver of this node and is gone, tell the sender so (it delivers elsewhere).
     pub(super) fn not_here(&self, from: NodeId, id: EndpointId) {
         let registry = self.registry.borrow().clone();
-        if registry.issued(id) && !registry.is_registered(id) {
+        // (An unnamed channel's receiver that is not here is gone, or never was.)
+        if is_unnamed(id) || (registry.issued(id) && !registry.is_registered(id)) {
             self.say_released(from, id);
         } else {
             tracing::debug!(node = from, endpoint = id, "dropped a frame for an unknown receiver");
@@ -70,6 +71,13 @@ impl Switchboard {
                 };
                 if gone {
                     self.credits.take_early(to, from);
+                } else if is_unnamed(to) && self.unnamed_here(to).is_none() {
+                    // For an unnamed channel no sender of this node holds any more (its
+                    // window went with the last one): given back at once.
+                    let n = self.credits.take_early(to, from);
+                    if let Some(p) = self.peers.reach(from).filter(|_| n > 0) {
+                        p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+                    }
                 }
             }
             Granted::Returned(n) => {
@@ -92,6 +100,17 @@ impl Switchboard {
     pub(crate) fn want(&self, from: NodeId, to: EndpointId) {
         tracing::trace!(node = from, receiver = to, "want in");
         match self.inbox(to) {
+            // An unnamed channel's receiver dropped (its inbox leaves the table next), or
+            // closed: the node is told it is gone, or asked for its fence (it grants nothing
+            // after its close).
+            Some(inbox) if is_unnamed(to) && inbox.is_detached() => self.say_released(from, to),
+            Some(inbox) if is_unnamed(to) && inbox.channel().is_closed() => {
+                if inbox.has_ended() {
+                    inbox.want(from);
+                } else {
+                    self.ask_fence(from, to);
+                }
+            }
             Some(inbox) => {
                 let member = self.registry.borrow().nodes.contains_key(&from);
                 if member {
@@ -152,6 +171,10 @@ impl Switchboard {
     /// Receiver `to` on node `from` is gone: deliver elsewhere what it did not take (called by
     /// the connection reader, and when a node dies with its receivers).
     pub(crate) fn released(&self, from: NodeId, to: EndpointId) {
+        if is_unnamed(to) {
+            self.unnamed_released(from, to);
+            return;
+        }
         // Only the receiver's node releases it. A window settled unused (see
         // `Credits::settle`) is gone: a grant that came after is kept early, and goes now.
         let Some((window, route, _)) = self.credits.get_from(to, from) else {
@@ -259,6 +282,10 @@ impl Frames for Switchboard {
 
     fn released(&self, from: NodeId, to: EndpointId) {
         Switchboard::released(self, from, to);
+    }
+
+    fn shut(&self, from: NodeId, to: EndpointId, ask: bool) {
+        Switchboard::shut(self, from, to, ask);
     }
 
     fn rejoin_answered(&self, from: NodeId) {

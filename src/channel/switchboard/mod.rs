@@ -20,6 +20,7 @@ mod refresh;
 mod rejoin;
 #[cfg(test)]
 mod sim;
+mod unnamed;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,9 @@ pub(crate) struct Switchboard {
     cancel: CancellationToken,
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
     inboxes: Arc<Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>>,
+    /// The routers of unnamed channels on this node, by receiver: those it owns, and those of
+    /// other nodes' that senders decoded here share (see [`unnamed`]).
+    unnamed: Mutex<HashMap<EndpointId, std::sync::Weak<ChannelRoute>>>,
     /// Credit towards each remote receiver.
     credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
@@ -122,6 +126,7 @@ impl Switchboard {
             cancel,
             routes: Mutex::default(),
             inboxes: Arc::default(),
+            unnamed: Mutex::default(),
             credits: Credits::default(),
             fences: Fences::default(),
             fences_due: Mutex::default(),
@@ -258,6 +263,7 @@ impl Switchboard {
         for route in lock(&self.routes).values() {
             route.close();
         }
+        self.close_unnamed();
         for inbox in lock(&self.inboxes).values() {
             inbox.stopping();
             inbox.close(BTreeSet::new());
@@ -385,7 +391,14 @@ impl Switchboard {
     /// nothing behind.
     pub(crate) fn entries(&self) -> usize {
         let t = self.tables();
-        t.routes + t.departed + t.inboxes + t.books_total + t.windows + t.early + t.peers
+        t.routes
+            + t.unnamed
+            + t.departed
+            + t.inboxes
+            + t.books_total
+            + t.windows
+            + t.early
+            + t.peers
     }
 
     /// [`Switchboard::entries`] by table (for the simulation's bounds, and a churn test's
@@ -397,6 +410,7 @@ impl Switchboard {
         let early = self.credits.early_count();
         Tables {
             routes: routes.len(),
+            unnamed: self.unnamed_count(),
             departed: routes.iter().map(|r| r.departed_count()).sum(),
             inboxes: inboxes.len(),
             books: books.iter().copied().max().unwrap_or(0),
@@ -455,6 +469,8 @@ pub(crate) struct Tables {
     /// Channels with a router here, and the receivers they keep as departed (not yet settled).
     pub(crate) routes: usize,
     pub(crate) departed: usize,
+    /// Routers of unnamed channels: owned here, or used by senders decoded here.
+    pub(crate) unnamed: usize,
     /// Receivers' inboxes, the most entries one's books keep (per sending node), and all of
     /// theirs together.
     pub(crate) inboxes: usize,

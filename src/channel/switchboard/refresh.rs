@@ -92,6 +92,7 @@ impl Switchboard {
                 self.released(*node, id);
             }
         }
+        self.refresh_unnamed(left);
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         for inbox in &inboxes {
             for node in left {
@@ -284,19 +285,28 @@ impl Switchboard {
                     p.outbox.push_frame(frame.clone(), true);
                 }
             };
-            let Some(route) = route else {
-                send();
-                continue;
-            };
-            let cancel = self.cancel.clone();
-            self.tasks.spawn(async move {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => {}
-                    _ = route.rerouting_done() => send(),
-                }
-            });
+            match route {
+                Some(route) => self.after_rerouting(route, send),
+                None => send(),
+            }
         }
+    }
+
+    /// Run `then`, in a task of the node's, once nothing is left to re-route on `route`, unless
+    /// the node stops first: a fence goes behind what this node delivers again.
+    pub(super) fn after_rerouting(
+        &self,
+        route: Arc<ChannelRoute>,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {}
+                () = route.rerouting_done() => then(),
+            }
+        });
     }
 
     pub(super) fn refresh_route(&self, route: &Arc<ChannelRoute>, registry: &Registry) {

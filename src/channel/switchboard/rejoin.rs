@@ -59,6 +59,7 @@ impl Switchboard {
         for inbox in inboxes.iter().filter(|i| removed(i.id()) && !i.is_detached()) {
             inbox.restart();
         }
+        self.end_unnamed();
         // Every window is void at once (nothing more is queued on old credit); they stay in
         // the table until every peer has answered, so that a grant of the old incarnation's
         // still on its way lands on a void window, not on a new one.
@@ -115,6 +116,7 @@ impl Switchboard {
                 self.refresh_route(route, &registry);
             }
         }
+        self.refresh_unnamed(&[]);
         for (id, node, route) in old {
             // Through the link it was sent on, which this node may have forgotten since (a
             // peer that did not answer because it died, forgotten while this node waited for

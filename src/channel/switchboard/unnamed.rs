@@ -1,0 +1,316 @@
+//! Unnamed channels (`Node::channel`): a receiver of this node that no registry lists, and the
+//! senders of it that messages carried to other nodes. They ride the same path as a named
+//! channel's (router, credit windows, outboxes, inbox): only what the registry does for a named
+//! channel is done here instead.
+//!
+//! - The owner's router targets its inbox alone ([`Switchboard::add_unnamed`]); a node that
+//!   decodes a sender gets a router targeting the owner ([`Switchboard::unnamed_route`]), one per
+//!   channel and node, shared by every sender of it decoded there, with a credit window asked
+//!   for on the first send.
+//! - The receiver dropped, or its node gone (left, died, removed): the channel is closed on
+//!   every node that holds a sender (told by [`Frame::Released`], or by the membership), and
+//!   what was sent and not taken is dropped, as a tokio channel drops what its receiver left.
+//! - A close ([`Switchboard::shut`]) is a fence round without Raft: the owner asks every node it
+//!   granted credit for a fence ([`Frame::Shut`]); each closes its router and answers behind
+//!   what it sent; the receiver yields what came before the last answer, then `None`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use super::Switchboard;
+use crate::channel::inbox::ErasedInbox;
+use crate::channel::router::{ChannelRoute, Target};
+use crate::ids::{is_unnamed, EndpointId, NodeId};
+use crate::link::wire::{self, Frame};
+use crate::sync::lock;
+
+impl Switchboard {
+    /// A new unnamed channel's receiver of this node, `inbox`: its router targets it alone.
+    pub(crate) fn add_unnamed(&self, inbox: Arc<dyn ErasedInbox>) {
+        let route = inbox.channel().clone();
+        route.set_targets(vec![Target::Local(inbox.clone())]);
+        lock(&self.unnamed).insert(inbox.id(), Arc::downgrade(&route));
+        lock(&self.inboxes).insert(inbox.id(), inbox);
+    }
+
+    /// The router of unnamed channel `id`, whose receiver node `owner` holds, for a sender of it
+    /// decoded on this node: the one senders decoded before share, or a new one. Closed from
+    /// the start if the receiver is known to be gone (its owner is this node and does not hold
+    /// it, or is not a member, with no link to it).
+    pub(crate) fn unnamed_route(&self, owner: NodeId, id: EndpointId) -> Arc<ChannelRoute> {
+        let closed = || {
+            let route = Arc::new(ChannelRoute::unnamed(owner, id));
+            route.close();
+            route.users.fetch_add(1, Ordering::SeqCst);
+            route
+        };
+        let route = {
+            let mut table = lock(&self.unnamed);
+            if let Some(route) = table.get(&id).and_then(Weak::upgrade) {
+                // (Another owner for the same id: a forged or garbled sender.)
+                if route.unnamed != Some((owner, id)) {
+                    return closed();
+                }
+                route.users.fetch_add(1, Ordering::SeqCst);
+                return route;
+            }
+            if owner == self.me || self.cancel.is_cancelled() {
+                return closed();
+            }
+            let route = Arc::new(ChannelRoute::unnamed(owner, id));
+            route.users.fetch_add(1, Ordering::SeqCst);
+            table.insert(id, Arc::downgrade(&route));
+            route
+        };
+        self.target_unnamed(&route);
+        route
+    }
+
+    /// Point `route`, an unnamed channel's router on a node that does not own it, at its owner,
+    /// with this node's credit window towards the receiver (new, after a start-over); closed if
+    /// the owner cannot be reached (not a member, and no link to it).
+    fn target_unnamed(&self, route: &Arc<ChannelRoute>) {
+        let Some((owner, id)) = route.unnamed else { return };
+        if owner == self.me || route.is_closed() {
+            return;
+        }
+        let peer = {
+            let registry = self.registry.borrow();
+            match registry.nodes.get(&owner) {
+                Some(addr) => Some(self.peers.get(owner, addr)),
+                // This node may not have applied the owner's admission yet: the link the
+                // sender came over tells where it is.
+                None => self.peers.find(owner),
+            }
+        };
+        let Some(peer) = peer else {
+            tracing::debug!(node = owner, channel = %route.name, "an unnamed channel's node is unknown: closed");
+            route.close();
+            return;
+        };
+        let window = self.credits.window(id, owner, route);
+        route.set_targets(vec![Target::Remote { id, peer, window }]);
+    }
+
+    /// After this node started over (every window new), or the membership changed: every
+    /// unnamed channel's router of this node that sends to another node targets its owner
+    /// again, and those whose owner `left` are closed (what was sent and not taken went with
+    /// the owner).
+    pub(super) fn refresh_unnamed(&self, left: &[NodeId]) {
+        let routes: Vec<Arc<ChannelRoute>> = {
+            let mut table = lock(&self.unnamed);
+            table.retain(|_, r| r.strong_count() > 0);
+            table.values().filter_map(Weak::upgrade).collect()
+        };
+        for route in routes {
+            match route.unnamed {
+                Some((owner, _)) if left.contains(&owner) => route.close(),
+                Some((owner, _)) if owner != self.me => self.target_unnamed(&route),
+                _ => {}
+            }
+        }
+        // The owner's side: a node that left sends nothing more (its fence, if one is awaited).
+        let inboxes: Vec<Arc<dyn ErasedInbox>> =
+            lock(&self.inboxes).values().filter(|i| is_unnamed(i.id())).cloned().collect();
+        for inbox in inboxes {
+            for node in left {
+                inbox.fence(*node);
+            }
+        }
+    }
+
+    /// A sender of `route`'s unnamed channel, made by [`Switchboard::unnamed_route`], is gone.
+    /// The last on this node: its router leaves the table, and the credit this node holds goes
+    /// back to the receiver (what was sent on it stays kept until taken). Nothing for the
+    /// owner's own router.
+    pub(crate) fn unnamed_gone(&self, route: &Arc<ChannelRoute>) {
+        let Some((owner, id)) = route.unnamed else { return };
+        if owner == self.me {
+            return;
+        }
+        let mut table = lock(&self.unnamed);
+        if route.users.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        if table.get(&id).is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(route))) {
+            table.remove(&id);
+        }
+        drop(table);
+        let Some((window, of, _)) = self.credits.get_from(id, owner) else { return };
+        if !Arc::ptr_eq(&of, route) {
+            return;
+        }
+        self.credits.remove(id);
+        let n = window.reclaim();
+        if n > 0 && !window.is_released() {
+            if let Some(p) = self.peers.reach(owner) {
+                p.outbox.push_frame(wire::encode(&Frame::Return { to: id, n }), true);
+            }
+        }
+    }
+
+    /// A live router of unnamed channel `id` on this node, if any.
+    pub(super) fn unnamed_here(&self, id: EndpointId) -> Option<Arc<ChannelRoute>> {
+        lock(&self.unnamed).get(&id).and_then(Weak::upgrade)
+    }
+
+    /// The owner of unnamed channel `to`, node `from`, says its receiver is gone: the channel
+    /// is closed here, and what this node sent and was not taken is dropped (no other receiver
+    /// can take it).
+    pub(super) fn unnamed_released(&self, from: NodeId, to: EndpointId) {
+        if let Some((window, _, _)) = self.credits.get_from(to, from) {
+            window.release();
+            self.credits.remove(to);
+        }
+        self.credits.take_early(to, from);
+        if let Some(route) = self.unnamed_here(to).filter(|r| r.unnamed == Some((from, to))) {
+            route.close();
+        }
+        if let Some(peer) = self.peers.find(from) {
+            let (kept, _) = peer.outbox.take_kept(to, false, |_| {});
+            if !kept.is_empty() {
+                tracing::debug!(
+                    node = from,
+                    messages = kept.len(),
+                    "an unnamed channel's receiver is gone: what it did not take is dropped"
+                );
+            }
+        }
+    }
+
+    /// The unnamed channel's receiver `id` of this node was dropped: it leaves the tables, its
+    /// router is closed (this node's senders get `Closed`; the others are told by the inbox's
+    /// release), and what this node's senders gave it is dropped with it.
+    pub(crate) fn unnamed_dropped(&self, id: EndpointId, mine: usize) {
+        let inbox = lock(&self.inboxes).remove(&id);
+        lock(&self.unnamed).remove(&id);
+        if let Some(inbox) = inbox {
+            let route = inbox.channel();
+            route.close();
+            for _ in 0..mine {
+                route.rerouted();
+            }
+        }
+    }
+
+    /// Close unnamed channel `route` (a sender's `close`): on its owner, a fence round; on
+    /// another node, its router is closed at once and the owner told, behind what this node
+    /// sent.
+    pub(crate) fn shut_unnamed(&self, route: &Arc<ChannelRoute>) {
+        let Some((owner, id)) = route.unnamed else { return };
+        if owner != self.me {
+            route.close();
+            self.fence_unnamed(owner, id, Some(route.clone()));
+            return;
+        }
+        match self.inbox(id) {
+            Some(inbox) => self.shut_here(&inbox, None),
+            None => route.close(),
+        }
+    }
+
+    /// Unnamed channel `to` is closed ([`Frame::Shut`] from node `from`): `ask`, from its owner,
+    /// which waits for this node's fence; otherwise, to this node as its owner, from a node
+    /// that closed it or answers.
+    pub(crate) fn shut(&self, from: NodeId, to: EndpointId, ask: bool) {
+        if !is_unnamed(to) {
+            tracing::warn!(
+                node = from,
+                receiver = to,
+                "a close for a receiver that is not an unnamed channel's: dropped"
+            );
+            return;
+        }
+        if !ask {
+            match self.inbox(to) {
+                Some(inbox) => self.shut_here(&inbox, Some(from)),
+                None => tracing::debug!(
+                    node = from,
+                    receiver = to,
+                    "a close for an unnamed channel gone: dropped"
+                ),
+            }
+            return;
+        }
+        let route = self.unnamed_here(to);
+        match route {
+            Some(route) if route.unnamed == Some((from, to)) => {
+                route.close();
+                self.fence_unnamed(from, to, Some(route));
+            }
+            // Not the owner's word: dropped.
+            Some(_) => {}
+            // No sender of it here any more: nothing more follows.
+            None => self.fence_unnamed(from, to, None),
+        }
+    }
+
+    /// On the owner: close the channel of `inbox` (once), asking every node it granted credit
+    /// for its fence; `from` closed it, and its word is its fence.
+    fn shut_here(&self, inbox: &Arc<dyn ErasedInbox>, from: Option<NodeId>) {
+        let route = inbox.channel();
+        if !route.close_first() {
+            if let Some(from) = from {
+                inbox.fence(from);
+            }
+            return;
+        }
+        let to = inbox.id();
+        let frame = wire::encode(&Frame::Shut { to, ask: true });
+        // (A node out of reach has left: it sends nothing more.)
+        let mut waiting = BTreeSet::new();
+        for node in inbox.granted().into_iter().filter(|n| Some(*n) != from && *n != self.me) {
+            if let Some(p) = self.peers.reach(node) {
+                p.outbox.push_frame(frame.clone(), true);
+                waiting.insert(node);
+            }
+        }
+        inbox.close(waiting);
+    }
+
+    /// A node that wants credit of a closed unnamed channel of this node's (its receiver still
+    /// yields what came before): it is asked for its fence instead, and closes its router.
+    pub(super) fn ask_fence(&self, from: NodeId, to: EndpointId) {
+        if let Some(p) = self.peers.reach(from) {
+            p.outbox.push_frame(wire::encode(&Frame::Shut { to, ask: true }), true);
+        }
+    }
+
+    /// Tell `owner` that nothing more of unnamed channel `to` follows from this node: after the
+    /// messages `route` re-routes (this node starts over), behind everything sent before.
+    fn fence_unnamed(&self, owner: NodeId, to: EndpointId, route: Option<Arc<ChannelRoute>>) {
+        let Some(peer) = self.peers.reach(owner) else { return };
+        let frame = wire::encode(&Frame::Shut { to, ask: false });
+        let send = move || peer.outbox.push_frame(frame, true);
+        match route {
+            Some(route) => self.after_rerouting(route, send),
+            None => send(),
+        }
+    }
+
+    /// This node was removed while alive: its unnamed channels are over (the other nodes closed
+    /// their senders when it was removed). Each receiver yields what it holds, then `None`.
+    pub(super) fn end_unnamed(&self) {
+        let inboxes: Vec<Arc<dyn ErasedInbox>> =
+            lock(&self.inboxes).values().filter(|i| is_unnamed(i.id())).cloned().collect();
+        for inbox in inboxes {
+            inbox.channel().close();
+            inbox.close(BTreeSet::new());
+        }
+    }
+
+    /// Every unnamed channel's router on this node (the node stops).
+    pub(super) fn close_unnamed(&self) {
+        let routes: Vec<Arc<ChannelRoute>> =
+            lock(&self.unnamed).values().filter_map(Weak::upgrade).collect();
+        for route in routes {
+            route.close();
+        }
+    }
+
+    /// How many unnamed channels' routers this node's table holds (for the bounds).
+    pub(crate) fn unnamed_count(&self) -> usize {
+        lock(&self.unnamed).len()
+    }
+}
