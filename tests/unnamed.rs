@@ -7,9 +7,17 @@ mod common;
 
 use std::time::Duration;
 
+use common::procs::{self, Proc};
 use common::{cluster, eventually, receivers_visible, shutdown, within};
 use dchan::{SendTimeoutError, TrySendError};
 use serde::{Deserialize, Serialize};
+
+/// A node process of this file's tests.
+#[test]
+#[ignore = "a node process started by this file's tests"]
+fn child() {
+    procs::child_main();
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Job {
@@ -259,4 +267,75 @@ async fn a_sender_back_on_its_own_node_sends_in_process() {
     assert!(within("send", home.send(11)).await.is_err(), "the receiver is gone");
     drop((home, tx, remote));
     shutdown(nodes).await;
+}
+
+/// The values `@ took` lines carry, `count` of them.
+async fn took(p: &mut Proc, count: usize) -> Vec<u64> {
+    let mut got = Vec::new();
+    for _ in 0..count {
+        let line = p.expect("@ took ").await;
+        got.push(line["@ took ".len()..].parse().expect("a number"));
+    }
+    got
+}
+
+/// Across processes: the owner makes an unnamed channel of capacity 8 and sends its sender to a
+/// producer process, which sends 100 numbers. Without taking, the producer gets exactly 8 sends
+/// through; each message taken lets one more through; the producer's close ends the channel
+/// after the last number, and its next send fails. Everything arrives once, in order.
+#[actix_rt::test]
+async fn across_processes_an_unnamed_channel_in_a_message_honours_capacity_and_close() {
+    let mut owner = procs::start(&[]).await;
+    let mut producer = procs::start(&[owner.addr]).await;
+    producer.cmd("produce feeds close");
+    producer.expect("@ recv feeds").await;
+    owner.cmd("own 8");
+    owner.expect("@ own").await;
+    owner.cmd("feed feeds 100");
+    owner.expect("@ fed").await;
+    // Nothing taken: 8 sends return, the 9th waits.
+    producer.expect("@ sent 7").await;
+    let early = producer.expect_within(&["@ sent 8"], Duration::from_millis(300)).await;
+    assert_eq!(early, None, "a 9th message went with 8 held and capacity 8");
+    owner.cmd("take 3");
+    assert_eq!(took(&mut owner, 3).await, vec![0, 1, 2]);
+    let held: usize = owner.expect("@ len ").await["@ len ".len()..].parse().expect("len");
+    assert!(held <= 8, "the receiver held {held} with capacity 8");
+    // Three taken: three more go, not a fourth.
+    producer.expect("@ sent 10").await;
+    let early = producer.expect_within(&["@ sent 11"], Duration::from_millis(300)).await;
+    assert_eq!(early, None, "a message beyond the capacity went");
+    owner.cmd("drain");
+    let rest = took(&mut owner, 97).await;
+    assert_eq!(rest, (3..100).collect::<Vec<u64>>(), "once each, in order");
+    owner.expect("@ ended").await;
+    producer.expect("@ closed").await;
+    assert_eq!(producer.expect("@ after ").await, "@ after closed");
+    producer.kill();
+    owner.kill();
+}
+
+/// Across processes: the process that owns an unnamed channel is killed while a producer in
+/// another process waits for room on it; once the cluster removes the dead node, the send fails
+/// with `Closed` (it does not wait for ever).
+#[actix_rt::test]
+async fn across_processes_the_owner_killed_closes_the_senders() {
+    let mut seed = procs::start(&[]).await;
+    let mut owner = procs::start(&[seed.addr]).await;
+    let mut producer = procs::start(&[seed.addr]).await;
+    producer.cmd("produce feeds keep");
+    producer.expect("@ recv feeds").await;
+    owner.cmd("own 4");
+    owner.expect("@ own").await;
+    owner.cmd("feed feeds 2");
+    owner.expect("@ fed").await;
+    producer.expect("@ sent 1").await;
+    // Two more fit, the third waits for room that never comes.
+    producer.cmd("more 3");
+    producer.expect("@ more ok").await;
+    producer.expect("@ more ok").await;
+    owner.kill();
+    assert_eq!(producer.expect_any(&["@ more "]).await, "@ more closed");
+    producer.kill();
+    seed.kill();
 }

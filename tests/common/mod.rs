@@ -10,6 +10,7 @@ use std::time::Duration;
 use dchan::Node;
 
 pub mod asking;
+pub mod feeding;
 pub mod hostile;
 pub mod procs;
 pub mod proxy;

@@ -376,6 +376,10 @@ pub fn child_main() {
                 keep.extend(task);
                 continue;
             }
+            if let Some(task) = super::feeding::command(&node, &words).await {
+                keep.extend(task);
+                continue;
+            }
             match words.as_slice() {
                 ["recv", channel, capacity] | ["slowrecv", channel, capacity, _] => {
                     let cap: usize = capacity.parse().expect("capacity");
