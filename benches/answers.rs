@@ -7,6 +7,8 @@
 //! | `reply_handle_create`       | `node.oneshot::<u64>()`: an entry in the node's table, a pair  |
 //! | `tokio_oneshot_answer`      | create, send, await                                            |
 //! | `reply_handle_answer`       | create, answer on the asking node itself, await: the table and the encoding, no network |
+//! | `tokio_mpsc_create`         | `tokio::sync::mpsc::channel::<u64>(16)`                        |
+//! | `unnamed_channel_create`    | `node.channel::<u64>(16)`: an inbox, a router, the node's table entries |
 //!
 //! Creation is timed alone: the pairs made in a sample are kept in a vector made beforehand and
 //! dropped after the timing. The target: a reply handle under 1 µs to create.
@@ -58,6 +60,30 @@ fn main() {
                 }
                 let took = start.elapsed();
                 // (Dropped unanswered: each tells its own node, outside the timing.)
+                drop(keep);
+                took
+            });
+        });
+        group.bench_function("tokio_mpsc_create", |b| {
+            b.iter_custom(|iters| {
+                let mut keep = Vec::with_capacity(iters as usize);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    keep.push(tokio::sync::mpsc::channel::<u64>(16));
+                }
+                let took = start.elapsed();
+                drop(keep);
+                took
+            });
+        });
+        group.bench_function("unnamed_channel_create", |b| {
+            b.iter_custom(|iters| {
+                let mut keep = Vec::with_capacity(iters as usize);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    keep.push(node.channel::<u64>(16));
+                }
+                let took = start.elapsed();
                 drop(keep);
                 took
             });

@@ -48,8 +48,6 @@ impl Node {
     /// tokio channel whose receiver is gone). The channel has no name: [`Sender::channel`] shows
     /// one, for logs, that no named channel can have.
     ///
-    /// Call it where actix runs, as the other endpoints (an actix system, or `#[actix::main]`).
-    ///
     /// ```
     /// # #[actix::main]
     /// # async fn main() -> Result<(), dchan::Error> {
