@@ -208,6 +208,11 @@ impl Grants {
         }
     }
 
+    /// The nodes waiting for credit.
+    pub(crate) fn wanting(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.wanting.iter().copied()
+    }
+
     /// Whether node `node` asked for credit and waits for it.
     pub(crate) fn wants(&self, node: NodeId) -> bool {
         self.wanting.contains(&node)

@@ -128,6 +128,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 actor.do_send(Detached(mine));
             } else if let Some(on_drop) = self.on_drop.get() {
                 on_drop(self.id(), mine.len());
+                // (Also when its node is gone: the router holds the inbox, which holds it.)
+                self.route.close();
+                self.route.set_targets(Vec::new());
             }
         }
     }
@@ -147,7 +150,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             st.detached = true;
             let mut mine = Vec::new();
             let mut nodes: BTreeSet<NodeId> = st.grants.known().chain(st.grants.owing()).collect();
-            if crate::ids::is_unnamed(self.id()) {
+            let unnamed = crate::ids::is_unnamed(self.id());
+            if unnamed {
                 // No registry tells the nodes waiting for credit that it is gone.
                 nodes.extend(st.grants.take_wanting(|_| true));
             }
@@ -161,6 +165,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     // A broadcast copy was for this receiver alone.
                     Item::Encoded { from: None, copy: true, .. } => {}
                     Item::Encoded { from: None, msg, .. } => mine.push(msg),
+                    // An unnamed channel's: no other receiver, so dropped here as values (the
+                    // reply handles in them tell their askers).
+                    Item::Value(v) if unnamed => drop(v),
                     Item::Value(v) => match rmp_serde::to_vec_named(&v) {
                         Ok(b) => mine.push(b.into()),
                         Err(e) => {

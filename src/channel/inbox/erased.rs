@@ -323,7 +323,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn granted(&self) -> BTreeSet<NodeId> {
-        self.lock().grants.known().collect()
+        let st = self.lock();
+        st.grants.known().chain(st.grants.wanting()).collect()
     }
 
     fn has_ended(&self) -> bool {

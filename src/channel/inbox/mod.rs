@@ -178,7 +178,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn orphan(&self) -> bool;
     /// Messages waiting to be taken.
     fn buffered(&self) -> usize;
-    /// The nodes this receiver granted credit to, ever (those that may have sent it something).
+    /// The nodes this receiver granted credit to, ever (those that may have sent it something),
+    /// and those waiting for credit now (they may be granted some before they hear of a close).
     fn granted(&self) -> BTreeSet<NodeId>;
     /// Whether the receiver has ended (`recv` said so).
     fn has_ended(&self) -> bool;

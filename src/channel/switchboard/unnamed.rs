@@ -81,7 +81,8 @@ impl Switchboard {
                 Some(addr) => Some(self.peers.get(owner, addr)),
                 // This node may not have applied the owner's admission yet: the link the
                 // sender came over tells where it is.
-                None => self.peers.find(owner),
+                // (Not one that is leaving: the owner died or left.)
+                None => self.peers.find(owner).filter(|p| !p.is_departing()),
             }
         };
         let Some(peer) = peer else {
@@ -89,7 +90,17 @@ impl Switchboard {
             route.close();
             return;
         };
+        // Under the table lock, as `unnamed_gone` removes the window: a router that left the
+        // table makes none (it would outlive its senders, and a later router of the channel
+        // would find it, waking the wrong one), and one made now is not removed by a router
+        // gone before.
+        let table = lock(&self.unnamed);
+        let listed = table.get(&id).is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(route)));
+        if !listed {
+            return;
+        }
         let window = self.credits.window(id, owner, route);
+        drop(table);
         route.set_targets(vec![Target::Remote { id, peer, window }]);
     }
 
@@ -136,12 +147,13 @@ impl Switchboard {
         if table.get(&id).is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(route))) {
             table.remove(&id);
         }
-        drop(table);
+        // (Under the table lock: see `target_unnamed`.)
         let Some((window, of, _)) = self.credits.get_from(id, owner) else { return };
         if !Arc::ptr_eq(&of, route) {
             return;
         }
         self.credits.remove(id);
+        drop(table);
         let n = window.reclaim();
         if n > 0 && !window.is_released() {
             if let Some(p) = self.peers.reach(owner) {
@@ -188,6 +200,8 @@ impl Switchboard {
         if let Some(inbox) = inbox {
             let route = inbox.channel();
             route.close();
+            // The router holds the inbox, which holds the router: let go.
+            route.set_targets(Vec::new());
             for _ in 0..mine {
                 route.rerouted();
             }
@@ -239,10 +253,9 @@ impl Switchboard {
                 route.close();
                 self.fence_unnamed(from, to, Some(route));
             }
-            // Not the owner's word: dropped.
-            Some(_) => {}
-            // No sender of it here any more: nothing more follows.
-            None => self.fence_unnamed(from, to, None),
+            // No sender of it here any more (or only one naming another owner: a forged one,
+            // which sends nothing to this one): nothing more follows.
+            _ => self.fence_unnamed(from, to, None),
         }
     }
 
