@@ -285,6 +285,11 @@ async fn a_hostile_client_changes_nothing_and_loses_nothing() {
             frame("Return", vec![("to", Value::from(rx_id)), ("n", Value::from(1_000))]),
             frame("Fence", vec![("channel", Value::from("work")), ("created", Value::from(1))]),
             frame("Released", vec![("to", Value::from(rx_id))]),
+            // Closes of an unnamed channel, for the named receiver and for an unnamed id.
+            frame("Shut", vec![("to", Value::from(rx_id)), ("ask", Value::from(false))]),
+            frame("Shut", vec![("to", Value::from(rx_id)), ("ask", Value::from(true))]),
+            frame("Shut", vec![("to", Value::from(1u64 << 63 | 5)), ("ask", Value::from(false))]),
+            frame("Shut", vec![("to", Value::from(1u64 << 63 | 5)), ("ask", Value::from(true))]),
             request(
                 1,
                 variant(
