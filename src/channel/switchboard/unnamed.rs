@@ -146,6 +146,14 @@ impl Switchboard {
         }
         if table.get(&id).is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(route))) {
             table.remove(&id);
+            // Credit kept for no window (granted after this node started over, or its window
+            // went): no router of the channel is left here to take it, so it goes back now, as
+            // `Switchboard::credit` gives it back once no router is left (kept for ever once the
+            // owner had left: the switchboard simulation's seed 423, with unnamed channels).
+            let n = self.credits.take_early(id, owner);
+            if let Some(p) = self.peers.reach(owner).filter(|_| n > 0) {
+                p.outbox.push_frame(wire::encode(&Frame::Return { to: id, n }), true);
+            }
         }
         // (Under the table lock: see `target_unnamed`.)
         let Some((window, of, _)) = self.credits.get_from(id, owner) else { return };

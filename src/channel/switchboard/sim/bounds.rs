@@ -33,8 +33,13 @@ impl Sim {
     /// After every step: no table keeps more than an entry per receiver, node or channel.
     pub(super) fn check_bounds(&mut self) {
         let members = self.nodes.len();
-        let receivers = self.receivers_ever();
+        // (Unnamed channels count as receivers: each node keeps at most one router, window
+        // and early grant for each.)
+        let chans = self.unnamed.chans.len();
+        let receivers = self.receivers_ever() + chans;
         for node in self.nodes.iter().filter(|n| !n.dead) {
+            let owned = self.unnamed.chans.iter().filter(|c| c.owner == node.id);
+            let unnamed_inboxes = owned.filter(|c| c.rx.is_some()).count();
             let t = node.core.switch.tables();
             let fail = |what: &str| -> ! {
                 panic!("node {}: {what}, with {receivers} receivers registered: {t:?}", node.id)
@@ -43,8 +48,11 @@ impl Sim {
                 fail("more than one router for the one channel");
             }
             // Its receiver, and one dropped or started over and not yet deregistered.
-            if t.inboxes > 2 {
+            if t.inboxes > 2 + unnamed_inboxes {
                 fail("more inboxes than its receivers");
+            }
+            if t.unnamed > chans {
+                fail("more unnamed routers than unnamed channels");
             }
             if t.books > 5 * members {
                 fail("a receiver's books keep more than a few entries per node");
@@ -62,6 +70,8 @@ impl Sim {
     /// applies and refreshes, and every frame is written and read; then each node keeps
     /// entries only for what is live.
     pub(super) async fn check_tables_settle(&mut self) {
+        // Every handle of an unnamed channel is dropped: its tables must empty.
+        self.drop_unnamed_all();
         for _ in 0..GRACE.as_secs() {
             for i in 0..self.nodes.len() {
                 self.commit_writes(i);
@@ -108,6 +118,9 @@ impl Sim {
             };
             if t.departed > 0 {
                 fail("departed receivers");
+            }
+            if t.unnamed > 0 {
+                fail("unnamed channels' routers once every handle is dropped");
             }
             if t.early > 0 {
                 fail("grants for receivers it never applied");

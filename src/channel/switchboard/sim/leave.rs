@@ -53,6 +53,8 @@ impl Sim {
         }
         let id = node.id;
         self.disorder = true;
+        // Its unnamed channels end with it (`Node::channel`: once its node stops).
+        self.unnamed_stopped(id);
         let core = self.nodes[i].core.clone();
         let (asked, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (commit, committed) = oneshot::channel();

@@ -30,6 +30,10 @@
 //! `wait_taken` returns, every live receiver ends after a close, and each node's tables hold
 //! entries only for what is live (see [`bounds`]).
 //!
+//! Unnamed channels (`Node::channel`) run beside the named one, their senders carried from
+//! node to node and decoded there, under the same faults and with their own invariants (see
+//! [`unnamed`]); `DCHAN_SIM_UNNAMED=0` leaves them out (the schedules seeds made before them).
+//!
 //! `DCHAN_SIM_SEEDS=N` runs more seeds (from `DCHAN_SIM_FROM`); `DCHAN_SIM_SEED=S` replays one
 //! ([`crate::channel::seeded`]; `DCHAN_SIM_TRACE=1`
 //! prints every frame read).
@@ -41,6 +45,8 @@ mod net;
 mod node;
 mod rejoin;
 mod schedule;
+mod unnamed;
+mod unnamed_check;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -230,6 +236,8 @@ struct Sim {
     receivers_seen: (usize, BTreeSet<EndpointId>),
     /// Dead nodes' endpoints, kept so that nothing of theirs runs on drop.
     graveyard: Vec<(Option<AppSender>, Option<AppReceiver>)>,
+    /// The unnamed channels (see [`unnamed`]).
+    unnamed: unnamed::Unnamed,
 }
 
 impl Sim {
@@ -289,6 +297,7 @@ impl Sim {
             steps: 0,
             receivers_seen: (0, BTreeSet::new()),
             graveyard: Vec::new(),
+            unnamed: unnamed::Unnamed::default(),
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
         sim.commit_membership(&members);
@@ -433,6 +442,8 @@ impl Sim {
         node.core.switch.close_all();
         let (sender, receiver) = (node.sender.take(), node.receiver.take());
         self.graveyard.push((sender, receiver));
+        let id = node.id;
+        self.unnamed_stopped(id);
     }
 
     /// Node `i` crashes: it does nothing more; what it wrote may still arrive. The cluster

@@ -77,6 +77,7 @@ impl Sim {
         // while alive; the credit simulation checks those windows exactly).
         self.loose.insert(id);
         self.disorder = true;
+        self.unnamed_owner_removed(id);
         self.remove(id);
     }
 
@@ -139,6 +140,10 @@ impl Sim {
         }
         node.rejoin.removed = false;
         node.rejoin.starting_over = true;
+        // (Its unnamed channels end: `Switchboard::end_unnamed`.)
+        let id = node.id;
+        self.unnamed_owner_removed(id);
+        let node = &mut self.nodes[i];
         // (Unless its fence went out before, in an earlier refresh: before it was removed.)
         let route = node.core.switch.find_route(CHANNEL);
         let fenced = node.core.switch.fenced_before();
