@@ -25,7 +25,9 @@ pub(crate) const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// The dead letters of one channel on this node.
 #[derive(Debug, Default)]
 pub(crate) struct DeadLetters {
-    inner: Mutex<Inner>,
+    /// Made at the first dead letter: most channels never have one, and an unnamed channel's
+    /// router, one per request, stays small.
+    inner: Mutex<Option<Box<Inner>>>,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +58,7 @@ pub(crate) struct Counts {
 }
 
 impl DeadLetters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<Inner>>> {
         crate::sync::lock(&self.inner)
     }
 
@@ -69,7 +71,8 @@ impl DeadLetters {
         error: String,
         message: Bytes,
     ) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = guard.get_or_insert_with(Box::default);
         inner.total += 1;
         let seq = inner.total;
         tracing::warn!(
@@ -95,13 +98,15 @@ impl DeadLetters {
 
     /// Take over the letters and counts of `old` (a router replaced by a new one of its name).
     pub(crate) fn adopt(&self, old: &DeadLetters) {
-        let taken = std::mem::take(&mut *old.lock());
+        let taken = old.lock().take();
         *self.lock() = taken;
     }
 
     /// Copies of the letters kept now, oldest first.
     pub(crate) fn list(&self, channel: &str, node: NodeId) -> Vec<DeadLetter> {
-        self.lock()
+        let guard = self.lock();
+        let Some(inner) = guard.as_ref() else { return Vec::new() };
+        inner
             .letters
             .iter()
             .map(|k| DeadLetter {
@@ -118,7 +123,8 @@ impl DeadLetters {
 
     /// Let go of the letters numbered `seqs` (read and dealt with); returns how many were held.
     pub(crate) fn remove(&self, seqs: &[u64]) -> u64 {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let Some(inner) = guard.as_mut() else { return 0 };
         let before = inner.letters.len();
         let mut freed = 0;
         inner.letters.retain(|k| {
@@ -133,8 +139,11 @@ impl DeadLetters {
     }
 
     pub(crate) fn counts(&self) -> Counts {
-        let inner = self.lock();
-        Counts { held: inner.letters.len() as u64, total: inner.total, discarded: inner.discarded }
+        self.lock().as_ref().map_or_else(Counts::default, |inner| Counts {
+            held: inner.letters.len() as u64,
+            total: inner.total,
+            discarded: inner.discarded,
+        })
     }
 }
 

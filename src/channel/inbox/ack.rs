@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Acks, Detached, ErasedInbox, Inbox, Item, State, Token};
+use super::{Acks, Detached, ErasedInbox, Inbox, Item, Owner, State, Token};
 use crate::channel::credit::Outgoing;
 use crate::ids::NodeId;
 use crate::link::wire::Frame;
@@ -124,13 +124,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// actor, which deregisters the receiver and delivers them elsewhere.
     pub(crate) fn drop_receiver(&self) {
         if let Some(mine) = self.detach(false) {
-            if let Some(actor) = self.actor.get() {
-                actor.do_send(Detached(mine));
-            } else if let Some(on_drop) = self.on_drop.get() {
-                on_drop(self.id(), mine.len());
-                // (Also when its node is gone: the router holds the inbox, which holds it.)
-                self.route.close();
-                self.route.set_targets(Vec::new());
+            match self.owner.get() {
+                Some(Owner::Actor(actor)) => actor.do_send(Detached(mine)),
+                Some(Owner::Unnamed(on_drop)) => {
+                    on_drop(self.id(), mine.len());
+                    // (Also when its node is gone: the router holds the inbox, which holds it.)
+                    self.route.close();
+                    self.route.set_targets(Vec::new());
+                }
+                None => {}
             }
         }
     }
@@ -183,7 +185,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     // Still the application's to acknowledge.
                     st.unacked = Some(unacked);
                 } else {
-                    mine.extend(unacked.local.into_values().filter(|m| !m.is_empty()));
+                    let local = std::mem::take(&mut unacked.local);
+                    mine.extend(local.into_values().filter(|m| !m.is_empty()));
                 }
             }
             let taken = st.grants.flush_taken();

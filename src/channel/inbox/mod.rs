@@ -221,7 +221,7 @@ struct State<T> {
     /// [`ErasedInbox::push_remote`]).
     release_after_acks: BTreeSet<NodeId>,
     /// Manual acknowledgement: deliveries not yet acknowledged.
-    unacked: Option<Unacked>,
+    unacked: Option<Box<Unacked>>,
     /// The node whose message was taken last (where freed room goes back by default).
     last_from: Option<NodeId>,
 }
@@ -266,15 +266,21 @@ pub(crate) struct Inbox<T> {
     wire: Weak<dyn Wire>,
     /// The node this inbox's messages are decoded on (set with its receiver).
     decoding: OnceLock<decoding::Context>,
-    /// The endpoint actor that delivers elsewhere what this node's senders gave the inbox, when
-    /// it is handed over.
-    actor: OnceLock<Recipient<Detached>>,
-    /// An unnamed channel's receiver has no actor (nothing to deregister): when it is dropped,
-    /// this tells its node, with how many of this node's messages it held (dropped with it).
-    on_drop: OnceLock<OnDrop>,
+    /// Who is told when the receiver is dropped.
+    owner: OnceLock<Owner>,
 }
 
-/// See [`Inbox::on_drop`].
+/// Who an inbox tells when its receiver is dropped.
+enum Owner {
+    /// The endpoint actor, which deregisters the receiver and delivers elsewhere what this
+    /// node's senders gave the inbox.
+    Actor(Recipient<Detached>),
+    /// An unnamed channel's receiver has no actor (nothing to deregister): its node is told,
+    /// with how many of this node's messages it held (dropped with it).
+    Unnamed(OnDrop),
+}
+
+/// See [`Owner::Unnamed`].
 pub(crate) type OnDrop = Box<dyn Fn(EndpointId, usize) + Send + Sync>;
 
 impl<T> fmt::Debug for Inbox<T> {
@@ -303,7 +309,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             capacity,
             batch: grants.batch(),
             state: Mutex::new(State {
-                buf: VecDeque::with_capacity(capacity.min(4096)),
+                // (An unnamed channel's, one per request maybe, grows as it needs.)
+                buf: VecDeque::with_capacity(if crate::ids::is_unnamed(id) {
+                    0
+                } else {
+                    capacity.min(4096)
+                }),
                 grants,
                 waker: None,
                 closing: None,
@@ -312,13 +323,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 leaving: false,
                 restarting: false,
                 release_after_acks: BTreeSet::new(),
-                unacked: manual_ack.then(Unacked::default),
+                unacked: manual_ack.then(Box::default),
                 last_from: None,
             }),
             wire,
             decoding: OnceLock::new(),
-            actor: OnceLock::new(),
-            on_drop: OnceLock::new(),
+            owner: OnceLock::new(),
         }
     }
 
@@ -346,12 +356,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// An unnamed channel's receiver: what its node does when it is dropped, and the node its
     /// messages decode with.
     pub(crate) fn set_unnamed(&self, on_drop: OnDrop, context: decoding::Context) {
-        let _ = (self.on_drop.set(on_drop), self.decoding.set(context));
+        let _ = (self.owner.set(Owner::Unnamed(on_drop)), self.decoding.set(context));
     }
 
     /// The receiver's actor, and the node it belongs to (what its messages decode with).
     pub(crate) fn set_actor(&self, actor: Recipient<Detached>, context: decoding::Context) {
-        let _ = (self.actor.set(actor), self.decoding.set(context));
+        let _ = (self.owner.set(Owner::Actor(actor)), self.decoding.set(context));
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {

@@ -110,13 +110,17 @@ pub(crate) struct ChannelRoute {
     deferred: AtomicUsize,
     /// The registration the senders of this channel decoded from messages on this node share,
     /// with the type it registers (see `channel::sender::travel`).
-    pub(crate) decoded: Mutex<Option<(String, std::sync::Weak<dyn std::any::Any + Send + Sync>)>>,
+    /// (Boxed: most routers never have one.)
+    pub(crate) decoded: Mutex<Option<Box<Decoded>>>,
     /// Messages this node had to redeliver after every receiver of the closed channel had
     /// ended: dropped, with a warning (README, Close). Kept in test builds, for the
     /// simulations to check that each message missing is one of these.
     #[cfg(test)]
     dropped: Mutex<Vec<Bytes>>,
 }
+
+/// See [`ChannelRoute::decoded`]: the type, and the registration.
+pub(crate) type Decoded = (String, std::sync::Weak<dyn std::any::Any + Send + Sync>);
 
 /// Counts a waiting sender for as long as it lives.
 #[derive(Debug)]

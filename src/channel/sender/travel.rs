@@ -83,7 +83,7 @@ where
         let route = node.route(channel);
         let mut slot = lock(&route.decoded);
         let shared = slot
-            .as_ref()
+            .as_deref()
             .filter(|(t, _)| *t == type_name)
             .and_then(|(_, w)| w.upgrade())
             .and_then(|r| r.downcast::<Registration>().ok());
@@ -99,7 +99,7 @@ where
             refused: std::sync::atomic::AtomicBool::new(false),
         });
         let any: Arc<dyn Any + Send + Sync> = inner.clone();
-        *slot = Some((type_name, Arc::downgrade(&any)));
+        *slot = Some(Box::new((type_name, Arc::downgrade(&any))));
         drop(slot);
         let weak: Weak<Registration> = Arc::downgrade(&inner);
         node.spawn(Box::pin(async move {
