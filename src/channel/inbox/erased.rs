@@ -331,6 +331,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.lock().ended
     }
 
+    fn awaited(&self) -> BTreeSet<NodeId> {
+        self.lock().closing.clone().unwrap_or_default()
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -183,6 +183,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn granted(&self) -> BTreeSet<NodeId>;
     /// Whether the receiver has ended (`recv` said so).
     fn has_ended(&self) -> bool;
+    /// The nodes whose fence the closed channel still awaits (none if it is not closed).
+    fn awaited(&self) -> BTreeSet<NodeId>;
     /// Entries kept per sending node (for tests that check that churn leaves nothing behind).
     fn entries(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
@@ -454,6 +456,16 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     ) -> Outgoing {
         if st.detached {
             return st.grants.flush_taken();
+        }
+        let mut last = last;
+        if let Some(waiting) = st.closing.as_ref().filter(|_| crate::ids::is_unnamed(self.id())) {
+            // A closed unnamed channel grants only to the nodes whose fence it still waits for
+            // (what they deliver again after a start-over). Granted to another (one that asked
+            // before its own close), a router made there later from a sender in a message
+            // sent on it after the end, and the message was lost (the switchboard
+            // simulation's seed 599, with unnamed channels).
+            let _ = st.grants.take_wanting(|n| !waiting.contains(&n));
+            last = last.filter(|n| waiting.contains(n));
         }
         st.grants.local_waiting(self.route.has_waiters());
         st.grants.settle(idle, last, urgent)

@@ -105,7 +105,13 @@ impl Switchboard {
             // after its close).
             Some(inbox) if is_unnamed(to) && inbox.is_detached() => self.say_released(from, to),
             Some(inbox) if is_unnamed(to) && inbox.channel().is_closed() => {
+                // Ended: it takes nothing more, whatever its books say of the node (credit out
+                // to an earlier incarnation of it answered nothing: the switchboard
+                // simulation's seed 3041, with unnamed channels). A node whose fence is
+                // awaited may deliver again what it sent before.
                 if inbox.has_ended() {
+                    self.say_released(from, to);
+                } else if inbox.awaited().contains(&from) {
                     inbox.want(from);
                 } else {
                     self.ask_fence(from, to);
@@ -121,6 +127,13 @@ impl Switchboard {
                 // frees what the node was granted, runs before the check or after the grant,
                 // never between (credit granted after it ran was out for ever).
                 let departed = crate::sync::lock(&self.departed);
+                if !Self::lately(&departed, from) && is_unnamed(to) {
+                    // No registry offers an unnamed channel's credit later: asked again once
+                    // this node sees the asking node admitted (see `defer_want`).
+                    drop(departed);
+                    self.defer_want(from, to);
+                    return;
+                }
                 if !Self::lately(&departed, from) {
                     tracing::warn!(
                         node = from,

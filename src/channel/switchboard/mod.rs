@@ -57,6 +57,9 @@ pub(crate) struct Switchboard {
     /// The routers of unnamed channels on this node, by receiver: those it owns, and those of
     /// other nodes' that senders decoded here share (see [`unnamed`]).
     unnamed: Mutex<HashMap<EndpointId, std::sync::Weak<ChannelRoute>>>,
+    /// Wants for this node's unnamed channels from nodes it does not know as members yet (its
+    /// registry lags behind theirs), the latest [`unnamed::MAX_DEFERRED`]: answered once they are.
+    deferred_wants: Mutex<std::collections::VecDeque<(NodeId, EndpointId)>>,
     /// Credit towards each remote receiver.
     credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
@@ -127,6 +130,7 @@ impl Switchboard {
             routes: Mutex::default(),
             inboxes: Arc::default(),
             unnamed: Mutex::default(),
+            deferred_wants: Mutex::default(),
             credits: Credits::default(),
             fences: Fences::default(),
             fences_due: Mutex::default(),

@@ -192,6 +192,9 @@ impl Sim {
                 .all(|n| n.receiver.as_ref().is_none_or(|r| r.rx.is_none() || r.ended));
         let left = self.nodes.iter().all(|n| n.dead || n.leave.is_none());
         let settled = self.nodes.iter().all(|n| n.dead || !n.rejoin.starting_over);
+        if std::env::var("DCHAN_SIM_WHY").is_ok() {
+            eprintln!("why: senders {senders_done} taken {all_taken} copies {copies} ended {ended} left {left} settled {settled} unnamed {}", self.unnamed_done());
+        }
         senders_done && all_taken && copies && ended && left && settled && self.unnamed_done()
     }
 

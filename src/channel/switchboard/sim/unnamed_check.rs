@@ -85,6 +85,15 @@ impl Sim {
                 // (A router that never sent has not asked the owner: it learns when it sends.)
                 let told = !c.over() || !h.sent_on_route || h.senders.iter().all(|s| s.is_closed());
                 if !h.finished() || !told {
+                    if std::env::var("DCHAN_SIM_WHY").is_ok() {
+                        eprintln!(
+                            "why unnamed {k}: finished {} told {} over {} sent_on_route {}",
+                            h.finished(),
+                            told,
+                            c.over(),
+                            h.sent_on_route
+                        );
+                    }
                     return false;
                 }
             }
