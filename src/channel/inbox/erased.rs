@@ -305,7 +305,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         st.buf.retain(|item| !matches!(item, Item::Encoded { from: Some(_), .. }));
         let dropped = u32::try_from(before - st.buf.len()).unwrap_or(u32::MAX);
         st.grants.taken(None, dropped);
-        let nodes: BTreeSet<NodeId> = st.grants.known().chain(st.grants.owing()).collect();
+        let mut nodes: BTreeSet<NodeId> = st.grants.known().chain(st.grants.owing()).collect();
+        if crate::ids::is_unnamed(self.id()) {
+            // No registry tells the nodes waiting for credit that it is gone (dropped from
+            // the list as it ends, unanswered, they waited for ever: the switchboard
+            // simulation's seed 229, with unnamed channels).
+            nodes.extend(st.grants.take_wanting(|_| true));
+        }
         st.closing = Some(BTreeSet::new());
         st.wake();
         drop(st);

@@ -81,6 +81,9 @@ pub(crate) struct ChannelRoute {
     /// Of an unnamed channel's router on a node that does not own it: the senders using it
     /// (counted under the switchboard's table lock; the last one gone gives its credit back).
     pub(crate) users: AtomicUsize,
+    /// Of an unnamed channel's router on a node that does not own it: this node's registry
+    /// listed the owner as a member (once it does not, the owner has left).
+    pub(crate) owner_listed: AtomicBool,
     targets: RwLock<Vec<Target>>,
     /// Remote receivers that left the registry while this node still holds messages it sent
     /// them: a dead node's endpoints are removed before the node itself (whose removal releases
@@ -172,6 +175,7 @@ impl ChannelRoute {
             name: name.to_owned(),
             unnamed,
             users: AtomicUsize::new(0),
+            owner_listed: AtomicBool::new(false),
             targets: RwLock::default(),
             departed: Mutex::default(),
             closed: AtomicBool::new(false),

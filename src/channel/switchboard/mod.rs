@@ -60,6 +60,10 @@ pub(crate) struct Switchboard {
     /// Wants for this node's unnamed channels from nodes it does not know as members yet (its
     /// registry lags behind theirs), the latest [`unnamed::MAX_DEFERRED`]: answered once they are.
     deferred_wants: Mutex<std::collections::VecDeque<(NodeId, EndpointId)>>,
+    /// Unnamed channels of other nodes closed here (this node closed them, was asked to, or
+    /// was told their receiver is gone), the latest [`unnamed::MAX_CLOSED`]: a sender of one
+    /// decoded after its last router here went is closed too.
+    closed_unnamed: Mutex<std::collections::VecDeque<EndpointId>>,
     /// Credit towards each remote receiver.
     credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
@@ -131,6 +135,7 @@ impl Switchboard {
             inboxes: Arc::default(),
             unnamed: Mutex::default(),
             deferred_wants: Mutex::default(),
+            closed_unnamed: Mutex::default(),
             credits: Credits::default(),
             fences: Fences::default(),
             fences_due: Mutex::default(),

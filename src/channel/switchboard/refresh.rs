@@ -92,7 +92,7 @@ impl Switchboard {
                 self.released(*node, id);
             }
         }
-        self.refresh_unnamed(left);
+        self.refresh_unnamed(left, registry);
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
         for inbox in &inboxes {
             for node in left {

@@ -116,7 +116,8 @@ impl Switchboard {
                 self.refresh_route(route, &registry);
             }
         }
-        self.refresh_unnamed(&[]);
+        let refreshed = lock(&self.last).clone();
+        self.refresh_unnamed(&[], &refreshed);
         for (id, node, route) in old {
             // Through the link it was sent on, which this node may have forgotten since (a
             // peer that did not answer because it died, forgotten while this node waited for
@@ -233,8 +234,10 @@ impl Switchboard {
             .map(|inbox| (inbox.id(), inbox.rejoined(from)))
             .filter(|(_, n)| *n > 0)
             .collect();
+        // (An unnamed channel's receiver there is the new incarnation's: the old one's were
+        // ended, and their senders told, as it started over: `end_unnamed`.)
         for id in self.credits.on_node(from) {
-            if !registry.is_registered(id) {
+            if !crate::ids::is_unnamed(id) && !registry.is_registered(id) {
                 self.released(from, id);
             }
         }

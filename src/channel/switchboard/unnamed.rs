@@ -21,6 +21,7 @@ use std::sync::{Arc, Weak};
 use super::Switchboard;
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::{ChannelRoute, Target};
+use crate::cluster::registry::Registry;
 use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::link::wire::{self, Frame};
 use crate::sync::lock;
@@ -28,6 +29,10 @@ use crate::sync::lock;
 /// How many wants from nodes not yet known as members a node keeps (see
 /// [`Switchboard::defer_want`]).
 pub(super) const MAX_DEFERRED: usize = 1024;
+
+/// How many closed unnamed channels of other nodes a node remembers (see
+/// [`Switchboard::closed_here`]).
+pub(super) const MAX_CLOSED: usize = 1024;
 
 /// How long a router of an unnamed channel whose owner this node does not know (its registry
 /// lags behind the node the sender came from) waits for it to be admitted before it is closed.
@@ -101,7 +106,10 @@ impl Switchboard {
                 route.users.fetch_add(1, Ordering::SeqCst);
                 return route;
             }
-            if owner == self.me || self.cancel.is_cancelled() {
+            if owner == self.me
+                || self.cancel.is_cancelled()
+                || lock(&self.closed_unnamed).contains(&id)
+            {
                 return closed();
             }
             let route = Arc::new(ChannelRoute::unnamed(owner, id));
@@ -109,17 +117,24 @@ impl Switchboard {
             table.insert(id, Arc::downgrade(&route));
             route
         };
-        self.target_unnamed(&route);
-        if route.receiver_count() == 0 && !route.is_closed() {
-            // Its owner is not known here: closed unless this node sees it admitted in time
-            // (it died before this node heard of it, and no removal will come to say so).
+        // (The registry this node last refreshed to, as its links are: a newer one, not yet
+        // refreshed to, may list a member its links have let go of, and a link made for it
+        // then was kept for ever: the switchboard simulation's seed 12377.)
+        let registry = lock(&self.last).clone();
+        self.target_unnamed(&route, &registry);
+        if !route.owner_listed.load(Ordering::SeqCst) && !route.is_closed() {
+            // Its owner is not a member as this node sees it (targeted through a link to it,
+            // or not at all): closed unless this node sees it admitted in time (it died before
+            // this node heard of it, and no removal will come to say so: the switchboard
+            // simulation's seed 15864, with unnamed channels).
             let (weak, cancel) = (Arc::downgrade(&route), self.cancel.clone());
             self.tasks.spawn(async move {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => {}
                     () = tokio::time::sleep(OWNER_UNKNOWN_FOR) => {
-                        if let Some(route) = weak.upgrade().filter(|r| r.receiver_count() == 0) {
+                        let unknown = |r: &Arc<ChannelRoute>| !r.owner_listed.load(Ordering::SeqCst);
+                        if let Some(route) = weak.upgrade().filter(unknown) {
                             route.close();
                         }
                     }
@@ -132,24 +147,22 @@ impl Switchboard {
     /// Point `route`, an unnamed channel's router on a node that does not own it, at its owner,
     /// with this node's credit window towards the receiver (new, after a start-over); closed if
     /// the owner cannot be reached (not a member, and no link to it).
-    fn target_unnamed(&self, route: &Arc<ChannelRoute>) {
+    fn target_unnamed(&self, route: &Arc<ChannelRoute>, registry: &Registry) {
         let Some((owner, id)) = route.unnamed else { return };
         if owner == self.me || route.is_closed() {
             return;
         }
         let peer = {
-            let registry = self.registry.borrow();
             match registry.nodes.get(&owner) {
-                Some(addr) => Some(self.peers.get(owner, addr)),
+                Some(addr) => {
+                    route.owner_listed.store(true, Ordering::SeqCst);
+                    Some(self.peers.get(owner, addr))
+                }
                 // This node may not have applied the owner's admission yet: a link to it tells
-                // where it is. One that is leaving says the owner died or left.
-                None => match self.peers.find(owner) {
-                    Some(p) if p.is_departing() => {
-                        route.close();
-                        return;
-                    }
-                    found => found,
-                },
+                // where it is. One that is leaving says the owner died or left, or left and
+                // came back (this node has yet to see it admitted again): the router waits to
+                // see (see `unnamed_route`).
+                None => self.peers.find(owner).filter(|p| !p.is_departing()),
             }
         };
         let Some(peer) = peer else {
@@ -176,18 +189,27 @@ impl Switchboard {
     /// unnamed channel's router of this node that sends to another node targets its owner
     /// again, and those whose owner `left` are closed (what was sent and not taken went with
     /// the owner).
-    pub(super) fn refresh_unnamed(&self, left: &[NodeId]) {
+    pub(super) fn refresh_unnamed(&self, left: &[NodeId], registry: &Registry) {
         self.answer_deferred_wants();
         let routes: Vec<Arc<ChannelRoute>> = {
             let mut table = lock(&self.unnamed);
             table.retain(|_, r| r.strong_count() > 0);
             table.values().filter_map(Weak::upgrade).collect()
         };
+        let members: BTreeSet<NodeId> = registry.nodes.keys().copied().collect();
         for route in routes {
-            match route.unnamed {
-                Some((owner, _)) if left.contains(&owner) => route.close(),
-                Some((owner, _)) if owner != self.me => self.target_unnamed(&route),
-                _ => {}
+            let Some((owner, id)) = route.unnamed.filter(|(owner, _)| *owner != self.me) else {
+                continue;
+            };
+            // Listed once and no longer: it left, though this node may have refreshed to no
+            // registry that had it (no departure names it: the switchboard simulation's seed
+            // 581, with unnamed channels).
+            let listed = route.owner_listed.load(Ordering::SeqCst);
+            if left.contains(&owner) || (listed && !members.contains(&owner)) {
+                self.unnamed_released(owner, id);
+                self.closed_here(&route);
+            } else {
+                self.target_unnamed(&route, registry);
             }
         }
         // The owner's side: a node that left sends nothing more (its fence, if one is awaited).
@@ -195,7 +217,6 @@ impl Switchboard {
         // granted it credit, or asked it for a fence, as a member of a registry it never
         // refreshed to (the switchboard simulation's seeds 4802 and 10604, with unnamed
         // channels: waited for, or its credit out, for ever). Forgotten as one that left.
-        let members: BTreeSet<NodeId> = self.registry.borrow().nodes.keys().copied().collect();
         let inboxes: Vec<Arc<dyn ErasedInbox>> =
             lock(&self.inboxes).values().filter(|i| is_unnamed(i.id())).cloned().collect();
         for inbox in inboxes {
@@ -250,6 +271,28 @@ impl Switchboard {
         }
     }
 
+    /// Unnamed channel `route` of another node is closed on this node: closed, and remembered
+    /// (a sender decoded after its last router here went is closed from the start; opened
+    /// again, it sent after the close, on credit granted before it: the switchboard
+    /// simulation's seed 5792, with unnamed channels).
+    fn closed_here(&self, route: &ChannelRoute) {
+        route.close();
+        if let Some((_, id)) = route.unnamed.filter(|(owner, _)| *owner != self.me) {
+            self.remember_closed(id);
+        }
+    }
+
+    /// Unnamed channel `id` of another node is closed here (see [`Switchboard::closed_here`]).
+    fn remember_closed(&self, id: EndpointId) {
+        let mut closed = lock(&self.closed_unnamed);
+        if !closed.contains(&id) {
+            if closed.len() == MAX_CLOSED {
+                closed.pop_front();
+            }
+            closed.push_back(id);
+        }
+    }
+
     /// A live router of unnamed channel `id` on this node, if any.
     pub(super) fn unnamed_here(&self, id: EndpointId) -> Option<Arc<ChannelRoute>> {
         lock(&self.unnamed).get(&id).and_then(Weak::upgrade)
@@ -265,7 +308,7 @@ impl Switchboard {
         }
         self.credits.take_early(to, from);
         if let Some(route) = self.unnamed_here(to).filter(|r| r.unnamed == Some((from, to))) {
-            route.close();
+            self.closed_here(&route);
         }
         if let Some(peer) = self.peers.find(from) {
             let (kept, _) = peer.outbox.take_kept(to, false, |_| {});
@@ -302,7 +345,7 @@ impl Switchboard {
     pub(crate) fn shut_unnamed(&self, route: &Arc<ChannelRoute>) {
         let Some((owner, id)) = route.unnamed else { return };
         if owner != self.me {
-            route.close();
+            self.closed_here(route);
             self.fence_unnamed(owner, id, Some(route.clone()));
             return;
         }
@@ -338,12 +381,18 @@ impl Switchboard {
         let route = self.unnamed_here(to);
         match route {
             Some(route) if route.unnamed == Some((from, to)) => {
-                route.close();
+                self.closed_here(&route);
                 self.fence_unnamed(from, to, Some(route));
             }
             // No sender of it here any more (or only one naming another owner: a forged one,
-            // which sends nothing to this one): nothing more follows.
-            _ => self.fence_unnamed(from, to, None),
+            // which sends nothing to this one): nothing more follows, and a sender decoded
+            // later is closed (opened, it sent after this answer, on credit the owner granted
+            // while it waited for it: the switchboard simulation's seed 13848).
+            Some(_) => self.fence_unnamed(from, to, None),
+            None => {
+                self.remember_closed(to);
+                self.fence_unnamed(from, to, None);
+            }
         }
     }
 
@@ -386,7 +435,21 @@ impl Switchboard {
     /// Tell `owner` that nothing more of unnamed channel `to` follows from this node: after the
     /// messages `route` re-routes (this node starts over), behind everything sent before.
     fn fence_unnamed(&self, owner: NodeId, to: EndpointId, route: Option<Arc<ChannelRoute>>) {
-        let Some(peer) = self.peers.reach(owner) else { return };
+        // (A link to the owner this node has not made yet, its registry lagging behind the
+        // one it decoded the sender under: made now, or the close never reached the receiver,
+        // which waited for ever: the switchboard simulation's seed 576, with unnamed channels.)
+        let peer = self.peers.reach(owner).or_else(|| {
+            let registry = self.registry.borrow();
+            registry.nodes.get(&owner).map(|addr| self.peers.get_or_add(owner, addr))
+        });
+        let Some(peer) = peer else {
+            tracing::debug!(
+                node = owner,
+                receiver = to,
+                "a close for an unnamed channel of a node not known here: dropped"
+            );
+            return;
+        };
         let frame = wire::encode(&Frame::Shut { to, ask: false });
         let send = move || peer.outbox.push_frame(frame, true);
         match route {
@@ -395,14 +458,19 @@ impl Switchboard {
         }
     }
 
-    /// This node was removed while alive: its unnamed channels are over (the other nodes closed
-    /// their senders when it was removed). Each receiver yields what it holds, then `None`.
+    /// This node was removed while alive: its unnamed channels are over (the other nodes close
+    /// their senders when they see it removed, or when told now). Each receiver yields what this
+    /// node's own senders gave it, then `None`.
     pub(super) fn end_unnamed(&self) {
         let inboxes: Vec<Arc<dyn ErasedInbox>> =
             lock(&self.inboxes).values().filter(|i| is_unnamed(i.id())).cloned().collect();
         for inbox in inboxes {
             inbox.channel().close();
-            inbox.close(BTreeSet::new());
+            // What other nodes sent it goes (as with a receiver gone), and they are told: their
+            // routers close. (Not left to the nodes' word that this one is back: by then it may
+            // have made new channels, which must stay open: the switchboard simulation's seed
+            // 1813, with unnamed channels.)
+            inbox.orphan();
         }
     }
 

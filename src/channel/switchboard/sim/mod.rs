@@ -393,7 +393,12 @@ impl Sim {
         }
         let registry = node.core.registry.borrow().clone();
         if *TRACE && !node.refreshed {
-            eprintln!("node {} refreshes to {}", node.id, registry.applied);
+            eprintln!(
+                "node {} refreshes to {} (members {:?})",
+                node.id,
+                registry.applied,
+                registry.nodes.keys().collect::<Vec<_>>()
+            );
         }
         node.core.switch.refresh(&registry);
         node.refreshed = true;

@@ -27,6 +27,10 @@ pub(super) struct Rejoin {
     /// A live endpoint of it vanished from its registry, or it is out of the membership: it was
     /// removed.
     pub(super) removed: bool,
+    /// The cluster removed it (frozen or cut off) and it has not started over yet: an unnamed
+    /// channel it makes meanwhile ends when it does, and other nodes close its senders as they
+    /// see the removal.
+    pub(super) doomed: bool,
     /// The membership change that let it in, as it last saw it (0: not a member yet): see
     /// `Registry::admitted`.
     admitted: u64,
@@ -78,6 +82,7 @@ impl Sim {
         self.loose.insert(id);
         self.disorder = true;
         self.unnamed_owner_removed(id);
+        self.nodes[i].rejoin.doomed = true;
         self.remove(id);
     }
 
@@ -139,6 +144,7 @@ impl Sim {
             eprintln!("node {} starts over", node.id);
         }
         node.rejoin.removed = false;
+        node.rejoin.doomed = false;
         node.rejoin.starting_over = true;
         // (Its unnamed channels end: `Switchboard::end_unnamed`.)
         let id = node.id;

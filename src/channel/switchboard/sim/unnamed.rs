@@ -66,6 +66,10 @@ pub(super) struct Unnamed {
     /// Senders decoded (mail delivered), and closes.
     pub(super) decoded: u64,
     pub(super) closes: u64,
+    /// Nodes that started to leave: what they send meanwhile on credit they had is taken in
+    /// once their leave is committed, while that credit is free again (the capacity check's
+    /// slack, as for a node removed while alive).
+    pub(super) leaving: u32,
 }
 
 /// One unnamed channel.
@@ -201,7 +205,8 @@ impl Sim {
             });
         }
         let leaving = self.nodes[i].leave.is_some();
-        let removed = !self.log.last().expect("log").nodes.contains_key(&self.nodes[i].id);
+        let removed = !self.log.last().expect("log").nodes.contains_key(&self.nodes[i].id)
+            || self.nodes[i].rejoin.doomed;
         let woken = Arc::new(Woken::default());
         woken.wake_by_ref();
         let mut holder = Holder::new(total);
@@ -424,6 +429,7 @@ impl Sim {
     /// Node `id` stopped (crashed), or leaves: its channels are over (its receivers and
     /// senders are kept, so that nothing of theirs runs on drop; its mail is lost as it comes).
     pub(super) fn unnamed_stopped(&mut self, id: NodeId) {
+        self.unnamed.leaving += 1;
         for c in &mut self.unnamed.chans {
             if c.owner == id {
                 c.owner_stopped = true;
