@@ -268,7 +268,7 @@ async fn a_reply_handle_dropped_with_an_unnamed_receiver_tells_its_asker() {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Forged {
-    results: (String, String, Option<(u64, u64)>),
+    results: (String, String, Option<(u64, u64, u64)>),
 }
 
 #[actix_rt::test]
@@ -282,13 +282,13 @@ async fn a_forged_or_stale_unnamed_sender_gets_closed_or_a_dead_letter() {
     let u64_name = std::any::type_name::<u64>().to_owned();
     // A receiver that does not exist on node 0: the sender decodes, and is closed at the
     // first send (node 0 says it is gone).
-    let stale = (String::new(), u64_name.clone(), Some((nodes[0].id(), (1 << 63) | 12345)));
+    let stale = (String::new(), u64_name.clone(), Some((nodes[0].id(), (1 << 63) | 12345, 0)));
     within("send", forged.send(forge(stale))).await.expect("send");
     let remote = within("recv", holds.recv()).await.expect("a hold").results;
     assert!(within("send on a stale sender", remote.send(1)).await.is_err());
     assert!(remote.is_closed());
     // An id that is not an unnamed channel's: a dead letter saying so.
-    let named = (String::new(), u64_name, Some((nodes[0].id(), 3)));
+    let named = (String::new(), u64_name, Some((nodes[0].id(), 3, 0)));
     within("send", forged.send(forge(named))).await.expect("send");
     within("close", forged.close()).await.expect("close");
     assert!(within("recv", holds.recv()).await.is_none(), "it did not decode");

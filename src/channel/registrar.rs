@@ -45,7 +45,12 @@ pub(crate) trait Registrar: Send + Sync + std::fmt::Debug + 'static {
 
     /// The router of the unnamed channel whose receiver `id` node `owner` holds, for a sender
     /// of it decoded here (counted until [`Registrar::unnamed_gone`]).
-    fn unnamed_route(&self, owner: crate::ids::NodeId, id: EndpointId) -> Arc<ChannelRoute>;
+    fn unnamed_route(
+        &self,
+        owner: crate::ids::NodeId,
+        id: EndpointId,
+        admitted: u64,
+    ) -> Arc<ChannelRoute>;
 
     /// A sender on `route`, an unnamed channel's router, is gone.
     fn unnamed_gone(&self, route: &Arc<ChannelRoute>);

@@ -535,8 +535,8 @@ impl Registrar for Core {
         self.switch.route(channel)
     }
 
-    fn unnamed_route(&self, owner: NodeId, id: EndpointId) -> Arc<ChannelRoute> {
-        self.switch.unnamed_route(owner, id)
+    fn unnamed_route(&self, owner: NodeId, id: EndpointId, admitted: u64) -> Arc<ChannelRoute> {
+        self.switch.unnamed_route(owner, id, admitted)
     }
 
     fn unnamed_gone(&self, route: &Arc<ChannelRoute>) {

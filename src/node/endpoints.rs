@@ -69,6 +69,7 @@ impl Node {
         let capacity = capacity.clamp(1, u32::MAX as usize);
         let id = crate::ids::UNNAMED | crate::clock::random_u64();
         let route = Arc::new(ChannelRoute::unnamed(core.id, id));
+        route.owner_admitted.store(core.switch.admission(), std::sync::atomic::Ordering::Relaxed);
         let links: std::sync::Weak<crate::link::peer::Peers> = Arc::downgrade(&core.peers);
         let inbox = Arc::new(Inbox::<T>::new(id, route.clone(), capacity, false, links));
         let switch = Arc::downgrade(core);

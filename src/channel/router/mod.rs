@@ -84,6 +84,10 @@ pub(crate) struct ChannelRoute {
     /// Of an unnamed channel's router on a node that does not own it: this node's registry
     /// listed the owner as a member (once it does not, the owner has left).
     pub(crate) owner_listed: AtomicBool,
+    /// Of an unnamed channel's router: which membership change let its owner in, as the owner
+    /// saw it when it made the channel (0: not known). A registry that lists the owner as let
+    /// in by a later change shows another incarnation of it, whose channels these are not.
+    pub(crate) owner_admitted: std::sync::atomic::AtomicU64,
     targets: RwLock<Vec<Target>>,
     /// Remote receivers that left the registry while this node still holds messages it sent
     /// them: a dead node's endpoints are removed before the node itself (whose removal releases
@@ -176,6 +180,7 @@ impl ChannelRoute {
             unnamed,
             users: AtomicUsize::new(0),
             owner_listed: AtomicBool::new(false),
+            owner_admitted: std::sync::atomic::AtomicU64::new(0),
             targets: RwLock::default(),
             departed: Mutex::default(),
             closed: AtomicBool::new(false),

@@ -31,7 +31,9 @@ where
         let route = &self.inner.route;
         // An unnamed channel's name is only shown: its owner and receiver say which it is.
         let name = if route.unnamed.is_some() { "" } else { route.name.as_str() };
-        (name, &self.inner.type_name, route.unnamed).serialize(s)
+        let admitted = route.owner_admitted.load(std::sync::atomic::Ordering::Relaxed);
+        let unnamed = route.unnamed.map(|(owner, id)| (owner, id, admitted));
+        (name, &self.inner.type_name, unnamed).serialize(s)
     }
 }
 
@@ -41,14 +43,14 @@ where
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (channel, type_name, unnamed) =
-            <(String, String, Option<(NodeId, EndpointId)>)>::deserialize(d)?;
+            <(String, String, Option<(NodeId, EndpointId, u64)>)>::deserialize(d)?;
         let channel = match unnamed {
-            Some((_, id)) if !is_unnamed(id) => {
+            Some((_, id, _)) if !is_unnamed(id) => {
                 return Err(D::Error::custom(format!(
                     "a sender of an unnamed channel with receiver {id}, which is not one"
                 )));
             }
-            Some((_, id)) => unnamed_name(id),
+            Some((_, id, _)) => unnamed_name(id),
             None => channel,
         };
         let wanted = type_of::<T>();
@@ -64,8 +66,8 @@ where
                 "a sender of channel {channel} decoded outside a receiver: no node to send from"
             ))
         })?;
-        if let Some((owner, id)) = unnamed {
-            let route = node.unnamed_route(owner, id);
+        if let Some((owner, id, admitted)) = unnamed {
+            let route = node.unnamed_route(owner, id, admitted);
             return Ok(Sender::unnamed(node, route));
         }
         crate::cluster::registry::check_name(&channel).map_err(D::Error::custom)?;

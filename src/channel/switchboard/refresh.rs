@@ -12,7 +12,7 @@ use super::{DueFence, Switchboard};
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::{ChannelRoute, Target};
 use crate::cluster::registry::{Channel, Registry};
-use crate::ids::{EndpointId, NodeId};
+use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::link::wire::{self, Frame};
 use crate::rpc::EndpointKind;
 use crate::sync::lock;
@@ -88,7 +88,9 @@ impl Switchboard {
         }
         // Receivers removed before their node was (no release will come from a dead node).
         for node in left {
-            for id in self.credits.on_node(*node) {
+            // (An unnamed channel's receiver: its router decides, knowing which incarnation
+            // of the node it is of: `refresh_unnamed`.)
+            for id in self.credits.on_node(*node).into_iter().filter(|id| !is_unnamed(*id)) {
                 self.released(*node, id);
             }
         }

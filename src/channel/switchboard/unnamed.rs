@@ -38,7 +38,43 @@ pub(super) const MAX_CLOSED: usize = 1024;
 /// lags behind the node the sender came from) waits for it to be admitted before it is closed.
 const OWNER_UNKNOWN_FOR: std::time::Duration = super::HAND_OVER_TIMEOUT;
 
+/// Where the owner of an unnamed channel's router stands in a registry.
+enum OwnerIs<'a> {
+    /// A member, the incarnation that made the channel (or one the sender did not name), at
+    /// this address.
+    Member(&'a str),
+    /// Removed since it made the channel, or let in again since (another incarnation): the
+    /// channel is over.
+    Gone,
+    /// The registry has not seen it let in yet (it lags behind the one the sender was made
+    /// under).
+    NotYet,
+}
+
+/// Where `route`'s owner stands in `registry`, by the membership change that let it in as the
+/// sender names it (a node removed and let back in since, the registry may list it again, as
+/// another incarnation; one lagging behind may not list it yet: the switchboard simulation's
+/// seed 19041, with unnamed channels).
+fn owner_in<'a>(route: &ChannelRoute, registry: &'a Registry) -> OwnerIs<'a> {
+    let Some((owner, _)) = route.unnamed else { return OwnerIs::Gone };
+    let made = route.owner_admitted.load(Ordering::SeqCst);
+    match (registry.admitted(owner), registry.nodes.get(&owner)) {
+        (Some(a), Some(addr)) if made == 0 || a == made => OwnerIs::Member(addr),
+        (Some(a), Some(_)) if a > made => OwnerIs::Gone,
+        (Some(_), Some(_)) => OwnerIs::NotYet,
+        (_, Some(addr)) => OwnerIs::Member(addr),
+        (_, None) if made != 0 && registry.membership_changes() >= made => OwnerIs::Gone,
+        (_, None) => OwnerIs::NotYet,
+    }
+}
+
 impl Switchboard {
+    /// This node's admission: which membership change let it in, as its registry shows (0:
+    /// not a member yet). An unnamed channel's senders name it (see `owner_in`).
+    pub(crate) fn admission(&self) -> u64 {
+        self.registry.borrow().admitted(self.me).unwrap_or(0)
+    }
+
     /// Node `from`, not a member as this node sees it, wants credit with unnamed channel `to`
     /// of this node: kept, and answered once this node's registry admits it (it may be newer
     /// than this node, whose registry lags). Kept, at most [`MAX_DEFERRED`] of them (the
@@ -89,7 +125,12 @@ impl Switchboard {
     /// decoded on this node: the one senders decoded before share, or a new one. Closed from
     /// the start if the receiver is known to be gone (its owner is this node and does not hold
     /// it, or is not a member, with no link to it).
-    pub(crate) fn unnamed_route(&self, owner: NodeId, id: EndpointId) -> Arc<ChannelRoute> {
+    pub(crate) fn unnamed_route(
+        &self,
+        owner: NodeId,
+        id: EndpointId,
+        admitted: u64,
+    ) -> Arc<ChannelRoute> {
         let closed = || {
             let route = Arc::new(ChannelRoute::unnamed(owner, id));
             route.close();
@@ -113,6 +154,7 @@ impl Switchboard {
                 return closed();
             }
             let route = Arc::new(ChannelRoute::unnamed(owner, id));
+            route.owner_admitted.store(admitted, Ordering::SeqCst);
             route.users.fetch_add(1, Ordering::SeqCst);
             table.insert(id, Arc::downgrade(&route));
             route
@@ -122,10 +164,11 @@ impl Switchboard {
         // then was kept for ever: the switchboard simulation's seed 12377.)
         let registry = lock(&self.last).clone();
         self.target_unnamed(&route, &registry);
-        if !route.owner_listed.load(Ordering::SeqCst) && !route.is_closed() {
+        if admitted == 0 && !route.owner_listed.load(Ordering::SeqCst) && !route.is_closed() {
             // Its owner is not a member as this node sees it (targeted through a link to it,
-            // or not at all): closed unless this node sees it admitted in time (it died before
-            // this node heard of it, and no removal will come to say so: the switchboard
+            // or not at all), and the sender did not say which incarnation of it made the
+            // channel: closed unless this node sees it admitted in time (it died before this
+            // node heard of it, and no removal will come to say so: the switchboard
             // simulation's seed 15864, with unnamed channels).
             let (weak, cancel) = (Arc::downgrade(&route), self.cancel.clone());
             self.tasks.spawn(async move {
@@ -152,18 +195,20 @@ impl Switchboard {
         if owner == self.me || route.is_closed() {
             return;
         }
-        let peer = {
-            match registry.nodes.get(&owner) {
-                Some(addr) => {
-                    route.owner_listed.store(true, Ordering::SeqCst);
-                    Some(self.peers.get(owner, addr))
-                }
-                // This node may not have applied the owner's admission yet: a link to it tells
-                // where it is. One that is leaving says the owner died or left, or left and
-                // came back (this node has yet to see it admitted again): the router waits to
-                // see (see `unnamed_route`).
-                None => self.peers.find(owner).filter(|p| !p.is_departing()),
+        let peer = match owner_in(route, registry) {
+            OwnerIs::Member(addr) => {
+                route.owner_listed.store(true, Ordering::SeqCst);
+                Some(self.peers.get(owner, addr))
             }
+            OwnerIs::Gone => {
+                self.unnamed_released(owner, id);
+                self.closed_here(route);
+                return;
+            }
+            // This node has not applied the owner's admission yet: a link to it tells where it
+            // is (not one that is leaving: that is an earlier incarnation's); otherwise it
+            // waits to see it admitted.
+            OwnerIs::NotYet => self.peers.find(owner).filter(|p| !p.is_departing()),
         };
         let Some(peer) = peer else {
             // Targeted when this node sees the owner admitted (`refresh_unnamed`), or closed
@@ -198,17 +243,21 @@ impl Switchboard {
         };
         let members: BTreeSet<NodeId> = registry.nodes.keys().copied().collect();
         for route in routes {
-            let Some((owner, id)) = route.unnamed.filter(|(owner, _)| *owner != self.me) else {
+            let Some((owner, _)) = route.unnamed.filter(|(owner, _)| *owner != self.me) else {
                 continue;
             };
-            // Listed once and no longer: it left, though this node may have refreshed to no
-            // registry that had it (no departure names it: the switchboard simulation's seed
-            // 581, with unnamed channels).
+            // Listed once and no longer, with no incarnation to tell by: it left, though this
+            // node may have refreshed to no registry that had it (no departure names it: the
+            // switchboard simulation's seed 581, with unnamed channels).
             let listed = route.owner_listed.load(Ordering::SeqCst);
-            if left.contains(&owner) || (listed && !members.contains(&owner)) {
-                self.unnamed_released(owner, id);
+            let unknown = route.owner_admitted.load(Ordering::SeqCst) == 0;
+            if unknown && (left.contains(&owner) || (listed && !members.contains(&owner))) {
+                if let Some((owner, id)) = route.unnamed {
+                    self.unnamed_released(owner, id);
+                }
                 self.closed_here(&route);
             } else {
+                // (Closed here if the registry shows its incarnation gone.)
                 self.target_unnamed(&route, registry);
             }
         }

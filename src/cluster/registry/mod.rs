@@ -453,6 +453,12 @@ impl Registry {
         self.admitted.get(&node).copied()
     }
 
+    /// How many membership changes this registry has seen (what [`Registry::admitted`]
+    /// numbers): one that has seen change `n` knows of every node admitted up to it.
+    pub(crate) fn membership_changes(&self) -> u64 {
+        self.membership_changes
+    }
+
     /// Take Raft's new membership: the member nodes and their addresses, and who votes.
     pub(crate) fn set_membership(
         &mut self,

@@ -335,6 +335,20 @@ impl Sim {
     fn push(&mut self, mut registry: Registry) {
         registry.version = self.log.len() as u64;
         registry.applied = registry.version;
+        // A node the membership drops has its unnamed channels over (the nodes that see it
+        // close their senders), whether it knows yet or not, and however it comes back.
+        for c in &mut self.unnamed.chans {
+            if !registry.nodes.is_empty() && !registry.nodes.contains_key(&c.owner) {
+                c.owner_removed = true;
+            }
+        }
+        if *TRACE {
+            eprintln!(
+                "log {}: members {:?}",
+                registry.version,
+                registry.nodes.keys().collect::<Vec<_>>()
+            );
+        }
         self.log.push(Arc::new(registry));
     }
 

@@ -185,6 +185,7 @@ impl Sim {
         let core = &node.core;
         let id = crate::ids::UNNAMED | crate::clock::random_u64();
         let route = Arc::new(ChannelRoute::unnamed(node.id, id));
+        route.owner_admitted.store(core.switch.admission(), std::sync::atomic::Ordering::Relaxed);
         let links = Arc::downgrade(&core.peers);
         let inbox =
             Arc::new(Inbox::<UMsg>::new(id, route.clone(), capacity as usize, false, links));
@@ -200,13 +201,21 @@ impl Sim {
         let tx = Sender::unnamed(registrar, route);
         let rx = Receiver::unnamed(inbox.clone());
         if *TRACE {
-            eprintln!("node {}: unnamed channel {} ({id}), capacity {capacity}", node.id, {
-                self.unnamed.chans.len()
-            });
+            eprintln!(
+                "node {}: unnamed channel {} ({id}), capacity {capacity}, admitted {}",
+                node.id,
+                self.unnamed.chans.len(),
+                core.switch.admission()
+            );
         }
         let leaving = self.nodes[i].leave.is_some();
-        let removed = !self.log.last().expect("log").nodes.contains_key(&self.nodes[i].id)
-            || self.nodes[i].rejoin.doomed;
+        // (Or under an admission the cluster has since replaced: it starts over again once it
+        // sees that, and its channels of before end.)
+        let last = self.log.last().expect("log");
+        let me = self.nodes[i].id;
+        let admission = self.nodes[i].core.switch.admission();
+        let stale = admission != 0 && last.admitted(me).is_some_and(|a| a != admission);
+        let removed = !last.nodes.contains_key(&me) || self.nodes[i].rejoin.doomed || stale;
         let woken = Arc::new(Woken::default());
         woken.wake_by_ref();
         let mut holder = Holder::new(total);
