@@ -57,4 +57,7 @@ pub(crate) trait Registrar: Send + Sync + std::fmt::Debug + 'static {
 
     /// Close unnamed channel `route`.
     fn shut(&self, route: &Arc<ChannelRoute>);
+
+    /// Which membership change let this node in, as its registry shows (0: not yet).
+    fn admission(&self) -> u64;
 }

@@ -547,6 +547,10 @@ impl Registrar for Core {
         self.switch.shut_unnamed(route);
     }
 
+    fn admission(&self) -> u64 {
+        self.switch.admission()
+    }
+
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {

@@ -31,7 +31,14 @@ where
         let route = &self.inner.route;
         // An unnamed channel's name is only shown: its owner and receiver say which it is.
         let name = if route.unnamed.is_some() { "" } else { route.name.as_str() };
-        let admitted = route.owner_admitted.load(std::sync::atomic::Ordering::Relaxed);
+        let mut admitted = route.owner_admitted.load(std::sync::atomic::Ordering::Relaxed);
+        if admitted == 0
+            && route.unnamed.is_some_and(|(owner, _)| owner == self.inner.node.replies().0)
+        {
+            // Made before this node saw its own admission: known by now, maybe.
+            admitted = self.inner.node.admission();
+            route.owner_admitted.store(admitted, std::sync::atomic::Ordering::Relaxed);
+        }
         let unnamed = route.unnamed.map(|(owner, id)| (owner, id, admitted));
         (name, &self.inner.type_name, unnamed).serialize(s)
     }

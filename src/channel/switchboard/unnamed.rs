@@ -171,13 +171,16 @@ impl Switchboard {
             // node heard of it, and no removal will come to say so: the switchboard
             // simulation's seed 15864, with unnamed channels).
             let (weak, cancel) = (Arc::downgrade(&route), self.cancel.clone());
+            let registry = self.registry.clone();
             self.tasks.spawn(async move {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => {}
                     () = tokio::time::sleep(OWNER_UNKNOWN_FOR) => {
+                        // (Not if this node's registry lists it by now: its refresh targets it.)
+                        let member = registry.borrow().nodes.contains_key(&owner);
                         let unknown = |r: &Arc<ChannelRoute>| !r.owner_listed.load(Ordering::SeqCst);
-                        if let Some(route) = weak.upgrade().filter(unknown) {
+                        if let Some(route) = weak.upgrade().filter(unknown).filter(|_| !member) {
                             route.close();
                         }
                     }

@@ -446,11 +446,16 @@ impl Sim {
         }
     }
 
-    /// Node `id` was removed while alive, or starts over: its channels are over.
+    /// Node `id` was removed while alive, or starts over: its channels are over. And the
+    /// owners of the channels it sent on forget it (it is another incarnation once back): like
+    /// a router that never sent, it learns of a receiver gone when it next asks for credit.
     pub(super) fn unnamed_owner_removed(&mut self, id: NodeId) {
         for c in &mut self.unnamed.chans {
             if c.owner == id {
                 c.owner_removed = true;
+            }
+            if let Some(h) = c.holders.get_mut(&id) {
+                h.sent_on_route = false;
             }
         }
     }
