@@ -64,6 +64,10 @@ pub(crate) struct Switchboard {
     /// was told their receiver is gone), the latest [`unnamed::MAX_CLOSED`]: a sender of one
     /// decoded after its last router here went is closed too.
     closed_unnamed: Mutex<std::collections::VecDeque<EndpointId>>,
+    /// Closes of unnamed channels for owners this node has no link to yet (its registry lags
+    /// behind the one the sender came under), the latest [`unnamed::MAX_CLOSED`]: sent once a
+    /// refresh lists the owner.
+    shuts_due: Mutex<std::collections::VecDeque<(NodeId, EndpointId)>>,
     /// Credit towards each remote receiver.
     credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
@@ -136,6 +140,7 @@ impl Switchboard {
             unnamed: Mutex::default(),
             deferred_wants: Mutex::default(),
             closed_unnamed: Mutex::default(),
+            shuts_due: Mutex::default(),
             credits: Credits::default(),
             fences: Fences::default(),
             fences_due: Mutex::default(),

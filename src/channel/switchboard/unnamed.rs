@@ -239,6 +239,15 @@ impl Switchboard {
     /// the owner).
     pub(super) fn refresh_unnamed(&self, left: &[NodeId], registry: &Registry) {
         self.answer_deferred_wants();
+        let due: std::collections::VecDeque<(NodeId, EndpointId)> = {
+            let mut due = lock(&self.shuts_due);
+            let (now, later) = due.drain(..).partition(|(n, _)| registry.nodes.contains_key(n));
+            *due = later;
+            now
+        };
+        for (owner, to) in due {
+            self.fence_unnamed(owner, to, None);
+        }
         let routes: Vec<Arc<ChannelRoute>> = {
             let mut table = lock(&self.unnamed);
             table.retain(|_, r| r.strong_count() > 0);
@@ -487,19 +496,17 @@ impl Switchboard {
     /// Tell `owner` that nothing more of unnamed channel `to` follows from this node: after the
     /// messages `route` re-routes (this node starts over), behind everything sent before.
     fn fence_unnamed(&self, owner: NodeId, to: EndpointId, route: Option<Arc<ChannelRoute>>) {
-        // (A link to the owner this node has not made yet, its registry lagging behind the
-        // one it decoded the sender under: made now, or the close never reached the receiver,
-        // which waited for ever: the switchboard simulation's seed 576, with unnamed channels.)
-        let peer = self.peers.reach(owner).or_else(|| {
-            let registry = self.registry.borrow();
-            registry.nodes.get(&owner).map(|addr| self.peers.get_or_add(owner, addr))
-        });
-        let Some(peer) = peer else {
-            tracing::debug!(
-                node = owner,
-                receiver = to,
-                "a close for an unnamed channel of a node not known here: dropped"
-            );
+        // (No link to the owner yet, this node's registry lagging behind the one it decoded
+        // the sender under: sent once a refresh lists the owner. Dropped, the close never
+        // reached the receiver, which waited for ever: the switchboard simulation's seed 576;
+        // sent on a link made for it from a registry not refreshed to, the link was kept for
+        // ever: seed 58117, both with unnamed channels.)
+        let Some(peer) = self.peers.reach(owner) else {
+            let mut due = lock(&self.shuts_due);
+            if due.len() == MAX_CLOSED {
+                due.pop_front();
+            }
+            due.push_back((owner, to));
             return;
         };
         let frame = wire::encode(&Frame::Shut { to, ask: false });
