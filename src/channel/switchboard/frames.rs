@@ -98,6 +98,12 @@ impl Switchboard {
     /// was lost: the switchboard simulation's seed 5002); it gives back what it does not use,
     /// and this receiver forgets it as it does (see [`Switchboard::returned`]).
     pub(crate) fn want(&self, from: NodeId, to: EndpointId) {
+        self.want_of(from, to, None);
+    }
+
+    /// As [`Switchboard::want`]; `member` says whether node `from` is a member, if the caller
+    /// knows (it holds the refresh lock).
+    pub(super) fn want_of(&self, from: NodeId, to: EndpointId, member: Option<bool>) {
         tracing::trace!(node = from, receiver = to, "want in");
         match self.inbox(to) {
             // An unnamed channel's receiver dropped (its inbox leaves the table next), or
@@ -118,7 +124,12 @@ impl Switchboard {
                 }
             }
             Some(inbox) => {
-                let member = self.registry.borrow().nodes.contains_key(&from);
+                // (An unnamed channel's owner counts members as its links do, by the registry
+                // it last refreshed to: the nodes a close of it waits for, see `shut_here`.)
+                let member = member.unwrap_or_else(|| match is_unnamed(to) {
+                    true => crate::sync::lock(&self.last).nodes.contains_key(&from),
+                    false => self.registry.borrow().nodes.contains_key(&from),
+                });
                 if member {
                     inbox.want(from);
                     return;

@@ -95,21 +95,20 @@ impl Switchboard {
         deferred.push_back((from, to));
     }
 
-    /// The membership changed: deferred wants of nodes that are members now are answered;
-    /// those for receivers gone are dropped.
-    fn answer_deferred_wants(&self) {
+    /// The membership changed: deferred wants of nodes that are members now are answered
+    /// (one for a receiver gone since with a release: dropped, the node waited for ever: the
+    /// switchboard simulation's seed 2, with unnamed channels).
+    fn answer_deferred_wants(&self, registry: &Registry) {
         let now: std::collections::VecDeque<(NodeId, EndpointId)> = {
-            let registry = self.registry.borrow();
-            let inboxes = lock(&self.inboxes);
             let mut deferred = lock(&self.deferred_wants);
-            deferred.retain(|(_, to)| inboxes.contains_key(to));
             let (now, later) =
                 deferred.drain(..).partition(|(n, _)| registry.nodes.contains_key(n));
             *deferred = later;
             now
         };
         for (from, to) in now {
-            self.want(from, to);
+            // (Under the refresh lock: members of the registry being refreshed to.)
+            self.want_of(from, to, Some(true));
         }
     }
 
@@ -238,7 +237,7 @@ impl Switchboard {
     /// again, and those whose owner `left` are closed (what was sent and not taken went with
     /// the owner).
     pub(super) fn refresh_unnamed(&self, left: &[NodeId], registry: &Registry) {
-        self.answer_deferred_wants();
+        self.answer_deferred_wants(registry);
         let due: std::collections::VecDeque<(NodeId, EndpointId)> = {
             let mut due = lock(&self.shuts_due);
             let (now, later) = due.drain(..).partition(|(n, _)| registry.nodes.contains_key(n));
@@ -472,8 +471,10 @@ impl Switchboard {
         // (A node that is not a member, or out of reach, has left: it sends nothing more, and
         // no removal will come to count it as fenced. Asked for credit after it left, it was
         // waited for, dead, for ever: the switchboard simulation's seed 835, with unnamed
-        // channels.)
-        let members: BTreeSet<NodeId> = self.registry.borrow().nodes.keys().copied().collect();
+        // channels. Members as the registry this node last refreshed to says, not a newer
+        // one: a node listed there only, and gone again before this node refreshed, was
+        // waited for, as no refresh saw it leave: seed 88033.)
+        let members: BTreeSet<NodeId> = lock(&self.last).nodes.keys().copied().collect();
         let mut waiting = BTreeSet::new();
         let asked = inbox.granted().into_iter().filter(|n| Some(*n) != from && *n != self.me);
         for node in asked.filter(|n| members.contains(n)) {

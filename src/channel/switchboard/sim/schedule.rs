@@ -370,10 +370,11 @@ const FOUND: &[(u64, bool)] = &[
 /// registry took a channel of an owner's new incarnation for its old one's), 10540 (the
 /// capacity check's slack for a leaving node), 37369 (an owner's forgetting of a node removed
 /// while alive), 49188 (a channel made before its node saw its own admission, taken for an
-/// unknown owner's), 58117 (a close sent on a link made from a registry not refreshed to).
+/// unknown owner's), 58117 (a close sent on a link made from a registry not refreshed to),
+/// 88033 (a close waited for a member of a registry not refreshed to, gone again since).
 const FOUND_UNNAMED: &[u64] = &[
     3, 229, 423, 576, 581, 599, 835, 1813, 3041, 4802, 5792, 10540, 10604, 12377, 13848, 15864,
-    19041, 37369, 49188, 58117,
+    19041, 37369, 49188, 58117, 88033,
 ];
 
 #[test]
