@@ -8,7 +8,8 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Acks, Detached, ErasedInbox, Inbox, Item, Owner, State, Token};
+use super::owner::Owner;
+use super::{Acks, Detached, ErasedInbox, Inbox, Item, State, Token};
 use crate::channel::credit::Outgoing;
 use crate::ids::NodeId;
 use crate::link::wire::Frame;

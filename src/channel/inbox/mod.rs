@@ -20,6 +20,7 @@
 mod ack;
 mod acks;
 mod erased;
+mod owner;
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -31,7 +32,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use actix::{Message, Recipient};
+use actix::Message;
 
 use crate::channel::credit::{Grants, Outgoing};
 use crate::channel::decoding;
@@ -269,21 +270,8 @@ pub(crate) struct Inbox<T> {
     /// The node this inbox's messages are decoded on (set with its receiver).
     decoding: OnceLock<decoding::Context>,
     /// Who is told when the receiver is dropped.
-    owner: OnceLock<Owner>,
+    owner: OnceLock<owner::Owner>,
 }
-
-/// Who an inbox tells when its receiver is dropped.
-enum Owner {
-    /// The endpoint actor, which deregisters the receiver and delivers elsewhere what this
-    /// node's senders gave the inbox.
-    Actor(Recipient<Detached>),
-    /// An unnamed channel's receiver has no actor (nothing to deregister): its node is told,
-    /// with how many of this node's messages it held (dropped with it).
-    Unnamed(OnDrop),
-}
-
-/// See [`Owner::Unnamed`].
-pub(crate) type OnDrop = Box<dyn Fn(EndpointId, usize) + Send + Sync>;
 
 impl<T> fmt::Debug for Inbox<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -353,17 +341,6 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             st.leaving,
             st.ended
         )
-    }
-
-    /// An unnamed channel's receiver: what its node does when it is dropped, and the node its
-    /// messages decode with.
-    pub(crate) fn set_unnamed(&self, on_drop: OnDrop, context: decoding::Context) {
-        let _ = (self.owner.set(Owner::Unnamed(on_drop)), self.decoding.set(context));
-    }
-
-    /// The receiver's actor, and the node it belongs to (what its messages decode with).
-    pub(crate) fn set_actor(&self, actor: Recipient<Detached>, context: decoding::Context) {
-        let _ = (self.owner.set(Owner::Actor(actor)), self.decoding.set(context));
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {

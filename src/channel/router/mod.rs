@@ -11,6 +11,7 @@
 //! targets change.
 
 mod departed;
+pub(crate) mod unnamed;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,12 +36,6 @@ use crate::sync::lock;
 /// Where a node's round-robin starts: not at the same receiver on every node.
 fn random_start() -> usize {
     (crate::clock::random_u64() % 1024) as usize
-}
-
-/// How an unnamed channel is named where a name is shown (its `Sender::channel`, logs, dead
-/// letters): not a name any endpoint can register (see `check_name`), so never confused with one.
-pub(crate) fn unnamed_name(id: EndpointId) -> String {
-    format!("(unnamed {:x})", id & !crate::ids::UNNAMED)
 }
 
 /// Where a receiver of the channel is.
@@ -169,11 +164,6 @@ impl ChannelRoute {
         Self::with_owner(name, None)
     }
 
-    /// The router of the unnamed channel whose receiver `id` node `owner` holds.
-    pub(crate) fn unnamed(owner: NodeId, id: EndpointId) -> Self {
-        Self::with_owner(&unnamed_name(id), Some((owner, id)))
-    }
-
     fn with_owner(name: &str, unnamed: Option<(NodeId, EndpointId)>) -> Self {
         ChannelRoute {
             name: name.to_owned(),
@@ -278,13 +268,6 @@ impl ChannelRoute {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.changed.notify_waiters();
-    }
-
-    /// Mark the channel closed, as [`ChannelRoute::close`]: true if it was not already.
-    pub(crate) fn close_first(&self) -> bool {
-        let first = !self.closed.swap(true, Ordering::SeqCst);
-        self.changed.notify_waiters();
-        first
     }
 
     /// Whether a receiver of the channel is on another node.

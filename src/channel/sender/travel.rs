@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{Registration, Sender};
 use crate::channel::decoding;
 use crate::channel::registrar::Registrar;
-use crate::channel::router::unnamed_name;
+use crate::channel::router::unnamed::unnamed_name;
 use crate::cluster::registry::{type_of, UNTYPED};
 use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::sync::lock;
