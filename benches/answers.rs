@@ -25,6 +25,19 @@ use criterion::{Criterion, SamplingMode};
 mod support;
 use support::*;
 
+/// How long making `iters` of what `make` makes takes, keeping them all until after the timing
+/// (what they do when dropped is not timed).
+fn creating<T>(iters: u64, mut make: impl FnMut() -> T) -> Duration {
+    let mut keep = Vec::with_capacity(iters as usize);
+    let start = Instant::now();
+    for _ in 0..iters {
+        keep.push(make());
+    }
+    let took = start.elapsed();
+    drop(keep);
+    took
+}
+
 fn main() {
     init_tracing();
     let system = actix_rt::System::new();
@@ -40,53 +53,16 @@ fn main() {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(3));
         group.bench_function("tokio_oneshot_create", |b| {
-            b.iter_custom(|iters| {
-                let mut keep = Vec::with_capacity(iters as usize);
-                let start = Instant::now();
-                for _ in 0..iters {
-                    keep.push(tokio::sync::oneshot::channel::<u64>());
-                }
-                let took = start.elapsed();
-                drop(keep);
-                took
-            });
+            b.iter_custom(|iters| creating(iters, || tokio::sync::oneshot::channel::<u64>()))
         });
         group.bench_function("reply_handle_create", |b| {
-            b.iter_custom(|iters| {
-                let mut keep = Vec::with_capacity(iters as usize);
-                let start = Instant::now();
-                for _ in 0..iters {
-                    keep.push(node.oneshot::<u64>());
-                }
-                let took = start.elapsed();
-                // (Dropped unanswered: each tells its own node, outside the timing.)
-                drop(keep);
-                took
-            });
+            b.iter_custom(|iters| creating(iters, || node.oneshot::<u64>()))
         });
         group.bench_function("tokio_mpsc_create", |b| {
-            b.iter_custom(|iters| {
-                let mut keep = Vec::with_capacity(iters as usize);
-                let start = Instant::now();
-                for _ in 0..iters {
-                    keep.push(tokio::sync::mpsc::channel::<u64>(16));
-                }
-                let took = start.elapsed();
-                drop(keep);
-                took
-            });
+            b.iter_custom(|iters| creating(iters, || tokio::sync::mpsc::channel::<u64>(16)))
         });
         group.bench_function("unnamed_channel_create", |b| {
-            b.iter_custom(|iters| {
-                let mut keep = Vec::with_capacity(iters as usize);
-                let start = Instant::now();
-                for _ in 0..iters {
-                    keep.push(node.channel::<u64>(16));
-                }
-                let took = start.elapsed();
-                drop(keep);
-                took
-            });
+            b.iter_custom(|iters| creating(iters, || node.channel::<u64>(16)))
         });
         group.bench_function("tokio_oneshot_answer", |b| {
             b.iter_custom(|iters| {

@@ -5,17 +5,11 @@
 
 mod common;
 
-use common::{cluster, shutdown, within};
+use common::{cluster, live_bytes, shutdown, within};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
-
-/// Bytes live in the process (allocated and not freed) since `region` began.
-fn live(region: &Region<'_, std::alloc::System>) -> isize {
-    let c = region.change();
-    c.bytes_allocated as isize - c.bytes_deallocated as isize + c.bytes_reallocated
-}
 
 #[actix_rt::test]
 async fn a_hundred_thousand_reply_handles_take_a_few_hundred_bytes_each() {
@@ -28,7 +22,7 @@ async fn a_hundred_thousand_reply_handles_take_a_few_hundred_bytes_each() {
     for _ in 0..N {
         handles.push(nodes[0].oneshot::<u64>());
     }
-    let per_handle = live(&region) as usize / N;
+    let per_handle = live_bytes(&region) as usize / N;
     let inline = std::mem::size_of_val(&handles[0]);
     eprintln!(
         "{N} reply handles: {per_handle} bytes each on the heap, {inline} in the pair itself"

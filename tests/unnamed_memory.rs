@@ -6,17 +6,11 @@
 
 mod common;
 
-use common::{cluster, shutdown, within};
+use common::{cluster, live_bytes, shutdown, within};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
-
-/// Bytes live in the process (allocated and not freed) since `region` began.
-fn live(region: &Region<'_, std::alloc::System>) -> isize {
-    let c = region.change();
-    c.bytes_allocated as isize - c.bytes_deallocated as isize + c.bytes_reallocated
-}
 
 #[actix_rt::test]
 async fn a_hundred_thousand_unnamed_channels_take_a_few_hundred_bytes_each() {
@@ -29,7 +23,7 @@ async fn a_hundred_thousand_unnamed_channels_take_a_few_hundred_bytes_each() {
     for _ in 0..N {
         channels.push(nodes[0].channel::<u64>(1));
     }
-    let per_channel = live(&region) as usize / N;
+    let per_channel = live_bytes(&region) as usize / N;
     let inline = std::mem::size_of_val(&channels[0]);
     eprintln!("{N} unnamed channels: {per_channel} bytes each on the heap, {inline} in the pair");
     assert!(per_channel + inline <= 1100, "{per_channel} + {inline} bytes per unnamed channel");
@@ -42,7 +36,7 @@ async fn a_hundred_thousand_unnamed_channels_take_a_few_hundred_bytes_each() {
     }
     assert_eq!(nodes[0].__entries(), entries);
     // Nor in memory: what stays is the tables' room (hash maps do not shrink).
-    let left = live(&region).max(0) as usize / N;
+    let left = live_bytes(&region).max(0) as usize / N;
     eprintln!("after dropping them all: {left} bytes each still live");
     assert!(left <= 200, "{left} bytes per unnamed channel left after dropping them");
     shutdown(nodes).await;

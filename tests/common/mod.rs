@@ -99,3 +99,10 @@ pub async fn shutdown(nodes: Vec<Node>) {
         within("shutdown", node.shutdown()).await.expect("shutdown");
     }
 }
+
+/// Bytes live in the process (allocated and not freed) since `region` began, as a test binary
+/// that installs `stats_alloc`'s counting allocator sees them.
+pub fn live_bytes(region: &stats_alloc::Region<'_, std::alloc::System>) -> isize {
+    let c = region.change();
+    c.bytes_allocated as isize - c.bytes_deallocated as isize + c.bytes_reallocated
+}
