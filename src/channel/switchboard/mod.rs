@@ -58,16 +58,15 @@ pub(crate) struct Switchboard {
     /// other nodes' that senders decoded here share (see [`unnamed`]).
     unnamed: Mutex<HashMap<EndpointId, std::sync::Weak<ChannelRoute>>>,
     /// Wants for this node's unnamed channels from nodes it does not know as members yet (its
-    /// registry lags behind theirs), the latest [`unnamed::MAX_DEFERRED`]: answered once they are.
-    deferred_wants: Mutex<std::collections::VecDeque<(NodeId, EndpointId)>>,
+    /// registry lags behind theirs): answered once they are.
+    deferred_wants: unnamed::Latest<(NodeId, EndpointId)>,
     /// Unnamed channels of other nodes closed here (this node closed them, was asked to, or
-    /// was told their receiver is gone), the latest [`unnamed::MAX_CLOSED`]: a sender of one
-    /// decoded after its last router here went is closed too.
-    closed_unnamed: Mutex<std::collections::VecDeque<EndpointId>>,
+    /// was told their receiver is gone): a sender of one decoded after its last router here
+    /// went is closed too.
+    closed_unnamed: unnamed::Latest<EndpointId>,
     /// Closes of unnamed channels for owners this node has no link to yet (its registry lags
-    /// behind the one the sender came under), the latest [`unnamed::MAX_CLOSED`]: sent once a
-    /// refresh lists the owner.
-    shuts_due: Mutex<std::collections::VecDeque<(NodeId, EndpointId)>>,
+    /// behind the one the sender came under): sent once a refresh lists the owner.
+    shuts_due: unnamed::Latest<(NodeId, EndpointId)>,
     /// Credit towards each remote receiver.
     credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
@@ -138,9 +137,9 @@ impl Switchboard {
             routes: Mutex::default(),
             inboxes: Arc::default(),
             unnamed: Mutex::default(),
-            deferred_wants: Mutex::default(),
-            closed_unnamed: Mutex::default(),
-            shuts_due: Mutex::default(),
+            deferred_wants: unnamed::Latest::default(),
+            closed_unnamed: unnamed::Latest::default(),
+            shuts_due: unnamed::Latest::default(),
             credits: Credits::default(),
             fences: Fences::default(),
             fences_due: Mutex::default(),

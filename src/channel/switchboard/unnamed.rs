@@ -14,9 +14,9 @@
 //!   granted credit for a fence ([`Frame::Shut`]); each closes its router and answers behind
 //!   what it sent; the receiver yields what came before the last answer, then `None`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::Switchboard;
 use crate::channel::inbox::ErasedInbox;
@@ -26,13 +26,46 @@ use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::link::wire::{self, Frame};
 use crate::sync::lock;
 
-/// How many wants from nodes not yet known as members a node keeps (see
-/// [`Switchboard::defer_want`]).
-pub(super) const MAX_DEFERRED: usize = 1024;
+/// How many entries each of the switchboard's lists for unnamed channels keeps (wants from
+/// nodes not known as members yet, channels closed here, closes due to owners with no link
+/// yet): the latest, the oldest going first.
+const MAX_LATEST: usize = 1024;
 
-/// How many closed unnamed channels of other nodes a node remembers (see
-/// [`Switchboard::closed_here`]).
-pub(super) const MAX_CLOSED: usize = 1024;
+/// The latest [`MAX_LATEST`] entries of a list, each once (see [`MAX_LATEST`]).
+#[derive(Debug)]
+pub(super) struct Latest<T>(Mutex<VecDeque<T>>);
+
+impl<T> Default for Latest<T> {
+    fn default() -> Self {
+        Latest(Mutex::default())
+    }
+}
+
+impl<T: PartialEq> Latest<T> {
+    /// Add `entry`, unless listed; the oldest goes when the list is full.
+    pub(super) fn push(&self, entry: T) {
+        let mut list = lock(&self.0);
+        if list.contains(&entry) {
+            return;
+        }
+        if list.len() == MAX_LATEST {
+            list.pop_front();
+        }
+        list.push_back(entry);
+    }
+
+    pub(super) fn contains(&self, entry: &T) -> bool {
+        lock(&self.0).contains(entry)
+    }
+
+    /// Take out the entries `now` says are due, oldest first.
+    pub(super) fn take(&self, now: impl Fn(&T) -> bool) -> VecDeque<T> {
+        let mut list = lock(&self.0);
+        let (due, later) = list.drain(..).partition(|e| now(e));
+        *list = later;
+        due
+    }
+}
 
 /// How long a router of an unnamed channel whose owner this node does not know (its registry
 /// lags behind the node the sender came from) waits for it to be admitted before it is closed.
@@ -85,28 +118,14 @@ impl Switchboard {
             receiver = to,
             "credit asked for by a node not known yet: deferred"
         );
-        let mut deferred = lock(&self.deferred_wants);
-        if deferred.contains(&(from, to)) {
-            return;
-        }
-        if deferred.len() == MAX_DEFERRED {
-            deferred.pop_front();
-        }
-        deferred.push_back((from, to));
+        self.deferred_wants.push((from, to));
     }
 
     /// The membership changed: deferred wants of nodes that are members now are answered
     /// (one for a receiver gone since with a release: dropped, the node waited for ever: the
     /// switchboard simulation's seed 2, with unnamed channels).
     fn answer_deferred_wants(&self, registry: &Registry) {
-        let now: std::collections::VecDeque<(NodeId, EndpointId)> = {
-            let mut deferred = lock(&self.deferred_wants);
-            let (now, later) =
-                deferred.drain(..).partition(|(n, _)| registry.nodes.contains_key(n));
-            *deferred = later;
-            now
-        };
-        for (from, to) in now {
+        for (from, to) in self.deferred_wants.take(|(n, _)| registry.nodes.contains_key(n)) {
             // (Under the refresh lock: members of the registry being refreshed to.)
             self.want_of(from, to, Some(true));
         }
@@ -146,10 +165,7 @@ impl Switchboard {
                 route.users.fetch_add(1, Ordering::SeqCst);
                 return route;
             }
-            if owner == self.me
-                || self.cancel.is_cancelled()
-                || lock(&self.closed_unnamed).contains(&id)
-            {
+            if owner == self.me || self.cancel.is_cancelled() || self.closed_unnamed.contains(&id) {
                 return closed();
             }
             let route = Arc::new(ChannelRoute::unnamed(owner, id));
@@ -238,13 +254,7 @@ impl Switchboard {
     /// the owner).
     pub(super) fn refresh_unnamed(&self, left: &[NodeId], registry: &Registry) {
         self.answer_deferred_wants(registry);
-        let due: std::collections::VecDeque<(NodeId, EndpointId)> = {
-            let mut due = lock(&self.shuts_due);
-            let (now, later) = due.drain(..).partition(|(n, _)| registry.nodes.contains_key(n));
-            *due = later;
-            now
-        };
-        for (owner, to) in due {
+        for (owner, to) in self.shuts_due.take(|(n, _)| registry.nodes.contains_key(n)) {
             self.fence_unnamed(owner, to, None);
         }
         let routes: Vec<Arc<ChannelRoute>> = {
@@ -344,13 +354,7 @@ impl Switchboard {
 
     /// Unnamed channel `id` of another node is closed here (see [`Switchboard::closed_here`]).
     fn remember_closed(&self, id: EndpointId) {
-        let mut closed = lock(&self.closed_unnamed);
-        if !closed.contains(&id) {
-            if closed.len() == MAX_CLOSED {
-                closed.pop_front();
-            }
-            closed.push_back(id);
-        }
+        self.closed_unnamed.push(id);
     }
 
     /// A live router of unnamed channel `id` on this node, if any.
@@ -503,11 +507,7 @@ impl Switchboard {
         // sent on a link made for it from a registry not refreshed to, the link was kept for
         // ever: seed 58117, both with unnamed channels.)
         let Some(peer) = self.peers.reach(owner) else {
-            let mut due = lock(&self.shuts_due);
-            if due.len() == MAX_CLOSED {
-                due.pop_front();
-            }
-            due.push_back((owner, to));
+            self.shuts_due.push((owner, to));
             return;
         };
         let frame = wire::encode(&Frame::Shut { to, ask: false });
