@@ -110,7 +110,7 @@ impl Switchboard {
 
     /// Node `from`, not a member as this node sees it, wants credit with unnamed channel `to`
     /// of this node: kept, and answered once this node's registry admits it (it may be newer
-    /// than this node, whose registry lags). Kept, at most [`MAX_DEFERRED`] of them (the
+    /// than this node, whose registry lags). Kept, at most [`MAX_LATEST`] of them (the
     /// oldest go), not answered: a node that never joins never gets credit.
     pub(super) fn defer_want(&self, from: NodeId, to: EndpointId) {
         tracing::debug!(
