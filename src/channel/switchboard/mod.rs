@@ -67,6 +67,9 @@ pub(crate) struct Switchboard {
     /// Closes of unnamed channels for owners this node has no link to yet (its registry lags
     /// behind the one the sender came under): sent once a refresh lists the owner.
     shuts_due: unnamed::Latest<(NodeId, EndpointId)>,
+    /// The latest membership change that let this node in (0: none seen yet), kept while its
+    /// registry no longer lists it (see [`Switchboard::admission`]).
+    admitted: std::sync::atomic::AtomicU64,
     /// Credit towards each remote receiver.
     credits: Credits<ChannelRoute>,
     /// Fences received and sent, per closed channel.
@@ -140,6 +143,7 @@ impl Switchboard {
             deferred_wants: unnamed::Latest::default(),
             closed_unnamed: unnamed::Latest::default(),
             shuts_due: unnamed::Latest::default(),
+            admitted: std::sync::atomic::AtomicU64::new(0),
             credits: Credits::default(),
             fences: Fences::default(),
             fences_due: Mutex::default(),

@@ -37,6 +37,10 @@ impl Switchboard {
             .copied()
             .collect();
         if members_changed {
+            if let Some(admitted) = registry.admitted(self.me) {
+                // (Kept for when a later registry no longer lists this node: `admission`.)
+                self.admitted.fetch_max(admitted, Ordering::SeqCst);
+            }
             self.refresh_links(&left, registry);
         }
         for name in registry.changed_channels(&before) {

@@ -102,10 +102,23 @@ fn owner_in<'a>(route: &ChannelRoute, registry: &'a Registry) -> OwnerIs<'a> {
 }
 
 impl Switchboard {
-    /// This node's admission: which membership change let it in, as its registry shows (0:
-    /// not a member yet). An unnamed channel's senders name it (see `owner_in`).
+    /// This node's admission: which membership change let it in, as its registry shows, or,
+    /// while it no longer lists this node (removed while alive, not yet let back in), the
+    /// last that did: a channel made meanwhile is the old incarnation's, ended when this node
+    /// starts over (`end_unnamed`), and the other nodes close its senders once they see the
+    /// node let in again. (0: this node was never a member, which a started `Node` always is.)
+    /// An unnamed channel's senders name it (see `owner_in`).
+    ///
+    /// (Named as 0, such a channel's owner could not be told from its next incarnation, and a
+    /// node whose registry does not list the owner yet waits for it only `OWNER_UNKNOWN_FOR`.)
     pub(crate) fn admission(&self) -> u64 {
-        self.registry.borrow().admitted(self.me).unwrap_or(0)
+        match self.registry.borrow().admitted(self.me) {
+            Some(admitted) => {
+                self.admitted.fetch_max(admitted, Ordering::SeqCst);
+                admitted
+            }
+            None => self.admitted.load(Ordering::SeqCst),
+        }
     }
 
     /// Node `from`, not a member as this node sees it, wants credit with unnamed channel `to`
@@ -296,7 +309,13 @@ impl Switchboard {
             for node in left.iter().copied().chain(gone.iter().copied()) {
                 inbox.fence(node);
             }
-            for node in gone.into_iter().filter(|n| !left.contains(n)) {
+            // (Not one that left lately: its departure's timer voids the credit it holds
+            // (`Switchboard::departed`) unless it is let back in meanwhile. A node removed
+            // while alive may have been granted credit since (it asked as one that left lately,
+            // see `Switchboard::want_of`) and still send on it: refused, its message was lost,
+            // and the "taken" told for the next one acknowledged the lost one in its place (the
+            // switchboard simulation's seed 1155, with unnamed channels).)
+            for node in gone.into_iter().filter(|n| !left.contains(n) && !self.left_lately(*n)) {
                 let _ = inbox.node_left(node, true);
             }
         }

@@ -183,6 +183,10 @@ impl Sim {
         let total = 5 + self.rng.below(40) as u64;
         let node = &self.nodes[i];
         let core = &node.core;
+        // Only once the node has seen itself let in, as a `Node` is when it starts.
+        if core.switch.admission() == 0 {
+            return;
+        }
         let id = crate::ids::UNNAMED | crate::clock::random_u64();
         let route = Arc::new(ChannelRoute::unnamed(node.id, id));
         route.owner_admitted.store(core.switch.admission(), std::sync::atomic::Ordering::Relaxed);
@@ -256,13 +260,16 @@ impl Sim {
     }
 
     /// Mail `m` (if any) is decoded where it goes, if that node runs; to a dead node, it is lost.
+    /// Whatever the two nodes know of each other: the receiving node may not have applied the
+    /// owner's admission yet (its router waits for it), nor the owner the receiving node's (it
+    /// answers the node's want once it has: `Switchboard::defer_want`).
     fn deliver(&mut self, m: usize) {
         let Some(&(to, k, _)) = self.unnamed.mail.get(m) else { return };
         if self.node(to).dead {
             self.unnamed.mail.swap_remove(m);
             return;
         }
-        if !self.node(to).runs() || !self.knows_owner(to, self.unnamed.chans[k].owner) {
+        if !self.node(to).runs() {
             return;
         }
         let (_, _, bytes) = self.unnamed.mail.swap_remove(m);
@@ -278,28 +285,6 @@ impl Sim {
         holder.senders.push(tx);
         holder.failed = false;
         holder.woken.wake_by_ref();
-    }
-
-    /// Whether node `to` can tell where node `owner` is, as a sender carried to it in a message
-    /// finds it: `owner` is a member in its registry, or it has a link to `owner` (the link a
-    /// message from `owner` came over), or `owner` is no member any more (the sender is
-    /// closed as it is decoded). A node that has not applied the admission of a member
-    /// whose sender another node forwards to it closes that sender for good
-    /// (`Switchboard::target_unnamed`): not a case the simulation makes.
-    ///
-    /// And the owner, if it runs, has applied `to`'s admission: it refuses credit to a node it
-    /// does not know as a member (`Switchboard::want`), and for an unnamed channel nothing asks
-    /// again (a named channel's receiver offers credit once it applies the sending node's
-    /// registration), so that sender would wait for ever (found with seed 128: not a case the
-    /// simulation makes either; see the report of issue 19's simulation).
-    fn knows_owner(&self, to: NodeId, owner: NodeId) -> bool {
-        let node = self.node(to);
-        let member = |r: &crate::cluster::registry::Registry, n| r.nodes.contains_key(&n);
-        let known = member(&node.core.registry.borrow(), owner)
-            || node.core.peers.find(owner).is_some()
-            || !member(self.log.last().expect("log"), owner);
-        let owner = self.node(owner);
-        known && (!owner.runs() || member(&owner.core.registry.borrow(), to))
     }
 
     /// Node `i`'s sending task of a channel goes on, if woken: the next send.
