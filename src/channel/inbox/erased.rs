@@ -234,11 +234,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
 
     fn close(&self, waiting_for: BTreeSet<NodeId>) {
         let mut st = self.lock();
-        st.closing = Some(match st.closing.take() {
+        st.closing = Some(Box::new(match st.closing.take() {
             // Fences already counted stay counted.
             Some(prev) => prev.intersection(&waiting_for).copied().collect(),
             None => waiting_for,
-        });
+        }));
         st.wake();
     }
 
@@ -312,7 +312,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             // simulation's seed 229, with unnamed channels).
             nodes.extend(st.grants.take_wanting(|_| true));
         }
-        st.closing = Some(BTreeSet::new());
+        st.closing = Some(Box::default());
         st.wake();
         drop(st);
         self.release_to(nodes);
@@ -338,7 +338,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn awaited(&self) -> BTreeSet<NodeId> {
-        self.lock().closing.clone().unwrap_or_default()
+        self.lock().closing.as_deref().cloned().unwrap_or_default()
     }
 
     fn as_any(&self) -> &dyn Any {

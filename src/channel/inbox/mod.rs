@@ -206,8 +206,11 @@ struct State<T> {
     buf: VecDeque<Item<T>>,
     grants: Grants,
     waker: Option<Waker>,
-    /// Set once the close is applied here: the nodes still to send their fence.
-    closing: Option<BTreeSet<NodeId>>,
+    /// Set once the close is applied here: the nodes still to send their fence (boxed: most
+    /// receivers never close, and an unnamed channel's inbox is kept small, see
+    /// `tests/unnamed_memory.rs`).
+    #[expect(clippy::box_collection, reason = "8 bytes in every inbox, not 24: most never close")]
+    closing: Option<Box<BTreeSet<NodeId>>>,
     /// The receiver is gone.
     detached: bool,
     /// The channel ended here: `recv` has said so (closed, every fence in, nothing left), and
@@ -245,7 +248,7 @@ impl<T> State<T> {
     }
 
     fn closed(&self) -> bool {
-        self.closing.as_ref().is_some_and(BTreeSet::is_empty)
+        self.closing.as_ref().is_some_and(|w| w.is_empty())
     }
 
     fn wake(&mut self) {
@@ -261,7 +264,7 @@ pub(crate) struct Inbox<T> {
     /// [`ErasedInbox::restart`]).
     id: AtomicU64,
     route: Arc<ChannelRoute>,
-    capacity: usize,
+    capacity: u32,
     /// Credit and taken messages worth a frame of their own.
     batch: u32,
     state: Mutex<State<T>>,
@@ -291,8 +294,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         manual_ack: bool,
         wire: Weak<dyn Wire>,
     ) -> Self {
-        let capacity = capacity.max(1);
-        let grants = Grants::new(u32::try_from(capacity).unwrap_or(u32::MAX));
+        let capacity = u32::try_from(capacity.max(1)).unwrap_or(u32::MAX);
+        let grants = Grants::new(capacity);
         Inbox {
             id: AtomicU64::new(id),
             route,
@@ -303,7 +306,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 buf: VecDeque::with_capacity(if crate::ids::is_unnamed(id) {
                     0
                 } else {
-                    capacity.min(4096)
+                    capacity.min(4096) as usize
                 }),
                 grants,
                 waker: None,

@@ -52,7 +52,7 @@ struct Registration {
     /// message, when its registration commits.
     id: tokio::sync::OnceCell<EndpointId>,
     /// The type it registers with.
-    type_name: String,
+    type_name: std::borrow::Cow<'static, str>,
     /// Its registration was refused for good (see [`Registration::ready`]).
     refused: std::sync::atomic::AtomicBool,
 }
@@ -65,7 +65,7 @@ impl Registration {
             return true;
         }
         let register = || {
-            let (channel, type_name) = (self.route.name.clone(), self.type_name.clone());
+            let (channel, type_name) = (self.route.name.clone(), self.type_name.to_string());
             self.node.clone().register_sender(channel, type_name)
         };
         match self.id.get_or_try_init(register).await {
@@ -137,7 +137,7 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     pub(crate) fn new(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
-        let type_name = crate::cluster::registry::type_of::<T>();
+        let type_name = crate::cluster::registry::static_type_of::<T>().into();
         let id = tokio::sync::OnceCell::new_with(Some(id));
         let refused = std::sync::atomic::AtomicBool::new(false);
         let inner = Registration { node, route, id, type_name, refused };
@@ -147,7 +147,7 @@ where
     /// A sender of an unnamed channel on `route` (its receiver's, or one from
     /// [`Registrar::unnamed_route`]): nothing to register.
     pub(crate) fn unnamed(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>) -> Self {
-        let type_name = crate::cluster::registry::type_of::<T>();
+        let type_name = crate::cluster::registry::static_type_of::<T>().into();
         let id = route.unnamed.map(|(_, id)| id);
         let id = tokio::sync::OnceCell::new_with(id);
         let refused = std::sync::atomic::AtomicBool::new(false);

@@ -104,7 +104,7 @@ where
             node: node.clone(),
             route: route.clone(),
             id,
-            type_name: type_name.clone(),
+            type_name: type_name.clone().into(),
             refused: std::sync::atomic::AtomicBool::new(false),
         });
         let any: Arc<dyn Any + Send + Sync> = inner.clone();

@@ -148,7 +148,8 @@ impl Switchboard {
     pub(crate) fn add_unnamed(&self, inbox: Arc<dyn ErasedInbox>) {
         let route = inbox.channel().clone();
         route.set_targets(vec![Target::Local(inbox.clone())]);
-        lock(&self.unnamed).insert(inbox.id(), Arc::downgrade(&route));
+        // (Its router is found through the inbox, not the routers' table, which holds other
+        // nodes' channels: one entry per channel, not two.)
         lock(&self.inboxes).insert(inbox.id(), inbox);
     }
 
@@ -168,6 +169,19 @@ impl Switchboard {
             route.users.fetch_add(1, Ordering::SeqCst);
             route
         };
+        // This node's own channel: the router its receiver's inbox holds. (An id of this node's
+        // named with another owner: a forged or garbled sender.)
+        let own = lock(&self.inboxes).get(&id).cloned();
+        if owner == self.me || own.is_some() {
+            return match own.filter(|i| !i.is_detached()) {
+                Some(inbox) if inbox.channel().unnamed == Some((owner, id)) => {
+                    let route = inbox.channel().clone();
+                    route.users.fetch_add(1, Ordering::SeqCst);
+                    route
+                }
+                _ => closed(),
+            };
+        }
         let route = {
             let mut table = lock(&self.unnamed);
             if let Some(route) = table.get(&id).and_then(Weak::upgrade) {
@@ -178,7 +192,7 @@ impl Switchboard {
                 route.users.fetch_add(1, Ordering::SeqCst);
                 return route;
             }
-            if owner == self.me || self.cancel.is_cancelled() || self.closed_unnamed.contains(&id) {
+            if self.cancel.is_cancelled() || self.closed_unnamed.contains(&id) {
                 return closed();
             }
             let route = Arc::new(ChannelRoute::unnamed(owner, id));
@@ -555,8 +569,12 @@ impl Switchboard {
 
     /// Every unnamed channel's router on this node (the node stops).
     pub(super) fn close_unnamed(&self) {
-        let routes: Vec<Arc<ChannelRoute>> =
+        let mut routes: Vec<Arc<ChannelRoute>> =
             lock(&self.unnamed).values().filter_map(Weak::upgrade).collect();
+        let inboxes = lock(&self.inboxes);
+        let own = inboxes.values().filter(|i| is_unnamed(i.id())).map(|i| i.channel().clone());
+        routes.extend(own);
+        drop(inboxes);
         for route in routes {
             route.close();
         }

@@ -65,10 +65,15 @@ pub const UNTYPED: &str = "*";
 /// The type an endpoint of `T` registers with: its Rust type name, or [`UNTYPED`] for
 /// `dchan::Value`.
 pub(crate) fn type_of<T: 'static>() -> String {
+    static_type_of::<T>().to_owned()
+}
+
+/// [`type_of`], borrowed (a sender keeps it without an allocation of its own).
+pub(crate) fn static_type_of<T: 'static>() -> &'static str {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<crate::Value>() {
-        UNTYPED.to_owned()
+        UNTYPED
     } else {
-        std::any::type_name::<T>().to_owned()
+        std::any::type_name::<T>()
     }
 }
 
