@@ -37,6 +37,11 @@ impl Sim {
                     fail(format!("lost with node {node}, which never left"));
                 }
             }
+            Err(RecvError::Removed) => {
+                if !self.was_removed(ask.asker) {
+                    fail("its node never removed, told it was".to_owned());
+                }
+            }
             Err(e) => fail(format!("resolved with {e:?}, its node running")),
         }
         self.replies.asks[k].got = Some(got);
