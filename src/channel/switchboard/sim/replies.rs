@@ -83,8 +83,9 @@ pub(super) struct Ask {
     pub(super) gave_up: bool,
     /// The messages that carried it (one per hop).
     pub(super) carriers: Vec<Msg>,
-    /// The nodes whose applications took it from a message (each decoded it, and claimed it).
-    pub(super) takers: Vec<NodeId>,
+    /// The nodes whose applications took it from a message (each decoded it, and claimed it),
+    /// with the message's place in `carriers`.
+    pub(super) takers: Vec<(NodeId, usize)>,
     /// The values whose `send` returned `Ok`.
     pub(super) sent: Vec<u64>,
     /// A copy was dropped unanswered where that tells the asker: not behind a delivery's gate,
@@ -189,8 +190,9 @@ impl Sim {
             panic!("node {node} took a reply handle in {:?}, which carried none", wire.msg);
         };
         let ask = &mut self.replies.asks[k];
-        ask.takers.push(node);
-        let hop = ask.carriers.iter().position(|m| *m == wire.msg).unwrap_or(0) as u32 + 1;
+        let carrier = ask.carriers.iter().position(|m| *m == wire.msg).unwrap_or(0);
+        ask.takers.push((node, carrier));
+        let hop = carrier as u32 + 1;
         if *TRACE {
             eprintln!("node {node} holds reply {k} (hop {hop}, manual {manual})");
         }

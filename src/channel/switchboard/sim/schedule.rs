@@ -283,8 +283,9 @@ fn replies() -> bool {
 /// What one schedule did: steps, messages sent, broadcasts sent, nodes crashed, closes,
 /// messages dropped by the README's Close exception, nodes that left, nodes let back in;
 /// unnamed channels made, messages sent on them, their senders decoded, their closes; reply
-/// handles made, answers, `Dropped`, `Lost`.
-type Counts = [u64; 16];
+/// handles made, answers, `Dropped`, `Lost`, `Removed`, and those left waiting in the README's
+/// window ([`Sim::relay_lost`]).
+type Counts = [u64; 18];
 
 /// Run the schedule of `seed`: random steps with faults, then the fair finish.
 fn run(seed: u64) -> Counts {
@@ -337,9 +338,13 @@ fn run_with(seed: u64, freezes: bool, unnamed: bool, replies: bool) -> Counts {
         let answered = got(Result::is_ok);
         let rdropped = got(|g| matches!(g, Err(crate::oneshot::RecvError::Dropped)));
         let lost = got(|g| matches!(g, Err(crate::oneshot::RecvError::Lost(_))));
+        let removed = got(|g| matches!(g, Err(crate::oneshot::RecvError::Removed)));
+        let live = |a: &super::replies::Ask| !sim.node(a.asker).dead && a.rx.is_some();
+        let relayed = (0..asks.len()).filter(|k| live(&asks[*k]) && sim.relay_lost(*k)).count();
         #[rustfmt::skip]
         let counts = [sim.steps, sent, broadcasts, u64::from(sim.crashed), closed, dropped, left,
-            back, chans, usent, decoded, ucloses, asks.len() as u64, answered, rdropped, lost];
+            back, chans, usent, decoded, ucloses, asks.len() as u64, answered, rdropped, lost,
+            removed, relayed as u64];
         counts
     });
     crate::clock::seed_thread(None);
@@ -357,13 +362,13 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
     };
     let counts = crate::channel::seeded::run_seeds(300, &replay, run);
     let schedules = counts.len();
-    let mut total: Counts = [0; 16];
+    let mut total: Counts = [0; 18];
     for counts in counts {
         for (t, n) in total.iter_mut().zip(counts) {
             *t += n;
         }
     }
-    let [steps, sent, broadcasts, crashes, closes, dropped, left, back, chans, usent, decoded, ucloses, asks, answered, rdropped, lost] =
+    let [steps, sent, broadcasts, crashes, closes, dropped, left, back, chans, usent, decoded, ucloses, asks, answered, rdropped, lost, removed, relayed] =
         total;
     eprintln!(
         "{schedules} schedules, {steps} steps in {:.1} s: {sent} messages sent, {broadcasts} broadcasts, \
@@ -371,7 +376,7 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
          {closes} channels closed, {dropped} redeliveries dropped after every receiver ended; \
          {chans} unnamed channels, {usent} messages sent on them, {decoded} of their senders \
          decoded, {ucloses} closes; {asks} reply handles, {answered} answered, {rdropped} \
-         dropped, {lost} lost",
+         dropped, {lost} lost, {removed} removed, {relayed} left waiting in the README's window",
         started.elapsed().as_secs_f64()
     );
 }
