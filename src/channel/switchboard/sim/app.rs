@@ -171,7 +171,8 @@ impl Sim {
             Some(Rx::Manual(rx)) => match Pin::new(rx).poll_next(&mut cx) {
                 Poll::Ready(Some(mut delivery)) => {
                     // (Its reply handle, if any, the application holds apart.)
-                    let msg = super::replies::Wire { msg: delivery.msg, reply: delivery.reply.take() };
+                    let msg =
+                        super::replies::Wire { msg: delivery.msg, reply: delivery.reply.take() };
                     r.unacked.push(delivery);
                     Some(msg)
                 }
