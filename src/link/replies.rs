@@ -35,6 +35,8 @@ pub(crate) enum Answer {
     Dropped,
     /// The node holding the handle left the cluster, and no other node claimed it in time.
     Lost(NodeId),
+    /// This node was removed from the cluster while alive: an answer on its way may be lost.
+    Removed,
 }
 
 /// Where an entry's answers go.
@@ -102,6 +104,27 @@ impl Replies {
             std::mem::take(&mut *waiting)
         };
         drop(waiting);
+    }
+
+    /// This node was removed from the cluster while alive (paused or cut off past the failure
+    /// timeout), and starts over: every asker waiting is told (`RecvError::Removed`). An answer
+    /// on its way here may be lost: a node that forgot this one meanwhile dropped what it had
+    /// queued for it, answers among it, and answers this node's new incarnation on a new
+    /// stream (the switchboard simulation's seed 57763, with reply handles: a handle dropped
+    /// unanswered while its asker was paused, the `Dropped` lost with the holder's link to it,
+    /// and the asker, let back in, waited for ever). Handles made from now on wait as usual.
+    pub(crate) fn removed(&self) {
+        let waiting = std::mem::take(&mut *lock(&self.waiting));
+        for (_, entry) in waiting {
+            match entry.waiter {
+                Waiter::One(tx) => {
+                    let _ = tx.send(Answer::Removed);
+                }
+                Waiter::Many { tx, .. } => {
+                    let _ = tx.send(Answer::Removed);
+                }
+            }
+        }
     }
 
     /// An answer for entry `id` with `token`: taken if the entry waits and the token is its

@@ -523,8 +523,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 };
                 (item, token, out)
             };
-            self.send(out);
-            self.route.wake();
+            // (What settling says, this message taken among it, goes once the reply handles in
+            // it are decoded: their claims are queued first, and a writer that takes the credit
+            // has taken them before it; see `Outbox::take`.)
             let mut gates = Gates::default();
             let value = match item {
                 Item::Value(v) => {
@@ -570,6 +571,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         // From an untyped sender (or a broken peer): kept as a dead letter, taken
                         // (its sender lets go of it), and the receiver carries on.
                         Err(e) => {
+                            self.send(out);
+                            self.route.wake();
                             let expected = std::any::type_name::<T>();
                             self.route.dead.keep(
                                 &self.route.name,
@@ -588,6 +591,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                 }
             };
+            self.send(out);
+            self.route.wake();
             return Ok((value, token, gates));
         }
     }

@@ -26,11 +26,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// An unnamed channel's receiver: what its node does when it is dropped, and the node its
     /// messages decode with.
     pub(crate) fn set_unnamed(&self, on_drop: OnDrop, context: decoding::Context) {
+        self.route.typed::<T>(context.peers.clone());
         let _ = (self.owner.set(Owner::Unnamed(on_drop)), self.decoding.set(context));
     }
 
     /// The receiver's actor, and the node it belongs to (what its messages decode with).
     pub(crate) fn set_actor(&self, actor: Recipient<Detached>, context: decoding::Context) {
+        self.route.typed::<T>(context.peers.clone());
         let _ = (self.owner.set(Owner::Actor(actor)), self.decoding.set(context));
     }
 }

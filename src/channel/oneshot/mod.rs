@@ -54,6 +54,10 @@ pub enum RecvError {
     /// The asking node stopped.
     #[error("the asking node stopped")]
     Stopped,
+    /// The asking node was removed from the cluster while alive (paused or cut off past the
+    /// failure timeout) and started over: an answer on its way to it may have been lost.
+    #[error("the asking node was removed from the cluster while alive: the answer may be lost")]
+    Removed,
     /// The answer did not decode as the handle's type (a handle forged or sent back with another
     /// type).
     #[error("the answer does not decode: {0}")]
@@ -221,6 +225,7 @@ impl<R: DeserializeOwned> Future for Receiver<R> {
             }
             Ok(Answer::Dropped) => Err(RecvError::Dropped),
             Ok(Answer::Lost(node)) => Err(RecvError::Lost(node)),
+            Ok(Answer::Removed) => Err(RecvError::Removed),
             Err(_) => Err(RecvError::Stopped),
         })
     }
@@ -266,6 +271,7 @@ impl<R: DeserializeOwned> Answers<R> {
             }
             Answer::Dropped => Err(RecvError::Dropped),
             Answer::Lost(node) => Err(RecvError::Lost(node)),
+            Answer::Removed => Err(RecvError::Removed),
         })
     }
 }

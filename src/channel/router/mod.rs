@@ -11,6 +11,7 @@
 //! targets change.
 
 mod departed;
+mod discard;
 pub(crate) mod unnamed;
 
 use std::pin::Pin;
@@ -119,6 +120,9 @@ pub(crate) struct ChannelRoute {
     /// simulations to check that each message missing is one of these.
     #[cfg(test)]
     dropped: Mutex<Vec<Bytes>>,
+    /// How this node lets go of a message of the channel it drops undelivered (see
+    /// [`ChannelRoute::dropped_one`]); set by the first typed endpoint made here.
+    discard: std::sync::OnceLock<discard::Discard>,
 }
 
 /// See [`ChannelRoute::decoded`]: the type, and the registration.
@@ -188,6 +192,7 @@ impl ChannelRoute {
             dropped: Mutex::default(),
             deferred: AtomicUsize::new(0),
             decoded: Mutex::new(None),
+            discard: std::sync::OnceLock::new(),
         }
     }
 
@@ -224,13 +229,11 @@ impl ChannelRoute {
     }
 
     /// Message `msg`, to redeliver, found every receiver of the closed channel ended: it is
-    /// dropped (the caller warns).
-    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    /// dropped (the caller warns), and the reply handles in it tell their askers.
     pub(crate) fn dropped_one(&self, msg: &Bytes) {
+        self.discard(msg);
         #[cfg(test)]
         lock(&self.dropped).push(msg.clone());
-        #[cfg(not(test))]
-        let _ = msg;
     }
 
     /// The messages to redeliver this node dropped since last asked (see

@@ -138,6 +138,7 @@ where
 {
     pub(crate) fn new(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
         let type_name = crate::cluster::registry::static_type_of::<T>().into();
+        route.typed::<T>(std::sync::Arc::downgrade(node.replies().1));
         let id = tokio::sync::OnceCell::new_with(Some(id));
         let refused = std::sync::atomic::AtomicBool::new(false);
         let inner = Registration { node, route, id, type_name, refused };
@@ -148,6 +149,7 @@ where
     /// [`Registrar::unnamed_route`]): nothing to register.
     pub(crate) fn unnamed(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>) -> Self {
         let type_name = crate::cluster::registry::static_type_of::<T>().into();
+        route.typed::<T>(std::sync::Arc::downgrade(node.replies().1));
         let id = route.unnamed.map(|(_, id)| id);
         let id = tokio::sync::OnceCell::new_with(id);
         let refused = std::sync::atomic::AtomicBool::new(false);

@@ -90,6 +90,7 @@ where
     /// channel's decoded senders on this node if one lives, or a new one, registering from now.
     fn decoded(node: Arc<dyn Registrar>, channel: &str, type_name: String) -> Self {
         let route = node.route(channel);
+        route.typed::<T>(Arc::downgrade(node.replies().1));
         let mut slot = lock(&route.decoded);
         let shared = slot
             .as_deref()

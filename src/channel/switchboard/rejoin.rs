@@ -60,6 +60,9 @@ impl Switchboard {
             inbox.restart();
         }
         self.end_unnamed();
+        // Answers on their way here may be lost with the links of nodes that forgot this one:
+        // every asker waiting is told (see `Replies::removed`).
+        self.peers.replies.removed();
         // Every window is void at once (nothing more is queued on old credit); they stay in
         // the table until every peer has answered, so that a grant of the old incarnation's
         // still on its way lands on a void window, not on a new one.

@@ -54,7 +54,7 @@ impl Sim {
                     );
                 }
                 let links = Arc::downgrade(&node.core.peers);
-                let inbox = Arc::new(Inbox::<Msg>::new(
+                let inbox = Arc::new(Inbox::<super::replies::Wire>::new(
                     id,
                     route.clone(),
                     capacity as usize,
@@ -112,11 +112,15 @@ impl Sim {
                 let route = self.nodes[i].core.switch.find_route(CHANNEL).expect("a route");
                 let steady = self.steady_receiver.filter(|r| route.target_ids().contains(r));
                 self.broadcasts.insert((id, seq), steady);
+                let msg = super::replies::Wire::plain((id, seq));
                 Box::pin(async move {
-                    tx.broadcast((id, seq)).await.map(|_| Some(seq)).map_err(|e| SendError(e.0))
+                    tx.broadcast(msg).await.map(|_| Some(seq)).map_err(|e| SendError(e.0))
                 })
             } else {
-                Box::pin(async move { tx.send((id, next)).await.map(|()| Some(next)) })
+                // (Asking, perhaps: a reply handle inside.)
+                let reply = self.attach(i, (id, next));
+                let msg = super::replies::Wire { msg: (id, next), reply };
+                Box::pin(async move { tx.send(msg).await.map(|()| Some(next)) })
             };
             self.nodes[i].sender.as_mut().expect("a sender").op = Some(op);
         }
@@ -138,7 +142,10 @@ impl Sim {
                 self.sent.insert((id, seq));
             }
             Ok(None) => s.done = true,
-            Err(_) => s.closed = true,
+            Err(SendError(msg)) => {
+                s.closed = true;
+                self.replies_returned(msg);
+            }
         }
     }
 
@@ -162,8 +169,10 @@ impl Sim {
                 Poll::Pending => return,
             },
             Some(Rx::Manual(rx)) => match Pin::new(rx).poll_next(&mut cx) {
-                Poll::Ready(Some(delivery)) => {
-                    let msg = *delivery;
+                Poll::Ready(Some(mut delivery)) => {
+                    // (Its reply handle, if any, the application holds apart.)
+                    let msg =
+                        super::replies::Wire { msg: delivery.msg, reply: delivery.reply.take() };
                     r.unacked.push(delivery);
                     Some(msg)
                 }
@@ -172,8 +181,12 @@ impl Sim {
             },
         };
         r.woken.wake_by_ref();
+        let manual = matches!(r.rx, Some(Rx::Manual(_)));
         match got {
-            Some(msg) => self.took(id, msg),
+            Some(msg) => {
+                self.took(id, msg.msg);
+                self.replies_took(id, msg, manual);
+            }
             None => r.ended = true,
         }
     }
@@ -193,8 +206,9 @@ impl Sim {
         if *TRACE {
             eprintln!("node {id} acks {:?}", *delivery);
         }
-        delivery.ack();
+        let msg = delivery.ack().msg;
         r.woken.wake_by_ref();
+        self.replies_acked(id, msg);
     }
 
     /// Node `i`'s receiver is dropped (its node goes on). A `manual_ack` one with deliveries
@@ -262,8 +276,9 @@ impl Sim {
         for node in &self.nodes {
             let Some(route) = node.core.switch.find_route(CHANNEL) else { continue };
             for msg in route.take_dropped() {
-                let msg: Msg = rmp_serde::from_slice(&msg).expect("a message of the simulation");
-                self.dropped.insert(msg);
+                let msg: super::replies::Wire =
+                    rmp_serde::from_slice(&msg).expect("a message of the simulation");
+                self.dropped.insert(msg.msg);
                 any = true;
             }
         }
@@ -298,9 +313,9 @@ impl Sim {
             }
             let (out, committed) = r.inbox.books(|b| (b.out_total(), b.committed()));
             assert!(out <= r.capacity, "node {}: credit out {out} above {}", node.id, r.capacity);
-            // (A node removed while alive and not let back in yet counts as well, as for
-            // unnamed channels: what it sent on its credit before it knew is taken in as it
-            // arrives, while that credit is free again: seed 33245.)
+            // (A node removed while alive and not let back in yet counts too: what it sent on
+            // its credit before it froze arrives while that credit is free again; seeds 33245
+            // and 118683, as for unnamed channels.)
             let doomed = self.nodes.iter().filter(|n| n.rejoin.doomed).count() as u32;
             let slack = r.capacity * (self.crashed + self.started_over as u32 + doomed);
             assert!(

@@ -39,7 +39,10 @@ impl Sim {
         let receivers = self.receivers_ever() + chans;
         for node in self.nodes.iter().filter(|n| !n.dead) {
             let owned = self.unnamed.chans.iter().filter(|c| c.owner == node.id);
-            let unnamed_inboxes = owned.filter(|c| c.rx.is_some()).count();
+            // (A leaving node's unnamed inboxes are detached as it hands over: one whose
+            // receiver is dropped after stays until the node stops, its drop hook not run again.)
+            let leaving = node.leave.is_some();
+            let unnamed_inboxes = owned.filter(|c| c.rx.is_some() || leaving).count();
             let t = node.core.switch.tables();
             let fail = |what: &str| -> ! {
                 panic!("node {}: {what}, with {receivers} receivers registered: {t:?}", node.id)

@@ -34,6 +34,10 @@
 //! node to node and decoded there, under the same faults and with their own invariants (see
 //! [`unnamed`]); `DCHAN_SIM_UNNAMED=0` leaves them out (the schedules seeds made before them).
 //!
+//! Reply handles (`Node::oneshot`) travel inside the named channel's messages, answered,
+//! dropped or passed on by whoever takes them, under the same faults and with their own
+//! invariants (see [`replies`]); `DCHAN_SIM_REPLIES=0` leaves them out.
+//!
 //! `DCHAN_SIM_SEEDS=N` runs more seeds (from `DCHAN_SIM_FROM`); `DCHAN_SIM_SEED=S` replays one
 //! ([`crate::channel::seeded`]; `DCHAN_SIM_TRACE=1`
 //! prints every frame read).
@@ -44,6 +48,8 @@ mod leave;
 mod net;
 mod node;
 mod rejoin;
+mod replies;
+mod replies_check;
 mod schedule;
 mod unnamed;
 mod unnamed_check;
@@ -148,10 +154,10 @@ struct Conn {
 }
 
 /// An application's sending task: the send (of that number) or the wait in progress.
-type Op = Pin<Box<dyn Future<Output = Result<Option<u64>, SendError<Msg>>>>>;
+type Op = Pin<Box<dyn Future<Output = Result<Option<u64>, SendError<replies::Wire>>>>>;
 
 struct AppSender {
-    tx: Sender<Msg>,
+    tx: Sender<replies::Wire>,
     /// Its registration now (a new one once its node started over), and the first.
     id: EndpointId,
     first: EndpointId,
@@ -167,8 +173,8 @@ struct AppSender {
 }
 
 enum Rx {
-    Auto(Receiver<Msg>),
-    Manual(AckReceiver<Msg>),
+    Auto(Receiver<replies::Wire>),
+    Manual(AckReceiver<replies::Wire>),
 }
 
 struct AppReceiver {
@@ -176,9 +182,9 @@ struct AppReceiver {
     /// Its registration now (a new one once its node started over), and the first.
     id: EndpointId,
     first: EndpointId,
-    inbox: Arc<Inbox<Msg>>,
+    inbox: Arc<Inbox<replies::Wire>>,
     capacity: u32,
-    unacked: Vec<Delivery<Msg>>,
+    unacked: Vec<Delivery<replies::Wire>>,
     woken: Arc<Woken>,
     /// It said `None`: the channel closed and everything sent before was taken.
     ended: bool,
@@ -238,6 +244,8 @@ struct Sim {
     graveyard: Vec<(Option<AppSender>, Option<AppReceiver>)>,
     /// The unnamed channels (see [`unnamed`]).
     unnamed: unnamed::Unnamed,
+    /// The reply handles (see [`replies`]).
+    replies: replies::Replies,
 }
 
 impl Sim {
@@ -298,6 +306,7 @@ impl Sim {
             receivers_seen: (0, BTreeSet::new()),
             graveyard: Vec::new(),
             unnamed: unnamed::Unnamed::default(),
+            replies: replies::Replies::default(),
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
         sim.commit_membership(&members);
@@ -356,7 +365,7 @@ impl Sim {
     fn commit_register(&mut self, i: usize, kind: EndpointKind, capacity: u32) -> (usize, Outcome) {
         let cmd = Command::Register {
             channel: CHANNEL.to_owned(),
-            type_name: std::any::type_name::<Msg>().to_owned(),
+            type_name: std::any::type_name::<replies::Wire>().to_owned(),
             kind,
             node: self.nodes[i].id,
             capacity,

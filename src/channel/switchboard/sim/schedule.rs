@@ -32,6 +32,16 @@ impl Sim {
             self.rejoins();
             self.check();
             self.check_unnamed();
+            self.check_replies();
+            self.check_bounds();
+            return;
+        }
+        if self.replies.on && self.rng.below(8) == 0 {
+            self.replies_step(i);
+            self.leaves();
+            self.rejoins();
+            self.check();
+            self.check_replies();
             self.check_bounds();
             return;
         }
@@ -107,6 +117,7 @@ impl Sim {
         self.rejoins();
         self.check();
         self.check_unnamed();
+        self.check_replies();
         self.check_bounds();
     }
 
@@ -147,6 +158,7 @@ impl Sim {
                     self.ack(i);
                 }
                 self.unnamed_finish(i);
+                self.replies_finish(i);
             }
             settle_tasks(4).await;
             // Time passes, so that what waits on a timeout gets on.
@@ -155,6 +167,7 @@ impl Sim {
             self.rejoins();
             self.check();
             self.check_unnamed();
+            self.check_replies();
             if self.is_done() {
                 return;
             }
@@ -193,9 +206,16 @@ impl Sim {
         let left = self.nodes.iter().all(|n| n.dead || n.leave.is_none());
         let settled = self.nodes.iter().all(|n| n.dead || !n.rejoin.starting_over);
         if std::env::var("DCHAN_SIM_WHY").is_ok() {
-            eprintln!("why: senders {senders_done} taken {all_taken} copies {copies} ended {ended} left {left} settled {settled} unnamed {}", self.unnamed_done());
+            eprintln!("why: senders {senders_done} taken {all_taken} copies {copies} ended {ended} left {left} settled {settled} unnamed {} replies {}", self.unnamed_done(), self.replies_done());
         }
-        senders_done && all_taken && copies && ended && left && settled && self.unnamed_done()
+        senders_done
+            && all_taken
+            && copies
+            && ended
+            && left
+            && settled
+            && self.unnamed_done()
+            && self.replies_done()
     }
 
     pub(super) fn report(&self) -> String {
@@ -225,6 +245,7 @@ impl Sim {
             self.sent.iter().filter(|m| !self.taken.contains_key(m)).take(10).collect();
         out += &format!("\n  not taken (first 10): {missing:?}");
         out += &self.describe_unnamed();
+        out += &self.describe_replies();
         for (i, r) in self.log.iter().enumerate() {
             let ch = r.channel(CHANNEL);
             out += &format!(
@@ -252,18 +273,29 @@ fn unnamed() -> bool {
     std::env::var("DCHAN_SIM_UNNAMED").ok().as_deref().map(str::trim) != Some("0")
 }
 
+/// Whether schedules have reply handles (see [`super::replies`]): they do, but with
+/// `DCHAN_SIM_REPLIES=0` (the schedule each seed made before they came, as the seeds of
+/// [`FOUND_UNNAMED`] replay; with `DCHAN_SIM_UNNAMED=0` too, those of [`FOUND`]).
+fn replies() -> bool {
+    std::env::var("DCHAN_SIM_REPLIES").ok().as_deref().map(str::trim) != Some("0")
+}
+
 /// What one schedule did: steps, messages sent, broadcasts sent, nodes crashed, closes,
 /// messages dropped by the README's Close exception, nodes that left, nodes let back in;
-/// unnamed channels made, messages sent on them, their senders decoded, their closes.
-type Counts = [u64; 12];
+/// unnamed channels made, messages sent on them, their senders decoded, their closes; reply
+/// handles made, answers, `Dropped`, `Lost`, `Removed`, those left waiting in the README's
+/// window ([`Sim::relay_lost`]), and those answered more than once (copies of a request
+/// delivered again).
+type Counts = [u64; 19];
 
 /// Run the schedule of `seed`: random steps with faults, then the fair finish.
 fn run(seed: u64) -> Counts {
-    run_with(seed, freezes(seed), unnamed())
+    run_with(seed, freezes(seed), unnamed(), replies())
 }
 
-/// Schedule `seed`, freezing nodes or not, with unnamed channels or not.
-fn run_with(seed: u64, freezes: bool, unnamed: bool) -> Counts {
+/// Schedule `seed`, freezing nodes or not, with unnamed channels or not, with reply handles or
+/// not.
+fn run_with(seed: u64, freezes: bool, unnamed: bool, replies: bool) -> Counts {
     crate::clock::seed_thread(Some(seed));
     let _logs = TRACE.then(|| {
         let logs = tracing_subscriber::fmt()
@@ -281,12 +313,16 @@ fn run_with(seed: u64, freezes: bool, unnamed: bool) -> Counts {
         tokio::time::pause();
         let mut sim = Sim::new(seed, freezes);
         sim.unnamed.on = unnamed;
+        if replies {
+            sim.replies_start();
+        }
         let length = 200 + sim.rng.below(1200);
         for _ in 0..length {
             sim.step(true).await;
         }
         sim.finish().await;
         sim.check_tables_settle().await;
+        sim.check_replies_settled();
         let broadcasts = sim.sent.iter().filter(|m| m.1 & BROADCAST != 0).count() as u64;
         let sent = sim.sent.len() as u64 - broadcasts;
         let dropped = sim.dropped.len() as u64;
@@ -296,9 +332,21 @@ fn run_with(seed: u64, freezes: bool, unnamed: bool) -> Counts {
         let u = &sim.unnamed;
         let (chans, usent) = (u.chans.len() as u64, u.sent.len() as u64);
         let (decoded, ucloses) = (u.decoded, u.closes);
+        let asks = &sim.replies.asks;
+        let got = |f: fn(&Result<_, crate::oneshot::RecvError>) -> bool| {
+            asks.iter().filter(|a| a.got.as_ref().is_some_and(f)).count() as u64
+        };
+        let answered = got(Result::is_ok);
+        let rdropped = got(|g| matches!(g, Err(crate::oneshot::RecvError::Dropped)));
+        let lost = got(|g| matches!(g, Err(crate::oneshot::RecvError::Lost(_))));
+        let removed = got(|g| matches!(g, Err(crate::oneshot::RecvError::Removed)));
+        let live = |a: &super::replies::Ask| !sim.node(a.asker).dead && a.rx.is_some();
+        let relayed = (0..asks.len()).filter(|k| live(&asks[*k]) && sim.relay_lost(*k)).count();
+        let twice = asks.iter().filter(|a| a.sent.len() > 1).count() as u64;
         #[rustfmt::skip]
         let counts = [sim.steps, sent, broadcasts, u64::from(sim.crashed), closed, dropped, left,
-            back, chans, usent, decoded, ucloses];
+            back, chans, usent, decoded, ucloses, asks.len() as u64, answered, rdropped, lost,
+            removed, relayed as u64, twice];
         counts
     });
     crate::clock::seed_thread(None);
@@ -316,20 +364,22 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
     };
     let counts = crate::channel::seeded::run_seeds(300, &replay, run);
     let schedules = counts.len();
-    let mut total: Counts = [0; 12];
+    let mut total: Counts = [0; 19];
     for counts in counts {
         for (t, n) in total.iter_mut().zip(counts) {
             *t += n;
         }
     }
-    let [steps, sent, broadcasts, crashes, closes, dropped, left, back, chans, usent, decoded, ucloses] =
+    let [steps, sent, broadcasts, crashes, closes, dropped, left, back, chans, usent, decoded, ucloses, asks, answered, rdropped, lost, removed, relayed, twice] =
         total;
     eprintln!(
         "{schedules} schedules, {steps} steps in {:.1} s: {sent} messages sent, {broadcasts} broadcasts, \
          {crashes} nodes crashed, {left} left, {back} removed while alive and let back in, \
          {closes} channels closed, {dropped} redeliveries dropped after every receiver ended; \
          {chans} unnamed channels, {usent} messages sent on them, {decoded} of their senders \
-         decoded, {ucloses} closes",
+         decoded, {ucloses} closes; {asks} reply handles, {answered} answered, {rdropped} \
+         dropped, {lost} lost, {removed} removed, {relayed} left waiting in the README's window, {twice} answered \
+         twice",
         started.elapsed().as_secs_f64()
     );
 }
@@ -377,12 +427,40 @@ const FOUND_UNNAMED: &[u64] = &[
     19041, 37369, 49188, 58117, 88033, 1155, 14026, 33245, 138301,
 ];
 
+/// Seeds that found defects of the reply handles (issue 19), with them, and with unnamed
+/// channels or not (freezes as the seed says), each named where it is fixed: 8 (a request
+/// dropped undelivered after the close, its asker never told: `router::discard`), 3677 (a claim
+/// behind the credit that said its request was taken) and 156914 (an answer behind an `ack`),
+/// both lost with a receiving node that died (`Outbox::take`), 57763 (an answer lost with the
+/// link of a node that forgot its asker, removed while alive: `Replies::removed`); and those
+/// that found errors of the model: 77302 (a leaving node's unnamed inboxes), 21652 (a handle
+/// passed on, its taker dead before its claim arrived: the README's window), 118683 (the
+/// capacity slack of a node removed while alive).
+const FOUND_REPLIES: &[(u64, bool)] = &[
+    (8, true),
+    (3_677, true),
+    (57_763, true),
+    (77_302, true),
+    (21_652, false),
+    (118_683, false),
+    (156_914, false),
+];
+
 #[test]
 fn the_schedules_that_found_defects_deliver_every_message() {
+    for &(seed, unnamed) in FOUND_REPLIES {
+        let replay = format!(
+            "DCHAN_SIM_SEED={seed} DCHAN_SIM_UNNAMED={} cargo test --lib switchboard::sim",
+            u8::from(unnamed)
+        );
+        crate::channel::seeded::run_one(&seed.to_string(), &replay, move || {
+            run_with(seed, freezes(seed), unnamed, true)
+        });
+    }
     for &seed in FOUND_UNNAMED {
         let replay = format!("DCHAN_SIM_SEED={seed} cargo test --lib switchboard::sim");
         crate::channel::seeded::run_one(&seed.to_string(), &replay, move || {
-            run_with(seed, freezes(seed), true)
+            run_with(seed, freezes(seed), true, false)
         });
     }
     for &(seed, freezes) in FOUND {
@@ -391,7 +469,7 @@ fn the_schedules_that_found_defects_deliver_every_message() {
             u8::from(freezes)
         );
         crate::channel::seeded::run_one(&seed.to_string(), &replay, move || {
-            run_with(seed, freezes, false)
+            run_with(seed, freezes, false, false)
         });
     }
 }
