@@ -146,6 +146,12 @@ impl Grants {
             + self.remote.taken.len()
     }
 
+    /// Whether the books of other nodes were made (see [`Remote`]).
+    #[cfg(test)]
+    pub(crate) fn has_remote_books(&self) -> bool {
+        self.remote.0.is_some()
+    }
+
     /// Messages held (buffered, or delivered and not acknowledged) plus credit out: what the
     /// capacity bounds.
     #[cfg(test)]

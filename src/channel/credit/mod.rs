@@ -337,6 +337,36 @@ impl<R> Credits<R> {
 
     /// Take back the credit receiver `id` on node `from` granted this node before its window was
     /// made (the receiver reclaims it).
+    /// Receiver `id` on node `from` reclaims its credit while this node starts over (its
+    /// window is void): `None` if the node has not answered what it took in yet (its credit is
+    /// the old incarnation's, which it forgets as it answers, its reclaim with it: answered
+    /// with nothing, it reclaimed again at once, a round trip after round trip until then);
+    /// otherwise what it granted the new incarnation since, kept for the window made next.
+    /// Under one lock: the window made meanwhile takes that credit or the answer does, not
+    /// both, nor neither.
+    pub(crate) fn reclaim_void(&self, id: EndpointId, from: NodeId) -> Option<u32> {
+        let mut inner = lock(&self.inner);
+        if !inner.void {
+            // (The start-over ended meanwhile: the window made since answers.)
+            return inner
+                .windows
+                .get(&id)
+                .filter(|(_, _, n)| *n == from)
+                .map(|(w, _, _)| w.reclaim());
+        }
+        if inner.unanswered.contains(&from) {
+            return None;
+        }
+        Some(match inner.early.get(&id) {
+            Some((node, n)) if *node == from => {
+                let n = *n;
+                inner.early.remove(&id);
+                n
+            }
+            _ => 0,
+        })
+    }
+
     pub(crate) fn take_early(&self, id: EndpointId, from: NodeId) -> u32 {
         let mut inner = lock(&self.inner);
         match inner.early.get(&id) {

@@ -169,3 +169,24 @@ fn starting_over_keeps_the_grants_of_nodes_that_answered_for_the_new_windows() {
     assert!(!new.try_acquire(), "and nothing of the old incarnation's");
     assert!(matches!(credits.grant(11, 3, 1), Granted::Kept), "no longer starting over");
 }
+
+#[test]
+fn a_receiver_only_its_own_node_sends_to_keeps_no_books_of_other_nodes() {
+    // (Unnamed channels: 100,000 alive on a node must stay small, tests/unnamed_memory.rs.)
+    let mut g = Grants::new(2);
+    for round in 0..3 {
+        assert!(g.local() && g.local(), "round {round}: room for two");
+        assert!(!g.local(), "round {round}: full");
+        g.local_waiting(false);
+        g.taken(None, 2);
+        assert!(g.settle(true, None, false).is_empty(), "nothing to tell another node");
+        g.forget(9, Some(0));
+        assert!(g.take_wanting(|_| true).is_empty());
+        assert_eq!(g.flush_taken().credit, []);
+        g.returned(9, 0);
+        assert!(!g.has_remote_books(), "round {round}: books of other nodes made");
+    }
+    g.want(1);
+    assert!(g.has_remote_books(), "made once another node wants");
+    assert_eq!(granted(&g.settle(true, None, false), 1), 2);
+}

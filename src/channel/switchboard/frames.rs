@@ -165,13 +165,18 @@ impl Switchboard {
     /// if any are (see [`crate::channel::credit::Window::defer_reclaim`]).
     pub(crate) fn reclaim(&self, from: NodeId, to: EndpointId) {
         let n = match self.credits.get_from(to, from) {
-            // This node starts over: its void window gives nothing back (the old incarnation's
-            // credit, which the receiver no longer counts), and no sender uses it, so nothing
-            // is deferred on it (deferred, the reclaim was never answered once the window was
-            // replaced, and the receiver never asked again: a node that wanted starved, the
-            // switchboard simulation's seed 138301). What the node granted since, kept for the
-            // window made next, goes back.
-            Some((window, _, _)) if window.is_voided() => self.credits.take_early(to, from),
+            // This node starts over: no sender uses its void window, so nothing is deferred on
+            // it (deferred, the reclaim was never answered once the window was replaced, and
+            // the receiver never asked this node again: a node that wanted starved, the
+            // switchboard simulation's seed 138301). See `Credits::reclaim_void`: the credit the
+            // new incarnation was granted goes back; a receiver that has not answered yet is
+            // not answered (it forgets the reclaim as it forgets the old incarnation).
+            Some((window, _, _)) if window.is_voided() => {
+                match self.credits.reclaim_void(to, from) {
+                    Some(n) => n,
+                    None => return,
+                }
+            }
             // Senders wait for room, woken by the grant before: they try first.
             Some((window, route, _)) if route.has_waiters() => {
                 window.defer_reclaim();

@@ -54,8 +54,8 @@ pub(crate) struct Switchboard {
     cancel: CancellationToken,
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
     inboxes: Arc<Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>>,
-    /// The routers of unnamed channels on this node, by receiver: those it owns, and those of
-    /// other nodes' that senders decoded here share (see [`unnamed`]).
+    /// The routers of other nodes' unnamed channels on this node, by receiver, that senders
+    /// decoded here share (see [`unnamed`]). This node's own are found through their inboxes.
     unnamed: Mutex<HashMap<EndpointId, std::sync::Weak<ChannelRoute>>>,
     /// Wants for this node's unnamed channels from nodes it does not know as members yet (its
     /// registry lags behind theirs): answered once they are.

@@ -105,8 +105,9 @@ impl Switchboard {
     /// This node's admission: which membership change let it in, as its registry shows, or,
     /// while it no longer lists this node (removed while alive, not yet let back in), the
     /// last that did: a channel made meanwhile is the old incarnation's, ended when this node
-    /// starts over (`end_unnamed`), and the other nodes close its senders once they see the
-    /// node let in again. (0: this node was never a member, which a started `Node` always is.)
+    /// starts over (`end_unnamed`), and closed for every node that has applied the removal (a
+    /// sender of it decoded there is closed at once: `owner_in`). (0: this node was never a
+    /// member, which a started `Node` always is.)
     /// An unnamed channel's senders name it (see `owner_in`).
     ///
     /// (Named as 0, such a channel's owner could not be told from its next incarnation, and a
@@ -114,7 +115,9 @@ impl Switchboard {
     pub(crate) fn admission(&self) -> u64 {
         match self.registry.borrow().admitted(self.me) {
             Some(admitted) => {
-                self.admitted.fetch_max(admitted, Ordering::SeqCst);
+                if self.admitted.load(Ordering::Relaxed) < admitted {
+                    self.admitted.fetch_max(admitted, Ordering::SeqCst);
+                }
                 admitted
             }
             None => self.admitted.load(Ordering::SeqCst),
@@ -169,10 +172,11 @@ impl Switchboard {
             route.users.fetch_add(1, Ordering::SeqCst);
             route
         };
-        // This node's own channel: the router its receiver's inbox holds. (An id of this node's
-        // named with another owner: a forged or garbled sender.)
-        let own = lock(&self.inboxes).get(&id).cloned();
-        if owner == self.me || own.is_some() {
+        // This node's own channel: the router its receiver's inbox holds. (A sender naming
+        // another owner with an id of this node's reaches only that owner, which answers
+        // that its receiver is gone.)
+        if owner == self.me {
+            let own = lock(&self.inboxes).get(&id).cloned();
             return match own.filter(|i| !i.is_detached()) {
                 Some(inbox) if inbox.channel().unnamed == Some((owner, id)) => {
                     let route = inbox.channel().clone();
@@ -390,7 +394,8 @@ impl Switchboard {
         self.closed_unnamed.push(id);
     }
 
-    /// A live router of unnamed channel `id` on this node, if any.
+    /// A live router of another node's unnamed channel `id` on this node, if any (this node's
+    /// own are found through their inboxes).
     pub(super) fn unnamed_here(&self, id: EndpointId) -> Option<Arc<ChannelRoute>> {
         lock(&self.unnamed).get(&id).and_then(Weak::upgrade)
     }
@@ -424,7 +429,6 @@ impl Switchboard {
     /// release), and what this node's senders gave it is dropped with it.
     pub(crate) fn unnamed_dropped(&self, id: EndpointId, mine: usize) {
         let inbox = lock(&self.inboxes).remove(&id);
-        lock(&self.unnamed).remove(&id);
         if let Some(inbox) = inbox {
             let route = inbox.channel();
             route.close();
@@ -486,6 +490,9 @@ impl Switchboard {
             // later is closed (opened, it sent after this answer, on credit the owner granted
             // while it waited for it: the switchboard simulation's seed 13848).
             Some(_) => self.fence_unnamed(from, to, None),
+            // (Not for an id of this node's own channels: a forged ask, which must not fill the
+            // bounded list.)
+            None if self.inbox(to).is_some() => self.fence_unnamed(from, to, None),
             None => {
                 self.remember_closed(to);
                 self.fence_unnamed(from, to, None);
@@ -580,7 +587,8 @@ impl Switchboard {
         }
     }
 
-    /// How many unnamed channels' routers this node's table holds (for the bounds).
+    /// How many routers of other nodes' unnamed channels this node's table holds (for the
+    /// bounds).
     pub(crate) fn unnamed_count(&self) -> usize {
         lock(&self.unnamed).len()
     }

@@ -203,8 +203,17 @@ impl Sim {
             }
         }
         if self.nodes[i].rejoin.again == 0 {
-            self.nodes[i].rejoin.starting_over = false;
+            self.started_over_done(i);
         }
+    }
+
+    /// Node `i`'s start-over is over: removed again meanwhile, it goes round again, as
+    /// `Core::check_removed` does after `register_again` (left out, a node removed and let back
+    /// in while it started over, its registry skipping the removal, never started over again,
+    /// and its channel made in between stayed open: seed 25339, with reply handles).
+    fn started_over_done(&mut self, i: usize) {
+        self.nodes[i].rejoin.starting_over = false;
+        self.check_removed(i);
     }
 
     /// Node `i` applied the registration again of its endpoint first registered as `first`.
@@ -227,7 +236,7 @@ impl Sim {
         }
         node.rejoin.again -= 1;
         if node.rejoin.again == 0 {
-            node.rejoin.starting_over = false;
+            self.started_over_done(i);
         }
     }
 }
