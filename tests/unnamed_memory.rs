@@ -1,10 +1,12 @@
 //! What unnamed channels cost to keep: 100,000 alive on one node, counted by a global allocator
 //! that tracks the bytes live (the receiver's inbox and books, its router, the sender's share,
-//! the node's table entry). Measured at 862 bytes each on the heap (1,263 before the rarely
+//! the node's table entry). Measured at 894 bytes each on the heap (1,263 before the rarely
 //! used parts were boxed, 1,015 before the books of other nodes were made on first use and the
-//! router left the routers' table; issue 19 asks for a few hundred: the router and the inbox
-//! are still a named receiver's); the bound keeps it from growing. Its own binary: the
-//! allocator counts for the whole process.
+//! router left the routers' table, 862 before the router learnt to decode what it drops;
+//! issue 19 asks for a few hundred: the router and the inbox are still a named receiver's);
+//! the bound keeps it from growing. The best case: a channel whose sender was used from
+//! another node also keeps the receiver's books of other nodes (about 110 bytes more). Its own
+//! binary: the allocator counts for the whole process.
 
 mod common;
 
@@ -28,7 +30,7 @@ async fn a_hundred_thousand_unnamed_channels_take_a_few_hundred_bytes_each() {
     let per_channel = live_bytes(&region) as usize / N;
     let inline = std::mem::size_of_val(&channels[0]);
     eprintln!("{N} unnamed channels: {per_channel} bytes each on the heap, {inline} in the pair");
-    assert!(per_channel + inline <= 900, "{per_channel} + {inline} bytes per unnamed channel");
+    assert!(per_channel + inline <= 950, "{per_channel} + {inline} bytes per unnamed channel");
     // One entry each: the receiver's inbox in the node's table (its router is found through it).
     assert_eq!(nodes[0].__entries(), entries + N);
     // Every one still carries a message; dropped, they leave nothing behind.
