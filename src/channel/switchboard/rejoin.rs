@@ -110,16 +110,20 @@ impl Switchboard {
             }
         }
         self.credits.clear();
-        let registry = self.registry.borrow().clone();
         let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
-        {
-            // Under the refresh lock, as in `route`: new windows for every receiver.
-            let _refreshing = lock(&self.last);
+        let refreshed = {
+            // Under the refresh lock, as in `route`: new windows for every receiver, as the
+            // registry this node last refreshed to lists them, not a newer one its watch holds
+            // already. The next refresh settles the windows of receivers gone since by what
+            // that registry listed: a receiver registered and dropped between the two, its
+            // release read before this window was made, kept its window and a departed target
+            // for ever (the switchboard simulation's seed 235795, with freezes and a close).
+            let refreshed = lock(&self.last);
             for route in &routes {
-                self.refresh_route(route, &registry);
+                self.refresh_route(route, &refreshed);
             }
-        }
-        let refreshed = lock(&self.last).clone();
+            refreshed.clone()
+        };
         self.refresh_unnamed(&[], &refreshed);
         for (id, node, route) in old {
             // Through the link it was sent on, which this node may have forgotten since (a

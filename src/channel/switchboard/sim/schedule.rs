@@ -441,7 +441,12 @@ const FOUND_UNNAMED: &[u64] = &[
 /// that found errors of the model: 77302 (a leaving node's unnamed inboxes), 21652 (a handle
 /// passed on, its taker dead before its claim arrived: the README's window), 118683 (the
 /// capacity slack of a node removed while alive), 25339 (a node removed and let back in while
-/// it started over did not go round again, as `Core::check_removed` does).
+/// it started over did not go round again, as `Core::check_removed` does). And, with them
+/// and without unnamed channels, a defect of the named channel its schedule reaches only with
+/// reply handles (they change the schedule: without them it passes, so it is not in [`FOUND`]):
+/// 235795 (a start-over made its new windows from a registry newer than the one it last
+/// refreshed to: a receiver registered and dropped between the two kept a departed target for
+/// ever, `Switchboard::settle`).
 const FOUND_REPLIES: &[(u64, bool)] = &[
     (8, true),
     (25_339, true),
@@ -451,6 +456,7 @@ const FOUND_REPLIES: &[(u64, bool)] = &[
     (21_652, false),
     (118_683, false),
     (156_914, false),
+    (235_795, false),
 ];
 
 #[test]
