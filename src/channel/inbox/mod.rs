@@ -206,9 +206,7 @@ struct State<T> {
     buf: VecDeque<Item<T>>,
     grants: Grants,
     waker: Option<Waker>,
-    /// Set once the close is applied here: the nodes still to send their fence (boxed: most
-    /// receivers never close, and an unnamed channel's inbox is kept small, see
-    /// `tests/unnamed_memory.rs`).
+    /// Set once the close is applied here: the nodes still to send their fence.
     #[expect(clippy::box_collection, reason = "8 bytes in every inbox, not 24: most never close")]
     closing: Option<Box<BTreeSet<NodeId>>>,
     /// The receiver is gone.
