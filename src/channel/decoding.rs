@@ -25,6 +25,8 @@ thread_local! {
     static DECODING: RefCell<Option<Context>> = const { RefCell::new(None) };
     /// Whether a receiver decodes now: outside one, a handle has no node.
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
+    /// The node that sent the message decoded now, if another (see [`carrier`]).
+    static CARRIER: Cell<Option<crate::ids::NodeId>> = const { Cell::new(None) };
 }
 
 impl Context {
@@ -77,6 +79,28 @@ fn current<T>(get: impl FnOnce(&Context) -> T) -> Option<T> {
         return None;
     }
     DECODING.with(|d| d.borrow().as_ref().map(get))
+}
+
+/// Run `f`, the decode of a message node `from` sent (`None`: this node's own, or one it holds
+/// as its own), with `from` as the thread's [`carrier`]; restored after, a panic included.
+pub(crate) fn carried_from<T>(from: Option<crate::ids::NodeId>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<crate::ids::NodeId>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CARRIER.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CARRIER.with(|c| c.replace(from)));
+    f()
+}
+
+/// The node that sent the message a receiver decodes now, if another node did: a reply
+/// handle decoded from it claims itself there too (see `oneshot::Sender`'s `Deserialize`).
+pub(crate) fn carrier() -> Option<crate::ids::NodeId> {
+    if !ACTIVE.with(Cell::get) {
+        return None;
+    }
+    CARRIER.with(Cell::get)
 }
 
 /// The links of the node decoding now, if a receiver decodes.

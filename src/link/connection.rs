@@ -493,7 +493,14 @@ impl Reader {
                     self.core.peers.replies.complete(id, token, answer);
                 }
             }
-            Frame::Held { id, token, hop } => {
+            Frame::Held { id, token, hop, asker: Some(asker), holder } => {
+                let holder = holder.unwrap_or(remote);
+                self.core.peers.held_by(asker, holder, id, token, hop);
+            }
+            Frame::Held { id, token, hop, asker: None, holder: Some(holder) } => {
+                self.core.peers.held_by(self.core.peers.me, holder, id, token, hop);
+            }
+            Frame::Held { id, token, hop, asker: None, holder: None } => {
                 self.core.peers.replies.held(id, token, remote, hop);
                 // A claim read after its node's removal was seen: no removal will come again
                 // to tell its asker, so look now.

@@ -299,12 +299,49 @@ impl Peers {
     }
 
     /// This node decoded reply handle `id` (with `token`) of node `node`, `hop` messages away
-    /// from it: tell that node this one holds it now (see [`crate::link::replies`]).
-    pub(crate) fn held(&self, node: NodeId, id: u64, token: u64, hop: u32) {
+    /// from it, in a message node `carrier` sent (if another): tell that node this one holds
+    /// it now (see [`crate::link::replies`]).
+    ///
+    /// And, if the carrier is neither, tell the carrier too, which passes the claim on: on
+    /// the link the "taken" for that message goes, ahead of it. A claim sent to the asker
+    /// alone, on another link, could be lost with this node after the carrier read the
+    /// "taken" (it delivers the message nowhere again), and the asker waited on the carrier,
+    /// alive, for ever (the switchboard simulation's seed 59736, with reply handles).
+    pub(crate) fn held(
+        &self,
+        node: NodeId,
+        id: u64,
+        token: u64,
+        hop: u32,
+        carrier: Option<NodeId>,
+    ) {
+        use crate::link::outbox::acks::Claim;
         if node == self.me {
             self.replies.held(id, token, node, hop);
         } else if let Some(p) = self.reach(node) {
-            p.outbox.push_claim(id, token, hop);
+            p.outbox.push_claim(Claim { id, token, hop, asker: None, holder: None });
+        }
+        let carrier = carrier.filter(|c| *c != node && *c != self.me);
+        if let Some(p) = carrier.and_then(|c| self.reach(c)) {
+            p.outbox.push_claim(Claim { id, token, hop, asker: Some(node), holder: None });
+        }
+    }
+
+    /// Node `holder` claims reply handle `id` of node `asker`, as the node it came from says
+    /// (a [`Frame::Held`](crate::link::wire::Frame::Held) passed on, see [`Peers::held`]):
+    /// told to the asker, or taken here if this node asked.
+    pub(crate) fn held_by(&self, asker: NodeId, holder: NodeId, id: u64, token: u64, hop: u32) {
+        use crate::link::outbox::acks::Claim;
+        if asker == self.me {
+            self.replies.held(id, token, holder, hop);
+            // Gone already (its claim came after its removal was seen): no removal will come
+            // again to tell the asker, so look now.
+            let departing = self.find(holder).is_some_and(|p| p.is_departing());
+            if departing || self.member_addr(holder).is_none() {
+                self.holder_left(holder);
+            }
+        } else if let Some(p) = self.reach(asker) {
+            p.outbox.push_claim(Claim { id, token, hop, asker: None, holder: Some(holder) });
         }
     }
 

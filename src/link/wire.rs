@@ -189,6 +189,15 @@ pub(crate) enum Frame<'a> {
         /// How many messages the handle crossed to get here (a later claim of a handle passed
         /// on has a higher one; a redelivered copy the same).
         hop: u32,
+        /// The asking node, when it is not the node this frame goes to: that node sent the
+        /// message the handle came in, and passes the claim on to the asker (see
+        /// `Peers::held`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asker: Option<NodeId>,
+        /// The node that holds the handle, when it is not the node this frame comes from (a
+        /// claim passed on).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holder: Option<NodeId>,
     },
 }
 
@@ -310,8 +319,20 @@ mod tests {
                 (any::<u64>(), any::<bool>()).prop_map(|(to, ask)| Frame::Shut { to, ask }),
                 (any::<u64>(), any::<u64>())
                     .prop_map(|(id, token)| Frame::Answers { answers: vec![(id, token, None)] }),
-                (any::<u64>(), any::<u64>(), any::<u32>())
-                    .prop_map(|(id, token, hop)| Frame::Held { id, token, hop }),
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<u32>(),
+                    any::<Option<u64>>(),
+                    any::<Option<u64>>()
+                )
+                    .prop_map(|(id, token, hop, asker, holder)| Frame::Held {
+                        id,
+                        token,
+                        hop,
+                        asker,
+                        holder
+                    }),
                 (any::<u64>(), any::<u64>())
                     .prop_map(|(stream, from)| Frame::Resume { stream, from }),
                 (any::<u64>(), any::<u64>())

@@ -544,7 +544,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     v
                 }
                 Item::Encoded { msg, from, copy } => {
-                    let decode = || rmp_serde::from_slice(&msg);
+                    let decode = || decoding::carried_from(from, || rmp_serde::from_slice(&msg));
                     let decoded = decoding::with(self.decoding.get(), || {
                         // (A broadcast copy is never delivered again: not gated.)
                         if token.is_some() && !copy {

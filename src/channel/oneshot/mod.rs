@@ -179,7 +179,7 @@ impl<'de, R> Deserialize<'de> for Sender<R> {
         let via = crate::channel::decoding::peers();
         if let Some(peers) = via.as_ref().and_then(Weak::upgrade) {
             // This node holds the handle now: if it leaves without answering, the asker is told.
-            peers.held(node, id, token, hop);
+            peers.held(node, id, token, hop, crate::channel::decoding::carrier());
         }
         let gate = std::sync::Mutex::new(gate::new_gate());
         Ok(Sender {

@@ -17,7 +17,7 @@
 //! exchange, with the reply), or goes out on its own after [`LAZY_ACK_DELAY`]. Credit a node
 //! waits for, or a whole batch of it, is sent at once.
 
-mod acks;
+pub(crate) mod acks;
 mod data;
 mod kept;
 mod stream;
@@ -158,7 +158,7 @@ struct Inner {
     acks: Vec<(EndpointId, u32, u32)>,
     /// Reply handles of the peer's this node decoded and holds, not yet claimed: id, token and
     /// hop of each (see [`Outbox::push_claim`]).
-    claims: Vec<(u64, u64, u32)>,
+    claims: Vec<acks::Claim>,
     /// Answers to the peer's reply handles, not yet put in a frame: id, token, answer (see
     /// [`Outbox::push_answer`]).
     answers: Vec<(u64, u64, Option<Bytes>)>,
@@ -315,9 +315,8 @@ impl Outbox {
             inner.finish_open();
             // Claims and answers become frames now: counted pending, a claim answered before
             // the writer took it (not sent at all) would leave the target out of reach.
-            for (id, token, hop) in std::mem::take(&mut inner.claims) {
-                let frame = wire::encode(&Frame::Held { id, token, hop });
-                inner.frames.push_back((frame, true));
+            for claim in std::mem::take(&mut inner.claims) {
+                inner.frames.push_back((claim.frame(), true));
             }
             if !inner.answers.is_empty() {
                 let answers = std::mem::take(&mut inner.answers);

@@ -99,8 +99,8 @@ impl Outbox {
         // answer behind it was lost with the connection: the switchboard simulation's seeds
         // 3677, a claim, and 156914, an answer then an `ack`, with reply handles).
         let claims = std::mem::take(&mut inner.claims);
-        for (id, token, hop) in claims {
-            let frame = crate::link::wire::encode(&Frame::Held { id, token, hop });
+        for claim in claims {
+            let frame = claim.frame();
             inner.keep_sent(frame.clone());
             into.push(frame);
         }

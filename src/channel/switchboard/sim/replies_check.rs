@@ -74,11 +74,11 @@ impl Sim {
         }
     }
 
-    /// Once the faults stop: every asker alive has its answer, or an error, the README's
-    /// window included (a handle passed on by a node other than the asker, whose taker dies
-    /// between telling the passing node its message was taken and claiming the handle with the
-    /// asker): no schedule has been seen to stay in it (seed 21652, counted as in it before,
-    /// resolves once the fair finish runs on), so it is not excused.
+    /// Once the faults stop: every asker alive has its answer, or an error. (A handle passed
+    /// on by a node other than the asker, whose taker died between telling the passing node
+    /// its message was taken and claiming the handle with the asker, waited for ever: seed
+    /// 59736, with reply handles and without unnamed channels. Its claim goes through the
+    /// passing node too now: `Peers::held`.)
     pub(super) fn replies_done(&self) -> bool {
         let live = |id: NodeId| !self.node(id).dead;
         let waiting = (0..self.replies.asks.len()).find(|k| {

@@ -434,7 +434,10 @@ const FOUND_UNNAMED: &[u64] = &[
 /// dropped undelivered after the close, its asker never told: `router::discard`), 3677 (a claim
 /// behind the credit that said its request was taken) and 156914 (an answer behind an `ack`),
 /// both lost with a receiving node that died (`Outbox::take`), 57763 (an answer lost with the
-/// link of a node that forgot its asker, removed while alive: `Replies::removed`); and those
+/// link of a node that forgot its asker, removed while alive: `Replies::removed`), 59736 (a
+/// handle passed on by a node other than the asker, its taker dead after the passing node read
+/// its "taken" and before its claim reached the asker: claimed through the passing node too,
+/// `Peers::held`); and those
 /// that found errors of the model: 77302 (a leaving node's unnamed inboxes), 21652 (a handle
 /// passed on, its taker dead before its claim arrived: counted as the README's window, now
 /// required to resolve), 118683 (the capacity slack of a node removed while alive), 25339 (a node removed and let back in while
@@ -447,6 +450,7 @@ const FOUND_UNNAMED: &[u64] = &[
 const FOUND_REPLIES: &[(u64, bool)] = &[
     (8, true),
     (25_339, true),
+    (59_736, false),
     (3_677, true),
     (57_763, true),
     (77_302, true),
