@@ -315,7 +315,7 @@ impl Peers {
         hop: u32,
         carrier: Option<NodeId>,
     ) {
-        use crate::link::outbox::acks::Claim;
+        use crate::link::wire::Claim;
         if node == self.me {
             self.replies.held(id, token, node, hop);
         } else if let Some(p) = self.reach(node) {
@@ -328,10 +328,10 @@ impl Peers {
     }
 
     /// Node `holder` claims reply handle `id` of node `asker`, as the node it came from says
-    /// (a [`Frame::Held`](crate::link::wire::Frame::Held) passed on, see [`Peers::held`]):
+    /// (a [`Frame::Held`] passed on, see [`Peers::held`]):
     /// told to the asker, or taken here if this node asked.
     pub(crate) fn held_by(&self, asker: NodeId, holder: NodeId, id: u64, token: u64, hop: u32) {
-        use crate::link::outbox::acks::Claim;
+        use crate::link::wire::Claim;
         if asker == self.me {
             self.replies.held(id, token, holder, hop);
             // Gone already (its claim came after its removal was seen): no removal will come

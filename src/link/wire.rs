@@ -201,6 +201,26 @@ pub(crate) enum Frame<'a> {
     },
 }
 
+/// A claim of a reply handle queued for a peer ([`Frame::Held`]):
+/// this node holds it (`asker` `None`: the peer asked), or passes on another node's claim.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim {
+    pub(crate) id: u64,
+    pub(crate) token: u64,
+    pub(crate) hop: u32,
+    /// The asking node, if not the peer (the peer passes the claim on to it).
+    pub(crate) asker: Option<NodeId>,
+    /// The holder, if not this node (a claim passed on).
+    pub(crate) holder: Option<NodeId>,
+}
+
+impl Claim {
+    pub(crate) fn frame(&self) -> bytes::Bytes {
+        let Claim { id, token, hop, asker, holder } = *self;
+        encode(&Frame::Held { id, token, hop, asker, holder })
+    }
+}
+
 impl Frame<'_> {
     /// Whether the frame is numbered and resent until acknowledged (everything but the link's
     /// own frames and Raft's traffic, which Raft retries by itself).

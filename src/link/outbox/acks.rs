@@ -8,26 +8,6 @@ use crate::ids::EndpointId;
 /// What a claim queued counts against the control backlog (its frame, about).
 pub(super) const CLAIM_BYTES: usize = 32;
 
-/// A claim of a reply handle queued for the peer ([`Frame::Held`](crate::link::wire::Frame::Held)):
-/// this node holds it (`asker` `None`: the peer asked), or passes on another node's claim.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Claim {
-    pub(crate) id: u64,
-    pub(crate) token: u64,
-    pub(crate) hop: u32,
-    /// The asking node, if not the peer (the peer passes the claim on to it).
-    pub(crate) asker: Option<crate::ids::NodeId>,
-    /// The holder, if not this node (a claim passed on).
-    pub(crate) holder: Option<crate::ids::NodeId>,
-}
-
-impl Claim {
-    pub(crate) fn frame(&self) -> bytes::Bytes {
-        let Claim { id, token, hop, asker, holder } = *self;
-        crate::link::wire::encode(&crate::link::wire::Frame::Held { id, token, hop, asker, holder })
-    }
-}
-
 impl Outbox {
     /// Tell the sending node that receiver `to` took `taken` more of its messages and grants it
     /// `grant` more credit. Coalesced per receiver; sent at once if `urgent` (the node waits
@@ -81,7 +61,7 @@ impl Outbox {
     /// [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY), and not at all if the handle is answered
     /// first ([`Outbox::push_answer`]): most are, and a claim matters only to a holder that dies
     /// holding it.
-    pub(crate) fn push_claim(&self, claim: Claim) {
+    pub(crate) fn push_claim(&self, claim: crate::link::wire::Claim) {
         let mut inner = self.lock();
         inner.claims.push(claim);
         // (Counted with the control frames: bounded like them, see `room_for_answers`.)

@@ -17,7 +17,7 @@
 //! exchange, with the reply), or goes out on its own after [`LAZY_ACK_DELAY`]. Credit a node
 //! waits for, or a whole batch of it, is sent at once.
 
-pub(crate) mod acks;
+mod acks;
 mod data;
 mod kept;
 mod stream;
@@ -158,7 +158,7 @@ struct Inner {
     acks: Vec<(EndpointId, u32, u32)>,
     /// Reply handles of the peer's this node decoded and holds, not yet claimed: id, token and
     /// hop of each (see [`Outbox::push_claim`]).
-    claims: Vec<acks::Claim>,
+    claims: Vec<wire::Claim>,
     /// Answers to the peer's reply handles, not yet put in a frame: id, token, answer (see
     /// [`Outbox::push_answer`]).
     answers: Vec<(u64, u64, Option<Bytes>)>,
