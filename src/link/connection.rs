@@ -493,10 +493,12 @@ impl Reader {
                     self.core.peers.replies.complete(id, token, answer);
                 }
             }
-            Frame::Held { id, token, hop, asker: Some(asker), holder } => {
-                let holder = holder.unwrap_or(remote);
-                self.core.peers.held_by(asker, holder, id, token, hop);
+            // This peer holds a handle of `asker`, which it came in a message from this node:
+            // passed on to the asker (the holder is the peer, whatever the frame says).
+            Frame::Held { id, token, hop, asker: Some(asker), .. } => {
+                self.core.peers.held_by(asker, remote, id, token, hop);
             }
+            // A claim the node that carried the handle passes on.
             Frame::Held { id, token, hop, asker: None, holder: Some(holder) } => {
                 self.core.peers.held_by(self.core.peers.me, holder, id, token, hop);
             }

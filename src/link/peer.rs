@@ -317,8 +317,11 @@ impl Peers {
     ) {
         use crate::link::wire::Claim;
         if node == self.me {
+            // (Asked here: nothing to pass on through the carrier.)
             self.replies.held(id, token, node, hop);
-        } else if let Some(p) = self.reach(node) {
+            return;
+        }
+        if let Some(p) = self.reach(node) {
             p.outbox.push_claim(Claim { id, token, hop, asker: None, holder: None });
         }
         let carrier = carrier.filter(|c| *c != node && *c != self.me);
@@ -341,6 +344,12 @@ impl Peers {
                 self.holder_left(holder);
             }
         } else if let Some(p) = self.reach(asker) {
+            // Bounded by this node's own limit, not the passing peer's manners: past it, the
+            // claim is dropped (the holder's own claim to the asker still goes).
+            if p.outbox.control_backlog_full() {
+                tracing::debug!(peer = asker, "a claim to pass on dropped: the link is backed up");
+                return;
+            }
             p.outbox.push_claim(Claim { id, token, hop, asker: None, holder: Some(holder) });
         }
     }

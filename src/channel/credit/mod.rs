@@ -335,8 +335,6 @@ impl<R> Credits<R> {
         lock(&self.inner).windows.remove(&id);
     }
 
-    /// Take back the credit receiver `id` on node `from` granted this node before its window was
-    /// made (the receiver reclaims it).
     /// Receiver `id` on node `from` reclaims its credit while this node starts over (its
     /// window is void): `None` if the node has not answered what it took in yet (its credit is
     /// the old incarnation's, which it forgets as it answers, its reclaim with it: answered
@@ -367,6 +365,8 @@ impl<R> Credits<R> {
         })
     }
 
+    /// Take back the credit receiver `id` on node `from` granted this node before its window was
+    /// made (the receiver reclaims it).
     pub(crate) fn take_early(&self, id: EndpointId, from: NodeId) -> u32 {
         let mut inner = lock(&self.inner);
         match inner.early.get(&id) {

@@ -256,6 +256,11 @@ impl Outbox {
         }
     }
 
+    /// Whether the control frames queued for the peer are past [`MAX_CONTROL_BACKLOG`].
+    pub(crate) fn control_backlog_full(&self) -> bool {
+        self.control_bytes.load(Ordering::Relaxed) >= MAX_CONTROL_BACKLOG
+    }
+
     /// Wait until the control frames queued for this peer and not yet written are under
     /// [`MAX_CONTROL_BACKLOG`] bytes. A connection's reader waits here before it takes in the
     /// peer's next request: a peer that asks and never reads the answers stops being read,
