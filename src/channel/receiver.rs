@@ -310,7 +310,7 @@ impl EndpointActor {
         let peers = node.upgrade().map_or_else(Weak::new, |n| Arc::downgrade(n.replies().1));
         let context = crate::channel::decoding::Context { peers, node: Arc::new(node.clone()) };
         let actor = EndpointActor { node, id: inbox.id(), route }.start();
-        inbox.set_actor(actor.recipient(), context);
+        inbox.set_actor(actor.recipient(), Arc::new(context));
     }
 }
 

@@ -301,6 +301,7 @@ impl NodeBuilder {
                     switch,
                     endpoints: Default::default(),
                     links,
+                    unnamed: std::sync::OnceLock::new(),
                 }
             });
             core.peers.set_links(Arc::downgrade(&core.links));

@@ -382,12 +382,15 @@ impl Core {
 
     /// The dead letters of `channel` kept on this node.
     pub(crate) fn local_dead_letters(&self, channel: &str) -> Vec<crate::DeadLetter> {
-        self.switch.find_route(channel).map_or_else(Vec::new, |r| r.dead.list(channel, self.id))
+        self.switch
+            .find_route(channel)
+            .and_then(|r| r.dead().map(|d| d.list(channel, self.id)))
+            .unwrap_or_default()
     }
 
     /// Let go of dead letters of `channel` on this node; how many were held.
     pub(crate) fn remove_dead_letters(&self, channel: &str, seqs: &[u64]) -> u64 {
-        self.switch.find_route(channel).map_or(0, |r| r.dead.remove(seqs))
+        self.switch.find_route(channel).and_then(|r| r.dead().map(|d| d.remove(seqs))).unwrap_or(0)
     }
 
     /// Run a membership change on the leader: here if this node leads, else forwarded.

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Core, Node, DEFAULT_CAPACITY};
+use crate::channel::inbox::owner::OnDrop;
 use crate::channel::inbox::Inbox;
 use crate::channel::receiver::Receiver;
 use crate::channel::router::ChannelRoute;
@@ -72,16 +73,7 @@ impl Node {
         route.owner_admitted.store(core.switch.admission(), std::sync::atomic::Ordering::Relaxed);
         let links: std::sync::Weak<crate::link::peer::Peers> = Arc::downgrade(&core.peers);
         let inbox = Arc::new(Inbox::<T>::new(id, route.clone(), capacity, false, links));
-        let switch = Arc::downgrade(core);
-        let on_drop = Box::new(move |id, mine| {
-            if let Some(core) = switch.upgrade() {
-                core.switch.unnamed_dropped(id, mine);
-            }
-        });
-        let context = crate::channel::decoding::Context {
-            peers: Arc::downgrade(&core.peers),
-            node: Arc::new(registrar(core)),
-        };
+        let (context, on_drop) = core.unnamed.get_or_init(|| unnamed_parts(core)).clone();
         inbox.set_unnamed(on_drop, context);
         core.switch.add_unnamed(inbox.clone());
         (Sender::unnamed(core.clone(), route), Receiver::unnamed(inbox))
@@ -211,6 +203,24 @@ where
 }
 
 /// `core` as its endpoints hold it (they must not keep the node alive).
+/// What every unnamed channel's receiver on a node shares: the node its messages decode on,
+/// and what tells the node when one is dropped (one each cost 40 bytes a channel).
+pub(crate) type UnnamedParts = (Arc<crate::channel::decoding::Context>, OnDrop);
+
+fn unnamed_parts(core: &Arc<Core>) -> UnnamedParts {
+    let switch = Arc::downgrade(core);
+    let on_drop: OnDrop = Arc::new(move |id, mine| {
+        if let Some(core) = switch.upgrade() {
+            core.switch.unnamed_dropped(id, mine);
+        }
+    });
+    let context = crate::channel::decoding::Context {
+        peers: Arc::downgrade(&core.peers),
+        node: Arc::new(registrar(core)),
+    };
+    (Arc::new(context), on_drop)
+}
+
 pub(super) fn registrar(
     core: &Arc<Core>,
 ) -> std::sync::Weak<dyn crate::channel::registrar::Registrar> {

@@ -84,6 +84,9 @@ pub(crate) struct Core {
     pub(crate) endpoints: rejoin::LiveEndpoints,
     /// What this node's connections share; they hand frames up through [`Dispatch`].
     pub(crate) links: Arc<Links>,
+    /// What every unnamed channel's receiver made here shares (see [`Node::channel`]): made
+    /// with the first.
+    pub(crate) unnamed: std::sync::OnceLock<endpoints::UnnamedParts>,
 }
 
 /// The connections' readers hand each frame to the node here: data, credit, fences and releases

@@ -65,7 +65,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 // it is gone while the application could still acknowledge its deliveries is
                 // told now, once they are (see `State::tell_gone`, `ErasedInbox::push_remote`).
                 let taken = st.grants.flush_taken();
-                let now = from.filter(|n| !st.owes(*n) && st.release_after_acks.remove(n));
+                let listed = |st: &mut super::State<T>, n: &NodeId| {
+                    st.unacked.as_mut().is_some_and(|u| u.release_after_acks.remove(n))
+                };
+                let now = from.filter(|n| !st.owes(*n) && listed(&mut st, n));
                 drop(st);
                 self.send(taken);
                 self.release_to(now);

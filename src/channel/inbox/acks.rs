@@ -18,6 +18,11 @@ pub(super) struct Unacked {
     /// Deliveries of this node's messages, encoded, to deliver elsewhere if never acknowledged.
     pub(super) local: HashMap<u64, Bytes>,
     pub(super) next_local: u64,
+    /// Nodes that sent after the receiver had ended, while it still had deliveries of theirs
+    /// unacknowledged: told it is gone once those are acknowledged (see
+    /// [`ErasedInbox::push_remote`](super::ErasedInbox::push_remote)). (Only a node owed an
+    /// acknowledgement is listed, so only here.)
+    pub(super) release_after_acks: std::collections::BTreeSet<NodeId>,
 }
 
 /// One sending node's deliveries handed out and not yet acknowledged, in the order they were.

@@ -31,7 +31,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             // the deliveries of its that the application may still acknowledge (the
             // switchboard simulation's seed 66361: delivered twice). It is told once they are
             // acknowledged.
-            st.release_after_acks.insert(from);
+            if let Some(unacked) = st.unacked.as_mut() {
+                unacked.release_after_acks.insert(from);
+            }
             return;
         }
         if st.detached || st.ended {
@@ -177,7 +179,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 // for good: tests/churn.rs, after the want kept for a leaving node).
                 st.grants.void_left_credit(node);
             }
-            st.release_after_acks.remove(&node);
+            if let Some(unacked) = st.unacked.as_mut() {
+                unacked.release_after_acks.remove(&node);
+            }
             let idle = st.buf.is_empty();
             (self.settle_books(&mut st, idle, None, false), wanted)
         };

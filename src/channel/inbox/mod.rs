@@ -20,7 +20,7 @@
 mod ack;
 mod acks;
 mod erased;
-mod owner;
+pub(crate) mod owner;
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -220,10 +220,6 @@ struct State<T> {
     /// Removed with its node, which starts over: it grants nothing until registered again
     /// under its new id (see [`ErasedInbox::restart`]).
     restarting: bool,
-    /// Nodes that sent after the receiver had ended, while it still had deliveries of theirs
-    /// unacknowledged: told it is gone once those are acknowledged (see
-    /// [`ErasedInbox::push_remote`]).
-    release_after_acks: BTreeSet<NodeId>,
     /// Manual acknowledgement: deliveries not yet acknowledged.
     unacked: Option<Box<Unacked>>,
     /// The node whose message was taken last (where freed room goes back by default).
@@ -269,7 +265,7 @@ pub(crate) struct Inbox<T> {
     /// Where credit and releases go: the links to the sending nodes.
     wire: Weak<dyn Wire>,
     /// The node this inbox's messages are decoded on (set with its receiver).
-    decoding: OnceLock<decoding::Context>,
+    decoding: OnceLock<Arc<decoding::Context>>,
     /// Who is told when the receiver is dropped.
     owner: OnceLock<owner::Owner>,
 }
@@ -313,7 +309,6 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 ended: false,
                 leaving: false,
                 restarting: false,
-                release_after_acks: BTreeSet::new(),
                 unacked: manual_ack.then(Box::default),
                 last_from: None,
             }),
@@ -545,7 +540,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 }
                 Item::Encoded { msg, from, copy } => {
                     let decode = || decoding::carried_from(from, || rmp_serde::from_slice(&msg));
-                    let decoded = decoding::with(self.decoding.get(), || {
+                    let decoded = decoding::with(self.decoding.get().map(|c| &**c), || {
                         // (A broadcast copy is never delivered again: not gated.)
                         if token.is_some() && !copy {
                             let (decoded, g) = oneshot::gated(decode);
@@ -572,7 +567,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                             self.send(out);
                             self.route.wake();
                             let expected = std::any::type_name::<T>();
-                            self.route.dead.keep(
+                            self.route.dead_letters().keep(
                                 &self.route.name,
                                 from,
                                 expected,

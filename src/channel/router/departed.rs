@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::{ChannelRoute, Target};
 use crate::ids::EndpointId;
 use crate::link::peer::Peer;
-use crate::sync::lock;
 
 impl ChannelRoute {
     /// The peer that carries what this node sends receiver `id` (a receiver now, or departed):
@@ -21,17 +20,18 @@ impl ChannelRoute {
                 _ => None,
             })
         };
-        find(&self.read()).or_else(|| find(&lock(&self.departed)))
+        find(&self.read()).or_else(|| self.departed().and_then(|d| find(&d)))
     }
 
     /// Departed receivers: (id, released, voided, kept) (for the simulation's reports).
     #[cfg(test)]
     pub(crate) fn departed_state(&self) -> Vec<(EndpointId, bool, bool, u64)> {
-        lock(&self.departed)
-            .iter()
-            .map(|t| match t {
+        self.departed()
+            .into_iter()
+            .flat_map(|d| d.clone())
+            .map(|t| match &t {
                 Target::Remote { id, window, .. } => {
-                    (*id, window.is_released(), window.is_voided(), Self::kept(t))
+                    (*id, window.is_released(), window.is_voided(), Self::kept(&t))
                 }
                 Target::Local(_) => (t.id(), false, false, 0),
             })
@@ -40,7 +40,7 @@ impl ChannelRoute {
 
     /// Receivers that left the registry and are still counted here.
     pub(crate) fn departed_count(&self) -> usize {
-        lock(&self.departed).len()
+        self.departed().map_or(0, |d| d.len())
     }
 
     /// Messages this node sent to receivers on other nodes that they have not taken yet, those
@@ -50,7 +50,7 @@ impl ChannelRoute {
     pub(crate) fn in_flight(&self) -> u64 {
         // Targets first: a target replaced meanwhile is listed as departed by then.
         let current: u64 = self.read().iter().map(Self::kept).sum();
-        let mut departed = lock(&self.departed);
+        let Some(mut departed) = self.departed() else { return current };
         departed.retain(Self::unsettled);
         current + departed.iter().map(Self::kept).sum::<u64>()
     }
@@ -58,7 +58,9 @@ impl ChannelRoute {
     /// Forget the departed receivers that are settled (released, and nothing of this node's
     /// kept for them).
     pub(crate) fn prune_departed(&self) {
-        lock(&self.departed).retain(Self::unsettled);
+        if let Some(mut departed) = self.departed() {
+            departed.retain(Self::unsettled);
+        }
     }
 
     /// Messages this node holds for a receiver, sent and not taken.

@@ -15,8 +15,18 @@ use super::ChannelRoute;
 use crate::channel::decoding;
 use crate::link::peer::Peers;
 
-/// Decodes a message as the channel's type, and drops it.
-pub(super) struct Discard(Box<dyn Fn(&Bytes) + Send + Sync>);
+/// Decodes a message as the channel's type, and drops it: a function of the type, and the
+/// links its reply handles answer through (nothing boxed: one per unnamed channel).
+pub(super) struct Discard {
+    decode: fn(&Bytes, &Weak<Peers>),
+    peers: Weak<Peers>,
+}
+
+/// See [`Discard`].
+fn decode_and_drop<T: DeserializeOwned>(msg: &Bytes, peers: &Weak<Peers>) {
+    let context = decoding::Context { peers: peers.clone(), node: Arc::new(()) };
+    let _ = decoding::with(Some(&context), || rmp_serde::from_slice::<T>(msg));
+}
 
 impl std::fmt::Debug for Discard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -30,18 +40,13 @@ impl ChannelRoute {
     /// endpoint made here decides). Decoded without a node to register on: a sender of a
     /// channel inside does not decode, nor what follows it in the message.
     pub(crate) fn typed<T: DeserializeOwned + 'static>(&self, peers: Weak<Peers>) {
-        let _ = self.discard.get_or_init(|| {
-            Discard(Box::new(move |msg| {
-                let context = decoding::Context { peers: peers.clone(), node: Arc::new(()) };
-                let _ = decoding::with(Some(&context), || rmp_serde::from_slice::<T>(msg));
-            }))
-        });
+        let _ = self.discard.get_or_init(|| Discard { decode: decode_and_drop::<T>, peers });
     }
 
     /// Let go of `msg`, dropped undelivered: the reply handles in it tell their askers.
     pub(super) fn discard(&self, msg: &Bytes) {
         if let Some(discard) = self.discard.get() {
-            (discard.0)(msg);
+            (discard.decode)(msg, &discard.peers);
         }
     }
 }

@@ -12,11 +12,12 @@
 
 mod departed;
 mod discard;
+mod rare;
 pub(crate) mod unnamed;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -25,7 +26,6 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::channel::credit::Window;
-use crate::channel::dead_letters::DeadLetters;
 use crate::channel::inbox::{ErasedInbox, Inbox, Refused};
 use crate::channel::oneshot;
 use crate::ids::{EndpointId, NodeId};
@@ -85,11 +85,9 @@ pub(crate) struct ChannelRoute {
     /// in by a later change shows another incarnation of it, whose channels these are not.
     pub(crate) owner_admitted: std::sync::atomic::AtomicU64,
     targets: RwLock<Vec<Target>>,
-    /// Remote receivers that left the registry while this node still holds messages it sent
-    /// them: a dead node's endpoints are removed before the node itself (whose removal releases
-    /// them), and a dropped receiver's deregistration can arrive before its release. Counted
-    /// [in flight](ChannelRoute::in_flight) until released and their messages taken back.
-    departed: Mutex<Vec<Target>>,
+    /// What most routers never need, made when first needed (16 bytes here, not 80, in every
+    /// router: one per unnamed channel).
+    rare: std::sync::OnceLock<Box<rare::Rare>>,
     /// Set when the close is applied on this node; read under the outbox lock (see
     /// [`crate::link::outbox::Outbox::push_data`]).
     pub(crate) closed: AtomicBool,
@@ -103,30 +101,14 @@ pub(crate) struct ChannelRoute {
     local: AtomicBool,
     /// Messages of dropped receivers on this node still to be re-routed.
     rerouting: AtomicUsize,
-    /// Receivers of this node waiting to end until nothing is left to re-route.
-    ending: Mutex<Vec<std::task::Waker>>,
     cursor: AtomicUsize,
-    /// Messages receivers of the channel on this node could not decode.
-    pub(crate) dead: DeadLetters,
     /// Windows with a reclaim deferred until the waiting senders have tried (see
     /// [`Window::defer_reclaim`]): one load per attempt tells whether to look.
     deferred: AtomicUsize,
-    /// The registration the senders of this channel decoded from messages on this node share,
-    /// with the type it registers (see `channel::sender::travel`).
-    /// (Boxed: most routers never have one.)
-    pub(crate) decoded: Mutex<Option<Box<Decoded>>>,
-    /// Messages this node had to redeliver after every receiver of the closed channel had
-    /// ended: dropped, with a warning (README, Close). Kept in test builds, for the
-    /// simulations to check that each message missing is one of these.
-    #[cfg(test)]
-    dropped: Mutex<Vec<Bytes>>,
     /// How this node lets go of a message of the channel it drops undelivered (see
     /// [`ChannelRoute::dropped_one`]); set by the first typed endpoint made here.
     discard: std::sync::OnceLock<discard::Discard>,
 }
-
-/// See [`ChannelRoute::decoded`]: the type, and the registration.
-pub(crate) type Decoded = (String, std::sync::Weak<dyn std::any::Any + Send + Sync>);
 
 /// Counts a waiting sender for as long as it lives.
 #[derive(Debug)]
@@ -176,22 +158,17 @@ impl ChannelRoute {
             owner_listed: AtomicBool::new(false),
             owner_admitted: std::sync::atomic::AtomicU64::new(0),
             targets: RwLock::default(),
-            departed: Mutex::default(),
+            rare: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
             local: AtomicBool::new(false),
             changed: Notify::new(),
             waiters: AtomicUsize::new(0),
             room_waiters: AtomicUsize::new(0),
             rerouting: AtomicUsize::new(0),
-            ending: Mutex::default(),
             // Each node starts its round-robin somewhere else, so that the first receiver
             // registered is not every node's first pick.
             cursor: AtomicUsize::new(random_start()),
-            dead: DeadLetters::default(),
-            #[cfg(test)]
-            dropped: Mutex::default(),
             deferred: AtomicUsize::new(0),
-            decoded: Mutex::new(None),
             discard: std::sync::OnceLock::new(),
         }
     }
@@ -233,14 +210,14 @@ impl ChannelRoute {
     pub(crate) fn dropped_one(&self, msg: &Bytes) {
         self.discard(msg);
         #[cfg(test)]
-        lock(&self.dropped).push(msg.clone());
+        lock(&self.rare().dropped).push(msg.clone());
     }
 
     /// The messages to redeliver this node dropped since last asked (see
     /// [`ChannelRoute::dropped_one`]).
     #[cfg(test)]
     pub(crate) fn take_dropped(&self) -> Vec<Bytes> {
-        std::mem::take(&mut *lock(&self.dropped))
+        self.rare.get().map(|r| std::mem::take(&mut *lock(&r.dropped))).unwrap_or_default()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Target>> {
@@ -255,13 +232,16 @@ impl ChannelRoute {
         // Listed as departed before the new targets can be read (see `in_flight`). By a set of
         // ids: a channel with thousands of receivers is not compared pair by pair.
         let now: std::collections::HashSet<EndpointId> = current.iter().map(Target::id).collect();
-        let gone = old.into_iter().filter(|t| {
+        let mut gone = old.into_iter().filter(|t| {
             matches!(t, Target::Remote { .. }) && !now.contains(&t.id()) && Self::unsettled(t)
         });
-        let mut departed = lock(&self.departed);
-        departed.extend(gone);
-        departed.retain(Self::unsettled);
-        drop(departed);
+        if let Some(first) = gone.next() {
+            lock(&self.rare().departed).push(first);
+        }
+        if let Some(mut departed) = self.departed() {
+            departed.extend(gone);
+            departed.retain(Self::unsettled);
+        }
         drop(current);
         self.local.store(local, Ordering::Relaxed);
         self.changed.notify_waiters();
@@ -305,9 +285,7 @@ impl ChannelRoute {
     /// wait only for that to end (the channel is closed) are woken.
     pub(crate) fn rerouted(&self) {
         if self.rerouting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            for waker in std::mem::take(&mut *lock(&self.ending)) {
-                waker.wake();
-            }
+            self.wake_ending();
         }
         self.changed.notify_waiters();
     }
@@ -317,15 +295,13 @@ impl ChannelRoute {
     /// that the registry no longer lists (its node starts over, the channel closed meanwhile)
     /// ends too (the switchboard simulation's seed 907).
     pub(crate) fn wake_when_rerouted(&self, waker: &std::task::Waker) {
-        let mut ending = lock(&self.ending);
+        let mut ending = lock(&self.rare().ending);
         if !ending.iter().any(|w| w.will_wake(waker)) {
             ending.push(waker.clone());
         }
         drop(ending);
         if !self.is_rerouting() {
-            for waker in std::mem::take(&mut *lock(&self.ending)) {
-                waker.wake();
-            }
+            self.wake_ending();
         }
     }
 

@@ -21,7 +21,6 @@ use crate::channel::registrar::Registrar;
 use crate::channel::router::unnamed::unnamed_name;
 use crate::cluster::registry::{type_of, UNTYPED};
 use crate::ids::{is_unnamed, EndpointId, NodeId};
-use crate::sync::lock;
 
 impl<T> Serialize for Sender<T>
 where
@@ -40,7 +39,11 @@ where
             route.owner_admitted.store(admitted, std::sync::atomic::Ordering::Relaxed);
         }
         let unnamed = route.unnamed.map(|(owner, id)| (owner, id, admitted));
-        (name, &self.inner.type_name, unnamed).serialize(s)
+        let type_name = match &self.inner.id {
+            super::Id::Registering(registering) => registering.1.as_str(),
+            super::Id::Known(_) => crate::cluster::registry::static_type_of::<T>(),
+        };
+        (name, type_name, unnamed).serialize(s)
     }
 }
 
@@ -91,25 +94,24 @@ where
     fn decoded(node: Arc<dyn Registrar>, channel: &str, type_name: String) -> Self {
         let route = node.route(channel);
         route.typed::<T>(Arc::downgrade(node.replies().1));
-        let mut slot = lock(&route.decoded);
+        let mut slot = route.decoded();
         let shared = slot
-            .as_deref()
+            .as_ref()
             .filter(|(t, _)| *t == type_name)
             .and_then(|(_, w)| w.upgrade())
             .and_then(|r| r.downcast::<Registration>().ok());
         if let Some(inner) = shared {
             return Sender { inner, _t: PhantomData };
         }
-        let id = tokio::sync::OnceCell::new();
+        let id = super::Id::Registering(Box::new((Default::default(), type_name.clone())));
         let inner = Arc::new(Registration {
             node: node.clone(),
             route: route.clone(),
             id,
-            type_name: type_name.clone().into(),
             refused: std::sync::atomic::AtomicBool::new(false),
         });
         let any: Arc<dyn Any + Send + Sync> = inner.clone();
-        *slot = Some(Box::new((type_name, Arc::downgrade(&any))));
+        *slot = Some((type_name, Arc::downgrade(&any)));
         drop(slot);
         let weak: Weak<Registration> = Arc::downgrade(&inner);
         node.spawn(Box::pin(async move {

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::close::Fences;
 use crate::channel::credit::Credits;
+use crate::channel::dead_letters::DeadLetters;
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::ChannelRoute;
 use crate::cluster::registry::Registry;
@@ -384,7 +385,7 @@ impl Switchboard {
         let mut out: Vec<_> = routes
             .iter()
             .map(|r| {
-                let dead = r.dead.counts();
+                let dead = r.dead().map(DeadLetters::counts).unwrap_or_default();
                 crate::report::ChannelStats {
                     name: r.name.clone(),
                     buffered: buffered.get(&Arc::as_ptr(r)).copied().unwrap_or(0),

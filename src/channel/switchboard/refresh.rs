@@ -233,9 +233,9 @@ impl Switchboard {
         let old = lock(&self.routes).remove(name);
         let Some(old) = old else { return };
         old.set_targets(Vec::new());
-        if old.dead.counts().held > 0 {
+        if let Some(dead) = old.dead().filter(|d| d.counts().held > 0) {
             let fresh = Arc::new(ChannelRoute::new(name));
-            fresh.dead.adopt(&old.dead);
+            fresh.dead_letters().adopt(dead);
             lock(&self.routes).entry(name.to_owned()).or_insert(fresh);
         }
     }

@@ -194,12 +194,12 @@ impl Sim {
         let inbox =
             Arc::new(Inbox::<UMsg>::new(id, route.clone(), capacity as usize, false, links));
         let weak = Arc::downgrade(core);
-        let on_drop = Box::new(move |id, mine| {
+        let on_drop = Arc::new(move |id, mine| {
             if let Some(core) = weak.upgrade() {
                 core.switch.unnamed_dropped(id, mine);
             }
         });
-        inbox.set_unnamed(on_drop, context(node));
+        inbox.set_unnamed(on_drop, Arc::new(context(node)));
         core.switch.add_unnamed(inbox.clone());
         let registrar: Arc<dyn Registrar> = core.clone();
         let tx = Sender::unnamed(registrar, route);
