@@ -65,7 +65,7 @@ pub(crate) struct Args {
     #[arg(long)]
     join: Vec<String>,
     #[command(flatten)]
-    secret: crate::client::Secret,
+    options: crate::client::NodeOptions,
 }
 
 /// One node of a benchmark (`dchan bench-node`, started by `dchan bench`).
@@ -91,7 +91,7 @@ pub(crate) struct NodeArgs {
     capacity: usize,
     /// The cluster secret (given to it in the environment, never on its command line).
     #[command(flatten)]
-    secret: crate::client::Secret,
+    options: crate::client::NodeOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -154,13 +154,18 @@ impl Worker {
         }
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
-        for var in ["DCHAN_COOKIE", "DCHAN_TLS_CERT", "DCHAN_TLS_KEY", "DCHAN_TLS_CA"] {
+        for var in
+            ["DCHAN_COOKIE", "DCHAN_TLS_CERT", "DCHAN_TLS_KEY", "DCHAN_TLS_CA", "DCHAN_METRICS"]
+        {
             command.env_remove(var);
         }
-        if let Some(c) = &args.secret.cookie {
+        if let Some(m) = &args.options.metrics {
+            command.env("DCHAN_METRICS", m);
+        }
+        if let Some(c) = &args.options.cookie {
             command.env("DCHAN_COOKIE", c);
         }
-        let tls = [&args.secret.tls_cert, &args.secret.tls_key, &args.secret.tls_ca];
+        let tls = [&args.options.tls_cert, &args.options.tls_key, &args.options.tls_ca];
         for (var, path) in ["DCHAN_TLS_CERT", "DCHAN_TLS_KEY", "DCHAN_TLS_CA"].into_iter().zip(tls)
         {
             if let Some(p) = path {
@@ -236,6 +241,14 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), Failure> {
     .await
 }
 
+/// `addr` with port 0 (any free one): `127.0.0.1:9100` gives `127.0.0.1:0`.
+fn any_port(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:0"),
+        None => format!("{addr}:0"),
+    }
+}
+
 /// Run one benchmark node: join, send or receive, report, wait for `stop`, leave.
 async fn role(
     args: NodeArgs,
@@ -243,13 +256,14 @@ async fn role(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), Failure> {
     let node = args
-        .secret
+        .options
         .apply(dchan::Node::builder())?
         .listen("127.0.0.1:0")
         .join(args.join.iter())
         .non_voting()
         .start()
         .await?;
+    crate::client::say_metrics(&node);
     let work = async {
         match args.role {
             Role::Send => {
@@ -332,11 +346,11 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let (seed_tx, seed_rx) = std_mpsc::channel();
     let (seed_stop_tx, seed_stop) = tokio::sync::oneshot::channel::<()>();
     let seeds = args.join.clone();
-    let secret = args.secret.clone();
+    let options = args.options.clone();
     let seed_thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let started = async {
-                let builder = secret.apply(dchan::Node::builder())?.listen("127.0.0.1:0");
+                let builder = options.apply(dchan::Node::builder())?.listen("127.0.0.1:0");
                 if seeds.is_empty() {
                     builder.bootstrap().start().await
                 } else {
@@ -354,6 +368,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
                     return;
                 }
             };
+            crate::client::say_metrics(&node);
             let _ = seed_tx.send(Ok(node.addr().to_string()));
             let _ = seed_stop.await;
             let _ = node.shutdown().await;
@@ -383,7 +398,11 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         mode: args.mode,
         receivers: args.receivers,
         capacity: args.capacity,
-        secret: args.secret.clone(),
+        // Each node of the run serves its own metrics: on the host asked for, any free port.
+        options: crate::client::NodeOptions {
+            metrics: args.options.metrics.as_deref().map(any_port),
+            ..args.options.clone()
+        },
     };
     let mut workers = Vec::new();
     let (events_tx, events) = std_mpsc::channel();

@@ -16,19 +16,26 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Join {
     /// A member of the cluster to join through (repeat for more seeds).
-    #[arg(long, required = true, env = "DCHAN_JOIN", value_delimiter = ',')]
+    #[arg(
+        long,
+        required = true,
+        env = "DCHAN_JOIN",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     pub(crate) join: Vec<String>,
     /// The address this command listens on while it is a member (default: the local address
     /// that routes to the first seed, any free port).
     #[arg(long)]
     pub(crate) listen: Option<String>,
     #[command(flatten)]
-    pub(crate) secret: Secret,
+    pub(crate) options: NodeOptions,
 }
 
-/// The cluster secret, as every command that starts a node takes it.
+/// What every command that starts a node takes: the cluster secret, TLS, and where to serve
+/// the node's metrics and probes.
 #[derive(Clone, Default, clap::Args)]
-pub(crate) struct Secret {
+pub(crate) struct NodeOptions {
     /// The cluster secret (cookie) every node of the cluster shares; a node that does not know
     /// it is refused. Prefer the environment variable: a command line is visible to every user
     /// of the machine.
@@ -47,20 +54,25 @@ pub(crate) struct Secret {
     /// The certificate authority that signs every node's certificate (PEM).
     #[arg(long, env = "DCHAN_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
     pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// Serve this node's metrics (`/metrics`, Prometheus' text format) and probes (`/healthz`,
+    /// `/readyz`) over HTTP on this address (port 0: any free port, printed).
+    #[arg(long, env = "DCHAN_METRICS", value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
 }
 
-impl std::fmt::Debug for Secret {
+impl std::fmt::Debug for NodeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secret")
+        f.debug_struct("NodeOptions")
             .field("cookie", &self.cookie.as_ref().map(|_| ".."))
             .field("insecure", &self.insecure)
             .field("tls_cert", &self.tls_cert)
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }
 
-impl Secret {
-    /// `builder` with this secret and TLS (or none).
+impl NodeOptions {
+    /// `builder` with this secret and TLS (or none), serving metrics if asked.
     pub(crate) fn apply(
         &self,
         mut builder: dchan::NodeBuilder,
@@ -73,6 +85,9 @@ impl Secret {
         }
         if self.insecure {
             builder = builder.insecure();
+        }
+        if let Some(addr) = &self.metrics {
+            builder = builder.metrics(addr);
         }
         Ok(builder)
     }
@@ -103,6 +118,13 @@ fn local_ip_towards(seed: &str) -> Option<std::net::IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
+/// Say where `node` serves its metrics, if it does (on stderr: stdout may be the command's data).
+pub(crate) fn say_metrics(node: &dchan::Node) {
+    if let Some(addr) = node.metrics_addr() {
+        eprintln!("metrics on http://{addr}/metrics (probes: /healthz, /readyz)");
+    }
+}
+
 /// Join the cluster as a non-voting member.
 pub(crate) async fn join(args: &Join) -> Result<dchan::Node, Failure> {
     check_seeds(&args.join).await?;
@@ -113,15 +135,17 @@ pub(crate) async fn join(args: &Join) -> Result<dchan::Node, Failure> {
             None => "127.0.0.1:0".into(),
         },
     };
-    args.secret
+    let node = args
+        .options
         .apply(dchan::Node::builder())?
         .listen(listen)
         .join(args.join.iter())
         .non_voting()
         .join_timeout(JOIN_TIMEOUT)
         .start()
-        .await
-        .map_err(Failure::from)
+        .await?;
+    say_metrics(&node);
+    Ok(node)
 }
 
 /// Ctrl-C or SIGTERM.

@@ -94,11 +94,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A node prints what it does; the short-lived commands only what goes wrong.
     let default_filter = match cli.command {
-        Command::Node(_) => "info,openraft=warn",
+        // openraft's own lines (an RPC error every 0.6 s for a peer already known down, routine
+        // vote and membership warnings) are not the operator's alarm: dchan says what matters.
+        Command::Node(_) => "info,openraft=off",
         _ => "error,openraft=off",
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in a file or a log collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_filter.into()),

@@ -8,8 +8,9 @@ pub(crate) struct Args {
     /// Address to listen on for Raft and data.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
-    /// Join the cluster through this member (repeat for more seeds); without it, bootstrap.
-    #[arg(long)]
+    /// Join the cluster through this member (repeat, or separate with commas, for more seeds;
+    /// a DNS name gives all its addresses); without it, bootstrap.
+    #[arg(long, env = "DCHAN_JOIN", hide_env_values = true, value_delimiter = ',')]
     join: Vec<String>,
     /// The address other nodes dial for this one (default: the bound address). Needed with
     /// `--listen 0.0.0.0:PORT` (which also needs a cookie or TLS), behind NAT or a container
@@ -17,11 +18,11 @@ pub(crate) struct Args {
     #[arg(long)]
     advertise: Option<String>,
     #[command(flatten)]
-    secret: crate::client::Secret,
+    options: crate::client::NodeOptions,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let mut builder = args.secret.apply(dchan::Node::builder())?.listen(args.listen);
+    let mut builder = args.options.apply(dchan::Node::builder())?.listen(args.listen);
     if let Some(addr) = args.advertise {
         builder = builder.advertise(addr);
     }
@@ -32,6 +33,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let mut stop = crate::client::Stop::new()?;
     let node = builder.start().await?;
     println!("node {} listening on {}", node.id(), node.addr());
+    crate::client::say_metrics(&node);
     let mut watch = node.watch_cluster();
     loop {
         tokio::select! {

@@ -31,7 +31,8 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let node = client::join(&args.join).await?;
     let result = tokio::select! {
         r = show(&node, &args) => r,
-        _ = stop.signalled() => Ok(()),
+        // As `send` and `recv`: interrupted is 130, the shells' code for SIGINT.
+        _ = stop.signalled() => Err(Failure::interrupted("interrupted")),
     };
     let left = node.shutdown().await;
     result?;

@@ -37,3 +37,40 @@ fn sigterm_leaves_the_cluster_gracefully() {
         }
     }
 }
+
+/// `--metrics` on `dchan node` and on a client command: each serves `/metrics` (Prometheus'
+/// text), `/healthz` and `/readyz`, and says where on stderr.
+#[test]
+fn nodes_and_clients_serve_metrics_and_probes() {
+    let first = common::spawn(&["node", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let started = first.line_with("listening on ");
+    let addr = started.rsplit(' ').next().expect("address").to_owned();
+    let metrics = common::metrics_addr(&first.err_line_with("metrics on http://"));
+    assert_eq!(common::http_get(&metrics, "/healthz").0, 200);
+    let deadline = Instant::now() + common::DEADLINE;
+    while common::http_get(&metrics, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "the node never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A receiving client, with its own metrics: the node sees it join and register.
+    let recv = common::spawn(&["recv", "jobs", "--join", &addr, "--metrics", "127.0.0.1:0"]);
+    let client = common::metrics_addr(&recv.err_line_with("metrics on http://"));
+    loop {
+        let (status, body) = common::http_get(&metrics, "/metrics");
+        assert_eq!(status, 200);
+        if body.lines().any(|l| l == "dchan_members 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node never counted two members:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    loop {
+        let (_, body) = common::http_get(&client, "/metrics");
+        if body.lines().any(|l| l == "dchan_receivers{channel=\"jobs\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client never showed its receiver:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(common::http_get(&client, "/nosuch").0, 404);
+}

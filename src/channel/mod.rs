@@ -15,6 +15,7 @@
 //! which the node implements.
 
 pub(crate) mod close;
+pub(crate) mod counters;
 pub(crate) mod credit;
 pub(crate) mod dead_letters;
 pub(crate) mod decoding;

@@ -60,4 +60,9 @@ pub(crate) trait Registrar: Send + Sync + std::fmt::Debug + 'static {
 
     /// Which membership change let this node in, as its registry shows (0: not yet).
     fn admission(&self) -> u64;
+
+    /// A send on `route` waited `waited` for room or a receiver (for metrics).
+    fn send_blocked(&self, route: &ChannelRoute, waited: std::time::Duration) {
+        let _ = (route, waited);
+    }
 }

@@ -57,6 +57,8 @@ pub(crate) struct Membership {
     changing: tokio::sync::Mutex<()>,
     /// Wakes the keeper (a node joined: promote it without waiting for the tick).
     kick: Notify,
+    /// Nodes this node removed, while leading, for not answering (for metrics).
+    removed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Membership {
@@ -87,7 +89,13 @@ impl Membership {
             failure_timeout,
             changing: tokio::sync::Mutex::new(()),
             kick: Notify::new(),
+            removed: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Nodes this node removed, while leading, for not answering.
+    pub(crate) fn removed(&self) -> u64 {
+        self.removed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How long a member may stay silent before the leader removes it.
@@ -260,7 +268,11 @@ impl Membership {
                 timeout = ?self.failure_timeout,
                 "node stopped answering: removing it and its endpoints from the cluster"
             );
-            return self.leave(node).await;
+            let left = self.leave(node).await;
+            if left.is_ok() {
+                self.removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return left;
         }
 
         if membership.voter_ids().count() < self.voters {

@@ -236,7 +236,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, core: Arc<Links>) {
             async move {
                 match serve(stream, &c, shaking).await {
                     Err(e @ Error::Auth(_)) => tracing::warn!(reason = %e, "connection refused"),
-                    Err(e) => tracing::info!(reason = %e, "connection closed"),
+                    // (A probe that connects and closes, a peer that went: not news at info.)
+                    Err(e) => tracing::debug!(reason = %e, "connection closed"),
                     Ok(()) => {}
                 }
                 drop(permit);
@@ -333,6 +334,7 @@ async fn write_loop(
     }
     loop {
         outbox.take(&mut frames);
+        outbox.written(frames.len(), frames.iter().map(Bytes::len).sum());
         for f in frames.drain(..) {
             sink.feed(f).await?;
         }

@@ -66,6 +66,8 @@ pub(crate) struct Peer {
     displace: Mutex<CancellationToken>,
     /// An accepted connection is taking over as the writer: no other may claim meanwhile.
     handover: AtomicBool,
+    /// Connections that have written for this peer (the first, then each reconnect).
+    connections: AtomicU64,
     /// How far this node has taken in the peer's stream of reliable frames. Locked while a
     /// reliable frame is handed up, so that two connections from the peer (an old one still
     /// draining, a new one resending) hand each frame up once, in order.
@@ -173,6 +175,7 @@ impl Peer {
         if !self.writer.send_if_modified(|w| !std::mem::replace(w, true)) {
             return None;
         }
+        self.connections.fetch_add(1, Ordering::Relaxed);
         let displaced = CancellationToken::new();
         *lock(&self.displace) = displaced.clone();
         Some(WriterClaim { peer: self.clone(), displaced })
@@ -191,6 +194,11 @@ impl Peer {
         let claim = self.claim();
         self.handover.store(false, Ordering::SeqCst);
         claim
+    }
+
+    /// Whether a connection writes for this peer now, and how many have since it was added.
+    pub(crate) fn connections(&self) -> (bool, u64) {
+        (*self.writer.borrow(), self.connections.load(Ordering::Relaxed))
     }
 
     /// Wait until no connection writes for this peer.
@@ -455,6 +463,7 @@ impl Peers {
             writer: watch::Sender::new(false),
             displace: Mutex::new(CancellationToken::new()),
             handover: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
             inbound: Mutex::new(self.remembered(id)),
         });
         map.insert(id, peer.clone());

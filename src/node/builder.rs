@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::telemetry::Telemetry;
 use super::{Core, Node};
 use crate::channel::switchboard::Switchboard;
 use crate::cluster::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
@@ -55,6 +56,9 @@ pub struct NodeBuilder {
     cookie: Option<Secret>,
     tls: Option<TlsConfig>,
     insecure: bool,
+    /// Where to serve metrics and probes (`NodeBuilder::metrics`).
+    #[cfg(feature = "prometheus")]
+    metrics: Option<String>,
 }
 
 impl Default for NodeBuilder {
@@ -72,6 +76,8 @@ impl Default for NodeBuilder {
             cookie: None,
             tls: None,
             insecure: false,
+            #[cfg(feature = "prometheus")]
+            metrics: None,
         }
     }
 }
@@ -187,6 +193,27 @@ impl NodeBuilder {
         self
     }
 
+    /// Serve this node's metrics and probes over HTTP on `addr` (`"127.0.0.1:9100"`; port 0
+    /// picks one: see [`Node::metrics_addr`]): `GET /metrics` in Prometheus' text format, from
+    /// a recorder of this node's own; `GET /healthz`, 200 while the node runs; `GET /readyz`, 200
+    /// once it is a member that knows a leader, 503 with the reason otherwise. Needs the cargo
+    /// feature `prometheus`. Without it, the node's figures go to the process' global
+    /// [`metrics`] recorder, whichever exporter the application installed.
+    ///
+    /// ```
+    /// # #[actix::main]
+    /// # async fn main() -> Result<(), dchan::Error> {
+    /// let node = dchan::Node::builder().bootstrap().metrics("127.0.0.1:0").start().await?;
+    /// println!("metrics on http://{}/metrics", node.metrics_addr().expect("served"));
+    /// node.shutdown().await
+    /// # }
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn metrics(mut self, addr: impl Into<String>) -> Self {
+        self.metrics = Some(addr.into());
+        self
+    }
+
     /// Bind, start Raft, and bootstrap or join. Returns once this node is a member.
     ///
     /// # Errors
@@ -225,8 +252,25 @@ impl NodeBuilder {
                 }
             }
         }
-        let listener = TcpListener::bind(&self.listen).await?;
+        let listener = TcpListener::bind(&self.listen).await.map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", self.listen),
+            ))
+        })?;
         let addr = listener.local_addr()?;
+        #[cfg(feature = "prometheus")]
+        let served = match &self.metrics {
+            Some(at) => Some(super::probes::Served::bind(at).await?),
+            None => None,
+        };
+        #[cfg(feature = "prometheus")]
+        let (telemetry, metrics_addr) = match &served {
+            Some(s) => (Telemetry::with_recorder(s.recorder.clone()), Some(s.addr)),
+            None => (Telemetry::default(), None),
+        };
+        #[cfg(not(feature = "prometheus"))]
+        let (telemetry, metrics_addr) = (Telemetry::default(), None);
         let id = random_id(addr);
         let span = tracing::info_span!("node", id);
         async move {
@@ -239,15 +283,11 @@ impl NodeBuilder {
                 .map_err(|e| Error::config(Cause::of(e)))?;
             let elections =
                 Arc::new(Elections::new(Duration::from_millis(config.election_timeout_max)));
-            let raft = Raft::new(
-                id,
-                Arc::new(config),
-                Network { peers: peers.clone() },
-                LogStore::default(),
-                sm,
-            )
-            .await
-            .map_err(|e| Error::registry(Cause::of(e)))?;
+            let log = LogStore::default();
+            let raft =
+                Raft::new(id, Arc::new(config), Network { peers: peers.clone() }, log.clone(), sm)
+                    .await
+                    .map_err(|e| Error::registry(Cause::of(e)))?;
             let membership = Arc::new(Membership::new(
                 id,
                 raft.clone(),
@@ -302,6 +342,9 @@ impl NodeBuilder {
                     endpoints: Default::default(),
                     links,
                     unnamed: std::sync::OnceLock::new(),
+                    telemetry,
+                    log,
+                    metrics_addr,
                 }
             });
             core.peers.set_links(Arc::downgrade(&core.links));
@@ -312,6 +355,14 @@ impl NodeBuilder {
             let (raft, peers) = (core.raft.clone(), core.peers.clone());
             tasks.spawn(elections.run(raft, peers, id, core.cancel.clone()).in_current_span());
             tasks.spawn(core.clone().stay_member().in_current_span());
+            let weak = Arc::downgrade(&core);
+            tasks.spawn(
+                super::telemetry::publish_every(weak, core.cancel.clone()).in_current_span(),
+            );
+            #[cfg(feature = "prometheus")]
+            if let Some(served) = served {
+                tasks.spawn(served.serve(Arc::downgrade(&core)).in_current_span());
+            }
             let node = Node { core };
             let joined = if self.bootstrap {
                 node.bootstrap().await

@@ -205,11 +205,13 @@ impl Core {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
         let channel = channel.to_owned();
+        let started = std::time::Instant::now();
         self.tasks.spawn(
             async move {
                 core.endpoints.wait_started_over(WRITE_TIMEOUT).await;
                 let result = match core.write(cmd).await {
                     Ok(Outcome::Registered(id)) => {
+                        core.telemetry.registered(started.elapsed());
                         core.endpoints.add(id, &channel, &requested, kind, capacity);
                         // Removed already, with this node (cut off while the write was on its
                         // way): once a member again, the node starts over and registers it
@@ -506,6 +508,10 @@ impl Core {
 
 /// What this node's senders and receivers ask of it.
 impl Registrar for Core {
+    fn send_blocked(&self, route: &ChannelRoute, waited: std::time::Duration) {
+        self.telemetry.send_blocked(&route.name, route.unnamed.is_some(), waited);
+    }
+
     fn deregister(self: Arc<Self>, channel: &str, id: EndpointId) {
         Core::deregister(&self, channel, id);
     }

@@ -69,7 +69,7 @@ impl Node {
         let core = &self.core;
         let capacity = capacity.clamp(1, u32::MAX as usize);
         let id = crate::ids::UNNAMED | crate::clock::random_u64();
-        let route = Arc::new(ChannelRoute::unnamed(core.id, id));
+        let route = Arc::new(ChannelRoute::unnamed(core.id, id, core.switch.unnamed_counters()));
         route.owner_admitted.store(core.switch.admission(), std::sync::atomic::Ordering::Relaxed);
         let links: std::sync::Weak<crate::link::peer::Peers> = Arc::downgrade(&core.peers);
         let inbox = Arc::new(Inbox::<T>::new(id, route.clone(), capacity, false, links));

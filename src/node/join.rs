@@ -35,13 +35,21 @@ impl Node {
         tokio::pin!(member);
         let mut last = String::from("no seed given");
         let mut backoff = Duration::from_millis(50);
+        let mut told = false;
         loop {
+            // Every address of every seed, resolved again each round (the pods behind a
+            // headless Service come and go): each is asked on its own.
+            let round = resolve_all(seeds).await;
             // Seeds that refused this node in this round.
             let mut refused = 0;
-            for seed in seeds {
+            for seed in &round {
                 let attempt = async {
                     let intro = core.links.intro();
                     let dialed = crate::link::connection::dial(seed, &intro, None).await?;
+                    if dialed.hello.node == core.id {
+                        // A name that lists every pod lists this one too.
+                        return Err(Error::join("that address is this node"));
+                    }
                     let peer = core.peers.get_or_add(dialed.hello.node, seed);
                     crate::link::connection::adopt(&core.links, &peer, dialed);
                     let (node, addr, non_voting) = (core.id, intro.addr, core.non_voting);
@@ -77,7 +85,7 @@ impl Node {
                         Ok(Err(e @ Error::Auth(_))) => {
                             tracing::warn!(%seed, error = %e, "refused by a seed");
                             refused += 1;
-                            if refused == seeds.len() {
+                            if refused == round.len() {
                                 return Err(e);
                             }
                             last = format!("{seed}: {e}");
@@ -94,6 +102,11 @@ impl Node {
                     },
                 }
             }
+            if !told {
+                // Said once, from the first round that let nobody in: not 30 s of silence.
+                tracing::warn!(seeds = ?seeds, last = %last, ?timeout, "waiting for a seed to let this node in");
+                told = true;
+            }
             tokio::select! {
                 biased;
                 joined = &mut member => {
@@ -108,5 +121,41 @@ impl Node {
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+/// Every address `seeds` name, in order and once each: a name (`dchan-headless:7001`) gives all
+/// its addresses (a StatefulSet's pods behind a headless Service). A seed that does not resolve
+/// is kept as given: dialing it says why.
+pub(crate) async fn resolve_all(seeds: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for seed in seeds {
+        let resolved: Vec<String> = match tokio::net::lookup_host(seed.as_str()).await {
+            Ok(addrs) => addrs.map(|a| a.to_string()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let found = if resolved.is_empty() { vec![seed.clone()] } else { resolved };
+        for a in found {
+            if !all.contains(&a) {
+                all.push(a);
+            }
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_name_gives_every_address_and_a_bad_one_is_kept() {
+        let all = super::resolve_all(&[
+            "localhost:7001".to_owned(),
+            "127.0.0.1:7001".to_owned(),
+            "no-such-host.invalid:7001".to_owned(),
+        ])
+        .await;
+        assert!(all.contains(&"127.0.0.1:7001".to_owned()), "{all:?}");
+        assert_eq!(all.iter().filter(|a| *a == "127.0.0.1:7001").count(), 1, "once each: {all:?}");
+        assert_eq!(all.last().map(String::as_str), Some("no-such-host.invalid:7001"));
     }
 }

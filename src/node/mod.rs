@@ -21,8 +21,11 @@ pub(crate) mod control;
 pub(crate) mod endpoint;
 pub(crate) mod endpoints;
 mod join;
+#[cfg(feature = "prometheus")]
+mod probes;
 pub(crate) mod rejoin;
 pub(crate) mod stats;
+pub(crate) mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +90,12 @@ pub(crate) struct Core {
     /// What every unnamed channel's receiver made here shares (see [`Node::channel`]): made
     /// with the first.
     pub(crate) unnamed: std::sync::OnceLock<endpoints::UnnamedParts>,
+    /// Where its figures go (see [`telemetry`]).
+    pub(crate) telemetry: telemetry::Telemetry,
+    /// Raft's log: what it last saved as committed.
+    pub(crate) log: crate::cluster::raft::store::LogStore,
+    /// Where its metrics and probes are served, if anywhere (`NodeBuilder::metrics`).
+    pub(crate) metrics_addr: Option<SocketAddr>,
 }
 
 /// The connections' readers hand each frame to the node here: data, credit, fences and releases
@@ -148,6 +157,23 @@ impl Node {
     /// The address this node listens on (the bound one, if it was given port 0).
     pub fn addr(&self) -> SocketAddr {
         self.core.addr
+    }
+
+    /// Where this node serves `/metrics`, `/healthz` and `/readyz`, if it does (see
+    /// `NodeBuilder::metrics`, cargo feature `prometheus`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.core.metrics_addr
+    }
+
+    /// Whether this node can serve now: `Ok` once it is a member that knows a leader (what
+    /// `/readyz` answers); otherwise why not.
+    ///
+    /// # Errors
+    ///
+    /// The reason, as text: stopped, leaving, not a member, no leader known or heard from
+    /// lately, or leading without a quorum.
+    pub fn ready(&self) -> Result<(), String> {
+        self.core.readiness()
     }
 
     /// Not part of the API (for dchan's tests): how many receiver inboxes this node holds,

@@ -13,6 +13,7 @@
 //! | `slowrecv CHANNEL CAPACITY MICROS` | like `recv`, pausing MICROS after each message (a slow consumer) |
 //! | `ackrecv CHANNEL CAPACITY ACKS` | like `recv` with manual acknowledgement: acknowledges the first ACKS deliveries only |
 //! | `send CHANNEL FROM TO` | sends the numbers FROM..TO on a new sender, then `@ sent CHANNEL` |
+//! | `junk CHANNEL` | sends one message no `u64` receiver decodes (a string, on an untyped sender), then `@ junked CHANNEL` |
 //! | `sender CHANNEL` | registers a sender and keeps it: `@ sender CHANNEL`, or `@ regerr REASON` |
 //! | `push CHANNEL FROM TO` | sends FROM..TO on the kept sender, then `@ pushed CHANNEL` |
 //! | `cast CHANNEL FROM TO` | broadcasts FROM..TO on the kept sender, then `@ cast CHANNEL` |
@@ -43,6 +44,9 @@ pub const LISTEN_ENV: &str = "DCHAN_TEST_LISTEN";
 pub const ADVERTISE_ENV: &str = "DCHAN_TEST_ADVERTISE";
 /// Optional number of voters the child's node keeps ([`dchan::NodeBuilder::voters`]).
 pub const VOTERS_ENV: &str = "DCHAN_TEST_VOTERS";
+/// Set: the child's node serves metrics and probes on a port of its own, and prints
+/// `@ metrics ADDR` after its ready line (needs the cargo feature `prometheus`).
+pub const METRICS_ENV: &str = "DCHAN_TEST_METRICS";
 
 /// One node process started by the test.
 pub struct Proc {
@@ -97,6 +101,16 @@ pub fn spawn(join: &[SocketAddr], listen: Option<SocketAddr>) -> Proc {
 }
 
 /// Like [`start`], with a node that keeps `voters` voters.
+/// Start a node process that serves metrics; returns it and where its metrics are.
+#[allow(dead_code)]
+pub async fn start_observed(join: &[SocketAddr]) -> (Proc, SocketAddr) {
+    let mut p = spawn_env(join, None, None, &[(METRICS_ENV, "1".into())]);
+    p.ready().await.unwrap_or_else(|e| panic!("child node failed to start: {e}"));
+    let line = p.expect("@ metrics ").await;
+    let addr = line["@ metrics ".len()..].trim().parse().expect("metrics address");
+    (p, addr)
+}
+
 #[allow(dead_code)]
 pub async fn start_voters(join: &[SocketAddr], voters: usize) -> Proc {
     let mut p = spawn_env(join, None, None, &[(VOTERS_ENV, voters.to_string())]);
@@ -347,6 +361,10 @@ pub fn child_main() {
         if let Some(voters) = std::env::var(VOTERS_ENV).ok().and_then(|v| v.parse().ok()) {
             builder = builder.voters(voters);
         }
+        #[cfg(feature = "prometheus")]
+        if std::env::var(METRICS_ENV).is_ok() {
+            builder = builder.metrics("127.0.0.1:0");
+        }
         let builder = if how == "bootstrap" {
             builder.bootstrap()
         } else {
@@ -360,6 +378,9 @@ pub fn child_main() {
             }
         };
         println!("@ ready {} {}", node.id(), node.addr());
+        if let Some(addr) = node.metrics_addr() {
+            println!("@ metrics {addr}");
+        }
         let (tx, mut commands) = mpsc::unbounded_channel::<String>();
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
@@ -431,6 +452,12 @@ pub fn child_main() {
                 ["send", channel, from, to] => {
                     let tx = node.sender::<u64>(channel).await.expect("sender");
                     keep.push(sends(tx, from, to, format!("@ sent {channel}")));
+                }
+                ["junk", channel] => {
+                    // An untyped sender's message that no `u64` receiver can decode.
+                    let tx = node.sender::<dchan::Value>(channel).await.expect("sender");
+                    tx.send(dchan::Value::from("junk")).await.expect("send");
+                    println!("@ junked {channel}");
                 }
                 ["sender", channel] => match node.sender::<u64>(channel).await {
                     Ok(tx) => {

@@ -38,6 +38,26 @@ fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
+/// `GET path` from `addr` over HTTP/1.1: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    (status, body.to_owned())
+}
+
+/// The address in a `metrics on http://ADDR/metrics ...` line.
+pub fn metrics_addr(line: &str) -> String {
+    let rest = line.split("http://").nth(1).expect("an address");
+    rest.split('/').next().expect("host:port").to_owned()
+}
+
 /// Start `dchan ARGS...` with piped stdin, stdout and stderr.
 pub fn spawn(args: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dchan"))
@@ -48,6 +68,7 @@ pub fn spawn(args: &[&str]) -> Proc {
         .env_remove("DCHAN_TLS_CERT")
         .env_remove("DCHAN_TLS_KEY")
         .env_remove("DCHAN_TLS_CA")
+        .env_remove("DCHAN_METRICS")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -63,6 +84,19 @@ impl Proc {
     /// The next line of stdout, within the deadline.
     pub fn next_line(&self) -> String {
         self.out.recv_timeout(DEADLINE).unwrap_or_else(|e| panic!("no line on stdout: {e}"))
+    }
+
+    /// The first stderr line containing `needle`.
+    pub fn err_line_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => continue,
+                Err(e) => panic!("no stderr line with {needle:?}: {e}"),
+            }
+        }
     }
 
     /// The first stdout line containing `needle`.

@@ -584,6 +584,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                 }
             };
+            self.route.counters.received();
             self.send(out);
             self.route.wake();
             return Ok((value, token, gates));

@@ -3,7 +3,13 @@
 use super::*;
 
 fn inbox(capacity: usize) -> Inbox<u64> {
-    Inbox::new(1, Arc::new(ChannelRoute::new("t")), capacity, false, Weak::<Peers>::new())
+    Inbox::new(
+        1,
+        Arc::new(ChannelRoute::new("t", Arc::default())),
+        capacity,
+        false,
+        Weak::<Peers>::new(),
+    )
 }
 
 fn encoded(v: u64) -> Bytes {
@@ -63,8 +69,13 @@ fn a_detached_inbox_hands_back_only_its_own_nodes_messages() {
 
 #[test]
 fn manual_acknowledgements_free_room_in_order_per_sending_node() {
-    let inbox: Inbox<u64> =
-        Inbox::new(1, Arc::new(ChannelRoute::new("t")), 2, true, Weak::<Peers>::new());
+    let inbox: Inbox<u64> = Inbox::new(
+        1,
+        Arc::new(ChannelRoute::new("t", Arc::default())),
+        2,
+        true,
+        Weak::<Peers>::new(),
+    );
     inbox.try_push(1).expect("room");
     inbox.try_push(2).expect("room");
     let (_, t1, _) = inbox.try_recv().expect("one");

@@ -25,6 +25,7 @@ use serde::Serialize;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
+use crate::channel::counters::Counters;
 use crate::channel::credit::Window;
 use crate::channel::inbox::{ErasedInbox, Inbox, Refused};
 use crate::channel::oneshot;
@@ -85,6 +86,8 @@ pub(crate) struct ChannelRoute {
     /// in by a later change shows another incarnation of it, whose channels these are not.
     pub(crate) owner_admitted: std::sync::atomic::AtomicU64,
     targets: RwLock<Vec<Target>>,
+    /// What this node counts of the channel's messages (see [`crate::channel::counters`]).
+    pub(crate) counters: Arc<Counters>,
     /// What most routers never need, made when first needed (16 bytes here, not 80, in every
     /// router: one per unnamed channel).
     rare: std::sync::OnceLock<Box<rare::Rare>>,
@@ -146,13 +149,18 @@ impl Drop for Waiting<'_> {
 }
 
 impl ChannelRoute {
-    pub(crate) fn new(name: &str) -> Self {
-        Self::with_owner(name, None)
+    pub(crate) fn new(name: &str, counters: Arc<Counters>) -> Self {
+        Self::with_owner(name, None, counters)
     }
 
-    fn with_owner(name: &str, unnamed: Option<(NodeId, EndpointId)>) -> Self {
+    fn with_owner(
+        name: &str,
+        unnamed: Option<(NodeId, EndpointId)>,
+        counters: Arc<Counters>,
+    ) -> Self {
         ChannelRoute {
             name: name.to_owned(),
+            counters,
             unnamed,
             users: AtomicUsize::new(0),
             owner_listed: AtomicBool::new(false),
@@ -381,7 +389,8 @@ impl ChannelRoute {
         // for a broadcast say, the unit was lost to every node that wanted: the switchboard
         // simulation's seed 8212, with freezes).
         let mut full_here = false;
-        let sent = |passed_over: bool, full_here: bool| {
+        let sent = |passed_over: bool, full_here: bool, bytes: usize| {
+            self.counters.sent(bytes);
             if passed_over {
                 Self::want(&targets, None);
             }
@@ -408,7 +417,7 @@ impl ChannelRoute {
                         match erased.try_push_encoded(bytes, false, false) {
                             Ok(()) => {
                                 oneshot::encoded(&msg);
-                                return sent(passed_over, full_here);
+                                return sent(passed_over, full_here, 0);
                             }
                             Err(Refused::Closed(_)) => return Attempt::Closed(msg),
                             Err(Refused::Full(_)) => {
@@ -418,7 +427,7 @@ impl ChannelRoute {
                         }
                     };
                     match inbox.try_push(msg) {
-                        Ok(()) => return sent(passed_over, full_here),
+                        Ok(()) => return sent(passed_over, full_here, 0),
                         Err(Refused::Closed(m)) => return Attempt::Closed(m),
                         Err(Refused::Full(m)) => {
                             msg = m;
@@ -433,7 +442,7 @@ impl ChannelRoute {
                     }
                     let gate = Gate { closed: &self.closed, gone: Some(window.gone()) };
                     match peer.outbox.push_data(*id, &msg, gate) {
-                        Ok(()) => return sent(passed_over, full_here),
+                        Ok(bytes) => return sent(passed_over, full_here, bytes),
                         Err(PushError::Closed) => {
                             window.undo();
                             return Attempt::Closed(msg);
@@ -506,7 +515,12 @@ impl ChannelRoute {
         let (mut considered, mut ended) = (0usize, 0usize);
         // (As in `place`; a broadcast copy waits for its own receiver.)
         let mut full_here = false;
-        let sent = |full_here: bool| {
+        let sent = |full_here: bool, bytes: usize| {
+            if rerouted {
+                self.counters.redelivered(1);
+            } else {
+                self.counters.sent(bytes);
+            }
             if full_here && only.is_none() {
                 Self::placed_elsewhere(&targets);
             }
@@ -527,7 +541,7 @@ impl ChannelRoute {
             match target {
                 Target::Local(inbox) => {
                     match inbox.try_push_encoded(msg.clone(), rerouted, only.is_some()) {
-                        Ok(()) => return sent(full_here),
+                        Ok(()) => return sent(full_here, 0),
                         // This receiver has ended; another (on another node) may not have,
                         // and still waits for this node's fence behind this message.
                         Err(Refused::Closed(_)) => {
@@ -542,7 +556,7 @@ impl ChannelRoute {
                     }
                     let gate = Gate { closed, gone: Some(window.gone()) };
                     return match peer.outbox.push_encoded(*id, msg, only.is_some(), gate) {
-                        Ok(()) => sent(full_here),
+                        Ok(()) => sent(full_here, msg.len()),
                         // Released meanwhile: another receiver takes it (a broadcast copy is
                         // not needed by a receiver that is gone).
                         Err(PushError::Gone) if only.is_some() => Attempt::NoReceivers(()),

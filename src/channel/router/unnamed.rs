@@ -2,8 +2,10 @@
 //! and receiver, closed once by whoever closes it first (see `Switchboard::shut`).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::ChannelRoute;
+use crate::channel::counters::Counters;
 use crate::ids::{EndpointId, NodeId};
 
 /// How an unnamed channel is named where a name is shown (its `Sender::channel`, logs, dead
@@ -14,8 +16,8 @@ pub(crate) fn unnamed_name(id: EndpointId) -> String {
 
 impl ChannelRoute {
     /// The router of the unnamed channel whose receiver `id` node `owner` holds.
-    pub(crate) fn unnamed(owner: NodeId, id: EndpointId) -> Self {
-        Self::with_owner(&unnamed_name(id), Some((owner, id)))
+    pub(crate) fn unnamed(owner: NodeId, id: EndpointId, counters: Arc<Counters>) -> Self {
+        Self::with_owner(&unnamed_name(id), Some((owner, id)), counters)
     }
 
     /// Mark the channel closed, as [`ChannelRoute::close`]: true if it was not already.

@@ -260,11 +260,12 @@ where
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
         let route = self.route();
+        let started = std::time::Instant::now();
         let mut waiting = route.wait_for_room();
-        loop {
+        let result = loop {
             match route.try_send(msg) {
-                Attempt::Sent => return Ok(()),
-                Attempt::Closed(m) => return Err(SendTimeoutError::Closed(m)),
+                Attempt::Sent => break Ok(()),
+                Attempt::Closed(m) => break Err(SendTimeoutError::Closed(m)),
                 Attempt::Full(m) | Attempt::NoReceivers(m) => msg = m,
             }
             match deadline {
@@ -272,10 +273,12 @@ where
                 Some(d) => tokio::select! {
                     biased;
                     _ = waiting.changed() => {}
-                    _ = tokio::time::sleep_until(d) => return Err(SendTimeoutError::Timeout(msg)),
+                    _ = tokio::time::sleep_until(d) => break Err(SendTimeoutError::Timeout(msg)),
                 },
             }
-        }
+        };
+        self.registrar().send_blocked(route, started.elapsed());
+        result
     }
 
     /// Send a copy of `msg` to every receiver registered now, waiting for room in each, and

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::close::Fences;
+use crate::channel::counters::{Counters, Counts};
 use crate::channel::credit::Credits;
 use crate::channel::dead_letters::DeadLetters;
 use crate::channel::inbox::ErasedInbox;
@@ -54,6 +55,10 @@ pub(crate) struct Switchboard {
     tasks: Tasks,
     cancel: CancellationToken,
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
+    /// What this node counted of each channel it used, by name, and of its unnamed channels
+    /// together (see [`crate::channel::counters`]).
+    counters: Mutex<HashMap<String, Arc<Counters>>>,
+    unnamed_counters: Arc<Counters>,
     inboxes: Arc<Mutex<HashMap<EndpointId, Arc<dyn ErasedInbox>>>>,
     /// The routers of other nodes' unnamed channels on this node, by receiver, that senders
     /// decoded here share (see [`unnamed`]). This node's own are found through their inboxes.
@@ -139,6 +144,8 @@ impl Switchboard {
             tasks,
             cancel,
             routes: Mutex::default(),
+            counters: Mutex::default(),
+            unnamed_counters: Arc::default(),
             inboxes: Arc::default(),
             unnamed: Mutex::default(),
             deferred_wants: unnamed::Latest::default(),
@@ -295,6 +302,28 @@ impl Switchboard {
 }
 
 impl Switchboard {
+    /// What this node counts of `channel`'s messages.
+    pub(crate) fn counters(&self, channel: &str) -> Arc<Counters> {
+        lock(&self.counters).entry(channel.to_owned()).or_default().clone()
+    }
+
+    /// What this node counts of its unnamed channels' messages, together.
+    pub(crate) fn unnamed_counters(&self) -> Arc<Counters> {
+        self.unnamed_counters.clone()
+    }
+
+    /// Every count of this node: per channel it used, and its unnamed channels together
+    /// (named `None`).
+    pub(crate) fn counts(&self) -> Vec<(Option<String>, Counts)> {
+        let named = lock(&self.counters)
+            .iter()
+            .map(|(n, c)| (Some(n.clone()), c.read()))
+            .collect::<Vec<_>>();
+        let mut all = named;
+        all.push((None, self.unnamed_counters.read()));
+        all
+    }
+
     /// This node's router for `channel`.
     pub(crate) fn route(&self, channel: &str) -> Arc<ChannelRoute> {
         let route = {
@@ -302,7 +331,7 @@ impl Switchboard {
             if let Some(r) = routes.get(channel) {
                 return r.clone();
             }
-            let r = Arc::new(ChannelRoute::new(channel));
+            let r = Arc::new(ChannelRoute::new(channel, self.counters(channel)));
             routes.insert(channel.to_owned(), r.clone());
             r
         };

@@ -234,7 +234,7 @@ impl Switchboard {
         let Some(old) = old else { return };
         old.set_targets(Vec::new());
         if let Some(dead) = old.dead().filter(|d| d.counts().held > 0) {
-            let fresh = Arc::new(ChannelRoute::new(name));
+            let fresh = Arc::new(ChannelRoute::new(name, self.counters(name)));
             fresh.dead_letters().adopt(dead);
             lock(&self.routes).entry(name.to_owned()).or_insert(fresh);
         }

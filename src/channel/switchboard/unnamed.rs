@@ -167,7 +167,7 @@ impl Switchboard {
         admitted: u64,
     ) -> Arc<ChannelRoute> {
         let closed = || {
-            let route = Arc::new(ChannelRoute::unnamed(owner, id));
+            let route = Arc::new(ChannelRoute::unnamed(owner, id, self.unnamed_counters()));
             route.close();
             route.users.fetch_add(1, Ordering::SeqCst);
             route
@@ -199,7 +199,7 @@ impl Switchboard {
             if self.cancel.is_cancelled() || self.closed_unnamed.contains(&id) {
                 return closed();
             }
-            let route = Arc::new(ChannelRoute::unnamed(owner, id));
+            let route = Arc::new(ChannelRoute::unnamed(owner, id, self.unnamed_counters()));
             route.owner_admitted.store(admitted, Ordering::SeqCst);
             route.users.fetch_add(1, Ordering::SeqCst);
             table.insert(id, Arc::downgrade(&route));

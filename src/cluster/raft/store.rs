@@ -32,6 +32,13 @@ pub(crate) struct LogStore {
     inner: Arc<Mutex<LogInner>>,
 }
 
+impl LogStore {
+    /// The index of the last entry known committed (saved by Raft), if any.
+    pub(crate) fn committed(&self) -> Option<u64> {
+        lock(&self.inner).committed.map(|c| c.index)
+    }
+}
+
 #[derive(Debug, Default)]
 struct LogInner {
     last_purged: Option<LogId<NodeId>>,

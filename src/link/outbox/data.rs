@@ -128,7 +128,7 @@ impl Inner {
 }
 
 impl Outbox {
-    /// Encode `msg` for receiver `to`, unless `closed` is set. `closed` is read under the outbox
+    /// Encode `msg` for receiver `to`, unless `closed` is set; its encoded size. `closed` is read under the outbox
     /// lock, and [`Outbox::push_frame`] of a fence takes the same lock after the flag is set, so
     /// no message can slip in behind a channel's fence.
     pub(crate) fn push_data<'g, T: Serialize>(
@@ -136,13 +136,19 @@ impl Outbox {
         to: EndpointId,
         msg: &T,
         gate: impl Into<Gate<'g>>,
-    ) -> Result<(), PushError> {
+    ) -> Result<usize, PushError> {
         let max = self.max_frame();
+        let len = std::cell::Cell::new(0);
         self.push(gate.into(), |inner| {
             inner.append(to, false, max, |buf| {
-                rmp_serde::encode::write_named(&mut buf.writer(), msg).map_err(PushError::Encode)
+                let before = buf.len();
+                rmp_serde::encode::write_named(&mut buf.writer(), msg)
+                    .map_err(PushError::Encode)?;
+                len.set(buf.len() - before);
+                Ok(())
             })
-        })
+        })?;
+        Ok(len.get())
     }
 
     /// Queue an already encoded message for receiver `to`: a `broadcast` copy, or a message

@@ -22,7 +22,7 @@ mod data;
 mod kept;
 mod stream;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
@@ -117,6 +117,9 @@ pub(crate) struct Outbox {
     control_bytes: AtomicUsize,
     /// How many reliable frames the peer has acknowledged: see [`Outbox::flushed`].
     acked: watch::Sender<u64>,
+    /// Frames and bytes written to the peer, counted per batch by the writer (for metrics).
+    frames_written: AtomicU64,
+    bytes_written: AtomicU64,
 }
 
 impl Outbox {
@@ -130,6 +133,8 @@ impl Outbox {
             drained: Notify::new(),
             control_bytes: AtomicUsize::new(0),
             acked: watch::Sender::new(0),
+            frames_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
         }
     }
 }
@@ -199,6 +204,23 @@ struct Open {
 }
 
 impl Outbox {
+    /// A writer wrote `frames` frames of `bytes` bytes together.
+    pub(crate) fn written(&self, frames: usize, bytes: usize) {
+        self.frames_written.fetch_add(frames as u64, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Frames and bytes written to the peer so far, and the bytes of reliable frames written
+    /// and not yet acknowledged (what a new connection would resend).
+    pub(crate) fn traffic(&self) -> (u64, u64, u64) {
+        let unacked = self.lock().sent_bytes as u64;
+        (
+            self.frames_written.load(Ordering::Relaxed),
+            self.bytes_written.load(Ordering::Relaxed),
+            unacked,
+        )
+    }
+
     /// The largest frame the peer takes.
     pub(crate) fn max_frame(&self) -> usize {
         self.max_frame.load(Ordering::Relaxed)

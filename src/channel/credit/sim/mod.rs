@@ -291,7 +291,7 @@ impl Sim {
                     capacity,
                     inbox: Arc::new(Inbox::new(
                         receiver_id(r),
-                        Arc::new(ChannelRoute::new("sim")),
+                        Arc::new(ChannelRoute::new("sim", Arc::default())),
                         capacity as usize,
                         manual,
                         weak,

@@ -188,7 +188,7 @@ impl Sim {
             return;
         }
         let id = crate::ids::UNNAMED | crate::clock::random_u64();
-        let route = Arc::new(ChannelRoute::unnamed(node.id, id));
+        let route = Arc::new(ChannelRoute::unnamed(node.id, id, core.switch.unnamed_counters()));
         route.owner_admitted.store(core.switch.admission(), std::sync::atomic::Ordering::Relaxed);
         let links = Arc::downgrade(&core.peers);
         let inbox =
