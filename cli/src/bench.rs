@@ -432,7 +432,16 @@ fn measure(
 ) -> Result<(), Failure> {
     let bar = ProgressBar::new(expected);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} messages {per_sec}")
+        // One number format: whole numbers, thousands grouped (no `2,418,105.417/s`).
+        ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} messages {rate}")
+            .map(|s| {
+                s.with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}/s", indicatif::HumanCount(state.per_sec() as u64));
+                    },
+                )
+            })
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     // Per receiver: messages received so far, and when the last of them was.
@@ -486,8 +495,12 @@ fn measure(
     let rate = expected as f64 / secs;
     let how = if args.in_process { "one node per thread" } else { "one node per process" };
     println!(
-        "dchan bench: {} sender(s) -> {} receiver(s), {:?}, {} messages of {} B, {how}",
-        args.senders, args.receivers, args.mode, total_sent, args.size
+        "dchan bench: {} sender(s) -> {} receiver(s), {}, {} messages of {} B, {how}",
+        args.senders,
+        args.receivers,
+        if args.mode == Mode::Queue { "queue" } else { "broadcast" },
+        total_sent,
+        args.size
     );
     println!(
         "  {:.0} msgs/s delivered, {:.1} MB/s, in {:.3} s",

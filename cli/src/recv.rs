@@ -66,6 +66,10 @@ enum Stopped {
 async fn receive(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
     let mut rx = node.receiver::<Value>(&args.channel).capacity(args.capacity).manual_ack().await?;
     tracing::debug!(receiver = rx.id(), "registered");
+    if node.cluster().channel(&args.channel).is_none_or(|c| c.senders().count() == 0) {
+        // Said once, so that a silent terminal is not taken for a hang.
+        eprintln!("dchan recv: waiting for messages on `{}` (no sender yet)...", args.channel);
+    }
     let (lines, todo) = mpsc::channel::<Delivery<Value>>(args.capacity.max(16));
     let (done_tx, done) = oneshot::channel();
     let printer = std::thread::spawn(move || {

@@ -61,7 +61,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                     let done = if args.broadcast {
                         tx.broadcast(value).await.map(|_| ())
                     } else {
-                        tx.send(value).await
+                        send_saying_why(&node, &tx, &args.channel, value).await
                     };
                     done.map_err(|_| Failure::new(format!("channel {} is closed", args.channel)))?;
                     sent += 1;
@@ -98,6 +98,43 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let left = node.shutdown().await;
     result?;
     left.map_err(Failure::from)
+}
+
+/// How long a send waits before the command says what it waits for.
+const QUIET_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Send `value`; when it has to wait longer than [`QUIET_FOR`], say on stderr what for (a
+/// receiver, or room), once per wait, instead of hanging silently.
+async fn send_saying_why(
+    node: &dchan::Node,
+    tx: &dchan::Sender<Value>,
+    channel: &str,
+    value: Value,
+) -> Result<(), dchan::SendError<Value>> {
+    let value = match tx.try_send(value) {
+        Ok(()) => {
+            // As `send` would: a loop that never waits still lets the node's tasks run.
+            tokio::task::coop::consume_budget().await;
+            return Ok(());
+        }
+        Err(dchan::TrySendError::Closed(v)) => return Err(dchan::SendError(v)),
+        Err(dchan::TrySendError::Full(v) | dchan::TrySendError::NoReceivers(v)) => v,
+    };
+    let send = tx.send(value);
+    tokio::pin!(send);
+    tokio::select! {
+        done = &mut send => return done,
+        () = tokio::time::sleep(QUIET_FOR) => {}
+    }
+    let receivers = node.cluster().channel(channel).map_or(0, |c| c.receivers().count());
+    if receivers == 0 {
+        eprintln!("dchan send: waiting for a receiver on `{channel}`...");
+    } else {
+        eprintln!(
+            "dchan send: waiting for room on `{channel}` (its {receivers} receiver(s) are full)..."
+        );
+    }
+    send.await
 }
 
 fn read_stdin(out: mpsc::Sender<Batch>) {

@@ -300,3 +300,19 @@ fn sigint_stops_send_with_the_count_sent() {
     assert_eq!(code, Some(130));
     assert!(err.iter().any(|l| l == "dchan send: interrupted after 0 message(s) sent"), "{err:?}");
 }
+
+/// A command that waits says what for, instead of hanging silently: `send` with no receiver,
+/// `recv` on a channel nobody sends to yet.
+#[test]
+fn waiting_commands_say_what_they_wait_for() {
+    let (_node, addr) = common::node(None);
+    let recv = spawn(&["recv", "quiet", "--join", &addr]);
+    recv.err_line_with("waiting for messages on `quiet` (no sender yet)");
+    let send = spawn(&["send", "lonely", "7", "--join", &addr]);
+    send.err_line_with("waiting for a receiver on `lonely`");
+    // A receiver comes: the value goes, and the command ends well.
+    let late = spawn(&["recv", "lonely", "--count", "1", "--join", &addr]);
+    assert_eq!(late.line_with("7"), "7");
+    let (code, _, err) = send.wait();
+    assert_eq!(code, Some(0), "{err:?}");
+}
