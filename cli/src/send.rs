@@ -90,6 +90,27 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         if args.close {
             tx.close().await?;
         }
+        // Taken includes what a typed receiver could not decode: kept as a dead letter where
+        // it arrived. Those of this command are counted, and are a failure.
+        let me = Some(node.id());
+        let dead: Vec<dchan::DeadLetter> = match node.dead_letters(&args.channel).await {
+            Ok(all) => all.into_iter().filter(|l| l.from == me).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "dead letters not counted");
+                Vec::new()
+            }
+        };
+        if let Some(first) = dead.first() {
+            return Err(Failure::new(format!(
+                "{} of {sent} message(s) sent to {} became dead letters: its receivers expect {} \
+                 ({}); read them with `dchan recv {} --dead-letters`",
+                dead.len(),
+                args.channel,
+                first.expected,
+                first.error,
+                args.channel
+            )));
+        }
         eprintln!("dchan send: {sent} message(s) sent to {}", args.channel);
         Ok(())
     }

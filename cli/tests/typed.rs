@@ -58,7 +58,16 @@ fn json_reaches_a_typed_receiver_and_misfits_become_dead_letters() {
     let mut args = vec!["send", "jobs", "--join", &addr];
     args.extend(values);
     let (code, _, err) = run(&args, "");
-    assert_eq!(code, Some(0), "{err:?}");
+    // The misfit is reported: the command fails, saying what the receivers expect.
+    assert_eq!(code, Some(1), "{err:?}");
+    let line: Vec<&String> = err.iter().filter(|l| l.starts_with("dchan send:")).collect();
+    assert_eq!(line.len(), 1, "{err:?}");
+    assert!(
+        line[0].contains("1 of 3 message(s) sent to jobs became dead letters")
+            && line[0].contains("Job")
+            && line[0].contains("--dead-letters"),
+        "{line:?}"
+    );
     let got: Vec<Job> = (0..2).map(|_| jobs.recv_timeout(DEADLINE).expect("a job")).collect();
     assert_eq!(got, [Job { id: 1, name: "a".into() }, Job { id: 2, name: "b".into() }]);
     assert!(jobs.recv_timeout(Duration::from_millis(200)).is_err(), "the misfit is no job");
