@@ -537,6 +537,38 @@ async fn slow_links_do_not_look_like_dead_nodes() {
     }
 }
 
+/// Nodes 150 ms apart each way: a 300 ms round trip, above the LAN heartbeat (100 ms) within
+/// which a follower must answer an AppendEntries. Told so (`NodeBuilder::round_trip`), the
+/// cluster forms through the slow links, registers on every node, elects a new leader when its
+/// leader is killed, and removes the dead node.
+#[tokio::test]
+async fn a_cluster_across_a_wan_registers_fails_over_and_removes_a_dead_node() {
+    let faults = common::proxy::Faults::new();
+    faults.delay(Duration::from_millis(150));
+    let env = [(procs::ROUND_TRIP_ENV, "300".to_owned())];
+    let (a, pa) = procs::start_proxied_env(&[], &faults, &env).await;
+    let (b, _pb) = procs::start_proxied_env(&[pa.addr], &faults, &env).await;
+    let (c, _pc) = procs::start_proxied_env(&[pa.addr], &faults, &env).await;
+    let mut nodes = [a, b, c];
+    let all = [nodes[0].id, nodes[1].id, nodes[2].id];
+    for p in &mut nodes {
+        settles(p, &all, 3).await;
+    }
+    for (i, p) in nodes.iter_mut().enumerate() {
+        registers(p, &format!("wan-{i}"), Instant::now()).await;
+    }
+    let (leader, _, _) = nodes[0].members().await;
+    let l = nodes.iter().position(|p| Some(p.id) == leader).expect("a leader");
+    nodes[l].kill();
+    let killed = Instant::now();
+    let (s, o) = ((l + 1) % 3, (l + 2) % 3);
+    let took = registers(&mut nodes[s], "after-the-leader", killed).await;
+    eprintln!("registered {took:?} after the leader was killed (300 ms round trips)");
+    let survivors = [nodes[s].id, nodes[o].id];
+    settles(&mut nodes[s], &survivors, 2).await;
+    settles(&mut nodes[o], &survivors, 2).await;
+}
+
 /// A node in a process of its own leaves in a round trip or two, every time, as a voter and as a
 /// learner (what each `dchan send` that joins a running cluster does). It used to wait for its
 /// own registry to show its endpoints removed, which a node no longer a member may never be

@@ -162,6 +162,9 @@ impl Worker {
         if let Some(m) = &args.options.metrics {
             command.env("DCHAN_METRICS", m);
         }
+        if let Some(rtt) = args.options.round_trip {
+            command.env("DCHAN_ROUND_TRIP", humantime::format_duration(rtt).to_string());
+        }
         if let Some(c) = &args.options.cookie {
             command.env("DCHAN_COOKIE", c);
         }

@@ -58,6 +58,11 @@ pub(crate) struct NodeOptions {
     /// `/readyz`) over HTTP on this address (port 0: any free port, printed).
     #[arg(long, env = "DCHAN_METRICS", value_name = "ADDR")]
     pub(crate) metrics: Option<String>,
+    /// The round trip expected between the cluster's nodes, e.g. `300ms` across regions
+    /// (default: a LAN). Raft's heartbeat, elections and the failure timeout follow from it;
+    /// give every node the same.
+    #[arg(long, env = "DCHAN_ROUND_TRIP", value_parser = humantime::parse_duration)]
+    pub(crate) round_trip: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -67,6 +72,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("insecure", &self.insecure)
             .field("tls_cert", &self.tls_cert)
             .field("metrics", &self.metrics)
+            .field("round_trip", &self.round_trip)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +94,9 @@ impl NodeOptions {
         }
         if let Some(addr) = &self.metrics {
             builder = builder.metrics(addr);
+        }
+        if let Some(rtt) = self.round_trip {
+            builder = builder.round_trip(rtt);
         }
         Ok(builder)
     }

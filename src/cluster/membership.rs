@@ -38,9 +38,6 @@ const KEEPER_TICK: Duration = Duration::from_millis(100);
 /// A learner is promoted when its log is at most this many entries behind the leader's.
 const CAUGHT_UP: u64 = 16;
 
-/// The default failure timeout: a member silent this long is removed.
-pub(crate) const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The default number of voters.
 pub(crate) const DEFAULT_VOTERS: usize = 3;
 

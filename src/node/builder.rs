@@ -15,9 +15,10 @@ use tracing::Instrument;
 use super::telemetry::Telemetry;
 use super::{Core, Node};
 use crate::channel::switchboard::Switchboard;
-use crate::cluster::membership::{Membership, DEFAULT_FAILURE_TIMEOUT, DEFAULT_VOTERS};
+use crate::cluster::membership::{Membership, DEFAULT_VOTERS};
 use crate::cluster::raft::election::Elections;
 use crate::cluster::raft::store::{LogStore, StateMachine};
+use crate::cluster::raft::Timing;
 use crate::cluster::raft::{Network, Raft};
 use crate::error::Cause;
 use crate::ids::NodeId;
@@ -50,7 +51,9 @@ pub struct NodeBuilder {
     join: Vec<String>,
     max_frame: usize,
     voters: usize,
-    failure_timeout: Duration,
+    /// Set by the builder; otherwise from the round trip (see [`Timing`]).
+    failure_timeout: Option<Duration>,
+    round_trip: Duration,
     join_timeout: Duration,
     non_voting: bool,
     cookie: Option<Secret>,
@@ -70,7 +73,8 @@ impl Default for NodeBuilder {
             join: Vec::new(),
             max_frame: wire::DEFAULT_MAX_FRAME,
             voters: DEFAULT_VOTERS,
-            failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            failure_timeout: None,
+            round_trip: Duration::ZERO,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             non_voting: false,
             cookie: None,
@@ -128,10 +132,22 @@ impl NodeBuilder {
     }
 
     /// How long a member may stop answering before the leader removes it from the cluster, with
-    /// all its endpoints (default 2 s). Raft heartbeats go out every 100 ms, so anything much
-    /// below a second mistakes a busy network for a dead node.
+    /// all its endpoints (default 2 s, or 10 heartbeats on a slow network: see
+    /// [`round_trip`](NodeBuilder::round_trip)). Raft heartbeats go out every 100 ms on a LAN,
+    /// so anything much below a second mistakes a busy network for a dead node.
     pub fn failure_timeout(mut self, timeout: Duration) -> Self {
-        self.failure_timeout = timeout;
+        self.failure_timeout = Some(timeout);
+        self
+    }
+
+    /// The round trip expected between this cluster's nodes (default: a LAN, well under 50 ms).
+    /// Raft's timing follows from it: a heartbeat every twice the round trip (at least 100 ms),
+    /// which is also the time a leader gives a follower to answer; elections after 3 to 5
+    /// heartbeats without a leader; the failure timeout's default, 10 heartbeats (at least 2 s).
+    /// Give every node of a cluster the same value: across regions, the largest round trip
+    /// between two of them (`Duration::from_millis(300)` for 150 ms each way).
+    pub fn round_trip(mut self, round_trip: Duration) -> Self {
+        self.round_trip = round_trip;
         self
     }
 
@@ -278,11 +294,11 @@ impl NodeBuilder {
             let tasks = Tasks::here();
             let peers = Arc::new(Peers::new(id, self.max_frame, cancel.clone(), tasks.clone()));
             let (sm, registry) = StateMachine::new();
-            let config = crate::cluster::raft::config()
+            let timing = Timing::for_round_trip(self.round_trip);
+            let config = crate::cluster::raft::config(timing)
                 .validate()
                 .map_err(|e| Error::config(Cause::of(e)))?;
-            let elections =
-                Arc::new(Elections::new(Duration::from_millis(config.election_timeout_max)));
+            let elections = Arc::new(Elections::new(timing));
             let log = LogStore::default();
             let raft =
                 Raft::new(id, Arc::new(config), Network { peers: peers.clone() }, log.clone(), sm)
@@ -293,7 +309,7 @@ impl NodeBuilder {
                 raft.clone(),
                 peers.clone(),
                 self.voters,
-                self.failure_timeout,
+                self.failure_timeout.unwrap_or(timing.failure_timeout),
             ));
             let switch = Switchboard::new(
                 id,

@@ -47,6 +47,8 @@ pub const VOTERS_ENV: &str = "DCHAN_TEST_VOTERS";
 /// Set: the child's node serves metrics and probes on a port of its own, and prints
 /// `@ metrics ADDR` after its ready line (needs the cargo feature `prometheus`).
 pub const METRICS_ENV: &str = "DCHAN_TEST_METRICS";
+/// Optional round trip, in milliseconds, the child's node expects ([`dchan::NodeBuilder::round_trip`]).
+pub const ROUND_TRIP_ENV: &str = "DCHAN_TEST_ROUND_TRIP_MS";
 
 /// One node process started by the test.
 pub struct Proc {
@@ -85,12 +87,21 @@ pub async fn start_proxied(
     join: &[SocketAddr],
     faults: &std::sync::Arc<super::proxy::Faults>,
 ) -> (Proc, super::proxy::Proxy) {
+    start_proxied_env(join, faults, &[]).await
+}
+
+/// [`start_proxied`], with more of the child's environment.
+pub async fn start_proxied_env(
+    join: &[SocketAddr],
+    faults: &std::sync::Arc<super::proxy::Faults>,
+    env: &[(&str, String)],
+) -> (Proc, super::proxy::Proxy) {
     // The proxy must know where the node will listen before the node exists.
     let real = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let proxy = super::proxy::Proxy::start(faults, real).await;
-    let mut p = spawn_with(join, Some(real), Some(proxy.addr));
+    let mut p = spawn_env(join, Some(real), Some(proxy.addr), env);
     p.ready().await.unwrap_or_else(|e| panic!("child node failed to start: {e}"));
     (p, proxy)
 }
@@ -360,6 +371,9 @@ pub fn child_main() {
         }
         if let Some(voters) = std::env::var(VOTERS_ENV).ok().and_then(|v| v.parse().ok()) {
             builder = builder.voters(voters);
+        }
+        if let Some(ms) = std::env::var(ROUND_TRIP_ENV).ok().and_then(|v| v.parse().ok()) {
+            builder = builder.round_trip(Duration::from_millis(ms));
         }
         #[cfg(feature = "prometheus")]
         if std::env::var(METRICS_ENV).is_ok() {

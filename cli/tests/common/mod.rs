@@ -69,6 +69,7 @@ pub fn spawn(args: &[&str]) -> Proc {
         .env_remove("DCHAN_TLS_KEY")
         .env_remove("DCHAN_TLS_CA")
         .env_remove("DCHAN_METRICS")
+        .env_remove("DCHAN_ROUND_TRIP")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -29,9 +29,6 @@ use crate::rpc::{Request, Response};
 /// How often the timer looks.
 const TICK: Duration = Duration::from_millis(20);
 
-/// A voter takes part in a pre-vote once it has heard no leader for this long (two heartbeats).
-const PRE_VOTE_AFTER: Duration = Duration::from_millis(200);
-
 /// When this node last heard from a leader or granted a vote, for one node.
 #[derive(Debug)]
 pub(crate) struct Elections {
@@ -42,14 +39,18 @@ pub(crate) struct Elections {
     /// How long voters refuse to vote after a leader's heartbeat (openraft's leader lease,
     /// which is its `election_timeout_max`).
     lease: Duration,
+    /// How long without a leader before this node would take part in an election, and how
+    /// long a pre-vote is given (see [`super::Timing`]).
+    pre_vote: Duration,
 }
 
 impl Elections {
-    pub(crate) fn new(lease: Duration) -> Self {
+    pub(crate) fn new(timing: super::Timing) -> Self {
         Elections {
             last_contact: AtomicU64::new(now_ms()),
             leader_heard: AtomicU64::new(now_ms()),
-            lease,
+            lease: timing.lease(),
+            pre_vote: timing.pre_vote,
         }
     }
 
@@ -72,7 +73,7 @@ impl Elections {
 
     /// Whether this node would take part in an election now (see [`Request::PreVote`]).
     pub(crate) fn would_vote(&self) -> bool {
-        self.leaderless_for() >= PRE_VOTE_AFTER
+        self.leaderless_for() >= self.pre_vote
     }
 
     /// Ask the other voters whether they would take part in an election: true with a majority
@@ -83,7 +84,7 @@ impl Elections {
             let peer = peers.get(id, &addr);
             async move {
                 matches!(
-                    peer.request(Request::PreVote, PRE_VOTE_AFTER).await,
+                    peer.request(Request::PreVote, self.pre_vote).await,
                     Ok(Response::PreVote(true))
                 )
             }

@@ -10,6 +10,7 @@ pub(crate) mod election;
 pub(crate) mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -28,21 +29,67 @@ use crate::rpc::{Request, Response};
 /// The Raft handle of one node.
 pub(crate) type Raft = openraft::Raft<TypeConfig>;
 
-/// Raft timing: heartbeats ten times a second; a voter that hears none for the leader lease
-/// (`election_timeout_max`, 500 ms) and a random part campaigns, timed by [`election`] since
-/// openraft's own election timer is off.
-pub(crate) fn config() -> openraft::Config {
+/// Raft's timing, from the round trip expected between nodes (`NodeBuilder::round_trip`).
+/// openraft gives an AppendEntries one heartbeat interval to be answered, so the heartbeat is
+/// twice the round trip, and never under 100 ms (ten a second on a LAN). A voter that hears no
+/// leader for the leader lease (`election_timeout_max`: 5 heartbeats) and a random part
+/// campaigns, timed by [`election`] since openraft's own election timer is off; it first asks the
+/// others (a pre-vote, given 2 heartbeats). A member silent for 10 heartbeats, and at least 2 s,
+/// is taken for dead unless the builder says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timing {
+    pub(crate) heartbeat: Duration,
+    pub(crate) pre_vote: Duration,
+    pub(crate) failure_timeout: Duration,
+}
+
+impl Timing {
+    pub(crate) fn for_round_trip(round_trip: Duration) -> Self {
+        let heartbeat = (round_trip * 2).max(Duration::from_millis(100));
+        Timing {
+            heartbeat,
+            pre_vote: heartbeat * 2,
+            failure_timeout: (heartbeat * 10).max(Duration::from_secs(2)),
+        }
+    }
+
+    /// The leader lease: how long voters refuse to vote after a leader's heartbeat.
+    pub(crate) fn lease(&self) -> Duration {
+        self.heartbeat * 5
+    }
+}
+
+pub(crate) fn config(timing: Timing) -> openraft::Config {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     openraft::Config {
         cluster_name: "dchan".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 500,
+        heartbeat_interval: ms(timing.heartbeat),
+        election_timeout_min: ms(timing.heartbeat * 3),
+        election_timeout_max: ms(timing.lease()),
         enable_elect: false,
         // Snapshots are asked for as the registry grows (see `Snapshots`).
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 500,
         ..Default::default()
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_lan_keeps_the_timing_it_had_and_a_wan_stretches_it() {
+    let lan = Timing::for_round_trip(Duration::ZERO);
+    let c = config(lan);
+    assert_eq!(
+        (c.heartbeat_interval, c.election_timeout_min, c.election_timeout_max),
+        (100, 300, 500)
+    );
+    assert_eq!(
+        (lan.pre_vote, lan.failure_timeout),
+        (Duration::from_millis(200), Duration::from_secs(2))
+    );
+    let wan = Timing::for_round_trip(Duration::from_millis(300));
+    assert_eq!(config(wan).heartbeat_interval, 600, "an AppendEntries outlives a round trip");
+    assert_eq!(wan.failure_timeout, Duration::from_secs(6));
 }
 
 /// The fewest log entries between two snapshots.
