@@ -19,6 +19,15 @@ pub struct ChannelStats {
     pub dead_letters: u64,
     /// Dead letters this node ever had for the channel (kept, read or pushed out).
     pub dead_letters_total: u64,
+    /// Messages this node's senders placed (each broadcast copy counts), ever.
+    #[serde(default)]
+    pub sent: u64,
+    /// Messages this node's receivers took, ever.
+    #[serde(default)]
+    pub received: u64,
+    /// Messages this node delivered again (their receiver went without taking them), ever.
+    #[serde(default)]
+    pub redelivered: u64,
 }
 
 /// What one node holds, per channel it has seen used on it.

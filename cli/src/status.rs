@@ -44,6 +44,8 @@ async fn show(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut view = watch.changed().await.ok_or_else(|| Failure::new("the node stopped"))?;
+    // The last frame's totals, and when: rates are the difference over the time between.
+    let mut before: Option<(std::time::Instant, serde_json::Value)> = None;
     loop {
         if let Some(name) = &args.channel {
             if view.channel(name).is_none() {
@@ -51,7 +53,12 @@ async fn show(node: &dchan::Node, args: &Args) -> Result<(), Failure> {
             }
         }
         let stats = node.member_stats().await;
-        let report = report(&view, &stats, args.channel.as_deref());
+        let mut report = report(&view, &stats, args.channel.as_deref());
+        let now = std::time::Instant::now();
+        if let Some((then, last)) = &before {
+            rates(&mut report, last, now.duration_since(*then));
+        }
+        before = Some((now, report.clone()));
         if args.json {
             println!("{report}");
         } else {
@@ -114,12 +121,31 @@ fn report(
                 n
             };
             let (mut buffered, mut in_flight, mut dead) = (0, 0, 0);
+            let (mut sent, mut received, mut redelivered) = (0, 0, 0);
             for s in &by_name {
                 if let Some(cs) = s.get(c.name.as_str()) {
                     buffered += cs.buffered;
                     in_flight += cs.in_flight;
                     dead += cs.dead_letters;
+                    sent += cs.sent;
+                    received += cs.received;
+                    redelivered += cs.redelivered;
                 }
+            }
+            let capacity: u64 = c.receivers().map(|r| u64::from(r.capacity)).sum();
+            let mut attention = Vec::new();
+            // Held by the receivers (buffered, or delivered and not acknowledged), as their
+            // nodes and the sending nodes count it: at the capacity, senders wait for them.
+            if capacity > 0 && buffered.max(in_flight) >= capacity {
+                attention.push(
+                    "slow consumer: the receivers hold all they can take; senders wait".to_owned(),
+                );
+            }
+            if dead > 0 {
+                attention.push(format!(
+                    "{dead} dead letter(s) kept: `dchan recv {} --dead-letters`",
+                    c.name
+                ));
             }
             json!({
                 "name": c.name,
@@ -128,12 +154,43 @@ fn report(
                 "receivers": per_node(dchan::EndpointKind::Receiver),
                 "senders": per_node(dchan::EndpointKind::Sender),
                 "buffered": buffered,
+                "capacity": capacity,
                 "in_flight": in_flight,
                 "dead_letters": dead,
+                "sent": sent,
+                "received": received,
+                "redelivered": redelivered,
+                "attention": attention,
             })
         })
         .collect();
     json!({ "leader": view.leader, "members": members, "channels": channels })
+}
+
+/// Add to `report` each channel's rates since `last` (`elapsed` ago), and mark redeliveries
+/// that happened meanwhile.
+fn rates(report: &mut serde_json::Value, last: &serde_json::Value, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let empty = Vec::new();
+    let previous = last["channels"].as_array().unwrap_or(&empty);
+    let Some(channels) = report["channels"].as_array_mut() else { return };
+    for c in channels {
+        let Some(p) = previous.iter().find(|p| p["name"] == c["name"]) else { continue };
+        let delta = |c: &serde_json::Value, key: &str| {
+            c[key].as_u64().unwrap_or(0).saturating_sub(p[key].as_u64().unwrap_or(0))
+        };
+        let (sent, received, redelivered) =
+            (delta(c, "sent"), delta(c, "received"), delta(c, "redelivered"));
+        c["sent_per_s"] = json!((sent as f64 / secs).round());
+        c["received_per_s"] = json!((received as f64 / secs).round());
+        if redelivered > 0 {
+            if let Some(a) = c["attention"].as_array_mut() {
+                a.push(json!(format!(
+                    "{redelivered} message(s) delivered again (a receiver or its node went)"
+                )));
+            }
+        }
+    }
 }
 
 fn print_text(r: &serde_json::Value) {
@@ -161,16 +218,26 @@ fn print_text(r: &serde_json::Value) {
             }
             m.iter().map(|(node, n)| format!("{n} on {node}")).collect::<Vec<_>>().join(", ")
         };
+        let rate = |key: &str| c[key].as_f64().map(|r| format!(" ({r}/s)")).unwrap_or_default();
         println!(
-            "  {} ({}){}\n    receivers: {}\n    senders:   {}\n    buffered {}, in flight {}, dead letters {}",
+            "  {} ({}){}\n    receivers: {}\n    senders:   {}\n    sent {}{}, received {}{}, delivered again {}\n    buffered {} of {}, in flight {}, dead letters {}",
             c["name"].as_str().unwrap_or(""),
             c["type"].as_str().unwrap_or(""),
             if c["closed"] == true { " closed" } else { "" },
             list(&c["receivers"]),
             list(&c["senders"]),
+            c["sent"],
+            rate("sent_per_s"),
+            c["received"],
+            rate("received_per_s"),
+            c["redelivered"],
             c["buffered"],
+            c["capacity"],
             c["in_flight"],
             c["dead_letters"],
         );
+        for a in c["attention"].as_array().unwrap_or(&empty) {
+            println!("    ! {}", a.as_str().unwrap_or(""));
+        }
     }
 }

@@ -316,3 +316,48 @@ fn waiting_commands_say_what_they_wait_for() {
     let (code, _, err) = send.wait();
     assert_eq!(code, Some(0), "{err:?}");
 }
+
+/// `status` marks what needs attention: a receiver that does not keep up (its output is a pipe
+/// nobody reads) holds all it can take, and the senders wait. `--watch` adds rates.
+#[test]
+fn status_marks_a_slow_consumer_and_watch_shows_rates() {
+    let (_node, addr) = common::node(None);
+    // Its stdout is never read: once the pipe is full, it stops taking messages.
+    let mut stuck = std::process::Command::new(env!("CARGO_BIN_EXE_dchan"))
+        .args(["recv", "jobs", "--capacity", "8", "--join", &addr])
+        .env_remove("DCHAN_METRICS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start recv");
+    let values: Vec<String> = (100_000..140_000).map(|i| i.to_string()).collect();
+    let mut send = spawn(&["send", "jobs", "--join", &addr]);
+    if let Some(mut stdin) = send.stdin.take() {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all((values.join("\n") + "\n").as_bytes());
+        });
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (code, out, err) = run(&["status", "jobs", "--json", "--join", &addr], "");
+        assert_eq!(code, Some(0), "{err:?}");
+        let s: serde_json::Value = serde_json::from_str(&out[0]).expect("json");
+        let c = &s["channels"][0];
+        let marked = c["attention"].as_array().is_some_and(|a| {
+            a.iter().any(|m| m.as_str().is_some_and(|m| m.contains("slow consumer")))
+        });
+        if marked {
+            assert!(c["sent"].as_u64().unwrap_or(0) > 0, "{c}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never marked: {c}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let watch = spawn(&["status", "jobs", "--watch", "--json", "--join", &addr]);
+    let _first = watch.next_line();
+    let second: serde_json::Value = serde_json::from_str(&watch.next_line()).expect("json");
+    assert!(second["channels"][0]["received_per_s"].is_number(), "{second}");
+    let _ = stuck.kill();
+    let _ = stuck.wait();
+}

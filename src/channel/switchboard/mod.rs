@@ -415,7 +415,11 @@ impl Switchboard {
             .iter()
             .map(|r| {
                 let dead = r.dead().map(DeadLetters::counts).unwrap_or_default();
+                let counts = r.counters.read();
                 crate::report::ChannelStats {
+                    sent: counts.sent,
+                    received: counts.received,
+                    redelivered: counts.redelivered,
                     name: r.name.clone(),
                     buffered: buffered.get(&Arc::as_ptr(r)).copied().unwrap_or(0),
                     in_flight: r.in_flight(),
