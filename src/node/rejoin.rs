@@ -95,6 +95,20 @@ impl LiveEndpoints {
         lock(&self.by_handle).len()
     }
 
+    /// This node's live receivers and senders, per channel (for metrics: O(its own endpoints),
+    /// not O(the registry)).
+    pub(crate) fn per_channel(&self) -> HashMap<String, (u32, u32)> {
+        let mut out: HashMap<String, (u32, u32)> = HashMap::new();
+        for live in lock(&self.by_handle).values() {
+            let counts = out.entry(live.channel.clone()).or_default();
+            match live.kind {
+                EndpointKind::Receiver => counts.0 += 1,
+                EndpointKind::Sender => counts.1 += 1,
+            }
+        }
+        out
+    }
+
     /// A live endpoint's registration is gone already when it is made (this node was removed
     /// meanwhile).
     pub(crate) fn removed(&self) {

@@ -66,6 +66,11 @@ impl Elections {
         self.contact();
     }
 
+    /// The leader lease (see [`super::Timing::lease`]).
+    pub(crate) fn lease(&self) -> Duration {
+        self.lease
+    }
+
     /// How long this node has gone without hearing from a leader.
     pub(crate) fn leaderless_for(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.leader_heard.load(Ordering::Relaxed)))
