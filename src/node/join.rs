@@ -38,18 +38,31 @@ impl Node {
         let mut told = false;
         loop {
             // Every address of every seed, resolved again each round (the pods behind a
-            // headless Service come and go): each is asked on its own.
-            let round = resolve_all(seeds).await;
+            // headless Service come and go): each is asked on its own, this node's own left out
+            // (a node refuses a hello with its own id: that would count as a refusal). Not with
+            // TLS: a certificate names the seed's name, which an address would not match.
+            let round = if core.links.tls.is_some() {
+                seeds.to_vec()
+            } else {
+                let own = [core.advertised.clone(), core.addr.to_string()];
+                let mine = tokio::time::timeout_at(deadline, resolve_all(&own)).await;
+                let mine = mine.unwrap_or_default();
+                let all = tokio::time::timeout_at(deadline, resolve_all(seeds)).await;
+                let all = all.unwrap_or_else(|_| seeds.to_vec());
+                let others: Vec<String> =
+                    all.iter().filter(|a| !mine.contains(a)).cloned().collect();
+                if others.is_empty() {
+                    all
+                } else {
+                    others
+                }
+            };
             // Seeds that refused this node in this round.
             let mut refused = 0;
             for seed in &round {
                 let attempt = async {
                     let intro = core.links.intro();
                     let dialed = crate::link::connection::dial(seed, &intro, None).await?;
-                    if dialed.hello.node == core.id {
-                        // A name that lists every pod lists this one too.
-                        return Err(Error::join("that address is this node"));
-                    }
                     let peer = core.peers.get_or_add(dialed.hello.node, seed);
                     crate::link::connection::adopt(&core.links, &peer, dialed);
                     let (node, addr, non_voting) = (core.id, intro.addr, core.non_voting);

@@ -31,6 +31,9 @@ const BUCKETS: &[f64] =
 /// At most this many connections are answered at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 64;
 
+/// How long one connection may take, its request read and answered.
+const CONNECTION_LIFE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The listener bound by `NodeBuilder::start`, and the recorder its figures go to.
 pub(crate) struct Served {
     pub(crate) addr: SocketAddr,
@@ -60,8 +63,10 @@ impl Served {
         let mut connections = JoinSet::new();
         loop {
             while connections.len() >= MAX_CONNECTIONS {
-                if connections.join_next().await.is_none() {
-                    break;
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return,
+                    _ = connections.join_next() => {}
                 }
             }
             let accepted = tokio::select! {
@@ -84,9 +89,15 @@ impl Served {
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             connections.spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "metrics: connection ended");
+                // One request per connection, and a bounded life: an idle or slow client
+                // holds no slot for long (and none past the node's stop: the set is dropped).
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(io, service);
+                match tokio::time::timeout(CONNECTION_LIFE, conn).await {
+                    Ok(Err(e)) => tracing::debug!(error = %e, "metrics: connection ended"),
+                    Err(_) => tracing::debug!("metrics: a connection took too long, closed"),
+                    Ok(Ok(())) => {}
                 }
             });
         }

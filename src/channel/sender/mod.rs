@@ -261,6 +261,7 @@ where
     ) -> Result<(), SendTimeoutError<T>> {
         let route = self.route();
         let started = std::time::Instant::now();
+        let mut waited = false;
         let mut waiting = route.wait_for_room();
         let result = loop {
             match route.try_send(msg) {
@@ -268,6 +269,7 @@ where
                 Attempt::Closed(m) => break Err(SendTimeoutError::Closed(m)),
                 Attempt::Full(m) | Attempt::NoReceivers(m) => msg = m,
             }
+            waited = true;
             match deadline {
                 None => waiting.changed().await,
                 Some(d) => tokio::select! {
@@ -277,7 +279,10 @@ where
                 },
             }
         };
-        self.registrar().send_blocked(route, started.elapsed());
+        // (`send_timeout` comes here first: only a send that waited is a blocked one.)
+        if waited {
+            self.registrar().send_blocked(route, started.elapsed());
+        }
         result
     }
 
