@@ -81,6 +81,19 @@ pub fn spawn(args: &[&str]) -> Proc {
     Proc { child, stdin, out, err }
 }
 
+/// The first line of `lines` containing `needle`, within the deadline.
+fn first_with(lines: &mpsc::Receiver<String>, needle: &str, which: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(_) => continue,
+            Err(e) => panic!("no {which} line with {needle:?}: {e}"),
+        }
+    }
+}
+
 impl Proc {
     /// The next line of stdout, within the deadline.
     pub fn next_line(&self) -> String {
@@ -89,28 +102,12 @@ impl Proc {
 
     /// The first stderr line containing `needle`.
     pub fn err_line_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.err.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => continue,
-                Err(e) => panic!("no stderr line with {needle:?}: {e}"),
-            }
-        }
+        first_with(&self.err, needle, "stderr")
     }
 
     /// The first stdout line containing `needle`.
     pub fn line_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.out.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => continue,
-                Err(e) => panic!("no line with {needle:?}: {e}"),
-            }
-        }
+        first_with(&self.out, needle, "stdout")
     }
 
     /// Write `text` to its stdin.

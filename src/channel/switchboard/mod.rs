@@ -315,11 +315,8 @@ impl Switchboard {
     /// Every count of this node: per channel it used, and its unnamed channels together
     /// (named `None`).
     pub(crate) fn counts(&self) -> Vec<(Option<String>, Counts)> {
-        let named = lock(&self.counters)
-            .iter()
-            .map(|(n, c)| (Some(n.clone()), c.read()))
-            .collect::<Vec<_>>();
-        let mut all = named;
+        let mut all: Vec<_> =
+            lock(&self.counters).iter().map(|(n, c)| (Some(n.clone()), c.read())).collect();
         all.push((None, self.unnamed_counters.read()));
         all
     }
