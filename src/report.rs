@@ -28,6 +28,9 @@ pub struct ChannelStats {
     /// Messages this node delivered again (their receiver went without taking them), ever.
     #[serde(default)]
     pub redelivered: u64,
+    /// Sends on this node waiting now for room in a receiver (or for a receiver).
+    #[serde(default)]
+    pub blocked: u64,
 }
 
 /// What one node holds, per channel it has seen used on it.
@@ -38,6 +41,10 @@ pub struct NodeStats {
     pub node: u64,
     /// Its channels, by name.
     pub channels: Vec<ChannelStats>,
+    /// How many voters it keeps the cluster at while it leads
+    /// ([`NodeBuilder::voters`](crate::NodeBuilder::voters)).
+    #[serde(default)]
+    pub voters_wanted: usize,
 }
 
 impl NodeStats {

@@ -33,11 +33,14 @@ pub(crate) struct MemberNode {
     /// It replicates the registry and never votes (a short-lived client such as `dchan send`):
     /// never promoted, so its exit never costs the cluster a voter.
     pub(crate) non_voting: bool,
+    /// What it is, as its program named it ([`crate::NodeBuilder::name`]).
+    #[serde(default)]
+    pub(crate) name: Option<String>,
 }
 
 impl MemberNode {
-    pub(crate) fn new(addr: impl Into<String>, non_voting: bool) -> Self {
-        MemberNode { addr: addr.into(), non_voting }
+    pub(crate) fn new(addr: impl Into<String>, non_voting: bool, name: Option<String>) -> Self {
+        MemberNode { addr: addr.into(), non_voting, name }
     }
 }
 
@@ -137,6 +140,9 @@ pub(crate) enum Request {
         addr: String,
         /// It never votes (see [`crate::NodeBuilder::non_voting`]).
         non_voting: bool,
+        /// What it is (see [`crate::NodeBuilder::name`]).
+        #[serde(default)]
+        name: Option<String>,
     },
     /// Remove a node from the cluster and from the registry.
     Leave {
@@ -145,8 +151,14 @@ pub(crate) enum Request {
     },
     /// Would the receiving voter take part in an election now (it has heard from no leader for a
     /// while)? Asked before campaigning, so that a node cut off from the leader alone does not
-    /// disrupt the others with ever higher terms (a pre-vote).
-    PreVote,
+    /// disrupt the others with ever higher terms (a pre-vote). It would only for a candidate
+    /// whose log is at least as up to date as its own, as in a vote: a voter whose log is behind
+    /// (it missed the last entry the old leader committed) then never raises the term, which
+    /// would make the up-to-date voter's campaign clash with its own, round after round.
+    PreVote {
+        /// The asking node's last log entry.
+        last_log: Option<openraft::LogId<NodeId>>,
+    },
     /// What the receiving node holds, per channel ([`crate::NodeStats`]).
     Stats,
     /// The dead letters of a channel the receiving node keeps.
@@ -213,7 +225,7 @@ impl Request {
             Request::AppendEntries(_)
                 | Request::Vote(_)
                 | Request::InstallSnapshot(_)
-                | Request::PreVote
+                | Request::PreVote { .. }
                 | Request::Stats
                 | Request::DeadLetters { .. }
         )

@@ -569,6 +569,40 @@ async fn a_cluster_across_a_wan_registers_fails_over_and_removes_a_dead_node() {
     settles(&mut nodes[o], &survivors, 2).await;
 }
 
+/// A voter that missed the last entry its leader committed (the leader's messages to it held
+/// back for that one registration) does not stall the election once the leader is killed: it is
+/// refused its pre-vote by the voter that has the entry, never raises the term, and the voter that
+/// has it wins the first campaign. (Its campaign used to go first, be refused by the log without
+/// the other taking up its term, and make the other's campaign carry the same term and be refused
+/// too, round after round: on a 300 ms link, for good.)
+#[tokio::test]
+async fn a_voter_behind_on_the_log_does_not_stall_the_election_after_its_leader_dies() {
+    let faults = common::proxy::Faults::new();
+    let (mut nodes, _proxies) = three_proxied(&faults).await;
+    let all = [nodes[0].id, nodes[1].id, nodes[2].id];
+    for p in &mut nodes {
+        settles(p, &all, 3).await;
+    }
+    let (leader, _, _) = nodes[0].members().await;
+    let l = nodes.iter().position(|p| Some(p.id) == leader).expect("a leader");
+    let (behind, ahead) = ((l + 1) % 3, (l + 2) % 3);
+    let term = nodes[ahead].term().await;
+    faults.cut_one_way(nodes[l].id, nodes[behind].id);
+    // Committed by the leader and `ahead`: `behind` never gets it.
+    registers(&mut nodes[l], "missed", Instant::now()).await;
+    nodes[l].kill();
+    let killed = Instant::now();
+    let took = registers(&mut nodes[behind], "after-the-leader", killed).await;
+    eprintln!("registered {took:?} after the leader was killed");
+    let (leader, _, _) = nodes[behind].members().await;
+    assert_eq!(leader, Some(nodes[ahead].id), "the voter with every committed entry leads");
+    assert_eq!(
+        (nodes[ahead].term().await, nodes[behind].term().await),
+        (term + 1, term + 1),
+        "one campaign, won at once (term {term} before)"
+    );
+}
+
 /// A node in a process of its own leaves in a round trip or two, every time, as a voter and as a
 /// learner (what each `dchan send` that joins a running cluster does). It used to wait for its
 /// own registry to show its endpoints removed, which a node no longer a member may never be

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::hostile::{frame, hello, prefixed, reason, Client, Read};
+use common::hostile::{frame, hello, prefixed, reason, variant, Client, Read};
 use common::{eventually, receivers_visible, within, DEADLINE};
 use dchan::{Error, Node};
 use rmpv::Value;
@@ -153,7 +153,8 @@ async fn raw_clients_that_do_not_prove_the_secret_are_refused_and_closed() {
     let mut c = Client::connect(addr).await;
     c.send(&hello(42, 1 << 20, &[1; 32])).await;
     assert!(matches!(c.read().await, Read::Frame(ref n, _) if n == "Challenge"));
-    c.send(&frame("Request", vec![("id", Value::from(1)), ("body", Value::from("PreVote"))])).await;
+    let pre_vote = variant("PreVote", vec![("last_log", Value::Nil)]);
+    c.send(&frame("Request", vec![("id", Value::from(1)), ("body", pre_vote)])).await;
     assert!(matches!(c.read().await, Read::Frame(ref n, _) if n == "Refused"));
     assert!(c.closed().await);
 
@@ -211,7 +212,7 @@ async fn channel_names_are_checked_before_anything_is_registered() {
 /// refusal. Then connections that send noise, with and without the handshake.
 #[actix_rt::test]
 async fn a_hostile_client_changes_nothing_and_loses_nothing() {
-    use common::hostile::{field, noise, request, value_of, variant};
+    use common::hostile::{field, noise, request, value_of};
     const SECRET: &str = "s3cret";
     const N: u64 = 20_000;
     let a = node_with(Some(SECRET)).await;
@@ -326,7 +327,7 @@ async fn a_hostile_client_changes_nothing_and_loses_nothing() {
                 ),
             ),
             request(5, Value::Map(vec![(Value::from("Vote"), value_of(&vote))])),
-            request(6, Value::from("PreVote")),
+            request(6, variant("PreVote", vec![("last_log", Value::Nil)])),
             request(7, Value::from("Stats")),
             request(
                 8,

@@ -260,7 +260,14 @@ async fn role(
 ) -> Result<(), Failure> {
     let node = args
         .options
-        .apply(dchan::Node::builder())?
+        .apply(dchan::Node::builder().name(crate::client::node_name(&format!(
+            "bench {} {}",
+            match args.role {
+                Role::Send => "sender",
+                Role::Recv => "receiver",
+            },
+            args.channel
+        ))))?
         .listen("127.0.0.1:0")
         .join(args.join.iter())
         .non_voting()
@@ -353,7 +360,8 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let seed_thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let started = async {
-                let builder = options.apply(dchan::Node::builder())?.listen("127.0.0.1:0");
+                let builder =
+                    options.apply(dchan::Node::builder().name("bench"))?.listen("127.0.0.1:0");
                 if seeds.is_empty() {
                     builder.bootstrap().start().await
                 } else {

@@ -63,6 +63,10 @@ pub(crate) struct NodeOptions {
     /// give every node the same.
     #[arg(long, env = "DCHAN_ROUND_TRIP", value_parser = humantime::parse_duration)]
     pub(crate) round_trip: Option<std::time::Duration>,
+    /// What this node is, shown beside its id by `dchan status` and in logs (default for `send`,
+    /// `recv`, `request` and `status`: the command and its channel, such as `send jobs`).
+    #[arg(long, env = "DCHAN_NAME")]
+    pub(crate) name: Option<String>,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("tls_cert", &self.tls_cert)
             .field("metrics", &self.metrics)
             .field("round_trip", &self.round_trip)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +102,9 @@ impl NodeOptions {
         }
         if let Some(rtt) = self.round_trip {
             builder = builder.round_trip(rtt);
+        }
+        if let Some(name) = &self.name {
+            builder = builder.name(name);
         }
         Ok(builder)
     }
@@ -134,8 +142,21 @@ pub(crate) fn say_metrics(node: &dchan::Node) {
     }
 }
 
-/// Join the cluster as a non-voting member.
-pub(crate) async fn join(args: &Join) -> Result<dchan::Node, Failure> {
+/// `name` cut to what a node's name may be (a channel's name can be longer).
+pub(crate) fn node_name(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
+    if clean.len() <= 120 {
+        return clean;
+    }
+    let mut end = 120;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &clean[..end])
+}
+
+/// Join the cluster as a non-voting member, named `name` unless `--name` says otherwise.
+pub(crate) async fn join(args: &Join, name: &str) -> Result<dchan::Node, Failure> {
     check_seeds(&args.join).await?;
     let listen = match &args.listen {
         Some(l) => l.clone(),
@@ -146,7 +167,7 @@ pub(crate) async fn join(args: &Join) -> Result<dchan::Node, Failure> {
     };
     let node = args
         .options
-        .apply(dchan::Node::builder())?
+        .apply(dchan::Node::builder().name(node_name(name)))?
         .listen(listen)
         .join(args.join.iter())
         .non_voting()

@@ -4,9 +4,19 @@
 
 use dchan::Value;
 
-/// Parse one JSON value.
+/// Parse one JSON value. The error names the column where it went wrong (and the line, when
+/// the text has more than one): callers say which value or input line it was.
 pub(crate) fn parse(text: &str) -> Result<Value, String> {
-    serde_json::from_str::<Value>(text).map_err(|e| e.to_string())
+    serde_json::from_str::<Value>(text).map_err(|e| {
+        let full = e.to_string();
+        // serde_json ends its message with " at line L column C".
+        let what = full.rsplit_once(" at line ").map_or(full.as_str(), |(what, _)| what);
+        match (text.contains('\n'), e.line(), e.column()) {
+            (_, 0, _) => what.to_owned(),
+            (false, _, column) => format!("{what} at column {column}"),
+            (true, line, column) => format!("{what} at its line {line}, column {column}"),
+        }
+    })
 }
 
 /// Write `value` as one line of JSON.
@@ -52,6 +62,10 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"id\":7,\"name\":\"x\",\"tags\":[1,-2,3.5,null,true]}\n"
         );
-        assert!(parse("{\"id\": ").unwrap_err().contains("EOF"));
+        assert_eq!(
+            parse("{\"id\": ").unwrap_err(),
+            "EOF while parsing a value at column 7",
+            "one line: no second meaning of 'line' beside the caller's"
+        );
     }
 }

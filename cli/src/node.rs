@@ -1,5 +1,6 @@
-//! `dchan node`: run a member of a cluster until Ctrl-C or SIGTERM, printing the cluster as it
-//! changes, then leave gracefully.
+//! `dchan node`: run a member of a cluster until Ctrl-C or SIGTERM, printing the cluster once
+//! and then a line per change (a member joining or leaving, a new leader, a channel's
+//! endpoints), then leave gracefully.
 
 use crate::Failure;
 
@@ -35,11 +36,26 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     println!("node {} listening on {}", node.id(), node.addr());
     crate::client::say_metrics(&node);
     let mut watch = node.watch_cluster();
+    // The whole cluster once, then one line per change. Names are remembered: a member that
+    // left may be listed a moment longer than Raft's membership names it.
+    let mut last: Option<dchan::ClusterInfo> = None;
+    let mut names = Names::default();
     loop {
         tokio::select! {
             _ = stop.signalled() => break,
             view = watch.changed() => match view {
-                Some(view) => print_cluster(&view),
+                Some(view) => {
+                    names.learn(&view);
+                    match &last {
+                        None => print_cluster(&view),
+                        Some(before) => {
+                            for line in changes(before, &view, &names) {
+                                println!("{line}");
+                            }
+                        }
+                    }
+                    last = Some(view);
+                }
                 None => break,
             },
         }
@@ -68,11 +84,120 @@ fn print_cluster(view: &dchan::ClusterInfo) {
     }
 }
 
+/// The names of the members seen so far.
+#[derive(Default)]
+struct Names(std::collections::HashMap<u64, String>);
+
+impl Names {
+    fn learn(&mut self, view: &dchan::ClusterInfo) {
+        for m in &view.members {
+            if let Some(name) = &m.name {
+                self.0.insert(m.id, name.clone());
+            }
+        }
+    }
+
+    /// A member as the log names it: its id, and its name if it has one.
+    fn of(&self, id: u64) -> String {
+        match self.0.get(&id) {
+            Some(name) => format!("{id} ({name})"),
+            None => id.to_string(),
+        }
+    }
+}
+
+fn member(m: &dchan::Member) -> String {
+    match &m.name {
+        Some(name) => format!("{} ({name})", m.id),
+        None => m.id.to_string(),
+    }
+}
+
+fn role(m: &dchan::Member) -> &'static str {
+    if m.role == dchan::Role::Voter {
+        "voter"
+    } else {
+        "learner"
+    }
+}
+
+fn channel_line(c: &dchan::ChannelInfo) -> String {
+    format!(
+        "channel {:?} of {}{}: {} sender(s), {} receiver(s)",
+        c.name,
+        c.type_name,
+        if c.closed { " (closed)" } else { "" },
+        c.senders().count(),
+        c.receivers().count()
+    )
+}
+
+/// What changed from `before` to `now`, a line each: members joining, leaving or changing role,
+/// the leader, and channels (up to [`LISTED_CHANNELS`] of them, then counted).
+fn changes(before: &dchan::ClusterInfo, now: &dchan::ClusterInfo, names: &Names) -> Vec<String> {
+    let mut lines = Vec::new();
+    let was: std::collections::HashMap<u64, &dchan::Member> =
+        before.members.iter().map(|m| (m.id, m)).collect();
+    let is: std::collections::HashMap<u64, &dchan::Member> =
+        now.members.iter().map(|m| (m.id, m)).collect();
+    for m in &now.members {
+        match was.get(&m.id) {
+            None => {
+                lines.push(format!("member {} joined at {} as a {}", member(m), m.addr, role(m)))
+            }
+            Some(w) if w.role != m.role => {
+                lines.push(format!("member {} is now a {}", member(m), role(m)))
+            }
+            Some(_) => {}
+        }
+    }
+    for m in &before.members {
+        if !is.contains_key(&m.id) {
+            lines.push(format!("member {} left", names.of(m.id)));
+        }
+    }
+    if before.leader != now.leader {
+        lines.push(match now.leader {
+            Some(l) => format!("leader: {}", names.of(l)),
+            None => "no leader (an election, or no majority)".to_owned(),
+        });
+    }
+    let old: std::collections::HashMap<&str, &dchan::ChannelInfo> =
+        before.channels.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut changed: Vec<String> = now
+        .channels
+        .iter()
+        .filter(|c| old.get(c.name.as_str()).is_none_or(|o| channel_line(o) != channel_line(c)))
+        .map(channel_line)
+        .collect();
+    let current: std::collections::HashSet<&str> =
+        now.channels.iter().map(|c| c.name.as_str()).collect();
+    changed.extend(
+        before
+            .channels
+            .iter()
+            .filter(|c| !current.contains(c.name.as_str()))
+            .map(|c| format!("channel {:?} is gone", c.name)),
+    );
+    if changed.len() > LISTED_CHANNELS {
+        lines.push(format!(
+            "{} channels changed; now {} channels, {} sender(s), {} receiver(s)",
+            changed.len(),
+            now.channels.len(),
+            now.channels.iter().map(|c| c.senders().count()).sum::<usize>(),
+            now.channels.iter().map(|c| c.receivers().count()).sum::<usize>(),
+        ));
+    } else {
+        lines.extend(changed);
+    }
+    lines
+}
+
 fn cluster_lines(view: &dchan::ClusterInfo) -> Vec<String> {
     let leader = view.leader.map_or("none".to_string(), |l| l.to_string());
     let mut lines = vec![format!("cluster seen from node {} (leader {leader}):", view.me)];
     for m in &view.members {
-        lines.push(format!("  member {} at {} ({:?})", m.id, m.addr, m.role));
+        lines.push(format!("  member {} at {} ({})", member(m), m.addr, role(m)));
     }
     if view.channels.len() > LISTED_CHANNELS {
         let count =
@@ -87,14 +212,7 @@ fn cluster_lines(view: &dchan::ClusterInfo) -> Vec<String> {
         return lines;
     }
     for c in &view.channels {
-        lines.push(format!(
-            "  channel {:?} of {}{}: {} sender(s), {} receiver(s)",
-            c.name,
-            c.type_name,
-            if c.closed { " (closed)" } else { "" },
-            c.senders().count(),
-            c.receivers().count()
-        ));
+        lines.push(format!("  {}", channel_line(c)));
     }
     lines
 }

@@ -37,7 +37,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         return Err(Failure::new("--capacity must be at least 1"));
     }
     let mut stop = Stop::new()?;
-    let node = client::join(&args.join).await?;
+    let node = client::join(&args.join, &format!("recv {}", args.channel)).await?;
     tracing::debug!(node = node.id(), "joined");
     let result = tokio::select! {
         r = async {

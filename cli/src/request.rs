@@ -43,7 +43,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         )));
     }
     let mut stop = Stop::new()?;
-    let node = client::join(&args.join).await?;
+    let node = client::join(&args.join, &format!("request {}", args.channel)).await?;
     let result = async {
         let tx = node.sender::<Value>(&args.channel).await?;
         let field = args.reply_field.clone();

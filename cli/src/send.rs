@@ -44,7 +44,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         .collect::<Result<Vec<Value>, String>>()
         .map_err(Failure::new)?;
     let mut stop = Stop::new()?;
-    let node = client::join(&args.join).await?;
+    let node = client::join(&args.join, &format!("send {}", args.channel)).await?;
     let result = async {
         let tx = node.sender::<Value>(&args.channel).await?;
         let (batches_tx, mut batches) = mpsc::channel::<Batch>(4);

@@ -28,7 +28,7 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let mut stop = Stop::new()?;
-    let node = client::join(&args.join).await?;
+    let node = client::join(&args.join, "status").await?;
     let result = tokio::select! {
         r = show(&node, &args) => r,
         // As `send` and `recv`: interrupted is 130, the shells' code for SIGINT.
@@ -101,6 +101,7 @@ fn report(
         .map(|m| {
             json!({
                 "id": m.id,
+                "name": m.name,
                 "addr": m.addr,
                 "role": match m.role { dchan::Role::Voter => "voter", _ => "learner" },
                 "leader": view.leader == Some(m.id),
@@ -121,7 +122,7 @@ fn report(
                 n
             };
             let (mut buffered, mut in_flight, mut dead) = (0, 0, 0);
-            let (mut sent, mut received, mut redelivered) = (0, 0, 0);
+            let (mut sent, mut received, mut redelivered, mut blocked) = (0, 0, 0, 0);
             for s in &by_name {
                 if let Some(cs) = s.get(c.name.as_str()) {
                     buffered += cs.buffered;
@@ -130,6 +131,7 @@ fn report(
                     sent += cs.sent;
                     received += cs.received;
                     redelivered += cs.redelivered;
+                    blocked += cs.blocked;
                 }
             }
             let capacity: u64 = c.receivers().map(|r| u64::from(r.capacity)).sum();
@@ -140,6 +142,10 @@ fn report(
                 attention.push(
                     "slow consumer: the receivers hold all they can take; senders wait".to_owned(),
                 );
+            }
+            if blocked > 0 {
+                let why = if c.receivers().next().is_none() { "a receiver" } else { "room" };
+                attention.push(format!("{blocked} send(s) waiting for {why}"));
             }
             if dead > 0 {
                 attention.push(format!(
@@ -160,11 +166,61 @@ fn report(
                 "sent": sent,
                 "received": received,
                 "redelivered": redelivered,
+                "blocked": blocked,
                 "attention": attention,
             })
         })
         .collect();
-    json!({ "leader": view.leader, "members": members, "channels": channels })
+    json!({
+        "leader": view.leader,
+        "members": members,
+        "channels": channels,
+        "attention": cluster_attention(view, stats),
+    })
+}
+
+/// What needs attention in the cluster as a whole: no leader, members that do not answer, fewer
+/// voters than the leader keeps the cluster at.
+fn cluster_attention(
+    view: &dchan::ClusterInfo,
+    stats: &[(u64, Result<dchan::NodeStats, dchan::Error>)],
+) -> Vec<String> {
+    let mut attention = Vec::new();
+    let Some(leader) = view.leader else {
+        attention.push("no leader: registrations wait (an election, or no majority)".into());
+        return attention;
+    };
+    let unreachable: Vec<String> = stats
+        .iter()
+        .filter(|(id, s)| s.is_err() && *id != view.me)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if !unreachable.is_empty() {
+        attention.push(format!(
+            "member(s) {} did not answer: removed after the failure timeout if they stay silent",
+            unreachable.join(", ")
+        ));
+    }
+    let voters = view.members.iter().filter(|m| m.role == dchan::Role::Voter).count();
+    let wanted = stats
+        .iter()
+        .find(|(id, _)| *id == leader)
+        .and_then(|(_, s)| s.as_ref().ok())
+        .map_or(0, |s| s.voters_wanted);
+    if voters < wanted {
+        attention.push(format!(
+            "{voters} voter(s) of the {wanted} the leader wants: the cluster survives the loss of {} \
+             (start another node that votes: `dchan node --join ...`)",
+            match voters {
+                0 => "none".to_owned(),
+                v => match (v - 1) / 2 {
+                    0 => "none".to_owned(),
+                    n => format!("{n} of them"),
+                },
+            }
+        ));
+    }
+    attention
 }
 
 /// Add to `report` each channel's rates since `last` (`elapsed` ago), and mark redeliveries
@@ -197,16 +253,23 @@ fn print_text(r: &serde_json::Value) {
     let empty = Vec::new();
     let members = r["members"].as_array().unwrap_or(&empty);
     println!("members ({}):", members.len());
-    println!("  {:<20} {:<22} {:<8} {:<7} reachable", "id", "address", "role", "leader");
+    println!(
+        "  {:<12} {:<20} {:<22} {:<8} {:<7} reachable",
+        "id", "name", "address", "role", "leader"
+    );
     for m in members {
         println!(
-            "  {:<20} {:<22} {:<8} {:<7} {}",
+            "  {:<12} {:<20} {:<22} {:<8} {:<7} {}",
             m["id"].to_string(),
+            m["name"].as_str().unwrap_or("-"),
             m["addr"].as_str().unwrap_or(""),
             m["role"].as_str().unwrap_or(""),
             if m["leader"] == true { "yes" } else { "" },
             if m["reachable"] == true { "yes" } else { "NO" },
         );
+    }
+    for a in r["attention"].as_array().unwrap_or(&empty) {
+        println!("  ! {}", a.as_str().unwrap_or(""));
     }
     let channels = r["channels"].as_array().unwrap_or(&empty);
     println!("channels ({}):", channels.len());

@@ -344,11 +344,30 @@ fn status_marks_a_slow_consumer_and_watch_shows_rates() {
         assert_eq!(code, Some(0), "{err:?}");
         let s: serde_json::Value = serde_json::from_str(&out[0]).expect("json");
         let c = &s["channels"][0];
-        let marked = c["attention"].as_array().is_some_and(|a| {
-            a.iter().any(|m| m.as_str().is_some_and(|m| m.contains("slow consumer")))
-        });
-        if marked {
+        let marked = |what: &str| {
+            c["attention"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|m| m.as_str().is_some_and(|m| m.contains(what))))
+        };
+        if marked("slow consumer") && marked("1 send(s) waiting for room") {
             assert!(c["sent"].as_u64().unwrap_or(0) > 0, "{c}");
+            assert_eq!(c["blocked"], 1, "{c}");
+            // The clients are named after what they do; the lone voter is one of three wanted.
+            let mut names: Vec<&str> = s["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|m| m["name"].as_str())
+                .collect();
+            names.sort_unstable();
+            assert_eq!(names, ["recv jobs", "send jobs"], "{s}");
+            let cluster = s["attention"].as_array().expect("cluster attention");
+            assert!(
+                cluster.iter().any(|a| a.as_str().is_some_and(|a| a.starts_with(
+                    "1 voter(s) of the 3 the leader wants: the cluster survives the loss of none"
+                ))),
+                "{s}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "never marked: {c}");

@@ -14,6 +14,8 @@ pub(crate) struct Counters {
     sent: AtomicU64,
     bytes_sent: AtomicU64,
     redelivered: AtomicU64,
+    /// Sends (and broadcasts) of this node waiting now for room or a receiver.
+    blocked: AtomicU64,
     /// On a cache line of its own: bumped by the receiving task, while senders on another
     /// thread bump `sent`.
     received: Line,
@@ -30,6 +32,8 @@ pub(crate) struct Counts {
     pub(crate) bytes_sent: u64,
     pub(crate) received: u64,
     pub(crate) redelivered: u64,
+    /// Sends waiting now (a gauge, not a total).
+    pub(crate) blocked: u64,
 }
 
 impl Counters {
@@ -51,12 +55,30 @@ impl Counters {
         self.redelivered.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A send starts waiting: counted as blocked until the guard is dropped (done or cancelled).
+    /// Off the fast path: only a send that found no room comes here.
+    pub(crate) fn blocked(&self) -> Blocked<'_> {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        Blocked(self)
+    }
+
     pub(crate) fn read(&self) -> Counts {
         Counts {
             sent: self.sent.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             received: self.received.0.load(Ordering::Relaxed),
             redelivered: self.redelivered.load(Ordering::Relaxed),
+            blocked: self.blocked.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A send counted as blocked while this lives (see [`Counters::blocked`]).
+#[derive(Debug)]
+pub(crate) struct Blocked<'a>(&'a Counters);
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.blocked.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -70,7 +70,7 @@ pub(crate) fn check(
         Request::Rejoined { .. } => Ok(()),
         _ if !member => refuse("not a member"),
         Request::Write(cmd) => write(registry, from, cmd).or_else(|why| refuse(&why)),
-        Request::PreVote
+        Request::PreVote { .. }
         | Request::Stats
         | Request::DeadLetters { .. }
         | Request::RemoveDeadLetters { .. } => Ok(()),
@@ -108,7 +108,7 @@ fn name(req: &Request) -> &'static str {
         Request::Join { .. } => "join",
         Request::Leave { .. } => "leave",
         Request::Rejoined { .. } => "start-over",
-        Request::PreVote => "pre-vote",
+        Request::PreVote { .. } => "pre-vote",
         Request::Stats => "stats request",
         Request::DeadLetters { .. } => "dead-letter read",
         Request::RemoveDeadLetters { .. } => "dead-letter removal",
@@ -149,9 +149,12 @@ mod tests {
         assert!(!ok(7, vote(7)), "a vote from a stranger");
         assert!(ok(2, Request::Leave { node: 2 }));
         assert!(!ok(2, Request::Leave { node: 1 }), "removing another");
-        assert!(ok(7, Request::Join { node: 7, addr: "x".into(), non_voting: true }));
-        assert!(!ok(7, Request::Join { node: 8, addr: "x".into(), non_voting: true }));
-        assert!(ok(2, Request::Join { node: 8, addr: "x".into(), non_voting: true }), "passed on");
+        assert!(ok(7, Request::Join { node: 7, addr: "x".into(), non_voting: true, name: None }));
+        assert!(!ok(7, Request::Join { node: 8, addr: "x".into(), non_voting: true, name: None }));
+        assert!(
+            ok(2, Request::Join { node: 8, addr: "x".into(), non_voting: true, name: None }),
+            "passed on"
+        );
         assert!(!ok(7, Request::Stats));
         assert!(ok(2, Request::Stats));
         let close = Request::Write(Command::Close { channel: "c".into() });

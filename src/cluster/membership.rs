@@ -105,9 +105,24 @@ impl Membership {
         self.raft.metrics().borrow().membership_config.membership().clone()
     }
 
+    /// How many voters this node keeps the cluster at while it leads.
+    pub(crate) fn voters_wanted(&self) -> usize {
+        self.voters
+    }
+
     /// On the leader: let `node`, listening at `addr`, in as a learner. The keeper promotes it to
     /// voter once it has caught up, if voters are missing. A node already in is answered at once.
-    pub(crate) async fn join(&self, node: NodeId, addr: &str, non_voting: bool) -> Result {
+    #[tracing::instrument(name = "admit", level = "info", skip(self, addr, non_voting, name))]
+    pub(crate) async fn join(
+        &self,
+        node: NodeId,
+        addr: &str,
+        non_voting: bool,
+        name: Option<String>,
+    ) -> Result {
+        if let Some(name) = &name {
+            check_name(name)?;
+        }
         let _one = self.changing.lock().await;
         let m = self.current();
         if m.get_node(&node).is_some() {
@@ -122,15 +137,16 @@ impl Membership {
             self.remove_locked(old).await?;
         }
         self.raft
-            .add_learner(node, MemberNode::new(addr, non_voting), false)
+            .add_learner(node, MemberNode::new(addr, non_voting, name), false)
             .await
             .map_err(|e| e.to_string())?;
-        tracing::info!(node, %addr, "node joined as a learner");
+        tracing::info!(%addr, "node joined as a learner");
         self.kick.notify_one();
         Ok(())
     }
 
     /// On the leader: remove `node` and its endpoints. A node already gone is answered at once.
+    #[tracing::instrument(name = "remove", level = "info", skip(self))]
     pub(crate) async fn leave(&self, node: NodeId) -> Result {
         let _one = self.changing.lock().await;
         self.remove_locked(node).await
@@ -299,4 +315,29 @@ impl Membership {
 /// How far the leader knows each follower's log to match its own (empty on a non-leader).
 fn matched(m: &openraft::RaftMetrics<NodeId, MemberNode>) -> HashMap<NodeId, u64> {
     m.replication.iter().flatten().map(|(id, log)| (*id, log.map_or(0, |l| l.index))).collect()
+}
+
+/// The longest name a node may give itself, in bytes.
+pub(crate) const MAX_NAME: usize = 128;
+
+/// Whether `name` may name a member: a line of text of at most [`MAX_NAME`] bytes.
+pub(crate) fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.len() > MAX_NAME {
+        return Err(format!("a node's name has at most {MAX_NAME} bytes, not {}", name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!(
+            "a node's name is one line of text, without control characters: {name:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[test]
+fn a_name_is_one_short_line() {
+    assert!(check_name("send jobs").is_ok());
+    assert!(check_name(&"x".repeat(MAX_NAME)).is_ok());
+    assert!(check_name(&"x".repeat(MAX_NAME + 1)).unwrap_err().contains("at most 128 bytes"));
+    assert!(check_name("two\nlines").unwrap_err().contains("control characters"));
 }

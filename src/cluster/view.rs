@@ -36,6 +36,8 @@ pub struct Member {
     pub addr: String,
     /// Whether it votes.
     pub role: Role,
+    /// What it is, as its program named it ([`NodeBuilder::name`](crate::NodeBuilder::name)).
+    pub name: Option<String>,
 }
 
 /// A member's part in Raft.

@@ -56,6 +56,7 @@ pub struct NodeBuilder {
     round_trip: Duration,
     join_timeout: Duration,
     non_voting: bool,
+    name: Option<String>,
     cookie: Option<Secret>,
     tls: Option<TlsConfig>,
     insecure: bool,
@@ -77,6 +78,7 @@ impl Default for NodeBuilder {
             round_trip: Duration::ZERO,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             non_voting: false,
+            name: None,
             cookie: None,
             tls: None,
             insecure: false,
@@ -168,6 +170,25 @@ impl NodeBuilder {
         self
     }
 
+    /// What this node is, for people looking at the cluster: `dchan status`, `dchan node`'s
+    /// log and [`Member::name`](crate::Member::name) show it beside the node's id (NATS's
+    /// connection name). The `dchan` command names its own nodes after what they do
+    /// (`send jobs`, `recv jobs`). One line of text, at most 128 bytes; unnamed by default.
+    ///
+    /// ```
+    /// # #[actix_rt::main]
+    /// # async fn main() -> Result<(), dchan::Error> {
+    /// let node = dchan::Node::builder().name("billing worker").bootstrap().start().await?;
+    /// let me = node.cluster().members.into_iter().find(|m| m.id == node.id()).unwrap();
+    /// assert_eq!(me.name.as_deref(), Some("billing worker"));
+    /// node.shutdown().await
+    /// # }
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The cluster secret (the cookie): every node of the cluster is given the same. Each
     /// connection starts with a challenge-response in which both nodes prove they know it
     /// (HMAC-SHA256 over fresh nonces from both sides and both node ids; the secret itself never
@@ -246,6 +267,9 @@ impl NodeBuilder {
         if self.bootstrap && self.non_voting {
             return Err(Error::config("a non-voting node cannot bootstrap a cluster"));
         }
+        if let Some(name) = &self.name {
+            crate::cluster::membership::check_name(name).map_err(Error::config)?;
+        }
         if self.cookie.as_ref().is_some_and(Secret::is_empty) {
             return Err(Error::config("the cookie is empty"));
         }
@@ -298,8 +322,8 @@ impl NodeBuilder {
             let config = crate::cluster::raft::config(timing)
                 .validate()
                 .map_err(|e| Error::config(Cause::of(e)))?;
-            let elections = Arc::new(Elections::new(timing));
             let log = LogStore::default();
+            let elections = Arc::new(Elections::new(timing, log.clone()));
             let raft =
                 Raft::new(id, Arc::new(config), Network { peers: peers.clone() }, log.clone(), sm)
                     .await
@@ -342,6 +366,7 @@ impl NodeBuilder {
                     addr,
                     advertised,
                     non_voting: self.non_voting,
+                    name: self.name.clone(),
                     raft,
                     registry,
                     peers,

@@ -206,11 +206,13 @@ impl Core {
         let core = self.clone();
         let channel = channel.to_owned();
         let started = std::time::Instant::now();
+        let span = tracing::info_span!(parent: &self.span, "register", channel = %channel, ?kind);
         self.tasks.spawn(
             async move {
                 core.endpoints.wait_started_over(WRITE_TIMEOUT).await;
                 let result = match core.write(cmd).await {
                     Ok(Outcome::Registered(id)) => {
+                        tracing::debug!(id, took = ?started.elapsed(), "registered");
                         core.telemetry.registered(started.elapsed());
                         core.endpoints.add(id, &channel, &requested, kind, capacity);
                         // Removed already, with this node (cut off while the write was on its
@@ -240,10 +242,13 @@ impl Core {
                         Err(e)
                     }
                 };
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "not registered");
+                }
                 // If the caller has gone, the endpoint is dropped with the message: deregistered.
                 let _ = tx.send(result);
             }
-            .instrument(self.span.clone()),
+            .instrument(span),
         );
         rx.await.map_err(|_| Error::Shutdown)?
     }
@@ -257,6 +262,7 @@ impl Core {
         let core = self.clone();
         self.tasks.spawn(
             async move {
+                tracing::debug!("withdrawing a registration whose answer did not come");
                 let cmd = Command::Withdraw { node: core.id, token };
                 while let Err(e) = core.write(cmd.clone()).await {
                     if matches!(e, Error::Shutdown) || core.cancel.is_cancelled() {
@@ -265,7 +271,7 @@ impl Core {
                     tracing::debug!(error = %e, "withdrawing a registration will be retried");
                 }
             }
-            .instrument(self.span.clone()),
+            .instrument(tracing::info_span!(parent: &self.span, "withdraw", token)),
         );
     }
 
@@ -278,6 +284,7 @@ impl Core {
             return;
         }
         let core = self.clone();
+        let span = tracing::info_span!(parent: &self.span, "deregister", channel, id);
         let cmd = Command::Deregister { channel: channel.to_owned(), id };
         self.tasks.spawn(
             async move {
@@ -290,7 +297,7 @@ impl Core {
                 }
                 core.switch.deregistered(id);
             }
-            .instrument(self.span.clone()),
+            .instrument(span),
         );
     }
 
@@ -364,7 +371,7 @@ impl Core {
                     _ => Err(format!("node {} is not the leader: ask the leader", self.id)),
                 })
             }
-            Request::PreVote => Response::PreVote(self.elections.would_vote()),
+            Request::PreVote { last_log } => Response::PreVote(self.elections.would_vote(last_log)),
             Request::Stats => Response::Stats(self.stats()),
             Request::DeadLetters { channel } => {
                 Response::DeadLetters(self.local_dead_letters(&channel))
@@ -379,7 +386,11 @@ impl Core {
 
     /// What this node holds, per channel.
     pub(crate) fn stats(&self) -> crate::report::NodeStats {
-        crate::report::NodeStats { node: self.id, channels: self.switch.stats() }
+        crate::report::NodeStats {
+            node: self.id,
+            channels: self.switch.stats(),
+            voters_wanted: self.membership.voters_wanted(),
+        }
     }
 
     /// The dead letters of `channel` kept on this node.
@@ -404,8 +415,8 @@ impl Core {
                 Some((leader, _)) if leader == self.id => {
                     let here = async {
                         match &req {
-                            Request::Join { node, addr, non_voting } => {
-                                self.membership.join(*node, addr, *non_voting).await
+                            Request::Join { node, addr, non_voting, name } => {
+                                self.membership.join(*node, addr, *non_voting, name.clone()).await
                             }
                             Request::Leave { node } => self.membership.leave(*node).await,
                             _ => Err("not a membership request".into()),
@@ -419,10 +430,11 @@ impl Core {
                 }
                 Some((leader, addr)) => {
                     let fwd = match &req {
-                        Request::Join { node, addr, non_voting } => Request::Join {
+                        Request::Join { node, addr, non_voting, name } => Request::Join {
                             node: *node,
                             addr: addr.clone(),
                             non_voting: *non_voting,
+                            name: name.clone(),
                         },
                         Request::Leave { node } => Request::Leave { node: *node },
                         _ => return Err("not a membership request".into()),
@@ -487,6 +499,7 @@ impl Core {
                     node: self.id,
                     addr: self.advertised.clone(),
                     non_voting: self.non_voting,
+                    name: self.name.clone(),
                 };
                 let answer = self.peers.get(id, &addr).request(req, after / 3).await;
                 if let Ok(Response::Membership(Ok(()))) = answer {
@@ -518,7 +531,18 @@ impl Registrar for Core {
 
     fn close(&self, channel: &str) -> BoxFuture<'_, Result<(), Error>> {
         let cmd = Command::Close { channel: channel.to_owned() };
-        Box::pin(async move { self.write(cmd).await.map(|_| ()) })
+        let span = tracing::info_span!(parent: &self.span, "close", channel);
+        Box::pin(
+            async move {
+                let result = self.write(cmd).await.map(|_| ());
+                match &result {
+                    Ok(()) => tracing::info!("channel closed"),
+                    Err(e) => tracing::warn!(error = %e, "close not committed"),
+                }
+                result
+            }
+            .instrument(span),
+        )
     }
 
     fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::Node;
 use crate::error::Cause;
 use crate::rpc::{Request, Response};
@@ -17,7 +19,11 @@ impl Node {
         let core = &self.core;
         let members = BTreeMap::from([(
             core.id,
-            crate::cluster::raft::MemberNode::new(core.advertised.clone(), false),
+            crate::cluster::raft::MemberNode::new(
+                core.advertised.clone(),
+                false,
+                core.name.clone(),
+            ),
         )]);
         core.raft.initialize(members).await.map_err(|e| Error::registry(Cause::of(e)))?;
         core.wait_member(core.id).await
@@ -27,6 +33,11 @@ impl Node {
     /// or `timeout` has passed. The leader answers a repeated join as it did the first, and a
     /// node whose answer was lost is in as soon as its own registry lists it.
     pub(super) async fn join(&self, seeds: &[String], timeout: Duration) -> Result<(), Error> {
+        let span = tracing::info_span!("join", seeds = %seeds.join(","));
+        self.join_seeds(seeds, timeout).instrument(span).await
+    }
+
+    async fn join_seeds(&self, seeds: &[String], timeout: Duration) -> Result<(), Error> {
         let core = &self.core;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut registry = core.registry.clone();
@@ -66,7 +77,7 @@ impl Node {
                     let peer = core.peers.get_or_add(dialed.hello.node, seed);
                     crate::link::connection::adopt(&core.links, &peer, dialed);
                     let (node, addr, non_voting) = (core.id, intro.addr, core.non_voting);
-                    let req = Request::Join { node, addr, non_voting };
+                    let req = Request::Join { node, addr, non_voting, name: core.name.clone() };
                     match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
                         Ok(Response::Membership(r)) => r.map_err(Error::join),
                         Ok(_) => Err(Error::join("unexpected answer")),

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::channel::switchboard::Switchboard;
 use crate::cluster::membership::Membership;
@@ -65,6 +66,8 @@ pub(crate) struct Core {
     pub(crate) advertised: String,
     /// This node never votes ([`NodeBuilder::non_voting`](crate::NodeBuilder::non_voting)).
     pub(crate) non_voting: bool,
+    /// What this node is ([`NodeBuilder::name`](crate::NodeBuilder::name)).
+    pub(crate) name: Option<String>,
     pub(crate) raft: Raft,
     pub(crate) registry: watch::Receiver<Arc<Registry>>,
     pub(crate) peers: Arc<Peers>,
@@ -183,6 +186,13 @@ impl Node {
         self.core.switch.inbox_count()
     }
 
+    /// Not part of the API (for dchan's tests): this node's Raft term, which goes up by one for
+    /// each campaign.
+    #[doc(hidden)]
+    pub fn __raft_term(&self) -> u64 {
+        self.core.raft.metrics().borrow().current_term
+    }
+
     /// Not part of the API (for dchan's tests): how many entries this node keeps per channel,
     /// receiver and other node, to check that members coming and going leave nothing behind.
     #[doc(hidden)]
@@ -217,7 +227,17 @@ impl Node {
         let registry = self.core.registry.borrow().clone();
         // Copy what is needed out of the metrics and drop the borrow at once: holding it would
         // block Raft's own updates.
-        let leader = self.core.raft.metrics().borrow().current_leader;
+        let (leader, names) = {
+            let m = self.core.raft.metrics();
+            let m = m.borrow();
+            let names: std::collections::HashMap<u64, String> = m
+                .membership_config
+                .membership()
+                .nodes()
+                .filter_map(|(id, n)| Some((*id, n.name.clone()?)))
+                .collect();
+            (m.current_leader, names)
+        };
         ClusterInfo {
             me: self.core.id,
             leader,
@@ -228,6 +248,7 @@ impl Node {
                     id: *id,
                     addr: addr.clone(),
                     role: if registry.voters.contains(id) { Role::Voter } else { Role::Learner },
+                    name: names.get(id).cloned(),
                 })
                 .collect(),
             channels: registry.channels.iter().map(|(name, c)| c.info(name)).collect(),
@@ -249,14 +270,20 @@ impl Node {
         if core.cancel.is_cancelled() || core.leaving.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        core.switch.leaving();
-        core.switch.tell_taken().await;
-        let left = core.leave().await;
-        if left.is_ok() {
-            core.switch.hand_over().await;
+        let span = tracing::info_span!(parent: &core.span, "leave");
+        async {
+            tracing::info!("leaving the cluster");
+            core.switch.leaving();
+            core.switch.tell_taken().await;
+            let left = core.leave().await;
+            if left.is_ok() {
+                core.switch.hand_over().await;
+            }
+            self.stop().await;
+            left
         }
-        self.stop().await;
-        left
+        .instrument(span)
+        .await
     }
 
     async fn stop(&self) {

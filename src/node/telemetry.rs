@@ -124,6 +124,7 @@ impl Core {
             shown.insert(channel.clone());
             gauge!("dchan_receiver_buffered", "channel" => channel.clone()).set(s.buffered as f64);
             gauge!("dchan_in_flight", "channel" => channel.clone()).set(s.in_flight as f64);
+            gauge!("dchan_sends_blocked", "channel" => channel.clone()).set(s.blocked as f64);
             counter!("dchan_dead_letters_total", "channel" => channel)
                 .absolute(s.dead_letters_total);
         }
@@ -140,9 +141,13 @@ impl Core {
         }
         let before = std::mem::replace(&mut lock(&self.telemetry.shown).0, shown.clone());
         for channel in before.difference(&shown) {
-            for name in
-                ["dchan_receiver_buffered", "dchan_in_flight", "dchan_receivers", "dchan_senders"]
-            {
+            for name in [
+                "dchan_receiver_buffered",
+                "dchan_in_flight",
+                "dchan_sends_blocked",
+                "dchan_receivers",
+                "dchan_senders",
+            ] {
                 gauge!(name, "channel" => channel.clone()).set(0.0);
             }
         }
@@ -252,6 +257,12 @@ const FIGURES: &[(&str, Kind, Option<metrics::Unit>, &str)] = {
             Gauge,
             None,
             "Messages this node sent to other nodes and that are not taken yet",
+        ),
+        (
+            "dchan_sends_blocked",
+            Gauge,
+            None,
+            "Sends on this node waiting now for room or a receiver",
         ),
         (
             "dchan_send_blocked_seconds",

@@ -257,6 +257,13 @@ impl Proc {
         (leader, voters, ids)
     }
 
+    /// The node's Raft term.
+    pub async fn term(&mut self) -> u64 {
+        self.cmd("term");
+        let line = self.expect("@ term ").await;
+        line["@ term ".len()..].parse().expect("a term")
+    }
+
     /// How many receivers' inboxes the node holds.
     pub async fn inboxes(&mut self) -> usize {
         self.cmd("inboxes");
@@ -520,6 +527,7 @@ pub fn child_main() {
                     println!("@ members {leader} {voters} {}", ids.join(","));
                 }
                 ["inboxes"] => println!("@ inboxes {}", node.__inbox_count()),
+                ["term"] => println!("@ term {}", node.__raft_term()),
                 ["role"] => {
                     let view = node.cluster();
                     let me = view.members.iter().find(|m| m.id == node.id());

@@ -261,7 +261,8 @@ where
     ) -> Result<(), SendTimeoutError<T>> {
         let route = self.route();
         let started = std::time::Instant::now();
-        let mut waited = false;
+        // Counted as blocked from the first wait until done (or cancelled: dropped with it).
+        let mut blocked = None;
         let mut waiting = route.wait_for_room();
         let result = loop {
             match route.try_send(msg) {
@@ -269,7 +270,7 @@ where
                 Attempt::Closed(m) => break Err(SendTimeoutError::Closed(m)),
                 Attempt::Full(m) | Attempt::NoReceivers(m) => msg = m,
             }
-            waited = true;
+            blocked.get_or_insert_with(|| route.counters.blocked());
             match deadline {
                 None => waiting.changed().await,
                 Some(d) => tokio::select! {
@@ -280,7 +281,7 @@ where
             }
         };
         // (`send_timeout` comes here first: only a send that waited is a blocked one.)
-        if waited {
+        if blocked.take().is_some() {
             self.registrar().send_blocked(route, started.elapsed());
         }
         result
@@ -313,6 +314,7 @@ where
             }
         };
         let mut reached = 0;
+        let mut blocked = None;
         for id in route.target_ids() {
             let mut waiting = route.wait_for_room();
             loop {
@@ -330,7 +332,10 @@ where
                     }
                     // The receiver is gone since the broadcast started: it needs no copy.
                     Attempt::NoReceivers(()) => break,
-                    Attempt::Full(()) => waiting.changed().await,
+                    Attempt::Full(()) => {
+                        blocked.get_or_insert_with(|| route.counters.blocked());
+                        waiting.changed().await;
+                    }
                 }
             }
         }

@@ -155,7 +155,24 @@ impl Switchboard {
                 }
                 inbox.want(from);
             }
-            None => self.not_here(from, to),
+            None => {
+                let registry = self.registry.borrow().clone();
+                if is_unnamed(to) || (registry.issued(to) && !registry.is_registered(to)) {
+                    self.not_here(from, to);
+                    return;
+                }
+                // A receiver of this node whose inbox is not added yet, or one of a registration
+                // this node has not applied: asked again when the inbox comes (`add_inbox`).
+                // Dropped, a node with nothing but messages to deliver again (no sender of the
+                // channel, so never offered credit) asked once and waited for ever.
+                self.early_wants.push((from, to));
+                // (Added meanwhile, after `add_inbox` looked: taken back here, once.)
+                if self.inbox(to).is_some() {
+                    for (from, to) in self.early_wants.take(|w| *w == (from, to)) {
+                        self.want_of(from, to, member);
+                    }
+                }
+            }
         }
     }
 

@@ -55,6 +55,9 @@ pub(crate) struct Switchboard {
     tasks: Tasks,
     cancel: CancellationToken,
     routes: Mutex<HashMap<String, Arc<ChannelRoute>>>,
+    /// Channels gone from the registry whose routers this node keeps, for the messages it
+    /// still holds for them (see [`Switchboard::retire`]).
+    kept: Mutex<Vec<String>>,
     /// What this node counted of each channel it used, by name, and of its unnamed channels
     /// together (see [`crate::channel::counters`]).
     counters: Mutex<HashMap<String, Arc<Counters>>>,
@@ -66,6 +69,9 @@ pub(crate) struct Switchboard {
     /// Wants for this node's unnamed channels from nodes it does not know as members yet (its
     /// registry lags behind theirs): answered once they are.
     deferred_wants: unnamed::Latest<(NodeId, EndpointId)>,
+    /// Wants for receivers of this node whose inboxes were not added yet (the asking node
+    /// applied the registration first): answered when the inbox comes (`add_inbox`).
+    early_wants: unnamed::Latest<(NodeId, EndpointId)>,
     /// Unnamed channels of other nodes closed here (this node closed them, was asked to, or
     /// was told their receiver is gone): a sender of one decoded after its last router here
     /// went is closed too.
@@ -144,11 +150,13 @@ impl Switchboard {
             tasks,
             cancel,
             routes: Mutex::default(),
+            kept: Mutex::default(),
             counters: Mutex::default(),
             unnamed_counters: Arc::default(),
             inboxes: Arc::default(),
             unnamed: Mutex::default(),
             deferred_wants: unnamed::Latest::default(),
+            early_wants: unnamed::Latest::default(),
             closed_unnamed: unnamed::Latest::default(),
             shuts_due: unnamed::Latest::default(),
             admitted: std::sync::atomic::AtomicU64::new(0),
@@ -357,6 +365,11 @@ impl Switchboard {
             return;
         }
         inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
+        // Nodes that asked before the inbox was here: a node with no sender of the channel,
+        // delivering again what a receiver that went did not take, only asks.
+        for (from, _) in self.early_wants.take(|(_, to)| *to == id) {
+            self.want_of(from, id, Some(registry.nodes.contains_key(&from)));
+        }
     }
 
     /// Endpoint `id` of this node was deregistered (its handle dropped): if its inbox is still
@@ -417,6 +430,7 @@ impl Switchboard {
                     sent: counts.sent,
                     received: counts.received,
                     redelivered: counts.redelivered,
+                    blocked: counts.blocked,
                     name: r.name.clone(),
                     buffered: buffered.get(&Arc::as_ptr(r)).copied().unwrap_or(0),
                     in_flight: r.in_flight(),

@@ -49,6 +49,7 @@ impl Switchboard {
         if members_changed {
             self.refresh_members(&left, registry);
         }
+        self.prune_kept(registry);
         // Early grants for receivers that are gone (not for those this node has yet to see).
         self.credits.retain_early(|id| registry.issued(id) && !registry.is_registered(id));
     }
@@ -149,7 +150,7 @@ impl Switchboard {
         let new = registry.channel(name);
         let renewed = matches!((old, new), (Some(o), Some(n)) if o.created != n.created);
         if let Some(old) = old.filter(|_| new.is_none() || renewed) {
-            self.retire(name, old.created);
+            self.retire(name, old);
         }
         if let Some(route) = self.find_route(name) {
             self.refresh_route(&route, registry);
@@ -228,16 +229,48 @@ impl Switchboard {
     /// and its fences are forgotten. Whatever still holds the old router (a window settling, a
     /// re-delivery) finishes with it. Its dead letters stay readable: a new router of the name
     /// takes them over.
-    pub(super) fn retire(&self, name: &str, created: EndpointId) {
-        self.fences.forget(name, created);
-        let old = lock(&self.routes).remove(name);
-        let Some(old) = old else { return };
+    pub(super) fn retire(&self, name: &str, channel: &Channel) {
+        self.fences.forget(name, channel.created);
+        let Some(old) = self.find_route(name) else { return };
         old.set_targets(Vec::new());
+        // An open channel left with its last endpoint while this node still holds messages sent
+        // on it (kept for receivers that went, or being delivered again): they wait for the
+        // name's next receiver (promise 5), on this same router. A new one would never see
+        // them: they are placed through the router they were sent on.
+        if !channel.is_closed() && holds_messages(&old) {
+            lock(&self.kept).push(name.to_owned());
+            return;
+        }
+        lock(&self.routes).remove(name);
         if let Some(dead) = old.dead().filter(|d| d.counts().held > 0) {
             let fresh = Arc::new(ChannelRoute::new(name, self.counters(name)));
             fresh.dead_letters().adopt(dead);
             lock(&self.routes).entry(name.to_owned()).or_insert(fresh);
         }
+    }
+
+    /// Let go of the routers kept for channels gone from the registry (see
+    /// [`Switchboard::retire`]) once they hold nothing; forget those whose channel is back
+    /// (ordinary routers again). O(kept), nearly always none.
+    fn prune_kept(&self, registry: &Registry) {
+        let mut kept = lock(&self.kept);
+        kept.retain(|name| {
+            if registry.channel(name).is_some() {
+                return false;
+            }
+            let mut routes = lock(&self.routes);
+            match routes.get(name.as_str()) {
+                Some(route) if holds_messages(route) => true,
+                Some(route) => {
+                    // (Dead letters keep a router for as long as they are kept: `retire`.)
+                    if route.dead().is_none_or(|d| d.counts().held == 0) {
+                        routes.remove(name.as_str());
+                    }
+                    false
+                }
+                None => false,
+            }
+        });
     }
 
     /// The inboxes this node holds for receivers `ch` lists.
@@ -357,4 +390,10 @@ impl Switchboard {
         }
         route.set_targets(targets);
     }
+}
+
+/// Whether this node holds messages sent on `route`'s channel that no receiver has taken: kept
+/// for receivers on other nodes, or being delivered again.
+fn holds_messages(route: &ChannelRoute) -> bool {
+    route.is_rerouting() || route.in_flight() > 0
 }

@@ -9,9 +9,14 @@
 //! the other voters refuse a vote after the last heartbeat, so campaigning earlier cannot win.
 //!
 //! Before campaigning it asks the other voters whether they would take part (a pre-vote: they
-//! would if they have not heard from a leader for two heartbeats), and campaigns only with a
-//! majority. A node cut off from the leader, alone or in one direction, so never raises the term
-//! and never unseats a leader the others still follow when it comes back.
+//! would if they have not heard from a leader for two heartbeats and the asker's log is at least
+//! as up to date as theirs), and campaigns only with a majority. A node cut off from the leader,
+//! alone or in one direction, so never raises the term and never unseats a leader the others
+//! still follow when it comes back. Nor does a voter that missed the last entry the old leader
+//! committed: openraft refuses its vote by the log without taking up its term, so the up-to-date
+//! voter's next campaign would carry the same term as the laggard's and be refused too, round
+//! after round while the laggard's timer fires first (on a 300 ms link, for good: each campaign
+//! sets off the other's before its request arrives).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +24,11 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use openraft::LogId;
+
+use super::store::LogStore;
 use super::Raft;
 use crate::clock::{now_ms, random_u64};
 use crate::ids::NodeId;
@@ -42,15 +51,18 @@ pub(crate) struct Elections {
     /// How long without a leader before this node would take part in an election, and how
     /// long a pre-vote is given (see [`super::Timing`]).
     pre_vote: Duration,
+    /// This node's log: a pre-vote compares the asker's last entry with its last.
+    log: LogStore,
 }
 
 impl Elections {
-    pub(crate) fn new(timing: super::Timing) -> Self {
+    pub(crate) fn new(timing: super::Timing, log: LogStore) -> Self {
         Elections {
             last_contact: AtomicU64::new(now_ms()),
             leader_heard: AtomicU64::new(now_ms()),
             lease: timing.lease(),
             pre_vote: timing.pre_vote,
+            log,
         }
     }
 
@@ -76,20 +88,23 @@ impl Elections {
         Duration::from_millis(now_ms().saturating_sub(self.leader_heard.load(Ordering::Relaxed)))
     }
 
-    /// Whether this node would take part in an election now (see [`Request::PreVote`]).
-    pub(crate) fn would_vote(&self) -> bool {
-        self.leaderless_for() >= self.pre_vote
+    /// Whether this node would take part in an election now, for a candidate whose last log
+    /// entry is `last_log` (see [`Request::PreVote`]): it has been without a leader for a while,
+    /// and would grant the vote by the log (Raft's "at least as up to date").
+    pub(crate) fn would_vote(&self, last_log: Option<LogId<NodeId>>) -> bool {
+        self.leaderless_for() >= self.pre_vote && last_log >= self.log.last()
     }
 
     /// Ask the other voters whether they would take part in an election: true with a majority
     /// of all voters (this one included).
     async fn pre_vote(&self, peers: &Peers, others: Vec<(NodeId, String)>) -> bool {
         let voters = others.len() + 1;
+        let last_log = self.log.last();
         let asks = others.into_iter().map(|(id, addr)| {
             let peer = peers.get(id, &addr);
             async move {
                 matches!(
-                    peer.request(Request::PreVote, self.pre_vote).await,
+                    peer.request(Request::PreVote { last_log }, self.pre_vote).await,
                     Ok(Response::PreVote(true))
                 )
             }
@@ -150,19 +165,53 @@ impl Elections {
             let silent = now_ms().saturating_sub(self.last_contact.load(Ordering::Relaxed));
             // The only voter has nobody to wait for.
             if alone || silent >= wait {
-                if !alone && !self.pre_vote(&peers, others).await {
-                    // The others still follow a leader, or cannot be reached: wait again.
-                    self.contact();
-                    wait = self.draw();
-                    continue;
-                }
-                tracing::debug!(silent_ms = silent, "no leader heard from: starting an election");
-                if raft.trigger().elect().await.is_err() {
+                let term = raft.metrics().borrow().current_term;
+                let span = tracing::info_span!("election", term, silent_ms = silent);
+                let campaign = async {
+                    if !alone && !self.pre_vote(&peers, others).await {
+                        // The others still follow a leader, or cannot be reached: wait again.
+                        tracing::debug!("pre-vote: no majority would take part");
+                        return Ok(());
+                    }
+                    tracing::info!("no leader heard from: campaigning");
+                    raft.trigger().elect().await.map_err(|_| ())
+                };
+                if campaign.instrument(span).await.is_err() {
                     return; // Raft has stopped
                 }
                 self.contact();
                 wait = self.draw();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn log_id(term: u64, index: u64) -> Option<LogId<NodeId>> {
+        Some(LogId::new(CommittedLeaderId::new(term, 1), index))
+    }
+
+    /// A pre-vote is granted as Raft grants a vote by the log: to a candidate whose last entry
+    /// is at least as up to date (a later term, or the same term and as long), once this node has
+    /// heard no leader for a while.
+    #[test]
+    fn a_pre_vote_is_refused_to_a_candidate_whose_log_is_behind() {
+        let log = LogStore::default();
+        log.set_last_for_test(log_id(1, 12));
+        let lan = super::super::Timing::for_round_trip(Duration::ZERO);
+        let heard = Elections::new(lan, log.clone());
+        assert!(!heard.would_vote(log_id(2, 3)), "a leader was heard just now");
+        // Without a leader for as long as a pre-vote wants.
+        let elections =
+            Elections::new(super::super::Timing { pre_vote: Duration::ZERO, ..lan }, log);
+        assert!(!elections.would_vote(log_id(1, 11)), "behind: it missed the last entry");
+        assert!(!elections.would_vote(None), "an empty log");
+        assert!(elections.would_vote(log_id(1, 12)), "as long");
+        assert!(elections.would_vote(log_id(1, 13)), "longer");
+        assert!(elections.would_vote(log_id(2, 3)), "a later term");
     }
 }

@@ -37,6 +37,19 @@ impl LogStore {
     pub(crate) fn committed(&self) -> Option<u64> {
         lock(&self.inner).committed.map(|c| c.index)
     }
+
+    /// The last entry of the log (or the last purged one, if the log is empty after a snapshot).
+    pub(crate) fn last(&self) -> Option<LogId<NodeId>> {
+        lock(&self.inner).last()
+    }
+
+    /// Make `last` this log's last entry (as a snapshot would), for tests of what reads it.
+    #[cfg(test)]
+    pub(crate) fn set_last_for_test(&self, last: Option<LogId<NodeId>>) {
+        let mut inner = lock(&self.inner);
+        inner.log.clear();
+        inner.last_purged = last;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +58,12 @@ struct LogInner {
     log: BTreeMap<u64, Entry<TypeConfig>>,
     committed: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
+}
+
+impl LogInner {
+    fn last(&self) -> Option<LogId<NodeId>> {
+        self.log.values().next_back().map(|e| e.log_id).or(self.last_purged)
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -61,8 +80,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let inner = lock(&self.inner);
-        let last = inner.log.values().next_back().map(|e| e.log_id).or(inner.last_purged);
-        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
+        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: inner.last() })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {

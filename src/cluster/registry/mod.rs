@@ -202,10 +202,9 @@ struct Registration {
 /// (O(log n)), and a reader finds what changed between two registries by
 /// [`Registry::changed_channels`] without visiting what they share.
 ///
-/// A closed channel leaves the registry when its last endpoint goes (deregistered, withdrawn, or
-/// removed with its node), and its name can name a new channel, of any type. An open channel
-/// stays without endpoints: a message sent on it may still wait for a receiver, and its type
-/// stays fixed.
+/// A channel leaves the registry when its last endpoint goes (deregistered, withdrawn, or
+/// removed with its node), open or closed, and its name can name a new channel, of any type. (A
+/// closed channel with no endpoint left when closed goes at once.)
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Registry {
     /// Every channel, by name.
@@ -387,7 +386,10 @@ impl Registry {
                 }
             }
         }
-        if ch.endpoints.len() == 1 && ch.endpoints[0].id == id && ch.is_closed() {
+        // Its last endpoint: the channel leaves, open or closed (a channel without endpoints
+        // holds nothing the registry must keep; what a node still holds for it waits for the
+        // name's next receiver there: `Switchboard::retire`).
+        if ch.endpoints.len() == 1 && ch.endpoints[0].id == id {
             if let Some(ch) = self.channels.remove(&r.channel) {
                 self.types.release(&ch.type_name);
             }

@@ -26,7 +26,7 @@ fn a_withdrawn_registration_is_gone_whichever_applies_first() {
     let Command::Register { token, .. } = early else { unreachable!() };
     assert!(matches!(r.apply(&early), Outcome::Registered(_)));
     r.apply(&Command::Withdraw { node: 1, token });
-    assert!(r.channels["jobs"].endpoints.is_empty(), "withdrawn after it applied");
+    assert!(r.channel("jobs").is_none(), "withdrawn after it applied: gone with its last endpoint");
     r.apply(&Command::RemoveNode { node: 1 });
     assert!(r.withdrawn.is_empty());
 }
@@ -151,17 +151,25 @@ fn a_closed_channel_leaves_with_its_last_endpoint_and_its_name_names_a_new_one()
     let id = r.channels["jobs"].endpoints[0].id;
     r.apply(&Command::Deregister { channel: "other".into(), id });
     assert!(r.is_registered(id));
-    // An open channel stays without endpoints (a message may wait for a receiver), its type
+    // An open channel leaves with its last endpoint too (a typo leaves no litter), its type
     // with it.
     r.apply(&Command::RemoveNode { node: 2 });
-    assert!(r.channels["jobs"].endpoints.is_empty() && r.registrations.is_empty());
-    assert_eq!(
-        r.apply(&register("jobs", "A", EndpointKind::Receiver, 1)),
-        Outcome::TypeMismatch { existing: "B".into() }
-    );
+    assert!(r.channel("jobs").is_none() && r.registrations.is_empty() && r.types.0.is_empty());
+    let Outcome::Registered(a) = r.apply(&register("jobs", "A", EndpointKind::Receiver, 1)) else {
+        panic!("a new channel, of type A")
+    };
+    let Outcome::Registered(b) = r.apply(&register("jobs", "A", EndpointKind::Sender, 1)) else {
+        panic!("registered")
+    };
+    r.apply(&Command::Deregister { channel: "jobs".into(), id: a });
+    r.apply(&Command::Withdraw { node: 1, token: r.registrations[&b].token });
+    assert!(r.channel("jobs").is_none(), "gone with its last endpoint, withdrawn");
     // Closed with no endpoint left, it goes at once.
+    r.apply(&register("jobs", "A", EndpointKind::Sender, 1));
     r.apply(&Command::Close { channel: "jobs".into() });
-    assert!(r.channel("jobs").is_none() && r.types.0.is_empty());
+    assert!(r.channel("jobs").is_some_and(|c| c.is_closed()), "its sender is still there");
+    r.apply(&Command::RemoveNode { node: 1 });
+    assert!(r.channel("jobs").is_none() && r.types.0.is_empty() && r.closed.is_empty());
 }
 
 #[test]
