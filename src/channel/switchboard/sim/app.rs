@@ -211,6 +211,30 @@ impl Sim {
         self.replies_acked(id, msg);
     }
 
+    /// Node `i`'s sender is dropped between two of its sends (its node goes on): what it sent is
+    /// the node's to deliver still, to a receiver there now or to come, through wants alone
+    /// (no receiver offers credit to a node without a sender).
+    pub(super) fn drop_named_sender(&mut self) {
+        // (Not with a send in progress: a cancelled broadcast may have reached some receivers
+        // without returning, which the checks would take for messages never sent. Waiting for
+        // what it sent to be taken, it may go: that wait holds nothing.)
+        let between = |s: &super::AppSender| s.op.is_none() || s.closed || s.next == s.total;
+        let can: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| {
+                self.nodes[*i].runs() && self.nodes[*i].sender.as_ref().is_some_and(between)
+            })
+            .collect();
+        if can.is_empty() {
+            return;
+        }
+        let i = can[self.rng.below(can.len())];
+        if *TRACE {
+            eprintln!("drop sender of {}", self.nodes[i].id);
+        }
+        let sender = self.nodes[i].sender.take();
+        drop(sender);
+    }
+
     /// Node `i`'s receiver is dropped (its node goes on). A `manual_ack` one with deliveries
     /// unacknowledged: what it took may be delivered again (README, `manual_ack`).
     pub(super) fn drop_receiver(&mut self, i: usize) {

@@ -246,6 +246,8 @@ struct Sim {
     unnamed: unnamed::Unnamed,
     /// The reply handles (see [`replies`]).
     replies: replies::Replies,
+    /// Whether senders are dropped, between their sends (see [`schedule::drop_senders`]).
+    drop_senders: bool,
 }
 
 impl Sim {
@@ -307,6 +309,7 @@ impl Sim {
             graveyard: Vec::new(),
             unnamed: unnamed::Unnamed::default(),
             replies: replies::Replies::default(),
+            drop_senders: false,
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
         sim.commit_membership(&members);
