@@ -184,8 +184,8 @@ struct Inner<R> {
     /// forgets as it answers) is dropped; one from any other node is the new incarnation's, and
     /// kept for the window made after.
     void: bool,
-    /// While starting over, the nodes asked what they took in that have not answered yet
-    /// ([`Credits::answered`]).
+    /// While starting over, the nodes asked what they took in that have not answered yet, and
+    /// are still asked ([`Credits::answered`]).
     unanswered: BTreeSet<NodeId>,
 }
 
@@ -325,7 +325,8 @@ impl<R> Credits<R> {
 
     /// Node `from` answered what it took in (this node starts over): it has forgotten the old
     /// incarnation, and what it grants from now on is the new one's. Called as the answer is
-    /// read, before anything the node sent after it.
+    /// read, before anything the node sent after it; or once this node no longer asks it (it
+    /// is no longer a member: see `Switchboard::ask_rejoined`).
     pub(crate) fn answered(&self, from: NodeId) {
         lock(&self.inner).unanswered.remove(&from);
     }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::Switchboard;
 use crate::channel::credit::Granted;
+use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::ChannelRoute;
 use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::link::dispatch::{Frames, Msgs};
@@ -105,12 +106,13 @@ impl Switchboard {
     /// knows (it holds the refresh lock).
     pub(super) fn want_of(&self, from: NodeId, to: EndpointId, member: Option<bool>) {
         tracing::trace!(node = from, receiver = to, "want in");
-        match self.inbox(to) {
+        let Some(inbox) = self.inbox(to).or_else(|| self.want_early(from, to)) else { return };
+        match inbox {
             // An unnamed channel's receiver dropped (its inbox leaves the table next), or
             // closed: the node is told it is gone, or asked for its fence (it grants nothing
             // after its close).
-            Some(inbox) if is_unnamed(to) && inbox.is_detached() => self.say_released(from, to),
-            Some(inbox) if is_unnamed(to) && inbox.channel().is_closed() => {
+            inbox if is_unnamed(to) && inbox.is_detached() => self.say_released(from, to),
+            inbox if is_unnamed(to) && inbox.channel().is_closed() => {
                 // Ended: it takes nothing more, whatever its books say of the node (credit out
                 // to an earlier incarnation of it answered nothing: the switchboard
                 // simulation's seed 3041, with unnamed channels). A node whose fence is
@@ -123,7 +125,7 @@ impl Switchboard {
                     self.ask_fence(from, to);
                 }
             }
-            Some(inbox) => {
+            inbox => {
                 // (An unnamed channel's owner counts members as its links do, by the registry
                 // it last refreshed to: the nodes a close of it waits for, see `shut_here`.)
                 let member = member.unwrap_or_else(|| match is_unnamed(to) {
@@ -155,24 +157,48 @@ impl Switchboard {
                 }
                 inbox.want(from);
             }
-            None => {
-                let registry = self.registry.borrow().clone();
-                if is_unnamed(to) || (registry.issued(to) && !registry.is_registered(to)) {
-                    self.not_here(from, to);
-                    return;
-                }
-                // A receiver of this node whose inbox is not added yet, or one of a registration
-                // this node has not applied: asked again when the inbox comes (`add_inbox`).
-                // Dropped, a node with nothing but messages to deliver again (no sender of the
-                // channel, so never offered credit) asked once and waited for ever.
-                self.early_wants.push((from, to));
-                // (Added meanwhile, after `add_inbox` looked: taken back here, once.)
-                if self.inbox(to).is_some() {
-                    for (from, to) in self.early_wants.take(|w| *w == (from, to)) {
-                        self.want_of(from, to, member);
-                    }
-                }
-            }
+        }
+    }
+
+    /// Node `from` wants credit with receiver `to`, which has no inbox here: gone, the node is
+    /// told so (see [`Switchboard::not_here`]); otherwise it is one of this node's that the
+    /// registry lists, or will (the node applied its registration first), and whose inbox is
+    /// not added yet: the want is kept until it is ([`Switchboard::answer_early_wants`]).
+    /// Dropped, the node never asked again (its window waits for a grant since it asked), and
+    /// the receiver offers credit only to the nodes its registry lists with senders when its
+    /// inbox comes or they change: a node whose sender was dropped before this node refreshed
+    /// past it, with messages of that sender still to deliver (re-routed from a receiver
+    /// dropped meanwhile), never got credit, and they were never delivered (the switchboard
+    /// simulation's seed 53672, with dropped senders on).
+    /// The inbox, if it came meanwhile.
+    fn want_early(&self, from: NodeId, to: EndpointId) -> Option<Arc<dyn ErasedInbox>> {
+        let gone = {
+            let registry = self.registry.borrow();
+            registry.issued(to) && !registry.is_registered(to)
+        };
+        if is_unnamed(to) || gone {
+            self.not_here(from, to);
+            return None;
+        }
+        // Looked up and kept under the inboxes' lock: an inbox added meanwhile is in the table
+        // before its kept wants are answered (`add_inbox`), never between.
+        let inboxes = crate::sync::lock(&self.inboxes);
+        if let Some(inbox) = inboxes.get(&to) {
+            return Some(inbox.clone());
+        }
+        tracing::debug!(
+            node = from,
+            receiver = to,
+            "credit asked for before the receiver is here: kept"
+        );
+        self.early_wants.push((from, to));
+        None
+    }
+
+    /// Receiver `id`'s inbox is here now: the wants kept for it are answered.
+    pub(super) fn answer_early_wants(&self, id: EndpointId) {
+        for (from, _) in self.early_wants.take(|(_, to)| *to == id) {
+            self.want(from, id);
         }
     }
 

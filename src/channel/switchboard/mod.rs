@@ -69,8 +69,9 @@ pub(crate) struct Switchboard {
     /// Wants for this node's unnamed channels from nodes it does not know as members yet (its
     /// registry lags behind theirs): answered once they are.
     deferred_wants: unnamed::Latest<(NodeId, EndpointId)>,
-    /// Wants for receivers of this node whose inboxes were not added yet (the asking node
-    /// applied the registration first): answered when the inbox comes (`add_inbox`).
+    /// Wants for receivers of this node whose inboxes are not here yet (registered, or to be
+    /// as this node's registry sees it, and not added yet): answered once they are (see
+    /// [`Switchboard::want_early`]).
     early_wants: unnamed::Latest<(NodeId, EndpointId)>,
     /// Unnamed channels of other nodes closed here (this node closed them, was asked to, or
     /// was told their receiver is gone): a sender of one decoded after its last router here
@@ -362,14 +363,12 @@ impl Switchboard {
             // to be registered again (offered, the credit stayed out under its next id: the
             // switchboard simulation's seed 104967).
             inbox.restart();
+            // (Wants kept for it go: the asking nodes settle their windows by the registry.)
+            self.early_wants.take(|(_, to)| *to == id);
             return;
         }
         inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
-        // Nodes that asked before the inbox was here: a node with no sender of the channel,
-        // delivering again what a receiver that went did not take, only asks.
-        for (from, _) in self.early_wants.take(|(_, to)| *to == id) {
-            self.want_of(from, id, Some(registry.nodes.contains_key(&from)));
-        }
+        self.answer_early_wants(id);
     }
 
     /// Endpoint `id` of this node was deregistered (its handle dropped): if its inbox is still

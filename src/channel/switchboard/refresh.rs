@@ -52,6 +52,9 @@ impl Switchboard {
         self.prune_kept(registry);
         // Early grants for receivers that are gone (not for those this node has yet to see).
         self.credits.retain_early(|id| registry.issued(id) && !registry.is_registered(id));
+        // Wants kept for receivers of this node that are gone before their inbox came (their
+        // registration was withdrawn): the asking nodes settle their windows by the registry.
+        self.early_wants.take(|(_, id)| registry.issued(*id) && !registry.is_registered(*id));
     }
 
     /// The membership changed: links go to where each member listens, and to nobody that left.

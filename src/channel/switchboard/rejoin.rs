@@ -169,6 +169,18 @@ impl Switchboard {
             }
             let member = self.registry.borrow().nodes.contains_key(&id);
             if !member || self.cancel.is_cancelled() {
+                // Given up on: what it grants from now on is no longer dropped as the old
+                // incarnation's. Removed, its receivers went with it (a grant of theirs finds
+                // none here); let back in, it starts over itself and forgets its books of
+                // every node before it registers receivers again, whose grants are the new
+                // incarnation's. Kept as not answered, its grants were dropped until this
+                // node's start-over ended, while it counted them out, and its reclaims were
+                // never answered: its answer to the question asked before its removal, read
+                // once no request waited for it, was not counted, and its new receiver's
+                // credit was out for ever (the switchboard simulation's seed 23557, with
+                // dropped senders on: node 4, frozen past its removal and let back in, its
+                // receiver registered while this node still waited for a dead peer's answer).
+                self.credits.answered(id);
                 return None;
             }
             tracing::debug!(peer = id, "starting over: asking again what it took in");
@@ -196,6 +208,7 @@ impl Switchboard {
         let registry = self.registry.borrow().clone();
         self.refresh_route(inbox.channel(), &registry);
         inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
+        self.answer_early_wants(new);
     }
 
     /// Receiver `id` of this node, removed with it, could not be registered again: it ends

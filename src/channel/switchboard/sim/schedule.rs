@@ -274,12 +274,12 @@ fn unnamed() -> bool {
     std::env::var("DCHAN_SIM_UNNAMED").ok().as_deref().map(str::trim) != Some("0")
 }
 
-/// Whether schedules drop senders (see `Sim::drop_named_sender`): with
-/// `DCHAN_SIM_DROP_SENDERS=1`. Not yet by default: the schedules it makes (every seed's, since
-/// it draws) found a sender stuck with credit (seed 23557, no sender dropped in it), being
-/// worked on; on by default once fixed.
+/// Whether schedules drop senders (see `Sim::drop_named_sender`): they do, but with
+/// `DCHAN_SIM_DROP_SENDERS=0` (the schedule each seed made before, as the seeds found before
+/// replay). The schedules it makes (every seed's, since it draws) found two defects, fixed (the
+/// seeds of [`FOUND_DROPS`]).
 fn drop_senders() -> bool {
-    std::env::var("DCHAN_SIM_DROP_SENDERS").ok().as_deref().map(str::trim) == Some("1")
+    std::env::var("DCHAN_SIM_DROP_SENDERS").ok().as_deref().map(str::trim) != Some("0")
 }
 
 /// Whether schedules have reply handles (see [`super::replies`]): they do, but with
@@ -475,8 +475,26 @@ const FOUND_REPLIES: &[(u64, bool)] = &[
     (235_795, false),
 ];
 
+/// Seeds that found defects with senders dropped between their sends (`DCHAN_SIM_DROP_SENDERS=1`,
+/// which changes every seed's schedule), with unnamed channels and reply handles (freezes as
+/// the seed says), each named where it is fixed: 23557 (no sender dropped in it: a peer given
+/// up on as it started over, for it was no longer a member, stayed unanswered, so the credit
+/// its new receiver granted after its own return was dropped and its reclaim never answered,
+/// `Switchboard::ask_rejoined`), 53672 (a want that came before its receiver's inbox was
+/// dropped, and the node, whose sender was gone before the receiver's node saw it, was never
+/// offered credit for what it re-routed, `Switchboard::want_early`).
+const FOUND_DROPS: &[u64] = &[23_557, 53_672];
+
 #[test]
 fn the_schedules_that_found_defects_deliver_every_message() {
+    for &seed in FOUND_DROPS {
+        let replay = format!(
+            "DCHAN_SIM_SEED={seed} DCHAN_SIM_DROP_SENDERS=1 cargo test --lib switchboard::sim"
+        );
+        crate::channel::seeded::run_one(&seed.to_string(), &replay, move || {
+            run_all(seed, freezes(seed), true, true, true)
+        });
+    }
     for &(seed, unnamed) in FOUND_REPLIES {
         let replay = format!(
             "DCHAN_SIM_SEED={seed} DCHAN_SIM_UNNAMED={} cargo test --lib switchboard::sim",
