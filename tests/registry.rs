@@ -256,3 +256,22 @@ async fn a_closed_channel_leaves_with_its_last_endpoint_and_its_name_names_a_new
     drop((tx, rx));
     shutdown(nodes).await;
 }
+
+/// What a builder is given is checked before anything starts: a name that is not one short line,
+/// a round trip Raft's timing cannot be a multiple of (it overflowed, a panic), each a clear
+/// `Error::Config`.
+#[actix_rt::test]
+async fn a_builder_refuses_a_bad_name_or_round_trip_with_a_clear_error() {
+    let start = |b: dchan::NodeBuilder| async move { b.bootstrap().start().await.unwrap_err() };
+    let err = start(dchan::Node::builder().name("x".repeat(200))).await;
+    assert!(
+        matches!(&err, Error::Config(_)) && err.to_string().contains("at most 128 bytes"),
+        "{err}"
+    );
+    let err = start(dchan::Node::builder().name("two\nlines")).await;
+    assert!(matches!(&err, Error::Config(_)), "{err}");
+    let err = start(dchan::Node::builder().round_trip(std::time::Duration::MAX)).await;
+    assert!(matches!(&err, Error::Config(_)) && err.to_string().contains("at most 60s"), "{err}");
+    let node = dchan::Node::builder().name("fine").bootstrap().start().await.expect("a node");
+    node.shutdown().await.expect("shutdown");
+}

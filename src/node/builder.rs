@@ -147,7 +147,8 @@ impl NodeBuilder {
     /// which is also the time a leader gives a follower to answer; elections after 3 to 5
     /// heartbeats without a leader; the failure timeout's default, 10 heartbeats (at least 2 s).
     /// Give every node of a cluster the same value: across regions, the largest round trip
-    /// between two of them (`Duration::from_millis(300)` for 150 ms each way).
+    /// between two of them (`Duration::from_millis(300)` for 150 ms each way). At most
+    /// a minute: `start` refuses more.
     pub fn round_trip(mut self, round_trip: Duration) -> Self {
         self.round_trip = round_trip;
         self
@@ -269,6 +270,13 @@ impl NodeBuilder {
         }
         if let Some(name) = &self.name {
             crate::cluster::membership::check_name(name).map_err(Error::config)?;
+        }
+        if self.round_trip > MAX_ROUND_TRIP {
+            return Err(Error::config(format!(
+                "a round trip of {:?} between nodes: at most {MAX_ROUND_TRIP:?} (Raft's timing \
+                 is a multiple of it)",
+                self.round_trip
+            )));
         }
         if self.cookie.as_ref().is_some_and(Secret::is_empty) {
             return Err(Error::config("the cookie is empty"));
@@ -421,6 +429,10 @@ impl NodeBuilder {
         .await
     }
 }
+
+/// The longest round trip a node may be told ([`NodeBuilder::round_trip`]): Raft's heartbeat is
+/// twice it, its failure timeout twenty times.
+pub(crate) const MAX_ROUND_TRIP: Duration = Duration::from_secs(60);
 
 /// A node id that no other node will draw: a hash of the address, the time and the process.
 pub(super) fn random_id(addr: SocketAddr) -> NodeId {

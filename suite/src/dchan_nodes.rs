@@ -13,11 +13,18 @@ use crate::spec::{Ask, Mode, Msg, Spec, TlsFiles};
 use crate::{now_ns, Error};
 
 async fn node(join: Option<&str>) -> Result<dchan::Node, Error> {
-    node_with(join, None).await
+    node_with(join, None, false).await
 }
 
-async fn node_with(join: Option<&str>, tls: Option<&TlsFiles>) -> Result<dchan::Node, Error> {
+async fn node_with(
+    join: Option<&str>,
+    tls: Option<&TlsFiles>,
+    metrics: bool,
+) -> Result<dchan::Node, Error> {
     let mut builder = dchan::Node::builder().listen("127.0.0.1:0");
+    if metrics {
+        builder = builder.metrics("127.0.0.1:0");
+    }
     if let Some(t) = tls {
         builder = builder.tls(dchan::TlsConfig::from_pem_files(&t.cert, &t.key, &t.ca)?);
     }
@@ -46,11 +53,12 @@ pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
         capacity,
         expect,
         tls,
+        metrics,
     } = spec
     else {
         unreachable!("flow is given a Dchan spec")
     };
-    let node = node_with(join.as_deref(), tls.as_ref()).await?;
+    let node = node_with(join.as_deref(), tls.as_ref(), metrics).await?;
     // Receivers share one count: the node's receivers report together.
     let received = Rc::new(Cell::new(0u64));
     for _ in 0..receivers {

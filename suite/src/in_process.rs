@@ -18,8 +18,13 @@ pub(crate) async fn dchan_local(
     count: u64,
     size: usize,
     capacity: usize,
+    metrics: bool,
 ) -> Result<(), Error> {
-    let node = dchan::Node::builder().listen("127.0.0.1:0").bootstrap().start().await?;
+    let mut builder = dchan::Node::builder().listen("127.0.0.1:0");
+    if metrics {
+        builder = builder.metrics("127.0.0.1:0");
+    }
+    let node = builder.bootstrap().start().await?;
     let mut rx = node.receiver::<Msg>("local").capacity(capacity).await?;
     let tx = node.sender::<Msg>("local").await?;
     tx.wait_for_receivers(1).await.map_err(|_| "closed")?;

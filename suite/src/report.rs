@@ -78,6 +78,9 @@ const TARGETS: &[Target] = &[
     Target::AtLeast("dchan queue 4->4", "dchan 1->1", 0.0),
     Target::AtLeast("dchan broadcast 3", "nats fan-out 3", 3.0),
     Target::AtLeast("dchan same node", "tokio mpsc", 0.9),
+    // What serving and publishing metrics costs (issue 20: within 3%).
+    Target::AtLeast("dchan same node metrics", "dchan same node", 0.97),
+    Target::AtLeast("dchan 1->1 metrics", "dchan 1->1", 0.97),
     Target::P50AtMost("dchan ping-pong", "raw tcp ping-pong", 1.2),
     Target::P50AtMost("dchan ping-pong, busy core", "raw tcp ping-pong, busy core", 1.2),
     Target::P50AtMost("dchan ping-pong", "zenoh ping-pong", 0.0),

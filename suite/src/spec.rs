@@ -86,9 +86,11 @@ pub(crate) enum Spec {
         expect: u64,
         /// TLS between the nodes, from these PEM files.
         tls: Option<TlsFiles>,
+        /// Each node serves its metrics (`NodeBuilder::metrics`), published every second.
+        metrics: bool,
     },
     /// One dchan node, a sender and a receiver on it.
-    DchanLocal { count: u64, size: usize, capacity: usize },
+    DchanLocal { count: u64, size: usize, capacity: usize, metrics: bool },
     /// dchan: answer each message of `ping` on `pong`.
     DchanPong,
     /// dchan: `rounds` round trips through the `DchanPong` node at `join`.

@@ -135,6 +135,7 @@ struct Flow<'a> {
     size: usize,
     mode: Mode,
     tls: bool,
+    metrics: bool,
 }
 
 fn dchan_flow(
@@ -146,12 +147,13 @@ fn dchan_flow(
     round: usize,
     name: &str,
 ) -> Result<Outcome, Error> {
-    let flow = Flow { receivers_per_node, senders, per_sender, size, mode, tls: false };
+    let flow =
+        Flow { receivers_per_node, senders, per_sender, size, mode, tls: false, metrics: false };
     dchan_flow_with(&flow, round, name)
 }
 
 fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome, Error> {
-    let Flow { receivers_per_node, senders, per_sender, size, mode, tls } = *flow;
+    let Flow { receivers_per_node, senders, per_sender, size, mode, tls, metrics } = *flow;
     let tls = if tls { Some(tls_files()?) } else { None };
     let channel = format!("{name}-{round}");
     let all: usize = receivers_per_node.iter().sum();
@@ -173,6 +175,7 @@ fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome,
         capacity: 1024,
         expect: each * receivers as u64,
         tls: tls.clone(),
+        metrics,
     };
     let mut run = Run::new();
     let seed = run.start(&node(None, receivers_per_node[0], 0))?;
@@ -210,31 +213,36 @@ fn measures() -> Vec<Measure> {
         "tokio mpsc",
         Box::new(|c, _| flow(vec![Spec::Mpsc { count: c.count, size: 64 }], |_| vec![], c.count)),
     );
-    add(
-        "dchan same node",
-        Box::new(|c, _| {
-            flow(
-                vec![Spec::DchanLocal { count: c.count, size: 64, capacity: 1024 }],
-                |_| vec![],
-                c.count,
-            )
-        }),
-    );
+    // Each with metrics served and published every second too: their cost.
+    for (name, metrics) in [("dchan same node", false), ("dchan same node metrics", true)] {
+        add(
+            name,
+            Box::new(move |c, _| {
+                let spec = Spec::DchanLocal { count: c.count, size: 64, capacity: 1024, metrics };
+                flow(vec![spec], |_| vec![], c.count)
+            }),
+        );
+    }
     add("dchan 1->1", Box::new(|c, r| dchan_flow(&[1], 1, c.count, 64, Mode::Queue, r, "one")));
-    add(
-        "dchan 1->1 tls",
-        Box::new(|c, r| {
-            let flow = Flow {
-                receivers_per_node: &[1],
-                senders: 1,
-                per_sender: c.count,
-                size: 64,
-                mode: Mode::Queue,
-                tls: true,
-            };
-            dchan_flow_with(&flow, r, "tls")
-        }),
-    );
+    for (name, tls, metrics, channel) in
+        [("dchan 1->1 tls", true, false, "tls"), ("dchan 1->1 metrics", false, true, "metrics")]
+    {
+        add(
+            name,
+            Box::new(move |c, r| {
+                let flow = Flow {
+                    receivers_per_node: &[1],
+                    senders: 1,
+                    per_sender: c.count,
+                    size: 64,
+                    mode: Mode::Queue,
+                    tls,
+                    metrics,
+                };
+                dchan_flow_with(&flow, r, channel)
+            }),
+        );
+    }
     add(
         "dchan 1->1 1 KiB",
         Box::new(|c, r| dchan_flow(&[1], 1, c.count / 4, 1024, Mode::Queue, r, "kib")),

@@ -72,8 +72,8 @@ async fn run(spec: Spec, mut ctx: Ctx) -> Result<(), Error> {
         Spec::RawPong => raw_tcp::pong(&ctx).await,
         Spec::RawPing { addr, rounds, size } => raw_tcp::ping(&mut ctx, &addr, rounds, size).await,
         Spec::Mpsc { count, size } => in_process::mpsc(&mut ctx, count, size).await,
-        Spec::DchanLocal { count, size, capacity } => {
-            in_process::dchan_local(&mut ctx, count, size, capacity).await
+        Spec::DchanLocal { count, size, capacity, metrics } => {
+            in_process::dchan_local(&mut ctx, count, size, capacity, metrics).await
         }
         Spec::NatsRecv { url, subject, queue, capacity, expect } => {
             nats_core::recv(&ctx, &url, &subject, queue, capacity, expect).await
