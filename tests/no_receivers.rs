@@ -52,6 +52,9 @@ async fn a_channel_without_endpoints_leaves_and_what_waits_reaches_its_next_rece
     eventually(|| nodes[0].cluster().channel("nosuch2").is_some()).await;
     drop(typo);
     eventually(|| nodes.iter().all(|n| n.cluster().channel("nosuch2").is_none())).await;
+    // Its counts too, once published a last time (every second): a channel per job leaves no
+    // count behind.
+    eventually(|| nodes.iter().all(|n| !n.__counts_channel("nosuch2"))).await;
 
     // Sent to a receiver on another node, which goes without taking them; the sender goes too.
     let rx = nodes[1].receiver::<u64>("later").capacity(16).await.expect("rx");

@@ -186,6 +186,13 @@ impl Node {
         self.core.switch.inbox_count()
     }
 
+    /// Not part of the API (for dchan's tests): whether this node keeps counts of `channel` for
+    /// its metrics (forgotten, once published a last time, when nothing of it is left here).
+    #[doc(hidden)]
+    pub fn __counts_channel(&self, channel: &str) -> bool {
+        self.core.switch.counts_channel(channel)
+    }
+
     /// Not part of the API (for dchan's tests): this node's Raft term, which goes up by one for
     /// each campaign.
     #[doc(hidden)]

@@ -24,6 +24,9 @@ use tokio::task::JoinSet;
 use super::Core;
 use crate::Error;
 
+/// How long a series nothing touched stays in `/metrics`.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Buckets of the `_seconds` histograms: from a tenth of a millisecond to a minute.
 const BUCKETS: &[f64] =
     &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
@@ -51,6 +54,9 @@ impl Served {
         let recorder = PrometheusBuilder::new()
             .set_buckets(BUCKETS)
             .map_err(|e| Error::config(crate::error::Cause::of(e)))?
+            // A series not touched for this long goes: those of channels and peers gone (the
+            // node publishes every live one each second; a histogram only when it records).
+            .idle_timeout(metrics_util::MetricKindMask::ALL, Some(IDLE))
             .build_recorder();
         let handle = recorder.handle();
         Ok(Served { addr: listener.local_addr()?, listener, recorder: Arc::new(recorder), handle })

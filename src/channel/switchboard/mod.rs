@@ -316,16 +316,25 @@ impl Switchboard {
         lock(&self.counters).entry(channel.to_owned()).or_default().clone()
     }
 
+    /// Whether this node keeps counts of `channel` (for tests: forgotten once it is gone).
+    pub(crate) fn counts_channel(&self, channel: &str) -> bool {
+        lock(&self.counters).contains_key(channel)
+    }
+
     /// What this node counts of its unnamed channels' messages, together.
     pub(crate) fn unnamed_counters(&self) -> Arc<Counters> {
         self.unnamed_counters.clone()
     }
 
     /// Every count of this node: per channel it used, and its unnamed channels together
-    /// (named `None`).
+    /// (named `None`). A channel no router of this node counts for any more (it left the
+    /// registry, and nothing of it is held here) is read a last time and forgotten: a channel
+    /// per job leaves no count behind. (Its name used again counts from 0.)
     pub(crate) fn counts(&self) -> Vec<(Option<String>, Counts)> {
-        let mut all: Vec<_> =
-            lock(&self.counters).iter().map(|(n, c)| (Some(n.clone()), c.read())).collect();
+        let mut counters = lock(&self.counters);
+        let mut all: Vec<_> = counters.iter().map(|(n, c)| (Some(n.clone()), c.read())).collect();
+        counters.retain(|_, c| Arc::strong_count(c) > 1);
+        drop(counters);
         all.push((None, self.unnamed_counters.read()));
         all
     }
