@@ -11,7 +11,7 @@
 //! `peer` (a node id). A process with several nodes publishing to one global recorder would
 //! mix their figures: give each its own (`NodeBuilder::metrics`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -42,6 +42,36 @@ pub(crate) struct Telemetry {
     shown: Mutex<(HashSet<String>, HashSet<String>)>,
     /// The figures' descriptions went to the recorder (once).
     described: std::sync::OnceLock<()>,
+    /// Each counter's value as last published, by name and label value (see
+    /// [`Totals`]); held for a whole publish, which it also keeps to one at a time.
+    totals: Mutex<Totals>,
+}
+
+/// What the counters of channels and peers last published: published as increments, so that a
+/// source that starts again from 0 (a channel gone and used again, a peer's link books made
+/// anew) carries its series on, where `absolute` would keep the largest value and flatten it
+/// until the new source passed the old. Only what the last publish saw is kept.
+#[derive(Debug, Default)]
+struct Totals {
+    last: HashMap<(&'static str, String), u64>,
+    seen: HashMap<(&'static str, String), u64>,
+}
+
+impl Totals {
+    /// Counter `name` with `label` = `value` is at `now` in its source.
+    fn publish(&mut self, name: &'static str, label: &'static str, value: &str, now: u64) {
+        let key = (name, value.to_owned());
+        let last = self.last.get(&key).copied().unwrap_or(0);
+        // A source below what was published started again from 0: all of it is new.
+        let delta = if now >= last { now - last } else { now };
+        counter!(name, label => value.to_owned()).increment(delta);
+        self.seen.insert(key, now);
+    }
+
+    /// A publish is over: what it did not see is forgotten.
+    fn done(&mut self) {
+        self.last = std::mem::take(&mut self.seen);
+    }
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -84,10 +114,12 @@ impl Core {
     /// Publish every figure now.
     pub(crate) fn publish(&self) {
         self.telemetry.record(|| {
+            let mut totals = lock(&self.telemetry.totals);
             self.telemetry.described.get_or_init(describe);
             self.publish_cluster();
-            self.publish_channels();
-            self.publish_peers();
+            self.publish_channels(&mut totals);
+            self.publish_peers(&mut totals);
+            totals.done();
         });
     }
 
@@ -104,19 +136,17 @@ impl Core {
         counter!("dchan_nodes_removed_total").absolute(self.membership.removed());
     }
 
-    fn publish_channels(&self) {
+    fn publish_channels(&self, totals: &mut Totals) {
         let label = |name: Option<String>| name.unwrap_or_else(|| UNNAMED.to_owned());
         for (name, c) in self.switch.counts() {
             if name.is_none() && c == Default::default() {
                 continue; // no unnamed channel used yet
             }
             let channel = label(name);
-            counter!("dchan_messages_sent_total", "channel" => channel.clone()).absolute(c.sent);
-            counter!("dchan_bytes_sent_total", "channel" => channel.clone()).absolute(c.bytes_sent);
-            counter!("dchan_messages_received_total", "channel" => channel.clone())
-                .absolute(c.received);
-            counter!("dchan_messages_redelivered_total", "channel" => channel)
-                .absolute(c.redelivered);
+            totals.publish("dchan_messages_sent_total", "channel", &channel, c.sent);
+            totals.publish("dchan_bytes_sent_total", "channel", &channel, c.bytes_sent);
+            totals.publish("dchan_messages_received_total", "channel", &channel, c.received);
+            totals.publish("dchan_messages_redelivered_total", "channel", &channel, c.redelivered);
         }
         let mut shown = HashSet::new();
         for s in self.switch.stats() {
@@ -125,8 +155,7 @@ impl Core {
             gauge!("dchan_receiver_buffered", "channel" => channel.clone()).set(s.buffered as f64);
             gauge!("dchan_in_flight", "channel" => channel.clone()).set(s.in_flight as f64);
             gauge!("dchan_sends_blocked", "channel" => channel.clone()).set(s.blocked as f64);
-            counter!("dchan_dead_letters_total", "channel" => channel)
-                .absolute(s.dead_letters_total);
+            totals.publish("dchan_dead_letters_total", "channel", &channel, s.dead_letters_total);
         }
         // This node's endpoints, and 0 for a channel it routes without any (O(its own), not
         // O(the registry): a registry of 100,000 channels is not walked every second).
@@ -153,7 +182,7 @@ impl Core {
         }
     }
 
-    fn publish_peers(&self) {
+    fn publish_peers(&self, totals: &mut Totals) {
         let mut shown = HashSet::new();
         for peer in self.peers.all() {
             shown.insert(peer.id.to_string());
@@ -162,10 +191,10 @@ impl Core {
             let id = peer.id.to_string();
             gauge!("dchan_peer_connected", "peer" => id.clone())
                 .set(f64::from(u8::from(connected)));
-            counter!("dchan_peer_reconnects_total", "peer" => id.clone())
-                .absolute(connections.saturating_sub(1));
-            counter!("dchan_peer_frames_sent_total", "peer" => id.clone()).absolute(frames);
-            counter!("dchan_peer_bytes_sent_total", "peer" => id.clone()).absolute(bytes);
+            let reconnects = connections.saturating_sub(1);
+            totals.publish("dchan_peer_reconnects_total", "peer", &id, reconnects);
+            totals.publish("dchan_peer_frames_sent_total", "peer", &id, frames);
+            totals.publish("dchan_peer_bytes_sent_total", "peer", &id, bytes);
             gauge!("dchan_peer_unacked_bytes", "peer" => id).set(unacked as f64);
         }
         let before = std::mem::replace(&mut lock(&self.telemetry.shown).1, shown.clone());
@@ -338,4 +367,35 @@ pub(crate) async fn publish_every(core: Weak<Core>, cancel: CancellationToken) {
         let Some(core) = core.upgrade() else { return };
         core.publish();
     }
+}
+
+/// A counter whose source starts again from 0 carries on from where it was, and what a publish
+/// no longer sees is forgotten.
+#[cfg(all(test, feature = "prometheus"))]
+#[test]
+fn a_counter_whose_source_starts_again_carries_on() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let mut totals = Totals::default();
+    let mut round = |now: Option<u64>| {
+        metrics::with_local_recorder(&recorder, || {
+            if let Some(now) = now {
+                totals.publish("t_total", "channel", "jobs", now);
+            }
+            totals.done();
+        });
+    };
+    let value = || {
+        let text = handle.render();
+        let line = text.lines().find(|l| l.starts_with("t_total{")).map(str::to_owned);
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    round(Some(5));
+    round(Some(7));
+    assert_eq!(value(), Some(7));
+    round(None); // gone: forgotten
+    round(Some(2)); // used again, counted from 0
+    assert_eq!(value(), Some(9), "carried on, not flattened at 7");
+    round(Some(1)); // its source started again without a gap
+    assert_eq!(value(), Some(10));
 }
