@@ -55,6 +55,8 @@ pub(crate) struct Telemetry {
 struct Totals {
     last: HashMap<(&'static str, String), u64>,
     seen: HashMap<(&'static str, String), u64>,
+    /// When the last publish ended.
+    at: Option<std::time::Instant>,
 }
 
 impl Totals {
@@ -71,6 +73,7 @@ impl Totals {
     /// A publish is over: what it did not see is forgotten.
     fn done(&mut self) {
         self.last = std::mem::take(&mut self.seen);
+        self.at = Some(std::time::Instant::now());
     }
 }
 
@@ -121,6 +124,15 @@ impl Core {
             self.publish_peers(&mut totals);
             totals.done();
         });
+    }
+
+    /// Publish unless the last publish is younger than `age` (a scrape publishes first: many
+    /// scrapers at once do not make the node walk its channels for each).
+    pub(crate) fn publish_unless_within(&self, age: Duration) {
+        if lock(&self.telemetry.totals).at.is_some_and(|at| at.elapsed() < age) {
+            return;
+        }
+        self.publish();
     }
 
     fn publish_cluster(&self) {
