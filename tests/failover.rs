@@ -596,10 +596,13 @@ async fn a_voter_behind_on_the_log_does_not_stall_the_election_after_its_leader_
     eprintln!("registered {took:?} after the leader was killed");
     let (leader, _, _) = nodes[behind].members().await;
     assert_eq!(leader, Some(nodes[ahead].id), "the voter with every committed entry leads");
-    assert_eq!(
-        (nodes[ahead].term().await, nodes[behind].term().await),
-        (term + 1, term + 1),
-        "one campaign, won at once (term {term} before)"
+    // One campaign, won at once; a second is tolerated (a vote answered too late on a loaded
+    // machine). The voters dueling went up a term per round: 4 and 26 above in the runs that
+    // failed without the fix.
+    let terms = (nodes[ahead].term().await, nodes[behind].term().await);
+    assert!(
+        terms.0 == terms.1 && terms.0 <= term + 2,
+        "terms {terms:?}, {term} before: more campaigns than one or two"
     );
 }
 
@@ -682,6 +685,33 @@ async fn a_paused_sending_node_carries_on_when_let_back_in() {
     let mut ids = ids;
     ids.push(paused.id);
     settles(&mut nodes[0], &ids, 3).await;
+}
+
+/// A sending process whose sender is its channel's only endpoint, frozen past the failure
+/// timeout: removed, its channel leaves the registry with it. Thawed and let back in, it
+/// registers its sender again, and once a receiver comes its sends go through. (With channels
+/// leaving the registry, its node let go of the router its sender held and made a new one for
+/// the new registration: the sender never sent again. Found by a review.)
+#[tokio::test]
+async fn a_paused_sender_alone_on_its_channel_carries_on_when_let_back_in() {
+    let mut nodes = started(3, 3).await;
+    let mut paused = procs::start_voters(&[nodes[0].addr], 3).await;
+    paused.cmd("sender solo");
+    paused.expect("@ sender solo").await;
+    paused.signal(true);
+    let ids: Vec<u64> = nodes.iter().map(|p| p.id).collect();
+    settles(&mut nodes[0], &ids, 3).await;
+    paused.signal(false);
+    let mut all = ids.clone();
+    all.push(paused.id);
+    settles(&mut nodes[0], &all, 3).await;
+    nodes[1].cmd("recv solo 64");
+    nodes[1].expect("@ recv solo").await;
+    paused.cmd("push solo 0 10");
+    paused.expect("@ pushed solo").await;
+    let mut got = nodes[1].numbers("solo", 10).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<_>>(), "each received once");
 }
 
 /// Measurement (run with `--ignored measure --nocapture`; `DCHAN_RUNS` runs, 20 by default): a

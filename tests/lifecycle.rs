@@ -31,7 +31,8 @@ async fn a_dropped_registration_leaves_no_receiver_behind() {
         .await;
     }
     let tx = nodes[0].sender::<u64>("abandoned").await.expect("tx");
-    assert!(matches!(tx.try_send(1), Err(dchan::TrySendError::NoReceivers(1))));
+    let r = tx.try_send(1);
+    assert!(matches!(r, Err(dchan::TrySendError::NoReceivers(1))), "{r:?} receivers {}", tx.receiver_count());
     drop(tx);
     shutdown(nodes).await;
 }

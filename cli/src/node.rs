@@ -54,6 +54,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                             }
                         }
                     }
+                    names.keep(&view);
                     last = Some(view);
                 }
                 None => break,
@@ -95,6 +96,12 @@ impl Names {
                 self.0.insert(m.id, name.clone());
             }
         }
+    }
+
+    /// Forget the names of members `view` does not list (their leaving was printed): a node
+    /// that runs for months sees many clients come and go.
+    fn keep(&mut self, view: &dchan::ClusterInfo) {
+        self.0.retain(|id, _| view.members.iter().any(|m| m.id == *id));
     }
 
     /// A member as the log names it: its id, and its name if it has one.

@@ -341,6 +341,12 @@ fn status_marks_a_slow_consumer_and_watch_shows_rates() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let (code, out, err) = run(&["status", "jobs", "--json", "--join", &addr], "");
+        // (The channel exists once `recv` or `send` has registered.)
+        if code == Some(1) && err.iter().any(|e| e.contains("no channel named")) {
+            assert!(Instant::now() < deadline, "the channel never came: {err:?}");
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
         assert_eq!(code, Some(0), "{err:?}");
         let s: serde_json::Value = serde_json::from_str(&out[0]).expect("json");
         let c = &s["channels"][0];

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 #[test]
 fn sigterm_leaves_the_cluster_gracefully() {
     let (first, addr) = common::node(None);
+    // Its first view printed before anything changes.
+    first.line_with("cluster seen from");
     let second = common::spawn(&["node", "--listen", "127.0.0.1:0", "--join", &addr]);
     let started = second.line_with("listening on ");
     let id = started.split(' ').nth(1).expect("node id").to_owned();

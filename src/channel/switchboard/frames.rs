@@ -172,11 +172,16 @@ impl Switchboard {
     /// simulation's seed 53672, with dropped senders on).
     /// The inbox, if it came meanwhile.
     fn want_early(&self, from: NodeId, to: EndpointId) -> Option<Arc<dyn ErasedInbox>> {
-        let gone = {
+        // Kept only for a receiver of this node, or a registration this node has not applied:
+        // anything else never gets an inbox here, and kept, it could push out a want that will.
+        let mine = {
             let registry = self.registry.borrow();
-            registry.issued(to) && !registry.is_registered(to)
+            !registry.issued(to)
+                || registry.endpoint(to).is_some_and(|e| {
+                    e.node == self.me && e.kind == crate::rpc::EndpointKind::Receiver
+                })
         };
-        if is_unnamed(to) || gone {
+        if is_unnamed(to) || !mine {
             self.not_here(from, to);
             return None;
         }

@@ -240,7 +240,13 @@ impl Switchboard {
         // on it (kept for receivers that went, or being delivered again): they wait for the
         // name's next receiver (promise 5), on this same router. A new one would never see
         // them: they are placed through the router they were sent on.
-        if !channel.is_closed() && holds_messages(&old) {
+        // So does one that a handle of this node still holds (a sender or receiver whose
+        // registration was removed with this node, which registers it again as it starts over;
+        // a sender decoded from a message, registering): kept, the name's next registration
+        // gives it its targets. A new router instead, the handle's stayed without targets for
+        // ever (a sender frozen past the failure timeout never sent again). (The table's and
+        // `old` are two.)
+        if !channel.is_closed() && (holds_messages(&old) || Arc::strong_count(&old) > 2) {
             lock(&self.kept).push(name.to_owned());
             return;
         }
@@ -263,7 +269,7 @@ impl Switchboard {
             }
             let mut routes = lock(&self.routes);
             match routes.get(name.as_str()) {
-                Some(route) if holds_messages(route) => true,
+                Some(route) if holds_messages(route) || Arc::strong_count(route) > 1 => true,
                 Some(route) => {
                     // (Dead letters keep a router for as long as they are kept: `retire`.)
                     if route.dead().is_none_or(|d| d.counts().held == 0) {

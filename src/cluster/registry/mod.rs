@@ -419,6 +419,13 @@ impl Registry {
     }
 
     /// Whether endpoint `id` is registered.
+    /// Registered endpoint `id`: its node, kind and capacity.
+    pub(crate) fn endpoint(&self, id: EndpointId) -> Option<&EndpointInfo> {
+        let r = self.registrations.get(&id)?;
+        self.channels.get(&r.channel)?.endpoint(id)
+    }
+
+    /// Whether endpoint `id` is registered (see [`Registry::endpoint`] for which it is).
     pub(crate) fn is_registered(&self, id: EndpointId) -> bool {
         self.registrations.contains_key(&id)
     }
