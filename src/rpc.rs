@@ -88,6 +88,11 @@ pub(crate) enum Command {
     RemoveNode {
         /// The node that left.
         node: NodeId,
+        /// It asked to leave (a graceful shutdown, which hands over what it holds after the
+        /// leave, on credit it may have had before), rather than being removed for not
+        /// answering (see [`crate::cluster::registry::Registry::left_gracefully`]).
+        #[serde(default)]
+        graceful: bool,
     },
 }
 

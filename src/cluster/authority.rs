@@ -163,7 +163,7 @@ mod tests {
         let id = r.channels["c"].endpoints[0].id;
         assert!(ok(2, dereg(id)));
         assert!(!ok(1, dereg(id)), "another node's endpoint");
-        assert!(!ok(2, Request::Write(Command::RemoveNode { node: 1 })));
+        assert!(!ok(2, Request::Write(Command::RemoveNode { node: 1, graceful: false })));
         let named = |channel: String| {
             Request::Write(Command::Register {
                 channel,

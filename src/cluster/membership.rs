@@ -134,7 +134,7 @@ impl Membership {
             m.nodes().filter(|(id, n)| **id != node && n.addr == addr).map(|(id, _)| *id).collect();
         for old in stale {
             tracing::info!(node = old, %addr, by = node, "a node restarted at this address: the earlier one is removed");
-            self.remove_locked(old).await?;
+            self.remove_locked(old, false).await?;
         }
         self.raft
             .add_learner(node, MemberNode::new(addr, non_voting, name), false)
@@ -145,20 +145,24 @@ impl Membership {
         Ok(())
     }
 
-    /// On the leader: remove `node` and its endpoints. A node already gone is answered at once.
+    /// On the leader: remove `node` and its endpoints (`graceful`: it asked to leave itself).
+    /// A node already gone is answered at once.
     #[tracing::instrument(name = "remove", level = "info", skip(self))]
-    pub(crate) async fn leave(&self, node: NodeId) -> Result {
+    pub(crate) async fn leave(&self, node: NodeId, graceful: bool) -> Result {
         let _one = self.changing.lock().await;
-        self.remove_locked(node).await
+        self.remove_locked(node, graceful).await
     }
 
-    async fn remove_locked(&self, node: NodeId) -> Result {
+    async fn remove_locked(&self, node: NodeId, graceful: bool) -> Result {
         let m = self.current();
         if m.get_node(&node).is_none() {
             return Ok(());
         }
         // Endpoints first: senders stop picking the node's receivers as soon as this applies.
-        self.raft.client_write(Command::RemoveNode { node }).await.map_err(|e| e.to_string())?;
+        self.raft
+            .client_write(Command::RemoveNode { node, graceful })
+            .await
+            .map_err(|e| e.to_string())?;
         let mut voters: BTreeSet<NodeId> = m.voter_ids().collect();
         if voters.contains(&node) {
             // A learner takes the voter's place first, so that the voters never shrink to
@@ -281,7 +285,7 @@ impl Membership {
                 timeout = ?self.failure_timeout,
                 "node stopped answering: removing it and its endpoints from the cluster"
             );
-            let left = self.leave(node).await;
+            let left = self.leave(node, false).await;
             if left.is_ok() {
                 self.removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

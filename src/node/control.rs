@@ -367,7 +367,7 @@ impl Core {
             Request::Leave { node } => {
                 let leader = self.raft.metrics().borrow().current_leader;
                 Response::Membership(match leader {
-                    Some(l) if l == self.id => self.membership.leave(node).await,
+                    Some(l) if l == self.id => self.membership.leave(node, true).await,
                     _ => Err(format!("node {} is not the leader: ask the leader", self.id)),
                 })
             }
@@ -418,7 +418,7 @@ impl Core {
                             Request::Join { node, addr, non_voting, name } => {
                                 self.membership.join(*node, addr, *non_voting, name.clone()).await
                             }
-                            Request::Leave { node } => self.membership.leave(*node).await,
+                            Request::Leave { node } => self.membership.leave(*node, true).await,
                             _ => Err("not a membership request".into()),
                         }
                     };

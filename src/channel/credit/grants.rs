@@ -43,6 +43,16 @@ const MAX_LEFT: usize = 64;
 struct Left {
     node: NodeId,
     credit: u32,
+    /// Whether `credit` is still counted against the capacity (in `out_total`): for a node that
+    /// left gracefully, until it arrives, is given back, or is void (the node's time is up).
+    /// Such a node hands over what it holds after its leave, on credit it may have had before:
+    /// freed at the leave, that credit was granted to another node meanwhile, and the
+    /// hand-over took the receiver beyond its capacity (the switchboard simulation's seed
+    /// 114199, with dropped senders). A node removed for not answering is not waited for (the
+    /// README's one exception to the capacity): kept counted until its time was up, a dead
+    /// node's credit starved the hand-over of another that left meanwhile, and what that one
+    /// held was lost (seed 108581, once seed 114199 kept it counted).
+    counted: bool,
     /// `None` once one of its messages is delivered and not acknowledged: those that follow are
     /// no longer a prefix of what the node kept (it delivers them again, at-least-once).
     owed: Option<u32>,
@@ -69,6 +79,7 @@ pub(crate) struct Grants {
     batch: u32,
     /// Messages in the buffer, and delivered but not yet acknowledged.
     held: u32,
+    /// Credit out: to members (`out`), and what nodes that left gracefully had (see [`Left`]).
     out_total: u32,
     /// Credit granted and not yet used, per node; a node stays listed (with 0) once granted
     /// anything: the nodes that may have sent something.
@@ -176,6 +187,23 @@ impl Grants {
         self.batch
     }
 
+    /// Node `node`'s entry in `left` goes (pushed out, answered or void): its credit is no
+    /// longer counted.
+    fn drop_left(&mut self, i: usize) -> Option<Left> {
+        let l = self.remote.left.remove(i)?;
+        if l.counted {
+            self.out_total -= l.credit;
+        }
+        Some(l)
+    }
+
+    /// Room for one more entry in `left`: the oldest goes if it is full.
+    fn make_left_room(&mut self) {
+        if self.remote.left.len() == MAX_LEFT {
+            let _ = self.drop_left(0);
+        }
+    }
+
     fn free(&self) -> u32 {
         self.capacity.saturating_sub(self.held.saturating_add(self.out_total))
     }
@@ -208,6 +236,9 @@ impl Grants {
             _ => match self.remote.left.iter().position(|l| l.node == from && l.credit > 0) {
                 Some(i) => {
                     let l = &mut self.remote.left[i];
+                    if l.counted {
+                        self.out_total -= 1;
+                    }
                     l.credit -= 1;
                     l.owed = l.owed.map(|n| n.saturating_add(1));
                     if l.credit == 0 && l.owed.is_none() {
@@ -273,34 +304,52 @@ impl Grants {
         if self.remote.reclaiming.contains(&from) {
             self.remote.reclaiming.remove(&from);
         }
+        let mut n = n;
         if let Some(out) = self.out.get_mut(&from) {
-            let n = n.min(*out);
-            *out -= n;
-            self.out_total -= n;
+            let back = n.min(*out);
+            *out -= back;
+            self.out_total -= back;
+            n -= back;
+        }
+        // The rest of what it gives back is credit it had when it left (see [`Left`]). (Read
+        // first: written, the books of other nodes are made.)
+        let counted = |l: &Left| l.node == from && l.counted;
+        if n > 0 && self.remote.left.iter().any(counted) {
+            if let Some(l) = self.remote.left.iter_mut().find(|l| counted(l)) {
+                let back = n.min(l.credit);
+                l.credit -= back;
+                self.out_total -= back;
+            }
         }
     }
 
-    /// Node `node` left the cluster: its credit is void, and nothing is told to it again.
-    /// `held`: how many of its messages the receiver holds, to be delivered here, after those
-    /// taken and not told (`None`: some are delivered and not acknowledged, which the node must
-    /// deliver again if it comes back; see [`Left`]).
-    pub(crate) fn forget(&mut self, node: NodeId, held: Option<u32>) {
+    /// Node `node` left the cluster: nothing is granted or told to it again. The credit it had
+    /// is free again, but for a node that left `graceful`ly: it stays counted until it
+    /// arrives, comes back or is void (see [`Left`]). `held`: how many of its messages the
+    /// receiver holds, to be delivered here, after those taken and not told (`None`: some are
+    /// delivered and not acknowledged, which the node must deliver again if it comes back;
+    /// see [`Left`]).
+    pub(crate) fn forget(&mut self, node: NodeId, held: Option<u32>, graceful: bool) {
+        // (Still in `out_total` for now: moved from `out` to `left`.)
         let credit = self.out.remove(&node).unwrap_or(0);
-        self.out_total -= credit;
         let told = self.remote.taken.iter().find(|(n, _)| *n == node).map_or(0, |(_, t)| *t);
         let owed = held.map(|h| h.saturating_add(told));
         let before = self.remote.left.iter().position(|l| l.node == node);
         match before.map(|i| &mut self.remote.left[i]) {
             // Forgotten before (a removal, then the node's own word that it is back).
             Some(l) => {
+                if !l.counted {
+                    self.out_total -= credit;
+                }
                 l.credit = l.credit.saturating_add(credit);
                 l.owed = l.owed.zip(owed).map(|(a, b)| a.saturating_add(b));
             }
             None if credit > 0 || owed.is_some_and(|n| n > 0) => {
-                if self.remote.left.len() == MAX_LEFT {
-                    self.remote.left.pop_front();
+                if !graceful {
+                    self.out_total -= credit;
                 }
-                self.remote.left.push_back(Left { node, credit, owed });
+                self.make_left_room();
+                self.remote.left.push_back(Left { node, credit, owed, counted: graceful });
             }
             None => {}
         }
@@ -316,7 +365,10 @@ impl Grants {
     /// incarnation, and be answered).
     pub(crate) fn void_left_credit(&mut self, node: NodeId) {
         let Some(i) = self.remote.left.iter().position(|l| l.node == node) else { return };
-        self.remote.left[i].credit = 0;
+        let credit = std::mem::take(&mut self.remote.left[i].credit);
+        if self.remote.left[i].counted {
+            self.out_total -= credit;
+        }
         if self.remote.left[i].owed.is_none_or(|n| n == 0) {
             self.remote.left.remove(i);
         }
@@ -328,7 +380,7 @@ impl Grants {
     /// incarnation is kept after this: it sends nothing more on the old credit.
     pub(crate) fn rejoined(&mut self, node: NodeId) -> u32 {
         match self.remote.left.iter().position(|l| l.node == node) {
-            Some(i) => self.remote.left.remove(i).and_then(|l| l.owed).unwrap_or(0),
+            Some(i) => self.drop_left(i).and_then(|l| l.owed).unwrap_or(0),
             None => 0,
         }
     }
@@ -351,10 +403,8 @@ impl Grants {
         match self.remote.left.iter_mut().find(|l| l.node == node) {
             Some(l) => l.owed = l.owed.map(|o| o.saturating_add(n)),
             None => {
-                if self.remote.left.len() == MAX_LEFT {
-                    self.remote.left.pop_front();
-                }
-                self.remote.left.push_back(Left { node, credit: 0, owed: Some(n) });
+                self.make_left_room();
+                self.remote.left.push_back(Left { node, credit: 0, owed: Some(n), counted: false });
             }
         }
     }

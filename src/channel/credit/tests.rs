@@ -75,12 +75,45 @@ fn a_node_that_left_is_owed_only_the_credit_it_had_out() {
     assert_eq!(g.arrived(7), Arrival::Credit);
     let out = g.out_to(7);
     assert!(out > 0, "granted");
-    g.forget(7, Some(1));
+    g.forget(7, Some(1), false);
     for _ in 0..out {
         assert_eq!(g.arrived(7), Arrival::Left, "sent before it left, on its credit");
     }
     assert_eq!(g.arrived(7), Arrival::Refused, "beyond its credit");
     assert_eq!(g.arrived(9), Arrival::Refused, "a node never granted anything");
+}
+
+#[test]
+fn the_credit_of_a_node_that_left_gracefully_stays_counted_until_it_is_settled() {
+    // Seed 114199 of the switchboard simulation: the leaving node hands over on the credit it
+    // had; freed at its leave and granted to another node, the receiver held 2 of capacity 1.
+    let mut g = Grants::new(2);
+    g.want(7);
+    let _ = g.settle(true, None, false);
+    assert_eq!(g.out_to(7), 2);
+    g.forget(7, Some(0), true);
+    assert_eq!(g.committed(), 2, "still counted");
+    g.want(8);
+    assert!(g.settle(true, None, false).credit.is_empty(), "nothing to grant node 8");
+    assert_eq!(g.arrived(7), Arrival::Left, "handed over on it");
+    g.returned(7, 1);
+    assert_eq!(g.committed(), 1, "one held, the other given back");
+    let out = g.settle(true, None, false);
+    assert_eq!(out.credit, [(8, 0, 1)], "the room given back goes to node 8");
+    // Removed for not answering, its credit is free at once (the README's exception).
+    let mut g = Grants::new(2);
+    g.want(7);
+    let _ = g.settle(true, None, false);
+    g.forget(7, Some(0), false);
+    assert_eq!(g.committed(), 0);
+    // Gracefully, but it never comes: free once its time is up.
+    let mut g = Grants::new(2);
+    g.want(7);
+    let _ = g.settle(true, None, false);
+    g.forget(7, Some(0), true);
+    g.void_left_credit(7);
+    assert_eq!(g.committed(), 0);
+    assert_eq!(g.entries(), 0);
 }
 
 #[test]
@@ -95,10 +128,10 @@ fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in
     }
     // Two taken (not yet told), two held in the buffer when it left.
     g.taken(Some(7), 2);
-    g.forget(7, Some(2));
+    g.forget(7, Some(2), false);
     assert_eq!(g.arrived(7), Arrival::Left, "sent before it left, on its credit");
     // Forgotten again (its own word that it is back): nothing counted twice.
-    g.forget(7, Some(0));
+    g.forget(7, Some(0), false);
     assert_eq!(g.rejoined(7), 5, "two taken, two held, one arrived after it left");
     assert_eq!(g.rejoined(7), 0, "answered once");
     assert_eq!(g.arrived(7), Arrival::Refused, "the old credit is void");
@@ -108,7 +141,7 @@ fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in
     g.want(7);
     let _ = g.settle(true, None, false);
     assert_eq!(g.arrived(7), Arrival::Credit);
-    g.forget(7, None);
+    g.forget(7, None, false);
     assert_eq!(g.arrived(7), Arrival::Left);
     assert_eq!(g.rejoined(7), 0);
     // Told with a release, but out of reach: still owed when it comes back.
@@ -116,7 +149,7 @@ fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in
     g.want(7);
     let _ = g.settle(true, None, false);
     assert_eq!(g.arrived(7), Arrival::Credit);
-    g.forget(7, Some(1));
+    g.forget(7, Some(1), false);
     let owed = g.take_owed(7);
     assert_eq!(owed, 1);
     g.restore_owed(7, owed);
@@ -180,7 +213,7 @@ fn a_receiver_only_its_own_node_sends_to_keeps_no_books_of_other_nodes() {
         g.local_waiting(false);
         g.taken(None, 2);
         assert!(g.settle(true, None, false).is_empty(), "nothing to tell another node");
-        g.forget(9, Some(0));
+        g.forget(9, Some(0), false);
         assert!(g.take_wanting(|_| true).is_empty());
         assert_eq!(g.flush_taken().credit, []);
         g.returned(9, 0);

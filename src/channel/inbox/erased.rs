@@ -150,7 +150,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.send(out);
     }
 
-    fn node_left(&self, node: NodeId, done: bool) -> bool {
+    fn node_left(&self, node: NodeId, done: bool, graceful: bool) -> bool {
         let (out, wanted) = {
             let mut st = self.lock();
             let wanted = st.grants.wants(node);
@@ -173,7 +173,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 Some(acks) => acks.forget(),
                 None => false,
             };
-            st.grants.forget(node, (!unacked).then_some(held));
+            st.grants.forget(node, (!unacked).then_some(held), graceful);
             if done {
                 // Nothing more comes on the credit it had (kept, a grant it never used stayed
                 // for good: tests/churn.rs, after the want kept for a leaving node).
@@ -232,8 +232,19 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn rejoined(&self, node: NodeId) -> u32 {
-        let _ = self.node_left(node, false);
-        self.lock().grants.rejoined(node)
+        let _ = self.node_left(node, false, false);
+        // The old incarnation's credit, counted until now (see `Grants::forget`), is free
+        // again: granted to whoever wants it (left unsettled, a node that wanted waited for
+        // ever: the switchboard simulation's seed 1805, once seed 114199 kept it counted).
+        let (owed, out) = {
+            let mut st = self.lock();
+            let owed = st.grants.rejoined(node);
+            let idle = st.buf.is_empty();
+            (owed, self.settle_books(&mut st, idle, None, false))
+        };
+        self.send(out);
+        self.route.wake();
+        owed
     }
 
     fn close(&self, waiting_for: BTreeSet<NodeId>) {

@@ -130,7 +130,7 @@ fn a_node_back_as_a_new_incarnation_is_answered_what_was_taken_in_and_told_nothi
     inbox.push_remote(7, false, &mut (1..5).map(encoded));
     assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
     // Removed: one taken and not yet told, three held; they are this node's to deliver now.
-    inbox.node_left(7, false);
+    inbox.node_left(7, false, false);
     assert_eq!(inbox.rejoined(7), 4, "one taken, three held, in the order sent");
     for i in 2..5 {
         assert_eq!(poll(&inbox), Poll::Ready(Some(i)));
@@ -159,7 +159,7 @@ fn a_broadcast_copy_of_a_node_that_left_is_not_delivered_elsewhere_either() {
     inbox.offer(&[7]);
     inbox.push_remote(7, true, &mut (1..3).map(encoded));
     inbox.push_remote(7, false, &mut [encoded(3)].into_iter());
-    let _ = inbox.node_left(7, false);
+    let _ = inbox.node_left(7, false, false);
     let mine = inbox.detach(false).expect("detached once");
     assert_eq!(mine, vec![encoded(3)]);
 }
@@ -172,9 +172,9 @@ fn credit_a_departed_node_never_used_is_void_once_its_time_is_up() {
     let inbox = inbox(4);
     inbox.offer(&[7]);
     assert_eq!(inbox.books(|b| b.out_to(7)), 4);
-    assert!(!inbox.node_left(7, false), "it had credit: it was not waiting for any");
+    assert!(!inbox.node_left(7, false, false), "it had credit: it was not waiting for any");
     assert_eq!(inbox.books(|b| b.entries()), 1, "its credit is kept for what is on its way");
-    let _ = inbox.node_left(7, true);
+    let _ = inbox.node_left(7, true, false);
     assert_eq!(inbox.books(|b| b.entries()), 0);
     assert_eq!(inbox.books(|b| b.committed()), 0, "the whole capacity is free again");
 }

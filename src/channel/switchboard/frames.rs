@@ -246,8 +246,12 @@ impl Switchboard {
         tracing::trace!(node = from, receiver = to, n, "return in");
         if let Some(inbox) = self.inbox(to) {
             inbox.returned(from, n);
-            if self.left_lately(from) && !self.registry.borrow().nodes.contains_key(&from) {
-                inbox.node_left(from, false);
+            let (member, graceful) = {
+                let registry = self.registry.borrow();
+                (registry.nodes.contains_key(&from), registry.left_gracefully(from))
+            };
+            if self.left_lately(from) && !member {
+                inbox.node_left(from, false, graceful);
             }
         }
     }

@@ -260,7 +260,7 @@ impl Switchboard {
                     if !newer && !registry.borrow().nodes.contains_key(&node) {
                         let inboxes: Vec<_> = lock(&inboxes).values().cloned().collect();
                         for inbox in inboxes {
-                            inbox.node_left(node, true);
+                            inbox.node_left(node, true, false);
                         }
                     }
                 }

@@ -111,7 +111,10 @@ impl Switchboard {
                 // as by a member that left lately (`Switchboard::want`). Forgotten, it waited
                 // for nothing until its hand-over timed out, and what it held was lost (the
                 // switchboard simulation's seed 184707, with freezes).
-                if inbox.node_left(*node, false) && self.left_lately(*node) {
+                // (Left gracefully, the credit it had stays counted: it may hand over on it,
+                // see `Grants::forget`.)
+                let graceful = registry.left_gracefully(*node);
+                if inbox.node_left(*node, false, graceful) && self.left_lately(*node) {
                     inbox.want(*node);
                 }
             }

@@ -334,7 +334,7 @@ impl Switchboard {
             // and the "taken" told for the next one acknowledged the lost one in its place (the
             // switchboard simulation's seed 1155, with unnamed channels).)
             for node in gone.into_iter().filter(|n| !left.contains(n) && !self.left_lately(*n)) {
-                let _ = inbox.node_left(node, true);
+                let _ = inbox.node_left(node, true, false);
             }
         }
     }

@@ -232,6 +232,10 @@ pub(crate) struct Registry {
     per_node: BTreeMap<NodeId, u32>,
     /// The closed channels (which a node's removal takes out of `closed_by`).
     closed: OrdSet<Arc<str>>,
+    /// The latest [`MAX_GRACEFUL`] nodes that left gracefully (see
+    /// [`Registry::left_gracefully`]).
+    #[serde(default)]
+    graceful: std::collections::VecDeque<NodeId>,
     /// The type names in use, each shared by its channels (not replicated: a cache).
     #[serde(skip)]
     types: Types,
@@ -246,7 +250,17 @@ pub(crate) struct Registry {
     pub(crate) applied: u64,
 }
 
+/// How many nodes that left gracefully a registry remembers.
+const MAX_GRACEFUL: usize = 64;
+
 impl Registry {
+    /// Whether node `node`'s last removal was its own graceful leave (it hands over what it
+    /// holds after the leave is committed, on credit it may have had before: a receiver keeps
+    /// counting that credit, see `Grants::forget`), not a removal for not answering.
+    pub(crate) fn left_gracefully(&self, node: NodeId) -> bool {
+        self.graceful.contains(&node)
+    }
+
     /// Apply one command. Deterministic: every node gets the same registry from the same log.
     pub(crate) fn apply(&mut self, cmd: &Command) -> Outcome {
         match cmd {
@@ -344,7 +358,14 @@ impl Registry {
                 }
                 Outcome::Done
             }
-            Command::RemoveNode { node } => {
+            Command::RemoveNode { node, graceful } => {
+                self.graceful.retain(|n| n != node);
+                if *graceful {
+                    if self.graceful.len() == MAX_GRACEFUL {
+                        self.graceful.pop_front();
+                    }
+                    self.graceful.push_back(*node);
+                }
                 let gone: Vec<EndpointId> = self
                     .by_token
                     .range((*node, 0)..=(*node, u64::MAX))

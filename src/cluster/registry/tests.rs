@@ -27,7 +27,7 @@ fn a_withdrawn_registration_is_gone_whichever_applies_first() {
     assert!(matches!(r.apply(&early), Outcome::Registered(_)));
     r.apply(&Command::Withdraw { node: 1, token });
     assert!(r.channel("jobs").is_none(), "withdrawn after it applied: gone with its last endpoint");
-    r.apply(&Command::RemoveNode { node: 1 });
+    r.apply(&Command::RemoveNode { node: 1, graceful: false });
     assert!(r.withdrawn.is_empty());
 }
 
@@ -52,7 +52,7 @@ fn a_node_registers_at_most_its_share_and_names_are_checked() {
     let first = r.channels["c"].endpoints[0].id;
     r.apply(&Command::Deregister { channel: "c".into(), id: first });
     assert!(matches!(reg(&mut r, "c", 1, u64::MAX), Outcome::Registered(_)), "room again");
-    r.apply(&Command::RemoveNode { node: 1 });
+    r.apply(&Command::RemoveNode { node: 1, graceful: false });
     assert_eq!(r.per_node.get(&1), None, "nothing counted for a node that left");
     for bad in ["", "a b", "tab\t", &"x".repeat(MAX_NAME + 1)] {
         assert!(matches!(reg(&mut r, bad, 2, 9), Outcome::Refused(_)), "{bad:?}");
@@ -67,7 +67,7 @@ fn a_repeated_registration_registers_once() {
     assert_eq!(r.apply(&cmd), Outcome::Registered(1));
     assert_eq!(r.apply(&cmd), Outcome::Registered(1), "the retry finds the first");
     assert_eq!(r.channels["jobs"].endpoints.len(), 1);
-    r.apply(&Command::RemoveNode { node: 1 });
+    r.apply(&Command::RemoveNode { node: 1, graceful: false });
     assert!(r.by_token.is_empty() && r.registrations.is_empty(), "tokens go with their endpoints");
 }
 
@@ -118,7 +118,7 @@ fn close_remembers_the_members_and_refuses_new_endpoints() {
     assert!(ch.is_closed());
     assert_eq!(ch.closed.as_deref(), Some(&BTreeSet::from([1, 3])));
     assert_eq!(r.apply(&register("jobs", "A", EndpointKind::Receiver, 2)), Outcome::Closed);
-    r.apply(&Command::RemoveNode { node: 3 });
+    r.apply(&Command::RemoveNode { node: 3, graceful: false });
     assert_eq!(r.channels["jobs"].closed.as_deref(), Some(&BTreeSet::from([1])));
 }
 
@@ -153,7 +153,7 @@ fn a_closed_channel_leaves_with_its_last_endpoint_and_its_name_names_a_new_one()
     assert!(r.is_registered(id));
     // An open channel leaves with its last endpoint too (a typo leaves no litter), its type
     // with it.
-    r.apply(&Command::RemoveNode { node: 2 });
+    r.apply(&Command::RemoveNode { node: 2, graceful: false });
     assert!(r.channel("jobs").is_none() && r.registrations.is_empty() && r.types.0.is_empty());
     let Outcome::Registered(a) = r.apply(&register("jobs", "A", EndpointKind::Receiver, 1)) else {
         panic!("a new channel, of type A")
@@ -168,7 +168,7 @@ fn a_closed_channel_leaves_with_its_last_endpoint_and_its_name_names_a_new_one()
     r.apply(&register("jobs", "A", EndpointKind::Sender, 1));
     r.apply(&Command::Close { channel: "jobs".into() });
     assert!(r.channel("jobs").is_some_and(|c| c.is_closed()), "its sender is still there");
-    r.apply(&Command::RemoveNode { node: 1 });
+    r.apply(&Command::RemoveNode { node: 1, graceful: false });
     assert!(r.channel("jobs").is_none() && r.types.0.is_empty() && r.closed.is_empty());
 }
 
@@ -190,7 +190,7 @@ fn what_changed_is_found_without_a_full_walk_and_copies_share() {
     assert!(r.changed_channels(&r.clone()).is_empty());
     // RemoveNode names every channel of the node.
     let before = r.clone();
-    r.apply(&Command::RemoveNode { node: 3 });
+    r.apply(&Command::RemoveNode { node: 3, graceful: false });
     assert_eq!(r.changed_channels(&before).len(), before.endpoints_of(3) as usize);
     assert_eq!(r.endpoints_of(3), 0);
 }
@@ -204,7 +204,7 @@ fn a_close_between_a_removal_and_the_membership_change_does_not_wait_for_the_rem
     let addrs = |ids: &[NodeId]| ids.iter().map(|i| (*i, format!("n{i}"))).collect::<Vec<_>>();
     r.set_membership(addrs(&[1, 2]), [1, 2]);
     r.apply(&register("jobs", "A", EndpointKind::Receiver, 1));
-    r.apply(&Command::RemoveNode { node: 2 });
+    r.apply(&Command::RemoveNode { node: 2, graceful: false });
     r.apply(&Command::Close { channel: "jobs".into() });
     assert!(r.channels["jobs"].closed_by(2), "still a member when the close applied");
     r.set_membership(addrs(&[1]), [1]);

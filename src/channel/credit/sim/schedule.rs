@@ -122,6 +122,26 @@ impl Sim {
         }
     }
 
+    /// Long enough has passed since stopped nodes left (`Switchboard::departed`): every
+    /// receiver's node that applied the removal of one with nothing more on its way voids the
+    /// credit it had, which it counted until then (the switchboard simulation's seed 114199:
+    /// freed at the removal, a graceful leave's hand-over took its receiver beyond capacity).
+    fn void_stopped(&mut self) {
+        for r in 0..self.receivers.len() {
+            for s in 0..self.senders.len() {
+                let (sender, rx) = (&self.senders[s], &self.receivers[r]);
+                let on_its_way =
+                    self.net.get(&(sender.node, rx.node)).is_some_and(|q| !q.is_empty());
+                if sender.stopped() && rx.forgot[s] && !on_its_way {
+                    let _ = rx.inbox.node_left(sender.node, true, false);
+                    // `Inbox::node_left` wakes the senders waiting for room.
+                    self.receivers[r].local_waiting = false;
+                    self.flush(r);
+                }
+            }
+        }
+    }
+
     /// A sending node crashes (never the last one alive): what it has not sent is lost with it,
     /// frames to it are lost, and the frames it sent may or may not arrive.
     fn crash(&mut self) {
@@ -190,7 +210,9 @@ impl Sim {
         rx.removed_again[s] |= rx.forgot[s] && readded;
         rx.forgot[s] = true;
         rx.slack += rx.inbox.books(|b| b.out_to(node));
-        rx.inbox.node_left(node, false);
+        let graceful = self.senders[s].gone;
+        let rx = &mut self.receivers[r];
+        rx.inbox.node_left(node, false, graceful);
         // `Inbox::node_left` wakes the senders waiting for room.
         rx.local_waiting = false;
         self.flush(r);
@@ -293,6 +315,7 @@ impl Sim {
             self.finish_close();
             self.leave_when_settled();
             self.forget_stopped();
+            self.void_stopped();
             for s in 0..self.senders.len() {
                 self.send(s);
             }

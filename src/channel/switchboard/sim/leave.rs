@@ -104,7 +104,7 @@ impl Sim {
                 self.may_repeat.extend(took);
             }
             if let Some(commit) = commit {
-                self.remove(id);
+                self.remove(id, true);
                 let _ = commit.send(());
             }
             if done {

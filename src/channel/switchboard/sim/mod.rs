@@ -494,12 +494,13 @@ impl Sim {
         self.may_repeat.extend(took);
         self.disorder = true;
         self.crashed += 1;
-        self.remove(id);
+        self.remove(id, false);
     }
 
-    /// The cluster removes node `id`: its endpoints, then its membership.
-    fn remove(&mut self, id: NodeId) {
-        self.commit(&Command::RemoveNode { node: id });
+    /// The cluster removes node `id`: its endpoints, then its membership (`graceful`: it asked
+    /// to leave).
+    fn remove(&mut self, id: NodeId, graceful: bool) {
+        self.commit(&Command::RemoveNode { node: id, graceful });
         let last = self.log.last().expect("log").clone();
         let members: Vec<NodeId> = last.nodes.keys().copied().filter(|n| *n != id).collect();
         self.commit_membership(&members);

@@ -83,7 +83,7 @@ impl Sim {
         self.disorder = true;
         self.unnamed_owner_removed(id);
         self.nodes[i].rejoin.doomed = true;
-        self.remove(id);
+        self.remove(id, false);
     }
 
     /// Node `i` thaws: it asks back in (it has heard no leader for a failure timeout) and the

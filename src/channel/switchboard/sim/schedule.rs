@@ -482,8 +482,13 @@ const FOUND_REPLIES: &[(u64, bool)] = &[
 /// its new receiver granted after its own return was dropped and its reclaim never answered,
 /// `Switchboard::ask_rejoined`), 53672 (a want that came before its receiver's inbox was
 /// dropped, and the node, whose sender was gone before the receiver's node saw it, was never
-/// offered credit for what it re-routed, `Switchboard::want_early`).
-const FOUND_DROPS: &[u64] = &[23_557, 53_672];
+/// offered credit for what it re-routed, `Switchboard::want_early`), 114199 (credit a receiver
+/// had granted a node before it saw the node leave was freed at once and granted to another
+/// node, while the leaving node handed over on it: 2 held or out against capacity 1,
+/// `Grants::forget`, `Registry::left_gracefully`), 108581 (found with that fix's first
+/// version, which kept the credit of every node that left counted, a dead one's too: the
+/// hand-over of a node that left meanwhile found no room and lost what it held).
+const FOUND_DROPS: &[u64] = &[23_557, 53_672, 108_581, 114_199];
 
 #[test]
 fn the_schedules_that_found_defects_deliver_every_message() {
