@@ -35,7 +35,11 @@ async fn a_dropped_registration_leaves_no_receiver_behind() {
     // under load, a try_send at once still found the dropped receiver, full.)
     eventually(|| tx.receiver_count() == 0).await;
     let r = tx.try_send(1);
-    assert!(matches!(r, Err(dchan::TrySendError::NoReceivers(1))), "{r:?} receivers {}", tx.receiver_count());
+    assert!(
+        matches!(r, Err(dchan::TrySendError::NoReceivers(1))),
+        "{r:?} receivers {}",
+        tx.receiver_count()
+    );
     drop(tx);
     shutdown(nodes).await;
 }
