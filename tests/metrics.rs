@@ -15,6 +15,9 @@ use common::procs;
 use common::DEADLINE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The label of the channel every figure here is about.
+const JOBS: &[(&str, &str)] = &[("channel", "jobs")];
+
 #[test]
 #[ignore = "a child process of the tests below"]
 fn child() {
@@ -140,50 +143,28 @@ async fn metrics_and_probes_move_with_what_happens() {
     b.expect("@ recv jobs").await;
     a.cmd("send jobs 0 8");
     a.expect("@ sent jobs").await;
-    until(
-        b_metrics,
-        "b took 8",
-        at_least("dchan_messages_received_total", &[("channel", "jobs")], 8.0),
-    )
-    .await;
-    until(b_metrics, "b's receiver", at_least("dchan_receivers", &[("channel", "jobs")], 1.0))
-        .await;
+    until(b_metrics, "b took 8", at_least("dchan_messages_received_total", JOBS, 8.0)).await;
+    until(b_metrics, "b's receiver", at_least("dchan_receivers", JOBS, 1.0)).await;
     c.cmd("recv jobs 1000");
     c.expect("@ recv jobs").await;
     a.cmd("send jobs 8 40");
     a.expect("@ sent jobs").await;
-    let sent = until(
-        a_metrics,
-        "40 sent",
-        at_least("dchan_messages_sent_total", &[("channel", "jobs")], 40.0),
-    )
-    .await;
-    assert!(value(&sent, "dchan_bytes_sent_total", &[("channel", "jobs")]).unwrap_or(0.0) > 0.0);
+    let sent = until(a_metrics, "40 sent", at_least("dchan_messages_sent_total", JOBS, 40.0)).await;
+    assert!(value(&sent, "dchan_bytes_sent_total", JOBS).unwrap_or(0.0) > 0.0);
     assert!(value(&sent, "dchan_registration_seconds_count", &[]).unwrap_or(0.0) >= 1.0);
     let b_id = b.id.to_string();
     let peer_b: &[(&str, &str)] = &[("peer", &b_id)];
     assert_eq!(value(&sent, "dchan_peer_connected", peer_b), Some(1.0));
     assert!(value(&sent, "dchan_peer_frames_sent_total", peer_b).unwrap_or(0.0) > 0.0);
     assert!(value(&sent, "dchan_peer_bytes_sent_total", peer_b).unwrap_or(0.0) > 0.0);
-    until(
-        c_metrics,
-        "c took 32",
-        at_least("dchan_messages_received_total", &[("channel", "jobs")], 32.0),
-    )
-    .await;
+    until(c_metrics, "c took 32", at_least("dchan_messages_received_total", JOBS, 32.0)).await;
     // a keeps b's 8 until b acknowledges them: in flight.
-    until(a_metrics, "8 in flight to b", at_least("dchan_in_flight", &[("channel", "jobs")], 8.0))
-        .await;
+    until(a_metrics, "8 in flight to b", at_least("dchan_in_flight", JOBS, 8.0)).await;
 
     // A dead letter: c's `u64` receiver cannot decode a string.
     c.cmd("junk jobs");
     c.expect("@ junked jobs").await;
-    until(
-        c_metrics,
-        "a dead letter on c",
-        at_least("dchan_dead_letters_total", &[("channel", "jobs")], 1.0),
-    )
-    .await;
+    until(c_metrics, "a dead letter on c", at_least("dchan_dead_letters_total", JOBS, 1.0)).await;
 
     // A slow consumer: c takes one message every 200 ms with room for 2; a's send waits.
     c.cmd("slowrecv slow 2 200000");
@@ -209,17 +190,12 @@ async fn metrics_and_probes_move_with_what_happens() {
     let redelivered = until(
         a_metrics,
         "8 delivered again",
-        at_least("dchan_messages_redelivered_total", &[("channel", "jobs")], 8.0),
+        at_least("dchan_messages_redelivered_total", JOBS, 8.0),
     )
     .await;
     assert_eq!(value(&redelivered, "dchan_peer_connected", peer_b).unwrap_or(0.0), 0.0);
     until(a_metrics, "two members", |s| value(s, "dchan_members", &[]) == Some(2.0)).await;
-    until(
-        c_metrics,
-        "c took all 40",
-        at_least("dchan_messages_received_total", &[("channel", "jobs")], 40.0),
-    )
-    .await;
+    until(c_metrics, "c took all 40", at_least("dchan_messages_received_total", JOBS, 40.0)).await;
 
     // c dies too: a leads alone, without a quorum. It still runs, and is not ready.
     c.kill();

@@ -104,19 +104,17 @@ impl Names {
         self.0.retain(|id, _| view.members.iter().any(|m| m.id == *id));
     }
 
-    /// A member as the log names it: its id, and its name if it has one.
+    /// Member `id` as the log names it (see [`label`]).
     fn of(&self, id: u64) -> String {
-        match self.0.get(&id) {
-            Some(name) => format!("{id} ({name})"),
-            None => id.to_string(),
-        }
+        label(id, self.0.get(&id))
     }
 }
 
-fn member(m: &dchan::Member) -> String {
-    match &m.name {
-        Some(name) => format!("{} ({name})", m.id),
-        None => m.id.to_string(),
+/// A member as the log names it: its id, and its name if it has one.
+fn label(id: u64, name: Option<&String>) -> String {
+    match name {
+        Some(name) => format!("{id} ({name})"),
+        None => id.to_string(),
     }
 }
 
@@ -149,11 +147,14 @@ fn changes(before: &dchan::ClusterInfo, now: &dchan::ClusterInfo, names: &Names)
         now.members.iter().map(|m| (m.id, m)).collect();
     for m in &now.members {
         match was.get(&m.id) {
-            None => {
-                lines.push(format!("member {} joined at {} as a {}", member(m), m.addr, role(m)))
-            }
+            None => lines.push(format!(
+                "member {} joined at {} as a {}",
+                names.of(m.id),
+                m.addr,
+                role(m)
+            )),
             Some(w) if w.role != m.role => {
-                lines.push(format!("member {} is now a {}", member(m), role(m)))
+                lines.push(format!("member {} is now a {}", names.of(m.id), role(m)))
             }
             Some(_) => {}
         }
@@ -204,7 +205,12 @@ fn cluster_lines(view: &dchan::ClusterInfo) -> Vec<String> {
     let leader = view.leader.map_or("none".to_string(), |l| l.to_string());
     let mut lines = vec![format!("cluster seen from node {} (leader {leader}):", view.me)];
     for m in &view.members {
-        lines.push(format!("  member {} at {} ({})", member(m), m.addr, role(m)));
+        lines.push(format!(
+            "  member {} at {} ({})",
+            label(m.id, m.name.as_ref()),
+            m.addr,
+            role(m)
+        ));
     }
     if view.channels.len() > LISTED_CHANNELS {
         let count =

@@ -203,7 +203,9 @@ mod tests {
         let log = LogStore::default();
         log.set_last_for_test(log_id(1, 12));
         let lan = super::super::Timing::for_round_trip(Duration::ZERO);
-        let heard = Elections::new(lan, log.clone());
+        // (A pre-vote wanting an hour without a leader: "just now" whatever the machine's load.)
+        let hour = Duration::from_secs(3600);
+        let heard = Elections::new(super::super::Timing { pre_vote: hour, ..lan }, log.clone());
         assert!(!heard.would_vote(log_id(2, 3)), "a leader was heard just now");
         // Without a leader for as long as a pre-vote wants.
         let elections =
