@@ -166,6 +166,8 @@ pub(crate) enum Request {
     },
     /// What the receiving node holds, per channel ([`crate::NodeStats`]).
     Stats,
+    /// Whether the receiving node answers now (the leader asks a learner before promoting it).
+    Ping,
     /// The dead letters of a channel the receiving node keeps.
     DeadLetters {
         /// The channel.
@@ -212,6 +214,8 @@ pub(crate) enum Response {
     PreVote(bool),
     /// Answer to [`Request::Stats`].
     Stats(NodeStats),
+    /// Answer to [`Request::Ping`].
+    Pong,
     /// Answer to [`Request::DeadLetters`].
     DeadLetters(Vec<DeadLetter>),
     /// Answer to [`Request::RemoveDeadLetters`]: how many were held.
@@ -232,6 +236,7 @@ impl Request {
                 | Request::InstallSnapshot(_)
                 | Request::PreVote { .. }
                 | Request::Stats
+                | Request::Ping
                 | Request::DeadLetters { .. }
         )
     }
@@ -247,6 +252,7 @@ impl Response {
                 | Response::InstallSnapshot(_)
                 | Response::PreVote(_)
                 | Response::Stats(_)
+                | Response::Pong
                 | Response::DeadLetters(_)
         )
     }

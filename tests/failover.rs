@@ -198,6 +198,44 @@ async fn a_dead_voter_is_replaced_by_a_learner() {
     }
 }
 
+/// Voters leave one after the other just after the learner was killed, before the leader could
+/// tell it was dead. A leaving voter's place goes to a learner only if it answers: promoted
+/// dead, it left the next leave a joint configuration that needed it, and that leave, and every
+/// registration after it, waited for ever (found by `tests/trace_context.rs`: the first leave
+/// promoted the dead learner, the second failed after 10 s with no answer from the leader).
+#[tokio::test]
+async fn voters_leaving_just_after_the_learner_was_killed_leave_a_working_cluster() {
+    let mut nodes = three_nodes().await;
+    let seed = nodes[0].addr;
+    nodes.push(procs::start(&[seed]).await);
+    let leader = take_leader(&mut nodes, 3).await;
+    // Which of the others is the learner (the keeper promotes whichever caught up first): the
+    // one that sees itself as one, once the two others see themselves as voters.
+    let deadline = Instant::now() + DEADLINE;
+    let learner = loop {
+        let mut learners = Vec::new();
+        for (i, p) in nodes.iter_mut().enumerate() {
+            if !p.voter().await {
+                learners.push(i);
+            }
+        }
+        if let [one] = learners[..] {
+            break one;
+        }
+        assert!(Instant::now() < deadline, "learners {learners:?}, expected one");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    nodes.remove(learner).kill();
+    let first = nodes.remove(0);
+    let second = nodes.remove(0);
+    first.leave().await;
+    second.leave().await;
+    let mut leader = leader;
+    let id = leader.id;
+    settles(&mut leader, &[id], 1).await;
+    registers(&mut leader, "after-the-leaves", Instant::now()).await;
+}
+
 #[tokio::test]
 async fn a_killed_node_is_removed_and_its_receivers_are_no_longer_picked() {
     let mut a = procs::start(&[]).await;

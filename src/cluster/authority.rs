@@ -72,6 +72,7 @@ pub(crate) fn check(
         Request::Write(cmd) => write(registry, from, cmd).or_else(|why| refuse(&why)),
         Request::PreVote { .. }
         | Request::Stats
+        | Request::Ping
         | Request::DeadLetters { .. }
         | Request::RemoveDeadLetters { .. } => Ok(()),
     }
@@ -110,6 +111,7 @@ fn name(req: &Request) -> &'static str {
         Request::Rejoined { .. } => "start-over",
         Request::PreVote { .. } => "pre-vote",
         Request::Stats => "stats request",
+        Request::Ping => "ping",
         Request::DeadLetters { .. } => "dead-letter read",
         Request::RemoveDeadLetters { .. } => "dead-letter removal",
     }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::raft::Raft;
 use crate::ids::NodeId;
 use crate::link::peer::Peers;
-use crate::rpc::Command;
+use crate::rpc::{Command, Request, Response};
 
 /// How often the leader's keeper looks at the membership when nothing wakes it.
 const KEEPER_TICK: Duration = Duration::from_millis(100);
@@ -167,7 +167,7 @@ impl Membership {
         if voters.contains(&node) {
             // A learner takes the voter's place first, so that the voters never shrink to
             // nothing (the last voter leaving) and a quorum stays as large as it can be.
-            if let Some(learner) = self.best_learner(&m, node) {
+            if let Some(learner) = self.best_learner(&m, node).await {
                 self.raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
                     .await
@@ -202,9 +202,12 @@ impl Membership {
         self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    /// The learner (other than `except`) best placed to become a voter: the one furthest along
-    /// in the log among those heard from lately, or any learner if none was.
-    fn best_learner(
+    /// The learner (other than `except`) best placed to become a voter: of those that answer
+    /// now, the one heard from lately and furthest along in the log. `None` if none answers:
+    /// a learner killed a moment ago is still "heard from lately", and promoted it would be a
+    /// voter that never votes, which the next voter to leave needs to commit its removal
+    /// (`tests/failover.rs`, a voter leaving just after the learner was killed).
+    async fn best_learner(
         &self,
         m: &openraft::Membership<NodeId, MemberNode>,
         except: NodeId,
@@ -217,7 +220,19 @@ impl Membership {
         let mut learners: Vec<NodeId> = learners.collect();
         learners
             .sort_by_key(|l| (!live(l), std::cmp::Reverse(matched.get(l).copied().unwrap_or(0))));
-        learners.first().copied()
+        for learner in learners {
+            if self.answers(learner).await {
+                return Some(learner);
+            }
+        }
+        None
+    }
+
+    /// Whether `node` answers a ping within a quarter of the failure timeout.
+    async fn answers(&self, node: NodeId) -> bool {
+        let Some(peer) = self.peers.find(node) else { return false };
+        let answer = peer.request(Request::Ping, self.failure_timeout / 4).await;
+        matches!(answer, Ok(Response::Pong))
     }
 
     /// The keeper: while this node leads, finish joint configurations, remove silent nodes and
@@ -299,6 +314,9 @@ impl Membership {
                     && silent_for(*l) < self.failure_timeout / 2
             });
             if let Some(learner) = ready {
+                if !self.answers(learner).await {
+                    return Ok(());
+                }
                 let _one = self.changing.lock().await;
                 if self.current().voter_ids().count() < self.voters {
                     self.raft

@@ -373,6 +373,7 @@ impl Core {
             }
             Request::PreVote { last_log } => Response::PreVote(self.elections.would_vote(last_log)),
             Request::Stats => Response::Stats(self.stats()),
+            Request::Ping => Response::Pong,
             Request::DeadLetters { channel } => {
                 Response::DeadLetters(self.local_dead_letters(&channel))
             }
