@@ -236,6 +236,21 @@ async fn voters_leaving_just_after_the_learner_was_killed_leave_a_working_cluste
     registers(&mut leader, "after-the-leaves", Instant::now()).await;
 }
 
+/// A voter leaves just after another voter was killed, before the leader could tell: the
+/// voters that stay (the leader and the dead one) could not commit its removal, and its leave
+/// and every registration after it waited for ever (found by `tests/trace_context.rs`). The
+/// dead voter is removed first, once silent for the failure timeout.
+#[tokio::test]
+async fn a_voter_leaving_just_after_another_was_killed_leaves_a_working_cluster() {
+    let mut nodes = three_nodes().await;
+    let mut leader = take_leader(&mut nodes, 3).await;
+    nodes.remove(0).kill();
+    nodes.remove(0).leave().await;
+    let id = leader.id;
+    settles(&mut leader, &[id], 1).await;
+    registers(&mut leader, "after-the-leave", Instant::now()).await;
+}
+
 #[tokio::test]
 async fn a_killed_node_is_removed_and_its_receivers_are_no_longer_picked() {
     let mut a = procs::start(&[]).await;

@@ -14,6 +14,10 @@
 //!   endpoints, logged once;
 //! - promotes a learner that has caught up while the voters are fewer than the target, so the
 //!   voter count comes back after a voter leaves or dies.
+//!
+//! A voter's leave promotes a learner in its place only if the learner answers a ping now, and
+//! removes first a voter that stays and does not answer (silent for the failure timeout): a
+//! change whose new voters cannot commit it would hold the lock, and the cluster, for good.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -176,6 +180,23 @@ impl Membership {
                 voters.insert(learner);
             }
         }
+        if voters.contains(&node) {
+            // The voters that stay must commit the change without `node`: one that does not
+            // answer (killed a moment ago, before the failure detector saw it) would hold this
+            // change, and every one after it, for good. It goes first, once silent for the
+            // failure timeout, as the keeper would remove it (the keeper waits for this lock).
+            for other in voters.clone() {
+                if other != node && other != self.me && self.dead(other).await {
+                    tracing::warn!(
+                        node = other,
+                        "a voter that stays does not answer: removing it first"
+                    );
+                    Box::pin(self.remove_locked(other, false)).await?;
+                    self.removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    voters.remove(&other);
+                }
+            }
+        }
         if voters.len() == 1 && voters.contains(&node) {
             return Ok(()); // the last voter stays a member: the cluster ends with it
         }
@@ -226,6 +247,24 @@ impl Membership {
             }
         }
         None
+    }
+
+    /// Whether `node` is gone: it does not answer a ping, and nothing comes from it until it
+    /// has been silent for the failure timeout (the failure detector's rule). At most a
+    /// quarter of the failure timeout and the failure timeout itself.
+    async fn dead(&self, node: NodeId) -> bool {
+        if self.answers(node).await {
+            return false;
+        }
+        let Some(peer) = self.peers.find(node) else { return true };
+        let deadline = Instant::now() + self.failure_timeout;
+        while peer.silent_for() < self.failure_timeout {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(self.failure_timeout / 20).await;
+        }
+        true
     }
 
     /// Whether `node` answers a ping within a quarter of the failure timeout.
