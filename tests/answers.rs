@@ -258,6 +258,12 @@ async fn ten_thousand_requests_across_processes_write_nothing_to_the_log() {
     // One request first: it waits until the receiver is visible here.
     asker.cmd("ask questions 0 1 20000");
     assert_eq!(outcomes(&mut asker, 1).await[&0], Ok(0));
+    // The membership settled first (the answerer promoted to voter: two entries of its own).
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while asker.members().await.1 < 2 {
+        assert!(std::time::Instant::now() < deadline, "the answerer never became a voter");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     asker.cmd("logindex");
     let before = asker.expect("@ logindex ").await;
     asker.cmd("ask questions 1 10001 20000");

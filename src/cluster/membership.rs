@@ -138,7 +138,7 @@ impl Membership {
             m.nodes().filter(|(id, n)| **id != node && n.addr == addr).map(|(id, _)| *id).collect();
         for old in stale {
             tracing::info!(node = old, %addr, by = node, "a node restarted at this address: the earlier one is removed");
-            self.remove_locked(old, false).await?;
+            self.remove_locked(old, false, true).await?;
         }
         self.raft
             .add_learner(node, MemberNode::new(addr, non_voting, name), false)
@@ -154,10 +154,13 @@ impl Membership {
     #[tracing::instrument(name = "remove", level = "info", skip(self))]
     pub(crate) async fn leave(&self, node: NodeId, graceful: bool) -> Result {
         let _one = self.changing.lock().await;
-        self.remove_locked(node, graceful).await
+        self.remove_locked(node, graceful, true).await
     }
 
-    async fn remove_locked(&self, node: NodeId, graceful: bool) -> Result {
+    /// Remove `node` (see [`Membership::leave`]); with `clear`, first the voters that stay and
+    /// are gone, if the others are too few to commit the change (see
+    /// [`Membership::clear_the_way`]).
+    async fn remove_locked(&self, node: NodeId, graceful: bool, clear: bool) -> Result {
         let m = self.current();
         if m.get_node(&node).is_none() {
             return Ok(());
@@ -180,22 +183,8 @@ impl Membership {
                 voters.insert(learner);
             }
         }
-        if voters.contains(&node) {
-            // The voters that stay must commit the change without `node`: one that does not
-            // answer (killed a moment ago, before the failure detector saw it) would hold this
-            // change, and every one after it, for good. It goes first, once silent for the
-            // failure timeout, as the keeper would remove it (the keeper waits for this lock).
-            for other in voters.clone() {
-                if other != node && other != self.me && self.dead(other).await {
-                    tracing::warn!(
-                        node = other,
-                        "a voter that stays does not answer: removing it first"
-                    );
-                    Box::pin(self.remove_locked(other, false)).await?;
-                    self.removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    voters.remove(&other);
-                }
-            }
+        if clear && voters.contains(&node) {
+            self.clear_the_way(node, &mut voters).await?;
         }
         if voters.len() == 1 && voters.contains(&node) {
             return Ok(()); // the last voter stays a member: the cluster ends with it
@@ -247,6 +236,32 @@ impl Membership {
             }
         }
         None
+    }
+
+    /// Before `node` leaves the voters: those that stay must commit that without it. If the
+    /// ones that answer a ping now are not a majority of them, those that do not (killed a
+    /// moment ago, before the failure detector saw it) would hold the change, and every one
+    /// after it, for good: each is removed first once silent for the failure timeout, as the
+    /// keeper would remove it (the keeper waits for this change's lock).
+    async fn clear_the_way(&self, node: NodeId, voters: &mut BTreeSet<NodeId>) -> Result {
+        let stay: Vec<NodeId> = voters.iter().copied().filter(|v| *v != node).collect();
+        let others = stay.iter().copied().filter(|v| *v != self.me);
+        let asked =
+            futures::future::join_all(others.map(|v| async move { (v, self.answers(v).await) }));
+        let silent: Vec<NodeId> =
+            asked.await.into_iter().filter(|(_, answered)| !answered).map(|(v, _)| v).collect();
+        if stay.len() - silent.len() > stay.len() / 2 {
+            return Ok(());
+        }
+        for v in silent {
+            if self.dead(v).await {
+                tracing::warn!(node = v, "a voter that stays does not answer: removing it first");
+                Box::pin(self.remove_locked(v, false, false)).await?;
+                self.removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                voters.remove(&v);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `node` is gone: it does not answer a ping, and nothing comes from it until it
