@@ -30,3 +30,4 @@ pub(crate) mod router;
 pub(crate) mod seeded;
 pub(crate) mod sender;
 pub(crate) mod switchboard;
+pub(crate) mod trace;

@@ -77,6 +77,26 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
         std::future::poll_fn(|cx| self.inbox.poll_recv(cx)).await
     }
 
+    /// Like [`recv`](Receiver::recv), with the message's `receive` span: the child of its
+    /// `send` on the sending node when the message came from another node inside a traced span
+    /// (W3C trace context, carried in the message's header), [`Span::none`] otherwise. Process
+    /// the message in it (`.instrument(span)`, or `span.in_scope`) and the trace shows the
+    /// whole path, send → receive → processing, across processes.
+    ///
+    /// Every message received with a trace context opens a `receive` span, whichever method
+    /// takes it; [`recv`](Receiver::recv) closes it at once.
+    ///
+    /// [`Span::none`]: tracing::Span::none
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv`](Receiver::recv).
+    #[cfg(feature = "opentelemetry")]
+    pub async fn recv_traced(&mut self) -> Option<(T, tracing::Span)> {
+        let (value, _, _, span) = std::future::poll_fn(|cx| self.inbox.poll_delivery(cx)).await?;
+        Some((value, span.unwrap_or_else(tracing::Span::none)))
+    }
+
     /// Receive a message if one is ready.
     ///
     /// Unlike [`recv`](Receiver::recv), it never yields: a loop that drains the buffer with
@@ -89,7 +109,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Receiver<T> {
     /// [`TryRecvError::Empty`] if nothing is buffered, [`TryRecvError::Closed`] if the channel is
     /// closed and drained.
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        self.inbox.try_recv().map(|(v, _, _)| v)
+        self.inbox.try_recv().map(|(v, ..)| v)
     }
 
     /// This receiver's endpoint id in the registry.
@@ -187,8 +207,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> AckReceiver<T> {
         AckReceiver { inbox }
     }
 
-    fn delivery(&self, (value, token, gates): Taken<T>) -> Delivery<T> {
-        Delivery { value: Some(value), ack: token.map(|t| (self.inbox.clone(), t)), gates }
+    fn delivery(&self, (value, token, gates, span): Taken<T>) -> Delivery<T> {
+        let ack = token.map(|t| (self.inbox.clone(), t));
+        Delivery { value: Some(value), ack, gates, span }
     }
 
     /// Receive the next delivery: `None` once the channel is closed and everything sent before
@@ -256,6 +277,9 @@ pub struct Delivery<T: Serialize + DeserializeOwned + Send + 'static> {
     /// The reply handles in the message: a handle dropped unanswered tells its asker only once
     /// the delivery is acknowledged (unacknowledged, the request is delivered again).
     gates: crate::channel::oneshot::Gates,
+    /// Its `receive` span (see [`Delivery::span`]).
+    #[cfg_attr(not(feature = "opentelemetry"), expect(dead_code, reason = "nothing to keep"))]
+    span: crate::channel::trace::Received,
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static + fmt::Debug> fmt::Debug for Delivery<T> {
@@ -273,6 +297,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Delivery<T> {
             inbox.ack(token);
         }
         self.value.take().expect("a delivery holds its value until consumed")
+    }
+
+    /// The message's `receive` span: the child of its `send` on the sending node when it came
+    /// from another node inside a traced span, [`Span::none`](tracing::Span::none) otherwise
+    /// (see [`Receiver::recv_traced`]). It closes when the delivery is dropped or acknowledged.
+    #[cfg(feature = "opentelemetry")]
+    pub fn span(&self) -> &tracing::Span {
+        static NONE: std::sync::OnceLock<tracing::Span> = std::sync::OnceLock::new();
+        self.span.as_ref().unwrap_or_else(|| NONE.get_or_init(tracing::Span::none))
     }
 }
 

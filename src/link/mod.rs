@@ -5,7 +5,8 @@
 //! first ([`handshake`]), the connections and the loops that read and write them
 //! ([`connection`]), one [`peer`] per other node with its pooled link and request/response
 //! matching, and each peer's [`outbox`]: the frames queued for it, data frames built in place,
-//! numbered, kept until acknowledged and resent after a reconnect; and the answers this node
+//! numbered, kept until acknowledged and resent after a reconnect (a message's own bytes, with
+//! the header that may carry its trace context, are laid out by [`envelope`]); and the answers this node
 //! waits for ([`replies`]), which any node answers straight to it.
 //!
 //! It knows nothing of channels, the registry or Raft: frames name endpoints and nodes by id
@@ -18,6 +19,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod dispatch;
+pub(crate) mod envelope;
 pub(crate) mod handshake;
 pub(crate) mod outbox;
 pub(crate) mod peer;

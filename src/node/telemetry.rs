@@ -128,6 +128,7 @@ impl Core {
 
     /// Publish unless the last publish is younger than `age` (a scrape publishes first: many
     /// scrapers at once do not make the node walk its channels for each).
+    #[cfg(feature = "prometheus")]
     pub(crate) fn publish_unless_within(&self, age: Duration) {
         if lock(&self.telemetry.totals).at.is_some_and(|at| at.elapsed() < age) {
             return;

@@ -14,6 +14,8 @@ pub mod feeding;
 pub mod hostile;
 pub mod procs;
 pub mod proxy;
+#[cfg(feature = "opentelemetry")]
+pub mod traced;
 
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);

@@ -25,7 +25,8 @@
 //! | `spin CHANNEL MILLIS` | a local sender/receiver loop on the node's own thread for MILLIS ms: `@ spun ROUNDS` |
 //! | `leave` | graceful shutdown, `@ left`, exit |
 //!
-//! and those of [`super::asking`], which ask and answer.
+//! and those of [`super::asking`], which ask and answer, of [`super::feeding`], and (with the
+//! feature `opentelemetry`) of `super::traced`.
 //!
 //! Every wait in the parent is bounded by [`DEADLINE`](super::DEADLINE).
 
@@ -419,6 +420,11 @@ pub fn child_main() {
                 continue;
             }
             if let Some(task) = super::feeding::command(&node, &words).await {
+                keep.extend(task);
+                continue;
+            }
+            #[cfg(feature = "opentelemetry")]
+            if let Some(task) = super::traced::command(&node, &words).await {
                 keep.extend(task);
                 continue;
             }

@@ -19,6 +19,7 @@
 
 mod ack;
 mod acks;
+mod decode;
 mod erased;
 pub(crate) mod owner;
 use std::any::Any;
@@ -38,6 +39,7 @@ use crate::channel::credit::{Grants, Outgoing};
 use crate::channel::decoding;
 use crate::channel::oneshot::{self, Gates};
 use crate::channel::router::ChannelRoute;
+use crate::channel::trace;
 use crate::error::TryRecvError;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::peer::Peers;
@@ -194,8 +196,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
 }
 
 /// A message taken: the token that acknowledges it (manual acknowledgement), and the reply
-/// handles in it that wait for the acknowledgement.
-pub(crate) type Taken<T> = (T, Option<Token>, Gates);
+/// handles in it that wait for the acknowledgement, and its `receive` span (see [`trace`]).
+pub(crate) type Taken<T> = (T, Option<Token>, Gates, trace::Received);
 
 /// Which delivery an acknowledgement is for.
 #[derive(Debug, Clone, Copy)]
@@ -382,7 +384,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// its budget is spent), so the node's tasks and the application's other tasks on the same
     /// thread keep running.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.poll_next(cx).map(|o| o.map(|(v, _, _)| v))
+        self.poll_next(cx).map(|o| o.map(|(v, ..)| v))
     }
 
     /// Like [`Inbox::poll_recv`], with the token that acknowledges the message (manual
@@ -522,6 +524,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             // it are decoded: their claims are queued first, and a writer that takes the credit
             // has taken them before it; see `Outbox::take`.)
             let mut gates = Gates::default();
+            #[cfg_attr(
+                not(feature = "opentelemetry"),
+                expect(clippy::let_unit_value, reason = "a span, with the feature")
+            )]
+            let mut received = trace::Received::default();
             let value = match item {
                 Item::Value(v) => {
                     if let Some(Token::Local(n)) = token {
@@ -541,19 +548,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     v
                 }
                 Item::Encoded { msg, from, copy } => {
-                    let decode = || decoding::carried_from(from, || rmp_serde::from_slice(&msg));
-                    let decoded = decoding::with(self.decoding.get().map(|c| &**c), || {
-                        // (A broadcast copy is never delivered again: not gated.)
-                        if token.is_some() && !copy {
-                            let (decoded, g) = oneshot::gated(decode);
-                            gates = g;
-                            decoded
-                        } else {
-                            decode()
-                        }
-                    });
-                    match decoded {
-                        Ok(v) => {
+                    match self.decode(&msg, from, copy, token, &mut gates) {
+                        Ok((v, span)) => {
+                            received = span;
                             if let Some(Token::Local(n)) = token {
                                 if let Some(u) = self.lock().unacked.as_mut() {
                                     // A copy is not delivered elsewhere: an empty entry gives its
@@ -565,17 +562,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         }
                         // From an untyped sender (or a broken peer): kept as a dead letter, taken
                         // (its sender lets go of it), and the receiver carries on.
-                        Err(e) => {
+                        Err(decode::Undecoded { message, error }) => {
                             self.send(out);
                             self.route.wake();
                             let expected = std::any::type_name::<T>();
-                            self.route.dead_letters().keep(
-                                &self.route.name,
-                                from,
-                                expected,
-                                e.to_string(),
-                                msg,
-                            );
+                            let dead = self.route.dead_letters();
+                            dead.keep(&self.route.name, from, expected, error, message);
                             // Not delivered again: handles decoded before the error tell.
                             gates.open();
                             if let Some(token) = token {
@@ -589,7 +581,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             self.route.counters.received();
             self.send(out);
             self.route.wake();
-            return Ok((value, token, gates));
+            return Ok((value, token, gates, received));
         }
     }
 }

@@ -78,8 +78,8 @@ fn manual_acknowledgements_free_room_in_order_per_sending_node() {
     );
     inbox.try_push(1).expect("room");
     inbox.try_push(2).expect("room");
-    let (_, t1, _) = inbox.try_recv().expect("one");
-    let (_, t2, _) = inbox.try_recv().expect("two");
+    let (_, t1, ..) = inbox.try_recv().expect("one");
+    let (_, t2, ..) = inbox.try_recv().expect("two");
     assert!(matches!(inbox.try_push(3), Err(Refused::Full(3))), "unacknowledged: still held");
     inbox.ack(t2.expect("token"));
     assert!(inbox.try_push(3).is_ok());
@@ -191,4 +191,34 @@ fn a_closed_inbox_waits_for_its_own_nodes_redelivery() {
     inbox.route.rerouted();
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
     assert_eq!(poll(&inbox), Poll::Ready(None));
+}
+
+/// A message's header (its trace context: `link::envelope`) is read and skipped whatever this
+/// build's features; a header cut short makes the message a dead letter, not a panic, and the
+/// receiver carries on.
+#[test]
+fn a_message_header_is_skipped_and_a_broken_one_is_a_dead_letter() {
+    use crate::link::envelope::{put_header, MARK, TRACEPARENT};
+    let inbox = inbox(8);
+    inbox.offer(&[7]);
+    let mut traced = Vec::new();
+    put_header(
+        &mut traced,
+        TRACEPARENT,
+        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    );
+    traced.extend_from_slice(&encoded(1));
+    // A traceparent that is not one: no parent, the message still delivered.
+    let mut junk = Vec::new();
+    put_header(&mut junk, TRACEPARENT, b"\xff\x00 not a traceparent");
+    junk.extend_from_slice(&encoded(2));
+    let cut: Bytes = vec![MARK, TRACEPARENT, 200, 0x01].into();
+    let mut msgs = [traced.into(), junk.into(), cut, encoded(3)].into_iter();
+    inbox.push_remote(7, false, &mut msgs);
+    assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
+    assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
+    assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
+    let dead = inbox.route.dead().expect("a dead letter").list("t", 1);
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].error.contains("malformed message header"), "{}", dead[0].error);
 }

@@ -29,6 +29,7 @@ use crate::channel::counters::Counters;
 use crate::channel::credit::Window;
 use crate::channel::inbox::{ErasedInbox, Inbox, Refused};
 use crate::channel::oneshot;
+use crate::channel::trace;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::outbox::{Gate, PushError};
 use crate::link::peer::Peer;
@@ -389,6 +390,8 @@ impl ChannelRoute {
         // for a broadcast say, the unit was lost to every node that wanted: the switchboard
         // simulation's seed 8212, with freezes).
         let mut full_here = false;
+        // Its trace context, read once, if it goes to another node (see [`trace`]).
+        let mut traceparent = None;
         let sent = |passed_over: bool, full_here: bool, bytes: usize| {
             self.counters.sent(bytes);
             if passed_over {
@@ -441,7 +444,8 @@ impl ChannelRoute {
                         continue;
                     }
                     let gate = Gate { closed: &self.closed, gone: Some(window.gone()) };
-                    match peer.outbox.push_data(*id, &msg, gate) {
+                    let tp = traceparent.get_or_insert_with(|| trace::outgoing(&self.name));
+                    match peer.outbox.push_data(*id, &msg, tp.as_ref().map(|t| &t[..]), gate) {
                         Ok(bytes) => return sent(passed_over, full_here, bytes),
                         Err(PushError::Closed) => {
                             window.undo();

@@ -19,6 +19,7 @@ use crate::channel::router::{Attempt, ChannelRoute};
 use crate::cluster::registry::static_type_of as type_of;
 use crate::error::{SendError, SendTimeoutError, TrySendError};
 use crate::ids::EndpointId;
+use crate::link::envelope;
 use crate::Error;
 
 /// Sends messages on a channel, to one receiver each ([`send`](Sender::send)) or to all
@@ -305,8 +306,13 @@ where
         }
         let route = self.route();
         spend_budget(route).await;
-        let bytes: bytes::Bytes = match rmp_serde::to_vec_named(&msg) {
-            Ok(b) => b.into(),
+        // (Encoded once for every receiver: after its trace context, if it has one.)
+        let mut bytes = Vec::new();
+        if let Some(tp) = crate::channel::trace::outgoing(&route.name) {
+            envelope::put_header(&mut bytes, envelope::TRACEPARENT, &tp);
+        }
+        let bytes: bytes::Bytes = match rmp_serde::encode::write_named(&mut bytes, &msg) {
+            Ok(()) => bytes.into(),
             Err(e) => {
                 tracing::error!(channel = %route.name, error = %e, "message cannot be encoded");
                 crate::channel::oneshot::revive(&msg);

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{Gate, Inner, Kept, Open, Outbox, PushError};
 use crate::ids::EndpointId;
+use crate::link::envelope;
 use crate::link::wire::VERSION;
 
 /// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
@@ -128,13 +129,15 @@ impl Inner {
 }
 
 impl Outbox {
-    /// Encode `msg` for receiver `to`, unless `closed` is set; its encoded size. `closed` is read under the outbox
-    /// lock, and [`Outbox::push_frame`] of a fence takes the same lock after the flag is set, so
-    /// no message can slip in behind a channel's fence.
+    /// Encode `msg` for receiver `to`, after its `traceparent` if it has one (see
+    /// [`envelope`](crate::link::envelope)), unless `closed` is set; its encoded size. `closed`
+    /// is read under the outbox lock, and [`Outbox::push_frame`] of a fence takes the same lock
+    /// after the flag is set, so no message can slip in behind a channel's fence.
     pub(crate) fn push_data<'g, T: Serialize>(
         &self,
         to: EndpointId,
         msg: &T,
+        traceparent: Option<&[u8]>,
         gate: impl Into<Gate<'g>>,
     ) -> Result<usize, PushError> {
         let max = self.max_frame();
@@ -142,6 +145,9 @@ impl Outbox {
         self.push(gate.into(), |inner| {
             inner.append(to, false, max, |buf| {
                 let before = buf.len();
+                if let Some(tp) = traceparent {
+                    envelope::put_header(buf, envelope::TRACEPARENT, tp);
+                }
                 rmp_serde::encode::write_named(&mut buf.writer(), msg)
                     .map_err(PushError::Encode)?;
                 len.set(buf.len() - before);

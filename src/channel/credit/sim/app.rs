@@ -35,12 +35,12 @@ impl Sim {
         let rx = &mut self.receivers[r];
         let got = rx.inbox.try_recv();
         if tracing_frames() {
-            if let Ok((msg, token, _)) = &got {
+            if let Ok((msg, token, ..)) = &got {
                 eprintln!("receiver {r} takes {msg:?} ({token:?})");
             }
         }
         match got {
-            Ok(((LOCAL, seq), token, _)) => {
+            Ok(((LOCAL, seq), token, ..)) => {
                 if let Some(token) = token {
                     rx.unacked.push((token, (LOCAL, seq)));
                 }
@@ -51,7 +51,7 @@ impl Sim {
                 self.taken += 1;
                 rx.local_waiting = false;
             }
-            Ok(((s, seq), token, _)) => {
+            Ok(((s, seq), token, ..)) => {
                 if let Some(last) = rx.last.insert(s, seq) {
                     // A redelivery may come after later messages (README: Order).
                     let again = self.redelivered.contains(&(s, seq));
