@@ -343,7 +343,7 @@ impl EndpointActor {
         let peers = node.upgrade().map_or_else(Weak::new, |n| Arc::downgrade(n.replies().1));
         let context = crate::channel::decoding::Context { peers, node: Arc::new(node.clone()) };
         let actor = EndpointActor { node, id: inbox.id(), route }.start();
-        inbox.set_actor(actor.recipient(), Arc::new(context));
+        inbox.set_actor(actor.recipient(), context);
     }
 }
 
@@ -356,7 +356,7 @@ impl Handler<Detached> for EndpointActor {
 
     fn handle(&mut self, Detached(mine): Detached, ctx: &mut Context<Self>) {
         if let Some(node) = self.node.upgrade() {
-            node.clone().deregister(&self.route.name, self.id);
+            node.clone().deregister(self.route.name(), self.id);
             node.redeliver(&self.route, mine);
         }
         ctx.stop();

@@ -5,7 +5,7 @@
 //! close fence waits (see [`ChannelRoute::rerouting_done`]), so a redelivered message never
 //! lands behind it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -13,18 +13,21 @@ use tracing::Instrument;
 
 use crate::channel::router::{Attempt, ChannelRoute};
 use crate::ids::EndpointId;
+use crate::link::peer::Peers;
 use crate::tasks::Tasks;
 
 /// Deliver `msgs` (encoded, oldest first) to the other receivers of `route`'s channel, in the
 /// background, until the node stops. The caller has counted them on the route
-/// ([`ChannelRoute::rerouting`]); each is uncounted once placed (or given up on).
+/// ([`ChannelRoute::rerouting`]); each is uncounted once placed (or given up on). `peers`:
+/// this node's links, which the reply handles in a message dropped undelivered answer through.
 pub(crate) fn redeliver(
     route: Arc<ChannelRoute>,
     msgs: Vec<Bytes>,
+    peers: Weak<Peers>,
     tasks: &Tasks,
     cancel: CancellationToken,
 ) {
-    redeliver_to(route, None, msgs, tasks, cancel);
+    redeliver_to(route, None, msgs, peers, tasks, cancel);
 }
 
 /// As [`redeliver`], to receiver `only` alone if given (broadcast copies sent again by a node
@@ -34,14 +37,15 @@ pub(crate) fn redeliver_to(
     route: Arc<ChannelRoute>,
     only: Option<EndpointId>,
     msgs: Vec<Bytes>,
+    peers: Weak<Peers>,
     tasks: &Tasks,
     cancel: CancellationToken,
 ) {
     if msgs.is_empty() {
         return;
     }
-    tracing::debug!(channel = %route.name, messages = msgs.len(), "delivering elsewhere");
-    let span = tracing::info_span!("redeliver", channel = %route.name);
+    tracing::debug!(channel = %route.label(), messages = msgs.len(), "delivering elsewhere");
+    let span = tracing::info_span!("redeliver", channel = %route.label());
     tasks.spawn(
         async move {
             let mut left = msgs.len();
@@ -49,7 +53,7 @@ pub(crate) fn redeliver_to(
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => break,
-                    () = place(&route, &msg, only) => {}
+                    () = place(&route, &msg, only, &peers) => {}
                 }
                 route.rerouted();
                 left -= 1;
@@ -67,7 +71,7 @@ pub(crate) fn redeliver_to(
 
 /// Place one message with a receiver that has room, waiting as long as it takes; give up only
 /// when the channel is closed and no receiver is left to take it.
-async fn place(route: &ChannelRoute, msg: &Bytes, only: Option<EndpointId>) {
+async fn place(route: &ChannelRoute, msg: &Bytes, only: Option<EndpointId>, peers: &Weak<Peers>) {
     let mut waiting = route.wait_for_room();
     loop {
         match route.try_send_encoded(msg, only, true) {
@@ -76,12 +80,12 @@ async fn place(route: &ChannelRoute, msg: &Bytes, only: Option<EndpointId>) {
             Attempt::NoReceivers(()) if only.is_some() => return,
             Attempt::Closed(()) => {
                 tracing::warn!("every receiver has ended: a message is dropped");
-                route.dropped_one(msg);
+                route.dropped_one(msg, peers);
                 return;
             }
             Attempt::NoReceivers(()) if route.is_closed() => {
                 tracing::warn!("channel closed with no receiver: a message is dropped");
-                route.dropped_one(msg);
+                route.dropped_one(msg, peers);
                 return;
             }
             Attempt::Full(()) | Attempt::NoReceivers(()) => waiting.changed().await,

@@ -28,14 +28,14 @@ pub(crate) type Received = ();
 /// runs inside a span that OpenTelemetry traces.
 #[cfg(not(feature = "opentelemetry"))]
 #[inline(always)]
-pub(crate) fn outgoing(_channel: &str) -> Option<Traceparent> {
+pub(crate) fn outgoing(_channel: &dyn std::fmt::Display) -> Option<Traceparent> {
     None
 }
 
 /// The span of a message of `channel` taken with `traceparent` in its header.
 #[cfg(not(feature = "opentelemetry"))]
 #[inline(always)]
-pub(crate) fn received(_traceparent: Option<&[u8]>, _channel: &str) -> Received {}
+pub(crate) fn received(_traceparent: Option<&[u8]>, _channel: &dyn std::fmt::Display) -> Received {}
 
 #[cfg(feature = "opentelemetry")]
 pub(crate) use otel::{outgoing, received};
@@ -59,18 +59,18 @@ mod otel {
                 target: "dchan",
                 $(parent: $parent,)?
                 $op,
-                channel = $channel,
+                channel = %$channel,
                 otel.name = %format_args!(concat!($op, " {}"), $channel),
                 otel.kind = $kind,
                 messaging.system = "dchan",
-                messaging.destination.name = $channel,
+                messaging.destination.name = %$channel,
                 messaging.operation.type = $op,
             )
         };
     }
 
     /// See [`super::outgoing`](super).
-    pub(crate) fn outgoing(channel: &str) -> Option<Traceparent> {
+    pub(crate) fn outgoing(channel: &dyn std::fmt::Display) -> Option<Traceparent> {
         let current = tracing::Span::current();
         // (No span, or one no subscriber records: the common case, and the cheap one.)
         if current.is_none() {
@@ -97,7 +97,10 @@ mod otel {
     }
 
     /// See [`super::received`](super).
-    pub(crate) fn received(traceparent: Option<&[u8]>, channel: &str) -> Received {
+    pub(crate) fn received(
+        traceparent: Option<&[u8]>,
+        channel: &dyn std::fmt::Display,
+    ) -> Received {
         let parent = parse(traceparent?)?;
         let span = messaging_span!("receive", "consumer", channel);
         // (Fails only without the OpenTelemetry layer: the span is then no one's.)

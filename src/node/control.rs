@@ -523,7 +523,10 @@ impl Core {
 /// What this node's senders and receivers ask of it.
 impl Registrar for Core {
     fn send_blocked(&self, route: &ChannelRoute, waited: std::time::Duration) {
-        self.telemetry.send_blocked(&route.name, route.unnamed.is_some(), waited);
+        // (An unnamed channel's name is not asked for: not shown, nor made.)
+        let unnamed = route.unnamed().is_some();
+        let name = if unnamed { "" } else { route.name() };
+        self.telemetry.send_blocked(name, unnamed, waited);
     }
 
     fn deregister(self: Arc<Self>, channel: &str, id: EndpointId) {

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Core, Node, DEFAULT_CAPACITY};
-use crate::channel::inbox::owner::OnDrop;
+use crate::channel::inbox::owner::{OnDrop, Unnamed};
 use crate::channel::inbox::Inbox;
 use crate::channel::receiver::Receiver;
 use crate::channel::router::ChannelRoute;
@@ -69,12 +69,12 @@ impl Node {
         let core = &self.core;
         let capacity = capacity.clamp(1, u32::MAX as usize);
         let id = crate::ids::UNNAMED | crate::clock::random_u64();
-        let route = Arc::new(ChannelRoute::unnamed(core.id, id, core.switch.unnamed_counters()));
+        let route =
+            Arc::new(ChannelRoute::new_unnamed(core.id, id, core.switch.unnamed_counters()));
         route.owner_admitted.store(core.switch.admission(), std::sync::atomic::Ordering::Relaxed);
         let links: std::sync::Weak<crate::link::peer::Peers> = Arc::downgrade(&core.peers);
         let inbox = Arc::new(Inbox::<T>::new(id, route.clone(), capacity, false, links));
-        let (context, on_drop) = core.unnamed.get_or_init(|| unnamed_parts(core)).clone();
-        inbox.set_unnamed(on_drop, context);
+        inbox.set_unnamed(core.unnamed.get_or_init(|| unnamed_parts(core)).clone());
         core.switch.add_unnamed(inbox.clone());
         (Sender::unnamed(core.clone(), route), Receiver::unnamed(inbox))
     }
@@ -202,10 +202,9 @@ where
     }
 }
 
-/// `core` as its endpoints hold it (they must not keep the node alive).
 /// What every unnamed channel's receiver on a node shares: the node its messages decode on,
 /// and what tells the node when one is dropped (one each cost 40 bytes a channel).
-pub(crate) type UnnamedParts = (Arc<crate::channel::decoding::Context>, OnDrop);
+pub(crate) type UnnamedParts = Arc<Unnamed>;
 
 fn unnamed_parts(core: &Arc<Core>) -> UnnamedParts {
     let switch = Arc::downgrade(core);
@@ -218,9 +217,10 @@ fn unnamed_parts(core: &Arc<Core>) -> UnnamedParts {
         peers: Arc::downgrade(&core.peers),
         node: Arc::new(registrar(core)),
     };
-    (Arc::new(context), on_drop)
+    Arc::new(Unnamed { context, on_drop })
 }
 
+/// `core` as its endpoints hold it (they must not keep the node alive).
 pub(super) fn registrar(
     core: &Arc<Core>,
 ) -> std::sync::Weak<dyn crate::channel::registrar::Registrar> {

@@ -21,6 +21,7 @@ use crate::ids::{EndpointId, NodeId};
 use crate::sync::{lock, HashMap};
 
 mod grants;
+mod per_node;
 pub(crate) use grants::{Arrival, Grants, Outgoing};
 
 /// This node's credit with one remote receiver.

@@ -90,7 +90,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         let Some(wire) = self.wire.upgrade() else { return };
         for (node, taken, grant) in out.credit {
             tracing::trace!(receiver = self.id(), node, taken, grant, "credit out");
-            if !wire.credit(node, self.id(), taken, grant, out.urgent, self.batch) {
+            if !wire.credit(node, self.id(), taken, grant, out.urgent, out.batch) {
                 tracing::debug!(node, "credit for a node that left dropped");
             }
         }
@@ -104,19 +104,21 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// as a new incarnation) is first told as taken what this receiver took in of its messages
     /// and holds as its own: it delivers only the rest elsewhere.
     pub(super) fn release_to(&self, nodes: impl IntoIterator<Item = NodeId>) {
-        let owed: Vec<(NodeId, u32)> = {
+        let (owed, batch): (Vec<(NodeId, u32)>, u32) = {
             let mut st = self.lock();
-            nodes.into_iter().map(|n| (n, st.grants.take_owed(n))).collect()
+            (nodes.into_iter().map(|n| (n, st.grants.take_owed(n))).collect(), st.grants.batch())
         };
-        self.released_to(owed);
+        self.released_to(owed, batch);
     }
 
     /// Tell each node that this receiver takes nothing more, after telling it as taken what it
-    /// is owed (see [`Inbox::release_to`]).
-    pub(super) fn released_to(&self, nodes: Vec<(NodeId, u32)>) {
+    /// is owed (see [`Inbox::release_to`]); `batch`: its books' (see [`Grants::batch`]).
+    ///
+    /// [`Grants::batch`]: crate::channel::credit::Grants::batch
+    pub(super) fn released_to(&self, nodes: Vec<(NodeId, u32)>, batch: u32) {
         let Some(wire) = self.wire.upgrade() else { return };
         for (node, owed) in nodes {
-            if owed > 0 && !wire.credit(node, self.id(), owed, 0, true, self.batch) {
+            if owed > 0 && !wire.credit(node, self.id(), owed, 0, true, batch) {
                 // Out of reach (its link is gone with it): answered if it comes back.
                 self.lock().grants.restore_owed(node, owed);
             }
@@ -129,9 +131,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     pub(crate) fn drop_receiver(&self) {
         if let Some(mine) = self.detach(false) {
             match self.owner.get() {
-                Some(Owner::Actor(actor)) => actor.do_send(Detached(mine)),
-                Some(Owner::Unnamed(on_drop)) => {
-                    on_drop(self.id(), mine.len());
+                Some(Owner::Actor(actor)) => actor.0.do_send(Detached(mine)),
+                Some(Owner::Unnamed(parts)) => {
+                    (parts.on_drop)(self.id(), mine.len());
                     // (Also when its node is gone: the router holds the inbox, which holds it.)
                     self.route.close();
                     self.route.set_targets(Vec::new());

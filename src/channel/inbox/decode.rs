@@ -37,7 +37,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             .map_err(|e| Undecoded { message: msg.clone(), error: e.to_string() })?;
         let body = &msg[at..];
         let decode = || decoding::carried_from(from, || rmp_serde::from_slice(body));
-        let decoded = decoding::with(self.decoding.get().map(|c| &**c), || {
+        let decoded = decoding::with(self.owner.get().map(super::owner::Owner::context), || {
             // (A broadcast copy is never delivered again: not gated.)
             if token.is_some() && !copy {
                 let (decoded, g) = oneshot::gated(decode);
@@ -48,7 +48,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             }
         });
         match decoded {
-            Ok(v) => Ok((v, trace::received(traceparent, &self.route.name))),
+            Ok(v) => Ok((v, trace::received(traceparent, self.route.label()))),
             Err(e) => Err(Undecoded { message: msg.slice(at..), error: e.to_string() }),
         }
     }

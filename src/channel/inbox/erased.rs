@@ -191,7 +191,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn restart(&self) {
-        let nodes = {
+        let (nodes, batch) = {
             let mut st = self.lock();
             // Restarted already: nothing was taken in from other nodes since.
             if st.detached || st.restarting {
@@ -219,9 +219,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 nodes.into_iter().map(|n| (n, st.grants.take_owed(n))).collect();
             st.grants.reset_remote();
             st.restarting = true;
-            owed
+            (owed, st.grants.batch())
         };
-        self.released_to(nodes);
+        self.released_to(nodes, batch);
         self.route.wake();
     }
 

@@ -36,7 +36,6 @@ use serde::Serialize;
 use actix::Message;
 
 use crate::channel::credit::{Grants, Outgoing};
-use crate::channel::decoding;
 use crate::channel::oneshot::{self, Gates};
 use crate::channel::router::ChannelRoute;
 use crate::channel::trace;
@@ -226,8 +225,6 @@ struct State<T> {
     restarting: bool,
     /// Manual acknowledgement: deliveries not yet acknowledged.
     unacked: Option<Box<Unacked>>,
-    /// The node whose message was taken last (where freed room goes back by default).
-    last_from: Option<NodeId>,
 }
 
 impl<T> State<T> {
@@ -262,25 +259,31 @@ pub(crate) struct Inbox<T> {
     /// [`ErasedInbox::restart`]).
     id: AtomicU64,
     route: Arc<ChannelRoute>,
-    capacity: u32,
-    /// Credit and taken messages worth a frame of their own.
-    batch: u32,
+    /// (Its capacity, and the credit worth a frame of its own, are in its books: see
+    /// [`Grants::batch`].)
     state: Mutex<State<T>>,
     /// Where credit and releases go: the links to the sending nodes.
     wire: Weak<dyn Wire>,
-    /// The node this inbox's messages are decoded on (set with its receiver).
-    decoding: OnceLock<Arc<decoding::Context>>,
-    /// Who is told when the receiver is dropped.
+    /// Who is told when the receiver is dropped, and the node its messages are decoded on (set
+    /// with its receiver).
     owner: OnceLock<owner::Owner>,
 }
 
 impl<T> fmt::Debug for Inbox<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inbox")
-            .field("id", &self.id.load(std::sync::atomic::Ordering::Relaxed))
-            .field("channel", &self.route.name)
-            .field("capacity", &self.capacity)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("Inbox");
+        d.field("id", &self.id.load(std::sync::atomic::Ordering::Relaxed));
+        d.field("channel", self.route.label());
+        // (Kept in its books alone: shown unless they are locked now.)
+        let state = match self.state.try_lock() {
+            Ok(st) => Some(st),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(st) = state {
+            d.field("capacity", &st.grants.capacity());
+        }
+        d.finish_non_exhaustive()
     }
 }
 
@@ -297,8 +300,6 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         Inbox {
             id: AtomicU64::new(id),
             route,
-            capacity,
-            batch: grants.batch(),
             state: Mutex::new(State {
                 // (An unnamed channel's, one per request maybe, grows as it needs.)
                 buf: VecDeque::with_capacity(if crate::ids::is_unnamed(id) {
@@ -314,10 +315,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 leaving: false,
                 restarting: false,
                 unacked: manual_ack.then(Box::default),
-                last_from: None,
             }),
             wire,
-            decoding: OnceLock::new(),
             owner: OnceLock::new(),
         }
     }
@@ -486,8 +485,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                     // The buffer ran dry: settle now what was taken since the last time (once
                     // per batch that arrived, not once per message).
-                    let last = st.last_from.take();
-                    let out = self.settle_books(&mut st, true, last, false);
+                    let out = self.settle_books(&mut st, true, None, false);
                     drop(st);
                     self.send(out);
                     return Err(TryRecvError::Empty);
@@ -567,7 +565,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                             self.route.wake();
                             let expected = std::any::type_name::<T>();
                             let dead = self.route.dead_letters();
-                            dead.keep(&self.route.name, from, expected, error, message);
+                            dead.keep(self.route.name(), from, expected, error, message);
                             // Not delivered again: handles decoded before the error tell.
                             gates.open();
                             if let Some(token) = token {

@@ -13,10 +13,12 @@
 mod departed;
 mod discard;
 mod rare;
+mod targets;
 pub(crate) mod unnamed;
+mod wants;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -30,15 +32,16 @@ use crate::channel::credit::Window;
 use crate::channel::inbox::{ErasedInbox, Inbox, Refused};
 use crate::channel::oneshot;
 use crate::channel::trace;
-use crate::ids::{EndpointId, NodeId};
+use crate::ids::EndpointId;
 use crate::link::outbox::{Gate, PushError};
-use crate::link::peer::Peer;
+use crate::link::peer::{Peer, Peers};
 use crate::link::wire::{self, Frame};
 use crate::sync::lock;
+use targets::Targets;
 
 /// Where a node's round-robin starts: not at the same receiver on every node.
-fn random_start() -> usize {
-    (crate::clock::random_u64() % 1024) as usize
+fn random_start() -> u32 {
+    (crate::clock::random_u64() % 1024) as u32
 }
 
 /// Where a receiver of the channel is.
@@ -69,16 +72,16 @@ pub(crate) enum Attempt<T> {
 }
 
 /// One channel's routing state on this node.
+///
+/// (An unnamed channel has one, one per request maybe: what only some routers use is in `rare`,
+/// made when first needed, and counts that stay small are 32 bits.)
 #[derive(Debug)]
 pub(crate) struct ChannelRoute {
-    pub(crate) name: String,
-    /// An unnamed channel's router (see `Node::channel`): the node that holds its one receiver,
-    /// and that receiver. Not in the registry: its targets are set by the switchboard's
-    /// `unnamed` table, and when its receiver is gone the channel is closed, not re-routed.
-    pub(crate) unnamed: Option<(NodeId, EndpointId)>,
+    /// The channel's name, or the unnamed channel's owner and receiver (see [`unnamed::Name`]).
+    name: unnamed::Name,
     /// Of an unnamed channel's router on a node that does not own it: the senders using it
     /// (counted under the switchboard's table lock; the last one gone gives its credit back).
-    pub(crate) users: AtomicUsize,
+    pub(crate) users: AtomicU32,
     /// Of an unnamed channel's router on a node that does not own it: this node's registry
     /// listed the owner as a member (once it does not, the owner has left).
     pub(crate) owner_listed: AtomicBool,
@@ -86,38 +89,41 @@ pub(crate) struct ChannelRoute {
     /// saw it when it made the channel (0: not known). A registry that lists the owner as let
     /// in by a later change shows another incarnation of it, whose channels these are not.
     pub(crate) owner_admitted: std::sync::atomic::AtomicU64,
-    targets: RwLock<Vec<Target>>,
+    targets: RwLock<Targets<Target>>,
     /// What this node counts of the channel's messages (see [`crate::channel::counters`]).
     pub(crate) counters: Arc<Counters>,
-    /// What most routers never need, made when first needed (16 bytes here, not 80, in every
+    /// What most routers never need, made when first needed (8 bytes here, not 200, in every
     /// router: one per unnamed channel).
-    rare: std::sync::OnceLock<Box<rare::Rare>>,
+    rare: once_cell::race::OnceBox<rare::Rare>,
     /// Set when the close is applied on this node; read under the outbox lock (see
     /// [`crate::link::outbox::Outbox::push_data`]).
     pub(crate) closed: AtomicBool,
-    changed: Notify,
+    /// What waiting senders wait on: made by the first one (a router whose senders never
+    /// waited, most unnamed channels', keeps 8 bytes for it, not 32). Nobody waits on one not
+    /// made yet, so a change then wakes nobody (see [`ChannelRoute::notify`]).
+    changed: once_cell::race::OnceBox<Notify>,
     /// Everyone waiting for a change; wakers skip the notify when there are none.
-    waiters: AtomicUsize,
+    waiters: AtomicU32,
     /// Of those, the senders waiting for room (a send, a broadcast, a redelivery): what a
     /// receiver's reclaim and its node's own room wait for (see [`ChannelRoute::has_waiters`]).
-    room_waiters: AtomicUsize,
+    room_waiters: AtomicU32,
     /// Whether a receiver of the channel is on this node.
     local: AtomicBool,
-    /// Messages of dropped receivers on this node still to be re-routed.
-    rerouting: AtomicUsize,
-    cursor: AtomicUsize,
+    /// Where the next round-robin starts (wrapping).
+    cursor: AtomicU32,
     /// Windows with a reclaim deferred until the waiting senders have tried (see
     /// [`Window::defer_reclaim`]): one load per attempt tells whether to look.
-    deferred: AtomicUsize,
+    deferred: AtomicU32,
     /// How this node lets go of a message of the channel it drops undelivered (see
     /// [`ChannelRoute::dropped_one`]); set by the first typed endpoint made here.
-    discard: std::sync::OnceLock<discard::Discard>,
+    discard: once_cell::race::OnceRef<'static, discard::Discard>,
 }
 
 /// Counts a waiting sender for as long as it lives.
 #[derive(Debug)]
 pub(crate) struct Waiting<'a> {
     route: &'a ChannelRoute,
+    changed: &'a Notify,
     notified: Pin<Box<Notified<'a>>>,
     /// It waits for room (see [`ChannelRoute::wait_for_room`]).
     room: bool,
@@ -127,7 +133,7 @@ impl Waiting<'_> {
     /// Wait for the next change (room, credit, targets, close) after this `Waiting` was made.
     pub(crate) async fn changed(&mut self) {
         self.notified.as_mut().await;
-        self.notified.set(self.route.changed.notified());
+        self.notified.set(self.changed.notified());
         self.notified.as_mut().enable();
     }
 }
@@ -151,34 +157,38 @@ impl Drop for Waiting<'_> {
 
 impl ChannelRoute {
     pub(crate) fn new(name: &str, counters: Arc<Counters>) -> Self {
-        Self::with_owner(name, None, counters)
+        Self::with_name(unnamed::Name::Named(name.into()), counters)
     }
 
-    fn with_owner(
-        name: &str,
-        unnamed: Option<(NodeId, EndpointId)>,
-        counters: Arc<Counters>,
-    ) -> Self {
+    fn with_name(name: unnamed::Name, counters: Arc<Counters>) -> Self {
         ChannelRoute {
-            name: name.to_owned(),
+            name,
             counters,
-            unnamed,
-            users: AtomicUsize::new(0),
+            users: AtomicU32::new(0),
             owner_listed: AtomicBool::new(false),
             owner_admitted: std::sync::atomic::AtomicU64::new(0),
             targets: RwLock::default(),
-            rare: std::sync::OnceLock::new(),
+            rare: once_cell::race::OnceBox::new(),
             closed: AtomicBool::new(false),
             local: AtomicBool::new(false),
-            changed: Notify::new(),
-            waiters: AtomicUsize::new(0),
-            room_waiters: AtomicUsize::new(0),
-            rerouting: AtomicUsize::new(0),
+            changed: once_cell::race::OnceBox::new(),
+            waiters: AtomicU32::new(0),
+            room_waiters: AtomicU32::new(0),
             // Each node starts its round-robin somewhere else, so that the first receiver
             // registered is not every node's first pick.
-            cursor: AtomicUsize::new(random_start()),
-            deferred: AtomicUsize::new(0),
-            discard: std::sync::OnceLock::new(),
+            cursor: AtomicU32::new(random_start()),
+            deferred: AtomicU32::new(0),
+            discard: once_cell::race::OnceRef::new(),
+        }
+    }
+
+    /// Wake everyone waiting for a change (see [`ChannelRoute::wait`]), if anyone ever waited.
+    /// (The change is made before, and the fence pairs with the waiter's: one of the two sees
+    /// the other.)
+    fn notify(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if let Some(changed) = self.changed.get() {
+            changed.notify_waiters();
         }
     }
 
@@ -191,7 +201,7 @@ impl ChannelRoute {
     /// answered after.
     pub(crate) fn reclaim_deferred(&self) {
         self.deferred.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        self.notify();
         // No sender waits any more (the last one stopped meanwhile): answered now.
         if !self.has_waiters() {
             self.answer_deferred(&self.read());
@@ -215,9 +225,10 @@ impl ChannelRoute {
     }
 
     /// Message `msg`, to redeliver, found every receiver of the closed channel ended: it is
-    /// dropped (the caller warns), and the reply handles in it tell their askers.
-    pub(crate) fn dropped_one(&self, msg: &Bytes) {
-        self.discard(msg);
+    /// dropped (the caller warns), and the reply handles in it tell their askers (through
+    /// `peers`, this node's links).
+    pub(crate) fn dropped_one(&self, msg: &Bytes, peers: &std::sync::Weak<Peers>) {
+        self.discard(msg, peers);
         #[cfg(test)]
         lock(&self.rare().dropped).push(msg.clone());
     }
@@ -229,7 +240,7 @@ impl ChannelRoute {
         self.rare.get().map(|r| std::mem::take(&mut *lock(&r.dropped))).unwrap_or_default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Target>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Targets<Target>> {
         crate::sync::read(&self.targets)
     }
 
@@ -237,7 +248,7 @@ impl ChannelRoute {
     pub(crate) fn set_targets(&self, targets: Vec<Target>) {
         let local = targets.iter().any(|t| matches!(t, Target::Local(_)));
         let mut current = crate::sync::write(&self.targets);
-        let old = std::mem::replace(&mut *current, targets);
+        let old = std::mem::replace(&mut *current, Targets::from(targets));
         // Listed as departed before the new targets can be read (see `in_flight`). By a set of
         // ids: a channel with thousands of receivers is not compared pair by pair.
         let now: std::collections::HashSet<EndpointId> = current.iter().map(Target::id).collect();
@@ -253,13 +264,13 @@ impl ChannelRoute {
         }
         drop(current);
         self.local.store(local, Ordering::Relaxed);
-        self.changed.notify_waiters();
+        self.notify();
     }
 
     /// Mark the channel closed on this node and wake every waiting sender.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        self.notify();
     }
 
     /// Whether a receiver of the channel is on another node.
@@ -281,22 +292,22 @@ impl ChannelRoute {
     /// A receiver freed room or credit came back: wake waiting senders, if any.
     pub(crate) fn wake(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            self.changed.notify_waiters();
+            self.notify();
         }
     }
 
     /// `n` more messages to re-route.
     pub(crate) fn rerouting(&self, n: usize) {
-        self.rerouting.fetch_add(n, Ordering::SeqCst);
+        self.rare().rerouting.fetch_add(n, Ordering::SeqCst);
     }
 
     /// One re-routed message is out (or given up on). The last: the receivers on this node that
     /// wait only for that to end (the channel is closed) are woken.
     pub(crate) fn rerouted(&self) {
-        if self.rerouting.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.rare().rerouting.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.wake_ending();
         }
-        self.changed.notify_waiters();
+        self.notify();
     }
 
     /// A receiver of this node waits to end until nothing is left to re-route: `waker` is woken
@@ -316,13 +327,13 @@ impl ChannelRoute {
 
     /// Whether messages of dropped receivers on this node are still to be re-routed.
     pub(crate) fn is_rerouting(&self) -> bool {
-        self.rerouting.load(Ordering::SeqCst) > 0
+        self.rare.get().is_some_and(|r| r.rerouting.load(Ordering::SeqCst) > 0)
     }
 
     /// Wait until nothing is left to re-route on this node.
     pub(crate) async fn rerouting_done(&self) {
         let mut waiting = self.wait();
-        while self.rerouting.load(Ordering::SeqCst) > 0 {
+        while self.is_rerouting() {
             waiting.changed().await;
         }
     }
@@ -331,9 +342,13 @@ impl ChannelRoute {
     /// between the attempt and the wait is not missed.
     pub(crate) fn wait(&self) -> Waiting<'_> {
         self.waiters.fetch_add(1, Ordering::SeqCst);
-        let mut notified = Box::pin(self.changed.notified());
+        let changed = self.changed.get_or_init(|| Box::new(Notify::new()));
+        // (Made, before anything the waiter reads: a change made meanwhile either sees it made,
+        // and notifies, or is seen by the waiter's next attempt; see `notify`.)
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let mut notified = Box::pin(changed.notified());
         notified.as_mut().enable();
-        Waiting { route: self, notified, room: false }
+        Waiting { route: self, changed, notified, room: false }
     }
 
     /// As [`ChannelRoute::wait`], for a sender that waits for room to place a message.
@@ -380,7 +395,7 @@ impl ChannelRoute {
             return Attempt::NoReceivers(msg);
         }
         // Round robin; with one receiver, no shared counter to bump per message.
-        let start = if n == 1 { 0 } else { self.cursor.fetch_add(1, Ordering::Relaxed) };
+        let start = if n == 1 { 0 } else { self.cursor.fetch_add(1, Ordering::Relaxed) as usize };
         // A remote receiver passed over for want of credit is asked for some, even when another
         // took the message: otherwise a node with room elsewhere (its own receiver) would never
         // ask, and that receiver would never get its turns from this node again.
@@ -413,7 +428,7 @@ impl ChannelRoute {
                         let bytes = match oneshot::tentative(|| rmp_serde::to_vec_named(&msg)) {
                             Ok(b) => Bytes::from(b),
                             Err(e) => {
-                                tracing::error!(channel = %self.name, error = %e, "message cannot be encoded");
+                                tracing::error!(channel = %self.label(), error = %e, "message cannot be encoded");
                                 return Attempt::Closed(msg);
                             }
                         };
@@ -444,7 +459,7 @@ impl ChannelRoute {
                         continue;
                     }
                     let gate = Gate { closed: &self.closed, gone: Some(window.gone()) };
-                    let tp = traceparent.get_or_insert_with(|| trace::outgoing(&self.name));
+                    let tp = traceparent.get_or_insert_with(|| trace::outgoing(self.label()));
                     match peer.outbox.push_data(*id, &msg, tp.as_ref().map(|t| &t[..]), gate) {
                         Ok(bytes) => return sent(passed_over, full_here, bytes),
                         Err(PushError::Closed) => {
@@ -455,7 +470,7 @@ impl ChannelRoute {
                         Err(PushError::Gone) => continue,
                         Err(e) => {
                             window.undo();
-                            tracing::error!(channel = %self.name, error = %e, "message refused");
+                            tracing::error!(channel = %self.label(), error = %e, "message refused");
                             // Encoded, then thrown away: its reply handles answer again.
                             oneshot::revive(&msg);
                             return Attempt::Closed(msg);
@@ -466,29 +481,6 @@ impl ChannelRoute {
         }
         Self::want(&targets, None);
         Attempt::Full(msg)
-    }
-
-    /// A message went to another receiver after one of this node's had no room: what those
-    /// keep for this node's senders goes to the nodes that want it.
-    fn placed_elsewhere(targets: &[Target]) {
-        for t in targets {
-            if let Target::Local(inbox) = t {
-                inbox.no_local_waiter(true);
-            }
-        }
-    }
-
-    /// Nothing had room: ask each remote receiver without credit (`only` that one, if given)
-    /// for some, once until it grants.
-    fn want(targets: &[Target], only: Option<EndpointId>) {
-        for t in targets {
-            if let Target::Remote { id, peer, window } = t {
-                if only.is_none_or(|o| o == *id) && window.should_ask() {
-                    tracing::trace!(receiver = id, "want out");
-                    peer.outbox.push_frame(wire::encode(&Frame::Want { to: *id }), true);
-                }
-            }
-        }
     }
 
     /// Place an already encoded message with receiver `only` (a broadcast copy), or with any
@@ -513,7 +505,7 @@ impl ChannelRoute {
         let closed = if rerouted { &NEVER_CLOSED } else { &self.closed };
         let targets = self.read();
         let n = targets.len();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) as usize;
         let mut any = false;
         // Receivers tried, and of those, local ones that have ended.
         let (mut considered, mut ended) = (0usize, 0usize);
@@ -568,7 +560,7 @@ impl ChannelRoute {
                         Err(e) => {
                             window.undo();
                             if !matches!(e, PushError::Closed) {
-                                tracing::error!(channel = %self.name, error = %e, "message refused");
+                                tracing::error!(channel = %self.label(), error = %e, "message refused");
                             }
                             Attempt::Closed(())
                         }

@@ -53,49 +53,71 @@ struct Registration {
     /// Set once committed: at once for a sender made by `Node::sender`; for one decoded from a
     /// message, when its registration commits.
     id: Id,
-    /// Its registration was refused for good (see [`Registration::ready`]).
-    refused: std::sync::atomic::AtomicBool,
 }
 
 /// A sender's registration: known when the sender is made (registered as its own type), or
 /// set once the registration of one decoded from a message commits (registered as the type
 /// the message named). (Boxed while registering: 16 bytes in every sender's share, one per
-/// unnamed channel, not the 80 of tokio's `OnceCell` and a type name.)
+/// unnamed channel, not the 88 of tokio's `OnceCell`, a type name and a flag.)
 #[derive(Debug)]
 enum Id {
     Known(EndpointId),
-    Registering(Box<(tokio::sync::OnceCell<EndpointId>, String)>),
+    Registering(Box<Registering>),
+}
+
+/// A sender decoded from a message, registering (see [`Id`]).
+#[derive(Debug)]
+struct Registering {
+    /// Set once committed.
+    cell: tokio::sync::OnceCell<EndpointId>,
+    /// The type it registers as.
+    type_name: String,
+    /// Its registration was refused for good (see [`Registration::ready`]).
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl Registering {
+    fn of(type_name: String) -> Box<Self> {
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        Box::new(Registering { cell: Default::default(), type_name, refused })
+    }
 }
 
 impl Id {
     fn get(&self) -> Option<EndpointId> {
         match self {
             Id::Known(id) => Some(*id),
-            Id::Registering(cell) => cell.0.get().copied(),
+            Id::Registering(registering) => registering.cell.get().copied(),
         }
     }
 }
 
 impl Registration {
+    /// Its registration was refused for good (see [`Registration::ready`]).
+    fn refused(&self) -> bool {
+        let refused = |r: &Registering| r.refused.load(std::sync::atomic::Ordering::Acquire);
+        matches!(&self.id, Id::Registering(r) if refused(r))
+    }
+
     /// Registered (now, or after waiting for the registration to commit); false, with the
     /// reason logged, if it cannot be (its channel closed, or of another type, no quorum).
     async fn ready(&self) -> bool {
         let Id::Registering(registering) = &self.id else { return true };
-        let (cell, type_name) = &**registering;
+        let Registering { cell, type_name, refused } = &**registering;
         if cell.initialized() {
             return true;
         }
         let register = || {
-            let (channel, type_name) = (self.route.name.clone(), type_name.clone());
+            let (channel, type_name) = (self.route.name().to_owned(), type_name.clone());
             self.node.clone().register_sender(channel, type_name)
         };
         match cell.get_or_try_init(register).await {
             Ok(_) => true,
             Err(e) => {
-                tracing::error!(channel = %self.route.name, error = %e, "a sender from a message could not register");
+                tracing::error!(channel = %self.route.label(), error = %e, "a sender from a message could not register");
                 // For good: its channel is closed, or of another type (no quorum may pass).
                 let lasting = matches!(e, Error::ChannelClosed(_) | Error::TypeMismatch { .. });
-                self.refused.store(lasting, std::sync::atomic::Ordering::Release);
+                refused.store(lasting, std::sync::atomic::Ordering::Release);
                 false
             }
         }
@@ -104,10 +126,10 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if self.route.unnamed.is_some() {
+        if self.route.unnamed().is_some() {
             self.node.unnamed_gone(&self.route);
         } else if let Some(id) = self.id.get() {
-            self.node.clone().deregister(&self.route.name, id);
+            self.node.clone().deregister(self.route.name(), id);
         }
     }
 }
@@ -121,7 +143,7 @@ impl<T> Clone for Sender<T> {
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
-            .field("channel", &self.inner.route.name)
+            .field("channel", self.inner.route.label())
             .field("id", &self.inner.id)
             .finish()
     }
@@ -158,23 +180,21 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     pub(crate) fn new(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>, id: EndpointId) -> Self {
-        route.typed::<T>(std::sync::Arc::downgrade(node.replies().1));
+        route.typed::<T>();
         let id = Id::Known(id);
-        let refused = std::sync::atomic::AtomicBool::new(false);
-        let inner = Registration { node, route, id, refused };
+        let inner = Registration { node, route, id };
         Sender { inner: Arc::new(inner), _t: PhantomData }
     }
 
     /// A sender of an unnamed channel on `route` (its receiver's, or one from
     /// [`Registrar::unnamed_route`]): nothing to register.
     pub(crate) fn unnamed(node: Arc<dyn Registrar>, route: Arc<ChannelRoute>) -> Self {
-        route.typed::<T>(std::sync::Arc::downgrade(node.replies().1));
-        let id = route.unnamed.map_or_else(
-            || Id::Registering(Box::new((Default::default(), type_of::<T>().to_owned()))),
+        route.typed::<T>();
+        let id = route.unnamed().map_or_else(
+            || Id::Registering(Registering::of(type_of::<T>().to_owned())),
             |(_, id)| Id::Known(id),
         );
-        let refused = std::sync::atomic::AtomicBool::new(false);
-        let inner = Registration { node, route, id, refused };
+        let inner = Registration { node, route, id };
         Sender { inner: Arc::new(inner), _t: PhantomData }
     }
 
@@ -223,7 +243,7 @@ where
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
         if self.inner.id.get().is_none() {
             // A sender from a message: still registering, or refused for good.
-            if self.inner.refused.load(std::sync::atomic::Ordering::Acquire) {
+            if self.inner.refused() {
                 return Err(TrySendError::Closed(msg));
             }
             return Err(TrySendError::Full(msg));
@@ -308,13 +328,13 @@ where
         spend_budget(route).await;
         // (Encoded once for every receiver: after its trace context, if it has one.)
         let mut bytes = Vec::new();
-        if let Some(tp) = crate::channel::trace::outgoing(&route.name) {
+        if let Some(tp) = crate::channel::trace::outgoing(route.label()) {
             envelope::put_header(&mut bytes, envelope::TRACEPARENT, &tp);
         }
         let bytes: bytes::Bytes = match rmp_serde::encode::write_named(&mut bytes, &msg) {
             Ok(()) => bytes.into(),
             Err(e) => {
-                tracing::error!(channel = %route.name, error = %e, "message cannot be encoded");
+                tracing::error!(channel = %route.label(), error = %e, "message cannot be encoded");
                 crate::channel::oneshot::revive(&msg);
                 return Err(SendError(msg));
             }
@@ -390,11 +410,11 @@ where
     ///
     /// [`Error::Registry`] if Raft could not commit the close in time.
     pub async fn close(&self) -> Result<(), Error> {
-        if self.inner.route.unnamed.is_some() {
+        if self.inner.route.unnamed().is_some() {
             self.inner.node.shut(&self.inner.route);
             return Ok(());
         }
-        self.inner.node.close(&self.route().name).await
+        self.inner.node.close(self.route().name()).await
     }
 
     /// Wait until every message this node sent on the channel has been taken by a receiving
@@ -431,6 +451,6 @@ where
 
     /// The channel's name.
     pub fn channel(&self) -> &str {
-        &self.route().name
+        self.route().name()
     }
 }

@@ -29,18 +29,18 @@ where
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let route = &self.inner.route;
         // An unnamed channel's name is only shown: its owner and receiver say which it is.
-        let name = if route.unnamed.is_some() { "" } else { route.name.as_str() };
+        let name = if route.unnamed().is_some() { "" } else { route.name() };
         let mut admitted = route.owner_admitted.load(std::sync::atomic::Ordering::Relaxed);
         if admitted == 0
-            && route.unnamed.is_some_and(|(owner, _)| owner == self.inner.node.replies().0)
+            && route.unnamed().is_some_and(|(owner, _)| owner == self.inner.node.replies().0)
         {
             // Made before this node saw its own admission: known by now, maybe.
             admitted = self.inner.node.admission();
             route.owner_admitted.store(admitted, std::sync::atomic::Ordering::Relaxed);
         }
-        let unnamed = route.unnamed.map(|(owner, id)| (owner, id, admitted));
+        let unnamed = route.unnamed().map(|(owner, id)| (owner, id, admitted));
         let type_name = match &self.inner.id {
-            super::Id::Registering(registering) => registering.1.as_str(),
+            super::Id::Registering(registering) => registering.type_name.as_str(),
             super::Id::Known(_) => crate::cluster::registry::static_type_of::<T>(),
         };
         (name, type_name, unnamed).serialize(s)
@@ -93,7 +93,7 @@ where
     /// channel's decoded senders on this node if one lives, or a new one, registering from now.
     fn decoded(node: Arc<dyn Registrar>, channel: &str, type_name: String) -> Self {
         let route = node.route(channel);
-        route.typed::<T>(Arc::downgrade(node.replies().1));
+        route.typed::<T>();
         let mut slot = route.decoded();
         let shared = slot
             .as_ref()
@@ -103,13 +103,8 @@ where
         if let Some(inner) = shared {
             return Sender { inner, _t: PhantomData };
         }
-        let id = super::Id::Registering(Box::new((Default::default(), type_name.clone())));
-        let inner = Arc::new(Registration {
-            node: node.clone(),
-            route: route.clone(),
-            id,
-            refused: std::sync::atomic::AtomicBool::new(false),
-        });
+        let id = super::Id::Registering(super::Registering::of(type_name.clone()));
+        let inner = Arc::new(Registration { node: node.clone(), route: route.clone(), id });
         let any: Arc<dyn Any + Send + Sync> = inner.clone();
         *slot = Some((type_name, Arc::downgrade(&any)));
         drop(slot);

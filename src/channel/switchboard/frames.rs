@@ -311,6 +311,7 @@ impl Switchboard {
                 route.clone(),
                 Some(to),
                 bcast,
+                Arc::downgrade(&self.peers),
                 &self.tasks,
                 self.cancel.clone(),
             );

@@ -376,7 +376,7 @@ impl Switchboard {
             self.early_wants.take(|(_, to)| *to == id);
             return;
         }
-        inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
+        inbox.offer(&self.sending_nodes(inbox.channel().name(), &registry));
         self.answer_early_wants(id);
     }
 
@@ -417,6 +417,7 @@ impl Switchboard {
         crate::channel::redelivery::redeliver(
             route.clone(),
             msgs,
+            Arc::downgrade(&self.peers),
             &self.tasks,
             self.cancel.clone(),
         );
@@ -439,7 +440,7 @@ impl Switchboard {
                     received: counts.received,
                     redelivered: counts.redelivered,
                     blocked: counts.blocked,
-                    name: r.name.clone(),
+                    name: r.name().to_owned(),
                     buffered: buffered.get(&Arc::as_ptr(r)).copied().unwrap_or(0),
                     in_flight: r.in_flight(),
                     dead_letters: dead.held,

@@ -361,7 +361,7 @@ impl Switchboard {
     }
 
     pub(super) fn refresh_route(&self, route: &Arc<ChannelRoute>, registry: &Registry) {
-        let Some(ch) = registry.channel(&route.name) else {
+        let Some(ch) = registry.channel(route.name()) else {
             route.set_targets(Vec::new());
             return;
         };
@@ -390,7 +390,7 @@ impl Switchboard {
             }
         }
         if let Some(closed_by) = &ch.closed {
-            let fences = self.fences.heard(&route.name, ch.created);
+            let fences = self.fences.heard(route.name(), ch.created);
             let waiting: BTreeSet<NodeId> = closed_by
                 .iter()
                 .filter(|n| **n != self.me && !fences.contains(n))

@@ -207,7 +207,7 @@ impl Switchboard {
         lock(&self.inboxes).insert(new, inbox.clone());
         let registry = self.registry.borrow().clone();
         self.refresh_route(inbox.channel(), &registry);
-        inbox.offer(&self.sending_nodes(&inbox.channel().name, &registry));
+        inbox.offer(&self.sending_nodes(inbox.channel().name(), &registry));
         self.answer_early_wants(new);
     }
 
@@ -217,7 +217,7 @@ impl Switchboard {
         if let Some(inbox) = self.inbox(id) {
             if inbox.orphan() {
                 tracing::warn!(
-                    channel = %inbox.channel().name,
+                    channel = %inbox.channel().label(),
                     receiver = id,
                     "this node was removed from the cluster: the receiver ends after what it holds"
                 );

@@ -89,7 +89,7 @@ enum OwnerIs<'a> {
 /// another incarnation; one lagging behind may not list it yet: the switchboard simulation's
 /// seed 19041, with unnamed channels).
 fn owner_in<'a>(route: &ChannelRoute, registry: &'a Registry) -> OwnerIs<'a> {
-    let Some((owner, _)) = route.unnamed else { return OwnerIs::Gone };
+    let Some((owner, _)) = route.unnamed() else { return OwnerIs::Gone };
     let made = route.owner_admitted.load(Ordering::SeqCst);
     match (registry.admitted(owner), registry.nodes.get(&owner)) {
         (Some(a), Some(addr)) if made == 0 || a == made => OwnerIs::Member(addr),
@@ -167,7 +167,7 @@ impl Switchboard {
         admitted: u64,
     ) -> Arc<ChannelRoute> {
         let closed = || {
-            let route = Arc::new(ChannelRoute::unnamed(owner, id, self.unnamed_counters()));
+            let route = Arc::new(ChannelRoute::new_unnamed(owner, id, self.unnamed_counters()));
             route.close();
             route.users.fetch_add(1, Ordering::SeqCst);
             route
@@ -178,7 +178,7 @@ impl Switchboard {
         if owner == self.me {
             let own = lock(&self.inboxes).get(&id).cloned();
             return match own.filter(|i| !i.is_detached()) {
-                Some(inbox) if inbox.channel().unnamed == Some((owner, id)) => {
+                Some(inbox) if inbox.channel().unnamed() == Some((owner, id)) => {
                     let route = inbox.channel().clone();
                     route.users.fetch_add(1, Ordering::SeqCst);
                     route
@@ -190,7 +190,7 @@ impl Switchboard {
             let mut table = lock(&self.unnamed);
             if let Some(route) = table.get(&id).and_then(Weak::upgrade) {
                 // (Another owner for the same id: a forged or garbled sender.)
-                if route.unnamed != Some((owner, id)) {
+                if route.unnamed() != Some((owner, id)) {
                     return closed();
                 }
                 route.users.fetch_add(1, Ordering::SeqCst);
@@ -199,7 +199,7 @@ impl Switchboard {
             if self.cancel.is_cancelled() || self.closed_unnamed.contains(&id) {
                 return closed();
             }
-            let route = Arc::new(ChannelRoute::unnamed(owner, id, self.unnamed_counters()));
+            let route = Arc::new(ChannelRoute::new_unnamed(owner, id, self.unnamed_counters()));
             route.owner_admitted.store(admitted, Ordering::SeqCst);
             route.users.fetch_add(1, Ordering::SeqCst);
             table.insert(id, Arc::downgrade(&route));
@@ -240,7 +240,7 @@ impl Switchboard {
     /// with this node's credit window towards the receiver (new, after a start-over); closed if
     /// the owner cannot be reached (not a member, and no link to it).
     fn target_unnamed(&self, route: &Arc<ChannelRoute>, registry: &Registry) {
-        let Some((owner, id)) = route.unnamed else { return };
+        let Some((owner, id)) = route.unnamed() else { return };
         if owner == self.me || route.is_closed() {
             return;
         }
@@ -262,7 +262,7 @@ impl Switchboard {
         let Some(peer) = peer else {
             // Targeted when this node sees the owner admitted (`refresh_unnamed`), or closed
             // after a while (see `unnamed_route`).
-            tracing::debug!(node = owner, channel = %route.name, "an unnamed channel's node is not known here yet");
+            tracing::debug!(node = owner, channel = %route.label(), "an unnamed channel's node is not known here yet");
             return;
         };
         // Under the table lock, as `unnamed_gone` removes the window: a router that left the
@@ -295,7 +295,7 @@ impl Switchboard {
         };
         let members: BTreeSet<NodeId> = registry.nodes.keys().copied().collect();
         for route in routes {
-            let Some((owner, _)) = route.unnamed.filter(|(owner, _)| *owner != self.me) else {
+            let Some((owner, _)) = route.unnamed().filter(|(owner, _)| *owner != self.me) else {
                 continue;
             };
             // Listed once and no longer, with no incarnation to tell by: it left, though this
@@ -304,7 +304,7 @@ impl Switchboard {
             let listed = route.owner_listed.load(Ordering::SeqCst);
             let unknown = route.owner_admitted.load(Ordering::SeqCst) == 0;
             if unknown && (left.contains(&owner) || (listed && !members.contains(&owner))) {
-                if let Some((owner, id)) = route.unnamed {
+                if let Some((owner, id)) = route.unnamed() {
                     self.unnamed_released(owner, id);
                 }
                 self.closed_here(&route);
@@ -344,7 +344,7 @@ impl Switchboard {
     /// back to the receiver (what was sent on it stays kept until taken). Nothing for the
     /// owner's own router.
     pub(crate) fn unnamed_gone(&self, route: &Arc<ChannelRoute>) {
-        let Some((owner, id)) = route.unnamed else { return };
+        let Some((owner, id)) = route.unnamed() else { return };
         if owner == self.me {
             return;
         }
@@ -384,7 +384,7 @@ impl Switchboard {
     /// simulation's seed 5792, with unnamed channels).
     fn closed_here(&self, route: &ChannelRoute) {
         route.close();
-        if let Some((_, id)) = route.unnamed.filter(|(owner, _)| *owner != self.me) {
+        if let Some((_, id)) = route.unnamed().filter(|(owner, _)| *owner != self.me) {
             self.remember_closed(id);
         }
     }
@@ -409,7 +409,7 @@ impl Switchboard {
             self.credits.remove(to);
         }
         self.credits.take_early(to, from);
-        if let Some(route) = self.unnamed_here(to).filter(|r| r.unnamed == Some((from, to))) {
+        if let Some(route) = self.unnamed_here(to).filter(|r| r.unnamed() == Some((from, to))) {
             self.closed_here(&route);
         }
         if let Some(peer) = self.peers.find(from) {
@@ -444,7 +444,7 @@ impl Switchboard {
     /// another node, its router is closed at once and the owner told, behind what this node
     /// sent.
     pub(crate) fn shut_unnamed(&self, route: &Arc<ChannelRoute>) {
-        let Some((owner, id)) = route.unnamed else { return };
+        let Some((owner, id)) = route.unnamed() else { return };
         if owner != self.me {
             self.closed_here(route);
             self.fence_unnamed(owner, id, Some(route.clone()));
@@ -481,7 +481,7 @@ impl Switchboard {
         }
         let route = self.unnamed_here(to);
         match route {
-            Some(route) if route.unnamed == Some((from, to)) => {
+            Some(route) if route.unnamed() == Some((from, to)) => {
                 self.closed_here(&route);
                 self.fence_unnamed(from, to, Some(route));
             }

@@ -188,7 +188,8 @@ impl Sim {
             return;
         }
         let id = crate::ids::UNNAMED | crate::clock::random_u64();
-        let route = Arc::new(ChannelRoute::unnamed(node.id, id, core.switch.unnamed_counters()));
+        let route =
+            Arc::new(ChannelRoute::new_unnamed(node.id, id, core.switch.unnamed_counters()));
         route.owner_admitted.store(core.switch.admission(), std::sync::atomic::Ordering::Relaxed);
         let links = Arc::downgrade(&core.peers);
         let inbox =
@@ -199,7 +200,8 @@ impl Sim {
                 core.switch.unnamed_dropped(id, mine);
             }
         });
-        inbox.set_unnamed(on_drop, Arc::new(context(node)));
+        let context = context(node);
+        inbox.set_unnamed(Arc::new(crate::channel::inbox::owner::Unnamed { context, on_drop }));
         core.switch.add_unnamed(inbox.clone());
         let registrar: Arc<dyn Registrar> = core.clone();
         let tx = Sender::unnamed(registrar, route);
