@@ -83,6 +83,8 @@ fn current<T>(get: impl FnOnce(&Context) -> T) -> Option<T> {
 
 /// Run `f`, the decode of a message node `from` sent (`None`: this node's own, or one it holds
 /// as its own), with `from` as the thread's [`carrier`]; restored after, a panic included.
+/// (Inlined: once per message, on the receiving task.)
+#[inline(always)]
 pub(crate) fn carried_from<T>(from: Option<crate::ids::NodeId>, f: impl FnOnce() -> T) -> T {
     struct Restore(Option<crate::ids::NodeId>);
     impl Drop for Restore {

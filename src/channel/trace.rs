@@ -17,6 +17,22 @@
 /// A W3C `traceparent` in its text form (version `00`: always 55 bytes).
 pub(crate) type Traceparent = [u8; 55];
 
+/// The `traceparent` of one message sent to other nodes, read the first time it is needed
+/// (see [`outgoing`]); nothing at all without the feature.
+#[derive(Debug, Default)]
+pub(crate) struct Lazy(#[cfg(feature = "opentelemetry")] Option<Option<Traceparent>>);
+
+impl Lazy {
+    /// The message's `traceparent`, if it has one.
+    #[inline(always)]
+    pub(crate) fn get(&mut self, _channel: &dyn std::fmt::Display) -> Option<&[u8]> {
+        #[cfg(feature = "opentelemetry")]
+        return self.0.get_or_insert_with(|| outgoing(_channel)).as_ref().map(|t| &t[..]);
+        #[cfg(not(feature = "opentelemetry"))]
+        None
+    }
+}
+
 /// What taking a message leaves of its trace: the `receive` span (see the module's text).
 #[cfg(feature = "opentelemetry")]
 pub(crate) type Received = Option<tracing::Span>;

@@ -36,6 +36,7 @@ pub(crate) fn put_header(buf: &mut impl BufMut, kind: u8, value: &[u8]) {
 }
 
 /// A message's `traceparent`, if its header carries one, and where the encoded message starts.
+#[inline]
 pub(crate) fn split(msg: &[u8]) -> Result<(Option<&[u8]>, usize), MalformedHeader> {
     match msg {
         [MARK, kind, len, rest @ ..] => {

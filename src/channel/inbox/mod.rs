@@ -12,15 +12,15 @@
 //!
 //! When the [`Receiver`](crate::Receiver) is dropped the inbox is *detached*: messages from this
 //! node's senders are handed to its endpoint actor to be delivered elsewhere, and every sending
-//! node is told ([`Frame::Released`]) that what it sent and was
+//! node is told ([`Frame::Released`](crate::link::wire::Frame::Released)) that what it sent and was
 //! not taken is to go to another receiver; what still arrives is dropped (its sender has it).
 //!
 //! [`Receiver::recv`]: crate::Receiver::recv
 
 mod ack;
 mod acks;
-mod decode;
 mod erased;
+mod links;
 pub(crate) mod owner;
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
@@ -36,59 +36,16 @@ use serde::Serialize;
 use actix::Message;
 
 use crate::channel::credit::{Grants, Outgoing};
+use crate::channel::decoding;
 use crate::channel::oneshot::{self, Gates};
 use crate::channel::router::ChannelRoute;
 use crate::channel::trace;
 use crate::error::TryRecvError;
 use crate::ids::{EndpointId, NodeId};
-use crate::link::peer::Peers;
-use crate::link::wire::{self, Frame};
+use crate::link::envelope;
 
 use acks::{Acks, Unacked};
-
-/// Where an inbox's frames go: the links to its sending nodes ([`Peers`]), or, in the delivery
-/// protocol's simulation, the simulated network. The inbox does no I/O of its own.
-pub(crate) trait Wire: Send + Sync + fmt::Debug + 'static {
-    /// Receiver `to` took `taken` of node `node`'s messages and grants it `grant` (coalesced into
-    /// a frame of `batch` or more, unless `urgent`). False if `node` cannot be reached (it left).
-    fn credit(
-        &self,
-        node: NodeId,
-        to: EndpointId,
-        taken: u32,
-        grant: u32,
-        urgent: bool,
-        batch: u32,
-    ) -> bool;
-    /// A control frame for node `node` (numbered and resent until it has it).
-    fn frame(&self, node: NodeId, frame: &Frame<'_>);
-}
-
-impl Wire for Peers {
-    fn credit(
-        &self,
-        node: NodeId,
-        to: EndpointId,
-        taken: u32,
-        grant: u32,
-        urgent: bool,
-        batch: u32,
-    ) -> bool {
-        match self.reach(node) {
-            Some(p) => {
-                p.outbox.push_credit(to, taken, grant, urgent, batch);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn frame(&self, node: NodeId, frame: &Frame<'_>) {
-        if let Some(p) = self.reach(node) {
-            p.outbox.push_frame(wire::encode(frame), true);
-        }
-    }
-}
+pub(crate) use links::Wire;
 
 /// To the receiver's endpoint actor: the receiver went away; here are the messages of this
 /// node's senders it held (encoded), to deliver elsewhere.
@@ -546,9 +503,26 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     v
                 }
                 Item::Encoded { msg, from, copy } => {
-                    match self.decode(&msg, from, copy, token, &mut gates) {
-                        Ok((v, span)) => {
-                            received = span;
+                    // After its header, if any (see `link::envelope`); one cut short leaves the
+                    // whole message to decode, which fails on the header's first byte.
+                    let header = envelope::split(&msg);
+                    let (traceparent, at) = header.as_ref().map_or((None, 0), |h| *h);
+                    let body = &msg[at..];
+                    let decode = || decoding::carried_from(from, || rmp_serde::from_slice(body));
+                    let decoded =
+                        decoding::with(self.owner.get().map(owner::Owner::context), || {
+                            // (A broadcast copy is never delivered again: not gated.)
+                            if token.is_some() && !copy {
+                                let (decoded, g) = oneshot::gated(decode);
+                                gates = g;
+                                decoded
+                            } else {
+                                decode()
+                            }
+                        });
+                    match decoded {
+                        Ok(v) => {
+                            received = trace::received(traceparent, self.route.label());
                             if let Some(Token::Local(n)) = token {
                                 if let Some(u) = self.lock().unacked.as_mut() {
                                     // A copy is not delivered elsewhere: an empty entry gives its
@@ -560,12 +534,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         }
                         // From an untyped sender (or a broken peer): kept as a dead letter, taken
                         // (its sender lets go of it), and the receiver carries on.
-                        Err(decode::Undecoded { message, error }) => {
+                        Err(e) => {
                             self.send(out);
                             self.route.wake();
                             let expected = std::any::type_name::<T>();
+                            let error =
+                                header.err().map_or_else(|| e.to_string(), |h| h.to_string());
                             let dead = self.route.dead_letters();
-                            dead.keep(self.route.name(), from, expected, error, message);
+                            dead.keep(self.route.name(), from, expected, error, msg.slice(at..));
                             // Not delivered again: handles decoded before the error tell.
                             gates.open();
                             if let Some(token) = token {

@@ -1,6 +1,7 @@
 //! The inbox's unit tests: capacity, fences, hand-over, manual acknowledgement.
 
 use super::*;
+use crate::link::peer::Peers;
 
 fn inbox(capacity: usize) -> Inbox<u64> {
     Inbox::new(

@@ -406,7 +406,7 @@ impl ChannelRoute {
         // simulation's seed 8212, with freezes).
         let mut full_here = false;
         // Its trace context, read once, if it goes to another node (see [`trace`]).
-        let mut traceparent = None;
+        let mut traceparent = trace::Lazy::default();
         let sent = |passed_over: bool, full_here: bool, bytes: usize| {
             self.counters.sent(bytes);
             if passed_over {
@@ -459,8 +459,11 @@ impl ChannelRoute {
                         continue;
                     }
                     let gate = Gate { closed: &self.closed, gone: Some(window.gone()) };
-                    let tp = traceparent.get_or_insert_with(|| trace::outgoing(self.label()));
-                    match peer.outbox.push_data(*id, &msg, tp.as_ref().map(|t| &t[..]), gate) {
+                    let pushed = match traceparent.get(self.label()) {
+                        None => peer.outbox.push_data(*id, &msg, gate),
+                        Some(tp) => peer.outbox.push_traced(*id, &msg, tp, gate),
+                    };
+                    match pushed {
                         Ok(bytes) => return sent(passed_over, full_here, bytes),
                         Err(PushError::Closed) => {
                             window.undo();

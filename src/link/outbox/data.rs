@@ -129,27 +129,48 @@ impl Inner {
 }
 
 impl Outbox {
-    /// Encode `msg` for receiver `to`, after its `traceparent` if it has one (see
-    /// [`envelope`](crate::link::envelope)), unless `closed` is set; its encoded size. `closed`
-    /// is read under the outbox lock, and [`Outbox::push_frame`] of a fence takes the same lock
-    /// after the flag is set, so no message can slip in behind a channel's fence.
+    /// Encode `msg` for receiver `to`, unless `closed` is set; its encoded size. `closed` is read
+    /// under the outbox lock, and [`Outbox::push_frame`] of a fence takes the same lock after the
+    /// flag is set, so no message can slip in behind a channel's fence.
     pub(crate) fn push_data<'g, T: Serialize>(
         &self,
         to: EndpointId,
         msg: &T,
-        traceparent: Option<&[u8]>,
         gate: impl Into<Gate<'g>>,
+    ) -> Result<usize, PushError> {
+        self.push_encoding(to, gate.into(), |buf| {
+            rmp_serde::encode::write_named(&mut buf.writer(), msg).map_err(PushError::Encode)
+        })
+    }
+
+    /// [`Outbox::push_data`], after the message's `traceparent` (see
+    /// [`envelope`](crate::link::envelope)). A function of its own: the untraced path stays as
+    /// it was, instruction for instruction.
+    pub(crate) fn push_traced<'g, T: Serialize>(
+        &self,
+        to: EndpointId,
+        msg: &T,
+        traceparent: &[u8],
+        gate: impl Into<Gate<'g>>,
+    ) -> Result<usize, PushError> {
+        self.push_encoding(to, gate.into(), |buf| {
+            envelope::put_header(buf, envelope::TRACEPARENT, traceparent);
+            rmp_serde::encode::write_named(&mut buf.writer(), msg).map_err(PushError::Encode)
+        })
+    }
+
+    fn push_encoding(
+        &self,
+        to: EndpointId,
+        gate: Gate<'_>,
+        write: impl Fn(&mut BytesMut) -> Result<(), PushError>,
     ) -> Result<usize, PushError> {
         let max = self.max_frame();
         let len = std::cell::Cell::new(0);
-        self.push(gate.into(), |inner| {
+        self.push(gate, |inner| {
             inner.append(to, false, max, |buf| {
                 let before = buf.len();
-                if let Some(tp) = traceparent {
-                    envelope::put_header(buf, envelope::TRACEPARENT, tp);
-                }
-                rmp_serde::encode::write_named(&mut buf.writer(), msg)
-                    .map_err(PushError::Encode)?;
+                write(buf)?;
                 len.set(buf.len() - before);
                 Ok(())
             })

@@ -16,7 +16,7 @@ fn consecutive_messages_share_a_frame_that_serde_decodes() {
     let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
     let open = AtomicBool::new(false);
     for id in 0..3 {
-        out.push_data(9, &Job { id, name: "x".into() }, None, &open).unwrap();
+        out.push_data(9, &Job { id, name: "x".into() }, &open).unwrap();
     }
     out.push_encoded(4, b"\xc0", true, &open).unwrap();
     out.push_frame(crate::link::wire::encode(&Frame::Released { to: 1 }), true);
@@ -44,14 +44,14 @@ impl Serialize for Unencodable {
 fn a_message_that_fails_to_encode_leaves_no_trace() {
     let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
     let open = AtomicBool::new(false);
-    assert!(matches!(out.push_data(1, &Unencodable, None, &open), Err(PushError::Encode(_))));
+    assert!(matches!(out.push_data(1, &Unencodable, &open), Err(PushError::Encode(_))));
     assert!(
         out.lock().is_empty(),
         "an empty outbox stays empty, so the next push wakes the writer"
     );
-    out.push_data(1, &5u8, None, &open).unwrap();
-    assert!(matches!(out.push_data(1, &Unencodable, None, &open), Err(PushError::Encode(_))));
-    out.push_data(1, &6u8, None, &open).unwrap();
+    out.push_data(1, &5u8, &open).unwrap();
+    assert!(matches!(out.push_data(1, &Unencodable, &open), Err(PushError::Encode(_))));
+    out.push_data(1, &6u8, &open).unwrap();
     let mut frames = Vec::new();
     out.take(&mut frames);
     let Frame::Data { msgs, .. } = decode(&frames[0]).unwrap() else { panic!("not data") };
@@ -86,7 +86,7 @@ fn interleaved_receivers_each_get_one_frame_in_order() {
     let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
     let open = AtomicBool::new(false);
     for i in 0..10u8 {
-        out.push_data(1 + u64::from(i % 2), &i, None, &open).unwrap();
+        out.push_data(1 + u64::from(i % 2), &i, &open).unwrap();
     }
     let mut frames = Vec::new();
     out.take(&mut frames);
@@ -105,7 +105,7 @@ fn a_new_connection_resends_what_the_peer_has_not_acknowledged() {
     let open = AtomicBool::new(false);
     let mut frames = Vec::new();
     for i in 0..3u8 {
-        out.push_data(1, &i, None, &open).unwrap();
+        out.push_data(1, &i, &open).unwrap();
         out.push_frame(crate::link::wire::encode(&Frame::Want { to: 9 }), false);
         out.take(&mut frames);
     }
@@ -130,14 +130,14 @@ fn data_frames_are_kept_until_taken_and_what_is_left_comes_back_in_order() {
     let open = AtomicBool::new(false);
     let mut frames = Vec::new();
     for i in 0..3u64 {
-        out.push_data(1, &i, None, &open).unwrap();
+        out.push_data(1, &i, &open).unwrap();
     }
     out.take(&mut frames);
     out.push_encoded(1, &rmp_serde::to_vec(&100u64).unwrap(), true, &open).unwrap();
     for i in 3..5u64 {
-        out.push_data(1, &i, None, &open).unwrap();
+        out.push_data(1, &i, &open).unwrap();
     }
-    out.push_data(2, &9u64, None, &open).unwrap();
+    out.push_data(2, &9u64, &open).unwrap();
     out.release(1, 2);
     let left: Vec<u64> = out
         .take_kept(1, false, |n| assert_eq!(n, 3))
@@ -154,7 +154,7 @@ fn data_frames_are_kept_until_taken_and_what_is_left_comes_back_in_order() {
 fn nothing_gets_in_once_closed() {
     let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
     let closed = AtomicBool::new(true);
-    assert!(matches!(out.push_data(1, &1u8, None, &closed), Err(PushError::Closed)));
+    assert!(matches!(out.push_data(1, &1u8, &closed), Err(PushError::Closed)));
     let mut frames = Vec::new();
     out.take(&mut frames);
     assert!(frames.is_empty());
