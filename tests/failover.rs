@@ -622,6 +622,25 @@ async fn a_cluster_across_a_wan_registers_fails_over_and_removes_a_dead_node() {
     settles(&mut nodes[o], &survivors, 2).await;
 }
 
+/// Nodes 2.8 s apart each way (a 5.6 s round trip, told with `NodeBuilder::round_trip`): a
+/// connection's handshake takes two delayed crossings, 5.6 s, past the 5 s a LAN gives it, and
+/// so does one join attempt's round trip. With those waits stretched by the round trip, the
+/// second node joins through the slow link and registers (before, it never got in).
+#[tokio::test]
+async fn nodes_far_apart_join_and_register() {
+    let faults = common::proxy::Faults::new();
+    faults.delay(Duration::from_millis(2800));
+    let env = [(procs::ROUND_TRIP_ENV, "5600".to_owned())];
+    let (_a, pa) = procs::start_proxied_env(&[], &faults, &env).await;
+    let limit = Duration::from_secs(60);
+    let (mut b, _pb) = procs::start_proxied_within(&[pa.addr], &faults, &env, limit).await;
+    // (One registration: a few round trips, each 5.6 s, so past the usual deadline.)
+    b.cmd("register far");
+    let line = b.expect_within(&["@ registered ", "@ regerr "], limit).await;
+    let line = line.unwrap_or_else(|| panic!("no registration within {limit:?}"));
+    assert!(line.starts_with("@ registered "), "{line}");
+}
+
 /// A voter that missed the last entry its leader committed (the leader's messages to it held
 /// back for that one registration) does not stall the election once the leader is killed: it is
 /// refused its pre-vote by the voter that has the entry, never raises the term, and the voter that

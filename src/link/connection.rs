@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::error::Cause;
 use crate::ids::NodeId;
 use crate::link::dispatch::Dispatch;
-use crate::link::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME, HANDSHAKE_TIMEOUT};
+use crate::link::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME};
 use crate::link::peer::{Peer, Peers, WriterClaim};
 use crate::link::transport::{framed, FramedTcp, TlsConfig};
 use crate::link::wire::{self, Frame};
@@ -36,8 +36,8 @@ use crate::Error;
 /// hundreds of nodes, each with a link and a connection being replaced.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
 
-/// The most accepted connections in their handshake at once (each has at most
-/// [`HANDSHAKE_TIMEOUT`] to finish it).
+/// The most accepted connections in their handshake at once (each has at most the handshake
+/// timeout, [`HANDSHAKE_TIMEOUT`](handshake::HANDSHAKE_TIMEOUT) on a LAN, to finish it).
 pub(crate) const MAX_HANDSHAKES: usize = 128;
 
 /// Raft requests from one connection waiting to be answered, at most (Raft has a few in flight
@@ -67,6 +67,8 @@ pub(crate) struct Links {
     pub(crate) secret: Secret,
     /// TLS under every connection, if configured.
     pub(crate) tls: Option<TlsConfig>,
+    /// How long a connection's set-up may take ([`HANDSHAKE_TIMEOUT`](handshake::HANDSHAKE_TIMEOUT) on a LAN).
+    pub(crate) handshake_timeout: Duration,
     /// Connections accepted and not yet closed, handshakes included: at most
     /// [`MAX_CONNECTIONS`]; one more is closed at once.
     pub(crate) accepted: Arc<tokio::sync::Semaphore>,
@@ -84,6 +86,7 @@ impl Links {
             max_frame: self.peers.max_frame,
             secret: self.secret.clone(),
             tls: self.tls.clone(),
+            handshake_timeout: self.handshake_timeout,
         }
     }
 }
@@ -101,9 +104,8 @@ pub(crate) struct Dialed {
     pub(crate) framed: FramedTcp,
 }
 
-/// Dial `addr` and go through the handshake (connect included, within
-/// [`HANDSHAKE_TIMEOUT`]); `received` is how much of the
-/// peer's stream of reliable frames this node has, if the peer is `expect`.
+/// Dial `addr` and go through the handshake (connect included, within `me`'s handshake timeout);
+/// `received` is how much of the peer's stream of reliable frames this node has, if it is `expect`.
 pub(crate) async fn dial(
     addr: &str,
     me: &Me,
@@ -119,7 +121,7 @@ pub(crate) async fn dial(
         let hello = handshake::dial(&mut framed, addr, me, received).await?;
         Ok(Dialed { hello, framed })
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+    tokio::time::timeout(me.handshake_timeout, handshake)
         .await
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))?
 }
@@ -263,7 +265,7 @@ async fn serve(
         let theirs = handshake::accept(&mut framed, &me, received).await?;
         Ok::<_, Error>((framed, theirs))
     };
-    let (framed, theirs) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+    let (framed, theirs) = tokio::time::timeout(me.handshake_timeout, handshake)
         .await
         .map_err(|_| Error::codec("no handshake within the handshake timeout"))??;
     drop(shaking);

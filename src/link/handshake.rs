@@ -34,7 +34,8 @@ use crate::Error;
 /// The largest frame either side reads before the handshake is done.
 pub(crate) const HANDSHAKE_MAX_FRAME: usize = 4 * 1024;
 
-/// How long a whole handshake (and, dialing, the TCP connect) may take.
+/// How long a whole handshake (and, dialing, the TCP connect) may take on a LAN (a node with a
+/// longer round trip gives it longer: `Timing::handshake`).
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest listening address a hello may give (a 253-byte host name and a port).
@@ -111,6 +112,8 @@ pub(crate) struct Me {
     pub(crate) secret: Secret,
     /// TLS under the handshake, if configured.
     pub(crate) tls: Option<crate::link::transport::TlsConfig>,
+    /// How long setting up a connection may take ([`HANDSHAKE_TIMEOUT`] on a LAN).
+    pub(crate) handshake_timeout: Duration,
 }
 
 /// The other side of a connection, once it proved it knows the secret.
@@ -331,6 +334,7 @@ mod tests {
                 max_frame: 1 << 20,
                 secret: Secret::new(b"k"),
                 tls: None,
+                handshake_timeout: HANDSHAKE_TIMEOUT,
             }
         }
 

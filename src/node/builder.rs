@@ -146,6 +146,10 @@ impl NodeBuilder {
     /// Raft's timing follows from it: a heartbeat every twice the round trip (at least 100 ms),
     /// which is also the time a leader gives a follower to answer; elections after 3 to 5
     /// heartbeats without a leader; the failure timeout's default, 10 heartbeats (at least 2 s).
+    /// The node's other waits across the network stretch with it once it passes what a LAN
+    /// needs: a connection's set-up 8 round trips (at least 5 s), one join attempt 16 (5 s), a
+    /// registration or membership change 20 (10 s: [`Error::NoQuorum`] after that). The join
+    /// timeout is the caller's to set ([`join_timeout`](NodeBuilder::join_timeout)).
     /// Give every node of a cluster the same value: across regions, the largest round trip
     /// between two of them (`Duration::from_millis(300)` for 150 ms each way). At most
     /// a minute: `start` refuses more.
@@ -362,6 +366,7 @@ impl NodeBuilder {
                     dispatch,
                     secret: self.cookie.clone().unwrap_or_else(|| Secret::new(b"")),
                     tls: self.tls.clone(),
+                    handshake_timeout: timing.handshake(),
                     accepted: Arc::new(tokio::sync::Semaphore::new(
                         crate::link::connection::MAX_CONNECTIONS,
                     )),
@@ -376,6 +381,7 @@ impl NodeBuilder {
                     non_voting: self.non_voting,
                     name: self.name.clone(),
                     raft,
+                    timing,
                     registry,
                     peers,
                     membership: membership.clone(),

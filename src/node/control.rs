@@ -24,9 +24,6 @@ use crate::node::Core;
 use crate::rpc::{Command, EndpointKind, Outcome, Request, Response};
 use crate::Error;
 
-/// How long a registration may wait for a leader and a commit before failing.
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A registered endpoint that no handle owns yet: deregistered when dropped, unless
 /// [`claim`](Unclaimed::claim)ed by the handle made for it.
 #[derive(Debug)]
@@ -55,7 +52,7 @@ impl Drop for Unclaimed {
 impl Core {
     /// Commit a registry command through the leader, and wait until this node has applied it.
     pub(crate) async fn write(&self, cmd: Command) -> Result<Outcome, Error> {
-        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + self.timing.write();
         loop {
             if self.cancel.is_cancelled() {
                 return Err(Error::Shutdown);
@@ -93,7 +90,7 @@ impl Core {
                     return Ok(outcome);
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(Error::NoQuorum { waited: WRITE_TIMEOUT, last: e })
+                    return Err(Error::NoQuorum { waited: self.timing.write(), last: e })
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "registry write will be retried");
@@ -159,7 +156,7 @@ impl Core {
     pub(crate) async fn wait_member(&self, id: NodeId) -> Result<(), Error> {
         let mut reg = self.registry.clone();
         let registry =
-            tokio::time::timeout(WRITE_TIMEOUT, reg.wait_for(|r| r.nodes.contains_key(&id)))
+            tokio::time::timeout(self.timing.write(), reg.wait_for(|r| r.nodes.contains_key(&id)))
                 .await
                 .map_err(|_| Error::join("membership was not applied in time"))?
                 .map_err(|_| Error::Shutdown)?;
@@ -209,7 +206,7 @@ impl Core {
         let span = tracing::info_span!(parent: &self.span, "register", channel = %channel, ?kind);
         self.tasks.spawn(
             async move {
-                core.endpoints.wait_started_over(WRITE_TIMEOUT).await;
+                core.endpoints.wait_started_over(core.timing.write()).await;
                 let result = match core.write(cmd).await {
                     Ok(Outcome::Registered(id)) => {
                         tracing::debug!(id, took = ?started.elapsed(), "registered");
@@ -409,7 +406,7 @@ impl Core {
 
     /// Run a membership change on the leader: here if this node leads, else forwarded.
     async fn on_leader(self: &Arc<Self>, req: Request) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + self.timing.write();
         loop {
             let res = match self.leader().await {
                 // A leader cut off from the majority never commits: bounded like the rest.

@@ -11,9 +11,6 @@ use crate::error::Cause;
 use crate::rpc::{Request, Response};
 use crate::Error;
 
-/// How long one join attempt waits for the answer before the next is made.
-const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-
 impl Node {
     pub(super) async fn bootstrap(&self) -> Result<(), Error> {
         let core = &self.core;
@@ -78,7 +75,7 @@ impl Node {
                     crate::link::connection::adopt(&core.links, &peer, dialed);
                     let (node, addr, non_voting) = (core.id, intro.addr, core.non_voting);
                     let req = Request::Join { node, addr, non_voting, name: core.name.clone() };
-                    match peer.request(req, JOIN_ATTEMPT_TIMEOUT).await {
+                    match peer.request(req, core.timing.join_attempt()).await {
                         Ok(Response::Membership(r)) => r.map_err(Error::join),
                         Ok(_) => Err(Error::join("unexpected answer")),
                         Err(e) => Err(Error::join(Cause::of(e))),

@@ -69,6 +69,8 @@ pub(crate) struct Core {
     /// What this node is ([`NodeBuilder::name`](crate::NodeBuilder::name)).
     pub(crate) name: Option<String>,
     pub(crate) raft: Raft,
+    /// Raft's timing, and the node's waits across the network (from `NodeBuilder::round_trip`).
+    pub(crate) timing: crate::cluster::raft::Timing,
     pub(crate) registry: watch::Receiver<Arc<Registry>>,
     pub(crate) peers: Arc<Peers>,
     /// Joins, leaves, failure detection and the voter count, carried out while this node leads.

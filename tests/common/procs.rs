@@ -97,12 +97,26 @@ pub async fn start_proxied_env(
     faults: &std::sync::Arc<super::proxy::Faults>,
     env: &[(&str, String)],
 ) -> (Proc, super::proxy::Proxy) {
+    start_proxied_within(join, faults, env, super::DEADLINE).await
+}
+
+/// [`start_proxied_env`], waiting up to `limit` (not [`DEADLINE`](super::DEADLINE)) for the
+/// node to be a member: links with long delays.
+pub async fn start_proxied_within(
+    join: &[SocketAddr],
+    faults: &std::sync::Arc<super::proxy::Faults>,
+    env: &[(&str, String)],
+    limit: Duration,
+) -> (Proc, super::proxy::Proxy) {
     // The proxy must know where the node will listen before the node exists.
     let real = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let proxy = super::proxy::Proxy::start(faults, real).await;
     let mut p = spawn_env(join, Some(real), Some(proxy.addr), env);
+    let ready = p.expect_within(&["@ ready ", "@ error "], limit).await;
+    let ready = ready.unwrap_or_else(|| panic!("child node not a member within {limit:?}"));
+    p.backlog.push_front(ready);
     p.ready().await.unwrap_or_else(|e| panic!("child node failed to start: {e}"));
     (p, proxy)
 }

@@ -35,12 +35,16 @@ pub(crate) type Raft = openraft::Raft<TypeConfig>;
 /// leader for the leader lease (`election_timeout_max`: 5 heartbeats) and a random part
 /// campaigns, timed by [`election`] since openraft's own election timer is off; it first asks the
 /// others (a pre-vote, given 2 heartbeats). A member silent for 10 heartbeats, and at least 2 s,
-/// is taken for dead unless the builder says otherwise.
+/// is taken for dead unless the builder says otherwise. The node's other waits that cross the
+/// network follow the round trip too, above what a LAN needs: see [`Timing::handshake`],
+/// [`Timing::join_attempt`], [`Timing::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timing {
     pub(crate) heartbeat: Duration,
     pub(crate) pre_vote: Duration,
     pub(crate) failure_timeout: Duration,
+    /// The round trip it was made for.
+    pub(crate) round_trip: Duration,
 }
 
 impl Timing {
@@ -50,7 +54,26 @@ impl Timing {
             heartbeat,
             pre_vote: heartbeat * 2,
             failure_timeout: (heartbeat * 10).max(Duration::from_secs(2)),
+            round_trip,
         }
+    }
+
+    /// A connection's set-up (TCP, TLS, the cookie handshake: about five round trips): 5 s,
+    /// or 8 round trips on a slower network.
+    pub(crate) fn handshake(&self) -> Duration {
+        crate::link::handshake::HANDSHAKE_TIMEOUT.max(self.round_trip * 8)
+    }
+
+    /// One attempt to join through a seed (a connection, the request passed on to the leader,
+    /// the learner committed): 5 s, or 16 round trips.
+    pub(crate) fn join_attempt(&self) -> Duration {
+        Duration::from_secs(5).max(self.round_trip * 16)
+    }
+
+    /// A registry write or a membership change, to its commit here (passed on to the leader,
+    /// replicated, applied, retried while a leader is elected): 10 s, or 20 round trips.
+    pub(crate) fn write(&self) -> Duration {
+        Duration::from_secs(10).max(self.round_trip * 20)
     }
 
     /// The leader lease: how long voters refuse to vote after a leader's heartbeat.
@@ -90,6 +113,13 @@ fn a_lan_keeps_the_timing_it_had_and_a_wan_stretches_it() {
     let wan = Timing::for_round_trip(Duration::from_millis(300));
     assert_eq!(config(wan).heartbeat_interval, 600, "an AppendEntries outlives a round trip");
     assert_eq!(wan.failure_timeout, Duration::from_secs(6));
+    // The waits that cross the network: a LAN's until the round trip asks for more.
+    let waits = |t: Timing| (t.handshake(), t.join_attempt(), t.write());
+    let secs = Duration::from_secs;
+    assert_eq!(waits(lan), (secs(5), secs(5), secs(10)));
+    assert_eq!(waits(wan), (secs(5), secs(5), secs(10)));
+    let far = Timing::for_round_trip(secs(2));
+    assert_eq!(waits(far), (secs(16), secs(32), secs(40)));
 }
 
 /// The fewest log entries between two snapshots.

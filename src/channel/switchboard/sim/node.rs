@@ -146,6 +146,7 @@ pub(super) fn start(id: NodeId) -> (Arc<Core>, Arc<Links>, CancellationToken) {
         dispatch,
         secret: crate::link::handshake::Secret::new(b""),
         tls: None,
+        handshake_timeout: crate::link::handshake::HANDSHAKE_TIMEOUT,
         accepted: Arc::new(tokio::sync::Semaphore::new(1)),
         handshaking: Arc::new(tokio::sync::Semaphore::new(1)),
     });
