@@ -30,6 +30,7 @@ use crate::cluster::raft::MemberNode;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::cluster::raft::Raft;
 use crate::ids::NodeId;
@@ -60,6 +61,9 @@ pub(crate) struct Membership {
     kick: Notify,
     /// Nodes this node removed, while leading, for not answering (for metrics).
     removed: std::sync::atomic::AtomicU64,
+    /// Since when this node leads, as its keeper saw it (`None`: it does not): a new leader has
+    /// heard from no one yet, and gives every member a failure timeout from then.
+    leading_since: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -91,6 +95,7 @@ impl Membership {
             changing: tokio::sync::Mutex::new(()),
             kick: Notify::new(),
             removed: std::sync::atomic::AtomicU64::new(0),
+            leading_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -273,7 +278,13 @@ impl Membership {
         }
         let Some(peer) = self.peers.find(node) else { return true };
         let deadline = Instant::now() + self.failure_timeout;
-        while peer.silent_for() < self.failure_timeout {
+        // (As the keeper counts it: a new leader gives every member a failure timeout.)
+        let silent = || {
+            let led =
+                crate::sync::lock(&self.leading_since).map_or(Duration::ZERO, |t| t.elapsed());
+            peer.silent_for().min(led)
+        };
+        while silent() < self.failure_timeout {
             if Instant::now() >= deadline {
                 return false;
             }
@@ -307,6 +318,10 @@ impl Membership {
                 let m = m.borrow();
                 m.state == ServerState::Leader && m.current_leader == Some(self.me)
             };
+            {
+                let mut since = crate::sync::lock(&self.leading_since);
+                *since = leading.then(|| since.unwrap_or_else(Instant::now));
+            }
             if !leading {
                 seen.clear();
                 continue;
@@ -354,11 +369,16 @@ impl Membership {
                 timeout = ?self.failure_timeout,
                 "node stopped answering: removing it and its endpoints from the cluster"
             );
-            let left = self.leave(node, false).await;
-            if left.is_ok() {
-                self.removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // (Counted only if still a member under the lock: a leave may have removed it
+            // first, and counted it, while this waited.)
+            let _one = self.changing.lock().await;
+            if self.current().get_node(&node).is_none() {
+                return Ok(());
             }
-            return left;
+            let span = tracing::info_span!("remove", node, graceful = false);
+            self.remove_locked(node, false, true).instrument(span).await?;
+            self.removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
         }
 
         if membership.voter_ids().count() < self.voters {

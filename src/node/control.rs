@@ -406,7 +406,10 @@ impl Core {
 
     /// Run a membership change on the leader: here if this node leads, else forwarded.
     async fn on_leader(self: &Arc<Self>, req: Request) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + self.timing.write();
+        // (A change may first wait out a failure timeout: a voter that stays and is gone is
+        // removed before a leave that needs it; see `Membership::leave`.)
+        let wait = self.timing.write() + self.membership.failure_timeout();
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let res = match self.leader().await {
                 // A leader cut off from the majority never commits: bounded like the rest.

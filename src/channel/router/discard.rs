@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::ChannelRoute;
 use crate::channel::decoding;
+use crate::link::envelope;
 use crate::link::peer::Peers;
 
 /// Decodes a message as the channel's type, and drops it, given the links its reply handles
@@ -28,10 +29,12 @@ impl<T: DeserializeOwned + 'static> Of<T> {
     const DISCARD: &'static Discard = &(decode_and_drop::<T> as Discard);
 }
 
-/// See [`Discard`].
+/// See [`Discard`]. After the message's header, if it has one (see
+/// [`envelope`](crate::link::envelope): a traced message delivered again keeps it).
 fn decode_and_drop<T: DeserializeOwned>(msg: &Bytes, peers: &Weak<Peers>) {
     let context = decoding::Context { peers: peers.clone(), node: Arc::new(()) };
-    let _ = decoding::with(Some(&context), || rmp_serde::from_slice::<T>(msg));
+    let at = envelope::split(msg).map_or(0, |(_, at)| at);
+    let _ = decoding::with(Some(&context), || rmp_serde::from_slice::<T>(&msg[at..]));
 }
 
 impl ChannelRoute {
@@ -49,5 +52,44 @@ impl ChannelRoute {
         if let Some(discard) = self.discard.get() {
             discard(msg, peers);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::link::envelope::{put_header, TRACEPARENT};
+
+    static DECODED: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts its decodes (as a reply handle inside would be decoded, and dropped).
+    struct Probe;
+
+    impl<'de> serde::Deserialize<'de> for Probe {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            u64::deserialize(d)?;
+            DECODED.fetch_add(1, Ordering::SeqCst);
+            Ok(Probe)
+        }
+    }
+
+    /// A traced message dropped undelivered is decoded past its header: the handles in it
+    /// tell their askers (before, the decode failed on the header's first byte).
+    #[test]
+    fn a_dropped_message_is_decoded_past_its_header() {
+        let mut traced = Vec::new();
+        put_header(
+            &mut traced,
+            TRACEPARENT,
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+        traced.extend_from_slice(&rmp_serde::to_vec_named(&7u64).unwrap());
+        let plain = rmp_serde::to_vec_named(&8u64).unwrap();
+        for msg in [traced, plain] {
+            decode_and_drop::<Probe>(&Bytes::from(msg), &Weak::new());
+        }
+        assert_eq!(DECODED.load(Ordering::SeqCst), 2);
     }
 }
