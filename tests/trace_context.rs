@@ -47,6 +47,7 @@ fn sends(channel: &str, parent: SpanId) -> HashSet<SpanId> {
 async fn a_message_sent_in_a_traced_span_is_taken_in_its_child_on_another_node() {
     const QUEUE: &str = "traced-queue";
     const CAST: &str = "traced-cast";
+    const FEED: &str = "traced-feed";
     install();
     let nodes = cluster(3).await;
     let mut rx = nodes[1].receiver::<u64>(QUEUE).await.expect("rx");
@@ -117,6 +118,24 @@ async fn a_message_sent_in_a_traced_span_is_taken_in_its_child_on_another_node()
     for id in [one_id, two_id] {
         assert_eq!(Some(span(id).expect("ended").parent_span_id), send.iter().next().copied());
     }
+
+    // An unnamed channel's sender, taken to another node in a message: its spans are named for
+    // what it is, not for its id (one name per request would swamp a tracing backend).
+    let (results, mut got) = nodes[1].channel::<u64>(4);
+    let mut feed = nodes[0].receiver::<dchan::Sender<u64>>(FEED).await.expect("rx");
+    receivers_visible(&nodes, FEED, 1).await;
+    let feeding = nodes[1].sender::<dchan::Sender<u64>>(FEED).await.expect("tx");
+    feeding.send(results).await.expect("send");
+    let results = within("recv", feed.recv()).await.expect("open");
+    results.send(5).instrument(produce.clone()).await.expect("send");
+    let (v, received) = within("recv", got.recv_traced()).await.expect("open");
+    assert_eq!(v, 5);
+    let (t, id) = ids(&received);
+    assert_eq!(t, trace);
+    drop(received);
+    let received = span(id).expect("ended");
+    assert!(of(&received, "receive", "(unnamed)"), "{received:?}");
+    assert_eq!(sends("(unnamed)", produce_id), HashSet::from([received.parent_span_id]));
     shutdown(nodes).await;
 }
 

@@ -11,8 +11,11 @@
 //! the application, to process the message in it.
 //!
 //! Without the feature, nothing is written and a header that comes is skipped: [`outgoing`]
-//! is `None` and [`Received`] is `()`, so the message path pays nothing. Messages between two
-//! endpoints of one node are not encoded and carry no header.
+//! is `None` and [`Received`] is `()`, so the message path pays nothing. A message sent to a
+//! receiver of its own node is moved, not encoded, and carries no header; a broadcast is
+//! encoded once for all its receivers, this node's included, and carries it. An unnamed
+//! channel's spans are named `send (unnamed)` and `receive (unnamed)`, its id in the
+//! `channel` field only (a span name per request would not do for a tracing backend).
 
 /// A W3C `traceparent` in its text form (version `00`: always 55 bytes).
 pub(crate) type Traceparent = [u8; 55];
@@ -76,10 +79,10 @@ mod otel {
                 $(parent: $parent,)?
                 $op,
                 channel = %$channel,
-                otel.name = %format_args!(concat!($op, " {}"), $channel),
+                otel.name = %format_args!(concat!($op, " {:#}"), $channel),
                 otel.kind = $kind,
                 messaging.system = "dchan",
-                messaging.destination.name = %$channel,
+                messaging.destination.name = %format_args!("{:#}", $channel),
                 messaging.operation.type = $op,
             )
         };

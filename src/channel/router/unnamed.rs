@@ -36,6 +36,9 @@ impl std::fmt::Display for Name {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Name::Named(name) => f.write_str(name),
+            // (`{:#}`: without the id, for names that should not grow with the channels, such
+            // as a span's.)
+            Name::Unnamed(_, _) if f.alternate() => f.write_str("(unnamed)"),
             Name::Unnamed(_, id) => write!(f, "(unnamed {:x})", id & !crate::ids::UNNAMED),
         }
     }
