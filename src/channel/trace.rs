@@ -7,8 +7,9 @@
 //! receiving node, taking the message opens a `receive` span whose parent is that `send`: a
 //! trace shows send → receive across processes. Both are named as OpenTelemetry's messaging
 //! conventions name them (`send jobs`, `receive jobs`: kinds producer and consumer, the
-//! `messaging.*` attributes), with a `channel` field for `tracing`'s own subscribers. [`Receiver::recv_traced`] hands that span to
-//! the application, to process the message in it.
+//! `messaging.*` attributes), with a `channel` field for `tracing`'s own subscribers.
+//! `Receiver::recv_traced` (and `Delivery::span`) hand that span to the application, to process
+//! the message in it.
 //!
 //! Without the feature, nothing is written and a header that comes is skipped: [`outgoing`]
 //! is `None` and [`Received`] is `()`, so the message path pays nothing. A message sent to a

@@ -30,7 +30,7 @@ impl<T: DeserializeOwned + 'static> Of<T> {
 }
 
 /// See [`Discard`]. After the message's header, if it has one (see
-/// [`envelope`](crate::link::envelope): a traced message delivered again keeps it).
+/// [`envelope`]: a traced message delivered again keeps it).
 fn decode_and_drop<T: DeserializeOwned>(msg: &Bytes, peers: &Weak<Peers>) {
     let context = decoding::Context { peers: peers.clone(), node: Arc::new(()) };
     let at = envelope::split(msg).map_or(0, |(_, at)| at);

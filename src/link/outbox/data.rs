@@ -144,7 +144,7 @@ impl Outbox {
     }
 
     /// [`Outbox::push_data`], after the message's `traceparent` (see
-    /// [`envelope`](crate::link::envelope)). A function of its own: the untraced path stays as
+    /// [`envelope`]). A function of its own: the untraced path stays as
     /// it was, instruction for instruction.
     pub(crate) fn push_traced<'g, T: Serialize>(
         &self,
