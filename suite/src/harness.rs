@@ -1,6 +1,8 @@
 //! The parent side of a run: start workers (child processes of this binary), wait until each is
 //! ready, tell them all to go, read their reports, and stop them all (stdin closed, then killed
 //! if they linger). A [`Run`] stops its workers when dropped, so no measurement leaves one behind.
+//! With [`count_instructions`] set, every worker runs under `valgrind --tool=callgrind`, each
+//! writing its count to a file of its own (see [`crate::instructions`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,20 @@ type Event = (usize, Option<String>);
 
 /// How long a worker may take to say `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where workers started from now on write their callgrind counts (`None`: they run as they
+/// are): the folder, and the file of worker `i` is `i.out` in it.
+static CALLGRIND: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+/// Run the workers started from now on under callgrind, writing to `dir` (or not, with `None`).
+pub(crate) fn count_instructions(dir: Option<std::path::PathBuf>) {
+    *CALLGRIND.lock().unwrap_or_else(|e| e.into_inner()) = dir;
+}
+
+/// The callgrind folder workers write to now, if any.
+fn callgrind() -> Option<std::path::PathBuf> {
+    CALLGRIND.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 /// The workers of one measurement.
 #[derive(Debug)]
@@ -34,7 +50,21 @@ impl Run {
     /// address to dial, or nothing).
     pub(crate) fn start(&mut self, spec: &Spec) -> Result<String, Error> {
         let index = self.children.len();
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = match callgrind() {
+            Some(dir) => {
+                let mut c = Command::new("valgrind");
+                c.arg("--tool=callgrind")
+                    .arg(format!(
+                        "--callgrind-out-file={}",
+                        dir.join(format!("{index}.out")).display()
+                    ))
+                    .arg("--log-file=/dev/null")
+                    .arg(std::env::current_exe()?);
+                c
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
+        let mut child = command
             .arg("worker")
             .arg(serde_json::to_string(spec)?)
             .stdin(Stdio::piped())
@@ -128,7 +158,10 @@ impl Drop for Run {
         for child in &mut self.children {
             drop(child.stdin.take());
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // (Under callgrind a worker takes far longer to end, and must end by itself to write
+        // its count.)
+        let grace = if callgrind().is_some() { 300 } else { 10 };
+        let deadline = Instant::now() + Duration::from_secs(grace);
         for child in &mut self.children {
             loop {
                 match child.try_wait() {

@@ -12,6 +12,8 @@ use crate::report::{self, Outcome};
 use crate::spec::{Mode, Spec, TlsFiles};
 use crate::Error;
 
+mod instructions;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Messages per throughput measurement (64-byte runs; 1 KiB runs send a quarter).
@@ -32,6 +34,10 @@ pub(crate) struct Args {
     /// The NATS server to start (the Debian package's `nats-server` by default).
     #[arg(long, default_value = "nats-server")]
     nats_server: String,
+    /// Count instructions per message instead (callgrind, at N and 5N messages): dchan 1->1
+    /// beside the rmp-serde batched TCP baseline, or what `--only` names.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20000")]
+    instructions: Option<u64>,
 }
 
 /// Timeout of one throughput measurement.
@@ -468,6 +474,21 @@ impl Drop for NatsServer {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Error> {
+    if let Some(n) = args.instructions {
+        let ctx = |count| Ctx {
+            count,
+            round_trips: args.round_trips,
+            registrations: args.registrations,
+            nats_url: None,
+        };
+        let only = |m: &Measure| args.only.iter().any(|o| m.name.contains(o.as_str()));
+        let named: Vec<Measure> = measures().into_iter().filter(only).collect();
+        return if args.only.is_empty() {
+            instructions::run(measures(), false, n, ctx)
+        } else {
+            instructions::run(named, true, n, ctx)
+        };
+    }
     let measures: Vec<Measure> = measures()
         .into_iter()
         .filter(|m| args.only.is_empty() || args.only.iter().any(|o| m.name.contains(o.as_str())))
