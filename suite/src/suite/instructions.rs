@@ -59,7 +59,12 @@ pub(super) fn run(
             rows.insert(m.name.clone(), each);
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
+    // (Kept, for callgrind_annotate, with DCHAN_SUITE_KEEP_CALLGRIND set.)
+    if std::env::var_os("DCHAN_SUITE_KEEP_CALLGRIND").is_some() {
+        eprintln!("instructions: callgrind's files are in {}", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
     print(&measures, &rows, n);
     if failed > 0 {
         return Err(format!("{failed} callgrind run(s) failed").into());
