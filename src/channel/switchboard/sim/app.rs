@@ -300,8 +300,10 @@ impl Sim {
         for node in &self.nodes {
             let Some(route) = node.core.switch.find_route(CHANNEL) else { continue };
             for msg in route.take_dropped() {
+                // (After its trace header, if it carries one: see `trace::carry_headers`.)
+                let at = crate::link::envelope::split(&msg).map_or(0, |(_, at)| at);
                 let msg: super::replies::Wire =
-                    rmp_serde::from_slice(&msg).expect("a message of the simulation");
+                    rmp_serde::from_slice(&msg[at..]).expect("a message of the simulation");
                 self.dropped.insert(msg.msg);
                 any = true;
             }
