@@ -10,6 +10,7 @@ use super::Switchboard;
 use crate::channel::credit::Granted;
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::ChannelRoute;
+use crate::cluster::registry::Registry;
 use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::link::dispatch::{Frames, Msgs};
 use crate::link::peer::Peer;
@@ -172,15 +173,9 @@ impl Switchboard {
     /// simulation's seed 53672, with dropped senders on).
     /// The inbox, if it came meanwhile.
     fn want_early(&self, from: NodeId, to: EndpointId) -> Option<Arc<dyn ErasedInbox>> {
-        // Kept only for a receiver of this node, or a registration this node has not applied:
-        // anything else never gets an inbox here, and kept, it could push out a want that will.
-        let mine = {
-            let registry = self.registry.borrow();
-            !registry.issued(to)
-                || registry.endpoint(to).is_some_and(|e| {
-                    e.node == self.me && e.kind == crate::rpc::EndpointKind::Receiver
-                })
-        };
+        // Kept only for an id that may get an inbox here: anything else never does, and kept,
+        // it could push out a want that will.
+        let mine = self.may_come_here(&self.registry.borrow(), to);
         if is_unnamed(to) || !mine {
             self.not_here(from, to);
             return None;
@@ -198,6 +193,16 @@ impl Switchboard {
         );
         self.early_wants.push((from, to));
         None
+    }
+
+    /// Whether endpoint `id` may yet have an inbox on this node, as `registry` has it: a
+    /// receiver of this node, or a registration not applied here yet. (Early wants are kept
+    /// for those alone, and dropped by the refresh once this says no.)
+    pub(super) fn may_come_here(&self, registry: &Registry, id: EndpointId) -> bool {
+        !registry.issued(id)
+            || registry
+                .endpoint(id)
+                .is_some_and(|e| e.node == self.me && e.kind == crate::rpc::EndpointKind::Receiver)
     }
 
     /// Receiver `id`'s inbox is here now: the wants kept for it are answered.
@@ -246,11 +251,16 @@ impl Switchboard {
         tracing::trace!(node = from, receiver = to, n, "return in");
         if let Some(inbox) = self.inbox(to) {
             inbox.returned(from, n);
+            // (The registry is read only for a node that left lately: a return of a member,
+            // the common case, costs no borrow.)
+            if !self.left_lately(from) {
+                return;
+            }
             let (member, graceful) = {
                 let registry = self.registry.borrow();
                 (registry.nodes.contains_key(&from), registry.left_gracefully(from))
             };
-            if self.left_lately(from) && !member {
+            if !member {
                 inbox.node_left(from, false, graceful);
             }
         }

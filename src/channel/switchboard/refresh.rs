@@ -52,9 +52,10 @@ impl Switchboard {
         self.prune_kept(registry);
         // Early grants for receivers that are gone (not for those this node has yet to see).
         self.credits.retain_early(|id| registry.issued(id) && !registry.is_registered(id));
-        // Wants kept for receivers of this node that are gone before their inbox came (their
-        // registration was withdrawn): the asking nodes settle their windows by the registry.
-        self.early_wants.take(|(_, id)| registry.issued(*id) && !registry.is_registered(*id));
+        // Wants kept for ids that will have no inbox here (a receiver of this node gone before
+        // its inbox came, its registration withdrawn; a sender; another node's receiver): the
+        // asking nodes settle their windows by the registry.
+        self.early_wants.take(|(_, id)| !self.may_come_here(registry, *id));
     }
 
     /// The membership changed: links go to where each member listens, and to nobody that left.
@@ -104,8 +105,10 @@ impl Switchboard {
         }
         self.refresh_unnamed(left, registry);
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
+        let left: Vec<(NodeId, bool)> =
+            left.iter().map(|n| (*n, registry.left_gracefully(*n))).collect();
         for inbox in &inboxes {
-            for node in left {
+            for &(node, graceful) in &left {
                 // It asked for credit and left before it came: a leaving node hands over what
                 // it holds after its leave is committed, and waits for that credit. Asked again,
                 // as by a member that left lately (`Switchboard::want`). Forgotten, it waited
@@ -113,9 +116,8 @@ impl Switchboard {
                 // switchboard simulation's seed 184707, with freezes).
                 // (Left gracefully, the credit it had stays counted: it may hand over on it,
                 // see `Grants::forget`.)
-                let graceful = registry.left_gracefully(*node);
-                if inbox.node_left(*node, false, graceful) && self.left_lately(*node) {
-                    inbox.want(*node);
+                if inbox.node_left(node, false, graceful) && self.left_lately(node) {
+                    inbox.want(node);
                 }
             }
         }
