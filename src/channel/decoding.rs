@@ -19,54 +19,84 @@ pub(crate) struct Context {
     pub(crate) node: Arc<dyn Any + Send + Sync>,
 }
 
+/// What a thread is decoding now: read and written twice per message a receiver decodes, so
+/// plain values in a [`Cell`] (no destructor, no borrow flag: the three thread-locals this
+/// replaced cost about 100 instructions a message).
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    /// Whether a receiver decodes now: outside one, a handle has no node.
+    active: bool,
+    /// The node that sent the message decoded now, if another (see [`carrier`]).
+    carrier: Option<crate::ids::NodeId>,
+    /// Which context [`KEPT`] holds (see [`Context::key`]), `(0, 0)` for none.
+    kept: (usize, usize),
+}
+
 thread_local! {
+    static NOW: Cell<Now> = const { Cell::new(Now { active: false, carrier: None, kept: (0, 0) }) };
     /// The context of the last receiver that decoded on this thread, kept between decodes so
     /// that a receiver decoding message after message clones nothing per message.
-    static DECODING: RefCell<Option<Context>> = const { RefCell::new(None) };
-    /// Whether a receiver decodes now: outside one, a handle has no node.
-    static ACTIVE: Cell<bool> = const { Cell::new(false) };
-    /// The node that sent the message decoded now, if another (see [`carrier`]).
-    static CARRIER: Cell<Option<crate::ids::NodeId>> = const { Cell::new(None) };
+    static KEPT: RefCell<Option<Context>> = const { RefCell::new(None) };
 }
 
 impl Context {
-    fn same(&self, other: &Context) -> bool {
-        Weak::ptr_eq(&self.peers, &other.peers) && Arc::ptr_eq(&self.node, &other.node)
+    /// Which context this is: the addresses of what it holds. [`KEPT`] holds a clone of the
+    /// context [`Now::kept`] names, so no other context can have those addresses meanwhile.
+    fn key(&self) -> (usize, usize) {
+        (Weak::as_ptr(&self.peers) as usize, Arc::as_ptr(&self.node) as *const () as usize)
     }
 }
 
-/// Restores whether a receiver decodes, and the context it had, when dropped (a panicking
-/// decode included).
+/// Restores what the thread decoded before, when dropped (a panicking decode included).
 struct Scope {
-    active: bool,
-    /// The context to put back (only when a decode inside another replaced it).
+    before: Now,
+    /// The context to put back in [`KEPT`] (only when a decode inside another replaced it).
     context: Option<Option<Context>>,
+    /// What [`KEPT`] holds once this scope ends.
+    kept: (usize, usize),
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
         if let Some(before) = self.context.take() {
-            DECODING.with(|d| *d.borrow_mut() = before);
+            KEPT.with(|k| *k.borrow_mut() = before);
         }
-        ACTIVE.with(|a| a.set(self.active));
+        NOW.set(Now { kept: self.kept, ..self.before });
     }
 }
 
-/// Run `f`, a receiver's decode of a message, with `context` as the thread's decoding context.
+/// Run `f`, a receiver's decode of a message, with `context` as the thread's decoding context
+/// (and no [`carrier`]: the message is this node's own).
 pub(crate) fn with<T>(context: Option<&Context>, f: impl FnOnce() -> T) -> T {
-    let active = ACTIVE.with(|a| a.replace(context.is_some()));
-    let mut scope = Scope { active, context: None };
+    with_from(context, None, f)
+}
+
+/// Run `f`, a receiver's decode of a message node `from` sent (`None`: this node's own, or one
+/// it holds as its own), with `context` as the thread's decoding context and `from` as its
+/// [`carrier`]; both restored after, a panic included. (Inlined: once per message, on the
+/// receiving task.)
+#[inline(always)]
+pub(crate) fn with_from<T>(
+    context: Option<&Context>,
+    from: Option<crate::ids::NodeId>,
+    f: impl FnOnce() -> T,
+) -> T {
+    let before = NOW.get();
+    let mut scope = Scope { before, context: None, kept: before.kept };
     if let Some(context) = context {
-        DECODING.with(|d| {
-            let mut d = d.borrow_mut();
-            if !d.as_ref().is_some_and(|c| c.same(context)) {
-                let before = d.replace(context.clone());
+        let key = context.key();
+        if key != before.kept {
+            let replaced = KEPT.with(|k| k.replace(Some(context.clone())));
+            if before.active {
                 // Inside another receiver's decode: its context comes back after.
-                if active {
-                    scope.context = Some(before);
-                }
+                scope.context = Some(replaced);
+            } else {
+                scope.kept = key;
             }
-        });
+        }
+        NOW.set(Now { active: true, carrier: from, kept: key });
+    } else {
+        NOW.set(Now { active: false, carrier: from, kept: before.kept });
     }
     let out = f();
     drop(scope);
@@ -75,34 +105,17 @@ pub(crate) fn with<T>(context: Option<&Context>, f: impl FnOnce() -> T) -> T {
 
 /// The context of the decode running now, if a receiver decodes.
 fn current<T>(get: impl FnOnce(&Context) -> T) -> Option<T> {
-    if !ACTIVE.with(Cell::get) {
+    if !NOW.get().active {
         return None;
     }
-    DECODING.with(|d| d.borrow().as_ref().map(get))
-}
-
-/// Run `f`, the decode of a message node `from` sent (`None`: this node's own, or one it holds
-/// as its own), with `from` as the thread's [`carrier`]; restored after, a panic included.
-/// (Inlined: once per message, on the receiving task.)
-#[inline(always)]
-pub(crate) fn carried_from<T>(from: Option<crate::ids::NodeId>, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<crate::ids::NodeId>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            CARRIER.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(CARRIER.with(|c| c.replace(from)));
-    f()
+    KEPT.with(|k| k.borrow().as_ref().map(get))
 }
 
 /// The node that sent the message a receiver decodes now, if another node did: a reply
 /// handle decoded from it claims itself there too (see `oneshot::Sender`'s `Deserialize`).
 pub(crate) fn carrier() -> Option<crate::ids::NodeId> {
-    if !ACTIVE.with(Cell::get) {
-        return None;
-    }
-    CARRIER.with(Cell::get)
+    let now = NOW.get();
+    now.carrier.filter(|_| now.active)
 }
 
 /// The links of the node decoding now, if a receiver decodes.
@@ -114,4 +127,41 @@ pub(crate) fn peers() -> Option<Weak<Peers>> {
 /// decodes.
 pub(crate) fn node() -> Option<Arc<dyn Any + Send + Sync>> {
     current(|c| c.node.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(tag: u32) -> Context {
+        Context { peers: Weak::new(), node: Arc::new(tag) }
+    }
+
+    fn tag() -> Option<u32> {
+        node().map(|n| *n.downcast_ref::<u32>().expect("a tag"))
+    }
+
+    /// The context and carrier of a decode hold inside it alone, nested decodes included, and
+    /// come back after a panicking one.
+    #[test]
+    fn a_decode_sees_its_own_context_and_carrier_and_nothing_leaks_out() {
+        let (a, b) = (context(1), context(2));
+        assert_eq!((tag(), carrier()), (None, None), "outside any decode");
+        for _ in 0..2 {
+            with_from(Some(&a), Some(7), || {
+                assert_eq!((tag(), carrier()), (Some(1), Some(7)));
+                with_from(Some(&b), None, || assert_eq!((tag(), carrier()), (Some(2), None)));
+                assert_eq!((tag(), carrier()), (Some(1), Some(7)), "the outer decode's again");
+                with(None, || assert_eq!((tag(), carrier()), (None, None)));
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    with_from(Some(&b), Some(9), || panic!("a decode that panics"));
+                }));
+                assert!(caught.is_err());
+                assert_eq!((tag(), carrier()), (Some(1), Some(7)), "after the panic");
+            });
+            assert_eq!((tag(), carrier()), (None, None), "after the decode");
+        }
+        with(Some(&b), || assert_eq!(tag(), Some(2), "another receiver's context"));
+        with(Some(&a), || assert_eq!(tag(), Some(1), "and back"));
+    }
 }

@@ -5,7 +5,7 @@
 //! read by [`read_loop`], which hands each frame up through [`Dispatch`] (the node implements it;
 //! this module does not know the node): data, credit, fences and releases, and requests (Raft RPCs in
 //! order, on a task of their own); answers go to whoever waits for them. If it is the first connection between the two nodes it also becomes the
-//! peer's writer ([`write_loop`]), on both sides: one connection per pair of nodes, both ways.
+//! peer's writer ([`writer::write_loop`]), on both sides: one connection per pair of nodes, both ways.
 //! [`keep_connected`] dials a peer only when something is queued for it and no connection writes
 //! for it. A frame that is too large (the transport's codec checks the length prefix before
 //! anything is allocated) or malformed closes that one connection with a logged reason.
@@ -14,9 +14,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -27,6 +28,7 @@ use crate::link::handshake::{self, Me, PeerHello, Secret, HANDSHAKE_MAX_FRAME};
 use crate::link::peer::{Peer, Peers, WriterClaim};
 use crate::link::transport::{framed, FramedTcp, TlsConfig};
 use crate::link::wire::{self, Frame};
+use crate::link::writer;
 use crate::rpc::{Request, Response};
 use crate::sync::lock;
 use crate::tasks::Tasks;
@@ -299,7 +301,14 @@ async fn run(
     peer: &Arc<Peer>,
     claim: Option<(WriterClaim, Option<(u64, u64)>)>,
 ) -> Result<(), Error> {
-    let (sink, stream) = framed.split();
+    // The reader keeps the codec (and what the handshake read ahead); the writer writes the
+    // frames itself (see `link::writer`).
+    let parts = framed.into_parts();
+    debug_assert!(parts.write_buf.is_empty(), "the handshake flushed what it wrote");
+    let (read, write) = tokio::io::split(parts.io);
+    let mut reading = FramedParts::new::<Bytes>(read, parts.codec);
+    reading.read_buf = parts.read_buf;
+    let stream = Framed::from_parts(reading);
     let resume = claim.as_ref().map(|(_, received)| *received);
     let displaced = claim.as_ref().map(|(c, _)| c.displaced.clone());
     let result = tokio::select! {
@@ -313,40 +322,13 @@ async fn run(
         r = read_loop(core, stream, peer) => r,
         w = async {
             match resume {
-                Some(received) => write_loop(sink, &peer.outbox, received).await,
+                Some(received) => writer::write_loop(write, &peer.outbox, received).await,
                 None => std::future::pending().await,
             }
         } => w,
     };
     drop(claim);
     result
-}
-
-/// Resend what the peer may not have (it said it has `received`), then write whatever the
-/// outbox holds, batched: feed every queued frame, then flush once. Returns when the connection
-/// breaks.
-async fn write_loop(
-    mut sink: futures::stream::SplitSink<FramedTcp, Bytes>,
-    outbox: &crate::link::outbox::Outbox,
-    received: Option<(u64, u64)>,
-) -> Result<(), Error> {
-    let mut frames = outbox.resume(received);
-    if frames.len() > 1 {
-        tracing::debug!(frames = frames.len() - 1, "resending what the peer may not have");
-    }
-    loop {
-        outbox.take(&mut frames);
-        outbox.written(frames.len(), frames.iter().map(Bytes::len).sum());
-        for f in frames.drain(..) {
-            sink.feed(f).await?;
-        }
-        sink.flush().await?;
-        tokio::select! {
-            biased;
-            _ = outbox.ready() => {}
-            _ = outbox.lazy_due() => {}
-        }
-    }
 }
 
 /// Where a connection is in the peer's stream of reliable frames.
@@ -361,7 +343,7 @@ struct Position {
 /// Dispatch every frame the peer sends until the connection closes.
 async fn read_loop(
     core: &Arc<Links>,
-    mut stream: futures::stream::SplitStream<FramedTcp>,
+    mut stream: impl futures::Stream<Item = std::io::Result<bytes::BytesMut>> + Unpin,
     peer: &Arc<Peer>,
 ) -> Result<(), Error> {
     let mut reader = Reader::new(core.clone(), peer.clone());

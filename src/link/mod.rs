@@ -2,8 +2,8 @@
 //!
 //! What travels between two nodes and how: the wire format ([`wire`]), the byte stream and its
 //! framing (`transport`: TCP, optionally TLS), the cookie handshake that every connection passes
-//! first ([`handshake`]), the connections and the loops that read and write them
-//! ([`connection`]), one [`peer`] per other node with its pooled link and request/response
+//! first ([`handshake`]), the connections and the loops that read them ([`connection`]) and
+//! write them ([`writer`]), one [`peer`] per other node with its pooled link and request/response
 //! matching, and each peer's [`outbox`]: the frames queued for it, data frames built in place,
 //! numbered, kept until acknowledged and resent after a reconnect (a message's own bytes, with
 //! the header that may carry its trace context, are laid out by [`envelope`]); and the answers this node
@@ -26,3 +26,4 @@ pub(crate) mod peer;
 pub(crate) mod replies;
 pub(crate) mod transport;
 pub(crate) mod wire;
+pub(crate) mod writer;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use super::per_node::PerNode;
+use super::untold::Untold;
 use crate::ids::NodeId;
 
 /// What a change to a receiver's books asks to send: per node, messages taken and credit
@@ -100,7 +101,7 @@ struct RemoteBooks {
     /// Nodes asked to give unused credit back, not yet answered.
     reclaiming: BTreeSet<NodeId>,
     /// Messages taken per node, not yet told.
-    taken: Vec<(NodeId, u32)>,
+    taken: Untold,
     /// Nodes that left the cluster with credit out or messages taken in and not told, the
     /// latest [`MAX_LEFT`] of them (see [`Left`]). A node that left is no longer in `out`:
     /// nothing is granted or told to it again.
@@ -111,7 +112,7 @@ struct RemoteBooks {
 static NO_REMOTE: RemoteBooks = RemoteBooks {
     wanting: VecDeque::new(),
     reclaiming: BTreeSet::new(),
-    taken: Vec::new(),
+    taken: Untold::new(),
     left: VecDeque::new(),
 };
 
@@ -261,15 +262,58 @@ impl Grants {
         arrival
     }
 
+    /// `n` messages from node `from` arrived together: as `n` calls of [`Grants::arrived`]
+    /// (which say [`Arrival::Credit`] for the first so many, [`Arrival::Left`] for the next,
+    /// and [`Arrival::Refused`] for the rest), booked at once: how many on credit, and how many
+    /// on credit it had when it left.
+    pub(crate) fn arrived_many(&mut self, from: NodeId, n: u32) -> (u32, u32) {
+        let mut credit = 0;
+        if let Some(out) = self.out.get_mut(&from) {
+            credit = (*out).min(n);
+            *out -= credit;
+            self.out_total -= credit;
+        }
+        let mut left = 0;
+        while credit + left < n {
+            let Some(i) = self.remote.left.iter().position(|l| l.node == from && l.credit > 0)
+            else {
+                break;
+            };
+            let l = &mut self.remote.left[i];
+            let k = l.credit.min(n - credit - left);
+            if l.counted {
+                self.out_total -= k;
+            }
+            l.credit -= k;
+            l.owed = l.owed.map(|o| o.saturating_add(k));
+            if l.credit == 0 && l.owed.is_none() {
+                self.remote.left.remove(i);
+            }
+            left += k;
+        }
+        self.held = self.held.saturating_add(credit + left);
+        (credit, left)
+    }
+
     /// The application took (or acknowledged) `n` messages of `from` (`None`: of this node).
     pub(crate) fn taken(&mut self, from: Option<NodeId>, n: u32) {
         self.held = self.held.saturating_sub(n);
         if let Some(from) = from.filter(|f| self.out.contains_key(f)) {
-            match self.remote.taken.iter_mut().find(|(node, _)| *node == from) {
-                Some((_, t)) => *t += n,
-                None => self.remote.taken.push((from, n)),
-            }
+            self.remote.taken.add(from, n);
         }
+    }
+
+    /// Whether [`Grants::settle`] (not `urgent`) would find nothing to do after a take: nothing
+    /// wants (no node, no sender here), less than a batch is free and less than a batch taken
+    /// is untold, and the buffer has not run dry (`idle`). A stream's receiver then skips the
+    /// settle, message after message, and settles once per batch (issue 21: the books cost
+    /// about 150 instructions a message, settled every time).
+    pub(crate) fn quiet(&self, idle: bool) -> bool {
+        if idle || self.local_wants || !self.remote.wanting.is_empty() {
+            return false;
+        }
+        let batch = self.batch();
+        self.free() < batch && self.remote.taken.total < batch
     }
 
     /// Node `from` wants credit. A node that has credit out already asked before a grant reached
@@ -340,7 +384,7 @@ impl Grants {
     pub(crate) fn forget(&mut self, node: NodeId, held: Option<u32>, graceful: bool) {
         // (Still in `out_total` for now: moved from `out` to `left`.)
         let credit = self.out.remove(&node).unwrap_or(0);
-        let told = self.remote.taken.iter().find(|(n, _)| *n == node).map_or(0, |(_, t)| *t);
+        let told = self.remote.taken.of(node);
         let owed = held.map(|h| h.saturating_add(told));
         let before = self.remote.left.iter().position(|l| l.node == node);
         match before.map(|i| &mut self.remote.left[i]) {
@@ -364,7 +408,7 @@ impl Grants {
         if let Some(remote) = self.remote.0.as_mut() {
             remote.wanting.retain(|n| *n != node);
             remote.reclaiming.remove(&node);
-            remote.taken.retain(|(n, _)| *n != node);
+            remote.taken.remove(node);
         }
     }
 
@@ -440,7 +484,7 @@ impl Grants {
     pub(crate) fn flush_taken(&mut self) -> Outgoing {
         let mut out = Outgoing { batch: self.batch(), ..Outgoing::default() };
         if let Some(remote) = self.remote.0.as_mut() {
-            for (node, n) in remote.taken.drain(..) {
+            for (node, n) in remote.taken.drain() {
                 out.add(node, n, 0);
             }
         }
@@ -500,11 +544,11 @@ impl Grants {
                 }
             }
         }
-        let told = self.remote.taken.iter().map(|(_, n)| *n).sum::<u32>();
+        let told = self.remote.taken.total;
         if !self.remote.taken.is_empty()
             && (urgent || told >= self.batch() || !out.is_empty() || idle)
         {
-            for (node, n) in self.remote.taken.drain(..) {
+            for (node, n) in self.remote.taken.drain() {
                 out.add(node, n, 0);
             }
         }

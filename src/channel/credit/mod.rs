@@ -22,6 +22,7 @@ use crate::sync::{lock, HashMap};
 
 mod grants;
 mod per_node;
+mod untold;
 pub(crate) use grants::{Arrival, Grants, Outgoing};
 
 /// This node's credit with one remote receiver.

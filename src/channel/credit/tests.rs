@@ -223,3 +223,105 @@ fn a_receiver_only_its_own_node_sends_to_keeps_no_books_of_other_nodes() {
     assert!(g.has_remote_books(), "made once another node wants");
     assert_eq!(granted(&g.settle(true, None, false), 1), 2);
 }
+
+/// `Grants::quiet` is what lets a receiver skip settling after a take: wherever it says so,
+/// settling finds nothing to send and changes nothing. Two books driven alike, one settled
+/// after every take and one only when not quiet, never part.
+#[test]
+fn books_that_are_quiet_have_nothing_to_settle() {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let (mut every, mut lazy) = (Grants::new(16), Grants::new(16));
+    let mut held: Vec<Option<NodeId>> = Vec::new();
+    let mut quiet_seen = 0;
+    for step in 0..20_000 {
+        let node = 1 + next(3);
+        match next(6) {
+            0 => {
+                every.want(node);
+                lazy.want(node);
+            }
+            1 | 2 => {
+                let (a, b) = (every.arrived(node), lazy.arrived(node));
+                assert_eq!(a, b, "step {step}");
+                if a != Arrival::Refused {
+                    held.push(Some(node));
+                }
+            }
+            3 if every.local() => {
+                assert!(lazy.local(), "step {step}");
+                held.push(None);
+            }
+            3 => assert!(!lazy.local(), "step {step}"),
+            _ if !held.is_empty() => {
+                let from = held.remove(0);
+                every.taken(from, 1);
+                lazy.taken(from, 1);
+                let idle = held.is_empty() || next(8) == 0;
+                let a = every.settle(idle, from, false);
+                if lazy.quiet(idle) {
+                    quiet_seen += 1;
+                    assert!(a.is_empty(), "step {step}: quiet, yet settling sends {a:?}");
+                } else {
+                    let b = lazy.settle(idle, from, false);
+                    assert_eq!((a.credit, a.reclaim), (b.credit, b.reclaim), "step {step}");
+                }
+                if !idle || next(4) == 0 {
+                    continue;
+                }
+                // The buffer ran dry: `next` settles again, idle.
+                let (a, b) = (every.settle(true, None, false), lazy.settle(true, None, false));
+                assert_eq!((a.credit, a.reclaim), (b.credit, b.reclaim), "step {step}");
+            }
+            _ => {}
+        }
+        assert_eq!(every.committed(), lazy.committed(), "step {step}");
+        assert_eq!(every.entries(), lazy.entries(), "step {step}");
+    }
+    assert!(quiet_seen > 1000, "the fast path was taken {quiet_seen} times");
+}
+
+/// A frame's messages booked at once are booked as one by one: on credit, then on the credit
+/// of a node that left, then refused; the books after are the same.
+#[test]
+fn messages_booked_together_are_booked_as_one_by_one() {
+    let mut seen = (0, 0, 0);
+    for graceful in [false, true] {
+        for n in 0..40 {
+            let (mut one, mut many) = (Grants::new(16), Grants::new(16));
+            for g in [&mut one, &mut many] {
+                g.want(1);
+                g.settle(true, None, false);
+                // Node 1 uses 2 of its credit, leaves (with the rest), and comes back wanting.
+                assert_eq!((g.arrived(1), g.arrived(1)), (Arrival::Credit, Arrival::Credit));
+                g.forget(1, Some(0), graceful);
+                g.want(1);
+                g.settle(true, None, false);
+            }
+            let (mut credit, mut left, mut refused) = (0, 0, 0);
+            for _ in 0..n {
+                match one.arrived(1) {
+                    Arrival::Credit if left + refused == 0 => credit += 1,
+                    Arrival::Left if refused == 0 => left += 1,
+                    Arrival::Refused => refused += 1,
+                    other => panic!("{other:?} out of order"),
+                }
+            }
+            assert_eq!(
+                many.arrived_many(1, n),
+                (credit, left),
+                "{n} messages, graceful {graceful}"
+            );
+            seen = (seen.0.max(credit), seen.1.max(left), seen.2.max(refused));
+            assert_eq!(one.committed(), many.committed());
+            assert_eq!(one.entries(), many.entries());
+            assert_eq!(one.out_total(), many.out_total());
+        }
+    }
+    assert!(seen.0 > 0 && seen.1 > 0 && seen.2 > 0, "every kind of arrival: {seen:?}");
+}

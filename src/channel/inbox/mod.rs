@@ -468,7 +468,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                 };
                 let idle = st.buf.is_empty();
-                let out = if token.is_none() {
+                // Settled once per batch: between, nothing would come of it (see
+                // `Grants::quiet`; a closing or detached inbox settles every time).
+                let quiet = st.closing.is_none() && !st.detached && st.grants.quiet(idle);
+                let out = if token.is_none() && !quiet {
                     self.settle_books(&mut st, idle, from, false)
                 } else {
                     Outgoing::default()
@@ -508,18 +511,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     let header = envelope::split(&msg);
                     let (traceparent, at) = header.as_ref().map_or((None, 0), |h| *h);
                     let body = &msg[at..];
-                    let decode = || decoding::carried_from(from, || rmp_serde::from_slice(body));
-                    let decoded =
-                        decoding::with(self.owner.get().map(owner::Owner::context), || {
-                            // (A broadcast copy is never delivered again: not gated.)
-                            if token.is_some() && !copy {
-                                let (decoded, g) = oneshot::gated(decode);
-                                gates = g;
-                                decoded
-                            } else {
-                                decode()
-                            }
-                        });
+                    let decode = || rmp_serde::from_slice(body);
+                    let context = self.owner.get().map(owner::Owner::context);
+                    let decoded = decoding::with_from(context, from, || {
+                        // (A broadcast copy is never delivered again: not gated.)
+                        if token.is_some() && !copy {
+                            let (decoded, g) = oneshot::gated(decode);
+                            gates = g;
+                            decoded
+                        } else {
+                            decode()
+                        }
+                    });
                     match decoded {
                         Ok(v) => {
                             received = trace::received(traceparent, self.route.label());

@@ -166,15 +166,20 @@ impl<T> fmt::Debug for Sender<T> {
 /// sender then waits for the next), and yielding less often than tokio's channels do keeps
 /// those writes large.
 async fn spend_budget(route: &ChannelRoute) {
-    thread_local!(static REMOTE_SENDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
-    let spend = route.has_local()
-        || REMOTE_SENDS.with(|n| {
-            let next = n.get().wrapping_add(1);
-            n.set(next);
-            next % REMOTE_SENDS_PER_UNIT == 0
-        });
-    if spend {
+    if spends(route) {
         tokio::task::coop::consume_budget().await;
+    }
+}
+
+/// Whether this message spends a unit of the budget (see [`spend_budget`]). Checked before the
+/// await: a message that spends none makes no future.
+#[inline]
+fn spends(route: &ChannelRoute) -> bool {
+    thread_local!(static REMOTE_SENDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+    route.has_local() || {
+        let next = REMOTE_SENDS.get().wrapping_add(1);
+        REMOTE_SENDS.set(next);
+        next.is_multiple_of(REMOTE_SENDS_PER_UNIT)
     }
 }
 
@@ -233,7 +238,9 @@ where
         if !self.inner.ready_now() && !Box::pin(self.inner.ready()).await {
             return Err(SendError(msg));
         }
-        spend_budget(self.route()).await;
+        if spends(self.route()) {
+            tokio::task::coop::consume_budget().await;
+        }
         let msg = match self.route().try_send(msg) {
             Attempt::Sent => return Ok(()),
             Attempt::Closed(m) => return Err(SendError(m)),

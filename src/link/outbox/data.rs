@@ -11,22 +11,10 @@ use serde::Serialize;
 use super::{Gate, Inner, Kept, Open, Outbox, PushError};
 use crate::ids::EndpointId;
 use crate::link::envelope;
-use crate::link::wire::VERSION;
+use crate::link::wire::data_header;
 
 /// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
 pub(super) const DATA_FRAME_TARGET: usize = 64 * 1024;
-
-/// Header of a data frame up to the message count:
-/// `[VERSION, {"Data": {"to": <u64>, "copies": <bool>, "msgs": [`.
-pub(super) const fn data_header(to: EndpointId, copies: bool) -> [u8; 34] {
-    let t = to.to_be_bytes();
-    let c = if copies { 0xc3 } else { 0xc2 };
-    [
-        0x92, VERSION, 0x81, 0xa4, b'D', b'a', b't', b'a', 0x83, 0xa2, b't', b'o', 0xcf, t[0],
-        t[1], t[2], t[3], t[4], t[5], t[6], t[7], 0xa6, b'c', b'o', b'p', b'i', b'e', b's', c,
-        0xa4, b'm', b's', b'g', b's',
-    ]
-}
 
 impl Open {
     pub(super) fn new(to: EndpointId, broadcast: bool) -> Self {
@@ -59,7 +47,9 @@ impl Inner {
     /// The index of the frame being filled for `to` with messages of kind `broadcast`, opening
     /// one if needed (a full one, or one of the other kind, is queued first: messages for one
     /// receiver stay in order).
+    #[inline]
     pub(super) fn open_for(&mut self, to: EndpointId, broadcast: bool) -> usize {
+        // (The common case inlined: the frame is open, of this kind, with room.)
         match self.open.iter().position(|o| o.to == to) {
             Some(i)
                 if self.open[i].buf.len() < DATA_FRAME_TARGET
@@ -67,6 +57,15 @@ impl Inner {
             {
                 i
             }
+            found => self.open_new(found, to, broadcast),
+        }
+    }
+
+    /// [`Inner::open_for`] when `to` has no frame open that takes the message (`at`: the one
+    /// it has, full or of the other kind).
+    #[inline(never)]
+    fn open_new(&mut self, at: Option<usize>, to: EndpointId, broadcast: bool) -> usize {
+        match at {
             Some(i) => {
                 let done = std::mem::replace(&mut self.open[i], Open::new(to, broadcast));
                 self.queue_data(done);
@@ -82,6 +81,7 @@ impl Inner {
     /// Append one message to `to`'s frame, written by `write` after a bin32 header. A message
     /// that would take the frame over `max` starts a frame of its own; one that is too large even
     /// alone is refused, leaving everything as it was.
+    #[inline]
     pub(super) fn append(
         &mut self,
         to: EndpointId,
@@ -132,6 +132,7 @@ impl Outbox {
     /// Encode `msg` for receiver `to`, unless `closed` is set; its encoded size. `closed` is read
     /// under the outbox lock, and [`Outbox::push_frame`] of a fence takes the same lock after the
     /// flag is set, so no message can slip in behind a channel's fence.
+    #[inline]
     pub(crate) fn push_data<'g, T: Serialize>(
         &self,
         to: EndpointId,
@@ -159,6 +160,7 @@ impl Outbox {
         })
     }
 
+    #[inline]
     fn push_encoding(
         &self,
         to: EndpointId,

@@ -300,6 +300,7 @@ impl Outbox {
     }
 
     /// Run `add` under the lock unless `closed`, and wake the writer if the outbox was empty.
+    #[inline]
     fn push(
         &self,
         gate: Gate<'_>,

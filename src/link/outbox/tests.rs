@@ -116,7 +116,7 @@ fn a_new_connection_resends_what_the_peer_has_not_acknowledged() {
     assert!(matches!(decode(&again[0]), Ok(Frame::Resume { from: 1, .. })));
     assert_eq!(again.len(), 3);
     let Frame::Data { msgs, .. } = decode(&again[1]).unwrap() else { panic!("not data") };
-    assert_eq!(rmp_serde::from_slice::<u8>(msgs[0]).unwrap(), 1);
+    assert_eq!(rmp_serde::from_slice::<u8>(msgs.iter().next().unwrap()).unwrap(), 1);
     // A peer that knows another stream of this node's gets everything kept.
     assert_eq!(out.resume(Some((out.stream ^ 1, 3))).len(), 3);
     out.acknowledged(out.stream, 3);
@@ -208,8 +208,9 @@ mod properties {
     use crate::link::wire::{decode, Frame};
 
     proptest! {
-    /// Data frames built in place by the outbox decode, through serde, to the messages
-    /// pushed, in order, whatever their bytes and sizes.
+    /// Data frames built in place by the outbox decode to the messages pushed, in order,
+    /// whatever their bytes and sizes: read in place (the wire's fast path) and through serde
+    /// alike.
     #[test]
     fn data_frames_carry_exactly_the_messages_pushed(
         msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..40),
@@ -227,10 +228,16 @@ mod properties {
         out.take(&mut frames);
         let mut got = Vec::new();
         for f in &frames {
+            let by_serde: (u8, Frame<'_>) = rmp_serde::from_slice(f).expect("serde decodes it");
+            let Frame::Data { msgs: serde_msgs, .. } = by_serde.1 else { panic!("not data") };
             match decode(f).expect("a data frame decodes") {
                 Frame::Data { to: t, copies: c, msgs } => {
                     prop_assert_eq!((t, c), (to, copies));
-                    for m in msgs {
+                    let in_place = matches!(msgs, crate::link::wire::DataMsgs::Packed { .. });
+                    prop_assert!(in_place, "read in place");
+                    prop_assert_eq!(msgs.len(), serde_msgs.len());
+                    prop_assert!(msgs.iter().eq(serde_msgs.iter()), "read alike");
+                    for m in msgs.iter() {
                         let b: serde_bytes::ByteBuf = rmp_serde::from_slice(m).expect("a message");
                         got.push(b.into_vec());
                     }
