@@ -475,9 +475,10 @@ impl Drop for NatsServer {
 
 pub(crate) fn run(args: Args) -> Result<(), Error> {
     if let Some(n) = args.instructions {
+        // (A ping-pong's round trips are its messages here: its count is per round trip.)
         let ctx = |count| Ctx {
             count,
-            round_trips: args.round_trips,
+            round_trips: usize::try_from(count).unwrap_or(usize::MAX),
             registrations: args.registrations,
             nats_url: None,
         };

@@ -11,10 +11,11 @@ fn granted(out: &Outgoing, node: NodeId) -> u32 {
 
 #[test]
 fn one_sending_node_gets_the_whole_window_and_keeps_it_while_it_streams() {
-    let mut g = Grants::new(8);
+    // (A batch is a quarter of the capacity: 4.)
+    let mut g = Grants::new(16);
     g.want(1);
-    assert_eq!(granted(&g.settle(true, None, false), 1), 8);
-    for _ in 0..8 {
+    assert_eq!(granted(&g.settle(true, None, false), 1), 16);
+    for _ in 0..16 {
         assert_eq!(g.arrived(1), Arrival::Credit);
     }
     assert!(!g.local(), "a sender on the receiver's node finds no room");

@@ -4,7 +4,9 @@
 //! what a message costs it (start-up, connecting and shutting down cancel out). By default
 //! dchan 1->1 beside the raw TCP baseline that carries the same rmp-serde structs batched, the
 //! ceiling of dchan's path (`suite/run --instructions`, `--instructions 50000` for another N,
-//! `--only` for other measurements).
+//! `--only` for other measurements). A ping-pong's messages are its round trips, each worker's
+//! count over both directions; it also runs a tenth more to warm up, so its figure is that of
+//! 1.1 round trips (the same for every ping-pong row: their ratios hold).
 
 use std::collections::BTreeMap;
 

@@ -356,6 +356,10 @@ impl Sim {
             }
             self.ack_all();
             self.check();
+            // What arrived may have settled a node starting over (its last answer): it fences
+            // now, as it does once settled (the loop ended a step early, with that fence never
+            // sent: seed 8695, once a batch was a quarter of the capacity).
+            self.finish_close();
             if self.links().is_empty() {
                 break;
             }
