@@ -13,6 +13,8 @@
 //! decodes them. Links number and resend every frame but their own and Raft's (see
 //! [`Frame::is_reliable`]).
 
+mod control;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{EndpointId, NodeId};
@@ -387,6 +389,9 @@ pub(crate) enum FrameError {
 
 /// Encode a control frame (everything but data, which [`crate::link::outbox`] builds in place).
 pub(crate) fn encode(frame: &Frame<'_>) -> bytes::Bytes {
+    if let Some(fixed) = control::write(frame) {
+        return fixed;
+    }
     let mut out = Vec::with_capacity(64);
     // Writing into a Vec cannot fail, and every frame type serializes.
     if let Err(e) = rmp_serde::encode::write_named(&mut out, &(VERSION, frame)) {
@@ -405,6 +410,9 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Frame<'_>, FrameError> {
     }
     if let Some(frame) = packed_data(buf) {
         return frame;
+    }
+    if let Some(frame) = control::read(buf) {
+        return Ok(frame);
     }
     let (_, frame): (u8, Frame<'_>) =
         rmp_serde::from_slice(buf).map_err(|e| FrameError::Malformed(e.to_string()))?;
