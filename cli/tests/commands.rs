@@ -91,9 +91,20 @@ fn a_killed_recv_loses_nothing_it_had_not_printed() {
 #[test]
 fn status_shows_members_and_channels_and_watch_follows_changes() {
     let (_nodes, addr) = cluster(2);
-    let (code, out, err) = run(&["status", "--json", "--join", &addr], "");
-    assert_eq!(code, Some(0), "{err:?}");
-    let v: serde_json::Value = serde_json::from_str(&out[0]).expect("one JSON object");
+    // A node that joined is a learner until the leader has heard it answer (a ping) and
+    // promoted it: status says so meanwhile. Asked again until both vote (bounded).
+    let deadline = Instant::now() + DEADLINE;
+    let v = loop {
+        let (code, out, err) = run(&["status", "--json", "--join", &addr], "");
+        assert_eq!(code, Some(0), "{err:?}");
+        let v: serde_json::Value = serde_json::from_str(&out[0]).expect("one JSON object");
+        let voters = v["members"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["role"] == "voter").count());
+        if voters == 2 || Instant::now() > deadline {
+            break v;
+        }
+    };
     let members = v["members"].as_array().expect("members");
     assert_eq!(members.len(), 2, "{v}");
     assert!(members.iter().all(|m| m["reachable"] == true && m["role"] == "voter"), "{v}");

@@ -26,6 +26,9 @@ pub(crate) struct Context {
 struct Now {
     /// Whether a receiver decodes now: outside one, a handle has no node.
     active: bool,
+    /// Whether any decode (a receiver's, or one without a context) runs now: one inside it
+    /// that replaces [`KEPT`] puts it back after.
+    inside: bool,
     /// The node that sent the message decoded now, if another (see [`carrier`]).
     carrier: Option<crate::ids::NodeId>,
     /// Which context [`KEPT`] holds (see [`Context::key`]), `(0, 0)` for none.
@@ -33,7 +36,8 @@ struct Now {
 }
 
 thread_local! {
-    static NOW: Cell<Now> = const { Cell::new(Now { active: false, carrier: None, kept: (0, 0) }) };
+    static NOW: Cell<Now> =
+        const { Cell::new(Now { active: false, inside: false, carrier: None, kept: (0, 0) }) };
     /// The context of the last receiver that decoded on this thread, kept between decodes so
     /// that a receiver decoding message after message clones nothing per message.
     static KEPT: RefCell<Option<Context>> = const { RefCell::new(None) };
@@ -87,16 +91,17 @@ pub(crate) fn with_from<T>(
         let key = context.key();
         if key != before.kept {
             let replaced = KEPT.with(|k| k.replace(Some(context.clone())));
-            if before.active {
-                // Inside another receiver's decode: its context comes back after.
+            if before.inside {
+                // Inside another decode (with a context, or one without inside one with): the
+                // context it had comes back after, or what it decodes next would get this one.
                 scope.context = Some(replaced);
             } else {
                 scope.kept = key;
             }
         }
-        NOW.set(Now { active: true, carrier: from, kept: key });
+        NOW.set(Now { active: true, inside: true, carrier: from, kept: key });
     } else {
-        NOW.set(Now { active: false, carrier: from, kept: before.kept });
+        NOW.set(Now { active: false, inside: true, carrier: from, kept: before.kept });
     }
     let out = f();
     drop(scope);
@@ -163,5 +168,12 @@ mod tests {
         }
         with(Some(&b), || assert_eq!(tag(), Some(2), "another receiver's context"));
         with(Some(&a), || assert_eq!(tag(), Some(1), "and back"));
+        // A decode without a context between two with (a message received from an inbox with
+        // no owner, inside a decode, holding one received from an owned inbox).
+        with(Some(&a), || {
+            with(None, || with(Some(&b), || assert_eq!(tag(), Some(2))));
+            assert_eq!(tag(), Some(1), "the outer decode's context after the inner ones");
+        });
+        with(Some(&a), || assert_eq!(tag(), Some(1), "and in the next decode"));
     }
 }

@@ -6,8 +6,9 @@
 //! `LengthDelimitedCodec` reads). Over plain TCP each length and frame are handed to the socket
 //! where they lie, many frames to one vectored write: nothing is copied on the way (the codec's
 //! sink copied every frame into its buffer first: about 110 instructions a message, counted by
-//! callgrind; issue 21). TLS takes no vectored writes (rustls copies into its records anyway):
-//! there the frames are gathered into one buffer, as the codec did.
+//! callgrind; issue 21). TLS takes them too (tokio-rustls copies the slices into its records);
+//! a stream that takes no vectored writes gets the frames gathered into one buffer, as the
+//! codec did.
 
 use std::io::IoSlice;
 
@@ -40,7 +41,8 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         outbox.take(&mut frames);
         outbox.written(frames.len(), frames.iter().map(Bytes::len).sum());
-        let max = outbox.max_frame();
+        // (The length prefix is 32 bits, whatever the limit says.)
+        let max = outbox.max_frame().min(u32::MAX as usize);
         if let Some(f) = frames.iter().find(|f| f.len() > max) {
             // (The outbox queues none: this is the codec's own check, kept.)
             return Err(Error::codec(format!("a {}-byte frame, over the limit of {max}", f.len())));

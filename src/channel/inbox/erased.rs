@@ -53,10 +53,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             let (credit, left) = st.grants.arrived_many(from, u32::try_from(n).unwrap_or(u32::MAX));
             let taken_in = (credit + left) as usize;
             st.buf.reserve(taken_in);
+            let mut pushed = 0;
             for (i, msg) in msgs.take(taken_in).enumerate() {
                 let from = (i < credit as usize).then_some(from);
                 st.buf.push_back(Item::Encoded { from, msg, copy: copies });
+                pushed += 1;
             }
+            debug_assert_eq!(pushed, taken_in, "an iterator whose exact size was not");
             refused = n - taken_in;
         } else {
             for msg in msgs {
