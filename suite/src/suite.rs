@@ -38,6 +38,10 @@ pub(crate) struct Args {
     /// beside the rmp-serde batched TCP baseline, or what `--only` names.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20000")]
     instructions: Option<u64>,
+    /// Capacity of dchan's receivers across processes (dchan's default, 1024, unless given:
+    /// with credit granted a quarter at a time, it bounds what a sender has in flight).
+    #[arg(long, default_value_t = 1024)]
+    capacity: usize,
 }
 
 /// Timeout of one throughput measurement.
@@ -55,6 +59,8 @@ struct Measure {
 /// What the measurements share.
 struct Ctx {
     count: u64,
+    /// Capacity of dchan's receivers across processes.
+    capacity: usize,
     round_trips: usize,
     registrations: usize,
     nats_url: Option<String>,
@@ -142,8 +148,10 @@ struct Flow<'a> {
     mode: Mode,
     tls: bool,
     metrics: bool,
+    capacity: usize,
 }
 
+#[expect(clippy::too_many_arguments, reason = "one call per measurement, each a line")]
 fn dchan_flow(
     receivers_per_node: &[usize],
     senders: usize,
@@ -152,14 +160,24 @@ fn dchan_flow(
     mode: Mode,
     round: usize,
     name: &str,
+    capacity: usize,
 ) -> Result<Outcome, Error> {
-    let flow =
-        Flow { receivers_per_node, senders, per_sender, size, mode, tls: false, metrics: false };
+    let flow = Flow {
+        receivers_per_node,
+        senders,
+        per_sender,
+        size,
+        mode,
+        tls: false,
+        metrics: false,
+        capacity,
+    };
     dchan_flow_with(&flow, round, name)
 }
 
 fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome, Error> {
-    let Flow { receivers_per_node, senders, per_sender, size, mode, tls, metrics } = *flow;
+    let Flow { receivers_per_node, senders, per_sender, size, mode, tls, metrics, capacity } =
+        *flow;
     let tls = if tls { Some(tls_files()?) } else { None };
     let channel = format!("{name}-{round}");
     let all: usize = receivers_per_node.iter().sum();
@@ -178,7 +196,7 @@ fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome,
         size,
         mode,
         wait_for: all,
-        capacity: 1024,
+        capacity,
         expect: each * receivers as u64,
         tls: tls.clone(),
         metrics,
@@ -229,7 +247,10 @@ fn measures() -> Vec<Measure> {
             }),
         );
     }
-    add("dchan 1->1", Box::new(|c, r| dchan_flow(&[1], 1, c.count, 64, Mode::Queue, r, "one")));
+    add(
+        "dchan 1->1",
+        Box::new(|c, r| dchan_flow(&[1], 1, c.count, 64, Mode::Queue, r, "one", c.capacity)),
+    );
     for (name, tls, metrics, channel) in
         [("dchan 1->1 tls", true, false, "tls"), ("dchan 1->1 metrics", false, true, "metrics")]
     {
@@ -244,6 +265,7 @@ fn measures() -> Vec<Measure> {
                     mode: Mode::Queue,
                     tls,
                     metrics,
+                    capacity: c.capacity,
                 };
                 dchan_flow_with(&flow, r, channel)
             }),
@@ -251,19 +273,23 @@ fn measures() -> Vec<Measure> {
     }
     add(
         "dchan 1->1 1 KiB",
-        Box::new(|c, r| dchan_flow(&[1], 1, c.count / 4, 1024, Mode::Queue, r, "kib")),
+        Box::new(|c, r| dchan_flow(&[1], 1, c.count / 4, 1024, Mode::Queue, r, "kib", c.capacity)),
     );
     add(
         "dchan queue 1->2",
-        Box::new(|c, r| dchan_flow(&[1, 1], 1, c.count, 64, Mode::Queue, r, "two")),
+        Box::new(|c, r| dchan_flow(&[1, 1], 1, c.count, 64, Mode::Queue, r, "two", c.capacity)),
     );
     add(
         "dchan queue 4->4",
-        Box::new(|c, r| dchan_flow(&[2, 2], 4, c.count / 4, 64, Mode::Queue, r, "four")),
+        Box::new(|c, r| {
+            dchan_flow(&[2, 2], 4, c.count / 4, 64, Mode::Queue, r, "four", c.capacity)
+        }),
     );
     add(
         "dchan broadcast 3",
-        Box::new(|c, r| dchan_flow(&[1, 1, 1], 1, c.count, 64, Mode::Broadcast, r, "all")),
+        Box::new(|c, r| {
+            dchan_flow(&[1, 1, 1], 1, c.count, 64, Mode::Broadcast, r, "all", c.capacity)
+        }),
     );
     // NATS core.
     fn nats(c: &Ctx) -> Result<String, Error> {
@@ -478,6 +504,7 @@ pub(crate) fn run(args: Args) -> Result<(), Error> {
         // (A ping-pong's round trips are its messages here: its count is per round trip.)
         let ctx = |count| Ctx {
             count,
+            capacity: args.capacity,
             round_trips: usize::try_from(count).unwrap_or(usize::MAX),
             registrations: args.registrations,
             nats_url: None,
@@ -505,6 +532,7 @@ pub(crate) fn run(args: Args) -> Result<(), Error> {
     };
     let ctx = Ctx {
         count: args.count,
+        capacity: args.capacity,
         round_trips: args.round_trips,
         registrations: args.registrations,
         nats_url,
