@@ -12,7 +12,7 @@ use crate::ids::{EndpointId, NodeId};
 use crate::rpc::{Request, Response};
 
 /// Messages of one data frame, as they are read.
-pub(crate) type Msgs<'a> = &'a mut dyn Iterator<Item = Bytes>;
+pub(crate) type Msgs<'a> = &'a mut dyn ExactSizeIterator<Item = Bytes>;
 
 /// The frames of the message path, from node `from`, in the order its link delivers them.
 pub(crate) trait Frames: Send + Sync {

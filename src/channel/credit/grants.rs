@@ -64,6 +64,7 @@ struct Left {
 }
 
 /// How a message from another node was taken in ([`Grants::arrived`]).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arrival {
     /// On the credit the node holds: its sending node is told when it is taken.
@@ -236,7 +237,10 @@ impl Grants {
 
     /// A message from node `from` arrived: on its credit ([`Arrival::Credit`]), on credit it had
     /// when it left ([`Arrival::Left`]), or without credit ([`Arrival::Refused`]: a peer that
-    /// sends beyond its credit breaks the protocol, and the message is not taken in).
+    /// sends beyond its credit breaks the protocol, and the message is not taken in). One at a
+    /// time, the reference that [`Grants::arrived_many`], which the inbox calls, is checked
+    /// against.
+    #[cfg(test)]
     pub(crate) fn arrived(&mut self, from: NodeId) -> Arrival {
         let arrival = match self.out.get_mut(&from) {
             Some(n) if *n > 0 => {
@@ -266,10 +270,10 @@ impl Grants {
         arrival
     }
 
-    /// `n` messages from node `from` arrived together: as `n` calls of [`Grants::arrived`]
-    /// (which say [`Arrival::Credit`] for the first so many, [`Arrival::Left`] for the next,
-    /// and [`Arrival::Refused`] for the rest), booked at once: how many on credit, and how many
-    /// on credit it had when it left.
+    /// `n` messages from node `from` arrived together, booked at once: how many of them (the
+    /// first) came on its credit, and how many (the next) on credit it had when it left; the
+    /// rest came without credit (a peer that sends beyond its credit breaks the protocol) and
+    /// are not taken in. As `n` arrivals one by one (checked against them in the tests).
     pub(crate) fn arrived_many(&mut self, from: NodeId, n: u32) -> (u32, u32) {
         let mut credit = 0;
         if let Some(out) = self.out.get_mut(&from) {

@@ -23,7 +23,9 @@ use crate::sync::{lock, HashMap};
 mod grants;
 mod per_node;
 mod untold;
-pub(crate) use grants::{Arrival, Grants, Outgoing};
+#[cfg(test)]
+pub(crate) use grants::Arrival;
+pub(crate) use grants::{Grants, Outgoing};
 
 /// This node's credit with one remote receiver.
 #[derive(Debug, Default)]

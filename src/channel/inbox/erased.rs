@@ -11,7 +11,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{ErasedInbox, Inbox, Item, Refused};
-use crate::channel::credit::Arrival;
 use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
 
@@ -24,7 +23,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         &self.route
     }
 
-    fn push_remote(&self, from: NodeId, copies: bool, msgs: &mut dyn Iterator<Item = Bytes>) {
+    fn push_remote(
+        &self,
+        from: NodeId,
+        copies: bool,
+        msgs: &mut dyn ExactSizeIterator<Item = Bytes>,
+    ) {
         let mut st = self.lock();
         if !st.detached && st.ended && st.owes(from) {
             // Not taken in, and not released yet: a release would have the node deliver again
@@ -44,38 +48,20 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             self.release_to([from]);
             return;
         }
-        let mut refused = 0usize;
-        let (n, exactly) = msgs.size_hint();
-        if exactly == Some(n) {
-            // Booked at once (a frame's messages: about 40 instructions a message, booked one
-            // by one), then buffered in order: those on credit, then those on credit it had
-            // when it left (held as this node's own, as below); the rest are refused.
-            let (credit, left) = st.grants.arrived_many(from, u32::try_from(n).unwrap_or(u32::MAX));
-            let taken_in = (credit + left) as usize;
-            st.buf.reserve(taken_in);
-            let mut pushed = 0;
-            for (i, msg) in msgs.take(taken_in).enumerate() {
-                let from = (i < credit as usize).then_some(from);
-                st.buf.push_back(Item::Encoded { from, msg, copy: copies });
-                pushed += 1;
-            }
-            debug_assert_eq!(pushed, taken_in, "an iterator whose exact size was not");
-            refused = n - taken_in;
-        } else {
-            for msg in msgs {
-                match st.grants.arrived(from) {
-                    Arrival::Credit => {
-                        st.buf.push_back(Item::Encoded { from: Some(from), msg, copy: copies });
-                    }
-                    // Sent before its node left: held as this node's own (its taking is told to
-                    // nobody, and if the receiver goes, this node delivers it elsewhere).
-                    Arrival::Left => {
-                        st.buf.push_back(Item::Encoded { from: None, msg, copy: copies });
-                    }
-                    Arrival::Refused => refused += 1,
-                }
-            }
+        // Booked at once (a frame's messages: about 40 instructions a message, booked one by
+        // one), then buffered in order: those on credit, then those on credit its node had
+        // when it left (held as this node's own: its taking is told to nobody, and if the
+        // receiver goes, this node delivers it elsewhere); the rest came without credit and
+        // are not taken in.
+        let n = msgs.len();
+        let (credit, left) = st.grants.arrived_many(from, u32::try_from(n).unwrap_or(u32::MAX));
+        let taken_in = (credit + left) as usize;
+        st.buf.reserve(taken_in);
+        for (i, msg) in msgs.take(taken_in).enumerate() {
+            let from = (i < credit as usize).then_some(from);
+            st.buf.push_back(Item::Encoded { from, msg, copy: copies });
         }
+        let refused = n - taken_in;
         st.wake();
         drop(st);
         if refused > 0 {

@@ -79,9 +79,13 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn id(&self) -> EndpointId;
     fn channel(&self) -> &Arc<ChannelRoute>;
     /// Messages from node `from`, in order, sent on credit this inbox granted (broadcast
-    /// copies, if `copies`). An exact `size_hint` must be true: the messages are then booked
-    /// together, before they are read.
-    fn push_remote(&self, from: NodeId, copies: bool, msgs: &mut dyn Iterator<Item = Bytes>);
+    /// copies, if `copies`), booked together before they are read (hence their exact count).
+    fn push_remote(
+        &self,
+        from: NodeId,
+        copies: bool,
+        msgs: &mut dyn ExactSizeIterator<Item = Bytes>,
+    );
     /// An encoded message from this node: a broadcast copy (`copy`), or (`rerouted`) a message
     /// another receiver did not take, which was sent before any close and so is taken until the
     /// inbox has ended.

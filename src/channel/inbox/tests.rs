@@ -59,7 +59,7 @@ fn a_detached_inbox_hands_back_only_its_own_nodes_messages() {
     let inbox = inbox(4);
     inbox.try_push(1).expect("room");
     inbox.offer(&[7]);
-    inbox.push_remote(7, false, &mut (2..4).map(encoded));
+    inbox.push_remote(7, false, &mut (2..4u32).map(|n| encoded(n.into())));
     let mine = inbox.hand_over(false).expect("first detach");
     let got: Vec<u64> = mine.iter().map(|b| rmp_serde::from_slice(b).unwrap()).collect();
     assert_eq!(got, [1], "node 7 delivers its own elsewhere");
@@ -104,7 +104,7 @@ fn messages_beyond_a_nodes_credit_are_not_taken_in() {
     inbox.push_remote(9, false, &mut [encoded(1)].into_iter());
     assert_eq!(inbox.buffered(), 0, "no credit was granted to node 9");
     inbox.offer(&[7]);
-    inbox.push_remote(7, false, &mut (2..6).map(encoded));
+    inbox.push_remote(7, false, &mut (2..6u32).map(|n| encoded(n.into())));
     assert_eq!(inbox.buffered(), 2, "node 7 had credit for 2");
     assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
@@ -128,7 +128,7 @@ fn an_ended_inbox_takes_nothing_more() {
 fn a_node_back_as_a_new_incarnation_is_answered_what_was_taken_in_and_told_nothing_more() {
     let inbox = inbox(8);
     inbox.offer(&[7]);
-    inbox.push_remote(7, false, &mut (1..5).map(encoded));
+    inbox.push_remote(7, false, &mut (1..5u32).map(|n| encoded(n.into())));
     assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
     // Removed: one taken and not yet told, three held; they are this node's to deliver now.
     inbox.node_left(7, false, false);
@@ -158,7 +158,7 @@ fn a_broadcast_copy_of_a_node_that_left_is_not_delivered_elsewhere_either() {
     // elsewhere (the switchboard simulation's seed 269126 took a copy twice).
     let inbox = inbox(8);
     inbox.offer(&[7]);
-    inbox.push_remote(7, true, &mut (1..3).map(encoded));
+    inbox.push_remote(7, true, &mut (1..3u32).map(|n| encoded(n.into())));
     inbox.push_remote(7, false, &mut [encoded(3)].into_iter());
     let _ = inbox.node_left(7, false, false);
     let mine = inbox.detach(false).expect("detached once");

@@ -43,7 +43,7 @@ impl Switchboard {
         from: NodeId,
         to: EndpointId,
         copies: bool,
-        msgs: impl Iterator<Item = Bytes>,
+        msgs: impl ExactSizeIterator<Item = Bytes>,
     ) {
         let mut msgs = msgs;
         match self.inbox(to) {

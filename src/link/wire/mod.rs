@@ -268,6 +268,8 @@ impl<'a> Iterator for MsgsIter<'a, '_> {
     }
 }
 
+impl ExactSizeIterator for MsgsIter<'_, '_> {}
+
 impl Serialize for DataMsgs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.iter().map(serde_bytes::Bytes::new))
