@@ -53,7 +53,7 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Queue)]
     mode: Mode,
     /// Each receiver's capacity.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = dchan::DEFAULT_CAPACITY)]
     capacity: usize,
     /// The channel (default: a new one per run).
     #[arg(long)]

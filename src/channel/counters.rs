@@ -45,6 +45,16 @@ impl Counters {
         }
     }
 
+    /// `n` copies of a broadcast placed, `bytes` of them encoded for other nodes.
+    pub(crate) fn sent_many(&self, n: u64, bytes: usize) {
+        if n > 0 {
+            self.sent.fetch_add(n, Ordering::Relaxed);
+        }
+        if bytes > 0 {
+            self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
     /// A message taken by a receiver of this node.
     pub(crate) fn received(&self) {
         self.received.0.fetch_add(1, Ordering::Relaxed);

@@ -10,6 +10,7 @@
 //! on [`ChannelRoute::wait`], woken when a receiver frees room, an ack returns credit, or the
 //! targets change.
 
+mod copies;
 mod departed;
 mod discard;
 mod rare;
@@ -364,6 +365,7 @@ impl ChannelRoute {
     }
 
     /// The ids of the receivers right now.
+    #[cfg(test)]
     pub(crate) fn target_ids(&self) -> Vec<EndpointId> {
         self.read().iter().map(Target::id).collect()
     }
@@ -508,7 +510,9 @@ impl ChannelRoute {
         let closed = if rerouted { &NEVER_CLOSED } else { &self.closed };
         let targets = self.read();
         let n = targets.len();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) as usize;
+        // (A broadcast copy is for one receiver: no turn to take.)
+        let start =
+            if only.is_some() { 0 } else { self.cursor.fetch_add(1, Ordering::Relaxed) as usize };
         let mut any = false;
         // Receivers tried, and of those, local ones that have ended.
         let (mut considered, mut ended) = (0usize, 0usize);

@@ -157,22 +157,15 @@ impl<T> fmt::Debug for Sender<T> {
     }
 }
 
-/// Spend tokio's cooperative budget for one message, as tokio's channels do, so that a loop of
-/// sends that never waits (receivers keep up) still yields to the node's tasks and the
-/// application's others. A hand-off on this node spends a unit per message. A message for
-/// another node spends a unit every [`REMOTE_SENDS_PER_UNIT`] messages: the connection's writer,
-/// on this thread, sends what is queued each time the task yields, so yielding lets the data go
-/// out while the sender goes on (without it, a window of credit goes out in one burst and the
-/// sender then waits for the next), and yielding less often than tokio's channels do keeps
-/// those writes large.
-async fn spend_budget(route: &ChannelRoute) {
-    if spends(route) {
-        tokio::task::coop::consume_budget().await;
-    }
-}
-
-/// Whether this message spends a unit of the budget (see [`spend_budget`]). Checked before the
-/// await: a message that spends none makes no future.
+/// Whether this message spends a unit of tokio's cooperative budget, as tokio's channels do, so
+/// that a loop of sends that never waits (receivers keep up) still yields to the node's tasks
+/// and the application's others (`send` and `broadcast` then `consume_budget().await`; checked
+/// before the await: a message that spends none makes no future). A hand-off on this node
+/// spends a unit per message. A message for another node spends a unit every
+/// [`REMOTE_SENDS_PER_UNIT`] messages: the connection's writer, on this thread, sends what is
+/// queued each time the task yields, so yielding lets the data go out while the sender goes on
+/// (without it, a window of credit goes out in one burst and the sender then waits for the
+/// next), and yielding less often than tokio's channels do keeps those writes large.
 #[inline]
 fn spends(route: &ChannelRoute) -> bool {
     thread_local!(static REMOTE_SENDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
@@ -183,7 +176,7 @@ fn spends(route: &ChannelRoute) -> bool {
     }
 }
 
-/// See [`spend_budget`]: with tokio's budget of 128 units a task, a sender streaming to other
+/// See [`spends`]: with tokio's budget of 128 units a task, a sender streaming to other
 /// nodes yields every 512 messages (measured with `suite/run`: 1, 4 and 16 compared; 4 was best
 /// or level on 1->1, 1->2, 4->4, broadcast and 1 KiB messages).
 const REMOTE_SENDS_PER_UNIT: u32 = 4;
@@ -339,28 +332,47 @@ where
     ///
     /// Cancelling may leave some receivers with a copy and others without.
     pub async fn broadcast(&self, msg: T) -> Result<usize, SendError<T>> {
-        if !self.inner.ready().await {
+        // (As `send`: nothing boxed or awaited unless it waits.)
+        if !self.inner.ready_now() && !Box::pin(self.inner.ready()).await {
             return Err(SendError(msg));
         }
         let route = self.route();
-        spend_budget(route).await;
-        // (Encoded once for every receiver: after its trace context, if it has one.)
-        let mut bytes = Vec::new();
+        if spends(route) {
+            tokio::task::coop::consume_budget().await;
+        }
+        // (Encoded once for every receiver: after its trace context, if it has one; into room
+        // for as much as the last broadcast of this thread took, grown at most once or twice.)
+        thread_local!(static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(64) });
+        let mut bytes = Vec::with_capacity(LAST_LEN.get());
         if let Some(tp) = crate::channel::trace::outgoing(route.label()) {
             envelope::put_header(&mut bytes, envelope::TRACEPARENT, &tp);
         }
         let bytes: bytes::Bytes = match rmp_serde::encode::write_named(&mut bytes, &msg) {
-            Ok(()) => bytes.into(),
+            Ok(()) => {
+                LAST_LEN.set(bytes.len());
+                bytes.into()
+            }
             Err(e) => {
                 tracing::error!(channel = %route.label(), error = %e, "message cannot be encoded");
                 crate::channel::oneshot::revive(&msg);
                 return Err(SendError(msg));
             }
         };
-        let mut reached = 0;
+        // Every receiver with room now gets its copy at once; the others, one by one.
+        let copies = route.place_copies(&bytes);
+        let mut reached = copies.reached;
+        if copies.closed {
+            if reached == 0 {
+                // No copy went: the reply handles in it answer again.
+                crate::channel::oneshot::revive(&msg);
+            }
+            return Err(SendError(msg));
+        }
         let mut blocked = None;
-        for id in route.target_ids() {
-            let mut waiting = route.wait_for_room();
+        for id in copies.full {
+            // Made only once this receiver still has no room, then tried again before waiting
+            // (a change between the try and the wait's start is not missed), as `send` does.
+            let mut waiting = None;
             loop {
                 match route.try_send_encoded(&bytes, Some(id), false) {
                     Attempt::Sent => {
@@ -376,10 +388,13 @@ where
                     }
                     // The receiver is gone since the broadcast started: it needs no copy.
                     Attempt::NoReceivers(()) => break,
-                    Attempt::Full(()) => {
-                        blocked.get_or_insert_with(|| route.counters.blocked());
-                        waiting.changed().await;
-                    }
+                    Attempt::Full(()) => match waiting.as_mut() {
+                        None => waiting = Some(route.wait_for_room()),
+                        Some(w) => {
+                            blocked.get_or_insert_with(|| route.counters.blocked());
+                            w.changed().await;
+                        }
+                    },
                 }
             }
         }
