@@ -2,7 +2,10 @@
 //! ready, tell them all to go, read their reports, and stop them all (stdin closed, then killed
 //! if they linger). A [`Run`] stops its workers when dropped, so no measurement leaves one behind.
 //! With [`count_instructions`] set, every worker runs under `valgrind --tool=callgrind`, each
-//! writing its count to a file of its own (see [`crate::instructions`]).
+//! writing its count to a file of its own (see [`crate::instructions`]). With the environment
+//! variable `DCHAN_SUITE_PERF` set to a folder, every worker runs under `perf record` with call
+//! graphs instead, writing `N.data` there (N counts the workers of the whole suite run, in the
+//! order started; the file names are printed on stderr): a profile of both sides of a stream.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -62,7 +65,22 @@ impl Run {
                     .arg(std::env::current_exe()?);
                 c
             }
-            None => Command::new(std::env::current_exe()?),
+            None => match std::env::var_os("DCHAN_SUITE_PERF") {
+                Some(dir) => {
+                    static STARTED: std::sync::atomic::AtomicUsize =
+                        std::sync::atomic::AtomicUsize::new(0);
+                    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let file = std::path::Path::new(&dir).join(format!("{n}.data"));
+                    eprintln!("perf: worker {index} of this run writes {}", file.display());
+                    let mut c = Command::new("perf");
+                    c.args(["record", "-q", "-F", "1999", "--call-graph", "dwarf,16384", "-o"])
+                        .arg(file)
+                        .arg("--")
+                        .arg(std::env::current_exe()?);
+                    c
+                }
+                None => Command::new(std::env::current_exe()?),
+            },
         };
         let mut child = command
             .arg("worker")
@@ -158,9 +176,15 @@ impl Drop for Run {
         for child in &mut self.children {
             drop(child.stdin.take());
         }
-        // (Under callgrind a worker takes far longer to end, and must end by itself to write
-        // its count.)
-        let grace = if callgrind().is_some() { 300 } else { 10 };
+        // (Under callgrind or perf a worker takes longer to end, and must end by itself to
+        // write its file.)
+        let grace = if callgrind().is_some() {
+            300
+        } else if std::env::var_os("DCHAN_SUITE_PERF").is_some() {
+            60
+        } else {
+            10
+        };
         let deadline = Instant::now() + Duration::from_secs(grace);
         for child in &mut self.children {
             loop {

@@ -3,7 +3,9 @@
 //!
 //! Two forms: 64-byte frames fed one per message and flushed at the end, and [`Msg`] structs
 //! encoded with rmp-serde (field names, as dchan does) back to back into frames of up to 64 KiB
-//! that the receiver decodes one by one: the work dchan's data path cannot avoid.
+//! that the receiver decodes one by one: the work dchan's data path cannot avoid. And the
+//! second form to several receiving processes ([`send_many`]): every frame to each (the ceiling
+//! of a broadcast), or frames dealt out in turn (of a work queue).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
@@ -84,6 +86,51 @@ pub(crate) async fn send(
         }
     }
     SinkExt::<Bytes>::flush(&mut frames).await?;
+    Ok(())
+}
+
+/// `count` structs to the receivers at `addrs`, batched as [`send`] does: every frame to each
+/// (`fan_out`: encoded once, as dchan encodes a broadcast once), or each frame to the next
+/// receiver in turn, its messages numbered for that receiver, `count / addrs.len()` each (dealt
+/// a frame at a time: the most a work queue could batch).
+pub(crate) async fn send_many(
+    ctx: &mut Ctx,
+    addrs: &[String],
+    count: u64,
+    fan_out: bool,
+) -> Result<(), Error> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        out.push(FramedWrite::new(stream, codec()));
+    }
+    let n = out.len().max(1);
+    let payload = Bytes::from(vec![0x5a; 64]);
+    let mut buf = BytesMut::with_capacity(2 * FRAME_TARGET);
+    // Messages each receiver gets, and has had so far; whose turn it is.
+    let quota = if fan_out { count } else { count / n as u64 };
+    let (mut sent, mut turn) = (vec![0u64; n], 0);
+    ctx.started().await?;
+    while sent[turn] < quota {
+        while sent[turn] < quota && buf.len() < FRAME_TARGET {
+            let msg = Msg { seq: sent[turn], payload: payload.clone() };
+            rmp_serde::encode::write_named(&mut (&mut buf).writer(), &msg)?;
+            sent[turn] += 1;
+        }
+        let frame = buf.split().freeze();
+        if fan_out {
+            for w in &mut out {
+                w.feed(frame.clone()).await?;
+            }
+        } else {
+            out[turn].feed(frame).await?;
+            turn = (turn + 1) % n;
+        }
+    }
+    for w in &mut out {
+        SinkExt::<Bytes>::flush(w).await?;
+    }
     Ok(())
 }
 

@@ -77,6 +77,9 @@ const TARGETS: &[Target] = &[
     Target::AtLeast("dchan queue 1->2", "nats queue group 2", 5.0),
     Target::AtLeast("dchan queue 4->4", "dchan 1->1", 0.0),
     Target::AtLeast("dchan broadcast 3", "nats fan-out 3", 3.0),
+    // Against the same structs over raw TCP to as many processes: what the machine allows.
+    Target::AtLeast("dchan queue 1->2", "raw tcp rmp dealt to 2", 0.0),
+    Target::AtLeast("dchan broadcast 3", "raw tcp rmp fan-out 3", 0.0),
     Target::AtLeast("dchan same node", "tokio mpsc", 0.9),
     // What serving and publishing metrics costs (issue 20: within 3%).
     Target::AtLeast("dchan same node metrics", "dchan same node", 0.97),

@@ -44,6 +44,10 @@ pub(crate) enum Spec {
     RawRecv { rmp: bool, expect: u64 },
     /// Raw framed TCP: `count` frames of `size` bytes, or `Msg`s batched into 64 KiB frames.
     RawSend { rmp: bool, addr: String, count: u64, size: usize },
+    /// Raw framed TCP to several receivers: `count` `Msg`s batched into 64 KiB frames, every
+    /// frame to each (`fan_out`), or frames dealt out in turn, each receiver's messages numbered
+    /// from 0 (`count` in all).
+    RawSendMany { addrs: Vec<String>, count: u64, fan_out: bool },
     /// Raw framed TCP: echo every frame.
     RawPong,
     /// Raw framed TCP: `rounds` round trips of a `size`-byte frame.

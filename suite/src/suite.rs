@@ -38,9 +38,9 @@ pub(crate) struct Args {
     /// beside the rmp-serde batched TCP baseline, or what `--only` names.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20000")]
     instructions: Option<u64>,
-    /// Capacity of dchan's receivers across processes (dchan's default, 1024, unless given:
+    /// Capacity of dchan's receivers across processes (dchan's default, 4096, unless given:
     /// with credit granted a quarter at a time, it bounds what a sender has in flight).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = dchan::DEFAULT_CAPACITY)]
     capacity: usize,
 }
 
@@ -230,6 +230,27 @@ fn measures() -> Vec<Measure> {
                     |addr| vec![Spec::RawSend { rmp, addr: addr.into(), count, size }],
                     count,
                 )
+            }),
+        );
+    }
+    // The same structs to several receiving processes: the ceiling of a broadcast to 3 (every
+    // frame to each; counted per copy received, as dchan's broadcast is) and of a work queue to 2
+    // (frames dealt out in turn).
+    for (name, receivers, fan_out) in
+        [("raw tcp rmp fan-out 3", 3u64, true), ("raw tcp rmp dealt to 2", 2, false)]
+    {
+        add(
+            name,
+            Box::new(move |c, _| {
+                let count = c.count - c.count % receivers;
+                let each = if fan_out { count } else { count / receivers };
+                let mut run = Run::new();
+                let mut addrs = Vec::new();
+                for _ in 0..receivers {
+                    addrs.push(run.start(&Spec::RawRecv { rmp: true, expect: each })?);
+                }
+                run.start(&Spec::RawSendMany { addrs, count, fan_out })?;
+                Ok(Outcome::Rate(run.throughput(each * receivers, FLOW_TIMEOUT)?))
             }),
         );
     }

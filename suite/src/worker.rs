@@ -69,6 +69,9 @@ async fn run(spec: Spec, mut ctx: Ctx) -> Result<(), Error> {
         Spec::RawSend { rmp, addr, count, size } => {
             raw_tcp::send(&mut ctx, rmp, &addr, count, size).await
         }
+        Spec::RawSendMany { addrs, count, fan_out } => {
+            raw_tcp::send_many(&mut ctx, &addrs, count, fan_out).await
+        }
         Spec::RawPong => raw_tcp::pong(&ctx).await,
         Spec::RawPing { addr, rounds, size } => raw_tcp::ping(&mut ctx, &addr, rounds, size).await,
         Spec::Mpsc { count, size } => in_process::mpsc(&mut ctx, count, size).await,
