@@ -60,6 +60,13 @@ impl Counters {
         self.received.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `n` messages taken at once by a receiver of this node.
+    pub(crate) fn received_many(&self, n: u64) {
+        if n > 0 {
+            self.received.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// `n` messages delivered again (their receiver went without taking them).
     pub(crate) fn redelivered(&self, n: u64) {
         self.redelivered.fetch_add(n, Ordering::Relaxed);

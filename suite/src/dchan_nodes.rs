@@ -54,6 +54,7 @@ pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
         expect,
         tls,
         metrics,
+        batch,
     } = spec
     else {
         unreachable!("flow is given a Dchan spec")
@@ -66,16 +67,22 @@ pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
         let received = received.clone();
         let out = ctx.reporter();
         actix_rt::spawn(async move {
+            let mut buf = Vec::with_capacity(batch);
             loop {
                 // Dry: a work queue's receiver cannot know its share, so it reports.
                 if rx.is_empty() && expect == 0 && received.get() > 0 {
                     out(format!("done {} {}", received.get(), now_ns()));
                 }
-                let next = rx.recv().await;
-                if next.is_none() {
+                let n = if batch > 0 {
+                    buf.clear();
+                    rx.recv_many(&mut buf, batch).await
+                } else {
+                    usize::from(rx.recv().await.is_some())
+                };
+                if n == 0 {
                     return;
                 }
-                received.set(received.get() + 1);
+                received.set(received.get() + n as u64);
                 if received.get() == expect {
                     out(format!("done {expect} {}", now_ns()));
                 }

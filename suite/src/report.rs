@@ -72,6 +72,7 @@ const TARGETS: &[Target] = &[
     Target::AtLeast("dchan 1->1", "zenoh 1->1", 2.0),
     Target::AtLeast("dchan 1->1", "raw tcp rmp batched", 0.8),
     Target::AtLeast("dchan 1->1", "raw tcp 64 B frames", 0.0),
+    Target::AtLeast("dchan 1->1 recv_many", "raw tcp rmp batched", 0.0),
     Target::AtLeast("dchan 1->1 tls", "dchan 1->1", 0.7),
     Target::AtLeast("dchan 1->1 1 KiB", "raw tcp rmp batched 1 KiB", 0.0),
     Target::AtLeast("dchan queue 1->2", "nats queue group 2", 5.0),

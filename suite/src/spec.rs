@@ -92,6 +92,9 @@ pub(crate) enum Spec {
         tls: Option<TlsFiles>,
         /// Each node serves its metrics (`NodeBuilder::metrics`), published every second.
         metrics: bool,
+        /// Receivers take up to this many messages a call (`Receiver::recv_many`); 0: one at a
+        /// time (`recv`).
+        batch: usize,
     },
     /// One dchan node, a sender and a receiver on it.
     DchanLocal { count: u64, size: usize, capacity: usize, metrics: bool },

@@ -149,6 +149,8 @@ struct Flow<'a> {
     tls: bool,
     metrics: bool,
     capacity: usize,
+    /// Receivers take batches of up to this many (`recv_many`); 0: `recv`.
+    batch: usize,
 }
 
 #[expect(clippy::too_many_arguments, reason = "one call per measurement, each a line")]
@@ -171,12 +173,13 @@ fn dchan_flow(
         tls: false,
         metrics: false,
         capacity,
+        batch: 0,
     };
     dchan_flow_with(&flow, round, name)
 }
 
 fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome, Error> {
-    let Flow { receivers_per_node, senders, per_sender, size, mode, tls, metrics, capacity } =
+    let Flow { receivers_per_node, senders, per_sender, size, mode, tls, metrics, capacity, batch } =
         *flow;
     let tls = if tls { Some(tls_files()?) } else { None };
     let channel = format!("{name}-{round}");
@@ -200,6 +203,7 @@ fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome,
         expect: each * receivers as u64,
         tls: tls.clone(),
         metrics,
+        batch,
     };
     let mut run = Run::new();
     let seed = run.start(&node(None, receivers_per_node[0], 0))?;
@@ -272,9 +276,12 @@ fn measures() -> Vec<Measure> {
         "dchan 1->1",
         Box::new(|c, r| dchan_flow(&[1], 1, c.count, 64, Mode::Queue, r, "one", c.capacity)),
     );
-    for (name, tls, metrics, channel) in
-        [("dchan 1->1 tls", true, false, "tls"), ("dchan 1->1 metrics", false, true, "metrics")]
-    {
+    // (`recv_many`: the receiver takes up to 1024 messages a call.)
+    for (name, tls, metrics, batch, channel) in [
+        ("dchan 1->1 tls", true, false, 0, "tls"),
+        ("dchan 1->1 metrics", false, true, 0, "metrics"),
+        ("dchan 1->1 recv_many", false, false, 1024, "many"),
+    ] {
         add(
             name,
             Box::new(move |c, r| {
@@ -287,6 +294,7 @@ fn measures() -> Vec<Measure> {
                     tls,
                     metrics,
                     capacity: c.capacity,
+                    batch,
                 };
                 dchan_flow_with(&flow, r, channel)
             }),

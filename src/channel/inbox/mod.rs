@@ -21,6 +21,7 @@ mod ack;
 mod acks;
 mod erased;
 mod links;
+mod many;
 pub(crate) mod owner;
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
@@ -409,6 +410,42 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         st.grants.settle(idle, last, urgent)
     }
 
+    /// Nothing to take now (`held_back`: the next message is another node's, held back while
+    /// this node leaves): `Closed` if the inbox has ended (closed, every fence in, and nothing of
+    /// this node's own on its way here again: a message of its senders that another receiver did
+    /// not take, which was sent before the close, and which the fence this node sends waits for
+    /// too), told to the nodes still asking; otherwise `Empty`, with `waker` left to be woken
+    /// and the books settled (the buffer ran dry: what was taken since the last time is told
+    /// now, once per batch that arrived, not once per message).
+    fn nothing_to_take(
+        &self,
+        mut st: MutexGuard<'_, State<T>>,
+        waker: Option<&Waker>,
+        held_back: bool,
+    ) -> TryRecvError {
+        let rerouting = st.closed() && self.route.is_rerouting();
+        let end = (st.closed() && !rerouting) || st.detached;
+        if rerouting {
+            if let Some(w) = waker {
+                self.route.wake_when_rerouted(w);
+            }
+        }
+        if end && !held_back {
+            st.ended = true;
+            self.say_gone(st);
+            return TryRecvError::Closed;
+        }
+        if let Some(w) = waker {
+            if !st.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
+                st.waker = Some(w.clone());
+            }
+        }
+        let out = self.settle_books(&mut st, true, None, false);
+        drop(st);
+        self.send(out);
+        TryRecvError::Empty
+    }
+
     /// Take the next message if one is ready.
     pub(crate) fn try_recv(&self) -> Result<Taken<T>, TryRecvError> {
         self.next(None)
@@ -425,32 +462,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 let held_back = st.leaving && remote_next;
                 let next = if held_back { None } else { st.buf.pop_front() };
                 let Some(item) = next else {
-                    // Closed, every fence in, and nothing of this node's own on its way here
-                    // again (a message of its senders that another receiver did not take, which
-                    // was sent before the close: the fence this node sends waits for it too).
-                    let rerouting = st.closed() && self.route.is_rerouting();
-                    let end = (st.closed() && !rerouting) || st.detached;
-                    if rerouting {
-                        if let Some(w) = waker {
-                            self.route.wake_when_rerouted(w);
-                        }
-                    }
-                    if end && !held_back {
-                        st.ended = true;
-                        self.say_gone(st);
-                        return Err(TryRecvError::Closed);
-                    }
-                    if let Some(w) = waker {
-                        if !st.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
-                            st.waker = Some(w.clone());
-                        }
-                    }
-                    // The buffer ran dry: settle now what was taken since the last time (once
-                    // per batch that arrived, not once per message).
-                    let out = self.settle_books(&mut st, true, None, false);
-                    drop(st);
-                    self.send(out);
-                    return Err(TryRecvError::Empty);
+                    return Err(self.nothing_to_take(st, waker, held_back));
                 };
                 let from = match &item {
                     Item::Encoded { from, .. } => *from,

@@ -5,6 +5,7 @@
 //! take is checked: sent before, not taken twice but in the README's windows, in order per
 //! sender and receiver until a receiver goes away.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -163,8 +164,19 @@ impl Sim {
         let mut cx = Context::from_waker(&waker);
         let got = match r.rx.as_mut() {
             None => return,
+            // The receivers of odd nodes take what is ready in batches of up to 3
+            // (`recv_many`), the others one at a time: both ways under every schedule.
+            Some(Rx::Auto(rx)) if i % 2 == 1 => {
+                let mut batch = Vec::new();
+                let polled = std::pin::pin!(rx.recv_many(&mut batch, 3)).poll(&mut cx);
+                match polled {
+                    Poll::Ready(0) => None,
+                    Poll::Ready(_) => Some(batch),
+                    Poll::Pending => return,
+                }
+            }
             Some(Rx::Auto(rx)) => match Pin::new(rx).poll_next(&mut cx) {
-                Poll::Ready(Some(msg)) => Some(msg),
+                Poll::Ready(Some(msg)) => Some(vec![msg]),
                 Poll::Ready(None) => None,
                 Poll::Pending => return,
             },
@@ -174,7 +186,7 @@ impl Sim {
                     let msg =
                         super::replies::Wire { msg: delivery.msg, reply: delivery.reply.take() };
                     r.unacked.push(delivery);
-                    Some(msg)
+                    Some(vec![msg])
                 }
                 Poll::Ready(None) => None,
                 Poll::Pending => return,
@@ -183,9 +195,11 @@ impl Sim {
         r.woken.wake_by_ref();
         let manual = matches!(r.rx, Some(Rx::Manual(_)));
         match got {
-            Some(msg) => {
-                self.took(id, msg.msg);
-                self.replies_took(id, msg, manual);
+            Some(msgs) => {
+                for msg in msgs {
+                    self.took(id, msg.msg);
+                    self.replies_took(id, msg, manual);
+                }
             }
             None => r.ended = true,
         }
