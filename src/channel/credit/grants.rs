@@ -191,7 +191,7 @@ impl Grants {
 
     /// How many taken messages are worth a frame of their own, and freed room is granted once
     /// this much is free (or the buffer has run dry): a quarter of the capacity. With half, a
-    /// 1-to-1 stream at the default capacity (1024) ran at half the speed a larger capacity
+    /// 1-to-1 stream at a capacity of 1024 (the default then) ran at half the speed a larger capacity
     /// allows: the sender waited out every credit round trip, both processes idle half the
     /// time (`suite/run`, issue 21: 3.4-3.6 M msgs/s with half, 6.1-6.8 M with a quarter, 5.6-6.0
     /// M with an eighth; queue 1->2 and broadcast 3 level or better). Once, when every frame

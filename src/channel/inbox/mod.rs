@@ -264,11 +264,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             id: AtomicU64::new(id),
             route,
             state: Mutex::new(State {
-                // (An unnamed channel's, one per request maybe, grows as it needs.)
+                // (An unnamed channel's, one per request maybe, grows as it needs; a named one
+                // starts with room for 1024, not its capacity: a node with many receivers
+                // reserves no more than it did when the default capacity was 1024.)
                 buf: VecDeque::with_capacity(if crate::ids::is_unnamed(id) {
                     0
                 } else {
-                    capacity.min(4096) as usize
+                    capacity.min(1024) as usize
                 }),
                 grants,
                 waker: None,

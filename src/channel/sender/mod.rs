@@ -350,6 +350,12 @@ where
         let bytes: bytes::Bytes = match rmp_serde::encode::write_named(&mut bytes, &msg) {
             Ok(()) => {
                 LAST_LEN.set(bytes.len());
+                // Copies for this node's receivers share these bytes until taken: a buffer
+                // reserved for a larger broadcast is not kept for a small one (no more room
+                // than the Vec's own growth would have left).
+                if bytes.capacity() > 2 * bytes.len() + 64 {
+                    bytes.shrink_to_fit();
+                }
                 bytes.into()
             }
             Err(e) => {
