@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cluster, shutdown, within};
+use common::{cluster, live_bytes, shutdown, within};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -31,9 +31,7 @@ async fn small_broadcasts_after_large_ones_keep_only_their_own_bytes() {
         // Held by its receiver until taken below.
         small_tx.broadcast(vec![1u8; 8]).await.expect("small");
     }
-    // (A reallocation counts its growth as allocated, its shrinking as deallocated.)
-    let change = region.change();
-    let held = change.bytes_allocated as isize - change.bytes_deallocated as isize;
+    let held = live_bytes(&region);
     for _ in 0..ROUNDS {
         assert_eq!(within("small", small_rx.recv()).await.expect("open").len(), 8);
     }
