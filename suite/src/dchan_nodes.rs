@@ -55,6 +55,7 @@ pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
         tls,
         metrics,
         batch,
+        ordered,
     } = spec
     else {
         unreachable!("flow is given a Dchan spec")
@@ -68,6 +69,15 @@ pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
         let out = ctx.reporter();
         actix_rt::spawn(async move {
             let mut buf = Vec::with_capacity(batch);
+            // The last sequence number taken: with one sender, each must come after it.
+            let mut last: Option<u64> = None;
+            let mut in_order = move |seq: u64| {
+                if ordered && last.is_some_and(|l| seq <= l) {
+                    eprintln!("message {seq} taken after {last:?}: out of order");
+                    std::process::exit(1);
+                }
+                last = Some(seq);
+            };
             loop {
                 // Dry: a work queue's receiver cannot know its share, so it reports.
                 if rx.is_empty() && expect == 0 && received.get() > 0 {
@@ -75,9 +85,17 @@ pub(crate) async fn flow(ctx: &mut Ctx, spec: Spec) -> Result<(), Error> {
                 }
                 let n = if batch > 0 {
                     buf.clear();
-                    rx.recv_many(&mut buf, batch).await
+                    let n = rx.recv_many(&mut buf, batch).await;
+                    buf.iter().for_each(|m| in_order(m.seq));
+                    n
                 } else {
-                    usize::from(rx.recv().await.is_some())
+                    match rx.recv().await {
+                        Some(m) => {
+                            in_order(m.seq);
+                            1
+                        }
+                        None => 0,
+                    }
                 };
                 if n == 0 {
                     return;

@@ -95,6 +95,9 @@ pub(crate) enum Spec {
         /// Receivers take up to this many messages a call (`Receiver::recv_many`); 0: one at a
         /// time (`recv`).
         batch: usize,
+        /// The channel has one sender: each receiver checks that what it takes comes in the
+        /// order sent (a worker that finds otherwise stops with an error).
+        ordered: bool,
     },
     /// One dchan node, a sender and a receiver on it.
     DchanLocal { count: u64, size: usize, capacity: usize, metrics: bool },

@@ -190,6 +190,8 @@ fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome,
         Mode::Queue => (total, 0),
         Mode::Broadcast => (total * all as u64, total),
     };
+    // (One sender in all: each receiver takes what it gets in the order sent.)
+    let ordered = senders == 1;
     let node = |join: Option<String>, receivers: usize, senders: usize| Spec::Dchan {
         join,
         channel: channel.clone(),
@@ -204,6 +206,7 @@ fn dchan_flow_with(flow: &Flow<'_>, round: usize, name: &str) -> Result<Outcome,
         tls: tls.clone(),
         metrics,
         batch,
+        ordered,
     };
     let mut run = Run::new();
     let seed = run.start(&node(None, receivers_per_node[0], 0))?;
