@@ -135,8 +135,8 @@ impl<T> std::fmt::Debug for ReceiverBuilder<T> {
 
 impl<T> ReceiverBuilder<T> {
     /// How many messages may be sent to the receiver and not yet taken by it, counted over every
-    /// sending node together (default [`DEFAULT_CAPACITY`](crate::DEFAULT_CAPACITY), 4096): the
-    /// (n+1)-th waits in its sender.
+    /// sending node together (default [`DEFAULT_CAPACITY`], 4096): the (n+1)-th waits in its
+    /// sender.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.clamp(1, u32::MAX as usize);
         self
