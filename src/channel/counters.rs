@@ -39,10 +39,7 @@ pub(crate) struct Counts {
 impl Counters {
     /// A message placed (one copy), and its encoded size if it went to another node.
     pub(crate) fn sent(&self, bytes: usize) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        if bytes > 0 {
-            self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-        }
+        self.sent_many(1, bytes);
     }
 
     /// `n` copies of a broadcast placed, `bytes` of them encoded for other nodes.
@@ -57,7 +54,7 @@ impl Counters {
 
     /// A message taken by a receiver of this node.
     pub(crate) fn received(&self) {
-        self.received.0.fetch_add(1, Ordering::Relaxed);
+        self.received_many(1);
     }
 
     /// `n` messages taken at once by a receiver of this node.

@@ -110,6 +110,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
         }
     }
 
+    /// A message taken that does not decode as `T` (from an untyped sender, or a broken peer),
+    /// kept as a dead letter of the channel, with why; its sending node lets go of it.
+    pub(super) fn dead_letter(&self, from: Option<NodeId>, error: String, msg: bytes::Bytes) {
+        let expected = std::any::type_name::<T>();
+        self.route.dead_letters().keep(self.route.name(), from, expected, error, msg);
+    }
+
     /// Decode taken messages into `out`, in order; those that cannot be decoded become dead
     /// letters. Returns how many were delivered.
     fn decode_into(&self, items: Vec<Item<T>>, out: &mut Vec<T>) -> usize {
@@ -138,11 +145,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                             out.push(v);
                         }
                         Err(e) => {
-                            let expected = std::any::type_name::<T>();
                             let error =
                                 header.err().map_or_else(|| e.to_string(), |h| h.to_string());
-                            let dead = self.route.dead_letters();
-                            dead.keep(self.route.name(), from, expected, error, msg.slice(at..));
+                            self.dead_letter(from, error, msg.slice(at..));
                         }
                     }
                 }

@@ -559,11 +559,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         Err(e) => {
                             self.send(out);
                             self.route.wake();
-                            let expected = std::any::type_name::<T>();
                             let error =
                                 header.err().map_or_else(|| e.to_string(), |h| h.to_string());
-                            let dead = self.route.dead_letters();
-                            dead.keep(self.route.name(), from, expected, error, msg.slice(at..));
+                            self.dead_letter(from, error, msg.slice(at..));
                             // Not delivered again: handles decoded before the error tell.
                             gates.open();
                             if let Some(token) = token {
