@@ -1,6 +1,6 @@
 //! Lazy acknowledgements: credit and "taken" for a sending node, coalesced per receiver, and this
 //! node's count of the peer's reliable frames. A small one does not wake the writer but rides
-//! along with the next frame to that peer, or goes out on its own after [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
+//! along with the next frame to that peer, or goes out on its own within [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
 
 use super::Outbox;
 use crate::ids::EndpointId;
@@ -12,7 +12,7 @@ impl Outbox {
     /// Tell the sending node that receiver `to` took `taken` more of its messages and grants it
     /// `grant` more credit. Coalesced per receiver; sent at once if `urgent` (the node waits
     /// for it) or `urgent_at` messages were taken or granted, otherwise with the next frame or
-    /// after [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
+    /// within [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
     pub(crate) fn push_credit(
         &self,
         to: EndpointId,
@@ -57,7 +57,7 @@ impl Outbox {
     }
 
     /// This node holds reply handle `id` (with `token`, `hop` messages from the peer, which
-    /// asked): claimed lazily, with the next frame or after
+    /// asked): claimed lazily, with the next frame or within
     /// [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY), and not at all if the handle is answered
     /// first ([`Outbox::push_answer`]): most are, and a claim matters only to a holder that dies
     /// holding it.
@@ -92,7 +92,7 @@ impl Outbox {
     }
 
     /// This node has taken in `count` of the peer's reliable frames of its stream `stream`:
-    /// said lazily, with the next frame or after [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
+    /// said lazily, with the next frame or within [`LAZY_ACK_DELAY`](super::LAZY_ACK_DELAY).
     pub(crate) fn push_received(&self, stream: u64, count: u64) {
         let mut inner = self.lock();
         inner.received = Some((stream, count));

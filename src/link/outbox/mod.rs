@@ -384,8 +384,31 @@ impl Outbox {
     }
 
     /// Wait until lazy acks have waited [`LAZY_ACK_DELAY`] for a frame to ride along with.
+    ///
+    /// The frame they wait for is most often queued in the same turn of the scheduler: the
+    /// message that made this node ack woke a task that answers it at once (a request and its
+    /// reply, a ping-pong). So the delay starts only once the tasks woken before have run, and
+    /// not at all if they queued something urgent: a timer set earlier than the runtime's next
+    /// one wakes its driver (an eventfd write and one more poll), two syscalls of each process
+    /// a round trip of a ping-pong (issue 21). Twice: the reader shares the writer's task, and
+    /// a wake-up from it polls the task again at once, which ends the first yield there and
+    /// then. (A timer kept set for the next acks instead left each process blocking with a 1 ms
+    /// timeout, which on this VM doubled a ping-pong's round trip with a core busy.)
     pub(crate) async fn lazy_due(&self) {
-        self.lazy.notified().await;
+        loop {
+            self.lazy.notified().await;
+            for _ in 0..2 {
+                tokio::task::yield_now().await;
+                if self.lock().urgent {
+                    return;
+                }
+            }
+            // (A notification kept by `Notify` for a wait that was dropped, for urgent frames
+            // that took the acks along, is stale.)
+            if self.lock().lazy_armed {
+                break;
+            }
+        }
         tokio::time::sleep(LAZY_ACK_DELAY).await;
     }
 

