@@ -457,6 +457,22 @@ impl Grants {
         owed
     }
 
+    /// One message of node `node`, which left, that this receiver took in and holds as its own
+    /// goes back to it instead: not counted as owed (so not told as taken, and the node
+    /// delivers it elsewhere with the rest). False if the node is owed no count (it left
+    /// gracefully, or has deliveries here not acknowledged: it is told nothing, and a message
+    /// held for it is this node's to deliver).
+    pub(crate) fn give_back_owed(&mut self, node: NodeId) -> bool {
+        let Some(l) = self.remote.left.iter_mut().find(|l| l.node == node) else { return false };
+        match l.owed.as_mut() {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// What [`Grants::take_owed`] took could not be told (the node is out of reach): owed
     /// still, to answer when it comes back.
     pub(crate) fn restore_owed(&mut self, node: NodeId, n: u32) {

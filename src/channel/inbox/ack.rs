@@ -164,10 +164,24 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 nodes.extend(st.grants.take_wanting(|_| true));
             }
             let mut kept = std::collections::VecDeque::new();
+            let leaving = st.leaving;
             for item in std::mem::take(&mut st.buf) {
                 match item {
                     Item::Encoded { from: Some(from), .. } => {
                         nodes.insert(from);
+                    }
+                    // Its node is leaving: a message of a node that left, held as this node's
+                    // own, goes back to that node (told with the release, not as taken), which
+                    // delivers it elsewhere. Taken over, it was lost when nobody would grant
+                    // this node credit any more to re-route it (its leave applied: the
+                    // switchboard simulation's seed 73821, under another hash order). Every one
+                    // still here goes back, broadcast copies too: what that node is told as
+                    // taken counts its messages in the order sent, and those taken are the
+                    // first (a copy given back is for a receiver that is gone: dropped there).
+                    Item::Encoded { from: None, left: Some(node), .. }
+                        if leaving && st.grants.give_back_owed(node) =>
+                    {
+                        nodes.insert(node);
                     }
                     local if keep_local => kept.push_back(local),
                     // A broadcast copy was for this receiver alone.

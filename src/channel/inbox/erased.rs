@@ -58,8 +58,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         let taken_in = (credit + left) as usize;
         st.buf.reserve(taken_in);
         for (i, msg) in msgs.take(taken_in).enumerate() {
-            let from = (i < credit as usize).then_some(from);
-            st.buf.push_back(Item::Encoded { from, msg, copy: copies });
+            let (from, left) =
+                if i < credit as usize { (Some(from), None) } else { (None, Some(from)) };
+            st.buf.push_back(Item::Encoded { from, msg, copy: copies, left });
         }
         let refused = n - taken_in;
         st.wake();
@@ -89,7 +90,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             self.send(out);
             return Err(Refused::Full(msg));
         }
-        st.buf.push_back(Item::Encoded { from: None, msg, copy });
+        st.buf.push_back(Item::Encoded { from: None, msg, copy, left: None });
         st.wake();
         Ok(())
     }
@@ -164,9 +165,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             // or elsewhere by this node if the receiver goes).
             let mut held = 0u32;
             for item in &mut st.buf {
-                if let Item::Encoded { from: from @ Some(_), .. } = item {
+                if let Item::Encoded { from: from @ Some(_), left, .. } = item {
                     if *from == Some(node) {
                         *from = None;
+                        *left = Some(node);
                         held = held.saturating_add(1);
                     }
                 }

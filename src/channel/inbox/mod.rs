@@ -65,6 +65,10 @@ enum Item<T> {
         from: Option<NodeId>,
         msg: Bytes,
         copy: bool,
+        /// Held as this node's own (`from` is `None`), though node `left` sent it: it came on
+        /// the credit that node had when it left, or was here when it left (see
+        /// [`ErasedInbox::node_left`]).
+        left: Option<NodeId>,
     },
 }
 
@@ -524,7 +528,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     }
                     v
                 }
-                Item::Encoded { msg, from, copy } => {
+                Item::Encoded { msg, from, copy, .. } => {
                     // After its header, if any (see `link::envelope`); one cut short leaves the
                     // whole message to decode, which fails on the header's first byte.
                     let header = envelope::split(&msg);

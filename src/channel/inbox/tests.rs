@@ -223,3 +223,32 @@ fn a_message_header_is_skipped_and_a_broken_one_is_a_dead_letter() {
     assert_eq!(dead.len(), 1);
     assert!(dead[0].error.contains("malformed message header"), "{}", dead[0].error);
 }
+
+/// Messages of a node that left, held as this node's own, are re-routed by this node if its
+/// receiver goes while it stays; but once this node is leaving (it told what was taken), those
+/// still buffered go back to their node (not told as taken), which delivers them elsewhere:
+/// taken over, they were lost when nobody would grant the leaving node credit any more (the
+/// switchboard simulation's seed 73821, under another hash order).
+#[test]
+fn a_leaving_node_gives_a_left_nodes_messages_back() {
+    let decoded = |mine: Vec<Bytes>| -> Vec<u64> {
+        mine.iter().map(|b| rmp_serde::from_slice(b).unwrap()).collect()
+    };
+    for leaving in [false, true] {
+        let inbox = inbox(8);
+        inbox.offer(&[7]);
+        inbox.push_remote(7, false, &mut (1..4u32).map(|n| encoded(n.into())));
+        // Node 7 is removed while alive: what it sent is held here as this node's own.
+        inbox.node_left(7, false, false);
+        assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
+        if leaving {
+            inbox.tell_taken();
+        }
+        let mine = decoded(inbox.hand_over(false).expect("first detach"));
+        if leaving {
+            assert_eq!(mine, Vec::<u64>::new(), "node 7 delivers 2 and 3 elsewhere");
+        } else {
+            assert_eq!(mine, [2, 3], "this node re-routes them, as its own");
+        }
+    }
+}
