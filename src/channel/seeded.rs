@@ -6,7 +6,10 @@
 //! - `DCHAN_SIM_SEEDS=N`: `N` seeds (each simulation has its default), from
 //!   `DCHAN_SIM_FROM=F` (0 by default): a long search goes on where the last one stopped;
 //! - `DCHAN_SIM_SECS=T`: no seed is started after `T` seconds (CI's budget: the count run is
-//!   printed).
+//!   printed);
+//! - `DCHAN_SIM_HASH=seed` (or a number): the switchboard simulation's maps hash with keys from
+//!   each schedule's seed (or that number) instead of std's fixed keys, another order of
+//!   visiting them, so the same seeds reach other interleavings (see [`hash_key`]).
 //!
 //! [`credit::sim`]: crate::channel::credit
 //! [`switchboard::sim`]: crate::channel::switchboard
@@ -48,6 +51,17 @@ pub(crate) fn run_seeds<T>(
             })
         })
         .collect()
+}
+
+/// The key a schedule's maps hash with (see `crate::sync::hash_order`): 0, std's fixed keys,
+/// unless `DCHAN_SIM_HASH` says `seed` (keys from the schedule's seed) or gives a number. A
+/// failure found with it replays with the same setting.
+pub(crate) fn hash_key(seed: u64) -> u64 {
+    match std::env::var("DCHAN_SIM_HASH").ok().as_deref().map(str::trim) {
+        None | Some("" | "0") => 0,
+        Some("seed") => seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+        Some(_) => number("DCHAN_SIM_HASH").unwrap_or(0),
+    }
 }
 
 /// Run one schedule, `seed` (how it is named), and hand back what it returned; if it panics,

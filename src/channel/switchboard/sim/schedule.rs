@@ -317,6 +317,7 @@ fn run_with(seed: u64, freezes: bool, unnamed: bool, replies: bool) -> Counts {
 /// [`run_with`], dropping senders or not.
 fn run_all(seed: u64, freezes: bool, unnamed: bool, replies: bool, drop_senders: bool) -> Counts {
     crate::clock::seed_thread(Some(seed));
+    crate::sync::hash_order(crate::channel::seeded::hash_key(seed));
     // Odd seeds: every message a node sends to another carries a trace header (see
     // `trace::carry_headers`), through redelivery, broadcast copies and drops.
     crate::channel::trace::carry_headers(headers() && seed % 2 == 1);
@@ -372,6 +373,7 @@ fn run_all(seed: u64, freezes: bool, unnamed: bool, replies: bool, drop_senders:
         counts
     });
     crate::clock::seed_thread(None);
+    crate::sync::hash_order(0);
     steps
 }
 
@@ -380,10 +382,14 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
     let started = std::time::Instant::now();
     // (A failing seed ends the test, and its thread with the seeded clock.)
     // (A failure found with the freezes forced on or off replays with the same setting.)
-    let replay = match std::env::var("DCHAN_SIM_FREEZE") {
-        Ok(f) => format!("DCHAN_SIM_FREEZE={f} cargo test --lib switchboard::sim"),
-        Err(_) => "cargo test --lib switchboard::sim".to_owned(),
-    };
+    // (And one found with another hash order, with the same order.)
+    let mut replay = String::new();
+    for var in ["DCHAN_SIM_FREEZE", "DCHAN_SIM_HASH"] {
+        if let Ok(v) = std::env::var(var) {
+            replay.push_str(&format!("{var}={v} "));
+        }
+    }
+    replay.push_str("cargo test --lib switchboard::sim");
     let counts = crate::channel::seeded::run_seeds(300, &replay, run);
     let schedules = counts.len();
     let mut total: Counts = [0; 18];
