@@ -29,7 +29,13 @@ impl Switchboard {
             return;
         }
         let before = std::mem::replace(&mut *last, registry.clone());
-        let members_changed = before.nodes != registry.nodes;
+        // (Also when the same members are listed again, with nodes come and gone in between
+        // (this node paused, or its refreshes skipped registries): an unnamed channel of a node
+        // that came and went meanwhile is over, and its senders here are closed only by
+        // `refresh_unnamed` (the switchboard simulation's seed 170215: never closed, their
+        // message sent after it never taken).)
+        let members_changed = before.nodes != registry.nodes
+            || before.membership_changes() != registry.membership_changes();
         let left: Vec<NodeId> = before
             .nodes
             .keys()
