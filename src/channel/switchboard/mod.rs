@@ -503,7 +503,12 @@ impl Switchboard {
     /// released to them, so that it is delivered once, elsewhere.
     pub(crate) async fn hand_over(&self) {
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
-        let mut routes = Vec::new();
+        // Every router of this node: its own senders' messages that a receiver elsewhere gave
+        // back (dropped, its node gone) are being delivered elsewhere too, and a release that
+        // comes while this waits starts more (stopped before they were out, they were lost: the
+        // switchboard simulation's seed 4554, with nodes that leave before what they sent was
+        // taken, a receiving node dying during the hand-over).
+        let mut routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
         for inbox in inboxes {
             let route = inbox.channel().clone();
             // What other nodes sent goes back to them either way (they deliver it elsewhere,
@@ -513,13 +518,17 @@ impl Switchboard {
             if let Some(mine) = inbox.hand_over(!elsewhere) {
                 if elsewhere {
                     self.redeliver(&route, mine);
-                    routes.push(route);
+                    if !routes.iter().any(|r| Arc::ptr_eq(r, &route)) {
+                        routes.push(route);
+                    }
                 }
             }
         }
         let done = async {
-            for route in &routes {
-                route.rerouting_done().await;
+            while routes.iter().any(|r| r.is_rerouting()) {
+                for route in &routes {
+                    route.rerouting_done().await;
+                }
             }
             // Credit asked for to hand over, and not used, goes back (the receivers would count
             // it out for ever).

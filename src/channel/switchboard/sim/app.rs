@@ -95,8 +95,11 @@ impl Sim {
         if !self.nodes[i].runs() {
             return;
         }
+        // (A node that left before everything it sent was taken starts no more sends: its
+        // application is shutting down. One under way runs to its end.)
+        let leaving = self.nodes[i].leave.is_some();
         let Some(s) = self.nodes[i].sender.as_mut() else { return };
-        if s.done || !s.woken.take() {
+        if s.done || (leaving && s.op.is_none()) || !s.woken.take() {
             return;
         }
         if s.op.is_none() {
@@ -266,6 +269,7 @@ impl Sim {
         r.unacked.clear();
         drop(rx);
         self.disorder = true;
+        self.faults += 1;
     }
 
     /// Node `node`'s receiver took `msg`.

@@ -38,10 +38,12 @@ impl Leave {
 
 impl Sim {
     /// Node `i` starts leaving, if it may: not the steady one, and its sender (if any) has seen
-    /// everything it sent taken.
+    /// everything it sent taken (or, with impatient leaves, whatever its sender has done: what
+    /// it sent and is not taken yet goes on without it, and what its own receiver holds of it
+    /// is handed over).
     pub(super) fn leave(&mut self, i: usize) {
         let node = &self.nodes[i];
-        let sender_done = node.sender.as_ref().is_none_or(|s| s.done);
+        let sender_done = self.impatient || node.sender.as_ref().is_none_or(|s| s.done);
         let registering = !node.plans.is_empty() || !node.awaiting.is_empty();
         // (A node cut off cannot reach the leader to leave.)
         let busy = node.leave.is_some() || node.rejoin.starting_over || node.rejoin.cut;
@@ -53,6 +55,7 @@ impl Sim {
         }
         let id = node.id;
         self.disorder = true;
+        self.faults += 1;
         // Its unnamed channels end with it (`Node::channel`: once its node stops).
         self.unnamed_stopped(id);
         let core = self.nodes[i].core.clone();
@@ -81,6 +84,12 @@ impl Sim {
         });
         self.nodes[i].leave =
             Some(Leave { telling, noted: false, asked, committed: Some(commit), done });
+    }
+
+    /// Whether a node's leave is committed and it is handing over.
+    pub(super) fn handing_over(&self) -> bool {
+        let over = |l: &Leave| l.committed.is_none() && !l.done.load(Ordering::SeqCst);
+        self.nodes.iter().any(|n| !n.dead && n.leave.as_ref().is_some_and(over))
     }
 
     /// The leaves asked for are committed; the nodes that handed everything over stop.
@@ -112,6 +121,7 @@ impl Sim {
                     eprintln!("node {id} has left");
                 }
                 self.stop(i);
+                self.left_at.insert(id, self.faults);
                 // What it wrote last still arrives; nothing reaches it any more.
                 self.cut_dead(id, true);
             }

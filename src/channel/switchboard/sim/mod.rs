@@ -248,6 +248,16 @@ struct Sim {
     replies: replies::Replies,
     /// Whether senders are dropped, between their sends (see [`schedule::drop_senders`]).
     drop_senders: bool,
+    /// Whether a node may leave before everything it sent was taken (see
+    /// [`schedule::impatient_leaves`]).
+    impatient: bool,
+    /// Faults so far that may lose what a node that has left sent (see [`Sim::left_clean`]):
+    /// removals, leaves, receivers dropped, a close.
+    faults: u64,
+    /// Nodes that left gracefully, with `faults` when they stopped: what such a node sent is
+    /// taken unless a fault came after (README, Delivery guarantees: its messages depend on
+    /// the receiving nodes once it has gone; nothing may be lost by the leave itself).
+    left_at: HashMap<NodeId, u64>,
 }
 
 impl Sim {
@@ -310,6 +320,9 @@ impl Sim {
             unnamed: unnamed::Unnamed::default(),
             replies: replies::Replies::default(),
             drop_senders: false,
+            impatient: false,
+            faults: 0,
+            left_at: HashMap::new(),
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
         sim.commit_membership(&members);
@@ -457,7 +470,10 @@ impl Sim {
                 Command::Deregister { id, .. } => {
                     self.nodes[i].awaiting.push((at, Then::Deregistered(id)));
                 }
-                Command::Close { .. } => self.closed = true,
+                Command::Close { .. } => {
+                    self.closed = true;
+                    self.faults += 1;
+                }
                 _ => {}
             }
         }
@@ -500,6 +516,7 @@ impl Sim {
     /// The cluster removes node `id`: its endpoints, then its membership (`graceful`: it asked
     /// to leave).
     fn remove(&mut self, id: NodeId, graceful: bool) {
+        self.faults += 1;
         self.commit(&Command::RemoveNode { node: id, graceful });
         let last = self.log.last().expect("log").clone();
         let members: Vec<NodeId> = last.nodes.keys().copied().filter(|n| *n != id).collect();

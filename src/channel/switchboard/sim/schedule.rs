@@ -109,7 +109,13 @@ impl Sim {
             // Time passes (timeouts: a leave that waits for a peer that died, a request
             // unanswered, a forgotten peer's grace period).
             99 if self.rng.below(2) == 0 => {
-                let ms = self.rng.below(3000) as u64;
+                let mut ms = self.rng.below(3000) as u64;
+                // (While a node hands over, with impatient leaves, little at a time: its
+                // hand-over's timeout is not for receivers that run, and what a leaving node
+                // sent is checked as delivered; see `left_at`.)
+                if self.impatient && self.handing_over() {
+                    ms = ms.min(100);
+                }
                 tokio::time::advance(std::time::Duration::from_millis(ms)).await;
             }
             _ => {}
@@ -162,6 +168,13 @@ impl Sim {
                 self.replies_finish(i);
             }
             settle_tasks(4).await;
+            if std::env::var("DCHAN_SIM_BOOKS").is_ok() {
+                for n in &self.nodes {
+                    if let Some(r) = n.receiver.as_ref() {
+                        eprintln!("BOOKS node {} {}", n.id, r.describe());
+                    }
+                }
+            }
             // Time passes, so that what waits on a timeout gets on.
             tokio::time::advance(std::time::Duration::from_millis(100)).await;
             self.leaves();
@@ -193,10 +206,15 @@ impl Sim {
         });
         // Every message of a live sender, but those a node had to redeliver once every receiver
         // of the closed channel had ended (README, Close): dropped, and known by the node.
+        // (And of a node that left, unless a fault since may have lost it, see `left_at`, or
+        // the channel is closed: what the node had to deliver again once every receiver had
+        // ended was dropped, README, Close, and it is not there to say which.)
+        let left_clean = |node: u64| !self.closing && self.left_at.get(&node) == Some(&self.faults);
         let all_taken = self
             .sent
             .iter()
-            .filter(|m| m.1 & BROADCAST == 0 && live(m.0) && !self.taken.contains_key(m))
+            .filter(|m| m.1 & BROADCAST == 0 && (live(m.0) || left_clean(m.0)))
+            .filter(|m| !self.taken.contains_key(m))
             .all(|m| self.dropped.contains(m));
         let ended = !self.closed
             || self
@@ -289,6 +307,16 @@ fn headers() -> bool {
     std::env::var("DCHAN_SIM_HEADERS").ok().as_deref().map(str::trim) != Some("0")
 }
 
+/// Whether a node may leave before everything its sender sent was taken (it hands over what
+/// its own receiver holds of it, and delivers elsewhere what a receiver gone meanwhile gives
+/// back; what it sent is checked as taken unless a fault came after it stopped): with
+/// `DCHAN_SIM_IMPATIENT=1`. Not yet by default: such schedules still find a defect (seed 3848:
+/// a message of a node that left taken twice, see the note); never in the replays of
+/// the seeds found before [`FOUND_IMPATIENT`] (their schedules waited for `wait_taken`).
+fn impatient_leaves() -> bool {
+    std::env::var("DCHAN_SIM_IMPATIENT").ok().as_deref().map(str::trim) == Some("1")
+}
+
 /// Whether schedules have reply handles (see [`super::replies`]): they do, but with
 /// `DCHAN_SIM_REPLIES=0` (the schedule each seed made before they came, as the seeds of
 /// [`FOUND_UNNAMED`] replay; with `DCHAN_SIM_UNNAMED=0` too, those of [`FOUND`]).
@@ -305,17 +333,43 @@ type Counts = [u64; 18];
 
 /// Run the schedule of `seed`: random steps with faults, then the fair finish.
 fn run(seed: u64) -> Counts {
-    run_all(seed, freezes(seed), unnamed(), replies(), drop_senders())
+    let settings = Settings {
+        freezes: freezes(seed),
+        unnamed: unnamed(),
+        replies: replies(),
+        drop_senders: drop_senders(),
+        impatient: impatient_leaves(),
+    };
+    run_all(seed, settings)
+}
+
+/// What a schedule may do besides sending, taking and its faults (each off in the replays of
+/// seeds found before it came, whose schedules it would change).
+#[derive(Clone, Copy)]
+#[allow(clippy::struct_excessive_bools)]
+struct Settings {
+    /// Nodes freeze (see [`freezes`]).
+    freezes: bool,
+    /// Unnamed channels (see [`unnamed`]).
+    unnamed: bool,
+    /// Reply handles (see [`replies`]).
+    replies: bool,
+    /// Senders dropped between their sends (see [`drop_senders`]).
+    drop_senders: bool,
+    /// Nodes leave before what they sent was taken (see [`impatient_leaves`]).
+    impatient: bool,
 }
 
 /// Schedule `seed`, freezing nodes or not, with unnamed channels or not, with reply handles or
 /// not, never dropping a sender (the schedules the seeds found before made).
 fn run_with(seed: u64, freezes: bool, unnamed: bool, replies: bool) -> Counts {
-    run_all(seed, freezes, unnamed, replies, false)
+    let settings = Settings { freezes, unnamed, replies, drop_senders: false, impatient: false };
+    run_all(seed, settings)
 }
 
-/// [`run_with`], dropping senders or not.
-fn run_all(seed: u64, freezes: bool, unnamed: bool, replies: bool, drop_senders: bool) -> Counts {
+/// Run the schedule of `seed` with `settings`.
+fn run_all(seed: u64, settings: Settings) -> Counts {
+    let Settings { freezes, unnamed, replies, drop_senders, impatient } = settings;
     crate::clock::seed_thread(Some(seed));
     crate::sync::hash_order(crate::channel::seeded::hash_key(seed));
     // Odd seeds: every message a node sends to another carries a trace header (see
@@ -338,6 +392,7 @@ fn run_all(seed: u64, freezes: bool, unnamed: bool, replies: bool, drop_senders:
         let mut sim = Sim::new(seed, freezes);
         sim.unnamed.on = unnamed;
         sim.drop_senders = drop_senders;
+        sim.impatient = impatient;
         if replies {
             sim.replies_start();
         }
@@ -384,7 +439,7 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
     // (A failure found with the freezes forced on or off replays with the same setting.)
     // (And one found with another hash order, with the same order.)
     let mut replay = String::new();
-    for var in ["DCHAN_SIM_FREEZE", "DCHAN_SIM_HASH"] {
+    for var in ["DCHAN_SIM_FREEZE", "DCHAN_SIM_HASH", "DCHAN_SIM_IMPATIENT"] {
         if let Ok(v) = std::env::var(var) {
             replay.push_str(&format!("{var}={v} "));
         }
@@ -511,14 +566,31 @@ const FOUND_REPLIES: &[(u64, bool)] = &[
 /// closed, `Switchboard::refresh` counts membership changes too).
 const FOUND_DROPS: &[u64] = &[4_661, 23_557, 53_672, 108_581, 114_199, 170_215];
 
+/// Seeds that found defects with impatient leaves (`DCHAN_SIM_IMPATIENT=1`), with unnamed
+/// channels, reply handles and dropped senders (freezes as the seed says), each named where it
+/// is fixed: 4554 (a leaving node stopped once its receivers' hand-over was out, while its own
+/// sender's message, given back by a receiving node that died meanwhile, was still to be
+/// delivered elsewhere: lost, `Switchboard::hand_over`).
+const FOUND_IMPATIENT: &[u64] = &[4_554];
+
 #[test]
 fn the_schedules_that_found_defects_deliver_every_message() {
-    for &seed in FOUND_DROPS {
+    // (Everything on; impatient leaves only for the seeds found with them.)
+    let found = FOUND_DROPS.iter().map(|s| (*s, false));
+    for (seed, impatient) in found.chain(FOUND_IMPATIENT.iter().map(|s| (*s, true))) {
         let replay = format!(
-            "DCHAN_SIM_SEED={seed} DCHAN_SIM_DROP_SENDERS=1 cargo test --lib switchboard::sim"
+            "DCHAN_SIM_SEED={seed} DCHAN_SIM_IMPATIENT={} cargo test --lib switchboard::sim",
+            u8::from(impatient)
         );
         crate::channel::seeded::run_one(&seed.to_string(), &replay, move || {
-            run_all(seed, freezes(seed), true, true, true)
+            let settings = Settings {
+                freezes: freezes(seed),
+                unnamed: true,
+                replies: true,
+                drop_senders: true,
+                impatient,
+            };
+            run_all(seed, settings)
         });
     }
     for &(seed, unnamed) in FOUND_REPLIES {
