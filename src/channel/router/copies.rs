@@ -94,7 +94,7 @@ impl ChannelRoute {
     /// broadcast).
     pub(crate) fn place_copies(&self, msg: &Bytes) -> Copies {
         let mut copies = Copies::default();
-        if self.is_closed() {
+        if self.refuses_sends() {
             copies.closed = true;
             return copies;
         }
@@ -140,7 +140,7 @@ impl ChannelRoute {
 
     fn place_encoded(&self, msg: &Bytes, only: Option<EndpointId>, rerouted: bool) -> Attempt<()> {
         static NEVER_CLOSED: AtomicBool = AtomicBool::new(false);
-        if self.is_closed() && !rerouted {
+        if !rerouted && self.refuses_sends() {
             return Attempt::Closed(());
         }
         let closed = if rerouted { &NEVER_CLOSED } else { &self.closed };

@@ -99,6 +99,10 @@ pub(crate) struct ChannelRoute {
     /// Set when the close is applied on this node; read under the outbox lock (see
     /// [`crate::link::outbox::Outbox::push_data`]).
     pub(crate) closed: AtomicBool,
+    /// Set when this node starts leaving (`Node::shutdown`): its application's sends fail
+    /// with `Closed` from then on, as after a close, while what it re-routes still goes (see
+    /// [`ChannelRoute::refuse_sends`]).
+    refusing: AtomicBool,
     /// What waiting senders wait on: made by the first one (a router whose senders never
     /// waited, most unnamed channels', keeps 8 bytes for it, not 32). Nobody waits on one not
     /// made yet, so a change then wakes nobody (see [`ChannelRoute::notify`]).
@@ -171,6 +175,7 @@ impl ChannelRoute {
             targets: RwLock::default(),
             rare: once_cell::race::OnceBox::new(),
             closed: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             local: AtomicBool::new(false),
             changed: once_cell::race::OnceBox::new(),
             waiters: AtomicU32::new(0),
@@ -290,6 +295,20 @@ impl ChannelRoute {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// This node is leaving: its application's sends on this router fail with `Closed` from
+    /// now on (waiting ones are woken to fail), and only what it re-routes still goes. A send
+    /// that completed after the hand-over had flushed what this node had sent was lost with
+    /// the node (the switchboard simulation's seed 5043, with impatient leaves).
+    pub(crate) fn refuse_sends(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Whether the application's sends fail: the channel is closed, or this node is leaving.
+    pub(crate) fn refuses_sends(&self) -> bool {
+        self.is_closed() || self.refusing.load(Ordering::SeqCst)
+    }
+
     /// A receiver freed room or credit came back: wake waiting senders, if any.
     pub(crate) fn wake(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
@@ -388,7 +407,7 @@ impl ChannelRoute {
     }
 
     fn place<T: Serialize + DeserializeOwned + Send + 'static>(&self, mut msg: T) -> Attempt<T> {
-        if self.is_closed() {
+        if self.refuses_sends() {
             return Attempt::Closed(msg);
         }
         let targets = self.read();

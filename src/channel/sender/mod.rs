@@ -426,7 +426,7 @@ where
         let route = self.route();
         let mut waiting = route.wait();
         loop {
-            if route.is_closed() {
+            if route.refuses_sends() {
                 return Err(SendError(n));
             }
             if route.receiver_count() >= n {
@@ -483,9 +483,10 @@ where
         self.route().receiver_count()
     }
 
-    /// Whether the channel is closed (as this node sees it now).
+    /// Whether the channel is closed (as this node sees it now), or this node is shutting
+    /// down ([`Node::shutdown`](crate::Node::shutdown)): either way sends fail with `Closed`.
     pub fn is_closed(&self) -> bool {
-        self.route().is_closed()
+        self.route().refuses_sends()
     }
 
     /// The channel's name.

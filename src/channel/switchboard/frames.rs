@@ -149,11 +149,14 @@ impl Switchboard {
                     return;
                 }
                 if !Self::lately(&departed, from) {
-                    tracing::warn!(
-                        node = from,
-                        receiver = to,
-                        "credit asked for by a non-member: refused"
-                    );
+                    // Not a member of the registry applied, and not among those that left as
+                    // far as this node has refreshed: one that left since (its leave applied,
+                    // the refresh to come). Kept for that refresh, under the list's lock, as
+                    // that refresh records the departure before it looks at what is kept
+                    // (refused at once, the leaving node never asked again and what it handed
+                    // over was lost: the switchboard simulation's seed 163371, with impatient
+                    // leaves).
+                    self.wants_of_leavers.push((from, to));
                     return;
                 }
                 inbox.want(from);

@@ -69,6 +69,11 @@ pub(crate) struct Switchboard {
     /// Wants for this node's unnamed channels from nodes it does not know as members yet (its
     /// registry lags behind theirs): answered once they are.
     deferred_wants: unnamed::Latest<(NodeId, EndpointId)>,
+    /// Wants for this node's named receivers from nodes its registry no longer lists, that
+    /// have not left lately as far as this node has refreshed: answered at the next refresh if
+    /// they left meanwhile (a leaving node that asked between this node's applying its leave
+    /// and refreshing past it), refused otherwise (see [`Switchboard::want_of`]).
+    wants_of_leavers: unnamed::Latest<(NodeId, EndpointId)>,
     /// Wants for receivers of this node whose inboxes are not here yet (registered, or to be
     /// as this node's registry sees it, and not added yet): answered once they are (see
     /// [`Switchboard::want_early`]).
@@ -157,6 +162,7 @@ impl Switchboard {
             inboxes: Arc::default(),
             unnamed: Mutex::default(),
             deferred_wants: unnamed::Latest::default(),
+            wants_of_leavers: unnamed::Latest::default(),
             early_wants: unnamed::Latest::default(),
             closed_unnamed: unnamed::Latest::default(),
             shuts_due: unnamed::Latest::default(),
@@ -175,6 +181,10 @@ impl Switchboard {
     /// This node is leaving the cluster (a graceful shutdown has started).
     pub(crate) fn leaving(&self) {
         self.leaving.store(true, Ordering::SeqCst);
+        // (A router made from now on refuses from the start: see `route`.)
+        for route in lock(&self.routes).values() {
+            route.refuse_sends();
+        }
     }
 
     /// The cluster committed this node's leave (its endpoints left the registry before its
@@ -347,6 +357,10 @@ impl Switchboard {
                 return r.clone();
             }
             let r = Arc::new(ChannelRoute::new(channel, self.counters(channel)));
+            // (Under the table's lock, as `leaving` refuses the routers it lists.)
+            if self.leaving.load(Ordering::SeqCst) {
+                r.refuse_sends();
+            }
             routes.insert(channel.to_owned(), r.clone());
             r
         };
@@ -524,16 +538,25 @@ impl Switchboard {
                 }
             }
         }
+        let rerouting = || routes.iter().any(|r| r.is_rerouting());
         let done = async {
-            while routes.iter().any(|r| r.is_rerouting()) {
-                for route in &routes {
-                    route.rerouting_done().await;
+            loop {
+                while rerouting() {
+                    for route in &routes {
+                        route.rerouting_done().await;
+                    }
+                }
+                // Credit asked for to hand over, and not used, goes back (the receivers would
+                // count it out for ever).
+                self.give_up_credit(true);
+                self.peers_flushed().await;
+                // (A release read meanwhile, or a receiving node's leave applied, starts more:
+                // waited for too, or lost as the node stopped: the switchboard simulation's
+                // seed 38565, with impatient leaves.)
+                if !rerouting() {
+                    break;
                 }
             }
-            // Credit asked for to hand over, and not used, goes back (the receivers would count
-            // it out for ever).
-            self.give_up_credit(true);
-            self.peers_flushed().await;
         };
         if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
             tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");

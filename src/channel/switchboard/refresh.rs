@@ -56,12 +56,33 @@ impl Switchboard {
             self.refresh_members(&left, registry);
         }
         self.prune_kept(registry);
+        self.answer_wants_of_leavers(registry);
         // Early grants for receivers that are gone (not for those this node has yet to see).
         self.credits.retain_early(|id| registry.issued(id) && !registry.is_registered(id));
         // Wants kept for ids that will have no inbox here (a receiver of this node gone before
         // its inbox came, its registration withdrawn; a sender; another node's receiver): the
         // asking nodes settle their windows by the registry.
         self.early_wants.take(|(_, id)| !self.may_come_here(registry, *id));
+    }
+
+    /// Wants kept by [`Switchboard::want_of`] from nodes no member as this node saw it: answered
+    /// for those that left gracefully lately (recorded by this refresh) or are members, refused
+    /// for the rest.
+    fn answer_wants_of_leavers(&self, registry: &Registry) {
+        for (from, to) in self.wants_of_leavers.take(|_| true) {
+            let left = registry.left_gracefully(from) && self.left_lately(from);
+            if registry.nodes.contains_key(&from) || left {
+                if let Some(inbox) = self.inbox(to) {
+                    inbox.want(from);
+                }
+            } else {
+                tracing::warn!(
+                    node = from,
+                    receiver = to,
+                    "credit asked for by a non-member: refused"
+                );
+            }
+        }
     }
 
     /// The membership changed: links go to where each member listens, and to nobody that left.
@@ -121,8 +142,12 @@ impl Switchboard {
                 // for nothing until its hand-over timed out, and what it held was lost (the
                 // switchboard simulation's seed 184707, with freezes).
                 // (Left gracefully, the credit it had stays counted: it may hand over on it,
-                // see `Grants::forget`.)
-                if inbox.node_left(node, false, graceful) && self.left_lately(node) {
+                // see `Grants::forget`.) Not one that died or was removed while alive: it hands
+                // nothing over, and the credit granted to it was out until its departure's
+                // timer freed it, 10 s, with a receiver's whole capacity at times (the
+                // switchboard simulation's seed 121444, with impatient leaves: the hand-over of
+                // another node waited for that room in vain).
+                if inbox.node_left(node, false, graceful) && graceful && self.left_lately(node) {
                     inbox.want(node);
                 }
             }
@@ -265,7 +290,11 @@ impl Switchboard {
         if let Some(dead) = old.dead().filter(|d| d.counts().held > 0) {
             let fresh = Arc::new(ChannelRoute::new(name, self.counters(name)));
             fresh.dead_letters().adopt(dead);
-            lock(&self.routes).entry(name.to_owned()).or_insert(fresh);
+            let mut routes = lock(&self.routes);
+            if self.leaving.load(Ordering::SeqCst) {
+                fresh.refuse_sends();
+            }
+            routes.entry(name.to_owned()).or_insert(fresh);
         }
     }
 

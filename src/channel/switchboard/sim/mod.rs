@@ -44,6 +44,7 @@
 
 mod app;
 mod bounds;
+mod found;
 mod leave;
 mod net;
 mod node;
