@@ -141,3 +141,47 @@ async fn a_receiving_node_that_shuts_down_duplicates_nothing() {
     drop((old, new));
     shutdown(nodes).await;
 }
+
+/// A node that shuts down hands its own messages to a receiver elsewhere that has no room for a
+/// while (its application slow: busy for 3.5 s): the credit that receiver grants it once room
+/// frees reaches it, however long after the leave, within the hand-over's 5 s. (The link to a
+/// node that left was dropped after 3 s, and with it that credit: the hand-over timed out and
+/// its messages were lost.)
+#[actix_rt::test]
+async fn a_hand_over_to_a_slow_receiver_loses_nothing() {
+    let mut nodes = cluster(3).await;
+    let leaving = nodes.pop().expect("three nodes");
+    // The receiver elsewhere has room for one message, and holds one.
+    let mut slow = nodes[1].receiver::<u64>("slow").capacity(1).await.expect("rx");
+    let filler = nodes[1].sender::<u64>("slow").await.expect("tx");
+    within("fill the slow receiver", filler.send(100)).await.expect("send");
+    // Ten messages sit in a receiver on the leaving node (the other is full).
+    let held = leaving.receiver::<u64>("slow").capacity(16).await.expect("rx");
+    let tx = leaving.sender::<u64>("slow").await.expect("tx");
+    for i in 0..10 {
+        within("send", tx.send(i)).await.expect("send");
+    }
+    drop(tx);
+    within("leaving node sees both receivers", async {
+        let tx = leaving.sender::<u64>("slow").await.expect("tx");
+        tx.wait_for_receivers(2).await
+    })
+    .await
+    .expect("open");
+    let consumer = async {
+        // Busy for longer than the link to a node that left was kept (3 s), well within the
+        // hand-over's 5 s.
+        tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+        assert_eq!(within("the filler", slow.recv()).await, Some(100));
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            got.push(within("a handed-over message", slow.recv()).await.expect("open"));
+        }
+        got
+    };
+    let (left, got) = tokio::join!(leaving.shutdown(), consumer);
+    left.expect("graceful shutdown");
+    assert_eq!(got, (0..10).collect::<Vec<_>>(), "each handed-over message once, in order");
+    drop((held, filler));
+    shutdown(nodes).await;
+}

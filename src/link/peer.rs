@@ -29,8 +29,8 @@ use crate::rpc::{Request, Response};
 use crate::sync::{lock, HashMap};
 use crate::tasks::Tasks;
 
-/// How long the link to a node that left stays up.
-const LEAVE_GRACE: Duration = Duration::from_secs(3);
+/// How long the link to a node that left stays up (what is queued for it still reaches it).
+pub(crate) const LEAVE_GRACE: Duration = Duration::from_secs(10);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]

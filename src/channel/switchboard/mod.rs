@@ -130,6 +130,11 @@ const MAX_DEPARTED: usize = 64;
 /// own limit, twice.
 const DEPARTED_FOR: std::time::Duration = HAND_OVER_TIMEOUT.saturating_mul(2);
 
+// The credit granted to a node that left goes over its link, which lasts as long (3 s once:
+// credit granted later was dropped, and a hand-over to a receiver that had no room for 3 s
+// timed out and lost what it held, `tests/shutdown.rs`).
+const _: () = assert!(crate::link::peer::LEAVE_GRACE.as_millis() >= DEPARTED_FOR.as_millis());
+
 /// A close fence owed, held until [`Switchboard::send_fences`].
 #[derive(Debug)]
 struct DueFence {
