@@ -543,12 +543,20 @@ impl Switchboard {
                 }
             }
         }
-        let rerouting = || routes.iter().any(|r| r.is_rerouting());
+        // Re-routing with somewhere to go (a receiver on another node). A router whose channel has
+        // no receiver elsewhere holds what it re-routes for the name's next receiver (promise
+        // 5), which need not come while this node leaves: waited for, the hand-over timed out
+        // without its flush below.
+        let busy = |r: &ChannelRoute| r.is_rerouting() && r.has_remote();
+        let rerouting = || routes.iter().any(|r| busy(r));
         let done = async {
             loop {
                 while rerouting() {
                     for route in &routes {
-                        route.rerouting_done().await;
+                        let mut waiting = route.wait();
+                        while busy(route) {
+                            waiting.changed().await;
+                        }
                     }
                 }
                 // Credit asked for to hand over, and not used, goes back (the receivers would
