@@ -352,8 +352,24 @@ impl ChannelRoute {
 
     /// Wait until nothing is left to re-route on this node.
     pub(crate) async fn rerouting_done(&self) {
+        self.rerouting_done_while(|| true).await;
+    }
+
+    /// Whether messages are re-routed and have somewhere to go: a receiver on another node.
+    /// (With none, they wait for the channel's next receiver, promise 5.)
+    pub(crate) fn is_rerouting_elsewhere(&self) -> bool {
+        self.is_rerouting() && self.has_remote()
+    }
+
+    /// Wait until nothing is left to re-route on this node with a receiver elsewhere to go to.
+    pub(crate) async fn rerouting_elsewhere_done(&self) {
+        self.rerouting_done_while(|| self.has_remote()).await;
+    }
+
+    /// Wait until nothing is left to re-route, or `counts` says what is left does not count.
+    async fn rerouting_done_while(&self, counts: impl Fn() -> bool) {
         let mut waiting = self.wait();
-        while self.is_rerouting() {
+        while self.is_rerouting() && counts() {
             waiting.changed().await;
         }
     }

@@ -354,6 +354,15 @@ impl Switchboard {
         all
     }
 
+    /// A new router for `channel`, made under the routers' table lock (refusing once leaving).
+    pub(super) fn new_route(&self, channel: &str) -> Arc<ChannelRoute> {
+        let r = Arc::new(ChannelRoute::new(channel, self.counters(channel)));
+        if self.leaving.load(Ordering::SeqCst) {
+            r.refuse_sends();
+        }
+        r
+    }
+
     /// This node's router for `channel`.
     pub(crate) fn route(&self, channel: &str) -> Arc<ChannelRoute> {
         let route = {
@@ -361,11 +370,7 @@ impl Switchboard {
             if let Some(r) = routes.get(channel) {
                 return r.clone();
             }
-            let r = Arc::new(ChannelRoute::new(channel, self.counters(channel)));
-            // (Under the table's lock, as `leaving` refuses the routers it lists.)
-            if self.leaving.load(Ordering::SeqCst) {
-                r.refuse_sends();
-            }
+            let r = self.new_route(channel);
             routes.insert(channel.to_owned(), r.clone());
             r
         };
@@ -537,9 +542,7 @@ impl Switchboard {
             if let Some(mine) = inbox.hand_over(!elsewhere) {
                 if elsewhere {
                     self.redeliver(&route, mine);
-                    if !routes.iter().any(|r| Arc::ptr_eq(r, &route)) {
-                        routes.push(route);
-                    }
+                    routes.push(route); // (Perhaps twice: a second wait returns at once.)
                 }
             }
         }
@@ -547,16 +550,12 @@ impl Switchboard {
         // no receiver elsewhere holds what it re-routes for the name's next receiver (promise
         // 5), which need not come while this node leaves: waited for, the hand-over timed out
         // without its flush below.
-        let busy = |r: &ChannelRoute| r.is_rerouting() && r.has_remote();
-        let rerouting = || routes.iter().any(|r| busy(r));
+        let rerouting = || routes.iter().any(|r| r.is_rerouting_elsewhere());
         let done = async {
             loop {
                 while rerouting() {
                     for route in &routes {
-                        let mut waiting = route.wait();
-                        while busy(route) {
-                            waiting.changed().await;
-                        }
+                        route.rerouting_elsewhere_done().await;
                     }
                 }
                 // Credit asked for to hand over, and not used, goes back (the receivers would

@@ -288,12 +288,9 @@ impl Switchboard {
         }
         lock(&self.routes).remove(name);
         if let Some(dead) = old.dead().filter(|d| d.counts().held > 0) {
-            let fresh = Arc::new(ChannelRoute::new(name, self.counters(name)));
-            fresh.dead_letters().adopt(dead);
             let mut routes = lock(&self.routes);
-            if self.leaving.load(Ordering::SeqCst) {
-                fresh.refuse_sends();
-            }
+            let fresh = self.new_route(name);
+            fresh.dead_letters().adopt(dead);
             routes.entry(name.to_owned()).or_insert(fresh);
         }
     }
