@@ -208,8 +208,9 @@ pub(crate) enum Response {
     ),
     /// Answer to [`Request::Write`]: the log index it was committed at, and its outcome.
     Write(Result<(u64, Outcome), String>),
-    /// Answer to [`Request::Join`] and [`Request::Leave`].
-    Membership(Result<(), String>),
+    /// Answer to [`Request::Join`] and [`Request::Leave`]: for a leave, the log index of the
+    /// node's removal from the registry (0 for a join, or a node already gone).
+    Membership(Result<u64, String>),
     /// Answer to [`Request::PreVote`]: whether this node would vote.
     PreVote(bool),
     /// Answer to [`Request::Stats`].

@@ -185,3 +185,50 @@ async fn a_hand_over_to_a_slow_receiver_loses_nothing() {
     drop((held, filler));
     shutdown(nodes).await;
 }
+
+/// Two nodes shut down (a rolling scale-down): one sends, the other holds what it was sent in
+/// a receiver its application never reads, and a third node has the other receiver. At once,
+/// whichever leave the cluster commits first, or one after the other, each message the leaving
+/// sender sent is taken exactly once, on the node that stays. (The receiving node gave the
+/// messages of a sender that had left before it back to that sender, gone by then: lost.)
+#[actix_rt::test]
+async fn two_nodes_that_shut_down_lose_nothing_and_duplicate_nothing() {
+    for order in ["sender first, at once", "holder first, at once", "sender, then holder"] {
+        let mut nodes = cluster(4).await;
+        let holding = nodes.pop().expect("four nodes");
+        let sending = nodes.pop().expect("four nodes");
+        let mut stays = nodes[1].receiver::<u64>("scale").capacity(64).await.expect("rx");
+        let mut held = holding.receiver::<u64>("scale").capacity(32).await.expect("rx");
+        let tx = sending.sender::<u64>("scale").await.expect("tx");
+        within("both receivers known", tx.wait_for_receivers(2)).await.expect("open");
+        for i in 0..40 {
+            within("send", tx.send(i)).await.expect("send");
+        }
+        let (a, b) = match order {
+            "sender first, at once" => tokio::join!(sending.shutdown(), holding.shutdown()),
+            "holder first, at once" => {
+                let (b, a) = tokio::join!(holding.shutdown(), sending.shutdown());
+                (a, b)
+            }
+            _ => {
+                let a = within("the sender leaves", sending.shutdown()).await;
+                (a, within("the holder leaves", holding.shutdown()).await)
+            }
+        };
+        a.expect("the sending node leaves");
+        b.expect("the holding node leaves");
+        // The holding node's receiver yields nothing: what it held is elsewhere.
+        assert_eq!(within("the held receiver ends", held.recv()).await, None, "{order}");
+        let mut got = Vec::new();
+        while got.len() < 40 {
+            let what = format!("every message, on the node that stays ({order})");
+            got.push(within(&what, stays.recv()).await.expect("open"));
+        }
+        // Both hand-overs are done and flushed: a second copy would be here by now.
+        assert!(stays.try_recv().is_err(), "a message taken twice ({order})");
+        got.sort_unstable();
+        assert_eq!(got, (0..40).collect::<Vec<_>>(), "each once ({order})");
+        drop((stays, tx));
+        shutdown(nodes).await;
+    }
+}

@@ -157,7 +157,8 @@ impl Membership {
     /// On the leader: remove `node` and its endpoints (`graceful`: it asked to leave itself).
     /// A node already gone is answered at once.
     #[tracing::instrument(name = "remove", level = "info", skip(self))]
-    pub(crate) async fn leave(&self, node: NodeId, graceful: bool) -> Result {
+    /// Answers with the log index of the node's removal from the registry (0: it was gone).
+    pub(crate) async fn leave(&self, node: NodeId, graceful: bool) -> Result<u64> {
         let _one = self.changing.lock().await;
         self.remove_locked(node, graceful, true).await
     }
@@ -165,16 +166,19 @@ impl Membership {
     /// Remove `node` (see [`Membership::leave`]); with `clear`, first the voters that stay and
     /// are gone, if the others are too few to commit the change (see
     /// [`Membership::clear_the_way`]).
-    async fn remove_locked(&self, node: NodeId, graceful: bool, clear: bool) -> Result {
+    async fn remove_locked(&self, node: NodeId, graceful: bool, clear: bool) -> Result<u64> {
         let m = self.current();
         if m.get_node(&node).is_none() {
-            return Ok(());
+            return Ok(0);
         }
         // Endpoints first: senders stop picking the node's receivers as soon as this applies.
-        self.raft
+        let removed = self
+            .raft
             .client_write(Command::RemoveNode { node, graceful })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .log_id
+            .index;
         let mut voters: BTreeSet<NodeId> = m.voter_ids().collect();
         if voters.contains(&node) {
             // A learner takes the voter's place first, so that the voters never shrink to
@@ -192,7 +196,7 @@ impl Membership {
             self.clear_the_way(node, &mut voters).await?;
         }
         if voters.len() == 1 && voters.contains(&node) {
-            return Ok(()); // the last voter stays a member: the cluster ends with it
+            return Ok(removed); // the last voter stays a member: the cluster ends with it
         }
         if node == self.me && voters.contains(&node) {
             // A leader that removed itself outright could stop before the final configuration
@@ -214,7 +218,8 @@ impl Membership {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([node]))
         };
-        self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string())
+        self.raft.change_membership(change, false).await.map_err(|e| e.to_string())?;
+        Ok(removed)
     }
 
     /// The learner (other than `except`) best placed to become a voter: of those that answer

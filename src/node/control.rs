@@ -404,8 +404,9 @@ impl Core {
         self.switch.find_route(channel).and_then(|r| r.dead().map(|d| d.remove(seqs))).unwrap_or(0)
     }
 
-    /// Run a membership change on the leader: here if this node leads, else forwarded.
-    async fn on_leader(self: &Arc<Self>, req: Request) -> Result<(), String> {
+    /// Run a membership change on the leader: here if this node leads, else forwarded (see
+    /// [`Response::Membership`] for what it answers).
+    pub(super) async fn on_leader(self: &Arc<Self>, req: Request) -> Result<u64, String> {
         // (A change may first wait out a failure timeout: a voter that stays and is gone is
         // removed before a leave that needs it; see `Membership::leave`.)
         let wait = self.timing.write() + self.membership.failure_timeout();
@@ -416,9 +417,11 @@ impl Core {
                 Some((leader, _)) if leader == self.id => {
                     let here = async {
                         match &req {
-                            Request::Join { node, addr, non_voting, name } => {
-                                self.membership.join(*node, addr, *non_voting, name.clone()).await
-                            }
+                            Request::Join { node, addr, non_voting, name } => self
+                                .membership
+                                .join(*node, addr, *non_voting, name.clone())
+                                .await
+                                .map(|()| 0),
                             Request::Leave { node } => self.membership.leave(*node, true).await,
                             _ => Err("not a membership request".into()),
                         }
@@ -450,7 +453,7 @@ impl Core {
                 None => Err("no leader".into()),
             };
             match res {
-                Ok(()) => return Ok(()),
+                Ok(index) => return Ok(index),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, "membership change will be retried");
@@ -503,20 +506,12 @@ impl Core {
                     name: self.name.clone(),
                 };
                 let answer = self.peers.get(id, &addr).request(req, after / 3).await;
-                if let Ok(Response::Membership(Ok(()))) = answer {
+                if let Ok(Response::Membership(Ok(_))) = answer {
                     tracing::info!(through = id, "back in the cluster");
                     break;
                 }
             }
         }
-    }
-
-    pub(crate) async fn leave(self: &Arc<Self>) -> Result<(), Error> {
-        self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::registry)?;
-        // The leader removed this node's endpoints before its membership: routers follow now
-        // (this node's copy of the registry may never show it, once it is no longer a member).
-        self.switch.left();
-        Ok(())
     }
 }
 

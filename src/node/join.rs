@@ -1,7 +1,9 @@
 //! Becoming a member: a bootstrapping node makes itself the cluster of one; a joining node asks
-//! its seeds, one after another, until one that leads (or knows who does) lets it in.
+//! its seeds, one after another, until one that leads (or knows who does) lets it in. And
+//! leaving: the leader removes the node ([`super::Core::leave`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -89,7 +91,7 @@ impl Node {
                         return Ok(());
                     }
                     answer = tokio::time::timeout_at(deadline, attempt) => match answer {
-                        Ok(Ok(())) => {
+                        Ok(Ok(_)) => {
                             return match tokio::time::timeout_at(deadline, &mut member).await {
                                 Ok(Ok(registry)) => {
                                     core.endpoints.joined(&registry, me);
@@ -163,6 +165,19 @@ pub(crate) async fn resolve_all(seeds: &[String]) -> Vec<String> {
         }
     }
     all
+}
+
+impl super::Core {
+    /// Leave the cluster: answers with the log index of this node's removal from the registry
+    /// (what its hand-over waits for its own registry to reach, see `Switchboard::hand_over`).
+    pub(crate) async fn leave(self: &Arc<Self>) -> Result<u64, Error> {
+        let removed =
+            self.on_leader(Request::Leave { node: self.id }).await.map_err(Error::registry)?;
+        // The leader removed this node's endpoints before its membership: routers follow now
+        // (this node's copy of the registry may never show it, once it is no longer a member).
+        self.switch.left();
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]

@@ -292,11 +292,11 @@ impl Node {
             core.switch.leaving();
             core.switch.tell_taken().await;
             let left = core.leave().await;
-            if left.is_ok() {
-                core.switch.hand_over().await;
+            if let Ok(removed) = left {
+                core.switch.hand_over(removed).await;
             }
             self.stop().await;
-            left
+            left.map(|_| ())
         }
         .instrument(span)
         .await

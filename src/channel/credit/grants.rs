@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use super::left::{Departure, Left, MAX_LEFT};
 use super::per_node::PerNode;
 use super::untold::Untold;
 use crate::ids::NodeId;
@@ -35,32 +36,6 @@ impl Outgoing {
             None => self.credit.push((node, taken, grant)),
         }
     }
-}
-
-/// Nodes that left with credit out a receiver keeps taking messages from (on that credit).
-const MAX_LEFT: usize = 64;
-
-/// What a receiver keeps of a node that left: what it may still send on the credit it had
-/// (taken in, and no more), and how many of its messages the receiver took in and never told
-/// it of, in the order sent (answered if the node comes back as a new incarnation, which then
-/// delivers again only the rest: see [`Grants::rejoined`]). Kept while either is nonzero.
-#[derive(Debug)]
-struct Left {
-    node: NodeId,
-    credit: u32,
-    /// Whether `credit` is still counted against the capacity (in `out_total`): for a node that
-    /// left gracefully, until it arrives, is given back, or is void (the node's time is up).
-    /// Such a node hands over what it holds after its leave, on credit it may have had before:
-    /// freed at the leave, that credit was granted to another node meanwhile, and the
-    /// hand-over took the receiver beyond its capacity (the switchboard simulation's seed
-    /// 114199, with dropped senders). A node removed for not answering is not waited for (the
-    /// README's one exception to the capacity): kept counted until its time was up, a dead
-    /// node's credit starved the hand-over of another that left meanwhile, and what that one
-    /// held was lost (seed 108581, once seed 114199 kept it counted).
-    counted: bool,
-    /// `None` once one of its messages is delivered and not acknowledged: those that follow are
-    /// no longer a prefix of what the node kept (it delivers them again, at-least-once).
-    owed: Option<u32>,
 }
 
 /// How a message from another node was taken in ([`Grants::arrived`]).
@@ -388,8 +363,10 @@ impl Grants {
     /// arrives, comes back or is void (see [`Left`]). `held`: how many of its messages the
     /// receiver holds, to be delivered here, after those taken and not told (`None`: some are
     /// delivered and not acknowledged, which the node must deliver again if it comes back;
-    /// see [`Left`]).
-    pub(crate) fn forget(&mut self, node: NodeId, held: Option<u32>, graceful: bool) {
+    /// see [`Left`]). `how`: see [`Departure`].
+    pub(crate) fn forget(&mut self, node: NodeId, held: Option<u32>, how: Departure) {
+        let graceful = how.graceful();
+        let first = how == Departure::LeftFirst;
         // (Still in `out_total` for now: moved from `out` to `left`.)
         let credit = self.out.remove(&node).unwrap_or(0);
         let told = self.remote.taken.of(node);
@@ -403,13 +380,14 @@ impl Grants {
                 }
                 l.credit = l.credit.saturating_add(credit);
                 l.owed = l.owed.zip(owed).map(|(a, b)| a.saturating_add(b));
+                l.first |= first;
             }
             None if credit > 0 || owed.is_some_and(|n| n > 0) => {
                 if !graceful {
                     self.out_total -= credit;
                 }
                 self.make_left_room();
-                self.remote.left.push_back(Left { node, credit, owed, counted: graceful });
+                self.remote.left.push_back(Left { node, credit, owed, counted: graceful, first });
             }
             None => {}
         }
@@ -458,12 +436,16 @@ impl Grants {
     }
 
     /// One message of node `node`, which left, that this receiver took in and holds as its own
-    /// goes back to it instead: not counted as owed (so not told as taken, and the node
-    /// delivers it elsewhere with the rest). False if the node is owed no count (it left
-    /// gracefully, or has deliveries here not acknowledged: it is told nothing, and a message
-    /// held for it is this node's to deliver).
+    /// goes back to it instead (this receiver's node is leaving too): not counted as owed (so
+    /// not told as taken, and the node delivers it elsewhere with the rest). False if the
+    /// message is this node's to deliver: the node left gracefully before this one (it has
+    /// stopped, or stops without waiting: [`Departure::LeftFirst`]), or is owed no count (it
+    /// has deliveries here not acknowledged, and is told nothing).
     pub(crate) fn give_back_owed(&mut self, node: NodeId) -> bool {
         let Some(l) = self.remote.left.iter_mut().find(|l| l.node == node) else { return false };
+        if l.first {
+            return false;
+        }
         match l.owed.as_mut() {
             Some(n) if *n > 0 => {
                 *n -= 1;
@@ -480,7 +462,8 @@ impl Grants {
             Some(l) => l.owed = l.owed.map(|o| o.saturating_add(n)),
             None => {
                 self.make_left_room();
-                self.remote.left.push_back(Left { node, credit: 0, owed: Some(n), counted: false });
+                let left = Left { node, credit: 0, owed: Some(n), counted: false, first: false };
+                self.remote.left.push_back(left);
             }
         }
     }

@@ -21,11 +21,13 @@ use crate::ids::{EndpointId, NodeId};
 use crate::sync::{lock, HashMap};
 
 mod grants;
+mod left;
 mod per_node;
 mod untold;
 #[cfg(test)]
 pub(crate) use grants::Arrival;
 pub(crate) use grants::{Grants, Outgoing};
+pub(crate) use left::Departure;
 
 /// This node's credit with one remote receiver.
 #[derive(Debug, Default)]
@@ -171,6 +173,7 @@ impl<R> Default for Credits<R> {
                 early: HashMap::default(),
                 void: false,
                 unanswered: BTreeSet::new(),
+                handed_over: false,
             }),
         }
     }
@@ -191,6 +194,9 @@ struct Inner<R> {
     /// While starting over, the nodes asked what they took in that have not answered yet, and
     /// are still asked ([`Credits::answered`]).
     unanswered: BTreeSet<NodeId>,
+    /// This node has handed over what it held (it is leaving): every grant goes back at once
+    /// ([`Credits::handed_over`]).
+    handed_over: bool,
 }
 
 impl<R> Credits<R> {
@@ -223,6 +229,13 @@ impl<R> Credits<R> {
     /// is made. Credit from a node other than the receiver's is refused.
     pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Granted<R> {
         let mut inner = lock(&self.inner);
+        if inner.handed_over && n > 0 {
+            // (Asked again if a release starts more re-routing: `Credits::reopen`.)
+            if let Some((window, _, _)) = inner.windows.get(&id) {
+                window.asked.store(false, Ordering::Release);
+            }
+            return Granted::Returned(n);
+        }
         // Not even to a (void) window: a reclaim would hand it back to a receiver that counts
         // it no more, or, once it has granted the new incarnation, counts that instead.
         if inner.void && inner.unanswered.contains(&from) {
@@ -398,7 +411,28 @@ impl<R> Credits<R> {
     /// (which then keeps nothing for this node once it has left). Per receiver: its node and the
     /// credit to return.
     pub(crate) fn give_up_all(&self, zero: bool) -> Vec<(EndpointId, NodeId, u32)> {
-        let inner = lock(&self.inner);
+        self.give_up(zero, false)
+    }
+
+    /// This node has handed over what it held (it leaves): [`Credits::give_up_all`], and every
+    /// grant that comes from now on goes back at once ([`Granted::Returned`]). Kept, a grant
+    /// that crossed the node's last return (a receiver answering a want from before the leave)
+    /// stayed counted out at the receiver until the node's departure timer ran out, 10 s, and
+    /// another leaving node's hand-over found no room there (the switchboard simulation's seed
+    /// 256364, with impatient leaves).
+    pub(crate) fn handed_over(&self) -> Vec<(EndpointId, NodeId, u32)> {
+        self.give_up(true, true)
+    }
+
+    /// A release came after [`Credits::handed_over`]: its messages are re-routed, on credit
+    /// granted from now on.
+    pub(crate) fn reopen(&self) {
+        lock(&self.inner).handed_over = false;
+    }
+
+    fn give_up(&self, zero: bool, for_good: bool) -> Vec<(EndpointId, NodeId, u32)> {
+        let mut inner = lock(&self.inner);
+        inner.handed_over |= for_good;
         inner
             .windows
             .iter()

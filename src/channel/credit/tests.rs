@@ -76,7 +76,7 @@ fn a_node_that_left_is_owed_only_the_credit_it_had_out() {
     assert_eq!(g.arrived(7), Arrival::Credit);
     let out = g.out_to(7);
     assert!(out > 0, "granted");
-    g.forget(7, Some(1), false);
+    g.forget(7, Some(1), Departure::Removed);
     for _ in 0..out {
         assert_eq!(g.arrived(7), Arrival::Left, "sent before it left, on its credit");
     }
@@ -92,7 +92,7 @@ fn the_credit_of_a_node_that_left_gracefully_stays_counted_until_it_is_settled()
     g.want(7);
     let _ = g.settle(true, None, false);
     assert_eq!(g.out_to(7), 2);
-    g.forget(7, Some(0), true);
+    g.forget(7, Some(0), Departure::LeftFirst);
     assert_eq!(g.committed(), 2, "still counted");
     g.want(8);
     assert!(g.settle(true, None, false).credit.is_empty(), "nothing to grant node 8");
@@ -105,13 +105,13 @@ fn the_credit_of_a_node_that_left_gracefully_stays_counted_until_it_is_settled()
     let mut g = Grants::new(2);
     g.want(7);
     let _ = g.settle(true, None, false);
-    g.forget(7, Some(0), false);
+    g.forget(7, Some(0), Departure::Removed);
     assert_eq!(g.committed(), 0);
     // Gracefully, but it never comes: free once its time is up.
     let mut g = Grants::new(2);
     g.want(7);
     let _ = g.settle(true, None, false);
-    g.forget(7, Some(0), true);
+    g.forget(7, Some(0), Departure::LeftFirst);
     g.void_left_credit(7);
     assert_eq!(g.committed(), 0);
     assert_eq!(g.entries(), 0);
@@ -129,10 +129,10 @@ fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in
     }
     // Two taken (not yet told), two held in the buffer when it left.
     g.taken(Some(7), 2);
-    g.forget(7, Some(2), false);
+    g.forget(7, Some(2), Departure::Removed);
     assert_eq!(g.arrived(7), Arrival::Left, "sent before it left, on its credit");
     // Forgotten again (its own word that it is back): nothing counted twice.
-    g.forget(7, Some(0), false);
+    g.forget(7, Some(0), Departure::Removed);
     assert_eq!(g.rejoined(7), 5, "two taken, two held, one arrived after it left");
     assert_eq!(g.rejoined(7), 0, "answered once");
     assert_eq!(g.arrived(7), Arrival::Refused, "the old credit is void");
@@ -142,7 +142,7 @@ fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in
     g.want(7);
     let _ = g.settle(true, None, false);
     assert_eq!(g.arrived(7), Arrival::Credit);
-    g.forget(7, None, false);
+    g.forget(7, None, Departure::Removed);
     assert_eq!(g.arrived(7), Arrival::Left);
     assert_eq!(g.rejoined(7), 0);
     // Told with a release, but out of reach: still owed when it comes back.
@@ -150,7 +150,7 @@ fn a_node_back_as_a_new_incarnation_hears_how_many_of_its_messages_were_taken_in
     g.want(7);
     let _ = g.settle(true, None, false);
     assert_eq!(g.arrived(7), Arrival::Credit);
-    g.forget(7, Some(1), false);
+    g.forget(7, Some(1), Departure::Removed);
     let owed = g.take_owed(7);
     assert_eq!(owed, 1);
     g.restore_owed(7, owed);
@@ -214,7 +214,7 @@ fn a_receiver_only_its_own_node_sends_to_keeps_no_books_of_other_nodes() {
         g.local_waiting(false);
         g.taken(None, 2);
         assert!(g.settle(true, None, false).is_empty(), "nothing to tell another node");
-        g.forget(9, Some(0), false);
+        g.forget(9, Some(0), Departure::Removed);
         assert!(g.take_wanting(|_| true).is_empty());
         assert_eq!(g.flush_taken().credit, []);
         g.returned(9, 0);
@@ -300,7 +300,11 @@ fn messages_booked_together_are_booked_as_one_by_one() {
                 g.settle(true, None, false);
                 // Node 1 uses 2 of its credit, leaves (with the rest), and comes back wanting.
                 assert_eq!((g.arrived(1), g.arrived(1)), (Arrival::Credit, Arrival::Credit));
-                g.forget(1, Some(0), graceful);
+                g.forget(
+                    1,
+                    Some(0),
+                    if graceful { Departure::LeftFirst } else { Departure::Removed },
+                );
                 g.want(1);
                 g.settle(true, None, false);
             }

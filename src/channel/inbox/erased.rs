@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{ErasedInbox, Inbox, Item, Refused};
+use crate::channel::credit::Departure;
 use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
 
@@ -155,9 +156,17 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.send(out);
     }
 
-    fn node_left(&self, node: NodeId, done: bool, graceful: bool) -> bool {
+    fn node_left(&self, node: NodeId, done: bool, how: Departure) -> bool {
         let (out, wanted) = {
             let mut st = self.lock();
+            if how == Departure::LeftAfter && st.leaving {
+                // It left after this node did (the log's order): it delivers elsewhere whatever
+                // this node did not tell it was taken before its leave (it applied this node's
+                // leave first), and this node hands nothing of it to the application. Held as
+                // this node's own, one was taken here too (the switchboard simulation's seed
+                // 13439, with impatient leaves): it stays that node's, released to it.
+                return false;
+            }
             let wanted = st.grants.wants(node);
             // What it sent and the receiver holds is no longer its to hear about: if the node
             // comes back (it was removed while alive), it is another incarnation, which must not
@@ -179,7 +188,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 Some(acks) => acks.forget(),
                 None => false,
             };
-            st.grants.forget(node, (!unacked).then_some(held), graceful);
+            st.grants.forget(node, (!unacked).then_some(held), how);
             if done {
                 // Nothing more comes on the credit it had (kept, a grant it never used stayed
                 // for good: tests/churn.rs, after the want kept for a leaving node).
@@ -238,7 +247,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn rejoined(&self, node: NodeId) -> u32 {
-        let _ = self.node_left(node, false, false);
+        let _ = self.node_left(node, false, Departure::Removed);
         // The old incarnation's credit, counted until now (see `Grants::forget`), is free
         // again: granted to whoever wants it (left unsettled, a node that wanted waited for
         // ever: the switchboard simulation's seed 1805, once seed 114199 kept it counted).

@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use actix::Message;
 
-use crate::channel::credit::{Grants, Outgoing};
+use crate::channel::credit::{Departure, Grants, Outgoing};
 use crate::channel::decoding;
 use crate::channel::oneshot::{self, Gates};
 use crate::channel::router::ChannelRoute;
@@ -107,10 +107,10 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn returned(&self, from: NodeId, n: u32);
     /// These nodes have senders of the channel: offer credit to any not offered yet.
     fn offer(&self, nodes: &[NodeId]);
-    /// Node `node` left (`done`: its credit is void; `graceful`: it asked to leave, and may
-    /// hand over on the credit it had, which stays counted: see `Grants::forget`); whether it
-    /// waited for credit.
-    fn node_left(&self, node: NodeId, done: bool, graceful: bool) -> bool;
+    /// Node `node` left (`done`: its credit is void; `how`: whether it asked to leave, and
+    /// may hand over on the credit it had, which stays counted, and whether before this node:
+    /// see `Grants::forget`); whether it waited for credit.
+    fn node_left(&self, node: NodeId, done: bool, how: Departure) -> bool;
     /// The receiver's registration was removed with its node (which starts over once let back
     /// in): what other nodes sent it goes elsewhere (they are told, in case they skipped the
     /// removal), their credit is void, and it takes nothing from them until it is registered

@@ -259,12 +259,12 @@ impl Switchboard {
             if !self.left_lately(from) {
                 return;
             }
-            let (member, graceful) = {
+            let (member, how) = {
                 let registry = self.registry.borrow();
-                (registry.nodes.contains_key(&from), registry.left_gracefully(from))
+                (registry.nodes.contains_key(&from), self.departure(from, &registry))
             };
             if !member {
-                inbox.node_left(from, false, graceful);
+                inbox.node_left(from, false, how);
             }
         }
     }

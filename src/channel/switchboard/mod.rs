@@ -9,13 +9,15 @@
 //! that died, fences a closed channel, retires a channel gone from the registry and lets go of
 //! dropped receivers' inboxes; a change of membership also revisits the links and every router
 //! and inbox of this node. A node removed while alive and let back in starts over (`rejoin`):
-//! it settles with every peer what its old incarnation sent, and the peers forget its books.
+//! it settles with every peer what its old incarnation sent, and the peers forget its books. A
+//! node that leaves gracefully hands over what it holds (`leave`).
 //!
 //! Each concern it connects keeps its own state: credit in [`crate::channel::credit`], fences in
 //! [`crate::channel::close`], kept messages in [`crate::link::outbox`], redelivery in [`crate::channel::redelivery`],
 //! routing in [`crate::channel::router`].
 
 mod frames;
+mod leave;
 mod refresh;
 mod rejoin;
 #[cfg(test)]
@@ -31,14 +33,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::close::Fences;
 use crate::channel::counters::{Counters, Counts};
-use crate::channel::credit::Credits;
+use crate::channel::credit::{Credits, Departure};
 use crate::channel::dead_letters::DeadLetters;
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::ChannelRoute;
 use crate::cluster::registry::Registry;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::peer::Peers;
-use crate::link::wire::{self, Frame};
 use crate::rpc::EndpointKind;
 use crate::sync::{lock, HashMap};
 use crate::tasks::Tasks;
@@ -138,7 +139,7 @@ const _: () = assert!(crate::link::peer::LEAVE_GRACE.as_millis() >= DEPARTED_FOR
 /// A close fence owed, held until [`Switchboard::send_fences`].
 #[derive(Debug)]
 struct DueFence {
-    /// The encoded [`Frame::Fence`].
+    /// The encoded [`Frame::Fence`](crate::link::wire::Frame::Fence).
     frame: Bytes,
     /// The nodes with receivers of the channel.
     peers: Vec<Arc<crate::link::peer::Peer>>,
@@ -183,62 +184,6 @@ impl Switchboard {
         }
     }
 
-    /// This node is leaving the cluster (a graceful shutdown has started).
-    pub(crate) fn leaving(&self) {
-        self.leaving.store(true, Ordering::SeqCst);
-        // (A router made from now on refuses from the start: see `route`.)
-        for route in lock(&self.routes).values() {
-            route.refuse_sends();
-        }
-    }
-
-    /// The cluster committed this node's leave (its endpoints left the registry before its
-    /// membership did): every router stops targeting this node's receivers now, without
-    /// waiting for this node's copy of the registry to say so.
-    pub(crate) fn left(&self) {
-        self.left.store(true, Ordering::SeqCst);
-        let registry = self.registry.borrow().clone();
-        self.refresh(&registry);
-        // A node that leaves does not start over: its fences go.
-        self.send_fences();
-        let routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
-        for route in &routes {
-            self.refresh_route(route, &registry);
-        }
-    }
-
-    /// Before this node leaves: tell every sending node what this node's receivers have taken
-    /// of its messages, and wait (at most [`HAND_OVER_TIMEOUT`]) until every peer has everything
-    /// queued for it. Once the leave is committed, a sending node delivers elsewhere whatever it
-    /// was not told was taken; without this, messages taken just before the leave (their
-    /// "taken" still queued, or read by the sending node after the leave) would be delivered
-    /// twice.
-    pub(crate) async fn tell_taken(&self) {
-        let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
-        for inbox in &inboxes {
-            inbox.tell_taken();
-        }
-        // Unused credit goes back too: a receiver keeps what a node that left had out (it may
-        // still send on it), and this node will not.
-        self.give_up_credit(false);
-        if tokio::time::timeout(HAND_OVER_TIMEOUT, self.peers_flushed()).await.is_err() {
-            tracing::warn!(
-                "leaving: a peer did not confirm what was taken within {HAND_OVER_TIMEOUT:?}"
-            );
-        }
-    }
-
-    /// Give every receiver back the credit this node holds and will not use (`zero`: say so
-    /// even with none: a receiver forgets a node that left as it hears, see
-    /// [`Switchboard::returned`]).
-    fn give_up_credit(&self, zero: bool) {
-        for (to, node, n) in self.credits.give_up_all(zero) {
-            if let Some(p) = self.peers.reach(node) {
-                p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
-            }
-        }
-    }
-
     /// Member `node` left (this node's registry no longer lists it). Once [`DEPARTED_FOR`] has
     /// passed, unless it is a member again (or left again since), every receiver of this node
     /// forgets it for good: the credit it had when it left, or was given since to hand over
@@ -275,7 +220,7 @@ impl Switchboard {
                     if !newer && !registry.borrow().nodes.contains_key(&node) {
                         let inboxes: Vec<_> = lock(&inboxes).values().cloned().collect();
                         for inbox in inboxes {
-                            inbox.node_left(node, true, false);
+                            inbox.node_left(node, true, Departure::Removed);
                         }
                     }
                 }
@@ -292,13 +237,6 @@ impl Switchboard {
     fn lately(departed: &std::collections::VecDeque<Departed>, node: NodeId) -> bool {
         let now = tokio::time::Instant::now();
         departed.iter().any(|d| d.node == node && now.duration_since(d.at) < DEPARTED_FOR)
-    }
-
-    /// Wait until every peer has acknowledged everything queued for it so far.
-    async fn peers_flushed(&self) {
-        for peer in self.peers.all() {
-            peer.outbox.flushed().await;
-        }
     }
 
     /// Senders of this node the registry stopped listing since the last call: those whose
@@ -519,61 +457,6 @@ impl Switchboard {
     /// How many receivers' inboxes this node holds, dropped ones not yet deregistered included.
     pub(crate) fn inbox_count(&self) -> usize {
         lock(&self.inboxes).len()
-    }
-
-    /// Hand what this node's receivers hold to receivers on other nodes, and flush every outbox,
-    /// within [`HAND_OVER_TIMEOUT`]. A channel with no receiver elsewhere keeps this node's own
-    /// messages here: its receivers yield them, then `None`; what other nodes sent is always
-    /// released to them, so that it is delivered once, elsewhere.
-    pub(crate) async fn hand_over(&self) {
-        let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
-        // Every router of this node: its own senders' messages that a receiver elsewhere gave
-        // back (dropped, its node gone) are being delivered elsewhere too, and a release that
-        // comes while this waits starts more (stopped before they were out, they were lost: the
-        // switchboard simulation's seed 4554, with nodes that leave before what they sent was
-        // taken, a receiving node dying during the hand-over).
-        let mut routes: Vec<Arc<ChannelRoute>> = lock(&self.routes).values().cloned().collect();
-        for inbox in inboxes {
-            let route = inbox.channel().clone();
-            // What other nodes sent goes back to them either way (they deliver it elsewhere,
-            // once there is a receiver); this node's own messages stay here when there is
-            // nowhere else for them.
-            let elsewhere = route.has_remote();
-            if let Some(mine) = inbox.hand_over(!elsewhere) {
-                if elsewhere {
-                    self.redeliver(&route, mine);
-                    routes.push(route); // (Perhaps twice: a second wait returns at once.)
-                }
-            }
-        }
-        // Re-routing with somewhere to go (a receiver on another node). A router whose channel has
-        // no receiver elsewhere holds what it re-routes for the name's next receiver (promise
-        // 5), which need not come while this node leaves: waited for, the hand-over timed out
-        // without its flush below.
-        let rerouting = || routes.iter().any(|r| r.is_rerouting_elsewhere());
-        let done = async {
-            loop {
-                while rerouting() {
-                    for route in &routes {
-                        route.rerouting_elsewhere_done().await;
-                    }
-                }
-                // Credit asked for to hand over, and not used, goes back (the receivers would
-                // count it out for ever).
-                self.give_up_credit(true);
-                self.peers_flushed().await;
-                // (A release read meanwhile, or a receiving node's leave applied, starts more:
-                // waited for too, or lost as the node stopped: the switchboard simulation's
-                // seed 38565, with impatient leaves.)
-                if !rerouting() {
-                    break;
-                }
-            }
-        };
-        if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
-            tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
-            self.give_up_credit(true);
-        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{DueFence, Switchboard};
+use crate::channel::credit::Departure;
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::{ChannelRoute, Target};
 use crate::cluster::registry::{Channel, Registry};
@@ -123,7 +124,7 @@ impl Switchboard {
             self.refresh_route(route, registry);
         }
         // Receivers removed before their node was (no release will come from a dead node).
-        for node in left {
+        for node in left.iter().filter(|n| !self.left_after_me(**n, registry)) {
             // (An unnamed channel's receiver: its router decides, knowing which incarnation
             // of the node it is of: `refresh_unnamed`.)
             for id in self.credits.on_node(*node).into_iter().filter(|id| !is_unnamed(*id)) {
@@ -132,10 +133,10 @@ impl Switchboard {
         }
         self.refresh_unnamed(left, registry);
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
-        let left: Vec<(NodeId, bool)> =
-            left.iter().map(|n| (*n, registry.left_gracefully(*n))).collect();
+        let left: Vec<(NodeId, Departure)> =
+            left.iter().map(|n| (*n, self.departure(*n, registry))).collect();
         for inbox in &inboxes {
-            for &(node, graceful) in &left {
+            for &(node, how) in &left {
                 // It asked for credit and left before it came: a leaving node hands over what
                 // it holds after its leave is committed, and waits for that credit. Asked again,
                 // as by a member that left lately (`Switchboard::want`). Forgotten, it waited
@@ -147,12 +148,34 @@ impl Switchboard {
                 // timer freed it, 10 s, with a receiver's whole capacity at times (the
                 // switchboard simulation's seed 121444, with impatient leaves: the hand-over of
                 // another node waited for that room in vain).
-                if inbox.node_left(node, false, graceful) && graceful && self.left_lately(node) {
+                if inbox.node_left(node, false, how) && how.graceful() && self.left_lately(node) {
                     inbox.want(node);
                 }
             }
         }
         self.check_orphans(&inboxes, registry);
+    }
+
+    /// How node `node`, no longer a member, left, as `registry` says: removed, or gracefully
+    /// before or after this node's own leave (the log's order).
+    pub(super) fn departure(&self, node: NodeId, registry: &Registry) -> Departure {
+        if !registry.left_gracefully(node) {
+            Departure::Removed
+        } else if registry.left_gracefully_before(node, self.me) {
+            Departure::LeftFirst
+        } else {
+            Departure::LeftAfter
+        }
+    }
+
+    /// Whether node `node` left gracefully after this node did (the log's order). What this
+    /// node sent its receivers is then theirs to deliver: they hold it as their own once they
+    /// have applied this node's leave, which comes first, and release only what they did not
+    /// take in. Delivered elsewhere from here too on their removal, it was delivered twice
+    /// (the switchboard simulation's seed 38565, with impatient leaves, once seed 123468 had
+    /// them deliver it).
+    fn left_after_me(&self, node: NodeId, registry: &Registry) -> bool {
+        registry.left_gracefully(node) && registry.left_gracefully_before(self.me, node)
     }
 
     /// Receivers of this node that the registry no longer lists, though their handles are
@@ -207,7 +230,8 @@ impl Switchboard {
             .map(|e| (e.id, e.node))
             .collect();
         for (id, node) in &gone {
-            if *node != self.me && !registry.nodes.contains_key(node) {
+            let member = registry.nodes.contains_key(node);
+            if *node != self.me && !member && !self.left_after_me(*node, registry) {
                 self.released(*node, *id);
             }
         }

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::Switchboard;
+use crate::channel::credit::Departure;
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::{ChannelRoute, Target};
 use crate::cluster::registry::Registry;
@@ -334,7 +335,7 @@ impl Switchboard {
             // and the "taken" told for the next one acknowledged the lost one in its place (the
             // switchboard simulation's seed 1155, with unnamed channels).)
             for node in gone.into_iter().filter(|n| !left.contains(n) && !self.left_lately(*n)) {
-                let _ = inbox.node_left(node, true, false);
+                let _ = inbox.node_left(node, true, Departure::Removed);
             }
         }
     }

@@ -261,6 +261,19 @@ impl Registry {
         self.graceful.contains(&node)
     }
 
+    /// Whether node `a` left gracefully before node `b` did, if `b` left gracefully at all (as
+    /// far as this registry has applied: the log's order, the same on every node). Of two
+    /// nodes leaving at once, the first hands over as usual; what it left with the second,
+    /// the second delivers (see `Grants::forget`, `Switchboard::refresh_members`).
+    pub(crate) fn left_gracefully_before(&self, a: NodeId, b: NodeId) -> bool {
+        let at = |n: NodeId| self.graceful.iter().position(|g| *g == n);
+        match (at(a), at(b)) {
+            (Some(a), Some(b)) => a < b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
     /// Apply one command. Deterministic: every node gets the same registry from the same log.
     pub(crate) fn apply(&mut self, cmd: &Command) -> Outcome {
         match cmd {
@@ -510,6 +523,9 @@ impl Registry {
             for n in nodes.keys() {
                 self.admitted.entry(*n).or_insert(change);
             }
+            // A node let in again (its id configured) has not left, until it leaves again.
+            let admitted = &self.admitted;
+            self.graceful.retain(|n| admitted.get(n) != Some(&change));
         }
         self.nodes = nodes;
         self.voters = voters.into_iter().collect();

@@ -235,3 +235,24 @@ fn a_node_removed_and_let_in_again_is_admitted_by_another_change() {
     assert_eq!(copy.admitted(2), r.admitted(2), "replicated with the registry");
     assert_eq!(snapshot.admitted(2), two);
 }
+
+/// Nodes that leave gracefully are ordered as the log applied their leaves, the same on every
+/// node; one let in again (its id configured) has not left until it leaves again.
+#[test]
+fn graceful_leaves_keep_the_logs_order() {
+    let mut r = Registry::default();
+    r.set_membership([(1, "a".into()), (2, "b".into()), (3, "c".into())], [1]);
+    assert!(!r.left_gracefully_before(2, 3), "neither left");
+    r.apply(&Command::RemoveNode { node: 3, graceful: true });
+    assert!(r.left_gracefully_before(3, 2), "3 left, 2 has not");
+    assert!(!r.left_gracefully_before(2, 3));
+    r.apply(&Command::RemoveNode { node: 1, graceful: false });
+    r.apply(&Command::RemoveNode { node: 2, graceful: true });
+    assert!(r.left_gracefully_before(3, 2), "3 left first");
+    assert!(!r.left_gracefully_before(2, 3));
+    assert!(!r.left_gracefully_before(1, 2), "1 was removed, not a graceful leave");
+    r.set_membership([(1, "a".into())], [1]);
+    r.set_membership([(1, "a".into()), (3, "c".into())], [1]);
+    assert!(!r.left_gracefully(3), "let in again");
+    assert!(r.left_gracefully_before(2, 3));
+}

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use super::{receiver_id, receiver_index, Msg, Phase, Sim, LOCAL};
+use crate::channel::credit::Departure;
 use crate::channel::inbox::ErasedInbox;
 use crate::ids::NodeId;
 
@@ -133,7 +134,7 @@ impl Sim {
                 let on_its_way =
                     self.net.get(&(sender.node, rx.node)).is_some_and(|q| !q.is_empty());
                 if sender.stopped() && rx.forgot[s] && !on_its_way {
-                    let _ = rx.inbox.node_left(sender.node, true, false);
+                    let _ = rx.inbox.node_left(sender.node, true, Departure::Removed);
                     // `Inbox::node_left` wakes the senders waiting for room.
                     self.receivers[r].local_waiting = false;
                     self.flush(r);
@@ -212,7 +213,8 @@ impl Sim {
         rx.slack += rx.inbox.books(|b| b.out_to(node));
         let graceful = self.senders[s].gone;
         let rx = &mut self.receivers[r];
-        rx.inbox.node_left(node, false, graceful);
+        let how = if graceful { Departure::LeftFirst } else { Departure::Removed };
+        rx.inbox.node_left(node, false, how);
         // `Inbox::node_left` wakes the senders waiting for room.
         rx.local_waiting = false;
         self.flush(r);

@@ -23,7 +23,7 @@ pub(super) struct Leave {
     /// The leave task asks the leader to commit (it has told what was taken).
     asked: Arc<AtomicBool>,
     /// Answered once the leave is committed.
-    committed: Option<oneshot::Sender<()>>,
+    committed: Option<oneshot::Sender<u64>>,
     /// The leave task has handed everything over: the node stops.
     done: Arc<AtomicBool>,
 }
@@ -72,11 +72,9 @@ impl Sim {
                 eprintln!("node {id}: told what was taken");
             }
             ask.store(true, Ordering::SeqCst);
-            if committed.await.is_err() {
-                return;
-            }
+            let Ok(removed) = committed.await else { return };
             core.switch.left();
-            core.switch.hand_over().await;
+            core.switch.hand_over(removed).await;
             if *TRACE {
                 eprintln!("node {id}: handed over");
             }
@@ -113,8 +111,8 @@ impl Sim {
                 self.may_repeat.extend(took);
             }
             if let Some(commit) = commit {
-                self.remove(id, true);
-                let _ = commit.send(());
+                let removed = self.remove(id, true);
+                let _ = commit.send(removed);
             }
             if done {
                 if *TRACE {

@@ -516,11 +516,13 @@ impl Sim {
 
     /// The cluster removes node `id`: its endpoints, then its membership (`graceful`: it asked
     /// to leave).
-    fn remove(&mut self, id: NodeId, graceful: bool) {
+    /// Answers with the log index of the removal from the registry.
+    fn remove(&mut self, id: NodeId, graceful: bool) -> u64 {
         self.faults += 1;
-        self.commit(&Command::RemoveNode { node: id, graceful });
+        let (removed, _) = self.commit(&Command::RemoveNode { node: id, graceful });
         let last = self.log.last().expect("log").clone();
         let members: Vec<NodeId> = last.nodes.keys().copied().filter(|n| *n != id).collect();
         self.commit_membership(&members);
+        removed as u64
     }
 }

@@ -311,13 +311,12 @@ fn headers() -> bool {
 
 /// Whether a node may leave before everything its sender sent was taken (it hands over what
 /// its own receiver holds of it, and delivers elsewhere what a receiver gone meanwhile gives
-/// back; what it sent is checked as taken unless a fault came after it stopped): with
-/// `DCHAN_SIM_IMPATIENT=1`. Not yet by default: such schedules still find a defect (seed
-/// 123468: two nodes leaving at once, each holding the other's message, lose one; see the
-/// issue's note). Never in the replays of the seeds found without it (all but
-/// [`FOUND_IMPATIENT`](super::found::FOUND_IMPATIENT): their schedules waited for `wait_taken`).
+/// back; what it sent is checked as taken unless a fault came after it stopped): by
+/// default; `DCHAN_SIM_IMPATIENT=0` has every node wait for `wait_taken` first, the schedules
+/// seeds made before impatient leaves came. Never in the replays of the seeds found without it
+/// (all but [`FOUND_IMPATIENT`](super::found::FOUND_IMPATIENT)).
 fn impatient_leaves() -> bool {
-    std::env::var("DCHAN_SIM_IMPATIENT").ok().as_deref().map(str::trim) == Some("1")
+    std::env::var("DCHAN_SIM_IMPATIENT").ok().as_deref().map(str::trim) != Some("0")
 }
 
 /// Whether schedules have reply handles (see [`super::replies`]): they do, but with
