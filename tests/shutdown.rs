@@ -188,15 +188,31 @@ async fn a_hand_over_to_a_slow_receiver_loses_nothing() {
 
 /// Two nodes shut down (a rolling scale-down): one sends, the other holds what it was sent in
 /// a receiver its application never reads, and a third node has the other receiver. At once,
-/// whichever leave the cluster commits first, or one after the other, each message the leaving
-/// sender sent is taken exactly once, on the node that stays. (The receiving node gave the
+/// whichever leave the cluster commits first, the leader holding or not, or one after the
+/// other, each message the leaving sender sent is taken exactly once, on a node that stays. (The receiving node gave the
 /// messages of a sender that had left before it back to that sender, gone by then: lost.)
 #[actix_rt::test]
 async fn two_nodes_that_shut_down_lose_nothing_and_duplicate_nothing() {
-    for order in ["sender first, at once", "holder first, at once", "sender, then holder"] {
+    let orders = [
+        "sender first, at once",
+        "holder first, at once",
+        "sender, then holder",
+        "the leader holds, at once",
+    ];
+    for order in orders {
         let mut nodes = cluster(4).await;
-        let holding = nodes.pop().expect("four nodes");
-        let sending = nodes.pop().expect("four nodes");
+        // (A leader that leaves steps down and is removed again by the next one, after the
+        // other's leave perhaps.)
+        let leader = nodes[0].cluster().leader;
+        let at = match order {
+            "the leader holds, at once" => {
+                nodes.iter().position(|n| Some(n.id()) == leader).expect("a leader among them")
+            }
+            _ => nodes.iter().rposition(|n| Some(n.id()) != leader).expect("a follower"),
+        };
+        let holding = nodes.remove(at);
+        let at = nodes.iter().rposition(|n| Some(n.id()) != leader).expect("a follower");
+        let sending = nodes.remove(at);
         let mut stays = nodes[1].receiver::<u64>("scale").capacity(64).await.expect("rx");
         let mut held = holding.receiver::<u64>("scale").capacity(32).await.expect("rx");
         let tx = sending.sender::<u64>("scale").await.expect("tx");
@@ -206,7 +222,7 @@ async fn two_nodes_that_shut_down_lose_nothing_and_duplicate_nothing() {
         }
         let (a, b) = match order {
             "sender first, at once" => tokio::join!(sending.shutdown(), holding.shutdown()),
-            "holder first, at once" => {
+            "holder first, at once" | "the leader holds, at once" => {
                 let (b, a) = tokio::join!(holding.shutdown(), sending.shutdown());
                 (a, b)
             }

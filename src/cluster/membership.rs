@@ -155,9 +155,9 @@ impl Membership {
     }
 
     /// On the leader: remove `node` and its endpoints (`graceful`: it asked to leave itself).
-    /// A node already gone is answered at once.
+    /// A node already gone is answered at once. Answers with the log index of the node's
+    /// removal from the registry (0: it was gone).
     #[tracing::instrument(name = "remove", level = "info", skip(self))]
-    /// Answers with the log index of the node's removal from the registry (0: it was gone).
     pub(crate) async fn leave(&self, node: NodeId, graceful: bool) -> Result<u64> {
         let _one = self.changing.lock().await;
         self.remove_locked(node, graceful, true).await

@@ -359,7 +359,7 @@ impl Grants {
     }
 
     /// Node `node` left the cluster: nothing is granted or told to it again. The credit it had
-    /// is free again, but for a node that left `graceful`ly: it stays counted until it
+    /// is free again, but for a node that left gracefully: it stays counted until it
     /// arrives, comes back or is void (see [`Left`]). `held`: how many of its messages the
     /// receiver holds, to be delivered here, after those taken and not told (`None`: some are
     /// delivered and not acknowledged, which the node must deliver again if it comes back;
@@ -453,6 +453,14 @@ impl Grants {
             }
             _ => false,
         }
+    }
+
+    /// Whether node `node` left gracefully before this receiver's node did, and has
+    /// deliveries here not acknowledged (so no count of what this receiver holds of it can be
+    /// told: see [`Left`]). Released, it would deliver elsewhere what this receiver holds and
+    /// delivers too: it is not told (what it sends from now on is released as it arrives).
+    pub(crate) fn left_first_untold(&self, node: NodeId) -> bool {
+        self.remote.left.iter().any(|l| l.node == node && l.first && l.owed.is_none())
     }
 
     /// What [`Grants::take_owed`] took could not be told (the node is out of reach): owed

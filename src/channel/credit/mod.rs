@@ -424,8 +424,8 @@ impl<R> Credits<R> {
         self.give_up(true, true)
     }
 
-    /// A release came after [`Credits::handed_over`]: its messages are re-routed, on credit
-    /// granted from now on.
+    /// Messages are re-routed after [`Credits::handed_over`] (a release came): on credit
+    /// granted from now on, until the next [`Credits::handed_over`].
     pub(crate) fn reopen(&self) {
         lock(&self.inner).handed_over = false;
     }
@@ -466,7 +466,8 @@ pub(crate) enum Granted<R> {
     Window(Arc<R>),
     /// Kept until this node makes the window.
     Kept,
-    /// Not this node's to keep (no room for another early grant): to give back.
+    /// Not this node's to keep (no room for another early grant, or this node has handed
+    /// over: [`Credits::handed_over`]): to give back.
     Returned(u32),
     /// The old incarnation's, come while this node starts over: dropped.
     Void,

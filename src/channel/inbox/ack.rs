@@ -170,9 +170,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                     Item::Encoded { from: Some(from), .. } => {
                         nodes.insert(from);
                     }
-                    // Its node is leaving: a message of a node that left, held as this node's
-                    // own, goes back to that node (told with the release, not as taken), which
-                    // delivers it elsewhere. Taken over, it was lost when nobody would grant
+                    // Its node is leaving: a message of a node that was removed, or leaves
+                    // after this one, held as this node's own, goes back to that node (told
+                    // with the release, not as taken), which delivers it elsewhere (one that
+                    // left gracefully first has stopped: this node delivers it, see
+                    // `Grants::give_back_owed`). Taken over, it was lost when nobody would grant
                     // this node credit any more to re-route it (its leave applied: the
                     // switchboard simulation's seed 73821, under another hash order). Every one
                     // still here goes back, broadcast copies too: what that node is told as
@@ -200,7 +202,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             }
             st.buf = kept;
             if let Some(mut unacked) = st.unacked.take() {
-                nodes.extend(unacked.remote.drain().map(|(node, _)| node));
+                // (Not a node that left before this one, whose messages held here this node
+                // delivers: with no count to tell it, it delivered them again.)
+                let untold = |n: &NodeId| st.grants.left_first_untold(*n);
+                nodes.extend(unacked.remote.drain().map(|(node, _)| node).filter(|n| !untold(n)));
                 if keep_local {
                     // Still the application's to acknowledge.
                     st.unacked = Some(unacked);

@@ -109,7 +109,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn offer(&self, nodes: &[NodeId]);
     /// Node `node` left (`done`: its credit is void; `how`: whether it asked to leave, and
     /// may hand over on the credit it had, which stays counted, and whether before this node:
-    /// see `Grants::forget`); whether it waited for credit.
+    /// see `Grants::forget`); whether it waited for credit. One that leaves after this node,
+    /// which is leaving, changes nothing (false): what it sent stays its own.
     fn node_left(&self, node: NodeId, done: bool, how: Departure) -> bool;
     /// The receiver's registration was removed with its node (which starts over once let back
     /// in): what other nodes sent it goes elsewhere (they are told, in case they skipped the

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use super::{Switchboard, HAND_OVER_TIMEOUT};
 use crate::channel::inbox::ErasedInbox;
 use crate::channel::router::ChannelRoute;
+use crate::cluster::registry::Registry;
 use crate::ids::{EndpointId, NodeId};
 use crate::link::wire::{self, Frame};
 use crate::sync::lock;
 
-/// How long a leaving node waits for its registry to apply its own leave before it hands over
+/// How long a leaving node waits for its registry to apply what came before its leave, before
+/// it hands over
 /// (see [`Switchboard::hand_over`]).
 const OWN_LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -56,7 +58,7 @@ impl Switchboard {
         }
         // Unused credit goes back too: a receiver keeps what a node that left had out (it may
         // still send on it), and this node will not.
-        self.give_up_credit(false);
+        self.return_credit(self.credits.give_up_all(false));
         if tokio::time::timeout(HAND_OVER_TIMEOUT, self.peers_flushed()).await.is_err() {
             tracing::warn!(
                 "leaving: a peer did not confirm what was taken within {HAND_OVER_TIMEOUT:?}"
@@ -64,14 +66,9 @@ impl Switchboard {
         }
     }
 
-    /// Give every receiver back the credit this node holds and will not use (`zero`: say so
-    /// even with none: a receiver forgets a node that left as it hears, see
+    /// Give receivers back credit this node will not use: per receiver, its node and how much
+    /// (a zero too says so: a receiver forgets a node that left as it hears, see
     /// [`Switchboard::returned`]).
-    fn give_up_credit(&self, zero: bool) {
-        self.return_credit(self.credits.give_up_all(zero));
-    }
-
-    /// Return credit: per receiver, its node and how much.
     fn return_credit(&self, credit: Vec<(EndpointId, NodeId, u32)>) {
         for (to, node, n) in credit {
             if let Some(p) = self.peers.reach(node) {
@@ -88,42 +85,42 @@ impl Switchboard {
     }
 
     /// Wait (at most [`OWN_LEAVE_WAIT`]) until this node's registry has applied everything
-    /// before its own leave (`removed`: the log index of its removal), and refresh to it. Nodes
-    /// leaving at once hand over in the log's order: every node that left before this one is
-    /// then known here as such (what its receivers held of this node's messages, it released,
-    /// and this node delivers elsewhere; what it sent this node's receivers, they hold as this
-    /// node's own and deliver: see `Departure`). Handed over against an older registry, a
-    /// message of a node that had left and stopped went back to it and was lost (the
-    /// switchboard simulation's seed 123468, with impatient leaves). Not the leave itself: a
-    /// node no longer a member may never be told it is committed (a learner's replication
+    /// before its own leave (`removed`: the log index of its removal; 0 if the leader found it
+    /// removed already, a retried leave: then until it shows the leave), and refresh to it.
+    /// Nodes leaving at once hand over in the log's order: every node that left before this one
+    /// is then known here as such (what its receivers held of this node's messages, it
+    /// released, and this node delivers elsewhere; what it sent this node's receivers, they
+    /// hold as this node's own and deliver: see `Departure`). Handed over against an older
+    /// registry, a message of a node that had left and stopped went back to it and was lost
+    /// (the switchboard simulation's seed 123468, with impatient leaves). Not the leave itself:
+    /// a node no longer a member may never be told it is committed (a learner's replication
     /// stops as its removal is appended), and waiting for it took one leave in ten the whole
     /// second (`tests/churn.rs`).
     async fn own_leave_applied(&self, removed: u64) {
-        let mut watch = self.registry.clone();
-        let applied = async {
-            loop {
-                let registry = watch.borrow_and_update().clone();
-                if registry.applied + 1 >= removed {
-                    self.refresh(&registry);
-                    return;
-                }
-                if watch.changed().await.is_err() {
-                    return;
-                }
+        let me = self.me;
+        let ready = |r: &Registry| {
+            if removed == 0 {
+                r.left_gracefully(me)
+            } else {
+                r.applied + 1 >= removed
             }
         };
-        if tokio::time::timeout(OWN_LEAVE_WAIT, applied).await.is_err() {
-            tracing::debug!(
-                "leaving: this node's registry did not show its leave within {OWN_LEAVE_WAIT:?}"
-            );
+        match self.registry_when(OWN_LEAVE_WAIT, ready).await {
+            Some(registry) => self.refresh(&registry),
+            None => tracing::warn!(
+                removed,
+                "leaving: this node's registry did not reach its leave within {OWN_LEAVE_WAIT:?}: \
+                 it hands over by what it has"
+            ),
         }
     }
 
     /// Hand what this node's receivers hold to receivers on other nodes, and flush every outbox,
     /// within [`HAND_OVER_TIMEOUT`] (after [`OWN_LEAVE_WAIT`] at most for this node's registry to
-    /// show its leave). A channel with no receiver elsewhere keeps this node's own
-    /// messages here: its receivers yield them, then `None`; what other nodes sent is always
-    /// released to them, so that it is delivered once, elsewhere.
+    /// apply what came before its leave). A channel with no receiver elsewhere keeps this node's
+    /// own messages here: its receivers yield them, then `None`. What other nodes sent is
+    /// released to them, so that it is delivered once, elsewhere; but for a node that left
+    /// gracefully before this one: what this node holds of it, it delivers (see `Departure`).
     pub(crate) async fn hand_over(&self, removed: u64) {
         self.own_leave_applied(removed).await;
         let inboxes: Vec<_> = lock(&self.inboxes).values().cloned().collect();
@@ -160,7 +157,7 @@ impl Switchboard {
                 }
                 // Credit asked for to hand over, and not used, goes back (the receivers would
                 // count it out for ever).
-                self.give_up_credit(true);
+                self.return_credit(self.credits.give_up_all(true));
                 self.peers_flushed().await;
                 // (A release read meanwhile, or a receiving node's leave applied, starts more:
                 // waited for too, or lost as the node stopped: the switchboard simulation's
@@ -175,9 +172,9 @@ impl Switchboard {
                 if !rerouting() {
                     break;
                 }
-                // A release came meanwhile (seed 86405, with impatient leaves, once the
-                // wait above was outside this loop): its messages need credit again.
-                self.credits.reopen();
+                // A release came meanwhile: its messages need credit again (reopened as they
+                // started, see `Switchboard::redeliver`; seed 86405, with impatient leaves,
+                // once this wait was after the loop), asked for again.
                 for route in &routes {
                     route.wake();
                 }

@@ -375,7 +375,11 @@ impl Switchboard {
 
     /// Deliver `msgs` to other receivers of `route`'s channel, in the background (see
     /// [`crate::channel::redelivery`]). The caller has counted them as re-routing on the route.
+    /// On credit granted from now on, also once the node has handed over (`Credits::reopen`: a
+    /// release read while its hand-over waited for a dead peer's acknowledgement had every
+    /// grant go back, and timed out, the switchboard simulation's seed 56072).
     pub(crate) fn redeliver(&self, route: &Arc<ChannelRoute>, msgs: Vec<Bytes>) {
+        self.credits.reopen();
         crate::channel::redelivery::redeliver(
             route.clone(),
             msgs,
@@ -383,6 +387,17 @@ impl Switchboard {
             &self.tasks,
             self.cancel.clone(),
         );
+    }
+
+    /// This node's registry once `ready` says so, within `within` (`None`: not by then).
+    pub(super) async fn registry_when(
+        &self,
+        within: std::time::Duration,
+        ready: impl Fn(&Registry) -> bool,
+    ) -> Option<Arc<Registry>> {
+        let mut watch = self.registry.clone();
+        let ready = async { watch.wait_for(|r| ready(r)).await.map(|r| r.clone()).ok() };
+        tokio::time::timeout(within, ready).await.ok().flatten()
     }
 
     /// What this node holds of each channel it has a router for.

@@ -220,9 +220,11 @@ impl Switchboard {
         let listed = |ch: Option<&Arc<Channel>>, id: EndpointId| {
             ch.is_some_and(|c| c.endpoint(id).is_some())
         };
-        // Receivers gone from the channel. Those of nodes that died or left: what was sent to
-        // them and not taken goes elsewhere. (A receiver dropped on a live node says so itself,
-        // after what it took: `released`.)
+        // Receivers gone from the channel. Those of nodes that died or left (or are leaving:
+        // their membership change may come only after other nodes' leaves, a leader that
+        // leaves being removed again by the next one): what was sent to them and not taken
+        // goes elsewhere. (A receiver dropped on a live node says so itself, after what it
+        // took: `released`.)
         let gone: Vec<(EndpointId, NodeId)> = old
             .into_iter()
             .flat_map(|c| c.receivers())
@@ -230,8 +232,8 @@ impl Switchboard {
             .map(|e| (e.id, e.node))
             .collect();
         for (id, node) in &gone {
-            let member = registry.nodes.contains_key(node);
-            if *node != self.me && !member && !self.left_after_me(*node, registry) {
+            let left = !registry.nodes.contains_key(node) || registry.left_gracefully(*node);
+            if *node != self.me && left && !self.left_after_me(*node, registry) {
                 self.released(*node, *id);
             }
         }

@@ -238,11 +238,8 @@ impl Switchboard {
     /// of the new incarnation as the old one's: what it sent since was held here and never told
     /// (the switchboard simulation's seed 2057, with freezes).
     pub(crate) async fn rejoined(&self, from: NodeId, at: u64) -> Option<Vec<(EndpointId, u32)>> {
-        let mut watch = self.registry.clone();
-        let caught_up = tokio::time::timeout(HAND_OVER_TIMEOUT, async {
-            watch.wait_for(|r| r.applied >= at).await.map(|r| r.clone()).ok()
-        });
-        let Some(registry) = caught_up.await.ok().flatten() else {
+        let caught_up = self.registry_when(HAND_OVER_TIMEOUT, |r| r.applied >= at);
+        let Some(registry) = caught_up.await else {
             tracing::debug!(node = from, at, "asked to forget a node's old incarnation before applying its removal: not answered yet");
             return None;
         };

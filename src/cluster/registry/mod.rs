@@ -261,10 +261,11 @@ impl Registry {
         self.graceful.contains(&node)
     }
 
-    /// Whether node `a` left gracefully before node `b` did, if `b` left gracefully at all (as
-    /// far as this registry has applied: the log's order, the same on every node). Of two
-    /// nodes leaving at once, the first hands over as usual; what it left with the second,
-    /// the second delivers (see `Grants::forget`, `Switchboard::refresh_members`).
+    /// Whether node `a` left gracefully, and before node `b` did or while `b` has not (as far
+    /// as this registry has applied: the log's order, the same on every node, a leave written
+    /// again keeping its place). Of two nodes leaving at once, what the first sent the second
+    /// holds, the second delivers; what the second sent the first holds, the second delivers
+    /// elsewhere (see `Departure`).
     pub(crate) fn left_gracefully_before(&self, a: NodeId, b: NodeId) -> bool {
         let at = |n: NodeId| self.graceful.iter().position(|g| *g == n);
         match (at(a), at(b)) {
@@ -372,8 +373,11 @@ impl Registry {
                 Outcome::Done
             }
             Command::RemoveNode { node, graceful } => {
-                self.graceful.retain(|n| n != node);
-                if *graceful {
+                // A leave written again keeps its place (a leader that leaves steps down, and
+                // the next one removes it again, after other nodes' leaves perhaps).
+                if !*graceful {
+                    self.graceful.retain(|n| n != node);
+                } else if !self.graceful.contains(node) {
                     if self.graceful.len() == MAX_GRACEFUL {
                         self.graceful.pop_front();
                     }
