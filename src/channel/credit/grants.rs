@@ -455,14 +455,6 @@ impl Grants {
         }
     }
 
-    /// Whether node `node` left gracefully before this receiver's node did, and has
-    /// deliveries here not acknowledged (so no count of what this receiver holds of it can be
-    /// told: see [`Left`]). Released, it would deliver elsewhere what this receiver holds and
-    /// delivers too: it is not told (what it sends from now on is released as it arrives).
-    pub(crate) fn left_first_untold(&self, node: NodeId) -> bool {
-        self.remote.left.iter().any(|l| l.node == node && l.first && l.owed.is_none())
-    }
-
     /// What [`Grants::take_owed`] took could not be told (the node is out of reach): owed
     /// still, to answer when it comes back.
     pub(crate) fn restore_owed(&mut self, node: NodeId, n: u32) {

@@ -47,7 +47,8 @@ pub(super) struct Left {
     /// held was lost (seed 108581, once seed 114199 kept it counted).
     pub(super) counted: bool,
     /// `None` once one of its messages is delivered and not acknowledged: those that follow are
-    /// no longer a prefix of what the node kept (it delivers them again, at-least-once).
+    /// no longer a prefix of what the node kept (it delivers them again, at-least-once). Not for
+    /// a node that left first ([`Departure::LeftFirst`]): what this receiver took in is all its.
     pub(super) owed: Option<u32>,
     /// It left gracefully before the receiver's node left ([`Departure::LeftFirst`]): what
     /// the receiver holds of it is never given back (see [`Grants::give_back_owed`](super::Grants::give_back_owed)).

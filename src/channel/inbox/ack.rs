@@ -202,10 +202,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             }
             st.buf = kept;
             if let Some(mut unacked) = st.unacked.take() {
-                // (Not a node that left before this one, whose messages held here this node
-                // delivers: with no count to tell it, it delivered them again.)
-                let untold = |n: &NodeId| st.grants.left_first_untold(*n);
-                nodes.extend(unacked.remote.drain().map(|(node, _)| node).filter(|n| !untold(n)));
+                nodes.extend(unacked.remote.drain().map(|(node, _)| node));
                 if keep_local {
                     // Still the application's to acknowledge.
                     st.unacked = Some(unacked);

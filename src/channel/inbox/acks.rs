@@ -70,10 +70,10 @@ impl Acks {
         (n, told)
     }
 
-    /// The sending node left: nothing handed out so far is told to it. Whether any of it is
-    /// still to be acknowledged.
-    pub(super) fn forget(&mut self) -> bool {
+    /// The sending node left: nothing handed out so far is told to it. How many of those
+    /// deliveries are not counted as taken yet (some still to be acknowledged).
+    pub(super) fn forget(&mut self) -> u32 {
         self.told_from = self.first + self.acked.len() as u64;
-        !self.acked.is_empty()
+        u32::try_from(self.acked.len()).unwrap_or(u32::MAX)
     }
 }

@@ -172,9 +172,11 @@ impl Switchboard {
                 if !rerouting() {
                     break;
                 }
-                // A release came meanwhile: its messages need credit again (reopened as they
-                // started, see `Switchboard::redeliver`; seed 86405, with impatient leaves,
-                // once this wait was after the loop), asked for again.
+                // A release came meanwhile (seed 86405, with impatient leaves, once this wait
+                // was after the loop), or a re-routing found a receiver elsewhere only now:
+                // its messages need credit again (`Switchboard::redeliver` reopens as one
+                // starts; not the second, which started before), asked for again.
+                self.credits.reopen();
                 for route in &routes {
                     route.wake();
                 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::{Sim, TRACE};
+use crate::rpc::Command;
 
 /// Where a node's leave stands.
 pub(super) struct Leave {
@@ -24,6 +25,8 @@ pub(super) struct Leave {
     asked: Arc<AtomicBool>,
     /// Answered once the leave is committed.
     committed: Option<oneshot::Sender<u64>>,
+    /// Its removal is written once already, as a leader's that leaves (see `Sim::leaves`).
+    written: bool,
     /// The leave task has handed everything over: the node stops.
     done: Arc<AtomicBool>,
 }
@@ -80,8 +83,14 @@ impl Sim {
             }
             finished.store(true, Ordering::SeqCst);
         });
-        self.nodes[i].leave =
-            Some(Leave { telling, noted: false, asked, committed: Some(commit), done });
+        self.nodes[i].leave = Some(Leave {
+            telling,
+            noted: false,
+            asked,
+            committed: Some(commit),
+            written: false,
+            done,
+        });
     }
 
     /// Whether a node's leave is committed and it is handing over.
@@ -98,8 +107,8 @@ impl Sim {
             if dead {
                 continue;
             }
-            let commit =
-                if leave.asked.load(Ordering::SeqCst) { leave.committed.take() } else { None };
+            let asked = leave.asked.load(Ordering::SeqCst) && leave.committed.is_some();
+            let written = leave.written;
             let done = leave.done.load(Ordering::SeqCst);
             let note =
                 leave.telling.load(Ordering::SeqCst) && !std::mem::replace(&mut leave.noted, true);
@@ -110,9 +119,24 @@ impl Sim {
                     self.taken.iter().filter(|(_, by)| by.contains(&id)).map(|(m, _)| *m).collect();
                 self.may_repeat.extend(took);
             }
-            if let Some(commit) = commit {
+            if asked && self.rewritten_leaves && !written && self.rng.below(3) == 0 {
+                // As a leader's leave: it writes the node's removal and steps down, and the
+                // next leader writes it again, with the membership change, later (other leaves
+                // may come in between); only that one answers.
+                if *TRACE {
+                    eprintln!("node {id}'s leave is written, and will be again");
+                }
+                self.faults += 1;
+                self.commit(&Command::RemoveNode { node: id, graceful: true });
+                if let Some(leave) = self.nodes[i].leave.as_mut() {
+                    leave.written = true;
+                }
+            } else if asked && (!written || self.rng.below(2) == 0) {
                 let removed = self.remove(id, true);
-                let _ = commit.send(removed);
+                if let Some(commit) = self.nodes[i].leave.as_mut().and_then(|l| l.committed.take())
+                {
+                    let _ = commit.send(removed);
+                }
             }
             if done {
                 if *TRACE {

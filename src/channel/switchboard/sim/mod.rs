@@ -252,6 +252,8 @@ struct Sim {
     /// Whether a node may leave before everything it sent was taken (see
     /// [`schedule::impatient_leaves`]).
     impatient: bool,
+    /// Some leaves are written twice, as a leader's (see [`schedule::rewritten_leaves`]).
+    rewritten_leaves: bool,
     /// Faults so far that may lose what a node that has left sent (see [`Sim::left_clean`]):
     /// removals, leaves, receivers dropped, a close.
     faults: u64,
@@ -322,6 +324,7 @@ impl Sim {
             replies: replies::Replies::default(),
             drop_senders: false,
             impatient: false,
+            rewritten_leaves: false,
             faults: 0,
             left_at: HashMap::new(),
         };

@@ -319,6 +319,15 @@ fn impatient_leaves() -> bool {
     std::env::var("DCHAN_SIM_IMPATIENT").ok().as_deref().map(str::trim) != Some("0")
 }
 
+/// Whether a leave is sometimes written twice, as a leader's is (it writes its removal and steps
+/// down; the next leader writes it again with the membership change, perhaps after other
+/// nodes' leaves, and only that one answers the leaving node): by default;
+/// `DCHAN_SIM_REWRITTEN_LEAVES=0` for the schedules seeds made before. Never in the replays of
+/// seeds found before it.
+fn rewritten_leaves() -> bool {
+    std::env::var("DCHAN_SIM_REWRITTEN_LEAVES").ok().as_deref().map(str::trim) != Some("0")
+}
+
 /// Whether schedules have reply handles (see [`super::replies`]): they do, but with
 /// `DCHAN_SIM_REPLIES=0` (the schedule each seed made before they came, as the seeds of
 /// [`FOUND_UNNAMED`](super::found::FOUND_UNNAMED) replay; with `DCHAN_SIM_UNNAMED=0` too,
@@ -342,6 +351,7 @@ fn run(seed: u64) -> Counts {
         replies: replies(),
         drop_senders: drop_senders(),
         impatient: impatient_leaves(),
+        rewritten_leaves: rewritten_leaves(),
     };
     run_all(seed, settings)
 }
@@ -361,18 +371,28 @@ pub(super) struct Settings {
     pub(super) drop_senders: bool,
     /// Nodes leave before what they sent was taken (see [`impatient_leaves`]).
     pub(super) impatient: bool,
+    /// Some leaves are written twice, as a leader's (see [`rewritten_leaves`]).
+    pub(super) rewritten_leaves: bool,
 }
 
 /// Schedule `seed`, freezing nodes or not, with unnamed channels or not, with reply handles or
 /// not, never dropping a sender (the schedules the seeds found before made).
 pub(super) fn run_with(seed: u64, freezes: bool, unnamed: bool, replies: bool) -> Counts {
-    let settings = Settings { freezes, unnamed, replies, drop_senders: false, impatient: false };
+    let settings = Settings {
+        freezes,
+        unnamed,
+        replies,
+        drop_senders: false,
+        impatient: false,
+        rewritten_leaves: false,
+    };
     run_all(seed, settings)
 }
 
 /// Run the schedule of `seed` with `settings`.
 pub(super) fn run_all(seed: u64, settings: Settings) -> Counts {
-    let Settings { freezes, unnamed, replies, drop_senders, impatient } = settings;
+    let Settings { freezes, unnamed, replies, drop_senders, impatient, rewritten_leaves } =
+        settings;
     crate::clock::seed_thread(Some(seed));
     crate::sync::hash_order(crate::channel::seeded::hash_key(seed));
     // Odd seeds: every message a node sends to another carries a trace header (see
@@ -396,6 +416,7 @@ pub(super) fn run_all(seed: u64, settings: Settings) -> Counts {
         sim.unnamed.on = unnamed;
         sim.drop_senders = drop_senders;
         sim.impatient = impatient;
+        sim.rewritten_leaves = rewritten_leaves;
         if replies {
             sim.replies_start();
         }
@@ -442,7 +463,9 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
     // (A failure found with the freezes forced on or off replays with the same setting.)
     // (And one found with another hash order, with the same order.)
     let mut replay = String::new();
-    for var in ["DCHAN_SIM_FREEZE", "DCHAN_SIM_HASH", "DCHAN_SIM_IMPATIENT"] {
+    for var in
+        ["DCHAN_SIM_FREEZE", "DCHAN_SIM_HASH", "DCHAN_SIM_IMPATIENT", "DCHAN_SIM_REWRITTEN_LEAVES"]
+    {
         if let Ok(v) = std::env::var(var) {
             replay.push_str(&format!("{var}={v} "));
         }
