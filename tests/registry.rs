@@ -82,12 +82,14 @@ async fn a_non_voting_node_is_never_promoted() {
         .start()
         .await
         .expect("non-voting join");
-    // A voting node joining after it is promoted while the non-voting one, which came first
-    // and has caught up, stays a learner.
+    // Two voting nodes joining after it are promoted (together: the voters go from one to
+    // three) while the non-voting one, which came first and has caught up, stays a learner.
     let voter = dchan::Node::builder().join([nodes[0].addr()]).start().await.expect("join");
+    let other = dchan::Node::builder().join([nodes[0].addr()]).start().await.expect("join");
     let role =
         |id| move |n: &dchan::Node| n.cluster().members.iter().find(|m| m.id == id).map(|m| m.role);
     eventually(|| role(voter.id())(&nodes[0]) == Some(Role::Voter)).await;
+    eventually(|| role(other.id())(&nodes[0]) == Some(Role::Voter)).await;
     assert_eq!(role(client.id())(&nodes[0]), Some(Role::Learner));
     assert!(matches!(
         dchan::Node::builder().non_voting().bootstrap().start().await,
@@ -95,6 +97,7 @@ async fn a_non_voting_node_is_never_promoted() {
     ));
     client.shutdown().await.expect("shutdown");
     voter.shutdown().await.expect("shutdown");
+    other.shutdown().await.expect("shutdown");
     shutdown(nodes).await;
 }
 

@@ -90,9 +90,10 @@ fn a_killed_recv_loses_nothing_it_had_not_printed() {
 
 #[test]
 fn status_shows_members_and_channels_and_watch_follows_changes() {
-    let (_nodes, addr) = cluster(2);
+    let (_nodes, addr) = cluster(3);
     // A node that joined is a learner until the leader has heard it answer (a ping) and
-    // promoted it: status says so meanwhile. Asked again until both vote (bounded).
+    // promoted it, two at a time: status says so meanwhile. Asked again until the three vote
+    // (bounded).
     let deadline = Instant::now() + DEADLINE;
     let v = loop {
         let (code, out, err) = run(&["status", "--json", "--join", &addr], "");
@@ -101,12 +102,12 @@ fn status_shows_members_and_channels_and_watch_follows_changes() {
         let voters = v["members"]
             .as_array()
             .map_or(0, |m| m.iter().filter(|m| m["role"] == "voter").count());
-        if voters == 2 || Instant::now() > deadline {
+        if voters == 3 || Instant::now() > deadline {
             break v;
         }
     };
     let members = v["members"].as_array().expect("members");
-    assert_eq!(members.len(), 2, "{v}");
+    assert_eq!(members.len(), 3, "{v}");
     assert!(members.iter().all(|m| m["reachable"] == true && m["role"] == "voter"), "{v}");
     assert_eq!(members.iter().filter(|m| m["leader"] == true).count(), 1);
 
@@ -132,8 +133,8 @@ fn status_shows_members_and_channels_and_watch_follows_changes() {
     let (code, out, _) = run(&["status", "orders", "--join", &addr], "");
     assert_eq!(code, Some(0));
     let text = out.join("\n");
-    // Three members: the two nodes and `dchan recv`, a non-voting member while it runs.
-    assert!(text.contains("members (3)") && text.contains("learner"), "{text}");
+    // Four members: the three nodes and `dchan recv`, a non-voting member while it runs.
+    assert!(text.contains("members (4)") && text.contains("learner"), "{text}");
     assert!(text.contains("orders (*)") && text.contains("receivers: 1 on "), "{text}");
     drop(recv);
 }

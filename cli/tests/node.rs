@@ -12,10 +12,12 @@ fn sigterm_leaves_the_cluster_gracefully() {
     let (first, addr) = common::node(None);
     // Its first view printed before anything changes.
     first.line_with("cluster seen from");
+    // Two more nodes: learners are promoted two at a time (from one voter straight to three).
     let second = common::spawn(&["node", "--listen", "127.0.0.1:0", "--join", &addr]);
     let started = second.line_with("listening on ");
     let id = started.split(' ').nth(1).expect("node id").to_owned();
-    // Promoted once caught up: in the same line, or in the next change.
+    let _third = common::spawn(&["node", "--listen", "127.0.0.1:0", "--join", &addr]);
+    // Promoted once caught up: in the same line, or in a later change.
     let joined = first.line_with(&format!("member {id} joined at "));
     if !joined.ends_with("as a voter") {
         first.line_with(&format!("member {id} is now a voter"));

@@ -12,8 +12,9 @@
 //! - removes a node that has not answered for the failure timeout (the leader hears from every
 //!   member at each heartbeat, so silence means the node or the path to it is gone), with all its
 //!   endpoints, logged once;
-//! - promotes a learner that has caught up while the voters are fewer than the target, so the
-//!   voter count comes back after a voter leaves or dies.
+//! - promotes learners that have caught up while the voters are fewer than the target, so the
+//!   voter count comes back after a voter leaves or dies: two at a time from an odd count, so
+//!   that a growing cluster never has two voters that both must answer ([`promotions`]).
 //!
 //! A voter's leave promotes a learner in its place only if the learner answers a ping now, and
 //! removes first a voter that stays and does not answer (silent for the failure timeout): a
@@ -386,31 +387,79 @@ impl Membership {
             return Ok(());
         }
 
-        if membership.voter_ids().count() < self.voters {
-            let ready = membership.learner_ids().find(|l| {
+        let voters = membership.voter_ids().count();
+        let ready: Vec<NodeId> = membership
+            .learner_ids()
+            .filter(|l| {
                 membership.get_node(l).is_some_and(|n| !n.non_voting)
                     && matched.get(l).is_some_and(|m| m + CAUGHT_UP >= last_index)
                     && silent_for(*l) < self.failure_timeout / 2
-            });
-            if let Some(learner) = ready {
-                if !self.answers(learner).await {
-                    return Ok(());
-                }
-                let _one = self.changing.lock().await;
-                if self.current().voter_ids().count() < self.voters {
-                    self.raft
-                        .change_membership(
-                            ChangeMembers::AddVoterIds(BTreeSet::from([learner])),
-                            true,
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    tracing::info!(node = learner, "learner promoted to voter");
-                }
+            })
+            .collect();
+        let count = promotions(voters, self.voters, ready.len());
+        if count == 0 {
+            return Ok(());
+        }
+        let mut promote = BTreeSet::new();
+        for learner in ready {
+            if promote.len() < count && self.answers(learner).await {
+                promote.insert(learner);
             }
+        }
+        if promote.len() < count {
+            return Ok(());
+        }
+        let _one = self.changing.lock().await;
+        if self.current().voter_ids().count() == voters {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(promote.clone()), true)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(nodes = ?promote, "learners promoted to voters");
         }
         Ok(())
     }
+}
+
+/// How many of `ready` caught-up learners the keeper promotes at once when `voters` vote and the
+/// cluster keeps `target`: the count stays odd on the way up. An even count survives no more
+/// losses than the odd one below it and needs one more vote for each commit; worse, two voters
+/// where one was a moment before cannot commit without both, so a node killed while a cluster
+/// grows from one voter to three (the second promoted, the third not yet) stopped the cluster
+/// for good, its own removal included. From an odd count, two learners go in one change (a
+/// joint configuration: the old voters and a majority of the new ones commit it); from an even
+/// count (a voter died or left), one. An even `target` is reached by its last single step.
+fn promotions(voters: usize, target: usize, ready: usize) -> usize {
+    if voters >= target {
+        0
+    } else if voters.is_multiple_of(2) || voters + 1 == target {
+        ready.min(1)
+    } else if ready >= 2 {
+        2
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn voters_are_promoted_to_an_odd_count() {
+    // One voter and one learner stay so: two voters would survive no more than one.
+    assert_eq!(promotions(1, 3, 1), 0);
+    assert_eq!(promotions(1, 3, 2), 2);
+    assert_eq!(promotions(1, 3, 5), 2);
+    // A voter lost: one learner brings the count back.
+    assert_eq!(promotions(2, 3, 1), 1);
+    assert_eq!(promotions(2, 5, 3), 1);
+    assert_eq!(promotions(3, 5, 1), 0);
+    assert_eq!(promotions(3, 5, 2), 2);
+    assert_eq!(promotions(4, 5, 1), 1);
+    // An even target asked for is reached; none beyond it.
+    assert_eq!(promotions(1, 2, 1), 1);
+    assert_eq!(promotions(3, 4, 1), 1);
+    assert_eq!(promotions(3, 3, 4), 0);
+    assert_eq!(promotions(5, 3, 1), 0);
+    assert_eq!(promotions(0, 3, 0), 0);
 }
 
 /// How far the leader knows each follower's log to match its own (empty on a non-leader).

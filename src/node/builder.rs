@@ -126,8 +126,10 @@ impl NodeBuilder {
     }
 
     /// How many members vote in Raft (default 3; 3 or 5 make sense): the leader promotes caught-up
-    /// learners until there are this many voters. The rest replicate the registry as learners.
-    /// Applies while this node leads, so give every node the same value.
+    /// learners until there are this many voters, two at a time from an odd count, so that a
+    /// cluster growing to 3 goes from one voter straight to three (two voters could commit
+    /// nothing with either gone). The rest replicate the registry as learners. Applies while this
+    /// node leads, so give every node the same value.
     pub fn voters(mut self, voters: usize) -> Self {
         self.voters = voters.max(1);
         self
