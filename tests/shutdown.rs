@@ -220,19 +220,28 @@ async fn two_nodes_that_shut_down_lose_nothing_and_duplicate_nothing() {
         for i in 0..40 {
             within("send", tx.send(i)).await.expect("send");
         }
-        let (a, b) = match order {
-            "sender first, at once" => tokio::join!(sending.shutdown(), holding.shutdown()),
+        let timed = |node: dchan::Node| async move {
+            let started = std::time::Instant::now();
+            (node.shutdown().await, started.elapsed())
+        };
+        let ((a, took_a), (b, took_b)) = match order {
+            "sender first, at once" => tokio::join!(timed(sending), timed(holding)),
             "holder first, at once" | "the leader holds, at once" => {
-                let (b, a) = tokio::join!(holding.shutdown(), sending.shutdown());
+                let (b, a) = tokio::join!(timed(holding), timed(sending));
                 (a, b)
             }
             _ => {
-                let a = within("the sender leaves", sending.shutdown()).await;
-                (a, within("the holder leaves", holding.shutdown()).await)
+                let a = within("the sender leaves", timed(sending)).await;
+                (a, within("the holder leaves", timed(holding)).await)
             }
         };
         a.expect("the sending node leaves");
         b.expect("the holding node leaves");
+        // Neither waits for the other, stopped first, to confirm what it was sent until the
+        // hand-over's timeout (5 s): a node that refuses connections has stopped.
+        for took in [took_a, took_b] {
+            assert!(took < std::time::Duration::from_secs(3), "a leave took {took:?} ({order})");
+        }
         // The holding node's receiver yields nothing: what it held is elsewhere.
         assert_eq!(within("the held receiver ends", held.recv()).await, None, "{order}");
         let mut got = Vec::new();

@@ -140,9 +140,17 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
             biased;
             _ = stop.cancelled() => return,
             _ = async {
-                peer.addressed().await;
-                peer.writer_free().await;
-                peer.outbox.wanted().await;
+                loop {
+                    peer.addressed().await;
+                    peer.writer_is(false).await;
+                    // Not once a connection the peer dialed writes: its wake-ups are its own (an
+                    // acknowledgement that woke this task instead was never sent).
+                    tokio::select! {
+                        biased;
+                        _ = peer.outbox.wanted() => return,
+                        _ = peer.writer_is(true) => {}
+                    }
+                }
             } => {}
         }
         let Some(claim) = peer.claim_writer() else {
@@ -163,6 +171,7 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
                 )));
             }
             tracing::debug!(%addr, "connected");
+            peer.outbox.dial_refused(false);
             backoff = Duration::from_millis(20);
             peer.outbox.limit_frames(conn.hello.max_frame);
             run(&node, conn.framed, &peer, Some((claim, conn.hello.received))).await
@@ -172,6 +181,11 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
             _ = stop.cancelled() => return,
             res = run => match res {
                 Err(e @ Error::Auth(_)) => tracing::warn!(error = %e, "link refused"),
+                // Nothing listens there: the peer stopped, and a flush no longer waits for it.
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tracing::debug!(error = %e, "link refused: the peer stopped");
+                    peer.outbox.dial_refused(true);
+                }
                 Err(e) => tracing::debug!(error = %e, "link down"),
                 Ok(()) => {}
             },

@@ -191,7 +191,7 @@ impl Peer {
             return None;
         }
         lock(&self.displace).cancel();
-        self.writer_free().await;
+        self.writer_is(false).await;
         let claim = self.claim();
         self.handover.store(false, Ordering::SeqCst);
         claim
@@ -202,10 +202,9 @@ impl Peer {
         (*self.writer.borrow(), self.connections.load(Ordering::Relaxed))
     }
 
-    /// Wait until no connection writes for this peer.
-    pub(crate) async fn writer_free(&self) {
-        let mut w = self.writer.subscribe();
-        let _ = w.wait_for(|w| !*w).await;
+    /// Wait until a connection writes for this peer (`claimed`), or none does.
+    pub(crate) async fn writer_is(&self, claimed: bool) {
+        let _ = self.writer.subscribe().wait_for(|w| *w == claimed).await;
     }
 
     /// Hand an answer to whoever waits for request `id` (ignored if nobody does any more);

@@ -117,6 +117,9 @@ pub(crate) struct Outbox {
     control_bytes: AtomicUsize,
     /// How many reliable frames the peer has acknowledged: see [`Outbox::flushed`].
     acked: watch::Sender<u64>,
+    /// Whether the last dial of the peer was refused (nothing listens at its address: it
+    /// stopped), until a connection comes up again: see [`Outbox::flushed`].
+    refused: watch::Sender<bool>,
     /// Frames and bytes written to the peer, counted per batch by the writer (for metrics).
     frames_written: AtomicU64,
     bytes_written: AtomicU64,
@@ -133,6 +136,7 @@ impl Outbox {
             drained: Notify::new(),
             control_bytes: AtomicUsize::new(0),
             acked: watch::Sender::new(0),
+            refused: watch::Sender::new(false),
             frames_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
         }
@@ -323,10 +327,13 @@ impl Outbox {
         added
     }
 
-    /// Whether a link is needed: something is queued, or sent and not yet acknowledged.
+    /// Whether a link is needed: something is queued, sent and not yet acknowledged, or an
+    /// acknowledgement of the peer's frames is owed (the peer keeps them, and a flush before it
+    /// leaves waits, until it comes).
     pub(crate) fn has_work(&self) -> bool {
         let inner = self.lock();
         inner.urgent
+            || inner.received.is_some()
             || !inner.sent.is_empty()
             || !inner.frames.is_empty()
             || !inner.open.is_empty()
@@ -335,8 +342,10 @@ impl Outbox {
             || !inner.answers.is_empty()
     }
 
-    /// Wait until every reliable frame pushed before this call has been acknowledged by the peer.
-    /// Used by shutdown (under its own timeout), so that it loses nothing queued.
+    /// Wait until every reliable frame pushed before this call has been acknowledged by the peer,
+    /// or the peer refuses connections (it stopped: nothing will acknowledge them). Used by
+    /// shutdown (under its own timeout), so that it loses nothing queued; without the second, a
+    /// node leaving at the same moment as another waited for it, stopped, until the timeout.
     pub(crate) async fn flushed(&self) {
         let target = {
             let mut inner = self.lock();
@@ -356,7 +365,16 @@ impl Outbox {
             inner.next_seq + (queued + inner.acks.len()) as u64
         };
         let mut acked = self.acked.subscribe();
-        let _ = acked.wait_for(|a| *a >= target).await;
+        let mut refused = self.refused.subscribe();
+        tokio::select! {
+            _ = acked.wait_for(|a| *a >= target) => {}
+            _ = refused.wait_for(|r| *r) => {}
+        }
+    }
+
+    /// Whether the last dial of the peer was refused (`true`) or a connection came up (`false`).
+    pub(crate) fn dial_refused(&self, refused: bool) {
+        self.refused.send_if_modified(|r| std::mem::replace(r, refused) != refused);
     }
 
     /// Wake whoever waits in [`Outbox::ready`] (a wake-up that went to the wrong waiter).

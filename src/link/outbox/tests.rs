@@ -349,3 +349,34 @@ async fn flushed_sees_acknowledgements_before_and_during_its_wait() {
     out.acknowledged(out.stream, 2);
     tokio::time::timeout(LAZY_ACK_DELAY, flushed).await.expect("told").unwrap();
 }
+
+/// The link task waits in [`Outbox::wanted`] while no connection writes; a connection the peer
+/// dialed may become the writer meanwhile. An acknowledgement of the peer's frames then woke
+/// the link task, not the writer, and the link task found no work in it and waited on: the
+/// acknowledgement never went, and a peer flushing before it left waited for its timeout (two
+/// nodes leaving at once, `tests/shutdown.rs`). An acknowledgement owed is work.
+#[tokio::test(start_paused = true)]
+async fn an_acknowledgement_owed_makes_a_link_wanted() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let waited = tokio::time::timeout(LAZY_ACK_DELAY * 10, out.wanted()).await;
+    assert!(waited.is_err(), "nothing to send, nothing owed: no link wanted");
+    out.push_received(5, 1);
+    tokio::time::timeout(LAZY_ACK_DELAY * 10, out.wanted()).await.expect("a link is wanted");
+}
+
+/// Shutdown's flush ends for a peer that refuses connections (it stopped): nothing will
+/// acknowledge what is queued for it. A connection that comes up again makes it wait again.
+#[tokio::test(start_paused = true)]
+async fn a_flush_ends_when_the_peer_refuses_connections() {
+    let out = std::sync::Arc::new(Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME));
+    out.push_frame(Bytes::from_static(b"one"), true);
+    let waiter = out.clone();
+    let flushed = tokio::spawn(async move { waiter.flushed().await });
+    tokio::task::yield_now().await;
+    assert!(!flushed.is_finished(), "not acknowledged, not refused");
+    out.dial_refused(true);
+    tokio::time::timeout(LAZY_ACK_DELAY, flushed).await.expect("refused: done").unwrap();
+    out.dial_refused(false);
+    let waited = tokio::time::timeout(LAZY_ACK_DELAY * 10, out.flushed()).await;
+    assert!(waited.is_err(), "connected again: the flush waits for the acknowledgement");
+}
