@@ -486,7 +486,7 @@ impl Reader {
             Frame::Credit { to, taken, grant } => up.frames().credit(remote, to, taken, grant),
             Frame::Want { to } => up.frames().want(remote, to),
             Frame::Reclaim { to } => up.frames().reclaim(remote, to),
-            Frame::Return { to, n } => up.frames().returned(remote, to, n),
+            Frame::Return { to, n, last } => up.frames().returned(remote, to, n, last),
             Frame::Fence { channel, created } => up.frames().fence(remote, &channel, created),
             Frame::Released { to } => up.frames().released(remote, to),
             Frame::Shut { to, ask } => up.frames().shut(remote, to, ask),

@@ -25,8 +25,9 @@ pub(crate) trait Frames: Send + Sync {
     fn want(&self, from: NodeId, to: EndpointId);
     /// Receiver `to` on node `from` asks for its unused credit back.
     fn reclaim(&self, from: NodeId, to: EndpointId);
-    /// Node `from` gives back `n` unused credits with receiver `to` of this node.
-    fn returned(&self, from: NodeId, to: EndpointId, n: u32);
+    /// Node `from` gives back `n` unused credits with receiver `to` of this node (`last`: it
+    /// has handed over, and wants nothing more).
+    fn returned(&self, from: NodeId, to: EndpointId, n: u32, last: bool);
     /// Node `from` sends nothing more on closed `channel` (the one made by endpoint `created`).
     fn fence(&self, from: NodeId, channel: &str, created: EndpointId);
     /// Receiver `to` on node `from` is gone: what it did not take goes elsewhere.

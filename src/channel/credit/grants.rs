@@ -334,6 +334,22 @@ impl Grants {
         done.into_iter().collect()
     }
 
+    /// Node `from` has handed over and leaves: its want, if it has one, is void, and a
+    /// `member` still (its removal not applied here yet) is listed in `out` so that it is not
+    /// offered credit again (see `Inbox::offer`) until it is forgotten. Answered, the grant was
+    /// counted out to a node that had stopped until its departure was forgotten (10 s), and
+    /// another leaving node's hand-over found no room meanwhile (the switchboard simulation's
+    /// seed 115779, with impatient leaves). Not on any return: the answer to a deferred reclaim
+    /// can be zero too, from a node that still wants.
+    pub(crate) fn wants_nothing(&mut self, from: NodeId, member: bool) {
+        if self.remote.wanting.contains(&from) {
+            self.remote.wanting.retain(|n| *n != from);
+        }
+        if member {
+            self.out.entry_or_default(from);
+        }
+    }
+
     /// Node `from` gave `n` unused credits back.
     pub(crate) fn returned(&mut self, from: NodeId, n: u32) {
         if self.remote.reclaiming.contains(&from) {

@@ -330,3 +330,25 @@ fn messages_booked_together_are_booked_as_one_by_one() {
     }
     assert!(seen.0 > 0 && seen.1 > 0 && seen.2 > 0, "every kind of arrival: {seen:?}");
 }
+
+/// A node that has handed over (its last `Return`) wants nothing more: its want from before is
+/// void, and a refresh that still lists its sender does not offer it credit again. Granted,
+/// the room was counted out to a node that had stopped, and another node's hand-over found
+/// none (the switchboard simulation's seed 115779).
+#[test]
+fn a_node_that_handed_over_is_granted_nothing_more() {
+    let mut g = Grants::new(1);
+    g.want(2);
+    g.want(3);
+    g.wants_nothing(2, true);
+    assert_eq!(g.wanting().collect::<Vec<_>>(), [3], "its want is void");
+    assert!(g.known().any(|n| n == 2), "known: a refresh's offer passes it over");
+    assert_eq!(granted(&g.settle(true, None, false), 2), 0);
+    // Its removal applied: forgotten as any node that left.
+    g.forget(2, Some(0), Departure::Removed);
+    assert!(!g.known().any(|n| n == 2));
+    // Not a member any more when it handed over: nothing is kept of it.
+    g.want(4);
+    g.wants_nothing(4, false);
+    assert!(!g.known().any(|n| n == 4) && !g.wants(4));
+}

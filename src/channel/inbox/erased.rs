@@ -123,10 +123,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.send(out);
     }
 
-    fn returned(&self, from: NodeId, n: u32) {
+    fn returned(&self, from: NodeId, n: u32, last: Option<bool>) {
         let out = {
             let mut st = self.lock();
             st.grants.returned(from, n);
+            if let Some(member) = last {
+                st.grants.wants_nothing(from, member);
+            }
             let idle = st.buf.is_empty();
             self.settle_books(&mut st, idle, None, false)
         };

@@ -103,8 +103,9 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// Node `from` has messages waiting and no credit (a member, with a sender of the channel
     /// or messages of one to redeliver: see [`crate::channel::switchboard::Switchboard::want`]).
     fn want(&self, from: NodeId);
-    /// Node `from` gave back `n` unused credits.
-    fn returned(&self, from: NodeId, n: u32);
+    /// Node `from` gave back `n` unused credits. `last`: it has handed over, and wants nothing
+    /// more; `Some(member)` says whether this node's registry still lists it.
+    fn returned(&self, from: NodeId, n: u32, last: Option<bool>);
     /// These nodes have senders of the channel: offer credit to any not offered yet.
     fn offer(&self, nodes: &[NodeId]);
     /// Node `node` left (`done`: its credit is void; `how`: whether it asked to leave, and

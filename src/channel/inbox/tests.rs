@@ -45,7 +45,7 @@ fn local_senders_count_against_the_capacity_with_remote_credit() {
     inbox.offer(&[7]);
     // Node 7 holds both credits: a sender on this node finds no room until it gives some back.
     assert!(matches!(inbox.try_push(1), Err(Refused::Full(1))));
-    inbox.returned(7, 1);
+    inbox.returned(7, 1, None);
     assert!(inbox.try_push(1).is_ok());
     assert!(matches!(inbox.try_push(2), Err(Refused::Full(2))));
     inbox.push_remote(7, false, &mut [encoded(3)].into_iter());

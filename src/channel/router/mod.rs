@@ -224,7 +224,8 @@ impl ChannelRoute {
                 if let Some(n) = window.take_deferred() {
                     self.deferred.fetch_sub(1, Ordering::SeqCst);
                     tracing::trace!(receiver = id, n, "deferred reclaim answered");
-                    peer.outbox.push_frame(wire::encode(&Frame::Return { to: *id, n }), true);
+                    peer.outbox
+                        .push_frame(wire::encode(&Frame::Return { to: *id, n, last: false }), true);
                 }
             }
         }

@@ -78,13 +78,14 @@ impl Switchboard {
                     // window went with the last one): given back at once.
                     let n = self.credits.take_early(to, from);
                     if let Some(p) = self.peers.reach(from).filter(|_| n > 0) {
-                        p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+                        p.outbox
+                            .push_frame(wire::encode(&Frame::Return { to, n, last: false }), true);
                     }
                 }
             }
             Granted::Returned(n) => {
                 if let Some(p) = self.peers.reach(from) {
-                    p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+                    p.outbox.push_frame(wire::encode(&Frame::Return { to, n, last: false }), true);
                 }
             }
             Granted::Refused | Granted::Void => {}
@@ -244,16 +245,22 @@ impl Switchboard {
         };
         tracing::trace!(node = from, receiver = to, n, "reclaim in: returned");
         if let Some(p) = self.peers.reach(from) {
-            p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+            p.outbox.push_frame(wire::encode(&Frame::Return { to, n, last: false }), true);
         }
     }
 
     /// Node `from` gave back `n` credits with receiver `to`. A node that left gives back what
     /// it got to hand over and did not use: its books go as when it left.
-    pub(crate) fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
-        tracing::trace!(node = from, receiver = to, n, "return in");
+    pub(crate) fn returned(&self, from: NodeId, to: EndpointId, n: u32, last: bool) {
+        tracing::trace!(node = from, receiver = to, n, last, "return in");
+        let last = last.then(|| {
+            // Its want kept for the refresh past its leave goes too (see `want_of`): answered,
+            // the grant was out to a node that had stopped (seed 115779, as in the inbox).
+            self.wants_of_leavers.take(|w| *w == (from, to));
+            self.registry.borrow().nodes.contains_key(&from)
+        });
         if let Some(inbox) = self.inbox(to) {
-            inbox.returned(from, n);
+            inbox.returned(from, n, last);
             // (The registry is read only for a node that left lately: a return of a member,
             // the common case, costs no borrow.)
             if !self.left_lately(from) {
@@ -374,8 +381,8 @@ impl Frames for Switchboard {
         Switchboard::reclaim(self, from, to);
     }
 
-    fn returned(&self, from: NodeId, to: EndpointId, n: u32) {
-        Switchboard::returned(self, from, to, n);
+    fn returned(&self, from: NodeId, to: EndpointId, n: u32, last: bool) {
+        Switchboard::returned(self, from, to, n, last);
     }
 
     fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {

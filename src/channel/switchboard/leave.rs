@@ -58,7 +58,7 @@ impl Switchboard {
         }
         // Unused credit goes back too: a receiver keeps what a node that left had out (it may
         // still send on it), and this node will not.
-        self.return_credit(self.credits.give_up_all(false));
+        self.return_credit(self.credits.give_up_all(false), false);
         if tokio::time::timeout(HAND_OVER_TIMEOUT, self.peers_flushed()).await.is_err() {
             tracing::warn!(
                 "leaving: a peer did not confirm what was taken within {HAND_OVER_TIMEOUT:?}"
@@ -68,11 +68,12 @@ impl Switchboard {
 
     /// Give receivers back credit this node will not use: per receiver, its node and how much
     /// (a zero too says so: a receiver forgets a node that left as it hears, see
-    /// [`Switchboard::returned`]).
-    fn return_credit(&self, credit: Vec<(EndpointId, NodeId, u32)>) {
+    /// [`Switchboard::returned`]). `last`: the hand-over is done, and this node wants nothing
+    /// more of them (see [`Frame::Return`]).
+    fn return_credit(&self, credit: Vec<(EndpointId, NodeId, u32)>, last: bool) {
         for (to, node, n) in credit {
             if let Some(p) = self.peers.reach(node) {
-                p.outbox.push_frame(wire::encode(&Frame::Return { to, n }), true);
+                p.outbox.push_frame(wire::encode(&Frame::Return { to, n, last }), true);
             }
         }
     }
@@ -155,27 +156,24 @@ impl Switchboard {
                         route.rerouting_elsewhere_done().await;
                     }
                 }
-                // Credit asked for to hand over, and not used, goes back (the receivers would
-                // count it out for ever).
-                self.return_credit(self.credits.give_up_all(true));
-                self.peers_flushed().await;
-                // (A release read meanwhile, or a receiving node's leave applied, starts more:
-                // waited for too, or lost as the node stopped: the switchboard simulation's
-                // seed 38565, with impatient leaves.)
-                if rerouting() {
-                    continue;
-                }
-                // Credit granted from now on goes back at once (see `Credits::handed_over`),
-                // and what went back is with the receivers before the node stops.
-                self.return_credit(self.credits.handed_over());
+                // Credit asked for to hand over and not used goes back (the receivers would
+                // count it out for ever), marked last: the receivers drop this node's wants
+                // (see `Frame::Return`). Credit granted from now on goes back at once (see
+                // `Credits::handed_over`), and what went back is with the receivers before the
+                // node stops.
+                self.return_credit(self.credits.handed_over(), true);
                 self.peers_flushed().await;
                 if !rerouting() {
                     break;
                 }
-                // A release came meanwhile (seed 86405, with impatient leaves, once this wait
-                // was after the loop), or a re-routing found a receiver elsewhere only now:
-                // its messages need credit again (`Switchboard::redeliver` reopens as one
-                // starts; not the second, which started before), asked for again.
+                // A release read meanwhile, or a receiving node's leave applied, started more
+                // (seeds 38565 and 86405, with impatient leaves: lost as the node stopped), or
+                // a re-routing found a receiver elsewhere only now: its messages need credit
+                // again (`Switchboard::redeliver` reopens as one starts; not the second, which
+                // started before), asked for again, and the receivers' books take the node's
+                // wants again. (Before the last return was marked, a want of this node
+                // answered after it held the room for 10 s: two returns a round, the first
+                // unmarked, narrowed that to a race, seed 115779's.)
                 self.credits.reopen();
                 for route in &routes {
                     route.wake();
@@ -184,7 +182,7 @@ impl Switchboard {
         };
         if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
             tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
-            self.return_credit(self.credits.handed_over());
+            self.return_credit(self.credits.handed_over(), true);
         }
     }
 }

@@ -361,7 +361,7 @@ impl Switchboard {
             // owner had left: the switchboard simulation's seed 423, with unnamed channels).
             let n = self.credits.take_early(id, owner);
             if let Some(p) = self.peers.reach(owner).filter(|_| n > 0) {
-                p.outbox.push_frame(wire::encode(&Frame::Return { to: id, n }), true);
+                p.outbox.push_frame(wire::encode(&Frame::Return { to: id, n, last: false }), true);
             }
         }
         // (Under the table lock: see `target_unnamed`.)
@@ -374,7 +374,7 @@ impl Switchboard {
         let n = window.reclaim();
         if n > 0 && !window.is_released() {
             if let Some(p) = self.peers.reach(owner) {
-                p.outbox.push_frame(wire::encode(&Frame::Return { to: id, n }), true);
+                p.outbox.push_frame(wire::encode(&Frame::Return { to: id, n, last: false }), true);
             }
         }
     }

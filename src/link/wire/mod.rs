@@ -139,12 +139,18 @@ pub(crate) enum Frame<'a> {
         /// The receiving endpoint.
         to: EndpointId,
     },
-    /// From a sending node: `n` unused credits with `to` given back (the answer to a reclaim).
+    /// From a sending node: `n` unused credits with `to` given back (the answer to a reclaim,
+    /// or a leaving node's).
     Return {
         /// The receiving endpoint.
         to: EndpointId,
         /// The credits given back.
         n: u32,
+        /// The sending node has handed over and is leaving: whatever it wanted of `to` it no
+        /// longer does (a grant answering a want of before would be counted out to a node that
+        /// has stopped, for as long as its departure is remembered).
+        #[serde(default)]
+        last: bool,
     },
     /// The sending node applied the close of `channel`: no more data of it follows.
     Fence {

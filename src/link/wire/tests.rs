@@ -97,7 +97,11 @@ mod properties {
                 .prop_map(|(to, taken, grant)| Frame::Credit { to, taken, grant }),
             any::<u64>().prop_map(|to| Frame::Want { to }),
             any::<u64>().prop_map(|to| Frame::Reclaim { to }),
-            (any::<u64>(), any::<u32>()).prop_map(|(to, n)| Frame::Return { to, n }),
+            (any::<u64>(), any::<u32>(), any::<bool>()).prop_map(|(to, n, last)| Frame::Return {
+                to,
+                n,
+                last
+            }),
             (".{0,40}", any::<u64>())
                 .prop_map(|(channel, created)| Frame::Fence { channel, created }),
             any::<u64>().prop_map(|to| Frame::Released { to }),

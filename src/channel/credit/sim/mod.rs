@@ -471,7 +471,7 @@ impl Sim {
             }
             Msg::Return { to, n } => {
                 let rx = &mut self.receivers[to];
-                rx.inbox.returned(from, n);
+                rx.inbox.returned(from, n, None);
                 rx.local_waiting = false;
                 self.flush(to);
             }

@@ -125,11 +125,12 @@ const FOUND_DROPS: &[u64] = &[4_661, 23_557, 53_672, 108_581, 114_199, 170_215];
 /// 86405 (found with that fix's first version: a release read while the hand-over gave its
 /// credit back for good, after its loop, was re-routed as the node stopped: lost,
 /// `Credits::reopen`), and, with impatient leaves the default, two found with versions of the
-/// hand-over's loop a review asked for and not kept: 56072 (credit given back for good before
-/// a flush that waited for a dead peer: a release read meanwhile had every grant go back,
+/// hand-over's loop a review asked for: 56072 (credit given back for good before a flush that
+/// waited for a dead peer: a release read meanwhile had every grant go back,
 /// `Switchboard::redeliver` reopens), 115779 (the same loop: a grant to a node that had
-/// handed over and stopped, answering a want of before its leave, held a receiver's only room
-/// 10 s; see the note).
+/// handed over and stopped, answering a want of before its leave, or a refresh's offer to it,
+/// held a receiver's only room 10 s: the hand-over's last `Frame::Return` is marked, and the
+/// receiver drops the node's wants, `Grants::wants_nothing`; that loop is now the one kept).
 const FOUND_IMPATIENT: &[u64] =
     &[4_554, 5_043, 38_565, 163_371, 121_444, 123_468, 13_439, 256_364, 86_405, 56_072, 115_779];
 
