@@ -124,8 +124,10 @@ struct Departed {
     at: tokio::time::Instant,
 }
 
-/// How many members that left lately a node remembers (see [`Switchboard::departed`]).
-const MAX_DEPARTED: usize = 64;
+/// How many members that left lately a node remembers (see [`Switchboard::departed`]): as many
+/// as the registry remembers graceful leaves, so that a scale-down that large gets credit to
+/// hand over on every node. (It was 64.)
+const MAX_DEPARTED: usize = crate::cluster::registry::MAX_GRACEFUL;
 
 /// How long after a member left it still gets credit to hand over what it held: the hand-over's
 /// own limit, twice.

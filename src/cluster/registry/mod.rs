@@ -233,9 +233,10 @@ pub(crate) struct Registry {
     /// The closed channels (which a node's removal takes out of `closed_by`).
     closed: OrdSet<Arc<str>>,
     /// The latest [`MAX_GRACEFUL`] nodes that left gracefully (see
-    /// [`Registry::left_gracefully`]).
+    /// [`Registry::left_gracefully`]), oldest first. Shared between the registries published
+    /// (a clone copies nothing), as the maps are.
     #[serde(default)]
-    graceful: std::collections::VecDeque<NodeId>,
+    graceful: imbl::Vector<NodeId>,
     /// The type names in use, each shared by its channels (not replicated: a cache).
     #[serde(skip)]
     types: Types,
@@ -250,8 +251,10 @@ pub(crate) struct Registry {
     pub(crate) applied: u64,
 }
 
-/// How many nodes that left gracefully a registry remembers.
-const MAX_GRACEFUL: usize = 64;
+/// How many nodes that left gracefully a registry remembers: a scale-down of up to this many
+/// nodes at once hands over in the log's order. (One that fell off the list counts as removed:
+/// what another node holds of it goes back to it, stopped, and is lost. It was 64.)
+pub(crate) const MAX_GRACEFUL: usize = 1024;
 
 impl Registry {
     /// Whether node `node`'s last removal was its own graceful leave (it hands over what it

@@ -256,3 +256,25 @@ fn graceful_leaves_keep_the_logs_order() {
     assert!(!r.left_gracefully(3), "let in again");
     assert!(r.left_gracefully_before(2, 3));
 }
+
+/// A scale-down of a thousand nodes at once: every leave is remembered in the log's order, the
+/// first among them too (fallen off a list of 64, the first of 100 counted as removed, and
+/// what another leaving node held of it went back to it, stopped). Beyond the bound, the
+/// oldest goes first.
+#[test]
+fn a_large_scale_down_keeps_every_leave_in_order() {
+    let mut r = Registry::default();
+    let max = super::MAX_GRACEFUL as u64;
+    r.set_membership((1..=max + 1).map(|i| (i, format!("n{i}"))), [max + 1]);
+    for node in 1..=1000 {
+        r.apply(&Command::RemoveNode { node, graceful: true });
+    }
+    assert!(r.left_gracefully(1) && r.left_gracefully_before(1, 1000), "the first and the last");
+    assert!(r.left_gracefully_before(999, 1000) && !r.left_gracefully_before(1000, 1));
+    for node in 1001..=max + 1 {
+        r.apply(&Command::RemoveNode { node, graceful: true });
+    }
+    assert!(!r.left_gracefully(1) && r.left_gracefully_before(2, max + 1), "the oldest went");
+    let clone = r.clone();
+    assert!(clone.left_gracefully_before(2, max + 1), "a published copy keeps the list");
+}
