@@ -107,8 +107,12 @@ fn status_shows_members_and_channels_and_watch_follows_changes() {
         }
     };
     let members = v["members"].as_array().expect("members");
-    assert_eq!(members.len(), 3, "{v}");
-    assert!(members.iter().all(|m| m["reachable"] == true && m["role"] == "voter"), "{v}");
+    let voters: Vec<_> = members.iter().filter(|m| m["role"] == "voter").collect();
+    assert_eq!(voters.len(), 3, "{v}");
+    assert!(voters.iter().all(|m| m["reachable"] == true), "{v}");
+    // (The `status` asked just before may still be listed, leaving: a non-voting member. Seen
+    // under the whole suite's load, with more rounds to wait for the promotion of two.)
+    assert!(members.len() <= 4, "{v}");
     assert_eq!(members.iter().filter(|m| m["leader"] == true).count(), 1);
 
     let watch = spawn(&["status", "--watch", "--json", "--join", &addr]);

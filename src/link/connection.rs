@@ -128,10 +128,10 @@ pub(crate) async fn dial(
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))?
 }
 
-/// Keep a link to `peer` while it is needed (something queued, or sent and not acknowledged) and
-/// no other connection writes for it: dial, run the connection until it breaks, and start again
-/// with backoff, until the node shuts down or the peer leaves. A broken link keeps its reliable
-/// frames: the next connection resends what the peer has not acknowledged.
+/// Keep a link to `peer` while it is needed (something queued, sent and not acknowledged, or an
+/// acknowledgement owed) and no other connection writes for it: dial, run the connection until
+/// it breaks, and start again with backoff, until the node shuts down or the peer leaves. A
+/// broken link keeps its reliable frames: the next connection resends what the peer lacks.
 pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
     let stop = peer.stop.clone();
     let mut backoff = Duration::from_millis(20);
@@ -144,11 +144,12 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
                     peer.addressed().await;
                     peer.writer_is(false).await;
                     // Not once a connection the peer dialed writes: its wake-ups are its own (an
-                    // acknowledgement that woke this task instead was never sent).
+                    // acknowledgement that woke this task instead was never sent). One this task
+                    // took on its way out is passed on.
                     tokio::select! {
                         biased;
                         _ = peer.outbox.wanted() => return,
-                        _ = peer.writer_is(true) => {}
+                        _ = peer.writer_is(true) => peer.outbox.kick(),
                     }
                 }
             } => {}
@@ -171,7 +172,6 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
                 )));
             }
             tracing::debug!(%addr, "connected");
-            peer.outbox.dial_refused(false);
             backoff = Duration::from_millis(20);
             peer.outbox.limit_frames(conn.hello.max_frame);
             run(&node, conn.framed, &peer, Some((claim, conn.hello.received))).await

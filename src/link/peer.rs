@@ -176,7 +176,8 @@ impl Peer {
             return None;
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
-        // (A child of the peer's stop: the connection waits on this token alone.)
+        self.outbox.dial_refused(false); // (a connection is up, whoever dialed)
+                                         // (A child of the peer's stop: the connection waits on this token alone.)
         let displaced = self.stop.child_token();
         *lock(&self.displace) = displaced.clone();
         Some(WriterClaim { peer: self.clone(), displaced })

@@ -118,7 +118,8 @@ pub(crate) struct Outbox {
     /// How many reliable frames the peer has acknowledged: see [`Outbox::flushed`].
     acked: watch::Sender<u64>,
     /// Whether the last dial of the peer was refused (nothing listens at its address: it
-    /// stopped), until a connection comes up again: see [`Outbox::flushed`].
+    /// stopped), until a connection writes for it again, whoever dialed: see
+    /// [`Outbox::flushed`].
     refused: watch::Sender<bool>,
     /// Frames and bytes written to the peer, counted per batch by the writer (for metrics).
     frames_written: AtomicU64,

@@ -21,7 +21,7 @@ use crate::ids::{EndpointId, NodeId};
 use crate::rpc::{Request, Response};
 
 /// The protocol version this build speaks.
-pub(crate) const VERSION: u8 = 11;
+pub(crate) const VERSION: u8 = 12;
 
 /// Largest frame a node reads or writes by default (16 MiB).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
