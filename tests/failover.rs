@@ -18,18 +18,28 @@ fn child() {
 
 /// Poll `p` until it sees exactly `ids` as members, with `voters` voters and a leader.
 async fn settles(p: &mut Proc, ids: &[u64], voters: usize) {
+    settles_with(p, ids, Some(voters)).await;
+}
+
+/// Poll `p` until it sees exactly `ids` as members and a leader, however many of them vote.
+async fn sees_members(p: &mut Proc, ids: &[u64]) {
+    settles_with(p, ids, None).await;
+}
+
+/// Poll `p` until it sees exactly `ids` as members, a leader, and `voters` voters if given.
+async fn settles_with(p: &mut Proc, ids: &[u64], voters: Option<usize>) {
     let mut want = ids.to_vec();
     want.sort_unstable();
     let deadline = Instant::now() + DEADLINE;
     loop {
         let (leader, v, mut seen) = p.members().await;
         seen.sort_unstable();
-        if leader.is_some() && v == voters && seen == want {
+        if leader.is_some() && voters.is_none_or(|n| n == v) && seen == want {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "node {} sees members {seen:?} ({v} voters, leader {leader:?}), expected {want:?} with {voters} voters",
+            "node {} sees members {seen:?} ({v} voters, leader {leader:?}), expected {want:?} with {voters:?} voters",
             p.id
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -254,22 +264,6 @@ async fn a_voter_leaving_just_after_another_was_killed_leaves_a_working_cluster(
     let id = leader.id;
     settles(&mut leader, &[id], 1).await;
     registers(&mut leader, "after-the-leave", Instant::now()).await;
-}
-
-/// Poll `p` until it sees exactly `ids` as members and a leader, however many of them vote.
-async fn sees_members(p: &mut Proc, ids: &[u64]) {
-    let mut want = ids.to_vec();
-    want.sort_unstable();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (leader, _, mut seen) = p.members().await;
-        seen.sort_unstable();
-        if leader.is_some() && seen == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node {} sees {seen:?}, expected {want:?}", p.id);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Three nodes started one after the other, as a user starts a cluster; the second is killed as
