@@ -390,3 +390,28 @@ async fn across_processes_the_owner_killed_closes_the_senders() {
     producer.kill();
     seed.kill();
 }
+
+/// A node that leaves refuses its application's sends from the moment `shutdown` starts, on
+/// unnamed channels too, as on named ones: another node's channel (a sender decoded here) and
+/// one of its own. (An unnamed sender on a leaving node sent on: a send that returned after
+/// the hand-over's flush went with the node.)
+#[actix_rt::test]
+async fn a_leaving_node_refuses_sends_on_unnamed_channels_too() {
+    let nodes = cluster(3).await;
+    let (tx, mut rx) = nodes[0].channel::<u64>(8);
+    let remote = decoded_on(&nodes, "holds", tx.clone()).await;
+    let (own, mut own_rx) = nodes[1].channel::<u64>(8);
+    within("send", remote.send(1)).await.expect("open");
+    assert_eq!(within("recv", rx.recv()).await, Some(1));
+    let mut leaving = Box::pin(nodes[1].shutdown());
+    assert!(futures::poll!(&mut leaving).is_pending(), "a leave takes a round trip");
+    assert!(remote.is_closed() && own.is_closed(), "closed from the start of the leave");
+    assert!(within("send", remote.send(2)).await.is_err(), "another node's channel");
+    assert!(within("send", own.send(3)).await.is_err(), "its own");
+    within("shutdown", leaving).await.expect("shutdown");
+    assert_eq!(within("own ends", own_rx.recv()).await, None);
+    drop(tx);
+    assert!(rx.try_recv().is_err(), "nothing sent while leaving arrives");
+    drop((remote, own));
+    shutdown(nodes).await;
+}

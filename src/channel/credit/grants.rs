@@ -82,6 +82,9 @@ struct RemoteBooks {
     /// latest [`MAX_LEFT`] of them (see [`Left`]). A node that left is no longer in `out`:
     /// nothing is granted or told to it again.
     left: VecDeque<Left>,
+    /// Members that have handed over (their last return): offered nothing and given no freed
+    /// room until they want again or are forgotten (see [`Grants::handed_over`]).
+    done: Vec<NodeId>,
 }
 
 /// The empty books every receiver reads until another node wants or sends.
@@ -90,6 +93,7 @@ static NO_REMOTE: RemoteBooks = RemoteBooks {
     reclaiming: BTreeSet::new(),
     taken: Untold::new(),
     left: VecDeque::new(),
+    done: Vec::new(),
 };
 
 /// [`RemoteBooks`], boxed when first written: a receiver only this node sends to (most
@@ -132,6 +136,7 @@ impl Grants {
             + self.remote.wanting.len()
             + self.remote.reclaiming.len()
             + self.remote.taken.len()
+            + self.remote.done.len()
     }
 
     /// Whether the books of other nodes were made (see [`Remote`]).
@@ -307,6 +312,10 @@ impl Grants {
         if self.out.get(&from).is_some_and(|n| *n > 0) {
             return;
         }
+        if self.remote.done.contains(&from) {
+            // It re-routes after its hand-over: answered again.
+            self.remote.done.retain(|n| *n != from);
+        }
         if !self.remote.wanting.contains(&from) {
             self.remote.wanting.push_back(from);
         }
@@ -334,19 +343,34 @@ impl Grants {
         done.into_iter().collect()
     }
 
-    /// Node `from` has handed over and leaves: its want, if it has one, is void, and a
-    /// `member` still (its removal not applied here yet) is listed in `out` so that it is not
-    /// offered credit again (see `Inbox::offer`) until it is forgotten. Answered, the grant was
-    /// counted out to a node that had stopped until its departure was forgotten (10 s), and
-    /// another leaving node's hand-over found no room meanwhile (the switchboard simulation's
-    /// seed 115779, with impatient leaves). Not on any return: the answer to a deferred reclaim
-    /// can be zero too, from a node that still wants.
-    pub(crate) fn wants_nothing(&mut self, from: NodeId, member: bool) {
+    /// Node `from` has handed over and leaves (its last return, see `Frame::Return`): it uses
+    /// no credit from now on, so none is counted out to it any more, grants still on their way
+    /// to it included (it gives back at once one that reaches it; one that never does, the node
+    /// stopping first, held the room for 10 s after its departure while another leaving node's
+    /// hand-over found none: the switchboard simulation's seed 79912). Its want is void, and a
+    /// `member` still (its removal not applied here yet) stays listed in `out` so that a
+    /// refresh does not offer it credit (see `Inbox::offer`), nor is room freed by taking its
+    /// messages given back to it, until it wants again (re-routing after its hand-over) or is
+    /// forgotten (offered, the room was out to a node that had stopped: seed 115779). Not on
+    /// any return: the answer to a deferred reclaim can be zero too, from a node that still
+    /// wants.
+    pub(crate) fn handed_over(&mut self, from: NodeId, member: bool) {
         if self.remote.wanting.contains(&from) {
             self.remote.wanting.retain(|n| *n != from);
         }
+        if self.remote.reclaiming.contains(&from) {
+            self.remote.reclaiming.remove(&from);
+        }
+        if let Some(out) = self.out.get_mut(&from) {
+            self.out_total -= std::mem::take(out);
+        }
+        // Forgotten already (a graceful departure keeps its credit counted): void now.
+        self.void_left_credit(from);
         if member {
             self.out.entry_or_default(from);
+            if !self.remote.done.contains(&from) {
+                self.remote.done.push(from);
+            }
         }
     }
 
@@ -411,6 +435,7 @@ impl Grants {
             remote.wanting.retain(|n| *n != node);
             remote.reclaiming.remove(&node);
             remote.taken.remove(node);
+            remote.done.retain(|n| *n != node);
         }
     }
 
@@ -549,7 +574,9 @@ impl Grants {
                 free -= share;
                 out.urgent = true;
             }
-            if let Some(node) = last.filter(|n| free > 0 && self.out.contains_key(n)) {
+            // (Not to a node that handed over: see `handed_over`.)
+            let back = |n: &NodeId| self.out.contains_key(n) && !self.remote.done.contains(n);
+            if let Some(node) = last.filter(|n| free > 0 && back(n)) {
                 out.urgent |= free >= self.batch();
                 self.grant(node, free, &mut out);
                 free = 0;

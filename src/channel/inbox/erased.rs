@@ -128,7 +128,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
             let mut st = self.lock();
             st.grants.returned(from, n);
             if let Some(member) = last {
-                st.grants.wants_nothing(from, member);
+                st.grants.handed_over(from, member);
             }
             let idle = st.buf.is_empty();
             self.settle_books(&mut st, idle, None, false)

@@ -24,9 +24,19 @@ impl Switchboard {
     /// This node is leaving the cluster (a graceful shutdown has started).
     pub(crate) fn leaving(&self) {
         self.leaving.store(true, Ordering::SeqCst);
-        // (A router made from now on refuses from the start: see `route`.)
+        // (A router made from now on refuses from the start: see `route`, `unnamed_route` and
+        // `add_unnamed`.) Unnamed channels' too: other nodes' (decoded senders) and this
+        // node's own.
         for route in lock(&self.routes).values() {
             route.refuse_sends();
+        }
+        for route in lock(&self.unnamed).values().filter_map(std::sync::Weak::upgrade) {
+            route.refuse_sends();
+        }
+        for inbox in lock(&self.inboxes).values() {
+            if inbox.channel().unnamed().is_some() {
+                inbox.channel().refuse_sends();
+            }
         }
     }
 

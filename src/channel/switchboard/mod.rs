@@ -297,10 +297,17 @@ impl Switchboard {
     /// A new router for `channel`, made under the routers' table lock (refusing once leaving).
     pub(super) fn new_route(&self, channel: &str) -> Arc<ChannelRoute> {
         let r = Arc::new(ChannelRoute::new(channel, self.counters(channel)));
-        if self.leaving.load(Ordering::SeqCst) {
-            r.refuse_sends();
-        }
+        self.refuse_if_leaving(&r);
         r
+    }
+
+    /// A router made while this node leaves refuses its application's sends from the start
+    /// (called under the lock of the table it goes in, which [`Switchboard::leaving`] takes
+    /// too: one or the other sees it).
+    pub(super) fn refuse_if_leaving(&self, route: &ChannelRoute) {
+        if self.leaving.load(Ordering::SeqCst) {
+            route.refuse_sends();
+        }
     }
 
     /// This node's router for `channel`.

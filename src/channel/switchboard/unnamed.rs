@@ -154,7 +154,9 @@ impl Switchboard {
         route.set_targets(vec![Target::Local(inbox.clone())]);
         // (Its router is found through the inbox, not the routers' table, which holds other
         // nodes' channels: one entry per channel, not two.)
-        lock(&self.inboxes).insert(inbox.id(), inbox);
+        let mut inboxes = lock(&self.inboxes);
+        self.refuse_if_leaving(&route);
+        inboxes.insert(inbox.id(), inbox);
     }
 
     /// The router of unnamed channel `id`, whose receiver node `owner` holds, for a sender of it
@@ -201,6 +203,7 @@ impl Switchboard {
                 return closed();
             }
             let route = Arc::new(ChannelRoute::new_unnamed(owner, id, self.unnamed_counters()));
+            self.refuse_if_leaving(&route);
             route.owner_admitted.store(admitted, Ordering::SeqCst);
             route.users.fetch_add(1, Ordering::SeqCst);
             table.insert(id, Arc::downgrade(&route));

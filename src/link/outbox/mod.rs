@@ -352,18 +352,29 @@ impl Outbox {
             let mut inner = self.lock();
             inner.finish_open();
             // Claims and answers become frames now: counted pending, a claim answered before
-            // the writer took it (not sent at all) would leave the target out of reach.
-            for claim in std::mem::take(&mut inner.claims) {
-                inner.frames.push_back((claim.frame(), true));
-            }
+            // the writer took it (not sent at all) would leave the target out of reach. They go
+            // where a writer would write them, ahead of everything queued, and the credit queued
+            // with them after them (as frames too): it may say their messages were taken, which
+            // a node must not read before the claims (see `Outbox::take`), and it goes before
+            // the frames queued, a release among them. (Made frames behind what was queued, the
+            // claims went after the credit: lost with the connection as their node died while
+            // leaving, the asker waited for ever, the switchboard simulation's seed 61823.)
+            let mut ahead: Vec<Bytes> =
+                std::mem::take(&mut inner.claims).iter().map(wire::Claim::frame).collect();
             if !inner.answers.is_empty() {
                 let answers = std::mem::take(&mut inner.answers);
-                for frame in stream::answer_frames(&answers, self.max_frame()) {
-                    inner.frames.push_back((frame, true));
-                }
+                ahead.extend(stream::answer_frames(&answers, self.max_frame()));
+            }
+            for (to, taken, grant) in std::mem::take(&mut inner.acks) {
+                let credit = credit_frame(to, taken, grant);
+                self.control_bytes.fetch_add(credit.len(), Ordering::Relaxed);
+                ahead.push(credit);
+            }
+            for frame in ahead.into_iter().rev() {
+                inner.frames.push_front((frame, true));
             }
             let queued = inner.frames.iter().filter(|(_, reliable)| *reliable).count();
-            inner.next_seq + (queued + inner.acks.len()) as u64
+            inner.next_seq + queued as u64
         };
         let mut acked = self.acked.subscribe();
         let mut refused = self.refused.subscribe();

@@ -261,6 +261,10 @@ struct Sim {
     /// taken unless a fault came after (README, Delivery guarantees: its messages depend on
     /// the receiving nodes once it has gone; nothing may be lost by the leave itself).
     left_at: HashMap<NodeId, u64>,
+    /// Nodes that were leaving when another node crashed: what they sent that node and had not
+    /// heard taken may be lost with it (README, Delivery guarantees: a receiving node that dies
+    /// while a sending node leaves), so `left_at` does not hold them to it.
+    crash_while_leaving: HashSet<NodeId>,
 }
 
 impl Sim {
@@ -327,6 +331,7 @@ impl Sim {
             rewritten_leaves: false,
             faults: 0,
             left_at: HashMap::new(),
+            crash_while_leaving: HashSet::new(),
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
         sim.commit_membership(&members);
@@ -514,6 +519,8 @@ impl Sim {
         self.may_repeat.extend(took);
         self.disorder = true;
         self.crashed += 1;
+        let leaving = self.nodes.iter().filter(|n| !n.dead && n.leave.is_some()).map(|n| n.id);
+        self.crash_while_leaving.extend(leaving);
         self.remove(id, false);
     }
 

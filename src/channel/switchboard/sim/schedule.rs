@@ -208,10 +208,15 @@ impl Sim {
         });
         // Every message of a live sender, but those a node had to redeliver once every receiver
         // of the closed channel had ended (README, Close): dropped, and known by the node.
-        // (And of a node that left, unless a fault since may have lost it, see `left_at`, or
-        // the channel is closed: what the node had to deliver again once every receiver had
-        // ended was dropped, README, Close, and it is not there to say which.)
-        let left_clean = |node: u64| !self.closing && self.left_at.get(&node) == Some(&self.faults);
+        // (And of a node that left, unless a fault since may have lost it, see `left_at` and
+        // `crash_while_leaving`, or the channel is closed: what the node had to deliver again
+        // once every receiver had ended was dropped, README, Close, and it is not there to say
+        // which.)
+        let left_clean = |node: u64| {
+            !self.closing
+                && self.left_at.get(&node) == Some(&self.faults)
+                && !self.crash_while_leaving.contains(&node)
+        };
         let all_taken = self
             .sent
             .iter()

@@ -304,8 +304,11 @@ impl Sim {
             return;
         }
         let pick = self.rng.next() as usize;
+        // (A node leaving starts no more sends, as on named channels: its application is
+        // shutting down, and its senders refuse. One under way runs to its end.)
+        let leaving = self.nodes[i].leave.is_some();
         let Some(h) = self.unnamed.chans[k].holders.get_mut(&me) else { return };
-        if h.finished() || !h.woken.take() {
+        if h.finished() || (leaving && h.op.is_none()) || !h.woken.take() {
             return;
         }
         if h.op.is_none() {
@@ -336,8 +339,9 @@ impl Sim {
                 h.failed = true;
                 let c = &self.unnamed.chans[k];
                 assert!(
-                    c.over() || !c.closers.is_empty(),
-                    "node {me}: a send on unnamed {k} failed, neither closed nor its receiver gone"
+                    c.over() || !c.closers.is_empty() || leaving,
+                    "node {me}: a send on unnamed {k} failed, neither closed, its receiver gone \
+                     nor its node leaving"
                 );
             }
         }
