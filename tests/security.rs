@@ -284,6 +284,9 @@ async fn a_hostile_client_changes_nothing_and_loses_nothing() {
             frame("Want", vec![("to", Value::from(rx_id))]),
             frame("Reclaim", vec![("to", Value::from(rx_id))]),
             frame("Return", vec![("to", Value::from(rx_id)), ("n", Value::from(1_000))]),
+            // "Sends nothing more", twice: it voids only what was granted the peer itself.
+            frame("Bye", vec![]),
+            frame("Bye", vec![]),
             frame("Fence", vec![("channel", Value::from("work")), ("created", Value::from(1))]),
             frame("Released", vec![("to", Value::from(rx_id))]),
             // Closes of an unnamed channel, for the named receiver and for an unnamed id.

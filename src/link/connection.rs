@@ -206,8 +206,7 @@ pub(crate) async fn keep_connected(links: Weak<Links>, peer: Arc<Peer>) {
 }
 
 /// Use a connection this node dialed for something else (a join's first contact with a seed) as
-/// `peer`'s link, if no other connection writes for it; otherwise close it. Closing it after the
-/// peer made it its writer would only make both sides dial again.
+/// `peer`'s link if no other connection writes for it; else close it (both would dial again).
 pub(crate) fn adopt(links: &Arc<Links>, peer: &Arc<Peer>, conn: Dialed) {
     let Some(claim) = peer.claim_writer() else { return };
     peer.outbox.limit_frames(conn.hello.max_frame);
@@ -487,6 +486,7 @@ impl Reader {
             Frame::Want { to } => up.frames().want(remote, to),
             Frame::Reclaim { to } => up.frames().reclaim(remote, to),
             Frame::Return { to, n, last } => up.frames().returned(remote, to, n, last),
+            Frame::Bye {} => up.frames().bye(remote),
             Frame::Fence { channel, created } => up.frames().fence(remote, &channel, created),
             Frame::Released { to } => up.frames().released(remote, to),
             Frame::Shut { to, ask } => up.frames().shut(remote, to, ask),

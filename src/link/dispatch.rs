@@ -28,6 +28,9 @@ pub(crate) trait Frames: Send + Sync {
     /// Node `from` gives back `n` unused credits with receiver `to` of this node (`last`: it
     /// has handed over, and wants nothing more).
     fn returned(&self, from: NodeId, to: EndpointId, n: u32, last: bool);
+    /// Node `from` has handed over and stops: it sends nothing more (see
+    /// [`crate::link::wire::Frame::Bye`]).
+    fn bye(&self, from: NodeId);
     /// Node `from` sends nothing more on closed `channel` (the one made by endpoint `created`).
     fn fence(&self, from: NodeId, channel: &str, created: EndpointId);
     /// Receiver `to` on node `from` is gone: what it did not take goes elsewhere.

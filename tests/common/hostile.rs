@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The wire version these frames are written for.
-pub const VERSION: u8 = 12;
+pub const VERSION: u8 = 13;
 
 /// A frame: variant `name` with `fields`.
 pub fn frame(name: &str, fields: Vec<(&str, Value)>) -> Vec<u8> {

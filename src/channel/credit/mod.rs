@@ -174,6 +174,7 @@ impl<R> Default for Credits<R> {
                 void: false,
                 unanswered: BTreeSet::new(),
                 handed_over: false,
+                stopped: false,
             }),
         }
     }
@@ -197,6 +198,8 @@ struct Inner<R> {
     /// This node has handed over what it held (it is leaving): every grant goes back at once
     /// ([`Credits::handed_over`]).
     handed_over: bool,
+    /// This node sends nothing more, on any credit ([`Credits::stop`]).
+    stopped: bool,
 }
 
 impl<R> Credits<R> {
@@ -229,6 +232,10 @@ impl<R> Credits<R> {
     /// is made. Credit from a node other than the receiver's is refused.
     pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Granted<R> {
         let mut inner = lock(&self.inner);
+        if inner.stopped {
+            // (Void at the receiver already, or soon: see `Credits::stop`.)
+            return Granted::Void;
+        }
         if inner.handed_over && n > 0 {
             // (Asked again if a release starts more re-routing: `Credits::reopen`.)
             if let Some((window, _, _)) = inner.windows.get(&id) {
@@ -425,9 +432,20 @@ impl<R> Credits<R> {
     }
 
     /// Messages are re-routed after [`Credits::handed_over`] (a release came): on credit
-    /// granted from now on, until the next [`Credits::handed_over`].
+    /// granted from now on, until the next [`Credits::handed_over`]. Not once stopped.
     pub(crate) fn reopen(&self) {
-        lock(&self.inner).handed_over = false;
+        let mut inner = lock(&self.inner);
+        inner.handed_over = inner.stopped;
+    }
+
+    /// This node has handed over for the last time and says so (`Frame::Bye`): it sends
+    /// nothing more, and its receivers void what they granted it, grants still on their way
+    /// included (a receiver kept those counted until the node's departure was 10 s old: the
+    /// switchboard simulation's seed 79912). Grants read from now on are void here too.
+    pub(crate) fn stop(&self) {
+        let mut inner = lock(&self.inner);
+        inner.handed_over = true;
+        inner.stopped = true;
     }
 
     fn give_up(&self, zero: bool, for_good: bool) -> Vec<(EndpointId, NodeId, u32)> {

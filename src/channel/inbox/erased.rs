@@ -137,6 +137,19 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         self.route.wake();
     }
 
+    fn sends_no_more(&self, from: NodeId) {
+        let out = {
+            let mut st = self.lock();
+            if !st.grants.sends_no_more(from) {
+                return;
+            }
+            let idle = st.buf.is_empty();
+            self.settle_books(&mut st, idle, None, false)
+        };
+        self.send(out);
+        self.route.wake();
+    }
+
     fn offer(&self, nodes: &[NodeId]) {
         let out = {
             let mut st = self.lock();

@@ -106,6 +106,8 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// Node `from` gave back `n` unused credits. `last`: it has handed over, and wants nothing
     /// more; `Some(member)` says whether this node's registry still lists it.
     fn returned(&self, from: NodeId, n: u32, last: Option<bool>);
+    /// Node `from` has stopped sending for good (see `Grants::sends_no_more`).
+    fn sends_no_more(&self, from: NodeId);
     /// These nodes have senders of the channel: offer credit to any not offered yet.
     fn offer(&self, nodes: &[NodeId]);
     /// Node `node` left (`done`: its credit is void; `how`: whether it asked to leave, and

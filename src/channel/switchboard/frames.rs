@@ -15,6 +15,7 @@ use crate::ids::{is_unnamed, EndpointId, NodeId};
 use crate::link::dispatch::{Frames, Msgs};
 use crate::link::peer::Peer;
 use crate::link::wire::{self, Frame};
+use crate::sync::lock;
 
 impl Switchboard {
     /// Tell node `to_node` that receiver `id` takes nothing more (it is gone).
@@ -276,6 +277,26 @@ impl Switchboard {
         }
     }
 
+    /// Node `from` has handed over and stops: every receiver here voids what it granted it
+    /// (see [`Frame::Bye`]).
+    pub(crate) fn bye(&self, from: NodeId) {
+        tracing::trace!(node = from, "bye in");
+        {
+            let mut said = lock(&self.said_bye);
+            if said.contains(&from) {
+                return;
+            }
+            if said.len() == super::MAX_DEPARTED {
+                said.pop_front();
+            }
+            said.push_back(from);
+        }
+        let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
+        for inbox in inboxes {
+            inbox.sends_no_more(from);
+        }
+    }
+
     /// Receiver `to` on node `from` is gone: deliver elsewhere what it did not take (called by
     /// the connection reader, and when a node dies with its receivers).
     pub(crate) fn released(&self, from: NodeId, to: EndpointId) {
@@ -383,6 +404,10 @@ impl Frames for Switchboard {
 
     fn returned(&self, from: NodeId, to: EndpointId, n: u32, last: bool) {
         Switchboard::returned(self, from, to, n, last);
+    }
+
+    fn bye(&self, from: NodeId) {
+        Switchboard::bye(self, from);
     }
 
     fn fence(&self, from: NodeId, channel: &str, created: EndpointId) {

@@ -189,10 +189,24 @@ impl Switchboard {
                     route.wake();
                 }
             }
+            // Nothing more is sent: every peer's receivers void what they granted this node,
+            // grants that crossed its last return included (see `Credits::stop`).
+            self.say_bye();
+            self.peers_flushed().await;
         };
         if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
             tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
             self.return_credit(self.credits.handed_over(), true);
+            self.say_bye();
+        }
+    }
+
+    /// This node sends nothing more ([`Credits::stop`]): tell every peer ([`Frame::Bye`]).
+    fn say_bye(&self) {
+        self.credits.stop();
+        let bye = wire::encode(&Frame::Bye {});
+        for peer in self.peers.all() {
+            peer.outbox.push_frame(bye.clone(), true);
         }
     }
 }

@@ -114,6 +114,10 @@ pub(crate) struct Switchboard {
     /// [`DEPARTED_FOR`]): a leaving node hands over what it holds after its leave is committed,
     /// and gets credit for that (see [`Switchboard::want`]).
     departed: Arc<Mutex<std::collections::VecDeque<Departed>>>,
+    /// Nodes that said they send nothing more (the latest [`MAX_DEPARTED`]): a node says it
+    /// once, and a peer saying it again costs no walk over every receiver (see
+    /// [`Switchboard::bye`]).
+    said_bye: Mutex<std::collections::VecDeque<NodeId>>,
 }
 
 /// A member that left lately (see [`Switchboard::departed`]).
@@ -183,6 +187,7 @@ impl Switchboard {
             left: AtomicBool::new(false),
             vanished: Mutex::default(),
             departed: Arc::default(),
+            said_bye: Mutex::default(),
         }
     }
 

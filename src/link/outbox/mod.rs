@@ -373,6 +373,9 @@ impl Outbox {
             for frame in ahead.into_iter().rev() {
                 inner.frames.push_front((frame, true));
             }
+            // Credit queued from now on goes behind them too, as a frame (it may say taken a
+            // message whose claim is among them), until a writer takes them.
+            inner.barrier = true;
             let queued = inner.frames.iter().filter(|(_, reliable)| *reliable).count();
             inner.next_seq + queued as u64
         };

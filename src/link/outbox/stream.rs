@@ -65,16 +65,10 @@ impl Outbox {
     pub(crate) fn take(&self, into: &mut Vec<Bytes>) {
         let mut inner = self.lock();
         inner.finish_open();
-        // The acknowledgement of the peer's frames goes last: a peer that reads it has read
-        // everything queued for it before. A leaving node's flush ends with it, and credit
-        // granted to it before its last return arrived here (void from then on: see
-        // `Grants::handed_over`) is then read while it has handed over, and goes back unused;
-        // read after, a re-routing hand-over (`Credits::reopen`) would send on it, and the
-        // receiver, not counting it, would drop what came.
-        let received = inner
-            .received
-            .take()
-            .map(|(stream, count)| crate::link::wire::encode(&Frame::Received { stream, count }));
+        if let Some((stream, count)) = inner.received.take() {
+            let frame = Frame::Received { stream, count };
+            into.push(crate::link::wire::encode(&frame));
+        }
         if inner.sent_bytes >= MAX_UNACKED {
             // The peer has not acknowledged enough: only what is not kept goes (Raft's own
             // frames, and the acknowledgements above, which the peer may be waiting for).
@@ -96,7 +90,6 @@ impl Outbox {
             inner.frames = held;
             inner.urgent = false;
             inner.lazy_armed = false;
-            into.extend(received);
             return;
         }
         // Claims and answers before the credit that says their messages were taken: a node
@@ -130,7 +123,6 @@ impl Outbox {
             }
             into.push(frame);
         }
-        into.extend(received);
         inner.barrier = false;
         inner.urgent = false;
         inner.lazy_armed = false;

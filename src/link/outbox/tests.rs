@@ -192,9 +192,8 @@ fn a_peer_that_does_not_acknowledge_gets_only_unkept_frames_until_it_does() {
     out.push_frame(Bytes::from_static(b"raft"), false);
     out.push_received(5, 1);
     out.take(&mut frames);
-    assert_eq!(frames.len(), 2, "Raft's frame and the acknowledgement, not the kept one");
-    assert_eq!(frames[0], Bytes::from_static(b"raft"));
-    assert!(matches!(decode(&frames[1]), Ok(Frame::Received { stream: 5, count: 1 })));
+    assert_eq!(frames.len(), 2, "the acknowledgement and Raft's frame, not the kept one");
+    assert_eq!(frames[1], Bytes::from_static(b"raft"));
     frames.clear();
     out.acknowledged(out.stream, 1);
     assert!(out.lock().urgent, "the writer is woken");
@@ -382,23 +381,6 @@ async fn a_flush_ends_when_the_peer_refuses_connections() {
     assert!(waited.is_err(), "connected again: the flush waits for the acknowledgement");
 }
 
-/// The acknowledgement of the peer's frames goes after everything queued with it: a leaving
-/// node whose flush it ends has read the credit granted to it before, which its receiver no
-/// longer counts (see `Grants::handed_over`), and does not send on it after (see `Outbox::take`).
-#[test]
-fn the_acknowledgement_goes_after_what_was_queued_with_it() {
-    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
-    out.push_credit(7, 0, 1, false, 16);
-    out.push_frame(Bytes::from_static(b"frame"), true);
-    out.push_received(5, 1);
-    let mut frames = Vec::new();
-    out.take(&mut frames);
-    assert_eq!(frames.len(), 3);
-    assert!(matches!(decode(&frames[0]), Ok(Frame::Credit { to: 7, taken: 0, grant: 1 })));
-    assert_eq!(frames[1], Bytes::from_static(b"frame"));
-    assert!(matches!(decode(&frames[2]), Ok(Frame::Received { stream: 5, count: 1 })));
-}
-
 /// A flush makes frames of the claims queued, and of the credit queued with them: in the
 /// order a writer would write them, the claims first, then the credit, then the frames queued
 /// before. A claim reaches the peer before the "taken" of the message that carried its handle
@@ -414,6 +396,8 @@ async fn a_flush_keeps_the_order_a_writer_writes_in() {
     out.push_claim(Claim { id: 3, token: 4, hop: 1, asker: None, holder: None });
     let flush = tokio::time::timeout(LAZY_ACK_DELAY, out.flushed()).await;
     assert!(flush.is_err(), "nothing acknowledged yet");
+    // Credit queued after the flush goes behind what it made frames of.
+    out.push_credit(8, 1, 0, false, 16);
     let mut frames = Vec::new();
     out.take(&mut frames);
     let kinds: Vec<&str> = frames
@@ -422,8 +406,16 @@ async fn a_flush_keeps_the_order_a_writer_writes_in() {
             Ok(Frame::Held { .. }) => "claim",
             Ok(Frame::Credit { to: 7, taken: 1, grant: 0 }) => "credit",
             Ok(Frame::Released { to: 7 }) => "release",
+            Ok(Frame::Credit { to: 8, taken: 1, grant: 0 }) => "later credit",
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(kinds, ["claim", "credit", "release"]);
+    assert_eq!(kinds, ["claim", "credit", "release", "later credit"]);
+    // A flush ends once every one of them is acknowledged, not before.
+    let mut flush = Box::pin(out.flushed());
+    out.acknowledged(out.stream, 3);
+    let early = tokio::time::timeout(LAZY_ACK_DELAY, &mut flush).await;
+    assert!(early.is_err(), "one still unacknowledged");
+    out.acknowledged(out.stream, 4);
+    tokio::time::timeout(LAZY_ACK_DELAY, flush).await.expect("every frame acknowledged");
 }

@@ -21,7 +21,7 @@ use crate::ids::{EndpointId, NodeId};
 use crate::rpc::{Request, Response};
 
 /// The protocol version this build speaks.
-pub(crate) const VERSION: u8 = 12;
+pub(crate) const VERSION: u8 = 13;
 
 /// Largest frame a node reads or writes by default (16 MiB).
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -152,6 +152,10 @@ pub(crate) enum Frame<'a> {
         #[serde(default)]
         last: bool,
     },
+    /// The sending node has handed over and stops: it sends nothing more, on any credit (every
+    /// message it sent came before this). Its receivers' grants to it are void, those still on
+    /// their way to it too.
+    Bye {},
     /// The sending node applied the close of `channel`: no more data of it follows.
     Fence {
         /// The closed channel.
@@ -368,6 +372,7 @@ impl Frame<'_> {
             | Frame::Want { .. }
             | Frame::Reclaim { .. }
             | Frame::Return { .. }
+            | Frame::Bye { .. }
             | Frame::Fence { .. }
             | Frame::Released { .. }
             | Frame::Shut { .. }

@@ -102,6 +102,7 @@ mod properties {
                 n,
                 last
             }),
+            Just(()).prop_map(|()| Frame::Bye {}),
             (".{0,40}", any::<u64>())
                 .prop_map(|(channel, created)| Frame::Fence { channel, created }),
             any::<u64>().prop_map(|to| Frame::Released { to }),
