@@ -32,6 +32,15 @@ impl Tasks {
         self.tracker.spawn_on(task, &self.runtime);
     }
 
+    /// Run `task` on the node's runtime, not counted: the shutdown itself, which waits for the
+    /// counted ones (see [`Node::shutdown`](crate::Node::shutdown)).
+    pub(crate) fn detach<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.runtime.spawn(task));
+    }
+
     /// No more tasks will be started; wait for those running to end.
     pub(crate) async fn close_and_wait(&self) {
         self.tracker.close();

@@ -257,3 +257,22 @@ async fn two_nodes_that_shut_down_lose_nothing_and_duplicate_nothing() {
         shutdown(nodes).await;
     }
 }
+
+/// A shutdown whose future is dropped before it is done (a caller's timeout, a `select!`) still
+/// completes: the node hands over, leaves the cluster and stops; a later call waits for that,
+/// and so does a call made while one runs. (Dropped, the leave stopped where it was: the node
+/// refused every send, kept its tasks running, and a second call returned at once with the
+/// node neither left nor stopped.)
+#[actix_rt::test]
+async fn a_shutdown_given_up_on_still_completes() {
+    let nodes = cluster(3).await;
+    let leaving = &nodes[2];
+    let id = leaving.id();
+    let mut first = Box::pin(leaving.shutdown());
+    assert!(futures::poll!(&mut first).is_pending(), "a leave takes a round trip at least");
+    drop(first);
+    within("the second call", leaving.shutdown()).await.expect("left");
+    assert_eq!(leaving.ready(), Err("the node has stopped".to_owned()), "stopped when it returns");
+    eventually(|| nodes[..2].iter().all(|n| n.cluster().members.iter().all(|m| m.id != id))).await;
+    shutdown(nodes).await;
+}

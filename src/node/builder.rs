@@ -392,6 +392,7 @@ impl NodeBuilder {
                     tasks: tasks.clone(),
                     span: tracing::Span::current(),
                     leaving: AtomicBool::new(false),
+                    shutdown: super::ShutDown::default(),
                     deregistrations: Arc::new(tokio::sync::Semaphore::new(
                         super::MAX_DEREGISTRATIONS,
                     )),
@@ -427,7 +428,7 @@ impl NodeBuilder {
                 node.join(&self.join, self.join_timeout).await
             };
             if let Err(e) = joined {
-                node.stop().await;
+                node.core.stop().await;
                 return Err(e);
             }
             tracing::info!(%addr, "node started");

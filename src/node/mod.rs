@@ -65,6 +65,28 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 /// still gets through.
 pub(crate) const MAX_DEREGISTRATIONS: usize = 64;
 
+/// A node's shutdown, run once, on the node's own runtime, to its end, whoever awaits it.
+#[derive(Debug)]
+pub(crate) struct ShutDown {
+    /// Taken by the first call, and moved into the task that shuts down: its end (or its
+    /// drop, the node's runtime gone) is what every caller waits for.
+    start: std::sync::Mutex<Option<watch::Sender<bool>>>,
+    done: watch::Receiver<bool>,
+    /// What the shutdown found, for the first caller to come for it.
+    result: std::sync::Mutex<Option<Result<(), Error>>>,
+}
+
+impl Default for ShutDown {
+    fn default() -> Self {
+        let (tx, done) = watch::channel(false);
+        ShutDown {
+            start: std::sync::Mutex::new(Some(tx)),
+            done,
+            result: std::sync::Mutex::default(),
+        }
+    }
+}
+
 /// What the node shares between its tasks, its endpoints and its handles.
 pub(crate) struct Core {
     pub(crate) id: NodeId,
@@ -90,6 +112,8 @@ pub(crate) struct Core {
     pub(crate) span: tracing::Span,
     /// Set when `shutdown` starts.
     pub(crate) leaving: AtomicBool,
+    /// The shutdown's progress (see [`Node::shutdown`]).
+    pub(crate) shutdown: ShutDown,
     /// Deregistrations in flight at once, at most [`MAX_DEREGISTRATIONS`]: a thousand receivers
     /// dropped together must not fill the leader's requests (a leave behind them was refused).
     pub(crate) deregistrations: Arc<tokio::sync::Semaphore>,
@@ -277,23 +301,51 @@ impl Node {
     /// last voter). Receivers on this node then yield what they hold, then `None`; senders fail
     /// with `Closed`.
     ///
+    /// The shutdown runs on the node's own runtime, once: a call made while one runs, or after,
+    /// waits for it to end and returns once the node has stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future (a timeout, a `select!`) does not stop the shutdown
+    /// half-way; it goes on to its end, and a later call waits for it.
+    ///
     /// # Errors
     ///
     /// [`Error::Registry`] or [`Error::NoQuorum`] if the cluster could not be told (the node
-    /// still stops).
+    /// still stops), for the first call that comes for the outcome (later ones get `Ok`);
+    /// [`Error::Shutdown`] if the node's runtime ended before the shutdown did.
     pub async fn shutdown(&self) -> Result<(), Error> {
         let core = &self.core;
-        if core.cancel.is_cancelled() || core.leaving.swap(true, Ordering::SeqCst) {
-            return Ok(());
+        let mut done = core.shutdown.done.clone();
+        let start = crate::sync::lock(&core.shutdown.start).take();
+        if let Some(tx) = start {
+            core.leaving.store(true, Ordering::SeqCst);
+            let leaving = core.clone();
+            core.tasks.detach(async move {
+                let left = leaving.leave_and_stop().await;
+                *crate::sync::lock(&leaving.shutdown.result) = Some(left);
+                let _ = tx.send(true);
+            });
         }
-        let span = tracing::info_span!(parent: &core.span, "leave");
+        let stopped = done.wait_for(|stopped| *stopped).await.is_ok();
+        if !stopped {
+            return Err(Error::Shutdown);
+        }
+        crate::sync::lock(&core.shutdown.result).take().unwrap_or(Ok(()))
+    }
+}
+
+impl Core {
+    /// Hand over, leave the cluster and stop (see [`Node::shutdown`]).
+    async fn leave_and_stop(self: &Arc<Self>) -> Result<(), Error> {
+        let span = tracing::info_span!(parent: &self.span, "leave");
         async {
             tracing::info!("leaving the cluster");
-            core.switch.leaving();
-            core.switch.tell_taken().await;
-            let left = core.leave().await;
+            self.switch.leaving();
+            self.switch.tell_taken().await;
+            let left = self.leave().await;
             if let Ok(removed) = left {
-                core.switch.hand_over(removed).await;
+                self.switch.hand_over(removed).await;
             }
             self.stop().await;
             left.map(|_| ())
@@ -302,8 +354,8 @@ impl Node {
         .await
     }
 
-    async fn stop(&self) {
-        let core = &self.core;
+    pub(crate) async fn stop(&self) {
+        let core = self;
         // First, so that nothing (a dropped handle's deregistration, a retried write) starts
         // talking to Raft while it stops.
         core.cancel.cancel();

@@ -9,7 +9,7 @@ use crate::ids::NodeId;
 /// nodes at once (with 64, the oldest departures' credit went while they still sent on it,
 /// and what they sent was dropped as sent without credit). Entries are made only as nodes
 /// leave with something to keep, and most go within a round trip (a graceful leaver's last
-/// return voids its credit).
+/// word, `Frame::Bye`, voids its credit).
 pub(super) const MAX_LEFT: usize = crate::cluster::registry::MAX_GRACEFUL;
 
 /// How a node left the cluster, as a receiver's books see it (see [`Grants::forget`](super::Grants::forget)).

@@ -207,13 +207,17 @@ impl<R> Credits<R> {
     /// granted before).
     pub(crate) fn window(&self, id: EndpointId, node: NodeId, route: &Arc<R>) -> Arc<Window> {
         let mut inner = lock(&self.inner);
-        let void = inner.void;
+        let (void, stopped) = (inner.void, inner.stopped);
         // Starting over, early grants wait for the window made after (this one is void).
-        let early = if void { None } else { inner.early.remove(&id) };
+        let early = if void || stopped { None } else { inner.early.remove(&id) };
         let window = inner.windows.entry(id).or_insert_with(|| {
             let window = Arc::new(Window::default());
             if void {
                 window.void();
+            }
+            if stopped {
+                // (Asks for nothing: see `Credits::stop`.)
+                window.asked.store(true, Ordering::Release);
             }
             (window, route.clone(), node)
         });
@@ -233,8 +237,10 @@ impl<R> Credits<R> {
     pub(crate) fn grant(&self, id: EndpointId, from: NodeId, n: u32) -> Granted<R> {
         let mut inner = lock(&self.inner);
         if inner.stopped {
-            // (Void at the receiver already, or soon: see `Credits::stop`.)
-            return Granted::Void;
+            // Unused: given back (a grant the receiver made after this node's last word, which
+            // it counts; one made before, it no longer counts, and a return takes nothing off
+            // what is not counted).
+            return if n > 0 { Granted::Returned(n) } else { Granted::Void };
         }
         if inner.handed_over && n > 0 {
             // (Asked again if a release starts more re-routing: `Credits::reopen`.)
@@ -442,10 +448,22 @@ impl<R> Credits<R> {
     /// nothing more, and its receivers void what they granted it, grants still on their way
     /// included (a receiver kept those counted until the node's departure was 10 s old: the
     /// switchboard simulation's seed 79912). Grants read from now on are void here too.
+    /// Every window is emptied and asks for nothing more, and early grants go: what the node
+    /// still re-routes after this (a release read late) is not sent, as the node stops.
     pub(crate) fn stop(&self) {
         let mut inner = lock(&self.inner);
         inner.handed_over = true;
         inner.stopped = true;
+        for (window, _, _) in inner.windows.values() {
+            let _ = window.reclaim();
+            window.asked.store(true, Ordering::Release);
+        }
+        inner.early.clear();
+    }
+
+    /// Whether [`Credits::stop`] was called.
+    pub(crate) fn is_stopped(&self) -> bool {
+        lock(&self.inner).stopped
     }
 
     fn give_up(&self, zero: bool, for_good: bool) -> Vec<(EndpointId, NodeId, u32)> {
@@ -487,7 +505,8 @@ pub(crate) enum Granted<R> {
     /// Not this node's to keep (no room for another early grant, or this node has handed
     /// over: [`Credits::handed_over`]): to give back.
     Returned(u32),
-    /// The old incarnation's, come while this node starts over: dropped.
+    /// The old incarnation's, come while this node starts over, or nothing granted to a node
+    /// that has stopped sending (see [`Credits::stop`]): dropped.
     Void,
     /// From a node that does not hold the receiver: dropped.
     Refused,

@@ -422,3 +422,27 @@ fn a_thousand_nodes_leaving_at_once_keep_their_credit() {
         assert_eq!(g.arrived_many(n, 1), (0, 1), "node {n}'s message on the credit it had");
     }
 }
+
+/// A node that says it sends nothing more (its last word, after its hand-over) stops for good:
+/// its windows are emptied and ask for nothing, a re-routing hand-over cannot re-open them,
+/// early grants go, and a grant read after goes back (the receiver voids what it granted
+/// before the last word; what it granted after, it counts, and the return takes it off).
+#[test]
+fn a_node_that_stopped_sends_and_asks_for_nothing() {
+    let credits: Credits<()> = Credits::default();
+    let route = Arc::new(());
+    let window = credits.window(10, 2, &route);
+    window.grant(3);
+    assert!(matches!(credits.grant(11, 2, 4), Granted::Kept));
+    credits.stop();
+    assert!(credits.is_stopped());
+    assert!(!window.try_acquire(), "emptied");
+    assert!(!window.should_ask(), "asks for nothing");
+    assert_eq!(credits.early_count(), 0, "early grants gone");
+    credits.reopen();
+    assert!(matches!(credits.grant(10, 2, 5), Granted::Returned(5)), "not re-opened");
+    assert!(!window.try_acquire());
+    let later = credits.window(11, 2, &route);
+    assert!(!later.try_acquire() && !later.should_ask(), "a window made after: the same");
+    assert!(matches!(credits.grant(11, 2, 0), Granted::Void));
+}

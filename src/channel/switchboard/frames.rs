@@ -109,6 +109,10 @@ impl Switchboard {
     /// knows (it holds the refresh lock).
     pub(super) fn want_of(&self, from: NodeId, to: EndpointId, member: Option<bool>) {
         tracing::trace!(node = from, receiver = to, "want in");
+        if self.said_bye(from) {
+            // It sends nothing more: granted, the room was out to a node that had stopped.
+            return;
+        }
         let Some(inbox) = self.inbox(to).or_else(|| self.want_early(from, to)) else { return };
         match inbox {
             // An unnamed channel's receiver dropped (its inbox leaves the table next), or
@@ -291,10 +295,19 @@ impl Switchboard {
             }
             said.push_back(from);
         }
+        // Its wants kept for later are void too.
+        self.wants_of_leavers.take(|(node, _)| *node == from);
+        self.early_wants.take(|(node, _)| *node == from);
         let inboxes: Vec<Arc<dyn ErasedInbox>> = lock(&self.inboxes).values().cloned().collect();
         for inbox in inboxes {
             inbox.sends_no_more(from);
         }
+    }
+
+    /// Whether node `from` said it sends nothing more (see [`Switchboard::bye`]).
+    fn said_bye(&self, from: NodeId) -> bool {
+        let said = lock(&self.said_bye);
+        !said.is_empty() && said.contains(&from)
     }
 
     /// Receiver `to` on node `from` is gone: deliver elsewhere what it did not take (called by

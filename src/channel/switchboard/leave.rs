@@ -2,7 +2,8 @@
 //! refuse ([`Switchboard::leaving`]); it tells every sending node what its receivers took
 //! ([`Switchboard::tell_taken`]); once the cluster has committed the leave, its routers stop
 //! targeting its receivers ([`Switchboard::left`]), and it hands what they hold to receivers on
-//! other nodes, waiting until that is out and every peer has it ([`Switchboard::hand_over`]).
+//! other nodes, waiting until that is out and every peer has it ([`Switchboard::hand_over`]);
+//! last, it tells every peer it sends nothing more ([`Frame::Bye`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -196,8 +197,13 @@ impl Switchboard {
         };
         if tokio::time::timeout(HAND_OVER_TIMEOUT, done).await.is_err() {
             tracing::warn!("shutdown: messages still on their way after {HAND_OVER_TIMEOUT:?}");
-            self.return_credit(self.credits.handed_over(), true);
-            self.say_bye();
+            // (Unless said already, as the flush after it timed out. Not flushed: a receiver
+            // that does not read it keeps the node's credit counted until its departure is 10
+            // s old.)
+            if !self.credits.is_stopped() {
+                self.return_credit(self.credits.handed_over(), true);
+                self.say_bye();
+            }
         }
     }
 

@@ -180,7 +180,8 @@ struct Inner {
     /// Lazy acks are queued and the writer's delayed flush has been armed.
     lazy_armed: bool,
     /// A frame nothing queued after it may overtake is among `frames` (see
-    /// [`Outbox::push_barrier`]): credit queued meanwhile goes behind it, as a frame.
+    /// [`Outbox::push_barrier`], and claims a flush made frames of: [`Outbox::flushed`]): credit
+    /// queued meanwhile goes behind it, as a frame.
     barrier: bool,
 }
 
@@ -370,12 +371,12 @@ impl Outbox {
                 self.control_bytes.fetch_add(credit.len(), Ordering::Relaxed);
                 ahead.push(credit);
             }
+            // Credit queued from now on goes behind them too, as a frame (it may say taken a
+            // message whose claim is among them), until a writer takes them.
+            inner.barrier |= !ahead.is_empty();
             for frame in ahead.into_iter().rev() {
                 inner.frames.push_front((frame, true));
             }
-            // Credit queued from now on goes behind them too, as a frame (it may say taken a
-            // message whose claim is among them), until a writer takes them.
-            inner.barrier = true;
             let queued = inner.frames.iter().filter(|(_, reliable)| *reliable).count();
             inner.next_seq + queued as u64
         };

@@ -48,7 +48,8 @@ impl Grants {
 
     /// Node `from` has stopped sending, for good (`Frame::Bye`: it has handed over, and every
     /// message it sent came before): no credit is counted out to it any more, grants still on
-    /// their way to it included, and none is granted to it again while it is listed. Counted
+    /// their way to it included, and no freed room goes back to it (its node refuses its
+    /// wants, and a grant it is made all the same it gives back). Counted
     /// until its departure was forgotten, a grant it never read (it stopped first) held the
     /// room for 10 s, while another leaving node's hand-over found none (the switchboard
     /// simulation's seed 79912). True if room was freed.

@@ -84,8 +84,9 @@ struct RemoteBooks {
     /// latest [`MAX_LEFT`](super::left::MAX_LEFT) of them (see [`Left`]). A node that left is no longer in `out`:
     /// nothing is granted or told to it again.
     left: VecDeque<Left>,
-    /// Members that have handed over (their last return): offered nothing and given no freed
-    /// room until they want again or are forgotten (see [`Grants::handed_over`]).
+    /// Members that have handed over (their last return) or stopped sending (their last word):
+    /// offered nothing and given no freed room until they want again or are forgotten (see
+    /// [`Grants::handed_over`], [`Grants::sends_no_more`]).
     done: Vec<NodeId>,
 }
 
