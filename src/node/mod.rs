@@ -319,7 +319,9 @@ impl Node {
         let mut done = core.shutdown.done.clone();
         let start = crate::sync::lock(&core.shutdown.start).take();
         if let Some(tx) = start {
+            // Senders refuse from the first poll on, as the call returns pending.
             core.leaving.store(true, Ordering::SeqCst);
+            core.switch.leaving();
             let leaving = core.clone();
             core.tasks.detach(async move {
                 let left = leaving.leave_and_stop().await;
@@ -341,7 +343,6 @@ impl Core {
         let span = tracing::info_span!(parent: &self.span, "leave");
         async {
             tracing::info!("leaving the cluster");
-            self.switch.leaving();
             self.switch.tell_taken().await;
             let left = self.leave().await;
             if let Ok(removed) = left {

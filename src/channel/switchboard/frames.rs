@@ -305,7 +305,7 @@ impl Switchboard {
     }
 
     /// Whether node `from` said it sends nothing more (see [`Switchboard::bye`]).
-    fn said_bye(&self, from: NodeId) -> bool {
+    pub(super) fn said_bye(&self, from: NodeId) -> bool {
         let said = lock(&self.said_bye);
         !said.is_empty() && said.contains(&from)
     }

@@ -380,7 +380,9 @@ impl Switchboard {
             .filter(|e| e.kind == EndpointKind::Sender && e.node != self.me)
             .map(|e| e.node)
             .collect();
-        nodes.into_iter().collect()
+        // (Not a node that said it sends nothing more, its sender not deregistered here yet:
+        // offered, the room was out to a node that had stopped.)
+        nodes.into_iter().filter(|n| !self.said_bye(*n)).collect()
     }
 
     fn inbox(&self, id: EndpointId) -> Option<Arc<dyn ErasedInbox>> {
