@@ -207,7 +207,7 @@ impl Switchboard {
         }
     }
 
-    /// This node sends nothing more ([`Credits::stop`]): tell every peer ([`Frame::Bye`]).
+    /// This node sends nothing more (`Credits::stop`): tell every peer ([`Frame::Bye`]).
     fn say_bye(&self) {
         self.credits.stop();
         let bye = wire::encode(&Frame::Bye {});
