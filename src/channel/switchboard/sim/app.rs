@@ -357,6 +357,16 @@ impl Sim {
             }
             let (out, committed) = r.inbox.books(|b| (b.out_total(), b.committed()));
             assert!(out <= r.capacity, "node {}: credit out {out} above {}", node.id, r.capacity);
+            // A node that said it sends nothing more is counted no credit, and granted none
+            // (held, the room was out to a node that had stopped: seed 79912's class).
+            for (_, gone) in self.byes.iter().filter(|(reader, _)| *reader == node.id) {
+                let (out_to, wants) = r.inbox.books(|b| (b.out_to(*gone), b.wants(*gone)));
+                assert!(
+                    out_to == 0 && !wants,
+                    "node {}: credit {out_to} out to node {gone} (wanting: {wants}), which said Bye",
+                    node.id
+                );
+            }
             // (A node removed while alive and not let back in yet counts too: what it sent on
             // its credit before it froze arrives while that credit is free again; seeds 33245
             // and 118683, as for unnamed channels.)

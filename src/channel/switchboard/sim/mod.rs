@@ -265,6 +265,9 @@ struct Sim {
     /// heard taken may be lost with it (README, Delivery guarantees: a receiving node that dies
     /// while a sending node leaves), so `left_at` does not hold them to it.
     crash_while_leaving: HashSet<NodeId>,
+    /// (reader, sayer): node `reader` has read node `sayer`'s last word (`Frame::Bye`); its
+    /// receiver counts no credit out to it from then on (see `Sim::check`).
+    byes: HashSet<(NodeId, NodeId)>,
 }
 
 impl Sim {
@@ -332,6 +335,7 @@ impl Sim {
             faults: 0,
             left_at: HashMap::new(),
             crash_while_leaving: HashSet::new(),
+            byes: HashSet::new(),
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
         sim.commit_membership(&members);

@@ -73,7 +73,11 @@ impl Sim {
         if *TRACE {
             eprintln!("{from} -> {to} #{i}: {frame:?}");
         }
+        let bye = matches!(frame, wire::Frame::Bye { .. });
         match conn.reader.take_in(frame, &buf) {
+            Ok(true) if bye => {
+                self.byes.insert((to, from));
+            }
             Ok(true) => {}
             Ok(false) => panic!("node {to} is gone"),
             Err(e) => panic!("link {from} -> {to} closed: {e}"),
