@@ -16,9 +16,13 @@ use crate::link::wire::data_header;
 /// A data frame is closed once it holds this many bytes, so a batch never grows without bound.
 pub(super) const DATA_FRAME_TARGET: usize = 64 * 1024;
 
+/// The least room a data frame opens with.
+pub(super) const OPEN_MIN: usize = 1024;
+
 impl Open {
-    pub(super) fn new(to: EndpointId, broadcast: bool) -> Self {
-        let mut buf = BytesMut::with_capacity(1024);
+    /// A frame for `to`, with room for `capacity` bytes (see [`Inner::room_for`]).
+    pub(super) fn new(to: EndpointId, broadcast: bool, capacity: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(capacity);
         buf.put_slice(&data_header(to, broadcast));
         buf.put_u8(0xdd); // array32: the count is patched as messages are added
         let count_at = buf.len();
@@ -44,6 +48,15 @@ impl Inner {
         self.frames.push_back((frame, true));
     }
 
+    /// The room a new frame for `to` opens with: a quarter more than its last frame still
+    /// kept (frames to one receiver are alike in a stream), at least [`OPEN_MIN`], at most a
+    /// full frame and a little. Opened at 1 KiB and doubled as it filled, a full frame was
+    /// copied over about 6 times: 6% of a 1->1 sender's instructions.
+    fn room_for(&self, to: EndpointId) -> usize {
+        let last = self.kept.get(&to).and_then(|k| k.back()).map_or(0, |k| k.frame.len());
+        (last + last / 4).clamp(OPEN_MIN, DATA_FRAME_TARGET + DATA_FRAME_TARGET / 8)
+    }
+
     /// The index of the frame being filled for `to` with messages of kind `broadcast`, opening
     /// one if needed (a full one, or one of the other kind, is queued first: messages for one
     /// receiver stay in order).
@@ -67,12 +80,14 @@ impl Inner {
     fn open_new(&mut self, at: Option<usize>, to: EndpointId, broadcast: bool) -> usize {
         match at {
             Some(i) => {
-                let done = std::mem::replace(&mut self.open[i], Open::new(to, broadcast));
+                let room = self.room_for(to);
+                let done = std::mem::replace(&mut self.open[i], Open::new(to, broadcast, room));
                 self.queue_data(done);
                 i
             }
             None => {
-                self.open.push(Open::new(to, broadcast));
+                let room = self.room_for(to);
+                self.open.push(Open::new(to, broadcast, room));
                 self.open.len() - 1
             }
         }
@@ -110,7 +125,7 @@ impl Inner {
                 Ok(()) if open.count > 0 => {
                     // Too much for this frame: queue it with what it has, and go again.
                     open.buf.truncate(mark);
-                    let full = std::mem::replace(open, Open::new(to, broadcast));
+                    let full = std::mem::replace(open, Open::new(to, broadcast, OPEN_MIN));
                     self.queue_data(full);
                     continue;
                 }

@@ -419,3 +419,25 @@ async fn a_flush_keeps_the_order_a_writer_writes_in() {
     out.acknowledged(out.stream, 4);
     tokio::time::timeout(LAZY_ACK_DELAY, flush).await.expect("every frame acknowledged");
 }
+
+/// A receiver's next frame opens with room for as much as its last one held (not 1 KiB,
+/// doubled as it fills: a full frame was copied about six times), and a receiver with nothing
+/// kept gets the least room, not another's.
+#[test]
+fn a_frame_opens_with_the_room_its_receivers_last_frame_took() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let open = AtomicBool::new(false);
+    for id in 0..500 {
+        out.push_data(9, &Job { id, name: "a name of some length".into() }, &open).unwrap();
+    }
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    let last = frames[0].len();
+    assert!(last > 4 * super::data::OPEN_MIN, "the first frame holds {last} bytes");
+    out.push_data(9, &Job { id: 500, name: "x".into() }, &open).unwrap();
+    out.push_data(8, &Job { id: 0, name: "x".into() }, &open).unwrap();
+    let inner = out.lock();
+    let room = |to| inner.open.iter().find(|o| o.to == to).map(|o| o.buf.capacity());
+    assert!(room(9) >= Some(last), "the next frame for 9 has room for {:?} bytes", room(9));
+    assert!(room(8) < Some(2 * super::data::OPEN_MIN), "8 has {:?}", room(8));
+}
