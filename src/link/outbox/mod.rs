@@ -183,6 +183,8 @@ struct Inner {
     /// [`Outbox::push_barrier`], and claims a flush made frames of: [`Outbox::flushed`]): credit
     /// queued meanwhile goes behind it, as a frame.
     barrier: bool,
+    /// The buffer the writer cuts credit and received frames from (see [`Inner::control_frame`]).
+    control: BytesMut,
 }
 
 /// A data frame kept for its receiver until every message in it is taken.

@@ -11,7 +11,25 @@ use bytes::Bytes;
 use super::{Inner, Outbox, MAX_CONTROL_BACKLOG, MAX_UNACKED};
 use crate::link::wire::Frame;
 
+/// The room the buffer control frames are cut from is given at a time: about 90 frames.
+const CONTROL_ROOM: usize = 4096;
+
 impl Inner {
+    /// `frame`, a credit or received frame, cut from one buffer many share: each frame a
+    /// reference to it, where one of its own took two allocations (its bytes, and their
+    /// share count once a clone was kept to resend; a round trip writes two). The buffer is
+    /// used again once every frame cut from it is gone, acknowledged by the peer.
+    pub(super) fn control_frame(&mut self, frame: &Frame<'_>) -> Bytes {
+        if self.control.capacity() < crate::link::wire::control::MAX_LEN {
+            self.control.reserve(CONTROL_ROOM);
+        }
+        if crate::link::wire::control::write_into(&mut self.control, frame) {
+            self.control.split().freeze()
+        } else {
+            crate::link::wire::encode(frame)
+        }
+    }
+
     /// Number a reliable frame and keep it until the peer acknowledges it.
     pub(super) fn keep_sent(&mut self, frame: Bytes) {
         self.sent_bytes += frame.len();
@@ -66,8 +84,7 @@ impl Outbox {
         let mut inner = self.lock();
         inner.finish_open();
         if let Some((stream, count)) = inner.received.take() {
-            let frame = Frame::Received { stream, count };
-            into.push(crate::link::wire::encode(&frame));
+            into.push(inner.control_frame(&Frame::Received { stream, count }));
         }
         if inner.sent_bytes >= MAX_UNACKED {
             // The peer has not acknowledged enough: only what is not kept goes (Raft's own
@@ -98,12 +115,14 @@ impl Outbox {
         // after (the sending node read the take, and delivers nowhere again; the claim or the
         // answer behind it was lost with the connection: the switchboard simulation's seeds
         // 3677, a claim, and 156914, an answer then an `ack`, with reply handles).
-        let claims = std::mem::take(&mut inner.claims);
-        for claim in claims {
+        // (The lists keep their room: emptied, not dropped, each take.)
+        let mut claims = std::mem::take(&mut inner.claims);
+        for claim in claims.drain(..) {
             let frame = claim.frame();
             inner.keep_sent(frame.clone());
             into.push(frame);
         }
+        inner.claims = claims;
         if !inner.answers.is_empty() {
             let answers = std::mem::take(&mut inner.answers);
             for frame in answer_frames(&answers, self.max_frame()) {
@@ -111,12 +130,13 @@ impl Outbox {
                 into.push(frame);
             }
         }
-        let acks = std::mem::take(&mut inner.acks);
-        for (to, taken, grant) in acks {
-            let frame = super::credit_frame(to, taken, grant);
+        let mut acks = std::mem::take(&mut inner.acks);
+        for (to, taken, grant) in acks.drain(..) {
+            let frame = inner.control_frame(&Frame::Credit { to, taken, grant });
             inner.keep_sent(frame.clone());
             into.push(frame);
         }
+        inner.acks = acks;
         while let Some((frame, reliable)) = inner.frames.pop_front() {
             if reliable {
                 inner.keep_sent(frame.clone());

@@ -441,3 +441,29 @@ fn a_frame_opens_with_the_room_its_receivers_last_frame_took() {
     assert!(room(9) >= Some(last), "the next frame for 9 has room for {:?} bytes", room(9));
     assert!(room(8) < Some(2 * super::data::OPEN_MIN), "8 has {:?}", room(8));
 }
+
+/// Credit and received frames are cut from one buffer (one allocation for many frames, where
+/// each took two), and each reads back as written.
+#[test]
+fn control_frames_share_a_buffer_and_read_back_as_written() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let mut frames = Vec::new();
+    for to in 0..300u64 {
+        out.push_credit(to, 1, 2, true, 1);
+        out.push_received(7, to);
+        out.take(&mut frames);
+    }
+    assert_eq!(frames.len(), 600);
+    for (i, pair) in frames.chunks(2).enumerate() {
+        let i = i as u64;
+        assert!(matches!(decode(&pair[0]), Ok(Frame::Received { stream: 7, count }) if count == i));
+        assert!(
+            matches!(decode(&pair[1]), Ok(Frame::Credit { to, taken: 1, grant: 2 }) if to == i)
+        );
+    }
+    let adjacent = frames
+        .windows(2)
+        .filter(|w| w[0].as_ptr().wrapping_add(w[0].len()) == w[1].as_ptr())
+        .count();
+    assert!(adjacent > 500, "{adjacent} of 599 frames follow the one before in memory");
+}

@@ -9,6 +9,8 @@
 //! peers that decode through serde understand it, and a frame written another way still goes
 //! through serde on this side ([`read`] declines it).
 
+use bytes::BufMut;
+
 use super::{Frame, VERSION};
 use crate::ids::EndpointId;
 
@@ -30,27 +32,47 @@ const RECEIVED: [&[u8]; 3] = [
     &[],
 ];
 
-/// `frame` in the fixed layout, if it is one of the two.
+/// The length of a credit frame in the fixed layout.
+const CREDIT_LEN: usize = CREDIT[0].len() + 8 + CREDIT[1].len() + 4 + CREDIT[2].len() + 4;
+/// The length of a received frame in the fixed layout.
+const RECEIVED_LEN: usize = RECEIVED[0].len() + 8 + RECEIVED[1].len() + 8;
+/// The longest frame [`write_into`] writes.
+pub(crate) const MAX_LEN: usize = if CREDIT_LEN > RECEIVED_LEN { CREDIT_LEN } else { RECEIVED_LEN };
+
+/// `frame` in the fixed layout, if it is one of the two: a buffer of its own, exactly as long
+/// (see [`write_into`] for frames cut from a shared one).
 pub(super) fn write(frame: &Frame<'_>) -> Option<bytes::Bytes> {
-    let mut out = Vec::with_capacity(48);
+    let len = match frame {
+        Frame::Credit { .. } => CREDIT_LEN,
+        Frame::Received { .. } => RECEIVED_LEN,
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(len);
+    write_into(&mut out, frame);
+    Some(out.into())
+}
+
+/// Append `frame` to `out` in the fixed layout, if it is one of the two (at most [`MAX_LEN`]
+/// bytes); false, and nothing written, for any other frame.
+pub(crate) fn write_into(out: &mut impl BufMut, frame: &Frame<'_>) -> bool {
     match *frame {
         Frame::Credit { to, taken, grant } => {
-            out.extend_from_slice(CREDIT[0]);
-            out.extend_from_slice(&to.to_be_bytes());
-            out.extend_from_slice(CREDIT[1]);
-            out.extend_from_slice(&taken.to_be_bytes());
-            out.extend_from_slice(CREDIT[2]);
-            out.extend_from_slice(&grant.to_be_bytes());
+            out.put_slice(CREDIT[0]);
+            out.put_u64(to);
+            out.put_slice(CREDIT[1]);
+            out.put_u32(taken);
+            out.put_slice(CREDIT[2]);
+            out.put_u32(grant);
         }
         Frame::Received { stream, count } => {
-            out.extend_from_slice(RECEIVED[0]);
-            out.extend_from_slice(&stream.to_be_bytes());
-            out.extend_from_slice(RECEIVED[1]);
-            out.extend_from_slice(&count.to_be_bytes());
+            out.put_slice(RECEIVED[0]);
+            out.put_u64(stream);
+            out.put_slice(RECEIVED[1]);
+            out.put_u64(count);
         }
-        _ => return None,
+        _ => return false,
     }
-    Some(out.into())
+    true
 }
 
 /// `buf` read as one of the two in the fixed layout, exactly (nothing after it); `None` for
@@ -97,6 +119,10 @@ mod tests {
         ];
         for frame in &frames {
             let fixed = write(frame).expect("one of the two");
+            let mut appended = bytes::BytesMut::from(&b"before"[..]);
+            assert!(write_into(&mut appended, frame));
+            assert_eq!(&appended[6..], &fixed[..], "appended as written alone");
+            assert!(fixed.len() <= MAX_LEN);
             let back = read(&fixed).expect("read in place");
             assert_eq!(format!("{back:?}"), format!("{frame:?}"));
             let (v, by_serde): (u8, Frame<'_>) = rmp_serde::from_slice(&fixed).expect("serde");
@@ -109,5 +135,7 @@ mod tests {
             assert!(read(&[&fixed[..], &[0]].concat()).is_none());
         }
         assert!(write(&Frame::Want { to: 1 }).is_none());
+        let mut untouched = Vec::new();
+        assert!(!write_into(&mut untouched, &Frame::Want { to: 1 }) && untouched.is_empty());
     }
 }

@@ -13,7 +13,7 @@
 //! decodes them. Links number and resend every frame but their own and Raft's (see
 //! [`Frame::is_reliable`]).
 
-mod control;
+pub(crate) mod control;
 
 use serde::{Deserialize, Serialize};
 
