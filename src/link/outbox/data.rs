@@ -5,7 +5,7 @@
 //!
 //! [`Frame::Data`]: crate::link::wire::Frame::Data
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
 use super::{Gate, Inner, Kept, Open, Outbox, PushError};
@@ -31,33 +31,48 @@ impl Open {
     }
 }
 
+/// The room a frame opens with after one of `last` bytes to the same receiver: a quarter more
+/// (frames to one receiver are alike in a stream), at least [`OPEN_MIN`], at most a full frame
+/// and a little. Opened at 1 KiB and doubled as it filled, a full frame was copied about six
+/// times: 6% of a 1->1 sender's instructions.
+fn room_after(last: usize) -> usize {
+    (last + last / 4).clamp(OPEN_MIN, DATA_FRAME_TARGET + DATA_FRAME_TARGET / 8)
+}
+
+/// A finished frame's bytes, kept until its receiver has taken them. A frame far smaller than
+/// the room it opened with (a few messages after a full frame) is copied into bytes of its own
+/// size: frozen as it is, it would hold the whole room as long as it is kept.
+pub(super) fn frozen(buf: BytesMut) -> Bytes {
+    if buf.capacity() - buf.len() > buf.len().max(4096) {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
+    }
+}
+
 impl Inner {
     /// Queue every frame being filled, in the order they were opened.
     pub(super) fn finish_open(&mut self) {
-        // (The list keeps its room: one allocation a round trip fewer.)
         let mut open = std::mem::take(&mut self.open);
         for frame in open.drain(..) {
             self.queue_data(frame);
         }
-        self.open = open;
+        self.open = super::emptied(open);
     }
 
     /// Queue a finished data frame, and keep it for its receiver.
     pub(super) fn queue_data(&mut self, open: Open) {
-        let frame = open.buf.freeze();
+        let frame = frozen(open.buf);
         let kept =
             Kept { frame: frame.clone(), count: open.count, taken: 0, broadcast: open.broadcast };
         self.kept.entry(open.to).or_default().push_back(kept);
         self.frames.push_back((frame, true));
     }
 
-    /// The room a new frame for `to` opens with: a quarter more than its last frame still
-    /// kept (frames to one receiver are alike in a stream), at least [`OPEN_MIN`], at most a
-    /// full frame and a little. Opened at 1 KiB and doubled as it filled, a full frame was
-    /// copied over about 6 times: 6% of a 1->1 sender's instructions.
+    /// The room a new frame for `to` opens with when it has none open: after its last frame
+    /// still kept (see [`room_after`]).
     fn room_for(&self, to: EndpointId) -> usize {
-        let last = self.kept.get(&to).and_then(|k| k.back()).map_or(0, |k| k.frame.len());
-        (last + last / 4).clamp(OPEN_MIN, DATA_FRAME_TARGET + DATA_FRAME_TARGET / 8)
+        room_after(self.kept.get(&to).and_then(|k| k.back()).map_or(0, |k| k.frame.len()))
     }
 
     /// The index of the frame being filled for `to` with messages of kind `broadcast`, opening
@@ -83,7 +98,8 @@ impl Inner {
     fn open_new(&mut self, at: Option<usize>, to: EndpointId, broadcast: bool) -> usize {
         match at {
             Some(i) => {
-                let room = self.room_for(to);
+                // (After the frame it closes, not the one kept before it.)
+                let room = room_after(self.open[i].buf.len());
                 let done = std::mem::replace(&mut self.open[i], Open::new(to, broadcast, room));
                 self.queue_data(done);
                 i
@@ -128,7 +144,8 @@ impl Inner {
                 Ok(()) if open.count > 0 => {
                     // Too much for this frame: queue it with what it has, and go again.
                     open.buf.truncate(mark);
-                    let full = std::mem::replace(open, Open::new(to, broadcast, OPEN_MIN));
+                    let room = room_after(open.buf.len());
+                    let full = std::mem::replace(open, Open::new(to, broadcast, room));
                     self.queue_data(full);
                     continue;
                 }

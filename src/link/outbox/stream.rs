@@ -1,7 +1,8 @@
 //! The numbered stream: every reliable frame taken by a writer gets the next number and is kept
 //! until the peer acknowledges it ([`Frame::Received`]), so that a new connection resends what a
 //! broken one lost ([`Outbox::resume`]); frames the peer already has are skipped by its
-//! numbering. A peer that never acknowledges holds at most [`MAX_UNACKED`] bytes here.
+//! numbering. A peer that never acknowledges holds at most [`MAX_UNACKED`] bytes here. The two
+//! control frames of every stream (credit, received) are cut here from one shared buffer.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -11,14 +12,16 @@ use bytes::Bytes;
 use super::{Inner, Outbox, MAX_CONTROL_BACKLOG, MAX_UNACKED};
 use crate::link::wire::Frame;
 
-/// The room the buffer control frames are cut from is given at a time: about 90 frames.
+/// The room given at a time to the buffer control frames are cut from: about 90 frames.
 const CONTROL_ROOM: usize = 4096;
 
 impl Inner {
     /// `frame`, a credit or received frame, cut from one buffer many share: each frame a
     /// reference to it, where one of its own took two allocations (its bytes, and their
-    /// share count once a clone was kept to resend; a round trip writes two). The buffer is
-    /// used again once every frame cut from it is gone, acknowledged by the peer.
+    /// share count once a clone was kept to resend; a round trip writes two). When its room
+    /// runs out, the buffer is used again if every frame cut from it is gone (acknowledged by
+    /// the peer), else a new one is made: in a stream of round trips, the latest credit frame
+    /// is still unacknowledged then, so one allocation every 90 frames or so.
     pub(super) fn control_frame(&mut self, frame: &Frame<'_>) -> Bytes {
         if self.control.capacity() < crate::link::wire::control::MAX_LEN {
             self.control.reserve(CONTROL_ROOM);
@@ -115,14 +118,14 @@ impl Outbox {
         // after (the sending node read the take, and delivers nowhere again; the claim or the
         // answer behind it was lost with the connection: the switchboard simulation's seeds
         // 3677, a claim, and 156914, an answer then an `ack`, with reply handles).
-        // (The lists keep their room: emptied, not dropped, each take.)
+        // (The lists keep their room, up to a point: see `emptied`.)
         let mut claims = std::mem::take(&mut inner.claims);
         for claim in claims.drain(..) {
             let frame = claim.frame();
             inner.keep_sent(frame.clone());
             into.push(frame);
         }
-        inner.claims = claims;
+        inner.claims = super::emptied(claims);
         if !inner.answers.is_empty() {
             let answers = std::mem::take(&mut inner.answers);
             for frame in answer_frames(&answers, self.max_frame()) {
@@ -136,7 +139,7 @@ impl Outbox {
             inner.keep_sent(frame.clone());
             into.push(frame);
         }
-        inner.acks = acks;
+        inner.acks = super::emptied(acks);
         while let Some((frame, reliable)) = inner.frames.pop_front() {
             if reliable {
                 inner.keep_sent(frame.clone());

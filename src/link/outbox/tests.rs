@@ -439,7 +439,49 @@ fn a_frame_opens_with_the_room_its_receivers_last_frame_took() {
     let inner = out.lock();
     let room = |to| inner.open.iter().find(|o| o.to == to).map(|o| o.buf.capacity());
     assert!(room(9) >= Some(last), "the next frame for 9 has room for {:?} bytes", room(9));
-    assert!(room(8) < Some(2 * super::data::OPEN_MIN), "8 has {:?}", room(8));
+    assert!(matches!(room(8), Some(r) if r < 2 * super::data::OPEN_MIN), "8 has {:?}", room(8));
+}
+
+/// A frame opened because the one before filled up, within one take, opens with room for a
+/// full frame (not for the frame kept before the full one, a smaller one from the last take).
+#[test]
+fn a_frame_after_a_full_one_opens_with_room_for_a_full_one() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let open = AtomicBool::new(false);
+    let job = |id| Job { id, name: "n".repeat(1000) };
+    for id in 0..20 {
+        out.push_data(9, &job(id), &open).unwrap();
+    }
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    assert!(frames[0].len() < super::data::DATA_FRAME_TARGET / 2);
+    for id in 20..200 {
+        out.push_data(9, &job(id), &open).unwrap();
+        let inner = out.lock();
+        if inner.kept.get(&9).is_some_and(|k| k.len() == 2) {
+            // The first full frame of this take is queued; the next one is open.
+            let room = inner.open[0].buf.capacity();
+            assert!(room >= super::data::DATA_FRAME_TARGET, "the next frame has room for {room}");
+            return;
+        }
+    }
+    panic!("no frame filled up");
+}
+
+/// A small frame is kept in bytes of its size, not in the room it opened with after a full
+/// frame; one that filled its room is kept as it is, uncopied.
+#[test]
+fn a_small_frame_does_not_keep_a_full_frames_room() {
+    let mut small = BytesMut::with_capacity(72 * 1024);
+    small.extend_from_slice(&[7; 56]);
+    let at = small.as_ptr();
+    let kept = super::data::frozen(small);
+    assert_eq!(&kept[..], &[7; 56]);
+    assert_ne!(kept.as_ptr(), at, "copied into bytes of its own");
+    let mut full = BytesMut::with_capacity(72 * 1024);
+    full.extend_from_slice(&vec![7; 66 * 1024]);
+    let at = full.as_ptr();
+    assert_eq!(super::data::frozen(full).as_ptr(), at, "kept where it was written");
 }
 
 /// Credit and received frames are cut from one buffer (one allocation for many frames, where

@@ -122,7 +122,9 @@ mod tests {
             let mut appended = bytes::BytesMut::from(&b"before"[..]);
             assert!(write_into(&mut appended, frame));
             assert_eq!(&appended[6..], &fixed[..], "appended as written alone");
-            assert!(fixed.len() <= MAX_LEN);
+            let exact =
+                if matches!(frame, Frame::Credit { .. }) { CREDIT_LEN } else { RECEIVED_LEN };
+            assert!(fixed.len() == exact && exact <= MAX_LEN, "{} bytes", fixed.len());
             let back = read(&fixed).expect("read in place");
             assert_eq!(format!("{back:?}"), format!("{frame:?}"));
             let (v, by_serde): (u8, Frame<'_>) = rmp_serde::from_slice(&fixed).expect("serde");
