@@ -212,7 +212,7 @@ impl Switchboard {
         self.credits.stop();
         let bye = wire::encode(&Frame::Bye {});
         for peer in self.peers.all() {
-            peer.outbox.push_frame(bye.clone(), true);
+            peer.outbox.push_bye(bye.clone());
         }
     }
 }

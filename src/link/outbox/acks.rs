@@ -27,8 +27,9 @@ impl Outbox {
         let mut inner = self.lock();
         if inner.barrier {
             // Behind the barrier, not ahead of it: a control frame of its own.
+            let frame = inner.control_frame(&crate::link::wire::Frame::Credit { to, taken, grant });
             drop(inner);
-            self.push_frame(super::credit_frame(to, taken, grant), true);
+            self.push_frame(frame, true);
             return;
         }
         let (t, g) = match inner.acks.iter_mut().find(|(id, _, _)| *id == to) {

@@ -123,6 +123,9 @@ impl Inner {
         max: usize,
         write: impl Fn(&mut BytesMut) -> Result<(), PushError>,
     ) -> Result<(), PushError> {
+        if self.bye {
+            return Err(PushError::Closed);
+        }
         loop {
             let i = self.open_for(to, broadcast);
             let open = &mut self.open[i];

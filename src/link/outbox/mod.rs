@@ -32,11 +32,6 @@ use crate::ids::EndpointId;
 use crate::link::wire::{self, Frame};
 use crate::sync::HashMap;
 
-/// Receiver `to` took `taken` and grants `grant`, encoded as its frame.
-fn credit_frame(to: EndpointId, taken: u32, grant: u32) -> Bytes {
-    wire::encode(&Frame::Credit { to, taken, grant })
-}
-
 /// A list a take has emptied, to fill again: its room is kept (one allocation a round trip
 /// fewer), but not a burst's (a list that held 100,000 receivers' entries once would hold their
 /// room for good).
@@ -197,6 +192,8 @@ struct Inner {
     barrier: bool,
     /// The buffer the writer cuts credit and received frames from (see [`Inner::control_frame`]).
     control: BytesMut,
+    /// This node said its last word to the peer ([`Outbox::push_bye`]): no message goes after.
+    bye: bool,
 }
 
 /// A data frame kept for its receiver until every message in it is taken.
@@ -274,6 +271,16 @@ impl Outbox {
         });
     }
 
+    /// This node's last word to the peer, `Frame::Bye` (`bye`, encoded): it has handed over and
+    /// sends nothing more. A message pushed from now on is refused (`PushError::Closed`, under
+    /// the lock its frame is queued under): one whose send took credit before the node stopped
+    /// its windows and was pushed after would reach the peer behind the word, on credit the peer
+    /// had voided, and be dropped there while its sender counted it sent.
+    pub(crate) fn push_bye(&self, bye: Bytes) {
+        self.lock().bye = true;
+        self.push_frame(bye, true);
+    }
+
     /// A control frame that nothing queued after it may overtake: credit queued before it goes
     /// before it, credit queued after goes after it (lazy credit otherwise goes ahead of every
     /// queued frame). The answer to [`crate::rpc::Request::Rejoined`]: the peer drops the
@@ -284,7 +291,7 @@ impl Outbox {
         inner.finish_open();
         let acks = std::mem::take(&mut inner.acks);
         for (to, taken, grant) in acks {
-            let credit = credit_frame(to, taken, grant);
+            let credit = inner.control_frame(&Frame::Credit { to, taken, grant });
             self.control_bytes.fetch_add(credit.len(), Ordering::Relaxed);
             inner.frames.push_back((credit, true));
         }
@@ -381,7 +388,7 @@ impl Outbox {
                 ahead.extend(stream::answer_frames(&answers, self.max_frame()));
             }
             for (to, taken, grant) in std::mem::take(&mut inner.acks) {
-                let credit = credit_frame(to, taken, grant);
+                let credit = inner.control_frame(&Frame::Credit { to, taken, grant });
                 self.control_bytes.fetch_add(credit.len(), Ordering::Relaxed);
                 ahead.push(credit);
             }

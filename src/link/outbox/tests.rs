@@ -509,3 +509,27 @@ fn control_frames_share_a_buffer_and_read_back_as_written() {
         .count();
     assert!(adjacent > 500, "{adjacent} of 599 frames follow the one before in memory");
 }
+
+/// After this node's last word to the peer no message is queued: one pushed late (its send
+/// took credit before the node stopped its windows) is refused, not written behind the word,
+/// where the peer, its credit voided, would drop it. What was queued before goes before it.
+#[test]
+fn no_message_goes_after_the_last_word() {
+    let out = Outbox::new(crate::link::wire::DEFAULT_MAX_FRAME);
+    let open = AtomicBool::new(false);
+    out.push_data(9, &1u8, &open).unwrap();
+    out.push_bye(crate::link::wire::encode(&Frame::Bye {}));
+    assert!(matches!(out.push_data(9, &2u8, &open), Err(PushError::Closed)));
+    assert!(matches!(out.push_encoded(9, b"\x03", false, &open), Err(PushError::Closed)));
+    let mut frames = Vec::new();
+    out.take(&mut frames);
+    let kinds: Vec<String> = frames
+        .iter()
+        .map(|f| match decode(f) {
+            Ok(Frame::Data { msgs, .. }) => format!("data {}", msgs.len()),
+            Ok(Frame::Bye {}) => "bye".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["data 1", "bye"]);
+}

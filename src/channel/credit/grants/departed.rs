@@ -35,14 +35,17 @@ impl Grants {
     /// ([`Grants::sends_no_more`]). Not on any return: the answer to a deferred reclaim can be
     /// zero too, from a node that still wants.
     pub(crate) fn handed_over(&mut self, from: NodeId, member: bool) {
-        if self.remote.wanting.contains(&from) {
-            self.remote.wanting.retain(|n| *n != from);
-        }
+        self.remote.wanting.retain(|n| *n != from);
         if member {
             self.out.entry_or_default(from);
-            if !self.remote.done.contains(&from) {
-                self.remote.done.push(from);
-            }
+            self.mark_done(from);
+        }
+    }
+
+    /// Node `from` is done: settling passes it over (see `RemoteBooks::done`).
+    fn mark_done(&mut self, from: NodeId) {
+        if !self.remote.done.contains(&from) {
+            self.remote.done.push(from);
         }
     }
 
@@ -55,17 +58,11 @@ impl Grants {
     /// simulation's seed 79912). True if room was freed.
     pub(crate) fn sends_no_more(&mut self, from: NodeId) -> bool {
         let before = self.out_total;
-        if self.remote.wanting.contains(&from) {
-            self.remote.wanting.retain(|n| *n != from);
-        }
-        if self.remote.reclaiming.contains(&from) {
-            self.remote.reclaiming.remove(&from);
-        }
+        self.remote.wanting.retain(|n| *n != from);
+        self.remote.reclaiming.remove(&from);
         if let Some(out) = self.out.get_mut(&from) {
             self.out_total -= std::mem::take(out);
-            if !self.remote.done.contains(&from) {
-                self.remote.done.push(from);
-            }
+            self.mark_done(from);
         }
         self.void_left_credit(from);
         self.out_total < before
