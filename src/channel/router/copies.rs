@@ -13,9 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 
 use super::{Attempt, ChannelRoute, Target};
+use crate::channel::credit::Window;
 use crate::channel::inbox::Refused;
 use crate::ids::EndpointId;
 use crate::link::outbox::{Gate, PushError};
+use crate::link::peer::Peer;
+
+/// The closing flag of a re-routed message: sent before any close, a close does not stop it.
+pub(super) static NEVER_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// What placing an encoded message with one receiver came to.
 pub(super) enum Placed {
@@ -72,18 +77,34 @@ impl ChannelRoute {
                 if !window.try_acquire() {
                     return Placed::Full;
                 }
-                let gate = Gate { closed, gone: Some(window.gone()) };
-                match peer.outbox.push_encoded(*id, msg, copy, gate) {
-                    Ok(()) => Placed::Sent(msg.len()),
-                    Err(PushError::Gone) => Placed::Gone,
-                    Err(e) => {
-                        window.undo();
-                        if !matches!(e, PushError::Closed) {
-                            tracing::error!(channel = %self.label(), error = %e, "message refused");
-                        }
-                        Placed::Closed
-                    }
+                self.push_acquired(*id, peer, window, msg, closed, copy)
+            }
+        }
+    }
+
+    /// The second half of placing `msg` with receiver `id` on another node, once a unit of
+    /// `window` is taken for it: into that node's outbox, or the unit given back. (Between the
+    /// two halves the sending thread may be preempted for as long as the scheduler likes; the
+    /// switchboard simulation holds sends there, see `held`.)
+    pub(super) fn push_acquired(
+        &self,
+        id: EndpointId,
+        peer: &Peer,
+        window: &Window,
+        msg: &Bytes,
+        closed: &AtomicBool,
+        copy: bool,
+    ) -> Placed {
+        let gate = Gate { closed, gone: Some(window.gone()) };
+        match peer.outbox.push_encoded(id, msg, copy, gate) {
+            Ok(()) => Placed::Sent(msg.len()),
+            Err(PushError::Gone) => Placed::Gone,
+            Err(e) => {
+                window.undo();
+                if !matches!(e, PushError::Closed) {
+                    tracing::error!(channel = %self.label(), error = %e, "message refused");
                 }
+                Placed::Closed
             }
         }
     }
@@ -139,7 +160,6 @@ impl ChannelRoute {
     }
 
     fn place_encoded(&self, msg: &Bytes, only: Option<EndpointId>, rerouted: bool) -> Attempt<()> {
-        static NEVER_CLOSED: AtomicBool = AtomicBool::new(false);
         if !rerouted && self.refuses_sends() {
             return Attempt::Closed(());
         }

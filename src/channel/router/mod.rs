@@ -13,6 +13,8 @@
 mod copies;
 mod departed;
 mod discard;
+#[cfg(test)]
+pub(crate) mod held;
 mod rare;
 mod targets;
 pub(crate) mod unnamed;

@@ -306,7 +306,8 @@ impl Sim {
         }
         if !self.disorder {
             let seq = msg.1 & !BROADCAST;
-            if let Some(last) = self.last.insert((msg.0, node), seq) {
+            let thread = msg.1 & super::held::HELD;
+            if let Some(last) = self.last.insert((msg.0, thread, node), seq) {
                 assert!(seq > last, "node {node} took {msg:?} after {last} of node {}", msg.0);
             }
         }

@@ -157,7 +157,7 @@ fn the_schedules_that_found_defects_deliver_every_message() {
         found.chain(FOUND_REWRITTEN.iter().map(|s| (*s, true, true)))
     {
         let replay = format!(
-            "DCHAN_SIM_SEED={seed} DCHAN_SIM_IMPATIENT={} DCHAN_SIM_REWRITTEN_LEAVES={} cargo test --lib switchboard::sim",
+            "DCHAN_SIM_SEED={seed} DCHAN_SIM_IMPATIENT={} DCHAN_SIM_REWRITTEN_LEAVES={} DCHAN_SIM_HELD=0 cargo test --lib switchboard::sim",
             u8::from(impatient),
             u8::from(rewritten_leaves)
         );
@@ -169,6 +169,7 @@ fn the_schedules_that_found_defects_deliver_every_message() {
                 drop_senders: true,
                 impatient,
                 rewritten_leaves,
+                held: false,
             };
             run_all(seed, settings)
         });

@@ -20,7 +20,8 @@
 //! order; frames read from any connection in any order (in order on each); writers; registry
 //! applies and refreshes per node; a receiver dropped; a node crashing (what it wrote may still
 //! arrive; it is removed from the registry, then the membership); a connection breaking (what it
-//! carried lost, or read late, behind the next connection); a close.
+//! carried lost, or read late, behind the next connection); a close; a send held between the
+//! credit it took and its push, across any of these (see [`held`]).
 //!
 //! After every step: credit out never above a receiver's capacity (nor what it holds with it,
 //! beyond the credit removed nodes held); nothing taken that was not sent; nothing taken twice
@@ -45,6 +46,7 @@
 mod app;
 mod bounds;
 mod found;
+mod held;
 mod leave;
 mod net;
 mod node;
@@ -225,8 +227,9 @@ struct Sim {
     loose: HashSet<NodeId>,
     /// Nodes let back in after a removal (each starts over).
     started_over: u64,
-    /// Per (sending node, receiving node), the last number taken; checked until a receiver goes.
-    last: HashMap<(u64, NodeId), u64>,
+    /// Per (sending node, its thread: the application's 0, a held send's `held::HELD`, receiving
+    /// node), the last number taken; checked until a receiver goes.
+    last: HashMap<(u64, u64, NodeId), u64>,
     disorder: bool,
     /// Nodes crashed so far; whether the channel was closed (committed), or asked to be.
     crashed: u32,
@@ -268,6 +271,8 @@ struct Sim {
     /// (reader, sayer): node `reader` has read node `sayer`'s last word (`Frame::Bye`); its
     /// receiver counts no credit out to it from then on (see `Sim::check`).
     byes: HashSet<(NodeId, NodeId)>,
+    /// Sends held between their credit and their push (see [`held`]).
+    held: held::HeldSends,
 }
 
 impl Sim {
@@ -336,6 +341,7 @@ impl Sim {
             left_at: HashMap::new(),
             crash_while_leaving: HashSet::new(),
             byes: HashSet::new(),
+            held: held::HeldSends::default(),
         };
         let members: Vec<NodeId> = sim.nodes.iter().map(|n| n.id).collect();
         sim.commit_membership(&members);
@@ -516,6 +522,7 @@ impl Sim {
         let id = node.id;
         let late = self.rng.below(2) == 0;
         self.stop(i);
+        self.held_crashed(i);
         self.cut_dead(id, late);
         // What it took may have been taken before its node said so: delivered again.
         let took: Vec<Msg> =

@@ -28,21 +28,17 @@ impl Sim {
         let i = self.rng.below(n);
         if self.unnamed.on && self.rng.below(4) == 0 {
             self.unnamed_step(i, faults);
-            self.leaves();
-            self.rejoins();
-            self.check();
-            self.check_unnamed();
-            self.check_replies();
-            self.check_bounds();
+            self.after_step();
             return;
         }
         if self.replies.on && self.rng.below(8) == 0 {
             self.replies_step(i);
-            self.leaves();
-            self.rejoins();
-            self.check();
-            self.check_replies();
-            self.check_bounds();
+            self.after_step();
+            return;
+        }
+        if self.held.on && self.rng.below(16) == 0 {
+            self.held_step(i);
+            self.after_step();
             return;
         }
         match self.rng.below(100) {
@@ -120,6 +116,11 @@ impl Sim {
             }
             _ => {}
         }
+        self.after_step();
+    }
+
+    /// After every step: leaves and rejoins go on, and every invariant is checked.
+    fn after_step(&mut self) {
         self.leaves();
         self.rejoins();
         self.check();
@@ -167,6 +168,7 @@ impl Sim {
                 self.unnamed_finish(i);
                 self.replies_finish(i);
             }
+            self.held_finish();
             settle_tasks(4).await;
             // (`DCHAN_SIM_BOOKS=1`: every receiver and its credit books after each round, to
             // read what a stuck schedule's hand-overs wait for.)
@@ -232,7 +234,7 @@ impl Sim {
         let left = self.nodes.iter().all(|n| n.dead || n.leave.is_none());
         let settled = self.nodes.iter().all(|n| n.dead || !n.rejoin.starting_over);
         if std::env::var("DCHAN_SIM_WHY").is_ok() {
-            eprintln!("why: senders {senders_done} taken {all_taken} copies {copies} ended {ended} left {left} settled {settled} unnamed {} replies {}", self.unnamed_done(), self.replies_done());
+            eprintln!("why: senders {senders_done} taken {all_taken} copies {copies} ended {ended} left {left} settled {settled} unnamed {} replies {} held {}", self.unnamed_done(), self.replies_done(), self.held_done());
         }
         senders_done
             && all_taken
@@ -242,6 +244,7 @@ impl Sim {
             && settled
             && self.unnamed_done()
             && self.replies_done()
+            && self.held_done()
     }
 
     pub(super) fn report(&self) -> String {
@@ -341,12 +344,19 @@ fn replies() -> bool {
     std::env::var("DCHAN_SIM_REPLIES").ok().as_deref().map(str::trim) != Some("0")
 }
 
+/// Whether schedules hold sends between their credit and their push (see [`super::held`]):
+/// they do, but with `DCHAN_SIM_HELD=0` (the schedule each seed made before they came). Never in
+/// the replays of seeds found before them.
+fn held() -> bool {
+    std::env::var("DCHAN_SIM_HELD").ok().as_deref().map(str::trim) != Some("0")
+}
+
 /// What one schedule did: steps, messages sent, broadcasts sent, nodes crashed, closes,
 /// messages dropped by the README's Close exception, nodes that left, nodes let back in;
 /// unnamed channels made, messages sent on them, their senders decoded, their closes; reply
 /// handles made, answers, `Dropped`, `Lost`, `Removed`, and those answered more than once
-/// (copies of a request delivered again).
-type Counts = [u64; 18];
+/// (copies of a request delivered again); held sends pushed, and refused.
+type Counts = [u64; 20];
 
 /// Run the schedule of `seed`: random steps with faults, then the fair finish.
 fn run(seed: u64) -> Counts {
@@ -357,6 +367,7 @@ fn run(seed: u64) -> Counts {
         drop_senders: drop_senders(),
         impatient: impatient_leaves(),
         rewritten_leaves: rewritten_leaves(),
+        held: held(),
     };
     run_all(seed, settings)
 }
@@ -378,6 +389,8 @@ pub(super) struct Settings {
     pub(super) impatient: bool,
     /// Some leaves are written twice, as a leader's (see [`rewritten_leaves`]).
     pub(super) rewritten_leaves: bool,
+    /// Sends held between their credit and their push (see [`held`]).
+    pub(super) held: bool,
 }
 
 /// Schedule `seed`, freezing nodes or not, with unnamed channels or not, with reply handles or
@@ -390,13 +403,14 @@ pub(super) fn run_with(seed: u64, freezes: bool, unnamed: bool, replies: bool) -
         drop_senders: false,
         impatient: false,
         rewritten_leaves: false,
+        held: false,
     };
     run_all(seed, settings)
 }
 
 /// Run the schedule of `seed` with `settings`.
 pub(super) fn run_all(seed: u64, settings: Settings) -> Counts {
-    let Settings { freezes, unnamed, replies, drop_senders, impatient, rewritten_leaves } =
+    let Settings { freezes, unnamed, replies, drop_senders, impatient, rewritten_leaves, held } =
         settings;
     crate::clock::seed_thread(Some(seed));
     crate::sync::hash_order(crate::channel::seeded::hash_key(seed));
@@ -422,6 +436,7 @@ pub(super) fn run_all(seed: u64, settings: Settings) -> Counts {
         sim.drop_senders = drop_senders;
         sim.impatient = impatient;
         sim.rewritten_leaves = rewritten_leaves;
+        sim.held.on = held;
         if replies {
             sim.replies_start();
         }
@@ -453,7 +468,7 @@ pub(super) fn run_all(seed: u64, settings: Settings) -> Counts {
         #[rustfmt::skip]
         let counts = [sim.steps, sent, broadcasts, u64::from(sim.crashed), closed, dropped, left,
             back, chans, usent, decoded, ucloses, asks.len() as u64, answered, rdropped, lost,
-            removed, twice];
+            removed, twice, sim.held.pushed, sim.held.refused];
         counts
     });
     crate::clock::seed_thread(None);
@@ -468,9 +483,13 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
     // (A failure found with the freezes forced on or off replays with the same setting.)
     // (And one found with another hash order, with the same order.)
     let mut replay = String::new();
-    for var in
-        ["DCHAN_SIM_FREEZE", "DCHAN_SIM_HASH", "DCHAN_SIM_IMPATIENT", "DCHAN_SIM_REWRITTEN_LEAVES"]
-    {
+    for var in [
+        "DCHAN_SIM_FREEZE",
+        "DCHAN_SIM_HASH",
+        "DCHAN_SIM_IMPATIENT",
+        "DCHAN_SIM_REWRITTEN_LEAVES",
+        "DCHAN_SIM_HELD",
+    ] {
         if let Ok(v) = std::env::var(var) {
             replay.push_str(&format!("{var}={v} "));
         }
@@ -478,13 +497,13 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
     replay.push_str("cargo test --lib switchboard::sim");
     let counts = crate::channel::seeded::run_seeds(300, &replay, run);
     let schedules = counts.len();
-    let mut total: Counts = [0; 18];
+    let mut total: Counts = [0; 20];
     for counts in counts {
         for (t, n) in total.iter_mut().zip(counts) {
             *t += n;
         }
     }
-    let [steps, sent, broadcasts, crashes, closes, dropped, left, back, chans, usent, decoded, ucloses, asks, answered, rdropped, lost, removed, twice] =
+    let [steps, sent, broadcasts, crashes, closes, dropped, left, back, chans, usent, decoded, ucloses, asks, answered, rdropped, lost, removed, twice, held_pushed, held_refused] =
         total;
     eprintln!(
         "{schedules} schedules, {steps} steps in {:.1} s: {sent} messages sent, {broadcasts} broadcasts, \
@@ -493,7 +512,7 @@ fn every_schedule_delivers_every_message_through_the_real_switchboards() {
          {chans} unnamed channels, {usent} messages sent on them, {decoded} of their senders \
          decoded, {ucloses} closes; {asks} reply handles, {answered} answered, {rdropped} \
          dropped, {lost} lost, {removed} removed, {twice} answered \
-         twice",
+         twice; {held_pushed} held sends pushed, {held_refused} refused",
         started.elapsed().as_secs_f64()
     );
 }
