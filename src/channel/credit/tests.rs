@@ -218,6 +218,9 @@ fn a_receiver_only_its_own_node_sends_to_keeps_no_books_of_other_nodes() {
         assert!(g.take_wanting(|_| true).is_empty());
         assert_eq!(g.flush_taken().credit, []);
         g.returned(9, 0);
+        // (Every inbox hears every node's last word, and each return marked last.)
+        assert!(!g.sends_no_more(9), "nothing was out to it");
+        g.handed_over(9, false);
         assert!(!g.has_remote_books(), "round {round}: books of other nodes made");
     }
     g.want(1);
@@ -445,4 +448,32 @@ fn a_node_that_stopped_sends_and_asks_for_nothing() {
     let later = credits.window(11, 2, &route);
     assert!(!later.try_acquire() && !later.should_ask(), "a window made after: the same");
     assert!(matches!(credits.grant(11, 2, 0), Granted::Void));
+}
+
+#[test]
+fn a_want_read_while_a_unit_is_on_its_way_is_answered_once_that_unit_arrives() {
+    // Node 1 holds the whole window (1).
+    let mut g = Grants::new(1);
+    g.want(1);
+    assert_eq!(granted(&g.settle(true, None, false), 1), 1);
+    // A send of node 1 has taken the unit and not pushed its message yet (a thread preempted
+    // between the two); another of its sends finds no credit and asks. Read while the unit is
+    // out, the want cannot be answered yet; node 1 asks nothing more (its window asked).
+    g.want(1);
+    assert!(g.wants(1), "the want is kept");
+    // Node 2 wants too: node 1 is asked for what it does not use, and has nothing to give.
+    g.want(2);
+    assert_eq!(g.settle(true, None, false).reclaim, [1]);
+    g.returned(1, 0);
+    // The message arrives and is taken: the room goes to node 2, which asked first...
+    assert_eq!(g.arrived(1), Arrival::Credit);
+    g.taken(Some(1), 1);
+    assert_eq!(granted(&g.settle(true, Some(1), false), 2), 1);
+    // ...and once node 2's message is taken, to node 1, whose want stood (dropped, node 2 got
+    // the room back for ever and node 1's hand-over starved: the switchboard simulation's
+    // seed 115913, with a send held between its credit and its push).
+    assert_eq!(g.arrived(2), Arrival::Credit);
+    g.taken(Some(2), 1);
+    let out = g.settle(true, Some(2), false);
+    assert_eq!(granted(&out, 1), 1, "{out:?}");
 }

@@ -100,7 +100,7 @@ impl ChannelRoute {
             Ok(()) => Placed::Sent(msg.len()),
             Err(PushError::Gone) => Placed::Gone,
             Err(e) => {
-                window.undo();
+                self.undo(window);
                 if !matches!(e, PushError::Closed) {
                     tracing::error!(channel = %self.label(), error = %e, "message refused");
                 }

@@ -57,10 +57,11 @@ impl ChannelRoute {
         matches!(self.push_acquired(*id, peer, window, msg, closed, false), Placed::Sent(_))
     }
 
-    /// `held` given up before its push: its unit goes back to the window.
-    pub(crate) fn let_go(held: Held) {
+    /// `held` given up before its push: its unit goes back to the window (as `place` gives
+    /// back the unit of a message that did not go).
+    pub(crate) fn let_go(&self, held: Held) {
         if let Target::Remote { window, .. } = &held.target {
-            window.undo();
+            self.undo(window);
         }
     }
 }

@@ -319,6 +319,15 @@ impl ChannelRoute {
         }
     }
 
+    /// A unit of `window` taken for a message that did not go is given back, and the senders
+    /// that wait are woken: one that found none while it was taken may use it now (its node
+    /// asked the receiver for more, which counts that unit out and grants nothing until it is
+    /// used: see `Grants::want`).
+    pub(crate) fn undo(&self, window: &Window) {
+        window.undo();
+        self.wake();
+    }
+
     /// `n` more messages to re-route.
     pub(crate) fn rerouting(&self, n: usize) {
         self.rare().rerouting.fetch_add(n, Ordering::SeqCst);
@@ -506,13 +515,13 @@ impl ChannelRoute {
                     match pushed {
                         Ok(bytes) => return sent(passed_over, full_here, bytes),
                         Err(PushError::Closed) => {
-                            window.undo();
+                            self.undo(window);
                             return Attempt::Closed(msg);
                         }
                         // Released meanwhile: another receiver takes it.
                         Err(PushError::Gone) => continue,
                         Err(e) => {
-                            window.undo();
+                            self.undo(window);
                             tracing::error!(channel = %self.label(), error = %e, "message refused");
                             // Encoded, then thrown away: its reply handles answer again.
                             oneshot::revive(&msg);

@@ -76,6 +76,9 @@ pub(crate) struct Grants {
 struct RemoteBooks {
     /// Nodes that asked for credit, in the order they asked.
     wanting: VecDeque<NodeId>,
+    /// Nodes that asked while credit was out to them (see [`Grants::want`]): wanting once that
+    /// credit is used or given back, unless a grant answers them first.
+    deferred: Vec<NodeId>,
     /// Nodes asked to give unused credit back, not yet answered.
     reclaiming: BTreeSet<NodeId>,
     /// Messages taken per node, not yet told.
@@ -93,6 +96,7 @@ struct RemoteBooks {
 /// The empty books every receiver reads until another node wants or sends.
 static NO_REMOTE: RemoteBooks = RemoteBooks {
     wanting: VecDeque::new(),
+    deferred: Vec::new(),
     reclaiming: BTreeSet::new(),
     taken: Untold::new(),
     left: VecDeque::new(),
@@ -137,6 +141,7 @@ impl Grants {
         self.out.len()
             + self.remote.left.len()
             + self.remote.wanting.len()
+            + self.remote.deferred.len()
             + self.remote.reclaiming.len()
             + self.remote.taken.len()
             + self.remote.done.len()
@@ -212,6 +217,9 @@ impl Grants {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 self.out_total -= 1;
+                if *n == 0 {
+                    self.used_up(from);
+                }
                 Arrival::Credit
             }
             // Sent before the node left, on credit it had then (voided since): taken in, and
@@ -246,6 +254,9 @@ impl Grants {
             credit = (*out).min(n);
             *out -= credit;
             self.out_total -= credit;
+            if *out == 0 && credit > 0 {
+                self.used_up(from);
+            }
         }
         let mut left = 0;
         while credit + left < n {
@@ -294,8 +305,19 @@ impl Grants {
     /// it (the two crossed): that grant answers it, and it asks again once it has used it. (Kept
     /// waiting, it would never be asked to give back the credit it holds, however long it sits
     /// unused: seed 788 of the credit simulation.)
+    ///
+    /// Or units of that credit are taken, and their messages not here yet: a send that took
+    /// the last unit and has not pushed its message (a thread preempted between the two), while
+    /// another send of that node found none and asked. That node asks nothing more (its window
+    /// has asked), so its want is kept, apart (`deferred`), and stands once the credit out to
+    /// it is used up or given back (see [`Grants::used_up`]); a grant meanwhile answers it.
+    /// (Dropped, another node got all the freed room, and the node that asked starved for
+    /// good: the switchboard simulation's seed 115913, a leaving node's hand-over.)
     pub(crate) fn want(&mut self, from: NodeId) {
         if self.out.get(&from).is_some_and(|n| *n > 0) {
+            if !self.remote.deferred.contains(&from) {
+                self.remote.deferred.push(from);
+            }
             return;
         }
         if self.remote.done.contains(&from) {
@@ -312,21 +334,41 @@ impl Grants {
         self.remote.wanting.iter().copied()
     }
 
-    /// Whether node `node` asked for credit and waits for it.
+    /// Whether node `node` asked for credit and waits for it (or will, once the credit out to
+    /// it is used: see [`Grants::want`]).
     pub(crate) fn wants(&self, node: NodeId) -> bool {
-        self.remote.wanting.contains(&node)
+        self.remote.wanting.contains(&node) || self.remote.deferred.contains(&node)
+    }
+
+    /// The credit out to node `from` is used up (or given back): a want it made meanwhile
+    /// stands now (see [`Grants::want`]).
+    fn used_up(&mut self, from: NodeId) {
+        if self.remote.deferred.contains(&from) {
+            self.remote.deferred.retain(|n| *n != from);
+            self.want(from);
+        }
     }
 
     /// The receiver has ended: the nodes waiting for credit that `settled` says may stop
     /// waiting (none will come), taken off the list.
+    /// (Those whose want waits for the credit out to them to be used too.)
     pub(crate) fn take_wanting(&mut self, settled: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
-        if self.remote.wanting.is_empty() {
+        if self.remote.wanting.is_empty() && self.remote.deferred.is_empty() {
             return Vec::new();
         }
         let (done, wait): (VecDeque<NodeId>, VecDeque<NodeId>) =
             self.remote.wanting.drain(..).partition(|n| settled(*n));
         self.remote.wanting = wait;
-        done.into_iter().collect()
+        let mut done: Vec<NodeId> = done.into();
+        let remote = &mut *self.remote;
+        remote.deferred.retain(|n| {
+            let settled = settled(*n);
+            if settled && !done.contains(n) {
+                done.push(*n);
+            }
+            !settled
+        });
+        done
     }
 
     /// Node `from` gave `n` unused credits back.
@@ -340,6 +382,9 @@ impl Grants {
             *out -= back;
             self.out_total -= back;
             n -= back;
+            if *out == 0 {
+                self.used_up(from);
+            }
         }
         // The rest of what it gives back is credit it had when it left (see [`Left`]). (Read
         // first: written, the books of other nodes are made.)
@@ -448,6 +493,9 @@ impl Grants {
         // Its want is answered, however the credit came.
         if self.remote.wanting.contains(&node) {
             self.remote.wanting.retain(|w| *w != node);
+        }
+        if self.remote.deferred.contains(&node) {
+            self.remote.deferred.retain(|w| *w != node);
         }
         *self.out.entry_or_default(node) += n;
         self.out_total += n;

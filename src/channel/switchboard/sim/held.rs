@@ -9,6 +9,7 @@
 //! goes back). `DCHAN_SIM_HELD=0` leaves them out (the schedules seeds made before them).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -23,8 +24,9 @@ pub(super) const HELD: u64 = 1 << 33;
 #[derive(Default)]
 pub(super) struct HeldSends {
     pub(super) on: bool,
-    /// Per node (by index), its held send and the number of the message it carries.
-    pending: BTreeMap<usize, (Held, u64)>,
+    /// Per node (by index), its held send, the router it holds (as a send holds its sender),
+    /// and the number of the message it carries.
+    pending: BTreeMap<usize, (Arc<ChannelRoute>, Held, u64)>,
     /// The next number, per node.
     next: BTreeMap<usize, u64>,
     /// Held sends pushed, refused.
@@ -54,7 +56,7 @@ impl Sim {
         if *TRACE {
             eprintln!("node {} holds a {} ({seq:#x})", node.id, kind(&held));
         }
-        self.held.pending.insert(i, (held, seq));
+        self.held.pending.insert(i, (route, held, seq));
     }
 
     /// Node `i`'s held send pushes its message, if the node runs (or has left: the thread
@@ -65,15 +67,14 @@ impl Sim {
         if !(node.runs() || left) {
             return;
         }
-        let (id, core) = (node.id, node.core.clone());
-        let Some((held, seq)) = self.held.pending.remove(&i) else { return };
-        let Some(route) = core.switch.find_route(super::CHANNEL) else {
-            ChannelRoute::let_go(held);
-            return;
-        };
+        let id = node.id;
+        let Some((route, held, seq)) = self.held.pending.remove(&i) else { return };
         // (A re-route is of a message sent before the close; one started since is given up.)
         if held.rerouted() && self.closing {
-            ChannelRoute::let_go(held);
+            if *TRACE {
+                eprintln!("node {id} lets its held {} go", kind(&held));
+            }
+            route.let_go(held);
             return;
         }
         let what = kind(&held);
