@@ -465,8 +465,12 @@ fn a_want_read_while_a_unit_is_on_its_way_is_answered_once_that_unit_arrives() {
     g.want(2);
     assert_eq!(g.settle(true, None, false).reclaim, [1]);
     g.returned(1, 0);
-    // The message arrives and is taken: the room goes to node 2, which asked first...
+    // The message arrives: node 1's want stands, and the books are to be settled at once
+    // (not at the application's next take)...
     assert_eq!(g.arrived(1), Arrival::Credit);
+    assert!(g.wants_settling(), "a want that stands now");
+    assert!(!g.wants_settling(), "said once");
+    // ...and once it is taken, the room goes to node 2, which asked first...
     g.taken(Some(1), 1);
     assert_eq!(granted(&g.settle(true, Some(1), false), 2), 1);
     // ...and once node 2's message is taken, to node 1, whose want stood (dropped, node 2 got

@@ -65,7 +65,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
         }
         let refused = n - taken_in;
         st.wake();
+        // (A want kept until this node's credit was used stands now: answered at once.)
+        let out = st.grants.wants_settling().then(|| {
+            let idle = st.buf.is_empty();
+            self.settle_books(&mut st, idle, None, false)
+        });
         drop(st);
+        if let Some(out) = out {
+            self.send(out);
+        }
         if refused > 0 {
             tracing::warn!(
                 node = from,

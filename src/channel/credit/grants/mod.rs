@@ -79,6 +79,8 @@ struct RemoteBooks {
     /// Nodes that asked while credit was out to them (see [`Grants::want`]): wanting once that
     /// credit is used or given back, unless a grant answers them first.
     deferred: Vec<NodeId>,
+    /// A deferred want stands since the books were last settled (see [`Grants::wants_settling`]).
+    revived: bool,
     /// Nodes asked to give unused credit back, not yet answered.
     reclaiming: BTreeSet<NodeId>,
     /// Messages taken per node, not yet told.
@@ -97,6 +99,7 @@ struct RemoteBooks {
 static NO_REMOTE: RemoteBooks = RemoteBooks {
     wanting: VecDeque::new(),
     deferred: Vec::new(),
+    revived: false,
     reclaiming: BTreeSet::new(),
     taken: Untold::new(),
     left: VecDeque::new(),
@@ -301,18 +304,19 @@ impl Grants {
         self.free() < batch && self.remote.taken.total < batch
     }
 
-    /// Node `from` wants credit. A node that has credit out already asked before a grant reached
-    /// it (the two crossed): that grant answers it, and it asks again once it has used it. (Kept
-    /// waiting, it would never be asked to give back the credit it holds, however long it sits
-    /// unused: seed 788 of the credit simulation.)
-    ///
-    /// Or units of that credit are taken, and their messages not here yet: a send that took
-    /// the last unit and has not pushed its message (a thread preempted between the two), while
-    /// another send of that node found none and asked. That node asks nothing more (its window
-    /// has asked), so its want is kept, apart (`deferred`), and stands once the credit out to
-    /// it is used up or given back (see [`Grants::used_up`]); a grant meanwhile answers it.
-    /// (Dropped, another node got all the freed room, and the node that asked starved for
-    /// good: the switchboard simulation's seed 115913, a leaving node's hand-over.)
+    /// Node `from` wants credit. A node that has credit out is not made to wait among those
+    /// wanting: either it asked before a grant reached it (the two crossed), and that grant
+    /// answers it (kept waiting, it would never be asked to give back the credit it holds,
+    /// however long it sits unused: seed 788 of the credit simulation); or units of that credit
+    /// are taken and their messages not here yet: a send that took the last unit and has not
+    /// pushed its message (a thread preempted between the two), while another send of that
+    /// node found none and asked. That node asks nothing more (its window has asked). The
+    /// books cannot tell the two apart, so the want is kept, apart (`deferred`), and stands
+    /// once the credit out to the node is used up or given back (see [`Grants::used_up`]); a
+    /// grant meanwhile answers it. (Dropped, another node got all the freed room, and the node
+    /// that asked starved for good: the switchboard simulation's seed 115913, a leaving node's
+    /// hand-over. Kept, a want that crossed a grant comes back once that grant is used: at
+    /// worst one grant the node does not need, which a reclaim takes back.)
     pub(crate) fn want(&mut self, from: NodeId) {
         if self.out.get(&from).is_some_and(|n| *n > 0) {
             if !self.remote.deferred.contains(&from) {
@@ -346,7 +350,16 @@ impl Grants {
         if self.remote.deferred.contains(&from) {
             self.remote.deferred.retain(|n| *n != from);
             self.want(from);
+            self.remote.revived = true;
         }
+    }
+
+    /// Whether a want kept apart stands since the last call (its node's credit arrived used
+    /// up): the books are to be settled now, as a want read is, not at the application's next
+    /// take (which a receiver holding back while its node leaves never makes). Read once per
+    /// frame that arrives; written only when set.
+    pub(crate) fn wants_settling(&mut self) -> bool {
+        self.remote.revived && std::mem::replace(&mut self.remote.revived, false)
     }
 
     /// The receiver has ended: the nodes waiting for credit that `settled` says may stop
@@ -442,6 +455,7 @@ impl Grants {
     /// someone wants and nothing is free, and tell what was taken. Room is granted in batches
     /// unless `idle` (nothing is buffered: the receiver is waiting).
     pub(crate) fn settle(&mut self, idle: bool, last: Option<NodeId>, urgent: bool) -> Outgoing {
+        let _ = self.wants_settling();
         let mut out = Outgoing { batch: self.batch(), ..Outgoing::default() };
         let mut free = self.free();
         if free > 0 && (idle || free >= self.batch() || !self.remote.wanting.is_empty()) {
