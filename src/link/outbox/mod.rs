@@ -194,6 +194,9 @@ struct Inner {
     control: BytesMut,
     /// This node said its last word to the peer ([`Outbox::push_bye`]): no message goes after.
     bye: bool,
+    /// The receiver of the last data frame queued, and the most its recent frames held (see
+    /// [`Inner::room_for`]).
+    last_data: (EndpointId, usize),
 }
 
 /// A data frame kept for its receiver until every message in it is taken.
