@@ -44,6 +44,9 @@ pub(crate) struct Window {
     /// The receiver asked for its unused credit back while senders of this node waited for
     /// room: answered after their next attempt (see [`Window::defer_reclaim`]).
     reclaim_deferred: AtomicBool,
+    /// Released or voided: nothing more is queued on this window's credit, whatever took a unit
+    /// of it before (see [`Window::gone`]).
+    refuses: AtomicBool,
     /// The receiver granted something: it counts this node among those it tells when it goes
     /// ([`Frame::Released`](crate::link::wire::Frame::Released)). A window never granted
     /// carried nothing, and is settled without that word (see [`Credits::settle`]).
@@ -110,12 +113,14 @@ impl Window {
     /// The receiver is gone. True the first time.
     pub(crate) fn release(&self) -> bool {
         self.credit.store(0, Ordering::Release);
+        self.refuses.store(true, Ordering::Release);
         !self.released.swap(true, Ordering::AcqRel)
     }
 
     /// This node starts over: the credit is void (see [`Window::voided`]).
     fn void(&self) {
         self.voided.store(true, Ordering::Release);
+        self.refuses.store(true, Ordering::Release);
         self.credit.store(0, Ordering::Release);
     }
 
@@ -128,11 +133,15 @@ impl Window {
         self.released.load(Ordering::Acquire)
     }
 
-    /// Set once the receiver is gone: the outbox checks it under its lock (see
-    /// [`crate::link::outbox::Gate`]), so that nothing is queued for the receiver after what was
-    /// kept for it was taken back.
+    /// Set once the receiver is gone, or this node starts over: the outbox checks it under its
+    /// lock (see [`crate::link::outbox::Gate`]), so that nothing is queued for the receiver
+    /// after what was kept for it was taken back. (A send that took a unit just before the
+    /// window was voided, and pushed after the start-over had taken back what it would deliver
+    /// again, went out on void credit and was lost while its node counted it in flight: the
+    /// switchboard simulation's seed 228061, a send held across a start-over. Refused, it goes
+    /// to another receiver, or waits for the new window.)
     pub(crate) fn gone(&self) -> &AtomicBool {
-        &self.released
+        &self.refuses
     }
 
     /// Credit granted and not yet used.

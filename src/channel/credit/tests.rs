@@ -481,3 +481,21 @@ fn a_want_read_while_a_unit_is_on_its_way_is_answered_once_that_unit_arrives() {
     let out = g.settle(true, Some(2), false);
     assert_eq!(granted(&out, 1), 1, "{out:?}");
 }
+
+/// A send that took a unit just before its node started over pushes after the windows were
+/// voided: the outbox's gate refuses it (`Window::gone`), as for a receiver gone, so the message
+/// goes to another receiver or waits for the new window instead of going out on void credit
+/// (lost, and counted in flight for ever: the switchboard simulation's seed 228061).
+#[test]
+fn a_unit_taken_before_a_start_over_cannot_be_pushed_after_it() {
+    let credits: Credits<()> = Credits::default();
+    let route = Arc::new(());
+    let window = credits.window(10, 2, &route);
+    window.grant(1);
+    assert!(window.try_acquire(), "the unit, taken");
+    assert!(!window.gone().load(Ordering::Acquire));
+    let _ = credits.release_all([2]);
+    assert!(window.is_voided());
+    assert!(window.gone().load(Ordering::Acquire), "the push after is refused");
+    assert!(!window.is_released(), "the receiver is not gone for that");
+}
