@@ -44,8 +44,10 @@ pub(crate) struct Window {
     /// The receiver asked for its unused credit back while senders of this node waited for
     /// room: answered after their next attempt (see [`Window::defer_reclaim`]).
     reclaim_deferred: AtomicBool,
-    /// Released or voided: nothing more is queued on this window's credit, whatever took a unit
-    /// of it before (see [`Window::gone`]).
+    /// Released or voided (both for good): nothing is taken or asked for on this window any
+    /// more, nor queued on its credit, whatever took a unit of it before (see [`Window::gone`]).
+    /// One flag, so that a send reads one atomic, not two, and the outbox's gate (a layer
+    /// below, which knows no window) reads the same.
     refuses: AtomicBool,
     /// The receiver granted something: it counts this node among those it tells when it goes
     /// ([`Frame::Released`](crate::link::wire::Frame::Released)). A window never granted
@@ -56,8 +58,7 @@ pub(crate) struct Window {
 impl Window {
     /// Take one unit of credit for a message, if there is one.
     pub(crate) fn try_acquire(&self) -> bool {
-        !self.released.load(Ordering::Acquire)
-            && !self.voided.load(Ordering::Acquire)
+        !self.refuses.load(Ordering::Acquire)
             && self
                 .credit
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -103,8 +104,7 @@ impl Window {
     pub(crate) fn should_ask(&self) -> bool {
         // Loads first: the router asks after every message that passed a window over, and a
         // window already asked must not cost a read-modify-write per message.
-        !self.released.load(Ordering::Acquire)
-            && !self.voided.load(Ordering::Acquire)
+        !self.refuses.load(Ordering::Acquire)
             && self.credit.load(Ordering::Acquire) == 0
             && !self.asked.load(Ordering::Acquire)
             && !self.asked.swap(true, Ordering::AcqRel)

@@ -9,6 +9,15 @@ fn granted(out: &Outgoing, node: NodeId) -> u32 {
     out.credit.iter().filter(|(n, _, _)| *n == node).map(|(_, _, g)| *g).sum()
 }
 
+/// A window of this node's towards receiver 10 (on node 2), granted `n`, and the route it was
+/// made for.
+fn granted_window(credits: &Credits<()>, n: u32) -> (Arc<()>, Arc<Window>) {
+    let route = Arc::new(());
+    let window = credits.window(10, 2, &route);
+    window.grant(n);
+    (route, window)
+}
+
 #[test]
 fn one_sending_node_gets_the_whole_window_and_keeps_it_while_it_streams() {
     // (A batch is a quarter of the capacity: 4.)
@@ -185,9 +194,7 @@ fn early_grants_wait_for_their_window_and_are_given_back_when_reclaimed_or_unkee
 #[test]
 fn starting_over_keeps_the_grants_of_nodes_that_answered_for_the_new_windows() {
     let credits: Credits<()> = Credits::default();
-    let route = Arc::new(());
-    let old = credits.window(10, 2, &route);
-    old.grant(3);
+    let (route, old) = granted_window(&credits, 3);
     let released = credits.release_all([2, 3]);
     assert_eq!(released.len(), 1);
     assert!(!old.try_acquire(), "void");
@@ -433,9 +440,7 @@ fn a_thousand_nodes_leaving_at_once_keep_their_credit() {
 #[test]
 fn a_node_that_stopped_sends_and_asks_for_nothing() {
     let credits: Credits<()> = Credits::default();
-    let route = Arc::new(());
-    let window = credits.window(10, 2, &route);
-    window.grant(3);
+    let (route, window) = granted_window(&credits, 3);
     assert!(matches!(credits.grant(11, 2, 4), Granted::Kept));
     credits.stop();
     assert!(credits.is_stopped());
@@ -489,9 +494,7 @@ fn a_want_read_while_a_unit_is_on_its_way_is_answered_once_that_unit_arrives() {
 #[test]
 fn a_unit_taken_before_a_start_over_cannot_be_pushed_after_it() {
     let credits: Credits<()> = Credits::default();
-    let route = Arc::new(());
-    let window = credits.window(10, 2, &route);
-    window.grant(1);
+    let (_route, window) = granted_window(&credits, 1);
     assert!(window.try_acquire(), "the unit, taken");
     assert!(!window.gone().load(Ordering::Acquire));
     let _ = credits.release_all([2]);
