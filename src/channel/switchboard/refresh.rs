@@ -50,12 +50,20 @@ impl Switchboard {
             }
             self.refresh_links(&left, registry);
         }
+        let mut orphans = Vec::new();
         for name in registry.changed_channels(&before) {
-            self.refresh_channel(&name, &before, registry);
+            orphans.extend(self.refresh_channel(&name, &before, registry));
         }
         if members_changed {
             self.refresh_members(&left, registry);
         }
+        // Receivers of this node removed with it restart only now, after every node that left
+        // is applied to the inboxes: what a node that left gracefully sent them is held here as
+        // this node's own then, and kept through the restart. Restarted first, they released
+        // it to that node, which had handed over and said its last word already (the
+        // switchboard simulation's seed 204087, with held sends: this node paused, removed,
+        // and refreshed past both at once; lost).
+        self.check_orphans(&orphans, registry);
         self.prune_kept(registry);
         self.answer_wants_of_leavers(registry);
         // Early grants for receivers that are gone (not for those this node has yet to see).
@@ -206,8 +214,16 @@ impl Switchboard {
         lock(&self.vanished).extend(gone.iter().map(|inbox| inbox.id()));
     }
 
-    /// Channel `name` changed between `before` and `registry` (or appeared, or went).
-    pub(super) fn refresh_channel(&self, name: &str, before: &Registry, registry: &Registry) {
+    /// Channel `name` changed between `before` and `registry` (or appeared, or went). Returns
+    /// this node's receivers gone from it whose handles are alive, for
+    /// [`Switchboard::check_orphans`] once the membership is refreshed too.
+    #[must_use = "orphaned receivers restart"]
+    pub(super) fn refresh_channel(
+        &self,
+        name: &str,
+        before: &Registry,
+        registry: &Registry,
+    ) -> Vec<Arc<dyn ErasedInbox>> {
         let old = before.channel(name);
         let new = registry.channel(name);
         let renewed = matches!((old, new), (Some(o), Some(n)) if o.created != n.created);
@@ -270,7 +286,6 @@ impl Switchboard {
             }
             alive
         };
-        self.check_orphans(&mine_gone, registry);
         if let Some(ch) = new {
             // New sending nodes are offered credit before they ask. Only when they changed: a
             // receiver added since was offered to them when its inbox came (`add_inbox`), so a
@@ -287,6 +302,7 @@ impl Switchboard {
                 self.send_fence(name, ch, registry);
             }
         }
+        mine_gone
     }
 
     /// Closed channel `name` left the registry (and a new channel of that name may have come):

@@ -194,4 +194,10 @@ impl Grants {
     pub(crate) fn owing(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.remote.left.iter().filter(|l| l.owed.is_some_and(|n| n > 0)).map(|l| l.node)
     }
+
+    /// Nodes that left and may still send on the credit they had (a graceful leaver hands
+    /// over on it: see [`Grants::forget`]).
+    pub(crate) fn may_still_send(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.remote.left.iter().filter(|l| l.credit > 0).map(|l| l.node)
+    }
 }
