@@ -356,7 +356,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
     /// its budget is spent), so the node's tasks and the application's other tasks on the same
     /// thread keep running.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.poll_next(cx).map(|o| o.map(|(v, ..)| v))
+        self.poll_next(cx).map(|o| o.map(|(v, _, gates, _)| gates.discard_with(v)))
     }
 
     /// Like [`Inbox::poll_recv`], with the token that acknowledges the message (manual
@@ -489,19 +489,17 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                             Token::Local(unacked.next_local)
                         }
                     }),
-                    None => {
-                        st.grants.taken(from, 1);
-                        None
-                    }
+                    None => None,
                 };
-                let idle = st.buf.is_empty();
-                // Settled once per batch: between, nothing would come of it (see
-                // `Grants::quiet`; a closing or detached inbox settles every time).
-                let quiet = st.closing.is_none() && !st.detached && st.grants.quiet(idle);
-                let out = if token.is_none() && !quiet {
-                    self.settle_books(&mut st, idle, from, false)
+                // Taken (a delivery to acknowledge is taken when acknowledged), and settled once
+                // per batch: between, nothing would come of it (see `Grants::quiet`; a closing or
+                // detached inbox settles every time), and `None` is sent.
+                let out = if token.is_none() {
+                    let idle = st.buf.is_empty();
+                    let quiet = st.grants.take_one(from, idle) && st.closing.is_none();
+                    (!quiet || st.detached).then(|| self.settle_books(&mut st, idle, from, false))
                 } else {
-                    Outgoing::default()
+                    None
                 };
                 (item, token, out)
             };
@@ -565,7 +563,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                         // From an untyped sender (or a broken peer): kept as a dead letter, taken
                         // (its sender lets go of it), and the receiver carries on.
                         Err(e) => {
-                            self.send(out);
+                            if let Some(out) = out {
+                                self.send(out);
+                            }
                             self.route.wake();
                             let error =
                                 header.err().map_or_else(|| e.to_string(), |h| h.to_string());
@@ -581,7 +581,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
                 }
             };
             self.route.counters.received();
-            self.send(out);
+            if let Some(out) = out {
+                self.send(out);
+            }
             self.route.wake();
             return Ok((value, token, gates, received));
         }

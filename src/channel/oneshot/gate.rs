@@ -48,6 +48,18 @@ impl Gate {
 pub(crate) struct Gates(Vec<Arc<Gate>>);
 
 impl Gates {
+    /// Let go of the gates of a delivery taken without acknowledgement (`recv`), which has
+    /// none, and return its value: an empty list, nothing allocated, is forgotten rather than
+    /// dropped (dropping it was a call of its own, about 20 instructions a message on the
+    /// receiver: issue 21).
+    #[inline]
+    pub(crate) fn discard_with<T>(self, value: T) -> T {
+        if self.0.capacity() == 0 {
+            std::mem::forget(self);
+        }
+        value
+    }
+
     /// The delivery was acknowledged (or became a dead letter): it is not delivered again, so
     /// the handles in it dropped so far tell their askers now, and the others when dropped.
     pub(crate) fn open(&self) {

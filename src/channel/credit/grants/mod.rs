@@ -291,6 +291,14 @@ impl Grants {
         }
     }
 
+    /// The application took one message of `from` (as [`Grants::taken`]); then whether the
+    /// books are [`Grants::quiet`]. One call a message on `recv`'s path.
+    #[inline]
+    pub(crate) fn take_one(&mut self, from: Option<NodeId>, idle: bool) -> bool {
+        self.taken(from, 1);
+        self.quiet(idle)
+    }
+
     /// Whether [`Grants::settle`] (not `urgent`) would find nothing to do after a take: nothing
     /// wants (no node, no sender here), less than a batch is free and less than a batch taken
     /// is untold, and the buffer has not run dry (`idle`). A stream's receiver then skips the
