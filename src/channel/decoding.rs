@@ -31,21 +31,22 @@ struct Now {
     inside: bool,
     /// The node that sent the message decoded now, if another (see [`carrier`]).
     carrier: Option<crate::ids::NodeId>,
-    /// Which context [`KEPT`] holds (see [`Context::key`]), `(0, 0)` for none.
-    kept: (usize, usize),
 }
 
 thread_local! {
-    static NOW: Cell<Now> =
-        const { Cell::new(Now { active: false, inside: false, carrier: None, kept: (0, 0) }) };
+    static NOW: Cell<Now> = const { Cell::new(Now { active: false, inside: false, carrier: None }) };
     /// The context of the last receiver that decoded on this thread, kept between decodes so
     /// that a receiver decoding message after message clones nothing per message.
     static KEPT: RefCell<Option<Context>> = const { RefCell::new(None) };
+    /// Which context [`KEPT`] holds (see [`Context::key`]), `(0, 0)` for none: read once a
+    /// message, written only when another context comes (apart from [`NOW`], which a decode
+    /// writes and puts back: the two together were 40 bytes copied four times a message).
+    static KEPT_KEY: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
 impl Context {
     /// Which context this is: the addresses of what it holds. [`KEPT`] holds a clone of the
-    /// context [`Now::kept`] names, so no other context can have those addresses meanwhile.
+    /// context [`KEPT_KEY`] names, so no other context can have those addresses meanwhile.
     fn key(&self) -> (usize, usize) {
         (Weak::as_ptr(&self.peers) as usize, Arc::as_ptr(&self.node) as *const () as usize)
     }
@@ -54,18 +55,18 @@ impl Context {
 /// Restores what the thread decoded before, when dropped (a panicking decode included).
 struct Scope {
     before: Now,
-    /// The context to put back in [`KEPT`] (only when a decode inside another replaced it).
-    context: Option<Option<Context>>,
-    /// What [`KEPT`] holds once this scope ends.
-    kept: (usize, usize),
+    /// The context to put back in [`KEPT`], and its key (only when a decode inside another
+    /// replaced it).
+    context: Option<(Option<Context>, (usize, usize))>,
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        if let Some(before) = self.context.take() {
+        if let Some((before, key)) = self.context.take() {
             KEPT.with(|k| *k.borrow_mut() = before);
+            KEPT_KEY.set(key);
         }
-        NOW.set(Now { kept: self.kept, ..self.before });
+        NOW.set(self.before);
     }
 }
 
@@ -86,23 +87,22 @@ pub(crate) fn with_from<T>(
     f: impl FnOnce() -> T,
 ) -> T {
     let before = NOW.get();
-    let mut scope = Scope { before, context: None, kept: before.kept };
+    let mut scope = Scope { before, context: None };
+    let active = context.is_some();
     if let Some(context) = context {
         let key = context.key();
-        if key != before.kept {
+        let kept = KEPT_KEY.get();
+        if key != kept {
             let replaced = KEPT.with(|k| k.replace(Some(context.clone())));
+            KEPT_KEY.set(key);
             if before.inside {
                 // Inside another decode (with a context, or one without inside one with): the
                 // context it had comes back after, or what it decodes next would get this one.
-                scope.context = Some(replaced);
-            } else {
-                scope.kept = key;
+                scope.context = Some((replaced, kept));
             }
         }
-        NOW.set(Now { active: true, inside: true, carrier: from, kept: key });
-    } else {
-        NOW.set(Now { active: false, inside: true, carrier: from, kept: before.kept });
     }
+    NOW.set(Now { active, inside: true, carrier: from });
     let out = f();
     drop(scope);
     out

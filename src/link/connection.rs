@@ -479,8 +479,7 @@ impl Reader {
         let (core, peer, remote) = (&self.core, &self.peer, self.peer.id);
         match frame {
             Frame::Data { to, copies, msgs } => {
-                let up = up.frames();
-                up.data(remote, to, copies, &mut msgs.iter().map(|m| buf.slice_ref(m)));
+                up.frames().data(remote, to, copies, &mut msgs.cut_from(buf));
             }
             Frame::Credit { to, taken, grant } => up.frames().credit(remote, to, taken, grant),
             Frame::Want { to } => up.frames().want(remote, to),
