@@ -275,8 +275,13 @@ impl Switchboard {
                 let registry = self.registry.borrow();
                 (registry.nodes.contains_key(&from), self.departure(from, &registry))
             };
-            if !member {
-                inbox.node_left(from, false, how);
+            // Its want stands but after its marked last return: an unmarked one answers a
+            // reclaim, and a node that answers 0 may still want (it asked before: a hand-over's
+            // re-route that found its unit used by another send). Dropped with its books, the
+            // node never asked again, its hand-over timed out and what it re-routed was lost
+            // (the switchboard simulation's seed 20436, with freezes).
+            if !member && inbox.node_left(from, false, how) && how.graceful() && last.is_none() {
+                inbox.want(from);
             }
         }
     }
