@@ -280,8 +280,8 @@ impl Switchboard {
             // re-route that found its unit used by another send). Dropped with its books, the
             // node never asked again, its hand-over timed out and what it re-routed was lost
             // (the switchboard simulation's seed 20436, with freezes).
-            if !member && inbox.node_left(from, false, how) && how.graceful() && last.is_none() {
-                inbox.want(from);
+            if !member {
+                self.forget_node(&inbox, from, how, how.graceful() && last.is_none());
             }
         }
     }

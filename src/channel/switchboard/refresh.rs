@@ -62,8 +62,11 @@ impl Switchboard {
         // this node's own then, and kept through the restart. Restarted first, they released
         // it to that node, which had handed over and said its last word already (the
         // switchboard simulation's seed 204087, with held sends: this node paused, removed,
-        // and refreshed past both at once; lost).
-        self.check_orphans(&orphans, registry);
+        // and refreshed past both at once; lost). (A change of membership checked every inbox,
+        // after its departures: `refresh_members`.)
+        if !members_changed {
+            self.check_orphans(&orphans, registry);
+        }
         self.prune_kept(registry);
         self.answer_wants_of_leavers(registry);
         // Early grants for receivers that are gone (not for those this node has yet to see).
@@ -156,12 +159,24 @@ impl Switchboard {
                 // timer freed it, 10 s, with a receiver's whole capacity at times (the
                 // switchboard simulation's seed 121444, with impatient leaves: the hand-over of
                 // another node waited for that room in vain).
-                if inbox.node_left(node, false, how) && how.graceful() && self.left_lately(node) {
-                    inbox.want(node);
-                }
+                self.forget_node(inbox, node, how, how.graceful() && self.left_lately(node));
             }
         }
         self.check_orphans(&inboxes, registry);
+    }
+
+    /// `inbox` forgets node `node`, which left (`how`); if it wanted credit and `may_want` (it
+    /// may still hand over what it holds), its want stands again, as a member's would.
+    pub(super) fn forget_node(
+        &self,
+        inbox: &Arc<dyn ErasedInbox>,
+        node: NodeId,
+        how: Departure,
+        may_want: bool,
+    ) {
+        if inbox.node_left(node, false, how) && may_want {
+            inbox.want(node);
+        }
     }
 
     /// How node `node`, no longer a member, left, as `registry` says: removed, or gracefully

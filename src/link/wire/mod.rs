@@ -256,6 +256,10 @@ impl<'a> DataMsgs<'a> {
     ) -> impl ExactSizeIterator<Item = bytes::Bytes> + use<'a, '_, 'f> {
         let base = frame.as_ptr() as usize;
         self.iter().map(move |m| {
+            // (An empty one need not point into the frame: empty bytes, as `slice_ref` made.)
+            if m.is_empty() {
+                return bytes::Bytes::new();
+            }
             let at = (m.as_ptr() as usize).wrapping_sub(base);
             frame.slice(at..at.saturating_add(m.len()))
         })
