@@ -57,6 +57,7 @@ pub(crate) struct Window {
 
 impl Window {
     /// Take one unit of credit for a message, if there is one.
+    #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
         !self.refuses.load(Ordering::Acquire)
             && self

@@ -249,6 +249,7 @@ impl ChannelRoute {
         self.rare.get().map(|r| std::mem::take(&mut *lock(&r.dropped))).unwrap_or_default()
     }
 
+    #[inline]
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Targets<Target>> {
         crate::sync::read(&self.targets)
     }
@@ -290,10 +291,12 @@ impl ChannelRoute {
     }
 
     /// Whether a receiver of the channel is on this node (a send may be a hand-off in-process).
+    #[inline]
     pub(crate) fn has_local(&self) -> bool {
         self.local.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
@@ -308,11 +311,13 @@ impl ChannelRoute {
     }
 
     /// Whether the application's sends fail: the channel is closed, or this node is leaving.
+    #[inline]
     pub(crate) fn refuses_sends(&self) -> bool {
         self.is_closed() || self.refusing.load(Ordering::SeqCst)
     }
 
     /// A receiver freed room or credit came back: wake waiting senders, if any.
+    #[inline]
     pub(crate) fn wake(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.notify();
@@ -428,6 +433,7 @@ impl ChannelRoute {
     }
 
     /// Reclaims deferred for the senders that wait are answered once one of them has tried.
+    #[inline]
     fn after_attempt(&self) {
         if self.deferred.load(Ordering::Relaxed) > 0 {
             self.answer_deferred(&self.read());
@@ -444,7 +450,8 @@ impl ChannelRoute {
             return Attempt::NoReceivers(msg);
         }
         // Round robin; with one receiver, no shared counter to bump per message.
-        let start = if n == 1 { 0 } else { self.cursor.fetch_add(1, Ordering::Relaxed) as usize };
+        let mut at =
+            if n == 1 { 0 } else { self.cursor.fetch_add(1, Ordering::Relaxed) as usize % n };
         // A remote receiver passed over for want of credit is asked for some, even when another
         // took the message: otherwise a node with room elsewhere (its own receiver) would never
         // ask, and that receiver would never get its turns from this node again.
@@ -466,8 +473,10 @@ impl ChannelRoute {
             }
             Attempt::Sent
         };
-        for i in 0..n {
-            match &targets[(start + i) % n] {
+        for _ in 0..n {
+            let target = &targets[at];
+            at = if at + 1 == n { 0 } else { at + 1 };
+            match target {
                 Target::Local(erased) => {
                     let Some(inbox) = erased.as_any().downcast_ref::<Inbox<T>>() else {
                         // A receiver of another type: one side is untyped (`Value`). It gets the

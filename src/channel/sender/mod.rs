@@ -102,6 +102,7 @@ impl Registration {
     /// Registered (now, or after waiting for the registration to commit); false, with the
     /// reason logged, if it cannot be (its channel closed, or of another type, no quorum).
     /// Ready without waiting: made here, or its registration committed.
+    #[inline]
     fn ready_now(&self) -> bool {
         match &self.id {
             Id::Registering(registering) => registering.cell.initialized(),

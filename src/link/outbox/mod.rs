@@ -242,6 +242,7 @@ impl Outbox {
     }
 
     /// The largest frame the peer takes.
+    #[inline]
     pub(crate) fn max_frame(&self) -> usize {
         self.max_frame.load(Ordering::Relaxed)
     }
@@ -470,6 +471,7 @@ impl Outbox {
         tokio::time::sleep(LAZY_ACK_DELAY).await;
     }
 
+    #[inline]
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         crate::sync::lock(&self.inner)
     }

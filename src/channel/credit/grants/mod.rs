@@ -284,6 +284,7 @@ impl Grants {
     }
 
     /// The application took (or acknowledged) `n` messages of `from` (`None`: of this node).
+    #[inline]
     pub(crate) fn taken(&mut self, from: Option<NodeId>, n: u32) {
         self.held = self.held.saturating_sub(n);
         if let Some(from) = from.filter(|f| self.out.contains_key(f)) {
@@ -304,6 +305,7 @@ impl Grants {
     /// is untold, and the buffer has not run dry (`idle`). A stream's receiver then skips the
     /// settle, message after message, and settles once per batch (issue 21: the books cost
     /// about 150 instructions a message, settled every time).
+    #[inline]
     pub(crate) fn quiet(&self, idle: bool) -> bool {
         if idle || self.local_wants || !self.remote.wanting.is_empty() {
             return false;
