@@ -79,7 +79,8 @@ impl Inner {
         let frame = frozen(open.buf);
         let kept =
             Kept { frame: frame.clone(), count: open.count, taken: 0, broadcast: open.broadcast };
-        self.kept.entry(open.to).or_default().push_back(kept);
+        let spare = &mut self.spare_kept;
+        self.kept.entry(open.to).or_insert_with(|| std::mem::take(spare)).push_back(kept);
         self.frames.push_back((frame, true));
     }
 

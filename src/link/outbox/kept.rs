@@ -8,6 +8,10 @@ use super::Outbox;
 use crate::ids::EndpointId;
 use crate::link::wire::Frame;
 
+/// The most frames the emptied list kept for reuse has room for (see [`Outbox::release`]): a
+/// burst's room is not held for good.
+const SPARE_ROOM: usize = 16;
+
 impl Outbox {
     /// Receiver `to` took `n` more of the messages sent to it: let go of them.
     pub(crate) fn release(&self, to: EndpointId, mut n: u32) {
@@ -23,7 +27,12 @@ impl Outbox {
             }
         }
         if kept.is_empty() {
-            inner.kept.remove(&to);
+            // Its list's room is kept for the next receiver's first frame (a request and its
+            // answer each emptied one and made one: an allocation and a free a round trip).
+            let list = inner.kept.remove(&to).unwrap_or_default();
+            if list.capacity() <= SPARE_ROOM {
+                inner.spare_kept = list;
+            }
         }
     }
 

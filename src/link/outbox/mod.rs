@@ -182,6 +182,8 @@ struct Inner {
     /// Per remote receiver: the data frames sent to it, kept until it has taken every message in
     /// them, so that what it had not taken can go to another receiver if it goes away.
     kept: HashMap<EndpointId, VecDeque<Kept>>,
+    /// An emptied list of `kept`, its room kept for the next (see [`Outbox::release`]).
+    spare_kept: VecDeque<Kept>,
     /// Something that must go out now is queued (the writer has been or is being woken).
     urgent: bool,
     /// Lazy acks are queued and the writer's delayed flush has been armed.
