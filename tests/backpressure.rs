@@ -81,3 +81,52 @@ async fn send_timeout_hands_the_message_back_when_everything_is_full() {
     assert!(matches!(err, dchan::SendTimeoutError::Timeout(2)));
     shutdown(nodes).await;
 }
+
+/// A small receiver shared by a busy sender on its own node and a sender on another: the other
+/// node's messages get in while the local sender keeps it full, they do not wait for it to stop.
+#[actix_rt::test]
+async fn a_busy_local_sender_does_not_starve_another_node() {
+    const LOCAL: u64 = 5_000;
+    const REMOTE: u64 = 20;
+    let nodes = cluster(2).await;
+    let mut rx = nodes[0].receiver::<(bool, u64)>("fair").capacity(1).await.expect("rx");
+    let local = nodes[0].sender::<(bool, u64)>("fair").await.expect("local tx");
+    let remote = nodes[1].sender::<(bool, u64)>("fair").await.expect("remote tx");
+    within("receiver known", remote.wait_for_receivers(1)).await.expect("open");
+    let busy = actix_rt::spawn(async move {
+        for i in 0..LOCAL {
+            local.send((false, i)).await.expect("local send");
+        }
+    });
+    let other = actix_rt::spawn(async move {
+        for i in 0..REMOTE {
+            remote.send((true, i)).await.expect("remote send");
+        }
+    });
+    // Bounded by the count: every message is taken once.
+    let (mut locals, mut remotes, mut locals_when_remotes_done) = (0, 0, None);
+    while locals < LOCAL || remotes < REMOTE {
+        let (from_remote, i) = within("recv", rx.recv()).await.expect("open channel");
+        if from_remote {
+            assert_eq!(i, remotes, "in order");
+            remotes += 1;
+            if remotes == REMOTE {
+                locals_when_remotes_done = Some(locals);
+            }
+        } else {
+            assert_eq!(i, locals, "in order");
+            locals += 1;
+        }
+    }
+    let locals_then = locals_when_remotes_done.expect("every remote message came");
+    // They take turns (19 local messages by the 20th remote one, run after run); a fifth of
+    // the local sender's messages is far more than turns need, far less than waiting for it.
+    assert!(
+        locals_then <= LOCAL / 5,
+        "the other node's {REMOTE} messages got in only after {locals_then} of the busy local \
+         sender's {LOCAL}"
+    );
+    within("senders", busy).await.expect("local task");
+    within("senders", other).await.expect("remote task");
+    shutdown(nodes).await;
+}
