@@ -16,6 +16,7 @@ impl std::fmt::Debug for PerNode {
 }
 
 impl PerNode {
+    #[inline]
     fn find(&self, node: NodeId) -> Result<usize, usize> {
         self.0.binary_search_by_key(&node, |(n, _)| *n)
     }
@@ -32,6 +33,7 @@ impl PerNode {
         self.find(*node).ok().map(|i| &mut self.0[i].1)
     }
 
+    #[inline]
     pub(super) fn contains_key(&self, node: &NodeId) -> bool {
         self.find(*node).is_ok()
     }

@@ -17,6 +17,7 @@ impl Untold {
         Untold { per_node: Vec::new(), total: 0 }
     }
 
+    #[inline]
     pub(super) fn add(&mut self, node: NodeId, n: u32) {
         match self.per_node.iter_mut().find(|(m, _)| *m == node) {
             Some((_, t)) => *t += n,

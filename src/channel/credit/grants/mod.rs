@@ -115,12 +115,14 @@ struct Remote(Option<Box<RemoteBooks>>);
 
 impl std::ops::Deref for Remote {
     type Target = RemoteBooks;
+    #[inline]
     fn deref(&self) -> &RemoteBooks {
         self.0.as_deref().unwrap_or(&NO_REMOTE)
     }
 }
 
 impl std::ops::DerefMut for Remote {
+    #[inline]
     fn deref_mut(&mut self) -> &mut RemoteBooks {
         self.0.get_or_insert_with(Box::default)
     }
@@ -188,10 +190,12 @@ impl Grants {
     /// M with an eighth; queue 1->2 and broadcast 3 level or better). Once, when every frame
     /// cost more, a quarter carried 20% less. Worked out, not kept: 8 bytes less in every
     /// receiver's books.
+    #[inline]
     pub(crate) fn batch(&self) -> u32 {
         (self.capacity / 4).max(1)
     }
 
+    #[inline]
     fn free(&self) -> u32 {
         self.capacity.saturating_sub(self.held.saturating_add(self.out_total))
     }
