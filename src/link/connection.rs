@@ -479,7 +479,7 @@ impl Reader {
         let (core, peer, remote) = (&self.core, &self.peer, self.peer.id);
         match frame {
             Frame::Data { to, copies, msgs } => {
-                up.frames().data(remote, to, copies, &mut msgs.cut_from(buf));
+                up.frames().data(remote, to, copies, (buf, &msgs));
             }
             Frame::Credit { to, taken, grant } => up.frames().credit(remote, to, taken, grant),
             Frame::Want { to } => up.frames().want(remote, to),

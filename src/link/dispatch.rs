@@ -9,10 +9,11 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::ids::{EndpointId, NodeId};
+use crate::link::wire::DataMsgs;
 use crate::rpc::{Request, Response};
 
-/// Messages of one data frame, as they are read.
-pub(crate) type Msgs<'a> = &'a mut dyn ExactSizeIterator<Item = Bytes>;
+/// The messages of one data frame as decoded (`msgs`), each a part of its bytes (`frame`).
+pub(crate) type Msgs<'a> = (&'a Bytes, &'a DataMsgs<'a>);
 
 /// The frames of the message path, from node `from`, in the order its link delivers them.
 pub(crate) trait Frames: Send + Sync {

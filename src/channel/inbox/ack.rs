@@ -63,7 +63,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
             if st.ended {
                 // It grants nothing more: what was taken is told, and a node that was not told
                 // it is gone while the application could still acknowledge its deliveries is
-                // told now, once they are (see `State::tell_gone`, `ErasedInbox::push_remote`).
+                // told now, once they are (see `State::tell_gone`, `ErasedInbox::push_frame`).
                 let taken = st.grants.flush_taken();
                 let listed = |st: &mut super::State<T>, n: &NodeId| {
                     st.unacked.as_mut().is_some_and(|u| u.release_after_acks.remove(n))

@@ -20,7 +20,7 @@ pub(super) struct Unacked {
     pub(super) next_local: u64,
     /// Nodes that sent after the receiver had ended, while it still had deliveries of theirs
     /// unacknowledged: told it is gone once those are acknowledged (see
-    /// [`ErasedInbox::push_remote`](super::ErasedInbox::push_remote)). (Only a node owed an
+    /// [`ErasedInbox::push_frame`](super::ErasedInbox::push_frame)). (Only a node owed an
     /// acknowledgement is listed, so only here.)
     pub(super) release_after_acks: std::collections::BTreeSet<NodeId>,
 }

@@ -14,22 +14,11 @@ use super::{ErasedInbox, Inbox, Item, Refused};
 use crate::channel::credit::Departure;
 use crate::channel::router::ChannelRoute;
 use crate::ids::{EndpointId, NodeId};
+use crate::link::dispatch::Msgs;
 
-impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> {
-    fn id(&self) -> EndpointId {
-        self.id.load(Ordering::Acquire)
-    }
-
-    fn channel(&self) -> &Arc<ChannelRoute> {
-        &self.route
-    }
-
-    fn push_remote(
-        &self,
-        from: NodeId,
-        copies: bool,
-        msgs: &mut dyn ExactSizeIterator<Item = Bytes>,
-    ) {
+impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
+    /// Messages from node `from`, in order (see [`ErasedInbox::push_frame`]).
+    fn push_many(&self, from: NodeId, copies: bool, msgs: impl ExactSizeIterator<Item = Bytes>) {
         let mut st = self.lock();
         if !st.detached && st.ended && st.owes(from) {
             // Not taken in, and not released yet: a release would have the node deliver again
@@ -82,6 +71,30 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
                 "messages sent without credit dropped"
             );
         }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> {
+    fn id(&self) -> EndpointId {
+        self.id.load(Ordering::Acquire)
+    }
+
+    fn channel(&self) -> &Arc<ChannelRoute> {
+        &self.route
+    }
+
+    fn push_frame(&self, from: NodeId, copies: bool, (frame, msgs): Msgs<'_>) {
+        self.push_many(from, copies, msgs.cut_from(frame));
+    }
+
+    #[cfg(test)]
+    fn push_remote(
+        &self,
+        from: NodeId,
+        copies: bool,
+        msgs: &mut dyn ExactSizeIterator<Item = Bytes>,
+    ) {
+        self.push_many(from, copies, msgs);
     }
 
     fn try_push_encoded(

@@ -83,8 +83,13 @@ pub(crate) enum Refused<T> {
 pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     fn id(&self) -> EndpointId;
     fn channel(&self) -> &Arc<ChannelRoute>;
-    /// Messages from node `from`, in order, sent on credit this inbox granted (broadcast
-    /// copies, if `copies`), booked together before they are read (hence their exact count).
+    /// A data frame's messages from node `from`, in order, sent on credit this inbox granted
+    /// (broadcast copies, if `copies`), booked together before they are read (hence their
+    /// exact count), each cut from the frame as it is buffered.
+    fn push_frame(&self, from: NodeId, copies: bool, msgs: crate::link::dispatch::Msgs<'_>);
+    /// [`ErasedInbox::push_frame`] of messages from any iterator (the unit tests' and the
+    /// credit simulation's).
+    #[cfg(test)]
     fn push_remote(
         &self,
         from: NodeId,

@@ -36,11 +36,10 @@ impl Switchboard {
     }
 
     /// Messages from node `from` for receiver `to` (called by the connection reader); broadcast
-    /// copies if `copies`. (Handed on as they came: wrapped again, each message was two dynamic
-    /// calls, about 20 instructions a message on a stream's receiver.)
+    /// copies if `copies`.
     pub(crate) fn deliver(&self, from: NodeId, to: EndpointId, copies: bool, msgs: Msgs<'_>) {
         match self.inbox(to) {
-            Some(inbox) => inbox.push_remote(from, copies, msgs),
+            Some(inbox) => inbox.push_frame(from, copies, msgs),
             None => self.not_here(from, to),
         }
     }
