@@ -17,8 +17,14 @@ use crate::ids::{EndpointId, NodeId};
 use crate::link::dispatch::Msgs;
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Inbox<T> {
-    /// Messages from node `from`, in order (see [`ErasedInbox::push_frame`]).
-    fn push_many(&self, from: NodeId, copies: bool, msgs: impl ExactSizeIterator<Item = Bytes>) {
+    /// Messages from node `from`, in order, from any iterator: [`ErasedInbox::push_frame`]'s
+    /// (a frame's, cut as they are buffered), the unit tests' and the credit simulation's.
+    pub(crate) fn push_remote(
+        &self,
+        from: NodeId,
+        copies: bool,
+        msgs: impl ExactSizeIterator<Item = Bytes>,
+    ) {
         let mut st = self.lock();
         if !st.detached && st.ended && st.owes(from) {
             // Not taken in, and not released yet: a release would have the node deliver again
@@ -84,17 +90,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedInbox for Inbox<T> 
     }
 
     fn push_frame(&self, from: NodeId, copies: bool, (frame, msgs): Msgs<'_>) {
-        self.push_many(from, copies, msgs.cut_from(frame));
-    }
-
-    #[cfg(test)]
-    fn push_remote(
-        &self,
-        from: NodeId,
-        copies: bool,
-        msgs: &mut dyn ExactSizeIterator<Item = Bytes>,
-    ) {
-        self.push_many(from, copies, msgs);
+        self.push_remote(from, copies, msgs.cut_from(frame));
     }
 
     fn try_push_encoded(

@@ -87,15 +87,6 @@ pub(crate) trait ErasedInbox: Send + Sync + fmt::Debug + 'static {
     /// (broadcast copies, if `copies`), booked together before they are read (hence their
     /// exact count), each cut from the frame as it is buffered.
     fn push_frame(&self, from: NodeId, copies: bool, msgs: crate::link::dispatch::Msgs<'_>);
-    /// [`ErasedInbox::push_frame`] of messages from any iterator (the unit tests' and the
-    /// credit simulation's).
-    #[cfg(test)]
-    fn push_remote(
-        &self,
-        from: NodeId,
-        copies: bool,
-        msgs: &mut dyn ExactSizeIterator<Item = Bytes>,
-    );
     /// An encoded message from this node: a broadcast copy (`copy`), or (`rerouted`) a message
     /// another receiver did not take, which was sent before any close and so is taken until the
     /// inbox has ended.

@@ -26,12 +26,12 @@ fn poll(inbox: &Inbox<u64>) -> Poll<Option<u64>> {
 fn a_closed_inbox_ends_only_after_every_fence() {
     let inbox = inbox(8);
     inbox.offer(&[7]);
-    inbox.push_remote(7, false, &mut [encoded(1)].into_iter());
+    inbox.push_remote(7, false, [encoded(1)].into_iter());
     inbox.close(BTreeSet::from([7, 9]));
     assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
     // Node 7 and 9 may still have data on the way: not the end yet.
     assert_eq!(poll(&inbox), Poll::Pending);
-    inbox.push_remote(7, false, &mut [encoded(2)].into_iter());
+    inbox.push_remote(7, false, [encoded(2)].into_iter());
     inbox.fence(7);
     assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
     assert_eq!(poll(&inbox), Poll::Pending);
@@ -48,7 +48,7 @@ fn local_senders_count_against_the_capacity_with_remote_credit() {
     inbox.returned(7, 1, None);
     assert!(inbox.try_push(1).is_ok());
     assert!(matches!(inbox.try_push(2), Err(Refused::Full(2))));
-    inbox.push_remote(7, false, &mut [encoded(3)].into_iter());
+    inbox.push_remote(7, false, [encoded(3)].into_iter());
     assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
     assert_eq!(poll(&inbox), Poll::Pending);
@@ -59,7 +59,7 @@ fn a_detached_inbox_hands_back_only_its_own_nodes_messages() {
     let inbox = inbox(4);
     inbox.try_push(1).expect("room");
     inbox.offer(&[7]);
-    inbox.push_remote(7, false, &mut (2..4u32).map(|n| encoded(n.into())));
+    inbox.push_remote(7, false, (2..4u32).map(|n| encoded(n.into())));
     let mine = inbox.hand_over(false).expect("first detach");
     let got: Vec<u64> = mine.iter().map(|b| rmp_serde::from_slice(b).unwrap()).collect();
     assert_eq!(got, [1], "node 7 delivers its own elsewhere");
@@ -94,17 +94,17 @@ fn manual_acknowledgements_free_room_in_order_per_sending_node() {
 fn undecodable_bytes_are_skipped_not_fatal() {
     let inbox = inbox(4);
     inbox.offer(&[7]);
-    inbox.push_remote(7, false, &mut [Bytes::from_static(b"\xc1"), encoded(3)].into_iter());
+    inbox.push_remote(7, false, [Bytes::from_static(b"\xc1"), encoded(3)].into_iter());
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
 }
 
 #[test]
 fn messages_beyond_a_nodes_credit_are_not_taken_in() {
     let inbox = inbox(2);
-    inbox.push_remote(9, false, &mut [encoded(1)].into_iter());
+    inbox.push_remote(9, false, [encoded(1)].into_iter());
     assert_eq!(inbox.buffered(), 0, "no credit was granted to node 9");
     inbox.offer(&[7]);
-    inbox.push_remote(7, false, &mut (2..6u32).map(|n| encoded(n.into())));
+    inbox.push_remote(7, false, (2..6u32).map(|n| encoded(n.into())));
     assert_eq!(inbox.buffered(), 2, "node 7 had credit for 2");
     assert_eq!(poll(&inbox), Poll::Ready(Some(2)));
     assert_eq!(poll(&inbox), Poll::Ready(Some(3)));
@@ -119,7 +119,7 @@ fn an_ended_inbox_takes_nothing_more() {
     assert_eq!(poll(&inbox), Poll::Ready(None));
     // What it sent on the credit it had comes back to it (released), not into a buffer nobody
     // reads: a `recv` after the end still says `None`.
-    inbox.push_remote(7, false, &mut [encoded(1)].into_iter());
+    inbox.push_remote(7, false, [encoded(1)].into_iter());
     assert_eq!(inbox.buffered(), 0);
     assert_eq!(poll(&inbox), Poll::Ready(None));
 }
@@ -128,7 +128,7 @@ fn an_ended_inbox_takes_nothing_more() {
 fn a_node_back_as_a_new_incarnation_is_answered_what_was_taken_in_and_told_nothing_more() {
     let inbox = inbox(8);
     inbox.offer(&[7]);
-    inbox.push_remote(7, false, &mut (1..5u32).map(|n| encoded(n.into())));
+    inbox.push_remote(7, false, (1..5u32).map(|n| encoded(n.into())));
     assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
     // Removed: one taken and not yet told, three held; they are this node's to deliver now.
     inbox.node_left(7, false, Departure::Removed);
@@ -158,8 +158,8 @@ fn a_broadcast_copy_of_a_node_that_left_is_not_delivered_elsewhere_either() {
     // elsewhere (the switchboard simulation's seed 269126 took a copy twice).
     let inbox = inbox(8);
     inbox.offer(&[7]);
-    inbox.push_remote(7, true, &mut (1..3u32).map(|n| encoded(n.into())));
-    inbox.push_remote(7, false, &mut [encoded(3)].into_iter());
+    inbox.push_remote(7, true, (1..3u32).map(|n| encoded(n.into())));
+    inbox.push_remote(7, false, [encoded(3)].into_iter());
     let _ = inbox.node_left(7, false, Departure::Removed);
     let mine = inbox.detach(false).expect("detached once");
     assert_eq!(mine, vec![encoded(3)]);
@@ -240,7 +240,7 @@ fn a_leaving_node_gives_a_left_nodes_messages_back() {
     for leaving in [false, true] {
         let inbox = inbox(8);
         inbox.offer(&[7]);
-        inbox.push_remote(7, false, &mut (1..4u32).map(|n| encoded(n.into())));
+        inbox.push_remote(7, false, (1..4u32).map(|n| encoded(n.into())));
         // Node 7 is removed while alive: what it sent is held here as this node's own.
         inbox.node_left(7, false, Departure::Removed);
         assert_eq!(poll(&inbox), Poll::Ready(Some(1)));
@@ -270,7 +270,7 @@ fn of_two_nodes_leaving_at_once_the_first_leaves_its_messages_to_the_second() {
     // Node 7 left first; this node leaves after it.
     let first = inbox(8);
     first.offer(&[7]);
-    first.push_remote(7, false, &mut (1..4u32).map(|n| encoded(n.into())));
+    first.push_remote(7, false, (1..4u32).map(|n| encoded(n.into())));
     first.node_left(7, false, Departure::LeftFirst);
     assert_eq!(poll(&first), Poll::Ready(Some(1)));
     first.tell_taken();
@@ -280,7 +280,7 @@ fn of_two_nodes_leaving_at_once_the_first_leaves_its_messages_to_the_second() {
     // This node left first; node 7 leaves after it.
     let second = inbox(8);
     second.offer(&[7]);
-    second.push_remote(7, false, &mut (1..4u32).map(|n| encoded(n.into())));
+    second.push_remote(7, false, (1..4u32).map(|n| encoded(n.into())));
     assert_eq!(poll(&second), Poll::Ready(Some(1)));
     second.tell_taken();
     second.node_left(7, false, Departure::LeftAfter);

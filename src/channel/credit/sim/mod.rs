@@ -452,7 +452,7 @@ impl Sim {
                 let rx = &mut self.receivers[to];
                 let before = rx.inbox.buffered();
                 let msg = Bytes::from(rmp_serde::to_vec_named(&(s, seq)).expect("encode"));
-                rx.inbox.push_remote(from, false, &mut std::iter::once(msg));
+                rx.inbox.push_remote(from, false, std::iter::once(msg));
                 let taken_in = rx.inbox.buffered() > before;
                 assert!(
                     taken_in || rx.forgot[s] || rx.detached || rx.ended,
